@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the test suite and the benchmarks need from Debian's packages: SIPp (sip-tester),
+# Kamailio (the benchmark anchor), tshark (captures), baresip-core (a real user agent for the
+# forking e2e test), iproute2 (network namespaces). Idempotent: skips what is already there.
+# Usage: scripts/install-deps.sh [--bench]   (--bench adds chromium for dashboard screenshots)
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have sipp     || need+=(sip-tester)
+have tshark   || need+=(tshark)
+have baresip  || need+=(baresip-core)
+have ip       || need+=(iproute2)
+have ss       || need+=(iproute2)
+have kamailio || need+=(kamailio)
+if [[ ${1:-} == --bench ]]; then
+  have chromium || need+=(chromium)
+  have perf || need+=(linux-perf)
+fi
+if ((${#need[@]})); then
+  SUDO=()
+  [[ $(id -u) == 0 ]] || SUDO=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  echo "install-deps: installing ${need[*]}" >&2
+  "${SUDO[@]}" apt-get update -qq
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | "${SUDO[@]}" debconf-set-selections
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# kamailio's package starts a system service on 5060; the anchor scripts start their own.
+if have systemctl && systemctl is-active --quiet kamailio 2>/dev/null; then systemctl stop kamailio || true; fi
+pkill -x kamailio 2>/dev/null || true
+echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark and baresip present" >&2

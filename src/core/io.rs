@@ -1,0 +1,130 @@
+//! What crosses the boundary between the sans-IO core and the engine.
+//!
+//! In: one [`Datagram`] at a time (bytes borrowed from the engine's receive buffer).
+//! Out: an [`Outbox`] the engine drains once per batch. Messages are written straight into the
+//! outbox's arena, so building a datagram allocates nothing once the arena has grown to its
+//! working size; the engine clears (never frees) it after each send batch.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use crate::core::shard::ShardId;
+
+/// One received UDP datagram.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    /// Source address (what `rport`/`received` and NAT handling look at).
+    pub from: SocketAddr,
+    /// Local address it arrived on (the listen address).
+    pub local: SocketAddr,
+    /// The datagram's bytes.
+    pub bytes: &'a [u8],
+}
+
+/// What the core did with a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// Handled here (answered, forwarded, absorbed or dropped and counted).
+    Handled,
+    /// Belongs to another shard: the engine hands the same bytes to that shard's mailbox.
+    ForShard(ShardId),
+}
+
+/// One datagram to send: its destination and where its bytes lie in the outbox arena.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddr,
+    /// Byte range in the arena.
+    pub bytes: Range<u32>,
+}
+
+/// Datagrams the core wants sent, in order.
+#[derive(Default, Debug)]
+pub struct Outbox {
+    arena: Vec<u8>,
+    transmits: Vec<Transmit>,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a datagram for `to` whose bytes `write` appends to the given buffer.
+    /// A writer that appends nothing adds no datagram.
+    pub fn push_with(&mut self, to: SocketAddr, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.arena.len();
+        write(&mut self.arena);
+        let end = self.arena.len();
+        if end > start {
+            self.transmits.push(Transmit {
+                to,
+                bytes: to_u32(start)..to_u32(end),
+            });
+        }
+    }
+
+    /// Appends a copy of `bytes` for `to` (retransmissions of a stored message).
+    pub fn push(&mut self, to: SocketAddr, bytes: &[u8]) {
+        self.push_with(to, |buf| buf.extend_from_slice(bytes));
+    }
+
+    /// The datagrams in the order they were queued.
+    pub fn transmits(&self) -> &[Transmit] {
+        &self.transmits
+    }
+
+    /// The bytes of one queued datagram.
+    pub fn bytes(&self, t: &Transmit) -> &[u8] {
+        &self.arena[t.bytes.start as usize..t.bytes.end as usize]
+    }
+
+    /// Every queued datagram with its destination.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
+        self.transmits.iter().map(|t| (t.to, self.bytes(t)))
+    }
+
+    /// Number of queued datagrams.
+    pub fn len(&self) -> usize {
+        self.transmits.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.transmits.is_empty()
+    }
+
+    /// Forgets every queued datagram, keeping the memory for the next batch.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.transmits.clear();
+    }
+}
+
+fn to_u32(n: usize) -> u32 {
+    // A batch never approaches 4 GiB; the engine drains the outbox after every batch.
+    u32::try_from(n).expect("invariant: outbox arena below 4 GiB")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_come_out_in_order_and_clear_keeps_capacity() {
+        let a: SocketAddr = "127.0.0.1:5071".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:5072".parse().unwrap();
+        let mut out = Outbox::new();
+        out.push_with(a, |buf| buf.extend_from_slice(b"one"));
+        out.push_with(b, |_| {});
+        out.push(b, b"two");
+        let got: Vec<_> = out.iter().map(|(to, bytes)| (to, bytes.to_vec())).collect();
+        assert_eq!(got, vec![(a, b"one".to_vec()), (b, b"two".to_vec())]);
+        let cap = out.arena.capacity();
+        out.clear();
+        assert!(out.is_empty());
+        assert_eq!(out.arena.capacity(), cap);
+    }
+}

@@ -1,0 +1,1 @@
+//! The engine: threads, sockets, clocks and rings around the sans-IO core.

@@ -1,0 +1,19 @@
+//! sipfork: a carrier-edge SIP forking proxy and registrar.
+//!
+//! One extension number, many devices: a call to the extension rings every registered device (or
+//! rings them in q-value groups), the first answer wins, and every other branch is cancelled.
+//!
+//! # Layout
+//! - [`sip`]: zero-copy parser and splicing builder for SIP messages. No I/O.
+//! - [`core`]: the sans-IO state machines (registrar, transactions, proxy, policy). They take
+//!   `(now, datagram from address)` and return datagrams to send plus the next timer deadline.
+//! - [`engine`]: the thin layer around the core: pinned shard threads, UDP backends (io_uring,
+//!   recvmmsg), cross-shard mailboxes, persistence, admin API, metrics.
+//! - [`config`]: TOML configuration, validated with errors that name the key and line.
+//! - [`time`]: time as a value ([`time::Instant`] in microseconds); the core never reads a clock.
+#![warn(missing_docs)]
+
+pub mod core;
+pub mod engine;
+pub mod sip;
+pub mod time;

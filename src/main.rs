@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("sipfork: not yet runnable");
+    std::process::exit(2);
+}
