@@ -5,5 +5,7 @@
 //! all of that, and the simulator (`crate::testing`) drives the same code on virtual time.
 #![forbid(unsafe_code)]
 
+pub mod ids;
 pub mod io;
 pub mod shard;
+pub mod slab;
