@@ -9,3 +9,4 @@ pub mod ids;
 pub mod io;
 pub mod shard;
 pub mod slab;
+pub mod timer;
