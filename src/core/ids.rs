@@ -255,7 +255,9 @@ mod tests {
         let mut out = Vec::new();
         a.write_branch(0xdead_beef, call, 2, &mut out);
         assert!(out.starts_with(MAGIC_COOKIE));
-        let got = b.read_branch(&out, 2).expect("shard 0 verifies shard 1's branch");
+        let got = b
+            .read_branch(&out, 2)
+            .expect("shard 0 verifies shard 1's branch");
         assert_eq!(
             got,
             OurBranch {
@@ -265,7 +267,11 @@ mod tests {
                 branch: 2
             }
         );
-        assert_eq!(b.read_branch(&out, 1), None, "shard 1 is out of range for 1 shard");
+        assert_eq!(
+            b.read_branch(&out, 1),
+            None,
+            "shard 1 is out of range for 1 shard"
+        );
     }
 
     #[test]
@@ -280,7 +286,12 @@ mod tests {
         for i in BRANCH_PREFIX.len()..out.len() {
             let mut t = out.clone();
             t[i] = if t[i] == b'1' { b'2' } else { b'1' };
-            assert_eq!(a.read_branch(&t, 4), None, "flip at {i}: {}", String::from_utf8_lossy(&t));
+            assert_eq!(
+                a.read_branch(&t, 4),
+                None,
+                "flip at {i}: {}",
+                String::from_utf8_lossy(&t)
+            );
         }
         let other = Ids::new(*b"fedcba9876543210", ShardId(0));
         assert_eq!(other.read_branch(&out, 4), None, "another process's secret");

@@ -10,3 +10,21 @@ pub mod io;
 pub mod shard;
 pub mod slab;
 pub mod timer;
+pub mod transaction;
+
+use crate::core::slab::Key;
+use crate::core::transaction::{Timer, TxnSlot};
+
+/// What a timer in the shard's wheel is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerKey {
+    /// A transaction timer of one of a call's transactions.
+    Txn {
+        /// The call.
+        call: Key,
+        /// Which of its transactions.
+        slot: TxnSlot,
+        /// Which RFC 3261 timer.
+        timer: Timer,
+    },
+}

@@ -12,3 +12,6 @@ pub mod server_non_invite;
 pub mod timers;
 
 pub use timers::{Sched, Timer, TimerValues, TxnSlot};
+
+#[cfg(test)]
+mod tests;
