@@ -7,3 +7,4 @@
 
 pub mod io;
 pub mod shard;
+pub mod timer;
