@@ -562,4 +562,60 @@ mod tests {
         assert_eq!(index.find(b"100999").map(|f| f.0), Some(999));
         assert_eq!(index.find(b"101000"), None);
     }
+
+    /// Lookup cost, not a pass/fail test:
+    /// `cargo test --release --lib config::numbers -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn lookup_figures() {
+        let singles: Vec<(ExtensionTable, Vec<NumberRange>)> = vec![(
+            table(),
+            (0..1_000_000u64)
+                .map(|i| NumberRange {
+                    width: 7,
+                    start: 1_000_000 + 3 * i,
+                    end: 1_000_000 + 3 * i,
+                })
+                .collect(),
+        )];
+        let clock = std::time::Instant::now();
+        let index = ExtensionIndex::build(singles).unwrap_or_else(|_| panic!("no overlap"));
+        let build = clock.elapsed();
+        let queries: Vec<String> = (0..1_000_000u64)
+            .map(|i| (1_000_000 + (i * 7919) % 3_000_000).to_string())
+            .collect();
+        let clock = std::time::Instant::now();
+        let hits = queries
+            .iter()
+            .filter(|q| index.find(q.as_bytes()).is_some())
+            .count();
+        let per_lookup = clock.elapsed().as_nanos() as f64 / queries.len() as f64;
+        let ranges: Vec<(ExtensionTable, Vec<NumberRange>)> = (0..1000u64)
+            .map(|i| {
+                (
+                    table(),
+                    vec![NumberRange {
+                        width: 7,
+                        start: 1_000_000 + i * 3000,
+                        end: 1_000_000 + i * 3000 + 999,
+                    }],
+                )
+            })
+            .collect();
+        let ranged = ExtensionIndex::build(ranges).unwrap_or_else(|_| panic!("no overlap"));
+        let clock = std::time::Instant::now();
+        let ranged_hits = queries
+            .iter()
+            .filter(|q| ranged.find(q.as_bytes()).is_some())
+            .count();
+        let per_ranged = clock.elapsed().as_nanos() as f64 / queries.len() as f64;
+        println!(
+            "extension index: 1,000,000 single-number ranges built in {:.0} ms, {} bytes/range; \
+             lookup {per_lookup:.0} ns ({hits} hits of {}); 1,000,000 numbers as 1,000 ranges: lookup \
+             {per_ranged:.0} ns ({ranged_hits} hits)",
+            build.as_secs_f64() * 1e3,
+            std::mem::size_of::<IndexedRange>(),
+            queries.len()
+        );
+    }
 }

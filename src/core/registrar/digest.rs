@@ -446,7 +446,8 @@ pub struct DigestAuthority {
 
 impl DigestAuthority {
     /// An authority for `realm`, with nonces valid for `ttl`, offering `algorithms` in this
-    /// order (first preferred). `key` is per boot and shared by every shard.
+    /// order (first preferred; repeats dropped; SHA-256 alone when empty). `key` is per boot
+    /// and shared by every shard.
     pub fn new(key: [u8; 32], realm: &str, ttl: Duration, algorithms: &[Algorithm]) -> Self {
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key)
             .expect("invariant: HMAC takes any key length");
