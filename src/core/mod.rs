@@ -6,4 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod io;
+pub mod registrar;
 pub mod shard;
+pub mod timer;
