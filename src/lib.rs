@@ -13,6 +13,7 @@
 //! - [`time`]: time as a value ([`time::Instant`] in microseconds); the core never reads a clock.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod core;
 pub mod engine;
 pub mod sip;

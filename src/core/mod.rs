@@ -7,6 +7,7 @@
 
 pub mod ids;
 pub mod io;
+pub mod registrar;
 pub mod shard;
 pub mod slab;
 pub mod timer;

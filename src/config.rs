@@ -1,0 +1,354 @@
+//! TOML configuration → validated [`Config`], with errors that name the key and the line.
+//!
+//! `sipfork --config FILE` runs what this module accepts; `sipfork check-config FILE` prints
+//! [`Config`]'s `Display` (what would run) and its [`Config::warnings`]. A wrong file is a
+//! [`ConfigError`] such as
+//! ``sipfork.toml:14: registrar.on_limit: unknown variant `rejct`, expected `reject` or `evict-oldest` ``,
+//! and the appliance does not start.
+//!
+//! Every table denies unknown keys (a typo is an error, never a silently ignored setting).
+//! Values with a syntax of their own are parsed during deserialization (`raw.rs`), so their
+//! errors carry the value's span; checks across keys run afterwards (`validate.rs`) and find
+//! their line through the key path (`locate.rs`). The result is lookup-friendly: durations are
+//! [`Duration`], addresses [`SocketAddr`], and extension numbers are sorted ranges searched
+//! without expansion.
+//!
+//! # Extension numbers and their width
+//! A number is 1 to [`MAX_NUMBER_WIDTH`] ASCII digits and its width is part of it: both ends of
+//! a range have the same number of digits, and the range holds exactly the numbers of that
+//! width between them. `"0100-0199"` holds `0100` … `0199` but not `100`; `"1000-1999"` does not
+//! hold `01000`. So a number matches at most one range, and no width is ever guessed.
+
+mod locate;
+mod net;
+mod numbers;
+mod raw;
+mod summary;
+mod validate;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use self::net::{parse_host_ip, RouteTable};
+pub use self::net::{Cidr, Domain, NextHop, Route, TrustedPeer};
+pub use self::numbers::{Credential, ExtensionPolicy, NumberRange, MAX_NUMBER_WIDTH};
+use self::numbers::{ExtensionIndex, PolicyDefaults};
+use self::validate::parse;
+use crate::core::registrar::digest::Algorithm;
+
+/// Most shards (threads) a configuration may ask for.
+pub const MAX_SHARDS: u16 = 1024;
+/// Most devices per extension a configuration may allow.
+pub const MAX_CONTACTS: u32 = 1000;
+/// Most parallel branches per call a configuration may allow.
+pub const MAX_BRANCHES: u32 = 100;
+/// Longest registration a configuration may allow (one year, in seconds).
+pub const MAX_EXPIRES_SECS: u64 = 365 * 24 * 3600;
+/// Longest batching window (µs): beyond it, latency suffers more than wake-ups cost.
+pub const MAX_COALESCE_US: u32 = 1000;
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read the configuration: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key is missing, unknown, or has a value that cannot work.
+    #[error("{}", render_invalid(file.as_deref(), key, *line, why))]
+    Invalid {
+        /// The file, when loaded from one.
+        file: Option<PathBuf>,
+        /// Dotted key path (`registrar.on_limit`, `extensions[2].numbers`); empty for syntax errors.
+        key: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong and what is expected.
+        why: String,
+    },
+}
+
+fn render_invalid(file: Option<&Path>, key: &str, line: usize, why: &str) -> String {
+    let place = match file {
+        Some(file) => format!("{}:{line}", file.display()),
+        None => format!("line {line}"),
+    };
+    if key.is_empty() {
+        format!("{place}: {why}")
+    } else {
+        format!("{place}: {key}: {why}")
+    }
+}
+
+impl ConfigError {
+    /// The key path, for [`ConfigError::Invalid`].
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Read { .. } => None,
+        }
+    }
+
+    /// The 1-based line, for [`ConfigError::Invalid`].
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Invalid { line, .. } => Some(*line),
+            ConfigError::Read { .. } => None,
+        }
+    }
+}
+
+/// UDP I/O backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoBackend {
+    /// io_uring when the probe succeeds, else recvmmsg/sendmmsg.
+    Auto,
+    /// io_uring; fails to start without it.
+    Uring,
+    /// recvmmsg/sendmmsg with epoll.
+    Mmsg,
+}
+
+/// Shard thread pinning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PinCores {
+    /// Threads float.
+    Off,
+    /// Shard `i` on the `i`-th CPU the process may use.
+    PerShard,
+    /// Shard `i` on CPU `cpus[i]`.
+    Cpus(Vec<usize>),
+}
+
+/// What a REGISTER beyond `max_contacts` gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnLimit {
+    /// `403 Too many registered devices`.
+    Reject,
+    /// The binding with the oldest registration time is removed.
+    EvictOldest,
+}
+
+/// Where an INVITE to a binding goes (DECISIONS.md "NAT").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatMode {
+    /// The REGISTER's source when the Contact's IP differs from it, else the Contact.
+    Auto,
+    /// Always the REGISTER's source address and port.
+    Flow,
+    /// Always the Contact.
+    Contact,
+}
+
+/// Whether requests are challenged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// RFC 8760 digest: REGISTER gets 401, other initial requests 407.
+    Digest,
+    /// Nothing is challenged.
+    None,
+}
+
+/// How a call to an extension rings its devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForkMode {
+    /// Every binding at once.
+    Parallel,
+    /// Equal-q groups in descending q, each for `group_timeout` or until it failed.
+    QGroups,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// UDP listen address.
+    pub listen: SocketAddr,
+    /// Configured domains (the listen address is accepted besides these).
+    pub domains: Vec<Domain>,
+    /// Shard threads.
+    pub shards: u16,
+    /// I/O backend.
+    pub io: IoBackend,
+    /// Bindings journal directory; `None` keeps registrations in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// Admin HTTP listener (metrics, extension overview).
+    pub admin: Option<SocketAddr>,
+    /// Thread pinning.
+    pub pin_cores: PinCores,
+    /// Socket receive and send buffer, bytes.
+    pub socket_buffer: u64,
+    /// Bounded batching window; zero disables it.
+    pub coalesce: Duration,
+}
+
+/// `[registrar]`.
+#[derive(Clone, Debug)]
+pub struct RegistrarConfig {
+    /// Devices per extension (tables may override).
+    pub max_contacts: u32,
+    /// What happens beyond `max_contacts`.
+    pub on_limit: OnLimit,
+    /// Shorter requested expiries get `423 Interval Too Brief`.
+    pub min_expires: Duration,
+    /// Longer requested expiries are shortened to this.
+    pub max_expires: Duration,
+    /// Expiry when a REGISTER names none.
+    pub default_expires: Duration,
+    /// NAT handling.
+    pub nat: NatMode,
+}
+
+/// `[auth]`.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// Digest or nothing.
+    pub mode: AuthMode,
+    /// Realm challenged for (default: the first domain, else the listen IP).
+    pub realm: String,
+    /// Algorithms offered, first preferred.
+    pub algorithms: Vec<Algorithm>,
+    /// How long a nonce is valid.
+    pub nonce_ttl: Duration,
+}
+
+/// `[proxy]`.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Fork mode (tables may override).
+    pub fork: ForkMode,
+    /// q-group ring time (tables may override).
+    pub group_timeout: Duration,
+    /// Branches per call; beyond it the most recently registered bindings ring.
+    pub max_branches: u32,
+    /// Pass only the first 2xx upstream (tables may override).
+    pub single_answer: bool,
+    /// Timer C (RFC 3261 §16.6 step 11: more than 3 minutes).
+    pub timer_c: Duration,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[registrar]`.
+    pub registrar: RegistrarConfig,
+    /// `[auth]`.
+    pub auth: AuthConfig,
+    /// `[proxy]`.
+    pub proxy: ProxyConfig,
+    extensions: ExtensionIndex,
+    trusted: Vec<TrustedPeer>,
+    routes: RouteTable,
+    warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates a file. A relative `data_dir` is taken relative to the file's
+    /// directory, so a service manager's working directory does not matter.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = parse(&text, Some(path))?;
+        if let Some(dir) = config.server.data_dir.as_mut().filter(|d| d.is_relative()) {
+            if let Some(base) = path.parent() {
+                *dir = base.join(&*dir);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Validates a configuration given as text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        parse(text, None)
+    }
+
+    /// The policy of a provisioned number (the user part of a request URI), or `None`.
+    /// One binary search over the ranges; nothing is allocated.
+    pub fn extension(&self, number: &[u8]) -> Option<ExtensionPolicy<'_>> {
+        let found = self.extensions.find(number)?;
+        let defaults = PolicyDefaults {
+            max_contacts: self.registrar.max_contacts,
+            fork: self.proxy.fork,
+            group_timeout: self.proxy.group_timeout,
+            single_answer: self.proxy.single_answer,
+        };
+        Some(ExtensionPolicy::new(&self.extensions, found, defaults))
+    }
+
+    /// Numbers provisioned.
+    pub fn extension_count(&self) -> u64 {
+        self.extensions.count()
+    }
+
+    /// Provisioned ranges in number order.
+    pub fn extension_ranges(&self) -> impl Iterator<Item = NumberRange> + '_ {
+        self.extensions.ranges()
+    }
+
+    /// True when requests from `ip` are not challenged.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_peer(ip).is_some()
+    }
+
+    /// The first trusted entry containing `ip`.
+    pub fn trusted_peer(&self, ip: IpAddr) -> Option<&TrustedPeer> {
+        self.trusted.iter().find(|t| t.cidr.contains(ip))
+    }
+
+    /// Every trusted entry, in file order.
+    pub fn trusted(&self) -> &[TrustedPeer] {
+        &self.trusted
+    }
+
+    /// The route with the longest prefix of `number` (for numbers not provisioned here).
+    pub fn route_for(&self, number: &[u8]) -> Option<&Route> {
+        self.routes.lookup(number)
+    }
+
+    /// Every route, longest prefix first.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> + '_ {
+        self.routes.iter()
+    }
+
+    /// True when a request URI host (and port) names this proxy: a configured domain (names
+    /// case-insensitively, any port; a trailing dot ignored), or the listen IP with no port or
+    /// the listen port. `host` is as in the URI (`[::1]` for IPv6).
+    pub fn is_local_domain(&self, host: &[u8], port: Option<u16>) -> bool {
+        let host = host.strip_suffix(b".").unwrap_or(host);
+        if let Some(ip) = parse_host_ip(host).map(|ip| ip.to_canonical()) {
+            let listen = self.server.listen;
+            if ip == listen.ip().to_canonical() && port.is_none_or(|p| p == listen.port()) {
+                return true;
+            }
+            return self.server.domains.contains(&Domain::Ip(ip));
+        }
+        self.server
+            .domains
+            .iter()
+            .any(|d| matches!(d, Domain::Name(name) if name.as_bytes().eq_ignore_ascii_case(host)))
+    }
+
+    /// Things that run but that an operator should know (no persistence, no authentication…).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+}
+
+#[cfg(test)]
+mod tests;

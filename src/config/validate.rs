@@ -1,0 +1,490 @@
+//! From the deserialized file to a [`Config`]: ranges, defaults and checks across keys. Every
+//! error names the key the operator wrote and its line.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use super::locate::Locator;
+use super::net::{Route, RouteTable, TrustedPeer};
+use super::numbers::{ExtensionIndex, ExtensionTable, NumberRange, Secret};
+use super::raw::{self, PinSetting, RawConfig};
+use super::{
+    AuthConfig, AuthMode, Config, ConfigError, Domain, ForkMode, IoBackend, NatMode, OnLimit,
+    PinCores, ProxyConfig, RegistrarConfig, ServerConfig, MAX_BRANCHES, MAX_COALESCE_US,
+    MAX_CONTACTS, MAX_EXPIRES_SECS, MAX_SHARDS,
+};
+use crate::core::registrar::digest::Algorithm;
+
+/// Builds [`ConfigError::Invalid`] for a key path, finding its line.
+struct Errors<'a> {
+    locator: &'a Locator<'a>,
+    file: Option<&'a Path>,
+}
+
+impl Errors<'_> {
+    fn at(&self, key: &str, why: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.map(Path::to_owned),
+            key: key.to_owned(),
+            line: self.locator.line_of_key(key),
+            why: why.into(),
+        }
+    }
+
+    fn syntax(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        // An empty span is the whole document (e.g. a missing top-level table).
+        let mut key = if span.is_empty() {
+            String::new()
+        } else {
+            self.locator.key_at(span.start)
+        };
+        let why = e.message().trim().to_owned();
+        if let Some(missing) = why
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(missing);
+        }
+        ConfigError::Invalid {
+            file: self.file.map(Path::to_owned),
+            key,
+            line: self.locator.line_of(span.start),
+            why,
+        }
+    }
+
+    /// `value` when it lies in `range`, else an error naming the key.
+    fn in_range<T: PartialOrd + fmt::Display + Copy>(
+        &self,
+        key: &str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+        unit: &str,
+    ) -> Result<T, ConfigError> {
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.at(
+                key,
+                format!(
+                    "{value}{unit} is out of range: expected {} to {}{unit}",
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        }
+    }
+}
+
+pub(super) fn parse(text: &str, file: Option<&Path>) -> Result<Config, ConfigError> {
+    let locator = Locator::new(text);
+    let errors = Errors {
+        locator: &locator,
+        file,
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| errors.syntax(&e))?;
+    build(raw, &errors)
+}
+
+fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    let server = build_server(raw.server, e, &mut warnings)?;
+    let registrar = build_registrar(raw.registrar, e)?;
+    let auth = build_auth(raw.auth, &server, e)?;
+    let proxy = build_proxy(raw.proxy, e)?;
+    if auth.mode == AuthMode::None {
+        warnings.push(
+            "auth.mode = \"none\": anyone who reaches the listen address can register as and call any extension".into(),
+        );
+    }
+
+    let mut tables = Vec::with_capacity(raw.extensions.len());
+    for (i, table) in raw.extensions.into_iter().enumerate() {
+        tables.push(build_extension_table(i, table, &auth, e, &mut warnings)?);
+    }
+    let extensions = ExtensionIndex::build(tables).map_err(|overlap| {
+        let (second, range) = overlap.second;
+        let (first, other) = overlap.first;
+        let whose = if first == second {
+            "earlier in this list".to_owned()
+        } else {
+            format!("in extensions[{first}]")
+        };
+        e.at(
+            &format!("extensions[{second}].numbers"),
+            format!("{range} overlaps {other} {whose}; every number may be provisioned once"),
+        )
+    })?;
+    if extensions.count() == 0 {
+        warnings
+            .push("no [[extensions]]: every REGISTER gets 404 and only [[routes]] apply".into());
+    }
+
+    let mut trusted = Vec::with_capacity(raw.trusted.len());
+    for (i, t) in raw.trusted.into_iter().enumerate() {
+        if t.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(e.at(
+                &format!("trusted[{i}].name"),
+                "the name is empty (leave it out instead)",
+            ));
+        }
+        trusted.push(TrustedPeer {
+            cidr: t.cidr.0,
+            name: t.name,
+        });
+    }
+
+    let routes: Vec<Route> = raw
+        .routes
+        .into_iter()
+        .map(|r| Route {
+            prefix: r.prefix.0 .0,
+            next_hop: r.next_hop.0,
+        })
+        .collect();
+    let routes = RouteTable::build(routes).map_err(|i| {
+        e.at(
+            &format!("routes[{i}].prefix"),
+            "this prefix is already routed by an earlier [[routes]] entry",
+        )
+    })?;
+
+    Ok(Config {
+        server,
+        registrar,
+        auth,
+        proxy,
+        extensions,
+        trusted,
+        routes,
+        warnings,
+    })
+}
+
+fn build_server(
+    s: raw::RawServer,
+    e: &Errors<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<ServerConfig, ConfigError> {
+    let listen = s.listen.0;
+    let cpus = match &s.pin_cores {
+        Some(PinSetting::Cpus(cpus)) => Some(cpus.clone()),
+        _ => None,
+    };
+    let shards = match (s.shards, &cpus) {
+        (Some(n), _) => e.in_range("server.shards", n, 1..=MAX_SHARDS, "")?,
+        (None, Some(cpus)) => e.in_range(
+            "server.pin_cores",
+            cpus.len(),
+            1..=usize::from(MAX_SHARDS),
+            " CPUs",
+        )? as u16,
+        (None, None) => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, usize::from(MAX_SHARDS)) as u16,
+    };
+    if let Some(cpus) = &cpus {
+        if cpus.len() != usize::from(shards) {
+            return Err(e.at(
+                "server.pin_cores",
+                format!(
+                    "lists {} CPUs for {shards} shards; list one CPU per shard",
+                    cpus.len()
+                ),
+            ));
+        }
+    }
+    let pin_cores = match s.pin_cores {
+        None | Some(PinSetting::Enabled(false)) => PinCores::Off,
+        Some(PinSetting::Enabled(true)) => PinCores::PerShard,
+        Some(PinSetting::Cpus(cpus)) => PinCores::Cpus(cpus),
+    };
+    let socket_buffer = match s.socket_buffer {
+        Some(size) => e.in_range("server.socket_buffer", size.0, 64 << 10..=1 << 30, " bytes")?,
+        None => 8 << 20,
+    };
+    let coalesce_us = e.in_range(
+        "server.coalesce_us",
+        s.coalesce_us.unwrap_or(0),
+        0..=MAX_COALESCE_US,
+        " µs",
+    )?;
+    if s.data_dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        return Err(e.at(
+            "server.data_dir",
+            "the path is empty (leave the key out to keep no journal)",
+        ));
+    }
+    if s.data_dir.is_none() {
+        warnings.push(
+            "server.data_dir is not set: registrations live in memory only and are lost on restart"
+                .into(),
+        );
+    }
+    if listen.ip().is_unspecified() {
+        warnings.push(format!(
+            "server.listen {listen} is an unspecified address: requests for the proxy's real addresses are \
+             recognised only when those addresses are listed in server.domain"
+        ));
+    }
+    Ok(ServerConfig {
+        listen,
+        domains: s
+            .domain
+            .map(|d| d.0.into_iter().map(|p| p.0).collect())
+            .unwrap_or_default(),
+        shards,
+        io: s.io.unwrap_or(IoBackend::Auto),
+        data_dir: s.data_dir,
+        admin: s.admin.map(|a| a.0),
+        pin_cores,
+        socket_buffer,
+        coalesce: Duration::from_micros(u64::from(coalesce_us)),
+    })
+}
+
+fn build_registrar(r: raw::RawRegistrar, e: &Errors<'_>) -> Result<RegistrarConfig, ConfigError> {
+    let max_contacts = e.in_range(
+        "registrar.max_contacts",
+        r.max_contacts.unwrap_or(10),
+        1..=MAX_CONTACTS,
+        "",
+    )?;
+    let secs = |key: &str, value: Option<u64>, default: u64| {
+        e.in_range(key, value.unwrap_or(default), 1..=MAX_EXPIRES_SECS, " s")
+    };
+    let min = secs("registrar.min_expires", r.min_expires, 60)?;
+    let max = secs("registrar.max_expires", r.max_expires, 7200)?;
+    let default = secs("registrar.default_expires", r.default_expires, 3600)?;
+    // Blame a key the operator wrote, preferring default_expires (it sits between the others).
+    fn blame(candidates: [(&'static str, bool); 2]) -> &'static str {
+        candidates
+            .into_iter()
+            .find(|c| c.1)
+            .map_or(candidates[0].0, |c| c.0)
+    }
+    if min > max {
+        let key = blame([
+            ("registrar.max_expires", r.max_expires.is_some()),
+            ("registrar.min_expires", true),
+        ]);
+        return Err(e.at(
+            key,
+            format!("min_expires ({min} s) is above max_expires ({max} s)"),
+        ));
+    }
+    if default < min || default > max {
+        let key = blame([
+            ("registrar.default_expires", r.default_expires.is_some()),
+            (
+                if default < min {
+                    "registrar.min_expires"
+                } else {
+                    "registrar.max_expires"
+                },
+                true,
+            ),
+        ]);
+        return Err(e.at(
+            key,
+            format!("default_expires ({default} s) must lie between min_expires ({min} s) and max_expires ({max} s)"),
+        ));
+    }
+    Ok(RegistrarConfig {
+        max_contacts,
+        on_limit: r.on_limit.unwrap_or(OnLimit::Reject),
+        min_expires: Duration::from_secs(min),
+        max_expires: Duration::from_secs(max),
+        default_expires: Duration::from_secs(default),
+        nat: r.nat.unwrap_or(NatMode::Auto),
+    })
+}
+
+fn build_auth(
+    a: raw::RawAuth,
+    server: &ServerConfig,
+    e: &Errors<'_>,
+) -> Result<AuthConfig, ConfigError> {
+    let realm = match a.realm {
+        Some(realm) => {
+            let ok = !realm.is_empty()
+                && realm.len() <= 128
+                && realm.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                && !realm.contains(['"', '\\']);
+            if !ok {
+                return Err(e.at(
+                    "auth.realm",
+                    "a realm is 1 to 128 printable ASCII characters without quotes or backslashes",
+                ));
+            }
+            realm
+        }
+        None => server
+            .domains
+            .first()
+            .map_or_else(|| server.listen.ip().to_string(), Domain::to_string),
+    };
+    let algorithms: Vec<Algorithm> = match a.algorithms {
+        Some(list) => list.into_iter().map(|p| p.0).collect(),
+        None => vec![Algorithm::Sha256, Algorithm::Md5],
+    };
+    if algorithms.is_empty() {
+        return Err(e.at(
+            "auth.algorithms",
+            "offer at least one algorithm, e.g. [\"SHA-256\", \"MD5\"]",
+        ));
+    }
+    if let Some(dup) = algorithms
+        .iter()
+        .enumerate()
+        .find(|(i, a)| algorithms[..*i].contains(a))
+    {
+        return Err(e.at(
+            "auth.algorithms",
+            format!("{} is listed twice", dup.1.name()),
+        ));
+    }
+    let ttl = e.in_range(
+        "auth.nonce_ttl",
+        a.nonce_ttl.unwrap_or(300),
+        10..=86_400,
+        " s",
+    )?;
+    Ok(AuthConfig {
+        mode: a.mode.unwrap_or(AuthMode::Digest),
+        realm,
+        algorithms,
+        nonce_ttl: Duration::from_secs(ttl),
+    })
+}
+
+fn build_proxy(p: raw::RawProxy, e: &Errors<'_>) -> Result<ProxyConfig, ConfigError> {
+    let group_timeout = e.in_range(
+        "proxy.group_timeout",
+        p.group_timeout.unwrap_or(20),
+        1..=3600,
+        " s",
+    )?;
+    let max_branches = e.in_range(
+        "proxy.max_branches",
+        p.max_branches.unwrap_or(12),
+        1..=MAX_BRANCHES,
+        "",
+    )?;
+    let timer_c = p.timer_c.unwrap_or(181);
+    if timer_c <= 180 {
+        return Err(e.at(
+            "proxy.timer_c",
+            format!("{timer_c} s is too short: RFC 3261 §16.6 step 11 requires Timer C above 3 minutes (181 or more)"),
+        ));
+    }
+    let timer_c = e.in_range("proxy.timer_c", timer_c, 181..=86_400, " s")?;
+    Ok(ProxyConfig {
+        fork: p.fork.unwrap_or(ForkMode::Parallel),
+        group_timeout: Duration::from_secs(group_timeout),
+        max_branches,
+        single_answer: p.single_answer.unwrap_or(false),
+        timer_c: Duration::from_secs(timer_c),
+    })
+}
+
+fn build_extension_table(
+    i: usize,
+    t: raw::RawExtensions,
+    auth: &AuthConfig,
+    e: &Errors<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(ExtensionTable, Vec<NumberRange>), ConfigError> {
+    let key = |name: &str| format!("extensions[{i}].{name}");
+    let ranges = t.numbers.0;
+    let count: u64 = ranges.iter().map(NumberRange::count).sum();
+    let has_ha1 = t.ha1_md5.is_some() || t.ha1_sha256.is_some();
+    let ha1_key = if t.ha1_md5.is_some() {
+        key("ha1_md5")
+    } else {
+        key("ha1_sha256")
+    };
+    if t.password.is_some() && has_ha1 {
+        return Err(e.at(
+            &key("password"),
+            "give either password or ha1_md5/ha1_sha256, not both",
+        ));
+    }
+    if has_ha1 && count > 1 {
+        return Err(e.at(
+            &ha1_key,
+            format!(
+                "an HA1 hashes one number's number:realm:password, but this entry holds {count} numbers; \
+                 give ranges a password template such as \"pw-{{number}}\""
+            ),
+        ));
+    }
+    let secret = match (t.password, t.ha1_md5, t.ha1_sha256) {
+        (Some(template), _, _) => {
+            if count > 1 && !template.0.uses_number() {
+                warnings.push(format!(
+                    "extensions[{i}]: all {count} numbers share one password (no {{number}} in the template)"
+                ));
+            }
+            Secret::Template(template.0)
+        }
+        (None, None, None) => Secret::None,
+        (None, md5, sha256) => Secret::Ha1 {
+            md5: md5.map(|h| h.0),
+            sha256: sha256.map(|h| h.0),
+        },
+    };
+    if auth.mode == AuthMode::Digest {
+        match &secret {
+            Secret::None => {
+                return Err(e.at(
+                    &format!("extensions[{i}]"),
+                    "auth.mode = \"digest\" needs a password (or ha1_md5 / ha1_sha256) for every number; \
+                     add one, or set auth.mode = \"none\"",
+                ))
+            }
+            Secret::Ha1 { md5, sha256 } => {
+                for algorithm in &auth.algorithms {
+                    let (have, name) = match algorithm.base() {
+                        Algorithm::Sha256 => (sha256.is_some(), "ha1_sha256"),
+                        _ => (md5.is_some(), "ha1_md5"),
+                    };
+                    if !have {
+                        return Err(e.at(
+                            &ha1_key,
+                            format!("auth.algorithms offers {} but this entry has no {name}", algorithm.name()),
+                        ));
+                    }
+                }
+            }
+            Secret::Template(_) => {}
+        }
+    }
+    let max_contacts = t
+        .max_contacts
+        .map(|n| e.in_range(&key("max_contacts"), n, 1..=MAX_CONTACTS, ""))
+        .transpose()?;
+    let group_timeout = t
+        .group_timeout
+        .map(|s| {
+            e.in_range(&key("group_timeout"), s, 1..=3600, " s")
+                .map(Duration::from_secs)
+        })
+        .transpose()?;
+    let table = ExtensionTable {
+        secret,
+        max_contacts,
+        fork: t.fork,
+        group_timeout,
+        single_answer: t.single_answer,
+    };
+    Ok((table, ranges))
+}

@@ -1,0 +1,584 @@
+//! Append-only journal of key → value upserts and deletes, one file per shard.
+//!
+//! # Format (version 1, little-endian)
+//! ```text
+//! header  : magic "SIPFKJNL" (8) | version u32 | reserved u32 (0)
+//! record  : payload_len u32 | crc32 u32 (over payload_len bytes and payload) | payload
+//! payload : op u8 (1 = put, 2 = delete) | key_len u16 | key | value (put only; the rest)
+//! ```
+//! 11 bytes of framing per record. Replay stops at the first record that is short, too long or
+//! fails its CRC, and [`Journal::open`] truncates the file there: a torn tail after `kill -9` or
+//! power loss costs at most the records of the last unsynced writes, never an earlier record.
+//!
+//! # Durability (DECISIONS.md "Registrar and persistence")
+//! [`Journal::put`] and [`Journal::delete`] only encode into a userspace buffer.
+//! [`Journal::write_out`] hands the whole buffer to the kernel in one `write(2)`; the shard calls
+//! it once per loop turn *before* submitting that turn's sends, so a binding whose 200 OK left the
+//! box is in the page cache and survives `kill -9` of the process. `fdatasync` runs off the hot
+//! path: a persistence thread calls [`SyncHandle::sync_if_dirty`] every ~10 ms. The power-loss
+//! window is therefore that interval plus one `fdatasync`: bindings acknowledged within roughly
+//! the last 10–20 ms before a power cut may be lost (the phone re-registers).
+//!
+//! # Compaction
+//! When the file outgrows twice its live data ([`Journal::needs_compaction`]),
+//! [`Journal::compact`] writes the caller's live set to `NAME.journal.tmp`, fsyncs it, renames it
+//! over `NAME.journal` and fsyncs the directory. A crash at any step leaves either the old or the
+//! new complete file under the name; [`Journal::open`] deletes a leftover `.tmp`.
+//!
+//! # Changing the shard count
+//! [`repartition`] reads every journal in the directory, splits the union by owner, writes the
+//! new set atomically file by file, and only then deletes files that are not in the new set.
+//! Names must encode the partitioning (e.g. `shard-0-of-4`), so a re-partition never overwrites
+//! a file it still has to read; a crash part-way leaves copies of the same data, which the next
+//! start merges again.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// First bytes of every journal file.
+pub const MAGIC: [u8; 8] = *b"SIPFKJNL";
+/// Format version written and understood.
+pub const VERSION: u32 = 1;
+/// Longest key.
+pub const MAX_KEY_LEN: usize = u16::MAX as usize;
+/// Longest payload (op, key length, key and value).
+pub const MAX_PAYLOAD_LEN: usize = 1 << 20;
+/// Framing bytes per record (length, CRC, op, key length).
+pub const RECORD_OVERHEAD: usize = FRAME_LEN + PAYLOAD_HEAD_LEN;
+/// Below this size a journal is never compacted.
+pub const DEFAULT_COMPACTION_MIN_BYTES: u64 = 4 << 20;
+
+const HEADER_LEN: usize = 16;
+const FRAME_LEN: usize = 8;
+const PAYLOAD_HEAD_LEN: usize = 3;
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const EXTENSION: &str = "journal";
+const TMP_EXTENSION: &str = "journal.tmp";
+
+/// A live set as replay returns it.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One shard's journal, open for appending.
+pub struct Journal {
+    dir: PathBuf,
+    name: String,
+    file: File,
+    /// Encoded records not yet handed to the kernel.
+    buf: Vec<u8>,
+    /// Bytes in the file: header and every record written so far.
+    file_len: u64,
+    /// File size when it last held only live records (after open or compaction).
+    live_len: u64,
+    compaction_min: u64,
+    /// A failed write could not be rolled back: appending more would hide records behind a
+    /// torn one, so every later call fails until the journal is reopened.
+    poisoned: bool,
+    discarded_on_open: u64,
+    sync: Arc<SyncShared>,
+}
+
+struct SyncShared {
+    file: Mutex<File>,
+    dirty: AtomicBool,
+}
+
+/// What a persistence thread holds to `fdatasync` a shard's journal off the shard's hot path.
+#[derive(Clone)]
+pub struct SyncHandle {
+    shared: Arc<SyncShared>,
+}
+
+impl SyncHandle {
+    /// `fdatasync`s the journal if anything was written since the last sync; returns whether it
+    /// synced. Writes racing with the sync set the flag again and are covered by the next call.
+    pub fn sync_if_dirty(&self) -> io::Result<bool> {
+        if !self.shared.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let file = self
+            .shared
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = file.sync_data() {
+            self.shared.dirty.store(true, Ordering::Release);
+            return Err(e);
+        }
+        Ok(true)
+    }
+}
+
+impl Journal {
+    /// Opens (or creates) `dir/NAME.journal`, replays it, truncates a torn or corrupt tail, and
+    /// returns the live set. `name` is a file stem of ASCII letters, digits, `-` and `_`.
+    pub fn open(dir: &Path, name: &str) -> io::Result<(Journal, Records)> {
+        check_name(name)?;
+        fs::create_dir_all(dir)?;
+        let path = journal_path(dir, name);
+        let tmp = tmp_path(dir, name);
+        if tmp.exists() {
+            // A compaction died before its rename: the journal under `path` is still complete.
+            fs::remove_file(&tmp)?;
+            sync_dir(dir)?;
+        }
+        if !path.exists() {
+            return Self::create(dir, name, std::iter::empty());
+        }
+        let file = OpenOptions::new().read(true).append(true).open(&path)?;
+        let actual_len = file.metadata()?.len();
+        let replay = replay(&mut BufReader::with_capacity(1 << 20, &file), &path)?;
+        if replay.valid_len < actual_len {
+            file.set_len(replay.valid_len)?;
+            file.sync_all()?;
+        }
+        let records: Records = replay.live.into_iter().collect();
+        let mut journal = Self::from_file(dir, name, file, replay.valid_len, live_len(&records))?;
+        journal.discarded_on_open = actual_len - replay.valid_len;
+        Ok((journal, records))
+    }
+
+    /// Atomically replaces (or creates) `dir/NAME.journal` with exactly `records` and opens it.
+    pub fn create<'a>(
+        dir: &Path,
+        name: &str,
+        records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> io::Result<(Journal, Records)> {
+        check_name(name)?;
+        fs::create_dir_all(dir)?;
+        let len = write_atomically(dir, name, records)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(journal_path(dir, name))?;
+        let journal = Self::from_file(dir, name, file, len, len)?;
+        Ok((journal, Vec::new()))
+    }
+
+    fn from_file(
+        dir: &Path,
+        name: &str,
+        file: File,
+        file_len: u64,
+        live_len: u64,
+    ) -> io::Result<Journal> {
+        let sync = Arc::new(SyncShared {
+            file: Mutex::new(file.try_clone()?),
+            dirty: AtomicBool::new(false),
+        });
+        Ok(Journal {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            file,
+            buf: Vec::new(),
+            file_len,
+            live_len,
+            compaction_min: DEFAULT_COMPACTION_MIN_BYTES,
+            poisoned: false,
+            discarded_on_open: 0,
+            sync,
+        })
+    }
+
+    /// Buffers an upsert of `key` (no syscall).
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        self.check_usable()?;
+        encode(&mut self.buf, OP_PUT, key, value)
+    }
+
+    /// Buffers a delete of `key` (no syscall).
+    pub fn delete(&mut self, key: &[u8]) -> io::Result<()> {
+        self.check_usable()?;
+        encode(&mut self.buf, OP_DELETE, key, &[])
+    }
+
+    /// Hands everything buffered to the kernel in one `write(2)`. Call once per loop turn,
+    /// before that turn's sends. On error nothing of the batch stays in the file and the batch
+    /// stays buffered, so a later call retries it.
+    pub fn write_out(&mut self) -> io::Result<()> {
+        self.check_usable()?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(&self.buf) {
+            // A partial write would sit between good records and a retried batch: cut it off.
+            if self.file.set_len(self.file_len).is_err() {
+                self.poisoned = true;
+            }
+            return Err(e);
+        }
+        self.file_len += self.buf.len() as u64;
+        self.buf.clear();
+        self.sync.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// `fdatasync` on the caller's thread (shutdown, tests); the hot path uses [`SyncHandle`].
+    pub fn sync(&self) -> io::Result<()> {
+        self.sync.dirty.store(true, Ordering::Release);
+        SyncHandle {
+            shared: Arc::clone(&self.sync),
+        }
+        .sync_if_dirty()
+        .map(drop)
+    }
+
+    /// A handle for the persistence thread; it follows the journal across compactions.
+    pub fn sync_handle(&self) -> SyncHandle {
+        SyncHandle {
+            shared: Arc::clone(&self.sync),
+        }
+    }
+
+    /// Bytes buffered and not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes in the file (header and written records).
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// Bytes of torn or corrupt tail [`Self::open`] cut off (0 after a clean shutdown).
+    pub fn discarded_on_open(&self) -> u64 {
+        self.discarded_on_open
+    }
+
+    /// The journal's file.
+    pub fn path(&self) -> PathBuf {
+        journal_path(&self.dir, &self.name)
+    }
+
+    /// Sets the size below which [`Self::needs_compaction`] stays false.
+    pub fn set_compaction_min_bytes(&mut self, bytes: u64) {
+        self.compaction_min = bytes;
+    }
+
+    /// True when the file has grown past twice its live size at the last open or compaction
+    /// (and past the minimum): then compaction costs O(1) amortized per record written.
+    pub fn needs_compaction(&self) -> bool {
+        let len = self.file_len + self.buf.len() as u64;
+        len > self.compaction_min && len > 2 * self.live_len
+    }
+
+    /// Rewrites the journal as exactly `live` (the caller's current live set, which must include
+    /// every put and delete made so far), crash-safely; see the module doc. Cost is one write of
+    /// the live set plus two fsyncs, on the caller's thread.
+    pub fn compact<'a>(
+        &mut self,
+        live: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> io::Result<()> {
+        // The old file stays the complete truth until the rename.
+        self.write_out()?;
+        let len = write_atomically(&self.dir, &self.name, live)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(self.path())?;
+        let for_sync = file.try_clone()?;
+        *self
+            .sync
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = for_sync;
+        self.file = file;
+        self.file_len = len;
+        self.live_len = len;
+        Ok(())
+    }
+
+    fn check_usable(&self) -> io::Result<()> {
+        if self.poisoned {
+            return Err(io::Error::other(format!(
+                "journal {} could not roll back a failed write; reopen it",
+                self.path().display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("path", &self.path())
+            .field("file_len", &self.file_len)
+            .field("pending", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Names of the journals in `dir` (file stems of `*.journal`), sorted.
+pub fn journal_names(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let file_name = entry?.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if let Some(stem) = file_name.strip_suffix(".journal") {
+            if check_name(stem).is_ok() {
+                names.push(stem.to_owned());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The union of every journal's live set in `dir`, read-only (torn tails are skipped, not cut).
+/// When two journals hold the same key (copies left by an interrupted re-partition), the one
+/// whose name sorts last wins.
+pub fn read_all(dir: &Path) -> io::Result<Records> {
+    let mut union: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    for name in journal_names(dir)? {
+        let path = journal_path(dir, &name);
+        let file = File::open(&path)?;
+        union.extend(replay(&mut BufReader::with_capacity(1 << 20, file), &path)?.live);
+    }
+    Ok(union.into_iter().collect())
+}
+
+/// Opens the journals `names` in `dir`, re-partitioning first when the directory holds any
+/// other set (the shard count changed, or an earlier re-partition was interrupted): every record
+/// goes to journal `owner(key)` (an index into `names`). Returns the journals with their live
+/// sets, in `names` order.
+pub fn repartition(
+    dir: &Path,
+    names: &[String],
+    owner: impl Fn(&[u8]) -> usize,
+) -> io::Result<Vec<(Journal, Records)>> {
+    for name in names {
+        check_name(name)?;
+    }
+    let mut wanted = names.to_vec();
+    wanted.sort();
+    wanted.dedup();
+    if wanted.len() != names.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "journal names repeat",
+        ));
+    }
+    let existing = journal_names(dir)?;
+    if existing.is_empty() || existing == wanted {
+        return names.iter().map(|name| Journal::open(dir, name)).collect();
+    }
+    let mut parts: Vec<Records> = vec![Vec::new(); names.len()];
+    for (key, value) in read_all(dir)? {
+        let shard = owner(&key);
+        let part = parts.get_mut(shard).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("owner {shard} out of range"),
+            )
+        })?;
+        part.push((key, value));
+    }
+    let mut opened = Vec::with_capacity(names.len());
+    for (name, part) in names.iter().zip(parts) {
+        let (journal, _) = Journal::create(dir, name, part.iter().map(|(k, v)| (&k[..], &v[..])))?;
+        opened.push((journal, part));
+    }
+    // Every new file is durable (create fsyncs file and directory): only now drop the old ones.
+    for old in existing.iter().filter(|old| !wanted.contains(old)) {
+        fs::remove_file(journal_path(dir, old))?;
+    }
+    sync_dir(dir)?;
+    Ok(opened)
+}
+
+fn journal_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.{EXTENSION}"))
+}
+
+fn tmp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.{TMP_EXTENSION}"))
+}
+
+fn check_name(name: &str) -> io::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("journal name {name:?}: use ASCII letters, digits, '-' and '_'"),
+        ))
+    }
+}
+
+/// Makes a rename or unlink in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn header() -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h
+}
+
+/// Appends one framed record to `buf`.
+fn encode(buf: &mut Vec<u8>, op: u8, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let payload_len = PAYLOAD_HEAD_LEN + key.len() + value.len();
+    if key.len() > MAX_KEY_LEN || payload_len > MAX_PAYLOAD_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "journal record too large: key {} bytes (max {MAX_KEY_LEN}), payload {payload_len} bytes (max {MAX_PAYLOAD_LEN})",
+                key.len()
+            ),
+        ));
+    }
+    let len_bytes = (payload_len as u32).to_le_bytes();
+    let start = buf.len();
+    buf.reserve(FRAME_LEN + payload_len);
+    buf.extend_from_slice(&len_bytes);
+    buf.extend_from_slice(&[0; 4]);
+    buf.push(op);
+    buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(value);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len_bytes);
+    crc.update(&buf[start + FRAME_LEN..]);
+    buf[start + 4..start + FRAME_LEN].copy_from_slice(&crc.finalize().to_le_bytes());
+    Ok(())
+}
+
+/// Bytes a file holding exactly `records` takes.
+fn live_len(records: &Records) -> u64 {
+    let body: usize = records
+        .iter()
+        .map(|(k, v)| RECORD_OVERHEAD + k.len() + v.len())
+        .sum();
+    (HEADER_LEN + body) as u64
+}
+
+/// Writes `records` to `NAME.journal.tmp`, fsyncs it, renames it to `NAME.journal` and fsyncs
+/// the directory. Returns the file's length.
+fn write_atomically<'a>(
+    dir: &Path,
+    name: &str,
+    records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> io::Result<u64> {
+    let tmp = tmp_path(dir, name);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    out.write_all(&header())?;
+    let mut len = HEADER_LEN as u64;
+    let mut record = Vec::new();
+    for (key, value) in records {
+        record.clear();
+        encode(&mut record, OP_PUT, key, value)?;
+        out.write_all(&record)?;
+        len += record.len() as u64;
+    }
+    let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, journal_path(dir, name))?;
+    sync_dir(dir)?;
+    Ok(len)
+}
+
+struct Replay {
+    live: HashMap<Vec<u8>, Vec<u8>>,
+    /// Length of the prefix made of the header and whole, valid records.
+    valid_len: u64,
+}
+
+/// Replays a journal; stops at the first record that is incomplete or fails its checks.
+fn replay(reader: &mut impl Read, path: &Path) -> io::Result<Replay> {
+    let invalid = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    };
+    let mut head = [0u8; HEADER_LEN];
+    if read_full(reader, &mut head)? < HEADER_LEN || head[..8] != MAGIC {
+        return Err(invalid(
+            "not a sipfork journal (bad or missing header)".into(),
+        ));
+    }
+    let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    if version != VERSION {
+        return Err(invalid(format!(
+            "journal format version {version}; this build reads {VERSION}"
+        )));
+    }
+    let mut live = HashMap::new();
+    let mut valid_len = HEADER_LEN as u64;
+    let mut payload = Vec::new();
+    loop {
+        let mut frame = [0u8; FRAME_LEN];
+        if read_full(reader, &mut frame)? < FRAME_LEN {
+            break;
+        }
+        let len_bytes = [frame[0], frame[1], frame[2], frame[3]];
+        let payload_len = u32::from_le_bytes(len_bytes) as usize;
+        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        if !(PAYLOAD_HEAD_LEN..=MAX_PAYLOAD_LEN).contains(&payload_len) {
+            break;
+        }
+        payload.resize(payload_len, 0);
+        if read_full(reader, &mut payload)? < payload_len {
+            break;
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&len_bytes);
+        hasher.update(&payload);
+        if hasher.finalize() != crc {
+            break;
+        }
+        let key_len = usize::from(u16::from_le_bytes([payload[1], payload[2]]));
+        let Some(key) = payload.get(PAYLOAD_HEAD_LEN..PAYLOAD_HEAD_LEN + key_len) else {
+            break;
+        };
+        match payload[0] {
+            OP_PUT => {
+                let value = payload[PAYLOAD_HEAD_LEN + key_len..].to_vec();
+                live.insert(key.to_vec(), value);
+            }
+            OP_DELETE if payload_len == PAYLOAD_HEAD_LEN + key_len => {
+                live.remove(key);
+            }
+            _ => break,
+        }
+        valid_len += (FRAME_LEN + payload_len) as u64;
+    }
+    Ok(Replay { live, valid_len })
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests;

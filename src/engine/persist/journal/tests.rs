@@ -1,0 +1,494 @@
+//! Round trips, torn tails at every byte offset, corruption, crash points of compaction and
+//! re-partitioning, and a model check against a `HashMap`.
+
+use super::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU32;
+
+/// A scratch directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "sipfork-journal-{}-{n}-{label}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sorted(records: Records) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    records.into_iter().collect()
+}
+
+fn kv(k: &str, v: &str) -> (Vec<u8>, Vec<u8>) {
+    (k.as_bytes().to_vec(), v.as_bytes().to_vec())
+}
+
+#[test]
+fn round_trip_puts_overwrites_and_deletes() {
+    let dir = TempDir::new("round-trip");
+    let (mut j, live) = Journal::open(&dir.0, "shard-0").unwrap();
+    assert!(live.is_empty());
+    j.put(b"1001", b"contact-a").unwrap();
+    j.put(b"1002", b"contact-b").unwrap();
+    assert_eq!(j.file_len(), HEADER_LEN as u64, "put only buffers");
+    j.write_out().unwrap();
+    j.put(b"1001", b"contact-a2").unwrap();
+    j.delete(b"1002").unwrap();
+    j.put(b"", b"empty key").unwrap();
+    j.put(b"1003", b"").unwrap();
+    j.write_out().unwrap();
+    // No sync, no clean shutdown: what a `kill -9` leaves (the page cache survives).
+    drop(j);
+    let (j, live) = Journal::open(&dir.0, "shard-0").unwrap();
+    assert_eq!(j.discarded_on_open(), 0);
+    assert_eq!(
+        sorted(live),
+        BTreeMap::from([
+            kv("1001", "contact-a2"),
+            kv("", "empty key"),
+            kv("1003", "")
+        ])
+    );
+}
+
+#[test]
+fn unwritten_records_are_not_on_disk() {
+    let dir = TempDir::new("unwritten");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    j.put(b"a", b"1").unwrap();
+    j.write_out().unwrap();
+    j.put(b"b", b"2").unwrap();
+    assert_eq!(j.pending_bytes(), RECORD_OVERHEAD + 2);
+    drop(j); // the shard died before this turn's write_out: its 200 OK was not sent either
+    let (_, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(sorted(live), BTreeMap::from([kv("a", "1")]));
+}
+
+#[test]
+fn record_overhead_is_eleven_bytes() {
+    let dir = TempDir::new("overhead");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    j.put(b"1001", &[7; 200]).unwrap();
+    j.write_out().unwrap();
+    assert_eq!(
+        j.file_len(),
+        (HEADER_LEN + RECORD_OVERHEAD + 4 + 200) as u64
+    );
+    assert_eq!(fs::metadata(j.path()).unwrap().len(), j.file_len());
+    assert_eq!(RECORD_OVERHEAD, 11);
+}
+
+#[test]
+fn torn_tail_at_every_offset_keeps_every_earlier_record() {
+    let dir = TempDir::new("torn");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    for i in 0..5 {
+        j.put(
+            format!("key-{i}").as_bytes(),
+            format!("value-{i}").as_bytes(),
+        )
+        .unwrap();
+    }
+    j.delete(b"key-0").unwrap();
+    j.write_out().unwrap();
+    let last_start = j.file_len();
+    j.put(
+        b"key-last",
+        b"a value long enough to be torn in many places",
+    )
+    .unwrap();
+    j.write_out().unwrap();
+    let full = fs::read(j.path()).unwrap();
+    drop(j);
+    let expected: BTreeMap<_, _> = (1..5)
+        .map(|i| kv(&format!("key-{i}"), &format!("value-{i}")))
+        .collect();
+    for cut in last_start as usize..full.len() {
+        let case = TempDir::new("torn-case");
+        fs::write(case.0.join("s.journal"), &full[..cut]).unwrap();
+        let (mut j, live) = Journal::open(&case.0, "s").unwrap();
+        assert_eq!(sorted(live), expected, "cut at {cut}");
+        assert_eq!(
+            j.discarded_on_open(),
+            cut as u64 - last_start,
+            "cut at {cut}"
+        );
+        assert_eq!(
+            fs::metadata(j.path()).unwrap().len(),
+            last_start,
+            "truncated at cut {cut}"
+        );
+        // Appending after recovery works and is not hidden behind the torn record.
+        j.put(b"after", b"crash").unwrap();
+        j.write_out().unwrap();
+        drop(j);
+        let (_, live) = Journal::open(&case.0, "s").unwrap();
+        let mut with_after = expected.clone();
+        with_after.insert(b"after".to_vec(), b"crash".to_vec());
+        assert_eq!(sorted(live), with_after, "reopen after cut {cut}");
+    }
+}
+
+#[test]
+fn corrupted_record_stops_replay_there() {
+    let dir = TempDir::new("crc");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..4 {
+        offsets.push(j.file_len() + j.pending_bytes() as u64);
+        j.put(format!("k{i}").as_bytes(), b"some value").unwrap();
+    }
+    j.write_out().unwrap();
+    let path = j.path();
+    drop(j);
+    let mut bytes = fs::read(&path).unwrap();
+    let total = bytes.len() as u64;
+    bytes[offsets[2] as usize + FRAME_LEN + 5] ^= 0x40; // a value byte of record 2
+    fs::write(&path, &bytes).unwrap();
+    let (j, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(
+        sorted(live),
+        BTreeMap::from([kv("k0", "some value"), kv("k1", "some value")])
+    );
+    assert_eq!(j.discarded_on_open(), total - offsets[2]);
+}
+
+#[test]
+fn zeroed_or_garbage_tails_are_cut() {
+    // Power loss can leave a zero-filled block, or a length that points past the end.
+    for tail in [vec![0u8; 4096], vec![0xff; 8], 5u32.to_le_bytes().to_vec()] {
+        let dir = TempDir::new("tail");
+        let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+        j.put(b"k", b"v").unwrap();
+        j.write_out().unwrap();
+        let path = j.path();
+        drop(j);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(&tail);
+        fs::write(&path, &bytes).unwrap();
+        let (j, live) = Journal::open(&dir.0, "s").unwrap();
+        assert_eq!(sorted(live), BTreeMap::from([kv("k", "v")]));
+        assert_eq!(j.discarded_on_open(), tail.len() as u64);
+    }
+}
+
+#[test]
+fn foreign_files_and_other_versions_are_refused_untouched() {
+    let dir = TempDir::new("foreign");
+    let path = dir.0.join("s.journal");
+    fs::write(&path, b"this is not a journal at all").unwrap();
+    let err = Journal::open(&dir.0, "s").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("not a sipfork journal"), "{err}");
+    assert_eq!(fs::read(&path).unwrap(), b"this is not a journal at all");
+    let mut future = header();
+    future[8..12].copy_from_slice(&2u32.to_le_bytes());
+    fs::write(&path, future).unwrap();
+    let err = Journal::open(&dir.0, "s").unwrap_err();
+    assert!(err.to_string().contains("version 2"), "{err}");
+}
+
+#[test]
+fn oversized_records_and_bad_names_are_rejected() {
+    let dir = TempDir::new("limits");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    assert!(j.put(&vec![0; MAX_KEY_LEN + 1], b"").is_err());
+    assert!(j.put(b"k", &vec![0; MAX_PAYLOAD_LEN]).is_err());
+    assert_eq!(
+        j.pending_bytes(),
+        0,
+        "a rejected record leaves nothing behind"
+    );
+    for bad in ["", "../etc", "a/b", "a.b", "sp ace"] {
+        assert!(Journal::open(&dir.0, bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn compaction_preserves_the_live_set_and_shrinks_the_file() {
+    let dir = TempDir::new("compact");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    j.set_compaction_min_bytes(1024);
+    let mut model = BTreeMap::new();
+    for round in 0..50 {
+        for k in 0..20 {
+            let key = format!("ext-{k}").into_bytes();
+            let value = format!("binding {k} round {round}").into_bytes();
+            j.put(&key, &value).unwrap();
+            model.insert(key, value);
+        }
+        j.delete(b"ext-3").unwrap();
+        model.remove(&b"ext-3"[..]);
+        j.write_out().unwrap();
+    }
+    assert!(j.needs_compaction());
+    let before = j.file_len();
+    let handle = j.sync_handle();
+    j.compact(model.iter().map(|(k, v)| (&k[..], &v[..])))
+        .unwrap();
+    assert!(j.file_len() < before / 10, "{} -> {}", before, j.file_len());
+    assert!(!j.needs_compaction());
+    assert!(!dir.0.join("s.journal.tmp").exists());
+    // Appends after compaction go to the new file, and the sync handle follows it.
+    j.put(b"ext-99", b"new").unwrap();
+    j.write_out().unwrap();
+    model.insert(b"ext-99".to_vec(), b"new".to_vec());
+    assert!(handle.sync_if_dirty().unwrap());
+    assert!(!handle.sync_if_dirty().unwrap(), "clean after sync");
+    drop(j);
+    let (_, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(sorted(live), model);
+}
+
+#[test]
+fn compaction_crash_points_leave_a_complete_journal() {
+    let dir = TempDir::new("compact-crash");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    for i in 0..10 {
+        j.put(format!("k{i}").as_bytes(), b"old").unwrap();
+    }
+    j.write_out().unwrap();
+    drop(j);
+    let expected: BTreeMap<_, _> = (0..10).map(|i| kv(&format!("k{i}"), "old")).collect();
+    let tmp = dir.0.join("s.journal.tmp");
+
+    // Crash while writing the temp file: a partial temp file is left.
+    fs::write(&tmp, &header()[..10]).unwrap();
+    let (j, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(sorted(live), expected);
+    assert!(!tmp.exists(), "leftover temp file removed");
+    drop(j);
+
+    // Crash after the temp file was complete and synced, before the rename.
+    write_atomically(&dir.0, "scratch", [(&b"k0"[..], &b"new"[..])]).unwrap();
+    fs::rename(dir.0.join("scratch.journal"), &tmp).unwrap();
+    let (j, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(
+        sorted(live),
+        expected,
+        "the old file is still the truth before the rename"
+    );
+    assert!(!tmp.exists());
+    drop(j);
+
+    // After the rename the new file is the truth, whether or not the directory sync happened.
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    j.compact([(&b"k0"[..], &b"compacted"[..])]).unwrap();
+    drop(j);
+    let (_, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(sorted(live), BTreeMap::from([kv("k0", "compacted")]));
+}
+
+#[test]
+fn compaction_writes_out_pending_records_first() {
+    let dir = TempDir::new("compact-pending");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    j.put(b"a", b"1").unwrap();
+    j.compact([(&b"a"[..], &b"1"[..])]).unwrap();
+    assert_eq!(j.pending_bytes(), 0);
+    drop(j);
+    let (_, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(sorted(live), BTreeMap::from([kv("a", "1")]));
+}
+
+/// Random puts, deletes, write-outs, compactions and reopen-after-crash against a `HashMap`.
+#[test]
+fn matches_a_map_model_across_reopens() {
+    let dir = TempDir::new("model");
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    j.set_compaction_min_bytes(4096);
+    let mut written: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut buffered = written.clone();
+    for step in 0..20_000 {
+        let key = format!("{}", next() % 300).into_bytes();
+        match next() % 100 {
+            0..=59 => {
+                let value = vec![b'v'; (next() % 300) as usize];
+                j.put(&key, &value).unwrap();
+                buffered.insert(key, value);
+            }
+            60..=84 => {
+                j.delete(&key).unwrap();
+                buffered.remove(&key);
+            }
+            85..=96 => {
+                j.write_out().unwrap();
+                written = buffered.clone();
+                if j.needs_compaction() {
+                    j.compact(written.iter().map(|(k, v)| (&k[..], &v[..])))
+                        .unwrap();
+                }
+            }
+            _ => {
+                // Crash: the buffer is lost, what was written survives.
+                drop(j);
+                let (reopened, live) = Journal::open(&dir.0, "s").unwrap();
+                assert_eq!(
+                    live.into_iter().collect::<HashMap<_, _>>(),
+                    written,
+                    "step {step}"
+                );
+                j = reopened;
+                j.set_compaction_min_bytes(4096);
+                buffered = written.clone();
+            }
+        }
+    }
+    assert!(
+        j.file_len() < 4096 + 3 * (300 * 320),
+        "compaction kept the file bounded: {}",
+        j.file_len()
+    );
+}
+
+#[test]
+fn repartition_moves_every_record_to_its_new_owner() {
+    let dir = TempDir::new("repartition");
+    let owner_of = |n: usize| move |key: &[u8]| crate::core::shard::owner_of(key, n as u16).index();
+    let names = |n: usize| {
+        (0..n)
+            .map(|i| format!("shard-{i}-of-{n}"))
+            .collect::<Vec<_>>()
+    };
+    let mut model = BTreeMap::new();
+    {
+        let mut journals = repartition(&dir.0, &names(2), owner_of(2)).unwrap();
+        for ext in 1000..1100u32 {
+            let key = ext.to_string().into_bytes();
+            let shard = owner_of(2)(&key);
+            journals[shard]
+                .0
+                .put(&key, format!("binding {ext}").as_bytes())
+                .unwrap();
+            model.insert(key, format!("binding {ext}").into_bytes());
+        }
+        for (j, _) in &mut journals {
+            j.write_out().unwrap();
+        }
+    }
+    for n in [3usize, 1, 4] {
+        let journals = repartition(&dir.0, &names(n), owner_of(n)).unwrap();
+        assert_eq!(journal_names(&dir.0).unwrap(), {
+            let mut v = names(n);
+            v.sort();
+            v
+        });
+        let mut union = BTreeMap::new();
+        for (shard, (_, live)) in journals.into_iter().enumerate() {
+            for (k, v) in live {
+                assert_eq!(owner_of(n)(&k), shard, "record on the wrong shard");
+                union.insert(k, v);
+            }
+        }
+        assert_eq!(union, model, "{n} shards");
+        // Reopening with the same set does not re-partition and returns the same data.
+        let again: BTreeMap<_, _> = repartition(&dir.0, &names(n), owner_of(n))
+            .unwrap()
+            .into_iter()
+            .flat_map(|(_, live)| live)
+            .collect();
+        assert_eq!(again, model);
+    }
+}
+
+#[test]
+fn interrupted_repartition_is_redone_from_the_copies() {
+    let dir = TempDir::new("repartition-crash");
+    let owner3 = |key: &[u8]| crate::core::shard::owner_of(key, 3).index();
+    let old: Vec<String> = (0..2).map(|i| format!("shard-{i}-of-2")).collect();
+    let new: Vec<String> = (0..3).map(|i| format!("shard-{i}-of-3")).collect();
+    let mut model = BTreeMap::new();
+    let mut journals: Vec<Journal> = old
+        .iter()
+        .map(|n| Journal::open(&dir.0, n).unwrap().0)
+        .collect();
+    for ext in 0..60u32 {
+        let key = format!("20{ext:02}").into_bytes();
+        let shard = crate::core::shard::owner_of(&key, 2).index();
+        journals[shard].put(&key, b"v").unwrap();
+        model.insert(key, b"v".to_vec());
+    }
+    for j in &mut journals {
+        j.write_out().unwrap();
+    }
+    drop(journals);
+    // Crash after writing the first new file only: old files still hold everything.
+    let everything = read_all(&dir.0).unwrap();
+    let first: Records = everything
+        .into_iter()
+        .filter(|(k, _)| owner3(k) == 0)
+        .collect();
+    Journal::create(&dir.0, &new[0], first.iter().map(|(k, v)| (&k[..], &v[..]))).unwrap();
+    let journals = repartition(&dir.0, &new, owner3).unwrap();
+    let union: BTreeMap<_, _> = journals.into_iter().flat_map(|(_, live)| live).collect();
+    assert_eq!(union, model);
+    assert_eq!(journal_names(&dir.0).unwrap(), new);
+}
+
+/// Throughput figures, not a pass/fail test:
+/// `cargo test --release --lib engine::persist -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput_figures() {
+    let dir = TempDir::new("throughput");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    j.set_compaction_min_bytes(u64::MAX);
+    const N: usize = 1_000_000;
+    const BATCH: usize = 32;
+    let value = vec![b'x'; 250]; // a binding: contact, call-id, instance, user agent, source
+    let clock = std::time::Instant::now();
+    for i in 0..N {
+        j.put(format!("{}", 1_000_000 + i % 200_000).as_bytes(), &value)
+            .unwrap();
+        if i % BATCH == BATCH - 1 {
+            j.write_out().unwrap();
+        }
+    }
+    j.write_out().unwrap();
+    let append = clock.elapsed();
+    let clock = std::time::Instant::now();
+    j.sync().unwrap();
+    let sync = clock.elapsed();
+    let bytes = j.file_len();
+    drop(j);
+    let clock = std::time::Instant::now();
+    let (mut j, live) = Journal::open(&dir.0, "s").unwrap();
+    let replay = clock.elapsed();
+    let clock = std::time::Instant::now();
+    j.compact(live.iter().map(|(k, v)| (&k[..], &v[..])))
+        .unwrap();
+    let compact = clock.elapsed();
+    println!(
+        "journal: {N} puts of 7+250 bytes in batches of {BATCH}: {:.0} records/s ({:.0} MB/s), {} bytes/record \
+         ({RECORD_OVERHEAD} overhead); fdatasync of {} MB {:.0} ms; replay {:.0} records/s; compaction of {} live \
+         records {:.0} ms",
+        N as f64 / append.as_secs_f64(),
+        bytes as f64 / append.as_secs_f64() / 1e6,
+        (bytes - HEADER_LEN as u64) / N as u64,
+        bytes / 1_000_000,
+        sync.as_secs_f64() * 1e3,
+        N as f64 / replay.as_secs_f64(),
+        live.len(),
+        compact.as_secs_f64() * 1e3,
+    );
+}
