@@ -31,10 +31,7 @@ fn gen_value<'b>(c: &mut Cursor<'b>, err: ParseError) -> Result<&'b [u8], ParseE
 
 /// Reads one `SEMI generic-param` at the cursor, or returns `Ok(None)` with the cursor unmoved
 /// when no `;` follows.
-fn next_param<'b>(
-    c: &mut Cursor<'b>,
-    err: ParseError,
-) -> Result<Option<Param<'b>>, ParseError> {
+fn next_param<'b>(c: &mut Cursor<'b>, err: ParseError) -> Result<Option<Param<'b>>, ParseError> {
     if !c.eat_separator(b';') {
         return Ok(None);
     }
