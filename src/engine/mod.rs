@@ -119,6 +119,21 @@ impl StopHandle {
     }
 }
 
+/// Reads every shard's published counters without locks (see [`shard::SharedStats`]).
+#[derive(Clone, Debug)]
+pub struct StatsReader(Vec<Arc<SharedStats>>);
+
+impl StatsReader {
+    /// Latest counters of every shard, in shard order.
+    pub fn snapshot(&self) -> Vec<ShardSnapshot> {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.snapshot(ShardId(i as u16)))
+            .collect()
+    }
+}
+
 /// A running engine.
 pub struct Engine<H> {
     /// `None` only from a shard whose backend failed, which `start` never returns.
@@ -272,11 +287,13 @@ impl<H> Engine<H> {
 
     /// Latest counters of every shard.
     pub fn stats(&self) -> Vec<ShardSnapshot> {
-        self.stats
-            .iter()
-            .enumerate()
-            .map(|(i, s)| s.snapshot(ShardId(i as u16)))
-            .collect()
+        self.stats_reader().snapshot()
+    }
+
+    /// A handle for another thread (metrics, admin) to read the counters; it stays valid after
+    /// shutdown and then shows the final values.
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(self.stats.clone())
     }
 
     /// A handle that stops the engine from another thread.
@@ -297,3 +314,6 @@ impl<H> Engine<H> {
         Ok(handlers)
     }
 }
+
+#[cfg(test)]
+mod tests;
