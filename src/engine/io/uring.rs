@@ -190,7 +190,10 @@ impl UringBackend {
         };
         let mut backend = parts.finish(sockets, waker, opts);
         match backend.start() {
-            Ok(()) => Ok(backend),
+            Ok(()) => {
+                tracing::info!(mode = backend.mode, "io_uring ring set up");
+                Ok(backend)
+            }
             Err(why) => {
                 let sockets = std::mem::take(&mut backend.sockets);
                 drop(backend); // cancels whatever was armed before giving the sockets back
