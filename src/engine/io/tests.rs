@@ -397,3 +397,65 @@ fn a_coalescing_window_gathers_a_trickle_into_one_batch() {
         );
     }
 }
+
+#[test]
+fn ipv6_listeners_echo_on_both_backends() {
+    for kind in KINDS {
+        let socket = match bind_reuseport("[::1]:0".parse().unwrap()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("skipping: no ::1 here ({e})");
+                return;
+            }
+        };
+        let addr = socket.local_addr().unwrap();
+        let waker = Arc::new(Waker::new().unwrap());
+        let mut f = match open(kind, vec![socket], Arc::clone(&waker), &IoOptions::default()) {
+            Ok(o) => Fixture {
+                backend: o.backend,
+                addr,
+                waker,
+            },
+            Err(e) => {
+                assert_eq!(kind, IoKind::Uring, "{e}");
+                eprintln!("skipping the io_uring run: {e}");
+                continue;
+            }
+        };
+        let s = UdpSocket::bind("[::1]:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(b"over v6", f.addr).unwrap();
+        let got = collect(&mut f, 1, true);
+        assert_eq!(got, vec![(s.local_addr().unwrap(), b"over v6".to_vec())], "{kind:?}");
+        let mut buf = [0u8; 16];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"over v6"[..], f.addr), "{kind:?}");
+    }
+}
+
+#[test]
+fn auto_falls_back_to_mmsg_with_a_reason_when_io_uring_cannot_be_set_up() {
+    // A buffer count io_uring rejects stands in for a kernel or sandbox without io_uring.
+    let opts = IoOptions {
+        recv_buffers: 1000,
+        ..IoOptions::default()
+    };
+    let socket = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let waker = Arc::new(Waker::new().unwrap());
+    let opened = open(IoKind::Auto, vec![socket], Arc::clone(&waker), &opts).unwrap();
+    assert_eq!(opened.backend.name(), "mmsg");
+    assert!(opened.fallback_reason.as_deref().is_some_and(|r| r.contains("power of two")), "{opened:?}");
+    // The sockets came back intact: the fallback serves them.
+    let mut f = Fixture {
+        backend: opened.backend,
+        addr,
+        waker,
+    };
+    let s = peer();
+    s.send_to(b"still served", f.addr).unwrap();
+    assert_eq!(collect(&mut f, 1, false).len(), 1);
+    let socket = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+    let err = open(IoKind::Uring, vec![socket], Arc::new(Waker::new().unwrap()), &opts).unwrap_err();
+    assert!(matches!(err, IoSetupError::UringUnavailable(_)), "{err}");
+}
