@@ -1,0 +1,102 @@
+//! Listen sockets: one `SO_REUSEPORT` UDP socket per shard and listen address, so the kernel
+//! spreads peers over the shards (a peer's 4-tuple always hashes to the same shard).
+//!
+//! Buffers are made large (the kernel drops on a full receive queue, and those drops are then
+//! reported through `SO_RXQ_OVFL`, which is switched on here). As root, `SO_RCVBUFFORCE` /
+//! `SO_SNDBUFFORCE` pass `net.core.rmem_max`; otherwise the plain options are capped by it.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Socket buffer size asked for (each direction).
+pub const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Binds a non-blocking, `SO_REUSEPORT` UDP socket on `addr` with large buffers and
+/// `SO_RXQ_OVFL`. IPv6 sockets are v6-only so a v4 and a v6 listener can share a port.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    set_buffer(&socket, libc::SO_RCVBUFFORCE, SOCKET_BUFFER)
+        .or_else(|_| socket.set_recv_buffer_size(SOCKET_BUFFER))?;
+    set_buffer(&socket, libc::SO_SNDBUFFORCE, SOCKET_BUFFER)
+        .or_else(|_| socket.set_send_buffer_size(SOCKET_BUFFER))?;
+    set_int(&socket, libc::SO_RXQ_OVFL, 1)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Binds `shards` sockets on each address in `listen`, all sharing the port: when an address has
+/// port 0 the first socket picks the port and the others join it. Returns one `Vec` per shard,
+/// in the order of `listen`.
+pub fn bind_shard_sockets(listen: &[SocketAddr], shards: usize) -> io::Result<Vec<Vec<UdpSocket>>> {
+    let mut per_shard: Vec<Vec<UdpSocket>> = (0..shards).map(|_| Vec::new()).collect();
+    for &addr in listen {
+        let mut bound = addr;
+        for sockets in per_shard.iter_mut() {
+            let socket = bind_reuseport(bound)?;
+            bound = socket.local_addr()?;
+            sockets.push(socket);
+        }
+    }
+    Ok(per_shard)
+}
+
+fn set_buffer(socket: &Socket, option: libc::c_int, size: usize) -> io::Result<()> {
+    set_int(socket, option, i32::try_from(size).unwrap_or(i32::MAX))
+}
+
+fn set_int(socket: &Socket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its exact size to setsockopt on an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_share_one_port_and_get_large_buffers() {
+        let listen = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+        let per_shard = match bind_shard_sockets(&listen, 3) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+                eprintln!("skipping: no ::1 here ({e})");
+                return;
+            }
+            Err(e) => panic!("bind: {e}"),
+        };
+        assert_eq!(per_shard.len(), 3);
+        for (i, addr) in listen.iter().enumerate() {
+            let ports: Vec<u16> = per_shard
+                .iter()
+                .map(|s| s[i].local_addr().unwrap().port())
+                .collect();
+            assert_ne!(ports[0], 0);
+            assert!(ports.iter().all(|&p| p == ports[0]), "{addr}: {ports:?}");
+        }
+        let socket = Socket::from(per_shard[0][0].try_clone().unwrap());
+        // The kernel doubles the value; without root the cap is rmem_max, so only ask for "large".
+        assert!(socket.recv_buffer_size().unwrap() >= 200_000);
+    }
+}

@@ -1,0 +1,275 @@
+//! The shard loop (ARCHITECTURE.md section 5): one per pinned core, the only loop the engine has.
+//!
+//! Each turn: wait (for datagrams, a mailbox wake-up, or the handler's next deadline) → hand every
+//! received datagram to the handler (one clock read per batch; `ForShard` → copy to the owner's
+//! mailbox) → hand over letters other shards left → fire due timers → `after_batch` (persistence
+//! write-out before sends) → send the outbox in one batch and clear it → wake the shards that got
+//! letters → publish counters.
+//!
+//! Invariant: the shard only sleeps after `Waker::park` and a last look at its mailbox (see
+//! `mailbox.rs`), so a letter never waits for an unrelated datagram or timer to be handled.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::core::io::{Datagram, Inbound, Outbox};
+use crate::core::shard::ShardId;
+use crate::engine::clock::Clock;
+use crate::engine::counters::{counters, Published};
+use crate::engine::io::{IoStats, UdpBackend};
+use crate::engine::mailbox::{Mailbox, MailboxStats, Waker};
+use crate::time::Instant;
+
+/// What a shard drives: the real `Core`, or a measurement stand-in such as the null reflector.
+pub trait Handler {
+    /// One received datagram (from the socket or handed over by another shard).
+    fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) -> Inbound;
+    /// Fires every timer due at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The next deadline, if any.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Datagrams to send; the engine drains and clears it once per turn.
+    fn outbox(&mut self) -> &mut Outbox;
+    /// Called once per turn after input and timers and before the sends (e.g. journal write-out,
+    /// so a 200 OK never leaves before its binding reached the kernel).
+    fn after_batch(&mut self, _now: Instant) {}
+}
+
+counters! {
+/// Counters of the loop itself.
+pub struct LoopStats {
+    /// Loop turns.
+    pub turns,
+    /// Turns that handled at least one datagram or letter.
+    pub busy_turns,
+    /// Datagrams from the sockets handed to the handler.
+    pub datagrams,
+    /// Letters from other shards handed to the handler.
+    pub letters,
+    /// `handle_timeout` calls.
+    pub timeouts,
+    /// Datagrams the handler sent to this very shard, or letters it tried to forward again:
+    /// dropped and counted (a core bug; never ping-pong between shards).
+    pub misrouted,
+    /// Backend errors the loop survived (each followed by a 1 ms pause).
+    pub io_errors,
+}
+}
+
+/// Letters taken from the mailbox per turn at most, so a flood from peers cannot starve timers.
+const MAILBOX_LIMIT_PER_TURN: usize = 4096;
+/// Pause after a backend error so a persistent failure cannot spin a core.
+const ERROR_PAUSE: Duration = Duration::from_millis(1);
+
+/// A shard's counters as published for other threads (metrics, admin).
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    backend: OnceLock<&'static str>,
+    io: Published<{ IoStats::LEN }>,
+    mailbox: Published<{ MailboxStats::LEN }>,
+    looping: Published<{ LoopStats::LEN }>,
+}
+
+/// A point-in-time copy of one shard's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardSnapshot {
+    /// The shard.
+    pub shard: ShardId,
+    /// Backend name (`"io_uring"`, `"mmsg"`), empty before the shard started.
+    pub backend: &'static str,
+    /// Backend counters.
+    pub io: IoStats,
+    /// Mailbox counters.
+    pub mailbox: MailboxStats,
+    /// Loop counters.
+    pub looping: LoopStats,
+}
+
+impl ShardSnapshot {
+    /// Mean datagrams and letters handled per busy turn (the batch size the wake-up policy got).
+    pub fn per_busy_turn(&self) -> f64 {
+        let handled = self.looping.datagrams + self.looping.letters;
+        handled as f64 / self.looping.busy_turns.max(1) as f64
+    }
+}
+
+impl SharedStats {
+    /// Records the backend's name (once, at start-up).
+    pub fn set_backend(&self, name: &'static str) {
+        let _ = self.backend.set(name);
+    }
+
+    /// Reads the latest published counters.
+    pub fn snapshot(&self, shard: ShardId) -> ShardSnapshot {
+        ShardSnapshot {
+            shard,
+            backend: self.backend.get().copied().unwrap_or(""),
+            io: IoStats::from_array(self.io.load()),
+            mailbox: MailboxStats::from_array(self.mailbox.load()),
+            looping: LoopStats::from_array(self.looping.load()),
+        }
+    }
+
+    fn publish(&self, io: &IoStats, mailbox: &MailboxStats, looping: &LoopStats) {
+        self.io.store(io.to_array());
+        self.mailbox.store(mailbox.to_array());
+        self.looping.store(looping.to_array());
+    }
+}
+
+/// Everything a shard loop runs with besides its handler.
+pub struct ShardParts {
+    /// This shard.
+    pub id: ShardId,
+    /// The opened backend over this shard's sockets.
+    pub backend: Box<dyn UdpBackend>,
+    /// This shard's end of the mesh.
+    pub mailbox: Mailbox,
+    /// This shard's waker (in the backend's wait set).
+    pub waker: Arc<Waker>,
+    /// The engine clock.
+    pub clock: Clock,
+    /// Set to stop every shard (followed by a wake-up of each).
+    pub stop: Arc<AtomicBool>,
+    /// Where the counters are published.
+    pub stats: Arc<SharedStats>,
+}
+
+/// Runs the loop until `stop` is set, then does one last non-blocking turn (handles what is
+/// ready, sends the outbox) and returns the handler.
+pub fn run<H: Handler>(mut handler: H, parts: ShardParts) -> H {
+    let ShardParts {
+        id,
+        mut backend,
+        mut mailbox,
+        waker,
+        clock,
+        stop,
+        stats,
+    } = parts;
+    stats.set_backend(backend.name());
+    let mut counters = LoopStats::default();
+    let mut now = clock.now();
+    let mut stopping = false;
+    loop {
+        // Waiting until the deadline computed from the previous turn's clock reading oversleeps by
+        // that turn's processing time (microseconds): the price of one clock read per turn.
+        let mut timeout = if stopping {
+            Some(Duration::ZERO)
+        } else {
+            Clock::timeout_until(now, handler.poll_timeout())
+        };
+        let parked = timeout != Some(Duration::ZERO);
+        if parked {
+            waker.park();
+            if mailbox.has_inbound() || stop.load(Ordering::SeqCst) {
+                timeout = Some(Duration::ZERO);
+            }
+        }
+        let mut batch_now: Option<Instant> = None;
+        let mut handled = 0u64;
+        let result = backend.wait(timeout, &mut |d| {
+            let now = *batch_now.get_or_insert_with(|| clock.now());
+            handled += 1;
+            let datagram = Datagram {
+                from: d.from,
+                local: d.local,
+                bytes: d.bytes,
+            };
+            if let Inbound::ForShard(owner) = handler.handle_datagram(now, datagram) {
+                if owner == id {
+                    counters.misrouted += 1;
+                } else {
+                    mailbox.send(owner, datagram); // a full ring or bad id is counted inside
+                }
+            }
+        });
+        if parked {
+            waker.unpark();
+        }
+        if let Err(e) = result {
+            counters.io_errors += 1;
+            if counters.io_errors.is_power_of_two() {
+                tracing::error!(shard = id.0, error = %e, count = counters.io_errors, "shard I/O error");
+            }
+            std::thread::sleep(ERROR_PAUSE);
+        }
+        now = batch_now.unwrap_or_else(|| clock.now());
+        counters.datagrams += handled;
+
+        let letters = mailbox.receive(MAILBOX_LIMIT_PER_TURN, |letter| {
+            if let Inbound::ForShard(_) = handler.handle_datagram(now, letter.as_datagram()) {
+                counters.misrouted += 1;
+            }
+        });
+        counters.letters += letters as u64;
+
+        if handler
+            .poll_timeout()
+            .is_some_and(|deadline| deadline <= now)
+        {
+            handler.handle_timeout(now);
+            counters.timeouts += 1;
+        }
+        handler.after_batch(now);
+        let out = handler.outbox();
+        if !out.is_empty() {
+            if let Err(e) = backend.send(out) {
+                counters.io_errors += 1;
+                tracing::error!(shard = id.0, error = %e, "shard send error");
+            }
+            out.clear();
+        }
+        mailbox.flush();
+
+        counters.turns += 1;
+        if handled > 0 || letters > 0 {
+            counters.busy_turns += 1;
+        }
+        stats.publish(&backend.stats(), &mailbox.stats(), &counters);
+        if stopping {
+            break;
+        }
+        stopping = stop.load(Ordering::SeqCst);
+    }
+    drop(backend); // io_uring: waits for in-flight sends before its memory goes
+    handler
+}
+
+/// The null reflector: answers every datagram with `replies` copies of it to its sender and does
+/// no SIP work, so `sipfork ÷ reflector` isolates the SIP work (DECISIONS.md "Measuring").
+#[derive(Debug)]
+pub struct Reflector {
+    outbox: Outbox,
+    replies: usize,
+}
+
+impl Reflector {
+    /// Answers each datagram with `replies` copies of itself (1: an echo relay).
+    pub fn new(replies: usize) -> Self {
+        Self {
+            outbox: Outbox::new(),
+            replies,
+        }
+    }
+}
+
+impl Handler for Reflector {
+    fn handle_datagram(&mut self, _now: Instant, d: Datagram<'_>) -> Inbound {
+        for _ in 0..self.replies {
+            self.outbox.push(d.from, d.bytes);
+        }
+        Inbound::Handled
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+}
