@@ -24,6 +24,7 @@
 //! a builder splices with.
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod error;
 pub mod header;
 pub mod headers;
