@@ -176,12 +176,26 @@ impl Ids {
         })
     }
 
-    /// Appends a fresh tag (To tag of responses we generate): unique per shard and unguessable.
-    pub fn write_tag(&mut self, out: &mut Vec<u8>) {
+    /// A fresh tag (To tag of responses we generate): unique per shard and unguessable.
+    pub fn tag(&mut self) -> Tag {
         self.counter += 1;
         let x = self.mac(&[3, u64::from(self.shard.0), self.counter]);
-        out.extend_from_slice(b"sf");
-        write_hex(out, u64::from(x) << 16 | u64::from(self.shard.0));
+        // The counter keeps tags unique; the MAC keeps them unguessable.
+        let v = (u64::from(x) << 32) | (self.counter & 0xffff_ffff);
+        let mut tag = Tag {
+            buf: [0; 24],
+            len: 0,
+        };
+        tag.push(b"sf");
+        tag.push_hex(u64::from(self.shard.0));
+        tag.push(b"-");
+        tag.push_hex(v);
+        tag
+    }
+
+    /// Appends a fresh tag to `out`.
+    pub fn write_tag(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.tag());
     }
 
     /// A 128-bit keyed digest of `parts`, used as a compact transaction key: with a per-process
@@ -202,8 +216,41 @@ impl Ids {
     }
 }
 
+/// A tag we minted, kept on the stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tag {
+    buf: [u8; 24],
+    len: u8,
+}
+
+impl Tag {
+    fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if let Some(slot) = self.buf.get_mut(usize::from(self.len)) {
+                *slot = b;
+                self.len += 1;
+            }
+        }
+    }
+
+    fn push_hex(&mut self, v: u64) {
+        let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
+        for i in (0..digits).rev() {
+            self.push(&[HEX[((v >> (i * 4)) & 0xf) as usize]]);
+        }
+    }
+}
+
+impl std::ops::Deref for Tag {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 fn write_hex(out: &mut Vec<u8>, v: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     if v == 0 {
         out.push(b'0');
         return;

@@ -511,7 +511,9 @@ impl DigestAuthority {
         }
         if creds.escaped {
             // Quoted-pair escapes would have to be removed before hashing; no phone sends them.
-            return Err(AuthFailure::Malformed("escaped characters in digest parameters"));
+            return Err(AuthFailure::Malformed(
+                "escaped characters in digest parameters",
+            ));
         }
         if creds.realm != self.realm.as_bytes() {
             return Err(AuthFailure::WrongRealm);
