@@ -379,6 +379,11 @@ impl Core {
         }
     }
 
+    /// Calls (transactions or dialogs) alive in this shard's proxy.
+    pub fn proxy_calls(&self) -> usize {
+        self.proxy.calls()
+    }
+
     /// Writes this shard's counters.
     pub fn export_metrics(&self, sink: &mut MetricSink) {
         let shard = self.env.shard.0.to_string();
