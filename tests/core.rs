@@ -9,6 +9,8 @@
 mod flows;
 #[path = "core/properties.rs"]
 mod properties;
+#[path = "core/races.rs"]
+mod races;
 #[path = "core/rfc4475.rs"]
 mod rfc4475;
 #[path = "core/vectors.rs"]

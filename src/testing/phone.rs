@@ -174,6 +174,8 @@ pub struct Phone {
     pub behaviour: Behaviour,
     /// A 200 OK to its last REGISTER arrived.
     pub registered: bool,
+    /// q-value to register with (`"0.5"`), if any.
+    pub q: Option<String>,
     /// Everything it received.
     pub inbox: Vec<(Instant, Vec<u8>)>,
     /// Calls it received.
@@ -199,6 +201,7 @@ impl Phone {
             proxy,
             behaviour: Behaviour::default(),
             registered: false,
+            q: None,
             inbox: Vec::new(),
             incoming: Vec::new(),
             outgoing: Vec::new(),
@@ -253,7 +256,10 @@ impl Phone {
             tag = self.addr.port(),
             cid = self.reg_call_id,
             cseq = self.reg_cseq,
-            contact = self.contact(),
+            contact = match &self.q {
+                Some(q) => format!("{};q={q}", self.contact()),
+                None => self.contact(),
+            },
             name = self.name,
         )
         .into_bytes();
