@@ -715,13 +715,16 @@ impl Registrar {
 
     /// Writes the registrar's counters and gauges.
     pub fn export_metrics(&self, sink: &mut MetricSink, labels: &[(&'static str, &str)]) {
-        self.metrics.outcomes.export(
-            sink,
-            "sipfork_registrations_total",
-            "REGISTER requests handled, by outcome",
-            &OUTCOMES,
-            labels,
-        );
+        for (i, outcome) in OUTCOMES.iter().enumerate() {
+            let mut l = labels.to_vec();
+            l.push(("outcome", outcome));
+            sink.counter(
+                "sipfork_registrations_total",
+                "REGISTER requests handled, by outcome",
+                &l,
+                self.metrics.outcomes.get(i),
+            );
+        }
         self.metrics.rejects.export(
             sink,
             "sipfork_registrar_rejects_total",
