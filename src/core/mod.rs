@@ -5,6 +5,7 @@
 //! all of that, and the simulator (`crate::testing`) drives the same code on virtual time.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod context;
 pub mod ids;
 pub mod io;
@@ -22,12 +23,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::core::auth::Auth;
 use crate::core::context::{Cx, Env};
 use crate::core::ids::Ids;
 use crate::core::io::{Datagram, Inbound, Outbox};
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::persist::{PersistLog, PersistOp};
 use crate::core::proxy::{ForkPlan, ForkTarget, Matched, Proxy};
+use crate::core::registrar::location::{NumberKey, Target};
+use crate::core::registrar::{Device, Registrar, Restore};
 use crate::core::shard::ShardId;
 use crate::core::slab::Key;
 use crate::core::timer::TimerWheel;
@@ -57,6 +61,11 @@ pub enum TimerKey {
     Dialog {
         /// The call that established it.
         call: Key,
+    },
+    /// The earliest binding of an extension expires (RFC 3261 §10.3).
+    BindingExpiry {
+        /// The extension.
+        extension: NumberKey,
     },
 }
 
@@ -127,6 +136,8 @@ pub struct Core {
     persist: PersistLog,
     metrics: DispatchMetrics,
     proxy: Proxy,
+    auth: Auth,
+    registrar: Registrar,
 }
 
 /// Where the Request-URI of a new request leads (§16.5).
@@ -155,6 +166,8 @@ impl Core {
                 wall_epoch_us: params.wall_epoch_us,
                 timers: params.timers,
             },
+            auth: Auth::new(&cfg, params.secret, params.shard),
+            registrar: Registrar::new(params.wall_epoch_us),
             cfg,
             timers: TimerWheel::new(now),
             out: Outbox::new(),
@@ -185,7 +198,12 @@ impl Core {
     }
 
     fn cx(&mut self, now: Instant) -> Cx<'_> {
-        Cx {
+        self.parts(now).0
+    }
+
+    /// The shared context beside the parts that keep their own state.
+    fn parts(&mut self, now: Instant) -> (Cx<'_>, &mut Registrar, &mut Auth) {
+        let cx = Cx {
             now,
             env: &self.env,
             cfg: &self.cfg,
@@ -193,7 +211,32 @@ impl Core {
             timers: &mut self.timers,
             out: &mut self.out,
             persist: &mut self.persist,
-        }
+        };
+        (cx, &mut self.registrar, &mut self.auth)
+    }
+
+    /// Rebuilds one binding from its journal record (the engine calls this on the shard owning
+    /// the record's extension, before the first datagram). Expired and unprovisioned records
+    /// are dropped with a journal delete.
+    pub fn restore(&mut self, now: Instant, key: &[u8], value: &[u8]) -> Restore {
+        let (mut cx, registrar, _) = self.parts(now);
+        registrar.restore(&mut cx, key, value)
+    }
+
+    /// The registered devices of extension `number`; `None` when it is not provisioned.
+    pub fn devices(&self, now: Instant, number: &[u8]) -> Option<Vec<Device>> {
+        self.registrar
+            .devices(&self.cfg, self.env.wall_us(now), number)
+    }
+
+    /// Where a call to extension `number` goes, best first (q, then most recent registration).
+    pub fn targets(&self, number: &[u8]) -> impl Iterator<Item = Target<'_>> + '_ {
+        self.registrar.targets(number)
+    }
+
+    /// Every live binding as a journal put `(key, value)`: the live set for journal compaction.
+    pub fn for_each_binding_record(&self, record: impl FnMut(&[u8], &[u8])) {
+        self.registrar.for_each_record(record);
     }
 
     /// Handles one received datagram.
@@ -303,6 +346,11 @@ impl Core {
             out: &mut self.out,
             persist: &mut self.persist,
         };
+        if e.method == Method::Register {
+            return self
+                .registrar
+                .handle_register(&mut cx, &mut self.auth, msg, e, from);
+        }
         // §17.2.3 first: retransmissions, the ACK of a non-2xx, CANCEL, the ACK of a 2xx.
         if self.proxy.match_request(&mut cx, msg, e, from) == Matched::Handled {
             return;
@@ -311,10 +359,35 @@ impl Core {
             return reply_to(&mut cx, msg, from, status, reason, &extra);
         }
         if e.to.tag.is_some() {
-            // §16.12: inside a dialog, follow the route the dialog set up.
-            return self.proxy.forward_in_dialog(&mut cx, msg, e, from, None);
+            // §16.12: inside a dialog, follow the route the dialog set up. In-dialog requests
+            // are not challenged (DECISIONS.md); a device behind NAT is reached on its flow.
+            let dest = e
+                .request_uri
+                .as_sip()
+                .and_then(|u| self.registrar.flow_of(u))
+                .filter(|_| cx.cfg.registrar.nat != crate::config::NatMode::Contact);
+            return self.proxy.forward_in_dialog(&mut cx, msg, e, from, dest);
         }
-        match resolve(&cx, e) {
+        let resolved = resolve(&cx, e);
+        if matches!(resolved, Resolved::Extension | Resolved::Route(_))
+            && self.auth.enabled()
+            && !cx.cfg.is_trusted(from.ip())
+        {
+            // DECISIONS.md: initial requests from anyone but a trusted peer prove who they are.
+            let outcome = self
+                .auth
+                .check(&cx, msg, e, auth::ChallengeHeader::ProxyAuthenticate);
+            if self.auth.reply(
+                &mut cx,
+                msg,
+                from,
+                auth::ChallengeHeader::ProxyAuthenticate,
+                &outcome,
+            ) {
+                return;
+            }
+        }
+        match resolved {
             Resolved::Proxy => match e.method {
                 Method::Options => reply_to(&mut cx, msg, from, 200, "OK", ALLOW_ACCEPT),
                 Method::Other(_) => {
@@ -336,7 +409,8 @@ impl Core {
                     record_route: true,
                     to_extension: false,
                 };
-                self.proxy.start_call(&mut cx, msg, e, from, vec![target], plan);
+                self.proxy
+                    .start_call(&mut cx, msg, e, from, vec![target], plan);
             }
             Resolved::Extension => {
                 let number = extension_number(e);
@@ -350,7 +424,15 @@ impl Core {
                     record_route: true,
                     to_extension: true,
                 };
-                let targets = location_targets(&number);
+                let targets: Vec<ForkTarget> = self
+                    .registrar
+                    .targets(&number)
+                    .map(|t| ForkTarget {
+                        uri: t.contact.into(),
+                        dest: t.dest,
+                        q: t.q,
+                    })
+                    .collect();
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
                 }
@@ -374,6 +456,9 @@ impl Core {
             match key {
                 TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
                     self.proxy.on_timer(&mut cx, key)
+                }
+                TimerKey::BindingExpiry { extension } => {
+                    self.registrar.handle_expiry(&mut cx, extension);
                 }
             }
         }
@@ -420,6 +505,8 @@ impl Core {
             &labels,
             self.timers.len() as u64,
         );
+        self.registrar.export_metrics(sink, &labels);
+        self.auth.export_metrics(sink, &labels);
     }
 }
 
@@ -468,7 +555,11 @@ const ALLOW_ACCEPT: &[u8] = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER
 
 /// RFC 3261 §16.3 steps 2–6 (step 1, syntax, passed already): what the proxy refuses, with the
 /// answer to give.
-fn proxy_checks(cx: &Cx<'_>, msg: &Message<'_>, e: &Essentials<'_>) -> Option<(u16, &'static str, Vec<u8>)> {
+fn proxy_checks(
+    cx: &Cx<'_>,
+    msg: &Message<'_>,
+    e: &Essentials<'_>,
+) -> Option<(u16, &'static str, Vec<u8>)> {
     // Step 2: a URI scheme we cannot route on (sips needs TLS, which this UDP edge lacks).
     let scheme_ok = match &e.request_uri {
         sip::Uri::Sip(u) => !u.secure,
@@ -507,7 +598,10 @@ fn proxy_checks(cx: &Cx<'_>, msg: &Message<'_>, e: &Essentials<'_>) -> Option<(u
 /// digits without visual separators.
 fn extension_number(e: &Essentials<'_>) -> Vec<u8> {
     match &e.request_uri {
-        sip::Uri::Sip(u) => u.user_unescaped().map(|u| u.into_owned()).unwrap_or_default(),
+        sip::Uri::Sip(u) => u
+            .user_unescaped()
+            .map(|u| u.into_owned())
+            .unwrap_or_default(),
         sip::Uri::Tel(t) => t
             .number
             .iter()
@@ -536,9 +630,4 @@ fn resolve(cx: &Cx<'_>, e: &Essentials<'_>) -> Resolved {
     } else {
         Resolved::NotFound("Not Found")
     }
-}
-
-/// The registered devices of an extension, as fork targets (filled by the registrar).
-fn location_targets(_number: &[u8]) -> Vec<ForkTarget> {
-    Vec::new()
 }

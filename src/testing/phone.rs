@@ -311,7 +311,9 @@ impl Phone {
 
     /// A CANCEL for outgoing call `index` (RFC 3261 §9.1).
     pub fn cancel(&mut self, now: Instant, index: usize) -> Out {
-        let Some(c) = self.outgoing.get_mut(index) else { return vec![] };
+        let Some(c) = self.outgoing.get_mut(index) else {
+            return vec![];
+        };
         let msg = format!(
             "CANCEL {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:{user}@{proxy}>;tag={ft}\r\nTo: {to}\r\n\
@@ -368,7 +370,9 @@ impl Phone {
     /// A datagram arrived.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Out {
         self.inbox.push((now, bytes.to_vec()));
-        let Ok(msg) = sip::parse(bytes) else { return vec![] };
+        let Ok(msg) = sip::parse(bytes) else {
+            return vec![];
+        };
         if msg.is_request() {
             self.request(now, from, &msg)
         } else {
@@ -441,7 +445,10 @@ impl Phone {
                 vec![(from, self.plain_response(msg, 200, "OK"))]
             }
             (Some(Method::Ack), None) => vec![],
-            _ => vec![(from, self.plain_response(msg, 481, "Call/Transaction Does Not Exist"))],
+            _ => vec![(
+                from,
+                self.plain_response(msg, 481, "Call/Transaction Does Not Exist"),
+            )],
         }
     }
 
@@ -466,7 +473,9 @@ impl Phone {
     fn respond(&mut self, i: usize, status: u16, reason: &str) -> Out {
         let contact = self.contact();
         let c = &mut self.incoming[i];
-        let Ok(invite) = sip::parse(&c.invite) else { return vec![] };
+        let Ok(invite) = sip::parse(&c.invite) else {
+            return vec![];
+        };
         let mut extra = Vec::new();
         if status > 100 && status < 300 {
             for h in invite.rows(HeaderName::RecordRoute) {
@@ -517,7 +526,11 @@ impl Phone {
             }
             return vec![];
         }
-        let Some(index) = self.outgoing.iter().position(|c| c.call_id.as_bytes() == call_id) else {
+        let Some(index) = self
+            .outgoing
+            .iter()
+            .position(|c| c.call_id.as_bytes() == call_id)
+        else {
             return vec![];
         };
         match cseq.method {
@@ -545,7 +558,13 @@ impl Phone {
         }
     }
 
-    fn invite_response(&mut self, _now: Instant, index: usize, msg: &Message<'_>, status: u16) -> Out {
+    fn invite_response(
+        &mut self,
+        _now: Instant,
+        index: usize,
+        msg: &Message<'_>,
+        status: u16,
+    ) -> Out {
         let to_tag = msg.to().ok().and_then(|t| t.tag).map(lossy);
         let c = &mut self.outgoing[index];
         c.responses.push((_now, status, to_tag.clone()));
@@ -580,7 +599,11 @@ impl Phone {
                         interval: T1,
                     });
                 }
-                let d = c.dialogs.iter().find(|d| d.to_tag == tag).expect("just added");
+                let d = c
+                    .dialogs
+                    .iter()
+                    .find(|d| d.to_tag == tag)
+                    .expect("just added");
                 let mut routes = String::new();
                 for r in &d.route_set {
                     let _ = write!(routes, "Route: {r}\r\n");
@@ -613,7 +636,10 @@ impl Phone {
                     user = self.user,
                     proxy = self.proxy,
                     ft = c.from_tag,
-                    to = msg.first_value(HeaderName::To).map(lossy).unwrap_or_default(),
+                    to = msg
+                        .first_value(HeaderName::To)
+                        .map(lossy)
+                        .unwrap_or_default(),
                     cid = c.call_id,
                 )
                 .into_bytes();
@@ -673,7 +699,9 @@ impl Phone {
             }
             TimerKind::ResendCancel(i) => {
                 let c = &mut self.outgoing[i];
-                let Some(msg) = c.cancel.clone() else { return vec![] };
+                let Some(msg) = c.cancel.clone() else {
+                    return vec![];
+                };
                 if c.cancel_status.is_some() {
                     return vec![];
                 }
@@ -684,18 +712,23 @@ impl Phone {
             }
             TimerKind::ResendBye(i, d) => {
                 let dialog = &mut self.outgoing[i].dialogs[d];
-                let Some(msg) = dialog.bye.clone() else { return vec![] };
+                let Some(msg) = dialog.bye.clone() else {
+                    return vec![];
+                };
                 if dialog.bye_done {
                     return vec![];
                 }
                 dialog.interval = (dialog.interval * 2).min(T2);
                 let next = now + dialog.interval;
-                let dest = first_hop(&dialog.route_set, &dialog.remote_target).unwrap_or(self.proxy);
+                let dest =
+                    first_hop(&dialog.route_set, &dialog.remote_target).unwrap_or(self.proxy);
                 self.at(next, TimerKind::ResendBye(i, d));
                 vec![(dest, msg)]
             }
             TimerKind::ResendRegister => {
-                let Some((msg, interval, give_up)) = self.register.clone() else { return vec![] };
+                let Some((msg, interval, give_up)) = self.register.clone() else {
+                    return vec![];
+                };
                 if now >= give_up {
                     return vec![];
                 }

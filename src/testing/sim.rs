@@ -198,8 +198,13 @@ impl World {
     pub fn add_phone(&mut self, name: &str, user: &str, port: u16) -> PhoneId {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let id = PhoneId(self.phones.len());
-        self.phones
-            .push(Phone::new(name, user, addr, self.proxy, self.seq ^ port as u64));
+        self.phones.push(Phone::new(
+            name,
+            user,
+            addr,
+            self.proxy,
+            self.seq ^ port as u64,
+        ));
         id
     }
 
@@ -407,10 +412,13 @@ impl World {
         for (to, bytes) in out {
             self.transmit(from, to, bytes);
         }
-        let ok = self.run_until(Duration::from_secs(5), |w| {
-            w.phones[id.0].registered
-        });
-        assert!(ok, "registration of {} failed\n{}", self.phones[id.0].name, self.dump());
+        let ok = self.run_until(Duration::from_secs(5), |w| w.phones[id.0].registered);
+        assert!(
+            ok,
+            "registration of {} failed\n{}",
+            self.phones[id.0].name,
+            self.dump()
+        );
     }
 
     /// Phone `id` calls `number`; returns the call's index on that phone.
@@ -482,6 +490,10 @@ pub fn first_line(bytes: &[u8]) -> String {
 pub fn cseq_method(bytes: &[u8]) -> String {
     crate::sip::parse(bytes)
         .ok()
-        .and_then(|m| m.cseq().ok().map(|c| String::from_utf8_lossy(c.method.as_bytes()).into_owned()))
+        .and_then(|m| {
+            m.cseq()
+                .ok()
+                .map(|c| String::from_utf8_lossy(c.method.as_bytes()).into_owned())
+        })
         .unwrap_or_default()
 }

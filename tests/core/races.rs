@@ -51,8 +51,17 @@ fn parallel_fork_first_answer_wins_and_losers_are_cancelled_with_reason() {
     s.w.run_for(secs(2));
     let w = &mut s.w;
     let out = &w.phone_ref(s.alice).outgoing[call];
-    let ringing: Vec<_> = out.distinct().into_iter().filter(|(st, _)| *st == 180).collect();
-    assert_eq!(ringing.len(), 3, "one 180 per device, each with its own To tag\n{}", w.dump());
+    let ringing: Vec<_> = out
+        .distinct()
+        .into_iter()
+        .filter(|(st, _)| *st == 180)
+        .collect();
+    assert_eq!(
+        ringing.len(),
+        3,
+        "one 180 per device, each with its own To tag\n{}",
+        w.dump()
+    );
     assert_eq!(out.finals(), vec![200], "{}", w.dump());
     assert_eq!(out.dialogs.len(), 1);
     for loser in [a, c] {
@@ -64,7 +73,10 @@ fn parallel_fork_first_answer_wins_and_losers_are_cancelled_with_reason() {
     }
     let won = &w.phone_ref(b).incoming[0];
     assert_eq!(won.final_status, Some(200));
-    assert!(won.acked, "the caller's ACK reached the winner through the Record-Route");
+    assert!(
+        won.acked,
+        "the caller's ACK reached the winner through the Record-Route"
+    );
     assert!(!won.cancelled);
     w.hang_up(s.alice, call);
     w.run_for(secs(1));
@@ -114,8 +126,17 @@ fn single_answer_ends_the_second_answer_with_ack_and_bye() {
     s.w.run_for(secs(2));
     let w = &mut s.w;
     let out = &w.phone_ref(s.alice).outgoing[call];
-    assert_eq!(out.finals(), vec![200], "exactly one answer reaches the caller\n{}", w.dump());
-    let (winner, other) = if w.phone_ref(a).incoming[0].bye { (b, a) } else { (a, b) };
+    assert_eq!(
+        out.finals(),
+        vec![200],
+        "exactly one answer reaches the caller\n{}",
+        w.dump()
+    );
+    let (winner, other) = if w.phone_ref(a).incoming[0].bye {
+        (b, a)
+    } else {
+        (a, b)
+    };
     let late = &w.phone_ref(other).incoming[0];
     assert_eq!(late.final_status, Some(200));
     assert!(late.acked, "sipfork ACKed the late 2xx\n{}", w.dump());
@@ -138,7 +159,11 @@ fn cancel_crossing_200(cancel_first: bool, seed: u64) {
     let call = s.w.call(s.alice, "1000");
     // The INVITE reaches b at 2 ms (1 ms to the proxy, 1 ms on): b answers at 102 ms.
     let answer_at = ms(102);
-    let lead = if cancel_first { ms(0) } else { Duration::from_micros(500) };
+    let lead = if cancel_first {
+        ms(0)
+    } else {
+        Duration::from_micros(500)
+    };
     s.w.run_for(answer_at - ms(1) + lead);
     s.w.cancel(s.alice, call);
     s.w.run_for(secs(2));
@@ -147,7 +172,12 @@ fn cancel_crossing_200(cancel_first: bool, seed: u64) {
     assert_eq!(out.cancel_status, Some(200), "{}", w.dump());
     let finals = out.finals();
     let dev_b = &w.phone_ref(b).incoming[0];
-    assert_eq!(finals.len(), 1, "exactly one final to the caller\n{}", w.dump());
+    assert_eq!(
+        finals.len(),
+        1,
+        "exactly one final to the caller\n{}",
+        w.dump()
+    );
     match finals[0] {
         200 => {
             assert_eq!(dev_b.final_status, Some(200));
@@ -194,8 +224,16 @@ fn a_200_arriving_after_the_cancel_was_sent_to_that_branch() {
     s.w.run_for(secs(2));
     let w = &mut s.w;
     let dev_b = &w.phone_ref(b).incoming[0];
-    assert!(dev_b.cancelled, "the CANCEL reached b after it answered\n{}", w.dump());
-    assert_eq!(dev_b.final_status, Some(200), "b's answer stands (its CANCEL came too late)");
+    assert!(
+        dev_b.cancelled,
+        "the CANCEL reached b after it answered\n{}",
+        w.dump()
+    );
+    assert_eq!(
+        dev_b.final_status,
+        Some(200),
+        "b's answer stands (its CANCEL came too late)"
+    );
     assert!(dev_b.acked);
     // Default mode forwards the second 2xx (RFC 3261): the caller has both dialogs.
     let out = &w.phone_ref(s.alice).outgoing[call];
@@ -226,9 +264,17 @@ fn cancel_before_any_provisional_waits_for_one() {
         let w = &s.w;
         let out = &w.phone_ref(s.alice).outgoing[call];
         assert_eq!(out.cancel_status, Some(200));
-        assert_eq!(out.finals(), vec![487], "the caller is not held until the devices ring\n{}", w.dump());
+        assert_eq!(
+            out.finals(),
+            vec![487],
+            "the caller is not held until the devices ring\n{}",
+            w.dump()
+        );
         for &d in &s.devices {
-            assert!(!w.phone_ref(d).incoming[0].cancelled, "§9.1: no CANCEL before a provisional");
+            assert!(
+                !w.phone_ref(d).incoming[0].cancelled,
+                "§9.1: no CANCEL before a provisional"
+            );
         }
     }
     s.w.run_for(secs(3));
@@ -263,7 +309,12 @@ fn invite_retransmitted_while_forking_is_absorbed() {
     let w = &mut s.w;
     assert_eq!(w.phone_ref(s.alice).requests_received("INVITE"), 0);
     for &d in &s.devices {
-        assert_eq!(w.phone_ref(d).requests_received("INVITE"), 1, "forked once\n{}", w.dump());
+        assert_eq!(
+            w.phone_ref(d).requests_received("INVITE"),
+            1,
+            "forked once\n{}",
+            w.dump()
+        );
     }
     let out = &w.phone_ref(s.alice).outgoing[call];
     assert!(
@@ -286,7 +337,11 @@ fn lost_cancel_is_retransmitted() {
     s.w.run_for(secs(3));
     let w = &mut s.w;
     let inc = &w.phone_ref(a).incoming[0];
-    assert!(inc.cancelled && inc.final_status == Some(487) && inc.acked, "{}", w.dump());
+    assert!(
+        inc.cancelled && inc.final_status == Some(487) && inc.acked,
+        "{}",
+        w.dump()
+    );
     assert!(w.phone_ref(a).requests_received("CANCEL") >= 1);
     assert_eq!(w.phone_ref(s.alice).outgoing[call].finals(), vec![200]);
     w.hang_up(s.alice, call);
@@ -341,7 +396,12 @@ fn lost_200_ok_is_recovered_by_its_retransmission() {
         let call = s.w.call(s.alice, "1000");
         s.w.run_for(secs(3));
         let w = &mut s.w;
-        assert_eq!(w.phone_ref(s.alice).outgoing[call].finals(), vec![200], "{}", w.dump());
+        assert_eq!(
+            w.phone_ref(s.alice).outgoing[call].finals(),
+            vec![200],
+            "{}",
+            w.dump()
+        );
         assert!(w.phone_ref(b).incoming[0].acked, "{}", w.dump());
         w.hang_up(s.alice, call);
         assert_no_leftovers(w);
@@ -356,11 +416,19 @@ fn a_6xx_on_one_branch_cancels_the_others_and_ends_the_call() {
     let call = s.w.call(s.alice, "1000");
     s.w.run_for(secs(3));
     let w = &mut s.w;
-    assert_eq!(w.phone_ref(s.alice).outgoing[call].finals(), vec![603], "{}", w.dump());
+    assert_eq!(
+        w.phone_ref(s.alice).outgoing[call].finals(),
+        vec![603],
+        "{}",
+        w.dump()
+    );
     for d in [b, c] {
         let inc = &w.phone_ref(d).incoming[0];
         assert!(inc.cancelled && inc.final_status == Some(487) && inc.acked);
-        assert_eq!(inc.cancel_reason.as_deref(), Some("SIP;cause=603;text=\"Declined\""));
+        assert_eq!(
+            inc.cancel_reason.as_deref(),
+            Some("SIP;cause=603;text=\"Declined\"")
+        );
     }
     assert!(w.phone_ref(a).incoming[0].acked);
     assert_no_leftovers(w);
@@ -375,7 +443,12 @@ fn all_branches_busy_gives_486_upstream() {
     let call = s.w.call(s.alice, "1000");
     s.w.run_for(secs(3));
     let w = &mut s.w;
-    assert_eq!(w.phone_ref(s.alice).outgoing[call].finals(), vec![486], "{}", w.dump());
+    assert_eq!(
+        w.phone_ref(s.alice).outgoing[call].finals(),
+        vec![486],
+        "{}",
+        w.dump()
+    );
     for &d in &s.devices {
         assert!(w.phone_ref(d).incoming[0].acked);
         assert!(!w.phone_ref(d).incoming[0].cancelled);
@@ -416,18 +489,34 @@ fn serial_fork_moves_on_when_the_group_timer_fires() {
     let start = s.w.now();
     let call = s.w.call(s.alice, "1000");
     s.w.run_for(secs(1));
-    assert_eq!(s.w.phone_ref(b).requests_received("INVITE"), 0, "only the q=1.0 group rings first");
+    assert_eq!(
+        s.w.phone_ref(b).requests_received("INVITE"),
+        0,
+        "only the q=1.0 group rings first"
+    );
     assert_eq!(s.w.phone_ref(a).requests_received("INVITE"), 1);
     s.w.run_for(secs(3));
     let w = &mut s.w;
     let inc_a = &w.phone_ref(a).incoming[0];
-    assert!(inc_a.cancelled && inc_a.final_status == Some(487), "{}", w.dump());
+    assert!(
+        inc_a.cancelled && inc_a.final_status == Some(487),
+        "{}",
+        w.dump()
+    );
     let inc_b = &w.phone_ref(b).incoming[0];
     assert_eq!(inc_b.final_status, Some(200));
     let out = &w.phone_ref(s.alice).outgoing[call];
     assert_eq!(out.finals(), vec![200]);
-    let answered_at = out.responses.iter().find(|(_, st, _)| *st == 200).map(|r| r.0).unwrap();
-    assert!(answered_at - start >= secs(2), "group 2 started after the 2 s group timeout");
+    let answered_at = out
+        .responses
+        .iter()
+        .find(|(_, st, _)| *st == 200)
+        .map(|r| r.0)
+        .unwrap();
+    assert!(
+        answered_at - start >= secs(2),
+        "group 2 started after the 2 s group timeout"
+    );
     assert!(w.phone_ref(c).incoming[0].cancelled, "c lost to b");
     w.hang_up(s.alice, call);
     assert_no_leftovers(w);
@@ -442,7 +531,12 @@ fn serial_fork_moves_on_at_once_when_the_group_fails() {
     let call = s.w.call(s.alice, "1000");
     s.w.run_for(ms(500));
     let w = &mut s.w;
-    assert_eq!(w.phone_ref(s.alice).outgoing[call].finals(), vec![200], "{}", w.dump());
+    assert_eq!(
+        w.phone_ref(s.alice).outgoing[call].finals(),
+        vec![200],
+        "{}",
+        w.dump()
+    );
     assert!(w.phone_ref(a).incoming[0].acked);
     w.hang_up(s.alice, call);
     assert_no_leftovers(w);
@@ -458,7 +552,11 @@ fn timer_c_cancels_a_branch_that_rings_too_long() {
     s.w.run_for(secs(2));
     let w = &mut s.w;
     let inc = &w.phone_ref(a).incoming[0];
-    assert!(inc.cancelled, "Timer C (181 s) cancelled the ringing branch\n{}", w.dump());
+    assert!(
+        inc.cancelled,
+        "Timer C (181 s) cancelled the ringing branch\n{}",
+        w.dump()
+    );
     assert_eq!(inc.final_status, Some(487));
     assert_eq!(w.phone_ref(s.alice).outgoing[call].finals(), vec![408]);
     assert_no_leftovers(w);
@@ -475,8 +573,16 @@ fn a_branch_that_never_answers_is_given_up_at_timer_b() {
     assert!(s.w.phone_ref(s.alice).outgoing[call].finals().is_empty());
     s.w.run_for(secs(2));
     let w = &mut s.w;
-    assert_eq!(w.phone_ref(s.alice).outgoing[call].finals(), vec![486], "{}", w.dump());
-    assert!(w.phone_ref(a).requests_received("INVITE") >= 6, "Timer A retransmitted");
+    assert_eq!(
+        w.phone_ref(s.alice).outgoing[call].finals(),
+        vec![486],
+        "{}",
+        w.dump()
+    );
+    assert!(
+        w.phone_ref(a).requests_received("INVITE") >= 6,
+        "Timer A retransmitted"
+    );
     assert_no_leftovers(w);
 }
 
@@ -494,16 +600,32 @@ fn calls_converge_under_five_percent_loss_on_every_leg() {
         let dump = w.dump();
         assert_eq!(finals.len(), 1, "seed {seed}: exactly one final\n{dump}");
         if finals[0] == 200 {
-            assert_eq!(w.phone_ref(b).incoming[0].final_status, Some(200), "seed {seed}\n{dump}");
+            assert_eq!(
+                w.phone_ref(b).incoming[0].final_status,
+                Some(200),
+                "seed {seed}\n{dump}"
+            );
             w.hang_up(s.alice, call);
             w.run_for(secs(40));
-            assert!(w.phone_ref(b).incoming[0].bye, "seed {seed}: BYE reached b\n{}", w.dump());
+            assert!(
+                w.phone_ref(b).incoming[0].bye,
+                "seed {seed}: BYE reached b\n{}",
+                w.dump()
+            );
         }
         for d in [s.devices[0], s.devices[2]] {
             let inc = &w.phone_ref(d).incoming;
             if let Some(inc) = inc.first() {
-                assert_ne!(inc.final_status, Some(200), "seed {seed}: a loser answered?");
-                assert!(inc.final_status.is_some(), "seed {seed}: a loser still rings\n{}", w.dump());
+                assert_ne!(
+                    inc.final_status,
+                    Some(200),
+                    "seed {seed}: a loser answered?"
+                );
+                assert!(
+                    inc.final_status.is_some(),
+                    "seed {seed}: a loser still rings\n{}",
+                    w.dump()
+                );
             }
         }
         w.run_for(secs(40));

@@ -10,7 +10,9 @@ use super::{sched, CancelReason, Event, Proxy};
 use crate::core::context::Cx;
 use crate::core::slab::Key;
 use crate::core::transaction::client_invite::OnTimer as InviteClientTimer;
-use crate::core::transaction::client_non_invite::{ClientNonInvite, OnTimer as NonInviteClientTimer};
+use crate::core::transaction::client_non_invite::{
+    ClientNonInvite, OnTimer as NonInviteClientTimer,
+};
 use crate::core::transaction::server_invite::OnTimer as InviteServerTimer;
 use crate::core::transaction::{Timer, TxnSlot};
 use crate::core::TimerKey;
@@ -28,7 +30,9 @@ impl Proxy {
         from: std::net::SocketAddr,
     ) {
         crate::core::reply_to(cx, req, from, 200, "OK", b"");
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         if call.server.is_final() || call.cancelled || !call.is_invite {
             return;
         }
@@ -46,9 +50,19 @@ impl Proxy {
     }
 
     /// Cancels branch `i` if it is still ringing: now if it sent a provisional, else when it does.
-    pub(super) fn cancel_branch(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, reason: CancelReason) {
-        let Some(call) = self.calls.get_mut(key) else { return };
-        let Some(branch) = call.branches.get_mut(i) else { return };
+    pub(super) fn cancel_branch(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        i: usize,
+        reason: CancelReason,
+    ) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
         if branch.role != BranchRole::Forward
             || branch.is_final()
             || !matches!(branch.cancel, Cancel::No)
@@ -73,8 +87,12 @@ impl Proxy {
         reason: CancelReason,
         pending: bool,
     ) {
-        let Some(call) = self.calls.get_mut(key) else { return };
-        let Some(branch) = call.branches.get_mut(i) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
         let already = match &branch.cancel {
             Cancel::No => false,
             Cancel::Pending(_) => !pending,
@@ -83,8 +101,12 @@ impl Proxy {
         if already || branch.is_final() {
             return;
         }
-        let Some(sent) = branch.request.as_deref() else { return };
-        let Ok(sent) = crate::sip::parse(sent) else { return };
+        let Some(sent) = branch.request.as_deref() else {
+            return;
+        };
+        let Ok(sent) = crate::sip::parse(sent) else {
+            return;
+        };
         let mut bytes = Vec::with_capacity(400);
         build::cancel_for(&sent, reason.header_value(), &mut bytes);
         cx.out.push(branch.target, &bytes);
@@ -109,11 +131,15 @@ impl Proxy {
             },
             TimerKey::Group { call } => self.group_timeout(cx, call),
             TimerKey::Dialog { call } => self.dialog_expired(cx, call),
+            // The registrar's; the core never hands it here.
+            TimerKey::BindingExpiry { .. } => {}
         }
     }
 
     fn server_timer(&mut self, cx: &mut Cx<'_>, key: Key, timer: Timer) {
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         let mut s = sched(cx, key, TxnSlot::Server);
         let resend = match &mut call.server {
             Server::Invite(t) => t.on_timer(timer, &mut s) == InviteServerTimer::ResendFinal,
@@ -131,8 +157,12 @@ impl Proxy {
     /// §16.8: Timer C fired. A branch that sent a provisional is cancelled; one that never did
     /// is treated as if it answered 408.
     fn timer_c(&mut self, cx: &mut Cx<'_>, key: Key, i: usize) {
-        let Some(call) = self.calls.get_mut(key) else { return };
-        let Some(branch) = call.branches.get_mut(i) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
         branch.timer_c = None;
         if branch.is_final() {
             return;
@@ -146,8 +176,12 @@ impl Proxy {
     }
 
     fn branch_timer(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, timer: Timer) {
-        let Some(call) = self.calls.get_mut(key) else { return };
-        let Some(branch) = call.branches.get_mut(i) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
         let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
         let (retransmit, timed_out) = match &mut branch.client {
             Client::Invite(t) => match t.on_timer(timer, &mut s) {
@@ -179,9 +213,15 @@ impl Proxy {
     }
 
     fn cancel_timer(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, timer: Timer) {
-        let Some(call) = self.calls.get_mut(key) else { return };
-        let Some(branch) = call.branches.get_mut(i) else { return };
-        let Cancel::Sent { reason, txn, bytes } = &mut branch.cancel else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
+        let Cancel::Sent { reason, txn, bytes } = &mut branch.cancel else {
+            return;
+        };
         let mut s = sched(cx, key, TxnSlot::Cancel(i as u8));
         match txn.on_timer(timer, &mut s) {
             NonInviteClientTimer::Retransmit => cx.out.push(branch.target, bytes),
@@ -195,12 +235,16 @@ impl Proxy {
 
     /// The ringing q-group rang for `group_timeout`: cancel what still rings and move on.
     fn group_timeout(&mut self, cx: &mut Cx<'_>, key: Key) {
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         call.group_timer = None;
         if call.outcome != super::call::Outcome::Pending || call.cancelled || call.declined {
             return;
         }
-        let Some(next) = call.pending_groups.pop() else { return };
+        let Some(next) = call.pending_groups.pop() else {
+            return;
+        };
         self.events.bump(Event::GroupTimeout as usize);
         let group = call.group;
         let ringing: Vec<usize> = call

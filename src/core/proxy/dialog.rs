@@ -58,7 +58,9 @@ fn dialog_of(cx: &Cx<'_>, req: &Message<'_>) -> Option<Key> {
 impl Proxy {
     /// Records the dialog a forwarded 2xx established.
     pub(super) fn add_dialog(&mut self, cx: &mut Cx<'_>, key: Key, resp: &Message<'_>) {
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         if !call.is_invite || !call.record_route {
             return;
         }
@@ -83,7 +85,9 @@ impl Proxy {
 
     /// A BYE passed through us: the dialog it names has ended.
     fn end_dialog(&mut self, cx: &mut Cx<'_>, key: Key, e: &Essentials<'_>) {
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         let tags = [e.to.tag, e.from.tag];
         let before = call.dialogs.len();
         for tag in tags.into_iter().flatten() {
@@ -107,7 +111,9 @@ impl Proxy {
     }
 
     pub(super) fn dialog_expired(&mut self, cx: &mut Cx<'_>, key: Key) {
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         call.dialog_timer = None;
         let n = call.dialogs.len();
         call.dialogs.clear();
@@ -135,7 +141,14 @@ impl Proxy {
             }
         }
         let Some(dest) = dest.or_else(|| next_hop(cx, req, e)) else {
-            crate::core::reply_to(cx, req, from, 502, "Bad Gateway - next hop is not an IP address", b"");
+            crate::core::reply_to(
+                cx,
+                req,
+                from,
+                502,
+                "Bad Gateway - next hop is not an IP address",
+                b"",
+            );
             return;
         };
         self.count(Event::InDialog);
@@ -156,7 +169,13 @@ impl Proxy {
 
     /// An ACK that matched no server transaction: the ACK for a 2xx, forwarded statelessly along
     /// its route (§16.11-style; ACKs get no response). `dest` as for [`Proxy::forward_in_dialog`].
-    pub fn forward_ack(&mut self, cx: &mut Cx<'_>, req: &Message<'_>, e: &Essentials<'_>, from: SocketAddr) {
+    pub fn forward_ack(
+        &mut self,
+        cx: &mut Cx<'_>,
+        req: &Message<'_>,
+        e: &Essentials<'_>,
+        from: SocketAddr,
+    ) {
         let dest = next_hop(cx, req, e);
         self.forward_ack_to(cx, req, e, from, dest);
     }
@@ -183,7 +202,9 @@ impl Proxy {
         via.extend_from_slice(b"SIP/2.0/UDP ");
         build::push_hostport(&mut via, cx.env.local);
         via.extend_from_slice(b";branch=z9hG4bKsa");
-        let d = cx.ids.digest(&[b"ack", e.top_via.branch.unwrap_or_default(), e.call_id]);
+        let d = cx
+            .ids
+            .digest(&[b"ack", e.top_via.branch.unwrap_or_default(), e.call_id]);
         push_hex(&mut via, d as u64);
         let route_is_us = req
             .routes()
@@ -212,8 +233,12 @@ impl Proxy {
     /// Ends a device's call that nobody will use: ACK its 2xx, then BYE it (sipfork acts as the
     /// UAC of that leg, §12.2.1.1).
     pub(super) fn tear_down(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>) {
-        let Some(call) = self.calls.get_mut(key) else { return };
-        let Some(branch) = call.branches.get_mut(i) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
         branch.answer = Some(AnswerFate::TornDown);
         let target = branch.target;
         let loop_hash = call.loop_hash;
@@ -222,8 +247,12 @@ impl Proxy {
             return;
         }
         self.ack_2xx(cx, key, i, resp);
-        let Some(leg) = Leg::of(cx, resp, target) else { return };
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(leg) = Leg::of(cx, resp, target) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         let mut via = Vec::with_capacity(96);
         write_our_via(cx, loop_hash, key, j as u8, &mut via);
         let routes: Vec<&[u8]> = leg.routes.iter().map(|r| &r[..]).collect();
@@ -261,9 +290,15 @@ impl Proxy {
 
     /// Sends (again) the ACK for a 2xx of branch `i` that sipfork tears down.
     pub(super) fn ack_2xx(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>) {
-        let Some(call) = self.calls.get(key) else { return };
-        let Some(branch) = call.branches.get(i) else { return };
-        let Some(leg) = Leg::of(cx, resp, branch.target) else { return };
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get(i) else {
+            return;
+        };
+        let Some(leg) = Leg::of(cx, resp, branch.target) else {
+            return;
+        };
         let mut via = Vec::with_capacity(96);
         write_our_via(cx, call.loop_hash, key, ACK_BRANCH, &mut via);
         let routes: Vec<&[u8]> = leg.routes.iter().map(|r| &r[..]).collect();

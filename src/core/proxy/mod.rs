@@ -274,7 +274,8 @@ impl Proxy {
         };
         let resend = match &call.server {
             Server::Invite(t) => {
-                t.on_retransmission() == crate::core::transaction::server_invite::OnRequest::ResendLast
+                t.on_retransmission()
+                    == crate::core::transaction::server_invite::OnRequest::ResendLast
             }
             Server::NonInvite(t) => {
                 t.on_retransmission()
@@ -308,13 +309,19 @@ impl Proxy {
         plan: ForkPlan,
     ) {
         let is_invite = e.method == Method::Invite;
-        let class: &[u8] = if is_invite { b"INVITE" } else { e.method.as_bytes() };
+        let class: &[u8] = if is_invite {
+            b"INVITE"
+        } else {
+            e.method.as_bytes()
+        };
         let server_key = server_key(cx.ids, e, class);
         let upstream = response_destination(&e.top_via, from);
         let fix = ViaFix::for_source(&e.top_via, from);
         // Highest q first; the sort is stable, so equal q keeps the registrar's order (newest first).
         targets.sort_by(|a, b| b.q.cmp(&a.q));
-        let cap = usize::try_from(cx.cfg.proxy.max_branches).unwrap_or(usize::MAX).max(1);
+        let cap = usize::try_from(cx.cfg.proxy.max_branches)
+            .unwrap_or(usize::MAX)
+            .max(1);
         if targets.len() > cap {
             tracing_skipped(targets.len() - cap);
             targets.truncate(cap);
@@ -409,7 +416,14 @@ impl Proxy {
 
     /// Writes a response we generate ourselves for the call's request and sends it upstream
     /// through the server transaction.
-    fn respond_local(&mut self, cx: &mut Cx<'_>, key: Key, status: u16, reason: &str, extra: &[u8]) {
+    fn respond_local(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        status: u16,
+        reason: &str,
+        extra: &[u8],
+    ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -519,7 +533,10 @@ fn server_key(ids: &Ids, e: &Essentials<'_>, class: &[u8]) -> u128 {
 /// §16.6 step 8 / §16.3 step 4: what identifies this request for loop detection.
 fn loop_hash(ids: &Ids, e: &Essentials<'_>, req: &Message<'_>) -> u32 {
     let mut proxy_require = [&b""[..]; 4];
-    for (slot, tag) in proxy_require.iter_mut().zip(req.values(HeaderName::ProxyRequire)) {
+    for (slot, tag) in proxy_require
+        .iter_mut()
+        .zip(req.values(HeaderName::ProxyRequire))
+    {
         *slot = tag;
     }
     ids.loop_hash(&[
@@ -626,7 +643,10 @@ fn start_branch(
             let tc = s.arm(Timer::C, timer_c_after);
             (call::Client::Invite(c), Some(tc))
         } else {
-            (call::Client::NonInvite(ClientNonInvite::start(&mut s)), None)
+            (
+                call::Client::NonInvite(ClientNonInvite::start(&mut s)),
+                None,
+            )
         }
     };
     call.branches.push(Branch {

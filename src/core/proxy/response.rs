@@ -63,7 +63,10 @@ impl Proxy {
             Client::Invite(t) => {
                 let mut s = sched(cx, key, TxnSlot::Branch(ours.branch));
                 let verdict = t.on_response(status, &mut s);
-                if matches!(verdict, InviteVerdict::AckAgain | InviteVerdict::AckAndPassUp) {
+                if matches!(
+                    verdict,
+                    InviteVerdict::AckAgain | InviteVerdict::AckAndPassUp
+                ) {
                     if let Some(sent) = branch.request.as_deref() {
                         if let Ok(sent) = crate::sip::parse(sent) {
                             cx.out
@@ -82,7 +85,14 @@ impl Proxy {
     }
 
     /// §16.7 steps 2–10 for a response the client transaction passed up.
-    fn branch_response(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>, status: u16) {
+    fn branch_response(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        i: usize,
+        resp: &Message<'_>,
+        status: u16,
+    ) {
         match status {
             100..=199 => self.provisional(cx, key, i, resp, status),
             200..=299 => self.success(cx, key, i, resp, status),
@@ -90,9 +100,20 @@ impl Proxy {
         }
     }
 
-    fn provisional(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>, status: u16) {
-        let Some(call) = self.calls.get_mut(key) else { return };
-        let Some(branch) = call.branches.get_mut(i) else { return };
+    fn provisional(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        i: usize,
+        resp: &Message<'_>,
+        status: u16,
+    ) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
         let first = !branch.provisional;
         branch.provisional = true;
         if status > 100 && branch.timer_c.is_some() {
@@ -110,8 +131,12 @@ impl Proxy {
             }
             return;
         }
-        let Some(call) = self.calls.get_mut(key) else { return };
-        let Some(branch) = call.branches.get(i) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get(i) else {
+            return;
+        };
         if status == 100
             || call.outcome != Outcome::Pending
             || call.cancelled
@@ -127,11 +152,15 @@ impl Proxy {
     }
 
     fn success(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>, status: u16) {
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         let single_answer = call.single_answer;
         let outcome = call.outcome;
         let server_final = call.server.is_final();
-        let Some(branch) = call.branches.get_mut(i) else { return };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
         let retransmission = branch.final_status.is_some();
         if !retransmission {
             branch.final_status = Some(status);
@@ -140,11 +169,7 @@ impl Proxy {
             branch.request = None;
         }
         let was_cancelled = branch.cancel.reason();
-        let fate = if retransmission {
-            branch.answer
-        } else {
-            None
-        };
+        let fate = if retransmission { branch.answer } else { None };
         if let Some(fate) = fate {
             // A retransmitted 2xx: repeat what we did with the first copy.
             match fate {
@@ -164,7 +189,9 @@ impl Proxy {
         if outcome == Outcome::Answered {
             self.count(Event::RaceDoubleAnswer);
         }
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         if call.cancelled && outcome == Outcome::Pending {
             self.count(Event::RaceCancelCrossed2xx);
         }
@@ -191,7 +218,9 @@ impl Proxy {
 
     /// The first answer: every other branch is cancelled, no more groups start (§16.7 step 10).
     fn answered(&mut self, cx: &mut Cx<'_>, key: Key, winner: usize) {
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         call.pending_groups.clear();
         if let Some(id) = call.group_timer.take() {
             cx.timers.cancel(id);
@@ -203,7 +232,9 @@ impl Proxy {
     }
 
     fn forward_2xx(&mut self, cx: &mut Cx<'_>, key: Key, resp: &Message<'_>) {
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         let mut bytes = std::mem::take(&mut call.last_response);
         bytes.clear();
         build::forward_response(resp, &mut bytes);
@@ -219,8 +250,12 @@ impl Proxy {
     }
 
     fn failure(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>, status: u16) {
-        let Some(call) = self.calls.get_mut(key) else { return };
-        let Some(branch) = call.branches.get_mut(i) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
         branch.final_status = Some(status);
         branch.request = None;
         {
@@ -241,7 +276,11 @@ impl Proxy {
             if matches!(status, 401 | 407) {
                 collect_challenges(resp, &mut call.challenges);
             }
-            if call.best.as_ref().is_none_or(|b| rank(status) < rank(b.status)) {
+            if call
+                .best
+                .as_ref()
+                .is_none_or(|b| rank(status) < rank(b.status))
+            {
                 let mut bytes = Vec::with_capacity(resp.bytes().len());
                 build::forward_response(resp, &mut bytes);
                 call.best = Some(Candidate {
@@ -268,8 +307,12 @@ impl Proxy {
     /// A branch ended without a response (Timer B/F, or Timer C before any provisional):
     /// behave as if it answered 408 (§16.7, §16.8).
     pub(super) fn branch_timed_out(&mut self, cx: &mut Cx<'_>, key: Key, i: usize) {
-        let Some(call) = self.calls.get_mut(key) else { return };
-        let Some(branch) = call.branches.get_mut(i) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
         if branch.is_final() {
             return;
         }
@@ -284,7 +327,13 @@ impl Proxy {
             }
         }
         let given_up = branch.cancel.reason().is_some();
-        if branch.role == BranchRole::Forward && !given_up && call.best.as_ref().is_none_or(|b| rank(408) < rank(b.status)) {
+        if branch.role == BranchRole::Forward
+            && !given_up
+            && call
+                .best
+                .as_ref()
+                .is_none_or(|b| rank(408) < rank(b.status))
+        {
             call.best = Some(Candidate {
                 status: 408,
                 bytes: None,
@@ -296,7 +345,9 @@ impl Proxy {
     /// Decides what the call does next once a branch ended: start the next q-group, send the
     /// caller its 487 after a CANCEL, or send the best final response (§16.7 step 6).
     pub(super) fn complete(&mut self, cx: &mut Cx<'_>, key: Key) {
-        let Some(call) = self.calls.get_mut(key) else { return };
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         if call.server.is_final() {
             return self.reap(cx, key);
         }
