@@ -652,10 +652,7 @@ impl Phone {
     /// Handles every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) -> Out {
         let mut out = Vec::new();
-        loop {
-            let Some(pos) = self.timers.iter().position(|(t, _)| *t <= now) else {
-                break;
-            };
+        while let Some(pos) = self.timers.iter().position(|(t, _)| *t <= now) {
             let (_, kind) = self.timers.remove(pos);
             out.extend(self.fire(now, kind));
         }

@@ -295,6 +295,7 @@ fn invite_retransmitted_while_forking_is_absorbed() {
         s.w.behave(
             d,
             Behaviour {
+                trying: true,
                 ring_after: Some(secs(2)),
                 ..Behaviour::default()
             },

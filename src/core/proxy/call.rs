@@ -154,6 +154,9 @@ pub struct Branch {
     pub client: Client,
     /// The request as sent (retransmissions, CANCEL and ACK construction); dropped once final.
     pub request: Option<Box<[u8]>>,
+    /// The ACK sent for a non-2xx final, sent again for each retransmission of that final
+    /// (§17.1.1.2) until Timer D, after the request itself was dropped.
+    pub ack: Option<Box<[u8]>>,
     /// Timer C (INVITE branches only).
     pub timer_c: Option<TimerId>,
     /// A provisional response was received (so a CANCEL may be sent).

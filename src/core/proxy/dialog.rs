@@ -279,6 +279,7 @@ impl Proxy {
             target: leg.dest,
             client,
             request: Some(bytes.into_boxed_slice()),
+            ack: None,
             timer_c: None,
             provisional: false,
             cancel: Cancel::No,

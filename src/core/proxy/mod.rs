@@ -318,7 +318,7 @@ impl Proxy {
         let upstream = response_destination(&e.top_via, from);
         let fix = ViaFix::for_source(&e.top_via, from);
         // Highest q first; the sort is stable, so equal q keeps the registrar's order (newest first).
-        targets.sort_by(|a, b| b.q.cmp(&a.q));
+        targets.sort_by_key(|t| std::cmp::Reverse(t.q));
         let cap = usize::try_from(cx.cfg.proxy.max_branches)
             .unwrap_or(usize::MAX)
             .max(1);
@@ -654,6 +654,7 @@ fn start_branch(
         target: target.dest,
         client,
         request: Some(bytes.into_boxed_slice()),
+        ack: None,
         timer_c,
         provisional: false,
         cancel: call::Cancel::No,

@@ -63,16 +63,21 @@ impl Proxy {
             Client::Invite(t) => {
                 let mut s = sched(cx, key, TxnSlot::Branch(ours.branch));
                 let verdict = t.on_response(status, &mut s);
-                if matches!(
-                    verdict,
-                    InviteVerdict::AckAgain | InviteVerdict::AckAndPassUp
-                ) {
-                    if let Some(sent) = branch.request.as_deref() {
-                        if let Ok(sent) = crate::sip::parse(sent) {
-                            cx.out
-                                .push_with(branch.target, |buf| build::ack_for(&sent, resp, buf));
+                match verdict {
+                    InviteVerdict::AckAndPassUp => {
+                        if let Some(Ok(sent)) = branch.request.as_deref().map(crate::sip::parse) {
+                            let mut ack = Vec::with_capacity(400);
+                            build::ack_for(&sent, resp, &mut ack);
+                            cx.out.push(branch.target, &ack);
+                            branch.ack = Some(ack.into_boxed_slice());
                         }
                     }
+                    InviteVerdict::AckAgain => {
+                        if let Some(ack) = branch.ack.as_deref() {
+                            cx.out.push(branch.target, ack);
+                        }
+                    }
+                    _ => {}
                 }
                 match verdict {
                     InviteVerdict::Absorb | InviteVerdict::AckAgain => {}
