@@ -1,0 +1,314 @@
+//! Per-call verdicts and the race classifier: what the caller and every device saw of a call,
+//! put together after the run, checked against what a forking proxy owes each party.
+//!
+//! A call passes when: the caller got a final response; the caller got a 2xx if (and only if)
+//! a device answered and the caller did not cancel, and no more 2xx than the policy allows (one
+//! under `single_answer`, else one per answering device); no conflicting finals; every device
+//! that got the INVITE (and was not scripted silent) sent a final, so none kept ringing; every
+//! final a device sent was ACKed (a loser's 487 absorbed by the proxy's ACK; a 2xx by the
+//! caller's ACK or, for a late answer under `single_answer`, the proxy's); every answered device
+//! got a BYE; every CANCEL and BYE the caller sent got its final response.
+//!
+//! Races: a call *provokes* a double answer when two devices are scripted to answer within
+//! 1 ms of each other, and a CANCEL/200 crossing when the caller is scripted to cancel within
+//! 1 ms of a device's answer. Each provoked race is classified by how it ended.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::agent::caller::{CallerCall, CallerSide, End};
+use crate::agent::device::{CallAgg, DevCall, DeviceSide};
+use crate::plan::Plan;
+use crate::scenario::{Action, Anchor};
+
+/// Why a call failed (a call may fail for several reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The caller never got a final response.
+    NoFinal,
+    /// The caller's final response is not the one the scenario allows.
+    WrongFinal,
+    /// A device answered, the caller did not cancel, and no 2xx reached the caller.
+    AnswerLost,
+    /// More 2xx reached the caller than the policy allows.
+    TooMany2xx,
+    /// The caller got finals that contradict each other (e.g. a 487 after a 200).
+    ConflictingFinals,
+    /// A device that got the INVITE never sent a final: nobody cancelled it.
+    KeptRinging,
+    /// A device's final response was never ACKed.
+    FinalNotAcked,
+    /// A device answered and never got a BYE.
+    DialogLeftOpen,
+    /// The caller's BYE got no final response.
+    ByeUnanswered,
+    /// The caller's CANCEL got no final response.
+    CancelUnanswered,
+    /// Still open at the drain deadline for another reason.
+    TimedOut,
+}
+
+/// The races the harness provokes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Race {
+    /// Two devices answer in the same millisecond.
+    DoubleAnswer,
+    /// The caller's CANCEL crosses a device's 200 OK.
+    Cancel200,
+}
+
+/// How a provoked race ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Double answer: both 2xx reached the caller, which ACKed both and BYEd the second.
+    BothForwarded,
+    /// Double answer: one 2xx reached the caller; the proxy ACKed and BYEd the other.
+    SecondTornDownByProxy,
+    /// Double answer: the second device got the CANCEL before its answer left (487).
+    SecondCancelled,
+    /// CANCEL/200: the 200 won; the caller has the call (and BYEs it).
+    Answered,
+    /// CANCEL/200: the CANCEL reached the device before its 200 left; 487 to the caller.
+    CancelledBeforeAnswer,
+    /// CANCEL/200: the 200 left but the caller got 487; the proxy ACKed and BYEd the device.
+    AnswerTornDownByProxy,
+    /// The call failed its verdict.
+    Broken,
+}
+
+/// The verdict on one call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Reasons it failed (empty: it passed).
+    pub failures: Vec<Failure>,
+    /// The race it provoked and how that ended.
+    pub race: Option<(Race, Outcome)>,
+}
+
+impl Verdict {
+    /// Whether the call passed.
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+fn bits(mask: u32) -> u32 {
+    mask.count_ones()
+}
+
+/// Scripted answer time of device `k` in call `c` (µs from the call's start; INVITE-anchored
+/// delays count from 0, as the INVITE reaches every device within microseconds).
+fn planned_answer(plan: &Plan, c: u32, k: u32) -> Option<u64> {
+    let b = plan.behaviour(c, k);
+    (b.action == Action::Answer).then(|| {
+        let d = plan.answer_delay_us(c, k);
+        match b.anchor {
+            Anchor::Invite | Anchor::CallStart => d,
+        }
+    })
+}
+
+/// The race call `c` provokes, if any.
+pub fn provoked(plan: &Plan, c: u32) -> Option<Race> {
+    let answers: Vec<u64> = (0..plan.width())
+        .filter_map(|k| planned_answer(plan, c, k))
+        .collect();
+    if let Some(cancel) = plan.cancel_after_us(c) {
+        if answers.iter().any(|&a| a.abs_diff(cancel) < 1000) {
+            return Some(Race::Cancel200);
+        }
+    }
+    let mut sorted = answers;
+    sorted.sort_unstable();
+    sorted
+        .windows(2)
+        .any(|w| w[1] - w[0] < 1000)
+        .then_some(Race::DoubleAnswer)
+}
+
+/// Judges call `c` from the caller's record and each device's (`None`: it saw nothing).
+pub fn judge(
+    plan: &Plan,
+    c: u32,
+    call: &CallerCall,
+    devices: &[Option<&DevCall>],
+    agg: CallAgg,
+) -> Verdict {
+    let mut f = Vec::new();
+    let single_answer = plan.scenario.expect.single_answer;
+    let cancelled = call.cancel_sent.is_set();
+    let answered_devices: u32 = devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.is_some_and(|d| d.final_status == 200))
+        .fold(0, |m, (k, _)| m | 1 << k);
+    let n2xx = bits(call.answered);
+    if call.final_status == 0 {
+        f.push(Failure::NoFinal);
+    }
+    if call.end == End::WrongFinal {
+        f.push(Failure::WrongFinal);
+    }
+    if answered_devices != 0 && !cancelled && n2xx == 0 && call.final_status != 0 {
+        f.push(Failure::AnswerLost);
+    }
+    if answered_devices == 0 && n2xx > 0 {
+        f.push(Failure::WrongFinal);
+    }
+    let allowed = if single_answer {
+        1
+    } else {
+        bits(answered_devices)
+    };
+    if n2xx > allowed {
+        f.push(Failure::TooMany2xx);
+    }
+    if call.conflicting_finals > 0 || (n2xx > 0 && call.non2xx_finals > 0) {
+        f.push(Failure::ConflictingFinals);
+    }
+    for (k, d) in devices.iter().enumerate() {
+        let Some(d) = d else { continue };
+        if !d.invite_at.is_set() {
+            continue;
+        }
+        let silent = plan.behaviour(c, k as u32).action == Action::Silent;
+        if d.final_status == 0 {
+            if !silent {
+                f.push(Failure::KeptRinging);
+            }
+            continue;
+        }
+        if !d.ack_at.is_set() {
+            f.push(Failure::FinalNotAcked);
+        }
+        if d.final_status == 200 && !d.bye_at.is_set() {
+            f.push(Failure::DialogLeftOpen);
+        }
+    }
+    if cancelled && !call.cancel_answered {
+        f.push(Failure::CancelUnanswered);
+    }
+    if call.bye_sent & !call.bye_answered != 0 {
+        f.push(Failure::ByeUnanswered);
+    }
+    if call.end == End::TimedOut && f.is_empty() {
+        f.push(Failure::TimedOut);
+    }
+    f.sort_unstable();
+    f.dedup();
+    let race = provoked(plan, c).map(|race| {
+        let outcome = if !f.is_empty() {
+            Outcome::Broken
+        } else {
+            classify(race, call, devices, agg, answered_devices)
+        };
+        (race, outcome)
+    });
+    Verdict { failures: f, race }
+}
+
+fn classify(
+    race: Race,
+    call: &CallerCall,
+    devices: &[Option<&DevCall>],
+    agg: CallAgg,
+    answered_devices: u32,
+) -> Outcome {
+    let torn_down = |k: usize| {
+        devices
+            .get(k)
+            .copied()
+            .flatten()
+            .is_some_and(|d| d.final_status == 200 && d.ack_from_proxy && d.bye_from_proxy)
+    };
+    match race {
+        Race::DoubleAnswer => {
+            if bits(call.answered) >= 2 {
+                Outcome::BothForwarded
+            } else if bits(answered_devices) >= 2 {
+                let loser = (0..devices.len())
+                    .find(|&k| answered_devices & 1 << k != 0 && call.answered & 1 << k == 0);
+                match loser {
+                    Some(k) if torn_down(k) => Outcome::SecondTornDownByProxy,
+                    _ => Outcome::Broken,
+                }
+            } else {
+                Outcome::SecondCancelled
+            }
+        }
+        Race::Cancel200 => {
+            if call.final_status >= 200 && call.final_status < 300 {
+                Outcome::Answered
+            } else if answered_devices == 0 {
+                Outcome::CancelledBeforeAnswer
+            } else if torn_down(usize::from(agg.first_answer_k)) {
+                Outcome::AnswerTornDownByProxy
+            } else {
+                Outcome::Broken
+            }
+        }
+    }
+}
+
+/// Counts of one race kind.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RaceCounts {
+    /// Calls that provoked it.
+    pub provoked: u64,
+    /// How they ended.
+    pub outcomes: BTreeMap<Outcome, u64>,
+}
+
+/// Verdicts over a whole run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Judgement {
+    /// Calls judged (every started call).
+    pub calls: u64,
+    /// Calls that passed.
+    pub ok: u64,
+    /// Calls that failed.
+    pub failed: u64,
+    /// Failed calls by reason (a call counts once per reason).
+    pub failures: BTreeMap<Failure, u64>,
+    /// Provoked races and their outcomes.
+    pub races: BTreeMap<Race, RaceCounts>,
+    /// A few failed calls with their reasons, for a first look.
+    pub examples: Vec<(u32, Vec<Failure>)>,
+}
+
+/// Judges every started call of a run.
+pub fn judge_all(plan: &Plan, caller: &CallerSide, devices: &DeviceSide) -> Judgement {
+    let mut j = Judgement::default();
+    let width = plan.width();
+    for (c, call) in caller.calls.iter().enumerate() {
+        if !call.t0.is_set() {
+            continue;
+        }
+        let c = c as u32;
+        let devs: Vec<Option<&DevCall>> = (0..width).map(|k| devices.call(c, k)).collect();
+        let agg = devices.aggs.get(c as usize).copied().unwrap_or_default();
+        let v = judge(plan, c, call, &devs, agg);
+        j.calls += 1;
+        if v.ok() {
+            j.ok += 1;
+        } else {
+            j.failed += 1;
+            for r in &v.failures {
+                *j.failures.entry(*r).or_default() += 1;
+            }
+            if j.examples.len() < 10 {
+                j.examples.push((c, v.failures.clone()));
+            }
+        }
+        if let Some((race, outcome)) = v.race {
+            let rc = j.races.entry(race).or_default();
+            rc.provoked += 1;
+            *rc.outcomes.entry(outcome).or_default() += 1;
+        }
+    }
+    j
+}
