@@ -22,13 +22,13 @@
 #![warn(missing_docs)]
 
 pub mod agent;
-//TMP pub mod cpu;
-//TMP pub mod dashboard;
+pub mod cpu;
+pub mod dashboard;
 pub mod metrics;
 pub mod plan;
 pub mod reflect;
-//TMP pub mod result;
-//TMP pub mod runner;
+pub mod result;
+pub mod runner;
 pub mod scenario;
 pub mod sim;
 pub mod verdict;

@@ -72,7 +72,7 @@ fn histogram(sigfig: u8) -> Histogram<u64> {
 }
 
 /// Counters of one second of the run.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Counts {
     /// Calls (or REGISTERs) started.
     pub started: u64,
@@ -214,7 +214,11 @@ impl Metrics {
             while self.seconds.len() <= i {
                 self.seconds.push(Second {
                     counts: Counts::default(),
-                    latencies: s.latencies.iter().map(|(m, _)| (*m, histogram(2))).collect(),
+                    latencies: s
+                        .latencies
+                        .iter()
+                        .map(|(m, _)| (*m, histogram(2)))
+                        .collect(),
                 });
             }
             let mine = &mut self.seconds[i];
@@ -297,7 +301,11 @@ mod tests {
         let t0 = Instant::ZERO + Duration::from_secs(10);
         m.set_origin(t0);
         for i in 0..1000u64 {
-            m.record(Metric::Invite180, t0 + Duration::from_micros(i * 2000), 100 + i);
+            m.record(
+                Metric::Invite180,
+                t0 + Duration::from_micros(i * 2000),
+                100 + i,
+            );
         }
         m.record(Metric::CancelLatency, t0, 57);
         let h = m.histogram(Metric::Invite180);
@@ -305,7 +313,11 @@ mod tests {
         assert_eq!(h.min(), 100);
         assert_eq!(h.max(), 1099);
         assert_eq!(h.value_at_quantile(0.5), 599);
-        assert_eq!(m.seconds.len(), 2, "1000 events 2 ms apart span two seconds");
+        assert_eq!(
+            m.seconds.len(),
+            2,
+            "1000 events 2 ms apart span two seconds"
+        );
         let s = Summary::of(m.histogram(Metric::CancelLatency), true);
         assert_eq!((s.count, s.p50, s.p999), (1, 57, 57));
         assert!(!s.distribution.is_empty());

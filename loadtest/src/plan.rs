@@ -271,7 +271,10 @@ mod tests {
     fn poisson_arrivals_have_the_rate_on_average_and_never_go_back() {
         let p = plan(Arrival::Poisson);
         let n = p.count() as f64;
-        assert!((1850.0..2150.0).contains(&n), "{n} arrivals in 2 s at 1000/s");
+        assert!(
+            (1850.0..2150.0).contains(&n),
+            "{n} arrivals in 2 s at 1000/s"
+        );
         assert!(p.starts.windows(2).all(|w| w[0] <= w[1]));
         let gaps: Vec<u64> = p.starts.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(gaps.iter().any(|&g| g < 200) && gaps.iter().any(|&g| g > 2500));
@@ -294,7 +297,10 @@ mod tests {
         let p = plan(Arrival::Constant);
         assert_eq!(p.draw(5, 1, Purpose::Answer), p.draw(5, 1, Purpose::Answer));
         assert_ne!(p.draw(5, 1, Purpose::Answer), p.draw(5, 2, Purpose::Answer));
-        assert_ne!(p.draw(5, 0, Purpose::Hold), p.draw(5, 0, Purpose::CancelAfter));
+        assert_ne!(
+            p.draw(5, 0, Purpose::Hold),
+            p.draw(5, 0, Purpose::CancelAfter)
+        );
         let mean = (0..10_000)
             .map(|c| p.draw(c, 0, Purpose::Hold))
             .sum::<f64>()

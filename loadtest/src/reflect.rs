@@ -169,22 +169,56 @@ mod tests {
         let msg = b"INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: x\r\nContent-Length: 0\r\n\r\n";
         let mut hinted = Vec::new();
         let reflects = [
-            Reflect { to: a, size: 400, meaning: Meaning::Trying },
-            Reflect { to: b, size: 10, meaning: Meaning::Invite },
+            Reflect {
+                to: a,
+                size: 400,
+                meaning: Meaning::Trying,
+            },
+            Reflect {
+                to: b,
+                size: 10,
+                meaning: Meaning::Invite,
+            },
         ];
-        wire::push_with_hint(&mut hinted, msg, Origin { id: 1, device: 0, status: 0 }, &reflects);
+        wire::push_with_hint(
+            &mut hinted,
+            msg,
+            Origin {
+                id: 1,
+                device: 0,
+                status: 0,
+            },
+            &reflects,
+        );
         let mut r = HintReflector::new();
         let from: SocketAddr = "127.0.0.1:19000".parse().unwrap();
-        let d = Datagram { from, local: from, bytes: &hinted };
+        let d = Datagram {
+            from,
+            local: from,
+            bytes: &hinted,
+        };
         r.handle_datagram(Instant::ZERO, d);
         let out: Vec<(SocketAddr, Vec<u8>)> =
             r.outbox().iter().map(|(to, b)| (to, b.to_vec())).collect();
         assert_eq!(out.len(), 2);
         assert_eq!((out[0].0, out[0].1.len()), (a, 400), "padded to its size");
         assert_eq!(out[1].0, b);
-        assert_eq!(wire::read_hint(&out[1].1, b).map(|h| h.1), Some(Meaning::Invite));
-        assert!(out[1].1.len() < hinted.len(), "truncated, but not below the hint");
-        r.handle_datagram(Instant::ZERO, Datagram { from, local: from, bytes: msg });
+        assert_eq!(
+            wire::read_hint(&out[1].1, b).map(|h| h.1),
+            Some(Meaning::Invite)
+        );
+        assert!(
+            out[1].1.len() < hinted.len(),
+            "truncated, but not below the hint"
+        );
+        r.handle_datagram(
+            Instant::ZERO,
+            Datagram {
+                from,
+                local: from,
+                bytes: msg,
+            },
+        );
         assert_eq!(r.stats.without_hint, 1);
         assert_eq!(r.stats.sent, 2);
     }

@@ -395,7 +395,10 @@ pub const PRESETS: &[(&str, &str)] = &[
         "race-cancel-200",
         include_str!("../presets/race-cancel-200.toml"),
     ),
-    ("register-storm", include_str!("../presets/register-storm.toml")),
+    (
+        "register-storm",
+        include_str!("../presets/register-storm.toml"),
+    ),
     (
         "register-storm-digest",
         include_str!("../presets/register-storm-digest.toml"),
@@ -462,7 +465,8 @@ impl Scenario {
         }
         let callers_end = u32::from(t.caller_port) + t.callers;
         let devices_end = u64::from(t.device_port) + devices;
-        if u64::from(t.caller_port) < devices_end && u64::from(callers_end) > u64::from(t.device_port)
+        if u64::from(t.caller_port) < devices_end
+            && u64::from(callers_end) > u64::from(t.device_port)
         {
             return Err("topology: caller ports overlap device ports".into());
         }
@@ -511,7 +515,10 @@ mod tests {
         for (name, _) in PRESETS {
             let s = Scenario::preset(name).unwrap();
             assert_eq!(&s.name, name);
-            assert!(s.load.duration_s <= 60.0, "{name}: recorded runs stay ≤ 60 s");
+            assert!(
+                s.load.duration_s <= 60.0,
+                "{name}: recorded runs stay ≤ 60 s"
+            );
         }
     }
 

@@ -170,7 +170,12 @@ impl Sim {
                 ),
             ]
         } else {
-            vec![Agent::new(Arc::clone(&plan), Roles::BOTH, Arc::clone(&shared), 0)]
+            vec![Agent::new(
+                Arc::clone(&plan),
+                Roles::BOTH,
+                Arc::clone(&shared),
+                0,
+            )]
         };
         Sim {
             now: Instant::ZERO,
@@ -237,7 +242,11 @@ impl Sim {
         let out: Vec<(SocketAddr, Vec<u8>)> = match &mut self.proxy {
             Proxy::Sipfork(cores) => {
                 let core = &mut cores[shard];
-                let out = core.outbox().iter().map(|(to, b)| (to, b.to_vec())).collect();
+                let out = core
+                    .outbox()
+                    .iter()
+                    .map(|(to, b)| (to, b.to_vec()))
+                    .collect();
                 core.outbox().clear();
                 core.drain_persist(|_| {});
                 out
@@ -269,7 +278,11 @@ impl Sim {
             let line = f.bytes.split(|&b| b == b'\r').next().unwrap_or(&[]);
             let cid = sip::parse(&f.bytes)
                 .ok()
-                .and_then(|m| m.call_id().ok().map(|c| String::from_utf8_lossy(c).into_owned()))
+                .and_then(|m| {
+                    m.call_id()
+                        .ok()
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                })
                 .unwrap_or_default();
             log.push(format!(
                 "{:?} {} -> {} {} [{cid}]",
@@ -410,8 +423,8 @@ impl Sim {
 
 impl ProxySizes {
     /// Runs a few calls of `plan`'s scenario through sipfork's own `Core` in memory and takes,
-    /// for each kind of datagram it sends, the largest size seen (kinds the scenario never
-    /// produces keep their defaults).
+    /// for each kind of datagram it sends, the mean size (kinds the scenario never produces keep
+    /// their defaults).
     pub fn measure(plan: &Plan) -> ProxySizes {
         let mut scenario = plan.scenario.clone();
         scenario.load.max = 6;
@@ -427,8 +440,9 @@ impl ProxySizes {
         let mut sim = Sim::sipfork(Arc::clone(&p), &ProxyOptions::default(), false);
         sim.trace = Some(Vec::new());
         sim.run(Duration::from_secs(60), Duration::from_secs(1));
-        // Largest size seen per kind, in the order of `ProxySizes::fields_mut`.
-        let mut largest = [0u32; 12];
+        // Bytes and count per kind, in the order of `ProxySizes::fields_mut`.
+        let mut bytes_seen = [0u64; 12];
+        let mut count = [0u64; 12];
         for ex in sim.trace.take().unwrap_or_default() {
             let input_is_ack = sip::parse(&ex.input)
                 .ok()
@@ -450,13 +464,14 @@ impl ProxySizes {
                     (None, Some(_), Ok(Method::Register)) => 11,
                     _ => continue,
                 };
-                largest[kind] = largest[kind].max(bytes.len() as u32);
+                bytes_seen[kind] += bytes.len() as u64;
+                count[kind] += 1;
             }
         }
         let mut sizes = ProxySizes::default();
-        for (field, seen) in sizes.fields_mut().into_iter().zip(largest) {
-            if seen > 0 {
-                *field = seen;
+        for (i, field) in sizes.fields_mut().into_iter().enumerate() {
+            if let Some(mean) = (bytes_seen[i] + count[i] / 2).checked_div(count[i]) {
+                *field = mean as u32;
             }
         }
         sizes

@@ -15,15 +15,15 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::agent::caller::{CallerCall, CallerSide, End};
 use crate::agent::device::{CallAgg, DevCall, DeviceSide};
 use crate::plan::Plan;
-use crate::scenario::{Action, Anchor};
+use crate::scenario::Action;
 
 /// Why a call failed (a call may fail for several reasons).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Failure {
     /// The caller never got a final response.
@@ -51,7 +51,7 @@ pub enum Failure {
 }
 
 /// The races the harness provokes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Race {
     /// Two devices answer in the same millisecond.
@@ -61,7 +61,7 @@ pub enum Race {
 }
 
 /// How a provoked race ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Double answer: both 2xx reached the caller, which ACKed both and BYEd the second.
@@ -103,13 +103,7 @@ fn bits(mask: u32) -> u32 {
 /// Scripted answer time of device `k` in call `c` (µs from the call's start; INVITE-anchored
 /// delays count from 0, as the INVITE reaches every device within microseconds).
 fn planned_answer(plan: &Plan, c: u32, k: u32) -> Option<u64> {
-    let b = plan.behaviour(c, k);
-    (b.action == Action::Answer).then(|| {
-        let d = plan.answer_delay_us(c, k);
-        match b.anchor {
-            Anchor::Invite | Anchor::CallStart => d,
-        }
-    })
+    (plan.behaviour(c, k).action == Action::Answer).then(|| plan.answer_delay_us(c, k))
 }
 
 /// The race call `c` provokes, if any.
@@ -255,7 +249,7 @@ fn classify(
 }
 
 /// Counts of one race kind.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct RaceCounts {
     /// Calls that provoked it.
     pub provoked: u64,
@@ -264,7 +258,7 @@ pub struct RaceCounts {
 }
 
 /// Verdicts over a whole run.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Judgement {
     /// Calls judged (every started call).
     pub calls: u64,

@@ -223,7 +223,13 @@ pub fn register(
     out.extend_from_slice(b" SIP/2.0\r\nVia: SIP/2.0/UDP ");
     push_addr(out, addr);
     out.extend_from_slice(b";branch=");
-    push_branch(out, plan.run_id, if clear { b"x" } else { b"r" }, d, Some(cseq));
+    push_branch(
+        out,
+        plan.run_id,
+        if clear { b"x" } else { b"r" },
+        d,
+        Some(cseq),
+    );
     out.extend_from_slice(b";rport\r\nMax-Forwards: 70\r\nFrom: <sip:");
     push_u32(out, number);
     out.push(b'@');
@@ -400,16 +406,13 @@ fn memchr_crlf(b: &[u8]) -> Option<usize> {
 /// Iterates a hint value's entries as `(destination, size, meaning letter)`, skipping the
 /// origin token; malformed entries end the iteration.
 pub fn hint_entries(value: &[u8]) -> impl Iterator<Item = (SocketAddr, u32, u8)> + '_ {
-    value
-        .split(|&b| b == b' ')
-        .skip(1)
-        .map_while(|token| {
-            let mut parts = token.split(|&b| b == b'/');
-            let addr = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-            let size = parse_u32(parts.next()?)?;
-            let letter = *parts.next()?.first()?;
-            Some((addr, size, letter))
-        })
+    value.split(|&b| b == b' ').skip(1).map_while(|token| {
+        let mut parts = token.split(|&b| b == b'/');
+        let addr = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+        let size = parse_u32(parts.next()?)?;
+        let letter = *parts.next()?.first()?;
+        Some((addr, size, letter))
+    })
 }
 
 /// Reads a received hint: the origin and what the datagram means to `me`.
@@ -444,13 +447,22 @@ mod tests {
 
     #[test]
     fn call_ids_round_trip_and_other_runs_are_refused() {
-        for dialog in [Dialog::Call(0), Dialog::Call(4_000_000), Dialog::Register(17)] {
+        for dialog in [
+            Dialog::Call(0),
+            Dialog::Call(4_000_000),
+            Dialog::Register(17),
+        ] {
             let mut v = Vec::new();
             push_call_id(&mut v, dialog, 0xbeef);
             assert_eq!(parse_call_id(&v, 0xbeef), Some(dialog));
             assert_eq!(parse_call_id(&v, 0xbeee), None);
         }
-        for junk in [&b""[..], b"c.beef@sipfork-load", b"cx1.beef@sipfork-load", b"c1.beef@x"] {
+        for junk in [
+            &b""[..],
+            b"c.beef@sipfork-load",
+            b"cx1.beef@sipfork-load",
+            b"c1.beef@x",
+        ] {
             assert_eq!(parse_call_id(junk, 0xbeef), None);
         }
         assert_eq!(parse_device_tag(b"d2"), Some(2));
@@ -464,7 +476,10 @@ mod tests {
         invite(&p, 1234, &mut v);
         let m = sip::parse(&v).unwrap();
         sip::check_request(&m).unwrap();
-        assert_eq!(parse_call_id(m.call_id().unwrap(), p.run_id), Some(Dialog::Call(1234)));
+        assert_eq!(
+            parse_call_id(m.call_id().unwrap(), p.run_id),
+            Some(Dialog::Call(1234))
+        );
         assert_eq!(m.request_uri_raw().unwrap(), b"sip:1234@127.0.0.1");
         assert_eq!(m.body().len(), SDP.len());
         for clear in [false, true] {
@@ -494,17 +509,38 @@ mod tests {
         let mut msg = Vec::new();
         invite(&p, 9, &mut msg);
         let reflects = [
-            Reflect { to: p.callers[0], size: 300, meaning: Meaning::Trying },
-            Reflect { to: p.devices[0], size: 1000, meaning: Meaning::Invite },
+            Reflect {
+                to: p.callers[0],
+                size: 300,
+                meaning: Meaning::Trying,
+            },
+            Reflect {
+                to: p.devices[0],
+                size: 1000,
+                meaning: Meaning::Invite,
+            },
         ];
-        let origin = Origin { id: 9, device: 0, status: 0 };
+        let origin = Origin {
+            id: 9,
+            device: 0,
+            status: 0,
+        };
         let mut out = Vec::new();
         push_with_hint(&mut out, &msg, origin, &reflects);
         let entries: Vec<_> = hint_entries(hint_value(&out).unwrap()).collect();
-        assert_eq!(entries, vec![(p.callers[0], 300, b'T'), (p.devices[0], 1000, b'I')]);
+        assert_eq!(
+            entries,
+            vec![(p.callers[0], 300, b'T'), (p.devices[0], 1000, b'I')]
+        );
         let cut = &out[..200];
-        assert_eq!(read_hint(cut, p.callers[0]), Some((origin, Meaning::Trying)));
-        assert_eq!(read_hint(cut, p.devices[0]), Some((origin, Meaning::Invite)));
+        assert_eq!(
+            read_hint(cut, p.callers[0]),
+            Some((origin, Meaning::Trying))
+        );
+        assert_eq!(
+            read_hint(cut, p.devices[0]),
+            Some((origin, Meaning::Invite))
+        );
         assert_eq!(read_hint(cut, p.devices[1]), None);
         assert_eq!(read_hint(&msg, p.devices[0]), None, "no hint, no meaning");
         // The hinted message is still SIP.

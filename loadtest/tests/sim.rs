@@ -39,7 +39,10 @@ fn run_with(
     let devices = sim.device_agent().devices.as_ref().unwrap();
     let j = judge_all(&plan, caller, devices);
     for (c, why) in j.examples.iter().take(2) {
-        eprintln!("call {c} failed: {why:?}\n{}", sim.log_of(&format!("c{c}.")));
+        eprintln!(
+            "call {c} failed: {why:?}\n{}",
+            sim.log_of(&format!("c{c}."))
+        );
     }
     (sim, j)
 }
@@ -52,7 +55,11 @@ fn fork3_every_call_passes_and_both_losers_are_cancelled() {
     assert_eq!(m.histogram(Metric::Invite180).len(), 40);
     assert_eq!(m.histogram(Metric::Invite100).len(), 40);
     assert_eq!(m.histogram(Metric::Invite200).len(), 40);
-    assert_eq!(m.histogram(Metric::CancelLatency).len(), 80, "two losers per call");
+    assert_eq!(
+        m.histogram(Metric::CancelLatency).len(),
+        80,
+        "two losers per call"
+    );
     // 50 µs per hop: INVITE→180 is four hops (caller, proxy, device, proxy), 200 → CANCEL two.
     assert_eq!(m.histogram(Metric::Invite180).value_at_quantile(0.5), 200);
     assert_eq!(m.histogram(Metric::CancelLatency).max(), 100);
@@ -80,7 +87,11 @@ fn fork8_cancels_seven_losers_per_call() {
 #[test]
 fn double_answers_are_all_forwarded_by_default_and_torn_down_under_single_answer() {
     use sipfork_load::verdict::{Outcome, Race};
-    let (_, j) = run(small("race-double-answer", 30), &ProxyOptions::default(), false);
+    let (_, j) = run(
+        small("race-double-answer", 30),
+        &ProxyOptions::default(),
+        false,
+    );
     assert_eq!((j.calls, j.ok), (30, 30), "{j:#?}");
     let r = &j.races[&Race::DoubleAnswer];
     assert_eq!(r.provoked, 30);
@@ -95,7 +106,11 @@ fn double_answers_are_all_forwarded_by_default_and_torn_down_under_single_answer
     let (_, j) = run(s, &options, false);
     assert_eq!((j.calls, j.ok), (30, 30), "{j:#?}");
     let r = &j.races[&Race::DoubleAnswer];
-    assert_eq!(r.outcomes.get(&Outcome::SecondTornDownByProxy), Some(&30), "{r:?}");
+    assert_eq!(
+        r.outcomes.get(&Outcome::SecondTornDownByProxy),
+        Some(&30),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -103,13 +118,20 @@ fn cancel_crossing_200_ends_answered_or_cancelled_never_broken() {
     use sipfork_load::verdict::{Outcome, Race};
     // 0-100 µs of jitter per datagram: the CANCEL and the 200 cross in both orders.
     let jitter = Duration::from_micros(100);
-    let (mut sim, j) =
-        run_with(small("race-cancel-200", 200), &ProxyOptions::default(), false, jitter);
+    let (mut sim, j) = run_with(
+        small("race-cancel-200", 200),
+        &ProxyOptions::default(),
+        false,
+        jitter,
+    );
     assert_eq!((j.calls, j.ok), (200, 200), "{j:#?}");
     let r = &j.races[&Race::Cancel200];
     assert_eq!(r.provoked, 200);
     assert!(!r.outcomes.contains_key(&Outcome::Broken), "{r:?}");
-    assert!(r.outcomes.len() >= 2, "both ways the race can end were seen: {r:?}");
+    assert!(
+        r.outcomes.len() >= 2,
+        "both ways the race can end were seen: {r:?}"
+    );
     eprintln!("cancel/200 outcomes: {r:?}");
     sim.run_for(Duration::from_secs(40));
     assert_eq!(sim.proxy_calls(), 0);
@@ -124,7 +146,11 @@ fn five_percent_loss_on_every_leg_is_survived_by_retransmissions() {
         let (sim, j) = run(s, &ProxyOptions::default(), false);
         assert_eq!((j.calls, j.ok), (60, 60), "seed {seed}: {j:#?}");
         let m = sim.caller_agent().metrics();
-        assert!(m.totals.lost > 0 && m.totals.retransmitted > 0, "{:?}", m.totals);
+        assert!(
+            m.totals.lost > 0 && m.totals.retransmitted > 0,
+            "{:?}",
+            m.totals
+        );
     }
 }
 
@@ -152,14 +178,23 @@ fn serial_q_groups_ring_the_second_group_after_the_first_is_busy() {
     let (first, second) = (d.call(0, 0).unwrap(), d.call(0, 1).unwrap());
     assert_eq!(first.final_status, 486);
     let busy_at = first.final_at.get().unwrap();
-    assert!(second.invite_at.get().unwrap() > busy_at, "group 2 rang after group 1 failed");
+    assert!(
+        second.invite_at.get().unwrap() > busy_at,
+        "group 2 rang after group 1 failed"
+    );
 }
 
 #[test]
 fn a_proxy_that_never_cancels_is_caught_as_kept_ringing() {
     use sipfork_load::verdict::Failure;
     let plan = Arc::new(
-        Plan::new(small("fork3", 10), "127.0.0.1:5060".parse().unwrap(), false, 0x51).unwrap(),
+        Plan::new(
+            small("fork3", 10),
+            "127.0.0.1:5060".parse().unwrap(),
+            false,
+            0x51,
+        )
+        .unwrap(),
     );
     let mut sim = Sim::sipfork(Arc::clone(&plan), &ProxyOptions::default(), false);
     sim.drop_from_proxy = Some(|b| b.starts_with(b"CANCEL "));
@@ -177,7 +212,13 @@ fn a_proxy_that_never_cancels_is_caught_as_kept_ringing() {
 fn a_proxy_that_loses_the_2xx_is_caught() {
     use sipfork_load::verdict::Failure;
     let plan = Arc::new(
-        Plan::new(small("fork3", 5), "127.0.0.1:5060".parse().unwrap(), false, 0x51).unwrap(),
+        Plan::new(
+            small("fork3", 5),
+            "127.0.0.1:5060".parse().unwrap(),
+            false,
+            0x51,
+        )
+        .unwrap(),
     );
     let mut sim = Sim::sipfork(Arc::clone(&plan), &ProxyOptions::default(), false);
     sim.drop_from_proxy =
@@ -189,5 +230,56 @@ fn a_proxy_that_loses_the_2xx_is_caught() {
         sim.device_agent().devices.as_ref().unwrap(),
     );
     assert_eq!(j.failed, 5, "{j:#?}");
-    assert!(j.failures.contains_key(&Failure::AnswerLost) || j.failures.contains_key(&Failure::NoFinal), "{j:#?}");
+    assert!(
+        j.failures.contains_key(&Failure::AnswerLost) || j.failures.contains_key(&Failure::NoFinal),
+        "{j:#?}"
+    );
+}
+
+#[test]
+fn register_storm_with_digest_reuses_the_nonce_with_increasing_nc() {
+    let mut s = small("register-storm-digest", 300);
+    s.topology.extensions = 20;
+    s.load.rate = 200.0;
+    let options = ProxyOptions {
+        digest: true,
+        ..ProxyOptions::default()
+    };
+    let (sim, _) = run(s, &options, false);
+    let shared = &sim.shared;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(shared.registered.load(Relaxed), 60);
+    assert_eq!(shared.registration_failed.load(Relaxed), 0);
+    assert_eq!(
+        shared.completed.load(Relaxed),
+        300,
+        "every storm REGISTER got 200"
+    );
+    assert_eq!(shared.failed.load(Relaxed), 0);
+    let m = sim.device_agent().metrics();
+    assert_eq!(m.histogram(Metric::Register).len(), 300);
+    // One challenge per clearing REGISTER (20 extensions) and per device (60) in the
+    // registration phase, none in the storm: its REGISTERs carry the next nc of the same nonce.
+    let challenges = sim
+        .log
+        .iter()
+        .flatten()
+        .filter(|l| l.contains("SIP/2.0 401"))
+        .count();
+    assert_eq!(challenges, 80, "the nonce is reused, not re-challenged");
+}
+
+#[test]
+fn register_storm_without_auth_measures_every_register() {
+    let mut s = small("register-storm", 200);
+    s.topology.extensions = 10;
+    s.load.rate = 500.0;
+    let (sim, _) = run(s, &ProxyOptions::default(), false);
+    let m = sim.device_agent().metrics();
+    assert_eq!(m.histogram(Metric::Register).len(), 200);
+    assert_eq!(
+        m.histogram(Metric::Register).max(),
+        100,
+        "two hops of 50 µs"
+    );
 }

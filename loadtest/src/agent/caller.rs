@@ -146,10 +146,9 @@ impl CallerSide {
         if self.next as usize >= self.calls.len() {
             return None;
         }
-        ctx.intended(self.next).or_else(|| {
-            // Not started yet: look again at the next tick (the device side publishes the start).
-            None
-        })
+        // Before the load phase's start is published there is nothing to wait for: the next
+        // tick looks again.
+        ctx.intended(self.next)
     }
 
     /// Starts every call whose intended time has come.
@@ -164,8 +163,11 @@ impl CallerSide {
             self.open += 1;
             ctx.shared.started.fetch_add(1, Ordering::Relaxed);
             ctx.metrics.count(t0, |k| k.started += 1);
-            ctx.metrics
-                .record(Metric::SendLag, now, now.saturating_since(t0).as_micros() as u64);
+            ctx.metrics.record(
+                Metric::SendLag,
+                now,
+                now.saturating_since(t0).as_micros() as u64,
+            );
             let mut buf = ctx.take_scratch();
             wire::invite(&ctx.plan, c, &mut buf);
             let call = &mut self.calls[c as usize];
@@ -199,7 +201,10 @@ impl CallerSide {
             self.strays += 1;
             return;
         };
-        let call_id = msg.call_id().ok().and_then(|v| wire::parse_call_id(v, ctx.plan.run_id));
+        let call_id = msg
+            .call_id()
+            .ok()
+            .and_then(|v| wire::parse_call_id(v, ctx.plan.run_id));
         let (Some(CallId::Call(c)), Some(status)) = (call_id, msg.status()) else {
             // A request to the caller (none is expected in these flows) or another run's datagram.
             self.strays += 1;
@@ -255,12 +260,14 @@ impl CallerSide {
         match status {
             100 => {
                 if call.got_100.set_once(now) {
-                    ctx.metrics.record(Metric::Invite100, now, call.got_100.since(t0));
+                    ctx.metrics
+                        .record(Metric::Invite100, now, call.got_100.since(t0));
                 }
             }
             101..=199 => {
                 if call.got_180.set_once(now) {
-                    ctx.metrics.record(Metric::Invite180, now, call.got_180.since(t0));
+                    ctx.metrics
+                        .record(Metric::Invite180, now, call.got_180.since(t0));
                 }
                 if let Some(k) = k {
                     call.ringing |= bit(k);
@@ -293,7 +300,8 @@ impl CallerSide {
                 }
                 call.answered |= bit(k);
                 if call.got_2xx.set_once(now) {
-                    ctx.metrics.record(Metric::Invite200, now, call.got_2xx.since(t0));
+                    ctx.metrics
+                        .record(Metric::Invite200, now, call.got_2xx.since(t0));
                 }
                 if call.final_status == 0 {
                     call.final_status = status;
@@ -397,7 +405,9 @@ impl CallerSide {
         };
         let mut buf = ctx.take_scratch();
         let routes: Vec<&[u8]> = dl.routes.iter().map(|r| &r[..]).collect();
-        write_in_dialog(&ctx.plan, c, k, b"BYE", 2, &dl.target, &routes, &dl.to, &mut buf);
+        write_in_dialog(
+            &ctx.plan, c, k, b"BYE", 2, &dl.target, &routes, &dl.to, &mut buf,
+        );
         call.bye_sent |= bit(k);
         let from = caller_addr(&ctx.plan, c);
         let n = buf.len();
@@ -430,27 +440,38 @@ impl CallerSide {
         let from = caller_addr(&ctx.plan, c);
         match timer {
             Timer::InviteRetransmit(_) if !call.heard => {
-                let Some(invite) = call.invite.clone() else { return };
+                let Some(invite) = call.invite.clone() else {
+                    return;
+                };
                 call.retransmitted += 1;
                 ctx.count_retransmission(now);
-                ctx.send(now, Leg::CallerOut, from, ctx.plan.target, &invite, |p, r| {
-                    invite_hint(p, c, r)
-                });
+                ctx.send(
+                    now,
+                    Leg::CallerOut,
+                    from,
+                    ctx.plan.target,
+                    &invite,
+                    |p, r| invite_hint(p, c, r),
+                );
                 call.invite_interval *= 2;
                 ctx.timers
                     .insert(now + call.invite_interval, Timer::InviteRetransmit(c));
             }
             Timer::Cancel(_) if call.final_status == 0 && !call.cancel_sent.is_set() => {
-                let Some(invite) = call.invite.as_deref() else { return };
+                let Some(invite) = call.invite.as_deref() else {
+                    return;
+                };
                 let Ok(sent) = sip::parse(invite) else { return };
                 let mut buf = ctx.take_scratch();
                 build::cancel_for(&sent, None, &mut buf);
                 call.cancel_sent = Stamp::at(now);
                 call.cancel_interval = ctx.t1();
-                ctx.send(now, Leg::CallerOut, from, ctx.plan.target, &buf, |_, _| Origin {
-                    id: c,
-                    device: 0,
-                    status: 0,
+                ctx.send(now, Leg::CallerOut, from, ctx.plan.target, &buf, |_, _| {
+                    Origin {
+                        id: c,
+                        device: 0,
+                        status: 0,
+                    }
                 });
                 call.cancel = Some(buf.as_slice().into());
                 ctx.give_back(buf);
@@ -458,16 +479,23 @@ impl CallerSide {
                     .insert(now + call.cancel_interval, Timer::CancelRetransmit(c));
             }
             Timer::CancelRetransmit(_) if !call.cancel_answered => {
-                let Some(cancel) = call.cancel.clone() else { return };
+                let Some(cancel) = call.cancel.clone() else {
+                    return;
+                };
                 call.retransmitted += 1;
                 ctx.count_retransmission(now);
-                ctx.send(now, Leg::CallerOut, from, ctx.plan.target, &cancel, |_, _| {
-                    Origin {
+                ctx.send(
+                    now,
+                    Leg::CallerOut,
+                    from,
+                    ctx.plan.target,
+                    &cancel,
+                    |_, _| Origin {
                         id: c,
                         device: 0,
                         status: 0,
-                    }
-                });
+                    },
+                );
                 call.cancel_interval = (call.cancel_interval * 2).min(t2());
                 ctx.timers
                     .insert(now + call.cancel_interval, Timer::CancelRetransmit(c));
@@ -503,7 +531,10 @@ impl CallerSide {
         if call.end != End::Open || call.final_status == 0 || call.hangup_armed {
             return;
         }
-        let all_byes = call.dialogs.iter().all(|dl| call.bye_answered & bit(dl.k) != 0);
+        let all_byes = call
+            .dialogs
+            .iter()
+            .all(|dl| call.bye_answered & bit(dl.k) != 0);
         let cancel_done = !call.cancel_sent.is_set() || call.cancel_answered;
         if !(all_byes && cancel_done) {
             return;
@@ -520,7 +551,11 @@ impl CallerSide {
                     .final_status
                     .is_some_and(|s| s != call.final_status)
         };
-        call.end = if wrong { End::WrongFinal } else { End::Completed };
+        call.end = if wrong {
+            End::WrongFinal
+        } else {
+            End::Completed
+        };
         Self::release(call);
         self.open -= 1;
         let at = call.t0.get().unwrap_or(now);
@@ -549,7 +584,11 @@ impl CallerSide {
         let all_started = self.next as usize >= self.calls.len();
         let past_deadline = ctx.drain_deadline().is_some_and(|d| now >= d);
         if all_started && (self.open == 0 || past_deadline) {
-            for call in self.calls.iter_mut().filter(|c| c.end == End::Open && c.t0.is_set()) {
+            for call in self
+                .calls
+                .iter_mut()
+                .filter(|c| c.end == End::Open && c.t0.is_set())
+            {
                 call.end = End::TimedOut;
                 Self::release(call);
                 ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -589,7 +628,8 @@ fn next_hop(route: Option<&[u8]>, target: &[u8]) -> Option<SocketAddr> {
 /// The dialog of device `k`'s 2xx: from the message, or (reflector mode) from what the device
 /// side is known to send (its own address as target, no route set).
 fn build_dialog(plan: &Plan, c: u32, k: u32, msg: Option<&Message<'_>>) -> CallerDialog {
-    let (target, routes, to): (Box<[u8]>, Vec<Box<[u8]>>, Box<[u8]>) = match msg {
+    type Parts = (Box<[u8]>, Vec<Box<[u8]>>, Box<[u8]>);
+    let (target, routes, to): Parts = match msg {
         Some(m) => {
             let target = m
                 .contacts()
@@ -659,7 +699,13 @@ fn write_in_dialog(
     let mut via = b"SIP/2.0/UDP ".to_vec();
     wire::push_addr(&mut via, caller);
     via.extend_from_slice(b";branch=");
-    wire::push_branch(&mut via, plan.run_id, if cseq == 1 { b"a" } else { b"b" }, c, Some(k));
+    wire::push_branch(
+        &mut via,
+        plan.run_id,
+        if cseq == 1 { b"a" } else { b"b" },
+        c,
+        Some(k),
+    );
     via.extend_from_slice(b";rport");
     let mut from = b"<sip:caller@".to_vec();
     from.extend_from_slice(plan.domain.as_bytes());

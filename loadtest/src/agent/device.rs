@@ -20,11 +20,11 @@ use sipfork::time::{Duration, Instant};
 
 use super::register::RegisterSide;
 use super::{via_count, Ctx, Shared, Stamp, Timer};
-use std::sync::atomic::Ordering;
 use crate::metrics::Metric;
 use crate::plan::Plan;
 use crate::scenario::{Action, Anchor, Leg};
 use crate::wire::{self, Dialog as CallId, Meaning, Origin, Reflect};
+use std::sync::atomic::Ordering;
 
 /// What one device saw and did in one call.
 #[derive(Debug, Default)]
@@ -154,7 +154,10 @@ impl DeviceSide {
             self.strays += 1;
             return;
         };
-        let id = msg.call_id().ok().and_then(|v| wire::parse_call_id(v, ctx.plan.run_id));
+        let id = msg
+            .call_id()
+            .ok()
+            .and_then(|v| wire::parse_call_id(v, ctx.plan.run_id));
         match id {
             Some(CallId::Call(c)) if msg.is_request() => {
                 let Some(k) = self.position(&ctx.plan, c, d) else {
@@ -473,7 +476,8 @@ impl DeviceSide {
         }
         dc.invite = None;
         dc.interval = t1;
-        ctx.timers.insert(now + t1, Timer::FinalRetransmit(c, k as u8));
+        ctx.timers
+            .insert(now + t1, Timer::FinalRetransmit(c, k as u8));
     }
 
     /// Builds and sends a response to device `k`'s INVITE of call `c`; returns its bytes.
@@ -527,7 +531,6 @@ impl DeviceSide {
         ctx.give_back(buf);
         Some(bytes)
     }
-
 }
 
 fn device_addr(plan: &Plan, c: u32, k: u32) -> SocketAddr {
@@ -595,12 +598,15 @@ fn response_hint(
     let me = plan.devices[plan.device_index(e, k) as usize];
     let agg = aggs.get(c as usize).copied().unwrap_or_default();
     let dev = |j: u32| calls.get((c * width + j) as usize);
-    let answered_by_other =
-        agg.first_answer.is_set() && u32::from(agg.first_answer_k) != k;
+    let answered_by_other = agg.first_answer.is_set() && u32::from(agg.first_answer_k) != k;
     match status {
         101..=199 if answered_by_other => {
             // §16.7 / DECISIONS: a branch without provisional is cancelled on its first one.
-            r.push(Reflect { to: me, size: s.cancel, meaning: Meaning::Cancel });
+            r.push(Reflect {
+                to: me,
+                size: s.cancel,
+                meaning: Meaning::Cancel,
+            });
         }
         101..=199 => r.push(Reflect {
             to: caller,
@@ -608,12 +614,20 @@ fn response_hint(
             meaning: Meaning::Ringing,
         }),
         200..=299 => {
-            r.push(Reflect { to: caller, size: s.answer, meaning: Meaning::Answer });
+            r.push(Reflect {
+                to: caller,
+                size: s.answer,
+                meaning: Meaning::Answer,
+            });
             if !answered_by_other {
                 for j in (0..width).filter(|&j| j != k) {
                     if dev(j).is_some_and(|d| d.ringing_at.is_set() && d.final_status == 0) {
                         let to = plan.devices[plan.device_index(e, j) as usize];
-                        r.push(Reflect { to, size: s.cancel, meaning: Meaning::Cancel });
+                        r.push(Reflect {
+                            to,
+                            size: s.cancel,
+                            meaning: Meaning::Cancel,
+                        });
                     }
                 }
             }
@@ -621,12 +635,20 @@ fn response_hint(
         _ => {
             // The proxy ACKs a non-2xx hop by hop; when it was the last branch and nobody
             // answered, the caller gets the final.
-            r.push(Reflect { to: me, size: s.ack, meaning: Meaning::Ack });
+            r.push(Reflect {
+                to: me,
+                size: s.ack,
+                meaning: Meaning::Ack,
+            });
             let others_final = (0..width)
                 .filter(|&j| j != k)
                 .all(|j| dev(j).is_some_and(|d| d.final_status >= 300));
             if others_final && !agg.first_answer.is_set() {
-                r.push(Reflect { to: caller, size: s.failure, meaning: Meaning::Failure });
+                r.push(Reflect {
+                    to: caller,
+                    size: s.failure,
+                    meaning: Meaning::Failure,
+                });
             }
         }
     }
@@ -636,4 +658,3 @@ fn response_hint(
         status,
     }
 }
-

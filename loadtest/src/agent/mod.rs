@@ -78,8 +78,9 @@ impl Stamp {
 /// What the agents and the runner's main thread share (progress, phase hand-over).
 #[derive(Debug)]
 pub struct Shared {
-    /// The load phase's start, in run time µs (`u64::MAX`: not yet). Set by the agent with the
-    /// device side once registration is done; the caller side starts its schedule from it.
+    /// The load phase's start, in run time µs (since the run's epoch, which precedes every
+    /// engine's; `u64::MAX`: not yet). Set by the agent with the device side once registration is
+    /// done; the caller side starts its schedule from it.
     pub load_start_us: AtomicU64,
     /// Devices registered so far.
     pub registered: AtomicU64,
@@ -178,7 +179,8 @@ pub struct Ctx {
     pub plan: Arc<Plan>,
     /// Shared with the other agent and the runner.
     pub shared: Arc<Shared>,
-    /// Engine time minus run time, µs (0 in the simulator and for a single agent).
+    /// How much later than the run's epoch this agent's engine clock started, µs: run time =
+    /// engine time + offset (0 in the simulator).
     pub offset_us: u64,
     /// Datagrams to send this turn.
     pub out: Outbox,
@@ -281,7 +283,7 @@ impl Ctx {
     pub fn load_start(&self) -> Option<Instant> {
         match self.shared.load_start_us.load(Ordering::Acquire) {
             u64::MAX => None,
-            run_us => Some(Instant::from_micros(run_us + self.offset_us)),
+            run_us => Some(Instant::from_micros(run_us.saturating_sub(self.offset_us))),
         }
     }
 
@@ -312,7 +314,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent playing `roles` of `plan`. `offset_us` = engine time − run time (see [`Shared`]).
+    /// An agent playing `roles` of `plan`. `offset_us`: how much later than the run's epoch its
+    /// engine clock started (run time = engine time + offset; see [`Shared`]).
     pub fn new(plan: Arc<Plan>, roles: Roles, shared: Arc<Shared>, offset_us: u64) -> Agent {
         let seed = u64::from(roles.caller) | u64::from(roles.devices) << 1;
         let caller = roles.caller.then(|| caller::CallerSide::new(&plan));
@@ -349,9 +352,8 @@ impl Agent {
         self.started_at = Some(now);
         self.ctx.timers = TimerWheel::new(now);
         self.ctx.timers.insert(now + TICK, Timer::Tick);
-        match &mut self.devices {
-            Some(d) => d.begin(&mut self.ctx, now),
-            None => {}
+        if let Some(d) = &mut self.devices {
+            d.begin(&mut self.ctx, now);
         }
     }
 

@@ -182,8 +182,11 @@ impl RegisterSide {
                     }
                     ctx.shared.started.fetch_add(1, Ordering::Relaxed);
                     ctx.metrics.count(at, |c| c.started += 1);
-                    ctx.metrics
-                        .record(Metric::SendLag, now, now.saturating_since(at).as_micros() as u64);
+                    ctx.metrics.record(
+                        Metric::SendLag,
+                        now,
+                        now.saturating_since(at).as_micros() as u64,
+                    );
                     self.start(ctx, now, id, Some(at));
                 }
                 Phase::Idle | Phase::Done => return,
@@ -445,9 +448,11 @@ impl RegisterSide {
     fn finish_phase(&mut self, ctx: &mut Ctx, now: Instant) {
         self.phase_secs = now.saturating_since(self.phase_start).as_secs_f64();
         let failed = self.refused + self.timed_out;
-        ctx.shared.registration_failed.store(failed, Ordering::Relaxed);
+        ctx.shared
+            .registration_failed
+            .store(failed, Ordering::Relaxed);
         ctx.shared.registration_done.store(true, Ordering::Release);
-        let start = (now + LOAD_LEAD).as_micros().saturating_sub(ctx.offset_us);
+        let start = (now + LOAD_LEAD).as_micros() + ctx.offset_us;
         ctx.shared.load_start_us.store(start, Ordering::Release);
         self.phase = match ctx.plan.scenario.load.kind {
             LoadKind::Register => Phase::Storm,
