@@ -36,7 +36,8 @@ const USAGE: &str = "usage:
   sipfork-load compare A.json B.json ... -o OUT.html
   sipfork-load presets
   sipfork-load proxy-config [--preset NAME | --scenario FILE] [--target ADDR] [--shards N]
-        [--q-groups] [--single-answer] [--digest]";
+        [--io auto|uring|mmsg] [--coalesce-us N] [--pin CPU[,CPU]] [--q-groups] [--single-answer]
+        [--digest]";
 
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("sipfork-load: {msg}");
@@ -374,6 +375,9 @@ fn cmd_proxy_config(mut a: Args) {
         single_answer: a.flag("--single-answer"),
         digest: a.flag("--digest"),
         shards: a.parsed("--shards").unwrap_or(1),
+        io: a.value("--io"),
+        coalesce_us: a.parsed("--coalesce-us"),
+        pin_cores: a.value("--pin").map(|p| cpus(&p)),
     };
     a.done();
     let plan = Plan::new(s, target, false, 0).unwrap_or_else(|e| fail(e));

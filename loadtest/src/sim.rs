@@ -59,6 +59,12 @@ pub struct ProxyOptions {
     pub digest: bool,
     /// Shards.
     pub shards: u16,
+    /// `[server] io` (`auto`, `uring`, `mmsg`), when set.
+    pub io: Option<String>,
+    /// `[server] coalesce_us`, when set.
+    pub coalesce_us: Option<u32>,
+    /// `[server] pin_cores`, when set (a CPU list).
+    pub pin_cores: Option<Vec<usize>>,
 }
 
 /// A sipfork configuration serving `plan`'s extensions on its target address.
@@ -67,8 +73,18 @@ pub fn sipfork_config(plan: &Plan, o: &ProxyOptions) -> String {
     let first = t.first_extension;
     let last = first + t.extensions - 1;
     let digits = first.to_string().len();
+    let mut server = String::new();
+    if let Some(io) = &o.io {
+        server.push_str(&format!("io = \"{io}\"\n"));
+    }
+    if let Some(us) = o.coalesce_us {
+        server.push_str(&format!("coalesce_us = {us}\n"));
+    }
+    if let Some(cpus) = &o.pin_cores {
+        server.push_str(&format!("pin_cores = {cpus:?}\n"));
+    }
     format!(
-        "[server]\nlisten = \"{listen}\"\ndomain = \"{domain}\"\nshards = {shards}\n\
+        "[server]\nlisten = \"{listen}\"\ndomain = \"{domain}\"\nshards = {shards}\n{server}\
          [registrar]\nmin_expires = 10\nmax_contacts = {contacts}\n\
          [auth]\nmode = \"{auth}\"\n\
          [proxy]\nfork = \"{fork}\"\nsingle_answer = {single}\n\
