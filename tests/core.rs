@@ -4,11 +4,15 @@
 //!   recorded in `tests/core/RFC4475-DISPOSITIONS.md`.
 //! - `flows`: RFC 3261 / 3665 / 5118 call-flow messages parse and read back exactly.
 //! - `properties`: byte mutations of every vector never panic, and accessors agree with each other.
+//! - `registrar`: REGISTER handling through `Core` on virtual time (§10.3 steps, limits, instance
+//!   replacement, 423, digest, expiry, persistence, RFC 4475 registrar vectors, REGISTER flows).
 
 #[path = "core/flows.rs"]
 mod flows;
 #[path = "core/properties.rs"]
 mod properties;
+#[path = "core/registrar.rs"]
+mod registrar;
 #[path = "core/rfc4475.rs"]
 mod rfc4475;
 #[path = "core/vectors.rs"]

@@ -5,6 +5,7 @@
 //! all of that, and the simulator (`crate::testing`) drives the same code on virtual time.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod context;
 pub mod ids;
 pub mod io;
@@ -21,11 +22,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::core::auth::Auth;
 use crate::core::context::{Cx, Env};
 use crate::core::ids::Ids;
 use crate::core::io::{Datagram, Inbound, Outbox};
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::persist::{PersistLog, PersistOp};
+use crate::core::registrar::location::{NumberKey, Target};
+use crate::core::registrar::{Device, Registrar, Restore};
 use crate::core::shard::ShardId;
 use crate::core::slab::Key;
 use crate::core::timer::TimerWheel;
@@ -45,6 +49,11 @@ pub enum TimerKey {
         slot: TxnSlot,
         /// Which RFC 3261 timer.
         timer: Timer,
+    },
+    /// The earliest binding of an extension expires (RFC 3261 §10.3).
+    BindingExpiry {
+        /// The extension.
+        extension: NumberKey,
     },
 }
 
@@ -114,6 +123,8 @@ pub struct Core {
     out: Outbox,
     persist: PersistLog,
     metrics: DispatchMetrics,
+    auth: Auth,
+    registrar: Registrar,
 }
 
 impl Core {
@@ -130,6 +141,8 @@ impl Core {
                 wall_epoch_us: params.wall_epoch_us,
                 timers: params.timers,
             },
+            auth: Auth::new(&cfg, params.secret, params.shard),
+            registrar: Registrar::new(params.wall_epoch_us),
             cfg,
             timers: TimerWheel::new(now),
             out: Outbox::new(),
@@ -159,7 +172,12 @@ impl Core {
     }
 
     fn cx(&mut self, now: Instant) -> Cx<'_> {
-        Cx {
+        self.parts(now).0
+    }
+
+    /// The shared context beside the parts that keep their own state.
+    fn parts(&mut self, now: Instant) -> (Cx<'_>, &mut Registrar, &mut Auth) {
+        let cx = Cx {
             now,
             env: &self.env,
             cfg: &self.cfg,
@@ -167,7 +185,32 @@ impl Core {
             timers: &mut self.timers,
             out: &mut self.out,
             persist: &mut self.persist,
-        }
+        };
+        (cx, &mut self.registrar, &mut self.auth)
+    }
+
+    /// Rebuilds one binding from its journal record (the engine calls this on the shard owning
+    /// the record's extension, before the first datagram). Expired and unprovisioned records
+    /// are dropped with a journal delete.
+    pub fn restore(&mut self, now: Instant, key: &[u8], value: &[u8]) -> Restore {
+        let (mut cx, registrar, _) = self.parts(now);
+        registrar.restore(&mut cx, key, value)
+    }
+
+    /// The registered devices of extension `number`; `None` when it is not provisioned.
+    pub fn devices(&self, now: Instant, number: &[u8]) -> Option<Vec<Device>> {
+        self.registrar
+            .devices(&self.cfg, self.env.wall_us(now), number)
+    }
+
+    /// Where a call to extension `number` goes, best first (q, then most recent registration).
+    pub fn targets(&self, number: &[u8]) -> impl Iterator<Item = Target<'_>> + '_ {
+        self.registrar.targets(number)
+    }
+
+    /// Every live binding as a journal put `(key, value)`: the live set for journal compaction.
+    pub fn for_each_binding_record(&self, record: impl FnMut(&[u8], &[u8])) {
+        self.registrar.for_each_record(record);
     }
 
     /// Handles one received datagram.
@@ -247,6 +290,11 @@ impl Core {
         e: &Essentials<'_>,
         from: SocketAddr,
     ) {
+        if e.method == Method::Register {
+            let (mut cx, registrar, auth) = self.parts(now);
+            registrar.handle_register(&mut cx, auth, msg, e, from);
+            return;
+        }
         let mut cx = self.cx(now);
         match e.method {
             Method::Options if e.request_uri.as_sip().is_some_and(|u| u.user.is_none()) => {
@@ -268,6 +316,10 @@ impl Core {
         while let Some(key) = self.timers.poll_expired(now) {
             match key {
                 TimerKey::Txn { .. } => {}
+                TimerKey::BindingExpiry { extension } => {
+                    let (mut cx, registrar, _) = self.parts(now);
+                    registrar.handle_expiry(&mut cx, extension);
+                }
             }
         }
     }
@@ -307,6 +359,8 @@ impl Core {
             &labels,
             self.timers.len() as u64,
         );
+        self.registrar.export_metrics(sink, &labels);
+        self.auth.export_metrics(sink, &labels);
     }
 }
 
