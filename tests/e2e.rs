@@ -5,6 +5,11 @@
 //!   SIGTERM and SIGINT with the journal flushed.
 //! - `cli`: `check-config` on good and bad files, a bad `--config` that must not start, the
 //!   `devices` command against a running instance.
+//! - `registrar`: several contacts, query, `*` removal, the device limit under both policies,
+//!   instance replacement, 423, digest challenge, success and replay, expiry, `devices` tables.
+//! - `restart`: `kill -9` keeps every binding with its remaining expiry, also when the shard
+//!   count changes.
+//! - `sipp`: SIPp registers 1,000 extensions × 3 contacts; every 200 lists the 3 bindings.
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
 
@@ -16,3 +21,9 @@ mod cli;
 mod harness;
 #[path = "e2e/phone.rs"]
 mod phone;
+#[path = "e2e/registrar.rs"]
+mod registrar;
+#[path = "e2e/restart.rs"]
+mod restart;
+#[path = "e2e/sipp.rs"]
+mod sipp;

@@ -18,11 +18,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::app::devices::DeviceReport;
 use crate::app::metrics;
 use crate::app::persist::PersistStats;
 use crate::app::shard::Shard;
 use crate::config::Config;
 use crate::core::metrics::MetricSink;
+use crate::core::shard::owner_of;
 use crate::engine::control::Controller;
 use crate::engine::StatsReader;
 
@@ -208,7 +210,7 @@ pub fn route(method: &str, path: &str, ctx: &AdminContext) -> Response {
             .strip_prefix("/extensions/")
             .and_then(|rest| rest.strip_suffix("/devices"))
         {
-            Some(_number) => Response::text(404, "the registrar is not built yet\n"),
+            Some(number) => devices(number, ctx),
             None => Response::text(
                 404,
                 "not found; try /metrics, /health or /extensions/NUMBER/devices\n",
@@ -271,6 +273,31 @@ fn metrics_page(ctx: &AdminContext) -> Response {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
         body: metrics::render(&sink.samples).into_bytes(),
+    }
+}
+
+fn devices(number: &str, ctx: &AdminContext) -> Response {
+    if ctx.config.extension(number.as_bytes()).is_none() {
+        return Response::json(
+            404,
+            &serde_json::json!({ "error": format!("{number} is not an extension served here") }),
+        );
+    }
+    let owner = owner_of(number.as_bytes(), ctx.control.shards() as u16);
+    let key = number.to_owned();
+    let answer = ctx
+        .control
+        .ask(owner, move |shard: &mut Shard, now| {
+            DeviceReport::from_core(shard.core(), now, &key)
+        })
+        .and_then(|reply| reply.wait(SHARD_TIMEOUT));
+    match answer {
+        Ok(Some(report)) => Response::json(200, &report),
+        Ok(None) => Response::json(
+            404,
+            &serde_json::json!({ "error": format!("{number} is not an extension served here") }),
+        ),
+        Err(e) => Response::text(503, format!("shard {} did not answer: {e}\n", owner.0)),
     }
 }
 

@@ -6,6 +6,10 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::registrar::Device;
+use crate::core::Core;
+use crate::time::Instant;
+
 /// One registered device of an extension.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceView {
@@ -13,18 +17,42 @@ pub struct DeviceView {
     pub contact: String,
     /// Source IP and port of its REGISTER.
     pub source: String,
+    /// Where calls to it go (the source instead of the Contact behind NAT, per `nat`).
+    pub destination: String,
     /// Transport of its REGISTER (`UDP`).
     pub transport: String,
     /// Its User-Agent header (empty when it sent none).
     pub user_agent: String,
-    /// The q-value it asked for, if any (0.0 to 1.0).
-    pub q: Option<f64>,
+    /// Its q-value (0.0 to 1.0; 1.0 when it gave none).
+    pub q: f64,
     /// Wall-clock expiry, seconds since the Unix epoch.
     pub expires_at: u64,
     /// Seconds left when the overview was taken.
     pub expires_in: u64,
+    /// Its last registration, seconds since the Unix epoch.
+    pub registered_at: u64,
     /// Its `+sip.instance` (RFC 5626), if any.
     pub instance: Option<String>,
+    /// Its `reg-id` (RFC 5626), if any.
+    pub reg_id: Option<u32>,
+}
+
+impl From<Device> for DeviceView {
+    fn from(d: Device) -> Self {
+        Self {
+            contact: d.contact,
+            source: d.source.to_string(),
+            destination: d.destination.to_string(),
+            transport: d.transport.to_owned(),
+            user_agent: d.user_agent.unwrap_or_default(),
+            q: f64::from(d.q) / 1000.0,
+            expires_at: d.expires_at_unix,
+            expires_in: d.expires_in,
+            registered_at: d.registered_at_unix,
+            instance: d.instance,
+            reg_id: d.reg_id,
+        }
+    }
 }
 
 /// An extension and its devices.
@@ -37,6 +65,16 @@ pub struct DeviceReport {
 }
 
 impl DeviceReport {
+    /// The overview of `number` from the shard that owns it; `None` when the number is not an
+    /// extension served here.
+    pub fn from_core(core: &Core, now: Instant, number: &str) -> Option<Self> {
+        let devices = core.devices(now, number.as_bytes())?;
+        Some(Self {
+            extension: number.to_owned(),
+            devices: devices.into_iter().map(DeviceView::from).collect(),
+        })
+    }
+
     /// A readable table (what `sipfork devices EXT` prints).
     pub fn table(&self) -> String {
         let mut out = String::new();
@@ -73,7 +111,7 @@ impl DeviceReport {
                     } else {
                         d.user_agent.clone()
                     },
-                    d.q.map_or("-".into(), |q| format!("{q:.3}")),
+                    format!("{:.3}", d.q),
                     format!("{} s", d.expires_in),
                     utc(d.expires_at),
                     d.instance.clone().unwrap_or_else(|| "-".into()),
@@ -147,22 +185,28 @@ mod tests {
                 DeviceView {
                     contact: "sip:1000@127.0.0.1:5071".into(),
                     source: "127.0.0.1:5071".into(),
+                    destination: "127.0.0.1:5071".into(),
                     transport: "UDP".into(),
                     user_agent: "phone/1.0".into(),
-                    q: Some(0.5),
+                    q: 0.5,
                     expires_at: 0,
                     expires_in: 3599,
+                    registered_at: 0,
                     instance: Some("<urn:uuid:00000000-0000-0000-0000-000000000001>".into()),
+                    reg_id: Some(1),
                 },
                 DeviceView {
                     contact: "sip:1000@127.0.0.1:5072".into(),
                     source: "127.0.0.1:5072".into(),
+                    destination: "127.0.0.1:5072".into(),
                     transport: "UDP".into(),
                     user_agent: String::new(),
-                    q: None,
+                    q: 1.0,
                     expires_at: 0,
                     expires_in: 7,
+                    registered_at: 0,
                     instance: None,
+                    reg_id: None,
                 },
             ],
         };

@@ -25,6 +25,8 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::config::{Config, ConfigError, IoBackend, PinCores};
+use crate::core::registrar::binding::key_extension;
+use crate::core::registrar::Restore;
 use crate::core::shard::{owner_of, ShardId};
 use crate::core::transaction::TimerValues;
 use crate::core::{Core, CoreParams};
@@ -93,9 +95,34 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
     }
 }
 
-/// The shard that owns a journal record: the owner of the record's extension.
+/// The shard that owns a journal record: the owner of the record's extension. A key the
+/// registrar does not recognise (a newer format) goes wherever its bytes hash; it stays in the
+/// journal untouched.
 fn record_owner(key: &[u8], shards: u16) -> ShardId {
-    owner_of(key, shards)
+    owner_of(key_extension(key).unwrap_or(key), shards)
+}
+
+/// Gives every recovered record to the shard's core (on the shard's thread, before it serves).
+fn restore(core: &mut Core, now: crate::time::Instant, records: &Records) {
+    let mut counts = [0u64; 4];
+    for (key, value) in records {
+        let slot = match core.restore(now, key, value) {
+            Restore::Restored => 0,
+            Restore::Expired => 1,
+            Restore::NotProvisioned => 2,
+            Restore::Malformed => 3,
+        };
+        counts[slot] += 1;
+    }
+    let [restored, expired, not_provisioned, unreadable] = counts;
+    tracing::info!(
+        shard = core.env().shard.0,
+        restored,
+        expired,
+        not_provisioned,
+        unreadable,
+        "bindings restored"
+    );
 }
 
 /// Runs the appliance described by the file at `config_path` until a stop signal.
@@ -134,7 +161,7 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
             .epoch_wall()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        let core = Core::new(
+        let mut core = Core::new(
             Arc::clone(&core_cfg),
             CoreParams {
                 shard: id,
@@ -151,7 +178,8 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(id.index())
             .and_then(Option::take);
-        let journal = part.map(|(journal, _records)| {
+        let journal = part.map(|(journal, records)| {
+            restore(&mut core, now, &records);
             let tx = compaction_tx
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
