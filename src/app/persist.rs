@@ -27,6 +27,7 @@ use crate::app::shard::{CompactionRequest, Shard};
 use crate::core::metrics::MetricSink;
 use crate::core::shard::ShardId;
 use crate::engine::control::{ControlError, Controller};
+use crate::engine::os;
 use crate::engine::persist::journal::{self, Records};
 use crate::engine::persist::{Journal, SyncHandle};
 
@@ -217,6 +218,8 @@ fn spawn_compaction(shard: ShardId, job: journal::CompactionJob, control: Contro
         .name(format!("sipfork-compact-{}", shard.0))
         .spawn(move || {
             let mut result = job.run();
+            // The replay's map of the live set is gone; give its pages back.
+            os::release_free_memory();
             loop {
                 match control.post(shard, move |s: &mut Shard, _| s.finish_compaction(result)) {
                     Ok(()) => return,

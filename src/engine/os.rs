@@ -28,6 +28,17 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Hands memory the allocator holds but no longer uses back to the OS (glibc `malloc_trim`).
+/// For after a rare, large, short-lived allocation such as a compaction's replay, whose freed
+/// pages glibc would otherwise keep in a thread arena for the life of the process.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer is passed.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A stop signal that arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopSignal {
