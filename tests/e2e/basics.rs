@@ -1,6 +1,6 @@
 //! Start-up, OPTIONS, admin endpoints and the clean stop.
 
-use crate::harness::{each_backend, metric_sum, Io, Setup};
+use crate::harness::{each_backend, metric_sum, Setup};
 use crate::phone::Phone;
 
 #[test]
@@ -82,24 +82,23 @@ fn sigint_stops_it_like_sigterm() {
 
 #[test]
 fn admin_api_refuses_what_it_does_not_serve() {
-    let dir = crate::harness::Scratch::new("admin-refusals");
-    let Some(app) = crate::harness::Appliance::start(&dir.0, Setup::new(Io::Mmsg)) else {
-        return;
-    };
-    assert_eq!(app.get("/nothing").unwrap().0, 404);
-    assert_eq!(app.get("/extensions/5000/devices").unwrap().0, 404);
-    // A request line that is not HTTP gets 400; a POST gets 405.
-    let raw = |req: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(app.admin).unwrap();
-        s.write_all(req.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
-    assert!(raw("hello\r\n\r\n").starts_with("HTTP/1.1 400"));
-    assert!(raw("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
-    // A client that connects and says nothing is cut off; the listener keeps serving.
-    let _silent = std::net::TcpStream::connect(app.admin).unwrap();
-    assert_eq!(app.get("/health").unwrap().0, 200);
+    each_backend("admin-refusals", Setup::new, |app| {
+        assert_eq!(app.get("/nothing").unwrap().0, 404);
+        assert_eq!(app.get("/extensions/5000/devices").unwrap().0, 404);
+        assert_eq!(app.get("/extensions/1000/devices").unwrap().0, 200);
+        // A request line that is not HTTP gets 400; a POST gets 405.
+        let raw = |req: &str| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(app.admin).unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        assert!(raw("hello\r\n\r\n").starts_with("HTTP/1.1 400"));
+        assert!(raw("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        // A client that connects and says nothing is cut off; the listener keeps serving.
+        let _silent = std::net::TcpStream::connect(app.admin).unwrap();
+        assert_eq!(app.get("/health").unwrap().0, 200);
+    });
 }

@@ -57,25 +57,33 @@ fn wrong_configs_name_the_key_and_line_and_do_not_start() {
 
 #[test]
 fn devices_command_reports_unknown_extensions_and_unreachable_instances() {
-    let dir = Scratch::new("devices-cli");
-    let Some(app) = Appliance::start(&dir.0, Setup::new(Io::Mmsg)) else {
-        return;
-    };
-    let admin = app.admin.to_string();
-    let config = app.config.to_str().unwrap().to_owned();
-    for target in [["--admin", admin.as_str()], ["--config", config.as_str()]] {
-        let (code, _, err) = run_cli(&["devices", "5000", target[0], target[1]]);
+    for io in Io::BOTH {
+        let dir = Scratch::new(&format!("devices-cli-{io:?}"));
+        let Some(app) = Appliance::start(&dir.0, Setup::new(io)) else {
+            continue;
+        };
+        let admin = app.admin.to_string();
+        let config = app.config.to_str().unwrap().to_owned();
+        for target in [["--admin", admin.as_str()], ["--config", config.as_str()]] {
+            let (code, _, err) = run_cli(&["devices", "5000", target[0], target[1]]);
+            assert_eq!(code, 1, "{err}");
+            assert!(err.contains("5000 is not an extension"), "{err}");
+            let (code, out, err) = run_cli(&["devices", "1999", target[0], target[1]]);
+            assert_eq!(
+                (code, out.as_str()),
+                (0, "extension 1999: 0 devices\n"),
+                "{err}"
+            );
+        }
+        drop(app);
+        let (code, _, err) = run_cli(&["devices", "1000", "--admin", &admin]);
         assert_eq!(code, 1, "{err}");
-        assert!(err.contains("5000 is not an extension"), "{err}");
+        assert!(err.contains("cannot reach the admin listener"), "{err}");
+        // A configuration without an admin listener says so.
+        let no_admin = dir.0.join("no-admin.toml");
+        std::fs::write(&no_admin, "[server]\nlisten = \"127.0.0.1:5060\"\n").unwrap();
+        let (code, _, err) = run_cli(&["devices", "1000", "--config", no_admin.to_str().unwrap()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("admin is not set"), "{err}");
     }
-    drop(app);
-    let (code, _, err) = run_cli(&["devices", "1000", "--admin", &admin]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("cannot reach the admin listener"), "{err}");
-    // A configuration without an admin listener says so.
-    let no_admin = dir.0.join("no-admin.toml");
-    std::fs::write(&no_admin, "[server]\nlisten = \"127.0.0.1:5060\"\n").unwrap();
-    let (code, _, err) = run_cli(&["devices", "1000", "--config", no_admin.to_str().unwrap()]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("admin is not set"), "{err}");
 }

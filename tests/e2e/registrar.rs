@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sipfork::core::registrar::digest::{compute_response, Algorithm, Ha1, ResponseInput};
 
-use crate::harness::{each_backend, run_cli, Appliance, Io, Scratch, Setup};
+use crate::harness::{each_backend, run_cli, Appliance, Io, Setup};
 use crate::phone::{Phone, Response};
 
 fn contact(uri: &str, params: &str) -> String {
@@ -292,45 +292,40 @@ fn digest_challenge_success_and_a_replayed_nonce_count() {
 
 #[test]
 fn bindings_expire_on_time_and_stay_gone_after_a_restart() {
-    let dir = Scratch::new("expiry");
-    let setup = Setup {
+    let setup = |io| Setup {
         registrar: "min_expires = 1\n".into(),
-        ..Setup::new(Io::Mmsg)
+        ..Setup::new(io)
     };
-    let Some(mut app) = Appliance::start(&dir.0, setup) else {
-        return;
-    };
-    let mut phone = Phone::new(app.sip);
-    let short = phone.contact_uri("1005");
-    let long = "sip:1005@127.0.0.1:43001".to_owned();
-    let req = phone.register(
-        "1005",
-        &[
-            contact(&short, ";expires=1"),
-            contact(&long, ";expires=3600"),
-        ],
-        "",
-    );
-    let r = phone.transact(&req);
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.contact_expires(&short), Some(1));
-    assert_eq!(devices(&app, "1005").devices.len(), 2);
-    std::thread::sleep(Duration::from_millis(1300));
-    let now: Vec<String> = devices(&app, "1005")
-        .devices
-        .into_iter()
-        .map(|d| d.contact)
-        .collect();
-    assert_eq!(now, std::slice::from_ref(&long));
-    assert_eq!(app.metric_sum("sipfork_bindings_expired_total"), 1);
-    assert_eq!(app.metric_sum("sipfork_bindings"), 1);
-    let status = app.signal_and_wait("TERM");
-    assert!(status.success());
-    app.restart(|_| {});
-    let now: Vec<String> = devices(&app, "1005")
-        .devices
-        .into_iter()
-        .map(|d| d.contact)
-        .collect();
-    assert_eq!(now, [long]);
+    each_backend("expiry", setup, |app| {
+        let mut phone = Phone::new(app.sip);
+        let short = phone.contact_uri("1005");
+        let long = "sip:1005@127.0.0.1:43001".to_owned();
+        let req = phone.register(
+            "1005",
+            &[
+                contact(&short, ";expires=1"),
+                contact(&long, ";expires=3600"),
+            ],
+            "",
+        );
+        let r = phone.transact(&req);
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.contact_expires(&short), Some(1));
+        assert_eq!(devices(app, "1005").devices.len(), 2);
+        std::thread::sleep(Duration::from_millis(1300));
+        let contacts = |app: &Appliance| -> Vec<String> {
+            devices(app, "1005")
+                .devices
+                .into_iter()
+                .map(|d| d.contact)
+                .collect()
+        };
+        assert_eq!(contacts(app), std::slice::from_ref(&long));
+        assert_eq!(app.metric_sum("sipfork_bindings_expired_total"), 1);
+        assert_eq!(app.metric_sum("sipfork_bindings"), 1);
+        let status = app.signal_and_wait("TERM");
+        assert!(status.success());
+        app.restart(|_| {});
+        assert_eq!(contacts(app), std::slice::from_ref(&long));
+    });
 }
