@@ -1450,3 +1450,65 @@ fn metrics_count_outcomes_and_rejects() {
     assert_eq!(m["sipfork_bindings"], 3);
     assert_eq!(m["sipfork_registered_extensions"], 2);
 }
+
+/// Credentials given as precomputed HA1 (`ha1_md5`, `ha1_sha256`) verify like a password.
+#[test]
+fn digest_with_precomputed_ha1() {
+    let hex = |algorithm| {
+        Ha1::from_password(algorithm, b"0200", b"example.com", b"secret-0200")
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:5060\"\ndomain = \"example.com\"\n\
+         [auth]\nmode = \"digest\"\nrealm = \"example.com\"\nalgorithms = [\"SHA-256\", \"MD5\"]\n\
+         [[extensions]]\nnumbers = \"0200\"\nha1_md5 = \"{}\"\nha1_sha256 = \"{}\"\n",
+        hex(Algorithm::Md5),
+        hex(Algorithm::Sha256)
+    );
+    let mut b = Bench::new(Arc::new(Config::from_toml(&text).unwrap()));
+    let contact = "Contact: <sip:0200@203.0.113.5:5070>\r\n";
+    let (nonce, _, _) = challenge(&b.answer(PHONE, &reg("0200", "a", 1, contact)));
+    for (cseq, nc, algorithm) in [(2, 1, Algorithm::Md5), (3, 2, Algorithm::Sha256)] {
+        let auth = authorization("0200", "secret-0200", algorithm, &nonce, nc);
+        let r = b.answer(PHONE, &reg("0200", "a", cseq, &format!("{auth}{contact}")));
+        assert_eq!(r.status, 200, "{algorithm:?}");
+    }
+    let auth = authorization("0200", "pw-0200", Algorithm::Md5, &nonce, 3);
+    assert_eq!(
+        b.answer(PHONE, &reg("0200", "a", 4, &format!("{auth}{contact}")))
+            .status,
+        403
+    );
+}
+
+/// A record whose number is no longer provisioned after a configuration change is dropped
+/// from the journal at start-up.
+#[test]
+fn restore_drops_numbers_no_longer_provisioned() {
+    let mut b = Bench::new(no_auth());
+    b.answer(
+        PHONE,
+        &reg("1050", "a", 1, "Contact: <sip:1050@203.0.113.5>\r\n"),
+    );
+    let (key, value) = b
+        .journal
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+    let smaller = Arc::new(
+        Config::from_toml(
+            "[server]\nlisten = \"127.0.0.1:5060\"\ndomain = \"example.com\"\n[auth]\nmode = \"none\"\n\
+             [[extensions]]\nnumbers = \"1000-1009\"\n",
+        )
+        .unwrap(),
+    );
+    let mut c = Bench::started_at(smaller, WALL_EPOCH_US + 1_000_000);
+    assert_eq!(c.core.restore(c.now, &key, &value), Restore::NotProvisioned);
+    c.drain_persist();
+    assert_eq!(c.ops, vec![(false, key)]);
+    assert_eq!(c.core.poll_timeout(), None);
+}
