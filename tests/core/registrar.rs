@@ -1512,3 +1512,213 @@ fn restore_drops_numbers_no_longer_provisioned() {
     assert_eq!(c.ops, vec![(false, key)]);
     assert_eq!(c.core.poll_timeout(), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Model check: random REGISTER sequences keep table, timers and journal in agreement
+// ---------------------------------------------------------------------------------------------
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Register {
+            ext: usize,
+            devices: Vec<(u8, Option<u32>, bool)>,
+            call: u8,
+            cseq: u32,
+            header_expires: Option<u32>,
+        },
+        Star {
+            ext: usize,
+            call: u8,
+            cseq: u32,
+        },
+        Advance(u64),
+        Restart,
+    }
+
+    const EXTS: [&str; 2] = ["0100", "1001"];
+
+    fn op() -> impl Strategy<Value = Op> {
+        let expires = prop_oneof![
+            Just(None),
+            Just(Some(0)),
+            Just(Some(30)),
+            Just(Some(60)),
+            Just(Some(90)),
+            Just(Some(100_000))
+        ];
+        prop_oneof![
+            4 => (
+                0..2usize,
+                prop::collection::vec((0..4u8, expires.clone(), any::<bool>()), 0..4),
+                0..3u8,
+                1..6u32,
+                expires,
+            )
+                .prop_map(|(ext, devices, call, cseq, header_expires)| Op::Register {
+                    ext,
+                    devices,
+                    call,
+                    cseq,
+                    header_expires,
+                }),
+            1 => (0..2usize, 0..3u8, 1..6u32).prop_map(|(ext, call, cseq)| Op::Star { ext, call, cseq }),
+            2 => (0..120u64).prop_map(Op::Advance),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    fn request(op: &Op) -> Option<(&'static str, Vec<u8>)> {
+        match op {
+            Op::Register {
+                ext,
+                devices,
+                call,
+                cseq,
+                header_expires,
+            } => {
+                let mut rows = String::new();
+                for (device, expires, instance) in devices {
+                    rows.push_str(&format!("Contact: <sip:d{device}@203.0.113.{device}:5070>"));
+                    if let Some(e) = expires {
+                        rows.push_str(&format!(";expires={e}"));
+                    }
+                    if *instance {
+                        rows.push_str(&format!(";+sip.instance=\"<urn:uuid:{device}>\""));
+                    }
+                    rows.push_str("\r\n");
+                }
+                if let Some(e) = header_expires {
+                    rows.push_str(&format!("Expires: {e}\r\n"));
+                }
+                Some((
+                    EXTS[*ext],
+                    reg(EXTS[*ext], &format!("call{call}"), *cseq, &rows),
+                ))
+            }
+            Op::Star { ext, call, cseq } => Some((
+                EXTS[*ext],
+                reg(
+                    EXTS[*ext],
+                    &format!("call{call}"),
+                    *cseq,
+                    "Contact: *\r\nExpires: 0\r\n",
+                ),
+            )),
+            _ => None,
+        }
+    }
+
+    type Snapshot = Vec<(String, SocketAddr, u64, Option<String>, u32)>;
+
+    fn snapshot(b: &Bench, ext: &str) -> Snapshot {
+        b.core
+            .devices(b.now, ext.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.contact, d.source, d.expires_at_unix, d.instance, d.cseq))
+            .collect()
+    }
+
+    fn check(b: &Bench, policy_limit: usize) {
+        let mut live = BTreeMap::new();
+        b.core.for_each_binding_record(|k, v| {
+            live.insert(k.to_vec(), v.to_vec());
+        });
+        assert_eq!(live, b.journal, "journal and table agree");
+        let mut earliest: Option<u64> = None;
+        for ext in EXTS {
+            let devices = b.core.devices(b.now, ext.as_bytes()).unwrap();
+            let limit = if ext == "0100" { policy_limit } else { 20 };
+            assert!(devices.len() <= limit, "{ext}: {} devices", devices.len());
+            for d in &devices {
+                assert!(d.expires_in > 0);
+                let at = d.expires_at_unix;
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
+        }
+        match (earliest, b.core.poll_timeout()) {
+            (None, _) => {}
+            (Some(_), None) => panic!("bindings without an expiry timer"),
+            (Some(at), Some(due)) => {
+                let due_wall = (WALL_EPOCH_US + due.as_micros()) / 1_000_000;
+                assert!(
+                    due_wall <= at,
+                    "timer due at {due_wall}, earliest expiry {at}"
+                );
+            }
+        }
+    }
+
+    fn run(ops: &[Op], evict: bool) {
+        let cfg = if evict {
+            config("on_limit = \"evict-oldest\"", "mode = \"none\"")
+        } else {
+            no_auth()
+        };
+        let mut b = Bench::new(cfg.clone());
+        for op in ops {
+            match op {
+                Op::Advance(s) => b.advance(secs(*s)),
+                Op::Restart => {
+                    let before: Vec<Snapshot> = EXTS.iter().map(|e| snapshot(&b, e)).collect();
+                    let mut c = Bench::new(cfg.clone());
+                    c.now = b.now;
+                    c.core = {
+                        let params = CoreParams {
+                            shard: ShardId(0),
+                            shards: 1,
+                            local: addr("127.0.0.1:5060"),
+                            secret: SECRET,
+                            wall_epoch_us: WALL_EPOCH_US,
+                            timers: TimerValues::default(),
+                        };
+                        Core::new(cfg.clone(), params, b.now)
+                    };
+                    c.journal = b.journal.clone();
+                    for (k, v) in &b.journal {
+                        assert_eq!(c.core.restore(c.now, k, v), Restore::Restored);
+                    }
+                    c.drain_persist();
+                    assert!(c.ops.is_empty(), "restoring live bindings journals nothing");
+                    let after: Vec<Snapshot> = EXTS.iter().map(|e| snapshot(&c, e)).collect();
+                    assert_eq!(before, after);
+                    b = c;
+                }
+                _ => {
+                    let (ext, bytes) = request(op).expect("a request op");
+                    let r = b.answer(PHONE, &bytes);
+                    assert!(
+                        [200, 400, 403, 423, 500].contains(&r.status),
+                        "{} {}",
+                        r.status,
+                        r.reason
+                    );
+                    if r.status == 200 {
+                        let mut listed = r.uris().iter().map(|u| u.to_string()).collect::<Vec<_>>();
+                        let mut known = b.device_contacts(ext);
+                        listed.sort();
+                        known.sort();
+                        assert_eq!(listed, known, "the 200 lists every current binding");
+                    }
+                }
+            }
+            check(&b, 2);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_register_sequences_keep_table_timers_and_journal_in_agreement(
+            ops in prop::collection::vec(op(), 1..40),
+            evict in any::<bool>(),
+        ) {
+            run(&ops, evict);
+        }
+    }
+}

@@ -41,7 +41,7 @@
 pub mod binding;
 pub mod digest;
 pub mod location;
-pub mod update;
+mod update;
 
 use std::net::SocketAddr;
 
