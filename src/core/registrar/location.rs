@@ -429,7 +429,7 @@ mod tests {
             dest: "127.0.0.1:5070".parse().unwrap(),
             transport: Transport::Udp,
             registered_us,
-            expires_us: registered_us + 60_000_000,
+            lifetime_secs: 60,
         })
     }
 

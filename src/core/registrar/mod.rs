@@ -503,7 +503,7 @@ impl Registrar {
                 dest: p.dest,
                 transport,
                 registered_us: now_us,
-                expires_us: now_us.saturating_add(u64::from(p.expires) * 1_000_000),
+                lifetime_secs: p.expires,
             });
             if let Some(b) = ext.get().get(id) {
                 persist_put(cx.persist, number, b);
