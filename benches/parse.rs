@@ -164,6 +164,20 @@ fn benches(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("parse/{name}"));
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         g.bench_function("memchr_floor", |b| b.iter(|| floor(black_box(bytes))));
+        g.bench_function("memchr2_per_line", |b| {
+            b.iter(|| {
+                let bytes = black_box(bytes);
+                let (mut pos, mut n) = (0, 0);
+                while let Some(i) = memchr::memchr2(b'\r', b'\n', &bytes[pos..]) {
+                    pos += i + 2;
+                    n += 1;
+                    if pos >= bytes.len() {
+                        break;
+                    }
+                }
+                n
+            })
+        });
         g.bench_function("parse_index", |b| {
             b.iter(|| {
                 parse(black_box(bytes))

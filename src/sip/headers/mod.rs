@@ -55,6 +55,7 @@ impl<'b> Message<'b> {
     }
 
     /// The topmost Via value (the first value of the first Via row).
+    #[inline]
     pub fn top_via(&self) -> Result<Via<'b>, ParseError> {
         let mut c = Cursor::new(self.required(HeaderName::Via)?);
         let via = parse_via(&mut c)?;
@@ -72,21 +73,25 @@ impl<'b> Message<'b> {
     }
 
     /// Call-ID.
+    #[inline]
     pub fn call_id(&self) -> Result<&'b [u8], ParseError> {
         parse_call_id(self.required(HeaderName::CallId)?)
     }
 
     /// CSeq.
+    #[inline]
     pub fn cseq(&self) -> Result<CSeq<'b>, ParseError> {
         parse_cseq(self.required(HeaderName::CSeq)?)
     }
 
     /// From.
+    #[inline]
     pub fn from(&self) -> Result<NameAddr<'b>, ParseError> {
         parse_single(self.required(HeaderName::From)?)
     }
 
     /// To.
+    #[inline]
     pub fn to(&self) -> Result<NameAddr<'b>, ParseError> {
         parse_single(self.required(HeaderName::To)?)
     }
