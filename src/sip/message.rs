@@ -1,10 +1,11 @@
 //! Framing one UDP datagram and indexing its header rows (RFC 3261 §7, §7.3.1, §7.5, §18.3).
 //!
-//! One pass over the header section: `memchr2` finds each line end (a CR must be followed by LF,
-//! and a bare LF is an error, so no stray line break survives into a forwarded row), a table-driven
-//! loop reads the name up to the colon, and a row continues while the next line starts with SP or
-//! HTAB (a fold). Content-Length is read while indexing; the body is never scanned: it is the
-//! next Content-Length octets, and anything after them in the datagram is discarded (§18.3).
+//! One pass over the header section. Per row: `memchr2` finds the line end (a CR must be followed
+//! by LF and a bare LF is an error, so no stray line break survives into a forwarded row), an
+//! 8-octets-at-a-time search finds the colon, the name is classified from case-folded 8-octet
+//! words ([`HeaderName::classify`]), and the row continues while the next line starts with SP or
+//! HTAB (a fold). Content-Length is read while indexing; the body is never scanned: it is the next
+//! Content-Length octets, and anything after them in the datagram is discarded (§18.3).
 //!
 //! Line ends are strictly CRLF. A lone LF is rejected rather than tolerated: every row handed
 //! to a builder can then be copied verbatim and stays valid on the wire.
@@ -17,7 +18,7 @@ use core::ops::Range;
 use memchr::{memchr, memchr2};
 
 use super::error::ParseError;
-use super::header::{CommaSplit, Entry, Header, HeaderName};
+use super::header::{Entry, Header, HeaderName};
 use super::method::Method;
 use super::scan::{
     find_byte, find_line_end, is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32,
@@ -588,12 +589,6 @@ impl<'b> Message<'b> {
             value: self.span(usize::from(e.value_start), usize::from(e.value_end)),
             row: self.span(start, row_end),
         }
-    }
-
-    /// The comma-separated values of one row (see [`Header::values`]); convenience for builders
-    /// that remove only the first value of a multi-value row.
-    pub fn row_values(&self, header: &Header<'b>) -> CommaSplit<'b> {
-        header.values()
     }
 }
 

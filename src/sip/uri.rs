@@ -388,8 +388,13 @@ impl<'b> UriParams<'b> {
     /// The parameter whose (unescaped) name equals `name` case-insensitively: `Some(None)` when
     /// present without a value (`;lr`), `Some(Some(value))` with one.
     pub fn get(&self, name: &str) -> Option<Option<&'b [u8]>> {
+        self.get_raw(name.as_bytes())
+    }
+
+    /// Like [`UriParams::get`] with a name that may itself be escaped.
+    pub fn get_raw(&self, name: &[u8]) -> Option<Option<&'b [u8]>> {
         self.into_iter()
-            .find(|(n, _)| escaped_eq(n, name.as_bytes(), true))
+            .find(|(n, _)| escaped_eq(n, name, true))
             .map(|(_, v)| v)
     }
 }
@@ -580,13 +585,14 @@ impl<'b> SipUri<'b> {
                 (Some(a), Some(b)) => same_opt(a, b, true),
                 _ => false,
             });
-        // Other parameters are compared only when both URIs carry them.
-        let others_ok = self.params.into_iter().all(|(name, value)| {
-            other
-                .params
-                .into_iter()
-                .find(|(n, _)| escaped_eq(n, name, true))
-                .is_none_or(|(_, v)| same_opt(value, v, true))
+        // Other parameters are compared only when both URIs carry them; a repeated name is
+        // judged by its first occurrence on both sides (as `param` reads it), which keeps the
+        // relation reflexive and symmetric.
+        let others_ok = self.params.into_iter().all(|(name, _)| {
+            match (self.params.get_raw(name), other.params.get_raw(name)) {
+                (Some(a), Some(b)) => same_opt(a, b, true),
+                _ => true,
+            }
         });
         strict_ok && others_ok && headers_match(self.headers, other.headers)
     }
@@ -773,6 +779,18 @@ mod tests {
             assert!(!sip(a).equivalent(&sip(b)), "{a} != {b}");
             assert!(!sip(b).equivalent(&sip(a)), "{b} != {a}");
         }
+    }
+
+    #[test]
+    fn comparison_is_reflexive_with_repeated_parameters() {
+        // Found by the fuzzer: a repeated parameter compared against the other URI's first one.
+        for s in [
+            "sip:a@b;x=1;x=2",
+            "sip:a@b;transport=udp;transport=tcp?h=1&h=2",
+        ] {
+            assert!(sip(s).equivalent(&sip(s)), "{s}");
+        }
+        assert!(!sip("sip:a@b;x=1;x=2").equivalent(&sip("sip:a@b;x=2")));
     }
 
     #[test]

@@ -21,7 +21,6 @@ pub mod via;
 use crate::sip::error::ParseError;
 use crate::sip::header::HeaderName;
 use crate::sip::message::Message;
-use crate::sip::scan::Cursor;
 
 use self::contact::{parse_contact, ContactValue};
 use self::cseq::{parse_cseq, CSeq};
@@ -54,17 +53,13 @@ impl<'b> Message<'b> {
             .ok_or(ParseError::MissingHeader(name))
     }
 
-    /// The topmost Via value (the first value of the first Via row).
+    /// The topmost Via value (the first value of the first Via row): the first item of
+    /// [`Message::vias`], which stops at the first value's end.
     #[inline]
     pub fn top_via(&self) -> Result<Via<'b>, ParseError> {
-        let mut c = Cursor::new(self.required(HeaderName::Via)?);
-        let via = parse_via(&mut c)?;
-        c.skip_lws();
-        if c.at_end() || c.peek() == Some(b',') {
-            Ok(via)
-        } else {
-            Err(ParseError::BadVia)
-        }
+        self.vias()
+            .next()
+            .unwrap_or(Err(ParseError::MissingHeader(HeaderName::Via)))
     }
 
     /// Every Via value in order, comma-separated values and rows alike.
