@@ -8,7 +8,7 @@
 //! Invariant: a [`Header`]'s slices all point into the message's bytes, and `row` is exactly the
 //! octets of that row including its final CRLF, so a builder may copy rows verbatim.
 //!
-//! The word constants in [`HeaderName::classify`] and the tables below were generated from one
+//! The word constants in `HeaderName::classify` and the tables below were generated from one
 //! list of names; the unit test `every_name_round_trips` fails if a hand edit breaks any of them.
 
 use super::scan::{is_token, trim_lws};

@@ -3,7 +3,7 @@
 //! One pass over the header section. Per row: `memchr2` finds the line end (a CR must be followed
 //! by LF and a bare LF is an error, so no stray line break survives into a forwarded row), an
 //! 8-octets-at-a-time search finds the colon, the name is classified from case-folded 8-octet
-//! words ([`HeaderName::classify`]), and the row continues while the next line starts with SP or
+//! words (`HeaderName::classify`), and the row continues while the next line starts with SP or
 //! HTAB (a fold). Content-Length is read while indexing; the body is never scanned: it is the next
 //! Content-Length octets, and anything after them in the datagram is discarded (§18.3).
 //!

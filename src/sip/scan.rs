@@ -218,7 +218,7 @@ pub fn is_tel_number(b: u8) -> bool {
 /// Which URI component a run of characters belongs to: each allows a different set unescaped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UriPart {
-    /// `user` (plus "#", see [`USER_EXTRA`]).
+    /// `user`, plus "#" (phones dial feature codes such as `*21#` unescaped).
     User,
     /// `password`.
     Password,
