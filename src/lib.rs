@@ -11,10 +11,13 @@
 //!   recvmmsg), cross-shard mailboxes, persistence, admin API, metrics.
 //! - [`config`]: TOML configuration, validated with errors that name the key and line.
 //! - [`time`]: time as a value ([`time::Instant`] in microseconds); the core never reads a clock.
+//! - `testing` (feature `testing`): invariant checks and harnesses shared by tests, benches, fuzz.
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod core;
 pub mod engine;
 pub mod sip;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time;

@@ -39,7 +39,10 @@ mod tests {
     #[test]
     fn hash_is_stable_across_builds() {
         // Pinned values: a change here breaks re-partitioning of existing journals.
-        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325 ^ (0xcbf2_9ce4_8422_2325 >> 32));
+        assert_eq!(
+            stable_hash(b""),
+            0xcbf2_9ce4_8422_2325 ^ (0xcbf2_9ce4_8422_2325 >> 32)
+        );
         assert_eq!(owner_of(b"1000", 1), ShardId(0));
     }
 

@@ -51,33 +51,9 @@ const NONCE_CONTEXT: &[u8] = b"sipfork digest nonce v1\0";
 /// Default bound of the replay map per authority (about 64 bytes per entry).
 pub const DEFAULT_REPLAY_CAPACITY: usize = 65_536;
 
-/// The authorization parameters of one `Authorization` or `Proxy-Authorization` header,
-/// as views into the message (the SIP parser fills this in).
-#[derive(Clone, Copy, Debug)]
-pub struct Credentials<'a> {
-    /// Auth scheme (`Digest`).
-    pub scheme: &'a [u8],
-    /// `username`.
-    pub username: &'a [u8],
-    /// `realm`.
-    pub realm: &'a [u8],
-    /// `nonce`.
-    pub nonce: &'a [u8],
-    /// `uri` (digest-uri).
-    pub uri: &'a [u8],
-    /// `response` (hex).
-    pub response: &'a [u8],
-    /// `algorithm`; absent means MD5.
-    pub algorithm: Option<&'a [u8]>,
-    /// `cnonce`.
-    pub cnonce: Option<&'a [u8]>,
-    /// `qop`.
-    pub qop: Option<&'a [u8]>,
-    /// `nc` (8 hex digits).
-    pub nc: Option<&'a [u8]>,
-    /// `opaque` (sipfork sends none and ignores it).
-    pub opaque: Option<&'a [u8]>,
-}
+/// The authorization parameters of one `Authorization` or `Proxy-Authorization` header, as
+/// views into the message (the SIP parser's type: one definition for parser and verifier).
+pub use crate::sip::DigestCredentials as Credentials;
 
 /// A digest algorithm (RFC 7616 §3.2; RFC 8760 for SIP).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -532,6 +508,12 @@ impl DigestAuthority {
     ) -> Result<Verified, AuthFailure> {
         if !creds.scheme.eq_ignore_ascii_case(b"Digest") {
             return Err(AuthFailure::UnsupportedScheme);
+        }
+        if creds.escaped {
+            // Quoted-pair escapes would have to be removed before hashing; no phone sends them.
+            return Err(AuthFailure::Malformed(
+                "escaped characters in digest parameters",
+            ));
         }
         if creds.realm != self.realm.as_bytes() {
             return Err(AuthFailure::WrongRealm);

@@ -410,7 +410,12 @@ fn ipv6_listeners_echo_on_both_backends() {
         };
         let addr = socket.local_addr().unwrap();
         let waker = Arc::new(Waker::new().unwrap());
-        let mut f = match open(kind, vec![socket], Arc::clone(&waker), &IoOptions::default()) {
+        let mut f = match open(
+            kind,
+            vec![socket],
+            Arc::clone(&waker),
+            &IoOptions::default(),
+        ) {
             Ok(o) => Fixture {
                 backend: o.backend,
                 addr,
@@ -426,7 +431,11 @@ fn ipv6_listeners_echo_on_both_backends() {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.send_to(b"over v6", f.addr).unwrap();
         let got = collect(&mut f, 1, true);
-        assert_eq!(got, vec![(s.local_addr().unwrap(), b"over v6".to_vec())], "{kind:?}");
+        assert_eq!(
+            got,
+            vec![(s.local_addr().unwrap(), b"over v6".to_vec())],
+            "{kind:?}"
+        );
         let mut buf = [0u8; 16];
         let (n, from) = s.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from), (&b"over v6"[..], f.addr), "{kind:?}");
@@ -445,7 +454,13 @@ fn auto_falls_back_to_mmsg_with_a_reason_when_io_uring_cannot_be_set_up() {
     let waker = Arc::new(Waker::new().unwrap());
     let opened = open(IoKind::Auto, vec![socket], Arc::clone(&waker), &opts).unwrap();
     assert_eq!(opened.backend.name(), "mmsg");
-    assert!(opened.fallback_reason.as_deref().is_some_and(|r| r.contains("power of two")), "{opened:?}");
+    assert!(
+        opened
+            .fallback_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("power of two")),
+        "{opened:?}"
+    );
     // The sockets came back intact: the fallback serves them.
     let mut f = Fixture {
         backend: opened.backend,
@@ -456,6 +471,12 @@ fn auto_falls_back_to_mmsg_with_a_reason_when_io_uring_cannot_be_set_up() {
     s.send_to(b"still served", f.addr).unwrap();
     assert_eq!(collect(&mut f, 1, false).len(), 1);
     let socket = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
-    let err = open(IoKind::Uring, vec![socket], Arc::new(Waker::new().unwrap()), &opts).unwrap_err();
+    let err = open(
+        IoKind::Uring,
+        vec![socket],
+        Arc::new(Waker::new().unwrap()),
+        &opts,
+    )
+    .unwrap_err();
     assert!(matches!(err, IoSetupError::UringUnavailable(_)), "{err}");
 }

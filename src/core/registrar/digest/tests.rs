@@ -70,6 +70,7 @@ impl Phone {
             qop: Some(b"auth"),
             nc: Some(self.nc.as_bytes()),
             opaque: None,
+            escaped: false,
         }
     }
 }

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (SIPp, Kamailio, tshark, baresip from
+# Debian's packages), then runs every test of the workspace, harness included.
+# Fails when any test fails. Takes a few minutes on a 2-core machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cargo build --release --bin sipfork
+exec cargo test --workspace --release "$@"

@@ -1,0 +1,641 @@
+//! Writing messages by splicing: unchanged header rows are copied byte for byte from the message
+//! they came from, and only what a proxy or registrar must change is written anew (RFC 3261
+//! §8.2.6 responses, §16.6 forwarding, §16.7 step 3 response forwarding, §9.1 CANCEL,
+//! §17.1.1.3 ACK).
+//!
+//! Every function appends to a caller-owned buffer (in practice the shard's outbox arena), so a
+//! message costs no allocation once the buffer has grown. Inputs are messages that passed
+//! [`crate::sip::parse`] (and, for requests, [`crate::sip::check_request`]); the functions never
+//! panic, and what they write parses back to the same fields (`tests/core/properties.rs`).
+
+use std::net::IpAddr;
+
+use super::header::{CommaSplit, Header, HeaderName};
+use super::message::Message;
+
+/// Appends `n` in decimal.
+pub fn push_u32(out: &mut Vec<u8>, n: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends an IP address as a SIP host (IPv6 in brackets).
+pub fn push_host(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = match ip {
+        IpAddr::V4(v4) => write!(out, "{v4}"),
+        IpAddr::V6(v6) => write!(out, "[{v6}]"),
+    };
+}
+
+/// Appends `host:port` for a socket address (IPv6 in brackets).
+pub fn push_hostport(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
+    push_host(out, addr.ip());
+    out.push(b':');
+    push_u32(out, u32::from(addr.port()));
+}
+
+fn push_row(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_content_length(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(b"Content-Length: ");
+    push_u32(out, u32::try_from(len).unwrap_or(u32::MAX));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Where a value lies within its row, as offsets into the row.
+fn sub_range(row: &[u8], sub: &[u8]) -> Option<(usize, usize)> {
+    let start = (sub.as_ptr() as usize).checked_sub(row.as_ptr() as usize)?;
+    let end = start.checked_add(sub.len())?;
+    (end <= row.len()).then_some((start, end))
+}
+
+/// Copies `row` without its first comma-separated value (§16.7 step 3, §16.4 Route removal).
+/// A row with one value disappears entirely.
+fn push_row_without_first_value(out: &mut Vec<u8>, h: &Header<'_>) {
+    let mut values = CommaSplit::new(h.value, true);
+    let first = values.next();
+    let Some(second) = values.next() else {
+        return;
+    };
+    match (
+        first.and_then(|f| sub_range(h.row, f)),
+        sub_range(h.row, second),
+    ) {
+        (Some((first_start, _)), Some((second_start, _))) => {
+            out.extend_from_slice(h.row.get(..first_start).unwrap_or(&[]));
+            out.extend_from_slice(h.row.get(second_start..).unwrap_or(&[]));
+        }
+        // Values always lie inside their row; if not, keep the row rather than corrupt it.
+        _ => out.extend_from_slice(h.row),
+    }
+}
+
+/// What the server transport learned about the sender of a request, written into the top Via
+/// of everything built from it (RFC 3261 §18.2.1 `received`, RFC 3581 `rport`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ViaFix {
+    /// Source IP, added as `received` when it differs from the sent-by host (or rport asked).
+    pub received: Option<IpAddr>,
+    /// Source port, filled into a bare `rport`.
+    pub rport: Option<u16>,
+}
+
+impl ViaFix {
+    /// The fix for a request from `source` whose top Via is `via`.
+    pub fn for_source(via: &super::Via<'_>, source: std::net::SocketAddr) -> ViaFix {
+        let asked_rport = via.rport == Some(None);
+        let differs = via.host.ip() != Some(source.ip());
+        ViaFix {
+            received: (differs || asked_rport).then_some(source.ip()),
+            rport: asked_rport.then_some(source.port()),
+        }
+    }
+
+    fn is_noop(&self) -> bool {
+        self.received.is_none() && self.rport.is_none()
+    }
+}
+
+/// Copies the first Via row, applying `fix` to its first value (replace a bare `rport` by
+/// `rport=PORT`, append `received=IP` unless present).
+fn push_fixed_top_via(out: &mut Vec<u8>, h: &Header<'_>, fix: ViaFix) {
+    let first = CommaSplit::new(h.value, true).next().unwrap_or(h.value);
+    let (Some((_, first_end)), false) = (sub_range(h.row, first), fix.is_noop()) else {
+        out.extend_from_slice(h.row);
+        return;
+    };
+    let Ok(via) = super::headers::via::parse_via(&mut super::scan::Cursor::new(first)) else {
+        out.extend_from_slice(h.row);
+        return;
+    };
+    let mut copied_to = 0;
+    let row = h.row;
+    let mut has_received = false;
+    for (name, value) in via.params {
+        if name.eq_ignore_ascii_case(b"received") {
+            has_received = true;
+        }
+        if name.eq_ignore_ascii_case(b"rport") && value.is_none() {
+            if let (Some(port), Some((_, end))) = (fix.rport, sub_range(row, name)) {
+                out.extend_from_slice(row.get(copied_to..end).unwrap_or(&[]));
+                out.push(b'=');
+                push_u32(out, u32::from(port));
+                copied_to = end;
+            }
+        }
+    }
+    out.extend_from_slice(row.get(copied_to..first_end).unwrap_or(&[]));
+    if let (Some(ip), false) = (fix.received, has_received) {
+        out.extend_from_slice(b";received=");
+        match ip {
+            IpAddr::V4(v4) => push_host(out, IpAddr::V4(v4)),
+            // RFC 5118 §4.5: received carries the IPv6 reference with brackets.
+            IpAddr::V6(_) => push_host(out, ip),
+        }
+    }
+    out.extend_from_slice(row.get(first_end..).unwrap_or(&[]));
+}
+
+/// A response sipfork writes itself (not one it forwards).
+#[derive(Clone, Copy, Debug)]
+pub struct Reply<'a> {
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase.
+    pub reason: &'a str,
+    /// Applied to the top Via (what the transport learned about the sender).
+    pub fix: ViaFix,
+    /// To tag to add when the request's To has none (not for 100 Trying, §17.2.1).
+    pub to_tag: Option<&'a [u8]>,
+    /// Extra header rows (each ending in CRLF).
+    pub extra: &'a [u8],
+    /// Content type and body, if any.
+    pub body: Option<(&'a str, &'a [u8])>,
+}
+
+/// Appends a response to `req` (RFC 3261 §8.2.6.2): status line, every Via row (the top one
+/// with the fix applied), From, To (with the tag added when the request's To has none), Call-ID
+/// and CSeq copied byte for byte, then the extra rows, then the body.
+pub fn response(req: &Message<'_>, reply: &Reply<'_>, out: &mut Vec<u8>) {
+    let Reply {
+        status,
+        reason,
+        fix,
+        to_tag,
+        extra,
+        body,
+    } = *reply;
+    out.extend_from_slice(b"SIP/2.0 ");
+    push_u32(out, u32::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut top_via = true;
+    for h in req.headers() {
+        match h.name {
+            HeaderName::Via if top_via => {
+                push_fixed_top_via(out, &h, fix);
+                top_via = false;
+            }
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                out.extend_from_slice(h.row)
+            }
+            HeaderName::To => push_to_with_tag(out, &h, to_tag),
+            _ => {}
+        }
+    }
+    out.extend_from_slice(extra);
+    match body {
+        Some((content_type, body)) => {
+            push_row(out, b"Content-Type", content_type.as_bytes());
+            push_content_length(out, body.len());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(body);
+        }
+        None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
+    }
+}
+
+/// Copies a To row, adding `;tag=` at the end of its value when it has no tag yet.
+fn push_to_with_tag(out: &mut Vec<u8>, h: &Header<'_>, to_tag: Option<&[u8]>) {
+    let has_tag = super::headers::name_addr::parse_single(h.value)
+        .map(|na| na.tag.is_some())
+        .unwrap_or(true);
+    match (to_tag, has_tag, sub_range(h.row, h.value)) {
+        (Some(tag), false, Some((_, end))) => {
+            out.extend_from_slice(h.row.get(..end).unwrap_or(&[]));
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(tag);
+            out.extend_from_slice(h.row.get(end..).unwrap_or(&[]));
+        }
+        _ => out.extend_from_slice(h.row),
+    }
+}
+
+/// How to forward a request (RFC 3261 §16.6).
+#[derive(Clone, Copy, Debug)]
+pub struct Forward<'a> {
+    /// New Request-URI (step 2/6); `None` keeps the received one.
+    pub request_uri: Option<&'a [u8]>,
+    /// Our Via value, `SIP/2.0/UDP host:port;branch=...` (step 8).
+    pub via: &'a [u8],
+    /// Our Record-Route URI (step 4), written as `Record-Route: <URI>`.
+    pub record_route: Option<&'a [u8]>,
+    /// Drop the first Route value (it named us, §16.4).
+    pub drop_first_route: bool,
+    /// Max-Forwards to write (step 3: received minus one, or 70 when absent).
+    pub max_forwards: u8,
+    /// Applied to the received top Via (now second).
+    pub fix: ViaFix,
+    /// Extra header rows (each ending in CRLF), e.g. a Reason.
+    pub extra: &'a [u8],
+}
+
+/// Appends `req` forwarded as `fwd` says; everything else is copied byte for byte.
+pub fn forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &mut Vec<u8>) {
+    let (method, uri) = match req.kind() {
+        super::Kind::Request { method, uri } => (method, uri),
+        super::Kind::Response { .. } => return,
+    };
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(fwd.request_uri.unwrap_or(uri));
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    push_row(out, b"Via", fwd.via);
+    if let Some(rr) = fwd.record_route {
+        out.extend_from_slice(b"Record-Route: <");
+        out.extend_from_slice(rr);
+        out.extend_from_slice(b">\r\n");
+    }
+    let mut wrote_max_forwards = false;
+    let mut drop_route = fwd.drop_first_route;
+    let mut top_via = true;
+    let mut has_content_length = false;
+    for h in req.headers() {
+        match h.name {
+            HeaderName::Via if top_via => {
+                push_fixed_top_via(out, &h, fwd.fix);
+                top_via = false;
+            }
+            HeaderName::MaxForwards => {
+                if !wrote_max_forwards {
+                    push_max_forwards(out, fwd.max_forwards);
+                    wrote_max_forwards = true;
+                }
+            }
+            HeaderName::Route if drop_route => {
+                push_row_without_first_value(out, &h);
+                drop_route = false;
+            }
+            HeaderName::ContentLength => {
+                has_content_length = true;
+                out.extend_from_slice(h.row);
+            }
+            _ => out.extend_from_slice(h.row),
+        }
+    }
+    if !wrote_max_forwards {
+        push_max_forwards(out, fwd.max_forwards);
+    }
+    out.extend_from_slice(fwd.extra);
+    if !has_content_length {
+        // UDP allows a missing Content-Length (RFC 2543 peers); the next hop gets an exact one.
+        push_content_length(out, req.body().len());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(req.body());
+}
+
+fn push_max_forwards(out: &mut Vec<u8>, n: u8) {
+    out.extend_from_slice(b"Max-Forwards: ");
+    push_u32(out, u32::from(n));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `resp` forwarded upstream: the first Via value (ours) removed, all else unchanged
+/// (§16.7 step 3).
+pub fn forward_response(resp: &Message<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(resp.start_line());
+    out.extend_from_slice(b"\r\n");
+    let mut top_via = true;
+    for h in resp.headers() {
+        if h.name == HeaderName::Via && top_via {
+            push_row_without_first_value(out, &h);
+            top_via = false;
+        } else {
+            out.extend_from_slice(h.row);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(resp.body());
+}
+
+/// Appends the CANCEL for a request we forwarded (`sent`, as we sent it): same Request-URI,
+/// top Via, Route, From, To, Call-ID and CSeq number (RFC 3261 §9.1), with `reason` as the
+/// value of a Reason header (RFC 3326) when given.
+pub fn cancel_for(sent: &Message<'_>, reason: Option<&[u8]>, out: &mut Vec<u8>) {
+    hop_by_hop_for(sent, b"CANCEL", None, out);
+    if let Some(reason) = reason {
+        push_row(out, b"Reason", reason);
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+/// Appends the ACK for a non-2xx final response to an INVITE we forwarded (`sent`): as the
+/// CANCEL, but with the To of the response (RFC 3261 §17.1.1.3).
+pub fn ack_for(sent: &Message<'_>, response: &Message<'_>, out: &mut Vec<u8>) {
+    let to = response.first(HeaderName::To);
+    hop_by_hop_for(sent, b"ACK", to.as_ref(), out);
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+fn hop_by_hop_for(sent: &Message<'_>, method: &[u8], to: Option<&Header<'_>>, out: &mut Vec<u8>) {
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(sent.request_uri_raw().unwrap_or(b""));
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    if let Some(via) = sent.first(HeaderName::Via) {
+        let value = CommaSplit::new(via.value, true).next().unwrap_or(via.value);
+        push_row(out, b"Via", value);
+    }
+    for h in sent.headers() {
+        match h.name {
+            HeaderName::Route | HeaderName::From | HeaderName::CallId => {
+                out.extend_from_slice(h.row)
+            }
+            HeaderName::To => match to {
+                Some(to) => out.extend_from_slice(to.row),
+                None => out.extend_from_slice(h.row),
+            },
+            _ => {}
+        }
+    }
+    out.extend_from_slice(b"Max-Forwards: 70\r\n");
+    out.extend_from_slice(b"CSeq: ");
+    push_u32(out, sent.cseq().map(|c| c.number).unwrap_or(0));
+    out.push(b' ');
+    out.extend_from_slice(method);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A request inside a dialog that sipfork itself sends as a UAC: the ACK for a 2xx and the BYE
+/// that end a device's call nobody wants any more (late answer, `single_answer`).
+#[derive(Clone, Copy, Debug)]
+pub struct InDialog<'a> {
+    /// `ACK` or `BYE`.
+    pub method: &'a [u8],
+    /// Remote target (the Contact URI of the 2xx).
+    pub target: &'a [u8],
+    /// Route set values (each `<URI>` as written), nearest first.
+    pub routes: &'a [&'a [u8]],
+    /// Our Via value.
+    pub via: &'a [u8],
+    /// From row value (the INVITE's From, with the caller's tag).
+    pub from: &'a [u8],
+    /// To row value (the 2xx's To, with the device's tag).
+    pub to: &'a [u8],
+    /// Call-ID.
+    pub call_id: &'a [u8],
+    /// CSeq number.
+    pub cseq: u32,
+    /// Extra header rows (each ending in CRLF), e.g. a Reason.
+    pub extra: &'a [u8],
+}
+
+/// Appends an in-dialog request (RFC 3261 §12.2.1.1).
+pub fn in_dialog(req: &InDialog<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method);
+    out.push(b' ');
+    out.extend_from_slice(req.target);
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    push_row(out, b"Via", req.via);
+    for r in req.routes {
+        push_row(out, b"Route", r);
+    }
+    out.extend_from_slice(b"Max-Forwards: 70\r\n");
+    push_row(out, b"From", req.from);
+    push_row(out, b"To", req.to);
+    push_row(out, b"Call-ID", req.call_id);
+    out.extend_from_slice(b"CSeq: ");
+    push_u32(out, req.cseq);
+    out.push(b' ');
+    out.extend_from_slice(req.method);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(req.extra);
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{check_request, check_response, parse};
+
+    const INVITE: &[u8] = b"INVITE sip:1000@127.0.0.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bK-abc;rport\r\n\
+Max-Forwards: 70\r\n\
+Route: <sip:127.0.0.1:5060;lr>, <sip:10.9.9.9;lr>\r\n\
+From: <sip:caller@10.0.0.9:5070>;tag=ft1\r\n\
+To: <sip:1000@127.0.0.1:5060>\r\n\
+Call-ID: call-1@10.0.0.9\r\n\
+CSeq: 7 INVITE\r\n\
+X-Custom:   keep  me  \r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\n";
+
+    fn src() -> std::net::SocketAddr {
+        "192.168.1.5:40000".parse().unwrap()
+    }
+
+    #[test]
+    fn response_copies_rows_and_adds_tag_and_received() {
+        let req = parse(INVITE).unwrap();
+        let via = req.top_via().unwrap();
+        let mut out = Vec::new();
+        response(
+            &req,
+            &Reply {
+                status: 486,
+                reason: "Busy Here",
+                fix: ViaFix::for_source(&via, src()),
+                to_tag: Some(b"xyz"),
+                extra: b"Retry-After: 5\r\n",
+                body: None,
+            },
+            &mut out,
+        );
+        let r = parse(&out).unwrap();
+        let e = check_response(&r).unwrap();
+        assert_eq!(e.status, 486);
+        assert_eq!(e.to.tag, Some(&b"xyz"[..]));
+        assert_eq!(e.from.tag, Some(&b"ft1"[..]));
+        assert_eq!(e.cseq.number, 7);
+        assert_eq!(e.top_via.branch, Some(&b"z9hG4bK-abc"[..]));
+        assert_eq!(e.top_via.rport, Some(Some(40000)));
+        assert_eq!(e.top_via.received, Some(&b"192.168.1.5"[..]));
+        assert_eq!(r.first_value(HeaderName::RetryAfter), Some(&b"5"[..]));
+        assert!(r.first(HeaderName::Route).is_none());
+        assert_eq!(r.body(), b"");
+    }
+
+    #[test]
+    fn forwarded_request_has_our_via_rr_and_decremented_max_forwards() {
+        let req = parse(INVITE).unwrap();
+        let via = req.top_via().unwrap();
+        let mut out = Vec::new();
+        forward_request(
+            &req,
+            &Forward {
+                request_uri: Some(b"sip:1000@127.0.0.1:5071"),
+                via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf1",
+                record_route: Some(b"sip:127.0.0.1:5060;lr;sf=1"),
+                drop_first_route: true,
+                max_forwards: 69,
+                fix: ViaFix::for_source(&via, src()),
+                extra: b"",
+            },
+            &mut out,
+        );
+        let f = parse(&out).unwrap();
+        let e = check_request(&f).unwrap();
+        assert_eq!(f.request_uri_raw(), Some(&b"sip:1000@127.0.0.1:5071"[..]));
+        assert_eq!(e.top_via.branch, Some(&b"z9hG4bKsf1"[..]));
+        let vias: Vec<_> = f.vias().map(|v| v.unwrap().raw).collect();
+        assert_eq!(vias.len(), 2);
+        assert_eq!(
+            vias[1],
+            &b"SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bK-abc;rport=40000;received=192.168.1.5"[..]
+        );
+        assert_eq!(e.max_forwards, Some(69));
+        let routes: Vec<_> = f.values(HeaderName::Route).collect();
+        assert_eq!(routes, vec![&b"<sip:10.9.9.9;lr>"[..]]);
+        assert_eq!(
+            f.values(HeaderName::RecordRoute).collect::<Vec<_>>(),
+            vec![&b"<sip:127.0.0.1:5060;lr;sf=1>"[..]]
+        );
+        assert_eq!(f.first_value(HeaderName::Other), Some(&b"keep  me"[..]));
+        assert_eq!(f.body(), b"v=0\n");
+        assert_eq!(f.count_rows(HeaderName::MaxForwards), 1);
+    }
+
+    #[test]
+    fn forwarding_adds_max_forwards_and_content_length_when_absent() {
+        let req = parse(
+            b"OPTIONS sip:1000@h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1\r\nFrom: <sip:a@h>\r\nTo: <sip:1000@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\nhello",
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        forward_request(
+            &req,
+            &Forward {
+                request_uri: None,
+                via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx",
+                record_route: None,
+                drop_first_route: false,
+                max_forwards: 70,
+                fix: ViaFix::default(),
+                extra: b"",
+            },
+            &mut out,
+        );
+        let f = parse(&out).unwrap();
+        assert_eq!(f.max_forwards().unwrap(), Some(70));
+        assert_eq!(f.content_length(), Some(5));
+        assert_eq!(f.body(), b"hello");
+    }
+
+    #[test]
+    fn forwarded_response_loses_only_our_via_value() {
+        for resp in [
+            &b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf1, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKa\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"[..],
+            &b"SIP/2.0 180 Ringing\r\nv: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf1\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKa\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"[..],
+        ] {
+            let r = parse(resp).unwrap();
+            let mut out = Vec::new();
+            forward_response(&r, &mut out);
+            let f = parse(&out).unwrap();
+            let vias: Vec<_> = f.vias().map(|v| v.unwrap().raw).collect();
+            assert_eq!(vias, vec![&b"SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKa"[..]]);
+            assert_eq!(f.to().unwrap().tag, Some(&b"2"[..]));
+        }
+    }
+
+    #[test]
+    fn cancel_and_ack_match_the_forwarded_invite() {
+        let req = parse(INVITE).unwrap();
+        let mut sent = Vec::new();
+        forward_request(
+            &req,
+            &Forward {
+                request_uri: Some(b"sip:1000@127.0.0.1:5071"),
+                via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf9",
+                record_route: None,
+                drop_first_route: true,
+                max_forwards: 69,
+                fix: ViaFix::default(),
+                extra: b"",
+            },
+            &mut sent,
+        );
+        let sent = parse(&sent).unwrap();
+        let mut out = Vec::new();
+        cancel_for(
+            &sent,
+            Some(b"SIP;cause=200;text=\"Call completed elsewhere\""),
+            &mut out,
+        );
+        let c = parse(&out).unwrap();
+        let e = check_request(&c).unwrap();
+        assert_eq!(e.method.as_bytes(), b"CANCEL");
+        assert_eq!(c.request_uri_raw(), Some(&b"sip:1000@127.0.0.1:5071"[..]));
+        assert_eq!(c.vias().count(), 1);
+        assert_eq!(e.top_via.branch, Some(&b"z9hG4bKsf9"[..]));
+        assert_eq!(
+            (e.cseq.number, e.cseq.method.as_bytes()),
+            (7, &b"CANCEL"[..])
+        );
+        assert_eq!(c.values(HeaderName::Route).count(), 1);
+        assert_eq!(c.reason().unwrap().unwrap().cause, Some(200));
+
+        let resp = parse(b"SIP/2.0 487 Request Terminated\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf9\r\nFrom: <sip:caller@10.0.0.9:5070>;tag=ft1\r\nTo: <sip:1000@127.0.0.1:5060>;tag=dev\r\nCall-ID: call-1@10.0.0.9\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        ack_for(&sent, &resp, &mut out);
+        let a = parse(&out).unwrap();
+        let e = check_request(&a).unwrap();
+        assert_eq!(e.method.as_bytes(), b"ACK");
+        assert_eq!(e.to.tag, Some(&b"dev"[..]));
+        assert_eq!(e.top_via.branch, Some(&b"z9hG4bKsf9"[..]));
+        assert_eq!((e.cseq.number, e.cseq.method.as_bytes()), (7, &b"ACK"[..]));
+    }
+
+    #[test]
+    fn in_dialog_requests_parse_back() {
+        let mut out = Vec::new();
+        in_dialog(
+            &InDialog {
+                method: b"BYE",
+                target: b"sip:1000@127.0.0.1:5072",
+                routes: &[b"<sip:10.1.1.1;lr>"],
+                via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfb",
+                from: b"<sip:caller@10.0.0.9>;tag=ft1",
+                to: b"<sip:1000@h>;tag=late",
+                call_id: b"call-1",
+                cseq: 8,
+                extra: b"Reason: SIP;cause=200;text=\"Call completed elsewhere\"\r\n",
+            },
+            &mut out,
+        );
+        let b = parse(&out).unwrap();
+        let e = check_request(&b).unwrap();
+        assert_eq!(e.cseq.number, 8);
+        assert_eq!(e.to.tag, Some(&b"late"[..]));
+        assert_eq!(b.values(HeaderName::Route).count(), 1);
+    }
+
+    #[test]
+    fn numbers_are_written_exactly() {
+        for n in [0u32, 7, 10, 99, 100, 65535, u32::MAX] {
+            let mut out = Vec::new();
+            push_u32(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+}

@@ -1,0 +1,749 @@
+//! Framing one UDP datagram and indexing its header rows (RFC 3261 §7, §7.3.1, §7.5, §18.3).
+//!
+//! One pass over the header section. Per row: `memchr2` finds the line end (a CR must be followed
+//! by LF and a bare LF is an error, so no stray line break survives into a forwarded row), an
+//! 8-octets-at-a-time search finds the colon, the name is classified from case-folded 8-octet
+//! words (`HeaderName::classify`), and the row continues while the next line starts with SP or
+//! HTAB (a fold). Content-Length is read while indexing; the body is never scanned: it is the next
+//! Content-Length octets, and anything after them in the datagram is discarded (§18.3).
+//!
+//! Line ends are strictly CRLF. A lone LF is rejected rather than tolerated: every row handed
+//! to a builder can then be copied verbatim and stays valid on the wire.
+//!
+//! Invariant: every offset stored in a [`Message`] is within its `bytes`, and `bytes` is at most
+//! `u16::MAX` long; the index never allocates (at most [`MAX_ROWS`] rows, inline).
+
+use core::ops::Range;
+
+use memchr::{memchr, memchr2};
+
+use super::error::ParseError;
+use super::header::{Entry, Header, HeaderName};
+use super::method::Method;
+use super::scan::{
+    find_byte, find_line_end, is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32,
+};
+use super::uri::Uri;
+
+/// Most header rows one message may have.
+///
+/// RFC 4475 `longreq` has 34 Via rows among 44 rows; a call that crossed a dozen proxies, each
+/// adding Via and Record-Route, plus carrier P-headers, stays under 80. At 8 bytes a row the index
+/// is 640 bytes, small enough to live on the stack and to be moved.
+pub const MAX_ROWS: usize = 80;
+
+const NO_ROW: u8 = u8::MAX;
+
+/// The start line, as offsets into the message bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Line {
+    Request {
+        method_end: u16,
+        uri_start: u16,
+        uri_end: u16,
+    },
+    Response {
+        status: u16,
+        reason_start: u16,
+    },
+}
+
+/// What the start line says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind<'b> {
+    /// A request: method and Request-URI as written.
+    Request {
+        /// The method.
+        method: Method<'b>,
+        /// The Request-URI, not yet parsed (see [`Message::request_uri`]).
+        uri: &'b [u8],
+    },
+    /// A response: status code and reason phrase (possibly empty, any UTF-8).
+    Response {
+        /// Status code, 100..=699.
+        status: u16,
+        /// Reason phrase as written.
+        reason: &'b [u8],
+    },
+}
+
+/// A framed, indexed SIP message borrowing the datagram it came from.
+#[derive(Clone)]
+pub struct Message<'b> {
+    /// The message as framed: leading CRLFs and trailing datagram octets cut off.
+    bytes: &'b [u8],
+    line: Line,
+    /// Offset of the CRLF that ends the start line.
+    line_end: u16,
+    /// Offset where the header rows end (the empty line's CRLF).
+    header_end: u16,
+    /// Offset of the body.
+    body_start: u16,
+    content_length: Option<u32>,
+    count: u8,
+    /// Index of the first row of each header name, `NO_ROW` if absent.
+    first: [u8; HeaderName::COUNT],
+    rows: [Entry; MAX_ROWS],
+}
+
+/// Parses one datagram into a borrowed, indexed message.
+///
+/// Checks the start line, every header row's shape, and the framing; typed header values are
+/// parsed later, on demand, by the accessors. Never allocates, never panics.
+pub fn parse(datagram: &[u8]) -> Result<Message<'_>, ParseError> {
+    build(datagram, false)
+}
+
+/// Best-effort index of a request that [`parse`] rejected, so that an error response can still
+/// copy its Via, From, To, Call-ID and CSeq (RFC 3261 §8.2.6).
+///
+/// The start line is split at its first two spaces without further checks, rows are indexed up to
+/// the first malformed one, and the body is empty. `None` for responses (they are dropped, never
+/// answered) and for datagrams without a line end.
+pub fn salvage(datagram: &[u8]) -> Option<Message<'_>> {
+    build(datagram, true).ok()
+}
+
+fn build(datagram: &[u8], salvage: bool) -> Result<Message<'_>, ParseError> {
+    // RFC 3261 §7.5: CRLFs before the start line are ignored (they are also RFC 5626 keep-alives).
+    let skip = datagram
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .ok_or(ParseError::Empty)?;
+    let b = datagram.get(skip..).unwrap_or(&[]);
+    if b.len() > usize::from(u16::MAX) {
+        return Err(ParseError::MessageTooLarge);
+    }
+    let line_end = match memchr2(b'\r', b'\n', b) {
+        Some(e) if b.get(e) == Some(&b'\r') && b.get(e + 1) == Some(&b'\n') => e,
+        Some(e) if e + 1 < b.len() || b.get(e) == Some(&b'\n') => {
+            return Err(ParseError::BadLineEnd)
+        }
+        _ => return Err(ParseError::UnterminatedHeaders),
+    };
+    let first_line = b.get(..line_end).unwrap_or(&[]);
+    let line = if salvage {
+        salvage_request_line(first_line)?
+    } else {
+        start_line(first_line)?
+    };
+    let mut msg = Message {
+        bytes: b,
+        line,
+        line_end: line_end as u16,
+        header_end: 0,
+        body_start: 0,
+        content_length: None,
+        count: 0,
+        first: [NO_ROW; HeaderName::COUNT],
+        rows: [Entry::EMPTY; MAX_ROWS],
+    };
+    match index_rows(b, line_end + 2, &mut msg) {
+        Ok(header_end) => {
+            let body_start = header_end + 2;
+            let end = match msg.content_length {
+                Some(n) => {
+                    let end = body_start.saturating_add(n as usize);
+                    if end > b.len() {
+                        return Err(ParseError::ContentLengthTooLarge);
+                    }
+                    end
+                }
+                // RFC 3261 §18.3: without Content-Length, a datagram's body runs to its end.
+                None => b.len(),
+            };
+            msg.bytes = b.get(..end).unwrap_or(b);
+            msg.header_end = header_end as u16;
+            msg.body_start = body_start as u16;
+            Ok(msg)
+        }
+        Err((_, row_start)) if salvage => {
+            msg.bytes = b.get(..row_start).unwrap_or(b);
+            msg.header_end = row_start as u16;
+            msg.body_start = row_start as u16;
+            msg.content_length = None;
+            Ok(msg)
+        }
+        Err((e, _)) => Err(e),
+    }
+}
+
+/// Indexes header rows from `pos` to the empty line. Returns the offset of the empty line, or the
+/// error with the offset of the row that caused it.
+#[inline(always)]
+fn index_rows(
+    b: &[u8],
+    mut pos: usize,
+    msg: &mut Message<'_>,
+) -> Result<usize, (ParseError, usize)> {
+    loop {
+        let row_start = pos;
+        let fail = |e: ParseError| Err((e, row_start));
+        let Some(&c0) = b.get(pos) else {
+            return fail(ParseError::UnterminatedHeaders);
+        };
+        if c0 == b'\r' {
+            return match b.get(pos + 1) {
+                Some(b'\n') => Ok(pos),
+                None => fail(ParseError::UnterminatedHeaders),
+                Some(_) => fail(ParseError::BadLineEnd),
+            };
+        }
+        if !is_token(c0) {
+            // A row starts with a name; a leading SP/HTAB here would continue no row.
+            return fail(if c0 == b'\n' {
+                ParseError::BadLineEnd
+            } else {
+                ParseError::BadHeaderName
+            });
+        }
+        // The first physical line holds the name and the colon (HCOLON allows no fold).
+        let Some(first_eol) = find_line_end(b, pos) else {
+            return fail(ParseError::UnterminatedHeaders);
+        };
+        if let Err(e) = crlf_at(b, first_eol) {
+            return fail(e);
+        }
+        let Some(colon) = find_byte(b, pos, first_eol, b':') else {
+            return fail(ParseError::MissingColon);
+        };
+        let mut name_end = colon;
+        while name_end > pos && b.get(name_end - 1).is_some_and(|&c| is_wsp(c)) {
+            name_end -= 1;
+        }
+        let name_len = name_end - pos;
+        let name = HeaderName::classify(b.get(pos..).unwrap_or(&[]), name_len);
+        // A known name matched case-folded words, which only token octets can do (see
+        // `HeaderName::classify`); any other name is checked octet by octet.
+        if name == HeaderName::Other {
+            if let Some(&bad) = b
+                .get(pos..name_end)
+                .unwrap_or(&[])
+                .iter()
+                .find(|&&c| !is_token(c))
+            {
+                return fail(if is_wsp(bad) {
+                    ParseError::MissingColon
+                } else {
+                    ParseError::BadHeaderName
+                });
+            }
+        }
+        // Folds: a CRLF followed by SP/HTAB continues the row.
+        let mut eol = first_eol;
+        while matches!(b.get(eol + 2), Some(b' ' | b'\t')) {
+            let Some(next) = find_line_end(b, eol + 3) else {
+                return fail(ParseError::UnterminatedHeaders);
+            };
+            if let Err(e) = crlf_at(b, next) {
+                return fail(e);
+            }
+            eol = next;
+        }
+        // Trim the value. Nearly every row is `Name: value` without trailing space, so test for
+        // that first: the general loops mispredict on their exit once per row.
+        let mut vs = colon + 1;
+        if b.get(vs) == Some(&b' ') && b.get(vs + 1).is_some_and(|&c| !is_lws(c)) {
+            vs += 1;
+        } else {
+            while vs < eol && b.get(vs).is_some_and(|&c| is_lws(c)) {
+                vs += 1;
+            }
+        }
+        let mut ve = eol;
+        while ve > vs && b.get(ve - 1).is_some_and(|&c| is_lws(c)) {
+            ve -= 1;
+        }
+        if name == HeaderName::ContentLength {
+            let value = b.get(vs..ve).unwrap_or(&[]);
+            let n = match parse_u32(value) {
+                Some(n) => n,
+                None if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                    return fail(ParseError::ContentLengthTooLarge)
+                }
+                None => return fail(ParseError::BadContentLength),
+            };
+            match msg.content_length {
+                Some(prev) if prev != n => return fail(ParseError::ConflictingContentLength),
+                _ => msg.content_length = Some(n),
+            }
+        }
+        let idx = usize::from(msg.count);
+        let Some(slot) = msg.rows.get_mut(idx) else {
+            return fail(ParseError::TooManyHeaders);
+        };
+        *slot = Entry {
+            start: row_start as u16,
+            value_start: vs as u16,
+            value_end: ve as u16,
+            name_len: name_len.min(255) as u8,
+            name,
+        };
+        if let Some(first) = msg.first.get_mut(name.index()) {
+            if *first == NO_ROW {
+                *first = idx as u8;
+            }
+        }
+        msg.count += 1;
+        pos = eol + 2;
+    }
+}
+
+/// Checks that the line end found at `e` is a CRLF.
+#[inline(always)]
+fn crlf_at(b: &[u8], e: usize) -> Result<(), ParseError> {
+    match (b.get(e), b.get(e + 1)) {
+        (Some(b'\r'), Some(b'\n')) => Ok(()),
+        (Some(b'\r'), None) => Err(ParseError::UnterminatedHeaders),
+        _ => Err(ParseError::BadLineEnd),
+    }
+}
+
+/// Parses a Request-Line or Status-Line (without its CRLF).
+fn start_line(line: &[u8]) -> Result<Line, ParseError> {
+    if line
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
+        return status_line(line);
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP between elements.
+    let method_end = line
+        .iter()
+        .position(|&c| !is_token(c))
+        .unwrap_or(line.len());
+    if method_end == 0 || line.get(method_end) != Some(&b' ') {
+        return Err(ParseError::BadStartLine);
+    }
+    let uri_start = method_end + 1;
+    let after_method = line.get(uri_start..).unwrap_or(&[]);
+    let uri_len = memchr(b' ', after_method).ok_or(ParseError::BadStartLine)?;
+    if uri_len == 0 {
+        return Err(ParseError::BadStartLine);
+    }
+    let uri_end = uri_start + uri_len;
+    check_uri_shape(line.get(uri_start..uri_end).unwrap_or(&[]))?;
+    version(line.get(uri_end + 1..).unwrap_or(&[]))?;
+    Ok(Line::Request {
+        method_end: method_end as u16,
+        uri_start: uri_start as u16,
+        uri_end: uri_end as u16,
+    })
+}
+
+/// Status-Line = SIP-Version SP Status-Code SP Reason-Phrase. A missing final SP before an empty
+/// reason is tolerated (the reason is opaque anyway).
+fn status_line(line: &[u8]) -> Result<Line, ParseError> {
+    let sp = memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+    version(line.get(..sp).unwrap_or(&[]))?;
+    let code = line.get(sp + 1..sp + 4).ok_or(ParseError::BadStatusCode)?;
+    if !code.iter().all(u8::is_ascii_digit) {
+        return Err(ParseError::BadStatusCode);
+    }
+    let status = code
+        .iter()
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    if !(100..=699).contains(&status) {
+        return Err(ParseError::BadStatusCode);
+    }
+    let reason_start = match line.get(sp + 4) {
+        None => sp + 4,
+        Some(b' ') => sp + 5,
+        Some(_) => return Err(ParseError::BadStatusCode),
+    };
+    Ok(Line::Response {
+        status,
+        reason_start: reason_start as u16,
+    })
+}
+
+/// SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT, case-insensitive; only 2.0 is supported.
+fn version(v: &[u8]) -> Result<(), ParseError> {
+    if v.eq_ignore_ascii_case(b"SIP/2.0") {
+        return Ok(());
+    }
+    let numbers = match v.get(..4) {
+        Some(p) if p.eq_ignore_ascii_case(b"SIP/") => v.get(4..).unwrap_or(&[]),
+        _ => return Err(ParseError::BadStartLine),
+    };
+    let mut parts = numbers.splitn(2, |&c| c == b'.');
+    let major = parts.next().and_then(parse_u32);
+    let minor = parts.next().and_then(parse_u32);
+    match (major, minor) {
+        (Some(2), Some(0)) => Ok(()),
+        (Some(_), Some(_)) => Err(ParseError::VersionNotSupported),
+        _ => Err(ParseError::BadStartLine),
+    }
+}
+
+/// Cheap shape check of the Request-URI while framing: `scheme ":" 1*opaque-char`. Catches
+/// `<sip:...>` and stray octets; the full grammar is checked by [`Message::request_uri`].
+fn check_uri_shape(uri: &[u8]) -> Result<(), ParseError> {
+    let colon = memchr(b':', uri).ok_or(ParseError::BadRequestUri)?;
+    let (scheme, rest) = uri.split_at(colon);
+    let scheme_ok =
+        scheme.first().is_some_and(u8::is_ascii_alphabetic) && scheme.iter().all(|&c| is_scheme(c));
+    if !scheme_ok || rest.len() < 2 || !rest.iter().all(|&c| is_opaque(c)) {
+        return Err(ParseError::BadRequestUri);
+    }
+    Ok(())
+}
+
+/// The lenient split used by [`salvage`]: method, URI and version at the first two spaces.
+fn salvage_request_line(line: &[u8]) -> Result<Line, ParseError> {
+    if line
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
+        return Err(ParseError::BadStartLine);
+    }
+    let method_end = memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+    let uri_start = method_end + 1;
+    let uri_end =
+        memchr(b' ', line.get(uri_start..).unwrap_or(&[])).map_or(line.len(), |n| uri_start + n);
+    Ok(Line::Request {
+        method_end: method_end as u16,
+        uri_start: uri_start as u16,
+        uri_end: uri_end as u16,
+    })
+}
+
+impl<'b> Message<'b> {
+    /// The message as framed: from the start line through the last body octet that
+    /// Content-Length covers (trailing datagram octets cut off).
+    pub fn bytes(&self) -> &'b [u8] {
+        self.bytes
+    }
+
+    fn span(&self, from: usize, to: usize) -> &'b [u8] {
+        self.bytes.get(from..to).unwrap_or(&[])
+    }
+
+    /// Request or response, with the start line's parts.
+    pub fn kind(&self) -> Kind<'b> {
+        match self.line {
+            Line::Request {
+                method_end,
+                uri_start,
+                uri_end,
+            } => Kind::Request {
+                method: Method::from_bytes(self.span(0, usize::from(method_end))),
+                uri: self.span(usize::from(uri_start), usize::from(uri_end)),
+            },
+            Line::Response {
+                status,
+                reason_start,
+            } => Kind::Response {
+                status,
+                reason: self.span(usize::from(reason_start), usize::from(self.line_end)),
+            },
+        }
+    }
+
+    /// Is this a request?
+    pub fn is_request(&self) -> bool {
+        matches!(self.line, Line::Request { .. })
+    }
+
+    /// The request method, for requests.
+    pub fn method(&self) -> Option<Method<'b>> {
+        match self.line {
+            Line::Request { method_end, .. } => {
+                Some(Method::from_bytes(self.span(0, usize::from(method_end))))
+            }
+            Line::Response { .. } => None,
+        }
+    }
+
+    /// The status code, for responses.
+    pub fn status(&self) -> Option<u16> {
+        match self.line {
+            Line::Response { status, .. } => Some(status),
+            Line::Request { .. } => None,
+        }
+    }
+
+    /// The Request-URI as written, for requests.
+    pub fn request_uri_raw(&self) -> Option<&'b [u8]> {
+        match self.line {
+            Line::Request {
+                uri_start, uri_end, ..
+            } => Some(self.span(usize::from(uri_start), usize::from(uri_end))),
+            Line::Response { .. } => None,
+        }
+    }
+
+    /// The parsed Request-URI, for requests; errors are [`ParseError::BadRequestUri`].
+    pub fn request_uri(&self) -> Option<Result<Uri<'b>, ParseError>> {
+        self.request_uri_raw()
+            .map(|raw| Uri::parse(raw).map_err(|_| ParseError::BadRequestUri))
+    }
+
+    /// The start line without its CRLF.
+    pub fn start_line(&self) -> &'b [u8] {
+        self.span(0, usize::from(self.line_end))
+    }
+
+    /// Every header row in order.
+    pub fn headers(&self) -> impl Iterator<Item = Header<'b>> + '_ {
+        (0..usize::from(self.count)).map(move |i| self.row_at(i))
+    }
+
+    /// Number of header rows.
+    pub fn header_count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// The rows of one header name, in order (compact and long forms alike).
+    pub fn rows(&self, name: HeaderName) -> impl Iterator<Item = Header<'b>> + '_ {
+        let from = self.first_index(name).unwrap_or(usize::from(self.count));
+        (from..usize::from(self.count))
+            .filter(move |&i| self.rows.get(i).is_some_and(|e| e.name == name))
+            .map(move |i| self.row_at(i))
+    }
+
+    /// The first row of a header name.
+    pub fn first(&self, name: HeaderName) -> Option<Header<'b>> {
+        self.first_index(name).map(|i| self.row_at(i))
+    }
+
+    /// Values of a header over all its rows: comma-split for list headers (quotes and `<>`
+    /// respected, whitespace trimmed), whole row values otherwise.
+    pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &'b [u8]> + '_ {
+        self.rows(name).flat_map(|h| h.values())
+    }
+
+    /// Value of the first row of `name` (trimmed), the common case for single-valued headers.
+    pub fn first_value(&self, name: HeaderName) -> Option<&'b [u8]> {
+        let e = self.rows.get(self.first_index(name)?)?;
+        Some(self.span(usize::from(e.value_start), usize::from(e.value_end)))
+    }
+
+    /// How many rows of `name` the message has.
+    pub fn count_rows(&self, name: HeaderName) -> usize {
+        self.rows(name).count()
+    }
+
+    /// The body (exactly Content-Length octets, or the rest of the datagram without one).
+    pub fn body(&self) -> &'b [u8] {
+        self.bytes
+            .get(usize::from(self.body_start)..)
+            .unwrap_or(&[])
+    }
+
+    /// The Content-Length value used for framing (`None` when absent).
+    pub fn content_length(&self) -> Option<u32> {
+        self.content_length
+    }
+
+    /// All header rows as one slice: from after the start line's CRLF to before the empty line.
+    pub fn header_section(&self) -> &'b [u8] {
+        self.span(usize::from(self.line_end) + 2, usize::from(self.header_end))
+    }
+
+    /// The offsets, within [`Message::bytes`], of a slice obtained from this message (a row, a
+    /// value, a URI, a parameter...). `None` if `sub` does not lie inside the message.
+    pub fn offset_of(&self, sub: &[u8]) -> Option<Range<usize>> {
+        let base = self.bytes.as_ptr() as usize;
+        let start = (sub.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(sub.len())?;
+        (end <= self.bytes.len()).then_some(start..end)
+    }
+
+    /// The next row named `name` at or after row index `from`, with its index.
+    pub(crate) fn next_row_named(
+        &self,
+        name: HeaderName,
+        from: usize,
+    ) -> Option<(usize, Header<'b>)> {
+        let start = from.max(self.first_index(name)?);
+        (start..usize::from(self.count))
+            .find(|&i| self.rows.get(i).is_some_and(|e| e.name == name))
+            .map(|i| (i, self.row_at(i)))
+    }
+
+    fn first_index(&self, name: HeaderName) -> Option<usize> {
+        match self.first.get(name.index()) {
+            Some(&i) if i != NO_ROW => Some(usize::from(i)),
+            _ => None,
+        }
+    }
+
+    fn row_at(&self, i: usize) -> Header<'b> {
+        let e = self.rows.get(i).copied().unwrap_or(Entry::EMPTY);
+        let row_end = match self.rows.get(i + 1) {
+            Some(next) if i + 1 < usize::from(self.count) => usize::from(next.start),
+            _ => usize::from(self.header_end),
+        };
+        let start = usize::from(e.start);
+        let raw_name = if e.name_len < u8::MAX {
+            self.span(start, start + usize::from(e.name_len))
+        } else {
+            let row = self.span(start, row_end);
+            let len = row.iter().position(|&c| !is_token(c)).unwrap_or(row.len());
+            self.span(start, start + len)
+        };
+        Header {
+            name: e.name,
+            raw_name,
+            value: self.span(usize::from(e.value_start), usize::from(e.value_end)),
+            row: self.span(start, row_end),
+        }
+    }
+}
+
+impl core::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Message")
+            .field("start_line", &String::from_utf8_lossy(self.start_line()))
+            .field("rows", &self.count)
+            .field("body_len", &self.body().len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nv: SIP/2.0/UDP h2\r\nCall-ID: x\r\nContent-Length: 4\r\n\r\nbodyNOISE";
+
+    #[test]
+    fn frames_by_content_length_and_indexes_rows() {
+        let m = parse(OPTIONS).unwrap();
+        assert_eq!(m.body(), b"body");
+        assert!(m.bytes().ends_with(b"\r\n\r\nbody"));
+        assert_eq!(m.header_count(), 4);
+        assert_eq!(m.rows(HeaderName::Via).count(), 2);
+        let v2 = m.rows(HeaderName::Via).nth(1).unwrap();
+        assert_eq!(v2.raw_name, b"v");
+        assert_eq!(v2.value, b"SIP/2.0/UDP h2");
+        assert_eq!(v2.row, b"v: SIP/2.0/UDP h2\r\n");
+        assert_eq!(m.first_value(HeaderName::CallId), Some(&b"x"[..]));
+        let range = m.offset_of(v2.value).unwrap();
+        assert_eq!(&OPTIONS[range.clone()], b"SIP/2.0/UDP h2");
+        assert_eq!(
+            range.start,
+            OPTIONS.windows(2).position(|w| w == b"v:").unwrap() + 3
+        );
+        assert_eq!(m.offset_of(b"elsewhere"), None);
+    }
+
+    #[test]
+    fn folded_rows_keep_their_folds_and_trim_ends() {
+        let m =
+            parse(b"SIP/2.0 200 OK\r\nSubject : \r\n  I know\r\n\tyou\r\nTo: x\r\n\r\n").unwrap();
+        let s = m.first(HeaderName::Subject).unwrap();
+        assert_eq!(s.value, b"I know\r\n\tyou");
+        assert_eq!(s.row, b"Subject : \r\n  I know\r\n\tyou\r\n");
+        assert_eq!(m.status(), Some(200));
+    }
+
+    #[test]
+    fn framing_errors() {
+        let cases: &[(&[u8], ParseError)] = &[
+            (b"", ParseError::Empty),
+            (b"\r\n\r\n", ParseError::Empty),
+            (
+                b"OPTIONS sip:a SIP/2.0\r\nTo: x\r\n",
+                ParseError::UnterminatedHeaders,
+            ),
+            (
+                b"OPTIONS sip:a SIP/2.0\nTo: x\r\n\r\n",
+                ParseError::BadLineEnd,
+            ),
+            (
+                b"OPTIONS sip:a SIP/2.0\r\nTo: x\rY\r\n\r\n",
+                ParseError::BadLineEnd,
+            ),
+            (
+                b"OPTIONS sip:a SIP/2.0\r\nTo x\r\n\r\n",
+                ParseError::MissingColon,
+            ),
+            (
+                b"OPTIONS sip:a SIP/2.0\r\n To: x\r\n\r\n",
+                ParseError::BadHeaderName,
+            ),
+            (
+                b"OPTIONS sip:a SIP/2.0\r\nl: 5\r\n\r\nabc",
+                ParseError::ContentLengthTooLarge,
+            ),
+            (
+                b"OPTIONS sip:a SIP/2.0\r\nl: five\r\n\r\n",
+                ParseError::BadContentLength,
+            ),
+            (
+                b"OPTIONS sip:a SIP/2.0\r\nl: 1\r\nl: 2\r\n\r\nab",
+                ParseError::ConflictingContentLength,
+            ),
+            (b"OPTIONS  sip:a SIP/2.0\r\n\r\n", ParseError::BadStartLine),
+            (b"OPTIONS sip:a SIP/2.0 \r\n\r\n", ParseError::BadStartLine),
+            (
+                b"OPTIONS <sip:a> SIP/2.0\r\n\r\n",
+                ParseError::BadRequestUri,
+            ),
+            (
+                b"OPTIONS sip:a SIP/7.0\r\n\r\n",
+                ParseError::VersionNotSupported,
+            ),
+            (b"SIP/2.0 4294967301 x\r\n\r\n", ParseError::BadStatusCode),
+            (b"SIP/2.0 099 x\r\n\r\n", ParseError::BadStatusCode),
+        ];
+        for (bytes, err) in cases {
+            assert_eq!(
+                parse(bytes).unwrap_err(),
+                *err,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_rows_is_an_error_not_a_panic() {
+        let mut m = b"OPTIONS sip:a SIP/2.0\r\n".to_vec();
+        for _ in 0..MAX_ROWS {
+            m.extend_from_slice(b"X: y\r\n");
+        }
+        m.extend_from_slice(b"\r\n");
+        assert!(parse(&m).is_ok());
+        let mut more = m.clone();
+        more.truncate(more.len() - 2);
+        more.extend_from_slice(b"X: y\r\n\r\n");
+        assert_eq!(parse(&more).unwrap_err(), ParseError::TooManyHeaders);
+    }
+
+    #[test]
+    fn long_names_are_measured_again() {
+        let name = "N".repeat(300);
+        let msg = format!("OPTIONS sip:a SIP/2.0\r\n{name} : v\r\n\r\n");
+        let m = parse(msg.as_bytes()).unwrap();
+        let h = m.headers().next().unwrap();
+        assert_eq!(h.raw_name, name.as_bytes());
+        assert_eq!(h.value, b"v");
+    }
+
+    #[test]
+    fn salvage_keeps_rows_before_the_error() {
+        let bytes = b"OPTIONS sip:a SIP/7.0\r\nVia: SIP/2.0/UDP h\r\nCall-ID: c\r\nbroken\r\n\r\n";
+        assert_eq!(parse(bytes).unwrap_err(), ParseError::VersionNotSupported);
+        let m = salvage(bytes).unwrap();
+        assert_eq!(m.header_count(), 2);
+        assert_eq!(m.first_value(HeaderName::CallId), Some(&b"c"[..]));
+        assert!(m.body().is_empty());
+        assert!(salvage(b"SIP/2.0 200 OK\r\n\r\n").is_none());
+    }
+
+    #[test]
+    fn leading_crlf_is_ignored_and_missing_reason_tolerated() {
+        let m = parse(b"\r\n\r\nSIP/2.0 100\r\n\r\n").unwrap();
+        assert_eq!(
+            m.kind(),
+            Kind::Response {
+                status: 100,
+                reason: b""
+            }
+        );
+        assert!(m.bytes().starts_with(b"SIP/2.0"));
+    }
+}

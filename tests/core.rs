@@ -1,0 +1,23 @@
+//! Integration tests of `sipfork`'s sans-IO layers, in one binary (ARCHITECTURE.md §2, §8).
+//!
+//! - `rfc4475`: every RFC 4475 torture vector gets the disposition its MANIFEST expects, as
+//!   recorded in `tests/core/RFC4475-DISPOSITIONS.md`.
+//! - `flows`: RFC 3261 / 3665 / 5118 call-flow messages parse and read back exactly.
+//! - `properties`: byte mutations of every vector never panic, and accessors agree with each other.
+//! - `registrar`: REGISTER handling through `Core` on virtual time (§10.3 steps, limits, instance
+//!   replacement, 423, digest, expiry, persistence, RFC 4475 registrar vectors, REGISTER flows).
+
+#[path = "core/flows.rs"]
+mod flows;
+#[path = "core/forking.rs"]
+mod forking;
+#[path = "core/properties.rs"]
+mod properties;
+#[path = "core/races.rs"]
+mod races;
+#[path = "core/registrar.rs"]
+mod registrar;
+#[path = "core/rfc4475.rs"]
+mod rfc4475;
+#[path = "core/vectors.rs"]
+mod vectors;
