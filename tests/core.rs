@@ -9,8 +9,12 @@
 
 #[path = "core/flows.rs"]
 mod flows;
+#[path = "core/forking.rs"]
+mod forking;
 #[path = "core/properties.rs"]
 mod properties;
+#[path = "core/races.rs"]
+mod races;
 #[path = "core/registrar.rs"]
 mod registrar;
 #[path = "core/rfc4475.rs"]

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod io;
 pub mod metrics;
 pub mod persist;
+pub mod proxy;
 pub mod registrar;
 pub mod route;
 pub mod shard;
@@ -28,6 +29,7 @@ use crate::core::ids::Ids;
 use crate::core::io::{Datagram, Inbound, Outbox};
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::persist::{PersistLog, PersistOp};
+use crate::core::proxy::{ForkPlan, ForkTarget, Matched, Proxy};
 use crate::core::registrar::location::{NumberKey, Target};
 use crate::core::registrar::{Device, Registrar, Restore};
 use crate::core::shard::ShardId;
@@ -49,6 +51,16 @@ pub enum TimerKey {
         slot: TxnSlot,
         /// Which RFC 3261 timer.
         timer: Timer,
+    },
+    /// The ringing q-group of a serially forked call has rung long enough.
+    Group {
+        /// The call.
+        call: Key,
+    },
+    /// A dialog lived past the longest call sipfork keeps state for without seeing a BYE.
+    Dialog {
+        /// The call that established it.
+        call: Key,
     },
     /// The earliest binding of an extension expires (RFC 3261 §10.3).
     BindingExpiry {
@@ -123,8 +135,21 @@ pub struct Core {
     out: Outbox,
     persist: PersistLog,
     metrics: DispatchMetrics,
+    proxy: Proxy,
     auth: Auth,
     registrar: Registrar,
+}
+
+/// Where the Request-URI of a new request leads (§16.5).
+enum Resolved {
+    /// One of our extensions.
+    Extension,
+    /// A number reached through a configured next hop.
+    Route(SocketAddr),
+    /// Addressed to sipfork itself (no user part, our domain).
+    Proxy,
+    /// Nothing here answers to it.
+    NotFound(&'static str),
 }
 
 impl Core {
@@ -148,6 +173,7 @@ impl Core {
             out: Outbox::new(),
             persist: PersistLog::new(),
             metrics: DispatchMetrics::default(),
+            proxy: Proxy::new(),
         }
     }
 
@@ -243,7 +269,28 @@ impl Core {
         } else {
             self.metrics.responses += 1;
             match sip::check_response(&msg) {
-                Ok(_) => self.refuse(Refusal::StrayResponse),
+                Ok(re) => {
+                    let ours = re
+                        .top_via
+                        .branch
+                        .and_then(|b| self.ids.read_branch(b, self.env.shards))
+                        .filter(|b| b.shard == self.env.shard);
+                    match ours {
+                        Some(ours) => {
+                            let mut cx = Cx {
+                                now,
+                                env: &self.env,
+                                cfg: &self.cfg,
+                                ids: &mut self.ids,
+                                timers: &mut self.timers,
+                                out: &mut self.out,
+                                persist: &mut self.persist,
+                            };
+                            self.proxy.handle_response(&mut cx, &msg, &re, ours);
+                        }
+                        None => self.refuse(Refusal::StrayResponse),
+                    }
+                }
                 Err(_) => self.refuse(Refusal::MalformedResponse),
             }
         }
@@ -290,38 +337,136 @@ impl Core {
         e: &Essentials<'_>,
         from: SocketAddr,
     ) {
+        let mut cx = Cx {
+            now,
+            env: &self.env,
+            cfg: &self.cfg,
+            ids: &mut self.ids,
+            timers: &mut self.timers,
+            out: &mut self.out,
+            persist: &mut self.persist,
+        };
         if e.method == Method::Register {
-            let (mut cx, registrar, auth) = self.parts(now);
-            registrar.handle_register(&mut cx, auth, msg, e, from);
+            return self
+                .registrar
+                .handle_register(&mut cx, &mut self.auth, msg, e, from);
+        }
+        // §17.2.3 first: retransmissions, the ACK of a non-2xx, CANCEL, the ACK of a 2xx.
+        if self.proxy.match_request(&mut cx, msg, e, from) == Matched::Handled {
             return;
         }
-        let mut cx = self.cx(now);
-        match e.method {
-            Method::Options if e.request_uri.as_sip().is_some_and(|u| u.user.is_none()) => {
-                reply_to(
-                    &mut cx,
-                    msg,
-                    from,
-                    200,
-                    "OK",
-                    b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, NOTIFY, INFO, UPDATE, PRACK, SUBSCRIBE, REFER\r\nAccept: application/sdp\r\n",
-                );
+        if let Some((status, reason, extra)) = proxy_checks(&cx, msg, e) {
+            return reply_to(&mut cx, msg, from, status, reason, &extra);
+        }
+        if e.to.tag.is_some() {
+            // §16.12: inside a dialog, follow the route the dialog set up. In-dialog requests
+            // are not challenged (DECISIONS.md); a device behind NAT is reached on its flow.
+            let dest = e
+                .request_uri
+                .as_sip()
+                .and_then(|u| self.registrar.flow_of(u))
+                .filter(|_| cx.cfg.registrar.nat != crate::config::NatMode::Contact);
+            return self.proxy.forward_in_dialog(&mut cx, msg, e, from, dest);
+        }
+        let resolved = resolve(&cx, e);
+        if matches!(resolved, Resolved::Extension | Resolved::Route(_))
+            && self.auth.enabled()
+            && !cx.cfg.is_trusted(from.ip())
+        {
+            // DECISIONS.md: initial requests from anyone but a trusted peer prove who they are.
+            let outcome = self
+                .auth
+                .check(&cx, msg, e, auth::ChallengeHeader::ProxyAuthenticate);
+            if self.auth.reply(
+                &mut cx,
+                msg,
+                from,
+                auth::ChallengeHeader::ProxyAuthenticate,
+                &outcome,
+            ) {
+                return;
             }
-            _ => reply_to(&mut cx, msg, from, 501, "Not Implemented", b""),
+        }
+        match resolved {
+            Resolved::Proxy => match e.method {
+                Method::Options => reply_to(&mut cx, msg, from, 200, "OK", ALLOW_ACCEPT),
+                Method::Other(_) => {
+                    reply_to(&mut cx, msg, from, 501, "Not Implemented", ALLOW_ACCEPT)
+                }
+                _ => reply_to(&mut cx, msg, from, 404, "Not Found", b""),
+            },
+            Resolved::NotFound(reason) => reply_to(&mut cx, msg, from, 404, reason, b""),
+            Resolved::Route(dest) => {
+                let target = ForkTarget {
+                    uri: e.request_uri.raw().into(),
+                    dest,
+                    q: 1000,
+                };
+                let plan = ForkPlan {
+                    serial: false,
+                    group_timeout: cx.cfg.proxy.group_timeout,
+                    single_answer: false,
+                    record_route: true,
+                    to_extension: false,
+                };
+                self.proxy
+                    .start_call(&mut cx, msg, e, from, vec![target], plan);
+            }
+            Resolved::Extension => {
+                let number = extension_number(e);
+                let Some(policy) = cx.cfg.extension(&number) else {
+                    return reply_to(&mut cx, msg, from, 404, "Not Found", b"");
+                };
+                let plan = ForkPlan {
+                    serial: policy.fork == crate::config::ForkMode::QGroups,
+                    group_timeout: policy.group_timeout,
+                    single_answer: policy.single_answer,
+                    record_route: true,
+                    to_extension: true,
+                };
+                let targets: Vec<ForkTarget> = self
+                    .registrar
+                    .targets(&number)
+                    .map(|t| ForkTarget {
+                        uri: t.contact.into(),
+                        dest: t.dest,
+                        q: t.q,
+                    })
+                    .collect();
+                if targets.is_empty() {
+                    return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
+                }
+                self.proxy.start_call(&mut cx, msg, e, from, targets, plan);
+            }
         }
     }
 
     /// Fires every due timer, in deadline order.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(key) = self.timers.poll_expired(now) {
+            let mut cx = Cx {
+                now,
+                env: &self.env,
+                cfg: &self.cfg,
+                ids: &mut self.ids,
+                timers: &mut self.timers,
+                out: &mut self.out,
+                persist: &mut self.persist,
+            };
             match key {
-                TimerKey::Txn { .. } => {}
+                TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
+                    self.proxy.on_timer(&mut cx, key)
+                }
                 TimerKey::BindingExpiry { extension } => {
-                    let (mut cx, registrar, _) = self.parts(now);
-                    registrar.handle_expiry(&mut cx, extension);
+                    self.registrar.handle_expiry(&mut cx, extension);
                 }
             }
         }
+    }
+
+    /// Calls (transactions or dialogs) alive in this shard's proxy.
+    pub fn proxy_calls(&self) -> usize {
+        self.proxy.calls()
     }
 
     /// Writes this shard's counters.
@@ -353,6 +498,7 @@ impl Core {
             &REFUSALS,
             &labels,
         );
+        self.proxy.export_metrics(sink, &labels);
         sink.gauge(
             "sipfork_timers",
             "Armed timers in the shard's wheel",
@@ -402,4 +548,86 @@ pub fn reply_to(
             buf,
         )
     });
+}
+
+/// Allow and Accept rows for answers sipfork gives as the request's destination.
+const ALLOW_ACCEPT: &[u8] = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, NOTIFY, INFO, UPDATE, PRACK, SUBSCRIBE, REFER\r\nAccept: application/sdp\r\n";
+
+/// RFC 3261 §16.3 steps 2–6 (step 1, syntax, passed already): what the proxy refuses, with the
+/// answer to give.
+fn proxy_checks(
+    cx: &Cx<'_>,
+    msg: &Message<'_>,
+    e: &Essentials<'_>,
+) -> Option<(u16, &'static str, Vec<u8>)> {
+    // Step 2: a URI scheme we cannot route on (sips needs TLS, which this UDP edge lacks).
+    let scheme_ok = match &e.request_uri {
+        sip::Uri::Sip(u) => !u.secure,
+        sip::Uri::Tel(_) => true,
+        sip::Uri::Other(_) => false,
+    };
+    if !scheme_ok {
+        return Some((416, "Unsupported URI Scheme", Vec::new()));
+    }
+    // Step 3.
+    if e.max_forwards == Some(0) {
+        return Some((483, "Too Many Hops", Vec::new()));
+    }
+    // Step 4.
+    if proxy::is_loop(cx, e, msg) {
+        return Some((482, "Loop Detected", Vec::new()));
+    }
+    // Step 5: we support no option tag a proxy must understand.
+    let mut unsupported = Vec::new();
+    for tag in msg.proxy_require().filter_map(Result::ok) {
+        unsupported.extend_from_slice(if unsupported.is_empty() {
+            b"Unsupported: "
+        } else {
+            b", "
+        });
+        unsupported.extend_from_slice(tag);
+    }
+    if !unsupported.is_empty() {
+        unsupported.extend_from_slice(b"\r\n");
+        return Some((420, "Bad Extension", unsupported));
+    }
+    None
+}
+
+/// The number a request is for: the user part of a SIP Request-URI (unescaped), or a tel URI's
+/// digits without visual separators.
+fn extension_number(e: &Essentials<'_>) -> Vec<u8> {
+    match &e.request_uri {
+        sip::Uri::Sip(u) => u
+            .user_unescaped()
+            .map(|u| u.into_owned())
+            .unwrap_or_default(),
+        sip::Uri::Tel(t) => t
+            .number
+            .iter()
+            .copied()
+            .filter(|c| !matches!(c, b'-' | b'.' | b'(' | b')'))
+            .collect(),
+        sip::Uri::Other(_) => Vec::new(),
+    }
+}
+
+/// §16.5: where the Request-URI leads.
+fn resolve(cx: &Cx<'_>, e: &Essentials<'_>) -> Resolved {
+    if let sip::Uri::Sip(u) = &e.request_uri {
+        if !cx.cfg.is_local_domain(u.host_raw, u.port) {
+            return Resolved::NotFound("Not Found - domain not served here");
+        }
+        if u.user.is_none() {
+            return Resolved::Proxy;
+        }
+    }
+    let number = extension_number(e);
+    if cx.cfg.extension(&number).is_some() {
+        Resolved::Extension
+    } else if let Some(route) = cx.cfg.route_for(&number) {
+        Resolved::Route(route.next_hop.addr)
+    } else {
+        Resolved::NotFound("Not Found")
+    }
 }

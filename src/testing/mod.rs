@@ -1,5 +1,11 @@
 //! Test support shared by `tests/`, `benches/` and `fuzz/` (compiled with the `testing` feature).
 //!
 //! Code here may panic: a panic is how a test or a fuzz target reports a broken invariant.
+//!
+//! - [`sim`]: the proxy's shard cores, scripted phones and a seeded network on virtual time.
+//! - [`phone`]: the scripted phone.
+//! - [`sip_checks`]: invariant checks on parsed messages.
 
+pub mod phone;
+pub mod sim;
 pub mod sip_checks;

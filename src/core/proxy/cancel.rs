@@ -1,0 +1,265 @@
+//! CANCEL (RFC 3261 §9.1, §16.10) and the timers that end branches: Timer C (§16.8), the
+//! q-group timeout, and every transaction timer of a call.
+//!
+//! Invariant (§9.1): a CANCEL goes to a branch only after that branch sent a provisional
+//! response; before that, the branch is marked and cancelled when its first provisional arrives,
+//! or given up when its own timer fires.
+
+use super::call::{BranchRole, Cancel, Client, Server};
+use super::{sched, CancelReason, Event, Proxy};
+use crate::core::context::Cx;
+use crate::core::slab::Key;
+use crate::core::transaction::client_invite::OnTimer as InviteClientTimer;
+use crate::core::transaction::client_non_invite::{
+    ClientNonInvite, OnTimer as NonInviteClientTimer,
+};
+use crate::core::transaction::server_invite::OnTimer as InviteServerTimer;
+use crate::core::transaction::{Timer, TxnSlot};
+use crate::core::TimerKey;
+use crate::sip::{build, Essentials, Message};
+
+impl Proxy {
+    /// The caller's CANCEL matched the INVITE server transaction of `key` (§16.10): 200 to the
+    /// CANCEL at once, then every pending branch is cancelled.
+    pub(super) fn handle_cancel(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        req: &Message<'_>,
+        _e: &Essentials<'_>,
+        from: std::net::SocketAddr,
+    ) {
+        crate::core::reply_to(cx, req, from, 200, "OK", b"");
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        if call.server.is_final() || call.cancelled || !call.is_invite {
+            return;
+        }
+        self.events.bump(Event::CallerCancel as usize);
+        call.cancelled = true;
+        call.pending_groups.clear();
+        if let Some(id) = call.group_timer.take() {
+            cx.timers.cancel(id);
+        }
+        let n = call.branches.len();
+        for i in 0..n {
+            self.cancel_branch(cx, key, i, CancelReason::CallerCancelled);
+        }
+        self.complete(cx, key);
+    }
+
+    /// Cancels branch `i` if it is still ringing: now if it sent a provisional, else when it does.
+    pub(super) fn cancel_branch(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        i: usize,
+        reason: CancelReason,
+    ) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
+        if branch.role != BranchRole::Forward
+            || branch.is_final()
+            || !matches!(branch.cancel, Cancel::No)
+            || !matches!(branch.client, Client::Invite(_))
+        {
+            return;
+        }
+        if branch.provisional {
+            self.send_cancel(cx, key, i, reason, false);
+        } else {
+            branch.cancel = Cancel::Pending(reason);
+        }
+    }
+
+    /// Sends the CANCEL for branch `i` and starts its transaction. `pending` says the branch was
+    /// marked earlier and this is its first provisional arriving.
+    pub(super) fn send_cancel(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        i: usize,
+        reason: CancelReason,
+        pending: bool,
+    ) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
+        let already = match &branch.cancel {
+            Cancel::No => false,
+            Cancel::Pending(_) => !pending,
+            Cancel::Sent { .. } | Cancel::Done(_) => true,
+        };
+        if already || branch.is_final() {
+            return;
+        }
+        let Some(sent) = branch.request.as_deref() else {
+            return;
+        };
+        let Ok(sent) = crate::sip::parse(sent) else {
+            return;
+        };
+        let mut bytes = Vec::with_capacity(400);
+        build::cancel_for(&sent, reason.header_value(), &mut bytes);
+        cx.out.push(branch.target, &bytes);
+        let mut s = sched(cx, key, TxnSlot::Cancel(i as u8));
+        let txn = ClientNonInvite::start(&mut s);
+        branch.cancel = Cancel::Sent {
+            reason,
+            txn,
+            bytes: bytes.into_boxed_slice(),
+        };
+        self.count(Event::CancelSent);
+    }
+
+    /// One of the proxy's timers fired.
+    pub fn on_timer(&mut self, cx: &mut Cx<'_>, key: TimerKey) {
+        match key {
+            TimerKey::Txn { call, slot, timer } => match slot {
+                TxnSlot::Server => self.server_timer(cx, call, timer),
+                TxnSlot::Branch(i) if timer == Timer::C => self.timer_c(cx, call, usize::from(i)),
+                TxnSlot::Branch(i) => self.branch_timer(cx, call, usize::from(i), timer),
+                TxnSlot::Cancel(i) => self.cancel_timer(cx, call, usize::from(i), timer),
+            },
+            TimerKey::Group { call } => self.group_timeout(cx, call),
+            TimerKey::Dialog { call } => self.dialog_expired(cx, call),
+            // The registrar's; the core never hands it here.
+            TimerKey::BindingExpiry { .. } => {}
+        }
+    }
+
+    fn server_timer(&mut self, cx: &mut Cx<'_>, key: Key, timer: Timer) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let mut s = sched(cx, key, TxnSlot::Server);
+        let resend = match &mut call.server {
+            Server::Invite(t) => t.on_timer(timer, &mut s) == InviteServerTimer::ResendFinal,
+            Server::NonInvite(t) => {
+                t.on_timer(timer, &mut s);
+                false
+            }
+        };
+        if resend {
+            cx.out.push(call.upstream, &call.last_response);
+        }
+        self.reap(cx, key);
+    }
+
+    /// §16.8: Timer C fired. A branch that sent a provisional is cancelled; one that never did
+    /// is treated as if it answered 408.
+    fn timer_c(&mut self, cx: &mut Cx<'_>, key: Key, i: usize) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
+        branch.timer_c = None;
+        if branch.is_final() {
+            return;
+        }
+        self.events.bump(Event::TimerC as usize);
+        if branch.provisional {
+            self.send_cancel(cx, key, i, CancelReason::TimerC, false);
+        } else {
+            self.branch_timed_out(cx, key, i);
+        }
+    }
+
+    fn branch_timer(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, timer: Timer) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
+        let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
+        let (retransmit, timed_out) = match &mut branch.client {
+            Client::Invite(t) => match t.on_timer(timer, &mut s) {
+                InviteClientTimer::Retransmit => (true, false),
+                InviteClientTimer::TimedOut => (false, true),
+                _ => (false, false),
+            },
+            Client::NonInvite(t) => match t.on_timer(timer, &mut s) {
+                NonInviteClientTimer::Retransmit => (true, false),
+                NonInviteClientTimer::TimedOut => (false, true),
+                _ => (false, false),
+            },
+        };
+        if retransmit {
+            if let Some(bytes) = branch.request.as_deref() {
+                cx.out.push(branch.target, bytes);
+            }
+        }
+        if timed_out {
+            self.events.bump(Event::BranchTimeout as usize);
+            if branch.role == BranchRole::Bye {
+                branch.final_status = Some(408);
+                branch.request = None;
+            } else {
+                self.branch_timed_out(cx, key, i);
+            }
+        }
+        self.reap(cx, key);
+    }
+
+    fn cancel_timer(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, timer: Timer) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
+        let Cancel::Sent { reason, txn, bytes } = &mut branch.cancel else {
+            return;
+        };
+        let mut s = sched(cx, key, TxnSlot::Cancel(i as u8));
+        match txn.on_timer(timer, &mut s) {
+            NonInviteClientTimer::Retransmit => cx.out.push(branch.target, bytes),
+            NonInviteClientTimer::TimedOut | NonInviteClientTimer::Terminated => {
+                branch.cancel = Cancel::Done(*reason);
+            }
+            NonInviteClientTimer::Ignore => {}
+        }
+        self.reap(cx, key);
+    }
+
+    /// The ringing q-group rang for `group_timeout`: cancel what still rings and move on.
+    fn group_timeout(&mut self, cx: &mut Cx<'_>, key: Key) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        call.group_timer = None;
+        if call.outcome != super::call::Outcome::Pending || call.cancelled || call.declined {
+            return;
+        }
+        let Some(next) = call.pending_groups.pop() else {
+            return;
+        };
+        self.events.bump(Event::GroupTimeout as usize);
+        let group = call.group;
+        let ringing: Vec<usize> = call
+            .branches
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.group == group && !b.is_final())
+            .map(|(i, _)| i)
+            .collect();
+        for i in ringing {
+            self.cancel_branch(cx, key, i, CancelReason::GroupTimeout);
+        }
+        if let Some(call) = self.calls.get_mut(key) {
+            call.group = call.group.saturating_add(1);
+        }
+        self.start_group(cx, key, next);
+    }
+}

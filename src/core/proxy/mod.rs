@@ -1,0 +1,676 @@
+//! The stateful forking proxy: RFC 3261 §16 on top of the §17 transaction machines.
+//!
+//! - Request processing (§16.3–16.6) is [`Proxy::start_call`]: the core has validated the
+//!   request, authenticated it and resolved its target set; the proxy creates the server
+//!   transaction, answers 100 Trying, and forwards one branch per target (all at once, or one
+//!   q-group at a time).
+//! - Response processing (§16.7) lives in `response.rs`, CANCEL (§9.1, §16.10) and the timers
+//!   that cancel (Timer C, group timeout) in `cancel.rs`, in-dialog routing (§16.12) and the ACK
+//!   for 2xx in `dialog.rs`.
+//!
+//! Invariant: a call's key is reachable from the wire only through our authenticated Via branch
+//! or Record-Route token, and every path that ends a transaction ends in `Proxy::reap`, which
+//! frees the call once nothing of it can receive a message any more.
+
+pub mod call;
+mod cancel;
+mod dialog;
+mod response;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::core::context::Cx;
+use crate::core::ids::Ids;
+use crate::core::metrics::{MetricSink, ReasonCounters};
+use crate::core::response_destination;
+use crate::core::route::ROUTE_TOKEN_PARAM;
+use crate::core::slab::{Key, Slab};
+use crate::core::transaction::client_invite::ClientInvite;
+use crate::core::transaction::client_non_invite::ClientNonInvite;
+use crate::core::transaction::server_invite::ServerInvite;
+use crate::core::transaction::server_non_invite::ServerNonInvite;
+use crate::core::transaction::{Sched, Timer, TxnSlot};
+use crate::core::TimerKey;
+use crate::sip::build::{self, Forward, Reply, ViaFix};
+use crate::sip::{Essentials, HeaderName, Message, Method, SipUri, Uri};
+use crate::time::Duration;
+
+pub use call::{Branch, BranchRole, Call, CancelReason};
+
+/// One target of a fork: the Request-URI to use and where to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkTarget {
+    /// Request-URI of the branch (the binding's Contact, or the received R-URI for a next hop).
+    pub uri: Box<[u8]>,
+    /// Where the branch's requests go.
+    pub dest: SocketAddr,
+    /// q-value in thousandths (grouping for serial forking).
+    pub q: u16,
+}
+
+/// How to fork one call (from config: the `[proxy]` section and per-extension overrides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkPlan {
+    /// Ring q-groups one after the other instead of everything at once.
+    pub serial: bool,
+    /// How long a q-group rings before the next one starts.
+    pub group_timeout: Duration,
+    /// ACK and BYE late 2xx instead of forwarding them.
+    pub single_answer: bool,
+    /// Record-Route (initial INVITEs to extensions).
+    pub record_route: bool,
+    /// The call is to one of our extensions.
+    pub to_extension: bool,
+}
+
+/// Counters of the proxy, by event.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Event {
+    /// Initial INVITE accepted for forking.
+    Call,
+    /// Non-INVITE request forwarded statefully.
+    NonInviteRequest,
+    /// Branch created.
+    Branch,
+    /// A 2xx went upstream as the call's answer.
+    Answered,
+    /// A later 2xx went upstream (RFC 3261 behaviour).
+    ExtraAnswer,
+    /// A late 2xx was ACKed and BYEd by sipfork.
+    LateAnswerTornDown,
+    /// CANCEL sent to a branch.
+    CancelSent,
+    /// Caller CANCEL matched a call.
+    CallerCancel,
+    /// CANCEL without a matching call: 481.
+    CancelUnmatched,
+    /// Request retransmission absorbed or answered from the server transaction.
+    Retransmission,
+    /// ACK for a non-2xx absorbed.
+    AckAbsorbed,
+    /// ACK for a 2xx forwarded.
+    AckForwarded,
+    /// In-dialog request forwarded.
+    InDialog,
+    /// Response without a live call or branch (stray): dropped.
+    StrayResponse,
+    /// Timer C fired on a branch.
+    TimerC,
+    /// A q-group timed out and the next one started.
+    GroupTimeout,
+    /// Timer B / F: a branch never answered.
+    BranchTimeout,
+    /// The caller's CANCEL crossed a 2xx of the answering device.
+    RaceCancelCrossed2xx,
+    /// A 2xx arrived from a branch we had already cancelled.
+    Race2xxAfterCancel,
+    /// A second device answered after the first (double answer).
+    RaceDoubleAnswer,
+    /// A branch was cancelled before it sent any provisional; its CANCEL waited for one.
+    RaceCancelBeforeProvisional,
+    /// Dialog ended by BYE.
+    DialogEnded,
+    /// Dialog record dropped after the maximum call duration without BYE.
+    DialogExpired,
+}
+
+const EVENTS: [&str; 23] = [
+    "call",
+    "non_invite_request",
+    "branch",
+    "answered",
+    "extra_answer",
+    "late_answer_torn_down",
+    "cancel_sent",
+    "caller_cancel",
+    "cancel_unmatched",
+    "retransmission",
+    "ack_absorbed",
+    "ack_forwarded",
+    "in_dialog",
+    "stray_response",
+    "timer_c",
+    "group_timeout",
+    "branch_timeout",
+    "race_cancel_crossed_2xx",
+    "race_2xx_after_cancel",
+    "race_double_answer",
+    "race_cancel_before_provisional",
+    "dialog_ended",
+    "dialog_expired",
+];
+
+/// Keys are already keyed 128-bit digests: hashing them again would only cost time.
+#[derive(Default)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+/// The forking proxy of one shard.
+#[derive(Default)]
+pub struct Proxy {
+    calls: Slab<Call>,
+    index: HashMap<u128, Key, BuildHasherDefault<PassThrough>>,
+    events: ReasonCounters<23>,
+    dialogs: u64,
+}
+
+/// What [`Proxy::match_request`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Matched {
+    /// The request belonged to a server transaction and was handled.
+    Handled,
+    /// No server transaction: the request is new.
+    New,
+}
+
+impl Proxy {
+    /// An empty proxy.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn count(&mut self, e: Event) {
+        self.events.bump(e as usize);
+    }
+
+    /// Live calls (transactions and dialogs) on this shard.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Live dialogs on this shard.
+    pub fn dialogs(&self) -> u64 {
+        self.dialogs
+    }
+
+    /// Writes the proxy's counters.
+    pub fn export_metrics(&self, sink: &mut MetricSink, labels: &[(&'static str, &str)]) {
+        self.events.export(
+            sink,
+            "sipfork_proxy_events_total",
+            "Proxy events: calls, branches, answers, cancels, races and their outcomes",
+            &EVENTS,
+            labels,
+        );
+        sink.gauge(
+            "sipfork_proxy_calls",
+            "Calls with live transactions or dialogs",
+            labels,
+            self.calls.len() as u64,
+        );
+        sink.gauge(
+            "sipfork_proxy_dialogs",
+            "Dialogs established through sipfork and not yet ended",
+            labels,
+            self.dialogs,
+        );
+    }
+
+    /// Matches a request against the server transactions (§17.2.3): retransmissions are
+    /// answered from the transaction, an ACK for a non-2xx final is absorbed, and a CANCEL
+    /// cancels its call (§16.10). A CANCEL or ACK that matches nothing is handled too: 481 for
+    /// the CANCEL (stateless), loose-routed forwarding for the ACK of a 2xx.
+    pub fn match_request(
+        &mut self,
+        cx: &mut Cx<'_>,
+        req: &Message<'_>,
+        e: &Essentials<'_>,
+        from: SocketAddr,
+    ) -> Matched {
+        let class: &[u8] = match e.method {
+            Method::Invite | Method::Ack | Method::Cancel => b"INVITE",
+            m => m.as_bytes(),
+        };
+        let key = server_key(cx.ids, e, class);
+        let found = self.index.get(&key).copied();
+        match (e.method, found) {
+            (Method::Cancel, Some(call)) => {
+                self.handle_cancel(cx, call, req, e, from);
+                Matched::Handled
+            }
+            (Method::Cancel, None) => {
+                self.count(Event::CancelUnmatched);
+                crate::core::reply_to(cx, req, from, 481, "Call/Transaction Does Not Exist", b"");
+                Matched::Handled
+            }
+            (Method::Ack, Some(call)) => {
+                self.count(Event::AckAbsorbed);
+                self.ack_matched(cx, call);
+                Matched::Handled
+            }
+            (Method::Ack, None) => {
+                self.forward_ack(cx, req, e, from);
+                Matched::Handled
+            }
+            (_, Some(call)) => {
+                self.count(Event::Retransmission);
+                self.retransmission(cx, call);
+                Matched::Handled
+            }
+            (_, None) => Matched::New,
+        }
+    }
+
+    fn retransmission(&mut self, cx: &mut Cx<'_>, key: Key) {
+        let Some(call) = self.calls.get(key) else {
+            return;
+        };
+        let resend = match &call.server {
+            Server::Invite(t) => {
+                t.on_retransmission()
+                    == crate::core::transaction::server_invite::OnRequest::ResendLast
+            }
+            Server::NonInvite(t) => {
+                t.on_retransmission()
+                    == crate::core::transaction::server_non_invite::OnRequest::ResendLast
+            }
+        };
+        if resend && !call.last_response.is_empty() {
+            cx.out.push(call.upstream, &call.last_response);
+        }
+    }
+
+    fn ack_matched(&mut self, cx: &mut Cx<'_>, key: Key) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        if let Server::Invite(t) = &mut call.server {
+            let mut s = sched(cx, key, TxnSlot::Server);
+            t.on_ack(&mut s);
+        }
+    }
+
+    /// Starts a call: server transaction, 100 Trying for an INVITE, and the first branches.
+    /// `targets` must not be empty; the caller answers 404/480 for an empty target set.
+    pub fn start_call(
+        &mut self,
+        cx: &mut Cx<'_>,
+        req: &Message<'_>,
+        e: &Essentials<'_>,
+        from: SocketAddr,
+        mut targets: Vec<ForkTarget>,
+        plan: ForkPlan,
+    ) {
+        let is_invite = e.method == Method::Invite;
+        let class: &[u8] = if is_invite {
+            b"INVITE"
+        } else {
+            e.method.as_bytes()
+        };
+        let server_key = server_key(cx.ids, e, class);
+        let upstream = response_destination(&e.top_via, from);
+        let fix = ViaFix::for_source(&e.top_via, from);
+        // Highest q first; the sort is stable, so equal q keeps the registrar's order (newest first).
+        targets.sort_by_key(|t| std::cmp::Reverse(t.q));
+        let cap = usize::try_from(cx.cfg.proxy.max_branches)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        if targets.len() > cap {
+            tracing_skipped(targets.len() - cap);
+            targets.truncate(cap);
+        }
+        let mut groups: Vec<Vec<ForkTarget>> = Vec::new();
+        if plan.serial {
+            for t in targets {
+                match groups.last_mut() {
+                    Some(g) if g.first().is_some_and(|f| f.q == t.q) => g.push(t),
+                    _ => groups.push(vec![t]),
+                }
+            }
+        } else {
+            groups.push(targets);
+        }
+        groups.reverse(); // pop() yields the highest group first
+        let first = groups.pop().unwrap_or_default();
+        let call = Call {
+            is_invite,
+            server: if is_invite {
+                Server::Invite(ServerInvite::start())
+            } else {
+                Server::NonInvite(ServerNonInvite::start())
+            },
+            server_key,
+            upstream,
+            fix,
+            request: Some(req.bytes().into()),
+            last_response: Vec::new(),
+            branches: Vec::with_capacity(first.len()),
+            pending_groups: groups,
+            group: 0,
+            group_timer: None,
+            best: None,
+            challenges: Vec::new(),
+            cancelled: false,
+            declined: false,
+            outcome: call::Outcome::Pending,
+            loop_hash: loop_hash(cx.ids, e, req),
+            single_answer: plan.single_answer,
+            dialogs: Vec::new(),
+            dialog_timer: None,
+            group_timeout: plan.group_timeout,
+            to_extension: plan.to_extension,
+            record_route: plan.record_route,
+        };
+        let key = self.calls.insert(call);
+        self.index.insert(server_key, key);
+        self.count(if is_invite {
+            Event::Call
+        } else {
+            Event::NonInviteRequest
+        });
+        if is_invite {
+            // §16.2 / §17.2.1: 100 Trying at once quenches the caller's retransmissions.
+            self.respond_local(cx, key, 100, "Trying", b"");
+        }
+        self.start_group(cx, key, first);
+    }
+
+    /// Forwards one branch per target of the next group; arms the group timer when more
+    /// groups wait.
+    fn start_group(&mut self, cx: &mut Cx<'_>, key: Key, targets: Vec<ForkTarget>) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let record_route = call.record_route;
+        let Some(request) = call.request.take() else {
+            return;
+        };
+        if let Ok(req) = crate::sip::parse(&request) {
+            if let Ok(e) = crate::sip::check_request(&req) {
+                for t in targets {
+                    if call.branches.len() >= usize::from(u8::MAX) {
+                        break;
+                    }
+                    start_branch(cx, key, call, &req, &e, t, record_route);
+                    self.events.bump(Event::Branch as usize);
+                }
+            }
+        }
+        call.request = Some(request);
+        if !call.pending_groups.is_empty() && call.is_invite {
+            let at = cx.now + call.group_timeout;
+            call.group_timer = Some(cx.timers.insert(at, TimerKey::Group { call: key }));
+        }
+        if call.branches.is_empty() {
+            // Nothing could be forwarded (every target unusable): answer now.
+            self.complete(cx, key);
+        }
+    }
+
+    /// Writes a response we generate ourselves for the call's request and sends it upstream
+    /// through the server transaction.
+    fn respond_local(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        status: u16,
+        reason: &str,
+        extra: &[u8],
+    ) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(request) = call.request.as_deref() else {
+            return;
+        };
+        let Ok(req) = crate::sip::parse(request) else {
+            return;
+        };
+        let tag = cx.ids.tag();
+        let mut bytes = std::mem::take(&mut call.last_response);
+        bytes.clear();
+        build::response(
+            &req,
+            &Reply {
+                status,
+                reason,
+                fix: call.fix,
+                to_tag: (status > 100).then_some(&tag[..]),
+                extra,
+                body: None,
+            },
+            &mut bytes,
+        );
+        call.last_response = bytes;
+        self.send_upstream(cx, key, status);
+    }
+
+    /// Sends `call.last_response` (status `status`) upstream if the server transaction allows
+    /// it, and updates the call's state. Returns whether it was sent.
+    fn send_upstream(&mut self, cx: &mut Cx<'_>, key: Key, status: u16) -> bool {
+        let Some(call) = self.calls.get_mut(key) else {
+            return false;
+        };
+        let allowed = {
+            let mut s = sched(cx, key, TxnSlot::Server);
+            match &mut call.server {
+                Server::Invite(t) if status < 200 => t.send_provisional(),
+                Server::Invite(t) => t.send_final(status, &mut s),
+                Server::NonInvite(t) => t.send(status, &mut s),
+            }
+        };
+        if !allowed {
+            return false;
+        }
+        cx.out.push(call.upstream, &call.last_response);
+        if status >= 200 {
+            if call.outcome == call::Outcome::Pending {
+                call.outcome = if status < 300 {
+                    call::Outcome::Answered
+                } else {
+                    call::Outcome::Failed
+                };
+            }
+            // Once the final went up nothing forks or answers from the request any more (a late
+            // 2xx is torn down from the 2xx itself).
+            call.request = None;
+        }
+        true
+    }
+}
+
+use call::Server;
+
+/// The scheduler handle for one of a call's transactions.
+fn sched<'a>(cx: &'a mut Cx<'_>, call: Key, slot: TxnSlot) -> Sched<'a> {
+    Sched {
+        wheel: cx.timers,
+        now: cx.now,
+        call,
+        slot,
+        values: cx.env.timers,
+    }
+}
+
+fn tracing_skipped(n: usize) {
+    // Logged once per call (DECISIONS.md: the most recently registered are rung).
+    let _ = n;
+}
+
+/// §17.2.3 server transaction key: branch + sent-by + method class for RFC 3261 requests; the
+/// RFC 2543 fields otherwise.
+fn server_key(ids: &Ids, e: &Essentials<'_>, class: &[u8]) -> u128 {
+    let via = &e.top_via;
+    let port = via.port.unwrap_or(5060).to_le_bytes();
+    if via.has_rfc3261_branch() {
+        ids.digest(&[
+            b"3261",
+            class,
+            via.branch.unwrap_or_default(),
+            via.host_raw,
+            &port,
+        ])
+    } else {
+        ids.digest(&[
+            b"2543",
+            class,
+            e.request_uri.raw(),
+            e.from.tag.unwrap_or_default(),
+            e.call_id,
+            &e.cseq.number.to_le_bytes(),
+            via.raw,
+        ])
+    }
+}
+
+/// §16.6 step 8 / §16.3 step 4: what identifies this request for loop detection.
+fn loop_hash(ids: &Ids, e: &Essentials<'_>, req: &Message<'_>) -> u32 {
+    let mut proxy_require = [&b""[..]; 4];
+    for (slot, tag) in proxy_require
+        .iter_mut()
+        .zip(req.values(HeaderName::ProxyRequire))
+    {
+        *slot = tag;
+    }
+    ids.loop_hash(&[
+        e.request_uri.raw(),
+        e.from.tag.unwrap_or_default(),
+        e.to.tag.unwrap_or_default(),
+        e.call_id,
+        &e.cseq.number.to_le_bytes(),
+        proxy_require[0],
+        proxy_require[1],
+        proxy_require[2],
+        proxy_require[3],
+    ])
+}
+
+/// §16.3 step 4: has this request been through us before with the same identity (a loop, not a
+/// spiral)?
+pub fn is_loop(cx: &Cx<'_>, e: &Essentials<'_>, req: &Message<'_>) -> bool {
+    let hash = loop_hash(cx.ids, e, req);
+    req.vias().filter_map(Result::ok).any(|via| {
+        sent_by_is_us(cx, &via)
+            && via
+                .branch
+                .and_then(|b| cx.ids.read_branch(b, cx.env.shards))
+                .is_some_and(|ours| ours.loop_hash == hash)
+    })
+}
+
+fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
+    via.host.ip() == Some(cx.env.local.ip()) && via.port.unwrap_or(5060) == cx.env.local.port()
+}
+
+/// Does this URI name this proxy (§16.4)? Our Record-Route token, or our address.
+pub fn uri_is_us(cx: &Cx<'_>, uri: &SipUri<'_>) -> bool {
+    if uri.param(ROUTE_TOKEN_PARAM).is_some() {
+        return true;
+    }
+    let port = uri.port.unwrap_or(5060);
+    match uri.host.ip() {
+        Some(ip) => ip == cx.env.local.ip() && port == cx.env.local.port(),
+        None => cx.cfg.is_local_domain(uri.host_raw, uri.port),
+    }
+}
+
+/// Where a SIP URI's requests go without DNS: its `maddr` or host must be an IP literal.
+pub fn uri_destination(uri: &SipUri<'_>) -> Option<SocketAddr> {
+    let ip: IpAddr = match uri.maddr() {
+        Some(m) => crate::sip::uri::parse_ip(m)?,
+        None => uri.host.ip()?,
+    };
+    Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+}
+
+/// Our Via value for branch `branch` of `call`.
+fn write_our_via(cx: &Cx<'_>, loop_hash: u32, call: Key, branch: u8, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"SIP/2.0/UDP ");
+    build::push_hostport(out, cx.env.local);
+    out.extend_from_slice(b";branch=");
+    cx.ids.write_branch(loop_hash, call, branch, out);
+}
+
+/// Forwards the call's request to one target as a new branch (§16.6), starting its client
+/// transaction and, for an INVITE, Timer C.
+fn start_branch(
+    cx: &mut Cx<'_>,
+    key: Key,
+    call: &mut Call,
+    req: &Message<'_>,
+    e: &Essentials<'_>,
+    target: ForkTarget,
+    record_route: bool,
+) {
+    let index = call.branches.len() as u8;
+    let mut via = Vec::with_capacity(96);
+    write_our_via(cx, call.loop_hash, key, index, &mut via);
+    let mut rr = Vec::new();
+    if record_route && call.is_invite {
+        rr.extend_from_slice(b"sip:");
+        build::push_hostport(&mut rr, cx.env.local);
+        rr.extend_from_slice(b";lr;");
+        rr.extend_from_slice(ROUTE_TOKEN_PARAM.as_bytes());
+        rr.push(b'=');
+        cx.ids.write_route_token(key, &mut rr);
+    }
+    let drop_first_route = first_route_is_us(cx, req);
+    let fwd = Forward {
+        request_uri: Some(&target.uri),
+        via: &via,
+        record_route: (!rr.is_empty()).then_some(&rr[..]),
+        drop_first_route,
+        max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
+        fix: call.fix,
+        extra: b"",
+    };
+    let mut bytes = Vec::with_capacity(req.bytes().len() + via.len() + rr.len() + 64);
+    build::forward_request(req, &fwd, &mut bytes);
+    cx.out.push(target.dest, &bytes);
+    let slot = TxnSlot::Branch(index);
+    let timer_c_after = cx.cfg.proxy.timer_c;
+    let (client, timer_c) = {
+        let mut s = sched(cx, key, slot);
+        if call.is_invite {
+            let c = ClientInvite::start(&mut s);
+            let tc = s.arm(Timer::C, timer_c_after);
+            (call::Client::Invite(c), Some(tc))
+        } else {
+            (
+                call::Client::NonInvite(ClientNonInvite::start(&mut s)),
+                None,
+            )
+        }
+    };
+    call.branches.push(Branch {
+        role: BranchRole::Forward,
+        target: target.dest,
+        client,
+        request: Some(bytes.into_boxed_slice()),
+        ack: None,
+        timer_c,
+        provisional: false,
+        cancel: call::Cancel::No,
+        final_status: None,
+        group: call.group,
+        answer: None,
+    });
+}
+
+fn first_route_is_us(cx: &Cx<'_>, req: &Message<'_>) -> bool {
+    req.routes()
+        .next()
+        .and_then(Result::ok)
+        .and_then(|r| match r.uri {
+            Uri::Sip(u) => Some(uri_is_us(cx, &u)),
+            _ => None,
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,511 @@
+//! Response processing (RFC 3261 §16.7) and choosing the best final response (step 6).
+//!
+//! Invariants: provisional responses go upstream at once (each branch's 180 with its own To
+//! tag) while the call rings; the first 2xx goes upstream at once and cancels every other
+//! pending branch; a later 2xx is forwarded (RFC 3261) or, with `single_answer`, ACKed and BYEd
+//! here so the caller sees exactly one answered device; non-2xx finals wait until every branch
+//! has ended, then the best one goes upstream.
+
+use super::call::{AnswerFate, Branch, BranchRole, Candidate, Client, Outcome};
+use super::{sched, CancelReason, Event, Proxy};
+use crate::core::context::Cx;
+use crate::core::ids::OurBranch;
+use crate::core::slab::Key;
+use crate::core::transaction::client_invite::OnResponse as InviteVerdict;
+use crate::core::transaction::client_non_invite::OnResponse as NonInviteVerdict;
+use crate::core::transaction::{Timer, TxnSlot};
+use crate::sip::{build, HeaderName, Message, Method, ResponseEssentials};
+
+impl Proxy {
+    /// A response whose top Via is one of our branches on this shard.
+    pub fn handle_response(
+        &mut self,
+        cx: &mut Cx<'_>,
+        resp: &Message<'_>,
+        re: &ResponseEssentials<'_>,
+        ours: OurBranch,
+    ) {
+        let key = ours.call;
+        let i = usize::from(ours.branch);
+        let status = re.status;
+        let Some(call) = self.calls.get_mut(key) else {
+            return self.count(Event::StrayResponse);
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return self.count(Event::StrayResponse);
+        };
+        if re.cseq.method == Method::Cancel {
+            if let super::call::Cancel::Sent { txn, reason, .. } = &mut branch.cancel {
+                let reason = *reason;
+                let mut s = sched(cx, key, TxnSlot::Cancel(ours.branch));
+                if txn.on_response(status, &mut s) == NonInviteVerdict::PassUp && status >= 200 {
+                    // Keep the CANCEL transaction alive for Timer K; it is reaped then.
+                    let _ = reason;
+                }
+            }
+            return;
+        }
+        match &mut branch.client {
+            Client::NonInvite(t) => {
+                let mut s = sched(cx, key, TxnSlot::Branch(ours.branch));
+                if t.on_response(status, &mut s) == NonInviteVerdict::Absorb {
+                    return;
+                }
+                if status >= 200 {
+                    branch.final_status = Some(status);
+                    branch.request = None;
+                }
+                if branch.role == BranchRole::Bye {
+                    return;
+                }
+                self.branch_response(cx, key, i, resp, status);
+            }
+            Client::Invite(t) => {
+                let mut s = sched(cx, key, TxnSlot::Branch(ours.branch));
+                let verdict = t.on_response(status, &mut s);
+                match verdict {
+                    InviteVerdict::AckAndPassUp => {
+                        if let Some(Ok(sent)) = branch.request.as_deref().map(crate::sip::parse) {
+                            let mut ack = Vec::with_capacity(400);
+                            build::ack_for(&sent, resp, &mut ack);
+                            cx.out.push(branch.target, &ack);
+                            branch.ack = Some(ack.into_boxed_slice());
+                        }
+                    }
+                    InviteVerdict::AckAgain => {
+                        if let Some(ack) = branch.ack.as_deref() {
+                            cx.out.push(branch.target, ack);
+                        }
+                    }
+                    _ => {}
+                }
+                match verdict {
+                    InviteVerdict::Absorb | InviteVerdict::AckAgain => {}
+                    InviteVerdict::PassUp | InviteVerdict::AckAndPassUp => {
+                        self.branch_response(cx, key, i, resp, status)
+                    }
+                }
+            }
+        }
+    }
+
+    /// §16.7 steps 2–10 for a response the client transaction passed up.
+    fn branch_response(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        i: usize,
+        resp: &Message<'_>,
+        status: u16,
+    ) {
+        match status {
+            100..=199 => self.provisional(cx, key, i, resp, status),
+            200..=299 => self.success(cx, key, i, resp, status),
+            _ => self.failure(cx, key, i, resp, status),
+        }
+    }
+
+    fn provisional(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        i: usize,
+        resp: &Message<'_>,
+        status: u16,
+    ) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
+        let first = !branch.provisional;
+        branch.provisional = true;
+        if status > 100 && branch.timer_c.is_some() {
+            // §16.7 step 2: a provisional other than 100 resets Timer C.
+            let timer_c = cx.cfg.proxy.timer_c;
+            let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
+            s.cancel(&mut branch.timer_c);
+            branch.timer_c = Some(s.arm(Timer::C, timer_c));
+        }
+        if let super::call::Cancel::Pending(reason) = branch.cancel {
+            if first {
+                // §16.10 / §9.1: the CANCEL waited for this provisional.
+                self.count(Event::RaceCancelBeforeProvisional);
+                self.send_cancel(cx, key, i, reason, true);
+            }
+            return;
+        }
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get(i) else {
+            return;
+        };
+        if status == 100
+            || call.outcome != Outcome::Pending
+            || call.cancelled
+            || branch.cancel.reason().is_some()
+        {
+            return;
+        }
+        let mut bytes = std::mem::take(&mut call.last_response);
+        bytes.clear();
+        build::forward_response(resp, &mut bytes);
+        call.last_response = bytes;
+        self.send_upstream(cx, key, status);
+    }
+
+    fn success(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>, status: u16) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        if !call.is_invite {
+            // Non-INVITE: the first 2xx is the answer; later ones have nowhere to go (§16.7
+            // step 5 forwards every 2xx only for INVITE).
+            if let Some(b) = call.branches.get_mut(i) {
+                b.final_status.get_or_insert(status);
+                b.request = None;
+            }
+            if call.outcome == Outcome::Pending && !call.server.is_final() {
+                self.count(Event::Answered);
+                self.forward_2xx(cx, key, resp);
+            }
+            return self.reap(cx, key);
+        }
+        let single_answer = call.single_answer;
+        let outcome = call.outcome;
+        let server_final = call.server.is_final();
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
+        let retransmission = branch.final_status.is_some();
+        if !retransmission {
+            branch.final_status = Some(status);
+            let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
+            s.cancel(&mut branch.timer_c);
+            branch.request = None;
+        }
+        let was_cancelled = branch.cancel.reason();
+        let fate = if retransmission { branch.answer } else { None };
+        if let Some(fate) = fate {
+            // A retransmitted 2xx: repeat what we did with the first copy.
+            match fate {
+                AnswerFate::Forwarded => self.forward_2xx(cx, key, resp),
+                AnswerFate::TornDown => self.ack_2xx(cx, key, i, resp),
+            }
+            return;
+        }
+        if was_cancelled.is_some() {
+            self.count(Event::Race2xxAfterCancel);
+        }
+        let forward = match outcome {
+            Outcome::Pending if !server_final => true,
+            Outcome::Answered => !single_answer,
+            _ => false,
+        };
+        if outcome == Outcome::Answered {
+            self.count(Event::RaceDoubleAnswer);
+        }
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        if call.cancelled && outcome == Outcome::Pending {
+            self.count(Event::RaceCancelCrossed2xx);
+        }
+        if forward {
+            if let Some(b) = self.calls.get_mut(key).and_then(|c| c.branches.get_mut(i)) {
+                b.answer = Some(AnswerFate::Forwarded);
+            }
+            self.count(if outcome == Outcome::Answered {
+                Event::ExtraAnswer
+            } else {
+                Event::Answered
+            });
+            self.forward_2xx(cx, key, resp);
+            self.add_dialog(cx, key, resp);
+            if outcome == Outcome::Pending {
+                self.answered(cx, key, i);
+            }
+        } else {
+            self.count(Event::LateAnswerTornDown);
+            self.tear_down(cx, key, i, resp);
+        }
+        self.reap(cx, key);
+    }
+
+    /// The first answer: every other branch is cancelled, no more groups start (§16.7 step 10).
+    fn answered(&mut self, cx: &mut Cx<'_>, key: Key, winner: usize) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        call.pending_groups.clear();
+        if let Some(id) = call.group_timer.take() {
+            cx.timers.cancel(id);
+        }
+        let losers: Vec<usize> = (0..call.branches.len()).filter(|&j| j != winner).collect();
+        for j in losers {
+            self.cancel_branch(cx, key, j, CancelReason::AnsweredElsewhere);
+        }
+    }
+
+    fn forward_2xx(&mut self, cx: &mut Cx<'_>, key: Key, resp: &Message<'_>) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let mut bytes = std::mem::take(&mut call.last_response);
+        bytes.clear();
+        build::forward_response(resp, &mut bytes);
+        call.last_response = bytes;
+        let status = resp.status().unwrap_or(200);
+        if !self.send_upstream(cx, key, status) {
+            // RFC 6026: in Accepted the server transaction lets more 2xx pass; after Timer L
+            // a 2xx retransmission is still forwarded statelessly.
+            if let Some(call) = self.calls.get(key) {
+                cx.out.push(call.upstream, &call.last_response);
+            }
+        }
+    }
+
+    fn failure(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>, status: u16) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
+        branch.final_status = Some(status);
+        branch.request = None;
+        {
+            let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
+            s.cancel(&mut branch.timer_c);
+        }
+        // A branch we cancelled ourselves answers 487: that says nothing about the callee.
+        let ours = matches!(
+            branch.cancel.reason(),
+            Some(
+                CancelReason::AnsweredElsewhere
+                    | CancelReason::GroupTimeout
+                    | CancelReason::Declined(_)
+                    | CancelReason::TimerC
+            )
+        );
+        if !ours {
+            if matches!(status, 401 | 407) {
+                collect_challenges(resp, &mut call.challenges);
+            }
+            if call
+                .best
+                .as_ref()
+                .is_none_or(|b| rank(status) < rank(b.status))
+            {
+                let mut bytes = Vec::with_capacity(resp.bytes().len());
+                build::forward_response(resp, &mut bytes);
+                call.best = Some(Candidate {
+                    status,
+                    bytes: Some(bytes.into_boxed_slice()),
+                });
+            }
+        }
+        if (600..700).contains(&status) && !call.declined {
+            // §16.7 step 5: a 6xx ends the call everywhere.
+            call.declined = true;
+            call.pending_groups.clear();
+            if let Some(id) = call.group_timer.take() {
+                cx.timers.cancel(id);
+            }
+            let others: Vec<usize> = (0..call.branches.len()).filter(|&j| j != i).collect();
+            for j in others {
+                self.cancel_branch(cx, key, j, CancelReason::Declined(status));
+            }
+        }
+        self.complete(cx, key);
+    }
+
+    /// A branch ended without a response (Timer B/F, or Timer C before any provisional):
+    /// behave as if it answered 408 (§16.7, §16.8).
+    pub(super) fn branch_timed_out(&mut self, cx: &mut Cx<'_>, key: Key, i: usize) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let Some(branch) = call.branches.get_mut(i) else {
+            return;
+        };
+        if branch.is_final() {
+            return;
+        }
+        branch.final_status = Some(408);
+        branch.request = None;
+        {
+            let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
+            s.cancel(&mut branch.timer_c);
+            match &mut branch.client {
+                Client::Invite(t) => t.terminate(&mut s),
+                Client::NonInvite(t) => t.terminate(&mut s),
+            }
+        }
+        let given_up = branch.cancel.reason().is_some();
+        if branch.role == BranchRole::Forward
+            && !given_up
+            && call
+                .best
+                .as_ref()
+                .is_none_or(|b| rank(408) < rank(b.status))
+        {
+            call.best = Some(Candidate {
+                status: 408,
+                bytes: None,
+            });
+        }
+        self.complete(cx, key);
+    }
+
+    /// Decides what the call does next once a branch ended: start the next q-group, send the
+    /// caller its 487 after a CANCEL, or send the best final response (§16.7 step 6).
+    pub(super) fn complete(&mut self, cx: &mut Cx<'_>, key: Key) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        if call.server.is_final() {
+            return self.reap(cx, key);
+        }
+        if call.cancelled {
+            // DECISIONS.md: the caller gets 487 as soon as every branch that had a provisional
+            // has ended; branches still waiting for one are cancelled when it comes.
+            let done = call
+                .branches
+                .iter()
+                .filter(|b| b.role == BranchRole::Forward && b.provisional)
+                .all(Branch::is_final);
+            if done {
+                self.respond_local(cx, key, 487, "Request Terminated", b"");
+            }
+            return self.reap(cx, key);
+        }
+        if call.has_pending_branches() {
+            return;
+        }
+        if !call.declined && call.outcome == Outcome::Pending {
+            if let Some(next) = call.pending_groups.pop() {
+                if let Some(id) = call.group_timer.take() {
+                    cx.timers.cancel(id);
+                }
+                call.group = call.group.saturating_add(1);
+                return self.start_group(cx, key, next);
+            }
+        }
+        match call.best.take() {
+            Some(Candidate {
+                status,
+                bytes: Some(bytes),
+            }) if status != 503 => {
+                let mut out = std::mem::take(&mut call.last_response);
+                out.clear();
+                if matches!(status, 401 | 407) && !call.challenges.is_empty() {
+                    merge_challenges(&bytes, &call.challenges, &mut out);
+                } else {
+                    out.extend_from_slice(&bytes);
+                }
+                call.last_response = out;
+                self.send_upstream(cx, key, status);
+            }
+            // §16.7 step 6: a 503 becomes 500, so the caller does not back off from us.
+            Some(Candidate { status: 503, .. }) => {
+                self.respond_local(cx, key, 500, "Server Internal Error", b"")
+            }
+            Some(Candidate { status: 408, .. }) | None => {
+                self.respond_local(cx, key, 408, "Request Timeout", b"")
+            }
+            Some(Candidate { status, .. }) => {
+                self.respond_local(cx, key, status, "Request Failed", b"")
+            }
+        }
+        self.reap(cx, key);
+    }
+
+    /// Frees the call if nothing of it can receive a message any more.
+    pub(super) fn reap(&mut self, cx: &mut Cx<'_>, key: Key) {
+        let finished = self.calls.get(key).is_some_and(|c| c.is_finished());
+        if !finished {
+            return;
+        }
+        if let Some(call) = self.calls.remove(key) {
+            self.index.remove(&call.server_key);
+            for id in [call.group_timer, call.dialog_timer].into_iter().flatten() {
+                cx.timers.cancel(id);
+            }
+            for b in call.branches {
+                if let Some(id) = b.timer_c {
+                    cx.timers.cancel(id);
+                }
+            }
+        }
+    }
+}
+
+/// §16.7 step 6 preference: lower is better. 6xx first, then the lowest class; within 4xx,
+/// answers that say something about the callee before timeouts and our own cancellations.
+fn rank(status: u16) -> (u8, u8) {
+    match status {
+        600..=699 => (0, 0),
+        300..=399 => (1, 0),
+        401 | 407 => (2, 0),
+        486 => (2, 1),
+        400..=499 if !matches!(status, 408 | 480 | 487) => (2, 2),
+        480 => (2, 3),
+        408 => (2, 4),
+        487 => (2, 5),
+        500..=599 => (3, if status == 503 { 1 } else { 0 }),
+        _ => (4, 0),
+    }
+}
+
+fn collect_challenges(resp: &Message<'_>, out: &mut Vec<u8>) {
+    for h in resp.headers() {
+        if matches!(
+            h.name,
+            HeaderName::WwwAuthenticate | HeaderName::ProxyAuthenticate
+        ) {
+            out.extend_from_slice(h.row);
+        }
+    }
+}
+
+/// The best 401/407 with every branch's challenge rows (§16.7 step 6: merge them).
+fn merge_challenges(best: &[u8], challenges: &[u8], out: &mut Vec<u8>) {
+    let Ok(msg) = crate::sip::parse(best) else {
+        out.extend_from_slice(best);
+        return;
+    };
+    out.extend_from_slice(msg.start_line());
+    out.extend_from_slice(b"\r\n");
+    for h in msg.headers() {
+        if !matches!(
+            h.name,
+            HeaderName::WwwAuthenticate | HeaderName::ProxyAuthenticate
+        ) {
+            out.extend_from_slice(h.row);
+        }
+    }
+    out.extend_from_slice(challenges);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(msg.body());
+}
+
+#[cfg(test)]
+mod rank_tests {
+    use super::rank;
+
+    #[test]
+    fn best_response_preferences() {
+        assert!(rank(603) < rank(302));
+        assert!(rank(302) < rank(486));
+        assert!(rank(407) < rank(486));
+        assert!(rank(486) < rank(404));
+        assert!(rank(404) < rank(480));
+        assert!(rank(480) < rank(408));
+        assert!(rank(408) < rank(487));
+        assert!(rank(487) < rank(500));
+        assert!(rank(500) < rank(503));
+    }
+}
