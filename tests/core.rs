@@ -9,6 +9,8 @@
 
 #[path = "core/flows.rs"]
 mod flows;
+#[path = "core/forking.rs"]
+mod forking;
 #[path = "core/properties.rs"]
 mod properties;
 #[path = "core/races.rs"]

@@ -1,17 +1,17 @@
 //! Header names, header rows and comma-separated values (RFC 3261 §7.3, §7.3.1, §7.3.3, §20).
 //!
-//! Names are matched case-insensitively without hashing: `(length, first letter)` picks at most
-//! one candidate (two or three where a second letter decides), then one case-insensitive compare
-//! confirms it. Compact forms (`v`, `f`, `t`, ...) map to the same [`HeaderName`] as their long
+//! Names are matched case-insensitively without hashing or byte loops: the name is read as
+//! little-endian 8-octet words with case folded, and `(length, first word)` is one `match` on
+//! constants (plus one or two more word compares for names longer than 8 octets). Compact forms (`v`, `f`, `t`, ...) map to the same [`HeaderName`] as their long
 //! form, so every accessor sees `v:` rows as Via rows.
 //!
 //! Invariant: a [`Header`]'s slices all point into the message's bytes, and `row` is exactly the
 //! octets of that row including its final CRLF, so a builder may copy rows verbatim.
 //!
-//! The `match` in [`HeaderName::from_bytes`] and the tables below were generated from one list of
-//! names; the unit test `every_name_round_trips` fails if a hand edit breaks any of them.
+//! The word constants in `HeaderName::classify` and the tables below were generated from one
+//! list of names; the unit test `every_name_round_trips` fails if a hand edit breaks any of them.
 
-use super::scan::trim_lws;
+use super::scan::{is_token, trim_lws};
 
 /// A header field name, compact forms folded into their long form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -222,109 +222,123 @@ impl HeaderName {
     ];
 
     /// Classifies a raw header name (case-insensitive; one letter means a compact form).
-    #[inline]
+    /// Anything that is not a token is [`HeaderName::Other`].
     pub fn from_bytes(name: &[u8]) -> HeaderName {
-        let Some(&first) = name.first() else {
-            return HeaderName::Other;
-        };
-        if name.len() == 1 {
-            return Self::from_compact(first | 0x20);
-        }
-        let candidate = match (name.len(), first | 0x20) {
-            (2, b't') => HeaderName::To,
-            (3, b'v') => HeaderName::Via,
-            (4, b'c') => HeaderName::CSeq,
-            (4, b'd') => HeaderName::Date,
-            (4, b'f') => HeaderName::From,
-            (4, b'p') => HeaderName::Path,
-            (4, b'r') => match name.get(1).map(|b| b | 0x20) {
-                Some(b'a') => HeaderName::RAck,
-                Some(b's') => HeaderName::RSeq,
-                _ => return HeaderName::Other,
-            },
-            (5, b'a') => HeaderName::Allow,
-            (5, b'e') => HeaderName::Event,
-            (5, b'r') => HeaderName::Route,
-            (6, b'a') => HeaderName::Accept,
-            (6, b'm') => HeaderName::MinSe,
-            (6, b'r') => HeaderName::Reason,
-            (6, b's') => HeaderName::Server,
-            (7, b'c') => match name.get(1).map(|b| b | 0x20) {
-                Some(b'a') => HeaderName::CallId,
-                Some(b'o') => HeaderName::Contact,
-                _ => return HeaderName::Other,
-            },
-            (7, b'e') => HeaderName::Expires,
-            (7, b'p') => HeaderName::Privacy,
-            (7, b'r') => HeaderName::Require,
-            (7, b's') => HeaderName::Subject,
-            (7, b'w') => HeaderName::Warning,
-            (8, b'i') => HeaderName::Identity,
-            (8, b'p') => HeaderName::Priority,
-            (8, b'r') => match name.get(4).map(|b| b | 0x20) {
-                Some(b'r') => HeaderName::ReferTo,
-                Some(b'a') => HeaderName::Replaces,
-                Some(b'y') => HeaderName::ReplyTo,
-                _ => return HeaderName::Other,
-            },
-            (9, b'c') => HeaderName::CallInfo,
-            (9, b's') => HeaderName::Supported,
-            (9, b't') => HeaderName::Timestamp,
-            (10, b'a') => HeaderName::AlertInfo,
-            (10, b'e') => HeaderName::ErrorInfo,
-            (10, b'u') => HeaderName::UserAgent,
-            (11, b'i') => HeaderName::InReplyTo,
-            (11, b'm') => HeaderName::MinExpires,
-            (11, b'r') => match name.get(2).map(|b| b | 0x20) {
-                Some(b'f') => HeaderName::ReferredBy,
-                Some(b't') => HeaderName::RetryAfter,
-                _ => return HeaderName::Other,
-            },
-            (11, b'u') => HeaderName::Unsupported,
-            (12, b'a') => HeaderName::AllowEvents,
-            (12, b'c') => HeaderName::ContentType,
-            (12, b'm') => match name.get(1).map(|b| b | 0x20) {
-                Some(b'a') => HeaderName::MaxForwards,
-                Some(b'i') => HeaderName::MimeVersion,
-                _ => return HeaderName::Other,
-            },
-            (12, b'o') => HeaderName::Organization,
-            (12, b'r') => HeaderName::RecordRoute,
-            (13, b'a') => HeaderName::Authorization,
-            (13, b'p') => HeaderName::ProxyRequire,
-            (13, b's') => HeaderName::ServiceRoute,
-            (14, b'a') => HeaderName::AcceptContact,
-            (14, b'c') => HeaderName::ContentLength,
-            (14, b'r') => HeaderName::RejectContact,
-            (15, b'a') => match name.get(7).map(|b| b | 0x20) {
-                Some(b'e') => HeaderName::AcceptEncoding,
-                Some(b'l') => HeaderName::AcceptLanguage,
-                _ => return HeaderName::Other,
-            },
-            (15, b's') => HeaderName::SessionExpires,
-            (16, b'c') => match name.get(8).map(|b| b | 0x20) {
-                Some(b'e') => HeaderName::ContentEncoding,
-                Some(b'l') => HeaderName::ContentLanguage,
-                _ => return HeaderName::Other,
-            },
-            (16, b'w') => HeaderName::WwwAuthenticate,
-            (18, b'p') => HeaderName::ProxyAuthenticate,
-            (18, b's') => HeaderName::SubscriptionState,
-            (19, b'a') => HeaderName::AuthenticationInfo,
-            (19, b'c') => HeaderName::ContentDisposition,
-            (19, b'p') => match name.get(1).map(|b| b | 0x20) {
-                Some(b'-') => HeaderName::PAssertedIdentity,
-                Some(b'r') => HeaderName::ProxyAuthorization,
-                _ => return HeaderName::Other,
-            },
-            (19, b'r') => HeaderName::RequestDisposition,
-            (20, b'p') => HeaderName::PPreferredIdentity,
-            _ => return HeaderName::Other,
-        };
-        if name.eq_ignore_ascii_case(candidate.as_str().as_bytes()) {
-            candidate
+        if name.iter().all(|&b| is_token(b)) {
+            Self::classify(name, name.len())
         } else {
             HeaderName::Other
+        }
+    }
+
+    /// Classifies the first `len` octets of `window`, which must all be token characters (the
+    /// indexer has checked them); `window` may extend past the name so that the name can be read
+    /// in whole 8-octet words.
+    ///
+    /// OR-ing 0x20 into every octet folds case exactly for token characters: the only other
+    /// octets it maps onto a letter or `-` are upper-case letters and CR, and CR is no token
+    /// character. `(length, first word)` then selects at most one name; longer names compare
+    /// their remaining words too.
+    #[inline]
+    pub(crate) fn classify(window: &[u8], len: usize) -> HeaderName {
+        if len == 1 {
+            return window
+                .first()
+                .map_or(HeaderName::Other, |&b| Self::from_compact(b | 0x20));
+        }
+        let w0 = lower_word(window, len, 0);
+        let w1 = if len > 8 {
+            lower_word(window, len, 1)
+        } else {
+            0
+        };
+        let w2 = if len > 16 {
+            lower_word(window, len, 2)
+        } else {
+            0
+        };
+        match (len, w0) {
+            (2, 0x2020202020206f74) => HeaderName::To,       // To
+            (3, 0x2020202020616976) => HeaderName::Via,      // Via
+            (4, 0x2020202071657363) => HeaderName::CSeq,     // CSeq
+            (4, 0x2020202065746164) => HeaderName::Date,     // Date
+            (4, 0x202020206d6f7266) => HeaderName::From,     // From
+            (4, 0x2020202068746170) => HeaderName::Path,     // Path
+            (4, 0x202020206b636172) => HeaderName::RAck,     // RAck
+            (4, 0x2020202071657372) => HeaderName::RSeq,     // RSeq
+            (5, 0x202020776f6c6c61) => HeaderName::Allow,    // Allow
+            (5, 0x202020746e657665) => HeaderName::Event,    // Event
+            (5, 0x2020206574756f72) => HeaderName::Route,    // Route
+            (6, 0x2020747065636361) => HeaderName::Accept,   // Accept
+            (6, 0x202065732d6e696d) => HeaderName::MinSe,    // Min-SE
+            (6, 0x20206e6f73616572) => HeaderName::Reason,   // Reason
+            (6, 0x2020726576726573) => HeaderName::Server,   // Server
+            (7, 0x2064692d6c6c6163) => HeaderName::CallId,   // Call-ID
+            (7, 0x20746361746e6f63) => HeaderName::Contact,  // Contact
+            (7, 0x2073657269707865) => HeaderName::Expires,  // Expires
+            (7, 0x2079636176697270) => HeaderName::Privacy,  // Privacy
+            (7, 0x2065726975716572) => HeaderName::Require,  // Require
+            (7, 0x207463656a627573) => HeaderName::Subject,  // Subject
+            (7, 0x20676e696e726177) => HeaderName::Warning,  // Warning
+            (8, 0x797469746e656469) => HeaderName::Identity, // Identity
+            (8, 0x797469726f697270) => HeaderName::Priority, // Priority
+            (8, 0x6f742d7265666572) => HeaderName::ReferTo,  // Refer-To
+            (8, 0x736563616c706572) => HeaderName::Replaces, // Replaces
+            (8, 0x6f742d796c706572) => HeaderName::ReplyTo,  // Reply-To
+            (9, 0x666e692d6c6c6163) if w1 == 0x202020202020206f => HeaderName::CallInfo, // Call-Info
+            (9, 0x6574726f70707573) if w1 == 0x2020202020202064 => HeaderName::Supported, // Supported
+            (9, 0x6d617473656d6974) if w1 == 0x2020202020202070 => HeaderName::Timestamp, // Timestamp
+            (10, 0x6e692d7472656c61) if w1 == 0x2020202020206f66 => HeaderName::AlertInfo, // Alert-Info
+            (10, 0x6e692d726f727265) if w1 == 0x2020202020206f66 => HeaderName::ErrorInfo, // Error-Info
+            (10, 0x6567612d72657375) if w1 == 0x202020202020746e => HeaderName::UserAgent, // User-Agent
+            (11, 0x796c7065722d6e69) if w1 == 0x20202020206f742d => HeaderName::InReplyTo, // In-Reply-To
+            (11, 0x697078652d6e696d) if w1 == 0x2020202020736572 => HeaderName::MinExpires, // Min-Expires
+            (11, 0x6465727265666572) if w1 == 0x202020202079622d => HeaderName::ReferredBy, // Referred-By
+            (11, 0x66612d7972746572) if w1 == 0x2020202020726574 => HeaderName::RetryAfter, // Retry-After
+            (11, 0x726f707075736e75) if w1 == 0x2020202020646574 => HeaderName::Unsupported, // Unsupported
+            (12, 0x76652d776f6c6c61) if w1 == 0x2020202073746e65 => HeaderName::AllowEvents, // Allow-Events
+            (12, 0x2d746e65746e6f63) if w1 == 0x2020202065707974 => HeaderName::ContentType, // Content-Type
+            (12, 0x77726f662d78616d) if w1 == 0x2020202073647261 => HeaderName::MaxForwards, // Max-Forwards
+            (12, 0x7265762d656d696d) if w1 == 0x202020206e6f6973 => HeaderName::MimeVersion, // MIME-Version
+            (12, 0x617a696e6167726f) if w1 == 0x202020206e6f6974 => HeaderName::Organization, // Organization
+            (12, 0x722d64726f636572) if w1 == 0x202020206574756f => HeaderName::RecordRoute, // Record-Route
+            (13, 0x7a69726f68747561) if w1 == 0x2020206e6f697461 => HeaderName::Authorization, // Authorization
+            (13, 0x65722d79786f7270) if w1 == 0x2020206572697571 => HeaderName::ProxyRequire, // Proxy-Require
+            (13, 0x2d65636976726573) if w1 == 0x2020206574756f72 => HeaderName::ServiceRoute, // Service-Route
+            (14, 0x632d747065636361) if w1 == 0x2020746361746e6f => HeaderName::AcceptContact, // Accept-Contact
+            (14, 0x2d746e65746e6f63) if w1 == 0x20206874676e656c => HeaderName::ContentLength, // Content-Length
+            (14, 0x632d7463656a6572) if w1 == 0x2020746361746e6f => HeaderName::RejectContact, // Reject-Contact
+            (15, 0x652d747065636361) if w1 == 0x20676e69646f636e => HeaderName::AcceptEncoding, // Accept-Encoding
+            (15, 0x6c2d747065636361) if w1 == 0x2065676175676e61 => HeaderName::AcceptLanguage, // Accept-Language
+            (15, 0x2d6e6f6973736573) if w1 == 0x2073657269707865 => HeaderName::SessionExpires, // Session-Expires
+            (16, 0x2d746e65746e6f63) if w1 == 0x676e69646f636e65 => HeaderName::ContentEncoding, // Content-Encoding
+            (16, 0x2d746e65746e6f63) if w1 == 0x65676175676e616c => HeaderName::ContentLanguage, // Content-Language
+            (16, 0x687475612d777777) if w1 == 0x6574616369746e65 => HeaderName::WwwAuthenticate, // WWW-Authenticate
+            (18, 0x75612d79786f7270) if w1 == 0x616369746e656874 && w2 == 0x2020202020206574 => {
+                HeaderName::ProxyAuthenticate
+            } // Proxy-Authenticate
+            (18, 0x7069726373627573) if w1 == 0x6174732d6e6f6974 && w2 == 0x2020202020206574 => {
+                HeaderName::SubscriptionState
+            } // Subscription-State
+            (19, 0x69746e6568747561) if w1 == 0x692d6e6f69746163 && w2 == 0x20202020206f666e => {
+                HeaderName::AuthenticationInfo
+            } // Authentication-Info
+            (19, 0x2d746e65746e6f63) if w1 == 0x7469736f70736964 && w2 == 0x20202020206e6f69 => {
+                HeaderName::ContentDisposition
+            } // Content-Disposition
+            (19, 0x7472657373612d70) if w1 == 0x746e6564692d6465 && w2 == 0x2020202020797469 => {
+                HeaderName::PAssertedIdentity
+            } // P-Asserted-Identity
+            (19, 0x75612d79786f7270) if w1 == 0x74617a69726f6874 && w2 == 0x20202020206e6f69 => {
+                HeaderName::ProxyAuthorization
+            } // Proxy-Authorization
+            (19, 0x2d74736575716572) if w1 == 0x7469736f70736964 && w2 == 0x20202020206e6f69 => {
+                HeaderName::RequestDisposition
+            } // Request-Disposition
+            (20, 0x7265666572702d70) if w1 == 0x6e6564692d646572 && w2 == 0x2020202079746974 => {
+                HeaderName::PPreferredIdentity
+            } // P-Preferred-Identity
+            _ => HeaderName::Other,
         }
     }
 
@@ -515,6 +529,30 @@ impl<'b> Header<'b> {
     }
 }
 
+/// Word `i` (octets `8i..8i+8`) of a name of `len` octets at the start of `window`, with 0x20
+/// OR-ed into every octet and octets past the name reading as 0x20.
+#[inline(always)]
+fn lower_word(window: &[u8], len: usize, i: usize) -> u64 {
+    let start = 8 * i;
+    let n = len.saturating_sub(start).min(8);
+    let raw = match window.get(start..start + 8) {
+        Some(w) => <[u8; 8]>::try_from(w).map_or(0, u64::from_le_bytes),
+        None => {
+            let mut buf = [0u8; 8];
+            for (dst, src) in buf.iter_mut().zip(window.iter().skip(start).take(n)) {
+                *dst = *src;
+            }
+            u64::from_le_bytes(buf)
+        }
+    };
+    let keep = if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
+    };
+    (raw & keep) | 0x2020_2020_2020_2020
+}
+
 /// One row of the fixed-capacity index: 16-bit offsets into the message bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -637,6 +675,20 @@ mod tests {
             }
             assert_eq!(HeaderName::from_bytes(&wrong), HeaderName::Other, "{s}");
         }
+        for name in HeaderName::KNOWN {
+            // In the indexer the name is read from a window that runs on into the row.
+            let row = format!("{}: value\r\n", name.as_str().to_ascii_uppercase());
+            assert_eq!(
+                HeaderName::classify(row.as_bytes(), name.as_str().len()),
+                name
+            );
+            let mut wrong = name.as_str().as_bytes().to_vec();
+            if let Some(last) = wrong.last_mut() {
+                *last = b'~';
+            }
+            assert_eq!(HeaderName::classify(&wrong, wrong.len()), HeaderName::Other);
+        }
+        assert_eq!(HeaderName::from_bytes(b"Call\rID"), HeaderName::Other);
         assert_eq!(HeaderName::KNOWN.len() + 1, HeaderName::COUNT);
         assert_eq!(HeaderName::Other.index(), HeaderName::COUNT - 1);
     }

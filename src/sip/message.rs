@@ -1,10 +1,11 @@
 //! Framing one UDP datagram and indexing its header rows (RFC 3261 §7, §7.3.1, §7.5, §18.3).
 //!
-//! One pass over the header section: `memchr2` finds each line end (a CR must be followed by LF,
-//! and a bare LF is an error, so no stray line break survives into a forwarded row), a table-driven
-//! loop reads the name up to the colon, and a row continues while the next line starts with SP or
-//! HTAB (a fold). Content-Length is read while indexing; the body is never scanned: it is the
-//! next Content-Length octets, and anything after them in the datagram is discarded (§18.3).
+//! One pass over the header section. Per row: `memchr2` finds the line end (a CR must be followed
+//! by LF and a bare LF is an error, so no stray line break survives into a forwarded row), an
+//! 8-octets-at-a-time search finds the colon, the name is classified from case-folded 8-octet
+//! words (`HeaderName::classify`), and the row continues while the next line starts with SP or
+//! HTAB (a fold). Content-Length is read while indexing; the body is never scanned: it is the next
+//! Content-Length octets, and anything after them in the datagram is discarded (§18.3).
 //!
 //! Line ends are strictly CRLF. A lone LF is rejected rather than tolerated: every row handed
 //! to a builder can then be copied verbatim and stays valid on the wire.
@@ -17,9 +18,11 @@ use core::ops::Range;
 use memchr::{memchr, memchr2};
 
 use super::error::ParseError;
-use super::header::{CommaSplit, Entry, Header, HeaderName};
+use super::header::{Entry, Header, HeaderName};
 use super::method::Method;
-use super::scan::{is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32};
+use super::scan::{
+    find_byte, find_line_end, is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32,
+};
 use super::uri::Uri;
 
 /// Most header rows one message may have.
@@ -186,68 +189,71 @@ fn index_rows(
                 Some(_) => fail(ParseError::BadLineEnd),
             };
         }
-        // Name: token characters, then optional SP/HTAB, then the colon (RFC 3261 HCOLON).
-        let mut i = pos;
-        while let Some(&c) = b.get(i) {
-            if !is_token(c) {
-                break;
-            }
-            i += 1;
-        }
-        let name_end = i;
-        if name_end == row_start {
-            // A row must start with a name; a leading SP/HTAB here would continue no row.
+        if !is_token(c0) {
+            // A row starts with a name; a leading SP/HTAB here would continue no row.
             return fail(if c0 == b'\n' {
                 ParseError::BadLineEnd
             } else {
                 ParseError::BadHeaderName
             });
         }
-        while let Some(&c) = b.get(i) {
-            if !is_wsp(c) {
-                break;
+        // The first physical line holds the name and the colon (HCOLON allows no fold).
+        let Some(first_eol) = find_line_end(b, pos) else {
+            return fail(ParseError::UnterminatedHeaders);
+        };
+        if let Err(e) = crlf_at(b, first_eol) {
+            return fail(e);
+        }
+        let Some(colon) = find_byte(b, pos, first_eol, b':') else {
+            return fail(ParseError::MissingColon);
+        };
+        let mut name_end = colon;
+        while name_end > pos && b.get(name_end - 1).is_some_and(|&c| is_wsp(c)) {
+            name_end -= 1;
+        }
+        let name_len = name_end - pos;
+        let name = HeaderName::classify(b.get(pos..).unwrap_or(&[]), name_len);
+        // A known name matched case-folded words, which only token octets can do (see
+        // `HeaderName::classify`); any other name is checked octet by octet.
+        if name == HeaderName::Other {
+            if let Some(&bad) = b
+                .get(pos..name_end)
+                .unwrap_or(&[])
+                .iter()
+                .find(|&&c| !is_token(c))
+            {
+                return fail(if is_wsp(bad) {
+                    ParseError::MissingColon
+                } else {
+                    ParseError::BadHeaderName
+                });
             }
-            i += 1;
         }
-        match b.get(i) {
-            Some(b':') => i += 1,
-            None => return fail(ParseError::UnterminatedHeaders),
-            Some(b'\n') => return fail(ParseError::BadLineEnd),
-            Some(b'\r') => return fail(ParseError::MissingColon),
-            Some(_) if i > name_end => return fail(ParseError::MissingColon),
-            Some(_) => return fail(ParseError::BadHeaderName),
-        }
-        let value_from = i;
-        // Line end, following folds: a CRLF followed by SP/HTAB continues the row.
-        let mut search = i;
-        let eol = loop {
-            let Some(off) = memchr2(b'\r', b'\n', b.get(search..).unwrap_or(&[])) else {
+        // Folds: a CRLF followed by SP/HTAB continues the row.
+        let mut eol = first_eol;
+        while matches!(b.get(eol + 2), Some(b' ' | b'\t')) {
+            let Some(next) = find_line_end(b, eol + 3) else {
                 return fail(ParseError::UnterminatedHeaders);
             };
-            let e = search + off;
-            if b.get(e) != Some(&b'\r') {
-                return fail(ParseError::BadLineEnd);
+            if let Err(e) = crlf_at(b, next) {
+                return fail(e);
             }
-            match b.get(e + 1) {
-                Some(b'\n') => {}
-                None => return fail(ParseError::UnterminatedHeaders),
-                Some(_) => return fail(ParseError::BadLineEnd),
-            }
-            match b.get(e + 2) {
-                Some(b' ' | b'\t') => search = e + 3,
-                _ => break e,
-            }
-        };
-        let mut vs = value_from;
-        while vs < eol && b.get(vs).is_some_and(|&c| is_lws(c)) {
+            eol = next;
+        }
+        // Trim the value. Nearly every row is `Name: value` without trailing space, so test for
+        // that first: the general loops mispredict on their exit once per row.
+        let mut vs = colon + 1;
+        if b.get(vs) == Some(&b' ') && b.get(vs + 1).is_some_and(|&c| !is_lws(c)) {
             vs += 1;
+        } else {
+            while vs < eol && b.get(vs).is_some_and(|&c| is_lws(c)) {
+                vs += 1;
+            }
         }
         let mut ve = eol;
         while ve > vs && b.get(ve - 1).is_some_and(|&c| is_lws(c)) {
             ve -= 1;
         }
-        let raw_name = b.get(row_start..name_end).unwrap_or(&[]);
-        let name = HeaderName::from_bytes(raw_name);
         if name == HeaderName::ContentLength {
             let value = b.get(vs..ve).unwrap_or(&[]);
             let n = match parse_u32(value) {
@@ -270,7 +276,7 @@ fn index_rows(
             start: row_start as u16,
             value_start: vs as u16,
             value_end: ve as u16,
-            name_len: (name_end - row_start).min(255) as u8,
+            name_len: name_len.min(255) as u8,
             name,
         };
         if let Some(first) = msg.first.get_mut(name.index()) {
@@ -280,6 +286,16 @@ fn index_rows(
         }
         msg.count += 1;
         pos = eol + 2;
+    }
+}
+
+/// Checks that the line end found at `e` is a CRLF.
+#[inline(always)]
+fn crlf_at(b: &[u8], e: usize) -> Result<(), ParseError> {
+    match (b.get(e), b.get(e + 1)) {
+        (Some(b'\r'), Some(b'\n')) => Ok(()),
+        (Some(b'\r'), None) => Err(ParseError::UnterminatedHeaders),
+        _ => Err(ParseError::BadLineEnd),
     }
 }
 
@@ -573,12 +589,6 @@ impl<'b> Message<'b> {
             value: self.span(usize::from(e.value_start), usize::from(e.value_end)),
             row: self.span(start, row_end),
         }
-    }
-
-    /// The comma-separated values of one row (see [`Header::values`]); convenience for builders
-    /// that remove only the first value of a multi-value row.
-    pub fn row_values(&self, header: &Header<'b>) -> CommaSplit<'b> {
-        header.values()
     }
 }
 

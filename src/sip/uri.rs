@@ -12,12 +12,10 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use memchr::memchr;
-
 use super::error::ParseError;
 use super::scan::{
-    hex_value, is_hex, is_host, is_opaque, is_scheme, is_tel_number, parse_port, valid_uri_part,
-    UriPart,
+    find, hex_value, host_run, is_hex, is_opaque, is_scheme, is_tel_number, parse_port,
+    valid_uri_part, UriPart,
 };
 
 /// A URI scheme.
@@ -47,24 +45,38 @@ pub enum Host<'b> {
 impl<'b> Host<'b> {
     /// Parses `hostname / IPv4address / IPv6reference` (brackets required for IPv6).
     pub fn parse(raw: &'b [u8]) -> Result<Host<'b>, ParseError> {
-        if let [b'[', inner @ .., b']'] = raw {
-            return parse_ipv6(inner).map(Host::V6).ok_or(ParseError::BadUri);
+        match Self::scan(raw)? {
+            (host, len) if len == raw.len() => Ok(host),
+            _ => Err(ParseError::BadUri),
         }
-        if raw.is_empty() || !raw.iter().all(|&c| is_host(c)) {
-            return Err(ParseError::BadUri);
+    }
+
+    /// Reads the host at the start of `s`, up to the first octet that cannot belong to one, and
+    /// returns it with its length. One pass: host characters only, no empty label, no label
+    /// starting with "-", one trailing dot allowed; digits and dots only must be IPv4.
+    pub(crate) fn scan(s: &'b [u8]) -> Result<(Host<'b>, usize), ParseError> {
+        let bad = ParseError::BadUri;
+        if s.first() == Some(&b'[') {
+            let close = find(s, b']').ok_or(bad)?;
+            let inner = s.get(1..close).unwrap_or(&[]);
+            return parse_ipv6(inner)
+                .map(|a| (Host::V6(a), close + 1))
+                .ok_or(bad);
         }
-        if raw.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
-            return parse_ipv4(raw).map(Host::V4).ok_or(ParseError::BadUri);
+        let (len, name_chars) = host_run(s);
+        let raw = s.get(..len).unwrap_or(&[]);
+        // Labels: none empty, none starting with "-"; one trailing dot is allowed.
+        let labels_ok = !matches!(raw.first(), None | Some(b'.' | b'-'))
+            && !raw
+                .windows(2)
+                .any(|w| w[0] == b'.' && matches!(w[1], b'.' | b'-'));
+        if !labels_ok {
+            Err(bad)
+        } else if name_chars {
+            Ok((Host::Domain(raw), len))
+        } else {
+            parse_ipv4(raw).map(|a| (Host::V4(a), len)).ok_or(bad)
         }
-        // Labels are non-empty; one trailing dot (a fully qualified name) is allowed.
-        let labels = raw.strip_suffix(b".").unwrap_or(raw);
-        if labels
-            .split(|&c| c == b'.')
-            .any(|l| l.is_empty() || l.starts_with(b"-"))
-        {
-            return Err(ParseError::BadUri);
-        }
-        Ok(Host::Domain(raw))
     }
 
     /// RFC 3261 §19.1.4 host comparison: domains case-insensitively, addresses by value; a name
@@ -91,18 +103,26 @@ impl<'b> Host<'b> {
 /// Parses a dotted-quad IPv4 address (1 to 3 digits per octet).
 pub fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = s.split(|&c| c == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || !part.iter().all(u8::is_ascii_digit) {
+    let (mut index, mut value, mut digits) = (0usize, 0u16, 0u8);
+    for &c in s {
+        if c == b'.' {
+            if digits == 0 {
+                return None;
+            }
+            *octets.get_mut(index)? = u8::try_from(value).ok()?;
+            (index, value, digits) = (index + 1, 0, 0);
+        } else if c.is_ascii_digit() && digits < 3 {
+            value = value * 10 + u16::from(c - b'0');
+            digits += 1;
+        } else {
             return None;
         }
-        let v = part
-            .iter()
-            .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
-        *octet = u8::try_from(v).ok()?;
     }
-    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+    if index != 3 || digits == 0 {
+        return None;
+    }
+    *octets.get_mut(3)? = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Parses an IPv6 address without brackets.
@@ -181,17 +201,15 @@ pub struct OpaqueUri<'b> {
 
 impl<'b> Uri<'b> {
     /// Parses a URI; any syntax error is [`ParseError::BadUri`].
+    #[inline]
     pub fn parse(raw: &'b [u8]) -> Result<Uri<'b>, ParseError> {
-        let colon = memchr(b':', raw).ok_or(ParseError::BadUri)?;
-        let (scheme, rest) = (
-            raw.get(..colon).unwrap_or(&[]),
-            raw.get(colon + 1..).unwrap_or(&[]),
-        );
-        if !scheme.first().is_some_and(u8::is_ascii_alphabetic)
-            || !scheme.iter().all(|&c| is_scheme(c))
-        {
+        // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ":".
+        let colon = raw.iter().position(|&c| !is_scheme(c)).unwrap_or(raw.len());
+        if !raw.first().is_some_and(u8::is_ascii_alphabetic) || raw.get(colon) != Some(&b':') {
             return Err(ParseError::BadUri);
         }
+        let scheme = raw.get(..colon).unwrap_or(&[]);
+        let rest = raw.get(colon + 1..).unwrap_or(&[]);
         if scheme.eq_ignore_ascii_case(b"sip") {
             parse_sip(raw, rest, false).map(Uri::Sip)
         } else if scheme.eq_ignore_ascii_case(b"sips") {
@@ -246,13 +264,14 @@ impl<'b> Uri<'b> {
     }
 }
 
+#[inline]
 fn parse_sip<'b>(raw: &'b [u8], rest: &'b [u8], secure: bool) -> Result<SipUri<'b>, ParseError> {
     let bad = ParseError::BadUri;
     // The userinfo ends at the only "@": neither host, parameters nor headers may contain one.
-    let (user, password, hostpart) = match memchr(b'@', rest) {
+    let (user, password, hostpart) = match find(rest, b'@') {
         Some(at) => {
             let userinfo = rest.get(..at).unwrap_or(&[]);
-            let (user, password) = match memchr(b':', userinfo) {
+            let (user, password) = match find(userinfo, b':') {
                 Some(c) => (userinfo.get(..c).unwrap_or(&[]), userinfo.get(c + 1..)),
                 None => (userinfo, None),
             };
@@ -266,16 +285,8 @@ fn parse_sip<'b>(raw: &'b [u8], rest: &'b [u8], secure: bool) -> Result<SipUri<'
         }
         None => (None, None, rest),
     };
-    let host_len = if hostpart.first() == Some(&b'[') {
-        memchr(b']', hostpart).ok_or(bad)? + 1
-    } else {
-        hostpart
-            .iter()
-            .position(|&c| !is_host(c))
-            .unwrap_or(hostpart.len())
-    };
+    let (host, host_len) = Host::scan(hostpart)?;
     let host_raw = hostpart.get(..host_len).unwrap_or(&[]);
-    let host = Host::parse(host_raw)?;
     let mut tail = hostpart.get(host_len..).unwrap_or(&[]);
     let mut port = None;
     if let Some(after) = tail.strip_prefix(b":") {
@@ -286,7 +297,7 @@ fn parse_sip<'b>(raw: &'b [u8], rest: &'b [u8], secure: bool) -> Result<SipUri<'
         port = Some(parse_port(after.get(..digits).unwrap_or(&[])).ok_or(bad)?);
         tail = after.get(digits..).unwrap_or(&[]);
     }
-    let (params_raw, headers_raw) = match memchr(b'?', tail) {
+    let (params_raw, headers_raw) = match find(tail, b'?') {
         Some(q) => (tail.get(..q).unwrap_or(&[]), tail.get(q + 1..)),
         None => (tail, None),
     };
@@ -333,14 +344,14 @@ fn valid_uri_header(h: &[u8]) -> bool {
 }
 
 fn split_eq(s: &[u8]) -> (&[u8], Option<&[u8]>) {
-    match memchr(b'=', s) {
+    match find(s, b'=') {
         Some(i) => (s.get(..i).unwrap_or(&[]), s.get(i + 1..)),
         None => (s, None),
     }
 }
 
 fn parse_tel<'b>(raw: &'b [u8], rest: &'b [u8]) -> Result<TelUri<'b>, ParseError> {
-    let end = memchr(b';', rest).unwrap_or(rest.len());
+    let end = find(rest, b';').unwrap_or(rest.len());
     let number = rest.get(..end).unwrap_or(&[]);
     let digits_ok = match number.strip_prefix(b"+") {
         Some(global) => global.iter().any(u8::is_ascii_digit) && !global.contains(&b'+'),
@@ -377,8 +388,13 @@ impl<'b> UriParams<'b> {
     /// The parameter whose (unescaped) name equals `name` case-insensitively: `Some(None)` when
     /// present without a value (`;lr`), `Some(Some(value))` with one.
     pub fn get(&self, name: &str) -> Option<Option<&'b [u8]>> {
+        self.get_raw(name.as_bytes())
+    }
+
+    /// Like [`UriParams::get`] with a name that may itself be escaped.
+    pub fn get_raw(&self, name: &[u8]) -> Option<Option<&'b [u8]>> {
         self.into_iter()
-            .find(|(n, _)| escaped_eq(n, name.as_bytes(), true))
+            .find(|(n, _)| escaped_eq(n, name, true))
             .map(|(_, v)| v)
     }
 }
@@ -403,7 +419,7 @@ impl<'b> Iterator for UriParamIter<'b> {
     type Item = (&'b [u8], Option<&'b [u8]>);
     fn next(&mut self) -> Option<Self::Item> {
         let rest = self.rest?;
-        let (piece, next) = match memchr(b';', rest) {
+        let (piece, next) = match find(rest, b';') {
             Some(i) => (rest.get(..i).unwrap_or(&[]), rest.get(i + 1..)),
             None => (rest, None),
         };
@@ -454,7 +470,7 @@ impl<'b> IntoIterator for UriHeaders<'b> {
 
 /// Decodes every `%HH` escape once. Borrows when there is none; allocates only when there is.
 pub fn unescape(s: &[u8]) -> Cow<'_, [u8]> {
-    if memchr(b'%', s).is_none() {
+    if find(s, b'%').is_none() {
         return Cow::Borrowed(s);
     }
     let mut out = Vec::with_capacity(s.len());
@@ -569,13 +585,14 @@ impl<'b> SipUri<'b> {
                 (Some(a), Some(b)) => same_opt(a, b, true),
                 _ => false,
             });
-        // Other parameters are compared only when both URIs carry them.
-        let others_ok = self.params.into_iter().all(|(name, value)| {
-            other
-                .params
-                .into_iter()
-                .find(|(n, _)| escaped_eq(n, name, true))
-                .is_none_or(|(_, v)| same_opt(value, v, true))
+        // Other parameters are compared only when both URIs carry them; a repeated name is
+        // judged by its first occurrence on both sides (as `param` reads it), which keeps the
+        // relation reflexive and symmetric.
+        let others_ok = self.params.into_iter().all(|(name, _)| {
+            match (self.params.get_raw(name), other.params.get_raw(name)) {
+                (Some(a), Some(b)) => same_opt(a, b, true),
+                _ => true,
+            }
         });
         strict_ok && others_ok && headers_match(self.headers, other.headers)
     }
@@ -762,6 +779,18 @@ mod tests {
             assert!(!sip(a).equivalent(&sip(b)), "{a} != {b}");
             assert!(!sip(b).equivalent(&sip(a)), "{b} != {a}");
         }
+    }
+
+    #[test]
+    fn comparison_is_reflexive_with_repeated_parameters() {
+        // Found by the fuzzer: a repeated parameter compared against the other URI's first one.
+        for s in [
+            "sip:a@b;x=1;x=2",
+            "sip:a@b;transport=udp;transport=tcp?h=1&h=2",
+        ] {
+            assert!(sip(s).equivalent(&sip(s)), "{s}");
+        }
+        assert!(!sip("sip:a@b;x=1;x=2").equivalent(&sip("sip:a@b;x=2")));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Behaviour {
     pub answer_after: Option<Duration>,
     /// Send this final error after this delay instead.
     pub reject: Option<(u16, Duration)>,
+    /// Status to answer non-INVITE requests outside a call with (MESSAGE, NOTIFY, ...).
+    pub other_status: u16,
 }
 
 impl Default for Behaviour {
@@ -36,6 +38,7 @@ impl Default for Behaviour {
             ring_after: Some(Duration::ZERO),
             answer_after: None,
             reject: None,
+            other_status: 200,
         }
     }
 }
@@ -62,6 +65,7 @@ impl Behaviour {
             ring_after: None,
             answer_after: None,
             reject: None,
+            other_status: 200,
         }
     }
 }
@@ -309,6 +313,33 @@ impl Phone {
         (index, vec![(self.proxy, invite)])
     }
 
+    /// A non-INVITE request (MESSAGE, NOTIFY, OPTIONS ...) to `number` at the proxy; responses
+    /// are kept in `inbox`.
+    pub fn request(&mut self, method: &str, number: &str, extra: &str, body: &str) -> Out {
+        let n = self.fresh();
+        let branch = self.branch();
+        let msg = format!(
+            "{method} sip:{number}@{proxy} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@{proxy}>;tag=m{n}\r\nTo: <sip:{number}@{proxy}>\r\n\
+             Call-ID: req-{name}-{n}\r\nCSeq: 1 {method}\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
+            proxy = self.proxy,
+            me = self.addr,
+            user = self.user,
+            name = self.name,
+            len = body.len(),
+        )
+        .into_bytes();
+        vec![(self.proxy, msg)]
+    }
+
+    /// Statuses of every response received, in order (all methods, retransmissions included).
+    pub fn statuses(&self) -> Vec<u16> {
+        self.inbox
+            .iter()
+            .filter_map(|(_, b)| sip::parse(b).ok()?.status())
+            .collect()
+    }
+
     /// A CANCEL for outgoing call `index` (RFC 3261 §9.1).
     pub fn cancel(&mut self, now: Instant, index: usize) -> Out {
         let Some(c) = self.outgoing.get_mut(index) else {
@@ -374,13 +405,13 @@ impl Phone {
             return vec![];
         };
         if msg.is_request() {
-            self.request(now, from, &msg)
+            self.incoming_request(now, from, &msg)
         } else {
             self.response(now, &msg)
         }
     }
 
-    fn request(&mut self, now: Instant, from: SocketAddr, msg: &Message<'_>) -> Out {
+    fn incoming_request(&mut self, now: Instant, from: SocketAddr, msg: &Message<'_>) -> Out {
         let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned();
         let found = self.incoming.iter().position(|c| c.call_id == call_id);
         match (msg.method(), found) {
@@ -445,10 +476,14 @@ impl Phone {
                 vec![(from, self.plain_response(msg, 200, "OK"))]
             }
             (Some(Method::Ack), None) => vec![],
-            _ => vec![(
+            (Some(Method::Cancel | Method::Bye), None) => vec![(
                 from,
                 self.plain_response(msg, 481, "Call/Transaction Does Not Exist"),
             )],
+            _ => {
+                let status = self.behaviour.other_status;
+                vec![(from, self.plain_response(msg, status, "Answer"))]
+            }
         }
     }
 

@@ -449,6 +449,22 @@ impl World {
         }
     }
 
+    /// Phone `id` sends a non-INVITE request to `number` (see [`Phone::request`]).
+    pub fn request(&mut self, id: PhoneId, method: &str, number: &str, extra: &str, body: &str) {
+        let out = self.phones[id.0].request(method, number, extra, body);
+        let from = self.phones[id.0].addr;
+        for (to, bytes) in out {
+            self.transmit(from, to, bytes);
+        }
+    }
+
+    /// Sends raw bytes from phone `id`'s address to the proxy (hostile or odd input).
+    pub fn send_raw(&mut self, id: PhoneId, bytes: &[u8]) {
+        let from = self.phones[id.0].addr;
+        let to = self.proxy;
+        self.transmit(from, to, bytes.to_vec());
+    }
+
     /// Sets how phone `id` answers INVITEs.
     pub fn behave(&mut self, id: PhoneId, b: Behaviour) {
         self.phones[id.0].behaviour = b;

@@ -1450,3 +1450,275 @@ fn metrics_count_outcomes_and_rejects() {
     assert_eq!(m["sipfork_bindings"], 3);
     assert_eq!(m["sipfork_registered_extensions"], 2);
 }
+
+/// Credentials given as precomputed HA1 (`ha1_md5`, `ha1_sha256`) verify like a password.
+#[test]
+fn digest_with_precomputed_ha1() {
+    let hex = |algorithm| {
+        Ha1::from_password(algorithm, b"0200", b"example.com", b"secret-0200")
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:5060\"\ndomain = \"example.com\"\n\
+         [auth]\nmode = \"digest\"\nrealm = \"example.com\"\nalgorithms = [\"SHA-256\", \"MD5\"]\n\
+         [[extensions]]\nnumbers = \"0200\"\nha1_md5 = \"{}\"\nha1_sha256 = \"{}\"\n",
+        hex(Algorithm::Md5),
+        hex(Algorithm::Sha256)
+    );
+    let mut b = Bench::new(Arc::new(Config::from_toml(&text).unwrap()));
+    let contact = "Contact: <sip:0200@203.0.113.5:5070>\r\n";
+    let (nonce, _, _) = challenge(&b.answer(PHONE, &reg("0200", "a", 1, contact)));
+    for (cseq, nc, algorithm) in [(2, 1, Algorithm::Md5), (3, 2, Algorithm::Sha256)] {
+        let auth = authorization("0200", "secret-0200", algorithm, &nonce, nc);
+        let r = b.answer(PHONE, &reg("0200", "a", cseq, &format!("{auth}{contact}")));
+        assert_eq!(r.status, 200, "{algorithm:?}");
+    }
+    let auth = authorization("0200", "pw-0200", Algorithm::Md5, &nonce, 3);
+    assert_eq!(
+        b.answer(PHONE, &reg("0200", "a", 4, &format!("{auth}{contact}")))
+            .status,
+        403
+    );
+}
+
+/// A record whose number is no longer provisioned after a configuration change is dropped
+/// from the journal at start-up.
+#[test]
+fn restore_drops_numbers_no_longer_provisioned() {
+    let mut b = Bench::new(no_auth());
+    b.answer(
+        PHONE,
+        &reg("1050", "a", 1, "Contact: <sip:1050@203.0.113.5>\r\n"),
+    );
+    let (key, value) = b
+        .journal
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+    let smaller = Arc::new(
+        Config::from_toml(
+            "[server]\nlisten = \"127.0.0.1:5060\"\ndomain = \"example.com\"\n[auth]\nmode = \"none\"\n\
+             [[extensions]]\nnumbers = \"1000-1009\"\n",
+        )
+        .unwrap(),
+    );
+    let mut c = Bench::started_at(smaller, WALL_EPOCH_US + 1_000_000);
+    assert_eq!(c.core.restore(c.now, &key, &value), Restore::NotProvisioned);
+    c.drain_persist();
+    assert_eq!(c.ops, vec![(false, key)]);
+    assert_eq!(c.core.poll_timeout(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model check: random REGISTER sequences keep table, timers and journal in agreement
+// ---------------------------------------------------------------------------------------------
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Register {
+            ext: usize,
+            devices: Vec<(u8, Option<u32>, bool)>,
+            call: u8,
+            cseq: u32,
+            header_expires: Option<u32>,
+        },
+        Star {
+            ext: usize,
+            call: u8,
+            cseq: u32,
+        },
+        Advance(u64),
+        Restart,
+    }
+
+    const EXTS: [&str; 2] = ["0100", "1001"];
+
+    fn op() -> impl Strategy<Value = Op> {
+        let expires = prop_oneof![
+            Just(None),
+            Just(Some(0)),
+            Just(Some(30)),
+            Just(Some(60)),
+            Just(Some(90)),
+            Just(Some(100_000))
+        ];
+        prop_oneof![
+            4 => (
+                0..2usize,
+                prop::collection::vec((0..4u8, expires.clone(), any::<bool>()), 0..4),
+                0..3u8,
+                1..6u32,
+                expires,
+            )
+                .prop_map(|(ext, devices, call, cseq, header_expires)| Op::Register {
+                    ext,
+                    devices,
+                    call,
+                    cseq,
+                    header_expires,
+                }),
+            1 => (0..2usize, 0..3u8, 1..6u32).prop_map(|(ext, call, cseq)| Op::Star { ext, call, cseq }),
+            2 => (0..120u64).prop_map(Op::Advance),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    fn request(op: &Op) -> Option<(&'static str, Vec<u8>)> {
+        match op {
+            Op::Register {
+                ext,
+                devices,
+                call,
+                cseq,
+                header_expires,
+            } => {
+                let mut rows = String::new();
+                for (device, expires, instance) in devices {
+                    rows.push_str(&format!("Contact: <sip:d{device}@203.0.113.{device}:5070>"));
+                    if let Some(e) = expires {
+                        rows.push_str(&format!(";expires={e}"));
+                    }
+                    if *instance {
+                        rows.push_str(&format!(";+sip.instance=\"<urn:uuid:{device}>\""));
+                    }
+                    rows.push_str("\r\n");
+                }
+                if let Some(e) = header_expires {
+                    rows.push_str(&format!("Expires: {e}\r\n"));
+                }
+                Some((
+                    EXTS[*ext],
+                    reg(EXTS[*ext], &format!("call{call}"), *cseq, &rows),
+                ))
+            }
+            Op::Star { ext, call, cseq } => Some((
+                EXTS[*ext],
+                reg(
+                    EXTS[*ext],
+                    &format!("call{call}"),
+                    *cseq,
+                    "Contact: *\r\nExpires: 0\r\n",
+                ),
+            )),
+            _ => None,
+        }
+    }
+
+    type Snapshot = Vec<(String, SocketAddr, u64, Option<String>, u32)>;
+
+    fn snapshot(b: &Bench, ext: &str) -> Snapshot {
+        b.core
+            .devices(b.now, ext.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.contact, d.source, d.expires_at_unix, d.instance, d.cseq))
+            .collect()
+    }
+
+    fn check(b: &Bench, policy_limit: usize) {
+        let mut live = BTreeMap::new();
+        b.core.for_each_binding_record(|k, v| {
+            live.insert(k.to_vec(), v.to_vec());
+        });
+        assert_eq!(live, b.journal, "journal and table agree");
+        let mut earliest: Option<u64> = None;
+        for ext in EXTS {
+            let devices = b.core.devices(b.now, ext.as_bytes()).unwrap();
+            let limit = if ext == "0100" { policy_limit } else { 20 };
+            assert!(devices.len() <= limit, "{ext}: {} devices", devices.len());
+            for d in &devices {
+                assert!(d.expires_in > 0);
+                let at = d.expires_at_unix;
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
+        }
+        match (earliest, b.core.poll_timeout()) {
+            (None, _) => {}
+            (Some(_), None) => panic!("bindings without an expiry timer"),
+            (Some(at), Some(due)) => {
+                let due_wall = (WALL_EPOCH_US + due.as_micros()) / 1_000_000;
+                assert!(
+                    due_wall <= at,
+                    "timer due at {due_wall}, earliest expiry {at}"
+                );
+            }
+        }
+    }
+
+    fn run(ops: &[Op], evict: bool) {
+        let cfg = if evict {
+            config("on_limit = \"evict-oldest\"", "mode = \"none\"")
+        } else {
+            no_auth()
+        };
+        let mut b = Bench::new(cfg.clone());
+        for op in ops {
+            match op {
+                Op::Advance(s) => b.advance(secs(*s)),
+                Op::Restart => {
+                    let before: Vec<Snapshot> = EXTS.iter().map(|e| snapshot(&b, e)).collect();
+                    let mut c = Bench::new(cfg.clone());
+                    c.now = b.now;
+                    c.core = {
+                        let params = CoreParams {
+                            shard: ShardId(0),
+                            shards: 1,
+                            local: addr("127.0.0.1:5060"),
+                            secret: SECRET,
+                            wall_epoch_us: WALL_EPOCH_US,
+                            timers: TimerValues::default(),
+                        };
+                        Core::new(cfg.clone(), params, b.now)
+                    };
+                    c.journal = b.journal.clone();
+                    for (k, v) in &b.journal {
+                        assert_eq!(c.core.restore(c.now, k, v), Restore::Restored);
+                    }
+                    c.drain_persist();
+                    assert!(c.ops.is_empty(), "restoring live bindings journals nothing");
+                    let after: Vec<Snapshot> = EXTS.iter().map(|e| snapshot(&c, e)).collect();
+                    assert_eq!(before, after);
+                    b = c;
+                }
+                _ => {
+                    let (ext, bytes) = request(op).expect("a request op");
+                    let r = b.answer(PHONE, &bytes);
+                    assert!(
+                        [200, 400, 403, 423, 500].contains(&r.status),
+                        "{} {}",
+                        r.status,
+                        r.reason
+                    );
+                    if r.status == 200 {
+                        let mut listed = r.uris().iter().map(|u| u.to_string()).collect::<Vec<_>>();
+                        let mut known = b.device_contacts(ext);
+                        listed.sort();
+                        known.sort();
+                        assert_eq!(listed, known, "the 200 lists every current binding");
+                    }
+                }
+            }
+            check(&b, 2);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_register_sequences_keep_table_timers_and_journal_in_agreement(
+            ops in prop::collection::vec(op(), 1..40),
+            evict in any::<bool>(),
+        ) {
+            run(&ops, evict);
+        }
+    }
+}

@@ -160,6 +160,19 @@ impl Proxy {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
+        if !call.is_invite {
+            // Non-INVITE: the first 2xx is the answer; later ones have nowhere to go (§16.7
+            // step 5 forwards every 2xx only for INVITE).
+            if let Some(b) = call.branches.get_mut(i) {
+                b.final_status.get_or_insert(status);
+                b.request = None;
+            }
+            if call.outcome == Outcome::Pending && !call.server.is_final() {
+                self.count(Event::Answered);
+                self.forward_2xx(cx, key, resp);
+            }
+            return self.reap(cx, key);
+        }
         let single_answer = call.single_answer;
         let outcome = call.outcome;
         let server_final = call.server.is_final();

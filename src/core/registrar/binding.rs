@@ -4,27 +4,29 @@
 //! A binding is one boxed byte block: fixed-width fields first, then the four strings it keeps
 //! (Contact URI, Call-ID, `+sip.instance`, User-Agent) back to back with `u16` lengths. With
 //! realistic contents (60-byte Contact, 40-byte Call-ID, a 47-byte instance URN, a 30-byte
-//! User-Agent, IPv4 addresses) that is 225 bytes in one allocation, and the block lives behind a
-//! 16-byte pointer in its extension's list. A refresh whose strings keep their lengths (the usual
+//! User-Agent, IPv4 source) that is 215 bytes in one allocation (221 when calls go elsewhere
+//! than the source), and the block lives behind a 16-byte pointer in its extension's list. A refresh whose strings keep their lengths (the usual
 //! case: same phone, same Call-ID) rewrites the block in place and allocates nothing.
 //!
-//! Times are stored as wall-clock microseconds since the Unix epoch (DECISIONS.md: monotonic
-//! epochs reset at restart), so the block is also the journal value, after one version byte.
+//! The registration time is stored as wall-clock microseconds since the Unix epoch (DECISIONS.md:
+//! monotonic epochs reset at restart) and the expiry as the granted lifetime in whole seconds
+//! after it, so the block is also the journal value, after one version byte.
 //!
 //! # Layout (little-endian, version [`RECORD_VERSION`])
 //! ```text
 //! 0  flags u8         bit 0 instance, bit 1 reg-id, bit 2 q given, bit 3 source is IPv6,
-//!                     bit 4 destination is IPv6
+//!                     bit 4 destination is IPv6, bit 5 destination is the source (omitted)
 //! 1  transport u8     Via transport code ([`Transport`])
 //! 2  id u16           binding id, unique within its extension (the journal key's suffix)
 //! 4  q u16            thousandths (1000 when the Contact gave none)
 //! 6  cseq u32         CSeq of the REGISTER that last wrote the binding
 //! 10 reg_id u32       RFC 5626 reg-id (0 when absent)
 //! 14 registered u64   wall µs of the last REGISTER that created or refreshed it
-//! 22 expires u64      wall µs at which it expires
-//! 30 contact_len u16, 32 call_id_len u16, 34 instance_len u16
-//! 36 source           IPv4 (4) or IPv6 (16) address, then port u16
-//!    destination      same shape: where requests for the binding go (NAT rule applied)
+//! 22 lifetime u32     seconds granted: it expires at registered + lifetime
+//! 26 contact_len u16, 28 call_id_len u16, 30 instance_len u16
+//! 32 source           IPv4 (4) or IPv6 (16) address, then port u16
+//!    destination      same shape, unless bit 5: where requests for the binding go (NAT rule
+//!                     applied)
 //!    contact ‖ call_id ‖ instance ‖ user_agent (the rest)
 //! ```
 //!
@@ -45,7 +47,8 @@ const F_REG_ID: u8 = 2;
 const F_Q: u8 = 4;
 const F_SOURCE_V6: u8 = 8;
 const F_DEST_V6: u8 = 16;
-const KNOWN_FLAGS: u8 = F_INSTANCE | F_REG_ID | F_Q | F_SOURCE_V6 | F_DEST_V6;
+const F_DEST_IS_SOURCE: u8 = 32;
+const KNOWN_FLAGS: u8 = F_INSTANCE | F_REG_ID | F_Q | F_SOURCE_V6 | F_DEST_V6 | F_DEST_IS_SOURCE;
 
 const OFF_FLAGS: usize = 0;
 const OFF_TRANSPORT: usize = 1;
@@ -54,11 +57,11 @@ const OFF_Q: usize = 4;
 const OFF_CSEQ: usize = 6;
 const OFF_REG_ID: usize = 10;
 const OFF_REGISTERED: usize = 14;
-const OFF_EXPIRES: usize = 22;
-const OFF_CONTACT_LEN: usize = 30;
-const OFF_CALL_ID_LEN: usize = 32;
-const OFF_INSTANCE_LEN: usize = 34;
-const FIXED: usize = 36;
+const OFF_LIFETIME: usize = 22;
+const OFF_CONTACT_LEN: usize = 26;
+const OFF_CALL_ID_LEN: usize = 28;
+const OFF_INSTANCE_LEN: usize = 30;
+const FIXED: usize = 32;
 
 /// The transport a device named in its REGISTER's top Via.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,8 +150,8 @@ pub struct BindingSpec<'a> {
     pub transport: Transport,
     /// Wall-clock µs of this registration.
     pub registered_us: u64,
-    /// Wall-clock µs of expiry.
-    pub expires_us: u64,
+    /// Seconds granted from `registered_us` (0 for a binding that is already gone).
+    pub lifetime_secs: u32,
 }
 
 impl BindingSpec<'_> {
@@ -158,10 +161,18 @@ impl BindingSpec<'_> {
             .unwrap_or(self.user_agent)
     }
 
+    fn dest_stored(&self) -> bool {
+        self.dest != self.source
+    }
+
     fn encoded_len(&self) -> usize {
         FIXED
             + addr_len(self.source)
-            + addr_len(self.dest)
+            + if self.dest_stored() {
+                addr_len(self.dest)
+            } else {
+                0
+            }
             + self.contact.len()
             + self.call_id.len()
             + self.instance.map_or(0, <[u8]>::len)
@@ -184,7 +195,9 @@ impl BindingSpec<'_> {
         if self.source.is_ipv6() {
             flags |= F_SOURCE_V6;
         }
-        if self.dest.is_ipv6() {
+        if !self.dest_stored() {
+            flags |= F_DEST_IS_SOURCE;
+        } else if self.dest.is_ipv6() {
             flags |= F_DEST_V6;
         }
         let mut w = Writer { out, pos: 0 };
@@ -194,12 +207,14 @@ impl BindingSpec<'_> {
         w.put(&self.cseq.to_le_bytes());
         w.put(&self.reg_id.unwrap_or(0).to_le_bytes());
         w.put(&self.registered_us.to_le_bytes());
-        w.put(&self.expires_us.to_le_bytes());
+        w.put(&self.lifetime_secs.to_le_bytes());
         w.put(&len16(self.contact).to_le_bytes());
         w.put(&len16(self.call_id).to_le_bytes());
         w.put(&len16(instance).to_le_bytes());
         w.put_addr(self.source);
-        w.put_addr(self.dest);
+        if self.dest_stored() {
+            w.put_addr(self.dest);
+        }
         w.put(self.contact);
         w.put(self.call_id);
         w.put(instance);
@@ -285,7 +300,7 @@ impl Binding {
             dest: self.dest(),
             transport: self.transport(),
             registered_us: self.registered_us(),
-            expires_us: self.expires_us(),
+            lifetime_secs: self.u32_at(OFF_LIFETIME),
         }
     }
 
@@ -321,7 +336,10 @@ impl Binding {
     }
 
     fn dest_len(&self) -> usize {
-        if self.flags() & F_DEST_V6 != 0 {
+        let flags = self.flags();
+        if flags & F_DEST_IS_SOURCE != 0 {
+            0
+        } else if flags & F_DEST_V6 != 0 {
             18
         } else {
             6
@@ -411,6 +429,9 @@ impl Binding {
 
     /// Where requests for the binding go.
     pub fn dest(&self) -> SocketAddr {
+        if self.flags() & F_DEST_IS_SOURCE != 0 {
+            return self.source();
+        }
         self.addr_at(FIXED + self.source_len(), self.flags() & F_DEST_V6 != 0)
     }
 
@@ -429,7 +450,8 @@ impl Binding {
 
     /// Wall-clock µs of expiry.
     pub fn expires_us(&self) -> u64 {
-        self.u64_at(OFF_EXPIRES)
+        self.registered_us()
+            .saturating_add(u64::from(self.u32_at(OFF_LIFETIME)) * 1_000_000)
     }
 
     /// Bytes of the block (the binding's own heap storage).
@@ -455,6 +477,7 @@ impl Binding {
         let flags = binding.flags();
         let [_, _, (i0, ilen), (u0, _)] = binding.strings();
         let consistent = flags & !KNOWN_FLAGS == 0
+            && flags & (F_DEST_IS_SOURCE | F_DEST_V6) != (F_DEST_IS_SOURCE | F_DEST_V6)
             && block
                 .get(OFF_TRANSPORT)
                 .is_some_and(|&c| Transport::from_code(c).is_some())
@@ -563,7 +586,7 @@ mod tests {
             dest: "[2001:db8::1]:5062".parse().unwrap(),
             transport: Transport::Udp,
             registered_us: 1_700_000_000_000_001,
-            expires_us: 1_700_000_003_600_001,
+            lifetime_secs: 3600,
         }
     }
 
@@ -583,12 +606,26 @@ mod tests {
         assert_eq!(b.dest(), s.dest);
         assert_eq!(b.transport(), Transport::Udp);
         assert_eq!(b.registered_us(), s.registered_us);
-        assert_eq!(b.expires_us(), s.expires_us);
+        assert_eq!(b.expires_us(), 1_700_003_600_000_001);
         let mut value = Vec::new();
         b.encode_value(&mut value);
         assert_eq!(value[0], RECORD_VERSION);
         assert_eq!(Binding::decode_value(&value), Some(b.clone()));
         assert_eq!(Binding::new(&b.spec()), b);
+    }
+
+    #[test]
+    fn destination_equal_to_the_source_is_not_stored() {
+        let mut s = spec(b"sip:1001@192.0.2.10:40000", b"ua");
+        let apart = Binding::new(&s);
+        s.dest = s.source;
+        let same = Binding::new(&s);
+        assert_eq!(apart.block_len(), same.block_len() + 18);
+        assert_eq!(same.dest(), s.source);
+        assert_eq!(same.contact(), s.contact);
+        let mut value = Vec::new();
+        same.encode_value(&mut value);
+        assert_eq!(Binding::decode_value(&value), Some(same));
     }
 
     #[test]

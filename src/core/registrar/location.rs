@@ -31,9 +31,20 @@ use super::binding::{Binding, BindingSpec};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NumberKey(u64);
 
-/// `base(w)`: how many numbers have fewer than `w` digits (`10 + 100 + … + 10^(w-1)`).
-const fn width_base(width: u32) -> u64 {
-    (10u64.pow(width) - 10) / 9
+/// `WIDTH_BASE[w]`: how many numbers have 1 to `w - 1` digits (`10 + 100 + … + 10^(w-1)`);
+/// index 0 is unused. Every entry fits a `u64`, and so does the largest key.
+const WIDTH_BASE: [u64; MAX_NUMBER_WIDTH + 1] = {
+    let mut bases = [0u64; MAX_NUMBER_WIDTH + 1];
+    let mut w = 2;
+    while w <= MAX_NUMBER_WIDTH {
+        bases[w] = bases[w - 1] * 10 + 10;
+        w += 1;
+    }
+    bases
+};
+
+fn width_base(width: usize) -> u64 {
+    WIDTH_BASE.get(width).copied().unwrap_or(u64::MAX)
 }
 
 impl NumberKey {
@@ -48,21 +59,22 @@ impl NumberKey {
         let value = number
             .iter()
             .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
-        Some(NumberKey(width_base(number.len() as u32) + value))
+        Some(NumberKey(width_base(number.len()) + value))
     }
 
     /// The number's digits, as written when registered.
     pub fn digits(self) -> Digits {
-        let mut width = 1u32;
-        while width < MAX_NUMBER_WIDTH as u32 && self.0 >= width_base(width + 1) {
-            width += 1;
-        }
+        // The largest width whose base is at most the key.
+        let width = WIDTH_BASE
+            .partition_point(|&base| base <= self.0)
+            .saturating_sub(1)
+            .clamp(1, MAX_NUMBER_WIDTH);
         let mut value = self.0 - width_base(width);
         let mut out = Digits {
             buf: [b'0'; MAX_NUMBER_WIDTH],
             len: width as u8,
         };
-        for slot in out.buf[..width as usize].iter_mut().rev() {
+        for slot in out.buf.iter_mut().take(width).rev() {
             *slot = b'0' + (value % 10) as u8;
             value /= 10;
         }
@@ -417,7 +429,7 @@ mod tests {
             dest: "127.0.0.1:5070".parse().unwrap(),
             transport: Transport::Udp,
             registered_us,
-            expires_us: registered_us + 60_000_000,
+            lifetime_secs: 60,
         })
     }
 

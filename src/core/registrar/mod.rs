@@ -41,7 +41,7 @@
 pub mod binding;
 pub mod digest;
 pub mod location;
-pub mod update;
+mod update;
 
 use std::net::SocketAddr;
 
@@ -52,11 +52,11 @@ use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::persist::PersistLog;
 use crate::core::{reply_to, TimerKey};
 use crate::sip::build::push_u32;
-use crate::sip::{ContactValue, Essentials, Message, Uri};
+use crate::sip::{Essentials, Message, Uri};
 
 use self::binding::{parse_key, Binding, BindingSpec, RecordKey, Transport};
 use self::location::{destination, LocationTable, NumberKey, Target};
-use self::update::{Limits, PlanError, Planned, Verdict};
+use self::update::{PlanError, Planned, Rules, Verdict};
 
 /// Why a REGISTER was refused (metric label order = `REJECTS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +131,8 @@ impl Reject {
 impl From<PlanError> for Reject {
     fn from(e: PlanError) -> Reject {
         match e {
+            PlanError::BadContact => Reject::BadContact,
+            PlanError::BadStar => Reject::BadStar,
             PlanError::IntervalTooBrief => Reject::IntervalTooBrief,
             PlanError::OutOfOrder => Reject::OutOfOrder,
             PlanError::TooManyDevices => Reject::TooManyDevices,
@@ -401,40 +403,16 @@ impl Registrar {
         self.remove_expired(cx, key, now_us);
 
         let header_expires = msg.expires().map_err(|_| Reject::BadExpires)?;
-        let (mut stars, mut addrs) = (0usize, 0usize);
-        for c in msg.contacts() {
-            match c {
-                Ok(ContactValue::Star) => stars += 1,
-                Ok(ContactValue::Addr(_)) => addrs += 1,
-                Err(_) => return Err(Reject::BadContact.into()),
-            }
-        }
-        if stars > 0 {
-            //# 6. ... If the request has additional Contact fields or an expiration time other
-            //# than zero, the request is invalid, and the server MUST return a 400.
-            if addrs > 0 || header_expires != Some(0) {
-                return Err(Reject::BadStar.into());
-            }
-            return self.remove_all(cx, key, e, replayed);
-        }
-        if addrs == 0 {
-            return match replayed {
-                Some(replay) => Err(Refusal::Auth(replay)),
-                None => Ok((Outcome::Query, key)),
-            };
-        }
-        let max_contacts = usize::try_from(policy.max_contacts).unwrap_or(usize::MAX);
-        if addrs > max_contacts {
-            return Err(Reject::TooManyContacts.into());
-        }
         let r = &cx.cfg.registrar;
-        let limits = Limits {
+        let rules = Rules {
             header_expires,
             default_expires: secs_u32(r.default_expires),
             min_expires: secs_u32(r.min_expires),
             max_expires: secs_u32(r.max_expires),
-            max_contacts,
+            max_contacts: usize::try_from(policy.max_contacts).unwrap_or(usize::MAX),
             on_limit: r.on_limit,
+            nat: r.nat,
+            source: from,
         };
         let bindings = self.table.extension(key).map_or(&[][..], |x| x.bindings());
         let verdict = update::plan(
@@ -442,12 +420,14 @@ impl Registrar {
             e.call_id,
             e.cseq.number,
             bindings,
-            &limits,
+            &rules,
             &mut self.plan,
         )?;
         match (verdict, replayed) {
+            (Verdict::RemoveAll, _) => self.remove_all(cx, key, e, replayed),
             (Verdict::Retransmission, _) => Ok((Outcome::Retransmission, key)),
-            (Verdict::Apply { .. }, Some(replay)) => Err(Refusal::Auth(replay)),
+            (Verdict::Query | Verdict::Apply { .. }, Some(replay)) => Err(Refusal::Auth(replay)),
+            (Verdict::Query, None) => Ok((Outcome::Query, key)),
             (Verdict::Apply { evict }, None) => {
                 self.apply(cx, msg, e, from, key, evict, now_us);
                 Ok((Outcome::Updated, key))
@@ -491,7 +471,7 @@ impl Registrar {
         Ok((Outcome::RemovedAll, key))
     }
 
-    /// Pass 2: carries out the plan `update::plan` left in `self.plan`.
+    /// Carries out the plan `update::plan` left in `self.plan`.
     #[allow(clippy::too_many_arguments)]
     fn apply(
         &mut self,
@@ -507,7 +487,6 @@ impl Registrar {
         let number = digits.as_bytes();
         let user_agent = msg.user_agent().unwrap_or(b"");
         let transport = Transport::from_token(e.top_via.transport);
-        let nat = cx.cfg.registrar.nat;
         let mut ext = self.table.extension_or_insert(key);
         for _ in 0..evict {
             let Some(id) = update::oldest_untouched(ext.get().bindings(), &self.plan) else {
@@ -517,10 +496,7 @@ impl Registrar {
             persist_delete(cx.persist, number, id);
             self.metrics.evicted += 1;
         }
-        for (c, p) in update::addr_contacts(msg).zip(&self.plan) {
-            if p.superseded {
-                continue;
-            }
+        for p in self.plan.iter().filter(|p| !p.superseded) {
             if p.expires == 0 {
                 if let Some(id) = p.matched {
                     if ext.remove(id).is_some() {
@@ -532,18 +508,18 @@ impl Registrar {
             let id = p.matched.unwrap_or_else(|| ext.get().free_id());
             ext.upsert(&BindingSpec {
                 id,
-                contact: c.addr.uri.raw(),
+                contact: p.contact(msg),
                 call_id: e.call_id,
                 cseq: e.cseq.number,
-                instance: c.instance,
-                reg_id: update::flow_reg_id(&c),
+                instance: p.instance(msg),
+                reg_id: p.reg_id,
                 user_agent,
-                q: c.q,
+                q: p.q,
                 source: from,
-                dest: destination(nat, &c.addr.uri, from),
+                dest: p.dest,
                 transport,
                 registered_us: now_us,
-                expires_us: now_us.saturating_add(u64::from(p.expires) * 1_000_000),
+                lifetime_secs: p.expires,
             });
             if let Some(b) = ext.get().get(id) {
                 persist_put(cx.persist, number, b);
@@ -555,14 +531,13 @@ impl Registrar {
 
     /// Removes the expired bindings of one extension (journalling each removal).
     fn remove_expired(&mut self, cx: &mut Cx<'_>, key: NumberKey, now_us: u64) {
-        let digits = key.digits();
         let Some(mut ext) = self.table.extension_mut(key) else {
             return;
         };
         let before = ext.get().bindings().len();
         let persist = &mut *cx.persist;
         ext.remove_expired(now_us, |b| {
-            persist_delete(persist, digits.as_bytes(), b.id())
+            persist_delete(persist, key.digits().as_bytes(), b.id())
         });
         let removed = before - ext.get().bindings().len();
         if removed > 0 {

@@ -1,13 +1,14 @@
-//! Applying a REGISTER's Contacts to one extension (RFC 3261 §10.3 steps 6–7, RFC 5626 §6).
+//! Deciding what a REGISTER's Contacts do to one extension (RFC 3261 §10.3 steps 6–7,
+//! RFC 5626 §6).
 //!
-//! Two passes over the Contact list, so the update is all or nothing (§10.3 step 7: "committed
-//! … if and only if all binding updates and additions succeed"):
-//! 1. [`plan`] validates every Contact and decides, without changing anything, which binding
-//!    it updates, removes or adds: expiry (Contact `expires` over the Expires header over
-//!    `default_expires`; non-zero below `min_expires` → 423; above `max_expires` → clamped),
-//!    Call-ID/CSeq ordering against the matched binding, retransmission, the device limit and
-//!    whom to evict.
-//! 2. The registrar walks the Contacts again and carries the plan out, journalling each change.
+//! The update is all or nothing (§10.3 step 7: "committed … if and only if all binding updates
+//! and additions succeed"), so [`plan`] decides everything before anything changes: the `*`
+//! rules, each Contact's expiry (Contact `expires` over the Expires header over
+//! `default_expires`; non-zero below `min_expires` → 423; above `max_expires` → clamped), its
+//! binding, Call-ID/CSeq order against that binding, retransmission, the device limit and how
+//! many to evict. The registrar then carries the plan out from the [`Planned`] entries alone:
+//! each Contact is parsed once, and what applying needs (URI, instance, destination) is kept as
+//! offsets into the datagram.
 //!
 //! Which binding a Contact refers to: with `+sip.instance`, the binding with the same instance
 //! and reg-id (RFC 5626: the device replaces its own binding, wherever it registers from); a
@@ -17,13 +18,17 @@
 //!
 //! The plan lives in a vector the registrar keeps, so a REGISTER allocates nothing here.
 
-use crate::config::OnLimit;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use crate::config::{NatMode, OnLimit};
 use crate::sip::{Contact, ContactValue, Message, Uri};
 
 use super::binding::Binding;
+use super::location::destination;
 
-/// What one Contact of the request does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What one address Contact of the request does, and what applying it needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Planned {
     /// Id of the existing binding it refers to.
     pub matched: Option<u16>,
@@ -31,24 +36,55 @@ pub struct Planned {
     pub expires: u32,
     /// A later Contact of the same request names the same binding.
     pub superseded: bool,
+    /// The Contact URI, as a range of the datagram.
+    pub contact: Range<usize>,
+    /// `+sip.instance` without quotes, as a range of the datagram.
+    pub instance: Option<Range<usize>>,
+    /// `reg-id` (kept only with an instance, RFC 5626 §4.2).
+    pub reg_id: Option<u32>,
+    /// q in thousandths, when given.
+    pub q: Option<u16>,
+    /// Where requests for the binding will go.
+    pub dest: SocketAddr,
+}
+
+impl Planned {
+    /// The Contact URI.
+    pub fn contact<'b>(&self, msg: &Message<'b>) -> &'b [u8] {
+        msg.bytes().get(self.contact.clone()).unwrap_or(&[])
+    }
+
+    /// The instance.
+    pub fn instance<'b>(&self, msg: &Message<'b>) -> Option<&'b [u8]> {
+        let range = self.instance.clone()?;
+        msg.bytes().get(range)
+    }
 }
 
 /// Why a REGISTER's Contacts cannot be applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanError {
+    /// A Contact does not parse (`check_request` already refuses these).
+    BadContact,
+    /// `*` with another Contact or with an expiry other than `Expires: 0`.
+    BadStar,
     /// A non-zero expiry below `min_expires`: 423 with Min-Expires.
     IntervalTooBrief,
     /// Same Call-ID as a binding but a lower CSeq (§10.3 step 7).
     OutOfOrder,
     /// More bindings than allowed, and the policy rejects.
     TooManyDevices,
-    /// More new bindings in this request alone than allowed.
+    /// More Contacts in this request alone than bindings allowed.
     TooManyContacts,
 }
 
 /// What the plan decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// No Contact: report the bindings.
+    Query,
+    /// `Contact: *` with `Expires: 0`: remove every binding.
+    RemoveAll,
     /// Apply it, first evicting this many of the oldest untouched bindings.
     Apply {
         /// Bindings to evict.
@@ -58,9 +94,9 @@ pub enum Verdict {
     Retransmission,
 }
 
-/// The expiry rules of one extension's REGISTER.
+/// What decides a REGISTER besides its Contacts and the extension's bindings.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub struct Rules {
     /// `Expires` header of the request.
     pub header_expires: Option<u32>,
     /// `registrar.default_expires`, seconds.
@@ -73,18 +109,14 @@ pub struct Limits {
     pub max_contacts: usize,
     /// `registrar.on_limit`.
     pub on_limit: OnLimit,
-}
-
-/// The address Contacts of a REGISTER (the `*` form is handled before planning).
-pub fn addr_contacts<'m, 'b>(msg: &'m Message<'b>) -> impl Iterator<Item = Contact<'b>> + 'm {
-    msg.contacts().filter_map(|c| match c {
-        Ok(ContactValue::Addr(c)) => Some(c),
-        _ => None,
-    })
+    /// `registrar.nat`.
+    pub nat: NatMode,
+    /// Source address of the REGISTER.
+    pub source: SocketAddr,
 }
 
 /// The reg-id that identifies a flow: only meaningful with an instance (RFC 5626 §4.2).
-pub fn flow_reg_id(c: &Contact<'_>) -> Option<u32> {
+fn flow_reg_id(c: &Contact<'_>) -> Option<u32> {
     c.instance.and(c.reg_id)
 }
 
@@ -95,7 +127,7 @@ fn same_uri(stored: &[u8], uri: &Uri<'_>) -> bool {
 }
 
 /// The existing binding `c` refers to.
-pub fn find_match<'a>(bindings: &'a [Binding], c: &Contact<'_>) -> Option<&'a Binding> {
+fn find_match<'a>(bindings: &'a [Binding], c: &Contact<'_>) -> Option<&'a Binding> {
     if let Some(instance) = c.instance {
         let reg_id = flow_reg_id(c);
         let by_instance = bindings.iter().find(|b| {
@@ -113,79 +145,106 @@ pub fn find_match<'a>(bindings: &'a [Binding], c: &Contact<'_>) -> Option<&'a Bi
     bindings.iter().find(|b| same_uri(b.contact(), &c.addr.uri))
 }
 
-/// Do two Contacts of one request name the same binding?
-fn same_identity(a: &Contact<'_>, b: &Contact<'_>) -> bool {
-    match (a.instance, b.instance) {
-        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y) && flow_reg_id(a) == flow_reg_id(b),
-        (None, None) => a.addr.uri.equivalent(&b.addr.uri),
-        _ => false,
-    }
-}
-
 /// The expiry granted to one Contact, or 423.
-pub fn granted_expiry(c: &Contact<'_>, limits: &Limits) -> Result<u32, PlanError> {
+fn granted_expiry(c: &Contact<'_>, rules: &Rules) -> Result<u32, PlanError> {
     let asked = c
         .expires
-        .or(limits.header_expires)
-        .unwrap_or(limits.default_expires);
+        .or(rules.header_expires)
+        .unwrap_or(rules.default_expires);
     //= rfc3261#section-10.3
-    //# the registrar MAY shorten the interval ... If and only if the requested expiration
-    //# interval is greater than zero AND smaller than one hour AND less than a
-    //# registrar-configured minimum, the registrar MAY reject the registration with 423
+    //# If and only if the requested expiration interval is greater than zero AND smaller than
+    //# one hour AND less than a registrar-configured minimum, the registrar MAY reject the
+    //# registration with a response of 423 (Interval Too Brief).
     if asked == 0 {
         Ok(0)
-    } else if asked < limits.min_expires {
+    } else if asked < rules.min_expires {
         Err(PlanError::IntervalTooBrief)
     } else {
-        Ok(asked.min(limits.max_expires))
+        Ok(asked.min(rules.max_expires))
     }
 }
 
-/// Pass 1: fills `plan` (one entry per address Contact, in order) and decides.
+/// Decides what the REGISTER does; fills `plan` with one entry per address Contact, in order.
+/// Each Contact is parsed once here, and no more than `max_contacts` are looked at, so a
+/// datagram packed with Contacts costs bounded work.
 pub fn plan(
     msg: &Message<'_>,
     call_id: &[u8],
     cseq: u32,
     bindings: &[Binding],
-    limits: &Limits,
+    rules: &Rules,
     plan: &mut Vec<Planned>,
 ) -> Result<Verdict, PlanError> {
     plan.clear();
-    let mut retransmission = false;
-    for c in addr_contacts(msg) {
-        let expires = granted_expiry(&c, limits)?;
+    let (mut star, mut too_brief, mut out_of_order, mut retransmission) =
+        (false, false, false, false);
+    for c in msg.contacts() {
+        let c = match c {
+            Ok(ContactValue::Addr(c)) => c,
+            Ok(ContactValue::Star) => {
+                star = true;
+                continue;
+            }
+            Err(_) => return Err(PlanError::BadContact),
+        };
+        if plan.len() >= rules.max_contacts {
+            return Err(PlanError::TooManyContacts);
+        }
+        let expires = granted_expiry(&c, rules).unwrap_or_else(|_| {
+            too_brief = true;
+            0
+        });
         let matched = find_match(bindings, &c);
         if let Some(b) = matched.filter(|b| b.call_id() == call_id) {
             //= rfc3261#section-10.3
             //# If it does agree, it MUST remove the binding only if the CSeq in the request is
             //# higher than the value stored for that binding. Otherwise, the update MUST be
             //# aborted and the request fails.
-            if cseq < b.cseq() {
-                return Err(PlanError::OutOfOrder);
-            }
+            out_of_order |= cseq < b.cseq();
             retransmission |= cseq == b.cseq();
         }
+        let contact = msg
+            .offset_of(c.addr.uri.raw())
+            .ok_or(PlanError::BadContact)?;
+        let instance = match c.instance {
+            Some(i) => Some(msg.offset_of(i).ok_or(PlanError::BadContact)?),
+            None => None,
+        };
         plan.push(Planned {
             matched: matched.map(Binding::id),
             expires,
             superseded: false,
+            contact,
+            instance,
+            reg_id: flow_reg_id(&c),
+            q: c.q,
+            dest: destination(rules.nat, &c.addr.uri, rules.source),
         });
+    }
+    if star {
+        //= rfc3261#section-10.3
+        //# If the request has additional Contact fields or an expiration time other than
+        //# zero, the request is invalid, and the server MUST return a 400 (Invalid Request)
+        return if plan.is_empty() && rules.header_expires == Some(0) {
+            Ok(Verdict::RemoveAll)
+        } else {
+            Err(PlanError::BadStar)
+        };
+    }
+    if plan.is_empty() {
+        return Ok(Verdict::Query);
+    }
+    if too_brief {
+        return Err(PlanError::IntervalTooBrief);
+    }
+    if out_of_order {
+        return Err(PlanError::OutOfOrder);
     }
     if retransmission {
         return Ok(Verdict::Retransmission);
     }
-    // A later Contact naming the same binding supersedes an earlier one.
-    for (i, earlier) in addr_contacts(msg).enumerate() {
-        let Some(mine) = plan.get(i).copied() else {
-            break;
-        };
-        let later = addr_contacts(msg).enumerate().skip(i + 1).any(|(j, c)| {
-            let theirs = plan.get(j).and_then(|p| p.matched);
-            (mine.matched.is_some() && theirs == mine.matched) || same_identity(&earlier, &c)
-        });
-        if let (true, Some(p)) = (later, plan.get_mut(i)) {
-            p.superseded = true;
-        }
+    if plan.len() > 1 {
+        supersede(msg, plan);
     }
     let live = || plan.iter().filter(|p| !p.superseded);
     let removed = live()
@@ -195,14 +254,11 @@ pub fn plan(
         .filter(|p| p.expires > 0 && p.matched.is_none())
         .count();
     let after = bindings.len() - removed + added;
-    let evict = after.saturating_sub(limits.max_contacts);
+    let evict = after.saturating_sub(rules.max_contacts);
     if evict == 0 {
         return Ok(Verdict::Apply { evict: 0 });
     }
-    if added > limits.max_contacts {
-        return Err(PlanError::TooManyContacts);
-    }
-    match limits.on_limit {
+    match rules.on_limit {
         OnLimit::Reject => Err(PlanError::TooManyDevices),
         OnLimit::EvictOldest => {
             let untouched = bindings
@@ -213,6 +269,36 @@ pub fn plan(
                 return Err(PlanError::TooManyContacts);
             }
             Ok(Verdict::Apply { evict })
+        }
+    }
+}
+
+/// Do two Contacts of one request name the same binding (same matched binding, or for new
+/// ones the same instance and reg-id, or equivalent URIs without instance)?
+fn same_binding(msg: &Message<'_>, a: &Planned, b: &Planned) -> bool {
+    if a.matched.is_some() && a.matched == b.matched {
+        return true;
+    }
+    match (a.instance(msg), b.instance(msg)) {
+        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y) && a.reg_id == b.reg_id,
+        (None, None) => match (Uri::parse(a.contact(msg)), Uri::parse(b.contact(msg))) {
+            (Ok(x), Ok(y)) => x.equivalent(&y),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Marks every Contact that a later Contact of the same request replaces.
+fn supersede(msg: &Message<'_>, plan: &mut [Planned]) {
+    for i in 0..plan.len() {
+        let replaced = plan
+            .get(i + 1..)
+            .unwrap_or(&[])
+            .iter()
+            .any(|later| plan.get(i).is_some_and(|p| same_binding(msg, p, later)));
+        if let (true, Some(p)) = (replaced, plan.get_mut(i)) {
+            p.superseded = true;
         }
     }
 }

@@ -17,6 +17,7 @@ pub struct CSeq<'b> {
 }
 
 /// Parses a CSeq value.
+#[inline]
 pub(crate) fn parse_cseq(value: &[u8]) -> Result<CSeq<'_>, ParseError> {
     let mut c = Cursor::new(value);
     c.skip_lws();

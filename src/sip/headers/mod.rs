@@ -21,7 +21,6 @@ pub mod via;
 use crate::sip::error::ParseError;
 use crate::sip::header::HeaderName;
 use crate::sip::message::Message;
-use crate::sip::scan::Cursor;
 
 use self::contact::{parse_contact, ContactValue};
 use self::cseq::{parse_cseq, CSeq};
@@ -54,16 +53,13 @@ impl<'b> Message<'b> {
             .ok_or(ParseError::MissingHeader(name))
     }
 
-    /// The topmost Via value (the first value of the first Via row).
+    /// The topmost Via value (the first value of the first Via row): the first item of
+    /// [`Message::vias`], which stops at the first value's end.
+    #[inline]
     pub fn top_via(&self) -> Result<Via<'b>, ParseError> {
-        let mut c = Cursor::new(self.required(HeaderName::Via)?);
-        let via = parse_via(&mut c)?;
-        c.skip_lws();
-        if c.at_end() || c.peek() == Some(b',') {
-            Ok(via)
-        } else {
-            Err(ParseError::BadVia)
-        }
+        self.vias()
+            .next()
+            .unwrap_or(Err(ParseError::MissingHeader(HeaderName::Via)))
     }
 
     /// Every Via value in order, comma-separated values and rows alike.
@@ -72,21 +68,25 @@ impl<'b> Message<'b> {
     }
 
     /// Call-ID.
+    #[inline]
     pub fn call_id(&self) -> Result<&'b [u8], ParseError> {
         parse_call_id(self.required(HeaderName::CallId)?)
     }
 
     /// CSeq.
+    #[inline]
     pub fn cseq(&self) -> Result<CSeq<'b>, ParseError> {
         parse_cseq(self.required(HeaderName::CSeq)?)
     }
 
     /// From.
+    #[inline]
     pub fn from(&self) -> Result<NameAddr<'b>, ParseError> {
         parse_single(self.required(HeaderName::From)?)
     }
 
     /// To.
+    #[inline]
     pub fn to(&self) -> Result<NameAddr<'b>, ParseError> {
         parse_single(self.required(HeaderName::To)?)
     }

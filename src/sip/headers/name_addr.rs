@@ -11,7 +11,7 @@
 use memchr::memchr;
 
 use crate::sip::error::ParseError;
-use crate::sip::scan::{is_lws, is_token, unquote, Cursor};
+use crate::sip::scan::{is_lws, unquote, Cursor};
 use crate::sip::uri::Uri;
 
 use super::params::Params;
@@ -44,6 +44,7 @@ pub(crate) enum Form {
 }
 
 /// Parses one name-addr or addr-spec with its parameters at the cursor.
+#[inline]
 pub(crate) fn parse_name_addr<'b>(
     c: &mut Cursor<'b>,
     form: Form,
@@ -101,13 +102,10 @@ pub(crate) fn parse_name_addr<'b>(
         Uri::parse(raw)?
     };
     let mut tag = None;
-    let params = Params::parse(c, ParseError::BadParam, |name, value| {
+    let params = Params::parse_with_kind(c, ParseError::BadParam, |name, value| {
         if name.eq_ignore_ascii_case(b"tag") {
-            tag = Some(
-                value
-                    .filter(|v| v.iter().all(|&b| is_token(b)))
-                    .ok_or(ParseError::BadParam)?,
-            );
+            let token = value.and_then(|(v, token)| token.then_some(v));
+            tag = Some(token.ok_or(ParseError::BadParam)?);
         }
         Ok(())
     })?;
@@ -122,6 +120,7 @@ pub(crate) fn parse_name_addr<'b>(
 }
 
 /// Parses a whole single-valued header (From, To): one address, then nothing but whitespace.
+#[inline]
 pub(crate) fn parse_single(value: &[u8]) -> Result<NameAddr<'_>, ParseError> {
     let mut c = Cursor::new(value);
     let addr = parse_name_addr(&mut c, Form::Any)?;

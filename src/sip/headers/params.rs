@@ -5,7 +5,7 @@
 //! when its header is parsed; iterating it afterwards only re-splits, and cannot fail.
 
 use crate::sip::error::ParseError;
-use crate::sip::scan::{is_gen_value, unquote, Cursor};
+use crate::sip::scan::{unquote, Cursor};
 
 /// One parameter: name and, if given, value (quoted strings keep their quotes).
 pub type Param<'b> = (&'b [u8], Option<&'b [u8]>);
@@ -16,22 +16,24 @@ pub struct Params<'b> {
     raw: &'b [u8],
 }
 
-/// One `gen-value`: a quoted string (with its quotes) or a run of token/host characters.
-fn gen_value<'b>(c: &mut Cursor<'b>, err: ParseError) -> Result<&'b [u8], ParseError> {
+/// One `gen-value`: a quoted string (with its quotes) or a run of token/host characters; the
+/// flag says whether it is a plain token.
+fn gen_value<'b>(c: &mut Cursor<'b>, err: ParseError) -> Result<(&'b [u8], bool), ParseError> {
     if c.peek() == Some(b'"') {
-        return c.quoted();
+        return c.quoted().map(|q| (q, false));
     }
-    let v = c.take_while(is_gen_value);
-    if v.is_empty() {
-        Err(err)
-    } else {
-        Ok(v)
+    match c.gen_value() {
+        (v, token) if !v.is_empty() => Ok((v, token)),
+        _ => Err(err),
     }
 }
 
+/// One parameter as read: name, value, and whether the value is a plain token.
+type RawParam<'b> = (&'b [u8], Option<(&'b [u8], bool)>);
+
 /// Reads one `SEMI generic-param` at the cursor, or returns `Ok(None)` with the cursor unmoved
 /// when no `;` follows.
-fn next_param<'b>(c: &mut Cursor<'b>, err: ParseError) -> Result<Option<Param<'b>>, ParseError> {
+fn next_param<'b>(c: &mut Cursor<'b>, err: ParseError) -> Result<Option<RawParam<'b>>, ParseError> {
     if !c.eat_separator(b';') {
         return Ok(None);
     }
@@ -52,6 +54,16 @@ impl<'b> Params<'b> {
         c: &mut Cursor<'b>,
         err: ParseError,
         mut each: impl FnMut(&'b [u8], Option<&'b [u8]>) -> Result<(), ParseError>,
+    ) -> Result<Params<'b>, ParseError> {
+        Self::parse_with_kind(c, err, |name, value| each(name, value.map(|(v, _)| v)))
+    }
+
+    /// Like [`Params::parse`], also telling `each` whether a value is a plain token, so that a
+    /// header whose grammar wants a token there (Via `branch`, `tag`) need not scan it again.
+    pub(crate) fn parse_with_kind(
+        c: &mut Cursor<'b>,
+        err: ParseError,
+        mut each: impl FnMut(&'b [u8], Option<(&'b [u8], bool)>) -> Result<(), ParseError>,
     ) -> Result<Params<'b>, ParseError> {
         let start = c.pos();
         let mut end = start;
@@ -107,9 +119,10 @@ pub struct ParamIter<'b> {
 impl<'b> Iterator for ParamIter<'b> {
     type Item = Param<'b>;
     fn next(&mut self) -> Option<Self::Item> {
-        next_param(&mut self.cursor, ParseError::BadParam)
+        let (name, value) = next_param(&mut self.cursor, ParseError::BadParam)
             .ok()
-            .flatten()
+            .flatten()?;
+        Some((name, value.map(|(v, _)| v)))
     }
 }
 

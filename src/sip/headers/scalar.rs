@@ -5,15 +5,13 @@
 //! (a registrar may treat a bad Expires as absent), and only the caller knows its role.
 
 use crate::sip::error::ParseError;
-use crate::sip::scan::{is_word, parse_u32, Cursor};
+use crate::sip::scan::{is_call_id, parse_u32, Cursor};
 
 use super::params::Params;
 
 /// `callid = word [ "@" word ]`.
 pub(crate) fn parse_call_id(value: &[u8]) -> Result<&[u8], ParseError> {
-    let mut halves = value.splitn(2, |&b| b == b'@');
-    let ok = halves.all(|w| !w.is_empty() && w.iter().all(|&b| is_word(b) && b != b'@'));
-    if ok && !value.is_empty() {
+    if is_call_id(value) {
         Ok(value)
     } else {
         Err(ParseError::BadCallId)

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use crate::sip::error::ParseError;
-use crate::sip::scan::{is_host, is_token, parse_port, parse_u32, Cursor};
+use crate::sip::scan::{parse_port, parse_u32, Cursor};
 use crate::sip::uri::{parse_ip, Host};
 
 use super::params::Params;
@@ -68,6 +68,7 @@ impl<'b> Via<'b> {
 }
 
 /// Parses one via-parm at the cursor (leading whitespace allowed), leaving the cursor after it.
+#[inline]
 pub(crate) fn parse_via<'b>(c: &mut Cursor<'b>) -> Result<Via<'b>, ParseError> {
     let bad = ParseError::BadVia;
     c.skip_lws();
@@ -86,17 +87,9 @@ pub(crate) fn parse_via<'b>(c: &mut Cursor<'b>) -> Result<Via<'b>, ParseError> {
     if c.pos() == before_space {
         return Err(bad);
     }
-    let host_start = c.pos();
-    if c.eat(b'[') {
-        c.take_while(|b| b != b']' && b != b',' && b != b';');
-        if !c.eat(b']') {
-            return Err(bad);
-        }
-    } else {
-        c.take_while(is_host);
-    }
-    let host_raw = c.slice(host_start, c.pos());
-    let host = Host::parse(host_raw).map_err(|_| bad)?;
+    let (host, host_len) = Host::scan(c.rest()).map_err(|_| bad)?;
+    let host_raw = c.rest().get(..host_len).unwrap_or(&[]);
+    c.set_pos(c.pos() + host_len);
     let port = if c.eat_separator(b':') {
         let digits = c.take_while(|b| b.is_ascii_digit());
         Some(parse_port(digits).ok_or(bad)?)
@@ -104,13 +97,11 @@ pub(crate) fn parse_via<'b>(c: &mut Cursor<'b>) -> Result<Via<'b>, ParseError> {
         None
     };
     let (mut branch, mut received, mut rport, mut maddr, mut ttl) = (None, None, None, None, None);
-    let params = Params::parse(c, bad, |name, value| {
+    let params = Params::parse_with_kind(c, bad, |name, value| {
+        let token = value.and_then(|(v, token)| token.then_some(v));
+        let value = value.map(|(v, _)| v);
         if name.eq_ignore_ascii_case(b"branch") {
-            branch = Some(
-                value
-                    .filter(|v| v.iter().all(|&b| is_token(b)))
-                    .ok_or(bad)?,
-            );
+            branch = Some(token.ok_or(bad)?);
         } else if name.eq_ignore_ascii_case(b"received") {
             received = Some(value.ok_or(bad)?);
         } else if name.eq_ignore_ascii_case(b"rport") {
