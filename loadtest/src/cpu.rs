@@ -115,6 +115,24 @@ pub fn with_descendants(set: &mut Vec<u32>, all: &[u32]) {
     set.dedup();
 }
 
+/// Idle time of the whole machine so far, seconds (`/proc/stat` idle + iowait: exact on these
+/// VMs, unlike the busy counters), and the number of CPUs.
+pub fn machine_idle_s() -> Option<(f64, usize)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let mut lines = stat.lines();
+    let total: Vec<u64> = lines
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let cpus = lines.filter(|l| l.starts_with("cpu")).count().max(1);
+    let idle = total.get(3)? + total.get(4).copied().unwrap_or(0);
+    // SAFETY: sysconf with a valid name takes no pointers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((idle as f64 / hz, cpus))
+}
+
 /// System-wide UDP receive-buffer drops so far (`/proc/net/snmp` `Udp: RcvbufErrors`).
 pub fn udp_rcvbuf_errors() -> Option<u64> {
     let snmp = fs::read_to_string("/proc/net/snmp").ok()?;

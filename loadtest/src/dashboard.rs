@@ -631,13 +631,15 @@ pub fn run_page(r: &RunResult) -> String {
         row(
             "CPU window",
             format!(
-                "{:.2} s; proxy PIDs {:?}: {:.0} ms ({:.1} %); harness {:.0} ms ({:.1} %); UDP rcvbuf drops {}",
+                "{:.2} s; proxy PIDs {:?}: {:.0} ms ({:.1} %); harness {:.0} ms ({:.1} %); machine busy {:.1} %, of which other processes {:.1} %; UDP rcvbuf drops {}",
                 c.window_s,
                 c.proxy_pids,
                 c.proxy_ms,
                 c.proxy_pct,
                 c.harness_ms,
                 c.harness_pct,
+                c.machine_busy_pct,
+                c.other_pct,
                 c.udp_rcvbuf_errors.map_or("?".into(), |n| n.to_string())
             ),
         );

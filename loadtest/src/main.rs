@@ -231,12 +231,14 @@ fn print_summary(r: &RunResult, dir: Option<&std::path::Path>) {
     );
     if let Some(c) = &r.cpu {
         println!(
-            "  cpu window_s={:.2} proxy_pct={:.1} proxy_us_per_call={:.1} harness_pct={:.1} harness_us_per_call={:.1} udp_rcvbuf_drops={}",
+            "  cpu window_s={:.2} proxy_pct={:.1} proxy_us_per_call={:.1} harness_pct={:.1} harness_us_per_call={:.1} machine_busy_pct={:.1} other_pct={:.1} udp_rcvbuf_drops={}",
             c.window_s,
             c.proxy_pct,
             c.proxy_us_per_call,
             c.harness_pct,
             c.harness_us_per_call,
+            c.machine_busy_pct,
+            c.other_pct,
             c.udp_rcvbuf_errors.map_or("?".into(), |v| v.to_string())
         );
     }
@@ -255,6 +257,9 @@ fn print_summary(r: &RunResult, dir: Option<&std::path::Path>) {
     if let Some(v) = &r.verdicts {
         if !v.failures.is_empty() {
             println!("  failures {:?} examples {:?}", v.failures, v.examples);
+            for (e, rec) in v.examples.iter().zip(&v.example_records).take(3) {
+                println!("  call {}: {rec}", e.0);
+            }
         }
         for (race, c) in &v.races {
             println!(

@@ -110,6 +110,13 @@ pub struct Cpu {
     pub harness_us_per_call: f64,
     /// System-wide UDP receive-buffer drops in the window.
     pub udp_rcvbuf_errors: Option<u64>,
+    /// The whole machine's busy time in the window, % of one core (all CPUs: up to 100 × CPUs).
+    #[serde(default)]
+    pub machine_busy_pct: f64,
+    /// Busy time of everything else (machine − proxy − harness), % of one core: a run with much
+    /// of it shared the CPUs with other work and its figures are suspect.
+    #[serde(default)]
+    pub other_pct: f64,
 }
 
 /// Percentiles of one metric in one second.

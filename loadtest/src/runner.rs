@@ -140,11 +140,13 @@ fn engine_for(
     .map_err(|e| format!("harness sockets: {e}"))
 }
 
+#[derive(Clone, Copy)]
 struct Snapshot {
     at: Instant,
     proxy_ns: u64,
     harness_ns: u64,
     drops: Option<u64>,
+    idle: Option<(f64, usize)>,
 }
 
 fn snapshot(pids: &[u32]) -> Snapshot {
@@ -153,6 +155,7 @@ fn snapshot(pids: &[u32]) -> Snapshot {
         proxy_ns: cpu::cpu_ns(pids),
         harness_ns: cpu::process_cpu_ns(std::process::id()),
         drops: cpu::udp_rcvbuf_errors(),
+        idle: cpu::machine_idle_s(),
     }
 }
 
@@ -283,11 +286,17 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
                 .map_err(|e| format!("harness shutdown: {e}"))?,
         );
     }
-    let first = first.unwrap_or_else(|| last_copy(&last));
+    let first = first.unwrap_or(last);
     let window = last.at.saturating_duration_since(first.at).as_secs_f64();
     let units = shared.started.load(Ordering::Relaxed).max(1) as f64;
     let proxy_ms = last.proxy_ns.saturating_sub(first.proxy_ns) as f64 / 1e6;
     let harness_ms = last.harness_ns.saturating_sub(first.harness_ns) as f64 / 1e6;
+    let machine_busy = match (first.idle, last.idle) {
+        (Some((a, cpus)), Some((b, _))) if window > 0.0 => {
+            100.0 * (cpus as f64 * window - (b - a)).max(0.0) / window
+        }
+        _ => 0.0,
+    };
     let cpu = (o.proxy_pids != ProxyPids::Off).then(|| Cpu {
         window_s: window,
         proxy_pids: pids.clone(),
@@ -301,6 +310,9 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
         },
+        machine_busy_pct: machine_busy,
+        other_pct: (machine_busy - 100.0 * (proxy_ms + harness_ms) / 1000.0 / window.max(1e-9))
+            .max(0.0),
     });
     let harness = Harness {
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -337,15 +349,6 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
         eprintln!("warning: the run hit its time limit before every call ended");
     }
     Ok(result)
-}
-
-fn last_copy(s: &Snapshot) -> Snapshot {
-    Snapshot {
-        at: s.at,
-        proxy_ns: s.proxy_ns,
-        harness_ns: s.harness_ns,
-        drops: s.drops,
-    }
 }
 
 /// Writes `LABEL.json` and `LABEL.html` into `dir`.

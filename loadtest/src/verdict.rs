@@ -272,6 +272,58 @@ pub struct Judgement {
     pub races: BTreeMap<Race, RaceCounts>,
     /// A few failed calls with their reasons, for a first look.
     pub examples: Vec<(u32, Vec<Failure>)>,
+    /// What each party saw of those calls (same order as `examples`).
+    #[serde(default)]
+    pub example_records: Vec<String>,
+}
+
+/// One line per party of what it saw of a call, for failure reports.
+pub fn describe(call: &CallerCall, devices: &[Option<&DevCall>]) -> String {
+    let t0 = call.t0.get().map_or(0, |t| t.as_micros());
+    let at = |s: crate::agent::Stamp| {
+        s.get().map_or("-".to_owned(), |t| {
+            format!("{:.1}ms", (t.as_micros() as f64 - t0 as f64) / 1000.0)
+        })
+    };
+    let mut out = format!(
+        "caller: 100@{} 180@{} 2xx@{} final={} answered={:#b} ringing={:#b} cancel@{} cancel_answered={} 487@{} bye_sent={:#b} bye_answered={:#b} retrans={} dups={} end={:?}",
+        at(call.got_100),
+        at(call.got_180),
+        at(call.got_2xx),
+        call.final_status,
+        call.answered,
+        call.ringing,
+        at(call.cancel_sent),
+        call.cancel_answered,
+        at(call.got_487),
+        call.bye_sent,
+        call.bye_answered,
+        call.retransmitted,
+        call.duplicates,
+        call.end
+    );
+    for (k, d) in devices.iter().enumerate() {
+        match d {
+            None => out.push_str(&format!("; d{k}: nothing")),
+            Some(d) => out.push_str(&format!(
+                "; d{k}: invite@{} x{} 180@{} final={}@{} cancel@{} x{} ack@{}{} bye@{}{} retrans={}{}",
+                at(d.invite_at),
+                d.invites,
+                at(d.ringing_at),
+                d.final_status,
+                at(d.final_at),
+                at(d.cancel_at),
+                d.cancels,
+                at(d.ack_at),
+                if d.ack_from_proxy { "(proxy)" } else { "" },
+                at(d.bye_at),
+                if d.bye_from_proxy { "(proxy)" } else { "" },
+                d.retransmitted,
+                if d.gave_up { " gave-up" } else { "" }
+            )),
+        }
+    }
+    out
 }
 
 /// Judges every started call of a run.
@@ -296,6 +348,7 @@ pub fn judge_all(plan: &Plan, caller: &CallerSide, devices: &DeviceSide) -> Judg
             }
             if j.examples.len() < 10 {
                 j.examples.push((c, v.failures.clone()));
+                j.example_records.push(describe(call, &devs));
             }
         }
         if let Some((race, outcome)) = v.race {

@@ -61,6 +61,9 @@ pub struct DevCall {
     pub gave_up: bool,
     /// Messages of this call it could not place (e.g. CANCEL before INVITE).
     pub strays: u16,
+    /// The INVITE server transaction is open: INVITE received (from a device that answers it),
+    /// final not yet ACKed. Counted in `Shared::devices_open`.
+    open: bool,
 }
 
 /// Per call, across its devices.
@@ -256,6 +259,8 @@ impl DeviceSide {
         if b.action == Action::Silent {
             return;
         }
+        dc.open = true;
+        ctx.shared.devices_open.fetch_add(1, Ordering::AcqRel);
         let ring_at = now + Duration::from_micros((b.ring_ms * 1000.0) as u64);
         if ring_at <= now {
             self.respond(ctx, now, c, k, 180);
@@ -347,7 +352,8 @@ impl DeviceSide {
         if dc.ack_at.set_once(now) {
             dc.ack_from_proxy = from_proxy;
         }
-        if dc.last_final.take().is_some() {
+        dc.last_final = None;
+        if std::mem::replace(&mut dc.open, false) {
             shared.devices_open.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -424,7 +430,9 @@ impl DeviceSide {
                 if dc.final_at.get().is_some_and(|t| now >= t + t1 * 64) {
                     dc.gave_up = true;
                     dc.last_final = None;
-                    ctx.shared.devices_open.fetch_sub(1, Ordering::AcqRel);
+                    if std::mem::replace(&mut dc.open, false) {
+                        ctx.shared.devices_open.fetch_sub(1, Ordering::AcqRel);
+                    }
                     return;
                 }
                 dc.retransmitted += 1;
@@ -471,9 +479,7 @@ impl DeviceSide {
         let dc = self.slot(c, k);
         dc.final_status = status;
         dc.final_at = Stamp::at(now);
-        if dc.last_final.replace(bytes).is_none() && !dc.ack_at.is_set() {
-            ctx.shared.devices_open.fetch_add(1, Ordering::AcqRel);
-        }
+        dc.last_final = Some(bytes);
         dc.invite = None;
         dc.interval = t1;
         ctx.timers
