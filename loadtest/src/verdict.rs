@@ -359,3 +359,263 @@ pub fn judge_all(plan: &Plan, caller: &CallerSide, devices: &DeviceSide) -> Judg
     }
     j
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::Stamp;
+    use crate::scenario::Scenario;
+    use sipfork::time::Instant;
+
+    fn plan(preset: &str, single_answer: bool) -> Plan {
+        let mut s = Scenario::preset(preset).unwrap();
+        s.expect.single_answer = single_answer;
+        Plan::new(s, "127.0.0.1:5060".parse().unwrap(), false, 1).unwrap()
+    }
+
+    fn at(ms: u64) -> Stamp {
+        Stamp::at(Instant::from_micros(ms * 1000))
+    }
+
+    /// A caller record of a call answered by device 0 and hung up cleanly.
+    fn answered_call() -> CallerCall {
+        let mut c = CallerCall::default();
+        c.t0 = at(0);
+        c.got_100 = at(1);
+        c.got_180 = at(1);
+        c.got_2xx = at(100);
+        c.final_status = 200;
+        c.ringing = 0b111;
+        c.answered = 0b1;
+        c.bye_sent = 0b1;
+        c.bye_answered = 0b1;
+        c.end = End::Completed;
+        c
+    }
+
+    fn device(final_status: u16) -> DevCall {
+        let mut d = DevCall::default();
+        d.invite_at = at(1);
+        d.ringing_at = at(1);
+        d.final_status = final_status;
+        d.final_at = at(100);
+        d.ack_at = at(101);
+        d
+    }
+
+    fn winner() -> DevCall {
+        let mut d = device(200);
+        d.bye_at = at(600);
+        d
+    }
+
+    fn loser() -> DevCall {
+        let mut d = device(487);
+        d.cancel_at = at(101);
+        d.ack_from_proxy = true;
+        d
+    }
+
+    #[test]
+    fn a_clean_fork3_call_passes() {
+        let p = plan("fork3", false);
+        let (w, l1, l2) = (winner(), loser(), loser());
+        let v = judge(
+            &p,
+            0,
+            &answered_call(),
+            &[Some(&w), Some(&l1), Some(&l2)],
+            CallAgg::default(),
+        );
+        assert!(v.ok(), "{v:?}");
+        assert_eq!(v.race, None);
+    }
+
+    #[test]
+    fn each_broken_obligation_is_named() {
+        let p = plan("fork3", false);
+        type Breaks = Box<dyn Fn(&mut CallerCall, &mut [DevCall; 3])>;
+        let cases: Vec<(Breaks, Failure)> = vec![
+            (
+                Box::new(|_, d| {
+                    d[1].final_status = 0;
+                    d[1].final_at = Stamp::NONE;
+                    d[1].cancel_at = Stamp::NONE;
+                    d[1].ack_at = Stamp::NONE;
+                }),
+                Failure::KeptRinging,
+            ),
+            (
+                Box::new(|_, d| d[2].ack_at = Stamp::NONE),
+                Failure::FinalNotAcked,
+            ),
+            (
+                Box::new(|_, d| d[0].bye_at = Stamp::NONE),
+                Failure::DialogLeftOpen,
+            ),
+            (Box::new(|c, _| c.bye_answered = 0), Failure::ByeUnanswered),
+            (
+                Box::new(|c, _| {
+                    c.final_status = 0;
+                    c.got_2xx = Stamp::NONE;
+                    c.answered = 0;
+                    c.bye_sent = 0;
+                    c.bye_answered = 0;
+                }),
+                Failure::NoFinal,
+            ),
+            (
+                Box::new(|c, _| {
+                    c.final_status = 480;
+                    c.answered = 0;
+                    c.bye_sent = 0;
+                    c.bye_answered = 0;
+                }),
+                Failure::AnswerLost,
+            ),
+            (
+                Box::new(|c, _| c.non2xx_finals = 1),
+                Failure::ConflictingFinals,
+            ),
+        ];
+        for (i, (breaks, want)) in cases.iter().enumerate() {
+            let mut call = answered_call();
+            let mut devs = [winner(), loser(), loser()];
+            breaks(&mut call, &mut devs);
+            let refs: Vec<Option<&DevCall>> = devs.iter().map(Some).collect();
+            let v = judge(&p, 0, &call, &refs, CallAgg::default());
+            assert!(
+                v.failures.contains(want),
+                "case {i}: want {want:?}, got {v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_2xx_policy_follows_single_answer() {
+        let mut call = answered_call();
+        call.answered = 0b11;
+        call.bye_sent = 0b11;
+        call.bye_answered = 0b11;
+        let (a, b, l) = (winner(), winner(), loser());
+        let devs = [Some(&a), Some(&b), Some(&l)];
+        let forwarded = judge(
+            &plan("race-double-answer", false),
+            0,
+            &call,
+            &devs,
+            CallAgg::default(),
+        );
+        assert!(forwarded.ok(), "{forwarded:?}");
+        assert_eq!(
+            forwarded.race,
+            Some((Race::DoubleAnswer, Outcome::BothForwarded))
+        );
+        let single = judge(
+            &plan("race-double-answer", true),
+            0,
+            &call,
+            &devs,
+            CallAgg::default(),
+        );
+        assert!(single.failures.contains(&Failure::TooMany2xx), "{single:?}");
+        assert_eq!(single.race, Some((Race::DoubleAnswer, Outcome::Broken)));
+    }
+
+    #[test]
+    fn races_are_classified_by_how_they_ended() {
+        let p = plan("race-double-answer", true);
+        // One 2xx reached the caller; the proxy ACKed and BYEd the other answering device.
+        let mut torn = winner();
+        torn.ack_from_proxy = true;
+        torn.bye_from_proxy = true;
+        let (w, l) = (winner(), loser());
+        let v = judge(
+            &p,
+            0,
+            &answered_call(),
+            &[Some(&w), Some(&torn), Some(&l)],
+            CallAgg::default(),
+        );
+        assert_eq!(
+            v.race,
+            Some((Race::DoubleAnswer, Outcome::SecondTornDownByProxy)),
+            "{v:?}"
+        );
+        // The second device was cancelled before its answer left.
+        let (w, l1, l2) = (winner(), loser(), loser());
+        let v = judge(
+            &p,
+            0,
+            &answered_call(),
+            &[Some(&w), Some(&l1), Some(&l2)],
+            CallAgg::default(),
+        );
+        assert_eq!(v.race, Some((Race::DoubleAnswer, Outcome::SecondCancelled)));
+
+        let p = plan("race-cancel-200", false);
+        let mut cancelled = CallerCall::default();
+        cancelled.t0 = at(0);
+        cancelled.final_status = 487;
+        cancelled.non2xx_finals = 1;
+        cancelled.cancel_sent = at(50);
+        cancelled.cancel_answered = true;
+        cancelled.got_487 = at(51);
+        cancelled.end = End::Completed;
+        let (d0, l1, l2) = (loser(), loser(), loser());
+        let v = judge(
+            &p,
+            0,
+            &cancelled,
+            &[Some(&d0), Some(&l1), Some(&l2)],
+            CallAgg::default(),
+        );
+        assert_eq!(
+            v.race,
+            Some((Race::Cancel200, Outcome::CancelledBeforeAnswer)),
+            "{v:?}"
+        );
+        let mut late = winner();
+        late.ack_from_proxy = true;
+        late.bye_from_proxy = true;
+        let v = judge(
+            &p,
+            0,
+            &cancelled,
+            &[Some(&late), Some(&l1), Some(&l2)],
+            CallAgg::default(),
+        );
+        assert_eq!(
+            v.race,
+            Some((Race::Cancel200, Outcome::AnswerTornDownByProxy)),
+            "{v:?}"
+        );
+        cancelled.final_status = 200;
+        cancelled.non2xx_finals = 0;
+        cancelled.answered = 0b1;
+        cancelled.bye_sent = 0b1;
+        cancelled.bye_answered = 0b1;
+        let w = winner();
+        let v = judge(
+            &p,
+            0,
+            &cancelled,
+            &[Some(&w), Some(&l1), Some(&l2)],
+            CallAgg::default(),
+        );
+        assert_eq!(v.race, Some((Race::Cancel200, Outcome::Answered)), "{v:?}");
+    }
+
+    #[test]
+    fn only_scripted_coincidences_count_as_provoked_races() {
+        assert_eq!(provoked(&plan("fork3", false), 7), None);
+        assert_eq!(
+            provoked(&plan("race-double-answer", false), 7),
+            Some(Race::DoubleAnswer)
+        );
+        assert_eq!(
+            provoked(&plan("race-cancel-200", false), 7),
+            Some(Race::Cancel200)
+        );
+    }
+}
