@@ -10,13 +10,14 @@
 #   PROXY_CPUS (none)   pin the proxy (sipfork pin_cores / taskset for Kamailio / reflector --pin)
 #   HARNESS_CPUS (none) pin the harness threads (sipfork-load --pin)
 #   THREADS (1)         harness threads
+#   SPIN (0)            1: the harness busy-polls (its own wake-ups leave the latencies; a core)
 #   KAM_CHILDREN (4) KAM_SHM (2048)
 #   QUIET_BUSY (20)     wait (up to QUIET_WAIT=600 s) until the machine is < QUIET_BUSY % busy
 #                       (of one core) over 2 s before each run; 0 = do not wait
 #   MAX_OTHER (15) RETRIES (2)  a run during which other processes used more than MAX_OTHER % of
 #                       a core (the result's cpu.other_pct) is run again, up to RETRIES times; the
 #                       contaminated attempts are kept as LABEL.tryN.*
-#   OUT (loadtest/runs/<stamp>)
+#   OUT (loadtest/runs/<stamp>)  SUFFIX (none): appended to every run label
 # Every run: a fresh loopback-only network namespace, the proxy on 127.0.0.1:5060, the harness
 # bounded by the preset's duration and drain (it stops by itself), the proxy stopped by PID.
 set -euo pipefail
@@ -52,7 +53,7 @@ wait_quiet() {
 }
 
 run_one() {
-  local target=$1 rate=$2 ns=lt$$ label="$target-$PRESET-r$rate" pid="" name="" reflect=()
+  local target=$1 rate=$2 ns=lt$$ label="$target-$PRESET-r$rate${SUFFIX:-}" pid="" name="" reflect=()
   wait_quiet
   ip netns add $ns; ip netns exec $ns ip link set lo up
   case $target in
@@ -79,6 +80,7 @@ run_one() {
     *) echo "unknown target $target" >&2; ip netns del $ns; return 1 ;;
   esac
   local hargs=(--threads "$THREADS"); [[ -n ${HARNESS_CPUS:-} ]] && hargs+=(--pin "$HARNESS_CPUS")
+  [[ ${SPIN:-0} == 1 ]] && hargs+=(--spin)
   set +e
   ip netns exec $ns "$LT" run --preset "$PRESET" --rate "$rate" --duration "$DUR" "${reflect[@]}" \
     --io "$IO" "${hargs[@]}" --label "$label" --target-name "$name" --out "$OUT" --quiet "${EXTRA[@]}" \
@@ -98,7 +100,7 @@ other_pct() {  # cpu.other_pct of a result file (0 when absent)
 echo "runs in $OUT"
 for rate in $RATES; do
   for target in $TARGETS; do
-    label="$target-$PRESET-r$rate"
+    label="$target-$PRESET-r$rate${SUFFIX:-}"
     for try in $(seq 0 "$RETRIES"); do
       echo "== $target $PRESET $rate/s ${DUR}s (attempt $((try + 1)))"
       run_one "$target" "$rate"

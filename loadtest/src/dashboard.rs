@@ -407,7 +407,12 @@ pub fn run_page(r: &RunResult) -> String {
         r.harness.threads,
         esc(&r.harness.io),
         r.harness.coalesce_us,
-        r.harness.pin.as_ref().map(|p| format!(", pinned to CPU {p}")).unwrap_or_default()
+        r.harness
+            .pin
+            .as_ref()
+            .map(|p| format!(", pinned to CPU {p}"))
+            .unwrap_or_default()
+            + if r.harness.spin { ", busy-polling" } else { "" }
     );
     let _ = write!(
         b,

@@ -28,7 +28,7 @@ const USAGE: &str = "usage:
   sipfork-load run [--preset NAME | --scenario FILE] [--target 127.0.0.1:5060] [--reflector]
         [--rate N] [--duration S] [--max N] [--drain S] [--arrival constant|poisson] [--seed N]
         [--extensions E] [--devices D] [--loss P] [--single-answer] [--expect-final CODE]
-        [--io auto|uring|mmsg] [--coalesce-us N] [--threads 1|2] [--pin CPU[,CPU]]
+        [--io auto|uring|mmsg] [--coalesce-us N] [--threads 1|2] [--pin CPU[,CPU]] [--spin]
         [--proxy-pid auto|none|PID[,PID]] [--out DIR] [--label TEXT] [--target-name TEXT] [--quiet]
   sipfork-load reflect [--listen 127.0.0.1:5060] [--io auto|uring|mmsg] [--coalesce-us N]
         [--shards N] [--pin CPU[,CPU]] [--secs N]
@@ -167,6 +167,7 @@ fn cmd_run(mut a: Args, command: String) {
         fail("--threads 1|2");
     }
     let pin = a.value("--pin").map(|p| cpus(&p));
+    let spin = a.flag("--spin");
     let proxy_pids = match a.value("--proxy-pid").as_deref() {
         None | Some("auto") => ProxyPids::Auto,
         Some("none") => ProxyPids::Off,
@@ -201,6 +202,7 @@ fn cmd_run(mut a: Args, command: String) {
         coalesce_us,
         threads,
         pin,
+        spin,
         proxy_pids,
         label,
         target_name,

@@ -45,6 +45,9 @@ pub struct Harness {
     pub coalesce_us: u64,
     /// CPUs the harness threads were pinned to, if any.
     pub pin: Option<String>,
+    /// The harness busy-polled (its CPU figures are then a whole core).
+    #[serde(default)]
+    pub spin: bool,
     /// UDP sockets the harness used (callers + devices).
     pub sockets: u32,
     /// Harness backend counters (summed over its threads).

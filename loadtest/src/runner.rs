@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub threads: u32,
     /// CPUs to pin the harness threads to (thread `i` on `pin[i % len]`).
     pub pin: Option<Vec<usize>>,
+    /// Harness threads busy-poll instead of sleeping (see `Agent::set_spin`).
+    pub spin: bool,
     /// The proxy's processes.
     pub proxy_pids: ProxyPids,
     /// Run label (file names).
@@ -132,10 +134,12 @@ fn engine_for(
         Some(cpus) if !cpus.is_empty() => Pinning::Cores(vec![cpus[thread % cpus.len()]]),
         _ => Pinning::Off,
     };
-    let (plan, shared) = (Arc::clone(plan), Arc::clone(shared));
+    let (plan, shared, spin) = (Arc::clone(plan), Arc::clone(shared), o.spin);
     start(config, move |_, clock| {
         let offset = (epoch.elapsed().as_micros() as u64).saturating_sub(clock.now().as_micros());
-        Agent::new(Arc::clone(&plan), roles, Arc::clone(&shared), offset)
+        let mut agent = Agent::new(Arc::clone(&plan), roles, Arc::clone(&shared), offset);
+        agent.set_spin(spin);
+        agent
     })
     .map_err(|e| format!("harness sockets: {e}"))
 }
@@ -326,6 +330,7 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
                 .collect::<Vec<_>>()
                 .join(",")
         }),
+        spin: o.spin,
         sockets: (plan.callers.len() + plan.devices.len()) as u32,
         io_counters,
     };

@@ -38,6 +38,7 @@ fn a_short_fork3_run_through_the_reflector_passes_and_writes_its_files() {
         coalesce_us: 0,
         threads: 1,
         pin: None,
+        spin: false,
         proxy_pids: ProxyPids::Given(vec![std::process::id()]),
         label: "loopback".into(),
         target_name: "in-process reflector".into(),

@@ -311,6 +311,7 @@ pub struct Agent {
     pub devices: Option<device::DeviceSide>,
     last_published_second: usize,
     started_at: Option<Instant>,
+    spin: bool,
 }
 
 impl Agent {
@@ -326,7 +327,14 @@ impl Agent {
             devices,
             last_published_second: 0,
             started_at: None,
+            spin: false,
         }
+    }
+
+    /// Busy-polls instead of sleeping between turns: the harness's own wake-up latency leaves
+    /// the measured latencies, at the price of a whole CPU (pin it: `--pin`).
+    pub fn set_spin(&mut self, spin: bool) {
+        self.spin = spin;
     }
 
     /// The run plan.
@@ -467,10 +475,11 @@ impl Handler for Agent {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let Some(started) = self.started_at else {
-            return Some(Instant::ZERO); // first turn: set the timers up
-        };
-        let _ = started;
+        if self.started_at.is_none() || self.spin {
+            // First turn (set the timers up), or busy polling: always due, so the engine's loop
+            // never blocks.
+            return Some(Instant::ZERO);
+        }
         let mut next = self.ctx.timers.next_deadline();
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
