@@ -7,6 +7,7 @@
 # Environment:
 #   PRESET (fork3)      scenario preset
 #   SHARDS (1) IO (uring) COALESCE_US (0)   sipfork and reflector engine settings
+#   PROXY_ARGS (none)   extra `sipfork-load proxy-config` arguments for sipfork (e.g. --single-answer)
 #   PROXY_CPUS (none)   pin the proxy (sipfork pin_cores / taskset for Kamailio / reflector --pin)
 #   HARNESS_CPUS (none) pin the harness threads (sipfork-load --pin)
 #   THREADS (1)         harness threads
@@ -62,6 +63,7 @@ run_one() {
       [[ -n ${PROXY_CPUS:-} ]] && pcfg+=(--pin "$PROXY_CPUS")
       [[ $PRESET == serial ]] && pcfg+=(--q-groups)
       [[ $PRESET == *digest* ]] && pcfg+=(--digest)
+      [[ -n ${PROXY_ARGS:-} ]] && pcfg+=($PROXY_ARGS)
       "$LT" proxy-config --preset "$PRESET" "${pcfg[@]}" > "$OUT/$label.sipfork.toml"
       ip netns exec $ns "$SF" --config "$OUT/$label.sipfork.toml" > "$OUT/$label.proxy.log" 2>&1 &
       pid=$!; name="sipfork shards=$SHARDS io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}"
