@@ -19,5 +19,7 @@ mod races;
 mod registrar;
 #[path = "core/rfc4475.rs"]
 mod rfc4475;
+#[path = "core/rfc4475_proxy.rs"]
+mod rfc4475_proxy;
 #[path = "core/vectors.rs"]
 mod vectors;

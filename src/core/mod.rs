@@ -311,13 +311,12 @@ impl Core {
             }
             Disposition::Drop(_) => self.refuse(Refusal::NotSip),
             Disposition::Reply(status, reason) => {
-                let answerable = sip::salvage(d.bytes).filter(|m| {
-                    m.top_via().is_ok()
-                        && m.call_id().is_ok()
-                        && m.cseq().is_ok()
-                        && m.from().is_ok()
-                        && m.to().is_ok()
-                });
+                // Answers go back to the source address, so any Via row will do; the response
+                // copies whichever of Via, From, To, Call-ID and CSeq the request has (RFC 4475
+                // `insuf` expects a 400 even without From/To/Call-ID). Without a Via the sender
+                // could not match an answer at all.
+                let answerable =
+                    sip::salvage(d.bytes).filter(|m| m.first(sip::HeaderName::Via).is_some());
                 match answerable {
                     Some(m) => {
                         self.refuse(Refusal::MalformedRequest);
@@ -510,15 +509,12 @@ impl Core {
     }
 }
 
-/// Where a response to a request goes (RFC 3261 §18.2.2 with RFC 3581): the source IP (it is
-/// what `received` would say), and the source port when the client asked for `rport`, else the
-/// sent-by port (5060 when absent).
-pub fn response_destination(via: &Via<'_>, from: SocketAddr) -> SocketAddr {
-    if via.rport.is_some() {
-        from
-    } else {
-        SocketAddr::new(from.ip(), via.port.unwrap_or(5060))
-    }
+/// Where a response to a request goes: back to the address it came from (symmetric response
+/// routing, RFC 4961; RFC 3581 `rport` asks for exactly this). At a carrier edge most devices sit
+/// behind NAT, where the Via's sent-by port is unreachable; with `rport` the sent-by port is
+/// ignored anyway, and a device that sends from one port and listens on another is the rare case.
+pub fn response_destination(_via: &Via<'_>, from: SocketAddr) -> SocketAddr {
+    from
 }
 
 /// Answers `req` statelessly with a locally generated response (a To tag is added).
@@ -530,9 +526,16 @@ pub fn reply_to(
     reason: &str,
     extra: &[u8],
 ) {
-    let Ok(via) = req.top_via() else { return };
-    let dest = response_destination(&via, from);
-    let fix = ViaFix::for_source(&via, from);
+    // Symmetric routing needs no Via to find the way back; a broken top Via (RFC 4475
+    // `badinv01`) is copied as it came and gets no received/rport.
+    let dest = from;
+    if dest == cx.env.local {
+        return;
+    }
+    let fix = req
+        .top_via()
+        .map(|via| ViaFix::for_source(&via, from))
+        .unwrap_or_default();
     let tag = cx.ids.tag();
     cx.out.push_with(dest, |buf| {
         build::response(
