@@ -10,10 +10,13 @@
 //! - [`engine`]: the thin layer around the core: pinned shard threads, UDP backends (io_uring,
 //!   recvmmsg), cross-shard mailboxes, persistence, admin API, metrics.
 //! - [`config`]: TOML configuration, validated with errors that name the key and line.
+//! - [`app`]: the appliance: command line, configuration → journals → engine with one core per
+//!   shard → persistence thread → admin listener, and the clean stop on SIGTERM/SIGINT.
 //! - [`time`]: time as a value ([`time::Instant`] in microseconds); the core never reads a clock.
 //! - `testing` (feature `testing`): invariant checks and harnesses shared by tests, benches, fuzz.
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod config;
 pub mod core;
 pub mod engine;

@@ -1,4 +1,5 @@
-fn main() {
-    eprintln!("sipfork: not yet runnable");
-    std::process::exit(2);
+//! The `sipfork` binary: the command line lives in [`sipfork::app::cli`].
+
+fn main() -> std::process::ExitCode {
+    sipfork::app::cli::main()
 }

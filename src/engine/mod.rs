@@ -10,9 +10,11 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod clock;
+pub mod control;
 pub mod counters;
 pub mod io;
 pub mod mailbox;
+pub mod os;
 pub mod persist;
 pub mod shard;
 
@@ -24,6 +26,7 @@ use std::thread::JoinHandle;
 
 use crate::core::shard::ShardId;
 use clock::Clock;
+use control::{ControlQueue, Controller};
 use io::{IoKind, IoOptions, IoSetupError};
 use mailbox::Mesh;
 use shard::{Handler, ShardParts, ShardSnapshot, SharedStats};
@@ -55,6 +58,8 @@ pub struct EngineConfig {
     pub pinning: Pinning,
     /// Letters each cross-shard ring holds.
     pub mailbox_capacity: usize,
+    /// Receive and send buffer of each UDP socket, bytes.
+    pub socket_buffer: usize,
 }
 
 impl EngineConfig {
@@ -67,6 +72,7 @@ impl EngineConfig {
             io_options: IoOptions::default(),
             pinning: Pinning::Auto,
             mailbox_capacity: 4096,
+            socket_buffer: io::socket::SOCKET_BUFFER,
         }
     }
 }
@@ -140,6 +146,7 @@ pub struct Engine<H> {
     /// `None` only from a shard whose backend failed, which `start` never returns.
     threads: Vec<JoinHandle<Option<H>>>,
     stats: Vec<Arc<SharedStats>>,
+    controller: Controller<H>,
     local_addrs: Vec<SocketAddr>,
     clock: Clock,
     stopper: StopHandle,
@@ -166,7 +173,8 @@ where
         ));
     }
     let n = usize::from(config.shards);
-    let sockets = io::socket::bind_shard_sockets(&config.listen, n).map_err(EngineError::Setup)?;
+    let sockets = io::socket::bind_shard_sockets(&config.listen, n, config.socket_buffer)
+        .map_err(EngineError::Setup)?;
     let local_addrs = sockets[0]
         .iter()
         .map(|s| s.local_addr())
@@ -188,10 +196,13 @@ where
     let (ready_tx, ready_rx) = mpsc::channel::<(ShardId, Result<(), IoSetupError>)>();
     let mut threads = Vec::with_capacity(n);
     let mut stats = Vec::with_capacity(n);
+    let mut controls = Vec::with_capacity(n);
     for (i, shard_sockets) in sockets.into_iter().enumerate() {
         let id = ShardId(i as u16);
         let shared = Arc::new(SharedStats::default());
         stats.push(Arc::clone(&shared));
+        let control = Arc::new(ControlQueue::new());
+        controls.push((Arc::clone(&control), Arc::clone(mesh.waker(id))));
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
         let (mesh, stop, ready, make_handler) = (
             Arc::clone(&mesh),
@@ -234,6 +245,7 @@ where
                     clock,
                     stop,
                     stats: shared,
+                    control,
                 };
                 Some(shard::run(handler, parts))
             });
@@ -268,6 +280,7 @@ where
     Ok(Engine {
         threads,
         stats,
+        controller: Controller::new(controls),
         local_addrs,
         clock,
         stopper,
@@ -304,6 +317,19 @@ impl<H> Engine<H> {
     /// A handle that stops the engine from another thread.
     pub fn stop_handle(&self) -> StopHandle {
         self.stopper.clone()
+    }
+
+    /// A handle for other threads to run jobs on the shards (see [`control`]).
+    pub fn controller(&self) -> Controller<H> {
+        self.controller.clone()
+    }
+
+    /// The first shard whose thread ended on its own (it panicked): the process should stop.
+    pub fn exited_shard(&self) -> Option<ShardId> {
+        self.threads
+            .iter()
+            .position(JoinHandle::is_finished)
+            .map(|i| ShardId(i as u16))
     }
 
     /// Stops every shard and returns their handlers in shard order.

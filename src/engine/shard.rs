@@ -2,12 +2,13 @@
 //!
 //! Each turn: wait (for datagrams, a mailbox wake-up, or the handler's next deadline) → hand every
 //! received datagram to the handler (one clock read per batch; `ForShard` → copy to the owner's
-//! mailbox) → hand over letters other shards left → fire due timers → `after_batch` (persistence
-//! write-out before sends) → send the outbox in one batch and clear it → wake the shards that got
-//! letters → publish counters.
+//! mailbox) → hand over letters other shards left → run control jobs, if any (`control.rs`) →
+//! fire due timers → `after_batch` (persistence write-out before sends) → send the outbox in one
+//! batch and clear it → wake the shards that got letters → publish counters.
 //!
-//! Invariant: the shard only sleeps after `Waker::park` and a last look at its mailbox (see
-//! `mailbox.rs`), so a letter never waits for an unrelated datagram or timer to be handled.
+//! Invariant: the shard only sleeps after `Waker::park` and a last look at its mailbox and its
+//! control queue (see `mailbox.rs`), so a letter or a control job never waits for an unrelated
+//! datagram or timer to be handled.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,6 +17,7 @@ use std::time::Duration;
 use crate::core::io::{Datagram, Inbound, Outbox};
 use crate::core::shard::ShardId;
 use crate::engine::clock::Clock;
+use crate::engine::control::ControlQueue;
 use crate::engine::counters::{counters, Published};
 use crate::engine::io::{IoStats, UdpBackend};
 use crate::engine::mailbox::{Mailbox, MailboxStats, Waker};
@@ -49,6 +51,8 @@ pub struct LoopStats {
     pub letters,
     /// `handle_timeout` calls.
     pub timeouts,
+    /// Control jobs run (admin requests, persistence hand-backs).
+    pub control_jobs,
     /// Datagrams the handler sent to this very shard, or letters it tried to forward again:
     /// dropped and counted (a core bug; never ping-pong between shards).
     pub misrouted,
@@ -119,7 +123,7 @@ impl SharedStats {
 }
 
 /// Everything a shard loop runs with besides its handler.
-pub struct ShardParts {
+pub struct ShardParts<H> {
     /// This shard.
     pub id: ShardId,
     /// The opened backend over this shard's sockets.
@@ -134,11 +138,13 @@ pub struct ShardParts {
     pub stop: Arc<AtomicBool>,
     /// Where the counters are published.
     pub stats: Arc<SharedStats>,
+    /// Jobs other threads want run on this shard.
+    pub control: Arc<ControlQueue<H>>,
 }
 
 /// Runs the loop until `stop` is set, then does one last non-blocking turn (handles what is
 /// ready, sends the outbox) and returns the handler.
-pub fn run<H: Handler>(mut handler: H, parts: ShardParts) -> H {
+pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
     let ShardParts {
         id,
         mut backend,
@@ -147,6 +153,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts) -> H {
         clock,
         stop,
         stats,
+        control,
     } = parts;
     stats.set_backend(backend.name());
     let mut counters = LoopStats::default();
@@ -163,7 +170,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts) -> H {
         let parked = timeout != Some(Duration::ZERO);
         if parked {
             waker.park();
-            if mailbox.has_inbound() || stop.load(Ordering::SeqCst) {
+            if mailbox.has_inbound() || control.has_pending() || stop.load(Ordering::SeqCst) {
                 timeout = Some(Duration::ZERO);
             }
         }
@@ -204,6 +211,9 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts) -> H {
             }
         });
         counters.letters += letters as u64;
+        if control.has_pending() {
+            counters.control_jobs += control.run_pending(&mut handler, now) as u64;
+        }
 
         if handler
             .poll_timeout()
@@ -233,6 +243,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts) -> H {
         }
         stopping = stop.load(Ordering::SeqCst);
     }
+    control.close();
     drop(backend); // io_uring: waits for in-flight sends before its memory goes
     handler
 }

@@ -312,3 +312,56 @@ fn bad_configs_and_taken_ports_are_errors_not_panics() {
         Err(EngineError::Setup(_))
     ));
 }
+
+#[test]
+fn control_jobs_run_on_the_owning_shard_and_wake_it_when_parked() {
+    for kind in KINDS {
+        let Some(engine) = start_or_skip(kind, 2, |me, _| Router {
+            me,
+            seen: Vec::new(),
+            outbox: Outbox::new(),
+        }) else {
+            continue;
+        };
+        let control = engine.controller();
+        assert_eq!(control.shards(), 2);
+        // Both shards sleep with no deadline: only the control wake-up can run the jobs.
+        std::thread::sleep(Duration::from_millis(20));
+        for round in 0..50u8 {
+            for shard in 0..2u16 {
+                let reply = control
+                    .ask(ShardId(shard), move |h: &mut Router, _now| {
+                        h.seen.push(vec![round]);
+                        h.me
+                    })
+                    .unwrap();
+                let me = reply
+                    .wait(Duration::from_secs(2))
+                    .expect("answer (lost wake-up?)");
+                assert_eq!(me, ShardId(shard), "{kind:?}");
+            }
+        }
+        let all = control
+            .ask_all(|h: &mut Router, _| h.seen.len(), Duration::from_secs(2))
+            .unwrap();
+        assert_eq!(all, vec![50, 50], "{kind:?}");
+        assert_eq!(
+            control.post(ShardId(7), |_: &mut Router, _| {}),
+            Err(control::ControlError::NoShard(ShardId(7)))
+        );
+        // A job posted after the shards stopped is dropped with its reply: no hang.
+        let reader = engine.stats_reader();
+        let handlers = engine.shutdown().unwrap();
+        assert_eq!(handlers[0].seen.len(), 50);
+        assert_eq!(
+            control.ask(ShardId(0), |h: &mut Router, _| h.me).err(),
+            Some(control::ControlError::Stopped)
+        );
+        let jobs: u64 = reader
+            .snapshot()
+            .iter()
+            .map(|s| s.looping.control_jobs)
+            .sum();
+        assert_eq!(jobs, 2 * 50 + 2, "{kind:?}");
+    }
+}

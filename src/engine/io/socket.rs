@@ -11,12 +11,17 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Socket buffer size asked for (each direction).
+/// Default socket buffer size asked for (each direction).
 pub const SOCKET_BUFFER: usize = 8 << 20;
 
-/// Binds a non-blocking, `SO_REUSEPORT` UDP socket on `addr` with large buffers and
+/// Binds a non-blocking, `SO_REUSEPORT` UDP socket on `addr` with [`SOCKET_BUFFER`] buffers and
 /// `SO_RXQ_OVFL`. IPv6 sockets are v6-only so a v4 and a v6 listener can share a port.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
+    bind_reuseport_with(addr, SOCKET_BUFFER)
+}
+
+/// [`bind_reuseport`] with `buffer` bytes of receive and send buffer.
+pub fn bind_reuseport_with(addr: SocketAddr, buffer: usize) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -24,24 +29,28 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.set_cloexec(true)?;
-    set_buffer(&socket, libc::SO_RCVBUFFORCE, SOCKET_BUFFER)
-        .or_else(|_| socket.set_recv_buffer_size(SOCKET_BUFFER))?;
-    set_buffer(&socket, libc::SO_SNDBUFFORCE, SOCKET_BUFFER)
-        .or_else(|_| socket.set_send_buffer_size(SOCKET_BUFFER))?;
+    set_buffer(&socket, libc::SO_RCVBUFFORCE, buffer)
+        .or_else(|_| socket.set_recv_buffer_size(buffer))?;
+    set_buffer(&socket, libc::SO_SNDBUFFORCE, buffer)
+        .or_else(|_| socket.set_send_buffer_size(buffer))?;
     set_int(&socket, libc::SO_RXQ_OVFL, 1)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
 
-/// Binds `shards` sockets on each address in `listen`, all sharing the port: when an address has
-/// port 0 the first socket picks the port and the others join it. Returns one `Vec` per shard,
-/// in the order of `listen`.
-pub fn bind_shard_sockets(listen: &[SocketAddr], shards: usize) -> io::Result<Vec<Vec<UdpSocket>>> {
+/// Binds `shards` sockets on each address in `listen`, all sharing the port, with `buffer` bytes
+/// of socket buffer: when an address has port 0 the first socket picks the port and the others
+/// join it. Returns one `Vec` per shard, in the order of `listen`.
+pub fn bind_shard_sockets(
+    listen: &[SocketAddr],
+    shards: usize,
+    buffer: usize,
+) -> io::Result<Vec<Vec<UdpSocket>>> {
     let mut per_shard: Vec<Vec<UdpSocket>> = (0..shards).map(|_| Vec::new()).collect();
     for &addr in listen {
         let mut bound = addr;
         for sockets in per_shard.iter_mut() {
-            let socket = bind_reuseport(bound)?;
+            let socket = bind_reuseport_with(bound, buffer)?;
             bound = socket.local_addr()?;
             sockets.push(socket);
         }
@@ -78,7 +87,7 @@ mod tests {
     #[test]
     fn shards_share_one_port_and_get_large_buffers() {
         let listen = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
-        let per_shard = match bind_shard_sockets(&listen, 3) {
+        let per_shard = match bind_shard_sockets(&listen, 3, SOCKET_BUFFER) {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
                 eprintln!("skipping: no ::1 here ({e})");

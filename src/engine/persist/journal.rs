@@ -25,6 +25,15 @@
 //! over `NAME.journal` and fsyncs the directory. A crash at any step leaves either the old or the
 //! new complete file under the name; [`Journal::open`] deletes a leftover `.tmp`.
 //!
+//! A shard must not fsync, so it compacts in the background instead (`background.rs`):
+//! [`Journal::begin_compaction`] hands another thread a [`CompactionJob`] that replays the
+//! file's first `upto` bytes (everything written so far) and writes and fsyncs their live set as
+//! `NAME.journal.tmp`, while the shard keeps appending to the old file and keeps a copy of what it
+//! appends since; [`Journal::finish_compaction`], back on the shard, appends that copy to the
+//! temporary file and renames it over the journal (no fsync: the persistence thread syncs the new
+//! file and the directory on its next round). The old file is complete until the rename, the new
+//! one from the rename on.
+//!
 //! # Changing the shard count
 //! [`repartition`] reads every journal in the directory, splits the union by owner, writes the
 //! new set atomically file by file, and only then deletes files that are not in the new set.
@@ -38,6 +47,9 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+mod background;
+pub use background::{Compacted, CompactionJob};
 
 /// First bytes of every journal file.
 pub const MAGIC: [u8; 8] = *b"SIPFKJNL";
@@ -80,11 +92,16 @@ pub struct Journal {
     poisoned: bool,
     discarded_on_open: u64,
     sync: Arc<SyncShared>,
+    /// While a background compaction runs: every byte written since it began.
+    compaction_tail: Option<Vec<u8>>,
 }
 
 struct SyncShared {
     file: Mutex<File>,
     dirty: AtomicBool,
+    /// A rename in the directory is not yet durable.
+    dir_dirty: AtomicBool,
+    dir: PathBuf,
 }
 
 /// What a persistence thread holds to `fdatasync` a shard's journal off the shard's hot path.
@@ -94,22 +111,34 @@ pub struct SyncHandle {
 }
 
 impl SyncHandle {
-    /// `fdatasync`s the journal if anything was written since the last sync; returns whether it
-    /// synced. Writes racing with the sync set the flag again and are covered by the next call.
+    /// `fdatasync`s the journal if anything was written since the last sync (and the directory
+    /// after a background compaction's rename); returns whether it synced. Writes racing with the
+    /// sync set the flag again and are covered by the next call.
     pub fn sync_if_dirty(&self) -> io::Result<bool> {
-        if !self.shared.dirty.swap(false, Ordering::AcqRel) {
-            return Ok(false);
+        let dir_dirty = self.shared.dir_dirty.swap(false, Ordering::AcqRel);
+        let dirty = self.shared.dirty.swap(false, Ordering::AcqRel);
+        if dirty {
+            let file = self
+                .shared
+                .file
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = file.sync_data() {
+                self.shared.dirty.store(true, Ordering::Release);
+                if dir_dirty {
+                    self.shared.dir_dirty.store(true, Ordering::Release);
+                }
+                return Err(e);
+            }
         }
-        let file = self
-            .shared
-            .file
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = file.sync_data() {
-            self.shared.dirty.store(true, Ordering::Release);
-            return Err(e);
+        // The renamed file's data first, then the directory entry that names it.
+        if dir_dirty {
+            if let Err(e) = sync_dir(&self.shared.dir) {
+                self.shared.dir_dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
         }
-        Ok(true)
+        Ok(dirty || dir_dirty)
     }
 }
 
@@ -169,6 +198,8 @@ impl Journal {
         let sync = Arc::new(SyncShared {
             file: Mutex::new(file.try_clone()?),
             dirty: AtomicBool::new(false),
+            dir_dirty: AtomicBool::new(false),
+            dir: dir.to_owned(),
         });
         Ok(Journal {
             dir: dir.to_owned(),
@@ -181,6 +212,7 @@ impl Journal {
             poisoned: false,
             discarded_on_open: 0,
             sync,
+            compaction_tail: None,
         })
     }
 
@@ -212,6 +244,9 @@ impl Journal {
             return Err(e);
         }
         self.file_len += self.buf.len() as u64;
+        if let Some(tail) = &mut self.compaction_tail {
+            tail.extend_from_slice(&self.buf);
+        }
         self.buf.clear();
         self.sync.dirty.store(true, Ordering::Release);
         Ok(())
@@ -260,19 +295,22 @@ impl Journal {
     }
 
     /// True when the file has grown past twice its live size at the last open or compaction
-    /// (and past the minimum): then compaction costs O(1) amortized per record written.
+    /// (and past the minimum), and no background compaction is running: then compaction costs
+    /// O(1) amortized per record written.
     pub fn needs_compaction(&self) -> bool {
         let len = self.file_len + self.buf.len() as u64;
-        len > self.compaction_min && len > 2 * self.live_len
+        self.compaction_tail.is_none() && len > self.compaction_min && len > 2 * self.live_len
     }
 
     /// Rewrites the journal as exactly `live` (the caller's current live set, which must include
     /// every put and delete made so far), crash-safely; see the module doc. Cost is one write of
-    /// the live set plus two fsyncs, on the caller's thread.
+    /// the live set plus two fsyncs, on the caller's thread. Fails while a background compaction
+    /// runs (both use the same temporary file).
     pub fn compact<'a>(
         &mut self,
         live: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     ) -> io::Result<()> {
+        self.check_not_compacting()?;
         // The old file stays the complete truth until the rename.
         self.write_out()?;
         let len = write_atomically(&self.dir, &self.name, live)?;
@@ -280,6 +318,14 @@ impl Journal {
             .read(true)
             .append(true)
             .open(self.path())?;
+        self.replace_file(file)?;
+        self.file_len = len;
+        self.live_len = len;
+        Ok(())
+    }
+
+    /// Appends from now on to `file` (now under the journal's name), and syncs that one.
+    fn replace_file(&mut self, file: File) -> io::Result<()> {
         let for_sync = file.try_clone()?;
         *self
             .sync
@@ -287,8 +333,16 @@ impl Journal {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = for_sync;
         self.file = file;
-        self.file_len = len;
-        self.live_len = len;
+        Ok(())
+    }
+
+    fn check_not_compacting(&self) -> io::Result<()> {
+        if self.compaction_tail.is_some() {
+            return Err(io::Error::other(format!(
+                "journal {}: a background compaction is running",
+                self.path().display()
+            )));
+        }
         Ok(())
     }
 
@@ -478,6 +532,18 @@ fn write_atomically<'a>(
     name: &str,
     records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
 ) -> io::Result<u64> {
+    let len = write_tmp(dir, name, records)?;
+    fs::rename(tmp_path(dir, name), journal_path(dir, name))?;
+    sync_dir(dir)?;
+    Ok(len)
+}
+
+/// Writes `records` to `NAME.journal.tmp` and fsyncs it. Returns the file's length.
+fn write_tmp<'a>(
+    dir: &Path,
+    name: &str,
+    records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> io::Result<u64> {
     let tmp = tmp_path(dir, name);
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
     out.write_all(&header())?;
@@ -491,9 +557,6 @@ fn write_atomically<'a>(
     }
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, journal_path(dir, name))?;
-    sync_dir(dir)?;
     Ok(len)
 }
 

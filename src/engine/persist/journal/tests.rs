@@ -304,6 +304,102 @@ fn compaction_writes_out_pending_records_first() {
     assert_eq!(sorted(live), BTreeMap::from([kv("a", "1")]));
 }
 
+/// Fills a journal past its compaction threshold; returns the model of its live set.
+fn churn(j: &mut Journal, rounds: usize) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut model = BTreeMap::new();
+    for round in 0..rounds {
+        for k in 0..20 {
+            let key = format!("ext-{k}").into_bytes();
+            let value = format!("binding {k} round {round}").into_bytes();
+            j.put(&key, &value).unwrap();
+            model.insert(key, value);
+        }
+        j.delete(b"ext-3").unwrap();
+        model.remove(&b"ext-3"[..]);
+        j.write_out().unwrap();
+    }
+    model
+}
+
+#[test]
+fn background_compaction_keeps_what_was_appended_while_it_ran() {
+    let dir = TempDir::new("bg-compact");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    j.set_compaction_min_bytes(1024);
+    let mut model = churn(&mut j, 50);
+    assert!(j.needs_compaction());
+    let before = j.file_len();
+    let handle = j.sync_handle();
+    let job = j.begin_compaction().unwrap();
+    assert!(j.is_compacting() && !j.needs_compaction());
+    assert!(j.begin_compaction().is_err(), "one compaction at a time");
+    assert!(j.compact(std::iter::empty()).is_err());
+    let worker = std::thread::spawn(move || job.run());
+    // The shard goes on: overwrites, deletes and new keys, some written out, some only buffered.
+    j.put(b"ext-1", b"during").unwrap();
+    j.delete(b"ext-2").unwrap();
+    j.write_out().unwrap();
+    j.put(b"ext-77", b"buffered").unwrap();
+    model.insert(b"ext-1".to_vec(), b"during".to_vec());
+    model.remove(&b"ext-2"[..]);
+    model.insert(b"ext-77".to_vec(), b"buffered".to_vec());
+    let done = worker.join().unwrap().unwrap();
+    assert_eq!(done.records(), 19);
+    handle.sync_if_dirty().unwrap();
+    j.finish_compaction(Ok(done)).unwrap();
+    assert!(!j.is_compacting());
+    assert!(j.file_len() < before / 10, "{before} -> {}", j.file_len());
+    assert!(!dir.0.join("s.journal.tmp").exists());
+    assert!(
+        handle.sync_if_dirty().unwrap(),
+        "new file and directory get synced"
+    );
+    assert!(!handle.sync_if_dirty().unwrap());
+    j.put(b"ext-78", b"after").unwrap();
+    j.write_out().unwrap();
+    model.insert(b"ext-78".to_vec(), b"after".to_vec());
+    // kill -9 now: no sync of the last record, no clean close.
+    drop(j);
+    let (_, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(sorted(live), model);
+}
+
+#[test]
+fn failed_or_interrupted_background_compaction_keeps_the_old_file() {
+    let dir = TempDir::new("bg-compact-fail");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    j.set_compaction_min_bytes(1024);
+    let mut model = churn(&mut j, 30);
+    let job = j.begin_compaction().unwrap();
+    job.run().unwrap();
+    j.put(b"ext-5", b"x").unwrap();
+    model.insert(b"ext-5".to_vec(), b"x".to_vec());
+    // The job's result is lost (e.g. its thread died): the shard reports failure.
+    let err = j
+        .finish_compaction(Err(io::Error::other("worker gone")))
+        .unwrap_err();
+    assert!(err.to_string().contains("worker gone"));
+    assert!(!dir.0.join("s.journal.tmp").exists());
+    assert!(j.needs_compaction(), "can be retried");
+    j.write_out().unwrap();
+    // A crash between the job's fsync and the commit leaves a complete temp file: ignored.
+    let job = j.begin_compaction().unwrap();
+    job.run().unwrap();
+    assert!(dir.0.join("s.journal.tmp").exists());
+    drop(j);
+    let (j, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(sorted(live), model);
+    assert!(!dir.0.join("s.journal.tmp").exists());
+    let mut j = j;
+    let err = j
+        .finish_compaction(Err(io::Error::other("stray")))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no background compaction"),
+        "{err}"
+    );
+}
+
 /// Random puts, deletes, write-outs, compactions and reopen-after-crash against a `HashMap`.
 #[test]
 fn matches_a_map_model_across_reopens() {

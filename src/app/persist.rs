@@ -1,0 +1,243 @@
+//! Bindings on disk: recovery at start and the persistence thread (group commit, compaction
+//! workers).
+//!
+//! # What a crash can lose (the README repeats this)
+//! - `kill -9` (or a panic, or the OOM killer) loses nothing whose answer left: a shard hands its
+//!   journal records to the kernel in one `write(2)` before it sends the turn's datagrams.
+//! - Power loss or a kernel crash loses what was written since the last group commit: the
+//!   persistence thread `fdatasync`s every shard's journal every [`SYNC_INTERVAL`] (10 ms), so a
+//!   binding is durable at most 10 ms plus one `fdatasync` (typically 1–10 ms on SSDs) after its
+//!   200 OK left. The phone re-registers and the binding comes back.
+//!
+//! # Recovery
+//! Each shard's journal is `DATA_DIR/shard-I-of-N.journal`. At start every journal in the
+//! directory is read; when the set differs from what `N` shards need (the shard count changed, or
+//! an earlier re-partition was interrupted) the records are re-partitioned by the owner of their
+//! extension (`journal::repartition`). Each shard restores its records into its core before it
+//! serves its first datagram.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::app::shard::{CompactionRequest, Shard};
+use crate::core::metrics::MetricSink;
+use crate::core::shard::ShardId;
+use crate::engine::control::{ControlError, Controller};
+use crate::engine::os;
+use crate::engine::persist::journal::{self, Records};
+use crate::engine::persist::{Journal, SyncHandle};
+
+/// How often the persistence thread group-commits (fdatasync) the journals.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The journal name of shard `i` of `n` (the name encodes the partitioning, so a re-partition
+/// never overwrites a file it still has to read).
+pub fn journal_name(i: usize, n: usize) -> String {
+    format!("shard-{i}-of-{n}")
+}
+
+/// Opens (re-partitioning when needed) the journals of `shards` shards in `dir`; `owner` maps a
+/// record key to its shard. Returns each shard's journal and the records to restore.
+pub fn recover(
+    dir: &Path,
+    shards: usize,
+    owner: impl Fn(&[u8]) -> usize,
+) -> std::io::Result<Vec<(Journal, Records)>> {
+    let names: Vec<String> = (0..shards).map(|i| journal_name(i, shards)).collect();
+    let before = journal::journal_names(dir)?;
+    let started = Instant::now();
+    let opened = journal::repartition(dir, &names, owner)?;
+    let records: usize = opened.iter().map(|(_, r)| r.len()).sum();
+    let discarded: u64 = opened.iter().map(|(j, _)| j.discarded_on_open()).sum();
+    let mut wanted = names.clone();
+    wanted.sort();
+    if !before.is_empty() && before != wanted {
+        tracing::info!(from = ?before, to = shards, records, "journals re-partitioned for a new shard count");
+    }
+    if discarded > 0 {
+        tracing::warn!(
+            bytes = discarded,
+            "cut a torn journal tail (a crash during a write; the records before it are kept)"
+        );
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        records,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "journals recovered"
+    );
+    Ok(opened)
+}
+
+/// Counters of the persistence thread.
+#[derive(Debug, Default)]
+pub struct PersistStats {
+    syncs: AtomicU64,
+    sync_errors: AtomicU64,
+    sync_rounds: AtomicU64,
+    slowest_sync_us: AtomicU64,
+}
+
+impl PersistStats {
+    /// Writes the counters as metrics.
+    pub fn export(&self, sink: &mut MetricSink) {
+        sink.counter(
+            "sipfork_journal_syncs_total",
+            "fdatasync calls of the group commit (journals that had new records)",
+            &[],
+            self.syncs.load(Ordering::Relaxed),
+        );
+        sink.counter(
+            "sipfork_journal_sync_errors_total",
+            "Failed fdatasync calls (retried on the next round)",
+            &[],
+            self.sync_errors.load(Ordering::Relaxed),
+        );
+        sink.counter(
+            "sipfork_journal_sync_rounds_total",
+            "Group commit rounds (one every 10 ms)",
+            &[],
+            self.sync_rounds.load(Ordering::Relaxed),
+        );
+        sink.gauge(
+            "sipfork_journal_slowest_sync_microseconds",
+            "Longest group commit round so far (the power-loss window is 10 ms plus this)",
+            &[],
+            self.slowest_sync_us.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// The running persistence thread.
+#[derive(Debug)]
+pub struct Persistence {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<PersistStats>,
+}
+
+impl Persistence {
+    /// Starts the thread: group commit of `handles` every [`SYNC_INTERVAL`], and a worker thread
+    /// for each compaction job from `jobs`, whose result goes back to its shard via `control`.
+    pub fn start(
+        handles: Vec<SyncHandle>,
+        jobs: Receiver<CompactionRequest>,
+        control: Controller<Shard>,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(PersistStats::default());
+        let thread = {
+            let (stop, stats) = (Arc::clone(&stop), Arc::clone(&stats));
+            std::thread::Builder::new()
+                .name("sipfork-persist".into())
+                .spawn(move || persistence_loop(&handles, &jobs, &control, &stop, &stats))?
+        };
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// The thread's counters.
+    pub fn stats(&self) -> Arc<PersistStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Stops the thread after one last sync round.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn persistence_loop(
+    handles: &[SyncHandle],
+    jobs: &Receiver<CompactionRequest>,
+    control: &Controller<Shard>,
+    stop: &AtomicBool,
+    stats: &PersistStats,
+) {
+    let mut next_sync = Instant::now() + SYNC_INTERVAL;
+    let mut jobs_open = true;
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        let now = Instant::now();
+        if now >= next_sync || stopping {
+            sync_round(handles, stats);
+            next_sync = Instant::now() + SYNC_INTERVAL;
+        }
+        if stopping {
+            return;
+        }
+        let wait = next_sync.saturating_duration_since(Instant::now());
+        if !jobs_open {
+            std::thread::sleep(wait);
+            continue;
+        }
+        match jobs.recv_timeout(wait) {
+            Ok((shard, job)) => spawn_compaction(shard, job, control.clone()),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => jobs_open = false,
+        }
+    }
+}
+
+fn sync_round(handles: &[SyncHandle], stats: &PersistStats) {
+    let started = Instant::now();
+    for (i, handle) in handles.iter().enumerate() {
+        match handle.sync_if_dirty() {
+            Ok(true) => {
+                stats.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let n = stats.sync_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::error!(shard = i, error = %e, count = n, "journal fdatasync failed");
+                }
+            }
+        }
+    }
+    stats.sync_rounds.fetch_add(1, Ordering::Relaxed);
+    stats
+        .slowest_sync_us
+        .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
+
+/// Runs one compaction job on its own thread (it reads and writes a whole journal, which must not
+/// delay the group commit) and hands the result to the shard.
+fn spawn_compaction(shard: ShardId, job: journal::CompactionJob, control: Controller<Shard>) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("sipfork-compact-{}", shard.0))
+        .spawn(move || {
+            let mut result = job.run();
+            // The replay's map of the live set is gone; give its pages back.
+            os::release_free_memory();
+            loop {
+                match control.post(shard, move |s: &mut Shard, _| s.finish_compaction(result)) {
+                    Ok(()) => return,
+                    // The refused job took the result with it. The shard is still compacting (and
+                    // keeps appending to the old journal and the tail): tell it to give this round
+                    // up, so it starts afresh later.
+                    Err(ControlError::Busy(_)) => {
+                        std::thread::sleep(SYNC_INTERVAL);
+                        result = Err(std::io::Error::other(
+                            "the shard's control queue was full; compaction abandoned",
+                        ));
+                    }
+                    // Stopped: the next start deletes the temporary file.
+                    Err(_) => return,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(shard = shard.0, error = %e, "cannot spawn a compaction worker");
+    }
+}

@@ -1,0 +1,29 @@
+//! End-to-end tests: the real `sipfork` binary on 127.0.0.1 with a generated configuration,
+//! driven over UDP and its admin API, on both I/O backends (ARCHITECTURE.md §8).
+//!
+//! - `basics`: start-up, OPTIONS ping, `/health`, `/metrics` (backend per shard), clean stop on
+//!   SIGTERM and SIGINT with the journal flushed.
+//! - `cli`: `check-config` on good and bad files, a bad `--config` that must not start, the
+//!   `devices` command against a running instance.
+//! - `registrar`: several contacts, query, `*` removal, the device limit under both policies,
+//!   instance replacement, 423, digest challenge, success and replay, expiry, `devices` tables.
+//! - `restart`: `kill -9` keeps every binding with its remaining expiry, also when the shard
+//!   count changes.
+//! - `sipp`: SIPp registers 1,000 extensions × 3 contacts; every 200 lists the 3 bindings.
+//!
+//! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
+
+#[path = "e2e/basics.rs"]
+mod basics;
+#[path = "e2e/cli.rs"]
+mod cli;
+#[path = "e2e/harness.rs"]
+mod harness;
+#[path = "e2e/phone.rs"]
+mod phone;
+#[path = "e2e/registrar.rs"]
+mod registrar;
+#[path = "e2e/restart.rs"]
+mod restart;
+#[path = "e2e/sipp.rs"]
+mod sipp;

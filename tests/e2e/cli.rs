@@ -1,0 +1,89 @@
+//! The command line: `check-config`, a configuration that must not start, `devices`.
+
+use crate::harness::{run_cli, Appliance, Io, Scratch, Setup};
+
+#[test]
+fn check_config_accepts_the_bundled_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sipfork.toml");
+    let (code, out, err) = run_cli(&["check-config", example]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("sipfork would run:"), "{out}");
+    assert!(out.contains("listen        udp 127.0.0.1:5060"), "{out}");
+    assert!(out.trim_end().ends_with("sipfork.toml: OK"), "{out}");
+}
+
+#[test]
+fn wrong_configs_name_the_key_and_line_and_do_not_start() {
+    let dir = Scratch::new("bad-config");
+    let cases = [
+        (
+            "[server]\nlisten = \"127.0.0.1:5060\"\n\n[registrar]\non_limit = \"rejct\"\n",
+            "registrar.on_limit",
+            ":5:",
+        ),
+        (
+            "[server]\nlisten = \"127.0.0.1:5060\"\nshards = 0\n",
+            "server.shards",
+            ":3:",
+        ),
+        (
+            "[server]\nlisten = \"127.0.0.1:5060\"\nlisen = \"x\"\n",
+            "lisen",
+            ":3:",
+        ),
+        ("[server]\nshards = 2\n", "server.listen", ":1:"),
+    ];
+    for (i, (text, key, line)) in cases.iter().enumerate() {
+        let file = dir.0.join(format!("bad-{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let file = file.to_str().unwrap();
+        let (code, out, err) = run_cli(&["check-config", file]);
+        assert_eq!(code, 2, "case {i}: {out}{err}");
+        assert!(err.contains(key) && err.contains(line), "case {i}: {err}");
+        // The appliance itself refuses it the same way, without binding anything.
+        let t0 = std::time::Instant::now();
+        let (code, _, err) = run_cli(&["--config", file]);
+        assert_eq!(code, 2, "case {i}: {err}");
+        assert!(err.contains(key) && err.contains(line), "case {i}: {err}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+    }
+    let (code, _, err) = run_cli(&["--config", "/nonexistent/sipfork.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read the configuration"), "{err}");
+    let (code, _, err) = run_cli(&["frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("usage:"), "{err}");
+}
+
+#[test]
+fn devices_command_reports_unknown_extensions_and_unreachable_instances() {
+    for io in Io::BOTH {
+        let dir = Scratch::new(&format!("devices-cli-{io:?}"));
+        let Some(app) = Appliance::start(&dir.0, Setup::new(io)) else {
+            continue;
+        };
+        let admin = app.admin.to_string();
+        let config = app.config.to_str().unwrap().to_owned();
+        for target in [["--admin", admin.as_str()], ["--config", config.as_str()]] {
+            let (code, _, err) = run_cli(&["devices", "5000", target[0], target[1]]);
+            assert_eq!(code, 1, "{err}");
+            assert!(err.contains("5000 is not an extension"), "{err}");
+            let (code, out, err) = run_cli(&["devices", "1999", target[0], target[1]]);
+            assert_eq!(
+                (code, out.as_str()),
+                (0, "extension 1999: 0 devices\n"),
+                "{err}"
+            );
+        }
+        drop(app);
+        let (code, _, err) = run_cli(&["devices", "1000", "--admin", &admin]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("cannot reach the admin listener"), "{err}");
+        // A configuration without an admin listener says so.
+        let no_admin = dir.0.join("no-admin.toml");
+        std::fs::write(&no_admin, "[server]\nlisten = \"127.0.0.1:5060\"\n").unwrap();
+        let (code, _, err) = run_cli(&["devices", "1000", "--config", no_admin.to_str().unwrap()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("admin is not set"), "{err}");
+    }
+}

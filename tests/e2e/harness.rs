@@ -1,0 +1,355 @@
+//! Runs the real `sipfork` binary with a generated configuration on 127.0.0.1 and talks to it
+//! over UDP (SIP) and TCP (admin API).
+//!
+//! Every appliance gets its own ports, probed free first (tests run in parallel, and several
+//! test processes may run at once): a per-process base derived from the PID, then the next free
+//! pair. Each gets a scratch directory under the target's temporary directory for its
+//! configuration and journals. The child is killed when the handle drops, so a failing test never
+//! leaves a process behind.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_sipfork");
+
+/// The UDP backend a run asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Io {
+    Uring,
+    Mmsg,
+}
+
+impl Io {
+    pub const BOTH: [Io; 2] = [Io::Uring, Io::Mmsg];
+
+    fn config_value(self) -> &'static str {
+        match self {
+            Io::Uring => "uring",
+            Io::Mmsg => "mmsg",
+        }
+    }
+
+    /// The backend name `/metrics` reports.
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            Io::Uring => "io_uring",
+            Io::Mmsg => "mmsg",
+        }
+    }
+}
+
+/// A scratch directory, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(label: &str) -> Scratch {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("e2e-{}-{n}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free port on 127.0.0.1 for both UDP and TCP.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let port = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+        if !(20_000..32_000).contains(&port) {
+            continue;
+        }
+        // Without SO_REUSEPORT these fail while anything, reuseport or not, holds the port.
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
+        }
+    }
+}
+
+/// What a test wants in the generated configuration.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub io: Io,
+    pub shards: u16,
+    pub persist: bool,
+    pub admin: bool,
+    /// `[auth]` mode.
+    pub auth: &'static str,
+    /// Extra TOML appended to `[registrar]`.
+    pub registrar: String,
+}
+
+impl Setup {
+    pub fn new(io: Io) -> Setup {
+        Setup {
+            io,
+            shards: 2,
+            persist: true,
+            admin: true,
+            auth: "none",
+            registrar: String::new(),
+        }
+    }
+}
+
+/// A running (or stopped) appliance.
+pub struct Appliance {
+    child: Option<Child>,
+    pub setup: Setup,
+    pub sip: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+/// Why an appliance did not come up.
+#[derive(Debug)]
+pub enum StartError {
+    /// io_uring is not available on this machine (the test skips that variant).
+    UringUnavailable(String),
+    /// Anything else: a test failure.
+    Failed(String),
+}
+
+impl Appliance {
+    /// Starts an appliance in `dir`, or explains why it did not come up.
+    pub fn try_start(dir: &Path, setup: Setup) -> Result<Appliance, StartError> {
+        let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let data_dir = dir.join("data");
+        let config = dir.join("sipfork.toml");
+        let mut app = Appliance {
+            child: None,
+            setup,
+            sip,
+            admin,
+            config,
+            data_dir,
+            log: Arc::default(),
+        };
+        app.write_config();
+        app.spawn()?;
+        Ok(app)
+    }
+
+    /// Starts an appliance, or returns `None` after printing why io_uring is skipped here.
+    pub fn start(dir: &Path, setup: Setup) -> Option<Appliance> {
+        match Self::try_start(dir, setup) {
+            Ok(app) => Some(app),
+            Err(StartError::UringUnavailable(why)) => {
+                eprintln!("skipping the io_uring variant: {why}");
+                None
+            }
+            Err(StartError::Failed(why)) => panic!("appliance did not start:\n{why}"),
+        }
+    }
+
+    fn write_config(&self) {
+        let s = &self.setup;
+        let mut toml = format!(
+            "[server]\nlisten = \"{}\"\nshards = {}\nio = \"{}\"\npin_cores = false\nsocket_buffer = \"1MiB\"\n",
+            self.sip,
+            s.shards,
+            s.io.config_value()
+        );
+        if s.persist {
+            toml += &format!("data_dir = \"{}\"\n", self.data_dir.display());
+        }
+        if s.admin {
+            toml += &format!("admin = \"{}\"\n", self.admin);
+        }
+        toml += &format!("\n[registrar]\n{}\n", s.registrar);
+        toml += &format!("\n[auth]\nmode = \"{}\"\nrealm = \"e2e\"\n", s.auth);
+        toml += "\n[[extensions]]\nnumbers = \"1000-1999\"\npassword = \"pw-{number}\"\n";
+        std::fs::write(&self.config, toml).expect("write config");
+    }
+
+    /// Starts the process on the current configuration and waits until `/health` answers.
+    fn spawn(&mut self) -> Result<(), StartError> {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("SIPFORK_IO")
+            .env_remove("RUST_LOG")
+            .env("SIPFORK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sipfork");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        self.log = log;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100)); // let the reader drain stderr
+                let log = self.log();
+                self.child = None;
+                if log.contains("io_uring unavailable") {
+                    return Err(StartError::UringUnavailable(log));
+                }
+                return Err(StartError::Failed(format!("exited with {status}:\n{log}")));
+            }
+            if !self.setup.admin {
+                // No health endpoint: wait for the start-up log line instead.
+                if self.log().contains("sipfork running") {
+                    return Ok(());
+                }
+            } else if matches!(self.get("/health"), Ok((200, _))) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(StartError::Failed(format!(
+                    "not healthy within 15 s:\n{}",
+                    self.log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `GET path` on the admin listener.
+    pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        let (status, body) = sipfork::app::cli::http_get(self.admin, path)?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// `GET path`, which must answer 200.
+    pub fn get_ok(&self, path: &str) -> String {
+        match self.get(path) {
+            Ok((200, body)) => body,
+            other => panic!("GET {path}: {other:?}\nlog:\n{}", self.log()),
+        }
+    }
+
+    /// Sends `signal` (a `kill` name such as TERM, INT, KILL) and waits for the exit.
+    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let pid = self.pid();
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within 10 s of SIG{signal}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.child = None;
+        std::thread::sleep(Duration::from_millis(50)); // let the reader drain stderr
+        status
+    }
+
+    /// Starts the process again on the same data directory (after a stop or a kill), with the
+    /// configuration changed by `change` (e.g. another shard count).
+    pub fn restart(&mut self, change: impl FnOnce(&mut Setup)) {
+        assert!(self.child.is_none(), "stop it first");
+        change(&mut self.setup);
+        self.write_config();
+        if let Err(e) = self.spawn() {
+            panic!("restart failed: {e:?}");
+        }
+    }
+
+    /// The sum of a metric's samples (any labels) on `/metrics`.
+    pub fn metric_sum(&self, name: &str) -> u64 {
+        let page = self.get_ok("/metrics");
+        metric_sum(&page, name)
+    }
+}
+
+/// Sum of every sample of `name` in a Prometheus page.
+pub fn metric_sum(page: &str, name: &str) -> u64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `sipfork ARGS` to completion; returns exit code, stdout and stderr.
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("SIPFORK_IO")
+        .output()
+        .expect("run sipfork");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `test` once per I/O backend, each in its own scratch directory; the io_uring variant is
+/// skipped with a printed reason where this machine has no io_uring.
+pub fn each_backend(label: &str, setup: impl Fn(Io) -> Setup, test: impl Fn(&mut Appliance)) {
+    for io in Io::BOTH {
+        let dir = Scratch::new(&format!("{label}-{io:?}"));
+        let Some(mut app) = Appliance::start(&dir.0, setup(io)) else {
+            continue;
+        };
+        test(&mut app);
+    }
+}
