@@ -400,6 +400,7 @@ impl Core {
                     uri: e.request_uri.raw().into(),
                     dest,
                     q: 1000,
+                    registered_at: Instant::ZERO,
                 };
                 let plan = ForkPlan {
                     serial: false,
@@ -430,6 +431,7 @@ impl Core {
                         uri: t.contact.into(),
                         dest: t.dest,
                         q: t.q,
+                        registered_at: t.registered_at,
                     })
                     .collect();
                 if targets.is_empty() {

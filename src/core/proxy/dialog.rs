@@ -156,6 +156,7 @@ impl Proxy {
             uri: e.request_uri.raw().into(),
             dest,
             q: 1000,
+            registered_at: crate::time::Instant::ZERO,
         };
         let plan = ForkPlan {
             serial: false,

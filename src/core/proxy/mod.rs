@@ -48,6 +48,8 @@ pub struct ForkTarget {
     pub dest: SocketAddr,
     /// q-value in thousandths (grouping for serial forking).
     pub q: u16,
+    /// When the binding was registered (the branch cap keeps the most recent).
+    pub registered_at: crate::time::Instant,
 }
 
 /// How to fork one call (from config: the `[proxy]` section and per-extension overrides).
@@ -114,9 +116,11 @@ pub(crate) enum Event {
     DialogEnded,
     /// Dialog record dropped after the maximum call duration without BYE.
     DialogExpired,
+    /// A call had more targets than `max_branches`; the rest were not rung.
+    BranchesCapped,
 }
 
-const EVENTS: [&str; 23] = [
+const EVENTS: [&str; 24] = [
     "call",
     "non_invite_request",
     "branch",
@@ -140,6 +144,7 @@ const EVENTS: [&str; 23] = [
     "race_cancel_before_provisional",
     "dialog_ended",
     "dialog_expired",
+    "branches_capped",
 ];
 
 /// Keys are already keyed 128-bit digests: hashing them again would only cost time.
@@ -167,7 +172,7 @@ impl Hasher for PassThrough {
 pub struct Proxy {
     calls: Slab<Call>,
     index: HashMap<u128, Key, BuildHasherDefault<PassThrough>>,
-    events: ReasonCounters<23>,
+    events: ReasonCounters<24>,
     dialogs: u64,
 }
 
@@ -317,17 +322,15 @@ impl Proxy {
         let server_key = server_key(cx.ids, e, class);
         let upstream = response_destination(&e.top_via, from);
         let fix = ViaFix::for_source(&e.top_via, from);
-        // Highest q first; the sort is stable, so equal q keeps the registrar's order (newest first).
-        targets.sort_by_key(|t| std::cmp::Reverse(t.q));
         let cap = usize::try_from(cx.cfg.proxy.max_branches)
             .unwrap_or(usize::MAX)
             .max(1);
-        if targets.len() > cap {
-            tracing_skipped(targets.len() - cap);
-            targets.truncate(cap);
-        }
+        let mut skipped = 0;
         let mut groups: Vec<Vec<ForkTarget>> = Vec::new();
         if plan.serial {
+            // Equal-q groups, highest q first; each group rings in parallel, so the cap applies
+            // per group.
+            targets.sort_by_key(|t| std::cmp::Reverse(t.q));
             for t in targets {
                 match groups.last_mut() {
                     Some(g) if g.first().is_some_and(|f| f.q == t.q) => g.push(t),
@@ -336,6 +339,22 @@ impl Proxy {
             }
         } else {
             groups.push(targets);
+        }
+        for g in &mut groups {
+            if g.len() > cap {
+                // DECISIONS.md: the most recently registered devices ring.
+                g.sort_by_key(|t| std::cmp::Reverse(t.registered_at));
+                skipped += g.len() - cap;
+                g.truncate(cap);
+            }
+        }
+        if skipped > 0 {
+            self.count(Event::BranchesCapped);
+            tracing::info!(
+                skipped,
+                cap,
+                "more devices than max_branches: the most recently registered ring"
+            );
         }
         groups.reverse(); // pop() yields the highest group first
         let first = groups.pop().unwrap_or_default();
@@ -379,37 +398,61 @@ impl Proxy {
             // §16.2 / §17.2.1: 100 Trying at once quenches the caller's retransmissions.
             self.respond_local(cx, key, 100, "Trying", b"");
         }
-        self.start_group(cx, key, first);
+        self.fork(cx, key, req, e, first);
+        self.after_fork(cx, key);
     }
 
     /// Forwards one branch per target of the next group; arms the group timer when more
     /// groups wait.
     fn start_group(&mut self, cx: &mut Cx<'_>, key: Key, targets: Vec<ForkTarget>) {
+        let Some(request) = self.calls.get_mut(key).and_then(|c| c.request.take()) else {
+            return;
+        };
+        // Later q-groups fork from the stored copy of the request.
+        if let Ok(req) = crate::sip::parse(&request) {
+            if let Ok(e) = crate::sip::check_request(&req) {
+                self.fork(cx, key, &req, &e, targets);
+            }
+        }
+        if let Some(call) = self.calls.get_mut(key) {
+            call.request = Some(request);
+        }
+        self.after_fork(cx, key);
+    }
+
+    /// Forwards one branch per target.
+    fn fork(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        req: &Message<'_>,
+        e: &Essentials<'_>,
+        targets: Vec<ForkTarget>,
+    ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
         let record_route = call.record_route;
-        let Some(request) = call.request.take() else {
+        for t in targets {
+            if call.branches.len() >= usize::from(u8::MAX) {
+                break;
+            }
+            start_branch(cx, key, call, req, e, t, record_route);
+            self.events.bump(Event::Branch as usize);
+        }
+    }
+
+    /// Arms the group timer when more q-groups wait; answers at once when nothing could be
+    /// forwarded.
+    fn after_fork(&mut self, cx: &mut Cx<'_>, key: Key) {
+        let Some(call) = self.calls.get_mut(key) else {
             return;
         };
-        if let Ok(req) = crate::sip::parse(&request) {
-            if let Ok(e) = crate::sip::check_request(&req) {
-                for t in targets {
-                    if call.branches.len() >= usize::from(u8::MAX) {
-                        break;
-                    }
-                    start_branch(cx, key, call, &req, &e, t, record_route);
-                    self.events.bump(Event::Branch as usize);
-                }
-            }
-        }
-        call.request = Some(request);
         if !call.pending_groups.is_empty() && call.is_invite {
             let at = cx.now + call.group_timeout;
             call.group_timer = Some(cx.timers.insert(at, TimerKey::Group { call: key }));
         }
         if call.branches.is_empty() {
-            // Nothing could be forwarded (every target unusable): answer now.
             self.complete(cx, key);
         }
     }
@@ -497,11 +540,6 @@ fn sched<'a>(cx: &'a mut Cx<'_>, call: Key, slot: TxnSlot) -> Sched<'a> {
         slot,
         values: cx.env.timers,
     }
-}
-
-fn tracing_skipped(n: usize) {
-    // Logged once per call (DECISIONS.md: the most recently registered are rung).
-    let _ = n;
 }
 
 /// §17.2.3 server transaction key: branch + sent-by + method class for RFC 3261 requests; the
