@@ -67,11 +67,13 @@ fn sub_range(row: &[u8], sub: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// Copies `row` without its first comma-separated value (§16.7 step 3, §16.4 Route removal).
-/// A row with one value disappears entirely.
+/// A row with one value disappears entirely. Empty elements after the first value (`a,,b`, a
+/// trailing comma) are no values: the copy starts at the next real one, or the row goes, so the
+/// next hop never gets an empty row or one that starts with a comma.
 fn push_row_without_first_value(out: &mut Vec<u8>, h: &Header<'_>) {
     let mut values = CommaSplit::new(h.value, true);
     let first = values.next();
-    let Some(second) = values.next() else {
+    let Some(second) = values.find(|v| !v.is_empty()) else {
         return;
     };
     match (
@@ -556,6 +558,49 @@ v=0\n";
             assert_eq!(vias, vec![&b"SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKa"[..]]);
             assert_eq!(f.to().unwrap().tag, Some(&b"2"[..]));
         }
+    }
+
+    #[test]
+    fn removing_a_value_skips_empty_elements_instead_of_writing_an_empty_row() {
+        // Found by the build_roundtrip fuzz target: `Via: ours,` passes check_response (only the
+        // top Via is read), and removing `ours` used to leave `Via: ` for the next hop.
+        for (vias, left) in [
+            (
+                &b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf1,\r\nVia: SIP/2.0/UDP a\r\n"[..],
+                &b"Via: SIP/2.0/UDP a\r\n"[..],
+            ),
+            (
+                b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf1, ,\r\n SIP/2.0/UDP b\r\n",
+                b"Via: SIP/2.0/UDP b\r\n",
+            ),
+        ] {
+            let mut resp = b"SIP/2.0 180 Ringing\r\n".to_vec();
+            resp.extend_from_slice(vias);
+            resp.extend_from_slice(b"From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n");
+            let r = parse(&resp).unwrap();
+            check_response(&r).unwrap();
+            let mut out = Vec::new();
+            forward_response(&r, &mut out);
+            let f = parse(&out).unwrap();
+            assert_eq!(f.first(HeaderName::Via).unwrap().row, left);
+            assert!(f.vias().all(|v| v.is_ok()));
+        }
+        let req = parse(b"BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKa\r\nRoute: <sip:127.0.0.1;lr>,\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        forward_request(
+            &req,
+            &Forward {
+                request_uri: None,
+                via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx",
+                record_route: None,
+                drop_first_route: true,
+                max_forwards: 69,
+                fix: ViaFix::default(),
+                extra: b"",
+            },
+            &mut out,
+        );
+        assert!(parse(&out).unwrap().first(HeaderName::Route).is_none());
     }
 
     #[test]
