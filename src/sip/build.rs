@@ -31,12 +31,24 @@ pub fn push_u32(out: &mut Vec<u8>, n: u32) {
 
 /// Appends an IP address as a SIP host (IPv6 in brackets).
 pub fn push_host(out: &mut Vec<u8>, ip: IpAddr) {
-    use std::io::Write;
-    // Writing into a Vec cannot fail.
-    let _ = match ip {
-        IpAddr::V4(v4) => write!(out, "{v4}"),
-        IpAddr::V6(v6) => write!(out, "[{v6}]"),
-    };
+    match ip {
+        // Written by hand: every forwarded request and local response carries one (received,
+        // our Via, Record-Route), and the formatting machinery costs more than the rest of a
+        // Via fix.
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u32(out, u32::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "[{v6}]");
+        }
+    }
 }
 
 /// Appends `host:port` for a socket address (IPv6 in brackets).
@@ -118,12 +130,17 @@ impl ViaFix {
 /// Copies the first Via row, applying `fix` to its first value (replace a bare `rport` by
 /// `rport=PORT`, append `received=IP` unless present).
 fn push_fixed_top_via(out: &mut Vec<u8>, h: &Header<'_>, fix: ViaFix) {
-    let first = CommaSplit::new(h.value, true).next().unwrap_or(h.value);
-    let (Some((_, first_end)), false) = (sub_range(h.row, first), fix.is_noop()) else {
+    if fix.is_noop() {
         out.extend_from_slice(h.row);
         return;
-    };
-    let Ok(via) = super::headers::via::parse_via(&mut super::scan::Cursor::new(first)) else {
+    }
+    // The first via-parm ends where its parser stops (the same end `Message::top_via` reads),
+    // so the row is not scanned for commas first.
+    let parsed = super::headers::via::parse_via(&mut super::scan::Cursor::new(h.value));
+    let Some((via, (_, first_end))) = parsed
+        .ok()
+        .and_then(|via| Some((via, sub_range(h.row, via.raw)?)))
+    else {
         out.extend_from_slice(h.row);
         return;
     };
@@ -217,11 +234,15 @@ pub fn response(req: &Message<'_>, reply: &Reply<'_>, out: &mut Vec<u8>) {
 
 /// Copies a To row, adding `;tag=` at the end of its value when it has no tag yet.
 fn push_to_with_tag(out: &mut Vec<u8>, h: &Header<'_>, to_tag: Option<&[u8]>) {
+    let Some(tag) = to_tag else {
+        out.extend_from_slice(h.row);
+        return;
+    };
     let has_tag = super::headers::name_addr::parse_single(h.value)
         .map(|na| na.tag.is_some())
         .unwrap_or(true);
-    match (to_tag, has_tag, sub_range(h.row, h.value)) {
-        (Some(tag), false, Some((_, end))) => {
+    match (has_tag, sub_range(h.row, h.value)) {
+        (false, Some((_, end))) => {
             out.extend_from_slice(h.row.get(..end).unwrap_or(&[]));
             out.extend_from_slice(b";tag=");
             out.extend_from_slice(tag);
