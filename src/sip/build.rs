@@ -406,7 +406,7 @@ pub struct InDialog<'a> {
     pub method: &'a [u8],
     /// Remote target (the Contact URI of the 2xx).
     pub target: &'a [u8],
-    /// Route set values (each `<URI>` as written), nearest first.
+    /// Route set values (each `<URI>` as written), nearest first; written as one Route row.
     pub routes: &'a [&'a [u8]],
     /// Our Via value.
     pub via: &'a [u8],
@@ -429,8 +429,14 @@ pub fn in_dialog(req: &InDialog<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(req.target);
     out.extend_from_slice(b" SIP/2.0\r\n");
     push_row(out, b"Via", req.via);
-    for r in req.routes {
-        push_row(out, b"Route", r);
+    // The route set as one comma-separated row (§7.3.1): a 2xx with many Record-Route values
+    // in few rows must not turn into more rows than a parser indexes.
+    for (i, r) in req.routes.iter().enumerate() {
+        out.extend_from_slice(if i == 0 { b"Route: " } else { b", " });
+        out.extend_from_slice(r);
+    }
+    if !req.routes.is_empty() {
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Max-Forwards: 70\r\n");
     push_row(out, b"From", req.from);
@@ -679,7 +685,7 @@ v=0\n";
             &InDialog {
                 method: b"BYE",
                 target: b"sip:1000@127.0.0.1:5072",
-                routes: &[b"<sip:10.1.1.1;lr>"],
+                routes: &[b"<sip:10.1.1.1;lr>", b"<sip:10.2.2.2;lr;x=1>"],
                 via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfb",
                 from: b"<sip:caller@10.0.0.9>;tag=ft1",
                 to: b"<sip:1000@h>;tag=late",
@@ -693,7 +699,11 @@ v=0\n";
         let e = check_request(&b).unwrap();
         assert_eq!(e.cseq.number, 8);
         assert_eq!(e.to.tag, Some(&b"late"[..]));
-        assert_eq!(b.values(HeaderName::Route).count(), 1);
+        assert_eq!(
+            b.first(HeaderName::Route).unwrap().row,
+            b"Route: <sip:10.1.1.1;lr>, <sip:10.2.2.2;lr;x=1>\r\n"
+        );
+        assert_eq!(b.values(HeaderName::Route).count(), 2);
     }
 
     #[test]
