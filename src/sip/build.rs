@@ -78,11 +78,56 @@ fn sub_range(row: &[u8], sub: &[u8]) -> Option<(usize, usize)> {
     (end <= row.len()).then_some((start, end))
 }
 
+/// Rows copied verbatim, gathered into runs of adjacent rows of the source message so that each
+/// run costs one copy instead of one per row.
+struct Verbatim<'b> {
+    source: &'b [u8],
+    run: Option<(usize, usize)>,
+}
+
+impl<'b> Verbatim<'b> {
+    fn new(msg: &Message<'b>) -> Self {
+        Verbatim {
+            source: msg.bytes(),
+            run: None,
+        }
+    }
+
+    /// Queues `row` (a row of the source message) for copying after what is queued.
+    fn add(&mut self, out: &mut Vec<u8>, row: &'b [u8]) {
+        match (self.run, sub_range(self.source, row)) {
+            (Some((start, end)), Some((row_start, row_end))) if end == row_start => {
+                self.run = Some((start, row_end));
+            }
+            (_, Some(range)) => {
+                self.flush(out);
+                self.run = Some(range);
+            }
+            (_, None) => {
+                self.flush(out);
+                out.extend_from_slice(row);
+            }
+        }
+    }
+
+    /// Copies what is queued; call before writing anything else.
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        if let Some((start, end)) = self.run.take() {
+            out.extend_from_slice(self.source.get(start..end).unwrap_or(&[]));
+        }
+    }
+}
+
 /// Copies `row` without its first comma-separated value (§16.7 step 3, §16.4 Route removal).
 /// A row with one value disappears entirely. Empty elements after the first value (`a,,b`, a
 /// trailing comma) are no values: the copy starts at the next real one, or the row goes, so the
 /// next hop never gets an empty row or one that starts with a comma.
 fn push_row_without_first_value(out: &mut Vec<u8>, h: &Header<'_>) {
+    if memchr::memchr(b',', h.value).is_none() {
+        // One value (ours, nearly always): the row goes. A vectorised look for a comma is much
+        // cheaper than the quote-aware split below.
+        return;
+    }
     let mut values = CommaSplit::new(h.value, true);
     let first = values.next();
     let Some(second) = values.find(|v| !v.is_empty()) else {
@@ -207,19 +252,26 @@ pub fn response(req: &Message<'_>, reply: &Reply<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut top_via = true;
+    let mut rows = Verbatim::new(req);
     for h in req.headers() {
         match h.name {
             HeaderName::Via if top_via => {
+                rows.flush(out);
                 push_fixed_top_via(out, &h, fix);
                 top_via = false;
             }
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                out.extend_from_slice(h.row)
+                rows.add(out, h.row)
             }
-            HeaderName::To => push_to_with_tag(out, &h, to_tag),
-            _ => {}
+            HeaderName::To if to_tag.is_some() => {
+                rows.flush(out);
+                push_to_with_tag(out, &h, to_tag);
+            }
+            HeaderName::To => rows.add(out, h.row),
+            _ => rows.flush(out),
         }
     }
+    rows.flush(out);
     out.extend_from_slice(extra);
     match body {
         Some((content_type, body)) => {
@@ -290,30 +342,31 @@ pub fn forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &mut Vec<u8>) 
     let mut wrote_max_forwards = false;
     let mut drop_route = fwd.drop_first_route;
     let mut top_via = true;
-    let mut has_content_length = false;
+    let has_content_length = req.first(HeaderName::ContentLength).is_some();
+    let mut rows = Verbatim::new(req);
     for h in req.headers() {
         match h.name {
             HeaderName::Via if top_via => {
+                rows.flush(out);
                 push_fixed_top_via(out, &h, fwd.fix);
                 top_via = false;
             }
             HeaderName::MaxForwards => {
+                rows.flush(out);
                 if !wrote_max_forwards {
                     push_max_forwards(out, fwd.max_forwards);
                     wrote_max_forwards = true;
                 }
             }
             HeaderName::Route if drop_route => {
+                rows.flush(out);
                 push_row_without_first_value(out, &h);
                 drop_route = false;
             }
-            HeaderName::ContentLength => {
-                has_content_length = true;
-                out.extend_from_slice(h.row);
-            }
-            _ => out.extend_from_slice(h.row),
+            _ => rows.add(out, h.row),
         }
     }
+    rows.flush(out);
     if !wrote_max_forwards {
         push_max_forwards(out, fwd.max_forwards);
     }
@@ -338,14 +391,17 @@ pub fn forward_response(resp: &Message<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(resp.start_line());
     out.extend_from_slice(b"\r\n");
     let mut top_via = true;
+    let mut rows = Verbatim::new(resp);
     for h in resp.headers() {
         if h.name == HeaderName::Via && top_via {
+            rows.flush(out);
             push_row_without_first_value(out, &h);
             top_via = false;
         } else {
-            out.extend_from_slice(h.row);
+            rows.add(out, h.row);
         }
     }
+    rows.flush(out);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(resp.body());
 }
@@ -375,21 +431,28 @@ fn hop_by_hop_for(sent: &Message<'_>, method: &[u8], to: Option<&Header<'_>>, ou
     out.extend_from_slice(sent.request_uri_raw().unwrap_or(b""));
     out.extend_from_slice(b" SIP/2.0\r\n");
     if let Some(via) = sent.first(HeaderName::Via) {
-        let value = CommaSplit::new(via.value, true).next().unwrap_or(via.value);
+        // Our own Via is alone in its row: a vectorised look for a comma settles that.
+        let value = match memchr::memchr(b',', via.value) {
+            None => via.value,
+            Some(_) => CommaSplit::new(via.value, true).next().unwrap_or(via.value),
+        };
         push_row(out, b"Via", value);
     }
+    let mut rows = Verbatim::new(sent);
     for h in sent.headers() {
         match h.name {
-            HeaderName::Route | HeaderName::From | HeaderName::CallId => {
-                out.extend_from_slice(h.row)
-            }
+            HeaderName::Route | HeaderName::From | HeaderName::CallId => rows.add(out, h.row),
             HeaderName::To => match to {
-                Some(to) => out.extend_from_slice(to.row),
-                None => out.extend_from_slice(h.row),
+                Some(to) => {
+                    rows.flush(out);
+                    out.extend_from_slice(to.row);
+                }
+                None => rows.add(out, h.row),
             },
-            _ => {}
+            _ => rows.flush(out),
         }
     }
+    rows.flush(out);
     out.extend_from_slice(b"Max-Forwards: 70\r\n");
     out.extend_from_slice(b"CSeq: ");
     push_u32(out, sent.cseq().map(|c| c.number).unwrap_or(0));
