@@ -5,8 +5,12 @@
 //! with SDP), 3 × 180, a 200 from one device, the proxy's two CANCELs answered by 200 and 487
 //! (which it ACKs), the caller's ACK and BYE through the Record-Route, the 200 to the BYE: 12
 //! datagrams in, 15 out. Calls follow each other every 8 ms of virtual time and every timer runs
-//! when due, so about 4,000 earlier calls sit in their RFC 3261 timers while one is measured (the
-//! steady state of a loaded proxy, timer firing included in the cost).
+//! when due, so about 4,000 earlier calls (8,000 call records: each INVITE's and its BYE's) sit
+//! in their RFC 3261 timers while one is measured (the steady state of a loaded proxy, timer
+//! firing included in the cost).
+//!
+//! Beside it, in the same run, the parse floor: `sip::parse` plus `check_request` /
+//! `check_response` of the call's 12 received datagrams, the least any proxy does with them.
 //!
 //! Only the calls into the core are timed (`handle_datagram`, `handle_timeout`): the devices'
 //! answers are templated outside the measured region, and the outbox is drained outside it. A
@@ -22,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant as WallClock};
 
 use criterion::{criterion_group, Criterion, Throughput};
-use sipfork::testing::forked_call::{CallStats, ForkedCall, Observer};
+use sipfork::sip::{check_request, check_response, parse};
+use sipfork::testing::forked_call::{CallStats, ForkedCall, Observer, Recorder};
 use sipfork::time::Instant;
 
 /// Counts allocations (calls to `alloc`, `alloc_zeroed`, `realloc`) and the bytes they asked
@@ -192,6 +197,7 @@ fn summary() {
         }
     }
     let (meter, totals, wall) = best.expect("three rounds ran");
+    let floor = parse_floor(&mut fc);
     let calls = CALLS as f64;
     let net = |c: &Cost| c.in_core.as_secs_f64() - overhead * c.entries as f64;
     let per_call = net(&meter.total) / calls;
@@ -203,7 +209,7 @@ fn summary() {
          call, meter overhead {:.0} ns each subtracted), {:.2} µs per datagram received, {:.2} µs \
          per datagram handled (in + out); {:.1} heap allocations ({:.0} bytes) per call, {:.2} \
          per datagram received; {live} calls alive in the steady state; driver included: {:.2} \
-         µs per call",
+         µs per call; parse floor {:.2} µs per call (Core ÷ floor = {:.1})",
         per_call * 1e6,
         datagrams_in,
         datagrams - datagrams_in,
@@ -216,6 +222,8 @@ fn summary() {
         meter.total.allocated_bytes as f64 / calls,
         meter.total.allocations as f64 / calls / datagrams_in,
         wall.as_secs_f64() / calls * 1e6,
+        floor * 1e6,
+        per_call / floor,
     );
     println!("  per kind of entry: count per call, µs each, allocations (bytes) each");
     for (step, cost) in meter.by_step.iter().flatten() {
@@ -228,6 +236,31 @@ fn summary() {
             cost.allocated_bytes as f64 / n,
         );
     }
+}
+
+/// Seconds to parse and check the datagrams one call hands the core (best of three rounds).
+fn parse_floor(fc: &mut ForkedCall) -> f64 {
+    let mut rec = Recorder::default();
+    fc.call(&mut rec);
+    let datagrams: Vec<Vec<u8>> = rec.datagrams.into_iter().map(|(_, _, b)| b).collect();
+    const ROUNDS: u32 = 20_000;
+    (0..3)
+        .map(|_| {
+            let t0 = WallClock::now();
+            for _ in 0..ROUNDS {
+                for d in &datagrams {
+                    let m = parse(black_box(d)).expect("the call's datagrams parse");
+                    let ok = if m.is_request() {
+                        check_request(&m).is_ok()
+                    } else {
+                        check_response(&m).is_ok()
+                    };
+                    black_box(ok);
+                }
+            }
+            t0.elapsed().as_secs_f64() / f64::from(ROUNDS)
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 fn forked_call(c: &mut Criterion) {
