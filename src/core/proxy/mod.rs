@@ -38,6 +38,7 @@ use crate::sip::{Essentials, HeaderName, Message, Method, SipUri, Uri};
 use crate::time::Duration;
 
 pub use call::{Branch, BranchRole, Call, CancelReason};
+pub use dialog::MAX_CALL_DURATION;
 
 /// One target of a fork: the Request-URI to use and where to send.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -121,8 +121,13 @@ impl Proxy {
         };
         let first = !branch.provisional;
         branch.provisional = true;
-        if status > 100 && branch.timer_c.is_some() {
-            // §16.7 step 2: a provisional other than 100 resets Timer C.
+        let cancel_sent = matches!(
+            branch.cancel,
+            super::call::Cancel::Sent { .. } | super::call::Cancel::Done(_)
+        );
+        if status > 100 && branch.timer_c.is_some() && !cancel_sent {
+            // §16.7 step 2: a provisional other than 100 resets Timer C (not once the branch
+            // was cancelled: then it is the §9.1 guard, see `send_cancel`).
             let timer_c = cx.cfg.proxy.timer_c;
             let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
             s.cancel(&mut branch.timer_c);
