@@ -107,9 +107,12 @@ impl Proxy {
         let Ok(sent) = crate::sip::parse(sent) else {
             return;
         };
-        let mut bytes = Vec::with_capacity(400);
-        build::cancel_for(&sent, reason.header_value(), &mut bytes);
-        cx.out.push(branch.target, &bytes);
+        let bytes: Box<[u8]> = cx
+            .out
+            .push_with(branch.target, |buf| {
+                build::cancel_for(&sent, reason.header_value(), buf)
+            })
+            .into();
         {
             //= rfc3261#section-9.1
             //# If no final response has been received after 64*T1 seconds, the client SHOULD
@@ -124,11 +127,7 @@ impl Proxy {
         }
         let mut s = sched(cx, key, TxnSlot::Cancel(i as u8));
         let txn = ClientNonInvite::start(&mut s);
-        branch.cancel = Cancel::Sent {
-            reason,
-            txn,
-            bytes: bytes.into_boxed_slice(),
-        };
+        branch.cancel = Cancel::Sent { reason, txn, bytes };
         self.count(Event::CancelSent);
     }
 

@@ -42,9 +42,11 @@ pub use dialog::MAX_CALL_DURATION;
 
 /// One target of a fork: the Request-URI to use and where to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForkTarget {
-    /// Request-URI of the branch (the binding's Contact, or the received R-URI for a next hop).
-    pub uri: Box<[u8]>,
+pub struct ForkTarget<'a> {
+    /// Request-URI of the branch (the binding's Contact, or the received R-URI for a next hop);
+    /// borrowed from the location table or the request while forking, owned while a q-group
+    /// waits its turn.
+    pub uri: std::borrow::Cow<'a, [u8]>,
     /// Where the branch's requests go.
     pub dest: SocketAddr,
     /// q-value in thousandths (grouping for serial forking).
@@ -175,6 +177,9 @@ pub struct Proxy {
     index: HashMap<u128, Key, BuildHasherDefault<PassThrough>>,
     events: ReasonCounters<24>,
     dialogs: u64,
+    /// Reused buffers for the Via and Record-Route values of forwarded requests.
+    scratch_via: Vec<u8>,
+    scratch_rr: Vec<u8>,
 }
 
 /// What [`Proxy::match_request`] did.
@@ -184,6 +189,17 @@ pub enum Matched {
     Handled,
     /// No server transaction: the request is new.
     New,
+}
+
+impl ForkTarget<'_> {
+    fn into_owned(self) -> ForkTarget<'static> {
+        ForkTarget {
+            uri: std::borrow::Cow::Owned(self.uri.into_owned()),
+            dest: self.dest,
+            q: self.q,
+            registered_at: self.registered_at,
+        }
+    }
 }
 
 impl Proxy {
@@ -311,7 +327,7 @@ impl Proxy {
         req: &Message<'_>,
         e: &Essentials<'_>,
         from: SocketAddr,
-        mut targets: Vec<ForkTarget>,
+        mut targets: Vec<ForkTarget<'_>>,
         plan: ForkPlan,
     ) {
         let is_invite = e.method == Method::Invite;
@@ -327,7 +343,7 @@ impl Proxy {
             .unwrap_or(usize::MAX)
             .max(1);
         let mut skipped = 0;
-        let mut groups: Vec<Vec<ForkTarget>> = Vec::new();
+        let mut groups: Vec<Vec<ForkTarget<'_>>> = Vec::new();
         if plan.serial {
             // Equal-q groups, highest q first; each group rings in parallel, so the cap applies
             // per group.
@@ -359,6 +375,10 @@ impl Proxy {
         }
         groups.reverse(); // pop() yields the highest group first
         let first = groups.pop().unwrap_or_default();
+        let groups: Vec<Vec<ForkTarget<'static>>> = groups
+            .into_iter()
+            .map(|g| g.into_iter().map(ForkTarget::into_owned).collect())
+            .collect();
         let call = Call {
             is_invite,
             server: if is_invite {
@@ -370,7 +390,8 @@ impl Proxy {
             upstream,
             fix,
             request: Some(req.bytes().into()),
-            last_response: Vec::new(),
+            // One allocation sized for the largest response it will usually hold.
+            last_response: Vec::with_capacity(req.bytes().len() + 256),
             branches: Vec::with_capacity(first.len()),
             pending_groups: groups,
             group: 0,
@@ -405,7 +426,7 @@ impl Proxy {
 
     /// Forwards one branch per target of the next group; arms the group timer when more
     /// groups wait.
-    fn start_group(&mut self, cx: &mut Cx<'_>, key: Key, targets: Vec<ForkTarget>) {
+    fn start_group(&mut self, cx: &mut Cx<'_>, key: Key, targets: Vec<ForkTarget<'static>>) {
         let Some(request) = self.calls.get_mut(key).and_then(|c| c.request.take()) else {
             return;
         };
@@ -428,17 +449,32 @@ impl Proxy {
         key: Key,
         req: &Message<'_>,
         e: &Essentials<'_>,
-        targets: Vec<ForkTarget>,
+        targets: Vec<ForkTarget<'_>>,
     ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
-        let record_route = call.record_route;
+        // What every branch shares is worked out once.
+        let rr = &mut self.scratch_rr;
+        rr.clear();
+        if call.record_route && call.is_invite {
+            rr.extend_from_slice(b"sip:");
+            build::push_hostport(rr, cx.env.local);
+            rr.extend_from_slice(b";lr;");
+            rr.extend_from_slice(ROUTE_TOKEN_PARAM.as_bytes());
+            rr.push(b'=');
+            cx.ids.write_route_token(key, rr);
+        }
+        let shared = Shared {
+            record_route: (!rr.is_empty()).then_some(&rr[..]),
+            drop_first_route: first_route_is_us(cx, req),
+            max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
+        };
         for t in targets {
             if call.branches.len() >= usize::from(u8::MAX) {
                 break;
             }
-            start_branch(cx, key, call, req, e, t, record_route);
+            start_branch(cx, key, call, req, &shared, t, &mut self.scratch_via);
             self.events.bump(Event::Branch as usize);
         }
     }
@@ -639,40 +675,39 @@ fn write_our_via(cx: &Cx<'_>, loop_hash: u32, call: Key, branch: u8, out: &mut V
 
 /// Forwards the call's request to one target as a new branch (§16.6), starting its client
 /// transaction and, for an INVITE, Timer C.
+/// What every branch of one fork has in common.
+struct Shared<'a> {
+    record_route: Option<&'a [u8]>,
+    drop_first_route: bool,
+    max_forwards: u8,
+}
+
 fn start_branch(
     cx: &mut Cx<'_>,
     key: Key,
     call: &mut Call,
     req: &Message<'_>,
-    e: &Essentials<'_>,
-    target: ForkTarget,
-    record_route: bool,
+    shared: &Shared<'_>,
+    target: ForkTarget<'_>,
+    via: &mut Vec<u8>,
 ) {
     let index = call.branches.len() as u8;
-    let mut via = Vec::with_capacity(96);
-    write_our_via(cx, call.loop_hash, key, index, &mut via);
-    let mut rr = Vec::new();
-    if record_route && call.is_invite {
-        rr.extend_from_slice(b"sip:");
-        build::push_hostport(&mut rr, cx.env.local);
-        rr.extend_from_slice(b";lr;");
-        rr.extend_from_slice(ROUTE_TOKEN_PARAM.as_bytes());
-        rr.push(b'=');
-        cx.ids.write_route_token(key, &mut rr);
-    }
-    let drop_first_route = first_route_is_us(cx, req);
+    via.clear();
+    write_our_via(cx, call.loop_hash, key, index, via);
     let fwd = Forward {
         request_uri: Some(&target.uri),
-        via: &via,
-        record_route: (!rr.is_empty()).then_some(&rr[..]),
-        drop_first_route,
-        max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
+        via,
+        record_route: shared.record_route,
+        drop_first_route: shared.drop_first_route,
+        max_forwards: shared.max_forwards,
         fix: call.fix,
         extra: b"",
     };
-    let mut bytes = Vec::with_capacity(req.bytes().len() + via.len() + rr.len() + 64);
-    build::forward_request(req, &fwd, &mut bytes);
-    cx.out.push(target.dest, &bytes);
+    // Built once, straight into the outbox; the branch keeps an exact-size copy.
+    let sent: Box<[u8]> = cx
+        .out
+        .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf))
+        .into();
     let slot = TxnSlot::Branch(index);
     let timer_c_after = cx.cfg.proxy.timer_c;
     let (client, timer_c) = {
@@ -692,7 +727,7 @@ fn start_branch(
         role: BranchRole::Forward,
         target: target.dest,
         client,
-        request: Some(bytes.into_boxed_slice()),
+        request: Some(sent),
         ack: None,
         timer_c,
         provisional: false,

@@ -66,10 +66,10 @@ impl Proxy {
                 match verdict {
                     InviteVerdict::AckAndPassUp => {
                         if let Some(Ok(sent)) = branch.request.as_deref().map(crate::sip::parse) {
-                            let mut ack = Vec::with_capacity(400);
-                            build::ack_for(&sent, resp, &mut ack);
-                            cx.out.push(branch.target, &ack);
-                            branch.ack = Some(ack.into_boxed_slice());
+                            let ack = cx
+                                .out
+                                .push_with(branch.target, |buf| build::ack_for(&sent, resp, buf));
+                            branch.ack = Some(ack.into());
                         }
                     }
                     InviteVerdict::AckAgain => {
@@ -248,8 +248,7 @@ impl Proxy {
         if let Some(id) = call.group_timer.take() {
             cx.timers.cancel(id);
         }
-        let losers: Vec<usize> = (0..call.branches.len()).filter(|&j| j != winner).collect();
-        for j in losers {
+        for j in (0..call.branches.len()).filter(|&j| j != winner) {
             self.cancel_branch(cx, key, j, CancelReason::AnsweredElsewhere);
         }
     }
@@ -319,8 +318,7 @@ impl Proxy {
             if let Some(id) = call.group_timer.take() {
                 cx.timers.cancel(id);
             }
-            let others: Vec<usize> = (0..call.branches.len()).filter(|&j| j != i).collect();
-            for j in others {
+            for j in (0..call.branches.len()).filter(|&j| j != i) {
                 self.cancel_branch(cx, key, j, CancelReason::Declined(status));
             }
         }
