@@ -52,9 +52,10 @@ impl Outbox {
         Self::default()
     }
 
-    /// Appends a datagram for `to` whose bytes `write` appends to the given buffer.
+    /// Appends a datagram for `to` whose bytes `write` appends to the given buffer, and returns
+    /// those bytes (so a caller that must keep a copy takes it without building twice).
     /// A writer that appends nothing adds no datagram.
-    pub fn push_with(&mut self, to: SocketAddr, write: impl FnOnce(&mut Vec<u8>)) {
+    pub fn push_with(&mut self, to: SocketAddr, write: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
         let start = self.arena.len();
         write(&mut self.arena);
         let end = self.arena.len();
@@ -64,6 +65,7 @@ impl Outbox {
                 bytes: to_u32(start)..to_u32(end),
             });
         }
+        &self.arena[start..end]
     }
 
     /// Appends a copy of `bytes` for `to` (retransmissions of a stored message).

@@ -141,9 +141,9 @@ pub struct Core {
 }
 
 /// Where the Request-URI of a new request leads (§16.5).
-enum Resolved {
-    /// One of our extensions.
-    Extension,
+enum Resolved<'b> {
+    /// One of our extensions (its number).
+    Extension(std::borrow::Cow<'b, [u8]>),
     /// A number reached through a configured next hop.
     Route(SocketAddr),
     /// Addressed to sipfork itself (no user part, our domain).
@@ -368,7 +368,7 @@ impl Core {
             return self.proxy.forward_in_dialog(&mut cx, msg, e, from, dest);
         }
         let resolved = resolve(&cx, e);
-        if matches!(resolved, Resolved::Extension | Resolved::Route(_))
+        if matches!(resolved, Resolved::Extension(_) | Resolved::Route(_))
             && self.auth.enabled()
             && !cx.cfg.is_trusted(from.ip())
         {
@@ -397,9 +397,10 @@ impl Core {
             Resolved::NotFound(reason) => reply_to(&mut cx, msg, from, 404, reason, b""),
             Resolved::Route(dest) => {
                 let target = ForkTarget {
-                    uri: e.request_uri.raw().into(),
+                    uri: std::borrow::Cow::Borrowed(e.request_uri.raw()),
                     dest,
                     q: 1000,
+                    registered_at: Instant::ZERO,
                 };
                 let plan = ForkPlan {
                     serial: false,
@@ -411,8 +412,7 @@ impl Core {
                 self.proxy
                     .start_call(&mut cx, msg, e, from, vec![target], plan);
             }
-            Resolved::Extension => {
-                let number = extension_number(e);
+            Resolved::Extension(number) => {
                 let Some(policy) = cx.cfg.extension(&number) else {
                     return reply_to(&mut cx, msg, from, 404, "Not Found", b"");
                 };
@@ -427,9 +427,10 @@ impl Core {
                     .registrar
                     .targets(&number)
                     .map(|t| ForkTarget {
-                        uri: t.contact.into(),
+                        uri: std::borrow::Cow::Borrowed(t.contact),
                         dest: t.dest,
                         q: t.q,
+                        registered_at: t.registered_at,
                     })
                     .collect();
                 if targets.is_empty() {
@@ -598,25 +599,31 @@ fn proxy_checks(
 }
 
 /// The number a request is for: the user part of a SIP Request-URI (unescaped), or a tel URI's
-/// digits without visual separators.
-fn extension_number(e: &Essentials<'_>) -> Vec<u8> {
+/// digits without visual separators. Borrowed unless something had to be removed.
+fn extension_number<'b>(e: &Essentials<'b>) -> std::borrow::Cow<'b, [u8]> {
+    use std::borrow::Cow;
     match &e.request_uri {
-        sip::Uri::Sip(u) => u
-            .user_unescaped()
-            .map(|u| u.into_owned())
-            .unwrap_or_default(),
-        sip::Uri::Tel(t) => t
-            .number
-            .iter()
-            .copied()
-            .filter(|c| !matches!(c, b'-' | b'.' | b'(' | b')'))
-            .collect(),
-        sip::Uri::Other(_) => Vec::new(),
+        sip::Uri::Sip(u) => u.user_unescaped().unwrap_or(Cow::Borrowed(b"")),
+        sip::Uri::Tel(t)
+            if t.number
+                .iter()
+                .any(|c| matches!(c, b'-' | b'.' | b'(' | b')')) =>
+        {
+            Cow::Owned(
+                t.number
+                    .iter()
+                    .copied()
+                    .filter(|c| !matches!(c, b'-' | b'.' | b'(' | b')'))
+                    .collect(),
+            )
+        }
+        sip::Uri::Tel(t) => Cow::Borrowed(t.number),
+        sip::Uri::Other(_) => Cow::Borrowed(b""),
     }
 }
 
 /// §16.5: where the Request-URI leads.
-fn resolve(cx: &Cx<'_>, e: &Essentials<'_>) -> Resolved {
+fn resolve<'b>(cx: &Cx<'_>, e: &Essentials<'b>) -> Resolved<'b> {
     if let sip::Uri::Sip(u) = &e.request_uri {
         if !cx.cfg.is_local_domain(u.host_raw, u.port) {
             return Resolved::NotFound("Not Found - domain not served here");
@@ -627,7 +634,7 @@ fn resolve(cx: &Cx<'_>, e: &Essentials<'_>) -> Resolved {
     }
     let number = extension_number(e);
     if cx.cfg.extension(&number).is_some() {
-        Resolved::Extension
+        Resolved::Extension(number)
     } else if let Some(route) = cx.cfg.route_for(&number) {
         Resolved::Route(route.next_hop.addr)
     } else {

@@ -153,9 +153,10 @@ impl Proxy {
         };
         self.count(Event::InDialog);
         let target = ForkTarget {
-            uri: e.request_uri.raw().into(),
+            uri: std::borrow::Cow::Borrowed(e.request_uri.raw()),
             dest,
             q: 1000,
+            registered_at: crate::time::Instant::ZERO,
         };
         let plan = ForkPlan {
             serial: false,
@@ -198,14 +199,15 @@ impl Proxy {
         }
         self.count(Event::AckForwarded);
         // A deterministic branch, so a retransmitted ACK carries the same one (§16.11).
-        let mut via = Vec::with_capacity(96);
+        let via = &mut self.scratch_via;
+        via.clear();
         via.extend_from_slice(b"SIP/2.0/UDP ");
-        build::push_hostport(&mut via, cx.env.local);
+        build::push_hostport(via, cx.env.local);
         via.extend_from_slice(b";branch=z9hG4bKsa");
         let d = cx
             .ids
             .digest(&[b"ack", e.top_via.branch.unwrap_or_default(), e.call_id]);
-        push_hex(&mut via, d as u64);
+        push_hex(via, d as u64);
         let route_is_us = req
             .routes()
             .next()
@@ -218,7 +220,7 @@ impl Proxy {
                 req,
                 &Forward {
                     request_uri: None,
-                    via: &via,
+                    via,
                     record_route: None,
                     drop_first_route: route_is_us,
                     max_forwards: mf,
