@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{each_backend, free_port, metric_sum, Appliance, Setup};
+use crate::harness::{each_backend, free_port, metric_sum, proxy_event, Appliance, Setup};
 use crate::sipp::sipp_present;
 
 /// Extensions called in turn (each registered with three devices).
@@ -174,17 +174,6 @@ fn register_devices(app: &Appliance, dir: &Path, device_ports: &[u16]) {
     );
 }
 
-/// A proxy event counter summed over the shards.
-fn event(page: &str, reason: &str) -> u64 {
-    page.lines()
-        .filter(|l| {
-            l.starts_with("sipfork_proxy_events_total{")
-                && l.contains(&format!("reason=\"{reason}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 fn sipp_common(port: u16) -> Vec<String> {
     vec![
         "-i".into(),
@@ -284,9 +273,9 @@ fn sipp_caller_and_three_devices_one_answers_two_are_cancelled() {
             // The proxy saw the same: one forked call and two CANCELs per call, every dialog
             // ended by its BYE (the caller got the 200 to each BYE, so they have passed).
             let page = app.get_ok("/metrics");
-            assert_eq!(event(&page, "call"), calls, "{page}");
-            assert_eq!(event(&page, "cancel_sent"), 2 * calls, "{page}");
-            assert_eq!(event(&page, "dialog_ended"), calls, "{page}");
+            assert_eq!(proxy_event(&page, "call"), calls, "{page}");
+            assert_eq!(proxy_event(&page, "cancel_sent"), 2 * calls, "{page}");
+            assert_eq!(proxy_event(&page, "dialog_ended"), calls, "{page}");
             assert_eq!(metric_sum(&page, "sipfork_proxy_dialogs"), 0, "{page}");
             for reason in [
                 "race_double_answer",
@@ -295,7 +284,7 @@ fn sipp_caller_and_three_devices_one_answers_two_are_cancelled() {
                 "branch_timeout",
                 "cancel_unmatched",
             ] {
-                assert_eq!(event(&page, reason), 0, "{reason}:\n{page}");
+                assert_eq!(proxy_event(&page, reason), 0, "{reason}:\n{page}");
             }
         },
     );
