@@ -23,6 +23,9 @@
 #                          perf's own sampling cost: do not quote it)
 #        FLOOR=1           1: after the proxies, the kernel floor (shared/floor's C relay) and
 #                          the engine's null relay at RATE x 13.5 datagrams/s (scripts/relay_bench.sh)
+#        QUIET_WAIT=0      seconds to wait, before each proxy's run, for the box to be quiet (other
+#                          processes below 25 % of one CPU over 2 s; on a shared machine another
+#                          job's load decides the saturation rate); the run starts anyway after that
 #        ANCHORS=…         the shared anchors directory (default: ../shared/anchors next to the repo)
 #        OUT=…             work directory (default: runs/forking-<stamp>)
 #
@@ -111,10 +114,38 @@ PIDS=()
 cleanup() { local p; for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-bench() { # LABEL PID: runs the harness against the proxy PID, appends its RESULT line
-  local label=$1 pid=$2 line
+busy_pct() { # CPU busy over 2 s, % of one CPU, from /proc/stat's idle + iowait (exact here)
+  local a b
+  a=$(awk '/^cpu / {print $5 + $6}' /proc/stat); sleep 2; b=$(awk '/^cpu / {print $5 + $6}' /proc/stat)
+  echo $(( $(nproc) * 100 - (b - a) * 100 / (2 * $(getconf CLK_TCK)) ))
+}
+wait_quiet() { # waits up to QUIET_WAIT s for other load below 25 %
+  local waited=0 busy
+  [[ ${QUIET_WAIT:-0} -gt 0 ]] || return 0
+  while busy=$(busy_pct); [[ $busy -ge 25 && $waited -lt $QUIET_WAIT ]]; do
+    log "box busy ($busy % of one CPU): waiting"
+    sleep 3; waited=$((waited + 5))
+  done
+  log "box busy before the run: $busy % of one CPU"
+}
+
+sched_snap() { # PID: "runtime_ns runqueue_wait_ns timeslices" summed over the threads of PID and its children
+  local p
+  for p in "$1" $(pgrep -P "$1"); do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done \
+    | awk '{r += $1; w += $2; n += $3} END {printf "%.0f %.0f %.0f\n", r, w, n}'
+}
+
+bench() { # LABEL PID: runs the harness against the proxy PID, appends its RESULT line and a SCHED
+  local label=$1 pid=$2 line before after
+  wait_quiet
+  before=$(sched_snap "$pid")
   line=$(PROXY_PID=$pid OUT=$OUT/$label/run timeout $((DUR + 120)) "$HARNESS" 127.0.0.1:5060 "$RATE" "$DUR" | grep '^RESULT' || true)
+  after=$(sched_snap "$pid")
   echo "$label ${line:-RESULT none}" >> "$OUT/results.txt"
+  # Over the whole harness run (registration included): CPU time, time spent runnable but
+  # waiting for a CPU, and timeslices (≈ wake-ups) of the proxy's threads.
+  read -r r0 w0 n0 <<<"$before"; read -r r1 w1 n1 <<<"$after"
+  echo "$label SCHED run_ms=$(((r1 - r0) / 1000000)) runq_wait_ms=$(((w1 - w0) / 1000000)) slices=$((n1 - n0))" >> "$OUT/results.txt"
   log "$label: ${line:-no result}"
 }
 
@@ -140,7 +171,7 @@ mode = "none"
 [[extensions]]
 numbers = "1000-1999"
 EOF
-  SIPFORK_LOG=warn timeout $((DUR + 150)) "$BIN" --config "$OUT/$label/sipfork.toml" 2> "$OUT/$label/sipfork.log" &
+  SIPFORK_LOG=warn timeout $((DUR + 150 + ${QUIET_WAIT:-0})) "$BIN" --config "$OUT/$label/sipfork.toml" 2> "$OUT/$label/sipfork.log" &
   wrapper=$!
   PIDS+=("$wrapper")
   for _ in $(seq 1 100); do
@@ -197,7 +228,7 @@ done
 python3 - "$OUT/results.txt" "$RATE" "$DUR" "$UAC" <<'PY'
 import sys
 path, rate, dur, uac = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-runs, engine, order = {}, {}, []
+runs, engine, sched, order = {}, {}, {}, []
 for line in open(path):
     p = line.split()
     if len(p) < 2:
@@ -208,6 +239,8 @@ for line in open(path):
         order.append(p[0])
     elif p[1] == "ENGINE":
         engine[p[0]] = {k: int(v) for k, v in kv.items()}
+    elif p[1] == "SCHED":
+        sched[p[0]] = {k: int(v) for k, v in kv.items()}
 def f(x):
     try:
         return float(x)
@@ -230,6 +263,17 @@ for k in ("kamailio-qm", "kamailio-tlsf"):
         s = f(runs[label].get("proxy_cpu_ms_per_call"))
         if label.startswith("sipfork") and s:
             print(f"{k} / {label} = {kam / s:.2f}x less CPU per forked call")
+if sched:
+    print("\nscheduler, whole harness run (registration included), all threads of the proxy:")
+    print(f"{'proxy':<26} {'CPU ms':>8} {'runq wait ms':>12} {'timeslices':>10} {'slices/call':>11} {'µs CPU/slice':>12} {'µs wait/slice':>13}")
+    for label in order:
+        s = sched.get(label)
+        if not s:
+            continue
+        calls = f(runs[label].get("created")) or float("nan")
+        n = s["slices"] or float("nan")
+        print(f"{label:<26} {s['run_ms']:>8} {s['runq_wait_ms']:>12} {s['slices']:>10} {s['slices'] / calls:>11.2f} "
+              f"{s['run_ms'] * 1000 / n:>12.1f} {s['runq_wait_ms'] * 1000 / n:>13.1f}")
 if engine:
     print("\nsipfork loop counters per call (whole run, registration included) and per turn:")
     print(f"{'proxy':<26} {'turns/call':>10} {'dgrams/turn':>11} {'coal.waits/call':>15} {'handoffs/call':>13} {'mbox wakes/call':>15} {'rx+tx/call':>10} {'calls left':>10} {'dialogs left':>12}")
