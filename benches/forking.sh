@@ -20,8 +20,10 @@
 #                          carry a loser's, so sipfork's dialog records are never released)
 #        PERF=0            1: `perf record -g` on sipfork during each sipfork run (perf.data and a
 #                          report in the run's directory; the CPU figure of such a run includes
-#                          perf's own sampling cost: do not quote it)
-#        FLOOR=1           1: after the proxies, the kernel floor (shared/floor's C relay) and
+#                          perf's own sampling cost: do not quote it); dwarf: with DWARF call
+#                          graphs (the release build has no frame pointers, so only these attribute
+#                          user-space time to callers; large perf.data, keep DURATION short)
+#        FLOOR_RUN=1       1: after the proxies, the kernel floor (shared/floor's C relay) and
 #                          the engine's null relay at RATE x 13.5 datagrams/s (scripts/relay_bench.sh)
 #        QUIET_WAIT=0      seconds to wait, before each proxy's run, for the box to be quiet (other
 #                          processes below 25 % of one CPU over 2 s; on a shared machine another
@@ -55,12 +57,12 @@ if [[ -z ${SIPFORK_BENCH_NETNS:-} ]]; then
   ip netns exec "$NS" ip link set lo up
   rc=0
   ip netns exec "$NS" env SIPFORK_BENCH_NETNS=1 "$0" "$@" || rc=$?
-  if [[ ${FLOOR:-1} == 1 ]]; then
+  if [[ ${FLOOR_RUN:-1} == 1 ]]; then
     # The do-nothing relays at the datagram rate of these calls (12 in + 15 out per call at the
     # proxy = 13.5 relayed datagrams), in their own namespaces, same placement (floating).
     DGRAMS=$((RATE * 27 / 2))
     echo "floor at $DGRAMS datagrams/s (= $RATE calls/s):" >&2
-    scripts/relay_bench.sh "$DGRAMS" 5 1 floor uring mmsg | tee "$OUT/floor.txt" >&2 || true
+    env -u FLOOR scripts/relay_bench.sh "$DGRAMS" 5 1 floor uring mmsg | tee "$OUT/floor.txt" >&2 || true
     python3 - "$OUT" <<'PY'
 import os, re, sys
 out = sys.argv[1]
@@ -181,8 +183,10 @@ EOF
   pid=$(pgrep -P "$wrapper" -x sipfork || true)
   [[ -n $pid ]] || { log "sipfork did not start; see $OUT/$label/sipfork.log"; cat "$OUT/$label/sipfork.log" >&2; exit 1; }
   perf_pid=""
-  if [[ $PERF == 1 ]]; then
-    timeout $((DUR + 60)) perf record -g -F 2000 -p "$pid" -o "$OUT/$label/perf.data" -- sleep $((DUR + 40)) \
+  if [[ $PERF == 1 || $PERF == dwarf ]]; then
+    graph=(-g -F 2000)
+    [[ $PERF == dwarf ]] && graph=(--call-graph dwarf,16384 -F 499)
+    timeout $((DUR + 60 + ${QUIET_WAIT:-0})) perf record "${graph[@]}" -p "$pid" -o "$OUT/$label/perf.data" -- sleep $((DUR + 40 + ${QUIET_WAIT:-0})) \
       > "$OUT/$label/perf.out" 2>&1 &
     perf_pid=$!
     PIDS+=("$perf_pid")
