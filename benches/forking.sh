@@ -9,7 +9,7 @@
 # success, INVITE->180/200 latency, Kamailio ÷ sipfork, and sipfork's loop counters per call.
 #
 # usage: benches/forking.sh [RATE=1000] [DURATION_S=20]
-# env:   SHARDS="1 2"      sipfork shard counts
+# env:   SHARDS="1 2"      sipfork shard counts (" " skips sipfork)
 #        COALESCE="0 100"  sipfork coalesce_us values (0 = the configuration default: off)
 #        JOURNAL="0"       0: no data_dir (memory only, like the anchor Kamailio); 1: with the
 #                          journal; "0 1": both
@@ -17,7 +17,7 @@
 #        KAMAILIO="qm tlsf"  Kamailio allocators to run after sipfork ("" skips Kamailio)
 #        UAC=anchor        anchor: the anchor's caller scenario as it is; fixed: tests/sipp/uac.xml,
 #                          whose ACK and BYE carry the answering device's To tag (the anchor's
-#                          carry a loser's, so sipfork's dialog records are never released)
+#                          mostly carry a loser's, so sipfork's dialog records are not released)
 #        PERF=0            1: `perf record -g` on sipfork during each sipfork run (perf.data and a
 #                          report in the run's directory; the CPU figure of such a run includes
 #                          perf's own sampling cost: do not quote it); dwarf: with DWARF call
