@@ -463,6 +463,11 @@ impl Core {
         self.proxy.calls()
     }
 
+    /// Dialogs established through this shard's proxy and not yet ended.
+    pub fn proxy_dialogs(&self) -> u64 {
+        self.proxy.dialogs()
+    }
+
     /// Writes this shard's counters.
     pub fn export_metrics(&self, sink: &mut MetricSink) {
         let shard = self.env.shard.0.to_string();
