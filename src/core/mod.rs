@@ -140,6 +140,14 @@ pub struct Core {
     registrar: Registrar,
 }
 
+/// A core split into disjointly borrowed parts: the shared context and each handler.
+struct Parts<'a> {
+    cx: Cx<'a>,
+    registrar: &'a mut Registrar,
+    auth: &'a mut Auth,
+    proxy: &'a mut Proxy,
+}
+
 /// Where the Request-URI of a new request leads (§16.5).
 enum Resolved<'b> {
     /// One of our extensions (its number).
@@ -198,28 +206,34 @@ impl Core {
     }
 
     fn cx(&mut self, now: Instant) -> Cx<'_> {
-        self.parts(now).0
+        self.parts(now).cx
     }
 
-    /// The shared context beside the parts that keep their own state.
-    fn parts(&mut self, now: Instant) -> (Cx<'_>, &mut Registrar, &mut Auth) {
-        let cx = Cx {
-            now,
-            env: &self.env,
-            cfg: &self.cfg,
-            ids: &mut self.ids,
-            timers: &mut self.timers,
-            out: &mut self.out,
-            persist: &mut self.persist,
-        };
-        (cx, &mut self.registrar, &mut self.auth)
+    /// The shared context beside the parts that keep their own state (disjoint borrows).
+    fn parts(&mut self, now: Instant) -> Parts<'_> {
+        Parts {
+            cx: Cx {
+                now,
+                env: &self.env,
+                cfg: &self.cfg,
+                ids: &mut self.ids,
+                timers: &mut self.timers,
+                out: &mut self.out,
+                persist: &mut self.persist,
+            },
+            registrar: &mut self.registrar,
+            auth: &mut self.auth,
+            proxy: &mut self.proxy,
+        }
     }
 
     /// Rebuilds one binding from its journal record (the engine calls this on the shard owning
     /// the record's extension, before the first datagram). Expired and unprovisioned records
     /// are dropped with a journal delete.
     pub fn restore(&mut self, now: Instant, key: &[u8], value: &[u8]) -> Restore {
-        let (mut cx, registrar, _) = self.parts(now);
+        let Parts {
+            mut cx, registrar, ..
+        } = self.parts(now);
         registrar.restore(&mut cx, key, value)
     }
 
@@ -277,16 +291,8 @@ impl Core {
                         .filter(|b| b.shard == self.env.shard);
                     match ours {
                         Some(ours) => {
-                            let mut cx = Cx {
-                                now,
-                                env: &self.env,
-                                cfg: &self.cfg,
-                                ids: &mut self.ids,
-                                timers: &mut self.timers,
-                                out: &mut self.out,
-                                persist: &mut self.persist,
-                            };
-                            self.proxy.handle_response(&mut cx, &msg, &re, ours);
+                            let Parts { mut cx, proxy, .. } = self.parts(now);
+                            proxy.handle_response(&mut cx, &msg, &re, ours);
                         }
                         None => self.refuse(Refusal::StrayResponse),
                     }
@@ -336,22 +342,17 @@ impl Core {
         e: &Essentials<'_>,
         from: SocketAddr,
     ) {
-        let mut cx = Cx {
-            now,
-            env: &self.env,
-            cfg: &self.cfg,
-            ids: &mut self.ids,
-            timers: &mut self.timers,
-            out: &mut self.out,
-            persist: &mut self.persist,
-        };
+        let Parts {
+            mut cx,
+            registrar,
+            auth,
+            proxy,
+        } = self.parts(now);
         if e.method == Method::Register {
-            return self
-                .registrar
-                .handle_register(&mut cx, &mut self.auth, msg, e, from);
+            return registrar.handle_register(&mut cx, auth, msg, e, from);
         }
         // §17.2.3 first: retransmissions, the ACK of a non-2xx, CANCEL, the ACK of a 2xx.
-        if self.proxy.match_request(&mut cx, msg, e, from) == Matched::Handled {
+        if proxy.match_request(&mut cx, msg, e, from) == Matched::Handled {
             return;
         }
         if let Some((status, reason, extra)) = proxy_checks(&cx, msg, e) {
@@ -363,20 +364,18 @@ impl Core {
             let dest = e
                 .request_uri
                 .as_sip()
-                .and_then(|u| self.registrar.flow_of(u))
+                .and_then(|u| registrar.flow_of(u))
                 .filter(|_| cx.cfg.registrar.nat != crate::config::NatMode::Contact);
-            return self.proxy.forward_in_dialog(&mut cx, msg, e, from, dest);
+            return proxy.forward_in_dialog(&mut cx, msg, e, from, dest);
         }
         let resolved = resolve(&cx, e);
         if matches!(resolved, Resolved::Extension(_) | Resolved::Route(_))
-            && self.auth.enabled()
+            && auth.enabled()
             && !cx.cfg.is_trusted(from.ip())
         {
             // DECISIONS.md: initial requests from anyone but a trusted peer prove who they are.
-            let outcome = self
-                .auth
-                .check(&cx, msg, e, auth::ChallengeHeader::ProxyAuthenticate);
-            if self.auth.reply(
+            let outcome = auth.check(&cx, msg, e, auth::ChallengeHeader::ProxyAuthenticate);
+            if auth.reply(
                 &mut cx,
                 msg,
                 from,
@@ -409,8 +408,7 @@ impl Core {
                     record_route: true,
                     to_extension: false,
                 };
-                self.proxy
-                    .start_call(&mut cx, msg, e, from, vec![target], plan);
+                proxy.start_call(&mut cx, msg, e, from, vec![target], plan);
             }
             Resolved::Extension(number) => {
                 let Some(policy) = cx.cfg.extension(&number) else {
@@ -423,8 +421,7 @@ impl Core {
                     record_route: true,
                     to_extension: true,
                 };
-                let targets: Vec<ForkTarget> = self
-                    .registrar
+                let targets: Vec<ForkTarget> = registrar
                     .targets(&number)
                     .map(|t| ForkTarget {
                         uri: std::borrow::Cow::Borrowed(t.contact),
@@ -436,7 +433,7 @@ impl Core {
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
                 }
-                self.proxy.start_call(&mut cx, msg, e, from, targets, plan);
+                proxy.start_call(&mut cx, msg, e, from, targets, plan);
             }
         }
     }
@@ -444,21 +441,18 @@ impl Core {
     /// Fires every due timer, in deadline order.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(key) = self.timers.poll_expired(now) {
-            let mut cx = Cx {
-                now,
-                env: &self.env,
-                cfg: &self.cfg,
-                ids: &mut self.ids,
-                timers: &mut self.timers,
-                out: &mut self.out,
-                persist: &mut self.persist,
-            };
+            let Parts {
+                mut cx,
+                registrar,
+                proxy,
+                ..
+            } = self.parts(now);
             match key {
                 TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
-                    self.proxy.on_timer(&mut cx, key)
+                    proxy.on_timer(&mut cx, key)
                 }
                 TimerKey::BindingExpiry { extension } => {
-                    self.registrar.handle_expiry(&mut cx, extension);
+                    registrar.handle_expiry(&mut cx, extension);
                 }
             }
         }
@@ -467,6 +461,11 @@ impl Core {
     /// Calls (transactions or dialogs) alive in this shard's proxy.
     pub fn proxy_calls(&self) -> usize {
         self.proxy.calls()
+    }
+
+    /// Dialogs established through this shard's proxy and not yet ended.
+    pub fn proxy_dialogs(&self) -> u64 {
+        self.proxy.dialogs()
     }
 
     /// Writes this shard's counters.

@@ -94,6 +94,12 @@ impl Proxy {
             let h = tag_hash(cx, tag);
             call.dialogs.retain(|d| d.to_tag != h);
         }
+        if call.dialogs.len() == before && before == 1 {
+            // The BYE came through this dialog's Route but names the tags wrongly (a client
+            // bug seen in the wild): it still ends the only dialog the route leads to, rather
+            // than leaving its record for the maximum call duration.
+            call.dialogs.clear();
+        }
         let ended = before - call.dialogs.len();
         if ended == 0 {
             return;

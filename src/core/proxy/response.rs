@@ -173,7 +173,6 @@ impl Proxy {
                 b.request = None;
             }
             if call.outcome == Outcome::Pending && !call.server.is_final() {
-                self.count(Event::Answered);
                 self.forward_2xx(cx, key, resp);
             }
             return self.reap(cx, key);
