@@ -25,7 +25,10 @@ if ((${#need[@]})); then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | "${SUDO[@]}" debconf-set-selections
   "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# kamailio's package starts a system service on 5060; the anchor scripts start their own.
-if have systemctl && systemctl is-active --quiet kamailio 2>/dev/null; then systemctl stop kamailio || true; fi
-pkill -x kamailio 2>/dev/null || true
+# kamailio's package may start its system service on 5060; the benchmarks start their own
+# instance (by PID, in a namespace). Stop only the packaged service, never other processes.
+if have systemctl && systemctl is-active --quiet kamailio 2>/dev/null; then
+  systemctl stop kamailio || true
+  systemctl disable kamailio >/dev/null 2>&1 || true
+fi
 echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark and baresip present" >&2

@@ -8,4 +8,5 @@ scripts/install-deps.sh
 cargo build --release --bin sipfork
 # The tools are installed above, so the end-to-end tests must not skip for want of them.
 export SIPFORK_REQUIRE_SIPP=1
+export SIPFORK_REQUIRE_BARESIP=1
 exec cargo test --workspace --release "$@"

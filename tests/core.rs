@@ -2,11 +2,19 @@
 //!
 //! - `rfc4475`: every RFC 4475 torture vector gets the disposition its MANIFEST expects, as
 //!   recorded in `tests/core/RFC4475-DISPOSITIONS.md`.
+//! - `builder`: whatever the splicing builder writes parses back to the fields it was built from
+//!   (structured messages from proptest strategies, plus fixed cases).
+//! - `core_fuzz`: the forked-call script of `benches/core.rs` and the `core_datagrams` fuzz
+//!   harness (seeds, and record-level mutations of a recorded call).
 //! - `flows`: RFC 3261 / 3665 / 5118 call-flow messages parse and read back exactly.
 //! - `properties`: byte mutations of every vector never panic, and accessors agree with each other.
 //! - `registrar`: REGISTER handling through `Core` on virtual time (§10.3 steps, limits, instance
 //!   replacement, 423, digest, expiry, persistence, RFC 4475 registrar vectors, REGISTER flows).
 
+#[path = "core/builder.rs"]
+mod builder;
+#[path = "core/core_fuzz.rs"]
+mod core_fuzz;
 #[path = "core/flows.rs"]
 mod flows;
 #[path = "core/forking.rs"]
@@ -19,5 +27,7 @@ mod races;
 mod registrar;
 #[path = "core/rfc4475.rs"]
 mod rfc4475;
+#[path = "core/rfc4475_proxy.rs"]
+mod rfc4475_proxy;
 #[path = "core/vectors.rs"]
 mod vectors;

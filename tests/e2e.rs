@@ -10,13 +10,21 @@
 //! - `restart`: `kill -9` keeps every binding with its remaining expiry, also when the shard
 //!   count changes.
 //! - `sipp`: SIPp registers 1,000 extensions × 3 contacts; every 200 lists the 3 bindings.
+//! - `forking`: the anchor's SIPp forking scenario (a caller, three devices per extension: one
+//!   answers, two are cancelled) at a steady rate with zero failed calls.
+//! - `baresip`: two real phones on one extension both ring; one answers, the other is cancelled
+//!   (in a network namespace of its own).
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
 
+#[path = "e2e/baresip.rs"]
+mod baresip;
 #[path = "e2e/basics.rs"]
 mod basics;
 #[path = "e2e/cli.rs"]
 mod cli;
+#[path = "e2e/forking.rs"]
+mod forking;
 #[path = "e2e/harness.rs"]
 mod harness;
 #[path = "e2e/phone.rs"]

@@ -40,6 +40,12 @@ fuzz_target!(|data: &[u8]| {
         for h in msg.headers() {
             assert!(msg.offset_of(h.row).is_some());
         }
-        let _ = (msg.top_via(), msg.call_id(), msg.cseq(), msg.from(), msg.to());
+        let _ = (
+            msg.top_via(),
+            msg.call_id(),
+            msg.cseq(),
+            msg.from(),
+            msg.to(),
+        );
     }
 });

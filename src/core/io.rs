@@ -56,10 +56,11 @@ impl Outbox {
         Self::default()
     }
 
-    /// Appends a datagram for `to` whose bytes `write` appends to the given buffer.
+    /// Appends a datagram for `to` whose bytes `write` appends to the given buffer, and returns
+    /// those bytes (so a caller that must keep a copy takes it without building twice).
     /// A writer that appends nothing adds no datagram.
-    pub fn push_with(&mut self, to: SocketAddr, write: impl FnOnce(&mut Vec<u8>)) {
-        self.push_from_with(None, to, write);
+    pub fn push_with(&mut self, to: SocketAddr, write: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
+        self.push_from_with(None, to, write)
     }
 
     /// As [`Outbox::push_with`], sent from the local socket bound to `from` (see
@@ -69,7 +70,7 @@ impl Outbox {
         from: Option<SocketAddr>,
         to: SocketAddr,
         write: impl FnOnce(&mut Vec<u8>),
-    ) {
+    ) -> &[u8] {
         let start = self.arena.len();
         write(&mut self.arena);
         let end = self.arena.len();
@@ -80,6 +81,7 @@ impl Outbox {
                 bytes: to_u32(start)..to_u32(end),
             });
         }
+        &self.arena[start..end]
     }
 
     /// Appends a copy of `bytes` for `to` (retransmissions of a stored message).

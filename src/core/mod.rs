@@ -140,10 +140,18 @@ pub struct Core {
     registrar: Registrar,
 }
 
+/// A core split into disjointly borrowed parts: the shared context and each handler.
+struct Parts<'a> {
+    cx: Cx<'a>,
+    registrar: &'a mut Registrar,
+    auth: &'a mut Auth,
+    proxy: &'a mut Proxy,
+}
+
 /// Where the Request-URI of a new request leads (§16.5).
-enum Resolved {
-    /// One of our extensions.
-    Extension,
+enum Resolved<'b> {
+    /// One of our extensions (its number).
+    Extension(std::borrow::Cow<'b, [u8]>),
     /// A number reached through a configured next hop.
     Route(SocketAddr),
     /// Addressed to sipfork itself (no user part, our domain).
@@ -198,28 +206,34 @@ impl Core {
     }
 
     fn cx(&mut self, now: Instant) -> Cx<'_> {
-        self.parts(now).0
+        self.parts(now).cx
     }
 
-    /// The shared context beside the parts that keep their own state.
-    fn parts(&mut self, now: Instant) -> (Cx<'_>, &mut Registrar, &mut Auth) {
-        let cx = Cx {
-            now,
-            env: &self.env,
-            cfg: &self.cfg,
-            ids: &mut self.ids,
-            timers: &mut self.timers,
-            out: &mut self.out,
-            persist: &mut self.persist,
-        };
-        (cx, &mut self.registrar, &mut self.auth)
+    /// The shared context beside the parts that keep their own state (disjoint borrows).
+    fn parts(&mut self, now: Instant) -> Parts<'_> {
+        Parts {
+            cx: Cx {
+                now,
+                env: &self.env,
+                cfg: &self.cfg,
+                ids: &mut self.ids,
+                timers: &mut self.timers,
+                out: &mut self.out,
+                persist: &mut self.persist,
+            },
+            registrar: &mut self.registrar,
+            auth: &mut self.auth,
+            proxy: &mut self.proxy,
+        }
     }
 
     /// Rebuilds one binding from its journal record (the engine calls this on the shard owning
     /// the record's extension, before the first datagram). Expired and unprovisioned records
     /// are dropped with a journal delete.
     pub fn restore(&mut self, now: Instant, key: &[u8], value: &[u8]) -> Restore {
-        let (mut cx, registrar, _) = self.parts(now);
+        let Parts {
+            mut cx, registrar, ..
+        } = self.parts(now);
         registrar.restore(&mut cx, key, value)
     }
 
@@ -277,16 +291,8 @@ impl Core {
                         .filter(|b| b.shard == self.env.shard);
                     match ours {
                         Some(ours) => {
-                            let mut cx = Cx {
-                                now,
-                                env: &self.env,
-                                cfg: &self.cfg,
-                                ids: &mut self.ids,
-                                timers: &mut self.timers,
-                                out: &mut self.out,
-                                persist: &mut self.persist,
-                            };
-                            self.proxy.handle_response(&mut cx, &msg, &re, ours);
+                            let Parts { mut cx, proxy, .. } = self.parts(now);
+                            proxy.handle_response(&mut cx, &msg, &re, ours);
                         }
                         None => self.refuse(Refusal::StrayResponse),
                     }
@@ -311,13 +317,12 @@ impl Core {
             }
             Disposition::Drop(_) => self.refuse(Refusal::NotSip),
             Disposition::Reply(status, reason) => {
-                let answerable = sip::salvage(d.bytes).filter(|m| {
-                    m.top_via().is_ok()
-                        && m.call_id().is_ok()
-                        && m.cseq().is_ok()
-                        && m.from().is_ok()
-                        && m.to().is_ok()
-                });
+                // Answers go back to the source address, so any Via row will do; the response
+                // copies whichever of Via, From, To, Call-ID and CSeq the request has (RFC 4475
+                // `insuf` expects a 400 even without From/To/Call-ID). Without a Via the sender
+                // could not match an answer at all.
+                let answerable =
+                    sip::salvage(d.bytes).filter(|m| m.first(sip::HeaderName::Via).is_some());
                 match answerable {
                     Some(m) => {
                         self.refuse(Refusal::MalformedRequest);
@@ -337,22 +342,17 @@ impl Core {
         e: &Essentials<'_>,
         from: SocketAddr,
     ) {
-        let mut cx = Cx {
-            now,
-            env: &self.env,
-            cfg: &self.cfg,
-            ids: &mut self.ids,
-            timers: &mut self.timers,
-            out: &mut self.out,
-            persist: &mut self.persist,
-        };
+        let Parts {
+            mut cx,
+            registrar,
+            auth,
+            proxy,
+        } = self.parts(now);
         if e.method == Method::Register {
-            return self
-                .registrar
-                .handle_register(&mut cx, &mut self.auth, msg, e, from);
+            return registrar.handle_register(&mut cx, auth, msg, e, from);
         }
         // §17.2.3 first: retransmissions, the ACK of a non-2xx, CANCEL, the ACK of a 2xx.
-        if self.proxy.match_request(&mut cx, msg, e, from) == Matched::Handled {
+        if proxy.match_request(&mut cx, msg, e, from) == Matched::Handled {
             return;
         }
         if let Some((status, reason, extra)) = proxy_checks(&cx, msg, e) {
@@ -364,20 +364,18 @@ impl Core {
             let dest = e
                 .request_uri
                 .as_sip()
-                .and_then(|u| self.registrar.flow_of(u))
+                .and_then(|u| registrar.flow_of(u))
                 .filter(|_| cx.cfg.registrar.nat != crate::config::NatMode::Contact);
-            return self.proxy.forward_in_dialog(&mut cx, msg, e, from, dest);
+            return proxy.forward_in_dialog(&mut cx, msg, e, from, dest);
         }
         let resolved = resolve(&cx, e);
-        if matches!(resolved, Resolved::Extension | Resolved::Route(_))
-            && self.auth.enabled()
+        if matches!(resolved, Resolved::Extension(_) | Resolved::Route(_))
+            && auth.enabled()
             && !cx.cfg.is_trusted(from.ip())
         {
             // DECISIONS.md: initial requests from anyone but a trusted peer prove who they are.
-            let outcome = self
-                .auth
-                .check(&cx, msg, e, auth::ChallengeHeader::ProxyAuthenticate);
-            if self.auth.reply(
+            let outcome = auth.check(&cx, msg, e, auth::ChallengeHeader::ProxyAuthenticate);
+            if auth.reply(
                 &mut cx,
                 msg,
                 from,
@@ -398,9 +396,10 @@ impl Core {
             Resolved::NotFound(reason) => reply_to(&mut cx, msg, from, 404, reason, b""),
             Resolved::Route(dest) => {
                 let target = ForkTarget {
-                    uri: e.request_uri.raw().into(),
+                    uri: std::borrow::Cow::Borrowed(e.request_uri.raw()),
                     dest,
                     q: 1000,
+                    registered_at: Instant::ZERO,
                 };
                 let plan = ForkPlan {
                     serial: false,
@@ -409,11 +408,9 @@ impl Core {
                     record_route: true,
                     to_extension: false,
                 };
-                self.proxy
-                    .start_call(&mut cx, msg, e, from, vec![target], plan);
+                proxy.start_call(&mut cx, msg, e, from, vec![target], plan);
             }
-            Resolved::Extension => {
-                let number = extension_number(e);
+            Resolved::Extension(number) => {
                 let Some(policy) = cx.cfg.extension(&number) else {
                     return reply_to(&mut cx, msg, from, 404, "Not Found", b"");
                 };
@@ -424,19 +421,19 @@ impl Core {
                     record_route: true,
                     to_extension: true,
                 };
-                let targets: Vec<ForkTarget> = self
-                    .registrar
+                let targets: Vec<ForkTarget> = registrar
                     .targets(&number)
                     .map(|t| ForkTarget {
-                        uri: t.contact.into(),
+                        uri: std::borrow::Cow::Borrowed(t.contact),
                         dest: t.dest,
                         q: t.q,
+                        registered_at: t.registered_at,
                     })
                     .collect();
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
                 }
-                self.proxy.start_call(&mut cx, msg, e, from, targets, plan);
+                proxy.start_call(&mut cx, msg, e, from, targets, plan);
             }
         }
     }
@@ -444,21 +441,18 @@ impl Core {
     /// Fires every due timer, in deadline order.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(key) = self.timers.poll_expired(now) {
-            let mut cx = Cx {
-                now,
-                env: &self.env,
-                cfg: &self.cfg,
-                ids: &mut self.ids,
-                timers: &mut self.timers,
-                out: &mut self.out,
-                persist: &mut self.persist,
-            };
+            let Parts {
+                mut cx,
+                registrar,
+                proxy,
+                ..
+            } = self.parts(now);
             match key {
                 TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
-                    self.proxy.on_timer(&mut cx, key)
+                    proxy.on_timer(&mut cx, key)
                 }
                 TimerKey::BindingExpiry { extension } => {
-                    self.registrar.handle_expiry(&mut cx, extension);
+                    registrar.handle_expiry(&mut cx, extension);
                 }
             }
         }
@@ -467,6 +461,11 @@ impl Core {
     /// Calls (transactions or dialogs) alive in this shard's proxy.
     pub fn proxy_calls(&self) -> usize {
         self.proxy.calls()
+    }
+
+    /// Dialogs established through this shard's proxy and not yet ended.
+    pub fn proxy_dialogs(&self) -> u64 {
+        self.proxy.dialogs()
     }
 
     /// Writes this shard's counters.
@@ -510,15 +509,12 @@ impl Core {
     }
 }
 
-/// Where a response to a request goes (RFC 3261 §18.2.2 with RFC 3581): the source IP (it is
-/// what `received` would say), and the source port when the client asked for `rport`, else the
-/// sent-by port (5060 when absent).
-pub fn response_destination(via: &Via<'_>, from: SocketAddr) -> SocketAddr {
-    if via.rport.is_some() {
-        from
-    } else {
-        SocketAddr::new(from.ip(), via.port.unwrap_or(5060))
-    }
+/// Where a response to a request goes: back to the address it came from (symmetric response
+/// routing, RFC 4961; RFC 3581 `rport` asks for exactly this). At a carrier edge most devices sit
+/// behind NAT, where the Via's sent-by port is unreachable; with `rport` the sent-by port is
+/// ignored anyway, and a device that sends from one port and listens on another is the rare case.
+pub fn response_destination(_via: &Via<'_>, from: SocketAddr) -> SocketAddr {
+    from
 }
 
 /// Answers `req` statelessly with a locally generated response (a To tag is added).
@@ -530,9 +526,16 @@ pub fn reply_to(
     reason: &str,
     extra: &[u8],
 ) {
-    let Ok(via) = req.top_via() else { return };
-    let dest = response_destination(&via, from);
-    let fix = ViaFix::for_source(&via, from);
+    // Symmetric routing needs no Via to find the way back; a broken top Via (RFC 4475
+    // `badinv01`) is copied as it came and gets no received/rport.
+    let dest = from;
+    if dest == cx.env.local {
+        return;
+    }
+    let fix = req
+        .top_via()
+        .map(|via| ViaFix::for_source(&via, from))
+        .unwrap_or_default();
     let tag = cx.ids.tag();
     cx.out.push_with(dest, |buf| {
         build::response(
@@ -595,25 +598,31 @@ fn proxy_checks(
 }
 
 /// The number a request is for: the user part of a SIP Request-URI (unescaped), or a tel URI's
-/// digits without visual separators.
-fn extension_number(e: &Essentials<'_>) -> Vec<u8> {
+/// digits without visual separators. Borrowed unless something had to be removed.
+fn extension_number<'b>(e: &Essentials<'b>) -> std::borrow::Cow<'b, [u8]> {
+    use std::borrow::Cow;
     match &e.request_uri {
-        sip::Uri::Sip(u) => u
-            .user_unescaped()
-            .map(|u| u.into_owned())
-            .unwrap_or_default(),
-        sip::Uri::Tel(t) => t
-            .number
-            .iter()
-            .copied()
-            .filter(|c| !matches!(c, b'-' | b'.' | b'(' | b')'))
-            .collect(),
-        sip::Uri::Other(_) => Vec::new(),
+        sip::Uri::Sip(u) => u.user_unescaped().unwrap_or(Cow::Borrowed(b"")),
+        sip::Uri::Tel(t)
+            if t.number
+                .iter()
+                .any(|c| matches!(c, b'-' | b'.' | b'(' | b')')) =>
+        {
+            Cow::Owned(
+                t.number
+                    .iter()
+                    .copied()
+                    .filter(|c| !matches!(c, b'-' | b'.' | b'(' | b')'))
+                    .collect(),
+            )
+        }
+        sip::Uri::Tel(t) => Cow::Borrowed(t.number),
+        sip::Uri::Other(_) => Cow::Borrowed(b""),
     }
 }
 
 /// §16.5: where the Request-URI leads.
-fn resolve(cx: &Cx<'_>, e: &Essentials<'_>) -> Resolved {
+fn resolve<'b>(cx: &Cx<'_>, e: &Essentials<'b>) -> Resolved<'b> {
     if let sip::Uri::Sip(u) = &e.request_uri {
         if !cx.cfg.is_local_domain(u.host_raw, u.port) {
             return Resolved::NotFound("Not Found - domain not served here");
@@ -624,7 +633,7 @@ fn resolve(cx: &Cx<'_>, e: &Essentials<'_>) -> Resolved {
     }
     let number = extension_number(e);
     if cx.cfg.extension(&number).is_some() {
-        Resolved::Extension
+        Resolved::Extension(number)
     } else if let Some(route) = cx.cfg.route_for(&number) {
         Resolved::Route(route.next_hop.addr)
     } else {

@@ -145,9 +145,15 @@ fn build(datagram: &[u8], salvage: bool) -> Result<Message<'_>, ParseError> {
                 Some(n) => {
                     let end = body_start.saturating_add(n as usize);
                     if end > b.len() {
-                        return Err(ParseError::ContentLengthTooLarge);
+                        if !salvage {
+                            return Err(ParseError::ContentLengthTooLarge);
+                        }
+                        // An answer copies headers only: the body's true extent does not matter.
+                        msg.content_length = None;
+                        b.len()
+                    } else {
+                        end
                     }
-                    end
                 }
                 // RFC 3261 §18.3: without Content-Length, a datagram's body runs to its end.
                 None => b.len(),

@@ -5,7 +5,13 @@
 //! - [`sim`]: the proxy's shard cores, scripted phones and a seeded network on virtual time.
 //! - [`phone`]: the scripted phone.
 //! - [`sip_checks`]: invariant checks on parsed messages.
+//! - [`forked_call`]: a whole 3-way forked call through one core, for the core bench and seeds.
+//! - [`core_fuzz`]: the `core_datagrams` fuzz target: datagram sequences into a core.
+//! - [`build_checks`]: what the builder writes parses back to the fields it was built from.
 
+pub mod build_checks;
+pub mod core_fuzz;
+pub mod forked_call;
 pub mod phone;
 pub mod sim;
 pub mod sip_checks;

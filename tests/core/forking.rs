@@ -340,3 +340,18 @@ fn cancel_without_a_call_gets_481() {
     s.w.run_for(ms(10));
     assert_eq!(last_status(&s.w, s.alice), Some(481));
 }
+
+#[test]
+fn a_bye_with_the_wrong_tags_still_ends_the_only_dialog_of_its_route() {
+    let mut s = setup(48);
+    let b = s.devices[1];
+    s.w.behave(b, Behaviour::answer_after(ms(50)));
+    let call = s.w.call(s.alice, "1000");
+    s.w.run_for(secs(1));
+    assert_eq!(s.w.cores()[0].proxy_dialogs(), 1);
+    // A client bug seen in the wild: the BYE names a losing device's tag.
+    s.w.phone(s.alice).outgoing[call].dialogs[0].to_tag = "not-the-winner".into();
+    s.w.hang_up(s.alice, call);
+    s.w.run_for(secs(1));
+    assert_eq!(s.w.cores()[0].proxy_dialogs(), 0, "{}", s.w.dump());
+}

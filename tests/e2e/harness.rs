@@ -94,6 +94,8 @@ pub struct Setup {
     pub auth: &'static str,
     /// Extra TOML appended to `[registrar]`.
     pub registrar: String,
+    /// Extra TOML appended to `[auth]`.
+    pub auth_extra: String,
 }
 
 impl Setup {
@@ -105,6 +107,7 @@ impl Setup {
             admin: true,
             auth: "none",
             registrar: String::new(),
+            auth_extra: String::new(),
         }
     }
 }
@@ -177,7 +180,10 @@ impl Appliance {
             toml += &format!("admin = \"{}\"\n", self.admin);
         }
         toml += &format!("\n[registrar]\n{}\n", s.registrar);
-        toml += &format!("\n[auth]\nmode = \"{}\"\nrealm = \"e2e\"\n", s.auth);
+        toml += &format!(
+            "\n[auth]\nmode = \"{}\"\nrealm = \"e2e\"\n{}\n",
+            s.auth, s.auth_extra
+        );
         toml += "\n[[extensions]]\nnumbers = \"1000-1999\"\npassword = \"pw-{number}\"\n";
         std::fs::write(&self.config, toml).expect("write config");
     }
@@ -317,6 +323,27 @@ pub fn metric_sum(page: &str, name: &str) -> u64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// Sum of the samples of `name` that carry `label` (such as `reason="call"`) in a Prometheus page.
+pub fn metric_sum_where(page: &str, name: &str, label: &str) -> u64 {
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('{'))
+                .is_some_and(|labels| labels.split([',', '}']).any(|l| l == label))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `sipfork_proxy_events_total` for one reason, summed over the shards.
+pub fn proxy_event(page: &str, reason: &str) -> u64 {
+    metric_sum_where(
+        page,
+        "sipfork_proxy_events_total",
+        &format!("reason=\"{reason}\""),
+    )
 }
 
 impl Drop for Appliance {

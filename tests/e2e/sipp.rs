@@ -11,7 +11,7 @@ use crate::harness::{free_port, Appliance, Io, Scratch, Setup};
 
 const EXTENSIONS: u32 = 1000;
 
-fn sipp_present() -> bool {
+pub fn sipp_present() -> bool {
     let present = Command::new("sipp").arg("-v").output().is_ok();
     if !present {
         assert!(

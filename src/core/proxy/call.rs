@@ -245,7 +245,7 @@ pub struct Call {
     /// Branches, in creation order (index = branch number in our Via branch).
     pub branches: Vec<Branch>,
     /// Targets of q-groups not yet started, highest q first.
-    pub pending_groups: Vec<Vec<super::ForkTarget>>,
+    pub pending_groups: Vec<Vec<super::ForkTarget<'static>>>,
     /// The group currently ringing.
     pub group: u8,
     /// The q-group timer.

@@ -107,16 +107,27 @@ impl Proxy {
         let Ok(sent) = crate::sip::parse(sent) else {
             return;
         };
-        let mut bytes = Vec::with_capacity(400);
-        build::cancel_for(&sent, reason.header_value(), &mut bytes);
-        cx.out.push(branch.target, &bytes);
+        let bytes: Box<[u8]> = cx
+            .out
+            .push_with(branch.target, |buf| {
+                build::cancel_for(&sent, reason.header_value(), buf)
+            })
+            .into();
+        {
+            //= rfc3261#section-9.1
+            //# If no final response has been received after 64*T1 seconds, the client SHOULD
+            //# then consider the original transaction cancelled and SHOULD destroy the client
+            //# transaction handling the original request.
+            // Timer C guards the branch from now on: a device that rang and then died would
+            // otherwise hold the call (and the caller's final response) forever.
+            let guard = cx.env.timers.t1x64();
+            let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
+            s.cancel(&mut branch.timer_c);
+            branch.timer_c = Some(s.arm(Timer::C, guard));
+        }
         let mut s = sched(cx, key, TxnSlot::Cancel(i as u8));
         let txn = ClientNonInvite::start(&mut s);
-        branch.cancel = Cancel::Sent {
-            reason,
-            txn,
-            bytes: bytes.into_boxed_slice(),
-        };
+        branch.cancel = Cancel::Sent { reason, txn, bytes };
         self.count(Event::CancelSent);
     }
 
@@ -155,7 +166,8 @@ impl Proxy {
     }
 
     /// §16.8: Timer C fired. A branch that sent a provisional is cancelled; one that never did
-    /// is treated as if it answered 408.
+    /// is treated as if it answered 408. Once the branch's CANCEL went out, Timer C is the §9.1
+    /// guard: 64·T1 later without a final response, the branch is given up.
     fn timer_c(&mut self, cx: &mut Cx<'_>, key: Key, i: usize) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
@@ -166,6 +178,11 @@ impl Proxy {
         branch.timer_c = None;
         if branch.is_final() {
             return;
+        }
+        if matches!(branch.cancel, Cancel::Sent { .. } | Cancel::Done(_)) {
+            self.events.bump(Event::BranchTimeout as usize);
+            self.branch_timed_out(cx, key, i);
+            return self.reap(cx, key);
         }
         self.events.bump(Event::TimerC as usize);
         if branch.provisional {

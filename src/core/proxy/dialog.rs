@@ -94,6 +94,12 @@ impl Proxy {
             let h = tag_hash(cx, tag);
             call.dialogs.retain(|d| d.to_tag != h);
         }
+        if call.dialogs.len() == before && before == 1 {
+            // The BYE came through this dialog's Route but names the tags wrongly (a client
+            // bug seen in the wild): it still ends the only dialog the route leads to, rather
+            // than leaving its record for the maximum call duration.
+            call.dialogs.clear();
+        }
         let ended = before - call.dialogs.len();
         if ended == 0 {
             return;
@@ -153,9 +159,10 @@ impl Proxy {
         };
         self.count(Event::InDialog);
         let target = ForkTarget {
-            uri: e.request_uri.raw().into(),
+            uri: std::borrow::Cow::Borrowed(e.request_uri.raw()),
             dest,
             q: 1000,
+            registered_at: crate::time::Instant::ZERO,
         };
         let plan = ForkPlan {
             serial: false,
@@ -198,14 +205,15 @@ impl Proxy {
         }
         self.count(Event::AckForwarded);
         // A deterministic branch, so a retransmitted ACK carries the same one (§16.11).
-        let mut via = Vec::with_capacity(96);
+        let via = &mut self.scratch_via;
+        via.clear();
         via.extend_from_slice(b"SIP/2.0/UDP ");
-        build::push_hostport(&mut via, cx.env.local);
+        build::push_hostport(via, cx.env.local);
         via.extend_from_slice(b";branch=z9hG4bKsa");
         let d = cx
             .ids
             .digest(&[b"ack", e.top_via.branch.unwrap_or_default(), e.call_id]);
-        push_hex(&mut via, d as u64);
+        push_hex(via, d as u64);
         let route_is_us = req
             .routes()
             .next()
@@ -218,7 +226,7 @@ impl Proxy {
                 req,
                 &Forward {
                     request_uri: None,
-                    via: &via,
+                    via,
                     record_route: None,
                     drop_first_route: route_is_us,
                     max_forwards: mf,

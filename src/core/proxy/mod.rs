@@ -38,16 +38,21 @@ use crate::sip::{Essentials, HeaderName, Message, Method, SipUri, Uri};
 use crate::time::Duration;
 
 pub use call::{Branch, BranchRole, Call, CancelReason};
+pub use dialog::MAX_CALL_DURATION;
 
 /// One target of a fork: the Request-URI to use and where to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForkTarget {
-    /// Request-URI of the branch (the binding's Contact, or the received R-URI for a next hop).
-    pub uri: Box<[u8]>,
+pub struct ForkTarget<'a> {
+    /// Request-URI of the branch (the binding's Contact, or the received R-URI for a next hop);
+    /// borrowed from the location table or the request while forking, owned while a q-group
+    /// waits its turn.
+    pub uri: std::borrow::Cow<'a, [u8]>,
     /// Where the branch's requests go.
     pub dest: SocketAddr,
     /// q-value in thousandths (grouping for serial forking).
     pub q: u16,
+    /// When the binding was registered (the branch cap keeps the most recent).
+    pub registered_at: crate::time::Instant,
 }
 
 /// How to fork one call (from config: the `[proxy]` section and per-extension overrides).
@@ -114,9 +119,11 @@ pub(crate) enum Event {
     DialogEnded,
     /// Dialog record dropped after the maximum call duration without BYE.
     DialogExpired,
+    /// A call had more targets than `max_branches`; the rest were not rung.
+    BranchesCapped,
 }
 
-const EVENTS: [&str; 23] = [
+const EVENTS: [&str; 24] = [
     "call",
     "non_invite_request",
     "branch",
@@ -140,6 +147,7 @@ const EVENTS: [&str; 23] = [
     "race_cancel_before_provisional",
     "dialog_ended",
     "dialog_expired",
+    "branches_capped",
 ];
 
 /// Keys are already keyed 128-bit digests: hashing them again would only cost time.
@@ -167,8 +175,11 @@ impl Hasher for PassThrough {
 pub struct Proxy {
     calls: Slab<Call>,
     index: HashMap<u128, Key, BuildHasherDefault<PassThrough>>,
-    events: ReasonCounters<23>,
+    events: ReasonCounters<24>,
     dialogs: u64,
+    /// Reused buffers for the Via and Record-Route values of forwarded requests.
+    scratch_via: Vec<u8>,
+    scratch_rr: Vec<u8>,
 }
 
 /// What [`Proxy::match_request`] did.
@@ -178,6 +189,17 @@ pub enum Matched {
     Handled,
     /// No server transaction: the request is new.
     New,
+}
+
+impl ForkTarget<'_> {
+    fn into_owned(self) -> ForkTarget<'static> {
+        ForkTarget {
+            uri: std::borrow::Cow::Owned(self.uri.into_owned()),
+            dest: self.dest,
+            q: self.q,
+            registered_at: self.registered_at,
+        }
+    }
 }
 
 impl Proxy {
@@ -305,7 +327,7 @@ impl Proxy {
         req: &Message<'_>,
         e: &Essentials<'_>,
         from: SocketAddr,
-        mut targets: Vec<ForkTarget>,
+        mut targets: Vec<ForkTarget<'_>>,
         plan: ForkPlan,
     ) {
         let is_invite = e.method == Method::Invite;
@@ -317,17 +339,15 @@ impl Proxy {
         let server_key = server_key(cx.ids, e, class);
         let upstream = response_destination(&e.top_via, from);
         let fix = ViaFix::for_source(&e.top_via, from);
-        // Highest q first; the sort is stable, so equal q keeps the registrar's order (newest first).
-        targets.sort_by_key(|t| std::cmp::Reverse(t.q));
         let cap = usize::try_from(cx.cfg.proxy.max_branches)
             .unwrap_or(usize::MAX)
             .max(1);
-        if targets.len() > cap {
-            tracing_skipped(targets.len() - cap);
-            targets.truncate(cap);
-        }
-        let mut groups: Vec<Vec<ForkTarget>> = Vec::new();
+        let mut skipped = 0;
+        let mut groups: Vec<Vec<ForkTarget<'_>>> = Vec::new();
         if plan.serial {
+            // Equal-q groups, highest q first; each group rings in parallel, so the cap applies
+            // per group.
+            targets.sort_by_key(|t| std::cmp::Reverse(t.q));
             for t in targets {
                 match groups.last_mut() {
                     Some(g) if g.first().is_some_and(|f| f.q == t.q) => g.push(t),
@@ -337,8 +357,28 @@ impl Proxy {
         } else {
             groups.push(targets);
         }
+        for g in &mut groups {
+            if g.len() > cap {
+                // DECISIONS.md: the most recently registered devices ring.
+                g.sort_by_key(|t| std::cmp::Reverse(t.registered_at));
+                skipped += g.len() - cap;
+                g.truncate(cap);
+            }
+        }
+        if skipped > 0 {
+            self.count(Event::BranchesCapped);
+            tracing::info!(
+                skipped,
+                cap,
+                "more devices than max_branches: the most recently registered ring"
+            );
+        }
         groups.reverse(); // pop() yields the highest group first
         let first = groups.pop().unwrap_or_default();
+        let groups: Vec<Vec<ForkTarget<'static>>> = groups
+            .into_iter()
+            .map(|g| g.into_iter().map(ForkTarget::into_owned).collect())
+            .collect();
         let call = Call {
             is_invite,
             server: if is_invite {
@@ -350,7 +390,8 @@ impl Proxy {
             upstream,
             fix,
             request: Some(req.bytes().into()),
-            last_response: Vec::new(),
+            // One allocation sized for the largest response it will usually hold.
+            last_response: Vec::with_capacity(req.bytes().len() + 256),
             branches: Vec::with_capacity(first.len()),
             pending_groups: groups,
             group: 0,
@@ -379,37 +420,76 @@ impl Proxy {
             // §16.2 / §17.2.1: 100 Trying at once quenches the caller's retransmissions.
             self.respond_local(cx, key, 100, "Trying", b"");
         }
-        self.start_group(cx, key, first);
+        self.fork(cx, key, req, e, first);
+        self.after_fork(cx, key);
     }
 
     /// Forwards one branch per target of the next group; arms the group timer when more
     /// groups wait.
-    fn start_group(&mut self, cx: &mut Cx<'_>, key: Key, targets: Vec<ForkTarget>) {
+    fn start_group(&mut self, cx: &mut Cx<'_>, key: Key, targets: Vec<ForkTarget<'static>>) {
+        let Some(request) = self.calls.get_mut(key).and_then(|c| c.request.take()) else {
+            return;
+        };
+        // Later q-groups fork from the stored copy of the request.
+        if let Ok(req) = crate::sip::parse(&request) {
+            if let Ok(e) = crate::sip::check_request(&req) {
+                self.fork(cx, key, &req, &e, targets);
+            }
+        }
+        if let Some(call) = self.calls.get_mut(key) {
+            call.request = Some(request);
+        }
+        self.after_fork(cx, key);
+    }
+
+    /// Forwards one branch per target.
+    fn fork(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        req: &Message<'_>,
+        e: &Essentials<'_>,
+        targets: Vec<ForkTarget<'_>>,
+    ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
-        let record_route = call.record_route;
-        let Some(request) = call.request.take() else {
+        // What every branch shares is worked out once.
+        let rr = &mut self.scratch_rr;
+        rr.clear();
+        if call.record_route && call.is_invite {
+            rr.extend_from_slice(b"sip:");
+            build::push_hostport(rr, cx.env.local);
+            rr.extend_from_slice(b";lr;");
+            rr.extend_from_slice(ROUTE_TOKEN_PARAM.as_bytes());
+            rr.push(b'=');
+            cx.ids.write_route_token(key, rr);
+        }
+        let shared = Shared {
+            record_route: (!rr.is_empty()).then_some(&rr[..]),
+            drop_first_route: first_route_is_us(cx, req),
+            max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
+        };
+        for t in targets {
+            if call.branches.len() >= usize::from(u8::MAX) {
+                break;
+            }
+            start_branch(cx, key, call, req, &shared, t, &mut self.scratch_via);
+            self.events.bump(Event::Branch as usize);
+        }
+    }
+
+    /// Arms the group timer when more q-groups wait; answers at once when nothing could be
+    /// forwarded.
+    fn after_fork(&mut self, cx: &mut Cx<'_>, key: Key) {
+        let Some(call) = self.calls.get_mut(key) else {
             return;
         };
-        if let Ok(req) = crate::sip::parse(&request) {
-            if let Ok(e) = crate::sip::check_request(&req) {
-                for t in targets {
-                    if call.branches.len() >= usize::from(u8::MAX) {
-                        break;
-                    }
-                    start_branch(cx, key, call, &req, &e, t, record_route);
-                    self.events.bump(Event::Branch as usize);
-                }
-            }
-        }
-        call.request = Some(request);
         if !call.pending_groups.is_empty() && call.is_invite {
             let at = cx.now + call.group_timeout;
             call.group_timer = Some(cx.timers.insert(at, TimerKey::Group { call: key }));
         }
         if call.branches.is_empty() {
-            // Nothing could be forwarded (every target unusable): answer now.
             self.complete(cx, key);
         }
     }
@@ -497,11 +577,6 @@ fn sched<'a>(cx: &'a mut Cx<'_>, call: Key, slot: TxnSlot) -> Sched<'a> {
         slot,
         values: cx.env.timers,
     }
-}
-
-fn tracing_skipped(n: usize) {
-    // Logged once per call (DECISIONS.md: the most recently registered are rung).
-    let _ = n;
 }
 
 /// §17.2.3 server transaction key: branch + sent-by + method class for RFC 3261 requests; the
@@ -600,40 +675,39 @@ fn write_our_via(cx: &Cx<'_>, loop_hash: u32, call: Key, branch: u8, out: &mut V
 
 /// Forwards the call's request to one target as a new branch (§16.6), starting its client
 /// transaction and, for an INVITE, Timer C.
+/// What every branch of one fork has in common.
+struct Shared<'a> {
+    record_route: Option<&'a [u8]>,
+    drop_first_route: bool,
+    max_forwards: u8,
+}
+
 fn start_branch(
     cx: &mut Cx<'_>,
     key: Key,
     call: &mut Call,
     req: &Message<'_>,
-    e: &Essentials<'_>,
-    target: ForkTarget,
-    record_route: bool,
+    shared: &Shared<'_>,
+    target: ForkTarget<'_>,
+    via: &mut Vec<u8>,
 ) {
     let index = call.branches.len() as u8;
-    let mut via = Vec::with_capacity(96);
-    write_our_via(cx, call.loop_hash, key, index, &mut via);
-    let mut rr = Vec::new();
-    if record_route && call.is_invite {
-        rr.extend_from_slice(b"sip:");
-        build::push_hostport(&mut rr, cx.env.local);
-        rr.extend_from_slice(b";lr;");
-        rr.extend_from_slice(ROUTE_TOKEN_PARAM.as_bytes());
-        rr.push(b'=');
-        cx.ids.write_route_token(key, &mut rr);
-    }
-    let drop_first_route = first_route_is_us(cx, req);
+    via.clear();
+    write_our_via(cx, call.loop_hash, key, index, via);
     let fwd = Forward {
         request_uri: Some(&target.uri),
-        via: &via,
-        record_route: (!rr.is_empty()).then_some(&rr[..]),
-        drop_first_route,
-        max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
+        via,
+        record_route: shared.record_route,
+        drop_first_route: shared.drop_first_route,
+        max_forwards: shared.max_forwards,
         fix: call.fix,
         extra: b"",
     };
-    let mut bytes = Vec::with_capacity(req.bytes().len() + via.len() + rr.len() + 64);
-    build::forward_request(req, &fwd, &mut bytes);
-    cx.out.push(target.dest, &bytes);
+    // Built once, straight into the outbox; the branch keeps an exact-size copy.
+    let sent: Box<[u8]> = cx
+        .out
+        .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf))
+        .into();
     let slot = TxnSlot::Branch(index);
     let timer_c_after = cx.cfg.proxy.timer_c;
     let (client, timer_c) = {
@@ -653,7 +727,7 @@ fn start_branch(
         role: BranchRole::Forward,
         target: target.dest,
         client,
-        request: Some(bytes.into_boxed_slice()),
+        request: Some(sent),
         ack: None,
         timer_c,
         provisional: false,

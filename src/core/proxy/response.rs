@@ -66,10 +66,10 @@ impl Proxy {
                 match verdict {
                     InviteVerdict::AckAndPassUp => {
                         if let Some(Ok(sent)) = branch.request.as_deref().map(crate::sip::parse) {
-                            let mut ack = Vec::with_capacity(400);
-                            build::ack_for(&sent, resp, &mut ack);
-                            cx.out.push(branch.target, &ack);
-                            branch.ack = Some(ack.into_boxed_slice());
+                            let ack = cx
+                                .out
+                                .push_with(branch.target, |buf| build::ack_for(&sent, resp, buf));
+                            branch.ack = Some(ack.into());
                         }
                     }
                     InviteVerdict::AckAgain => {
@@ -121,8 +121,13 @@ impl Proxy {
         };
         let first = !branch.provisional;
         branch.provisional = true;
-        if status > 100 && branch.timer_c.is_some() {
-            // §16.7 step 2: a provisional other than 100 resets Timer C.
+        let cancel_sent = matches!(
+            branch.cancel,
+            super::call::Cancel::Sent { .. } | super::call::Cancel::Done(_)
+        );
+        if status > 100 && branch.timer_c.is_some() && !cancel_sent {
+            // §16.7 step 2: a provisional other than 100 resets Timer C (not once the branch
+            // was cancelled: then it is the §9.1 guard, see `send_cancel`).
             let timer_c = cx.cfg.proxy.timer_c;
             let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
             s.cancel(&mut branch.timer_c);
@@ -168,7 +173,6 @@ impl Proxy {
                 b.request = None;
             }
             if call.outcome == Outcome::Pending && !call.server.is_final() {
-                self.count(Event::Answered);
                 self.forward_2xx(cx, key, resp);
             }
             return self.reap(cx, key);
@@ -243,8 +247,7 @@ impl Proxy {
         if let Some(id) = call.group_timer.take() {
             cx.timers.cancel(id);
         }
-        let losers: Vec<usize> = (0..call.branches.len()).filter(|&j| j != winner).collect();
-        for j in losers {
+        for j in (0..call.branches.len()).filter(|&j| j != winner) {
             self.cancel_branch(cx, key, j, CancelReason::AnsweredElsewhere);
         }
     }
@@ -314,8 +317,7 @@ impl Proxy {
             if let Some(id) = call.group_timer.take() {
                 cx.timers.cancel(id);
             }
-            let others: Vec<usize> = (0..call.branches.len()).filter(|&j| j != i).collect();
-            for j in others {
+            for j in (0..call.branches.len()).filter(|&j| j != i) {
                 self.cancel_branch(cx, key, j, CancelReason::Declined(status));
             }
         }
