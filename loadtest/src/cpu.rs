@@ -164,7 +164,10 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut x = 0u64;
         while process_cpu_ns(std::process::id()) <= before {
-            assert!(std::time::Instant::now() < deadline, "schedstat never moved");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "schedstat never moved"
+            );
             for i in 0..1_000_000u64 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
             }

@@ -107,7 +107,10 @@ struct Chart<'a> {
 impl Chart<'_> {
     fn svg(&self) -> String {
         let (w, h) = (640.0, 300.0);
-        let (ml, mr, mt, mb) = (70.0, 150.0, 30.0, 45.0);
+        // The legend sits right of the plot: room for the longest series name.
+        let longest = self.series.iter().map(|s| s.name.chars().count()).max();
+        let mr = (40.0 + 6.5 * longest.unwrap_or(0) as f64).clamp(150.0, 260.0);
+        let (ml, mt, mb) = (70.0, 30.0, 45.0);
         let pts = self
             .series
             .iter()
@@ -136,7 +139,9 @@ impl Chart<'_> {
             return out;
         }
         if self.y_scale == Scale::Linear {
+            // Headroom, so that a flat series at the maximum does not hide in the frame's edge.
             y0 = y0.min(0.0);
+            y1 += (y1 - y0) * 0.08;
         } else {
             y0 = y0.floor();
             y1 = y1.ceil().max(y0 + 1.0);

@@ -379,7 +379,8 @@ fn cmd_proxy_config(mut a: Args) {
         .unwrap_or_else(|| "127.0.0.1:5060".parse().expect("static address"));
     let o = ProxyOptions {
         q_groups: a.flag("--q-groups"),
-        single_answer: a.flag("--single-answer"),
+        // `scenario` took `--single-answer` as the scenario's expectation: the proxy must match it.
+        single_answer: s.expect.single_answer,
         digest: a.flag("--digest"),
         shards: a.parsed("--shards").unwrap_or(1),
         io: a.value("--io"),
