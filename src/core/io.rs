@@ -35,6 +35,10 @@ pub enum Inbound {
 pub struct Transmit {
     /// Destination.
     pub to: SocketAddr,
+    /// Local address to send from: one of the backend's own sockets (a load generator playing
+    /// many devices, each on its own port). `None`: the backend's first socket of the
+    /// destination's address family, which is what the proxy uses.
+    pub from: Option<SocketAddr>,
     /// Byte range in the arena.
     pub bytes: Range<u32>,
 }
@@ -56,12 +60,24 @@ impl Outbox {
     /// those bytes (so a caller that must keep a copy takes it without building twice).
     /// A writer that appends nothing adds no datagram.
     pub fn push_with(&mut self, to: SocketAddr, write: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
+        self.push_from_with(None, to, write)
+    }
+
+    /// As [`Outbox::push_with`], sent from the local socket bound to `from` (see
+    /// [`Transmit::from`]).
+    pub fn push_from_with(
+        &mut self,
+        from: Option<SocketAddr>,
+        to: SocketAddr,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> &[u8] {
         let start = self.arena.len();
         write(&mut self.arena);
         let end = self.arena.len();
         if end > start {
             self.transmits.push(Transmit {
                 to,
+                from,
                 bytes: to_u32(start)..to_u32(end),
             });
         }

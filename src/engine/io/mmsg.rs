@@ -17,7 +17,7 @@ use socket2::SockAddr;
 
 use super::{
     parse_rxq_ovfl, parse_sockaddr, Coalescer, IoOptions, IoSetupError, IoStats, KernelDrops,
-    RecvDatagram, UdpBackend, Wake, CONTROL_LEN, NAME_LEN,
+    RecvDatagram, SocketPicker, UdpBackend, Wake, CONTROL_LEN, NAME_LEN,
 };
 use crate::core::io::Outbox;
 use crate::engine::mailbox::Waker;
@@ -59,6 +59,7 @@ impl RawHeaders {
 pub struct MmsgBackend {
     sockets: Vec<UdpSocket>,
     locals: Vec<SocketAddr>,
+    picker: SocketPicker,
     epoll: OwnedFd,
     waker: Arc<Waker>,
     batch: usize,
@@ -118,6 +119,7 @@ impl MmsgBackend {
         let n_sockets = sockets.len();
         Ok(Self {
             sockets,
+            picker: SocketPicker::new(&locals),
             locals,
             epoll,
             waker,
@@ -311,12 +313,8 @@ impl UdpBackend for MmsgBackend {
         let mut run_socket: Option<usize> = None;
         let mut run = 0usize;
         for t in out.transmits() {
-            let Some(socket) = self
-                .locals
-                .iter()
-                .position(|l| l.is_ipv4() == t.to.is_ipv4())
-            else {
-                self.stats.tx_errors += 1; // no socket of that address family
+            let Some(socket) = self.picker.pick(t) else {
+                self.stats.tx_errors += 1; // no socket of that address family or local address
                 continue;
             };
             if run == self.batch || (run > 0 && run_socket != Some(socket)) {

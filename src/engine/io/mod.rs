@@ -268,6 +268,36 @@ pub fn open(
     }
 }
 
+/// Chooses the socket a datagram leaves from: the one bound to its [`Transmit::from`] when that
+/// is set (a load generator's device sockets), else the first socket of the destination's family.
+///
+/// [`Transmit::from`]: crate::core::io::Transmit::from
+#[derive(Debug, Default)]
+pub(crate) struct SocketPicker {
+    first_v4: Option<usize>,
+    first_v6: Option<usize>,
+    by_local: std::collections::HashMap<SocketAddr, usize>,
+}
+
+impl SocketPicker {
+    pub(crate) fn new(locals: &[SocketAddr]) -> Self {
+        Self {
+            first_v4: locals.iter().position(SocketAddr::is_ipv4),
+            first_v6: locals.iter().position(SocketAddr::is_ipv6),
+            by_local: locals.iter().enumerate().map(|(i, &a)| (a, i)).collect(),
+        }
+    }
+
+    /// The socket index for `t`; `None` when no socket fits (counted as a send error).
+    pub(crate) fn pick(&self, t: &crate::core::io::Transmit) -> Option<usize> {
+        match t.from {
+            Some(from) => self.by_local.get(&from).copied(),
+            None if t.to.is_ipv4() => self.first_v4,
+            None => self.first_v6,
+        }
+    }
+}
+
 /// Parses a kernel `sockaddr_in` / `sockaddr_in6` from raw bytes (as io_uring's `RecvMsgOut`
 /// and recvmmsg's name buffers hold them). Safe: reads only within `raw`.
 pub(crate) fn parse_sockaddr(raw: &[u8]) -> Option<SocketAddr> {

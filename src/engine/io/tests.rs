@@ -480,3 +480,52 @@ fn auto_falls_back_to_mmsg_with_a_reason_when_io_uring_cannot_be_set_up() {
     .unwrap_err();
     assert!(matches!(err, IoSetupError::UringUnavailable(_)), "{err}");
 }
+
+#[test]
+fn a_transmit_leaves_from_the_socket_it_names() {
+    for kind in KINDS {
+        let sockets: Vec<UdpSocket> = (0..3)
+            .map(|_| bind_reuseport("127.0.0.1:0".parse().unwrap()).expect("bind"))
+            .collect();
+        let locals: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+        let waker = Arc::new(Waker::new().unwrap());
+        let mut backend = match open(kind, sockets, waker, &IoOptions::default()) {
+            Ok(opened) => opened.backend,
+            Err(e) if kind == IoKind::Uring => {
+                eprintln!("skipping the io_uring run: {e}");
+                continue;
+            }
+            Err(e) => panic!("{kind:?}: {e}"),
+        };
+        let p = peer();
+        let to = p.local_addr().unwrap();
+        let mut out = Outbox::new();
+        out.push_from_with(Some(locals[2]), to, |b| b.extend_from_slice(b"two"));
+        out.push_from_with(Some(locals[1]), to, |b| b.extend_from_slice(b"one"));
+        out.push_with(to, |b| b.extend_from_slice(b"default"));
+        let unknown: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        out.push_from_with(Some(unknown), to, |b| b.extend_from_slice(b"nowhere"));
+        backend.send(&out).unwrap();
+        backend.wait(Some(Duration::ZERO), &mut |_| {}).unwrap();
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let (n, src) = p.recv_from(&mut buf).unwrap();
+            got.push((src, buf[..n].to_vec()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (locals[2], b"two".to_vec()),
+                (locals[1], b"one".to_vec()),
+                (locals[0], b"default".to_vec()),
+            ],
+            "{kind:?}"
+        );
+        assert_eq!(
+            backend.stats().tx_errors,
+            1,
+            "{kind:?}: the unknown source is counted"
+        );
+    }
+}

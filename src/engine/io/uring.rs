@@ -35,7 +35,7 @@ use socket2::SockAddr;
 
 use super::{
     parse_rxq_ovfl, parse_sockaddr, Coalescer, IoOptions, IoStats, KernelDrops, RecvDatagram,
-    UdpBackend, Wake, CONTROL_LEN, NAME_LEN,
+    SocketPicker, UdpBackend, Wake, CONTROL_LEN, NAME_LEN,
 };
 use crate::core::io::Outbox;
 use crate::engine::mailbox::Waker;
@@ -157,7 +157,11 @@ pub struct UringBackend {
     recv_msghdr: Box<libc::msghdr>,
     sockets: Vec<UdpSocket>,
     locals: Vec<SocketAddr>,
+    picker: SocketPicker,
     recv_armed: Vec<bool>,
+    /// Sockets whose multishot receive ended and waits to be re-armed (`recv_armed` false), so a
+    /// turn over thousands of sockets (a load generator's devices) skips the scan when none did.
+    disarmed: usize,
     waker: Arc<Waker>,
     wake_armed: bool,
     free_slots: Vec<u32>,
@@ -268,7 +272,9 @@ impl UringBackend {
             .build()
             .user_data(TAG_RECV | i as u64);
         self.push(&sqe)?;
-        self.recv_armed[i] = true;
+        if !std::mem::replace(&mut self.recv_armed[i], true) {
+            self.disarmed = self.disarmed.saturating_sub(1);
+        }
         Ok(())
     }
 
@@ -336,7 +342,9 @@ impl UringBackend {
         let socket = (cqe.user_data() & !TAG_MASK) as usize;
         if !cqueue::more(cqe.flags()) {
             if let Some(armed) = self.recv_armed.get_mut(socket) {
-                *armed = false;
+                if std::mem::replace(armed, false) {
+                    self.disarmed += 1;
+                }
             }
         }
         let bid = cqueue::buffer_select(cqe.flags());
@@ -420,10 +428,12 @@ impl UringBackend {
         self.pending = cqes;
         // Buffers first, then re-arm: a receive re-armed on an empty ring ends again at once.
         self.bufs.commit();
-        for i in 0..self.recv_armed.len() {
-            if !self.recv_armed[i] {
-                self.arm_recv(i)?;
-                self.stats.rearms += 1;
+        if self.disarmed > 0 {
+            for i in 0..self.recv_armed.len() {
+                if !self.recv_armed[i] {
+                    self.arm_recv(i)?;
+                    self.stats.rearms += 1;
+                }
             }
         }
         if !self.wake_armed {
@@ -505,7 +515,7 @@ impl Parts {
         let mut recv_msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
         recv_msghdr.msg_controllen = CONTROL_LEN;
-        let locals = sockets
+        let locals: Vec<SocketAddr> = sockets
             .iter()
             .map(|s| s.local_addr().unwrap_or(zero_addr))
             .collect();
@@ -516,8 +526,10 @@ impl Parts {
             free_slots: (0..opts.send_slots).rev().collect(),
             slots,
             recv_msghdr,
+            picker: SocketPicker::new(&locals),
             locals,
             recv_armed: vec![false; n],
+            disarmed: n,
             sockets,
             waker,
             wake_armed: false,
@@ -584,12 +596,8 @@ impl UdpBackend for UringBackend {
 
     fn send(&mut self, out: &Outbox) -> io::Result<()> {
         for t in out.transmits() {
-            let Some(socket) = self
-                .locals
-                .iter()
-                .position(|l| l.is_ipv4() == t.to.is_ipv4())
-            else {
-                self.stats.tx_errors += 1; // no socket of that address family
+            let Some(socket) = self.picker.pick(t) else {
+                self.stats.tx_errors += 1; // no socket of that address family or local address
                 continue;
             };
             let bytes = out.bytes(t);

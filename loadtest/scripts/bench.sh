@@ -1,0 +1,121 @@
+#!/bin/bash
+# sipfork vs Kamailio vs the null reflector, one after the other, same preset, same rates.
+#
+# usage: loadtest/scripts/bench.sh "TARGETS" "RATES" [DURATION_S] [-- extra sipfork-load run args]
+#   TARGETS: space-separated, any of  sipfork  kamailio  kamailio-tlsf  reflector
+#   RATES:   space-separated calls/s (or REGISTERs/s for a register preset)
+# Environment:
+#   PRESET (fork3)      scenario preset
+#   SHARDS (1) IO (uring) COALESCE_US (0)   sipfork and reflector engine settings
+#   PROXY_ARGS (none)   extra `sipfork-load proxy-config` arguments for sipfork (e.g. --single-answer)
+#   PROXY_CPUS (none)   pin the proxy (sipfork pin_cores / taskset for Kamailio / reflector --pin)
+#   HARNESS_CPUS (none) pin the harness threads (sipfork-load --pin)
+#   THREADS (1)         harness threads
+#   SPIN (0)            1: the harness busy-polls (its own wake-ups leave the latencies; a core)
+#   KAM_CHILDREN (4) KAM_SHM (2048)
+#   QUIET_BUSY (20)     wait (up to QUIET_WAIT=600 s) until the machine is < QUIET_BUSY % busy
+#                       (of one core) over 2 s before each run; 0 = do not wait
+#   MAX_OTHER (15) RETRIES (2)  a run during which other processes used more than MAX_OTHER % of
+#                       a core (the result's cpu.other_pct) is run again, up to RETRIES times; the
+#                       contaminated attempts are kept as LABEL.tryN.*
+#   OUT (loadtest/runs/<stamp>)  SUFFIX (none): appended to every run label
+# Every run: a fresh loopback-only network namespace, the proxy on 127.0.0.1:5060, the harness
+# bounded by the preset's duration and drain (it stops by itself), the proxy stopped by PID.
+set -euo pipefail
+TARGETS=${1:?targets}; RATES=${2:?rates}; DUR=${3:-20}
+shift $(( $# >= 3 ? 3 : $# )); [[ ${1:-} == -- ]] && shift
+EXTRA=("$@")
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+SHARED=${SHARED:-$ROOT/../shared}
+K=$SHARED/anchors/kamailio
+PRESET=${PRESET:-fork3}; SHARDS=${SHARDS:-1}; IO=${IO:-uring}; COALESCE_US=${COALESCE_US:-0}
+THREADS=${THREADS:-1}; KAM_CHILDREN=${KAM_CHILDREN:-4}; KAM_SHM=${KAM_SHM:-2048}
+QUIET_BUSY=${QUIET_BUSY:-20}; QUIET_WAIT=${QUIET_WAIT:-600}
+MAX_OTHER=${MAX_OTHER:-15}; RETRIES=${RETRIES:-2}
+OUT=${OUT:-$ROOT/loadtest/runs/$(date +%Y%m%d_%H%M%S)}
+mkdir -p "$OUT"
+(cd "$ROOT" && cargo build --release --quiet -p sipfork -p sipfork-load)
+SF=$ROOT/target/release/sipfork
+LT=$ROOT/target/release/sipfork-load
+
+busy_pct() {  # machine busy over 2 s, % of one core
+  read -r _ u n s i w q sq st _ < /proc/stat; local b1=$((u+n+s+q+sq+st)) t1=$((u+n+s+i+w+q+sq+st))
+  sleep 2
+  read -r _ u n s i w q sq st _ < /proc/stat; local b2=$((u+n+s+q+sq+st)) t2=$((u+n+s+i+w+q+sq+st))
+  echo $(( 100 * (b2 - b1) * $(nproc) / (t2 - t1 > 0 ? t2 - t1 : 1) ))
+}
+wait_quiet() {
+  (( QUIET_BUSY > 0 )) || return 0
+  local deadline=$((SECONDS + QUIET_WAIT)) b
+  while b=$(busy_pct); (( b >= QUIET_BUSY )); do
+    if (( SECONDS >= deadline )); then echo "  (machine still ${b}% busy after ${QUIET_WAIT}s; running anyway)"; return 0; fi
+  done
+  echo "  (machine ${b}% busy before the run)"
+}
+
+run_one() {
+  local target=$1 rate=$2 ns=lt$$ label="$target-$PRESET-r$rate${SUFFIX:-}" pid="" name="" reflect=()
+  wait_quiet
+  ip netns add $ns; ip netns exec $ns ip link set lo up
+  case $target in
+    sipfork)
+      local pcfg=(--shards "$SHARDS" --io "$IO" --coalesce-us "$COALESCE_US")
+      [[ -n ${PROXY_CPUS:-} ]] && pcfg+=(--pin "$PROXY_CPUS")
+      [[ $PRESET == serial ]] && pcfg+=(--q-groups)
+      [[ $PRESET == *digest* ]] && pcfg+=(--digest)
+      [[ -n ${PROXY_ARGS:-} ]] && pcfg+=($PROXY_ARGS)
+      "$LT" proxy-config --preset "$PRESET" "${pcfg[@]}" > "$OUT/$label.sipfork.toml"
+      ip netns exec $ns "$SF" --config "$OUT/$label.sipfork.toml" > "$OUT/$label.proxy.log" 2>&1 &
+      pid=$!; name="sipfork shards=$SHARDS io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}"
+      sleep 0.5 ;;
+    kamailio|kamailio-tlsf)
+      local mgr=""; [[ $target == kamailio-tlsf ]] && mgr=tlsf
+      ip netns exec $ns env KAM_CPUS="${PROXY_CPUS:-}" "$K/start_kamailio.sh" "$KAM_CHILDREN" "$KAM_SHM" $mgr > "$OUT/$label.proxy.log" 2>&1
+      pid=$(cat "$K/run/kamailio.pid")
+      name="kamailio ${mgr:-qm} children=$KAM_CHILDREN shm=${KAM_SHM}MB${PROXY_CPUS:+ cpus=$PROXY_CPUS}" ;;
+    reflector)
+      local rargs=(--io "$IO" --coalesce-us "$COALESCE_US" --secs 900)
+      [[ -n ${PROXY_CPUS:-} ]] && rargs+=(--pin "$PROXY_CPUS")
+      ip netns exec $ns "$LT" reflect "${rargs[@]}" > "$OUT/$label.proxy.log" 2>&1 &
+      pid=$!; reflect=(--reflector); name="null reflector io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}"
+      sleep 0.5 ;;
+    *) echo "unknown target $target" >&2; ip netns del $ns; return 1 ;;
+  esac
+  local hargs=(--threads "$THREADS"); [[ -n ${HARNESS_CPUS:-} ]] && hargs+=(--pin "$HARNESS_CPUS")
+  [[ ${SPIN:-0} == 1 ]] && hargs+=(--spin)
+  set +e
+  ip netns exec $ns "$LT" run --preset "$PRESET" --rate "$rate" --duration "$DUR" "${reflect[@]}" \
+    --io "$IO" "${hargs[@]}" --label "$label" --target-name "$name" --out "$OUT" --quiet "${EXTRA[@]}" \
+    | tee "$OUT/$label.summary.txt"
+  set -e
+  case $target in
+    kamailio*) ip netns exec $ns "$K/stop_kamailio.sh" >> "$OUT/$label.proxy.log" 2>&1 || true ;;
+    *) kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true ;;
+  esac
+  ip netns del $ns
+}
+
+other_pct() {  # cpu.other_pct of a result file (0 when absent)
+  python3 -c "import json,sys; print(int(json.load(open(sys.argv[1])).get('cpu',{}).get('other_pct',0)))" "$1" 2>/dev/null || echo 0
+}
+
+echo "runs in $OUT"
+for rate in $RATES; do
+  for target in $TARGETS; do
+    label="$target-$PRESET-r$rate${SUFFIX:-}"
+    for try in $(seq 0 "$RETRIES"); do
+      echo "== $target $PRESET $rate/s ${DUR}s (attempt $((try + 1)))"
+      run_one "$target" "$rate"
+      other=$(other_pct "$OUT/$label.json")
+      (( other <= MAX_OTHER )) && break
+      echo "  (other processes used ${other}% of a core during the run)"
+      if (( try < RETRIES )); then
+        for f in "$OUT/$label".*; do
+          [[ $f == *.try[0-9]* ]] || mv "$f" "${f/$label./$label.try$try.}"
+        done
+      fi
+    done
+  done
+done
+"$LT" compare $(ls "$OUT"/*.json | grep -v '\.try[0-9]*\.json$') -o "$OUT/compare.html" > /dev/null
+echo "comparison: $OUT/compare.html"

@@ -1,0 +1,67 @@
+//! The whole harness on real loopback sockets, against the null reflector started in this
+//! process: registration, a short open loop, verdicts, CPU, and the result files.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sipfork::engine::io::IoKind;
+use sipfork::engine::{start, EngineConfig, Pinning};
+use sipfork_load::metrics::Metric;
+use sipfork_load::reflect::HintReflector;
+use sipfork_load::result::RunResult;
+use sipfork_load::runner::{run, ProxyPids, RunOptions};
+use sipfork_load::scenario::Scenario;
+
+#[test]
+fn a_short_fork3_run_through_the_reflector_passes_and_writes_its_files() {
+    let mut config = EngineConfig::new("127.0.0.1:0".parse().unwrap(), 1);
+    config.pinning = Pinning::Off;
+    config.io = IoKind::Mmsg;
+    let reflector = start(config, |_, _| HintReflector::new()).expect("reflector starts");
+    let target: SocketAddr = reflector.local_addrs()[0];
+
+    let mut s = Scenario::preset("fork3").unwrap();
+    s.topology.extensions = 10;
+    // High ports, unlikely to be in use by anything else on a test machine.
+    s.topology.device_port = 46_100;
+    s.topology.caller_port = 46_000;
+    s.load.rate = 100.0;
+    s.load.duration_s = 0.3;
+    s.load.max = 30;
+    s.caller.hold_ms = sipfork_load::scenario::Dist::Const(50.0);
+    let dir = std::env::temp_dir().join(format!("sipfork-load-test-{}", std::process::id()));
+    let result = run(RunOptions {
+        scenario: s,
+        target,
+        reflect: true,
+        io: IoKind::Mmsg,
+        coalesce_us: 0,
+        threads: 1,
+        pin: None,
+        spin: false,
+        proxy_pids: ProxyPids::Given(vec![std::process::id()]),
+        label: "loopback".into(),
+        target_name: "in-process reflector".into(),
+        out_dir: Some(dir.clone()),
+        progress: false,
+        command: "test".into(),
+    })
+    .expect("run");
+    drop(reflector);
+    assert_eq!(result.registration.registered, 30);
+    let v = result.verdicts.as_ref().unwrap();
+    assert_eq!((v.calls, v.ok), (30, 30), "{v:#?}");
+    assert_eq!(result.latency(Metric::CancelLatency).count, 60);
+    assert!(result.latency(Metric::Invite180).p50 < Duration::from_millis(50).as_micros() as u64);
+    let cpu = result.cpu.as_ref().unwrap();
+    assert!(cpu.window_s > 0.3 && cpu.proxy_ms > 0.0, "{cpu:?}");
+    let back = RunResult::read(&dir.join("loopback.json")).unwrap();
+    assert_eq!(back, result, "the JSON file reads back to the same result");
+    let html = std::fs::read_to_string(dir.join("loopback.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("result-data"));
+    assert!(
+        !html.contains(" src=") && !html.contains(" href="),
+        "nothing fetched"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
