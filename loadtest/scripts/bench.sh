@@ -2,7 +2,9 @@
 # sipfork vs Kamailio vs the null reflector, one after the other, same preset, same rates.
 #
 # usage: loadtest/scripts/bench.sh "TARGETS" "RATES" [DURATION_S] [-- extra sipfork-load run args]
-#   TARGETS: space-separated, any of  sipfork  kamailio  kamailio-tlsf  reflector
+#   TARGETS: space-separated, any of  sipfork  kamailio  kamailio-tlsf  kamailio-digest  reflector
+#            (kamailio-digest: the anchor configuration with REGISTERs challenged by digest,
+#            qop=auth, MD5, nonce-count checked; password pw-<number>, as the harness's presets)
 #   RATES:   space-separated calls/s (or REGISTERs/s for a register preset)
 # Environment:
 #   PRESET (fork3)      scenario preset
@@ -53,8 +55,20 @@ wait_quiet() {
   echo "  (machine ${b}% busy before the run)"
 }
 
+kamailio_dir() {  # the anchor Kamailio, or a copy of it that challenges REGISTERs
+  [[ $1 == kamailio-digest ]] || { echo "$K"; return; }
+  local d=$OUT/kamailio-digest
+  mkdir -p "$d"
+  cp "$K/start_kamailio.sh" "$K/stop_kamailio.sh" "$d/"
+  sed -e '/^loadmodule "sanity.so"/a loadmodule "auth.so"\nmodparam("auth", "nonce_expire", 600)\nmodparam("auth", "nonce_count", 1)' \
+      -e 's/^\t\tif (!save("location")) {/\t\tif (!pv_www_authenticate("$td", "pw-$tU", "0")) {\n\t\t\twww_challenge("$td", "1");\n\t\t\texit;\n\t\t}\n&/' \
+      "$K/kamailio.cfg" > "$d/kamailio.cfg"
+  grep -q pv_www_authenticate "$d/kamailio.cfg" || { echo "kamailio-digest: the anchor's REGISTER block changed" >&2; return 1; }
+  echo "$d"
+}
+
 run_one() {
-  local target=$1 rate=$2 ns=lt$$ label="$target-$PRESET-r$rate${SUFFIX:-}" pid="" name="" reflect=()
+  local target=$1 rate=$2 kd="" ns=lt$$ label="$target-$PRESET-r$rate${SUFFIX:-}" pid="" name="" reflect=()
   wait_quiet
   ip netns add $ns; ip netns exec $ns ip link set lo up
   case $target in
@@ -68,11 +82,13 @@ run_one() {
       ip netns exec $ns "$SF" --config "$OUT/$label.sipfork.toml" > "$OUT/$label.proxy.log" 2>&1 &
       pid=$!; name="sipfork shards=$SHARDS io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}"
       sleep 0.5 ;;
-    kamailio|kamailio-tlsf)
-      local mgr=""; [[ $target == kamailio-tlsf ]] && mgr=tlsf
-      ip netns exec $ns env KAM_CPUS="${PROXY_CPUS:-}" "$K/start_kamailio.sh" "$KAM_CHILDREN" "$KAM_SHM" $mgr > "$OUT/$label.proxy.log" 2>&1
-      pid=$(cat "$K/run/kamailio.pid")
-      name="kamailio ${mgr:-qm} children=$KAM_CHILDREN shm=${KAM_SHM}MB${PROXY_CPUS:+ cpus=$PROXY_CPUS}" ;;
+    kamailio|kamailio-tlsf|kamailio-digest)
+      local mgr="" tag=""; [[ $target == kamailio-tlsf ]] && mgr=tlsf
+      [[ $target == kamailio-digest ]] && tag=" digest"
+      kd=$(kamailio_dir "$target")
+      ip netns exec $ns env KAM_CPUS="${PROXY_CPUS:-}" "$kd/start_kamailio.sh" "$KAM_CHILDREN" "$KAM_SHM" $mgr > "$OUT/$label.proxy.log" 2>&1
+      pid=$(cat "$kd/run/kamailio.pid")
+      name="kamailio ${mgr:-qm}$tag children=$KAM_CHILDREN shm=${KAM_SHM}MB${PROXY_CPUS:+ cpus=$PROXY_CPUS}" ;;
     reflector)
       local rargs=(--io "$IO" --coalesce-us "$COALESCE_US" --secs 900)
       [[ -n ${PROXY_CPUS:-} ]] && rargs+=(--pin "$PROXY_CPUS")
@@ -89,7 +105,7 @@ run_one() {
     | tee "$OUT/$label.summary.txt"
   set -e
   case $target in
-    kamailio*) ip netns exec $ns "$K/stop_kamailio.sh" >> "$OUT/$label.proxy.log" 2>&1 || true ;;
+    kamailio*) ip netns exec $ns "$kd/stop_kamailio.sh" >> "$OUT/$label.proxy.log" 2>&1 || true ;;
     *) kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true ;;
   esac
   ip netns del $ns
