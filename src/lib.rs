@@ -5,10 +5,10 @@
 //!
 //! # Layout
 //! - [`sip`]: zero-copy parser and splicing builder for SIP messages. No I/O.
-//! - [`core`]: the sans-IO state machines (registrar, transactions, proxy, policy). They take
+//! - [`core`]: the sans-IO state machines (registrar, transactions, proxy). They take
 //!   `(now, datagram from address)` and return datagrams to send plus the next timer deadline.
 //! - [`engine`]: the thin layer around the core: pinned shard threads, UDP backends (io_uring,
-//!   recvmmsg), cross-shard mailboxes, persistence, admin API, metrics.
+//!   recvmmsg), cross-shard mailboxes, the binding journals, loop counters.
 //! - [`config`]: TOML configuration, validated with errors that name the key and line.
 //! - [`app`]: the appliance: command line, configuration → journals → engine with one core per
 //!   shard → persistence thread → admin listener, and the clean stop on SIGTERM/SIGINT.
