@@ -24,6 +24,24 @@ struct Series {
     dashed: bool,
 }
 
+impl Series {
+    fn line(name: impl Into<String>, color: &'static str, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            name: name.into(),
+            color,
+            points,
+            dashed: false,
+        }
+    }
+
+    fn dashed(name: impl Into<String>, color: &'static str, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            dashed: true,
+            ..Series::line(name, color, points)
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Scale {
     Linear,
@@ -315,24 +333,17 @@ fn timeline_series(r: &RunResult, metric: Metric, palette: usize) -> Vec<Series>
     };
     let base = metric.name().replace('_', " ");
     vec![
-        Series {
-            name: format!("{base} p50"),
-            color: PALETTE[palette % 8],
-            points: pick(|l| l.p50),
-            dashed: false,
-        },
-        Series {
-            name: format!("{base} p99"),
-            color: PALETTE[(palette + 1) % 8],
-            points: pick(|l| l.p99),
-            dashed: false,
-        },
-        Series {
-            name: format!("{base} p99.9"),
-            color: PALETTE[(palette + 2) % 8],
-            points: pick(|l| l.p999),
-            dashed: true,
-        },
+        Series::line(format!("{base} p50"), PALETTE[palette % 8], pick(|l| l.p50)),
+        Series::line(
+            format!("{base} p99"),
+            PALETTE[(palette + 1) % 8],
+            pick(|l| l.p99),
+        ),
+        Series::dashed(
+            format!("{base} p99.9"),
+            PALETTE[(palette + 2) % 8],
+            pick(|l| l.p999),
+        ),
     ]
 }
 
@@ -460,24 +471,9 @@ pub fn run_page(r: &RunResult) -> String {
         x_scale: Scale::Linear,
         y_scale: Scale::Linear,
         series: vec![
-            Series {
-                name: "started".into(),
-                color: PALETTE[0],
-                points: counts(|c| c.started),
-                dashed: false,
-            },
-            Series {
-                name: "completed".into(),
-                color: PALETTE[2],
-                points: counts(|c| c.completed),
-                dashed: false,
-            },
-            Series {
-                name: "failed".into(),
-                color: PALETTE[1],
-                points: counts(|c| c.failed),
-                dashed: false,
-            },
+            Series::line("started", PALETTE[0], counts(|c| c.started)),
+            Series::line("completed", PALETTE[2], counts(|c| c.completed)),
+            Series::line("failed", PALETTE[1], counts(|c| c.failed)),
         ],
     };
     let datagrams = Chart {
@@ -487,30 +483,10 @@ pub fn run_page(r: &RunResult) -> String {
         x_scale: Scale::Linear,
         y_scale: Scale::Linear,
         series: vec![
-            Series {
-                name: "sent".into(),
-                color: PALETTE[0],
-                points: counts(|c| c.sent),
-                dashed: false,
-            },
-            Series {
-                name: "received".into(),
-                color: PALETTE[2],
-                points: counts(|c| c.received),
-                dashed: false,
-            },
-            Series {
-                name: "retransmitted".into(),
-                color: PALETTE[3],
-                points: counts(|c| c.retransmitted),
-                dashed: false,
-            },
-            Series {
-                name: "lost (scenario)".into(),
-                color: PALETTE[1],
-                points: counts(|c| c.lost),
-                dashed: true,
-            },
+            Series::line("sent", PALETTE[0], counts(|c| c.sent)),
+            Series::line("received", PALETTE[2], counts(|c| c.received)),
+            Series::line("retransmitted", PALETTE[3], counts(|c| c.retransmitted)),
+            Series::dashed("lost (scenario)", PALETTE[1], counts(|c| c.lost)),
         ],
     };
     let _ = write!(
@@ -557,11 +533,12 @@ pub fn run_page(r: &RunResult) -> String {
         series: ms
             .iter()
             .enumerate()
-            .map(|(i, &m)| Series {
-                name: m.name().replace('_', " "),
-                color: PALETTE[i % 8],
-                points: distribution(&r.latency(m)),
-                dashed: false,
+            .map(|(i, &m)| {
+                Series::line(
+                    m.name().replace('_', " "),
+                    PALETTE[i % 8],
+                    distribution(&r.latency(m)),
+                )
             })
             .collect(),
     };
@@ -736,11 +713,8 @@ pub fn compare_page(runs: &[RunResult]) -> String {
             series: runs
                 .iter()
                 .enumerate()
-                .map(|(i, r)| Series {
-                    name: r.label.clone(),
-                    color: PALETTE[i % 8],
-                    points: distribution(&r.latency(m)),
-                    dashed: false,
+                .map(|(i, r)| {
+                    Series::line(r.label.clone(), PALETTE[i % 8], distribution(&r.latency(m)))
                 })
                 .collect(),
         };
@@ -756,15 +730,15 @@ pub fn compare_page(runs: &[RunResult]) -> String {
         series: runs
             .iter()
             .enumerate()
-            .map(|(i, r)| Series {
-                name: r.label.clone(),
-                color: PALETTE[i % 8],
-                points: r
-                    .timeline
-                    .iter()
-                    .map(|p| (f64::from(p.t), p.counts.completed as f64))
-                    .collect(),
-                dashed: false,
+            .map(|(i, r)| {
+                Series::line(
+                    r.label.clone(),
+                    PALETTE[i % 8],
+                    r.timeline
+                        .iter()
+                        .map(|p| (f64::from(p.t), p.counts.completed as f64))
+                        .collect(),
+                )
             })
             .collect(),
     };
@@ -777,19 +751,19 @@ pub fn compare_page(runs: &[RunResult]) -> String {
         series: runs
             .iter()
             .enumerate()
-            .map(|(i, r)| Series {
-                name: r.label.clone(),
-                color: PALETTE[i % 8],
-                points: r
-                    .timeline
-                    .iter()
-                    .filter_map(|p| {
-                        p.latency_us
-                            .get(Metric::Invite180.name())
-                            .map(|l| (f64::from(p.t), l.p99 as f64))
-                    })
-                    .collect(),
-                dashed: false,
+            .map(|(i, r)| {
+                Series::line(
+                    r.label.clone(),
+                    PALETTE[i % 8],
+                    r.timeline
+                        .iter()
+                        .filter_map(|p| {
+                            p.latency_us
+                                .get(Metric::Invite180.name())
+                                .map(|l| (f64::from(p.t), l.p99 as f64))
+                        })
+                        .collect(),
+                )
             })
             .collect(),
     };
