@@ -203,6 +203,10 @@ impl Handler for Shard {
         self.core.handle_datagram(now, d)
     }
 
+    fn handle_oversize(&mut self, now: Instant, d: Datagram<'_>) {
+        self.core.handle_oversize(now, d);
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         self.core.handle_timeout(now);
     }

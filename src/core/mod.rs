@@ -303,6 +303,12 @@ impl Core {
         Inbound::Handled
     }
 
+    /// The head of a datagram too long for the receive buffers: a request gets 513 (RFC 3261
+    /// §21.5.11) when its head still has a Via to answer to; anything else is counted and dropped.
+    pub fn handle_oversize(&mut self, now: Instant, d: Datagram<'_>) {
+        self.refuse_unparsed(now, d, ParseError::MessageTooLarge);
+    }
+
     fn refuse(&mut self, why: Refusal) {
         self.metrics.refused.bump(why as usize);
     }

@@ -27,6 +27,9 @@ use crate::time::Instant;
 pub trait Handler {
     /// One received datagram (from the socket or handed over by another shard).
     fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) -> Inbound;
+    /// The head of a datagram longer than the backend's `max_datagram` (already counted as
+    /// `truncated`). Answered where it arrived, never handed to another shard.
+    fn handle_oversize(&mut self, _now: Instant, _d: Datagram<'_>) {}
     /// Fires every timer due at `now`.
     fn handle_timeout(&mut self, now: Instant);
     /// The next deadline, if any.
@@ -184,6 +187,9 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 local: d.local,
                 bytes: d.bytes,
             };
+            if d.truncated {
+                return handler.handle_oversize(now, datagram);
+            }
             if let Inbound::ForShard(owner) = handler.handle_datagram(now, datagram) {
                 if owner == id {
                     counters.misrouted += 1;

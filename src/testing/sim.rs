@@ -123,6 +123,9 @@ pub struct World {
     drops: Vec<DropRule>,
     /// Every datagram sent, in order.
     pub log: Vec<Trace>,
+    /// The engine's receive buffer size: a longer datagram reaches the core as a truncated
+    /// head, as `MSG_TRUNC` makes it on a socket.
+    pub max_datagram: usize,
 }
 
 /// Default config for simulated worlds: extensions 1000-1099 without auth, on 127.0.0.1:5060.
@@ -181,6 +184,7 @@ impl World {
             netem: Netem::default(),
             drops: Vec::new(),
             log: Vec::new(),
+            max_datagram: crate::engine::io::IoOptions::default().max_datagram,
         }
     }
 
@@ -325,6 +329,16 @@ impl World {
         if to == self.proxy {
             let n = self.cores.len() as u64;
             let mut shard = (stable_hash(from.to_string().as_bytes()) % n) as usize;
+            if bytes.len() > self.max_datagram {
+                let d = Datagram {
+                    from,
+                    local: self.proxy,
+                    bytes: &bytes[..self.max_datagram],
+                };
+                self.cores[shard].handle_oversize(self.now, d);
+                self.flush_core(shard);
+                return;
+            }
             // One hand-off at most, as in the engine.
             for _ in 0..2 {
                 let d = Datagram {

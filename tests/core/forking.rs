@@ -127,6 +127,57 @@ fn request_with(method: &str, ruri: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// RFC 3261 §21.5.11: a request longer than the engine's receive buffers (the core sees only its
+/// head, flagged as cut) is answered 513 and reaches no device; an oversize response is dropped.
+#[test]
+fn a_request_longer_than_the_receive_buffer_gets_513_and_rings_nobody() {
+    let mut s = setup(36);
+    let pad = format!("X-Pad: {}\r\n", "a".repeat(s.w.max_datagram));
+    let big = request_with(
+        "INVITE",
+        "sip:1000@127.0.0.1:5060",
+        &format!("Max-Forwards: 70\r\n{pad}"),
+    );
+    let sent_before = s.w.log.iter().filter(|t| t.from == s.w.proxy).count();
+    s.w.send_raw(s.alice, &big);
+    s.w.run_for(ms(50));
+    assert_eq!(
+        s.w.phone_ref(s.alice).statuses(),
+        vec![513],
+        "{}",
+        s.w.dump()
+    );
+    let (_, answer) = s.w.phone_ref(s.alice).inbox.last().unwrap();
+    let answer = sip::parse(answer).unwrap();
+    assert_eq!(answer.start_line(), b"SIP/2.0 513 Message Too Large");
+    let call_id = sip::parse(&big)
+        .map(|m| m.call_id().unwrap().to_vec())
+        .unwrap();
+    assert_eq!(
+        answer.call_id().unwrap(),
+        call_id,
+        "the 513 answers that request"
+    );
+    let sent = s.w.log.iter().filter(|t| t.from == s.w.proxy).count();
+    assert_eq!(sent - sent_before, 1, "only the 513\n{}", s.w.dump());
+    assert_eq!(s.w.proxy_calls(), 0);
+
+    let response = format!(
+        "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsfx\r\n\
+         From: <sip:1050@127.0.0.1>;tag=h1\r\nTo: <sip:1000@127.0.0.1>;tag=t\r\n\
+         Call-ID: big-180\r\nCSeq: 1 INVITE\r\n{pad}Content-Length: 0\r\n\r\n"
+    );
+    s.w.send_raw(s.devices[0], response.as_bytes());
+    s.w.run_for(ms(50));
+    let sent_after = s.w.log.iter().filter(|t| t.from == s.w.proxy).count();
+    assert_eq!(
+        sent_after,
+        sent,
+        "an oversize response is dropped\n{}",
+        s.w.dump()
+    );
+}
+
 #[test]
 fn section_16_3_checks_answer_416_420_483_and_482() {
     let mut s = setup(35);

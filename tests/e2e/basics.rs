@@ -102,3 +102,34 @@ fn admin_api_refuses_what_it_does_not_serve() {
         assert_eq!(app.get("/health").unwrap().0, 200);
     });
 }
+
+/// A request longer than the receive buffers is answered 513 (the shard sees only its head) and
+/// counted; the next normal request is served as usual.
+#[test]
+fn a_request_longer_than_the_receive_buffer_gets_513() {
+    each_backend(
+        "oversize",
+        |io| Setup {
+            shards: 1,
+            persist: false,
+            ..Setup::new(io)
+        },
+        |app| {
+            let mut phone = Phone::new(app.sip);
+            let options = phone.options();
+            let pad = format!("X-Pad: {}\r\n", "a".repeat(9000));
+            let big = options.replacen(
+                "Max-Forwards: 70\r\n",
+                &format!("Max-Forwards: 70\r\n{pad}"),
+                1,
+            );
+            assert!(big.len() > 9000);
+            let answer = phone.transact(&big);
+            assert_eq!(answer.status, 513, "{}", answer.text);
+            assert!(answer.text.starts_with("SIP/2.0 513 Message Too Large\r\n"));
+            let options = phone.options();
+            assert_eq!(phone.transact(&options).status, 200);
+            assert_eq!(app.metric_sum("sipfork_io_truncated_total"), 1);
+        },
+    );
+}

@@ -233,10 +233,7 @@ impl MmsgBackend {
                 if let Some(total) = parse_rxq_ovfl(&self.rx_control[i][..control_len]) {
                     self.stats.kernel_drops += self.kernel_drops.update(socket, total);
                 }
-                if h.msg_flags & libc::MSG_TRUNC != 0 {
-                    self.stats.truncated += 1;
-                    continue;
-                }
+                let truncated = h.msg_flags & libc::MSG_TRUNC != 0;
                 let Some(from) =
                     parse_sockaddr(&self.rx_names[i][..(h.msg_namelen as usize).min(NAME_LEN)])
                 else {
@@ -245,10 +242,19 @@ impl MmsgBackend {
                 };
                 let len = (self.rx.hdrs[i].msg_len as usize).min(self.max_datagram);
                 let bytes = &self.rx_bufs[i * self.max_datagram..i * self.max_datagram + len];
-                self.stats.rx_datagrams += 1;
-                self.stats.rx_bytes += len as u64;
+                if truncated {
+                    self.stats.truncated += 1;
+                } else {
+                    self.stats.rx_datagrams += 1;
+                    self.stats.rx_bytes += len as u64;
+                }
                 delivered += 1;
-                sink(RecvDatagram { from, local, bytes });
+                sink(RecvDatagram {
+                    from,
+                    local,
+                    bytes,
+                    truncated,
+                });
             }
             if n < self.batch {
                 break;

@@ -33,6 +33,9 @@ pub struct RecvDatagram<'a> {
     pub local: SocketAddr,
     /// Payload.
     pub bytes: &'a [u8],
+    /// The datagram was longer than `max_datagram` (`MSG_TRUNC`): `bytes` is only its head,
+    /// enough for the handler to answer a request with 513.
+    pub truncated: bool,
 }
 
 /// What ended a [`UdpBackend::wait`].
@@ -59,7 +62,8 @@ pub struct IoStats {
     pub tx_errors,
     /// Receive errors other than an empty buffer ring.
     pub rx_errors,
-    /// Datagrams larger than `max_datagram` (MSG_TRUNC): counted and dropped.
+    /// Datagrams larger than `max_datagram` (MSG_TRUNC): counted, and their head handed to the
+    /// handler as truncated (a request gets 513), never processed as a whole message.
     pub truncated,
     /// Datagrams the kernel dropped on a full socket queue (`SO_RXQ_OVFL`, summed over sockets).
     pub kernel_drops,
@@ -135,7 +139,8 @@ impl IoKind {
 /// Tuning shared by the backends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IoOptions {
-    /// Largest datagram accepted; longer ones are counted as truncated and dropped. SIP over UDP
+    /// Largest datagram accepted; longer ones are counted as truncated (the handler sees only
+    /// their head, flagged, and answers a request with 513). SIP over UDP
     /// is normally below the path MTU, but INVITEs with large SDP reach a few KiB.
     pub max_datagram: usize,
     /// io_uring: provided receive buffers (a power of two, at most 32768).

@@ -10,7 +10,8 @@
 //!   arrive meanwhile wait in the socket queue; if that overflows, the kernel's drop count comes
 //!   back through `SO_RXQ_OVFL` and is counted. `enobufs` and `rearms` are counted.
 //! - **Oversize datagram.** Buffers hold `max_datagram` payload bytes; `MSG_TRUNC` in the
-//!   `RecvMsgOut` header marks a longer one, which is counted as `truncated` and dropped.
+//!   `RecvMsgOut` header marks a longer one, which is counted as `truncated` and handed on
+//!   flagged as such (its head only).
 //! - **Sends outlive the call.** The outbox is cleared after `send` returns, so each datagram is
 //!   copied into a slot of the send slab; the slot is freed on its CQE. With no free slot, `send`
 //!   submits and waits for send completions, parking any receive CQE it reaps for the next `wait`.
@@ -388,18 +389,24 @@ impl UringBackend {
         if let Some(total) = parse_rxq_ovfl(out.control_data()) {
             self.stats.kernel_drops += self.kernel_drops.update(socket, total);
         }
-        if out.is_payload_truncated() {
-            self.stats.truncated += 1;
-            return false;
-        }
         let Some(from) = parse_sockaddr(out.name_data()) else {
             self.stats.rx_errors += 1;
             return false;
         };
         let bytes = out.payload_data();
-        self.stats.rx_datagrams += 1;
-        self.stats.rx_bytes += bytes.len() as u64;
-        sink(RecvDatagram { from, local, bytes });
+        let truncated = out.is_payload_truncated();
+        if truncated {
+            self.stats.truncated += 1;
+        } else {
+            self.stats.rx_datagrams += 1;
+            self.stats.rx_bytes += bytes.len() as u64;
+        }
+        sink(RecvDatagram {
+            from,
+            local,
+            bytes,
+            truncated,
+        });
         true
     }
 
