@@ -97,7 +97,8 @@ PERF=${PERF:-0}
 ANCHORS=${ANCHORS:-$(cd "$REPO/../shared/anchors" && pwd)}
 BIN=$REPO/target/release/sipfork
 [[ -x $BIN ]] || { echo "build first: cargo build --release" >&2; exit 2; }
-log() { echo "[$(date +%T)] $*" >&2; }
+# shellcheck source=benches/lib.sh
+source "$REPO/benches/lib.sh"
 
 # A private copy of the anchors (without earlier runs).
 rm -rf "$OUT/anchors"
@@ -112,24 +113,7 @@ case $UAC in
 esac
 HARNESS=$OUT/anchors/run_forking_bench.sh
 
-PIDS=()
-cleanup() { local p; for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-
-busy_pct() { # CPU busy over 2 s, % of one CPU, from /proc/stat's idle + iowait (exact here)
-  local a b
-  a=$(awk '/^cpu / {print $5 + $6}' /proc/stat); sleep 2; b=$(awk '/^cpu / {print $5 + $6}' /proc/stat)
-  echo $(( $(nproc) * 100 - (b - a) * 100 / (2 * $(getconf CLK_TCK)) ))
-}
-wait_quiet() { # waits up to QUIET_WAIT s for other load below 25 %
-  local waited=0 busy
-  [[ ${QUIET_WAIT:-0} -gt 0 ]] || return 0
-  while busy=$(busy_pct); [[ $busy -ge 25 && $waited -lt $QUIET_WAIT ]]; do
-    log "box busy ($busy % of one CPU): waiting"
-    sleep 3; waited=$((waited + 5))
-  done
-  log "box busy before the run: $busy % of one CPU"
-}
 
 sched_snap() { # PID: "runtime_ns runqueue_wait_ns timeslices" summed over the threads of PID and its children
   local p
@@ -139,7 +123,7 @@ sched_snap() { # PID: "runtime_ns runqueue_wait_ns timeslices" summed over the t
 
 bench() { # LABEL PID: runs the harness against the proxy PID, appends its RESULT line and a SCHED
   local label=$1 pid=$2 line before after
-  wait_quiet
+  wait_quiet 25 "${QUIET_WAIT:-0}"
   before=$(sched_snap "$pid")
   line=$(PROXY_PID=$pid OUT=$OUT/$label/run timeout $((DUR + 120)) "$HARNESS" 127.0.0.1:5060 "$RATE" "$DUR" | grep '^RESULT' || true)
   after=$(sched_snap "$pid")
@@ -157,31 +141,9 @@ for journal in $JOURNAL; do
   label=sipfork-s$shards-co$co$([[ $journal == 1 ]] && echo -journal || true)
   mkdir -p "$OUT/$label"
   data_dir=""
-  [[ $journal == 1 ]] && data_dir="data_dir = \"$OUT/$label/data\""
-  cat > "$OUT/$label/sipfork.toml" <<EOF
-[server]
-listen = "127.0.0.1:5060"
-shards = $shards
-io = "$IO"
-coalesce_us = $co
-admin = "127.0.0.1:8080"
-$data_dir
-
-[auth]
-mode = "none"
-
-[[extensions]]
-numbers = "1000-1999"
-EOF
-  SIPFORK_LOG=warn timeout $((DUR + 150 + ${QUIET_WAIT:-0})) "$BIN" --config "$OUT/$label/sipfork.toml" 2> "$OUT/$label/sipfork.log" &
-  wrapper=$!
-  PIDS+=("$wrapper")
-  for _ in $(seq 1 100); do
-    curl -sf http://127.0.0.1:8080/health >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  pid=$(pgrep -P "$wrapper" -x sipfork || true)
-  [[ -n $pid ]] || { log "sipfork did not start; see $OUT/$label/sipfork.log"; cat "$OUT/$label/sipfork.log" >&2; exit 1; }
+  [[ $journal == 1 ]] && data_dir=$OUT/$label/data
+  start_sipfork "$BIN" "$OUT/$label" "$shards" "$IO" "$co" "$data_dir" $((DUR + 150 + ${QUIET_WAIT:-0}))
+  pid=$SIPFORK_PID wrapper=$SIPFORK_WRAPPER
   perf_pid=""
   if [[ $PERF == 1 || $PERF == dwarf ]]; then
     graph=(-g -F 2000)

@@ -49,10 +49,8 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 BIN=$REPO/target/release/sipfork
 [[ -x $BIN ]] || { echo "build first: cargo build --release" >&2; exit 2; }
-log() { echo "[$(date +%T)] $*" >&2; }
-
-PIDS=()
-cleanup() { local p; for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; }
+# shellcheck source=benches/lib.sh
+source "$REPO/benches/lib.sh"
 trap cleanup EXIT
 
 results=()
@@ -74,31 +72,9 @@ for journal in $JOURNAL; do
   label=sipfork-s$shards-$([[ $journal == 1 ]] && echo journal || echo memory)
   mkdir -p "$OUT/$label"
   data_dir=""
-  [[ $journal == 1 ]] && data_dir="data_dir = \"$OUT/$label/data\""
-  cat > "$OUT/$label/sipfork.toml" <<EOF
-[server]
-listen = "127.0.0.1:5060"
-shards = $shards
-io = "$IO"
-coalesce_us = $COALESCE_US
-admin = "127.0.0.1:8080"
-$data_dir
-
-[auth]
-mode = "none"
-
-[[extensions]]
-numbers = "1000-1999"
-EOF
-  SIPFORK_LOG=warn timeout $((DUR + 120)) "$BIN" --config "$OUT/$label/sipfork.toml" 2> "$OUT/$label/sipfork.log" &
-  wrapper=$!
-  PIDS+=("$wrapper")
-  for _ in $(seq 1 100); do
-    curl -sf http://127.0.0.1:8080/health >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  pid=$(pgrep -P "$wrapper" -x sipfork || true)
-  [[ -n $pid ]] || { log "sipfork did not start; see $OUT/$label/sipfork.log"; cat "$OUT/$label/sipfork.log" >&2; exit 1; }
+  [[ $journal == 1 ]] && data_dir=$OUT/$label/data
+  start_sipfork "$BIN" "$OUT/$label" "$shards" "$IO" "$COALESCE_US" "$data_dir" $((DUR + 120))
+  pid=$SIPFORK_PID wrapper=$SIPFORK_WRAPPER
   bench "$label" "$pid"
   curl -sf http://127.0.0.1:8080/metrics > "$OUT/$label/metrics.txt" || true
   bindings=$(awk '/^sipfork_bindings\{/ { s += $2 } END { print s + 0 }' "$OUT/$label/metrics.txt")

@@ -40,20 +40,8 @@ mkdir -p "$OUT"
 SF=$ROOT/target/release/sipfork
 LT=$ROOT/target/release/sipfork-load
 
-busy_pct() {  # machine busy over 2 s, % of one core
-  read -r _ u n s i w q sq st _ < /proc/stat; local b1=$((u+n+s+q+sq+st)) t1=$((u+n+s+i+w+q+sq+st))
-  sleep 2
-  read -r _ u n s i w q sq st _ < /proc/stat; local b2=$((u+n+s+q+sq+st)) t2=$((u+n+s+i+w+q+sq+st))
-  echo $(( 100 * (b2 - b1) * $(nproc) / (t2 - t1 > 0 ? t2 - t1 : 1) ))
-}
-wait_quiet() {
-  (( QUIET_BUSY > 0 )) || return 0
-  local deadline=$((SECONDS + QUIET_WAIT)) b
-  while b=$(busy_pct); (( b >= QUIET_BUSY )); do
-    if (( SECONDS >= deadline )); then echo "  (machine still ${b}% busy after ${QUIET_WAIT}s; running anyway)"; return 0; fi
-  done
-  echo "  (machine ${b}% busy before the run)"
-}
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 kamailio_dir() {  # the anchor Kamailio, or a copy of it that challenges REGISTERs
   [[ $1 == kamailio-digest ]] || { echo "$K"; return; }
@@ -69,7 +57,7 @@ kamailio_dir() {  # the anchor Kamailio, or a copy of it that challenges REGISTE
 
 run_one() {
   local target=$1 rate=$2 kd="" ns=lt$$ label="$target-$PRESET-r$rate${SUFFIX:-}" pid="" name="" reflect=()
-  wait_quiet
+  wait_quiet "$QUIET_BUSY" "$QUIET_WAIT"
   ip netns add $ns; ip netns exec $ns ip link set lo up
   case $target in
     sipfork)
