@@ -112,6 +112,13 @@ fn push_hex(out: &mut Vec<u8>, n: u32) {
     }
 }
 
+/// `number@domain`, the user part of every address the harness writes.
+fn push_aor(out: &mut Vec<u8>, number: u32, domain: &str) {
+    push_u32(out, number);
+    out.push(b'@');
+    out.extend_from_slice(domain.as_bytes());
+}
+
 /// Appends `ip:port`.
 pub fn push_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     sipfork::sip::build::push_hostport(out, addr);
@@ -139,9 +146,7 @@ pub fn invite(plan: &Plan, c: u32, out: &mut Vec<u8>) {
     let caller = plan.callers[plan.caller_of(c) as usize];
     let number = plan.number(plan.extension_of(c));
     out.extend_from_slice(b"INVITE sip:");
-    push_u32(out, number);
-    out.push(b'@');
-    out.extend_from_slice(plan.domain.as_bytes());
+    push_aor(out, number, &plan.domain);
     out.extend_from_slice(b" SIP/2.0\r\nVia: SIP/2.0/UDP ");
     push_addr(out, caller);
     out.extend_from_slice(b";branch=");
@@ -151,9 +156,7 @@ pub fn invite(plan: &Plan, c: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(b">;tag=f");
     push_u32(out, c);
     out.extend_from_slice(b"\r\nTo: <sip:");
-    push_u32(out, number);
-    out.push(b'@');
-    out.extend_from_slice(plan.domain.as_bytes());
+    push_aor(out, number, &plan.domain);
     out.extend_from_slice(b">\r\nCall-ID: ");
     push_call_id(out, Dialog::Call(c), plan.run_id);
     out.extend_from_slice(b"\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@");
@@ -231,15 +234,11 @@ pub fn register(
         Some(cseq),
     );
     out.extend_from_slice(b";rport\r\nMax-Forwards: 70\r\nFrom: <sip:");
-    push_u32(out, number);
-    out.push(b'@');
-    out.extend_from_slice(plan.domain.as_bytes());
+    push_aor(out, number, &plan.domain);
     out.extend_from_slice(b">;tag=r");
     push_u32(out, d);
     out.extend_from_slice(b"\r\nTo: <sip:");
-    push_u32(out, number);
-    out.push(b'@');
-    out.extend_from_slice(plan.domain.as_bytes());
+    push_aor(out, number, &plan.domain);
     out.extend_from_slice(b">\r\nCall-ID: ");
     push_call_id(out, dialog, plan.run_id);
     out.extend_from_slice(b"\r\nCSeq: ");

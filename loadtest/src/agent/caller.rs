@@ -540,17 +540,16 @@ impl CallerSide {
             return;
         }
         let answered = call.final_status < 300;
-        let wrong = if expects_answer(&ctx.plan, c) {
-            !answered
-        } else {
-            !answered
-                && ctx
+        // Unanswered is wrong when a device was scripted to answer, or when the scenario names
+        // another final status.
+        let wrong = !answered
+            && (expects_answer(&ctx.plan, c)
+                || ctx
                     .plan
                     .scenario
                     .expect
                     .final_status
-                    .is_some_and(|s| s != call.final_status)
-        };
+                    .is_some_and(|s| s != call.final_status));
         call.end = if wrong {
             End::WrongFinal
         } else {
