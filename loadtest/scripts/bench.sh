@@ -2,8 +2,9 @@
 # sipfork vs Kamailio vs the null reflector, one after the other, same preset, same rates.
 #
 # usage: loadtest/scripts/bench.sh "TARGETS" "RATES" [DURATION_S] [-- extra sipfork-load run args]
-#   TARGETS: space-separated, any of  sipfork  kamailio  kamailio-tlsf  kamailio-digest  reflector
-#            (kamailio-digest: the anchor configuration with REGISTERs challenged by digest,
+#   TARGETS: space-separated, any of  sipfork  kamailio  kamailio-tlsf  kamailio-digest
+#            kamailio-tlsf-digest  reflector
+#            (*-digest: the anchor configuration with REGISTERs challenged by digest,
 #            qop=auth, MD5, nonce-count checked; password pw-<number>, as the harness's presets)
 #   RATES:   space-separated calls/s (or REGISTERs/s for a register preset)
 # Environment:
@@ -44,7 +45,7 @@ LT=$ROOT/target/release/sipfork-load
 source "$ROOT/benches/lib.sh"
 
 kamailio_dir() {  # the anchor Kamailio, or a copy of it that challenges REGISTERs
-  [[ $1 == kamailio-digest ]] || { echo "$K"; return; }
+  [[ $1 == *-digest ]] || { echo "$K"; return; }
   local d=$OUT/kamailio-digest
   mkdir -p "$d"
   cp "$K/start_kamailio.sh" "$K/stop_kamailio.sh" "$d/"
@@ -70,9 +71,9 @@ run_one() {
       ip netns exec $ns "$SF" --config "$OUT/$label.sipfork.toml" > "$OUT/$label.proxy.log" 2>&1 &
       pid=$!; name="sipfork shards=$SHARDS io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}"
       sleep 0.5 ;;
-    kamailio|kamailio-tlsf|kamailio-digest)
-      local mgr="" tag=""; [[ $target == kamailio-tlsf ]] && mgr=tlsf
-      [[ $target == kamailio-digest ]] && tag=" digest"
+    kamailio|kamailio-tlsf|kamailio-digest|kamailio-tlsf-digest)
+      local mgr="" tag=""; [[ $target == *tlsf* ]] && mgr=tlsf
+      [[ $target == *-digest ]] && tag=" digest"
       kd=$(kamailio_dir "$target")
       ip netns exec $ns env KAM_CPUS="${PROXY_CPUS:-}" "$kd/start_kamailio.sh" "$KAM_CHILDREN" "$KAM_SHM" $mgr > "$OUT/$label.proxy.log" 2>&1
       pid=$(cat "$kd/run/kamailio.pid")
