@@ -640,6 +640,14 @@ pub fn run_page(r: &RunResult) -> String {
     page(&format!("{} — sipfork-load", r.label), &b, &data)
 }
 
+/// One line per run, in the run's palette colour, labelled with the run.
+fn per_run(runs: &[RunResult], points: impl Fn(&RunResult) -> Vec<(f64, f64)>) -> Vec<Series> {
+    runs.iter()
+        .enumerate()
+        .map(|(i, r)| Series::line(r.label.clone(), PALETTE[i % 8], points(r)))
+        .collect()
+}
+
 /// A comparison page for several runs (same scenario at the same rate, typically).
 pub fn compare_page(runs: &[RunResult]) -> String {
     let mut b = String::from("<h1>sipfork-load — comparison</h1>");
@@ -710,13 +718,7 @@ pub fn compare_page(runs: &[RunResult]) -> String {
             y_label: "latency",
             x_scale: Scale::Percentile,
             y_scale: Scale::LogMicros,
-            series: runs
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    Series::line(r.label.clone(), PALETTE[i % 8], distribution(&r.latency(m)))
-                })
-                .collect(),
+            series: per_run(runs, |r| distribution(&r.latency(m))),
         };
         let _ = write!(b, "<div>{}</div>", chart.svg());
     }
@@ -727,20 +729,12 @@ pub fn compare_page(runs: &[RunResult]) -> String {
         y_label: "per second",
         x_scale: Scale::Linear,
         y_scale: Scale::Linear,
-        series: runs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                Series::line(
-                    r.label.clone(),
-                    PALETTE[i % 8],
-                    r.timeline
-                        .iter()
-                        .map(|p| (f64::from(p.t), p.counts.completed as f64))
-                        .collect(),
-                )
-            })
-            .collect(),
+        series: per_run(runs, |r| {
+            r.timeline
+                .iter()
+                .map(|p| (f64::from(p.t), p.counts.completed as f64))
+                .collect()
+        }),
     };
     let p99 = Chart {
         title: "INVITE → 180 p99 per second",
@@ -748,24 +742,16 @@ pub fn compare_page(runs: &[RunResult]) -> String {
         y_label: "latency",
         x_scale: Scale::Linear,
         y_scale: Scale::LogMicros,
-        series: runs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                Series::line(
-                    r.label.clone(),
-                    PALETTE[i % 8],
-                    r.timeline
-                        .iter()
-                        .filter_map(|p| {
-                            p.latency_us
-                                .get(Metric::Invite180.name())
-                                .map(|l| (f64::from(p.t), l.p99 as f64))
-                        })
-                        .collect(),
-                )
-            })
-            .collect(),
+        series: per_run(runs, |r| {
+            r.timeline
+                .iter()
+                .filter_map(|p| {
+                    p.latency_us
+                        .get(Metric::Invite180.name())
+                        .map(|l| (f64::from(p.t), l.p99 as f64))
+                })
+                .collect()
+        }),
     };
     let _ = write!(
         b,
