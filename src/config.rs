@@ -224,6 +224,18 @@ pub struct AuthConfig {
     pub nonce_ttl: Duration,
 }
 
+/// `[security]`: how password guessing is throttled.
+#[derive(Clone, Debug)]
+pub struct SecurityConfig {
+    /// Failed digest checks (wrong response to a fresh nonce) a (source IP, username) pair may
+    /// make within `auth_window` before it is blocked; an address is blocked at five times this.
+    pub max_auth_failures: u32,
+    /// The window failures are counted in.
+    pub auth_window: Duration,
+    /// How long a block lasts.
+    pub block: Duration,
+}
+
 /// `[proxy]`.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
@@ -250,6 +262,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[proxy]`.
     pub proxy: ProxyConfig,
+    /// `[security]`.
+    pub security: SecurityConfig,
     extensions: ExtensionIndex,
     trusted: Vec<TrustedPeer>,
     routes: RouteTable,

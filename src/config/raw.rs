@@ -27,6 +27,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub proxy: RawProxy,
     #[serde(default)]
+    pub security: RawSecurity,
+    #[serde(default)]
     pub extensions: Vec<RawExtensions>,
     #[serde(default)]
     pub trusted: Vec<RawTrusted>,
@@ -66,6 +68,14 @@ pub(super) struct RawAuth {
     pub realm: Option<String>,
     pub algorithms: Option<Vec<Parsed<Algorithm>>>,
     pub nonce_ttl: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSecurity {
+    pub max_auth_failures: Option<u32>,
+    pub auth_window: Option<u64>,
+    pub block_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

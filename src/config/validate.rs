@@ -11,8 +11,8 @@ use super::numbers::{ExtensionIndex, ExtensionTable, NumberRange, Secret};
 use super::raw::{self, PinSetting, RawConfig};
 use super::{
     AuthConfig, AuthMode, Config, ConfigError, Domain, ForkMode, IoBackend, NatMode, OnLimit,
-    PinCores, ProxyConfig, RegistrarConfig, ServerConfig, MAX_BRANCHES, MAX_COALESCE_US,
-    MAX_CONTACTS, MAX_EXPIRES_SECS, MAX_SHARDS,
+    PinCores, ProxyConfig, RegistrarConfig, SecurityConfig, ServerConfig, MAX_BRANCHES,
+    MAX_COALESCE_US, MAX_CONTACTS, MAX_EXPIRES_SECS, MAX_SHARDS,
 };
 use crate::core::registrar::digest::Algorithm;
 
@@ -97,6 +97,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let registrar = build_registrar(raw.registrar, e)?;
     let auth = build_auth(raw.auth, &server, e)?;
     let proxy = build_proxy(raw.proxy, e)?;
+    let security = build_security(raw.security, e)?;
     if auth.mode == AuthMode::None {
         warnings.push(
             "auth.mode = \"none\": anyone who reaches the listen address can register as and call any extension".into(),
@@ -159,6 +160,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         registrar,
         auth,
         proxy,
+        security,
         extensions,
         trusted,
         routes,
@@ -305,6 +307,32 @@ fn build_registrar(r: raw::RawRegistrar, e: &Errors<'_>) -> Result<RegistrarConf
         max_expires: Duration::from_secs(max),
         default_expires: Duration::from_secs(default),
         nat: r.nat.unwrap_or(NatMode::Auto),
+    })
+}
+
+fn build_security(s: raw::RawSecurity, e: &Errors<'_>) -> Result<SecurityConfig, ConfigError> {
+    let max_auth_failures = e.in_range(
+        "security.max_auth_failures",
+        u64::from(s.max_auth_failures.unwrap_or(10)),
+        1..=1_000_000,
+        "",
+    )?;
+    let window = e.in_range(
+        "security.auth_window",
+        s.auth_window.unwrap_or(60),
+        1..=86_400,
+        " s",
+    )?;
+    let block = e.in_range(
+        "security.block_seconds",
+        s.block_seconds.unwrap_or(300),
+        1..=604_800,
+        " s",
+    )?;
+    Ok(SecurityConfig {
+        max_auth_failures: u32::try_from(max_auth_failures).unwrap_or(u32::MAX),
+        auth_window: Duration::from_secs(window),
+        block: Duration::from_secs(block),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod context;
 pub mod ids;
 pub mod io;
 pub mod metrics;
+pub mod number;
 pub mod persist;
 pub mod proxy;
 pub mod registrar;
@@ -67,6 +68,8 @@ pub enum TimerKey {
         /// The extension.
         extension: NumberKey,
     },
+    /// A guessing block may have run out (`auth::throttle`).
+    AuthSweep,
 }
 
 /// How the engine builds a shard's core.
@@ -101,15 +104,21 @@ enum Refusal {
     Unanswerable,
     /// A response whose top Via is not one of our branches.
     StrayResponse,
+    /// A request whose sender address is blocked for password guessing (dropped).
+    BlockedSource,
+    /// A request whose forwarded form would not fit the parser's row index (answered 513).
+    TooManyRows,
 }
 
-const REFUSALS: [&str; 6] = [
+const REFUSALS: [&str; 8] = [
     "malformed_request",
     "malformed_response",
     "not_sip",
     "invalid_request",
     "unanswerable",
     "stray_response",
+    "blocked_source",
+    "too_many_rows",
 ];
 
 /// Counters of the dispatch layer.
@@ -118,7 +127,7 @@ struct DispatchMetrics {
     requests: u64,
     responses: u64,
     handed_off: u64,
-    refused: ReasonCounters<6>,
+    refused: ReasonCounters<8>,
 }
 
 /// One shard's sans-IO core: registrar and proxy behind one datagram-in, datagrams-out API.
@@ -156,8 +165,10 @@ enum Resolved<'b> {
     Route(SocketAddr),
     /// Addressed to sipfork itself (no user part, our domain).
     Proxy,
-    /// Nothing here answers to it.
-    NotFound(&'static str),
+    /// A number of a served domain that nothing here answers to.
+    NotFound,
+    /// A domain sipfork does not serve (it is no open relay).
+    ForeignDomain,
 }
 
 impl Core {
@@ -262,7 +273,7 @@ impl Core {
                 return Inbound::Handled;
             }
         };
-        if let Some(owner) = route::owner(&msg, &self.ids, self.env.shards) {
+        if let Some(owner) = route::owner(&msg, self.env.shards) {
             if owner != self.env.shard {
                 self.metrics.handed_off += 1;
                 return Inbound::ForShard(owner);
@@ -348,6 +359,26 @@ impl Core {
         e: &Essentials<'_>,
         from: SocketAddr,
     ) {
+        let trusted = self.cfg.is_trusted(from.ip());
+        if !trusted && self.auth.source_blocked(now, from) {
+            return self.refuse(Refusal::BlockedSource);
+        }
+        if msg.header_count() + build::ROWS_ADDED_BY_FORWARDING > sip::MAX_ROWS
+            && e.method != Method::Ack
+        {
+            // Its forwarded copy (and the CANCEL built from it) could not be parsed again: refuse
+            // it before any state exists (RFC 3261 §21.5.11).
+            self.refuse(Refusal::TooManyRows);
+            let mut cx = self.cx(now);
+            return reply_to(
+                &mut cx,
+                msg,
+                from,
+                513,
+                "Message Too Large - too many header rows",
+                b"",
+            );
+        }
         let Parts {
             mut cx,
             registrar,
@@ -365,22 +396,25 @@ impl Core {
             return reply_to(&mut cx, msg, from, status, reason, &extra);
         }
         if e.to.tag.is_some() {
-            // §16.12: inside a dialog, follow the route the dialog set up. In-dialog requests
-            // are not challenged (DECISIONS.md); a device behind NAT is reached on its flow.
-            let dest = e
-                .request_uri
-                .as_sip()
-                .and_then(|u| registrar.flow_of(u))
-                .filter(|_| cx.cfg.registrar.nat != crate::config::NatMode::Contact);
-            return proxy.forward_in_dialog(&mut cx, msg, e, from, dest);
+            // §16.12: inside a dialog only what our Record-Route token vouches for is relayed,
+            // and only to the dialog's other leg (proxy/dialog.rs). Not challenged: the token is
+            // the proof (DECISIONS.md).
+            return proxy.in_dialog(&mut cx, msg, e, from);
         }
         let resolved = resolve(&cx, e);
-        if matches!(resolved, Resolved::Extension(_) | Resolved::Route(_))
-            && auth.enabled()
-            && !cx.cfg.is_trusted(from.ip())
-        {
-            // DECISIONS.md: initial requests from anyone but a trusted peer prove who they are.
-            let outcome = auth.check(&cx, msg, e, auth::ChallengeHeader::ProxyAuthenticate);
+        // Identity rows to add toward a trusted next hop (RFC 3325).
+        let mut asserted = Vec::new();
+        let challenged = !matches!(resolved, Resolved::Proxy | Resolved::ForeignDomain);
+        if challenged && auth.enabled() && !trusted {
+            // Every initial request to a served domain proves who sent it before the number is
+            // looked up, so known and unknown numbers get the same answers (no enumeration).
+            let outcome = auth.check(
+                &mut cx,
+                msg,
+                e,
+                auth::ChallengeHeader::ProxyAuthenticate,
+                from,
+            );
             if auth.reply(
                 &mut cx,
                 msg,
@@ -389,6 +423,19 @@ impl Core {
                 &outcome,
             ) {
                 return;
+            }
+            if let auth::AuthOutcome::Authorized { user } = outcome {
+                if !auth::identity::from_matches(&cx, e, user) {
+                    return reply_to(
+                        &mut cx,
+                        msg,
+                        from,
+                        403,
+                        "Forbidden - From is another user's number",
+                        b"",
+                    );
+                }
+                auth::identity::asserted_row(&cx, user, &mut asserted);
             }
         }
         match resolved {
@@ -399,7 +446,15 @@ impl Core {
                 }
                 _ => reply_to(&mut cx, msg, from, 404, "Not Found", b""),
             },
-            Resolved::NotFound(reason) => reply_to(&mut cx, msg, from, 404, reason, b""),
+            Resolved::ForeignDomain => reply_to(
+                &mut cx,
+                msg,
+                from,
+                404,
+                "Not Found - domain not served here",
+                b"",
+            ),
+            Resolved::NotFound => reply_to(&mut cx, msg, from, 404, "Not Found", b""),
             Resolved::Route(dest) => {
                 let target = ForkTarget {
                     uri: std::borrow::Cow::Borrowed(e.request_uri.raw()),
@@ -413,6 +468,8 @@ impl Core {
                     single_answer: false,
                     record_route: true,
                     to_extension: false,
+                    strip_identity: !trusted,
+                    extra: &asserted,
                 };
                 proxy.start_call(&mut cx, msg, e, from, vec![target], plan);
             }
@@ -426,6 +483,8 @@ impl Core {
                     single_answer: policy.single_answer,
                     record_route: true,
                     to_extension: true,
+                    strip_identity: !trusted,
+                    extra: b"",
                 };
                 let targets: Vec<ForkTarget> = registrar
                     .targets(&number)
@@ -451,7 +510,7 @@ impl Core {
                 mut cx,
                 registrar,
                 proxy,
-                ..
+                auth,
             } = self.parts(now);
             match key {
                 TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
@@ -460,6 +519,7 @@ impl Core {
                 TimerKey::BindingExpiry { extension } => {
                     registrar.handle_expiry(&mut cx, extension);
                 }
+                TimerKey::AuthSweep => auth.sweep(&mut cx),
             }
         }
     }
@@ -603,46 +663,22 @@ fn proxy_checks(
     None
 }
 
-/// The number a request is for: the user part of a SIP Request-URI (unescaped), or a tel URI's
-/// digits without visual separators. Borrowed unless something had to be removed.
-fn extension_number<'b>(e: &Essentials<'b>) -> std::borrow::Cow<'b, [u8]> {
-    use std::borrow::Cow;
-    match &e.request_uri {
-        sip::Uri::Sip(u) => u.user_unescaped().unwrap_or(Cow::Borrowed(b"")),
-        sip::Uri::Tel(t)
-            if t.number
-                .iter()
-                .any(|c| matches!(c, b'-' | b'.' | b'(' | b')')) =>
-        {
-            Cow::Owned(
-                t.number
-                    .iter()
-                    .copied()
-                    .filter(|c| !matches!(c, b'-' | b'.' | b'(' | b')'))
-                    .collect(),
-            )
-        }
-        sip::Uri::Tel(t) => Cow::Borrowed(t.number),
-        sip::Uri::Other(_) => Cow::Borrowed(b""),
-    }
-}
-
 /// §16.5: where the Request-URI leads.
 fn resolve<'b>(cx: &Cx<'_>, e: &Essentials<'b>) -> Resolved<'b> {
     if let sip::Uri::Sip(u) = &e.request_uri {
         if !cx.cfg.is_local_domain(u.host_raw, u.port) {
-            return Resolved::NotFound("Not Found - domain not served here");
+            return Resolved::ForeignDomain;
         }
         if u.user.is_none() {
             return Resolved::Proxy;
         }
     }
-    let number = extension_number(e);
+    let number = number::of_uri(&e.request_uri);
     if cx.cfg.extension(&number).is_some() {
         Resolved::Extension(number)
     } else if let Some(route) = cx.cfg.route_for(&number) {
         Resolved::Route(route.next_hop.addr)
     } else {
-        Resolved::NotFound("Not Found")
+        Resolved::NotFound
     }
 }

@@ -304,6 +304,12 @@ fn push_to_with_tag(out: &mut Vec<u8>, h: &Header<'_>, to_tag: Option<&[u8]>) {
     }
 }
 
+/// Most rows forwarding adds to a request's own (our Via, Record-Route, Max-Forwards,
+/// Content-Length, P-Asserted-Identity, Reason, with room to spare): a request with more than
+/// `MAX_ROWS - ROWS_ADDED_BY_FORWARDING` rows is refused, so every copy sipfork sends (and the
+/// CANCEL built from it) parses again.
+pub const ROWS_ADDED_BY_FORWARDING: usize = 8;
+
 /// How to forward a request (RFC 3261 §16.6).
 #[derive(Clone, Copy, Debug)]
 pub struct Forward<'a> {
@@ -321,6 +327,9 @@ pub struct Forward<'a> {
     pub fix: ViaFix,
     /// Extra header rows (each ending in CRLF), e.g. a Reason.
     pub extra: &'a [u8],
+    /// Drop every P-Asserted-Identity and P-Preferred-Identity row (RFC 3325 §5: identity
+    /// asserted by a party outside the trust domain is not passed on).
+    pub strip_identity: bool,
 }
 
 /// Appends `req` forwarded as `fwd` says; everything else is copied byte for byte.
@@ -362,6 +371,11 @@ pub fn forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &mut Vec<u8>) 
                 rows.flush(out);
                 push_row_without_first_value(out, &h);
                 drop_route = false;
+            }
+            HeaderName::PAssertedIdentity | HeaderName::PPreferredIdentity
+                if fwd.strip_identity =>
+            {
+                rows.flush(out);
             }
             _ => rows.add(out, h.row),
         }
@@ -583,6 +597,7 @@ v=0\n";
                 max_forwards: 69,
                 fix: ViaFix::for_source(&via, src()),
                 extra: b"",
+                strip_identity: false,
             },
             &mut out,
         );
@@ -625,6 +640,7 @@ v=0\n";
                 max_forwards: 70,
                 fix: ViaFix::default(),
                 extra: b"",
+                strip_identity: false,
             },
             &mut out,
         );
@@ -687,6 +703,7 @@ v=0\n";
                 max_forwards: 69,
                 fix: ViaFix::default(),
                 extra: b"",
+                strip_identity: false,
             },
             &mut out,
         );
@@ -707,6 +724,7 @@ v=0\n";
                 max_forwards: 69,
                 fix: ViaFix::default(),
                 extra: b"",
+                strip_identity: false,
             },
             &mut sent,
         );

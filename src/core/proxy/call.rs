@@ -169,6 +169,12 @@ pub struct Branch {
     pub group: u8,
     /// What happened to its 2xx, once it answered.
     pub answer: Option<AnswerFate>,
+    /// Keyed hash of the To tag of its first tagged response: the callee's tag of the (early)
+    /// dialog on this branch.
+    pub to_tag: Option<u64>,
+    /// Where the callee's Contact (remote target) of that response points, when it is an IP
+    /// literal.
+    pub remote_target: Option<SocketAddr>,
 }
 
 /// What happened to a branch's 2xx.
@@ -222,6 +228,8 @@ pub struct Dialog {
     pub to_tag: u64,
     /// When it was established.
     pub since: Instant,
+    /// The branch whose 2xx established it: its `target` is the callee leg's flow.
+    pub branch: u8,
 }
 
 /// One call (response context + server transaction + branches).
@@ -274,6 +282,15 @@ pub struct Call {
     pub to_extension: bool,
     /// Branches carry our Record-Route (initial INVITEs): the call can establish dialogs.
     pub record_route: bool,
+    /// Keyed hash of the caller's From tag: tells the caller's in-dialog requests from the
+    /// callee's.
+    pub caller_tag: u64,
+    /// Where the caller's Contact (remote target) points, when it is an IP literal.
+    pub caller_target: Option<SocketAddr>,
+    /// Branches drop P-Asserted-/P-Preferred-Identity (an untrusted sender).
+    pub strip_identity: bool,
+    /// Rows every branch adds (an asserted identity); usually empty.
+    pub extra: Box<[u8]>,
 }
 
 impl Call {

@@ -20,7 +20,9 @@ use crate::sip::{build, Essentials, Message};
 
 impl Proxy {
     /// The caller's CANCEL matched the INVITE server transaction of `key` (§16.10): 200 to the
-    /// CANCEL at once, then every pending branch is cancelled.
+    /// CANCEL at once, then every pending branch is cancelled. Only the flow the INVITE came
+    /// from may cancel it (the branch and Call-ID are no secret to whoever saw the INVITE):
+    /// anybody else gets 481 and cancels nothing.
     pub(super) fn handle_cancel(
         &mut self,
         cx: &mut Cx<'_>,
@@ -29,6 +31,17 @@ impl Proxy {
         _e: &Essentials<'_>,
         from: std::net::SocketAddr,
     ) {
+        if self.calls.get(key).is_some_and(|c| c.upstream != from) {
+            self.count(Event::CancelWrongSource);
+            return crate::core::reply_to(
+                cx,
+                req,
+                from,
+                481,
+                "Call/Transaction Does Not Exist",
+                b"",
+            );
+        }
         crate::core::reply_to(cx, req, from, 200, "OK", b"");
         let Some(call) = self.calls.get_mut(key) else {
             return;
@@ -142,8 +155,8 @@ impl Proxy {
             },
             TimerKey::Group { call } => self.group_timeout(cx, call),
             TimerKey::Dialog { call } => self.dialog_expired(cx, call),
-            // The registrar's; the core never hands it here.
-            TimerKey::BindingExpiry { .. } => {}
+            // The registrar's and authentication's; the core never hands them here.
+            TimerKey::BindingExpiry { .. } | TimerKey::AuthSweep => {}
         }
     }
 

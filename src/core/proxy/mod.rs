@@ -55,9 +55,10 @@ pub struct ForkTarget<'a> {
     pub registered_at: crate::time::Instant,
 }
 
-/// How to fork one call (from config: the `[proxy]` section and per-extension overrides).
+/// How to fork one call (from config: the `[proxy]` section and per-extension overrides, and
+/// what authentication established about the sender).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ForkPlan {
+pub struct ForkPlan<'a> {
     /// Ring q-groups one after the other instead of everything at once.
     pub serial: bool,
     /// How long a q-group rings before the next one starts.
@@ -68,6 +69,27 @@ pub struct ForkPlan {
     pub record_route: bool,
     /// The call is to one of our extensions.
     pub to_extension: bool,
+    /// Drop P-Asserted-Identity / P-Preferred-Identity rows (the sender is not trusted).
+    pub strip_identity: bool,
+    /// Header rows to add to every branch (CRLF-terminated): the P-Asserted-Identity of an
+    /// authenticated sender toward a trusted next hop.
+    pub extra: &'a [u8],
+}
+
+impl ForkPlan<'_> {
+    /// A plan for relaying a request to a single hop (in-dialog requests): no Record-Route, no
+    /// groups.
+    pub fn relay(strip_identity: bool) -> ForkPlan<'static> {
+        ForkPlan {
+            serial: false,
+            group_timeout: Duration::ZERO,
+            single_answer: false,
+            record_route: false,
+            to_extension: false,
+            strip_identity,
+            extra: b"",
+        }
+    }
 }
 
 /// Counters of the proxy, by event.
@@ -121,9 +143,15 @@ pub(crate) enum Event {
     DialogExpired,
     /// A call had more targets than `max_branches`; the rest were not rung.
     BranchesCapped,
+    /// An in-dialog request without a valid token of a live dialog: 403/481, nothing relayed.
+    InDialogRefused,
+    /// An ACK that fits no transaction and no dialog of ours: dropped.
+    AckDropped,
+    /// A CANCEL from another address than its INVITE's: 481, nothing cancelled.
+    CancelWrongSource,
 }
 
-const EVENTS: [&str; 24] = [
+const EVENTS: [&str; 27] = [
     "call",
     "non_invite_request",
     "branch",
@@ -148,6 +176,9 @@ const EVENTS: [&str; 24] = [
     "dialog_ended",
     "dialog_expired",
     "branches_capped",
+    "in_dialog_refused",
+    "ack_dropped",
+    "cancel_wrong_source",
 ];
 
 /// Keys are already keyed 128-bit digests: hashing them again would only cost time.
@@ -175,7 +206,7 @@ impl Hasher for PassThrough {
 pub struct Proxy {
     calls: Slab<Call>,
     index: HashMap<u128, Key, BuildHasherDefault<PassThrough>>,
-    events: ReasonCounters<24>,
+    events: ReasonCounters<27>,
     dialogs: u64,
     /// Reused buffers for the Via and Record-Route values of forwarded requests.
     scratch_via: Vec<u8>,
@@ -278,7 +309,7 @@ impl Proxy {
                 Matched::Handled
             }
             (Method::Ack, None) => {
-                self.forward_ack(cx, req, e, from);
+                self.ack_in_dialog(cx, req, e, from);
                 Matched::Handled
             }
             (_, Some(call)) => {
@@ -328,7 +359,7 @@ impl Proxy {
         e: &Essentials<'_>,
         from: SocketAddr,
         mut targets: Vec<ForkTarget<'_>>,
-        plan: ForkPlan,
+        plan: ForkPlan<'_>,
     ) {
         let is_invite = e.method == Method::Invite;
         let class: &[u8] = if is_invite {
@@ -366,12 +397,8 @@ impl Proxy {
             }
         }
         if skipped > 0 {
+            // Counted only: a log line per capped call would cost on the hot path.
             self.count(Event::BranchesCapped);
-            tracing::info!(
-                skipped,
-                cap,
-                "more devices than max_branches: the most recently registered ring"
-            );
         }
         groups.reverse(); // pop() yields the highest group first
         let first = groups.pop().unwrap_or_default();
@@ -408,6 +435,10 @@ impl Proxy {
             group_timeout: plan.group_timeout,
             to_extension: plan.to_extension,
             record_route: plan.record_route,
+            caller_tag: e.from.tag.map_or(0, |t| dialog::tag_hash(cx, t)),
+            caller_target: contact_destination(req),
+            strip_identity: plan.strip_identity,
+            extra: plan.extra.into(),
         };
         let key = self.calls.insert(call);
         self.index.insert(server_key, key);
@@ -463,12 +494,15 @@ impl Proxy {
             rr.extend_from_slice(b";lr;");
             rr.extend_from_slice(ROUTE_TOKEN_PARAM.as_bytes());
             rr.push(b'=');
-            cx.ids.write_route_token(key, rr);
+            cx.ids.write_route_token(key, e.call_id, rr);
         }
+        let extra = std::mem::take(&mut call.extra);
         let shared = Shared {
             record_route: (!rr.is_empty()).then_some(&rr[..]),
             drop_first_route: first_route_is_us(cx, req),
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
+            strip_identity: call.strip_identity,
+            extra: &extra,
         };
         for t in targets {
             if call.branches.len() >= usize::from(u8::MAX) {
@@ -477,6 +511,7 @@ impl Proxy {
             start_branch(cx, key, call, req, &shared, t, &mut self.scratch_via);
             self.events.bump(Event::Branch as usize);
         }
+        call.extra = extra;
     }
 
     /// Arms the group timer when more q-groups wait; answers at once when nothing could be
@@ -644,11 +679,9 @@ fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
     via.host.ip() == Some(cx.env.local.ip()) && via.port.unwrap_or(5060) == cx.env.local.port()
 }
 
-/// Does this URI name this proxy (§16.4)? Our Record-Route token, or our address.
+/// Does this URI name this proxy (§16.4): our address, or a domain we serve? (A Record-Route
+/// token proves nothing by its presence; `dialog.rs` checks its MAC.)
 pub fn uri_is_us(cx: &Cx<'_>, uri: &SipUri<'_>) -> bool {
-    if uri.param(ROUTE_TOKEN_PARAM).is_some() {
-        return true;
-    }
     let port = uri.port.unwrap_or(5060);
     match uri.host.ip() {
         Some(ip) => ip == cx.env.local.ip() && port == cx.env.local.port(),
@@ -663,6 +696,14 @@ pub fn uri_destination(uri: &SipUri<'_>) -> Option<SocketAddr> {
         None => uri.host.ip()?,
     };
     Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+}
+
+/// Where the first Contact of `msg` (a remote target) points, when it is an IP literal.
+fn contact_destination(msg: &Message<'_>) -> Option<SocketAddr> {
+    match msg.contacts().next()?.ok()? {
+        crate::sip::ContactValue::Addr(c) => c.addr.uri.as_sip().and_then(uri_destination),
+        crate::sip::ContactValue::Star => None,
+    }
 }
 
 /// Our Via value for branch `branch` of `call`.
@@ -680,6 +721,8 @@ struct Shared<'a> {
     record_route: Option<&'a [u8]>,
     drop_first_route: bool,
     max_forwards: u8,
+    strip_identity: bool,
+    extra: &'a [u8],
 }
 
 fn start_branch(
@@ -701,7 +744,8 @@ fn start_branch(
         drop_first_route: shared.drop_first_route,
         max_forwards: shared.max_forwards,
         fix: call.fix,
-        extra: b"",
+        extra: shared.extra,
+        strip_identity: shared.strip_identity,
     };
     // Built once, straight into the outbox; the branch keeps an exact-size copy.
     let sent: Box<[u8]> = cx
@@ -735,6 +779,8 @@ fn start_branch(
         final_status: None,
         group: call.group,
         answer: None,
+        to_tag: None,
+        remote_target: None,
     });
 }
 

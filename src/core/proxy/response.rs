@@ -98,11 +98,30 @@ impl Proxy {
         resp: &Message<'_>,
         status: u16,
     ) {
+        if status > 100 {
+            self.note_callee(cx, key, i, resp);
+        }
         match status {
             100..=199 => self.provisional(cx, key, i, resp, status),
             200..=299 => self.success(cx, key, i, resp, status),
             _ => self.failure(cx, key, i, resp, status),
         }
+    }
+
+    /// Remembers the callee's tag and remote target of branch `i` from its first tagged
+    /// response, so in-dialog requests of its (early) dialog find their way (`dialog.rs`).
+    fn note_callee(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>) {
+        let Some(branch) = self.calls.get_mut(key).and_then(|c| c.branches.get_mut(i)) else {
+            return;
+        };
+        if branch.to_tag.is_some() {
+            return;
+        }
+        let Some(tag) = resp.to().ok().and_then(|to| to.tag) else {
+            return;
+        };
+        branch.to_tag = Some(super::dialog::tag_hash(cx, tag));
+        branch.remote_target = super::contact_destination(resp);
     }
 
     fn provisional(
@@ -227,7 +246,7 @@ impl Proxy {
                 Event::Answered
             });
             self.forward_2xx(cx, key, resp);
-            self.add_dialog(cx, key, resp);
+            self.add_dialog(cx, key, i, resp);
             if outcome == Outcome::Pending {
                 self.answered(cx, key, i);
             }

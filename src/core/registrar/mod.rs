@@ -347,6 +347,8 @@ impl Registrar {
                         self.metrics.outcomes.bump(Outcome::Rejected as usize);
                         self.metrics.rejects.bump(why as usize);
                     }
+                    // Counted by the throttle.
+                    None if outcome == AuthOutcome::Blocked => {}
                     None => self.metrics.outcomes.bump(Outcome::Challenged as usize),
                 }
                 auth.reply(cx, msg, from, ChallengeHeader::WwwAuthenticate, &outcome);
@@ -378,7 +380,8 @@ impl Registrar {
         }
         let to = e.to.uri.as_sip().ok_or(Reject::ToNotSip)?;
         //# 3. A registrar SHOULD authenticate the UAC.
-        let (user, replayed) = match auth.check(cx, msg, e, ChallengeHeader::WwwAuthenticate) {
+        let (user, replayed) = match auth.check(cx, msg, e, ChallengeHeader::WwwAuthenticate, from)
+        {
             AuthOutcome::NotRequired => (None, None),
             AuthOutcome::Authorized { user } => (Some(user), None),
             replay @ AuthOutcome::Replayed { user } => (Some(user), Some(replay)),
