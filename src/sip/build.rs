@@ -161,8 +161,10 @@ impl ViaFix {
     pub fn for_source(via: &super::Via<'_>, source: std::net::SocketAddr) -> ViaFix {
         let asked_rport = via.rport == Some(None);
         let differs = via.host.ip() != Some(source.ip());
+        // A `received` the client wrote itself is replaced by what we saw (RFC 3581 §4).
+        let claimed = via.received.is_some();
         ViaFix {
-            received: (differs || asked_rport).then_some(source.ip()),
+            received: (differs || asked_rport || claimed).then_some(source.ip()),
             rport: asked_rport.then_some(source.port()),
         }
     }
@@ -173,7 +175,7 @@ impl ViaFix {
 }
 
 /// Copies the first Via row, applying `fix` to its first value (replace a bare `rport` by
-/// `rport=PORT`, append `received=IP` unless present).
+/// `rport=PORT`; write `received=IP`, in place of any `received` the sender put there).
 fn push_fixed_top_via(out: &mut Vec<u8>, h: &Header<'_>, fix: ViaFix) {
     if fix.is_noop() {
         out.extend_from_slice(h.row);
@@ -195,6 +197,20 @@ fn push_fixed_top_via(out: &mut Vec<u8>, h: &Header<'_>, fix: ViaFix) {
     for (name, value) in via.params {
         if name.eq_ignore_ascii_case(b"received") {
             has_received = true;
+            // Drop `;received[=value]` as written; ours goes at the end of the value.
+            if let (Some(_), Some((start, end))) = (fix.received, sub_range(row, name)) {
+                let end = value
+                    .and_then(|v| sub_range(row, v))
+                    .map_or(end, |(_, v_end)| v_end);
+                // `start` is the name; the `;` before it (and any space) goes too.
+                let semi = row[..start]
+                    .iter()
+                    .rposition(|&b| b == b';')
+                    .unwrap_or(start);
+                out.extend_from_slice(row.get(copied_to..semi).unwrap_or(&[]));
+                copied_to = end;
+                has_received = false;
+            }
         }
         if name.eq_ignore_ascii_case(b"rport") && value.is_none() {
             if let (Some(port), Some((_, end))) = (fix.rport, sub_range(row, name)) {

@@ -300,22 +300,6 @@ impl Registrar {
         self.table.targets(number)
     }
 
-    /// The flow (NAT rule applied) of the binding whose Contact is `uri`, when `uri` names a
-    /// device registered on this shard: an in-dialog request to a phone behind NAT must go to
-    /// the address the phone registered from, not to the private address in its Contact.
-    pub fn flow_of(&self, uri: &crate::sip::SipUri<'_>) -> Option<std::net::SocketAddr> {
-        let user = uri.user_unescaped()?;
-        let key = location::NumberKey::from_digits(&user)?;
-        let ext = self.table.extension(key)?;
-        ext.bindings().iter().find_map(|b| {
-            let contact = crate::sip::Uri::parse(b.contact()).ok()?;
-            contact
-                .as_sip()
-                .is_some_and(|c| c.equivalent(uri))
-                .then(|| b.dest())
-        })
-    }
-
     /// Handles a REGISTER that passed [`crate::sip::check_request`] on the shard owning its
     /// To user, and answers it.
     pub fn handle_register(
