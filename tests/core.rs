@@ -29,5 +29,7 @@ mod registrar;
 mod rfc4475;
 #[path = "core/rfc4475_proxy.rs"]
 mod rfc4475_proxy;
+#[path = "core/security.rs"]
+mod security;
 #[path = "core/vectors.rs"]
 mod vectors;

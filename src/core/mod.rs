@@ -283,6 +283,8 @@ impl Core {
             self.metrics.requests += 1;
             match sip::check_request(&msg) {
                 Ok(e) => self.handle_request(now, &msg, &e, d.from),
+                // An ACK is never answered (RFC 3261 §17.2.1): a broken one is only counted.
+                Err(_) if msg.method() == Some(Method::Ack) => self.refuse(Refusal::InvalidRequest),
                 Err(err) => {
                     self.refuse(Refusal::InvalidRequest);
                     if let Disposition::Reply(status, reason) = err.disposition(true) {
@@ -338,8 +340,9 @@ impl Core {
                 // copies whichever of Via, From, To, Call-ID and CSeq the request has (RFC 4475
                 // `insuf` expects a 400 even without From/To/Call-ID). Without a Via the sender
                 // could not match an answer at all.
-                let answerable =
-                    sip::salvage(d.bytes).filter(|m| m.first(sip::HeaderName::Via).is_some());
+                let answerable = sip::salvage(d.bytes).filter(|m| {
+                    m.first(sip::HeaderName::Via).is_some() && m.method() != Some(Method::Ack)
+                });
                 match answerable {
                     Some(m) => {
                         self.refuse(Refusal::MalformedRequest);
