@@ -100,6 +100,15 @@ impl fmt::Display for Config {
             p.timer_c.as_secs(),
             if p.single_answer { "on" } else { "off" }
         )?;
+        let sec = &self.security;
+        writeln!(
+            f,
+            "  security      block a source+user after {} failed digests in {} s (its address after {}), for {} s",
+            sec.max_auth_failures,
+            sec.auth_window.as_secs(),
+            sec.max_auth_failures.saturating_mul(5),
+            sec.block.as_secs()
+        )?;
         const SHOWN: usize = 8;
         let ranges: Vec<String> = self
             .extension_ranges()

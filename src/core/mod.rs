@@ -14,6 +14,7 @@ pub mod number;
 pub mod persist;
 pub mod proxy;
 pub mod registrar;
+pub mod reply;
 pub mod route;
 pub mod shard;
 pub mod slab;
@@ -33,12 +34,13 @@ use crate::core::persist::{PersistLog, PersistOp};
 use crate::core::proxy::{ForkPlan, ForkTarget, Matched, Proxy};
 use crate::core::registrar::location::{NumberKey, Target};
 use crate::core::registrar::{Device, Registrar, Restore};
+use crate::core::reply::reply_to;
 use crate::core::shard::ShardId;
 use crate::core::slab::Key;
 use crate::core::timer::TimerWheel;
 use crate::core::transaction::{Timer, TimerValues, TxnSlot};
-use crate::sip::build::{self, Reply, ViaFix};
-use crate::sip::{self, Disposition, Essentials, Message, Method, ParseError, Via};
+use crate::sip::build;
+use crate::sip::{self, Disposition, Essentials, Message, Method, ParseError};
 use crate::time::Instant;
 
 /// What a timer in the shard's wheel is for.
@@ -576,50 +578,6 @@ impl Core {
         self.registrar.export_metrics(sink, &labels);
         self.auth.export_metrics(sink, &labels);
     }
-}
-
-/// Where a response to a request goes: back to the address it came from (symmetric response
-/// routing, RFC 4961; RFC 3581 `rport` asks for exactly this). At a carrier edge most devices sit
-/// behind NAT, where the Via's sent-by port is unreachable; with `rport` the sent-by port is
-/// ignored anyway, and a device that sends from one port and listens on another is the rare case.
-pub fn response_destination(_via: &Via<'_>, from: SocketAddr) -> SocketAddr {
-    from
-}
-
-/// Answers `req` statelessly with a locally generated response (a To tag is added).
-pub fn reply_to(
-    cx: &mut Cx<'_>,
-    req: &Message<'_>,
-    from: SocketAddr,
-    status: u16,
-    reason: &str,
-    extra: &[u8],
-) {
-    // Symmetric routing needs no Via to find the way back; a broken top Via (RFC 4475
-    // `badinv01`) is copied as it came and gets no received/rport.
-    let dest = from;
-    if dest == cx.env.local {
-        return;
-    }
-    let fix = req
-        .top_via()
-        .map(|via| ViaFix::for_source(&via, from))
-        .unwrap_or_default();
-    let tag = cx.ids.tag();
-    cx.out.push_with(dest, |buf| {
-        build::response(
-            req,
-            &Reply {
-                status,
-                reason,
-                fix,
-                to_tag: (status > 100).then_some(&tag[..]),
-                extra,
-                body: None,
-            },
-            buf,
-        )
-    });
 }
 
 /// Allow and Accept rows for answers sipfork gives as the request's destination.

@@ -24,7 +24,7 @@ use crate::config::{AuthMode, Config};
 use crate::core::context::Cx;
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::registrar::digest::{AuthAnswer, AuthFailure, DigestAuthority};
-use crate::core::reply_to;
+use crate::core::reply::reply_to;
 use crate::core::shard::ShardId;
 use crate::sip::{Essentials, HeaderName, Message, ParseError, Uri};
 use throttle::{Blocked, Throttle};

@@ -33,7 +33,7 @@ impl Proxy {
     ) {
         if self.calls.get(key).is_some_and(|c| c.upstream != from) {
             self.count(Event::CancelWrongSource);
-            return crate::core::reply_to(
+            return crate::core::reply::reply_to(
                 cx,
                 req,
                 from,
@@ -42,7 +42,7 @@ impl Proxy {
                 b"",
             );
         }
-        crate::core::reply_to(cx, req, from, 200, "OK", b"");
+        crate::core::reply::reply_to(cx, req, from, 200, "OK", b"");
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };

@@ -237,7 +237,7 @@ impl Proxy {
             RouteToken::Ours(key) => key,
             RouteToken::Absent => {
                 self.count(Event::InDialogRefused);
-                return crate::core::reply_to(
+                return crate::core::reply::reply_to(
                     cx,
                     req,
                     from,
@@ -248,7 +248,7 @@ impl Proxy {
             }
             RouteToken::Invalid => {
                 self.count(Event::InDialogRefused);
-                return crate::core::reply_to(
+                return crate::core::reply::reply_to(
                     cx,
                     req,
                     from,
@@ -264,7 +264,7 @@ impl Proxy {
             .and_then(|call| other_leg(cx, call, e, from))
         else {
             self.count(Event::InDialogRefused);
-            return crate::core::reply_to(
+            return crate::core::reply::reply_to(
                 cx,
                 req,
                 from,

@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::core::context::Cx;
 use crate::core::ids::Ids;
 use crate::core::metrics::{MetricSink, ReasonCounters};
-use crate::core::response_destination;
+use crate::core::reply::response_destination;
 use crate::core::route::ROUTE_TOKEN_PARAM;
 use crate::core::slab::{Key, Slab};
 use crate::core::transaction::client_invite::ClientInvite;
@@ -300,7 +300,14 @@ impl Proxy {
             }
             (Method::Cancel, None) => {
                 self.count(Event::CancelUnmatched);
-                crate::core::reply_to(cx, req, from, 481, "Call/Transaction Does Not Exist", b"");
+                crate::core::reply::reply_to(
+                    cx,
+                    req,
+                    from,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    b"",
+                );
                 Matched::Handled
             }
             (Method::Ack, Some(call)) => {

@@ -50,7 +50,8 @@ use crate::core::auth::{Auth, AuthOutcome, ChallengeHeader};
 use crate::core::context::Cx;
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::persist::PersistLog;
-use crate::core::{reply_to, TimerKey};
+use crate::core::reply::reply_to;
+use crate::core::TimerKey;
 use crate::sip::build::push_u32;
 use crate::sip::{Essentials, Message, Uri};
 
