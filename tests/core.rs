@@ -19,6 +19,8 @@ mod core_fuzz;
 mod flows;
 #[path = "core/forking.rs"]
 mod forking;
+#[path = "core/policy.rs"]
+mod policy;
 #[path = "core/properties.rs"]
 mod properties;
 #[path = "core/races.rs"]

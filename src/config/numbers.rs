@@ -87,6 +87,53 @@ pub(super) fn parse_number_spec(text: &str) -> Result<NumberRange, String> {
     Ok(NumberRange { width, start, end })
 }
 
+/// Public numbers (`[[dids]]`) that lead to an extension: E.164 ranges, a leading `+` kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DidRange {
+    /// Written with a leading `+`.
+    pub plus: bool,
+    /// The digits after it.
+    pub range: NumberRange,
+    /// The extension calls to these numbers go to.
+    pub extension: Vec<u8>,
+}
+
+impl DidRange {
+    /// Parses `"+31201234000-+31201234999"` (or one number) for `extension`.
+    pub(super) fn parse(text: &str, extension: &str) -> Result<DidRange, String> {
+        let (a, b) = text.split_once('-').unwrap_or((text, text));
+        let (a, b) = (a.trim(), b.trim());
+        let plus = a.starts_with('+');
+        if plus != b.starts_with('+') {
+            return Err(format!(
+                "{text:?}: write the + on both ends of the range or on neither"
+            ));
+        }
+        let digits = format!(
+            "{}-{}",
+            a.trim_start_matches('+'),
+            b.trim_start_matches('+')
+        );
+        Ok(DidRange {
+            plus,
+            range: parse_number_spec(&digits)?,
+            extension: extension.as_bytes().to_vec(),
+        })
+    }
+
+    /// Does `number` (as dialled, `+` included) fall in the range?
+    pub fn contains(&self, number: &[u8]) -> bool {
+        let (plus, digits) = match number.strip_prefix(b"+") {
+            Some(d) => (true, d),
+            None => (false, number),
+        };
+        plus == self.plus
+            && parse_number(digits).is_some_and(|(w, v)| {
+                w == self.range.width && (self.range.start..=self.range.end).contains(&v)
+            })
+    }
+}
+
 /// A password template: literal text with `{number}` placeholders.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
@@ -173,6 +220,10 @@ pub(super) struct ExtensionTable {
     pub fork: Option<ForkMode>,
     pub group_timeout: Option<Duration>,
     pub single_answer: Option<bool>,
+    /// The tenancy level the numbers belong to (`None`: directly under the server).
+    pub tenant: Option<usize>,
+    /// A trunk's static addresses (a PBX that never registers), first preferred.
+    pub trunk: Vec<std::net::SocketAddr>,
 }
 
 /// The global defaults a table's overrides fall back to.
@@ -328,6 +379,16 @@ impl<'a> ExtensionPolicy<'a> {
         self.table_index
     }
 
+    /// The tenancy level the number belongs to (0: directly under the server).
+    pub fn tenant(&self) -> usize {
+        self.table.tenant.unwrap_or(0)
+    }
+
+    /// The trunk's static addresses when the number is a trunk (a PBX), else empty.
+    pub fn trunk(&self) -> &'a [std::net::SocketAddr] {
+        &self.table.trunk
+    }
+
     /// The number's credential; a template password is expanded here, on demand.
     pub fn credential(&self) -> Credential<'a> {
         match &self.table.secret {
@@ -408,6 +469,8 @@ mod tests {
             fork: None,
             group_timeout: None,
             single_answer: None,
+            tenant: None,
+            trunk: Vec::new(),
         }
     }
 

@@ -29,6 +29,14 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub security: RawSecurity,
     #[serde(default)]
+    pub policy: RawPolicy,
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+    #[serde(default)]
+    pub emergency: Vec<RawEmergency>,
+    #[serde(default)]
+    pub dids: Vec<RawDid>,
+    #[serde(default)]
     pub extensions: Vec<RawExtensions>,
     #[serde(default)]
     pub trusted: Vec<RawTrusted>,
@@ -48,6 +56,7 @@ pub(super) struct RawServer {
     pub pin_cores: Option<PinSetting>,
     pub socket_buffer: Option<ByteSize>,
     pub coalesce_us: Option<u32>,
+    pub max_public_calls: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -80,6 +89,37 @@ pub(super) struct RawSecurity {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub refuse_with: Option<u16>,
+    pub max_call_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenant {
+    pub name: String,
+    #[serde(default)]
+    pub parent: String,
+    pub max_public_calls: Option<u32>,
+    pub forward_external: Option<bool>,
+    pub voicemail: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDid {
+    pub numbers: String,
+    pub extension: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEmergency {
+    pub numbers: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawProxy {
     pub fork: Option<ForkMode>,
     pub group_timeout: Option<u64>,
@@ -99,6 +139,8 @@ pub(super) struct RawExtensions {
     pub fork: Option<ForkMode>,
     pub group_timeout: Option<u64>,
     pub single_answer: Option<bool>,
+    pub tenant: Option<String>,
+    pub trunk: Option<OneOrMany<Parsed<SocketAddr>>>,
 }
 
 #[derive(Deserialize)]

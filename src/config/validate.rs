@@ -2,17 +2,19 @@
 //! error names the key the operator wrote and its line.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use super::locate::Locator;
 use super::net::{Route, RouteTable, TrustedPeer};
-use super::numbers::{ExtensionIndex, ExtensionTable, NumberRange, Secret};
+use super::numbers::{DidRange, ExtensionIndex, ExtensionTable, NumberRange, Secret};
 use super::raw::{self, PinSetting, RawConfig};
+use super::tenancy::{Tenancy, TenantSpec, TreeError, MAX_TENANT_DEPTH};
 use super::{
     AuthConfig, AuthMode, Config, ConfigError, Domain, ForkMode, IoBackend, NatMode, OnLimit,
-    PinCores, ProxyConfig, RegistrarConfig, SecurityConfig, ServerConfig, MAX_BRANCHES,
-    MAX_COALESCE_US, MAX_CONTACTS, MAX_EXPIRES_SECS, MAX_SHARDS,
+    PinCores, PolicyConfig, ProxyConfig, RegistrarConfig, SecurityConfig, ServerConfig,
+    MAX_BRANCHES, MAX_COALESCE_US, MAX_CONTACTS, MAX_EXPIRES_SECS, MAX_SHARDS,
 };
 use crate::core::registrar::digest::Algorithm;
 
@@ -98,6 +100,8 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let auth = build_auth(raw.auth, &server, e)?;
     let proxy = build_proxy(raw.proxy, e)?;
     let security = build_security(raw.security, e)?;
+    let policy = build_policy(raw.policy, raw.emergency, e)?;
+    let tenancy = build_tenancy(server.max_public_calls, raw.tenants, e)?;
     if auth.mode == AuthMode::None {
         warnings.push(
             "auth.mode = \"none\": anyone who reaches the listen address can register as and call any extension".into(),
@@ -105,8 +109,21 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     }
 
     let mut tables = Vec::with_capacity(raw.extensions.len());
+    let mut trunks: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     for (i, table) in raw.extensions.into_iter().enumerate() {
-        tables.push(build_extension_table(i, table, &auth, e, &mut warnings)?);
+        let (table, ranges) = build_extension_table(i, table, &auth, &tenancy, e, &mut warnings)?;
+        for addr in &table.trunk {
+            if trunks.iter().any(|(a, _)| a == addr) {
+                return Err(e.at(
+                    &format!("extensions[{i}].trunk"),
+                    format!("{addr} is already another trunk's address: a trunk is known by its address"),
+                ));
+            }
+            if let Some(r) = ranges.first() {
+                trunks.push((*addr, r.to_string().into_bytes()));
+            }
+        }
+        tables.push((table, ranges));
     }
     let extensions = ExtensionIndex::build(tables).map_err(|overlap| {
         let (second, range) = overlap.second;
@@ -124,6 +141,30 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     if extensions.count() == 0 {
         warnings
             .push("no [[extensions]]: every REGISTER gets 404 and only [[routes]] apply".into());
+    }
+
+    let mut dids: Vec<DidRange> = Vec::with_capacity(raw.dids.len());
+    for (i, d) in raw.dids.into_iter().enumerate() {
+        let did = DidRange::parse(&d.numbers, &d.extension)
+            .map_err(|why| e.at(&format!("dids[{i}].numbers"), why))?;
+        if extensions.find(d.extension.as_bytes()).is_none() {
+            return Err(e.at(
+                &format!("dids[{i}].extension"),
+                format!("{:?} is not a provisioned extension", d.extension),
+            ));
+        }
+        if dids.iter().any(|o| {
+            o.plus == did.plus
+                && o.range.width == did.range.width
+                && o.range.start <= did.range.end
+                && did.range.start <= o.range.end
+        }) {
+            return Err(e.at(
+                &format!("dids[{i}].numbers"),
+                "overlaps an earlier [[dids]] entry",
+            ));
+        }
+        dids.push(did);
     }
 
     let mut trusted = Vec::with_capacity(raw.trusted.len());
@@ -161,6 +202,11 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         auth,
         proxy,
         security,
+        policy,
+        ledger: std::sync::Arc::new(crate::core::policy::ledger::Ledger::new(&tenancy)),
+        tenancy,
+        trunks,
+        dids,
         extensions,
         trusted,
         routes,
@@ -250,6 +296,7 @@ fn build_server(
         pin_cores,
         socket_buffer,
         coalesce: Duration::from_micros(u64::from(coalesce_us)),
+        max_public_calls: s.max_public_calls,
     })
 }
 
@@ -307,6 +354,75 @@ fn build_registrar(r: raw::RawRegistrar, e: &Errors<'_>) -> Result<RegistrarConf
         max_expires: Duration::from_secs(max),
         default_expires: Duration::from_secs(default),
         nat: r.nat.unwrap_or(NatMode::Auto),
+    })
+}
+
+fn build_policy(
+    p: raw::RawPolicy,
+    emergency: Vec<raw::RawEmergency>,
+    e: &Errors<'_>,
+) -> Result<PolicyConfig, ConfigError> {
+    let refuse_with = p.refuse_with.unwrap_or(503);
+    if ![503, 486].contains(&refuse_with) {
+        return Err(e.at(
+            "policy.refuse_with",
+            "calls refused by a limit get 503 (Service Unavailable) or 486 (Busy Here)",
+        ));
+    }
+    let max_call = e.in_range(
+        "policy.max_call_seconds",
+        p.max_call_seconds.unwrap_or(14_400),
+        60..=7 * 86_400,
+        " s",
+    )?;
+    let mut numbers = Vec::new();
+    for (i, list) in emergency.into_iter().enumerate() {
+        for n in list.numbers {
+            if n.is_empty() || n.len() > 32 || !n.bytes().all(|b| b.is_ascii_digit() || b == b'+') {
+                return Err(e.at(
+                    &format!("emergency[{i}].numbers"),
+                    format!("{n:?} is not a number (digits, optionally a leading +)"),
+                ));
+            }
+            numbers.push(n.into_bytes());
+        }
+    }
+    Ok(PolicyConfig {
+        refuse_with,
+        max_call: Duration::from_secs(max_call),
+        emergency: numbers,
+    })
+}
+
+fn build_tenancy(
+    server_limit: Option<u32>,
+    tenants: Vec<raw::RawTenant>,
+    e: &Errors<'_>,
+) -> Result<Tenancy, ConfigError> {
+    let specs = tenants
+        .into_iter()
+        .map(|t| TenantSpec {
+            name: t.name,
+            parent: t.parent,
+            max_public_calls: t.max_public_calls,
+            forward_external: t.forward_external,
+            voicemail: t.voicemail,
+        })
+        .collect();
+    Tenancy::build(server_limit, specs).map_err(|err| match err {
+        TreeError::EmptyName(i) => e.at(&format!("tenants[{i}].name"), "a tenant needs a name"),
+        TreeError::Duplicate(i) => e.at(
+            &format!("tenants[{i}].name"),
+            "this name is already used by an earlier tenant; names are unique",
+        ),
+        TreeError::UnknownParent(i) => e.at(
+            &format!("tenants[{i}].parent"),
+            "no tenant of that name (or the parents form a cycle); \"\" places it under the server",
+        ),
+        TreeError::TooDeep(i) => e.at(
+            &format!("tenants[{i}].parent"),
+            format!("tenants nest at most {MAX_TENANT_DEPTH} levels deep"),
+        ),
     })
 }
 
@@ -428,6 +544,7 @@ fn build_extension_table(
     i: usize,
     t: raw::RawExtensions,
     auth: &AuthConfig,
+    tenancy: &Tenancy,
     e: &Errors<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<(ExtensionTable, Vec<NumberRange>), ConfigError> {
@@ -470,7 +587,32 @@ fn build_extension_table(
             sha256: sha256.map(|h| h.0),
         },
     };
-    if auth.mode == AuthMode::Digest {
+    let trunk: Vec<SocketAddr> = t
+        .trunk
+        .map(|l| l.0.into_iter().map(|a| a.0).collect())
+        .unwrap_or_default();
+    if !trunk.is_empty() && count != 1 {
+        return Err(e.at(
+            &key("trunk"),
+            format!("a trunk is one extension number (a PBX's), but this entry holds {count}"),
+        ));
+    }
+    if !trunk.is_empty() && !matches!(secret, Secret::None) {
+        return Err(e.at(
+            &key("trunk"),
+            "a trunk is authenticated by its address and never registers: leave out its password",
+        ));
+    }
+    let tenant = match t.tenant {
+        Some(name) => Some(tenancy.find(&name).ok_or_else(|| {
+            e.at(
+                &key("tenant"),
+                format!("no [[tenants]] entry is named {name:?}"),
+            )
+        })?),
+        None => None,
+    };
+    if auth.mode == AuthMode::Digest && trunk.is_empty() {
         match &secret {
             Secret::None => {
                 return Err(e.at(
@@ -513,6 +655,8 @@ fn build_extension_table(
         fork: t.fork,
         group_timeout,
         single_answer: t.single_answer,
+        tenant,
+        trunk,
     };
     Ok((table, ranges))
 }

@@ -194,7 +194,7 @@ impl Ids {
         self.counter += 1;
         let x = self.mac(&[3, u64::from(self.shard.0), self.counter]);
         // The counter keeps tags unique; the MAC keeps them unguessable.
-        let v = (u64::from(x) << 32) | (self.counter & 0xffff_ffff);
+        let v = (x << 32) | (self.counter & 0xffff_ffff);
         let mut tag = Tag {
             buf: [0; 24],
             len: 0,

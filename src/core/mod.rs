@@ -12,6 +12,7 @@ pub mod io;
 pub mod metrics;
 pub mod number;
 pub mod persist;
+pub mod policy;
 pub mod proxy;
 pub mod registrar;
 pub mod reply;
@@ -31,6 +32,7 @@ use crate::core::ids::Ids;
 use crate::core::io::{Datagram, Inbound, Outbox};
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::persist::{PersistLog, PersistOp};
+use crate::core::policy::Party;
 use crate::core::proxy::{ForkPlan, ForkTarget, Matched, Proxy};
 use crate::core::registrar::location::{NumberKey, Target};
 use crate::core::registrar::{Device, Registrar, Restore};
@@ -198,6 +200,11 @@ impl Core {
         }
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// This shard's facts.
     pub fn env(&self) -> &Env {
         &self.env
@@ -275,7 +282,7 @@ impl Core {
                 return Inbound::Handled;
             }
         };
-        if let Some(owner) = route::owner(&msg, self.env.shards) {
+        if let Some(owner) = route::owner(&msg, &self.cfg, self.env.shards) {
             if owner != self.env.shard {
                 self.metrics.handed_off += 1;
                 return Inbound::ForShard(owner);
@@ -407,10 +414,26 @@ impl Core {
             return proxy.in_dialog(&mut cx, msg, e, from);
         }
         let resolved = resolve(&cx, e);
+        // A trunk (a PBX at a static address) is authenticated by that address.
+        let trunk = cx.cfg.trunk_at(from);
         // Identity rows to add toward a trusted next hop (RFC 3325).
         let mut asserted = Vec::new();
+        let mut caller = if trusted && trunk.is_none() {
+            Party::Outside
+        } else {
+            party_of(&cx, &number::of_uri(&e.from.uri))
+        };
         let challenged = !matches!(resolved, Resolved::Proxy | Resolved::ForeignDomain);
-        if challenged && auth.enabled() && !trusted {
+        if let Some(t) = trunk {
+            caller = party_of(&cx, t);
+            let from_number = number::of_uri(&e.from.uri);
+            // It keeps the From the PBX chose when that is one of its DIDs.
+            let shown = match cx.cfg.did(&from_number) {
+                Some(ext) if ext == t => &from_number[..],
+                _ => t,
+            };
+            auth::identity::asserted_row(&cx, shown, &mut asserted);
+        } else if challenged && auth.enabled() && !trusted {
             // Every initial request to a served domain proves who sent it before the number is
             // looked up, so known and unknown numbers get the same answers (no enumeration).
             let outcome = auth.check(
@@ -440,26 +463,32 @@ impl Core {
                         b"",
                     );
                 }
+                caller = party_of(&cx, user);
                 auth::identity::asserted_row(&cx, user, &mut asserted);
             }
         }
-        match resolved {
-            Resolved::Proxy => match e.method {
-                Method::Options => reply_to(&mut cx, msg, from, 200, "OK", ALLOW_ACCEPT),
-                Method::Other(_) => {
-                    reply_to(&mut cx, msg, from, 501, "Not Implemented", ALLOW_ACCEPT)
+        let strip_identity = !trusted;
+        let (targets, plan) = match resolved {
+            Resolved::Proxy => {
+                return match e.method {
+                    Method::Options => reply_to(&mut cx, msg, from, 200, "OK", ALLOW_ACCEPT),
+                    Method::Other(_) => {
+                        reply_to(&mut cx, msg, from, 501, "Not Implemented", ALLOW_ACCEPT)
+                    }
+                    _ => reply_to(&mut cx, msg, from, 404, "Not Found", b""),
                 }
-                _ => reply_to(&mut cx, msg, from, 404, "Not Found", b""),
-            },
-            Resolved::ForeignDomain => reply_to(
-                &mut cx,
-                msg,
-                from,
-                404,
-                "Not Found - domain not served here",
-                b"",
-            ),
-            Resolved::NotFound => reply_to(&mut cx, msg, from, 404, "Not Found", b""),
+            }
+            Resolved::ForeignDomain => {
+                return reply_to(
+                    &mut cx,
+                    msg,
+                    from,
+                    404,
+                    "Not Found - domain not served here",
+                    b"",
+                )
+            }
+            Resolved::NotFound => return reply_to(&mut cx, msg, from, 404, "Not Found", b""),
             Resolved::Route(dest) => {
                 let target = ForkTarget {
                     uri: std::borrow::Cow::Borrowed(e.request_uri.raw()),
@@ -473,13 +502,14 @@ impl Core {
                     single_answer: false,
                     record_route: true,
                     to_extension: false,
-                    strip_identity: !trusted,
+                    strip_identity,
                     extra: &asserted,
+                    admission: None,
                 };
-                proxy.start_call(&mut cx, msg, e, from, vec![target], plan);
+                (vec![target], (plan, Party::Outside))
             }
-            Resolved::Extension(number) => {
-                let Some(policy) = cx.cfg.extension(&number) else {
+            Resolved::Extension(ref number) => {
+                let Some(policy) = cx.cfg.extension(number) else {
                     return reply_to(&mut cx, msg, from, 404, "Not Found", b"");
                 };
                 let plan = ForkPlan {
@@ -488,24 +518,59 @@ impl Core {
                     single_answer: policy.single_answer,
                     record_route: true,
                     to_extension: true,
-                    strip_identity: !trusted,
+                    strip_identity,
                     extra: b"",
+                    admission: None,
                 };
-                let targets: Vec<ForkTarget> = registrar
-                    .targets(&number)
-                    .map(|t| ForkTarget {
-                        uri: std::borrow::Cow::Borrowed(t.contact),
-                        dest: t.dest,
-                        q: t.q,
-                        registered_at: t.registered_at,
-                    })
-                    .collect();
+                let targets: Vec<ForkTarget> = match policy.trunk().first() {
+                    // A trunk: its static address, the number as dialled (a DID stays in the
+                    // Request-URI and To).
+                    Some(&dest) => {
+                        let mut uri = b"sip:".to_vec();
+                        uri.extend_from_slice(&number::of_uri(&e.request_uri));
+                        uri.push(b'@');
+                        build::push_hostport(&mut uri, dest);
+                        vec![ForkTarget {
+                            uri: std::borrow::Cow::Owned(uri),
+                            dest,
+                            q: 1000,
+                            registered_at: Instant::ZERO,
+                        }]
+                    }
+                    None => registrar
+                        .targets(number)
+                        .map(|t| ForkTarget {
+                            uri: std::borrow::Cow::Borrowed(t.contact),
+                            dest: t.dest,
+                            q: t.q,
+                            registered_at: t.registered_at,
+                        })
+                        .collect(),
+                };
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
                 }
-                proxy.start_call(&mut cx, msg, e, from, targets, plan);
+                (targets, (plan, party_of(&cx, number)))
             }
-        }
+        };
+        let (mut plan, callee) = plan;
+        plan.admission = if e.method == Method::Invite
+            && !cx.cfg.policy.is_emergency(&number::of_uri(&e.request_uri))
+        {
+            let mut levels = [0usize; policy::MAX_CALL_LEVELS];
+            let n = policy::public_levels(&cx.cfg.tenancy, caller, callee, &mut levels);
+            if n == 0 {
+                None
+            } else {
+                match cx.cfg.ledger.admit(&levels[..n]) {
+                    Ok(a) => Some(a),
+                    Err(_) => return refuse_by_limit(&mut cx, msg, from),
+                }
+            }
+        } else {
+            None
+        };
+        proxy.start_call(&mut cx, msg, e, from, targets, plan);
     }
 
     /// Fires every due timer, in deadline order.
@@ -577,6 +642,41 @@ impl Core {
         );
         self.registrar.export_metrics(sink, &labels);
         self.auth.export_metrics(sink, &labels);
+        if self.env.shard.0 == 0 {
+            // The ledger is shared by every shard: written once.
+            self.export_ledger(sink);
+        }
+    }
+
+    fn export_ledger(&self, sink: &mut MetricSink) {
+        let ledger = &self.cfg.ledger;
+        sink.gauge(
+            "sipfork_public_calls",
+            "Public calls in progress (server level of the tenancy tree)",
+            &[],
+            u64::from(ledger.live(0)),
+        );
+        sink.counter(
+            "sipfork_public_calls_refused_total",
+            "Calls refused because the server level ([server] max_public_calls) was full",
+            &[],
+            ledger.refused(0),
+        );
+        for (i, t) in self.cfg.tenancy.nodes().iter().enumerate().skip(1) {
+            let labels = [("tenant", t.name.as_str())];
+            sink.gauge(
+                "sipfork_tenant_public_calls",
+                "Public calls in progress counted on a tenant",
+                &labels,
+                u64::from(ledger.live(i)),
+            );
+            sink.counter(
+                "sipfork_tenant_refused_total",
+                "Calls refused because a tenant's max_public_calls was full",
+                &labels,
+                ledger.refused(i),
+            );
+        }
     }
 }
 
@@ -624,6 +724,33 @@ fn proxy_checks(
     None
 }
 
+/// The policy party a number is: a trunk or an extension of its tenant, else outside.
+fn party_of(cx: &Cx<'_>, number: &[u8]) -> Party {
+    match cx.cfg.extension(number) {
+        Some(p) if !p.trunk().is_empty() => Party::Trunk { tenant: p.tenant() },
+        Some(p) => Party::Extension { tenant: p.tenant() },
+        None => Party::Outside,
+    }
+}
+
+/// A call no tenancy level has room for: `[policy] refuse_with` (503 with Q.850 cause 34, or 486
+/// with cause 17).
+fn refuse_by_limit(cx: &mut Cx<'_>, msg: &Message<'_>, from: SocketAddr) {
+    let (status, reason, extra): (u16, &str, &[u8]) = match cx.cfg.policy.refuse_with {
+        486 => (
+            486,
+            "Busy Here",
+            b"Reason: Q.850;cause=17;text=\"User busy\"\r\n",
+        ),
+        _ => (
+            503,
+            "Service Unavailable",
+            b"Reason: Q.850;cause=34;text=\"No circuit/channel available\"\r\n",
+        ),
+    };
+    reply_to(cx, msg, from, status, reason, extra);
+}
+
 /// §16.5: where the Request-URI leads.
 fn resolve<'b>(cx: &Cx<'_>, e: &Essentials<'b>) -> Resolved<'b> {
     if let sip::Uri::Sip(u) = &e.request_uri {
@@ -637,6 +764,8 @@ fn resolve<'b>(cx: &Cx<'_>, e: &Essentials<'b>) -> Resolved<'b> {
     let number = number::of_uri(&e.request_uri);
     if cx.cfg.extension(&number).is_some() {
         Resolved::Extension(number)
+    } else if let Some(ext) = cx.cfg.did(&number) {
+        Resolved::Extension(std::borrow::Cow::Owned(ext.to_vec()))
     } else if let Some(route) = cx.cfg.route_for(&number) {
         Resolved::Route(route.next_hop.addr)
     } else {

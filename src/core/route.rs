@@ -5,10 +5,11 @@
 //! - Requests with our Record-Route token in their first Route (in-dialog requests and the ACK
 //!   of a 2xx): the shard holding the dialog, which alone knows where its legs are.
 //! - Other requests: the shard owning the Request-URI's number (SIP user part or tel number,
-//!   [`number::of_uri`]), so an INVITE, its CANCEL and its non-2xx ACK meet on one shard; a
-//!   REGISTER by its To user (the address-of-record). Requests without a number are handled
+//!   [`number::of_uri`]; a DID counts as its extension's number), so an INVITE, its CANCEL and
+//!   its non-2xx ACK meet on one shard; a REGISTER by its To user (the address-of-record). Requests without a number are handled
 //!   wherever they arrive.
 
+use crate::config::Config;
 use crate::core::ids::Ids;
 use crate::core::number;
 use crate::core::shard::{owner_of, ShardId};
@@ -21,7 +22,7 @@ pub const ROUTE_TOKEN_PARAM: &str = "sf";
 ///
 /// The shard fields of branches and route tokens are read without their MACs: the owner checks
 /// them, and a forged one only moves a datagram to a shard that drops it.
-pub fn owner(msg: &Message<'_>, shards: u16) -> Option<ShardId> {
+pub fn owner(msg: &Message<'_>, cfg: &Config, shards: u16) -> Option<ShardId> {
     if shards <= 1 {
         return None;
     }
@@ -47,5 +48,7 @@ pub fn owner(msg: &Message<'_>, shards: u16) -> Option<ShardId> {
         msg.request_uri()?.ok()?
     };
     let number = number::of_uri(&uri);
-    (!number.is_empty()).then(|| owner_of(&number, shards))
+    // A public number (DID) belongs to its extension's shard, where its devices are.
+    let number = cfg.did(&number).unwrap_or(&number);
+    (!number.is_empty()).then(|| owner_of(number, shards))
 }

@@ -273,7 +273,7 @@ mod tests {
         for _ in 0..10 {
             assert!(t.failure(now, A, b"1000").is_empty());
             assert!(t.failure(now, A, b"1000").is_empty());
-            now = now + Duration::from_secs(61);
+            now += Duration::from_secs(61);
         }
         assert_eq!(t.check(now, A, Some(b"1000")), None);
     }

@@ -28,11 +28,6 @@ use crate::core::transaction::TxnSlot;
 use crate::core::TimerKey;
 use crate::sip::build::{self, Forward, InDialog, ViaFix};
 use crate::sip::{Essentials, HeaderName, Message, Method, Uri};
-use crate::time::Duration;
-
-/// Longest call sipfork keeps dialog state for without seeing its BYE (a phone that lost power
-/// never sends one).
-pub const MAX_CALL_DURATION: Duration = Duration::from_secs(12 * 3600);
 
 /// Branch index used in the Via of ACKs sipfork sends for 2xx: ACKs get no response, and real
 /// branches stop below it.
@@ -169,10 +164,10 @@ impl Proxy {
         });
         self.dialogs += 1;
         if call.dialog_timer.is_none() {
-            call.dialog_timer = Some(
-                cx.timers
-                    .insert(cx.now + MAX_CALL_DURATION, TimerKey::Dialog { call: key }),
-            );
+            call.dialog_timer = Some(cx.timers.insert(
+                cx.now + cx.cfg.policy.max_call,
+                TimerKey::Dialog { call: key },
+            ));
         }
     }
 
@@ -201,6 +196,8 @@ impl Proxy {
             if let Some(id) = call.dialog_timer.take() {
                 cx.timers.cancel(id);
             }
+            // The call is over: its public-call levels are free again.
+            call.admission = None;
         }
         self.dialogs = self.dialogs.saturating_sub(ended as u64);
         for _ in 0..ended {
@@ -216,6 +213,7 @@ impl Proxy {
         call.dialog_timer = None;
         let n = call.dialogs.len();
         call.dialogs.clear();
+        call.admission = None;
         self.dialogs = self.dialogs.saturating_sub(n as u64);
         for _ in 0..n {
             self.count(Event::DialogExpired);

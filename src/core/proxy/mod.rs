@@ -38,7 +38,6 @@ use crate::sip::{Essentials, HeaderName, Message, Method, SipUri, Uri};
 use crate::time::Duration;
 
 pub use call::{Branch, BranchRole, Call, CancelReason};
-pub use dialog::MAX_CALL_DURATION;
 
 /// One target of a fork: the Request-URI to use and where to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,8 +55,8 @@ pub struct ForkTarget<'a> {
 }
 
 /// How to fork one call (from config: the `[proxy]` section and per-extension overrides, and
-/// what authentication established about the sender).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// what authentication and policy established about it).
+#[derive(Debug)]
 pub struct ForkPlan<'a> {
     /// Ring q-groups one after the other instead of everything at once.
     pub serial: bool,
@@ -74,6 +73,8 @@ pub struct ForkPlan<'a> {
     /// Header rows to add to every branch (CRLF-terminated): the P-Asserted-Identity of an
     /// authenticated sender toward a trusted next hop.
     pub extra: &'a [u8],
+    /// The public-call levels the call was admitted on (`core::policy`), if it is public.
+    pub admission: Option<crate::core::policy::ledger::Admission>,
 }
 
 impl ForkPlan<'_> {
@@ -88,6 +89,7 @@ impl ForkPlan<'_> {
             to_extension: false,
             strip_identity,
             extra: b"",
+            admission: None,
         }
     }
 }
@@ -446,6 +448,7 @@ impl Proxy {
             caller_target: contact_destination(req),
             strip_identity: plan.strip_identity,
             extra: plan.extra.into(),
+            admission: plan.admission,
         };
         let key = self.calls.insert(call);
         self.index.insert(server_key, key);
@@ -592,6 +595,10 @@ impl Proxy {
             return false;
         }
         cx.out.push(call.upstream, &call.last_response);
+        if status >= 300 {
+            // A failed call holds no public-call levels any more.
+            call.admission = None;
+        }
         if status >= 200 {
             if call.outcome == call::Outcome::Pending {
                 call.outcome = if status < 300 {

@@ -78,9 +78,10 @@ enum Reject {
     TooManyContacts,
     AuthForbidden,
     AuthBadRequest,
+    TrunkRegistration,
 }
 
-const REJECTS: [&str; 16] = [
+const REJECTS: [&str; 17] = [
     "unsupported_uri_scheme",
     "domain_not_served",
     "bad_extension",
@@ -97,6 +98,7 @@ const REJECTS: [&str; 16] = [
     "too_many_contacts",
     "auth_forbidden",
     "auth_bad_request",
+    "trunk_registration",
 ];
 
 impl Reject {
@@ -123,6 +125,10 @@ impl Reject {
             Reject::OutOfOrder => (500, "Server Internal Error - CSeq out of order"),
             Reject::TooManyDevices => (403, "Too many registered devices"),
             Reject::TooManyContacts => (403, "Too many contacts in one REGISTER"),
+            Reject::TrunkRegistration => (
+                403,
+                "Forbidden - a trunk is reached at its configured address and does not register",
+            ),
             Reject::AuthForbidden => (403, "Forbidden"),
             Reject::AuthBadRequest => (400, "Bad Request"),
         }
@@ -256,7 +262,7 @@ fn secs_u32(d: std::time::Duration) -> u32 {
 #[derive(Default, Debug)]
 struct Metrics {
     outcomes: ReasonCounters<6>,
-    rejects: ReasonCounters<16>,
+    rejects: ReasonCounters<17>,
     expired: u64,
     evicted: u64,
 }
@@ -380,6 +386,9 @@ impl Registrar {
         }
         let number = to.user_unescaped().ok_or(Reject::UnknownExtension)?;
         let policy = cx.cfg.extension(&number).ok_or(Reject::UnknownExtension)?;
+        if !policy.trunk().is_empty() {
+            return Err(Reject::TrunkRegistration.into());
+        }
         let key = NumberKey::from_digits(&number).ok_or(Reject::UnknownExtension)?;
         //# 4. The registrar SHOULD determine if the authenticated user is authorized to modify
         //# registrations for this address-of-record.
