@@ -358,6 +358,12 @@ impl Config {
         Some(ExtensionPolicy::new(&self.extensions, found, defaults))
     }
 
+    /// The per-number counter (`Ledger` line) of `number`, when its table limits outgoing
+    /// calls or is all-busy.
+    pub fn line(&self, number: &[u8]) -> Option<usize> {
+        self.extensions.line(number)
+    }
+
     /// Numbers provisioned.
     pub fn extension_count(&self) -> u64 {
         self.extensions.count()

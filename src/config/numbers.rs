@@ -224,7 +224,21 @@ pub(super) struct ExtensionTable {
     pub tenant: Option<usize>,
     /// A trunk's static addresses (a PBX that never registers), first preferred.
     pub trunk: Vec<std::net::SocketAddr>,
+    /// Simultaneous calls all devices of one number may place.
+    pub max_outgoing_calls: Option<u32>,
+    /// While a device of the number is in a confirmed call, new calls to it get 486.
+    pub all_busy: bool,
 }
+
+impl ExtensionTable {
+    /// Do its numbers need per-number call counters (`core::policy::ledger::Lines`)?
+    pub fn needs_lines(&self) -> bool {
+        self.max_outgoing_calls.is_some() || self.all_busy
+    }
+}
+
+/// Per-number counters allowed at most (over every table that needs them).
+pub const MAX_LINES: u64 = 1 << 20;
 
 /// The global defaults a table's overrides fall back to.
 #[derive(Clone, Copy, Debug)]
@@ -239,6 +253,8 @@ pub(super) struct PolicyDefaults {
 struct IndexedRange {
     range: NumberRange,
     table: u32,
+    /// First per-number counter of the range, when its table needs them.
+    line_base: Option<u32>,
 }
 
 /// Every provisioned number, as sorted ranges.
@@ -246,6 +262,7 @@ struct IndexedRange {
 pub(super) struct ExtensionIndex {
     ranges: Vec<IndexedRange>,
     tables: Vec<ExtensionTable>,
+    lines: usize,
 }
 
 /// Two ranges that overlap: `(table, range)` of the earlier and the later one.
@@ -265,6 +282,7 @@ impl ExtensionIndex {
             ranges.extend(table_ranges.into_iter().map(|range| IndexedRange {
                 range,
                 table: i as u32,
+                line_base: None,
             }));
             kept.push(table);
         }
@@ -294,27 +312,57 @@ impl ExtensionIndex {
                 reach = Some(r);
             }
         }
-        match worst {
-            Some(overlap) => Err(Box::new(overlap)),
-            None => Ok(ExtensionIndex {
-                ranges,
-                tables: kept,
-            }),
+        if let Some(overlap) = worst {
+            return Err(Box::new(overlap));
         }
+        let mut lines = 0u64;
+        for r in &mut ranges {
+            if kept[r.table as usize].needs_lines() && lines + r.range.count() <= MAX_LINES {
+                r.line_base = Some(lines as u32);
+                lines += r.range.count();
+            }
+        }
+        Ok(ExtensionIndex {
+            ranges,
+            tables: kept,
+            lines: lines as usize,
+        })
+    }
+
+    /// Per-number counters the tables need.
+    pub(super) fn lines(&self) -> usize {
+        self.lines
+    }
+
+    /// Numbers that need per-number counters beyond [`MAX_LINES`] (a configuration error).
+    pub(super) fn lines_wanted(&self) -> u64 {
+        self.ranges
+            .iter()
+            .filter(|r| self.tables[r.table as usize].needs_lines())
+            .map(|r| r.range.count())
+            .sum()
     }
 
     /// The table index and parsed number, when `number` is provisioned.
     pub(super) fn find(&self, number: &[u8]) -> Option<(usize, u8, u64)> {
+        self.find_range(number)
+            .map(|(r, width, value)| (r.table as usize, width, value))
+    }
+
+    fn find_range(&self, number: &[u8]) -> Option<(&IndexedRange, u8, u64)> {
         let (width, value) = parse_number(number)?;
         let after = self
             .ranges
             .partition_point(|r| (r.range.width, r.range.start) <= (width, value));
         let candidate = self.ranges.get(after.checked_sub(1)?)?;
-        (candidate.range.width == width && value <= candidate.range.end).then_some((
-            candidate.table as usize,
-            width,
-            value,
-        ))
+        (candidate.range.width == width && value <= candidate.range.end)
+            .then_some((candidate, width, value))
+    }
+
+    /// The per-number counter of `number`, when its table needs them.
+    pub(super) fn line(&self, number: &[u8]) -> Option<usize> {
+        let (r, _, value) = self.find_range(number)?;
+        Some(r.line_base? as usize + (value - r.range.start) as usize)
     }
 
     pub(super) fn table(&self, index: usize) -> &ExtensionTable {
@@ -387,6 +435,16 @@ impl<'a> ExtensionPolicy<'a> {
     /// The trunk's static addresses when the number is a trunk (a PBX), else empty.
     pub fn trunk(&self) -> &'a [std::net::SocketAddr] {
         &self.table.trunk
+    }
+
+    /// Simultaneous calls the number's devices may place (`None`: no limit).
+    pub fn max_outgoing_calls(&self) -> Option<u32> {
+        self.table.max_outgoing_calls
+    }
+
+    /// New calls get 486 while a device of the number is in a confirmed call.
+    pub fn all_busy(&self) -> bool {
+        self.table.all_busy
     }
 
     /// The number's credential; a template password is expanded here, on demand.
@@ -471,6 +529,8 @@ mod tests {
             single_answer: None,
             tenant: None,
             trunk: Vec::new(),
+            max_outgoing_calls: None,
+            all_busy: false,
         }
     }
 

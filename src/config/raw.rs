@@ -141,6 +141,8 @@ pub(super) struct RawExtensions {
     pub single_answer: Option<bool>,
     pub tenant: Option<String>,
     pub trunk: Option<OneOrMany<Parsed<SocketAddr>>>,
+    pub max_outgoing_calls: Option<u32>,
+    pub all_busy: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::locate::Locator;
 use super::net::{Route, RouteTable, TrustedPeer};
-use super::numbers::{DidRange, ExtensionIndex, ExtensionTable, NumberRange, Secret};
+use super::numbers::{DidRange, ExtensionIndex, ExtensionTable, NumberRange, Secret, MAX_LINES};
 use super::raw::{self, PinSetting, RawConfig};
 use super::tenancy::{Tenancy, TenantSpec, TreeError, MAX_TENANT_DEPTH};
 use super::{
@@ -138,6 +138,15 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
             format!("{range} overlaps {other} {whose}; every number may be provisioned once"),
         )
     })?;
+    if extensions.lines_wanted() > MAX_LINES {
+        return Err(e.at(
+            "extensions",
+            format!(
+                "max_outgoing_calls / all_busy apply to {} numbers; at most {MAX_LINES} numbers can have them",
+                extensions.lines_wanted()
+            ),
+        ));
+    }
     if extensions.count() == 0 {
         warnings
             .push("no [[extensions]]: every REGISTER gets 404 and only [[routes]] apply".into());
@@ -203,7 +212,10 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         proxy,
         security,
         policy,
-        ledger: std::sync::Arc::new(crate::core::policy::ledger::Ledger::new(&tenancy)),
+        ledger: std::sync::Arc::new(crate::core::policy::ledger::Ledger::new(
+            &tenancy,
+            extensions.lines(),
+        )),
         tenancy,
         trunks,
         dids,
@@ -657,6 +669,11 @@ fn build_extension_table(
         single_answer: t.single_answer,
         tenant,
         trunk,
+        max_outgoing_calls: t
+            .max_outgoing_calls
+            .map(|n| e.in_range(&key("max_outgoing_calls"), n, 0..=100_000, ""))
+            .transpose()?,
+        all_busy: t.all_busy.unwrap_or(false),
     };
     Ok((table, ranges))
 }

@@ -32,6 +32,7 @@ use crate::core::ids::Ids;
 use crate::core::io::{Datagram, Inbound, Outbox};
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::persist::{PersistLog, PersistOp};
+use crate::core::policy::ledger::LineCount;
 use crate::core::policy::Party;
 use crate::core::proxy::{ForkPlan, ForkTarget, Matched, Proxy};
 use crate::core::registrar::location::{NumberKey, Target};
@@ -418,14 +419,18 @@ impl Core {
         let trunk = cx.cfg.trunk_at(from);
         // Identity rows to add toward a trusted next hop (RFC 3325).
         let mut asserted = Vec::new();
-        let mut caller = if trusted && trunk.is_none() {
-            Party::Outside
-        } else {
-            party_of(&cx, &number::of_uri(&e.from.uri))
+        // Who places the call: its number when it is one of ours.
+        let mut caller_number = (!trusted && trunk.is_none())
+            .then(|| number::of_uri(&e.from.uri))
+            .filter(|n| cx.cfg.extension(n).is_some());
+        let mut caller = match &caller_number {
+            Some(n) => party_of(&cx, n),
+            None => Party::Outside,
         };
         let challenged = !matches!(resolved, Resolved::Proxy | Resolved::ForeignDomain);
         if let Some(t) = trunk {
             caller = party_of(&cx, t);
+            caller_number = Some(std::borrow::Cow::Borrowed(t));
             let from_number = number::of_uri(&e.from.uri);
             // It keeps the From the PBX chose when that is one of its DIDs.
             let shown = match cx.cfg.did(&from_number) {
@@ -464,6 +469,7 @@ impl Core {
                     );
                 }
                 caller = party_of(&cx, user);
+                caller_number = Some(std::borrow::Cow::Borrowed(user));
                 auth::identity::asserted_row(&cx, user, &mut asserted);
             }
         }
@@ -504,7 +510,7 @@ impl Core {
                     to_extension: false,
                     strip_identity,
                     extra: &asserted,
-                    admission: None,
+                    holds: Default::default(),
                 };
                 (vec![target], (plan, Party::Outside))
             }
@@ -520,7 +526,7 @@ impl Core {
                     to_extension: true,
                     strip_identity,
                     extra: b"",
-                    admission: None,
+                    holds: Default::default(),
                 };
                 let targets: Vec<ForkTarget> = match policy.trunk().first() {
                     // A trunk: its static address, the number as dialled (a DID stays in the
@@ -554,22 +560,20 @@ impl Core {
             }
         };
         let (mut plan, callee) = plan;
-        plan.admission = if e.method == Method::Invite
+        if e.method == Method::Invite
             && !cx.cfg.policy.is_emergency(&number::of_uri(&e.request_uri))
         {
-            let mut levels = [0usize; policy::MAX_CALL_LEVELS];
-            let n = policy::public_levels(&cx.cfg.tenancy, caller, callee, &mut levels);
-            if n == 0 {
-                None
-            } else {
-                match cx.cfg.ledger.admit(&levels[..n]) {
-                    Ok(a) => Some(a),
-                    Err(_) => return refuse_by_limit(&mut cx, msg, from),
+            let callee_number = match &resolved {
+                Resolved::Extension(n) => Some(&n[..]),
+                _ => None,
+            };
+            match admit(&cx, caller, caller_number.as_deref(), callee, callee_number) {
+                Ok(holds) => plan.holds = holds,
+                Err((status, reason, extra)) => {
+                    return reply_to(&mut cx, msg, from, status, reason, extra)
                 }
             }
-        } else {
-            None
-        };
+        }
         proxy.start_call(&mut cx, msg, e, from, targets, plan);
     }
 
@@ -733,10 +737,60 @@ fn party_of(cx: &Cx<'_>, number: &[u8]) -> Party {
     }
 }
 
+/// An answer that refuses a call: status, reason phrase, extra rows.
+type Refused = (u16, &'static str, &'static [u8]);
+
+/// Policy admission of a new call (O(1), a few atomics): all-busy, the caller number's outgoing
+/// limit, the public-call levels of the tenancy tree. The holds go with the call.
+fn admit(
+    cx: &Cx<'_>,
+    caller: Party,
+    caller_number: Option<&[u8]>,
+    callee: Party,
+    callee_number: Option<&[u8]>,
+) -> Result<policy::Holds, Refused> {
+    let cfg = cx.cfg;
+    let mut holds = policy::Holds::default();
+    let busy_line = |n: Option<&[u8]>| {
+        let n = n?;
+        cfg.extension(n)
+            .filter(|p| p.all_busy())
+            .and_then(|_| cfg.line(n))
+    };
+    holds.lines = [busy_line(caller_number), busy_line(callee_number)];
+    if let Some(line) = holds.lines[1] {
+        if cfg.ledger.line(line, LineCount::InCall) > 0 {
+            return Err((486, "Busy Here", b""));
+        }
+    }
+    if let Some(n) = caller_number {
+        if let (Some(limit), Some(line)) = (
+            cfg.extension(n).and_then(|p| p.max_outgoing_calls()),
+            cfg.line(n),
+        ) {
+            holds.outgoing = Some(
+                cfg.ledger
+                    .hold_line(line, LineCount::Outgoing, Some(limit))
+                    .ok_or((403, "Forbidden - too many outgoing calls", &b""[..]))?,
+            );
+        }
+    }
+    let mut levels = [0usize; policy::MAX_CALL_LEVELS];
+    let n = policy::public_levels(&cfg.tenancy, caller, callee, &mut levels);
+    if n > 0 {
+        holds.admission = Some(
+            cfg.ledger
+                .admit(&levels[..n])
+                .map_err(|_| refused_by_limit(cx))?,
+        );
+    }
+    Ok(holds)
+}
+
 /// A call no tenancy level has room for: `[policy] refuse_with` (503 with Q.850 cause 34, or 486
 /// with cause 17).
-fn refuse_by_limit(cx: &mut Cx<'_>, msg: &Message<'_>, from: SocketAddr) {
-    let (status, reason, extra): (u16, &str, &[u8]) = match cx.cfg.policy.refuse_with {
+fn refused_by_limit(cx: &Cx<'_>) -> Refused {
+    match cx.cfg.policy.refuse_with {
         486 => (
             486,
             "Busy Here",
@@ -747,8 +801,7 @@ fn refuse_by_limit(cx: &mut Cx<'_>, msg: &Message<'_>, from: SocketAddr) {
             "Service Unavailable",
             b"Reason: Q.850;cause=34;text=\"No circuit/channel available\"\r\n",
         ),
-    };
-    reply_to(cx, msg, from, status, reason, extra);
+    }
 }
 
 /// §16.5: where the Request-URI leads.

@@ -391,3 +391,76 @@ fn counters_never_drift_under_loss_and_races() {
         assert_eq!(w.proxy_calls(), 0, "seed {seed}");
     }
 }
+
+/// `max_outgoing_calls`: the devices of one number place at most that many calls at once
+/// (403 beyond); `all_busy`: while one device is in a confirmed call, a new call gets 486 and no
+/// other device rings; both free again when the call ends.
+#[test]
+fn outgoing_limits_and_all_busy() {
+    let cfg = config("").replace(
+        "[[trusted]]\ncidr = \"127.0.0.1/32\"\nname = \"carrier\"\n",
+        "",
+    ) + "[[extensions]]\nnumbers = \"1030-1039\"\nmax_outgoing_calls = 1\n\
+           [[extensions]]\nnumbers = \"1040\"\nall_busy = true\n";
+    let mut w = World::new(&cfg, 2, 8);
+    let caller = w.add_phone("caller", "1030", 5070);
+    let other = w.add_phone("other", "1031", 5069);
+    let target = w.add_phone("target", "1020", 5071);
+    w.behave(target, Behaviour::answer_after(ms(10)));
+    w.register(target, 3600);
+    let a = w.add_phone("a", "1040", 5072);
+    let b = w.add_phone("b", "1040", 5073);
+    w.behave(a, Behaviour::answer_after(ms(50)));
+    for d in [a, b] {
+        w.register(d, 3600);
+    }
+    w.run_for(ms(100));
+    let first = w.call(caller, "1020");
+    w.run_for(secs(1));
+    let second = w.call(caller, "1020");
+    let elsewhere = w.call(other, "1020");
+    w.run_for(secs(1));
+    assert_eq!(w.phone_ref(caller).outgoing[first].finals(), vec![200]);
+    assert_eq!(
+        w.phone_ref(caller).outgoing[second].finals(),
+        vec![403],
+        "{}",
+        w.dump()
+    );
+    assert_eq!(
+        w.phone_ref(other).outgoing[elsewhere].finals(),
+        vec![200],
+        "another number"
+    );
+    w.hang_up(caller, first);
+    w.run_for(secs(1));
+    let third = w.call(caller, "1020");
+    w.run_for(secs(1));
+    assert_eq!(w.phone_ref(caller).outgoing[third].finals(), vec![200], "{}", w.dump());
+
+    // all_busy: 1040 answers on a; the next call to it is busy, b does not ring.
+    w.hang_up(other, elsewhere);
+    w.hang_up(caller, third);
+    w.run_for(secs(1));
+    let busy_call = w.call(other, "1040");
+    w.run_for(secs(1));
+    assert_eq!(w.phone_ref(other).outgoing[busy_call].finals(), vec![200]);
+    let invites = |w: &World| {
+        w.phone_ref(a).requests_received("INVITE") + w.phone_ref(b).requests_received("INVITE")
+    };
+    let before = invites(&w);
+    let refused = w.call(caller, "1040");
+    w.run_for(secs(1));
+    assert_eq!(
+        w.phone_ref(caller).outgoing[refused].finals(),
+        vec![486],
+        "{}",
+        w.dump()
+    );
+    assert_eq!(invites(&w), before, "no device rang");
+    w.hang_up(other, busy_call);
+    w.run_for(secs(1));
+    let again = w.call(caller, "1040");
+    w.run_for(secs(1));
+    assert_eq!(w.phone_ref(caller).outgoing[again].finals(), vec![200]);
+}

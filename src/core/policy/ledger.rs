@@ -20,6 +20,34 @@ pub struct Ledger {
     live: Box<[AtomicU32]>,
     limits: Box<[u32]>,
     refused: Box<[AtomicU64]>,
+    /// Per number (of tables with `max_outgoing_calls` or `all_busy`): calls placed now, and
+    /// confirmed calls its devices are in.
+    lines: Box<[[AtomicU32; 2]]>,
+}
+
+/// Which per-number count a [`LineHold`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineCount {
+    /// Calls the number's devices placed and that are not over.
+    Outgoing = 0,
+    /// Confirmed calls the number's devices are in (either direction).
+    InCall = 1,
+}
+
+/// One count on one number's line, given back when dropped.
+#[derive(Debug)]
+pub struct LineHold {
+    ledger: Arc<Ledger>,
+    line: u32,
+    count: LineCount,
+}
+
+impl Drop for LineHold {
+    fn drop(&mut self) {
+        if let Some(l) = self.ledger.lines.get(self.line as usize) {
+            l[self.count as usize].fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// The levels one admitted call holds, given back when it is released or dropped: ownership
@@ -33,10 +61,13 @@ pub struct Admission {
 }
 
 impl Ledger {
-    /// Zeroed counters for `tenancy`.
-    pub fn new(tenancy: &Tenancy) -> Ledger {
+    /// Zeroed counters for `tenancy` and `lines` numbers.
+    pub fn new(tenancy: &Tenancy, lines: usize) -> Ledger {
         let n = tenancy.len();
         Ledger {
+            lines: (0..lines)
+                .map(|_| [AtomicU32::new(0), AtomicU32::new(0)])
+                .collect(),
             live: (0..n).map(|_| AtomicU32::new(0)).collect(),
             limits: tenancy
                 .nodes()
@@ -71,6 +102,34 @@ impl Ledger {
             }
         }
         Ok(a)
+    }
+
+    /// Takes one `count` on `line` if it stays within `limit` (`None`: always).
+    pub fn hold_line(
+        self: &Arc<Self>,
+        line: usize,
+        count: LineCount,
+        limit: Option<u32>,
+    ) -> Option<LineHold> {
+        let c = &self.lines.get(line)?[count as usize];
+        let before = c.fetch_add(1, Ordering::AcqRel);
+        let hold = LineHold {
+            ledger: Arc::clone(self),
+            line: line as u32,
+            count,
+        };
+        if limit.is_some_and(|l| before >= l) {
+            drop(hold);
+            return None;
+        }
+        Some(hold)
+    }
+
+    /// The current `count` of `line`.
+    pub fn line(&self, line: usize, count: LineCount) -> u32 {
+        self.lines
+            .get(line)
+            .map_or(0, |c| c[count as usize].load(Ordering::Acquire))
     }
 
     /// Live public calls counted at `level`.

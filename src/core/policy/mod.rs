@@ -11,7 +11,43 @@
 
 pub mod ledger;
 
+use std::sync::Arc;
+
 use crate::config::tenancy::{Tenancy, MAX_TENANT_DEPTH};
+use ledger::{Admission, Ledger, LineCount, LineHold};
+
+/// What one call holds on the shared counters, given back when it fails or its last dialog
+/// ends ([`Holds::release`]), or at the latest when the call is freed (everything here gives
+/// itself back when dropped, so each is released exactly once).
+#[derive(Debug, Default)]
+pub struct Holds {
+    /// Its public-call levels.
+    pub admission: Option<Admission>,
+    /// One of the caller number's `max_outgoing_calls`.
+    pub outgoing: Option<LineHold>,
+    /// The caller's and callee's lines, counted "in a call" once the call is confirmed.
+    pub lines: [Option<usize>; 2],
+    in_call: Vec<LineHold>,
+}
+
+impl Holds {
+    /// The call was answered (its first dialog): its parties' numbers are in a call now.
+    pub fn confirmed(&mut self, ledger: &Arc<Ledger>) {
+        if !self.in_call.is_empty() {
+            return;
+        }
+        for line in self.lines.into_iter().flatten() {
+            if let Some(h) = ledger.hold_line(line, LineCount::InCall, None) {
+                self.in_call.push(h);
+            }
+        }
+    }
+
+    /// The call is over: everything goes back.
+    pub fn release(&mut self) {
+        *self = Holds::default();
+    }
+}
 
 /// One party of a call, as policy sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -291,9 +291,9 @@ pub struct Call {
     pub strip_identity: bool,
     /// Rows every branch adds (an asserted identity); usually empty.
     pub extra: Box<[u8]>,
-    /// The public-call levels the call holds (`core::policy`): given back when it fails or its
-    /// last dialog ends, or at the latest when the call is freed.
-    pub admission: Option<crate::core::policy::ledger::Admission>,
+    /// What the call holds on the shared policy counters (`core::policy`): given back when it
+    /// fails or its last dialog ends, or at the latest when the call is freed.
+    pub holds: crate::core::policy::Holds,
 }
 
 impl Call {

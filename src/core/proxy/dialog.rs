@@ -162,6 +162,7 @@ impl Proxy {
             since: cx.now,
             branch: branch as u8,
         });
+        call.holds.confirmed(&cx.cfg.ledger);
         self.dialogs += 1;
         if call.dialog_timer.is_none() {
             call.dialog_timer = Some(cx.timers.insert(
@@ -196,8 +197,8 @@ impl Proxy {
             if let Some(id) = call.dialog_timer.take() {
                 cx.timers.cancel(id);
             }
-            // The call is over: its public-call levels are free again.
-            call.admission = None;
+            // The call is over: its policy counts are free again.
+            call.holds.release();
         }
         self.dialogs = self.dialogs.saturating_sub(ended as u64);
         for _ in 0..ended {
@@ -213,7 +214,7 @@ impl Proxy {
         call.dialog_timer = None;
         let n = call.dialogs.len();
         call.dialogs.clear();
-        call.admission = None;
+        call.holds.release();
         self.dialogs = self.dialogs.saturating_sub(n as u64);
         for _ in 0..n {
             self.count(Event::DialogExpired);

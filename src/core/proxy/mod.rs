@@ -73,8 +73,8 @@ pub struct ForkPlan<'a> {
     /// Header rows to add to every branch (CRLF-terminated): the P-Asserted-Identity of an
     /// authenticated sender toward a trusted next hop.
     pub extra: &'a [u8],
-    /// The public-call levels the call was admitted on (`core::policy`), if it is public.
-    pub admission: Option<crate::core::policy::ledger::Admission>,
+    /// What the call holds on the shared policy counters (`core::policy`).
+    pub holds: crate::core::policy::Holds,
 }
 
 impl ForkPlan<'_> {
@@ -89,7 +89,7 @@ impl ForkPlan<'_> {
             to_extension: false,
             strip_identity,
             extra: b"",
-            admission: None,
+            holds: crate::core::policy::Holds::default(),
         }
     }
 }
@@ -448,7 +448,7 @@ impl Proxy {
             caller_target: contact_destination(req),
             strip_identity: plan.strip_identity,
             extra: plan.extra.into(),
-            admission: plan.admission,
+            holds: plan.holds,
         };
         let key = self.calls.insert(call);
         self.index.insert(server_key, key);
@@ -596,8 +596,8 @@ impl Proxy {
         }
         cx.out.push(call.upstream, &call.last_response);
         if status >= 300 {
-            // A failed call holds no public-call levels any more.
-            call.admission = None;
+            // A failed call holds no policy counts any more.
+            call.holds.release();
         }
         if status >= 200 {
             if call.outcome == call::Outcome::Pending {
