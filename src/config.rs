@@ -19,6 +19,7 @@
 //! width between them. `"0100-0199"` holds `0100` … `0199` but not `100`; `"1000-1999"` does not
 //! hold `01000`. So a number matches at most one range, and no width is ever guessed.
 
+pub mod followme;
 mod locate;
 mod net;
 mod numbers;
@@ -294,6 +295,7 @@ pub struct Config {
     /// Trunk source addresses and the number of the trunk extension each belongs to.
     trunks: Vec<(std::net::SocketAddr, Vec<u8>)>,
     dids: Vec<DidRange>,
+    followme: std::collections::HashMap<Vec<u8>, followme::FollowMe>,
     extensions: ExtensionIndex,
     trusted: Vec<TrustedPeer>,
     routes: RouteTable,
@@ -320,6 +322,14 @@ impl Config {
     /// Validates a configuration given as text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         parse(text, None)
+    }
+
+    /// The follow-me sequence of extension `number`.
+    pub fn followme(&self, number: &[u8]) -> Option<&followme::FollowMe> {
+        if self.followme.is_empty() {
+            return None;
+        }
+        self.followme.get(number)
     }
 
     /// The extension a public number (`[[dids]]`) leads to.

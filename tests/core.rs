@@ -17,6 +17,8 @@ mod builder;
 mod core_fuzz;
 #[path = "core/flows.rs"]
 mod flows;
+#[path = "core/followme.rs"]
+mod followme;
 #[path = "core/forking.rs"]
 mod forking;
 #[path = "core/policy.rs"]

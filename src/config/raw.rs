@@ -37,6 +37,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub dids: Vec<RawDid>,
     #[serde(default)]
+    pub followme: Vec<RawFollowMe>,
+    #[serde(default)]
     pub extensions: Vec<RawExtensions>,
     #[serde(default)]
     pub trusted: Vec<RawTrusted>,
@@ -103,6 +105,21 @@ pub(super) struct RawTenant {
     pub max_public_calls: Option<u32>,
     pub forward_external: Option<bool>,
     pub voicemail: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFollowMe {
+    pub extension: String,
+    pub voicemail: Option<String>,
+    pub stages: Vec<RawStage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStage {
+    pub targets: Vec<String>,
+    pub ring: u64,
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use super::followme;
 use super::locate::Locator;
 use super::net::{Route, RouteTable, TrustedPeer};
 use super::numbers::{DidRange, ExtensionIndex, ExtensionTable, NumberRange, Secret, MAX_LINES};
@@ -205,6 +206,72 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         )
     })?;
 
+    let mut followme = std::collections::HashMap::new();
+    for (i, f) in raw.followme.into_iter().enumerate() {
+        let key = |k: &str| format!("followme[{i}].{k}");
+        match extensions.find(f.extension.as_bytes()) {
+            Some((t, _, _)) if extensions.table(t).trunk.is_empty() => {}
+            Some(_) => return Err(e.at(&key("extension"), "a trunk has no devices to follow")),
+            None => {
+                return Err(e.at(
+                    &key("extension"),
+                    format!("{:?} is not a provisioned extension", f.extension),
+                ))
+            }
+        }
+        if f.stages.is_empty() {
+            return Err(e.at(&key("stages"), "give at least one stage"));
+        }
+        let mut stages = Vec::with_capacity(f.stages.len());
+        for (j, st) in f.stages.into_iter().enumerate() {
+            let ring = e.in_range(
+                &format!("followme[{i}].stages[{j}].ring"),
+                st.ring,
+                1..=600,
+                " s",
+            )?;
+            let mut targets = Vec::with_capacity(st.targets.len());
+            for t in st.targets {
+                let target = if t == "self" {
+                    followme::Target::Own
+                } else if extensions.find(t.as_bytes()).is_some() {
+                    followme::Target::Extension(t.into_bytes())
+                } else if let Some(route) = routes.lookup(t.as_bytes()) {
+                    followme::Target::External {
+                        next_hop: route.next_hop.addr,
+                        number: t.into_bytes(),
+                    }
+                } else {
+                    return Err(e.at(
+                        &format!("followme[{i}].stages[{j}].targets"),
+                        format!("{t:?} is neither \"self\", an extension, nor a number a [[routes]] entry reaches"),
+                    ));
+                };
+                targets.push(target);
+            }
+            stages.push(followme::Stage {
+                targets,
+                ring: Duration::from_secs(ring),
+            });
+        }
+        let voicemail = f
+            .voicemail
+            .map(|v| followme::parse_voicemail(&v).map_err(|why| e.at(&key("voicemail"), why)))
+            .transpose()?;
+        if followme
+            .insert(
+                f.extension.into_bytes(),
+                followme::FollowMe { stages, voicemail },
+            )
+            .is_some()
+        {
+            return Err(e.at(
+                &key("extension"),
+                "this extension has an earlier [[followme]]",
+            ));
+        }
+    }
+
     Ok(Config {
         server,
         registrar,
@@ -219,6 +286,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         tenancy,
         trunks,
         dids,
+        followme,
         extensions,
         trusted,
         routes,

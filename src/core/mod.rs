@@ -372,7 +372,10 @@ impl Core {
         e: &Essentials<'_>,
         from: SocketAddr,
     ) {
-        let trusted = self.cfg.is_trusted(from.ip());
+        // A spiral: sipfork forwarded this request to itself (a follow-me stage ringing another
+        // extension's devices); it was authenticated and admitted on its first pass.
+        let spiral = from == self.env.local;
+        let trusted = spiral || self.cfg.is_trusted(from.ip());
         if !trusted && self.auth.source_blocked(now, from) {
             return self.refuse(Refusal::BlockedSource);
         }
@@ -474,6 +477,8 @@ impl Core {
             }
         }
         let strip_identity = !trusted;
+        // Follow-me's stage ring times and the levels its external targets take.
+        let (mut stage_rings, mut ext_levels) = (Vec::new(), Vec::new());
         let (targets, plan) = match resolved {
             Resolved::Proxy => {
                 return match e.method {
@@ -501,6 +506,7 @@ impl Core {
                     dest,
                     q: 1000,
                     registered_at: Instant::ZERO,
+                    external: false,
                 };
                 let plan = ForkPlan {
                     serial: false,
@@ -511,6 +517,8 @@ impl Core {
                     strip_identity,
                     extra: &asserted,
                     holds: Default::default(),
+                    stage_rings: None,
+                    external_levels: None,
                 };
                 (vec![target], (plan, Party::Outside))
             }
@@ -518,7 +526,7 @@ impl Core {
                 let Some(policy) = cx.cfg.extension(number) else {
                     return reply_to(&mut cx, msg, from, 404, "Not Found", b"");
                 };
-                let plan = ForkPlan {
+                let mut plan = ForkPlan {
                     serial: policy.fork == crate::config::ForkMode::QGroups,
                     group_timeout: policy.group_timeout,
                     single_answer: policy.single_answer,
@@ -527,31 +535,48 @@ impl Core {
                     strip_identity,
                     extra: b"",
                     holds: Default::default(),
+                    stage_rings: None,
+                    external_levels: None,
                 };
-                let targets: Vec<ForkTarget> = match policy.trunk().first() {
+                // A spiral of a follow-me stage rings the extension's devices only.
+                let devices_only = spiral
+                    && e.request_uri
+                        .as_sip()
+                        .is_some_and(|u| u.param(DEVICES_ONLY_PARAM).is_some());
+                let followme = cx.cfg.followme(number).filter(|_| !devices_only);
+                let targets: Vec<ForkTarget> = if let Some(&dest) = policy.trunk().first() {
                     // A trunk: its static address, the number as dialled (a DID stays in the
                     // Request-URI and To).
-                    Some(&dest) => {
-                        let mut uri = b"sip:".to_vec();
-                        uri.extend_from_slice(&number::of_uri(&e.request_uri));
-                        uri.push(b'@');
-                        build::push_hostport(&mut uri, dest);
-                        vec![ForkTarget {
-                            uri: std::borrow::Cow::Owned(uri),
-                            dest,
-                            q: 1000,
-                            registered_at: Instant::ZERO,
-                        }]
-                    }
-                    None => registrar
+                    let mut uri = b"sip:".to_vec();
+                    uri.extend_from_slice(&number::of_uri(&e.request_uri));
+                    uri.push(b'@');
+                    build::push_hostport(&mut uri, dest);
+                    vec![ForkTarget {
+                        uri: std::borrow::Cow::Owned(uri),
+                        dest,
+                        q: 1000,
+                        registered_at: Instant::ZERO,
+                        external: false,
+                    }]
+                } else if let Some(fm) = followme {
+                    let tenant = policy.tenant();
+                    ext_levels.extend(cx.cfg.tenancy.path(tenant));
+                    plan.external_levels = Some(&ext_levels);
+                    let targets =
+                        followme_targets(&cx, registrar, number, fm, tenant, &mut stage_rings);
+                    plan.stage_rings = Some(&stage_rings);
+                    targets
+                } else {
+                    registrar
                         .targets(number)
                         .map(|t| ForkTarget {
                             uri: std::borrow::Cow::Borrowed(t.contact),
                             dest: t.dest,
                             q: t.q,
                             registered_at: t.registered_at,
+                            external: false,
                         })
-                        .collect(),
+                        .collect()
                 };
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
@@ -561,6 +586,7 @@ impl Core {
         };
         let (mut plan, callee) = plan;
         if e.method == Method::Invite
+            && !spiral
             && !cx.cfg.policy.is_emergency(&number::of_uri(&e.request_uri))
         {
             let callee_number = match &resolved {
@@ -726,6 +752,79 @@ fn proxy_checks(
         return Some((420, "Bad Extension", unsupported));
     }
     None
+}
+
+/// The Request-URI parameter that marks a follow-me spiral: ring the extension's devices only.
+const DEVICES_ONLY_PARAM: &str = "sfdev";
+
+/// The targets of extension `number`'s follow-me sequence, stage by stage (`q` = 1000 - stage),
+/// with each stage's ring time pushed to `rings`: its own devices (this shard owns them);
+/// another extension through a spiral to sipfork itself (that extension's shard rings its
+/// devices, never its follow-me or voicemail); external numbers through their route, only if
+/// `forward_external` holds on the forwarding extension's tenant chain; voicemail last, only if
+/// the chain allows voicemail.
+fn followme_targets<'r>(
+    cx: &Cx<'_>,
+    registrar: &'r Registrar,
+    number: &[u8],
+    fm: &crate::config::followme::FollowMe,
+    tenant: usize,
+    rings: &mut Vec<crate::time::Duration>,
+) -> Vec<ForkTarget<'r>> {
+    use crate::config::followme::Target;
+    let node = cx.cfg.tenancy.node(tenant);
+    let owned = |uri: Vec<u8>, dest: SocketAddr, q: u16, external: bool| ForkTarget {
+        uri: std::borrow::Cow::Owned(uri),
+        dest,
+        q,
+        registered_at: Instant::ZERO,
+        external,
+    };
+    let mut out = Vec::new();
+    for (i, stage) in fm.stages.iter().enumerate() {
+        let q = 1000u16.saturating_sub(i as u16);
+        for t in &stage.targets {
+            match t {
+                Target::Own => out.extend(registrar.targets(number).map(|b| ForkTarget {
+                    uri: std::borrow::Cow::Borrowed(b.contact),
+                    dest: b.dest,
+                    q,
+                    registered_at: b.registered_at,
+                    external: false,
+                })),
+                Target::Extension(other) => {
+                    let mut uri = b"sip:".to_vec();
+                    uri.extend_from_slice(other);
+                    uri.push(b'@');
+                    build::push_hostport(&mut uri, cx.env.local);
+                    uri.push(b';');
+                    uri.extend_from_slice(DEVICES_ONLY_PARAM.as_bytes());
+                    out.push(owned(uri, cx.env.local, q, false));
+                }
+                Target::External {
+                    number: n,
+                    next_hop,
+                } if node.forward_external => {
+                    let mut uri = b"sip:".to_vec();
+                    uri.extend_from_slice(n);
+                    uri.push(b'@');
+                    build::push_hostport(&mut uri, *next_hop);
+                    out.push(owned(uri, *next_hop, q, true));
+                }
+                Target::External { number: n, .. } => tracing::debug!(
+                    target = %String::from_utf8_lossy(n),
+                    "follow-me: external target skipped, forward_external is off for this tenant"
+                ),
+            }
+        }
+        rings.push(stage.ring);
+    }
+    if let (Some((uri, dest)), true) = (&fm.voicemail, node.voicemail) {
+        let q = 1000u16.saturating_sub(fm.stages.len() as u16);
+        out.push(owned(uri.as_bytes().to_vec(), *dest, q, false));
+        rings.push(cx.cfg.proxy.timer_c);
+    }
+    out
 }
 
 /// The policy party a number is: a trunk or an extension of its tenant, else outside.

@@ -29,9 +29,6 @@ pub fn reply_to(
     // Symmetric routing needs no Via to find the way back; a broken top Via (RFC 4475
     // `badinv01`) is copied as it came and gets no received/rport.
     let dest = from;
-    if dest == cx.env.local {
-        return;
-    }
     let fix = req
         .top_via()
         .map(|via| ViaFix::for_source(&via, from))

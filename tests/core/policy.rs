@@ -436,7 +436,12 @@ fn outgoing_limits_and_all_busy() {
     w.run_for(secs(1));
     let third = w.call(caller, "1020");
     w.run_for(secs(1));
-    assert_eq!(w.phone_ref(caller).outgoing[third].finals(), vec![200], "{}", w.dump());
+    assert_eq!(
+        w.phone_ref(caller).outgoing[third].finals(),
+        vec![200],
+        "{}",
+        w.dump()
+    );
 
     // all_busy: 1040 answers on a; the next call to it is busy, b does not ring.
     w.hang_up(other, elsewhere);

@@ -252,8 +252,9 @@ pub struct Call {
     pub last_response: Vec<u8>,
     /// Branches, in creation order (index = branch number in our Via branch).
     pub branches: Vec<Branch>,
-    /// Targets of q-groups not yet started, highest q first.
-    pub pending_groups: Vec<Vec<super::ForkTarget<'static>>>,
+    /// Targets of q-groups (or follow-me stages) not yet started, the next one last, each
+    /// with how long it rings.
+    pub pending_groups: Vec<(Vec<super::ForkTarget<'static>>, crate::time::Duration)>,
     /// The group currently ringing.
     pub group: u8,
     /// The q-group timer.
@@ -276,8 +277,13 @@ pub struct Call {
     pub dialogs: Vec<Dialog>,
     /// Dialog lifetime guard.
     pub dialog_timer: Option<TimerId>,
-    /// Serial-forking group timeout.
+    /// How long the ringing group (q-group or follow-me stage) rings before the next starts.
     pub group_timeout: crate::time::Duration,
+    /// Follow-me: the last stage ends after its ring time too (q-groups ring on until Timer C).
+    pub last_group_times_out: bool,
+    /// The public-call levels to take before a group with external targets rings (follow-me to
+    /// an external number makes the call public only when that stage starts).
+    pub external_levels: Option<Box<[usize]>>,
     /// This call belongs to an extension (metrics, later policy).
     pub to_extension: bool,
     /// Branches carry our Record-Route (initial INVITEs): the call can establish dialogs.
@@ -302,6 +308,13 @@ impl Call {
         self.server.is_terminated()
             && self.branches.iter().all(Branch::is_finished)
             && self.dialogs.is_empty()
+    }
+
+    /// Takes the next group to ring and makes its ring time the group timeout.
+    pub fn next_group(&mut self) -> Option<Vec<super::ForkTarget<'static>>> {
+        let (targets, ring) = self.pending_groups.pop()?;
+        self.group_timeout = ring;
+        Some(targets)
     }
 
     /// Are branches still ringing (no final yet)?

@@ -263,7 +263,8 @@ impl Proxy {
         self.reap(cx, key);
     }
 
-    /// The ringing q-group rang for `group_timeout`: cancel what still rings and move on.
+    /// The ringing q-group (or follow-me stage) rang for `group_timeout`: cancel what still
+    /// rings and move on; after a follow-me's last stage, the caller gets 480.
     fn group_timeout(&mut self, cx: &mut Cx<'_>, key: Key) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
@@ -272,9 +273,10 @@ impl Proxy {
         if call.outcome != super::call::Outcome::Pending || call.cancelled || call.declined {
             return;
         }
-        let Some(next) = call.pending_groups.pop() else {
+        let next = call.next_group();
+        if next.is_none() && !call.last_group_times_out {
             return;
-        };
+        }
         self.events.bump(Event::GroupTimeout as usize);
         let group = call.group;
         let ringing: Vec<usize> = call
@@ -287,6 +289,11 @@ impl Proxy {
         for i in ringing {
             self.cancel_branch(cx, key, i, CancelReason::GroupTimeout);
         }
+        let Some(next) = next else {
+            // Nobody answered any stage: the sequence is over.
+            self.respond_local(cx, key, 480, "Temporarily Unavailable - no answer", b"");
+            return self.reap(cx, key);
+        };
         if let Some(call) = self.calls.get_mut(key) {
             call.group = call.group.saturating_add(1);
         }

@@ -281,6 +281,7 @@ impl Proxy {
             dest,
             q: 1000,
             registered_at: crate::time::Instant::ZERO,
+            external: false,
         };
         let plan = ForkPlan::relay(!cx.cfg.is_trusted(from.ip()));
         self.start_call(cx, req, e, from, vec![target], plan);

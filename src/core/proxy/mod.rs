@@ -52,6 +52,8 @@ pub struct ForkTarget<'a> {
     pub q: u16,
     /// When the binding was registered (the branch cap keeps the most recent).
     pub registered_at: crate::time::Instant,
+    /// Outside the platform, reached by follow-me: the call becomes public when it rings.
+    pub external: bool,
 }
 
 /// How to fork one call (from config: the `[proxy]` section and per-extension overrides, and
@@ -75,6 +77,11 @@ pub struct ForkPlan<'a> {
     pub extra: &'a [u8],
     /// What the call holds on the shared policy counters (`core::policy`).
     pub holds: crate::core::policy::Holds,
+    /// Follow-me: the targets' `q` numbers the stages (`1000 - stage`), stage `i` rings
+    /// `stage_rings[i]`, and the branch cap counts over all stages.
+    pub stage_rings: Option<&'a [Duration]>,
+    /// Follow-me: the levels an external target's stage takes (`Call::external_levels`).
+    pub external_levels: Option<&'a [usize]>,
 }
 
 impl ForkPlan<'_> {
@@ -90,6 +97,8 @@ impl ForkPlan<'_> {
             strip_identity,
             extra: b"",
             holds: crate::core::policy::Holds::default(),
+            stage_rings: None,
+            external_levels: None,
         }
     }
 }
@@ -151,9 +160,11 @@ pub(crate) enum Event {
     AckDropped,
     /// A CANCEL from another address than its INVITE's: 481, nothing cancelled.
     CancelWrongSource,
+    /// Follow-me's external targets were not rung: no public-call room left.
+    ExternalRefused,
 }
 
-const EVENTS: [&str; 27] = [
+const EVENTS: [&str; 28] = [
     "call",
     "non_invite_request",
     "branch",
@@ -181,6 +192,7 @@ const EVENTS: [&str; 27] = [
     "in_dialog_refused",
     "ack_dropped",
     "cancel_wrong_source",
+    "external_refused",
 ];
 
 /// Keys are already keyed 128-bit digests: hashing them again would only cost time.
@@ -208,7 +220,7 @@ impl Hasher for PassThrough {
 pub struct Proxy {
     calls: Slab<Call>,
     index: HashMap<u128, Key, BuildHasherDefault<PassThrough>>,
-    events: ReasonCounters<27>,
+    events: ReasonCounters<28>,
     dialogs: u64,
     /// Reused buffers for the Via and Record-Route values of forwarded requests.
     scratch_via: Vec<u8>,
@@ -231,6 +243,7 @@ impl ForkTarget<'_> {
             dest: self.dest,
             q: self.q,
             registered_at: self.registered_at,
+            external: self.external,
         }
     }
 }
@@ -384,9 +397,9 @@ impl Proxy {
             .max(1);
         let mut skipped = 0;
         let mut groups: Vec<Vec<ForkTarget<'_>>> = Vec::new();
-        if plan.serial {
-            // Equal-q groups, highest q first; each group rings in parallel, so the cap applies
-            // per group.
+        if plan.serial || plan.stage_rings.is_some() {
+            // Equal-q groups (q-groups, or follow-me stages), highest q first; each group rings
+            // in parallel.
             targets.sort_by_key(|t| std::cmp::Reverse(t.q));
             for t in targets {
                 match groups.last_mut() {
@@ -397,23 +410,52 @@ impl Proxy {
         } else {
             groups.push(targets);
         }
-        for g in &mut groups {
-            if g.len() > cap {
-                // DECISIONS.md: the most recently registered devices ring.
-                g.sort_by_key(|t| std::cmp::Reverse(t.registered_at));
-                skipped += g.len() - cap;
-                g.truncate(cap);
+        if plan.stage_rings.is_some() {
+            // Follow-me: at most max_branches over every stage, earliest stages first.
+            let mut left = cap;
+            for g in &mut groups {
+                let keep = g.len().min(left);
+                skipped += g.len() - keep;
+                g.truncate(keep);
+                left -= keep;
+            }
+        } else {
+            // The cap applies per q-group.
+            for g in &mut groups {
+                if g.len() > cap {
+                    // DECISIONS.md: the most recently registered devices ring.
+                    g.sort_by_key(|t| std::cmp::Reverse(t.registered_at));
+                    skipped += g.len() - cap;
+                    g.truncate(cap);
+                }
             }
         }
         if skipped > 0 {
             // Counted only: a log line per capped call would cost on the hot path.
             self.count(Event::BranchesCapped);
         }
-        groups.reverse(); // pop() yields the highest group first
-        let first = groups.pop().unwrap_or_default();
-        let groups: Vec<Vec<ForkTarget<'static>>> = groups
+        // A follow-me stage's ring time by its number (`q` = 1000 - stage).
+        let ring_of = |g: &[ForkTarget<'_>]| {
+            let stage = g
+                .first()
+                .map_or(0, |t| usize::from(1000u16.saturating_sub(t.q)));
+            plan.stage_rings
+                .and_then(|r| r.get(stage).copied())
+                .unwrap_or(plan.group_timeout)
+        };
+        let mut groups: Vec<(Vec<ForkTarget<'_>>, Duration)> = groups
             .into_iter()
-            .map(|g| g.into_iter().map(ForkTarget::into_owned).collect())
+            .filter(|g| !g.is_empty())
+            .map(|g| {
+                let ring = ring_of(&g);
+                (g, ring)
+            })
+            .collect();
+        groups.reverse(); // pop() yields the highest group first
+        let (first, first_ring) = groups.pop().unwrap_or((Vec::new(), plan.group_timeout));
+        let groups: Vec<(Vec<ForkTarget<'static>>, Duration)> = groups
+            .into_iter()
+            .map(|(g, ring)| (g.into_iter().map(ForkTarget::into_owned).collect(), ring))
             .collect();
         let call = Call {
             is_invite,
@@ -441,11 +483,17 @@ impl Proxy {
             single_answer: plan.single_answer,
             dialogs: Vec::new(),
             dialog_timer: None,
-            group_timeout: plan.group_timeout,
+            group_timeout: first_ring,
+            external_levels: plan.external_levels.map(Into::into),
+            last_group_times_out: plan.stage_rings.is_some(),
             to_extension: plan.to_extension,
             record_route: plan.record_route,
             caller_tag: e.from.tag.map_or(0, |t| dialog::tag_hash(cx, t)),
-            caller_target: contact_destination(req),
+            // The caller's Contact is its leg's remote target only when nothing stands between
+            // (one Via, no Record-Route); behind another proxy the flow is the way back.
+            caller_target: (req.vias().nth(1).is_none() && req.record_routes().next().is_none())
+                .then(|| contact_destination(req))
+                .flatten(),
             strip_identity: plan.strip_identity,
             extra: plan.extra.into(),
             holds: plan.holds,
@@ -495,6 +543,19 @@ impl Proxy {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
+        let mut targets = targets;
+        if targets.iter().any(|t| t.external) && call.holds.admission.is_none() {
+            // Follow-me reaches outside: the call is public from now on, if there is room.
+            if let Some(levels) = call.external_levels.as_deref() {
+                match cx.cfg.ledger.admit(levels) {
+                    Ok(a) => call.holds.admission = Some(a),
+                    Err(_) => {
+                        self.events.bump(Event::ExternalRefused as usize);
+                        targets.retain(|t| !t.external);
+                    }
+                }
+            }
+        }
         // What every branch shares is worked out once.
         let rr = &mut self.scratch_rr;
         rr.clear();
@@ -530,7 +591,7 @@ impl Proxy {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
-        if !call.pending_groups.is_empty() && call.is_invite {
+        if (!call.pending_groups.is_empty() || call.last_group_times_out) && call.is_invite {
             let at = cx.now + call.group_timeout;
             call.group_timer = Some(cx.timers.insert(at, TimerKey::Group { call: key }));
         }
@@ -654,7 +715,9 @@ fn server_key(ids: &Ids, e: &Essentials<'_>, class: &[u8]) -> u128 {
     }
 }
 
-/// §16.6 step 8 / §16.3 step 4: what identifies this request for loop detection.
+/// §16.6 step 8 / §16.3 step 4: what identifies this request for loop detection. The first
+/// Route counts too: an in-dialog request that passes sipfork twice on a spiral (a follow-me
+/// stage reached another extension through sipfork itself) carries a different one each time.
 fn loop_hash(ids: &Ids, e: &Essentials<'_>, req: &Message<'_>) -> u32 {
     let mut proxy_require = [&b""[..]; 4];
     for (slot, tag) in proxy_require
@@ -663,8 +726,10 @@ fn loop_hash(ids: &Ids, e: &Essentials<'_>, req: &Message<'_>) -> u32 {
     {
         *slot = tag;
     }
+    let first_route = req.first_value(HeaderName::Route).unwrap_or_default();
     ids.loop_hash(&[
         e.request_uri.raw(),
+        first_route,
         e.from.tag.unwrap_or_default(),
         e.to.tag.unwrap_or_default(),
         e.call_id,

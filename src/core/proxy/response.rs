@@ -121,7 +121,11 @@ impl Proxy {
             return;
         };
         branch.to_tag = Some(super::dialog::tag_hash(cx, tag));
-        branch.remote_target = super::contact_destination(resp);
+        // The callee's Contact is its leg's remote target only when no proxy below us
+        // record-routed (ours is the only Record-Route); else the flow is the way there.
+        branch.remote_target = (resp.record_routes().nth(1).is_none())
+            .then(|| super::contact_destination(resp))
+            .flatten();
     }
 
     fn provisional(
@@ -407,7 +411,7 @@ impl Proxy {
             return;
         }
         if !call.declined && call.outcome == Outcome::Pending {
-            if let Some(next) = call.pending_groups.pop() {
+            if let Some(next) = call.next_group() {
                 if let Some(id) = call.group_timer.take() {
                     cx.timers.cancel(id);
                 }
