@@ -376,7 +376,11 @@ impl Core {
         // extension's devices); it was authenticated and admitted on its first pass.
         let spiral = from == self.env.local;
         let trusted = spiral || self.cfg.is_trusted(from.ip());
-        if !trusted && self.auth.source_blocked(now, from) {
+        if !trusted
+            && self.auth.source_blocked(now, from)
+            && !self.cfg.policy.is_emergency(&number::of_uri(&e.request_uri))
+        {
+            // Emergency calls are never blocked ([[emergency]]).
             return self.refuse(Refusal::BlockedSource);
         }
         if msg.header_count() + build::ROWS_ADDED_BY_FORWARDING > sip::MAX_ROWS
