@@ -378,7 +378,10 @@ impl Core {
         let trusted = spiral || self.cfg.is_trusted(from.ip());
         if !trusted
             && self.auth.source_blocked(now, from)
-            && !self.cfg.policy.is_emergency(&number::of_uri(&e.request_uri))
+            && !self
+                .cfg
+                .policy
+                .is_emergency(&number::of_uri(&e.request_uri))
         {
             // Emergency calls are never blocked ([[emergency]]).
             return self.refuse(Refusal::BlockedSource);
