@@ -407,7 +407,7 @@ fn snake<T: serde::Serialize>(v: &T) -> String {
 /// The dashboard of one run.
 pub fn run_page(r: &RunResult) -> String {
     let mut b = String::new();
-    let ok = r.success_pct >= 100.0 - 1e-9;
+    let ok = r.passed;
     let _ = write!(
         b,
         "<h1>{} — {}</h1><div class=\"sub\">{} · target {} ({}) · {} · {:.0}/s {} for {:.1} s · harness: {} thread(s), {}, coalescing {} µs{}</div>",
@@ -446,6 +446,12 @@ pub fn run_page(r: &RunResult) -> String {
         r.counters.retransmitted,
         r.counters.lost,
     );
+    if r.partial {
+        b.push_str("<p class=\"bad\">Interrupted: partial result (what was measured until the signal).</p>");
+    }
+    for why in &r.failed_because {
+        let _ = write!(b, "<p class=\"bad\">Run failed: {}</p>", esc(why));
+    }
     if let Some(v) = r.verdicts.as_ref().filter(|v| !v.failures.is_empty()) {
         b.push_str("<table><tr><th>failure</th><th>calls</th></tr>");
         for (f, n) in &v.failures {
@@ -564,7 +570,7 @@ pub fn run_page(r: &RunResult) -> String {
     b.push_str("<h2>Races</h2>");
     if let Some(v) = &r.verdicts {
         if !v.races.is_empty() {
-            b.push_str("<table><tr><th>race</th><th>provoked</th><th>outcomes</th></tr>");
+            b.push_str("<table><tr><th>race</th><th>scripted</th><th>provoked (on the wire)</th><th>outcomes</th></tr>");
             for (race, c) in &v.races {
                 let outcomes: Vec<String> = c
                     .outcomes
@@ -573,8 +579,9 @@ pub fn run_page(r: &RunResult) -> String {
                     .collect();
                 let _ = write!(
                     b,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     snake(race),
+                    c.scripted,
                     c.provoked,
                     esc(&outcomes.join(", "))
                 );
@@ -605,11 +612,13 @@ pub fn run_page(r: &RunResult) -> String {
     row(
         "registration",
         format!(
-            "{}/{} devices in {:.2} s, {} failed; REGISTER→final p50 {} p99 {}",
+            "{}/{} devices in {:.2} s, {} failed{}, {} clearing REGISTERs failed; REGISTER→final p50 {} p99 {}",
             r.registration.registered,
             r.registration.devices,
             r.registration.seconds,
             r.registration.failed,
+            if r.registration.failures_allowed { " (allowed)" } else { "" },
+            r.registration.clear_failed,
             dur(r.registration.latency.p50 as f64),
             dur(r.registration.latency.p99 as f64)
         ),

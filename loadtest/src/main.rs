@@ -150,6 +150,12 @@ fn scenario(a: &mut Args) -> Scenario {
     if a.flag("--no-registration") {
         s.registration.enabled = false;
     }
+    if a.flag("--allow-registration-failures") {
+        s.registration.allow_failures = true;
+    }
+    if let Some(v) = a.parsed("--max-branches") {
+        s.expect.max_branches = Some(v);
+    }
     s.validate().unwrap_or_else(|e| fail(e));
     s
 }
@@ -212,7 +218,7 @@ fn cmd_run(mut a: Args, command: String) {
     };
     let r = runner::run(o).unwrap_or_else(|e| fail(e));
     print_summary(&r, out_dir.as_deref());
-    if r.success_pct < 100.0 {
+    if !r.passed {
         std::process::exit(1);
     }
 }
@@ -228,8 +234,22 @@ fn print_summary(r: &RunResult, dir: Option<&std::path::Path>) {
         None => (r.registration.storm_ok, r.registration.storm_failed),
     };
     println!(
-        "RESULT label={} scenario={} mode={} rate={} started={} ok={ok} failed={failed} success_pct={:.3}",
-        r.label, r.scenario.name, r.target.mode, r.load.rate, r.load.started, r.success_pct
+        "RESULT label={} scenario={} mode={} rate={} started={} ok={ok} failed={failed} success_pct={:.3} passed={}{}",
+        r.label,
+        r.scenario.name,
+        r.target.mode,
+        r.load.rate,
+        r.load.started,
+        r.success_pct,
+        r.passed,
+        if r.partial { " partial=true" } else { "" }
+    );
+    for why in &r.failed_because {
+        println!("  failed: {why}");
+    }
+    println!(
+        "  registration registered={} failed={} clear_failed={}",
+        r.registration.registered, r.registration.failed, r.registration.clear_failed
     );
     if let Some(c) = &r.cpu {
         println!(
@@ -265,8 +285,8 @@ fn print_summary(r: &RunResult, dir: Option<&std::path::Path>) {
         }
         for (race, c) in &v.races {
             println!(
-                "  race {race:?} provoked={} outcomes={:?}",
-                c.provoked, c.outcomes
+                "  race {race:?} scripted={} provoked={} not_provoked={} outcomes={:?}",
+                c.scripted, c.provoked, c.not_provoked, c.outcomes
             );
         }
     }
@@ -386,6 +406,7 @@ fn cmd_proxy_config(mut a: Args) {
         io: a.value("--io"),
         coalesce_us: a.parsed("--coalesce-us"),
         pin_cores: a.value("--pin").map(|p| cpus(&p)),
+        max_contacts: None,
     };
     a.done();
     let plan = Plan::new(s, target, false, 0).unwrap_or_else(|e| fail(e));

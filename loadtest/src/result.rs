@@ -14,7 +14,7 @@ use crate::metrics::{Counts, Metric, Metrics, Summary};
 use crate::plan::Plan;
 use crate::reflect::ProxySizes;
 use crate::scenario::{LoadKind, Scenario};
-use crate::verdict::{judge_all, Judgement};
+use crate::verdict::{judge_each, Judgement};
 
 /// Schema name and version written into every result.
 pub const SCHEMA: &str = "sipfork-load/1";
@@ -80,8 +80,15 @@ pub struct Registration {
     pub devices: u64,
     /// Devices registered.
     pub registered: u64,
-    /// REGISTERs refused or unanswered in the phase.
+    /// Devices whose REGISTER was refused or unanswered in the phase (the `Contact: *` clears
+    /// are counted apart, in `clear_failed`).
     pub failed: u64,
+    /// `Contact: *` clearing REGISTERs refused or unanswered.
+    #[serde(default)]
+    pub clear_failed: u64,
+    /// Registration failures do not fail the run (`--allow-registration-failures`).
+    #[serde(default)]
+    pub failures_allowed: bool,
     /// Seconds the phase took.
     pub seconds: f64,
     /// REGISTER → final in the phase, µs.
@@ -171,6 +178,16 @@ pub struct RunResult {
     pub verdicts: Option<Judgement>,
     /// Calls (REGISTERs) that passed, % of those started.
     pub success_pct: f64,
+    /// The run passed: every call (REGISTER) passed, and every device registered (unless
+    /// registration failures were allowed). The exit code is 0 exactly when this is true.
+    #[serde(default)]
+    pub passed: bool,
+    /// Why it did not pass, one line each.
+    #[serde(default)]
+    pub failed_because: Vec<String>,
+    /// The run was interrupted (SIGINT/SIGTERM) and this is what was measured until then.
+    #[serde(default)]
+    pub partial: bool,
     /// Whole-run latency summaries by metric name, µs.
     pub latency_us: BTreeMap<String, Summary>,
     /// Whole-run counters.
@@ -209,8 +226,41 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
     let caller = agents.iter().find_map(|a| a.caller.as_ref());
     let devices = agents.iter().find_map(|a| a.devices.as_ref());
     let s = &plan.scenario;
+    // The caller's own view of each call stays in `caller_*`; `completed`/`failed` become the
+    // verdicts, by each call's intended start second, so that every figure agrees.
+    let caller_view = |c: &mut Counts| {
+        c.caller_completed = c.completed;
+        c.caller_failed = c.failed;
+    };
+    caller_view(&mut metrics.totals);
+    for sec in &mut metrics.seconds {
+        caller_view(&mut sec.counts);
+    }
     let verdicts = match (s.load.kind, caller, devices) {
-        (LoadKind::Calls, Some(c), Some(d)) => Some(judge_all(plan, c, d)),
+        (LoadKind::Calls, Some(c), Some(d)) => {
+            metrics.totals.completed = 0;
+            metrics.totals.failed = 0;
+            for sec in &mut metrics.seconds {
+                sec.counts.completed = 0;
+                sec.counts.failed = 0;
+            }
+            let seconds = &mut metrics.seconds;
+            let totals = &mut metrics.totals;
+            Some(judge_each(plan, c, d, |call, v| {
+                let t = plan
+                    .starts
+                    .get(call as usize)
+                    .map_or(0, |us| us / 1_000_000) as usize;
+                let counts = seconds.get_mut(t).map(|sec| &mut sec.counts);
+                for k in [Some(&mut *totals), counts].into_iter().flatten() {
+                    if v.ok() {
+                        k.completed += 1;
+                    } else {
+                        k.failed += 1;
+                    }
+                }
+            }))
+        }
         _ => None,
     };
     let mut registration = Registration {
@@ -221,6 +271,8 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
         let r = &d.reg;
         registration.registered = r.registered;
         registration.failed = r.refused + r.timed_out;
+        registration.clear_failed = r.clear_failed;
+        registration.failures_allowed = s.registration.allow_failures;
         registration.seconds = r.phase_secs;
         registration.latency = Summary::of(&r.phase_latency, false);
         registration.storm_ok = metrics.histogram(Metric::Register).len();
@@ -239,6 +291,23 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
             }
         }
     };
+    let mut failed_because = Vec::new();
+    let (ok, failed) = match &verdicts {
+        Some(j) => (j.ok, j.failed),
+        None => (registration.storm_ok, registration.storm_failed),
+    };
+    if failed > 0 {
+        failed_because.push(format!("{failed} of {} failed their verdict", ok + failed));
+    }
+    if ok + failed == 0 {
+        failed_because.push("nothing was started".to_owned());
+    }
+    if registration.failed > 0 && !registration.failures_allowed {
+        failed_because.push(format!(
+            "{} of {} devices did not register (--allow-registration-failures to run anyway)",
+            registration.failed, registration.devices
+        ));
+    }
     let generation_s = plan
         .starts
         .get(started.saturating_sub(1) as usize)
@@ -300,6 +369,9 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
         registration,
         verdicts,
         success_pct,
+        passed: failed_because.is_empty(),
+        failed_because,
+        partial: false,
         latency_us,
         counters: metrics.totals.clone(),
         cpu: cx.cpu,

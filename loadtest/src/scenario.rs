@@ -291,6 +291,9 @@ pub struct Registration {
     /// Seconds the phase may take before the run gives up.
     #[serde(default = "default_reg_timeout")]
     pub timeout_s: f64,
+    /// A device that did not register does not fail the run (it is then not owed INVITEs).
+    #[serde(default)]
+    pub allow_failures: bool,
 }
 
 impl Default for Registration {
@@ -303,6 +306,7 @@ impl Default for Registration {
             digest: false,
             password: default_password(),
             timeout_s: default_reg_timeout(),
+            allow_failures: false,
         }
     }
 }
@@ -319,6 +323,10 @@ pub struct Expect {
     /// unset: any non-2xx.
     #[serde(default)]
     pub final_status: Option<u16>,
+    /// The proxy rings at most this many devices of an extension (its `max_branches`): a call
+    /// then owes the INVITE to this many of the registered devices rather than to all.
+    #[serde(default)]
+    pub max_branches: Option<u32>,
 }
 
 fn default_devices() -> Vec<Device> {

@@ -65,6 +65,8 @@ pub struct ProxyOptions {
     pub coalesce_us: Option<u32>,
     /// `[server] pin_cores`, when set (a CPU list).
     pub pin_cores: Option<Vec<usize>>,
+    /// `[registrar] max_contacts`, when set (default: the scenario's devices + 2).
+    pub max_contacts: Option<u32>,
 }
 
 /// A sipfork configuration serving `plan`'s extensions on its target address.
@@ -92,7 +94,7 @@ pub fn sipfork_config(plan: &Plan, o: &ProxyOptions) -> String {
         listen = plan.target,
         domain = plan.domain,
         shards = o.shards.max(1),
-        contacts = t.devices + 2,
+        contacts = o.max_contacts.unwrap_or(t.devices + 2),
         auth = if o.digest { "digest" } else { "none" },
         fork = if o.q_groups { "q-groups" } else { "parallel" },
         single = o.single_answer,
