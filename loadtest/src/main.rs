@@ -153,6 +153,13 @@ fn scenario(a: &mut Args) -> Scenario {
     if a.flag("--allow-registration-failures") {
         s.registration.allow_failures = true;
     }
+    if let Some(v) = a.parsed("--local-ip") {
+        s.topology.ip = v;
+    }
+    if a.flag("--digest") {
+        s.registration.digest = true;
+        s.caller.digest = true;
+    }
     if let Some(v) = a.parsed("--max-branches") {
         s.expect.max_branches = Some(v);
     }
@@ -161,10 +168,21 @@ fn scenario(a: &mut Args) -> Scenario {
 }
 
 fn cmd_run(mut a: Args, command: String) {
-    let s = scenario(&mut a);
+    let mut s = scenario(&mut a);
     let target: SocketAddr = a
         .parsed("--target")
         .unwrap_or_else(|| "127.0.0.1:5060".parse().expect("static address"));
+    // A registrar that is not on this machine's loopback is someone's live one: the harness
+    // does not remove the bindings of its range unless told to (`--clear`).
+    let (clear, no_clear) = (a.flag("--clear"), a.flag("--no-clear"));
+    if clear && no_clear {
+        fail("--clear or --no-clear, not both");
+    }
+    s.registration.clear = if clear || no_clear {
+        clear
+    } else {
+        s.registration.clear && target.ip().is_loopback()
+    };
     let reflect = a.flag("--reflector");
     let io = io_kind(a.value("--io"));
     let coalesce_us = a.parsed("--coalesce-us").unwrap_or(0);
@@ -401,12 +419,14 @@ fn cmd_proxy_config(mut a: Args) {
         q_groups: a.flag("--q-groups"),
         // `scenario` took `--single-answer` as the scenario's expectation: the proxy must match it.
         single_answer: s.expect.single_answer,
-        digest: a.flag("--digest"),
+        // `scenario` took `--digest` (digest REGISTERs and INVITEs): the proxy must challenge.
+        digest: s.registration.digest || s.caller.digest,
         shards: a.parsed("--shards").unwrap_or(1),
         io: a.value("--io"),
         coalesce_us: a.parsed("--coalesce-us"),
         pin_cores: a.value("--pin").map(|p| cpus(&p)),
         max_contacts: None,
+        algorithms: None,
     };
     a.done();
     let plan = Plan::new(s, target, false, 0).unwrap_or_else(|e| fail(e));

@@ -397,3 +397,39 @@ fn a_crossing_the_proxy_answers_before_the_cancel_leaves_is_not_provoked() {
     let caller = sim.caller_agent().caller.as_ref().unwrap();
     assert!(caller.calls.iter().all(|c| !c.cancel_sent.is_set()));
 }
+
+#[test]
+fn invites_answer_the_407_with_the_extensions_credentials_in_either_algorithm_order() {
+    for algorithms in [["SHA-256", "MD5"], ["MD5", "SHA-256"]] {
+        let mut s = small("fork3", 20);
+        s.registration.digest = true;
+        s.caller.digest = true;
+        let options = ProxyOptions {
+            digest: true,
+            algorithms: Some(algorithms.iter().map(ToString::to_string).collect()),
+            ..ProxyOptions::default()
+        };
+        let (sim, j) = run(s, &options, false);
+        assert_eq!((j.calls, j.ok), (20, 20), "{algorithms:?}: {j:#?}");
+        let caller = sim.caller_agent().caller.as_ref().unwrap();
+        assert!(
+            caller.calls.iter().all(|c| c.authorized),
+            "every INVITE was challenged"
+        );
+        assert_eq!(
+            sim.shared
+                .registration_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    }
+    // Without --digest the caller takes the 407 as the call's final answer.
+    let mut s = small("fork3", 5);
+    s.registration.digest = true;
+    let options = ProxyOptions {
+        digest: true,
+        ..ProxyOptions::default()
+    };
+    let (_, j) = run(s, &options, false);
+    assert_eq!(j.failed, 5, "{j:#?}");
+}
