@@ -18,7 +18,7 @@
 //! - [`reflect`]: the null reflector (kernel floor in the same run).
 //! - [`sim`]: the agents against sipfork's `Core` (or the reflector) on virtual time.
 //! - [`result`]: the JSON result file; [`dashboard`]: HTML dashboards; [`cpu`]: process CPU;
-//!   [`runner`]: a real run on sockets.
+//!   [`runner`]: a real run on sockets; [`sweep`]: rate sweeps and their knee.
 #![warn(missing_docs)]
 
 pub mod agent;
@@ -31,5 +31,6 @@ pub mod result;
 pub mod runner;
 pub mod scenario;
 pub mod sim;
+pub mod sweep;
 pub mod verdict;
 pub mod wire;

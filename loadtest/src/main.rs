@@ -217,6 +217,10 @@ fn cmd_run(mut a: Args, command: String) {
         a.value("--out").unwrap_or_else(|| "loadtest/runs".into()),
     ));
     let progress = !a.flag("--quiet");
+    let ramp = a
+        .value("--ramp")
+        .map(|r| sipfork_load::sweep::parse_ramp(&r).unwrap_or_else(|e| fail(e)));
+    let keep_going = a.flag("--keep-going");
     a.done();
     let o = RunOptions {
         scenario: s,
@@ -234,9 +238,44 @@ fn cmd_run(mut a: Args, command: String) {
         progress,
         command,
     };
+    if let Some(rates) = ramp {
+        return cmd_sweep(o, &rates, keep_going);
+    }
     let r = runner::run(o).unwrap_or_else(|e| fail(e));
     print_summary(&r, out_dir.as_deref());
     if !r.passed {
+        std::process::exit(1);
+    }
+}
+
+/// `--ramp`: one run per rate, the knee, one page; exit 0 when some rate passed.
+fn cmd_sweep(o: RunOptions, rates: &[f64], keep_going: bool) {
+    use sipfork_load::sweep;
+    let dir = o.out_dir.clone();
+    let label = o.label.clone();
+    let results = sweep::sweep(&o, rates, keep_going, |r| {
+        print_summary(r, dir.as_deref());
+    })
+    .unwrap_or_else(|e| fail(e));
+    let summary = sweep::summarize(&label, &results);
+    println!(
+        "SWEEP label={label} rates={:?} knee={}",
+        summary.runs,
+        summary.knee.map_or("none".to_owned(), |k| format!("{k}"))
+    );
+    if let Some(dir) = &dir {
+        let page = dir.join(format!("{label}-sweep.html"));
+        let json = dir.join(format!("{label}-sweep.json"));
+        std::fs::write(&page, dashboard::sweep_page(&results, summary.knee))
+            .unwrap_or_else(|e| fail(e));
+        std::fs::write(
+            &json,
+            serde_json::to_string_pretty(&summary).unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| fail(e));
+        println!("  wrote {} and {}", page.display(), json.display());
+    }
+    if summary.knee.is_none() {
         std::process::exit(1);
     }
 }
@@ -309,10 +348,7 @@ fn print_summary(r: &RunResult, dir: Option<&std::path::Path>) {
         }
     }
     if let Some(d) = dir {
-        println!(
-            "  wrote {}",
-            d.join(&r.label).with_extension("json").display()
-        );
+        println!("  wrote {}", d.join(format!("{}.json", r.label)).display());
     }
 }
 

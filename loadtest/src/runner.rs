@@ -360,10 +360,10 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
 pub fn write_outputs(dir: &std::path::Path, r: &RunResult) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let json = serde_json::to_string_pretty(r).map_err(|e| e.to_string())?;
-    let base = dir.join(&r.label);
-    std::fs::write(base.with_extension("json"), json).map_err(|e| e.to_string())?;
-    std::fs::write(base.with_extension("html"), dashboard::run_page(r))
-        .map_err(|e| e.to_string())?;
+    // `LABEL.json`, also when the label has a dot in it (`with_extension` would replace it).
+    let file = |ext: &str| dir.join(format!("{}.{ext}", r.label));
+    std::fs::write(file("json"), json).map_err(|e| e.to_string())?;
+    std::fs::write(file("html"), dashboard::run_page(r)).map_err(|e| e.to_string())?;
     Ok(())
 }
 
