@@ -102,7 +102,8 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, o: &Counts) {
+    /// Adds `o` to these counts.
+    pub fn add(&mut self, o: &Counts) {
         self.started += o.started;
         self.completed += o.completed;
         self.failed += o.failed;

@@ -185,9 +185,14 @@ pub struct RunResult {
     /// Why it did not pass, one line each.
     #[serde(default)]
     pub failed_because: Vec<String>,
-    /// The run was interrupted (SIGINT/SIGTERM) and this is what was measured until then.
+    /// The run was interrupted (SIGINT/SIGTERM) and this is what was measured until then (the
+    /// calls that had ended are judged; those still open are not).
     #[serde(default)]
     pub partial: bool,
+    /// `i/N` when this is one of N harness instances against one proxy (`--instance`), or
+    /// `merged N` for the merge of N instances.
+    #[serde(default)]
+    pub instance: Option<String>,
     /// Whole-run latency summaries by metric name, µs.
     pub latency_us: BTreeMap<String, Summary>,
     /// Whole-run counters.
@@ -198,6 +203,45 @@ pub struct RunResult {
     pub timeline: Vec<Point>,
     /// Reflector mode: the sizes the reflector was told to send.
     pub reflector_sizes: Option<ProxySizes>,
+    /// Every whole-run histogram as `(value µs, count)` pairs, by metric name (and
+    /// [`REGISTRATION_HISTOGRAM`]), so that `merge` adds instances exactly.
+    #[serde(default)]
+    pub histograms: BTreeMap<String, Vec<(u64, u64)>>,
+}
+
+/// The key of the registration phase's REGISTER → final histogram in `histograms`.
+pub const REGISTRATION_HISTOGRAM: &str = "registration_phase";
+
+/// Sets `success_pct`, `passed` and `failed_because` from the verdicts (or the storm's
+/// counts), the registration and `partial`: the run's one success figure.
+pub fn judge_run(r: &mut RunResult) {
+    let (ok, failed) = match &r.verdicts {
+        Some(j) => (j.ok, j.failed),
+        None => (r.registration.storm_ok, r.registration.storm_failed),
+    };
+    r.success_pct = if ok + failed == 0 {
+        0.0
+    } else {
+        100.0 * ok as f64 / (ok + failed) as f64
+    };
+    let mut why = Vec::new();
+    if failed > 0 {
+        why.push(format!("{failed} of {} failed their verdict", ok + failed));
+    }
+    if ok + failed == 0 {
+        why.push("nothing was started".to_owned());
+    }
+    if r.registration.failed > 0 && !r.registration.failures_allowed {
+        why.push(format!(
+            "{} of {} devices did not register (--allow-registration-failures to run anyway)",
+            r.registration.failed, r.registration.devices
+        ));
+    }
+    if r.partial {
+        why.push("interrupted before the end (partial result)".to_owned());
+    }
+    r.passed = why.is_empty();
+    r.failed_because = why;
 }
 
 /// What the runner measured around the agents.
@@ -215,6 +259,10 @@ pub struct Context {
     pub window_s: f64,
     /// CPU, if measured.
     pub cpu: Option<Cpu>,
+    /// The run was interrupted: judge only the calls that ended.
+    pub partial: bool,
+    /// `i/N` when this is one of N harness instances.
+    pub instance: Option<String>,
 }
 
 /// Builds the result from the agents (one with both sides, or caller and devices apart).
@@ -246,7 +294,7 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
             }
             let seconds = &mut metrics.seconds;
             let totals = &mut metrics.totals;
-            Some(judge_each(plan, c, d, |call, v| {
+            Some(judge_each(plan, c, d, cx.partial, |call, v| {
                 let t = plan
                     .starts
                     .get(call as usize)
@@ -279,35 +327,6 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
         registration.storm_failed = r.storm_failed;
     }
     let started = metrics.totals.started;
-    let success_pct = match &verdicts {
-        Some(j) if j.calls > 0 => 100.0 * j.ok as f64 / j.calls as f64,
-        Some(_) => 0.0,
-        None => {
-            let done = registration.storm_ok + registration.storm_failed;
-            if done == 0 {
-                0.0
-            } else {
-                100.0 * registration.storm_ok as f64 / done as f64
-            }
-        }
-    };
-    let mut failed_because = Vec::new();
-    let (ok, failed) = match &verdicts {
-        Some(j) => (j.ok, j.failed),
-        None => (registration.storm_ok, registration.storm_failed),
-    };
-    if failed > 0 {
-        failed_because.push(format!("{failed} of {} failed their verdict", ok + failed));
-    }
-    if ok + failed == 0 {
-        failed_because.push("nothing was started".to_owned());
-    }
-    if registration.failed > 0 && !registration.failures_allowed {
-        failed_because.push(format!(
-            "{} of {} devices did not register (--allow-registration-failures to run anyway)",
-            registration.failed, registration.devices
-        ));
-    }
     let generation_s = plan
         .starts
         .get(started.saturating_sub(1) as usize)
@@ -342,7 +361,22 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
                 .collect(),
         })
         .collect();
-    RunResult {
+    let mut histograms: BTreeMap<String, Vec<(u64, u64)>> = Metric::ALL
+        .iter()
+        .map(|&m| {
+            (
+                m.name().to_owned(),
+                crate::merge::pairs(metrics.histogram(m)),
+            )
+        })
+        .collect();
+    if let Some(d) = devices {
+        histograms.insert(
+            REGISTRATION_HISTOGRAM.to_owned(),
+            crate::merge::pairs(&d.reg.phase_latency),
+        );
+    }
+    let mut r = RunResult {
         schema: SCHEMA.to_owned(),
         label: cx.label,
         scenario: s.clone(),
@@ -368,16 +402,20 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
         },
         registration,
         verdicts,
-        success_pct,
-        passed: failed_because.is_empty(),
-        failed_because,
-        partial: false,
+        success_pct: 0.0,
+        passed: false,
+        failed_because: Vec::new(),
+        partial: cx.partial,
+        instance: cx.instance,
         latency_us,
         counters: metrics.totals.clone(),
         cpu: cx.cpu,
         timeline,
         reflector_sizes: plan.reflect.then_some(plan.sizes),
-    }
+        histograms,
+    };
+    judge_run(&mut r);
+    r
 }
 
 impl RunResult {

@@ -455,14 +455,16 @@ pub fn describe(call: &CallerCall, devices: &[Option<&DevCall>]) -> String {
 
 /// Judges every started call of a run.
 pub fn judge_all(plan: &Plan, caller: &CallerSide, devices: &DeviceSide) -> Judgement {
-    judge_each(plan, caller, devices, |_, _| {})
+    judge_each(plan, caller, devices, false, |_, _| {})
 }
 
-/// Judges every started call of a run, handing each call's verdict to `each` too.
+/// Judges every started call of a run (`ended_only`: every call that ended at the caller, for an
+/// interrupted run), handing each call's verdict to `each` too.
 pub fn judge_each(
     plan: &Plan,
     caller: &CallerSide,
     devices: &DeviceSide,
+    ended_only: bool,
     mut each: impl FnMut(u32, &Verdict),
 ) -> Judgement {
     let mut j = Judgement::default();
@@ -474,7 +476,7 @@ pub fn judge_each(
             .fold(0u32, |m, k| m | 1 << k)
     };
     for (c, call) in caller.calls.iter().enumerate() {
-        if !call.t0.is_set() {
+        if !call.t0.is_set() || (ended_only && call.end == End::Open) {
             continue;
         }
         let c = c as u32;

@@ -45,6 +45,9 @@ fn a_short_fork3_run_through_the_reflector_passes_and_writes_its_files() {
         out_dir: Some(dir.clone()),
         progress: false,
         command: "test".into(),
+        stats_every: None,
+        stats_out: None,
+        instance: None,
     })
     .expect("run");
     drop(reflector);
@@ -97,6 +100,9 @@ fn a_sweep_runs_each_rate_finds_the_knee_and_writes_one_page() {
         out_dir: Some(dir.clone()),
         progress: false,
         command: "test".into(),
+        stats_every: None,
+        stats_out: None,
+        instance: None,
     };
     let rates = sweep::parse_ramp("50:100:50").unwrap();
     let mut seen = 0;
