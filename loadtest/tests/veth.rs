@@ -6,14 +6,8 @@
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::mpsc;
-use std::sync::Arc;
 
-use sipfork::app::shard::Shard;
-use sipfork::config::Config;
-use sipfork::core::transaction::TimerValues;
-use sipfork::core::{Core, CoreParams};
-use sipfork::engine::io::IoKind;
-use sipfork::engine::{start, EngineConfig, Pinning};
+mod common;
 use sipfork_load::plan::Plan;
 use sipfork_load::result::RunResult;
 use sipfork_load::scenario::Scenario;
@@ -97,37 +91,16 @@ fn scenario(local: std::net::IpAddr) -> Scenario {
     s
 }
 
-/// sipfork with digest auth on `target` in namespace `ns`, until `stop` says so.
+/// sipfork serving `cfg` in namespace `ns`, until `stop` says so.
 fn proxy(
     ns: String,
     cfg: String,
     ready: mpsc::Sender<Result<(), String>>,
     stop: mpsc::Receiver<()>,
 ) {
-    let started = (|| {
-        enter(&ns).map_err(|e| format!("setns {ns}: {e}"))?;
-        let cfg = Arc::new(Config::from_toml(&cfg).map_err(|e| e.to_string())?);
-        let listen = cfg.server.listen;
-        let mut engine = EngineConfig::new(listen, 1);
-        engine.io = IoKind::Mmsg;
-        engine.pinning = Pinning::Off;
-        start(engine, move |id, clock| {
-            let core = Core::new(
-                Arc::clone(&cfg),
-                CoreParams {
-                    shard: id,
-                    shards: 1,
-                    local: listen,
-                    secret: [9; 32],
-                    wall_epoch_us: 1_800_000_000_000_000,
-                    timers: TimerValues::default(),
-                },
-                clock.now(),
-            );
-            Shard::new(core, None)
-        })
-        .map_err(|e| e.to_string())
-    })();
+    let started = enter(&ns)
+        .map_err(|e| format!("setns {ns}: {e}"))
+        .and_then(|()| common::start_sipfork(&cfg));
     match started {
         Ok(engine) => {
             let _ = ready.send(Ok(()));
