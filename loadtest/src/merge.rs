@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 
 use crate::metrics::Summary;
-use crate::result::{Cpu, Point, PointLatency, RunResult};
+use crate::result::{Cpu, Point, RunResult};
 use crate::scenario::Scenario;
 
 /// Parses `i/N` (`0 ≤ i < N ≤ 1024`).
@@ -217,10 +217,7 @@ fn merge_timeline(runs: &[RunResult]) -> Vec<Point> {
             for q in runs.iter().filter_map(|r| r.timeline.get(t)) {
                 p.counts.add(&q.counts);
                 for (name, l) in &q.latency_us {
-                    let e = p
-                        .latency_us
-                        .entry(name.clone())
-                        .or_insert(PointLatency::default());
+                    let e = p.latency_us.entry(name.clone()).or_default();
                     e.count += l.count;
                     e.p99 = e.p99.max(l.p99);
                     e.p999 = e.p999.max(l.p999);

@@ -73,6 +73,33 @@ pub struct RunOptions {
     pub instance: Option<(u32, u32)>,
 }
 
+impl RunOptions {
+    /// `scenario` against `target`, labelled `label`, with `run`'s defaults: a proxy (not the
+    /// reflector), backend `auto`, no coalescing, one thread, no pinning, proxy CPU found from
+    /// the target's port, no files, no progress line, no stats lines, not an instance.
+    pub fn new(scenario: Scenario, target: SocketAddr, label: impl Into<String>) -> RunOptions {
+        RunOptions {
+            scenario,
+            target,
+            reflect: false,
+            io: IoKind::Auto,
+            coalesce_us: 0,
+            threads: 1,
+            pin: None,
+            spin: false,
+            proxy_pids: ProxyPids::Auto,
+            label: label.into(),
+            target_name: String::new(),
+            out_dir: None,
+            progress: false,
+            command: String::new(),
+            stats_every: None,
+            stats_out: None,
+            instance: None,
+        }
+    }
+}
+
 /// Set by SIGINT/SIGTERM once [`on_interrupt`] installed the handler: the run stops, judges what
 /// ended, and writes a result with `partial: true`.
 pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -2,27 +2,16 @@
 //! this process: SIGINT writes a partial result (exit 130), `--stats-every` writes JSON lines,
 //! and N instances (`--instance i/N`) merge into one result.
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use sipfork::engine::io::IoKind;
-use sipfork::engine::{start, Engine, EngineConfig, Pinning};
 use sipfork_load::merge::{apply_instance, merge};
 use sipfork_load::metrics::Metric;
-use sipfork_load::reflect::HintReflector;
 use sipfork_load::result::RunResult;
-use sipfork_load::runner::{run, ProxyPids, RunOptions, StatsLine};
+use sipfork_load::runner::{run, RunOptions, StatsLine};
 use sipfork_load::scenario::Scenario;
 
-fn reflector() -> (Engine<HintReflector>, SocketAddr) {
-    let mut config = EngineConfig::new("127.0.0.1:0".parse().unwrap(), 1);
-    config.pinning = Pinning::Off;
-    config.io = IoKind::Mmsg;
-    let engine = start(config, |_, _| HintReflector::new()).expect("reflector starts");
-    let addr = engine.local_addrs()[0];
-    (engine, addr)
-}
+mod common;
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("sipfork-load-{name}-{}", std::process::id()));
@@ -32,7 +21,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn sigint_writes_a_partial_result_and_exits_130() {
-    let (engine, target) = reflector();
+    let (engine, target) = common::start_reflector();
     let dir = tmp("sigint");
     // High ports, apart from the other tests'.
     let scenario = dir.join("s.toml");
@@ -91,7 +80,7 @@ fn sigint_writes_a_partial_result_and_exits_130() {
 
 #[test]
 fn two_instances_against_one_proxy_merge_into_one_result() {
-    let (engine, target) = reflector();
+    let (engine, target) = common::start_reflector();
     let dir = tmp("instances");
     let mut whole = Scenario::preset("fork3").unwrap();
     whole.topology.extensions = 20;
@@ -105,23 +94,8 @@ fn two_instances_against_one_proxy_merge_into_one_result() {
             let mut s = whole.clone();
             apply_instance(&mut s, i, 2).unwrap();
             let o = RunOptions {
-                scenario: s,
-                target,
-                reflect: true,
-                io: IoKind::Mmsg,
-                coalesce_us: 0,
-                threads: 1,
-                pin: None,
-                spin: false,
-                proxy_pids: ProxyPids::Off,
-                label: format!("inst-i{i}of2"),
-                target_name: "in-process reflector".into(),
-                out_dir: Some(dir.clone()),
-                progress: false,
-                command: "test".into(),
-                stats_every: None,
-                stats_out: None,
                 instance: Some((i, 2)),
+                ..common::reflector_run(s, target, &format!("inst-i{i}of2"), &dir)
             };
             std::thread::spawn(move || run(o).expect("instance runs"))
         })

@@ -47,6 +47,38 @@ fn run_with(
     (sim, j)
 }
 
+/// fork3 with `calls` calls against a sipfork whose datagrams matching `drop` are lost (a broken
+/// proxy), run to the end and judged.
+fn broken_proxy(calls: u64, drop: fn(&[u8]) -> bool) -> (Arc<Plan>, Sim, Judgement) {
+    let plan = Arc::new(
+        Plan::new(
+            small("fork3", calls),
+            "127.0.0.1:5060".parse().unwrap(),
+            false,
+            0x51,
+        )
+        .unwrap(),
+    );
+    let mut sim = Sim::sipfork(Arc::clone(&plan), &ProxyOptions::default(), false);
+    sim.drop_from_proxy = Some(drop);
+    sim.run(Duration::from_secs(60), Duration::from_secs(1));
+    let j = judge_all(
+        &plan,
+        sim.caller_agent().caller.as_ref().unwrap(),
+        sim.device_agent().devices.as_ref().unwrap(),
+    );
+    (plan, sim, j)
+}
+
+/// The whole result (as `run` writes it) of `s` against sipfork configured by `options`.
+fn result_of(s: Scenario, options: &ProxyOptions) -> sipfork_load::result::RunResult {
+    let plan = Arc::new(Plan::new(s, "127.0.0.1:5060".parse().unwrap(), false, 0x51).unwrap());
+    let mut sim = Sim::sipfork(Arc::clone(&plan), options, false);
+    sim.run(Duration::from_secs(60), Duration::from_secs(1));
+    let refs: Vec<&sipfork_load::agent::Agent> = sim.agents.iter().collect();
+    sipfork_load::result::assemble(&plan, &refs, Default::default())
+}
+
 #[test]
 fn fork3_every_call_passes_and_both_losers_are_cancelled() {
     let (mut sim, j) = run(small("fork3", 40), &ProxyOptions::default(), false);
@@ -190,23 +222,7 @@ fn serial_q_groups_ring_the_second_group_after_the_first_is_busy() {
 #[test]
 fn a_proxy_that_never_cancels_is_caught_as_kept_ringing() {
     use sipfork_load::verdict::Failure;
-    let plan = Arc::new(
-        Plan::new(
-            small("fork3", 10),
-            "127.0.0.1:5060".parse().unwrap(),
-            false,
-            0x51,
-        )
-        .unwrap(),
-    );
-    let mut sim = Sim::sipfork(Arc::clone(&plan), &ProxyOptions::default(), false);
-    sim.drop_from_proxy = Some(|b| b.starts_with(b"CANCEL "));
-    sim.run(Duration::from_secs(30), Duration::from_secs(1));
-    let j = judge_all(
-        &plan,
-        sim.caller_agent().caller.as_ref().unwrap(),
-        sim.device_agent().devices.as_ref().unwrap(),
-    );
+    let (_, _, j) = broken_proxy(10, |b| b.starts_with(b"CANCEL "));
     assert_eq!(j.failed, 10, "{j:#?}");
     assert_eq!(j.failures.get(&Failure::KeptRinging), Some(&10));
 }
@@ -214,24 +230,9 @@ fn a_proxy_that_never_cancels_is_caught_as_kept_ringing() {
 #[test]
 fn a_proxy_that_loses_the_2xx_is_caught() {
     use sipfork_load::verdict::Failure;
-    let plan = Arc::new(
-        Plan::new(
-            small("fork3", 5),
-            "127.0.0.1:5060".parse().unwrap(),
-            false,
-            0x51,
-        )
-        .unwrap(),
-    );
-    let mut sim = Sim::sipfork(Arc::clone(&plan), &ProxyOptions::default(), false);
-    sim.drop_from_proxy =
-        Some(|b| b.starts_with(b"SIP/2.0 200") && b.windows(14).any(|w| w == b"CSeq: 1 INVITE"));
-    sim.run(Duration::from_secs(30), Duration::from_secs(1));
-    let j = judge_all(
-        &plan,
-        sim.caller_agent().caller.as_ref().unwrap(),
-        sim.device_agent().devices.as_ref().unwrap(),
-    );
+    let (_, _, j) = broken_proxy(5, |b| {
+        b.starts_with(b"SIP/2.0 200") && b.windows(14).any(|w| w == b"CSeq: 1 INVITE")
+    });
     assert_eq!(j.failed, 5, "{j:#?}");
     assert!(
         j.failures.contains_key(&Failure::AnswerLost) || j.failures.contains_key(&Failure::NoFinal),
@@ -305,23 +306,7 @@ fn invite_to_a_loser(b: &[u8]) -> bool {
 #[test]
 fn a_proxy_that_forks_to_one_device_of_three_fails_fork3_as_not_forked() {
     use sipfork_load::verdict::Failure;
-    let plan = Arc::new(
-        Plan::new(
-            small("fork3", 10),
-            "127.0.0.1:5060".parse().unwrap(),
-            false,
-            0x51,
-        )
-        .unwrap(),
-    );
-    let mut sim = Sim::sipfork(Arc::clone(&plan), &ProxyOptions::default(), false);
-    sim.drop_from_proxy = Some(invite_to_a_loser);
-    sim.run(Duration::from_secs(60), Duration::from_secs(1));
-    let j = judge_all(
-        &plan,
-        sim.caller_agent().caller.as_ref().unwrap(),
-        sim.device_agent().devices.as_ref().unwrap(),
-    );
+    let (plan, sim, j) = broken_proxy(10, invite_to_a_loser);
     assert_eq!((j.calls, j.failed), (10, 10), "{j:#?}");
     assert_eq!(j.failures.get(&Failure::NotForked), Some(&10), "{j:#?}");
     let refs: Vec<&sipfork_load::agent::Agent> = sim.agents.iter().collect();
@@ -345,13 +330,8 @@ fn a_registrar_that_refuses_registrations_fails_the_run() {
         max_contacts: Some(1),
         ..ProxyOptions::default()
     };
-    let s = small("fork3", 10);
-    let plan =
-        Arc::new(Plan::new(s.clone(), "127.0.0.1:5060".parse().unwrap(), false, 0x51).unwrap());
-    let mut sim = Sim::sipfork(Arc::clone(&plan), &options, false);
-    sim.run(Duration::from_secs(60), Duration::from_secs(1));
-    let refs: Vec<&sipfork_load::agent::Agent> = sim.agents.iter().collect();
-    let r = sipfork_load::result::assemble(&plan, &refs, Default::default());
+    let mut s = small("fork3", 10);
+    let r = result_of(s.clone(), &options);
     assert_eq!(r.registration.devices, 60);
     assert_eq!((r.registration.registered, r.registration.failed), (20, 40));
     assert_eq!(
@@ -366,14 +346,8 @@ fn a_registrar_that_refuses_registrations_fails_the_run() {
         "{:?}",
         r.failed_because
     );
-
-    let mut s = s;
     s.registration.allow_failures = true;
-    let plan = Arc::new(Plan::new(s, "127.0.0.1:5060".parse().unwrap(), false, 0x51).unwrap());
-    let mut sim = Sim::sipfork(Arc::clone(&plan), &options, false);
-    sim.run(Duration::from_secs(60), Duration::from_secs(1));
-    let refs: Vec<&sipfork_load::agent::Agent> = sim.agents.iter().collect();
-    let r = sipfork_load::result::assemble(&plan, &refs, Default::default());
+    let r = result_of(s, &options);
     assert!(r.passed, "{:?}", r.failed_because);
 }
 

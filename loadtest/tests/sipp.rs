@@ -49,7 +49,7 @@ fn sipp_counts(stat: &Path) -> (u64, u64) {
     let text = std::fs::read_to_string(stat).expect("sipp statistics file");
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next().expect("header").split(';').collect();
-    let last: Vec<&str> = lines.last().expect("a row").split(';').collect();
+    let last: Vec<&str> = lines.next_back().expect("a row").split(';').collect();
     let col = |name: &str| -> u64 {
         let i = header
             .iter()
