@@ -672,7 +672,7 @@ mod tests {
     }
 
     #[test]
-    fn uris_with_hundreds_of_parameters_compare_in_linear_time() {
+    fn uris_with_too_many_parameters_are_equivalent_only_to_the_same_bytes() {
         let mut a = b"sip:1000@127.0.0.1:5060".to_vec();
         for i in 0..400 {
             a.extend_from_slice(format!(";p{i}=v{i}").as_bytes());
@@ -680,17 +680,12 @@ mod tests {
         let mut b = a.clone();
         b.extend_from_slice(b";x=y");
         let (ua, ub) = (Uri::parse(&a).unwrap(), Uri::parse(&b).unwrap());
-        let start = std::time::Instant::now();
-        for _ in 0..100 {
-            assert!(ua.equivalent(&ua));
-            assert!(!ua.equivalent(&ub));
-        }
-        // 400 parameters compared pairwise took 1.8 ms a request; bytewise it is microseconds.
-        assert!(
-            start.elapsed() < std::time::Duration::from_millis(200),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(ua.equivalent(&ua));
+        assert!(!ua.equivalent(&ub));
+        // Reordered parameters are equivalent below the bound, not above it.
+        let few_a = Uri::parse(b"sip:1000@h;a=1;b=2").unwrap();
+        let few_b = Uri::parse(b"sip:1000@h;b=2;a=1").unwrap();
+        assert!(few_a.equivalent(&few_b));
     }
 
     #[test]

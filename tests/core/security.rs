@@ -1029,3 +1029,34 @@ proptest! {
         }
     }
 }
+
+/// Pre-authentication work is bounded: a request whose URIs carry hundreds of parameters costs
+/// no more than a bounded multiple of its size before its digest is looked at (pairwise
+/// comparison of 330 parameters took 1.8 ms a request; bytewise it is microseconds).
+#[test]
+fn hundreds_of_uri_parameters_cost_linear_time_before_authentication() {
+    let mut e = Edge::new(EDGE, 1);
+    let params: String = (0..330).map(|i| format!(";p{i}=v{i}")).collect();
+    let ruri = format!("sip:1000@example.com{params}");
+    // The digest-uri differs in its last parameter: compared, then refused.
+    let auth = authorization(
+        "Proxy-Authorization",
+        "1000",
+        "guess",
+        "INVITE",
+        &format!("{ruri};x=y"),
+        "made-up",
+        1,
+    );
+    let bytes = request("INVITE", &ruri, ATTACKER, "1000", "", "params", &auth);
+    let start = std::time::Instant::now();
+    for _ in 0..50 {
+        let out = e.send(ATTACKER, &bytes);
+        assert_eq!(out.len(), 1);
+    }
+    let each = start.elapsed() / 50;
+    assert!(
+        each < std::time::Duration::from_micros(500),
+        "{each:?} per request"
+    );
+}
