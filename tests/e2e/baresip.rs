@@ -7,7 +7,7 @@
 //!
 //! baresip refuses to run without a non-loopback address ("Protocol not supported"), so the test
 //! runs in a network namespace of its own with a veth pair whose both ends stay inside it
-//! (`shared/anchors/baresip/README.md`); SIP still goes over 127.0.0.1 there. The test creates
+//! (`benches/anchors/baresip/README.md`); SIP still goes over 127.0.0.1 there. The test creates
 //! the namespace, runs itself again inside it (`ip netns exec`, marked by `SIPFORK_E2E_NETNS`),
 //! and removes it. Skipped with a printed reason where baresip is not installed, or where the
 //! namespace cannot be created without root; `SIPFORK_REQUIRE_BARESIP=1` (set by
@@ -137,7 +137,7 @@ fn enter_namespace() {
     );
 }
 
-/// baresip's `config` and `accounts` (from `shared/anchors/baresip/*.template`).
+/// baresip's `config` and `accounts` (from `benches/anchors/baresip/*.template`).
 fn write_phone_config(dir: &Path, port: u16, tone: &Path, account: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let config = format!(

@@ -1,4 +1,4 @@
-//! The forking scenario of `shared/anchors/` through the real binary: SIPp registers every
+//! The forking scenario of `benches/anchors/` through the real binary: SIPp registers every
 //! extension with three device contacts, three SIPp devices (one answers, two ring and must be
 //! cancelled) serve them, and a SIPp caller places calls at a steady rate. Scenarios are the
 //! anchor's (`tests/sipp/uac.xml`, `uas_answer.xml`, `uas_ring_cancel.xml`; the caller with the
