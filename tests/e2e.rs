@@ -15,6 +15,9 @@
 //! - `baresip`: two real phones on one extension both ring; one answers, the other is cancelled
 //!   (in a network namespace of its own).
 //!
+//! - `example`: SIPp (`-au/-ap`, MD5) registers and calls through the shipped
+//!   `examples/sipfork.toml` (baresip does the same in `baresip`).
+//!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
 
 #[path = "e2e/baresip.rs"]
@@ -23,6 +26,8 @@ mod baresip;
 mod basics;
 #[path = "e2e/cli.rs"]
 mod cli;
+#[path = "e2e/example.rs"]
+mod example;
 #[path = "e2e/forking.rs"]
 mod forking;
 #[path = "e2e/harness.rs"]

@@ -13,7 +13,11 @@
 //! namespace cannot be created without root; `SIPFORK_REQUIRE_BARESIP=1` (set by
 //! `scripts/test.sh`) makes a missing baresip a failure.
 //!
-//! Digest offers MD5 only here: baresip 1.0 (libre) gives up on a challenge set that contains a
+//! The same call runs twice: on a generated configuration, and on the shipped
+//! `examples/sipfork.toml` (only its listen port, data_dir and admin address changed), which must
+//! work with baresip as shipped.
+//!
+//! Digest offers MD5 only here (and in the example): baresip 1.0 (libre) gives up on a challenge set that contains a
 //! SHA-256 challenge ("Register: Function not implemented"), whatever its position.
 
 use std::path::{Path, PathBuf};
@@ -24,14 +28,43 @@ use crate::harness::{metric_sum, metric_sum_where, proxy_event, Appliance, Io, S
 
 /// Set inside the namespace to its name.
 const NETNS_ENV: &str = "SIPFORK_E2E_NETNS";
-/// This test's name as the test binary's filter sees it.
-const TEST_NAME: &str = "baresip::two_baresip_phones_ring_one_answers_the_other_is_cancelled";
-
 #[test]
 fn two_baresip_phones_ring_one_answers_the_other_is_cancelled() {
     match std::env::var(NETNS_ENV) {
-        Ok(_) => in_namespace(),
-        Err(_) => enter_namespace(),
+        Ok(_) => {
+            let dir = Scratch::new("baresip");
+            let setup = |io| Setup {
+                shards: 2,
+                persist: false,
+                auth: "digest",
+                auth_extra: "algorithms = [\"MD5\"]".into(),
+                ..Setup::new(io)
+            };
+            let Some(app) = Appliance::start(&dir.0, setup(Io::Uring))
+                .or_else(|| Appliance::start(&dir.0, setup(Io::Mmsg)))
+            else {
+                unreachable!("the mmsg backend always starts");
+            };
+            two_phones_ring_one_answers(&app, &dir);
+        }
+        Err(_) => {
+            enter_namespace("baresip::two_baresip_phones_ring_one_answers_the_other_is_cancelled")
+        }
+    }
+}
+
+/// The same call through the shipped `examples/sipfork.toml` (only its listen port, data_dir and
+/// admin address changed, see `harness::example_config`): baresip 1.0 registers and calls with
+/// the example's digest settings as shipped.
+#[test]
+fn baresip_phones_call_through_the_shipped_example() {
+    match std::env::var(NETNS_ENV) {
+        Ok(_) => {
+            let dir = Scratch::new("baresip-example");
+            let app = Appliance::start_example(&dir.0);
+            two_phones_ring_one_answers(&app, &dir);
+        }
+        Err(_) => enter_namespace("baresip::baresip_phones_call_through_the_shipped_example"),
     }
 }
 
@@ -69,8 +102,8 @@ impl Drop for Netns {
     }
 }
 
-/// Creates the namespace and runs this test again inside it.
-fn enter_namespace() {
+/// Creates a namespace and runs the test `test_name` again inside it.
+fn enter_namespace(test_name: &str) {
     let required = std::env::var_os("SIPFORK_REQUIRE_BARESIP").is_some();
     if Command::new("baresip").arg("-h").output().is_err() {
         assert!(
@@ -80,7 +113,10 @@ fn enter_namespace() {
         eprintln!("skipping the baresip test: baresip is not installed (scripts/install-deps.sh installs baresip-core)");
         return;
     }
-    let name = format!("sipfork-e2e-baresip-{}", std::process::id());
+    // One namespace per test: both baresip tests may run at once in this process.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("sipfork-e2e-baresip-{}-{n}", std::process::id());
     let added = Command::new("ip")
         .args(["netns", "add", &name])
         .output()
@@ -121,7 +157,7 @@ fn enter_namespace() {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.0])
         .arg(me)
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads", "1"])
+        .args([test_name, "--exact", "--nocapture", "--test-threads", "1"])
         .env(NETNS_ENV, &ns.0)
         .stdin(Stdio::null())
         .output()
@@ -300,20 +336,9 @@ fn traced(log: &str) -> Vec<Traced> {
         .collect()
 }
 
-fn in_namespace() {
-    let dir = Scratch::new("baresip");
-    let setup = |io| Setup {
-        shards: 2,
-        persist: false,
-        auth: "digest",
-        auth_extra: "algorithms = [\"MD5\"]".into(),
-        ..Setup::new(io)
-    };
-    let Some(app) = Appliance::start(&dir.0, setup(Io::Uring))
-        .or_else(|| Appliance::start(&dir.0, setup(Io::Mmsg)))
-    else {
-        unreachable!("the mmsg backend always starts");
-    };
+/// Inside the namespace: two phones register as 1000 through `app`, a third calls 1000 as 1001;
+/// both ring, one answers, the other is cancelled, the caller hangs up.
+fn two_phones_ring_one_answers(app: &Appliance, dir: &Scratch) {
     let proxy = app.sip.to_string();
     // The caller's tone lasts one second, so it hangs up (BYE) one second into the call; the
     // devices' tones outlast the test.
