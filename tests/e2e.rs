@@ -17,6 +17,7 @@
 //!
 //! - `example`: SIPp (`-au/-ap`, MD5) registers and calls through the shipped
 //!   `examples/sipfork.toml` (baresip does the same in `baresip`).
+//! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
 
@@ -32,6 +33,8 @@ mod example;
 mod forking;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/instance.rs"]
+mod instance;
 #[path = "e2e/phone.rs"]
 mod phone;
 #[path = "e2e/registrar.rs"]
