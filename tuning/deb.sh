@@ -25,5 +25,12 @@ for want in ./usr/bin/sipfork ./etc/sipfork/sipfork.toml ./etc/sysctl.d/99-sipfo
             systemd/system/sipfork.service ./usr/share/doc/sipfork/copyright; do
   grep -q -- "$want\$" <<<"$listing" || { echo "deb.sh: $deb lacks $want:" >&2; echo "$listing" >&2; exit 1; }
 done
+# The maintainer scripts (ours with cargo deb's systemd parts spliced in) must be valid sh.
+control=$(mktemp -d)
+trap 'rm -rf "$control"' EXIT
+dpkg-deb -e "$deb" "$control"
+for script in "$control"/postinst "$control"/prerm "$control"/postrm; do
+  [[ ! -e $script ]] || sh -n "$script" || { echo "deb.sh: $(basename "$script") is not valid sh" >&2; exit 1; }
+done
 echo "$listing" >&2
 echo "$deb"
