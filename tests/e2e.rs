@@ -14,7 +14,8 @@
 //!   answers, two are cancelled) at a steady rate with zero failed calls.
 //! - `baresip`: two real phones on one extension both ring; one answers, the other is cancelled
 //!   (in a network namespace of its own).
-//!
+//! - `sipvicious`: SIPVicious `svwar` finds no extension and `svcrack` is blocked before it finds
+//!   the password, while a phone elsewhere still registers (in a network namespace of its own).
 //! - `example`: SIPp (`-au/-ap`, MD5) registers and calls through the shipped
 //!   `examples/sipfork.toml` (baresip does the same in `baresip`).
 //! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
@@ -35,6 +36,8 @@ mod forking;
 mod harness;
 #[path = "e2e/instance.rs"]
 mod instance;
+#[path = "e2e/netns.rs"]
+mod netns;
 #[path = "e2e/phone.rs"]
 mod phone;
 #[path = "e2e/registrar.rs"]
@@ -43,3 +46,5 @@ mod registrar;
 mod restart;
 #[path = "e2e/sipp.rs"]
 mod sipp;
+#[path = "e2e/sipvicious.rs"]
+mod sipvicious;
