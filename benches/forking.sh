@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # 3-way forked calls, sipfork against Kamailio, in one run (DECISIONS.md "Measuring"): the anchor
-# harness `shared/anchors/run_forking_bench.sh 127.0.0.1:5060 RATE DURATION_S` (SIPp registers
+# harness `benches/anchors/run_forking_bench.sh 127.0.0.1:5060 RATE DURATION_S` (SIPp registers
 # 1000 extensions x 3 devices, then a caller places RATE calls/s for DURATION_S s; device 1
 # answers after 100 ms, devices 2 and 3 ring and are cancelled; the caller holds 500 ms and hangs
 # up) first against sipfork (once per configuration below), then against Kamailio with its default
@@ -26,12 +26,12 @@
 #                          perf's own sampling cost: do not quote it); dwarf: with DWARF call
 #                          graphs (the release build has no frame pointers, so only these attribute
 #                          user-space time to callers; large perf.data, keep DURATION short)
-#        FLOOR_RUN=1       1: after the proxies, the kernel floor (shared/floor's C relay) and
+#        FLOOR_RUN=1       1: after the proxies, the kernel floor (benches/floor's C relay) and
 #                          the engine's null relay at RATE x 13.5 datagrams/s (scripts/relay_bench.sh)
 #        QUIET_WAIT=0      seconds to wait, before each proxy's run, for the box to be quiet (other
 #                          processes below 25 % of one CPU over 2 s; on a shared machine another
 #                          job's load decides the saturation rate); the run starts anyway after that
-#        ANCHORS=…         the shared anchors directory (default: ../shared/anchors next to the repo)
+#        ANCHORS=…         the anchors directory (default: benches/anchors, vendored from the reference harness)
 #        OUT=…             work directory (default: runs/forking-<stamp>)
 #
 # Runs inside a fresh network namespace with only loopback (created here, removed at the end), so
@@ -97,7 +97,7 @@ IO=${IO:-auto}
 KAMAILIO=${KAMAILIO-"qm tlsf"}
 UAC=${UAC:-anchor}
 PERF=${PERF:-0}
-ANCHORS=${ANCHORS:-$(cd "$REPO/../shared/anchors" && pwd)}
+ANCHORS=${ANCHORS:-$REPO/benches/anchors}
 BINS=${BINS:-"=$REPO/target/release/sipfork"}
 for entry in $BINS; do
   [[ -x ${entry#*=} ]] || { echo "${entry#*=}: not an executable (build first: cargo build --release)" >&2; exit 2; }

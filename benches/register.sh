@@ -13,7 +13,7 @@
 #        IO=auto        sipfork backend (auto|uring|mmsg)
 #        COALESCE_US=0  sipfork's batching window
 #        KAMAILIO=1     0 skips the Kamailio runs
-#        ANCHORS=…      the shared anchors directory (default: ../shared/anchors next to the repo)
+#        ANCHORS=…      the anchors directory (default: benches/anchors, vendored from the reference harness)
 #        OUT=…          work directory (default: runs/register-<stamp>)
 #
 # Runs inside a fresh network namespace with only loopback (created here, removed at the end), so
@@ -42,7 +42,7 @@ JOURNAL=${JOURNAL:-"1 0"}
 IO=${IO:-auto}
 COALESCE_US=${COALESCE_US:-0}
 KAMAILIO=${KAMAILIO:-1}
-ANCHORS=${ANCHORS:-$(cd "$REPO/../shared/anchors" && pwd)}
+ANCHORS=${ANCHORS:-$REPO/benches/anchors}
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=${OUT:-$REPO/runs/register-$STAMP}
 mkdir -p "$OUT"

@@ -4,7 +4,7 @@
 //!
 //! usage: `cargo run --example core_fuzz_seeds -- OUT_DIR [VECTOR_DIR...]`
 //! (from `fuzz/`: `cargo run --manifest-path ../Cargo.toml --example core_fuzz_seeds --
-//! corpus/core_datagrams ../../shared/sip-vectors/rfc4475 ../../shared/sip-vectors/flows`)
+//! corpus/core_datagrams ../tests/vectors/rfc4475 ../tests/vectors/flows`)
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! Null relay for measuring the engine's own cost: the shard loop with the null reflector, which
-//! echoes every datagram to its sender and does no SIP work. Driven by `shared/floor/udp_blast`
+//! echoes every datagram to its sender and does no SIP work. Driven by `benches/floor/udp_blast`
 //! through `scripts/relay_bench.sh`, which compares its CPU per datagram with the floor relay.
 //!
 //! usage: relay ADDR SECS [--io auto|uring|mmsg] [--coalesce-us N] [--shards N] [--pin]

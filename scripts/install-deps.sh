@@ -17,9 +17,9 @@ if [[ ${1:-} == --bench ]]; then
   have chromium || need+=(chromium)
   have perf || need+=(linux-perf)
 fi
+SUDO=()
+[[ $(id -u) == 0 ]] || SUDO=(sudo)
 if ((${#need[@]})); then
-  SUDO=()
-  [[ $(id -u) == 0 ]] || SUDO=(sudo)
   export DEBIAN_FRONTEND=noninteractive
   echo "install-deps: installing ${need[*]}" >&2
   "${SUDO[@]}" apt-get update -qq
@@ -27,10 +27,14 @@ if ((${#need[@]})); then
   "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # kamailio's package may start its system service on 5060; the benchmarks start their own
-# instance (by PID, in a namespace). Stop only the packaged service, never other processes.
-if have systemctl && systemctl is-active --quiet kamailio 2>/dev/null; then
-  systemctl stop kamailio || true
-  systemctl disable kamailio >/dev/null 2>&1 || true
+# instance (by PID, in a namespace). The packaged service is stopped only when this script has
+# just installed kamailio (it started it), and it says so first; a kamailio that was already
+# here is left running (the tests do not need 5060; the benchmarks run in namespaces). Nothing
+# is ever disabled.
+if [[ " ${need[*]:-} " == *" kamailio "* ]] && have systemctl \
+   && systemctl is-active --quiet kamailio 2>/dev/null; then
+  echo "install-deps: stopping the kamailio service that installing the package just started (systemctl stop kamailio; not disabled: 'systemctl start kamailio' brings it back)" >&2
+  "${SUDO[@]}" systemctl stop kamailio || true
 fi
 # SIPVicious (svwar, svcrack) from PyPI; where pip cannot install (no pip, or a distribution that
 # refuses to let pip touch its Python), Debian's own sipvicious package has the same commands.

@@ -4,7 +4,7 @@
 #   CONFIG: floor | floor-coN | mmsg | uring | mmsg-coN | uring-coN   (N: coalescing window, µs)
 #   default configs: floor mmsg uring mmsg-co100 uring-co100
 # Each run: a fresh loopback-only network namespace, the relay on 127.0.0.1:5060, udp_blast
-# (shared/floor) sending RATE datagrams/s of 700 bytes for SECS s (bounded, stops by itself).
+# (benches/floor) sending RATE datagrams/s of 700 bytes for SECS s (bounded, stops by itself).
 # Relay CPU = sum of /proc/PID/task/*/schedstat runtimes over the blast, per relayed datagram.
 # Both processes float over the CPUs (the floor's "floating" placement).
 set -euo pipefail
@@ -12,7 +12,7 @@ RATE=${1:?rate}; SECS=${2:?secs}; REPS=${3:-1}; shift 3 || true
 CONFIGS=("$@"); [ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(floor mmsg uring mmsg-co100 uring-co100)
 (( SECS <= 10 )) || { echo "SECS must be <= 10" >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-FLOOR=${FLOOR:-$ROOT/../shared/floor}
+FLOOR=${FLOOR:-$ROOT/benches/floor}
 BIN=$ROOT/target/floor; mkdir -p "$BIN"
 gcc -O2 -o "$BIN/udp_blast" "$FLOOR/udp_blast.c"
 gcc -O2 -o "$BIN/udp_relay" "$FLOOR/udp_relay.c"

@@ -16,6 +16,9 @@
 //!   (in a network namespace of its own).
 //! - `sipvicious`: SIPVicious `svwar` finds no extension and `svcrack` is blocked before it finds
 //!   the password, while a phone elsewhere still registers (in a network namespace of its own).
+//! - `example`: SIPp (`-au/-ap`, MD5) registers and calls through the shipped
+//!   `examples/sipfork.toml` (baresip does the same in `baresip`).
+//! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
 
@@ -25,10 +28,14 @@ mod baresip;
 mod basics;
 #[path = "e2e/cli.rs"]
 mod cli;
+#[path = "e2e/example.rs"]
+mod example;
 #[path = "e2e/forking.rs"]
 mod forking;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/instance.rs"]
+mod instance;
 #[path = "e2e/netns.rs"]
 mod netns;
 #[path = "e2e/phone.rs"]

@@ -29,8 +29,8 @@ TARGETS=${1:?targets}; RATES=${2:?rates}; DUR=${3:-20}
 shift $(( $# >= 3 ? 3 : $# )); [[ ${1:-} == -- ]] && shift
 EXTRA=("$@")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-SHARED=${SHARED:-$ROOT/../shared}
-K=$SHARED/anchors/kamailio
+# The Kamailio anchor configuration, vendored in the repository (benches/anchors).
+K=${ANCHORS:-$ROOT/benches/anchors}/kamailio
 PRESET=${PRESET:-fork3}; SHARDS=${SHARDS:-1}; IO=${IO:-uring}; COALESCE_US=${COALESCE_US:-0}
 THREADS=${THREADS:-1}; KAM_CHILDREN=${KAM_CHILDREN:-4}; KAM_SHM=${KAM_SHM:-2048}
 QUIET_BUSY=${QUIET_BUSY:-20}; QUIET_WAIT=${QUIET_WAIT:-600}

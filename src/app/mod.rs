@@ -2,7 +2,9 @@
 //! thread → admin listener, until SIGTERM or SIGINT.
 //!
 //! Start-up order matters: stop signals are blocked before any thread exists (so only the main
-//! thread sees them, `engine::os`); journals are recovered and every shard restores its bindings
+//! thread sees them, `engine::os`); the data directory is locked (`DATA_DIR/lock`, one instance per
+//! directory) before its journals are recovered, and the engine refuses a listen address another
+//! process serves (one instance per port); journals are recovered and every shard restores its bindings
 //! before it serves a datagram; the admin listener opens last, so `/health` answering means the
 //! appliance is serving.
 //!
@@ -57,6 +59,9 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    /// The data directory is locked by another process, or cannot be locked.
+    #[error("{0}")]
+    DataDir(#[from] crate::engine::persist::LockError),
     /// A shard thread ended on its own.
     #[error("shard {0} stopped unexpectedly (see the log above)")]
     ShardExited(u16),
@@ -137,6 +142,11 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
     let started = std::time::Instant::now();
     let shards = cfg.server.shards;
 
+    // One instance per data_dir: locked before recovery, held until the process exits.
+    let _data_dir_lock = match &cfg.server.data_dir {
+        Some(dir) => Some(crate::engine::persist::lock_dir(dir)?),
+        None => None,
+    };
     let recovered: Vec<(Journal, Records)> = match &cfg.server.data_dir {
         Some(dir) => persist::recover(dir, usize::from(shards), |key| {
             record_owner(key, shards).index()
@@ -199,8 +209,10 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
     };
     let admin = match cfg.server.admin {
         Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .map_err(io_err(format!("binding the admin listener {addr}")))?;
+            let listener = TcpListener::bind(addr).map_err(|e| {
+                let advice = eng::io::socket::bind_advice(&e, addr.port());
+                io_err(format!("binding the admin listener (TCP {addr}){advice}"))(e)
+            })?;
             let ctx = AdminContext {
                 control: control.clone(),
                 engine_stats: engine.stats_reader(),

@@ -82,7 +82,9 @@ impl EngineConfig {
 pub enum EngineError {
     /// Bad configuration.
     Config(&'static str),
-    /// Binding the listen sockets or creating the mesh failed.
+    /// A listen address could not be bound (or is served by another process).
+    Bind(io::socket::BindError),
+    /// Creating the cross-shard mesh failed.
     Setup(std::io::Error),
     /// A shard could not open its backend.
     Backend {
@@ -101,6 +103,7 @@ impl fmt::Display for EngineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Config(why) => write!(f, "engine config: {why}"),
+            Self::Bind(e) => write!(f, "{e}"),
             Self::Setup(e) => write!(f, "engine setup: {e}"),
             Self::Backend { shard, error } => write!(f, "shard {}: {error}", shard.0),
             Self::Spawn(e) => write!(f, "spawning shard thread: {e}"),
@@ -174,7 +177,7 @@ where
     }
     let n = usize::from(config.shards);
     let sockets = io::socket::bind_shard_sockets(&config.listen, n, config.socket_buffer)
-        .map_err(EngineError::Setup)?;
+        .map_err(EngineError::Bind)?;
     let local_addrs = sockets[0]
         .iter()
         .map(|s| s.local_addr())

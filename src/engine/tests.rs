@@ -307,10 +307,13 @@ fn bad_configs_and_taken_ports_are_errors_not_panics() {
         pinning: Pinning::Off,
         ..EngineConfig::new(addr, 1)
     };
-    assert!(matches!(
-        start(cfg, |_, _| Reflector::new(1)),
-        Err(EngineError::Setup(_))
-    ));
+    match start(cfg, |_, _| Reflector::new(1)) {
+        Err(EngineError::Bind(e)) => {
+            assert_eq!(e.addr, addr);
+            assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        }
+        other => panic!("expected a bind error, got {:?}", other.err()),
+    }
 }
 
 #[test]

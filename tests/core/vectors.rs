@@ -1,13 +1,11 @@
-//! Access to the shared test vectors (`../shared/sip-vectors`, next to the repository).
+//! Access to the SIP test vectors vendored in `tests/vectors/` (RFC 4475 torture tests; RFC 3261,
+//! 3665 and 5118 flows; origin in `tests/vectors/README.md`).
 
 use std::path::PathBuf;
 
-/// Root of the shared vectors.
+/// Root of the vectors.
 pub fn root() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/sip-vectors"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors"))
 }
 
 /// The bytes of one vector file.

@@ -7,13 +7,17 @@
 //!
 //! baresip refuses to run without a non-loopback address ("Protocol not supported"), so the test
 //! runs in a network namespace of its own with a veth pair whose both ends stay inside it
-//! (`shared/anchors/baresip/README.md`); SIP still goes over 127.0.0.1 there. The test creates
+//! (`benches/anchors/baresip/README.md`); SIP still goes over 127.0.0.1 there. The test creates
 //! the namespace, runs itself again inside it (`ip netns exec`, marked by `SIPFORK_E2E_NETNS`),
 //! and removes it. Skipped with a printed reason where baresip is not installed, or where the
 //! namespace cannot be created without root; `SIPFORK_REQUIRE_BARESIP=1` (set by
 //! `scripts/test.sh`) makes a missing baresip a failure.
 //!
-//! Digest offers MD5 only here: baresip 1.0 (libre) gives up on a challenge set that contains a
+//! The same call runs twice: on a generated configuration, and on the shipped
+//! `examples/sipfork.toml` (only its listen port, data_dir and admin address changed), which must
+//! work with baresip as shipped.
+//!
+//! Digest offers MD5 only here (and in the example): baresip 1.0 (libre) gives up on a challenge set that contains a
 //! SHA-256 challenge ("Register: Function not implemented"), whatever its position.
 
 use std::path::{Path, PathBuf};
@@ -23,14 +27,49 @@ use std::time::{Duration, Instant};
 use crate::harness::{metric_sum, metric_sum_where, proxy_event, Appliance, Io, Scratch, Setup};
 use crate::netns;
 
-/// This test's name as the test binary's filter sees it.
-const TEST_NAME: &str = "baresip::two_baresip_phones_ring_one_answers_the_other_is_cancelled";
-
 #[test]
 fn two_baresip_phones_ring_one_answers_the_other_is_cancelled() {
     if netns::inside() {
-        return in_namespace();
+        let dir = Scratch::new("baresip");
+        let setup = |io| Setup {
+            shards: 2,
+            persist: false,
+            auth: "digest",
+            auth_extra: "algorithms = [\"MD5\"]".into(),
+            ..Setup::new(io)
+        };
+        let Some(app) = Appliance::start(&dir.0, setup(Io::Uring))
+            .or_else(|| Appliance::start(&dir.0, setup(Io::Mmsg)))
+        else {
+            unreachable!("the mmsg backend always starts");
+        };
+        return two_phones_ring_one_answers(&app, &dir);
     }
+    enter_namespace(
+        "baresip",
+        "baresip::two_baresip_phones_ring_one_answers_the_other_is_cancelled",
+    );
+}
+
+/// The same call through the shipped `examples/sipfork.toml` (only its listen port, data_dir and
+/// admin address changed, see `harness::example_config`): baresip 1.0 registers and calls with
+/// the example's digest settings as shipped.
+#[test]
+fn baresip_phones_call_through_the_shipped_example() {
+    if netns::inside() {
+        let dir = Scratch::new("baresip-example");
+        let app = Appliance::start_example(&dir.0);
+        return two_phones_ring_one_answers(&app, &dir);
+    }
+    enter_namespace(
+        "baresip-example",
+        "baresip::baresip_phones_call_through_the_shipped_example",
+    );
+}
+
+/// Runs test `test_name` again inside a fresh namespace `sipfork-e2e-LABEL-PID` (skipped with a
+/// printed reason where baresip is missing, unless required, or where there is no root).
+fn enter_namespace(label: &str, test_name: &str) {
     let required = std::env::var_os("SIPFORK_REQUIRE_BARESIP").is_some();
     if Command::new("baresip").arg("-h").output().is_err() {
         assert!(
@@ -43,8 +82,8 @@ fn two_baresip_phones_ring_one_answers_the_other_is_cancelled() {
     // baresip needs an address besides loopback: a veth pair with both ends in the namespace,
     // never connected to the host.
     netns::run_inside(
-        "baresip",
-        TEST_NAME,
+        label,
+        test_name,
         &[
             "ip link add v0 type veth peer name v1",
             "ip addr add 10.77.0.1/24 dev v0",
@@ -55,7 +94,7 @@ fn two_baresip_phones_ring_one_answers_the_other_is_cancelled() {
     );
 }
 
-/// baresip's `config` and `accounts` (from `shared/anchors/baresip/*.template`).
+/// baresip's `config` and `accounts` (from `benches/anchors/baresip/*.template`).
 fn write_phone_config(dir: &Path, port: u16, tone: &Path, account: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let config = format!(
@@ -218,20 +257,9 @@ fn traced(log: &str) -> Vec<Traced> {
         .collect()
 }
 
-fn in_namespace() {
-    let dir = Scratch::new("baresip");
-    let setup = |io| Setup {
-        shards: 2,
-        persist: false,
-        auth: "digest",
-        auth_extra: "algorithms = [\"MD5\"]".into(),
-        ..Setup::new(io)
-    };
-    let Some(app) = Appliance::start(&dir.0, setup(Io::Uring))
-        .or_else(|| Appliance::start(&dir.0, setup(Io::Mmsg)))
-    else {
-        unreachable!("the mmsg backend always starts");
-    };
+/// Inside the namespace: two phones register as 1000 through `app`, a third calls 1000 as 1001;
+/// both ring, one answers, the other is cancelled, the caller hangs up.
+fn two_phones_ring_one_answers(app: &Appliance, dir: &Scratch) {
     let proxy = app.sip.to_string();
     // The caller's tone lasts one second, so it hangs up (BYE) one second into the call; the
     // devices' tones outlast the test.

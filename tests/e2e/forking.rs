@@ -1,4 +1,4 @@
-//! The forking scenario of `shared/anchors/` through the real binary: SIPp registers every
+//! The forking scenario of `benches/anchors/` through the real binary: SIPp registers every
 //! extension with three device contacts, three SIPp devices (one answers, two ring and must be
 //! cancelled) serve them, and a SIPp caller places calls at a steady rate. Scenarios are the
 //! anchor's (`tests/sipp/uac.xml`, `uas_answer.xml`, `uas_ring_cancel.xml`; the caller with the
@@ -28,19 +28,19 @@ const RATE: u32 = 100;
 const ANSWER_DELAY_MS: u32 = 100;
 const HOLD_MS: u32 = 200;
 
-fn scenario(name: &str) -> String {
+pub fn scenario(name: &str) -> String {
     format!("{}/tests/sipp/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Whether something is bound to UDP 127.0.0.1:`port` (from `/proc/net/udp`, so probing does not
 /// take the port away from the process that is about to bind it).
-fn udp_bound(port: u16) -> bool {
+pub fn udp_bound(port: u16) -> bool {
     let needle = format!("0100007F:{port:04X} ");
     std::fs::read_to_string("/proc/net/udp").is_ok_and(|t| t.contains(&needle))
 }
 
 /// A SIPp process, killed if the test fails before it exits by itself.
-struct Sipp {
+pub struct Sipp {
     label: String,
     child: Option<Child>,
     stats: PathBuf,
@@ -49,7 +49,7 @@ struct Sipp {
 
 impl Sipp {
     /// Starts `sipp ARGS` in `dir`, bounded by `timeout`, with its statistics in `LABEL.csv`.
-    fn start(dir: &Path, label: &str, args: &[String]) -> Sipp {
+    pub fn start(dir: &Path, label: &str, args: &[String]) -> Sipp {
         let stats = dir.join(format!("{label}.csv"));
         let child = Command::new("timeout")
             .args(["60", "sipp"])
@@ -75,7 +75,7 @@ impl Sipp {
 
     /// Waits for the exit (SIPp's own `-timeout` bounds it) and returns the final statistics;
     /// panics with SIPp's output when it failed.
-    fn finish(mut self) -> SippStats {
+    pub fn finish(mut self) -> SippStats {
         let out = self
             .child
             .take()
@@ -108,11 +108,11 @@ impl Drop for Sipp {
 
 /// The cumulative counters of a SIPp `-trace_stat` file (its last row).
 #[derive(Debug, Default)]
-struct SippStats {
-    created: u64,
-    successful: u64,
-    failed: u64,
-    retransmissions: u64,
+pub struct SippStats {
+    pub created: u64,
+    pub successful: u64,
+    pub failed: u64,
+    pub retransmissions: u64,
 }
 
 impl SippStats {

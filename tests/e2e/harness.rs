@@ -135,22 +135,37 @@ pub enum StartError {
 impl Appliance {
     /// Starts an appliance in `dir`, or explains why it did not come up.
     pub fn try_start(dir: &Path, setup: Setup) -> Result<Appliance, StartError> {
-        let sip: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let data_dir = dir.join("data");
-        let config = dir.join("sipfork.toml");
-        let mut app = Appliance {
-            child: None,
-            setup,
-            sip,
-            admin,
-            config,
-            data_dir,
-            log: Arc::default(),
-        };
+        let mut app = Appliance::prepare(dir, setup);
         app.write_config();
         app.spawn()?;
         Ok(app)
+    }
+
+    /// Free ports and paths in `dir`; nothing written or started yet.
+    fn prepare(dir: &Path, setup: Setup) -> Appliance {
+        Appliance {
+            child: None,
+            setup,
+            sip: ([127, 0, 0, 1], free_port()).into(),
+            admin: ([127, 0, 0, 1], free_port()).into(),
+            config: dir.join("sipfork.toml"),
+            data_dir: dir.join("data"),
+            log: Arc::default(),
+        }
+    }
+
+    /// Starts the shipped `examples/sipfork.toml` in `dir`, changed only where [`example_config`]
+    /// says (listen address, data_dir, admin address); panics when it does not come up.
+    pub fn start_example(dir: &Path) -> Appliance {
+        // Only `admin: true` matters to `spawn` (it waits for `/health`); the example itself says
+        // io = "auto", 2 shards, digest.
+        let mut app = Appliance::prepare(dir, Setup::new(Io::Mmsg));
+        let text = example_config(app.sip, app.admin, &app.data_dir);
+        std::fs::write(&app.config, text).expect("write config");
+        if let Err(e) = app.spawn() {
+            panic!("the shipped example did not start: {e:?}");
+        }
+        app
     }
 
     /// Starts an appliance, or returns `None` after printing why io_uring is skipped here.
@@ -311,6 +326,75 @@ impl Appliance {
         let page = self.get_ok("/metrics");
         metric_sum(&page, name)
     }
+}
+
+/// The shipped `examples/sipfork.toml`, byte for byte except three values of `[server]`: `listen`
+/// (a free port instead of 5060), `data_dir` (a scratch directory instead of
+/// /tmp/sipfork-example) and `admin` (a free port instead of 8080), so that tests run in parallel
+/// and beside a running example. Every other line (auth algorithms, extensions, passwords,
+/// shards, io, ...) is as shipped.
+pub fn example_config(sip: SocketAddr, admin: SocketAddr, data_dir: &Path) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sipfork.toml");
+    let text = std::fs::read_to_string(path).expect("read examples/sipfork.toml");
+    set_server_values(
+        &text,
+        &[
+            ("listen", format!("\"{sip}\"")),
+            ("data_dir", format!("\"{}\"", data_dir.display())),
+            ("admin", format!("\"{admin}\"")),
+        ],
+    )
+}
+
+/// `text` with the value of each `key = value  # comment` line of `[server]` replaced (the
+/// comment kept); panics unless each key is there exactly once.
+pub fn set_server_values(text: &str, values: &[(&str, String)]) -> String {
+    let mut section = "";
+    let mut seen = vec![0; values.len()];
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            section = trimmed;
+        }
+        let replaced = (section.starts_with("[server]"))
+            .then(|| {
+                values.iter().enumerate().find_map(|(i, (key, value))| {
+                    let rest = trimmed.strip_prefix(key)?.trim_start().strip_prefix('=')?;
+                    seen[i] += 1;
+                    let comment = rest.find(" #").map_or("", |at| &rest[at..]);
+                    Some(format!("{key} = {value}{comment}"))
+                })
+            })
+            .flatten();
+        out += replaced.as_deref().unwrap_or(line);
+        out.push('\n');
+    }
+    for ((key, _), n) in values.iter().zip(seen) {
+        assert_eq!(n, 1, "[server] {key} appears {n} times");
+    }
+    out
+}
+
+/// Runs `sipfork --config CONFIG` expecting it to refuse to start: bounded by `timeout 15` (a
+/// process that does start is killed then, and the test fails); returns its exit code and stderr.
+pub fn run_expecting_refusal(config: &Path) -> (i32, String) {
+    let out = Command::new("timeout")
+        .args(["15", BIN, "--config"])
+        .arg(config)
+        .env_remove("SIPFORK_IO")
+        .env_remove("RUST_LOG")
+        .env("SIPFORK_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipfork");
+    let code = out.status.code().unwrap_or(-1);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_ne!(
+        code, 124,
+        "it started instead of refusing (killed after 15 s):\n{stderr}"
+    );
+    (code, stderr)
 }
 
 /// Sum of every sample of `name` in a Prometheus page.

@@ -1,6 +1,6 @@
 //! SIPp registers 1,000 extensions with 3 contacts each through `tests/sipp/register.xml` (the
 //! anchor scenario: `Contact: *` removal, then one REGISTER with all 3 contacts); every final
-//! 200 must list exactly the 3 bindings, as `shared/anchors/run_forking_bench.sh` checks.
+//! 200 must list exactly the 3 bindings, as `benches/anchors/run_forking_bench.sh` checks.
 //!
 //! Skipped with a printed reason when `sipp` is not installed, unless `SIPFORK_REQUIRE_SIPP=1`
 //! (set by `scripts/test.sh`, which installs it) makes its absence a failure.

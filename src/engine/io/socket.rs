@@ -38,20 +38,92 @@ pub fn bind_reuseport_with(addr: SocketAddr, buffer: usize) -> io::Result<UdpSoc
     Ok(socket.into())
 }
 
+/// Why the listen sockets could not be bound: the address, the OS error, and what to do.
+#[derive(Debug)]
+pub struct BindError {
+    /// The address that could not be bound.
+    pub addr: SocketAddr,
+    /// The OS error.
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot listen on UDP {}: {}{}",
+            self.addr,
+            self.error,
+            bind_advice(&self.error, self.addr.port())
+        )
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// What an operator can do about a failed `bind(2)` on a port (for start-up errors); empty when
+/// there is nothing specific to say.
+pub fn bind_advice(error: &io::Error, port: u16) -> String {
+    match error.kind() {
+        io::ErrorKind::AddrInUse => format!(
+            " (another process holds this address, perhaps another sipfork: `ss -ulpn 'sport = :{port}'` \
+             names it; stop it or choose another port)"
+        ),
+        io::ErrorKind::PermissionDenied if port >= 1024 => {
+            " (refused by this host's security policy: check SELinux/AppArmor and the \
+             unit's sandboxing, or choose another port)"
+                .to_owned()
+        }
+        io::ErrorKind::PermissionDenied => format!(
+            " (port {port} is below 1024: run as root or with the CAP_NET_BIND_SERVICE capability, \
+             e.g. `setcap cap_net_bind_service=+ep` on the binary or AmbientCapabilities= in the \
+             systemd unit, or choose a port of 1024 or more)"
+        ),
+        io::ErrorKind::AddrNotAvailable => {
+            " (no interface of this host has that IP address; listen on one of its addresses)"
+                .to_owned()
+        }
+        _ => String::new(),
+    }
+}
+
+/// Refuses to join a `SO_REUSEPORT` group that another process already owns: binds a plain
+/// socket (no `SO_REUSEPORT`) on `addr` and closes it again. That bind fails with `EADDRINUSE`
+/// while anything holds the address, reuseport or not, whereas a reuseport socket of the same
+/// user would silently join the group and take a share of its traffic. Port 0 needs no probe.
+pub fn probe_unshared(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())
+}
+
 /// Binds `shards` sockets on each address in `listen`, all sharing the port, with `buffer` bytes
 /// of socket buffer: when an address has port 0 the first socket picks the port and the others
-/// join it. Returns one `Vec` per shard, in the order of `listen`.
+/// join it. Each address is first probed ([`probe_unshared`]), so a second process asking for a
+/// port already served is refused instead of joining its group. Returns one `Vec` per shard, in
+/// the order of `listen`.
 pub fn bind_shard_sockets(
     listen: &[SocketAddr],
     shards: usize,
     buffer: usize,
-) -> io::Result<Vec<Vec<UdpSocket>>> {
+) -> Result<Vec<Vec<UdpSocket>>, BindError> {
     let mut per_shard: Vec<Vec<UdpSocket>> = (0..shards).map(|_| Vec::new()).collect();
     for &addr in listen {
+        let failed = |error| BindError { addr, error };
+        probe_unshared(addr).map_err(failed)?;
         let mut bound = addr;
         for sockets in per_shard.iter_mut() {
-            let socket = bind_reuseport_with(bound, buffer)?;
-            bound = socket.local_addr()?;
+            let socket = bind_reuseport_with(bound, buffer).map_err(failed)?;
+            bound = socket.local_addr().map_err(failed)?;
             sockets.push(socket);
         }
     }
@@ -89,7 +161,7 @@ mod tests {
         let listen = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
         let per_shard = match bind_shard_sockets(&listen, 3, SOCKET_BUFFER) {
             Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+            Err(e) if e.error.kind() == io::ErrorKind::AddrNotAvailable => {
                 eprintln!("skipping: no ::1 here ({e})");
                 return;
             }
@@ -107,5 +179,33 @@ mod tests {
         let socket = Socket::from(per_shard[0][0].try_clone().unwrap());
         // The kernel doubles the value; without root the cap is rmem_max, so only ask for "large".
         assert!(socket.recv_buffer_size().unwrap() >= 200_000);
+    }
+
+    #[test]
+    fn a_second_group_on_a_served_port_is_refused_naming_the_address() {
+        let first = bind_shard_sockets(&["127.0.0.1:0".parse().unwrap()], 2, 1 << 16).unwrap();
+        let addr = first[0][0].local_addr().unwrap();
+        // Without the probe this would join the group and take half of the traffic.
+        let err = bind_shard_sockets(&[addr], 2, 1 << 16).unwrap_err();
+        assert_eq!(err.addr, addr);
+        assert_eq!(err.error.kind(), io::ErrorKind::AddrInUse, "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(text.contains("another port"), "{text}");
+        // Once the first group is gone the port is free again.
+        drop(first);
+        bind_shard_sockets(&[addr], 2, 1 << 16).expect("the port is free again");
+    }
+
+    #[test]
+    fn advice_names_the_capability_for_low_ports() {
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let text = bind_advice(&denied, 80);
+        assert!(text.contains("CAP_NET_BIND_SERVICE"), "{text}");
+        assert!(text.contains("1024"), "{text}");
+        assert_eq!(
+            bind_advice(&io::Error::from(io::ErrorKind::Other), 5060),
+            ""
+        );
     }
 }
