@@ -99,7 +99,7 @@ impl Proxy {
         status: u16,
     ) {
         if status > 100 {
-            self.note_callee(cx, key, i, resp);
+            self.note_callee(cx, key, i, resp, status);
         }
         match status {
             100..=199 => self.provisional(cx, key, i, resp, status),
@@ -108,19 +108,28 @@ impl Proxy {
         }
     }
 
-    /// Remembers the callee's tag and remote target of branch `i` from its first tagged
-    /// response, so in-dialog requests of its (early) dialog find their way (`dialog.rs`).
-    fn note_callee(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>) {
+    /// Remembers the callee's tag of branch `i` from its first tagged response, and its remote
+    /// target from its 2xx, so in-dialog requests of its (early) dialog find their way
+    /// (`dialog.rs`; early dialogs use the flow).
+    fn note_callee(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        i: usize,
+        resp: &Message<'_>,
+        status: u16,
+    ) {
         let Some(branch) = self.calls.get_mut(key).and_then(|c| c.branches.get_mut(i)) else {
             return;
         };
-        if branch.to_tag.is_some() {
+        if branch.to_tag.is_none() {
+            if let Some(tag) = resp.to().ok().and_then(|to| to.tag) {
+                branch.to_tag = Some(super::dialog::tag_hash(cx, tag));
+            }
+        }
+        if status < 200 || branch.remote_target.is_some() {
             return;
         }
-        let Some(tag) = resp.to().ok().and_then(|to| to.tag) else {
-            return;
-        };
-        branch.to_tag = Some(super::dialog::tag_hash(cx, tag));
         // The callee's Contact is its leg's remote target only when no proxy below us
         // record-routed (ours is the only Record-Route); else the flow is the way there.
         branch.remote_target = (resp.record_routes().nth(1).is_none())
