@@ -19,6 +19,15 @@
 //! window is therefore that interval plus one `fdatasync`: bindings acknowledged within roughly
 //! the last 10–20 ms before a power cut may be lost (the phone re-registers).
 //!
+//! # When the disk fails
+//! A failed [`Journal::write_out`] drops its batch (the caller rolls those changes back and
+//! refuses the REGISTERs behind them, so no backlog grows in memory) after cutting any partial
+//! write off the file; when even the cut fails the journal is poisoned. A failed `fdatasync` (or
+//! directory fsync) is never retried: after an EIO Linux may have dropped the dirty pages, so a
+//! second call could succeed over lost data. Both show in [`Journal::problem`], and the only way
+//! back is [`Journal::begin_rewrite`]: the caller's live set written and fsynced as a new file on
+//! another thread, committed by the rename of [`Journal::finish_compaction`].
+//!
 //! # Compaction
 //! When the file outgrows twice its live data ([`Journal::needs_compaction`]),
 //! [`Journal::compact`] writes the caller's live set to `NAME.journal.tmp`, fsyncs it, renames it
@@ -94,14 +103,30 @@ pub struct Journal {
     sync: Arc<SyncShared>,
     /// While a background compaction runs: every byte written since it began.
     compaction_tail: Option<Vec<u8>>,
+    /// The running background job rewrites the journal from the caller's live set (recovery
+    /// from a failed write or sync) rather than compacting the file.
+    rewriting: bool,
 }
 
 struct SyncShared {
-    file: Mutex<File>,
+    /// The file the persistence thread syncs. Held only to swap or clone the `Arc`, never across
+    /// a sync, so a shard replacing the file never waits behind an `fdatasync`.
+    file: Mutex<Arc<File>>,
     dirty: AtomicBool,
     /// A rename in the directory is not yet durable.
     dir_dirty: AtomicBool,
     dir: PathBuf,
+    /// The last `fdatasync` (of the file or the directory) failed: the kernel may have dropped
+    /// the dirty pages, so syncing again could "succeed" over lost data. The shard rewrites the
+    /// journal from its live bindings instead; until then the journal is unhealthy.
+    sync_failed: Mutex<Option<String>>,
+}
+
+impl SyncShared {
+    fn fail(&self, what: &str, e: &io::Error) {
+        *self.sync_failed.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(format!("{what} failed: {e}"));
+    }
 }
 
 /// What a persistence thread holds to `fdatasync` a shard's journal off the shard's hot path.
@@ -113,28 +138,22 @@ pub struct SyncHandle {
 impl SyncHandle {
     /// `fdatasync`s the journal if anything was written since the last sync (and the directory
     /// after a background compaction's rename); returns whether it synced. Writes racing with the
-    /// sync set the flag again and are covered by the next call.
+    /// sync set the flag again and are covered by the next call. A failed sync is not retried:
+    /// it marks the journal unhealthy ([`Journal::problem`]) until the shard rewrote it.
     pub fn sync_if_dirty(&self) -> io::Result<bool> {
         let dir_dirty = self.shared.dir_dirty.swap(false, Ordering::AcqRel);
         let dirty = self.shared.dirty.swap(false, Ordering::AcqRel);
         if dirty {
-            let file = self
-                .shared
-                .file
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let file = Arc::clone(&self.shared.file.lock().unwrap_or_else(PoisonError::into_inner));
             if let Err(e) = file.sync_data() {
-                self.shared.dirty.store(true, Ordering::Release);
-                if dir_dirty {
-                    self.shared.dir_dirty.store(true, Ordering::Release);
-                }
+                self.shared.fail("journal fdatasync", &e);
                 return Err(e);
             }
         }
         // The renamed file's data first, then the directory entry that names it.
         if dir_dirty {
             if let Err(e) = sync_dir(&self.shared.dir) {
-                self.shared.dir_dirty.store(true, Ordering::Release);
+                self.shared.fail("journal directory fsync", &e);
                 return Err(e);
             }
         }
@@ -196,10 +215,11 @@ impl Journal {
         live_len: u64,
     ) -> io::Result<Journal> {
         let sync = Arc::new(SyncShared {
-            file: Mutex::new(file.try_clone()?),
+            file: Mutex::new(Arc::new(file.try_clone()?)),
             dirty: AtomicBool::new(false),
             dir_dirty: AtomicBool::new(false),
             dir: dir.to_owned(),
+            sync_failed: Mutex::new(None),
         });
         Ok(Journal {
             dir: dir.to_owned(),
@@ -213,6 +233,7 @@ impl Journal {
             discarded_on_open: 0,
             sync,
             compaction_tail: None,
+            rewriting: false,
         })
     }
 
@@ -229,15 +250,20 @@ impl Journal {
     }
 
     /// Hands everything buffered to the kernel in one `write(2)`. Call once per loop turn,
-    /// before that turn's sends. On error nothing of the batch stays in the file and the batch
-    /// stays buffered, so a later call retries it.
+    /// before that turn's sends. On error the batch is dropped (the caller rolls its changes
+    /// back, so nothing waits in memory) and nothing of it stays in the file: a partial write is
+    /// cut off, and when even that fails the journal is poisoned until rewritten.
     pub fn write_out(&mut self) -> io::Result<()> {
-        self.check_usable()?;
+        if let Err(e) = self.check_usable() {
+            self.buf.clear();
+            return Err(e);
+        }
         if self.buf.is_empty() {
             return Ok(());
         }
         if let Err(e) = self.file.write_all(&self.buf) {
-            // A partial write would sit between good records and a retried batch: cut it off.
+            self.buf.clear();
+            // A partial write would sit between good records and the next batch: cut it off.
             if self.file.set_len(self.file_len).is_err() {
                 self.poisoned = true;
             }
@@ -267,6 +293,23 @@ impl Journal {
         SyncHandle {
             shared: Arc::clone(&self.sync),
         }
+    }
+
+    /// Why the journal cannot take records now, if it cannot: a write it could not roll back
+    /// (poisoned) or a failed `fdatasync`. Either way only [`Self::begin_rewrite`] (the live set,
+    /// written afresh) makes it usable again.
+    pub fn problem(&self) -> Option<String> {
+        if self.poisoned {
+            return Some(format!(
+                "journal {}: a failed write could not be cut off",
+                self.path().display()
+            ));
+        }
+        self.sync
+            .sync_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Bytes buffered and not yet written.
@@ -331,7 +374,7 @@ impl Journal {
             .sync
             .file
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = for_sync;
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(for_sync);
         self.file = file;
         Ok(())
     }

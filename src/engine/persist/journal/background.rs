@@ -10,15 +10,25 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use super::{journal_path, replay, tmp_path, write_tmp, Journal};
+use super::{journal_path, replay, tmp_path, write_tmp, Journal, Records};
 
 /// The part of a compaction that runs away from the journal's thread.
 #[derive(Debug)]
 pub struct CompactionJob {
     dir: PathBuf,
     name: String,
-    /// Bytes of the file (header and whole records) written before the compaction began.
-    upto: u64,
+    source: Source,
+}
+
+/// What the new file holds.
+#[derive(Debug)]
+enum Source {
+    /// The live set of the file's first `upto` bytes (header and whole records written before
+    /// the compaction began).
+    Replay { upto: u64 },
+    /// The caller's live set (a rewrite after a failed write or sync: the file itself is not
+    /// to be trusted).
+    Live(Records),
 }
 
 /// A written and fsynced `NAME.journal.tmp`, ready to be committed.
@@ -39,20 +49,34 @@ impl CompactionJob {
     /// Replays the journal's first `upto` bytes and writes their live set to the temporary file,
     /// fsynced. Reads only bytes the journal's thread no longer changes (it only appends).
     pub fn run(self) -> io::Result<Compacted> {
+        let upto = match self.source {
+            Source::Replay { upto } => upto,
+            Source::Live(live) => {
+                let len = write_tmp(
+                    &self.dir,
+                    &self.name,
+                    live.iter().map(|(k, v)| (&k[..], &v[..])),
+                )?;
+                return Ok(Compacted {
+                    len,
+                    records: live.len(),
+                });
+            }
+        };
         let path = journal_path(&self.dir, &self.name);
         let file = File::open(&path)?;
         let replayed = replay(
-            &mut BufReader::with_capacity(1 << 20, file.take(self.upto)),
+            &mut BufReader::with_capacity(1 << 20, file.take(upto)),
             &path,
         )?;
-        if replayed.valid_len != self.upto {
+        if replayed.valid_len != upto {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
                     "{}: only {} of {} written bytes replay; not compacting",
                     path.display(),
                     replayed.valid_len,
-                    self.upto
+                    upto
                 ),
             ));
         }
@@ -81,7 +105,25 @@ impl Journal {
         Ok(CompactionJob {
             dir: self.dir.clone(),
             name: self.name.clone(),
-            upto: self.file_len,
+            source: Source::Replay {
+                upto: self.file_len,
+            },
+        })
+    }
+
+    /// Starts rewriting the journal as exactly `live` (the caller's live set) on another thread:
+    /// the way back from a failed write or `fdatasync` ([`Self::problem`]). Nothing buffered is
+    /// written (the caller rolled it back); appends until [`Self::finish_compaction`] go to the
+    /// tail as with a compaction. On success the journal is healthy again.
+    pub fn begin_rewrite(&mut self, live: Records) -> io::Result<CompactionJob> {
+        self.check_not_compacting()?;
+        self.buf.clear();
+        self.compaction_tail = Some(Vec::new());
+        self.rewriting = true;
+        Ok(CompactionJob {
+            dir: self.dir.clone(),
+            name: self.name.clone(),
+            source: Source::Live(live),
         })
     }
 
@@ -89,12 +131,25 @@ impl Journal {
     /// journal) or, when the job failed, abandons it and keeps the old file. Either way the
     /// journal is usable afterwards; the error says why nothing changed.
     pub fn finish_compaction(&mut self, job: io::Result<Compacted>) -> io::Result<()> {
-        self.check_usable()?;
         if self.compaction_tail.is_none() {
             return Err(io::Error::other("no background compaction is running"));
         }
-        // Whatever is buffered belongs to the old file first, and thereby to the tail.
-        let written = self.write_out();
+        let rewriting = std::mem::take(&mut self.rewriting);
+        if !rewriting {
+            if let Err(e) = self.check_usable() {
+                self.compaction_tail = None;
+                let _ = fs::remove_file(tmp_path(&self.dir, &self.name));
+                return Err(e);
+            }
+        }
+        // Whatever is buffered belongs to the old file first, and thereby to the tail (a rewrite
+        // replaces a file that takes nothing more: its caller buffers nothing meanwhile).
+        let written = if rewriting {
+            self.buf.clear();
+            Ok(())
+        } else {
+            self.write_out()
+        };
         let tail = self.compaction_tail.take().unwrap_or_default();
         let tmp = tmp_path(&self.dir, &self.name);
         let committed = written.and(job).and_then(|done| {
@@ -114,6 +169,14 @@ impl Journal {
                 }
                 self.file_len = len;
                 self.live_len = len;
+                if rewriting {
+                    self.poisoned = false;
+                    *self
+                        .sync
+                        .sync_failed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                }
                 self.sync.dirty.store(true, Ordering::Release);
                 self.sync.dir_dirty.store(true, Ordering::Release);
                 Ok(())

@@ -588,3 +588,78 @@ fn throughput_figures() {
         compact.as_secs_f64() * 1e3,
     );
 }
+
+/// A write the disk refuses (here `/dev/full`: ENOSPC, and its truncate fails too) drops the
+/// batch (nothing waits in memory), poisons the journal and reports why; a rewrite from the
+/// caller's live set makes it healthy again, with exactly that set on disk.
+#[test]
+fn failed_write_drops_the_batch_and_a_rewrite_heals_the_journal() {
+    let dir = TempDir::new("failed-write");
+    let (mut j, _) = Journal::open(&dir.0, "shard-0").unwrap();
+    j.put(b"1001", b"a").unwrap();
+    j.write_out().unwrap();
+    let real = std::mem::replace(
+        &mut j.file,
+        OpenOptions::new().append(true).open("/dev/full").unwrap(),
+    );
+    j.put(b"1002", b"b").unwrap();
+    let e = j.write_out().unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(28), "ENOSPC: {e}");
+    assert_eq!(j.pending_bytes(), 0, "the failed batch is not kept");
+    assert!(j.problem().unwrap().contains("could not be cut off"));
+    assert!(j.put(b"1003", b"c").is_err(), "poisoned: refuses records");
+    assert!(j.write_out().is_err());
+    assert_eq!(j.pending_bytes(), 0);
+    drop(real);
+
+    let job = j.begin_rewrite(vec![kv("1001", "a"), kv("1004", "d")]).unwrap();
+    assert!(j.is_compacting());
+    j.finish_compaction(job.run()).unwrap();
+    assert_eq!(j.problem(), None);
+    j.put(b"1005", b"e").unwrap();
+    j.write_out().unwrap();
+    drop(j);
+    let (_, live) = Journal::open(&dir.0, "shard-0").unwrap();
+    assert_eq!(
+        sorted(live),
+        BTreeMap::from([kv("1001", "a"), kv("1004", "d"), kv("1005", "e")])
+    );
+}
+
+/// A failed fdatasync is not retried: the journal reports it until rewritten, and the next
+/// sync round does not call it clean.
+#[test]
+fn failed_sync_marks_the_journal_unhealthy_until_rewritten() {
+    let dir = TempDir::new("failed-sync");
+    let (mut j, _) = Journal::open(&dir.0, "shard-0").unwrap();
+    let handle = j.sync_handle();
+    // An EIO from fdatasync cannot be provoked on a healthy disk: report it as the sync
+    // handle does.
+    j.put(b"1001", b"a").unwrap();
+    j.write_out().unwrap();
+    j.sync.fail(
+        "journal fdatasync",
+        &io::Error::from_raw_os_error(5), // EIO
+    );
+    assert!(j.problem().unwrap().contains("fdatasync failed"));
+    // The persistence thread keeps syncing other rounds; the flag stays until the rewrite.
+    handle.sync_if_dirty().unwrap();
+    assert!(j.problem().is_some());
+    let job = j.begin_rewrite(vec![kv("1001", "a")]).unwrap();
+    j.finish_compaction(job.run()).unwrap();
+    assert_eq!(j.problem(), None);
+    assert!(handle.sync_if_dirty().unwrap(), "the new file and the directory are synced");
+}
+
+/// A normal compaction does not commit over a poisoned journal, and does not stay stuck.
+#[test]
+fn compaction_of_a_poisoned_journal_is_abandoned() {
+    let dir = TempDir::new("poisoned-compaction");
+    let (mut j, _) = Journal::open(&dir.0, "shard-0").unwrap();
+    j.put(b"1001", b"a").unwrap();
+    let job = j.begin_compaction().unwrap();
+    j.poisoned = true;
+    assert!(j.finish_compaction(job.run()).is_err());
+    assert!(!j.is_compacting());
+    assert!(!tmp_path(&dir.0, "shard-0").exists());
+}
