@@ -69,7 +69,7 @@ impl CompactionJob {
             &mut BufReader::with_capacity(1 << 20, file.take(upto)),
             &path,
         )?;
-        if replayed.valid_len != upto {
+        if replayed.valid_len != upto || !replayed.corrupt.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(

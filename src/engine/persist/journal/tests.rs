@@ -143,8 +143,56 @@ fn torn_tail_at_every_offset_keeps_every_earlier_record() {
 }
 
 #[test]
-fn corrupted_record_stops_replay_there() {
+fn a_corrupt_record_in_the_middle_is_kept_aside_and_later_records_recovered() {
     let dir = TempDir::new("crc");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..6 {
+        offsets.push(j.file_len() + j.pending_bytes() as u64);
+        j.put(format!("k{i}").as_bytes(), b"some value").unwrap();
+    }
+    j.delete(b"k0").unwrap();
+    j.write_out().unwrap();
+    let path = j.path();
+    drop(j);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[offsets[2] as usize + FRAME_LEN + 5] ^= 0x40; // a value byte of record 2
+    bytes[offsets[4] as usize + 1] ^= 0x10; // the length of record 4
+    fs::write(&path, &bytes).unwrap();
+    let (j, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(
+        sorted(live),
+        BTreeMap::from([
+            kv("k1", "some value"),
+            kv("k3", "some value"),
+            kv("k5", "some value")
+        ]),
+        "records after the damage are recovered, the delete after it too"
+    );
+    let record = offsets[1] - offsets[0];
+    let (kept, corrupt) = j.corrupt_on_open().unwrap().clone();
+    assert_eq!(kept, 2 * record);
+    let aside = fs::read(&corrupt).unwrap();
+    assert!(aside.starts_with(format!("-- damaged journal bytes at offset {}", offsets[2]).as_bytes()));
+    assert!(aside
+        .windows(record as usize)
+        .any(|w| w == &bytes[offsets[2] as usize..offsets[3] as usize]));
+    // The journal was rewritten without the damage: it opens clean, and keeps working.
+    drop(j);
+    let (mut j, live) = Journal::open(&dir.0, "s").unwrap();
+    assert!(j.corrupt_on_open().is_none());
+    assert_eq!(j.discarded_on_open(), 0);
+    assert_eq!(live.len(), 3);
+    j.put(b"k6", b"v").unwrap();
+    j.write_out().unwrap();
+    drop(j);
+    assert_eq!(Journal::open(&dir.0, "s").unwrap().1.len(), 4);
+}
+
+/// Damage with nothing valid after it is a torn tail: cut, not kept aside.
+#[test]
+fn a_corrupt_last_record_is_a_torn_tail() {
+    let dir = TempDir::new("crc-tail");
     let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
     let mut offsets = Vec::new();
     for i in 0..4 {
@@ -156,14 +204,12 @@ fn corrupted_record_stops_replay_there() {
     drop(j);
     let mut bytes = fs::read(&path).unwrap();
     let total = bytes.len() as u64;
-    bytes[offsets[2] as usize + FRAME_LEN + 5] ^= 0x40; // a value byte of record 2
+    bytes[offsets[3] as usize + FRAME_LEN + 5] ^= 0x40;
     fs::write(&path, &bytes).unwrap();
     let (j, live) = Journal::open(&dir.0, "s").unwrap();
-    assert_eq!(
-        sorted(live),
-        BTreeMap::from([kv("k0", "some value"), kv("k1", "some value")])
-    );
-    assert_eq!(j.discarded_on_open(), total - offsets[2]);
+    assert_eq!(live.len(), 3);
+    assert!(j.corrupt_on_open().is_none());
+    assert_eq!(j.discarded_on_open(), total - offsets[3]);
 }
 
 #[test]
