@@ -206,7 +206,15 @@ impl Shard {
         let records = result.as_ref().map(Compacted::records).unwrap_or(0);
         let rewrite = j.problem.is_some();
         match j.journal.finish_compaction(result) {
-            Ok(()) if rewrite => {
+            Ok(Some(sync)) => {
+                // Phase 2: the worker fsyncs the new file before the shard renames it.
+                if j.compactions.send((shard, sync)).is_err() {
+                    let _ = j
+                        .journal
+                        .finish_compaction(Err(std::io::Error::other("no compaction worker")));
+                }
+            }
+            Ok(None) if rewrite => {
                 j.counters.compactions += 1;
                 // A sync that failed meanwhile leaves the rewritten file to be synced afresh:
                 // only a journal without a problem is healthy.
@@ -221,7 +229,7 @@ impl Shard {
                     );
                 }
             }
-            Ok(()) => {
+            Ok(None) => {
                 j.counters.compactions += 1;
                 tracing::info!(
                     shard = shard.0,

@@ -1754,9 +1754,16 @@ impl Bench {
 fn assert_refused_unjournaled(r: &Response) {
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.header(HeaderName::RetryAfter).as_deref(), Some("10"));
-    assert!(r.contacts.is_empty(), "a refusal lists no binding: {}", r.text);
+    assert!(
+        r.contacts.is_empty(),
+        "a refusal lists no binding: {}",
+        r.text
+    );
     assert!(r.header(HeaderName::CSeq).unwrap().contains("REGISTER"));
-    assert!(r.header(HeaderName::Via).unwrap().contains("received=203.0.113.5"));
+    assert!(r
+        .header(HeaderName::Via)
+        .unwrap()
+        .contains("received=203.0.113.5"));
 }
 
 /// A turn whose journal write failed: the new binding, the refresh and the removal are all
@@ -1785,7 +1792,10 @@ fn failed_journal_write_rolls_the_turn_back_and_refuses_its_registers() {
     assert_refused_unjournaled(&Response::read(sent[0].0, sent[0].1.clone()));
     assert!(b.core.devices(b.now, b"1002").unwrap().is_empty());
     b.advance(Duration::from_secs(700));
-    assert!(b.core.devices(b.now, b"1001").unwrap().is_empty(), "expires as first stored");
+    assert!(
+        b.core.devices(b.now, b"1001").unwrap().is_empty(),
+        "expires as first stored"
+    );
     assert_eq!(b.core.poll_timeout(), None, "no timer left behind");
 
     // The phone tries again once the journal takes records: accepted as usual.
@@ -1804,13 +1814,19 @@ fn unavailable_journal_refuses_changes_but_answers_queries() {
     assert_eq!(b.answer(PHONE, &reg("1001", "c1", 1, one)).status, 200);
     let journal = b.journal.clone();
     b.core.set_journal_available(false);
-    let r = b.answer(PHONE, &reg("1001", "c1", 2, "Contact: <sip:1001@203.0.113.5:5090>\r\n"));
+    let r = b.answer(
+        PHONE,
+        &reg("1001", "c1", 2, "Contact: <sip:1001@203.0.113.5:5090>\r\n"),
+    );
     assert_refused_unjournaled(&r);
     let r = b.answer(PHONE, &reg("1003", "c3", 1, one));
     assert_refused_unjournaled(&r);
     assert!(b.core.devices(b.now, b"1003").unwrap().is_empty());
     let q = b.answer(PHONE, &reg("1001", "c9", 1, ""));
-    assert_eq!((q.status, q.uris()), (200, vec!["sip:1001@203.0.113.5:5070"]));
+    assert_eq!(
+        (q.status, q.uris()),
+        (200, vec!["sip:1001@203.0.113.5:5070"])
+    );
     assert_eq!(b.journal, journal, "nothing reached the journal");
     b.core.set_journal_available(true);
     let r = b.answer(PHONE, &reg("1003", "c3", 2, one));

@@ -104,7 +104,11 @@ impl Ledger {
     /// Registers `ext` at `127.0.0.1:port`; true for 200, false for 503 (anything else fails).
     fn register(&mut self, phone: &mut Phone, ext: u32, port: u32) -> bool {
         let contact = format!("sip:{ext}@127.0.0.1:{port}");
-        let req = phone.register(&ext.to_string(), &[format!("<{contact}>")], "Expires: 3600\r\n");
+        let req = phone.register(
+            &ext.to_string(),
+            &[format!("<{contact}>")],
+            "Expires: 3600\r\n",
+        );
         let r = phone.transact(&req);
         match r.status {
             200 => {
@@ -153,7 +157,11 @@ fn a_full_disk_never_acknowledges_a_binding_it_did_not_store() {
     // few hundred.
     let mut ext = 1040;
     while l.refused.is_empty() {
-        assert!(ext < 1900, "the journal never ran out of space:\n{}", app.log());
+        assert!(
+            ext < 1900,
+            "the journal never ran out of space:\n{}",
+            app.log()
+        );
         l.register(&mut phone, ext, 40000);
         ext += 1;
     }
@@ -174,7 +182,11 @@ fn a_full_disk_never_acknowledges_a_binding_it_did_not_store() {
     // Space returns: the shard rewrites its journal and takes REGISTERs again.
     std::fs::remove_file(&filler).unwrap();
     wait_for_health(&app, 200, Duration::from_secs(20));
-    assert!(l.register(&mut phone, first_refused, 40002), "{}", app.log());
+    assert!(
+        l.register(&mut phone, first_refused, 40002),
+        "{}",
+        app.log()
+    );
     assert!(l.register(&mut phone, 1000, 40003));
     for ext in 1900..1910 {
         assert!(l.register(&mut phone, ext, 40000));
@@ -182,7 +194,11 @@ fn a_full_disk_never_acknowledges_a_binding_it_did_not_store() {
 
     // Every acknowledged binding, as last acknowledged, survives kill -9.
     let (acked, refused) = (l.acked, l.refused);
-    let exts: Vec<u32> = acked.keys().copied().chain(refused.iter().copied()).collect();
+    let exts: Vec<u32> = acked
+        .keys()
+        .copied()
+        .chain(refused.iter().copied())
+        .collect();
     let live = contacts_of(&app, exts.iter().copied());
     app.signal_and_wait("KILL");
     app.restart(|_| {});

@@ -463,9 +463,7 @@ impl Registrar {
         let digits = key.digits();
         if let Some(mut ext) = self.table.extension_mut(key) {
             let persist = &mut *cx.persist;
-            ext.remove_expired(u64::MAX, |b| {
-                persist_delete(persist, digits.as_bytes(), b)
-            });
+            ext.remove_expired(u64::MAX, |b| persist_delete(persist, digits.as_bytes(), b));
         }
         self.settle(cx, key);
         Ok((Outcome::RemovedAll, key))

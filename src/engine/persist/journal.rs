@@ -43,9 +43,11 @@
 //! file's first `upto` bytes (everything written so far) and writes and fsyncs their live set as
 //! `NAME.journal.tmp`, while the shard keeps appending to the old file and keeps a copy of what it
 //! appends since; [`Journal::finish_compaction`], back on the shard, appends that copy to the
-//! temporary file and renames it over the journal (no fsync: the persistence thread syncs the new
-//! file and the directory on its next round). The old file is complete until the rename, the new
-//! one from the rename on.
+//! temporary file, writes every later batch to both files, and hands the worker a second job that
+//! fsyncs the temporary file; only after that does the shard rename it over the journal (the
+//! persistence thread syncs the directory on its next round). So the shard never fsyncs, and the
+//! tail is durable before the rename. The old file is complete until the rename, the new one from
+//! the rename on.
 //!
 //! # Changing the shard count
 //! [`repartition`] reads every journal in the directory, splits the union by owner, writes the
@@ -109,8 +111,8 @@ pub struct Journal {
     /// were kept).
     corrupt_on_open: Option<(u64, PathBuf)>,
     sync: Arc<SyncShared>,
-    /// While a background compaction runs: every byte written since it began.
-    compaction_tail: Option<Vec<u8>>,
+    /// While a background compaction runs: its phase (`background.rs`).
+    compaction: Option<background::Phase>,
     /// The running background job rewrites the journal from the caller's live set (recovery
     /// from a failed write or sync) rather than compacting the file.
     rewriting: bool,
@@ -132,8 +134,10 @@ struct SyncShared {
 
 impl SyncShared {
     fn fail(&self, what: &str, e: &io::Error) {
-        *self.sync_failed.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(format!("{what} failed: {e}"));
+        *self
+            .sync_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(format!("{what} failed: {e}"));
     }
 }
 
@@ -152,7 +156,13 @@ impl SyncHandle {
         let dir_dirty = self.shared.dir_dirty.swap(false, Ordering::AcqRel);
         let dirty = self.shared.dirty.swap(false, Ordering::AcqRel);
         if dirty {
-            let file = Arc::clone(&self.shared.file.lock().unwrap_or_else(PoisonError::into_inner));
+            let file = Arc::clone(
+                &self
+                    .shared
+                    .file
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
             if let Err(e) = file.sync_data() {
                 self.shared.fail("journal fdatasync", &e);
                 return Err(e);
@@ -252,7 +262,7 @@ impl Journal {
             discarded_on_open: 0,
             corrupt_on_open: None,
             sync,
-            compaction_tail: None,
+            compaction: None,
             rewriting: false,
         })
     }
@@ -290,9 +300,9 @@ impl Journal {
             return Err(e);
         }
         self.file_len += self.buf.len() as u64;
-        if let Some(tail) = &mut self.compaction_tail {
-            tail.extend_from_slice(&self.buf);
-        }
+        let batch = std::mem::take(&mut self.buf);
+        self.follow_compaction(&batch);
+        self.buf = batch;
         self.buf.clear();
         self.sync.dirty.store(true, Ordering::Release);
         Ok(())
@@ -369,7 +379,7 @@ impl Journal {
     /// O(1) amortized per record written.
     pub fn needs_compaction(&self) -> bool {
         let len = self.file_len + self.buf.len() as u64;
-        self.compaction_tail.is_none() && len > self.compaction_min && len > 2 * self.live_len
+        self.compaction.is_none() && len > self.compaction_min && len > 2 * self.live_len
     }
 
     /// Rewrites the journal as exactly `live` (the caller's current live set, which must include
@@ -407,7 +417,7 @@ impl Journal {
     }
 
     fn check_not_compacting(&self) -> io::Result<()> {
-        if self.compaction_tail.is_some() {
+        if self.compaction.is_some() {
             return Err(io::Error::other(format!(
                 "journal {}: a background compaction is running",
                 self.path().display()
@@ -775,7 +785,8 @@ fn replay(reader: &mut impl Read, path: &Path) -> io::Result<Replay> {
         match parse_record(&rest[at..]) {
             Some((len, op, key, value)) => {
                 if let Some(from) = damaged_from.take() {
-                    r.corrupt.push((base + from as u64, rest[from..at].to_vec()));
+                    r.corrupt
+                        .push((base + from as u64, rest[from..at].to_vec()));
                 }
                 r.apply(op, key, value);
                 at += len;

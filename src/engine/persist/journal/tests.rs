@@ -173,7 +173,9 @@ fn a_corrupt_record_in_the_middle_is_kept_aside_and_later_records_recovered() {
     let (kept, corrupt) = j.corrupt_on_open().unwrap().clone();
     assert_eq!(kept, 2 * record);
     let aside = fs::read(&corrupt).unwrap();
-    assert!(aside.starts_with(format!("-- damaged journal bytes at offset {}", offsets[2]).as_bytes()));
+    assert!(
+        aside.starts_with(format!("-- damaged journal bytes at offset {}", offsets[2]).as_bytes())
+    );
     assert!(aside
         .windows(record as usize)
         .any(|w| w == &bytes[offsets[2] as usize..offsets[3] as usize]));
@@ -392,7 +394,23 @@ fn background_compaction_keeps_what_was_appended_while_it_ran() {
     let done = worker.join().unwrap().unwrap();
     assert_eq!(done.records(), 19);
     handle.sync_if_dirty().unwrap();
-    j.finish_compaction(Ok(done)).unwrap();
+    // Phase 1 done: the tail goes to the new file, which is fsynced before any rename.
+    let sync = j
+        .finish_compaction(Ok(done))
+        .unwrap()
+        .expect("a tail: phase 2");
+    assert!(j.is_compacting());
+    assert!(
+        dir.0.join("s.journal.tmp").exists(),
+        "no rename before the fsync"
+    );
+    // Batches written meanwhile go to both files.
+    j.put(b"ext-79", b"phase two").unwrap();
+    j.write_out().unwrap();
+    model.insert(b"ext-79".to_vec(), b"phase two".to_vec());
+    let synced = std::thread::spawn(move || sync.run()).join().unwrap();
+    assert_eq!(synced.as_ref().unwrap().records(), 19);
+    assert!(j.finish_compaction(synced).unwrap().is_none(), "committed");
     assert!(!j.is_compacting());
     assert!(j.file_len() < before / 10, "{before} -> {}", j.file_len());
     assert!(!dir.0.join("s.journal.tmp").exists());
@@ -658,9 +676,11 @@ fn failed_write_drops_the_batch_and_a_rewrite_heals_the_journal() {
     assert_eq!(j.pending_bytes(), 0);
     drop(real);
 
-    let job = j.begin_rewrite(vec![kv("1001", "a"), kv("1004", "d")]).unwrap();
+    let job = j
+        .begin_rewrite(vec![kv("1001", "a"), kv("1004", "d")])
+        .unwrap();
     assert!(j.is_compacting());
-    j.finish_compaction(job.run()).unwrap();
+    assert!(j.finish_compaction(job.run()).unwrap().is_none());
     assert_eq!(j.problem(), None);
     j.put(b"1005", b"e").unwrap();
     j.write_out().unwrap();
@@ -692,9 +712,12 @@ fn failed_sync_marks_the_journal_unhealthy_until_rewritten() {
     handle.sync_if_dirty().unwrap();
     assert!(j.problem().is_some());
     let job = j.begin_rewrite(vec![kv("1001", "a")]).unwrap();
-    j.finish_compaction(job.run()).unwrap();
+    assert!(j.finish_compaction(job.run()).unwrap().is_none());
     assert_eq!(j.problem(), None);
-    assert!(handle.sync_if_dirty().unwrap(), "the new file and the directory are synced");
+    assert!(
+        handle.sync_if_dirty().unwrap(),
+        "the new file and the directory are synced"
+    );
 }
 
 /// A normal compaction does not commit over a poisoned journal, and does not stay stuck.
@@ -704,8 +727,45 @@ fn compaction_of_a_poisoned_journal_is_abandoned() {
     let (mut j, _) = Journal::open(&dir.0, "shard-0").unwrap();
     j.put(b"1001", b"a").unwrap();
     let job = j.begin_compaction().unwrap();
+    j.put(b"1002", b"b").unwrap();
     j.poisoned = true;
     assert!(j.finish_compaction(job.run()).is_err());
     assert!(!j.is_compacting());
     assert!(!tmp_path(&dir.0, "shard-0").exists());
+}
+
+/// Phase 2 abandoned: an append to the new file failed (here: the file is swapped for
+/// `/dev/full`), or its fsync failed. The old file stays the journal, with every record.
+#[test]
+fn a_compaction_whose_new_file_fails_in_phase_two_keeps_the_old_file() {
+    for fail_sync in [false, true] {
+        let dir = TempDir::new("phase-two");
+        let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+        j.set_compaction_min_bytes(1024);
+        let mut model = churn(&mut j, 30);
+        let job = j.begin_compaction().unwrap();
+        let done = job.run();
+        j.put(b"ext-1", b"tail").unwrap();
+        j.write_out().unwrap();
+        model.insert(b"ext-1".to_vec(), b"tail".to_vec());
+        let sync = j.finish_compaction(done).unwrap().expect("phase 2");
+        let result = if fail_sync {
+            drop(sync);
+            Err(io::Error::from_raw_os_error(5))
+        } else {
+            if let Some(background::Phase::Syncing { tmp, .. }) = &mut j.compaction {
+                *tmp = OpenOptions::new().append(true).open("/dev/full").unwrap();
+            }
+            sync.run()
+        };
+        j.put(b"ext-2", b"both").unwrap();
+        j.write_out().unwrap();
+        model.insert(b"ext-2".to_vec(), b"both".to_vec());
+        assert!(j.finish_compaction(result).is_err());
+        assert!(!j.is_compacting());
+        assert!(!dir.0.join("s.journal.tmp").exists());
+        drop(j);
+        let (_, live) = Journal::open(&dir.0, "s").unwrap();
+        assert_eq!(sorted(live), model, "fail_sync={fail_sync}");
+    }
 }
