@@ -103,7 +103,7 @@ impl PersistStats {
         );
         sink.counter(
             "sipfork_journal_sync_errors_total",
-            "Failed fdatasync calls (retried on the next round)",
+            "Failed fdatasync calls (never retried: the shard rewrites its journal from its live bindings)",
             &[],
             self.sync_errors.load(Ordering::Relaxed),
         );
