@@ -67,6 +67,16 @@ struct ShardJournal {
 }
 
 impl ShardJournal {
+    /// Sends a compaction or rewrite job to the persistence thread's workers; without them
+    /// (shutting down) the job is given up.
+    fn hand_to_worker(&mut self, shard: ShardId, job: CompactionJob) {
+        if self.compactions.send((shard, job)).is_err() {
+            let _ = self
+                .journal
+                .finish_compaction(Err(std::io::Error::other("no compaction worker")));
+        }
+    }
+
     /// Marks the journal unhealthy (the caller tells the core).
     fn fail(&mut self, shard: ShardId, now: Instant, why: String) {
         if self.problem.is_none() {
@@ -208,11 +218,7 @@ impl Shard {
         match j.journal.finish_compaction(result) {
             Ok(Some(sync)) => {
                 // Phase 2: the worker fsyncs the new file before the shard renames it.
-                if j.compactions.send((shard, sync)).is_err() {
-                    let _ = j
-                        .journal
-                        .finish_compaction(Err(std::io::Error::other("no compaction worker")));
-                }
+                j.hand_to_worker(shard, sync);
             }
             Ok(None) if rewrite => {
                 j.counters.compactions += 1;
@@ -260,13 +266,7 @@ impl Shard {
         self.core
             .for_each_binding_record(|k, v| live.push((k.to_vec(), v.to_vec())));
         match j.journal.begin_rewrite(live) {
-            Ok(job) => {
-                if j.compactions.send((shard, job)).is_err() {
-                    let _ = j
-                        .journal
-                        .finish_compaction(Err(std::io::Error::other("no compaction worker")));
-                }
-            }
+            Ok(job) => j.hand_to_worker(shard, job),
             Err(e) => {
                 tracing::error!(shard = shard.0, error = %e, "journal rewrite not started");
             }
@@ -362,14 +362,7 @@ impl Handler for Shard {
         }
         if j.journal.needs_compaction() {
             match j.journal.begin_compaction() {
-                Ok(job) => {
-                    if j.compactions.send((shard, job)).is_err() {
-                        // No persistence thread (shutting down): give the compaction up.
-                        let _ = j
-                            .journal
-                            .finish_compaction(Err(std::io::Error::other("no compaction worker")));
-                    }
-                }
+                Ok(job) => j.hand_to_worker(shard, job),
                 Err(e) => {
                     j.counters.compaction_errors += 1;
                     tracing::error!(shard = shard.0, error = %e, "journal compaction not started");

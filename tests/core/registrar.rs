@@ -95,13 +95,23 @@ impl Bench {
 
     /// Hands one datagram from `from` to the core; returns what it sent.
     fn send(&mut self, from: &str, bytes: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.deliver(from, bytes);
+        self.drain_persist();
+        self.take_outbox()
+    }
+
+    /// Hands one datagram from `from` to the core (its journal operations stay pending).
+    fn deliver(&mut self, from: &str, bytes: &[u8]) {
         let d = Datagram {
             from: addr(from),
             local: addr("127.0.0.1:5060"),
             bytes,
         };
         assert_eq!(self.core.handle_datagram(self.now, d), Inbound::Handled);
-        self.drain_persist();
+    }
+
+    /// What the core sent since the last call.
+    fn take_outbox(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         let out = self.core.outbox();
         let sent = out.iter().map(|(to, b)| (to, b.to_vec())).collect();
         out.clear();
@@ -1734,20 +1744,12 @@ mod model {
 impl Bench {
     /// Hands one datagram to the core and reports the turn's journal write as failed.
     fn send_write_failed(&mut self, from: &str, bytes: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
-        let d = Datagram {
-            from: addr(from),
-            local: addr("127.0.0.1:5060"),
-            bytes,
-        };
-        assert_eq!(self.core.handle_datagram(self.now, d), Inbound::Handled);
+        self.deliver(from, bytes);
         let mut pending = 0;
         self.core.pending_persist(|_| pending += 1);
         assert!(pending > 0, "the REGISTER changed bindings");
         self.core.persist_failed(self.now);
-        let out = self.core.outbox();
-        let sent = out.iter().map(|(to, b)| (to, b.to_vec())).collect();
-        out.clear();
-        sent
+        self.take_outbox()
     }
 }
 

@@ -371,6 +371,21 @@ fn sends_to_many_destinations_leave_in_order_even_beyond_the_send_slab() {
     }
 }
 
+/// Sends one datagram from `s` and waits until it arrived: a small wake-up, which earns the next
+/// wait a coalescing window. Returns the datagrams that wait delivered.
+fn earn_a_window(f: &mut Fixture, s: &UdpSocket) -> usize {
+    s.send_to(b"first", f.addr).unwrap();
+    let mut first = 0;
+    while first == 0 {
+        first = f
+            .backend
+            .wait(Some(Duration::from_secs(1)), &mut |_| {})
+            .unwrap()
+            .received;
+    }
+    first
+}
+
 #[test]
 fn a_coalescing_window_gathers_a_trickle_into_one_batch() {
     for kind in KINDS {
@@ -382,16 +397,7 @@ fn a_coalescing_window_gathers_a_trickle_into_one_batch() {
             continue;
         };
         let s = peer();
-        s.send_to(b"first", f.addr).unwrap();
-        let mut first = 0;
-        while first == 0 {
-            first = f
-                .backend
-                .wait(Some(Duration::from_secs(1)), &mut |_| {})
-                .unwrap()
-                .received;
-        }
-        assert_eq!(first, 1, "{kind:?}");
+        assert_eq!(earn_a_window(&mut f, &s), 1, "{kind:?}");
         // The next wait is a window: datagrams sent during it come back together.
         let addr = f.addr;
         let sender = std::thread::spawn(move || {
@@ -645,15 +651,7 @@ fn a_coalescing_window_wakes_for_the_mailbox() {
     };
     let mut f = open_on_loopback(IoKind::Mmsg, &opts).unwrap();
     let s = peer();
-    s.send_to(b"first", f.addr).unwrap();
-    let mut first = 0;
-    while first == 0 {
-        first = f
-            .backend
-            .wait(Some(Duration::from_secs(1)), &mut |_| {})
-            .unwrap()
-            .received;
-    }
+    assert_eq!(earn_a_window(&mut f, &s), 1);
     // The next wait is a window; a letter 20 ms in must end it.
     let waker = Arc::clone(&f.waker);
     let th = std::thread::spawn(move || {

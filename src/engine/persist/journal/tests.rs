@@ -142,15 +142,22 @@ fn torn_tail_at_every_offset_keeps_every_earlier_record() {
     }
 }
 
+/// Buffers puts of `k0`..`k{n-1}` (value "some value"); returns each record's file offset.
+fn put_numbered(j: &mut Journal, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|i| {
+            let at = j.file_len() + j.pending_bytes() as u64;
+            j.put(format!("k{i}").as_bytes(), b"some value").unwrap();
+            at
+        })
+        .collect()
+}
+
 #[test]
 fn a_corrupt_record_in_the_middle_is_kept_aside_and_later_records_recovered() {
     let dir = TempDir::new("crc");
     let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
-    let mut offsets = Vec::new();
-    for i in 0..6 {
-        offsets.push(j.file_len() + j.pending_bytes() as u64);
-        j.put(format!("k{i}").as_bytes(), b"some value").unwrap();
-    }
+    let offsets = put_numbered(&mut j, 6);
     j.delete(b"k0").unwrap();
     j.write_out().unwrap();
     let path = j.path();
@@ -196,11 +203,7 @@ fn a_corrupt_record_in_the_middle_is_kept_aside_and_later_records_recovered() {
 fn a_corrupt_last_record_is_a_torn_tail() {
     let dir = TempDir::new("crc-tail");
     let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
-    let mut offsets = Vec::new();
-    for i in 0..4 {
-        offsets.push(j.file_len() + j.pending_bytes() as u64);
-        j.put(format!("k{i}").as_bytes(), b"some value").unwrap();
-    }
+    let offsets = put_numbered(&mut j, 4);
     j.write_out().unwrap();
     let path = j.path();
     drop(j);
