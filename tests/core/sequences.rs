@@ -32,8 +32,16 @@ fn committed_seeds_keep_every_invariant() {
     }
 }
 
+/// Proptest inputs per run: 256, or `SEQ_FUZZ_CASES` for a longer campaign.
+fn cases() -> u32 {
+    std::env::var("SEQ_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn random_conversations_keep_every_invariant(data in vec(any::<u8>(), 2..160)) {
