@@ -9,8 +9,9 @@
 //! - nothing panics inside the cores (or the phones);
 //! - state stays bounded: the calls the cores hold never exceed the datagrams delivered to them,
 //!   and their timers stay under [`TIMERS_PER_DATAGRAM`] per datagram delivered;
-//! - every call ends: after the input, silence longer than any dialog, transaction or binding
-//!   can last leaves no call, no dialog and no timer in any core.
+//! - every call ends: after the input, silence longer than any dialog (`[policy]
+//!   max_call_seconds`), transaction or binding can last leaves no call, no dialog and no timer
+//!   in any core.
 //!
 //! Input: byte 0 picks one or two shards and the loss (0–31 %), byte 1 the jitter; then actions
 //! of two bytes each (`op`, `arg`) until the input ends (at most [`MAX_ACTIONS`]). [`run`] is
@@ -18,7 +19,6 @@
 //! proptest-generated input.
 
 use crate::core::metrics::MetricSink;
-use crate::core::proxy::MAX_CALL_DURATION;
 use crate::testing::phone::Behaviour;
 use crate::testing::sim::{PhoneId, World, DEFAULT_CONFIG};
 use crate::time::Duration;
@@ -130,8 +130,10 @@ pub fn run(data: &[u8]) -> Summary {
         w.run_for(Duration::from_millis(5));
         check_bounded(&w);
     }
-    // Silence: longer than a dialog without BYE, every transaction timer, and any binding.
-    w.run_for(MAX_CALL_DURATION + Duration::from_secs(2 * 3600));
+    // Silence: longer than a dialog without BYE (`[policy] max_call_seconds`), every
+    // transaction timer, and any binding (3600 s at most).
+    let max_call = w.cores()[0].config().policy.max_call;
+    w.run_for(max_call + Duration::from_secs(2 * 3600));
     check_bounded(&w);
     for (i, core) in w.cores().iter().enumerate() {
         let left = (core.proxy_calls(), core.proxy_dialogs(), timers(core));

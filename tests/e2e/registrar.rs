@@ -173,7 +173,8 @@ fn same_instance_replaces_its_binding() {
             report.devices[0].instance.as_deref(),
             Some("<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>")
         );
-        assert_eq!(report.devices[0].reg_id, Some(1));
+        // reg-id is ignored (no RFC 5626 Outbound); no class configured: ip_phone.
+        assert_eq!(report.devices[0].class, "ip_phone");
     });
 }
 
@@ -191,7 +192,13 @@ fn too_brief_expiry_gets_423_with_min_expires() {
 }
 
 /// The `Authorization` row for a challenge's nonce.
-fn authorization(ext: &str, server: &str, algorithm: Algorithm, nonce: &str, nc: u32) -> String {
+pub(crate) fn authorization(
+    ext: &str,
+    server: &str,
+    algorithm: Algorithm,
+    nonce: &str,
+    nc: u32,
+) -> String {
     let ha1 = Ha1::from_password(
         algorithm,
         ext.as_bytes(),
@@ -221,7 +228,7 @@ fn authorization(ext: &str, server: &str, algorithm: Algorithm, nonce: &str, nc:
 }
 
 /// The nonce of the first challenge, and whether it says `stale=true`.
-fn challenge(r: &Response) -> (String, bool) {
+pub(crate) fn challenge(r: &Response) -> (String, bool) {
     assert_eq!(r.status, 401, "{}", r.text);
     let v = r.header("WWW-Authenticate").expect("a challenge");
     let nonce = v

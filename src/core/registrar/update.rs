@@ -11,9 +11,13 @@
 //! offsets into the datagram.
 //!
 //! Which binding a Contact refers to: with `+sip.instance`, the binding with the same instance
-//! and reg-id (RFC 5626: the device replaces its own binding, wherever it registers from); a
-//! Contact without one (or whose instance is new) matches a binding whose Contact URI is
-//! equivalent under RFC 3261 §19.1.4 (so `%00` and `%00%00` are two bindings, RFC 4475 escnull).
+//! (RFC 5626: the device replaces its own binding, wherever it registers from; `reg-id` is
+//! ignored, since sipfork does not implement Outbound's multiple flows); a Contact without one
+//! (or whose instance is new) matches a binding whose Contact URI is equivalent under RFC 3261
+//! §19.1.4 (so `%00` and `%00%00` are two bindings, RFC 4475 escnull) *and* that registered from
+//! the same source address: two phones behind different NATs that both say
+//! `Contact: <sip:1000@192.168.1.10>` stay two bindings. (The source port may change: a NAT that
+//! re-maps a phone's flow must not leave the old binding ringing beside the new one.)
 //! When the same binding is named twice in one REGISTER, the later Contact wins.
 //!
 //! The plan lives in a vector the registrar keeps, so a REGISTER allocates nothing here.
@@ -40,8 +44,8 @@ pub struct Planned {
     pub contact: Range<usize>,
     /// `+sip.instance` without quotes, as a range of the datagram.
     pub instance: Option<Range<usize>>,
-    /// `reg-id` (kept only with an instance, RFC 5626 §4.2).
-    pub reg_id: Option<u32>,
+    /// The REGISTER's device class (`[[device_classes]]`).
+    pub class: u8,
     /// q in thousandths, when given.
     pub q: Option<u16>,
     /// Where requests for the binding will go.
@@ -74,6 +78,8 @@ pub enum PlanError {
     OutOfOrder,
     /// More bindings than allowed, and the policy rejects.
     TooManyDevices,
+    /// More bindings of the REGISTER's device class than its limit, and the policy rejects.
+    TooManyDevicesOfClass,
     /// More Contacts in this request alone than bindings allowed.
     TooManyContacts,
 }
@@ -85,10 +91,13 @@ pub enum Verdict {
     Query,
     /// `Contact: *` with `Expires: 0`: remove every binding.
     RemoveAll,
-    /// Apply it, first evicting this many of the oldest untouched bindings.
+    /// Apply it, first evicting the oldest untouched bindings: `evict_class` of the REGISTER's
+    /// device class, then of any class until `evict` are gone.
     Apply {
-        /// Bindings to evict.
+        /// Bindings to evict in all.
         evict: usize,
+        /// Of those, bindings of the REGISTER's class.
+        evict_class: usize,
     },
     /// Same Call-ID and CSeq as a binding: a retransmission; change nothing.
     Retransmission,
@@ -107,6 +116,10 @@ pub struct Rules {
     pub max_expires: u32,
     /// The extension's `max_contacts`.
     pub max_contacts: usize,
+    /// The REGISTER's device class, and the extension's limit for it.
+    pub class: u8,
+    /// Devices of `class` the extension may have (`None`: only `max_contacts`).
+    pub class_limit: Option<usize>,
     /// `registrar.on_limit`.
     pub on_limit: OnLimit,
     /// `registrar.nat`.
@@ -115,34 +128,34 @@ pub struct Rules {
     pub source: SocketAddr,
 }
 
-/// The reg-id that identifies a flow: only meaningful with an instance (RFC 5626 §4.2).
-fn flow_reg_id(c: &Contact<'_>) -> Option<u32> {
-    c.instance.and(c.reg_id)
-}
-
 /// Does the stored Contact URI equal `uri` under RFC 3261 §19.1.4? Byte equality first: a
 /// phone refreshing its binding writes the same bytes again.
 fn same_uri(stored: &[u8], uri: &Uri<'_>) -> bool {
     stored == uri.raw() || Uri::parse(stored).is_ok_and(|s| s.equivalent(uri))
 }
 
-/// The existing binding `c` refers to.
-fn find_match<'a>(bindings: &'a [Binding], c: &Contact<'_>) -> Option<&'a Binding> {
+/// The existing binding `c`, registered from `source`, refers to.
+fn find_match<'a>(
+    bindings: &'a [Binding],
+    c: &Contact<'_>,
+    source: SocketAddr,
+) -> Option<&'a Binding> {
+    let same_contact =
+        |b: &&Binding| b.source().ip() == source.ip() && same_uri(b.contact(), &c.addr.uri);
     if let Some(instance) = c.instance {
-        let reg_id = flow_reg_id(c);
         let by_instance = bindings.iter().find(|b| {
             b.instance()
                 .is_some_and(|i| i.eq_ignore_ascii_case(instance))
-                && b.reg_id() == reg_id
         });
         if by_instance.is_some() {
             return by_instance;
         }
         return bindings
             .iter()
-            .find(|b| b.instance().is_none() && same_uri(b.contact(), &c.addr.uri));
+            .filter(|b| b.instance().is_none())
+            .find(same_contact);
     }
-    bindings.iter().find(|b| same_uri(b.contact(), &c.addr.uri))
+    bindings.iter().find(same_contact)
 }
 
 /// The expiry granted to one Contact, or 423.
@@ -194,7 +207,7 @@ pub fn plan(
             too_brief = true;
             0
         });
-        let matched = find_match(bindings, &c);
+        let matched = find_match(bindings, &c, rules.source);
         if let Some(b) = matched.filter(|b| b.call_id() == call_id) {
             //= rfc3261#section-10.3
             //# If it does agree, it MUST remove the binding only if the CSeq in the request is
@@ -216,7 +229,7 @@ pub fn plan(
             superseded: false,
             contact,
             instance,
-            reg_id: flow_reg_id(&c),
+            class: rules.class,
             q: c.q,
             dest: destination(rules.nat, &c.addr.uri, rules.source),
         });
@@ -254,21 +267,39 @@ pub fn plan(
         .filter(|p| p.expires > 0 && p.matched.is_none())
         .count();
     let after = bindings.len() - removed + added;
-    let evict = after.saturating_sub(rules.max_contacts);
+    let untouched = |b: &&Binding| !plan.iter().any(|p| p.matched == Some(b.id()));
+    // Every binding the request keeps takes the REGISTER's class.
+    let kept = live().filter(|p| p.expires > 0).count();
+    let after_class = bindings
+        .iter()
+        .filter(untouched)
+        .filter(|b| b.class() == rules.class)
+        .count()
+        + kept;
+    let evict_class = rules
+        .class_limit
+        .map_or(0, |limit| after_class.saturating_sub(limit));
+    let evict = after.saturating_sub(rules.max_contacts).max(evict_class);
     if evict == 0 {
-        return Ok(Verdict::Apply { evict: 0 });
+        return Ok(Verdict::Apply {
+            evict: 0,
+            evict_class: 0,
+        });
     }
     match rules.on_limit {
+        OnLimit::Reject if evict_class > 0 => Err(PlanError::TooManyDevicesOfClass),
         OnLimit::Reject => Err(PlanError::TooManyDevices),
         OnLimit::EvictOldest => {
-            let untouched = bindings
+            let untouched_all = bindings.iter().filter(untouched).count();
+            let untouched_class = bindings
                 .iter()
-                .filter(|b| !plan.iter().any(|p| p.matched == Some(b.id())))
+                .filter(untouched)
+                .filter(|b| b.class() == rules.class)
                 .count();
-            if untouched < evict {
+            if untouched_all < evict || untouched_class < evict_class {
                 return Err(PlanError::TooManyContacts);
             }
-            Ok(Verdict::Apply { evict })
+            Ok(Verdict::Apply { evict, evict_class })
         }
     }
 }
@@ -280,7 +311,7 @@ fn same_binding(msg: &Message<'_>, a: &Planned, b: &Planned) -> bool {
         return true;
     }
     match (a.instance(msg), b.instance(msg)) {
-        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y) && a.reg_id == b.reg_id,
+        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
         (None, None) => match (Uri::parse(a.contact(msg)), Uri::parse(b.contact(msg))) {
             (Ok(x), Ok(y)) => x.equivalent(&y),
             _ => false,
@@ -304,11 +335,12 @@ fn supersede(msg: &Message<'_>, plan: &mut [Planned]) {
 }
 
 /// The oldest binding (earliest registration; lowest id on a tie) that no Contact of the
-/// request names: the one `evict-oldest` removes.
-pub fn oldest_untouched(bindings: &[Binding], plan: &[Planned]) -> Option<u16> {
+/// request names, of device class `class` when given: the one `evict-oldest` removes.
+pub fn oldest_untouched(bindings: &[Binding], plan: &[Planned], class: Option<u8>) -> Option<u16> {
     bindings
         .iter()
         .filter(|b| !plan.iter().any(|p| p.matched == Some(b.id())))
+        .filter(|b| class.is_none_or(|c| b.class() == c))
         .min_by_key(|b| (b.registered_us(), b.id()))
         .map(Binding::id)
 }
