@@ -8,6 +8,8 @@
 //!   harness (seeds, and record-level mutations of a recorded call).
 //! - `flows`: RFC 3261 / 3665 / 5118 call-flow messages parse and read back exactly.
 //! - `properties`: byte mutations of every vector never panic, and accessors agree with each other.
+//! - `sequences`: the `core_sequences` fuzz target's invariants (no panic, bounded state, every
+//!   call ends) on its committed seeds (`fuzz/seeds/core_sequences`) and on proptest input.
 //! - `registrar`: REGISTER handling through `Core` on virtual time (§10.3 steps, limits, instance
 //!   replacement, 423, digest, expiry, persistence, RFC 4475 registrar vectors, REGISTER flows).
 
@@ -35,5 +37,7 @@ mod rfc4475;
 mod rfc4475_proxy;
 #[path = "core/security.rs"]
 mod security;
+#[path = "core/sequences.rs"]
+mod sequences;
 #[path = "core/vectors.rs"]
 mod vectors;

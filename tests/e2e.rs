@@ -9,6 +9,9 @@
 //!   instance replacement, 423, digest challenge, success and replay, expiry, `devices` tables.
 //! - `restart`: `kill -9` keeps every binding with its remaining expiry, also when the shard
 //!   count changes.
+//! - `durability`: `data_dir` on a small tmpfs filled mid-run: 503 instead of 200 for what the
+//!   journal cannot take, `/health` 503, recovery once space returns, nothing acknowledged lost
+//!   to `kill -9` (root only: it mounts the tmpfs).
 //! - `sipp`: SIPp registers 1,000 extensions × 3 contacts; every 200 lists the 3 bindings.
 //! - `forking`: the anchor's SIPp forking scenario (a caller, three devices per extension: one
 //!   answers, two are cancelled) at a steady rate with zero failed calls.
@@ -28,6 +31,8 @@ mod baresip;
 mod basics;
 #[path = "e2e/cli.rs"]
 mod cli;
+#[path = "e2e/durability.rs"]
+mod durability;
 #[path = "e2e/example.rs"]
 mod example;
 #[path = "e2e/forking.rs"]

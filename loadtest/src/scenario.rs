@@ -419,6 +419,7 @@ pub const PRESETS: &[(&str, &str)] = &[
         include_str!("../presets/register-storm-digest.toml"),
     ),
     ("lossy", include_str!("../presets/lossy.toml")),
+    ("lossy-20", include_str!("../presets/lossy-20.toml")),
 ];
 
 /// Highest device count per extension (device sets are bit masks of a `u32`).

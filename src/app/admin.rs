@@ -220,7 +220,14 @@ pub fn route(method: &str, path: &str, ctx: &AdminContext) -> Response {
 }
 
 fn health(ctx: &AdminContext) -> Response {
-    match ctx.control.ask_all(|_, _| (), SHARD_TIMEOUT) {
+    match ctx
+        .control
+        .ask_all(|s: &mut Shard, _| s.journal_problem(), SHARD_TIMEOUT)
+    {
+        Ok(answers) if answers.iter().any(Option::is_some) => Response::json(
+            503,
+            &serde_json::json!({ "status": "unavailable", "error": answers.into_iter().flatten().collect::<Vec<_>>().join("; ") }),
+        ),
         Ok(answers) => Response::json(
             200,
             &serde_json::json!({ "status": "ok", "shards": answers.len() }),

@@ -58,6 +58,16 @@ pub fn recover(
     if !before.is_empty() && before != wanted {
         tracing::info!(from = ?before, to = shards, records, "journals re-partitioned for a new shard count");
     }
+    for (journal, _) in &opened {
+        if let Some((bytes, kept)) = journal.corrupt_on_open() {
+            tracing::error!(
+                journal = %journal.path().display(),
+                bytes,
+                kept = %kept.display(),
+                "damaged records in the middle of a journal: kept aside, the records after them recovered"
+            );
+        }
+    }
     if discarded > 0 {
         tracing::warn!(
             bytes = discarded,
@@ -93,7 +103,7 @@ impl PersistStats {
         );
         sink.counter(
             "sipfork_journal_sync_errors_total",
-            "Failed fdatasync calls (retried on the next round)",
+            "Failed fdatasync calls (never retried: the shard rewrites its journal from its live bindings)",
             &[],
             self.sync_errors.load(Ordering::Relaxed),
         );

@@ -7,8 +7,23 @@
 //! binding whose 200 OK left the box is in the page cache and survives `kill -9`. Nothing here
 //! fsyncs: the persistence thread group-commits (`persist.rs`), and compaction's slow part runs
 //! on a worker thread that hands its result back through the control path.
+//!
+//! # When the journal cannot take a record
+//! The core holds each turn's REGISTER answers that changed bindings until the write's outcome
+//! is known (`Core::persist_written` / `Core::persist_failed`, see `core::Durability`). When the
+//! write fails (ENOSPC, EIO, a poisoned journal) the core rolls the turn's changes back and turns
+//! those answers into `503` + `Retry-After`; the batch is dropped, so no backlog builds up. The
+//! shard then marks its journal unhealthy ([`Shard::journal_problem`], `/health` answers 503 with
+//! the reason) and tells the core, which from the next REGISTER on refuses every change at once.
+//! A failed `fdatasync` on the persistence thread does the same: it is never retried (the kernel
+//! may have dropped the pages). The way back is one road for both: the shard hands its live
+//! bindings (`Core::for_each_binding_record`) to a worker that writes and fsyncs them as a new
+//! journal (`Journal::begin_rewrite`), committed by a rename on the shard; tried after 1 s, then
+//! with a doubling pause up to [`RECOVERY_MAX_PAUSE`]. Collecting the live set is a walk of the
+//! shard's table on the shard thread, paid only on this error path.
 
 use std::sync::mpsc::Sender;
+use std::time::Duration;
 
 use crate::core::io::{Datagram, Inbound, Outbox};
 use crate::core::metrics::MetricSink;
@@ -35,11 +50,41 @@ struct JournalCounters {
     compaction_errors: u64,
 }
 
+/// First pause before rewriting an unhealthy journal.
+pub const RECOVERY_FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// Longest pause between two attempts to rewrite an unhealthy journal.
+pub const RECOVERY_MAX_PAUSE: Duration = Duration::from_secs(16);
+
 /// The shard's journal and where it sends compaction work.
 struct ShardJournal {
     journal: Journal,
     compactions: Sender<CompactionRequest>,
     counters: JournalCounters,
+    /// Why the journal takes no records now (`None`: healthy).
+    problem: Option<String>,
+    /// When to try the next rewrite, and the pause after that one.
+    next_recovery: Option<(Instant, Duration)>,
+}
+
+impl ShardJournal {
+    /// Sends a compaction or rewrite job to the persistence thread's workers; without them
+    /// (shutting down) the job is given up.
+    fn hand_to_worker(&mut self, shard: ShardId, job: CompactionJob) {
+        if self.compactions.send((shard, job)).is_err() {
+            let _ = self
+                .journal
+                .finish_compaction(Err(std::io::Error::other("no compaction worker")));
+        }
+    }
+
+    /// Marks the journal unhealthy (the caller tells the core).
+    fn fail(&mut self, shard: ShardId, now: Instant, why: String) {
+        if self.problem.is_none() {
+            tracing::error!(shard = shard.0, reason = %why, "journal unhealthy: REGISTERs that change bindings get 503 until it is rewritten");
+            self.next_recovery = Some((now + RECOVERY_FIRST_PAUSE, RECOVERY_FIRST_PAUSE));
+        }
+        self.problem = Some(why);
+    }
 }
 
 /// What the engine runs on each shard thread.
@@ -67,8 +112,16 @@ impl Shard {
                 journal,
                 compactions,
                 counters: JournalCounters::default(),
+                problem: None,
+                next_recovery: None,
             }),
         }
+    }
+
+    /// Why this shard's journal takes no records now (REGISTERs that would change a binding get
+    /// 503), if it does not; `/health` reports it.
+    pub fn journal_problem(&self) -> Option<String> {
+        self.journal.as_ref().and_then(|j| j.problem.clone())
     }
 
     /// The shard's core (for admin queries on the shard's own thread).
@@ -106,7 +159,7 @@ impl Shard {
             ),
             (
                 "sipfork_journal_write_errors_total",
-                "Failed journal writes (the records stay buffered and are retried)",
+                "Failed journal writes (the turn's binding changes are rolled back, their REGISTERs get 503)",
                 c.write_errors,
             ),
             (
@@ -129,6 +182,12 @@ impl Shard {
             sink.counter(name, help, &labels, value);
         }
         sink.gauge(
+            "sipfork_journal_unhealthy",
+            "1 while the journal takes no records (REGISTERs that change bindings get 503)",
+            &labels,
+            u64::from(j.problem.is_some()),
+        );
+        sink.gauge(
             "sipfork_journal_bytes",
             "Size of the shard's journal file",
             &labels,
@@ -138,7 +197,8 @@ impl Shard {
 
     /// Writes out what is buffered and fsyncs, on the caller's thread (shutdown only).
     pub fn flush_journal(&mut self) -> std::io::Result<()> {
-        self.persist_changes();
+        self.buffer_changes();
+        self.core.persist_written();
         match &mut self.journal {
             Some(j) => {
                 j.journal.write_out()?;
@@ -148,15 +208,37 @@ impl Shard {
         }
     }
 
-    /// Commits (or abandons) a background compaction; runs on the shard through the control path.
+    /// Commits (or abandons) a background compaction or rewrite; runs on the shard through the
+    /// control path.
     pub fn finish_compaction(&mut self, result: std::io::Result<Compacted>) {
+        let shard = self.core.env().shard;
         let Some(j) = &mut self.journal else { return };
         let records = result.as_ref().map(Compacted::records).unwrap_or(0);
+        let rewrite = j.problem.is_some();
         match j.journal.finish_compaction(result) {
-            Ok(()) => {
+            Ok(Some(sync)) => {
+                // Phase 2: the worker fsyncs the new file before the shard renames it.
+                j.hand_to_worker(shard, sync);
+            }
+            Ok(None) if rewrite => {
+                j.counters.compactions += 1;
+                // A sync that failed meanwhile leaves the rewritten file to be synced afresh:
+                // only a journal without a problem is healthy.
+                if j.journal.problem().is_none() {
+                    j.problem = None;
+                    j.next_recovery = None;
+                    self.core.set_journal_available(true);
+                    tracing::info!(
+                        shard = shard.0,
+                        records,
+                        "journal rewritten from the live bindings; REGISTERs accepted again"
+                    );
+                }
+            }
+            Ok(None) => {
                 j.counters.compactions += 1;
                 tracing::info!(
-                    shard = self.core.env().shard.0,
+                    shard = shard.0,
                     records,
                     bytes = j.journal.file_len(),
                     "journal compacted"
@@ -164,20 +246,39 @@ impl Shard {
             }
             Err(e) => {
                 j.counters.compaction_errors += 1;
-                tracing::error!(shard = self.core.env().shard.0, error = %e, "journal compaction abandoned");
+                tracing::error!(shard = shard.0, error = %e, rewrite, "journal compaction abandoned");
             }
         }
     }
 
-    /// Moves the core's binding changes into the journal's buffer (memory only: no journal
-    /// means the changes are dropped).
-    fn persist_changes(&mut self) {
-        let Some(j) = &mut self.journal else {
-            self.core.drain_persist(|_| {});
+    /// While the journal is unhealthy: starts a rewrite from the live bindings when one is due.
+    fn recover(&mut self, now: Instant) {
+        let shard = self.core.env().shard;
+        let Some(j) = &mut self.journal else { return };
+        let Some((due, pause)) = j.next_recovery else {
             return;
         };
+        if now < due || j.journal.is_compacting() {
+            return;
+        }
+        j.next_recovery = Some((now + pause, (pause * 2).min(RECOVERY_MAX_PAUSE)));
+        let mut live = Vec::new();
+        self.core
+            .for_each_binding_record(|k, v| live.push((k.to_vec(), v.to_vec())));
+        match j.journal.begin_rewrite(live) {
+            Ok(job) => j.hand_to_worker(shard, job),
+            Err(e) => {
+                tracing::error!(shard = shard.0, error = %e, "journal rewrite not started");
+            }
+        }
+    }
+
+    /// Copies the core's pending binding changes into the journal's buffer (memory only); the
+    /// core keeps them until it hears how the write went.
+    fn buffer_changes(&mut self) {
+        let Some(j) = &mut self.journal else { return };
         let (journal, counters) = (&mut j.journal, &mut j.counters);
-        self.core.drain_persist(|op| {
+        self.core.pending_persist(|op| {
             let done = match op {
                 PersistOp::Put { key, value } => {
                     counters.puts += 1;
@@ -219,34 +320,49 @@ impl Handler for Shard {
         self.core.outbox()
     }
 
-    fn after_batch(&mut self, _now: Instant) {
-        self.persist_changes();
+    fn after_batch(&mut self, now: Instant) {
         let shard = self.core.env().shard;
+        let Some(j) = &mut self.journal else {
+            self.core.drain_persist(|_| {});
+            return;
+        };
+        if j.problem.is_none() {
+            if let Some(why) = j.journal.problem() {
+                j.fail(shard, now, why);
+                self.core.set_journal_available(false);
+            }
+        }
+        if j.problem.is_some() {
+            // The core refused every REGISTER change; what is left are expiry deletes and the
+            // like, which a restart re-derives (expired records are dropped on restore), and the
+            // rewrite carries the live set that results.
+            self.core.persist_written();
+            self.recover(now);
+            return;
+        }
+        self.buffer_changes();
         let Some(j) = &mut self.journal else { return };
         if j.journal.pending_bytes() == 0 {
+            self.core.persist_written();
             return;
         }
         match j.journal.write_out() {
-            Ok(()) => j.counters.write_outs += 1,
+            Ok(()) => {
+                j.counters.write_outs += 1;
+                self.core.persist_written();
+            }
             Err(e) => {
-                // The batch stays buffered and the next turn retries; the answers of this turn
-                // still go out (withholding them would not make the disk writable).
+                // Nothing of the batch is in the file: undo it in memory and answer 503.
                 j.counters.write_errors += 1;
-                if j.counters.write_errors.is_power_of_two() {
-                    tracing::error!(shard = shard.0, error = %e, count = j.counters.write_errors, "journal write failed");
-                }
+                self.core.persist_failed(now);
+                j.fail(shard, now, format!("journal write failed: {e}"));
+                self.core.set_journal_available(false);
+                return;
             }
         }
         if j.journal.needs_compaction() {
             match j.journal.begin_compaction() {
-                Ok(job) => {
-                    if j.compactions.send((shard, job)).is_err() {
-                        // No persistence thread (shutting down): give the compaction up.
-                        let _ = j
-                            .journal
-                            .finish_compaction(Err(std::io::Error::other("no compaction worker")));
-                    }
-                }
+                Ok(job) => j.hand_to_worker(shard, job),
                 Err(e) => {
                     j.counters.compaction_errors += 1;
                     tracing::error!(shard = shard.0, error = %e, "journal compaction not started");

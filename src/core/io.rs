@@ -89,6 +89,18 @@ impl Outbox {
         self.push_with(to, |buf| buf.extend_from_slice(bytes));
     }
 
+    /// Replaces the bytes of queued datagram `i` with what `write` appends (same destination and
+    /// position); the old bytes stay unused in the arena until [`Outbox::clear`].
+    pub fn replace(&mut self, i: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        if i >= self.transmits.len() {
+            return;
+        }
+        let start = self.arena.len();
+        write(&mut self.arena);
+        let end = self.arena.len();
+        self.transmits[i].bytes = to_u32(start)..to_u32(end);
+    }
+
     /// The datagrams in the order they were queued.
     pub fn transmits(&self) -> &[Transmit] {
         &self.transmits

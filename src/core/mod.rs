@@ -42,7 +42,7 @@ use crate::core::shard::ShardId;
 use crate::core::slab::Key;
 use crate::core::timer::TimerWheel;
 use crate::core::transaction::{Timer, TimerValues, TxnSlot};
-use crate::sip::build;
+use crate::sip::build::{self, Reply, ViaFix};
 use crate::sip::{self, Disposition, Essentials, Message, Method, ParseError};
 use crate::time::Instant;
 
@@ -135,6 +135,31 @@ struct DispatchMetrics {
     refused: ReasonCounters<8>,
 }
 
+/// `Retry-After` of a REGISTER refused because the journal cannot store its change.
+const JOURNAL_RETRY_AFTER: &[u8] = b"Retry-After: 10\r\n";
+
+/// No acknowledged binding the journal does not hold (issue 12, durability).
+///
+/// Design: a REGISTER's change is applied in memory at once, but its answer is *held* (its
+/// outbox position is noted) until the engine reports the turn's journal write:
+/// [`Core::persist_written`] lets the answers go; [`Core::persist_failed`] undoes every change
+/// since the last write (each journal operation carries the record its key had before, see
+/// `persist.rs`) and rewrites each held 2xx into `503` + `Retry-After`. While the engine reports
+/// the journal unavailable ([`Core::set_journal_available`]), a REGISTER that would change a
+/// binding is undone right after it was handled and answered `503`: the table never holds a
+/// binding the journal lacks, and no 200 OK announces one. Queries and retransmissions (no
+/// change) are answered as usual. Changes from timers (expiry) are rolled back too on a failed
+/// write; an expired binding that comes back this way is dropped again by its timer or on
+/// restore.
+#[derive(Debug)]
+struct Durability {
+    journal_available: bool,
+    /// Outbox positions of this turn's answers to REGISTERs that changed bindings.
+    held: Vec<usize>,
+    /// REGISTERs answered 503 because their change could not be journaled.
+    refused: u64,
+}
+
 /// One shard's sans-IO core: registrar and proxy behind one datagram-in, datagrams-out API.
 ///
 /// Contract (see the crate docs): call [`Core::handle_datagram`] for each datagram and
@@ -148,6 +173,7 @@ pub struct Core {
     timers: TimerWheel<TimerKey>,
     out: Outbox,
     persist: PersistLog,
+    durable: Durability,
     metrics: DispatchMetrics,
     proxy: Proxy,
     auth: Auth,
@@ -196,6 +222,11 @@ impl Core {
             timers: TimerWheel::new(now),
             out: Outbox::new(),
             persist: PersistLog::new(),
+            durable: Durability {
+                journal_available: true,
+                held: Vec::new(),
+                refused: 0,
+            },
             metrics: DispatchMetrics::default(),
             proxy: Proxy::new(),
         }
@@ -221,9 +252,102 @@ impl Core {
         self.timers.next_deadline()
     }
 
-    /// Hands every pending journal operation to `apply`, in order.
+    /// Hands every pending journal operation to `apply`, in order, and counts them as written
+    /// (for an engine whose journal cannot fail, or has none).
     pub fn drain_persist(&mut self, apply: impl FnMut(PersistOp<'_>)) {
-        self.persist.drain(apply);
+        self.persist.for_each(apply);
+        self.persist_written();
+    }
+
+    /// Hands every pending journal operation to `apply`, in order, and keeps them until the
+    /// engine reports the write: [`Core::persist_written`] or [`Core::persist_failed`].
+    pub fn pending_persist(&self, apply: impl FnMut(PersistOp<'_>)) {
+        self.persist.for_each(apply);
+    }
+
+    /// The pending journal operations reached the kernel: the answers that depend on them may go.
+    pub fn persist_written(&mut self) {
+        self.persist.clear();
+        self.durable.held.clear();
+    }
+
+    /// The pending journal operations could not be written: every binding change since the last
+    /// [`Core::persist_written`] is rolled back in memory, and each REGISTER answer that reported
+    /// one becomes `503` with `Retry-After` (see [`Durability`]).
+    pub fn persist_failed(&mut self, now: Instant) {
+        self.roll_back(now, 0);
+        let held = std::mem::take(&mut self.durable.held);
+        self.refuse_unjournaled(&held);
+        self.durable.held = held;
+        self.durable.held.clear();
+    }
+
+    /// Whether the engine's journal takes records now. While it does not, every REGISTER that
+    /// would change a binding is rolled back at once and answered `503` with `Retry-After`.
+    pub fn set_journal_available(&mut self, available: bool) {
+        self.durable.journal_available = available;
+    }
+
+    /// REGISTERs refused because their change could not be journaled.
+    pub fn unjournaled_refusals(&self) -> u64 {
+        self.durable.refused
+    }
+
+    /// Undoes the pending journal operations from index `from` on, newest first.
+    fn roll_back(&mut self, now: Instant, from: usize) {
+        let undone = self.persist.split_off(from);
+        let Parts {
+            mut cx, registrar, ..
+        } = self.parts(now);
+        undone.for_each_undo(|key, old| registrar.revert(&mut cx, key, old));
+    }
+
+    /// Replaces each answer in `outbox` positions `held` (a REGISTER's 2xx) with a `503` that
+    /// carries the same Via, From, To, Call-ID and CSeq.
+    fn refuse_unjournaled(&mut self, held: &[usize]) {
+        let mut copy = Vec::new();
+        for &i in held {
+            let Some(t) = self.out.transmits().get(i) else {
+                continue;
+            };
+            copy.clear();
+            copy.extend_from_slice(self.out.bytes(t));
+            let Ok(answer) = sip::parse(&copy) else {
+                continue;
+            };
+            self.durable.refused += 1;
+            self.out.replace(i, |buf| {
+                build::response(
+                    &answer,
+                    &Reply {
+                        status: 503,
+                        reason: "Service Unavailable - bindings cannot be stored",
+                        fix: ViaFix::default(),
+                        to_tag: None,
+                        extra: JOURNAL_RETRY_AFTER,
+                        body: None,
+                    },
+                    buf,
+                )
+            });
+        }
+    }
+
+    /// After a REGISTER was handled: when it changed bindings (journal operations from `ops` on)
+    /// its answers (outbox from `outs` on) wait for the journal write, or, with the journal
+    /// unavailable, the change is undone now and the answer refused.
+    fn after_register(&mut self, now: Instant, ops: usize, outs: usize) {
+        if self.persist.len() == ops {
+            return;
+        }
+        let answers = outs..self.out.len();
+        if self.durable.journal_available {
+            self.durable.held.extend(answers);
+            return;
+        }
+        self.roll_back(now, ops);
+        let answers: Vec<usize> = answers.collect();
+        self.refuse_unjournaled(&answers);
     }
 
     fn cx(&mut self, now: Instant) -> Cx<'_> {
@@ -409,7 +533,9 @@ impl Core {
             proxy,
         } = self.parts(now);
         if e.method == Method::Register {
-            return registrar.handle_register(&mut cx, auth, msg, e, from);
+            let (ops, outs) = (cx.persist.len(), cx.out.len());
+            registrar.handle_register(&mut cx, auth, msg, e, from);
+            return self.after_register(now, ops, outs);
         }
         // §17.2.3 first: retransmissions, the ACK of a non-2xx, CANCEL, the ACK of a 2xx.
         if proxy.match_request(&mut cx, msg, e, from) == Matched::Handled {
@@ -678,6 +804,12 @@ impl Core {
             self.timers.len() as u64,
         );
         self.registrar.export_metrics(sink, &labels);
+        sink.counter(
+            "sipfork_registrations_unjournaled_total",
+            "REGISTERs answered 503 because the journal could not store their change (rolled back)",
+            &labels,
+            self.durable.refused,
+        );
         self.auth.export_metrics(sink, &labels);
         if self.env.shard.0 == 0 {
             // The ledger is shared by every shard: written once.

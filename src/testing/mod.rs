@@ -7,11 +7,14 @@
 //! - [`sip_checks`]: invariant checks on parsed messages.
 //! - [`forked_call`]: a whole 3-way forked call through one core, for the core bench and seeds.
 //! - [`core_fuzz`]: the `core_datagrams` fuzz target: datagram sequences into a core.
+//! - [`seq_fuzz`]: the `core_sequences` fuzz target: whole conversations of scripted phones
+//!   through one or two cores on a lossy network; every call ends.
 //! - [`build_checks`]: what the builder writes parses back to the fields it was built from.
 
 pub mod build_checks;
 pub mod core_fuzz;
 pub mod forked_call;
 pub mod phone;
+pub mod seq_fuzz;
 pub mod sim;
 pub mod sip_checks;

@@ -446,6 +446,16 @@ impl World {
         self.queue.is_empty()
     }
 
+    /// Phone `id` sends a REGISTER for its user (and retransmits it); nothing waits for the
+    /// answer.
+    pub fn start_register(&mut self, id: PhoneId, expires: u32) {
+        let out = self.phones[id.0].register(self.now, expires);
+        let from = self.phones[id.0].addr;
+        for (to, bytes) in out {
+            self.transmit(from, to, bytes);
+        }
+    }
+
     /// Registers phone `id` for its user with the proxy and runs until the 200 arrives.
     pub fn register(&mut self, id: PhoneId, expires: u32) {
         let out = self.phones[id.0].register(self.now, expires);

@@ -95,13 +95,23 @@ impl Bench {
 
     /// Hands one datagram from `from` to the core; returns what it sent.
     fn send(&mut self, from: &str, bytes: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.deliver(from, bytes);
+        self.drain_persist();
+        self.take_outbox()
+    }
+
+    /// Hands one datagram from `from` to the core (its journal operations stay pending).
+    fn deliver(&mut self, from: &str, bytes: &[u8]) {
         let d = Datagram {
             from: addr(from),
             local: addr("127.0.0.1:5060"),
             bytes,
         };
         assert_eq!(self.core.handle_datagram(self.now, d), Inbound::Handled);
-        self.drain_persist();
+    }
+
+    /// What the core sent since the last call.
+    fn take_outbox(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         let out = self.core.outbox();
         let sent = out.iter().map(|(to, b)| (to, b.to_vec())).collect();
         out.clear();
@@ -1824,4 +1834,103 @@ fn device_classes_have_their_own_limits() {
         r.uris(),
         vec!["sip:1000@203.0.113.5:5003", "sip:1000@203.0.113.5:5001"]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durability: no 200 OK for a binding the journal could not take (issue 12)
+// ---------------------------------------------------------------------------------------------
+
+impl Bench {
+    /// Hands one datagram to the core and reports the turn's journal write as failed.
+    fn send_write_failed(&mut self, from: &str, bytes: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.deliver(from, bytes);
+        let mut pending = 0;
+        self.core.pending_persist(|_| pending += 1);
+        assert!(pending > 0, "the REGISTER changed bindings");
+        self.core.persist_failed(self.now);
+        self.take_outbox()
+    }
+}
+
+fn assert_refused_unjournaled(r: &Response) {
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.header(HeaderName::RetryAfter).as_deref(), Some("10"));
+    assert!(
+        r.contacts.is_empty(),
+        "a refusal lists no binding: {}",
+        r.text
+    );
+    assert!(r.header(HeaderName::CSeq).unwrap().contains("REGISTER"));
+    assert!(r
+        .header(HeaderName::Via)
+        .unwrap()
+        .contains("received=203.0.113.5"));
+}
+
+/// A turn whose journal write failed: the new binding, the refresh and the removal are all
+/// undone, and each REGISTER's 200 became a 503 with Retry-After.
+#[test]
+fn failed_journal_write_rolls_the_turn_back_and_refuses_its_registers() {
+    let mut b = Bench::new(no_auth());
+    let one = "Contact: <sip:1001@203.0.113.5:5070>;expires=600\r\n";
+    assert_eq!(b.answer(PHONE, &reg("1001", "c1", 1, one)).status, 200);
+    let before = b.core.devices(b.now, b"1001").unwrap();
+
+    // A refresh with a new expiry and a second device, both in a failed turn.
+    let two = "Contact: <sip:1001@203.0.113.5:5070>;expires=1200, <sip:1001@203.0.113.5:5080>\r\n";
+    let sent = b.send_write_failed(PHONE, &reg("1001", "c1", 2, two));
+    assert_eq!(sent.len(), 1);
+    assert_refused_unjournaled(&Response::read(sent[0].0, sent[0].1.clone()));
+    assert_eq!(b.core.devices(b.now, b"1001").unwrap(), before);
+
+    // A removal in a failed turn: the binding stays.
+    let sent = b.send_write_failed(PHONE, &reg("1001", "c1", 3, "Contact: *\r\nExpires: 0\r\n"));
+    assert_refused_unjournaled(&Response::read(sent[0].0, sent[0].1.clone()));
+    assert_eq!(b.core.devices(b.now, b"1001").unwrap(), before);
+
+    // A first registration in a failed turn leaves nothing behind, timers included.
+    let sent = b.send_write_failed(PHONE, &reg("1002", "c2", 1, one));
+    assert_refused_unjournaled(&Response::read(sent[0].0, sent[0].1.clone()));
+    assert!(b.core.devices(b.now, b"1002").unwrap().is_empty());
+    b.advance(Duration::from_secs(700));
+    assert!(
+        b.core.devices(b.now, b"1001").unwrap().is_empty(),
+        "expires as first stored"
+    );
+    assert_eq!(b.core.poll_timeout(), None, "no timer left behind");
+
+    // The phone tries again once the journal takes records: accepted as usual.
+    let r = b.answer(PHONE, &reg("1001", "c1", 4, two));
+    assert_eq!(r.status, 200);
+    assert_eq!(b.device_contacts("1001").len(), 2);
+    assert_eq!(b.core.unjournaled_refusals(), 3);
+}
+
+/// While the journal is unavailable a REGISTER that would change a binding is refused at once;
+/// queries are answered; once available again, REGISTERs are accepted.
+#[test]
+fn unavailable_journal_refuses_changes_but_answers_queries() {
+    let mut b = Bench::new(no_auth());
+    let one = "Contact: <sip:1001@203.0.113.5:5070>;expires=600\r\n";
+    assert_eq!(b.answer(PHONE, &reg("1001", "c1", 1, one)).status, 200);
+    let journal = b.journal.clone();
+    b.core.set_journal_available(false);
+    let r = b.answer(
+        PHONE,
+        &reg("1001", "c1", 2, "Contact: <sip:1001@203.0.113.5:5090>\r\n"),
+    );
+    assert_refused_unjournaled(&r);
+    let r = b.answer(PHONE, &reg("1003", "c3", 1, one));
+    assert_refused_unjournaled(&r);
+    assert!(b.core.devices(b.now, b"1003").unwrap().is_empty());
+    let q = b.answer(PHONE, &reg("1001", "c9", 1, ""));
+    assert_eq!(
+        (q.status, q.uris()),
+        (200, vec!["sip:1001@203.0.113.5:5070"])
+    );
+    assert_eq!(b.journal, journal, "nothing reached the journal");
+    b.core.set_journal_available(true);
+    let r = b.answer(PHONE, &reg("1003", "c3", 2, one));
+    assert_eq!(r.status, 200);
+    assert_eq!(b.device_contacts("1003").len(), 1);
 }

@@ -469,9 +469,7 @@ impl Registrar {
         let digits = key.digits();
         if let Some(mut ext) = self.table.extension_mut(key) {
             let persist = &mut *cx.persist;
-            ext.remove_expired(u64::MAX, |b| {
-                persist_delete(persist, digits.as_bytes(), b.id())
-            });
+            ext.remove_expired(u64::MAX, |b| persist_delete(persist, digits.as_bytes(), b));
         }
         self.settle(cx, key);
         Ok((Outcome::RemovedAll, key))
@@ -500,20 +498,24 @@ impl Registrar {
             else {
                 break;
             };
-            ext.remove(id);
-            persist_delete(cx.persist, number, id);
+            if let Some(old) = ext.remove(id) {
+                persist_delete(cx.persist, number, &old);
+            }
             self.metrics.evicted += 1;
         }
         for p in self.plan.iter().filter(|p| !p.superseded) {
             if p.expires == 0 {
                 if let Some(id) = p.matched {
-                    if ext.remove(id).is_some() {
-                        persist_delete(cx.persist, number, id);
+                    if let Some(old) = ext.remove(id) {
+                        persist_delete(cx.persist, number, &old);
                     }
                 }
                 continue;
             }
             let id = p.matched.unwrap_or_else(|| ext.get().free_id());
+            if let Some(old) = ext.get().get(id) {
+                cx.persist.remember_old(|v| old.encode_value(v));
+            }
             ext.upsert(&BindingSpec {
                 id,
                 contact: p.contact(msg),
@@ -545,7 +547,7 @@ impl Registrar {
         let before = ext.get().bindings().len();
         let persist = &mut *cx.persist;
         ext.remove_expired(now_us, |b| {
-            persist_delete(persist, key.digits().as_bytes(), b.id())
+            persist_delete(persist, key.digits().as_bytes(), b)
         });
         let removed = before - ext.get().bindings().len();
         if removed > 0 {
@@ -628,6 +630,27 @@ impl Registrar {
         ext.sort();
         self.settle(cx, nkey);
         Restore::Restored
+    }
+
+    /// Puts binding record `key` back as it was before a change the journal could not take:
+    /// `old` is its earlier record, `None` when it did not exist (rollback of a failed journal
+    /// write, `Core::persist_failed`).
+    pub fn revert(&mut self, cx: &mut Cx<'_>, key: &[u8], old: Option<&[u8]>) {
+        if let Some(old) = old {
+            if self.restore(cx, key, old) == Restore::Restored {
+                return;
+            }
+        }
+        let Some((number, id)) = parse_key(key) else {
+            return;
+        };
+        let Some(nkey) = NumberKey::from_digits(number) else {
+            return;
+        };
+        if let Some(mut ext) = self.table.extension_mut(nkey) {
+            ext.remove(id);
+        }
+        self.settle(cx, nkey);
     }
 
     /// Hands every binding to `record` as its journal put (key, value): the live set a journal
@@ -821,8 +844,10 @@ fn persist_put(persist: &mut PersistLog, number: &[u8], b: &Binding) {
     });
 }
 
-fn persist_delete(persist: &mut PersistLog, number: &[u8], id: u16) {
-    persist.delete(RecordKey::new(number, id).as_bytes());
+/// Journals the removal of `removed` (its record is the undo value).
+fn persist_delete(persist: &mut PersistLog, number: &[u8], removed: &Binding) {
+    persist.remember_old(|old| removed.encode_value(old));
+    persist.delete(RecordKey::new(number, removed.id()).as_bytes());
 }
 
 #[cfg(test)]

@@ -3,6 +3,10 @@
 //! disabled (`kernel.io_uring_disabled`, a container's seccomp profile, an old kernel).
 //!
 //! Sends are synchronous: the outbox's bytes are handed to `sendmmsg` in place and never copied.
+//! A socket whose send buffer is full (EAGAIN) gets no wait: the rest of that run is dropped and
+//! counted (`tx_dropped`), as the kernel drops UDP under pressure anyway; waiting would stall the
+//! whole shard. A coalescing window sleeps in `ppoll` on the mailbox eventfd, so a letter from
+//! another shard ends it at once.
 //! Receives land in `batch` buffers of `max_datagram` bytes; a longer datagram comes back with
 //! `MSG_TRUNC` and is counted and dropped. The epoll set is level-triggered, so a socket left with
 //! data after the per-wait work limit is reported again at once by the next wait.
@@ -26,8 +30,6 @@ use crate::engine::mailbox::Waker;
 const WAKE_TOKEN: u64 = u64::MAX;
 /// recvmmsg calls per socket per wait: bounds one turn's work so timers are not starved.
 const MAX_RECV_CALLS_PER_WAIT: usize = 4;
-/// How long a send waits for room in a full socket send buffer before the datagram is dropped.
-const SEND_BLOCKED_POLL_MS: i32 = 5;
 
 /// Raw `mmsghdr`/`iovec` arrays. Their pointers are rewritten before every system call and
 /// point into buffers owned by the same backend (receive) or borrowed for the call (send).
@@ -266,7 +268,6 @@ impl MmsgBackend {
     /// Sends `count` prepared headers on `fd`, retrying past a failed datagram (counted).
     fn flush_sends(&mut self, fd: i32, count: usize) {
         let mut done = 0;
-        let mut blocked_once = false;
         while done < count {
             // SAFETY: headers `done..count` point at live outbox bytes and socket addresses that
             // outlive this call.
@@ -289,24 +290,60 @@ impl MmsgBackend {
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
                 Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) if !blocked_once => {
-                    blocked_once = true;
-                    let mut p = libc::pollfd {
-                        fd,
-                        events: libc::POLLOUT,
-                        revents: 0,
-                    };
-                    // SAFETY: one live pollfd.
-                    unsafe { libc::poll(&mut p, 1, SEND_BLOCKED_POLL_MS) };
+                Some(libc::EAGAIN) => {
+                    // The send buffer is full: waiting for room would stall every datagram and
+                    // timer of the shard. Drop the rest of this run, counted.
+                    self.stats.tx_dropped += (count - done) as u64;
+                    return;
                 }
                 _ => {
-                    // This datagram cannot go (no route, too big, buffer still full): count it
-                    // and go on with the rest.
+                    // This datagram cannot go (no route, too big): count it and go on with the
+                    // rest.
                     self.stats.tx_errors += 1;
                     done += 1;
                 }
             }
         }
+    }
+
+    /// Sleeps up to `window` unless the mailbox eventfd becomes readable (then at once).
+    fn sleep_unless_woken(&self, window: Duration) {
+        let ts = libc::timespec {
+            tv_sec: window.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: window.subsec_nanos() as libc::c_long,
+        };
+        let mut p = libc::pollfd {
+            fd: self.waker.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, a live timespec, a null sigmask. The eventfd stays readable:
+        // the epoll_wait that follows reports it and drains it.
+        unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) };
+    }
+}
+
+#[cfg(test)]
+impl MmsgBackend {
+    /// Test hook: sends `payloads` on `fd` (a connected socket: no destination address) the way
+    /// `send` does, returning the time it took.
+    pub(super) fn flush_connected(&mut self, fd: i32, payloads: &[&[u8]]) -> Duration {
+        for (i, p) in payloads.iter().enumerate() {
+            let iov = &mut self.tx.iovs[i];
+            iov.iov_base = p.as_ptr() as *mut libc::c_void;
+            iov.iov_len = p.len();
+            let h = &mut self.tx.hdrs[i];
+            h.msg_hdr.msg_name = std::ptr::null_mut();
+            h.msg_hdr.msg_namelen = 0;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+        }
+        let t0 = std::time::Instant::now();
+        self.flush_sends(fd, payloads.len());
+        t0.elapsed()
     }
 }
 
@@ -362,10 +399,10 @@ impl UdpBackend for MmsgBackend {
         let window = self.coalescer.window(timeout);
         let ready = match window {
             Some(w) => {
-                // Bounded batching window: sleep without being woken per datagram, then take
-                // whatever arrived meanwhile.
+                // Bounded batching window: sleep without being woken per datagram (but by a
+                // mailbox letter), then take whatever arrived meanwhile.
                 self.stats.coalesce_waits += 1;
-                std::thread::sleep(w);
+                self.sleep_unless_woken(w);
                 self.epoll_wait(Some(Duration::ZERO))
             }
             None => self.epoll_wait(timeout),

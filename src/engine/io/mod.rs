@@ -81,6 +81,12 @@ pub struct IoStats {
     pub mailbox_wakes,
     /// Waits that returned with nothing (timeout or spurious).
     pub empty_waits,
+    /// Datagrams dropped before reaching the kernel: the rest of an outbox after a failed
+    /// io_uring SQE push, or a run `sendmmsg` found the socket's send buffer full for.
+    pub tx_dropped,
+    /// io_uring SQE pushes that failed (the send slot is returned, the datagrams counted in
+    /// `tx_dropped`).
+    pub sqe_push_failures,
 }
 }
 

@@ -371,6 +371,21 @@ fn sends_to_many_destinations_leave_in_order_even_beyond_the_send_slab() {
     }
 }
 
+/// Sends one datagram from `s` and waits until it arrived: a small wake-up, which earns the next
+/// wait a coalescing window. Returns the datagrams that wait delivered.
+fn earn_a_window(f: &mut Fixture, s: &UdpSocket) -> usize {
+    s.send_to(b"first", f.addr).unwrap();
+    let mut first = 0;
+    while first == 0 {
+        first = f
+            .backend
+            .wait(Some(Duration::from_secs(1)), &mut |_| {})
+            .unwrap()
+            .received;
+    }
+    first
+}
+
 #[test]
 fn a_coalescing_window_gathers_a_trickle_into_one_batch() {
     for kind in KINDS {
@@ -382,16 +397,7 @@ fn a_coalescing_window_gathers_a_trickle_into_one_batch() {
             continue;
         };
         let s = peer();
-        s.send_to(b"first", f.addr).unwrap();
-        let mut first = 0;
-        while first == 0 {
-            first = f
-                .backend
-                .wait(Some(Duration::from_secs(1)), &mut |_| {})
-                .unwrap()
-                .received;
-        }
-        assert_eq!(first, 1, "{kind:?}");
+        assert_eq!(earn_a_window(&mut f, &s), 1, "{kind:?}");
         // The next wait is a window: datagrams sent during it come back together.
         let addr = f.addr;
         let sender = std::thread::spawn(move || {
@@ -546,4 +552,145 @@ fn a_transmit_leaves_from_the_socket_it_names() {
             "{kind:?}: the unknown source is counted"
         );
     }
+}
+
+/// io_uring: a send that stays in flight (here a slot held by an operation that never
+/// completes, as a send blocked in the kernel would be) must not hold back a datagram or a
+/// mailbox wake-up: each ends the wait at once.
+#[test]
+fn a_send_that_goes_async_does_not_stall_a_datagram_or_a_wake_up() {
+    let socket = bind_reuseport("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let addr = socket.local_addr().unwrap();
+    let waker = Arc::new(Waker::new().unwrap());
+    // No coalescing window: this is about the normal wait.
+    let opts = IoOptions {
+        coalesce: None,
+        ..IoOptions::default()
+    };
+    let mut b = match uring::UringBackend::new(vec![socket], Arc::clone(&waker), &opts) {
+        Ok(b) => b,
+        Err((why, _)) => {
+            eprintln!("skipping the io_uring run: {why}");
+            return;
+        }
+    };
+    let (stuck, _keep) = std::os::unix::net::UnixStream::pair().unwrap();
+    b.stall_a_send(std::os::fd::AsRawFd::as_raw_fd(&stuck));
+    let s = peer();
+    s.send_to(b"one", addr).unwrap();
+    let t0 = Instant::now();
+    let mut got = 0;
+    while got == 0 && t0.elapsed() < Duration::from_secs(3) {
+        got += b
+            .wait(Some(Duration::from_secs(3)), &mut |_| {})
+            .unwrap()
+            .received;
+    }
+    assert_eq!(got, 1);
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+
+    let t0 = Instant::now();
+    let w = Arc::clone(&waker);
+    let th = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        w.park();
+        assert!(w.wake_if_parked());
+    });
+    let wake = b.wait(Some(Duration::from_secs(3)), &mut |_| {}).unwrap();
+    th.join().unwrap();
+    assert!(
+        wake.mailbox,
+        "{wake:?} after {:?}: {:?}",
+        t0.elapsed(),
+        b.stats()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_eq!(b.send_slots().1, 1, "the stuck send is still in flight");
+}
+
+/// io_uring: a failed SQE push returns the send slot and counts the outbox's datagrams.
+#[test]
+fn a_failed_sqe_push_is_counted_and_leaks_no_send_slot() {
+    let socket = bind_reuseport("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let waker = Arc::new(Waker::new().unwrap());
+    let mut b = match uring::UringBackend::new(vec![socket], waker, &IoOptions::default()) {
+        Ok(b) => b,
+        Err((why, _)) => {
+            eprintln!("skipping the io_uring run: {why}");
+            return;
+        }
+    };
+    let s = peer();
+    let to = s.local_addr().unwrap();
+    let before = b.send_slots();
+    let mut out = Outbox::new();
+    for i in 0..3 {
+        out.push(to, format!("d{i}").as_bytes());
+    }
+    b.refuse_pushes(true);
+    assert!(b.send(&out).is_err());
+    assert_eq!(b.send_slots(), before, "slot back, nothing in flight");
+    let st = b.stats();
+    assert_eq!((st.sqe_push_failures, st.tx_dropped), (1, 3));
+    b.refuse_pushes(false);
+    b.send(&out).unwrap();
+    b.wait(Some(Duration::ZERO), &mut |_| {}).unwrap();
+    let mut buf = [0u8; 64];
+    for i in 0..3 {
+        let (n, _) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], format!("d{i}").as_bytes());
+    }
+}
+
+/// mmsg: a coalescing window ends at once when a mailbox letter arrives.
+#[test]
+fn a_coalescing_window_wakes_for_the_mailbox() {
+    let opts = IoOptions {
+        coalesce: Some(Duration::from_millis(800)),
+        ..IoOptions::default()
+    };
+    let mut f = open_on_loopback(IoKind::Mmsg, &opts).unwrap();
+    let s = peer();
+    assert_eq!(earn_a_window(&mut f, &s), 1);
+    // The next wait is a window; a letter 20 ms in must end it.
+    let waker = Arc::clone(&f.waker);
+    let th = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        waker.park();
+        assert!(waker.wake_if_parked());
+    });
+    let t0 = Instant::now();
+    let wake = f
+        .backend
+        .wait(Some(Duration::from_secs(2)), &mut |_| {})
+        .unwrap();
+    th.join().unwrap();
+    assert_eq!(f.backend.stats().coalesce_waits, 1);
+    assert!(wake.mailbox);
+    assert!(
+        t0.elapsed() < Duration::from_millis(400),
+        "slept through the letter: {:?}",
+        t0.elapsed()
+    );
+}
+
+/// mmsg: a full send buffer (EAGAIN) drops the run, counted, without waiting for room.
+#[test]
+fn a_full_send_buffer_drops_counted_without_stalling() {
+    let socket = bind_reuseport("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let waker = Arc::new(Waker::new().unwrap());
+    let mut b = mmsg::MmsgBackend::new(vec![socket], waker, &IoOptions::default()).unwrap();
+    // A datagram socket pair whose reader never reads: its queue fills, then sends get EAGAIN.
+    let (tx, _rx) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    tx.set_nonblocking(true).unwrap();
+    while tx.send(b"fill").is_ok() {}
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tx);
+    let mut took = Duration::ZERO;
+    for _ in 0..20 {
+        took += b.flush_connected(fd, &[b"a", b"b", b"c"]);
+    }
+    let st = b.stats();
+    assert_eq!(st.tx_dropped, 60, "{st:?}");
+    assert_eq!(st.tx_datagrams, 0);
+    assert!(took < Duration::from_millis(50), "20 runs took {took:?}");
 }

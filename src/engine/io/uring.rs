@@ -17,8 +17,12 @@
 //!   submits and waits for send completions, parking any receive CQE it reaps for the next `wait`.
 //! - **Wake-ups.** The ring is set up with `SINGLE_ISSUER | DEFER_TASKRUN` when the kernel allows
 //!   (completions then wake the task only when it waits, which is what makes a bounded batching
-//!   window pay off, see `floor/RESULTS.md`), else plain. A normal wait asks for
-//!   `sends in flight + 1` completions, so the sends' own CQEs never cost an extra turn.
+//!   window pay off, see `floor/RESULTS.md`), else plain. A normal wait asks for one completion;
+//!   when only send completions arrived it handles them and waits again for what is left of the
+//!   timeout, so a send that completes late (asynchronously) never holds back a datagram or a
+//!   mailbox wake-up, and the sends' own CQEs never cost an extra turn.
+//! - **Failed SQE push.** The send's slot goes back to the slab and the outbox's remaining
+//!   datagrams are counted (`tx_dropped`, `sqe_push_failures`), never silently lost.
 //! - **Teardown.** Drop cancels the receives and the poll and waits (bounded) for every in-flight
 //!   operation before any buffer is freed; if the kernel does not finish in time the buffers are
 //!   leaked rather than freed under it.
@@ -174,6 +178,9 @@ pub struct UringBackend {
     kernel_drops: KernelDrops,
     stats: IoStats,
     mode: &'static str,
+    /// Test hook: every SQE push fails.
+    #[cfg(test)]
+    refuse_pushes: bool,
 }
 
 // SAFETY: the raw pointers (buffer ring mapping, msghdrs in the slab and template) point into
@@ -291,6 +298,10 @@ impl UringBackend {
 
     /// Queues one SQE, flushing the submission queue first if it is full.
     fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
+        #[cfg(test)]
+        if self.refuse_pushes {
+            return Err(io::Error::other("test hook: SQE push refused"));
+        }
         loop {
             // SAFETY: every SQE built in this file points only at memory owned by the backend
             // that stays valid until the operation's final CQE (slab slots are freed on their CQE;
@@ -303,6 +314,47 @@ impl UringBackend {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.reap_pending(),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Submits and waits for `want` completions or `limit` (`None`: no limit).
+    fn enter(&mut self, want: usize, limit: Option<Duration>) -> io::Result<()> {
+        let result = match limit {
+            Some(t) => {
+                let ts = Timespec::from(t);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+            None => self.ring.submitter().submit_and_wait(want),
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until a completion other than a send's (a datagram, a wake-up) is pending or
+    /// `timeout` passed. Send completions that arrive meanwhile are handled on the way.
+    fn wait_for_event(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            self.enter(1, left)?;
+            self.reap_pending();
+            if !self.pending.is_empty() || left == Some(Duration::ZERO) {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(());
             }
         }
     }
@@ -547,6 +599,8 @@ impl Parts {
             kernel_drops: KernelDrops::new(n),
             stats: IoStats::default(),
             mode: self.mode,
+            #[cfg(test)]
+            refuse_pushes: false,
         };
         for bid in 0..opts.recv_buffers {
             backend.bufs.recycle(bid);
@@ -602,7 +656,7 @@ impl UdpBackend for UringBackend {
     }
 
     fn send(&mut self, out: &Outbox) -> io::Result<()> {
-        for t in out.transmits() {
+        for (i, t) in out.transmits().iter().enumerate() {
             let Some(socket) = self.picker.pick(t) else {
                 self.stats.tx_errors += 1; // no socket of that address family or local address
                 continue;
@@ -638,7 +692,15 @@ impl UdpBackend for UringBackend {
                 .build()
                 .user_data(TAG_SEND | u64::from(slot_index));
             self.inflight_sends += 1;
-            self.push(&sqe)?;
+            if let Err(e) = self.push(&sqe) {
+                // Nothing was queued: the slot is free again; this datagram and the rest of the
+                // outbox are dropped, and counted.
+                self.inflight_sends -= 1;
+                self.free_slots.push(slot_index);
+                self.stats.sqe_push_failures += 1;
+                self.stats.tx_dropped += (out.len() - i) as u64;
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -651,31 +713,14 @@ impl UdpBackend for UringBackend {
         self.stats.waits += 1;
         let window = self.coalescer.window(timeout);
         let ready_now = !self.pending.is_empty();
-        // A normal wait wants every send's CQE plus one more event; a window wants a batch.
-        let (want, limit) = if ready_now {
-            (1, Some(Duration::ZERO))
+        if ready_now {
+            self.enter(1, Some(Duration::ZERO))?;
         } else if let Some(w) = window {
+            // A window wants a batch; send completions among it only make the batch smaller.
             self.stats.coalesce_waits += 1;
-            (self.inflight_sends + self.batch, Some(w))
+            self.enter(self.batch, Some(w))?;
         } else {
-            (self.inflight_sends + 1, timeout)
-        };
-        let result = match limit {
-            Some(t) => {
-                let ts = Timespec::from(t);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(want, &args)
-            }
-            None => self.ring.submitter().submit_and_wait(want),
-        };
-        match result {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e),
+            self.wait_for_event(timeout)?;
         }
         self.pending.extend(self.ring.completion());
         let wake = self.process(sink)?;
@@ -691,6 +736,30 @@ impl UdpBackend for UringBackend {
 
     fn stats(&self) -> IoStats {
         self.stats
+    }
+}
+
+#[cfg(test)]
+impl UringBackend {
+    /// Test hook: occupies a send slot with an operation that never completes by itself (a poll
+    /// on `fd`, which nobody makes readable), as a send stuck in the kernel would.
+    pub(super) fn stall_a_send(&mut self, fd: i32) {
+        let slot = self.free_slots.pop().expect("a free send slot");
+        let sqe = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+            .build()
+            .user_data(TAG_SEND | u64::from(slot));
+        self.inflight_sends += 1;
+        self.push(&sqe).expect("push");
+    }
+
+    /// Test hook: makes every SQE push fail (`true`) or work again.
+    pub(super) fn refuse_pushes(&mut self, refuse: bool) {
+        self.refuse_pushes = refuse;
+    }
+
+    /// Send slots free now, and sends in flight.
+    pub(super) fn send_slots(&self) -> (usize, usize) {
+        (self.free_slots.len(), self.inflight_sends)
     }
 }
 

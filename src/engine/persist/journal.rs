@@ -6,9 +6,13 @@
 //! record  : payload_len u32 | crc32 u32 (over payload_len bytes and payload) | payload
 //! payload : op u8 (1 = put, 2 = delete) | key_len u16 | key | value (put only; the rest)
 //! ```
-//! 11 bytes of framing per record. Replay stops at the first record that is short, too long or
-//! fails its CRC, and [`Journal::open`] truncates the file there: a torn tail after `kill -9` or
-//! power loss costs at most the records of the last unsynced writes, never an earlier record.
+//! 11 bytes of framing per record. A record that is short, too long or fails its CRC is damage:
+//! when valid records follow it (found by scanning for the next offset where a whole record
+//! passes its checks), the damaged bytes are appended to `NAME.journal.corrupt`, reported
+//! ([`Journal::corrupt_on_open`]), and [`Journal::open`] recovers the records after them and
+//! rewrites the journal without the damage. When nothing valid follows, it is a torn tail after
+//! `kill -9` or power loss and is cut off: that costs at most the records of the last unsynced
+//! writes, never an earlier record.
 //!
 //! # Durability (DECISIONS.md "Registrar and persistence")
 //! [`Journal::put`] and [`Journal::delete`] only encode into a userspace buffer.
@@ -18,6 +22,15 @@
 //! path: a persistence thread calls [`SyncHandle::sync_if_dirty`] every ~10 ms. The power-loss
 //! window is therefore that interval plus one `fdatasync`: bindings acknowledged within roughly
 //! the last 10–20 ms before a power cut may be lost (the phone re-registers).
+//!
+//! # When the disk fails
+//! A failed [`Journal::write_out`] drops its batch (the caller rolls those changes back and
+//! refuses the REGISTERs behind them, so no backlog grows in memory) after cutting any partial
+//! write off the file; when even the cut fails the journal is poisoned. A failed `fdatasync` (or
+//! directory fsync) is never retried: after an EIO Linux may have dropped the dirty pages, so a
+//! second call could succeed over lost data. Both show in [`Journal::problem`], and the only way
+//! back is [`Journal::begin_rewrite`]: the caller's live set written and fsynced as a new file on
+//! another thread, committed by the rename of [`Journal::finish_compaction`].
 //!
 //! # Compaction
 //! When the file outgrows twice its live data ([`Journal::needs_compaction`]),
@@ -30,9 +43,11 @@
 //! file's first `upto` bytes (everything written so far) and writes and fsyncs their live set as
 //! `NAME.journal.tmp`, while the shard keeps appending to the old file and keeps a copy of what it
 //! appends since; [`Journal::finish_compaction`], back on the shard, appends that copy to the
-//! temporary file and renames it over the journal (no fsync: the persistence thread syncs the new
-//! file and the directory on its next round). The old file is complete until the rename, the new
-//! one from the rename on.
+//! temporary file, writes every later batch to both files, and hands the worker a second job that
+//! fsyncs the temporary file; only after that does the shard rename it over the journal (the
+//! persistence thread syncs the directory on its next round). So the shard never fsyncs, and the
+//! tail is durable before the rename. The old file is complete until the rename, the new one from
+//! the rename on.
 //!
 //! # Changing the shard count
 //! [`repartition`] reads every journal in the directory, splits the union by owner, writes the
@@ -71,6 +86,7 @@ const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const EXTENSION: &str = "journal";
 const TMP_EXTENSION: &str = "journal.tmp";
+const CORRUPT_EXTENSION: &str = "journal.corrupt";
 
 /// A live set as replay returns it.
 pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
@@ -91,17 +107,38 @@ pub struct Journal {
     /// torn one, so every later call fails until the journal is reopened.
     poisoned: bool,
     discarded_on_open: u64,
+    /// Damaged stretches in the middle of the file found by [`Self::open`]: (bytes, where they
+    /// were kept).
+    corrupt_on_open: Option<(u64, PathBuf)>,
     sync: Arc<SyncShared>,
-    /// While a background compaction runs: every byte written since it began.
-    compaction_tail: Option<Vec<u8>>,
+    /// While a background compaction runs: its phase (`background.rs`).
+    compaction: Option<background::Phase>,
+    /// The running background job rewrites the journal from the caller's live set (recovery
+    /// from a failed write or sync) rather than compacting the file.
+    rewriting: bool,
 }
 
 struct SyncShared {
-    file: Mutex<File>,
+    /// The file the persistence thread syncs. Held only to swap or clone the `Arc`, never across
+    /// a sync, so a shard replacing the file never waits behind an `fdatasync`.
+    file: Mutex<Arc<File>>,
     dirty: AtomicBool,
     /// A rename in the directory is not yet durable.
     dir_dirty: AtomicBool,
     dir: PathBuf,
+    /// The last `fdatasync` (of the file or the directory) failed: the kernel may have dropped
+    /// the dirty pages, so syncing again could "succeed" over lost data. The shard rewrites the
+    /// journal from its live bindings instead; until then the journal is unhealthy.
+    sync_failed: Mutex<Option<String>>,
+}
+
+impl SyncShared {
+    fn fail(&self, what: &str, e: &io::Error) {
+        *self
+            .sync_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(format!("{what} failed: {e}"));
+    }
 }
 
 /// What a persistence thread holds to `fdatasync` a shard's journal off the shard's hot path.
@@ -113,28 +150,28 @@ pub struct SyncHandle {
 impl SyncHandle {
     /// `fdatasync`s the journal if anything was written since the last sync (and the directory
     /// after a background compaction's rename); returns whether it synced. Writes racing with the
-    /// sync set the flag again and are covered by the next call.
+    /// sync set the flag again and are covered by the next call. A failed sync is not retried:
+    /// it marks the journal unhealthy ([`Journal::problem`]) until the shard rewrote it.
     pub fn sync_if_dirty(&self) -> io::Result<bool> {
         let dir_dirty = self.shared.dir_dirty.swap(false, Ordering::AcqRel);
         let dirty = self.shared.dirty.swap(false, Ordering::AcqRel);
         if dirty {
-            let file = self
-                .shared
-                .file
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let file = Arc::clone(
+                &self
+                    .shared
+                    .file
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
             if let Err(e) = file.sync_data() {
-                self.shared.dirty.store(true, Ordering::Release);
-                if dir_dirty {
-                    self.shared.dir_dirty.store(true, Ordering::Release);
-                }
+                self.shared.fail("journal fdatasync", &e);
                 return Err(e);
             }
         }
         // The renamed file's data first, then the directory entry that names it.
         if dir_dirty {
             if let Err(e) = sync_dir(&self.shared.dir) {
-                self.shared.dir_dirty.store(true, Ordering::Release);
+                self.shared.fail("journal directory fsync", &e);
                 return Err(e);
             }
         }
@@ -161,11 +198,22 @@ impl Journal {
         let file = OpenOptions::new().read(true).append(true).open(&path)?;
         let actual_len = file.metadata()?.len();
         let replay = replay(&mut BufReader::with_capacity(1 << 20, &file), &path)?;
+        let records: Records = replay.live.into_iter().collect();
+        if !replay.corrupt.is_empty() {
+            // Keep the damaged bytes for a post-mortem, then start from a clean file holding
+            // everything that replayed (before and after the damage).
+            let corrupt = keep_corrupt(dir, name, &replay.corrupt)?;
+            drop(file);
+            let (mut journal, _) =
+                Self::create(dir, name, records.iter().map(|(k, v)| (&k[..], &v[..])))?;
+            journal.discarded_on_open = actual_len - replay.valid_len;
+            journal.corrupt_on_open = Some(corrupt);
+            return Ok((journal, records));
+        }
         if replay.valid_len < actual_len {
             file.set_len(replay.valid_len)?;
             file.sync_all()?;
         }
-        let records: Records = replay.live.into_iter().collect();
         let mut journal = Self::from_file(dir, name, file, replay.valid_len, live_len(&records))?;
         journal.discarded_on_open = actual_len - replay.valid_len;
         Ok((journal, records))
@@ -196,10 +244,11 @@ impl Journal {
         live_len: u64,
     ) -> io::Result<Journal> {
         let sync = Arc::new(SyncShared {
-            file: Mutex::new(file.try_clone()?),
+            file: Mutex::new(Arc::new(file.try_clone()?)),
             dirty: AtomicBool::new(false),
             dir_dirty: AtomicBool::new(false),
             dir: dir.to_owned(),
+            sync_failed: Mutex::new(None),
         });
         Ok(Journal {
             dir: dir.to_owned(),
@@ -211,8 +260,10 @@ impl Journal {
             compaction_min: DEFAULT_COMPACTION_MIN_BYTES,
             poisoned: false,
             discarded_on_open: 0,
+            corrupt_on_open: None,
             sync,
-            compaction_tail: None,
+            compaction: None,
+            rewriting: false,
         })
     }
 
@@ -229,24 +280,29 @@ impl Journal {
     }
 
     /// Hands everything buffered to the kernel in one `write(2)`. Call once per loop turn,
-    /// before that turn's sends. On error nothing of the batch stays in the file and the batch
-    /// stays buffered, so a later call retries it.
+    /// before that turn's sends. On error the batch is dropped (the caller rolls its changes
+    /// back, so nothing waits in memory) and nothing of it stays in the file: a partial write is
+    /// cut off, and when even that fails the journal is poisoned until rewritten.
     pub fn write_out(&mut self) -> io::Result<()> {
-        self.check_usable()?;
+        if let Err(e) = self.check_usable() {
+            self.buf.clear();
+            return Err(e);
+        }
         if self.buf.is_empty() {
             return Ok(());
         }
         if let Err(e) = self.file.write_all(&self.buf) {
-            // A partial write would sit between good records and a retried batch: cut it off.
+            self.buf.clear();
+            // A partial write would sit between good records and the next batch: cut it off.
             if self.file.set_len(self.file_len).is_err() {
                 self.poisoned = true;
             }
             return Err(e);
         }
         self.file_len += self.buf.len() as u64;
-        if let Some(tail) = &mut self.compaction_tail {
-            tail.extend_from_slice(&self.buf);
-        }
+        let batch = std::mem::take(&mut self.buf);
+        self.follow_compaction(&batch);
+        self.buf = batch;
         self.buf.clear();
         self.sync.dirty.store(true, Ordering::Release);
         Ok(())
@@ -269,6 +325,23 @@ impl Journal {
         }
     }
 
+    /// Why the journal cannot take records now, if it cannot: a write it could not roll back
+    /// (poisoned) or a failed `fdatasync`. Either way only [`Self::begin_rewrite`] (the live set,
+    /// written afresh) makes it usable again.
+    pub fn problem(&self) -> Option<String> {
+        if self.poisoned {
+            return Some(format!(
+                "journal {}: a failed write could not be cut off",
+                self.path().display()
+            ));
+        }
+        self.sync
+            .sync_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Bytes buffered and not yet written.
     pub fn pending_bytes(&self) -> usize {
         self.buf.len()
@@ -282,6 +355,13 @@ impl Journal {
     /// Bytes of torn or corrupt tail [`Self::open`] cut off (0 after a clean shutdown).
     pub fn discarded_on_open(&self) -> u64 {
         self.discarded_on_open
+    }
+
+    /// Damaged bytes [`Self::open`] found *between* valid records, and the `NAME.journal.corrupt`
+    /// file they were appended to; the records after them were recovered and the journal
+    /// rewritten without the damage.
+    pub fn corrupt_on_open(&self) -> Option<&(u64, PathBuf)> {
+        self.corrupt_on_open.as_ref()
     }
 
     /// The journal's file.
@@ -299,7 +379,7 @@ impl Journal {
     /// O(1) amortized per record written.
     pub fn needs_compaction(&self) -> bool {
         let len = self.file_len + self.buf.len() as u64;
-        self.compaction_tail.is_none() && len > self.compaction_min && len > 2 * self.live_len
+        self.compaction.is_none() && len > self.compaction_min && len > 2 * self.live_len
     }
 
     /// Rewrites the journal as exactly `live` (the caller's current live set, which must include
@@ -331,13 +411,13 @@ impl Journal {
             .sync
             .file
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = for_sync;
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(for_sync);
         self.file = file;
         Ok(())
     }
 
     fn check_not_compacting(&self) -> io::Result<()> {
-        if self.compaction_tail.is_some() {
+        if self.compaction.is_some() {
             return Err(io::Error::other(format!(
                 "journal {}: a background compaction is running",
                 self.path().display()
@@ -394,11 +474,21 @@ pub fn journal_names(dir: &Path) -> io::Result<Vec<String>> {
 /// When two journals hold the same key (copies left by an interrupted re-partition), the one
 /// whose name sorts last wins.
 pub fn read_all(dir: &Path) -> io::Result<Records> {
+    read_union(dir, false)
+}
+
+/// [`read_all`], optionally appending damaged stretches to each journal's `.corrupt` file (a
+/// re-partition, which deletes the old journals afterwards).
+fn read_union(dir: &Path, keep_damage: bool) -> io::Result<Records> {
     let mut union: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     for name in journal_names(dir)? {
         let path = journal_path(dir, &name);
         let file = File::open(&path)?;
-        union.extend(replay(&mut BufReader::with_capacity(1 << 20, file), &path)?.live);
+        let replayed = replay(&mut BufReader::with_capacity(1 << 20, file), &path)?;
+        if keep_damage && !replayed.corrupt.is_empty() {
+            keep_corrupt(dir, &name, &replayed.corrupt)?;
+        }
+        union.extend(replayed.live);
     }
     Ok(union.into_iter().collect())
 }
@@ -429,7 +519,7 @@ pub fn repartition(
         return names.iter().map(|name| Journal::open(dir, name)).collect();
     }
     let mut parts: Vec<Records> = vec![Vec::new(); names.len()];
-    for (key, value) in read_all(dir)? {
+    for (key, value) in read_union(dir, true)? {
         let shard = owner(&key);
         let part = parts.get_mut(shard).ok_or_else(|| {
             io::Error::new(
@@ -454,6 +544,26 @@ pub fn repartition(
 
 fn journal_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.{EXTENSION}"))
+}
+
+/// Appends each damaged stretch to `NAME.journal.corrupt` (a text line naming the offset and
+/// length, then the raw bytes), fsynced. Returns the bytes kept and the file.
+fn keep_corrupt(dir: &Path, name: &str, corrupt: &[(u64, Vec<u8>)]) -> io::Result<(u64, PathBuf)> {
+    let path = dir.join(format!("{name}.{CORRUPT_EXTENSION}"));
+    let mut out = OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut total = 0;
+    for (offset, bytes) in corrupt {
+        writeln!(
+            out,
+            "-- damaged journal bytes at offset {offset}, {} bytes:",
+            bytes.len()
+        )?;
+        out.write_all(bytes)?;
+        out.write_all(b"\n")?;
+        total += bytes.len() as u64;
+    }
+    out.sync_all()?;
+    Ok((total, path))
 }
 
 fn tmp_path(dir: &Path, name: &str) -> PathBuf {
@@ -562,11 +672,59 @@ fn write_tmp<'a>(
 
 struct Replay {
     live: HashMap<Vec<u8>, Vec<u8>>,
-    /// Length of the prefix made of the header and whole, valid records.
+    /// End of the last whole, valid record (the header's end when there is none).
     valid_len: u64,
+    /// Damaged stretches between valid records: (file offset, bytes). Replay went on after each
+    /// at the next offset where a whole record passes its checks.
+    corrupt: Vec<(u64, Vec<u8>)>,
 }
 
-/// Replays a journal; stops at the first record that is incomplete or fails its checks.
+impl Replay {
+    fn apply(&mut self, op: u8, key: &[u8], value: &[u8]) {
+        match op {
+            OP_PUT => {
+                self.live.insert(key.to_vec(), value.to_vec());
+            }
+            _ => {
+                self.live.remove(key);
+            }
+        }
+    }
+}
+
+/// One whole record at the start of `bytes`, if it passes every check: (its length, op, key,
+/// value).
+fn parse_record(bytes: &[u8]) -> Option<(usize, u8, &[u8], &[u8])> {
+    let frame = bytes.get(..FRAME_LEN)?;
+    let len_bytes = [frame[0], frame[1], frame[2], frame[3]];
+    let payload_len = u32::from_le_bytes(len_bytes) as usize;
+    let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    if !(PAYLOAD_HEAD_LEN..=MAX_PAYLOAD_LEN).contains(&payload_len) {
+        return None;
+    }
+    let payload = bytes.get(FRAME_LEN..FRAME_LEN + payload_len)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&len_bytes);
+    hasher.update(payload);
+    if hasher.finalize() != crc {
+        return None;
+    }
+    let key_len = usize::from(u16::from_le_bytes([payload[1], payload[2]]));
+    let key = payload.get(PAYLOAD_HEAD_LEN..PAYLOAD_HEAD_LEN + key_len)?;
+    let value = &payload[PAYLOAD_HEAD_LEN + key_len..];
+    match payload[0] {
+        OP_PUT => {}
+        OP_DELETE if value.is_empty() => {}
+        _ => return None,
+    }
+    Some((FRAME_LEN + payload_len, payload[0], key, value))
+}
+
+/// Replays a journal. Records stream through until one fails its checks; from there the rest
+/// of the file is read into memory (damage is rare) and scanned for the next offset where a whole
+/// record passes them. A damaged stretch followed by valid records is reported in
+/// [`Replay::corrupt`] and replay goes on after it; damage with no valid record after it is a
+/// torn tail, left beyond [`Replay::valid_len`].
 fn replay(reader: &mut impl Read, path: &Path) -> io::Result<Replay> {
     let invalid = |why: String| {
         io::Error::new(
@@ -586,47 +744,61 @@ fn replay(reader: &mut impl Read, path: &Path) -> io::Result<Replay> {
             "journal format version {version}; this build reads {VERSION}"
         )));
     }
-    let mut live = HashMap::new();
-    let mut valid_len = HEADER_LEN as u64;
-    let mut payload = Vec::new();
+    let mut r = Replay {
+        live: HashMap::new(),
+        valid_len: HEADER_LEN as u64,
+        corrupt: Vec::new(),
+    };
+    // The bytes of the record being read.
+    let mut record = Vec::new();
     loop {
-        let mut frame = [0u8; FRAME_LEN];
-        if read_full(reader, &mut frame)? < FRAME_LEN {
+        record.resize(FRAME_LEN, 0);
+        let got = read_full(reader, &mut record)?;
+        if got < FRAME_LEN {
+            record.truncate(got);
             break;
         }
-        let len_bytes = [frame[0], frame[1], frame[2], frame[3]];
-        let payload_len = u32::from_le_bytes(len_bytes) as usize;
-        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        if !(PAYLOAD_HEAD_LEN..=MAX_PAYLOAD_LEN).contains(&payload_len) {
-            break;
+        let payload_len = u32::from_le_bytes([record[0], record[1], record[2], record[3]]) as usize;
+        if (PAYLOAD_HEAD_LEN..=MAX_PAYLOAD_LEN).contains(&payload_len) {
+            record.resize(FRAME_LEN + payload_len, 0);
+            let got = read_full(reader, &mut record[FRAME_LEN..])?;
+            record.truncate(FRAME_LEN + got);
         }
-        payload.resize(payload_len, 0);
-        if read_full(reader, &mut payload)? < payload_len {
-            break;
-        }
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&len_bytes);
-        hasher.update(&payload);
-        if hasher.finalize() != crc {
-            break;
-        }
-        let key_len = usize::from(u16::from_le_bytes([payload[1], payload[2]]));
-        let Some(key) = payload.get(PAYLOAD_HEAD_LEN..PAYLOAD_HEAD_LEN + key_len) else {
-            break;
-        };
-        match payload[0] {
-            OP_PUT => {
-                let value = payload[PAYLOAD_HEAD_LEN + key_len..].to_vec();
-                live.insert(key.to_vec(), value);
-            }
-            OP_DELETE if payload_len == PAYLOAD_HEAD_LEN + key_len => {
-                live.remove(key);
+        match parse_record(&record) {
+            Some((len, op, key, value)) if len == record.len() => {
+                r.apply(op, key, value);
+                r.valid_len += len as u64;
             }
             _ => break,
         }
-        valid_len += (FRAME_LEN + payload_len) as u64;
     }
-    Ok(Replay { live, valid_len })
+    if record.is_empty() {
+        return Ok(r);
+    }
+    // Damage (or a torn tail) at `valid_len`: scan what is left in memory.
+    reader.read_to_end(&mut record)?;
+    let rest = record;
+    let base = r.valid_len;
+    let mut at = 0;
+    let mut damaged_from: Option<usize> = None;
+    while at < rest.len() {
+        match parse_record(&rest[at..]) {
+            Some((len, op, key, value)) => {
+                if let Some(from) = damaged_from.take() {
+                    r.corrupt
+                        .push((base + from as u64, rest[from..at].to_vec()));
+                }
+                r.apply(op, key, value);
+                at += len;
+                r.valid_len = base + at as u64;
+            }
+            None => {
+                damaged_from.get_or_insert(at);
+                at += 1;
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.

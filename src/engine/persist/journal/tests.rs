@@ -142,28 +142,79 @@ fn torn_tail_at_every_offset_keeps_every_earlier_record() {
     }
 }
 
+/// Buffers puts of `k0`..`k{n-1}` (value "some value"); returns each record's file offset.
+fn put_numbered(j: &mut Journal, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|i| {
+            let at = j.file_len() + j.pending_bytes() as u64;
+            j.put(format!("k{i}").as_bytes(), b"some value").unwrap();
+            at
+        })
+        .collect()
+}
+
 #[test]
-fn corrupted_record_stops_replay_there() {
+fn a_corrupt_record_in_the_middle_is_kept_aside_and_later_records_recovered() {
     let dir = TempDir::new("crc");
     let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
-    let mut offsets = Vec::new();
-    for i in 0..4 {
-        offsets.push(j.file_len() + j.pending_bytes() as u64);
-        j.put(format!("k{i}").as_bytes(), b"some value").unwrap();
-    }
+    let offsets = put_numbered(&mut j, 6);
+    j.delete(b"k0").unwrap();
+    j.write_out().unwrap();
+    let path = j.path();
+    drop(j);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[offsets[2] as usize + FRAME_LEN + 5] ^= 0x40; // a value byte of record 2
+    bytes[offsets[4] as usize + 1] ^= 0x10; // the length of record 4
+    fs::write(&path, &bytes).unwrap();
+    let (j, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(
+        sorted(live),
+        BTreeMap::from([
+            kv("k1", "some value"),
+            kv("k3", "some value"),
+            kv("k5", "some value")
+        ]),
+        "records after the damage are recovered, the delete after it too"
+    );
+    let record = offsets[1] - offsets[0];
+    let (kept, corrupt) = j.corrupt_on_open().unwrap().clone();
+    assert_eq!(kept, 2 * record);
+    let aside = fs::read(&corrupt).unwrap();
+    assert!(
+        aside.starts_with(format!("-- damaged journal bytes at offset {}", offsets[2]).as_bytes())
+    );
+    assert!(aside
+        .windows(record as usize)
+        .any(|w| w == &bytes[offsets[2] as usize..offsets[3] as usize]));
+    // The journal was rewritten without the damage: it opens clean, and keeps working.
+    drop(j);
+    let (mut j, live) = Journal::open(&dir.0, "s").unwrap();
+    assert!(j.corrupt_on_open().is_none());
+    assert_eq!(j.discarded_on_open(), 0);
+    assert_eq!(live.len(), 3);
+    j.put(b"k6", b"v").unwrap();
+    j.write_out().unwrap();
+    drop(j);
+    assert_eq!(Journal::open(&dir.0, "s").unwrap().1.len(), 4);
+}
+
+/// Damage with nothing valid after it is a torn tail: cut, not kept aside.
+#[test]
+fn a_corrupt_last_record_is_a_torn_tail() {
+    let dir = TempDir::new("crc-tail");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    let offsets = put_numbered(&mut j, 4);
     j.write_out().unwrap();
     let path = j.path();
     drop(j);
     let mut bytes = fs::read(&path).unwrap();
     let total = bytes.len() as u64;
-    bytes[offsets[2] as usize + FRAME_LEN + 5] ^= 0x40; // a value byte of record 2
+    bytes[offsets[3] as usize + FRAME_LEN + 5] ^= 0x40;
     fs::write(&path, &bytes).unwrap();
     let (j, live) = Journal::open(&dir.0, "s").unwrap();
-    assert_eq!(
-        sorted(live),
-        BTreeMap::from([kv("k0", "some value"), kv("k1", "some value")])
-    );
-    assert_eq!(j.discarded_on_open(), total - offsets[2]);
+    assert_eq!(live.len(), 3);
+    assert!(j.corrupt_on_open().is_none());
+    assert_eq!(j.discarded_on_open(), total - offsets[3]);
 }
 
 #[test]
@@ -346,7 +397,23 @@ fn background_compaction_keeps_what_was_appended_while_it_ran() {
     let done = worker.join().unwrap().unwrap();
     assert_eq!(done.records(), 19);
     handle.sync_if_dirty().unwrap();
-    j.finish_compaction(Ok(done)).unwrap();
+    // Phase 1 done: the tail goes to the new file, which is fsynced before any rename.
+    let sync = j
+        .finish_compaction(Ok(done))
+        .unwrap()
+        .expect("a tail: phase 2");
+    assert!(j.is_compacting());
+    assert!(
+        dir.0.join("s.journal.tmp").exists(),
+        "no rename before the fsync"
+    );
+    // Batches written meanwhile go to both files.
+    j.put(b"ext-79", b"phase two").unwrap();
+    j.write_out().unwrap();
+    model.insert(b"ext-79".to_vec(), b"phase two".to_vec());
+    let synced = std::thread::spawn(move || sync.run()).join().unwrap();
+    assert_eq!(synced.as_ref().unwrap().records(), 19);
+    assert!(j.finish_compaction(synced).unwrap().is_none(), "committed");
     assert!(!j.is_compacting());
     assert!(j.file_len() < before / 10, "{before} -> {}", j.file_len());
     assert!(!dir.0.join("s.journal.tmp").exists());
@@ -587,4 +654,121 @@ fn throughput_figures() {
         live.len(),
         compact.as_secs_f64() * 1e3,
     );
+}
+
+/// A write the disk refuses (here `/dev/full`: ENOSPC, and its truncate fails too) drops the
+/// batch (nothing waits in memory), poisons the journal and reports why; a rewrite from the
+/// caller's live set makes it healthy again, with exactly that set on disk.
+#[test]
+fn failed_write_drops_the_batch_and_a_rewrite_heals_the_journal() {
+    let dir = TempDir::new("failed-write");
+    let (mut j, _) = Journal::open(&dir.0, "shard-0").unwrap();
+    j.put(b"1001", b"a").unwrap();
+    j.write_out().unwrap();
+    let real = std::mem::replace(
+        &mut j.file,
+        OpenOptions::new().append(true).open("/dev/full").unwrap(),
+    );
+    j.put(b"1002", b"b").unwrap();
+    let e = j.write_out().unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(28), "ENOSPC: {e}");
+    assert_eq!(j.pending_bytes(), 0, "the failed batch is not kept");
+    assert!(j.problem().unwrap().contains("could not be cut off"));
+    assert!(j.put(b"1003", b"c").is_err(), "poisoned: refuses records");
+    assert!(j.write_out().is_err());
+    assert_eq!(j.pending_bytes(), 0);
+    drop(real);
+
+    let job = j
+        .begin_rewrite(vec![kv("1001", "a"), kv("1004", "d")])
+        .unwrap();
+    assert!(j.is_compacting());
+    assert!(j.finish_compaction(job.run()).unwrap().is_none());
+    assert_eq!(j.problem(), None);
+    j.put(b"1005", b"e").unwrap();
+    j.write_out().unwrap();
+    drop(j);
+    let (_, live) = Journal::open(&dir.0, "shard-0").unwrap();
+    assert_eq!(
+        sorted(live),
+        BTreeMap::from([kv("1001", "a"), kv("1004", "d"), kv("1005", "e")])
+    );
+}
+
+/// A failed fdatasync is not retried: the journal reports it until rewritten, and the next
+/// sync round does not call it clean.
+#[test]
+fn failed_sync_marks_the_journal_unhealthy_until_rewritten() {
+    let dir = TempDir::new("failed-sync");
+    let (mut j, _) = Journal::open(&dir.0, "shard-0").unwrap();
+    let handle = j.sync_handle();
+    // An EIO from fdatasync cannot be provoked on a healthy disk: report it as the sync
+    // handle does.
+    j.put(b"1001", b"a").unwrap();
+    j.write_out().unwrap();
+    j.sync.fail(
+        "journal fdatasync",
+        &io::Error::from_raw_os_error(5), // EIO
+    );
+    assert!(j.problem().unwrap().contains("fdatasync failed"));
+    // The persistence thread keeps syncing other rounds; the flag stays until the rewrite.
+    handle.sync_if_dirty().unwrap();
+    assert!(j.problem().is_some());
+    let job = j.begin_rewrite(vec![kv("1001", "a")]).unwrap();
+    assert!(j.finish_compaction(job.run()).unwrap().is_none());
+    assert_eq!(j.problem(), None);
+    assert!(
+        handle.sync_if_dirty().unwrap(),
+        "the new file and the directory are synced"
+    );
+}
+
+/// A normal compaction does not commit over a poisoned journal, and does not stay stuck.
+#[test]
+fn compaction_of_a_poisoned_journal_is_abandoned() {
+    let dir = TempDir::new("poisoned-compaction");
+    let (mut j, _) = Journal::open(&dir.0, "shard-0").unwrap();
+    j.put(b"1001", b"a").unwrap();
+    let job = j.begin_compaction().unwrap();
+    j.put(b"1002", b"b").unwrap();
+    j.poisoned = true;
+    assert!(j.finish_compaction(job.run()).is_err());
+    assert!(!j.is_compacting());
+    assert!(!tmp_path(&dir.0, "shard-0").exists());
+}
+
+/// Phase 2 abandoned: an append to the new file failed (here: the file is swapped for
+/// `/dev/full`), or its fsync failed. The old file stays the journal, with every record.
+#[test]
+fn a_compaction_whose_new_file_fails_in_phase_two_keeps_the_old_file() {
+    for fail_sync in [false, true] {
+        let dir = TempDir::new("phase-two");
+        let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+        j.set_compaction_min_bytes(1024);
+        let mut model = churn(&mut j, 30);
+        let job = j.begin_compaction().unwrap();
+        let done = job.run();
+        j.put(b"ext-1", b"tail").unwrap();
+        j.write_out().unwrap();
+        model.insert(b"ext-1".to_vec(), b"tail".to_vec());
+        let sync = j.finish_compaction(done).unwrap().expect("phase 2");
+        let result = if fail_sync {
+            drop(sync);
+            Err(io::Error::from_raw_os_error(5))
+        } else {
+            if let Some(background::Phase::Syncing { tmp, .. }) = &mut j.compaction {
+                *tmp = OpenOptions::new().append(true).open("/dev/full").unwrap();
+            }
+            sync.run()
+        };
+        j.put(b"ext-2", b"both").unwrap();
+        j.write_out().unwrap();
+        model.insert(b"ext-2".to_vec(), b"both".to_vec());
+        assert!(j.finish_compaction(result).is_err());
+        assert!(!j.is_compacting());
+        assert!(!dir.0.join("s.journal.tmp").exists());
+        drop(j);
+        let (_, live) = Journal::open(&dir.0, "s").unwrap();
+        assert_eq!(sorted(live), model, "fail_sync={fail_sync}");
+    }
 }
