@@ -47,6 +47,10 @@ pub const MAX_CONTACTS: u32 = 1000;
 pub const MAX_BRANCHES: u32 = 100;
 /// Longest registration a configuration may allow (one year, in seconds).
 pub const MAX_EXPIRES_SECS: u64 = 365 * 24 * 3600;
+/// Longest drain on stop (seconds).
+pub const MAX_DRAIN_SECS: u64 = 3600;
+/// Shortest admin token (characters): a bearer token is the only thing guarding `POST /reload`.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 /// Longest batching window (µs): beyond it, latency suffers more than wake-ups cost.
 pub const MAX_COALESCE_US: u32 = 1000;
 
@@ -192,6 +196,12 @@ pub struct ServerConfig {
     pub socket_buffer: u64,
     /// Bounded batching window; zero disables it.
     pub coalesce: Duration,
+    /// Bearer token that `POST /reload` on the admin listener must carry; `None` refuses reloads
+    /// over HTTP (SIGHUP still reloads).
+    pub admin_token: Option<String>,
+    /// On SIGTERM, how long calls in progress may go on (new INVITEs get 503) before the stop;
+    /// zero stops at once.
+    pub drain: Duration,
 }
 
 /// `[registrar]`.
@@ -342,6 +352,22 @@ impl Config {
             .domains
             .iter()
             .any(|d| matches!(d, Domain::Name(name) if name.as_bytes().eq_ignore_ascii_case(host)))
+    }
+
+    /// Each section a reload may change, with a rendering that differs when the section does
+    /// (for telling an operator what a reload changed). It holds secrets: never log it.
+    pub fn reloadable_sections(&self) -> [(&'static str, String); 8] {
+        let s = &self.server;
+        [
+            ("server.domain", format!("{:?}", s.domains)),
+            ("server.admin_token", format!("{:?}", s.admin_token)),
+            ("server.drain_seconds", format!("{:?}", s.drain)),
+            ("registrar", format!("{:?}", self.registrar)),
+            ("proxy", format!("{:?}", self.proxy)),
+            ("extensions", format!("{:?}", self.extensions)),
+            ("trusted", format!("{:?}", self.trusted)),
+            ("routes", format!("{:?}", self.routes)),
+        ]
     }
 
     /// Things that run but that an operator should know (no persistence, no authentication…).

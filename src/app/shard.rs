@@ -35,6 +35,56 @@ struct JournalCounters {
     compaction_errors: u64,
 }
 
+fn export_journal(c: &JournalCounters, file_len: u64, shard: &str, sink: &mut MetricSink) {
+    let labels = [("shard", shard)];
+    let counters = [
+        (
+            "sipfork_journal_puts_total",
+            "Binding upserts written to the journal",
+            c.puts,
+        ),
+        (
+            "sipfork_journal_deletes_total",
+            "Binding deletes written to the journal",
+            c.deletes,
+        ),
+        (
+            "sipfork_journal_write_outs_total",
+            "write(2) calls handing journal records to the kernel",
+            c.write_outs,
+        ),
+        (
+            "sipfork_journal_write_errors_total",
+            "Failed journal writes (the records stay buffered and are retried)",
+            c.write_errors,
+        ),
+        (
+            "sipfork_journal_record_errors_total",
+            "Binding changes the journal refused (too large); not persisted",
+            c.record_errors,
+        ),
+        (
+            "sipfork_journal_compactions_total",
+            "Background compactions committed",
+            c.compactions,
+        ),
+        (
+            "sipfork_journal_compaction_errors_total",
+            "Background compactions abandoned (the old journal stays)",
+            c.compaction_errors,
+        ),
+    ];
+    for (name, help, value) in counters {
+        sink.counter(name, help, &labels, value);
+    }
+    sink.gauge(
+        "sipfork_journal_bytes",
+        "Size of the shard's journal file",
+        &labels,
+        file_len,
+    );
+}
+
 /// The shard's journal and where it sends compaction work.
 struct ShardJournal {
     journal: Journal,
@@ -86,54 +136,12 @@ impl Shard {
         self.core.export_metrics(sink);
         let Some(j) = &self.journal else { return };
         let shard = self.core.env().shard.0.to_string();
-        let labels = [("shard", shard.as_str())];
-        let c = &j.counters;
-        let counters = [
-            (
-                "sipfork_journal_puts_total",
-                "Binding upserts written to the journal",
-                c.puts,
-            ),
-            (
-                "sipfork_journal_deletes_total",
-                "Binding deletes written to the journal",
-                c.deletes,
-            ),
-            (
-                "sipfork_journal_write_outs_total",
-                "write(2) calls handing journal records to the kernel",
-                c.write_outs,
-            ),
-            (
-                "sipfork_journal_write_errors_total",
-                "Failed journal writes (the records stay buffered and are retried)",
-                c.write_errors,
-            ),
-            (
-                "sipfork_journal_record_errors_total",
-                "Binding changes the journal refused (too large); not persisted",
-                c.record_errors,
-            ),
-            (
-                "sipfork_journal_compactions_total",
-                "Background compactions committed",
-                c.compactions,
-            ),
-            (
-                "sipfork_journal_compaction_errors_total",
-                "Background compactions abandoned (the old journal stays)",
-                c.compaction_errors,
-            ),
-        ];
-        for (name, help, value) in counters {
-            sink.counter(name, help, &labels, value);
-        }
-        sink.gauge(
-            "sipfork_journal_bytes",
-            "Size of the shard's journal file",
-            &labels,
-            j.journal.file_len(),
-        );
+        export_journal(&j.counters, j.journal.file_len(), &shard, sink);
+    }
+
+    /// The journal's metric families with zero values (for the metrics reference).
+    pub fn export_journal_reference(sink: &mut MetricSink) {
+        export_journal(&JournalCounters::default(), 0, "0", sink);
     }
 
     /// Writes out what is buffered and fsyncs, on the caller's thread (shutdown only).

@@ -138,6 +138,10 @@ pub struct Core {
     proxy: Proxy,
     auth: Auth,
     registrar: Registrar,
+    /// Set while the appliance drains before a stop: `Retry-After` seconds of the 503 that new
+    /// INVITEs get, and how many got it.
+    drain: Option<u32>,
+    drain_refused: u64,
 }
 
 /// A core split into disjointly borrowed parts: the shared context and each handler.
@@ -182,7 +186,23 @@ impl Core {
             persist: PersistLog::new(),
             metrics: DispatchMetrics::default(),
             proxy: Proxy::new(),
+            drain: None,
+            drain_refused: 0,
         }
+    }
+
+    /// Swaps in a reloaded configuration between datagrams: extensions, passwords, limits,
+    /// routes and trusted peers apply to the next request; bindings, transactions and dialogs
+    /// stay. `[auth]` (realm, algorithms, nonces) is built at start and is not taken from `cfg`.
+    pub fn set_config(&mut self, cfg: Arc<Config>) {
+        self.cfg = cfg;
+    }
+
+    /// Starts (`Some(retry_after_secs)`) or ends (`None`) draining: while draining, a new INVITE
+    /// gets `503 Service Unavailable` with `Retry-After`; everything else (in-dialog requests,
+    /// CANCEL, ACK, REGISTER, responses) is handled as usual.
+    pub fn set_draining(&mut self, retry_after: Option<u32>) {
+        self.drain = retry_after;
     }
 
     /// This shard's facts.
@@ -348,6 +368,7 @@ impl Core {
         e: &Essentials<'_>,
         from: SocketAddr,
     ) {
+        let drain = self.drain;
         let Parts {
             mut cx,
             registrar,
@@ -373,6 +394,19 @@ impl Core {
                 .and_then(|u| registrar.flow_of(u))
                 .filter(|_| cx.cfg.registrar.nat != crate::config::NatMode::Contact);
             return proxy.forward_in_dialog(&mut cx, msg, e, from, dest);
+        }
+        if let (Some(secs), Method::Invite) = (drain, e.method) {
+            let retry_after = format!("Retry-After: {secs}\r\n");
+            reply_to(
+                &mut cx,
+                msg,
+                from,
+                503,
+                "Service Unavailable",
+                retry_after.as_bytes(),
+            );
+            self.drain_refused += 1;
+            return;
         }
         let resolved = resolve(&cx, e);
         if matches!(resolved, Resolved::Extension(_) | Resolved::Route(_))
@@ -512,6 +546,12 @@ impl Core {
         );
         self.registrar.export_metrics(sink, &labels);
         self.auth.export_metrics(sink, &labels);
+        sink.counter(
+            "sipfork_drain_refused_total",
+            "New INVITEs answered 503 while the appliance drained before a stop",
+            &labels,
+            self.drain_refused,
+        );
     }
 }
 
