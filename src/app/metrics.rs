@@ -28,6 +28,7 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 enum Value {
     Counter(u64),
     Gauge(u64),
+    Seconds(f64),
     /// `(upper bound, count in this bucket alone)` per bucket, the count and the sum.
     Histogram {
         buckets: Vec<(f64, u64)>,
@@ -131,8 +132,20 @@ impl Exposition {
         );
     }
 
-    /// Adds a histogram sample from integer `bounds` and per-bucket counts; `scale` converts
-    /// the integer unit to the exposed one (1e-6 for µs → seconds, 1 for counts).
+    /// Adds a gauge sample of `micros` µs, exposed in seconds.
+    pub fn gauge_seconds(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        micros: u64,
+    ) {
+        let value = Value::Seconds(micros as f64 / 1e6);
+        self.push(name, help, MetricType::Gauge, own(labels), value);
+    }
+
+    /// Adds a histogram sample from integer `bounds` and per-bucket counts; `per_unit` integer
+    /// units make one exposed unit (1e6 for µs → seconds, 1 for counts).
     #[allow(clippy::too_many_arguments)]
     pub fn histogram<const B: usize>(
         &mut self,
@@ -141,20 +154,20 @@ impl Exposition {
         labels: &[(&'static str, &str)],
         bounds: &[u64; B],
         h: &crate::engine::counters::Histogram<B>,
-        scale: f64,
+        per_unit: f64,
     ) {
         // Per-bucket counts: the encoder accumulates them.
         let mut buckets: Vec<(f64, u64)> = bounds
             .iter()
             .zip(h.buckets)
-            .map(|(&le, n)| (le as f64 * scale, n))
+            .map(|(&le, n)| (le as f64 / per_unit, n))
             .collect();
         let above = h.count.saturating_sub(h.buckets.iter().sum());
         buckets.push((f64::INFINITY, above));
         let value = Value::Histogram {
             buckets,
             count: h.count,
-            sum: h.sum as f64 * scale,
+            sum: h.sum as f64 / per_unit,
         };
         self.push(name, help, MetricType::Histogram, own(labels), value);
     }
@@ -213,6 +226,7 @@ impl EncodeMetric for Encoded<'_> {
         match self.0 {
             Value::Counter(v) => encoder.encode_counter::<NoLabelSet, u64, u64>(v, None),
             Value::Gauge(v) => encoder.encode_gauge(v),
+            Value::Seconds(v) => encoder.encode_gauge(v),
             Value::Histogram {
                 buckets,
                 count,
@@ -224,7 +238,7 @@ impl EncodeMetric for Encoded<'_> {
     fn metric_type(&self) -> MetricType {
         match self.0 {
             Value::Counter(_) => MetricType::Counter,
-            Value::Gauge(_) => MetricType::Gauge,
+            Value::Gauge(_) | Value::Seconds(_) => MetricType::Gauge,
             Value::Histogram { .. } => MetricType::Histogram,
         }
     }
@@ -285,7 +299,7 @@ pub fn export_engine(snapshots: &[ShardSnapshot], out: &mut Exposition) {
             &shard_only,
             &TURN_US_BOUNDS,
             &s.turn_us,
-            1e-6,
+            1e6,
         );
         out.histogram(
             "sipfork_loop_batch_size",

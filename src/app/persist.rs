@@ -103,7 +103,13 @@ impl PersistStats {
             &[],
             &FSYNC_US_BOUNDS,
             &self.fsync_us.load(),
-            1e-6,
+            1e6,
+        );
+        out.gauge_seconds(
+            "sipfork_journal_slowest_sync_seconds",
+            "Longest group commit round so far (the power-loss window is 10 ms plus this)",
+            &[],
+            self.slowest_sync_us.load(Ordering::Relaxed),
         );
     }
 
@@ -125,12 +131,6 @@ impl PersistStats {
             "Group commit rounds (one every 10 ms)",
             &[],
             self.sync_rounds.load(Ordering::Relaxed),
-        );
-        sink.gauge(
-            "sipfork_journal_slowest_sync_microseconds",
-            "Longest group commit round so far (the power-loss window is 10 ms plus this)",
-            &[],
-            self.slowest_sync_us.load(Ordering::Relaxed),
         );
     }
 }
