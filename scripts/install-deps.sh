@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite and the benchmarks need from Debian's packages: SIPp (sip-tester),
 # Kamailio (the benchmark anchor), tshark (captures), baresip-core (a real user agent for the
-# forking e2e test), iproute2 (network namespaces). Idempotent: skips what is already there.
+# forking e2e test), iproute2 (network namespaces), prometheus (its promtool checks /metrics in an
+# e2e test; the package also installs Debian's prometheus service, left as the package sets it).
+# Idempotent: skips what is already there.
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds chromium for dashboard screenshots)
 set -euo pipefail
 need=()
@@ -12,6 +14,7 @@ have baresip  || need+=(baresip-core)
 have ip       || need+=(iproute2)
 have ss       || need+=(iproute2)
 have kamailio || need+=(kamailio)
+have promtool || need+=(prometheus)
 if [[ ${1:-} == --bench ]]; then
   have chromium || need+=(chromium)
   have perf || need+=(linux-perf)
@@ -31,4 +34,4 @@ if have systemctl && systemctl is-active --quiet kamailio 2>/dev/null; then
   systemctl stop kamailio || true
   systemctl disable kamailio >/dev/null 2>&1 || true
 fi
-echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark and baresip present" >&2
+echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark, baresip and promtool present" >&2
