@@ -36,7 +36,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::app::devices::DeviceReport;
-use crate::app::metrics::{self, Exposition};
+use crate::app::metrics::{self, Exposition, Value};
 use crate::app::persist::PersistStats;
 use crate::app::reload::{ReloadError, Reloader};
 use crate::app::shard::Shard;
@@ -154,6 +154,7 @@ async fn serve(
     mut stop: oneshot::Receiver<()>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut accept_errors = 0u64;
     loop {
         let accepted = tokio::select! {
             _ = &mut stop => return,
@@ -162,8 +163,11 @@ async fn serve(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "admin accept failed");
+                // EMFILE and friends: back off instead of spinning, and log sparingly.
+                accept_errors += 1;
+                if accept_errors.is_power_of_two() {
+                    tracing::warn!(error = %e, count = accept_errors, "admin accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -397,25 +401,26 @@ struct Scrape<'a> {
 
 /// The appliance-level families and the shards' samples, in page order.
 fn scrape(out: &mut Exposition, s: &Scrape<'_>) {
-    out.gauge("sipfork_shards", "Shard threads", &[], s.up.len() as u64);
-    out.gauge(
+    let n = s.up.len() as u64;
+    out.add("sipfork_shards", "Shard threads", &[], Value::Gauge(n));
+    out.add(
         "sipfork_uptime_seconds",
         "Seconds since the appliance started",
         &[],
-        s.uptime_s,
+        Value::Gauge(s.uptime_s),
     );
-    out.gauge(
+    out.add(
         "sipfork_build_info",
         "The running version",
         &[("version", env!("CARGO_PKG_VERSION"))],
-        1,
+        Value::Gauge(1),
     );
     for (i, up) in s.up.iter().enumerate() {
-        out.gauge(
+        out.add(
             "sipfork_shard_up",
             "1 when the shard answered this scrape within a second; 0 marks a slow or stuck shard, whose core counters are then the last it gave",
             &[("shard", &i.to_string())],
-            u64::from(*up),
+            Value::Gauge(u64::from(*up)),
         );
     }
     out.add_samples(s.per_shard.iter().cloned());
@@ -446,7 +451,12 @@ impl AdminStats {
             ),
         ];
         for (name, help, value) in counters {
-            out.counter(name, help, &[], value.load(Ordering::Relaxed));
+            out.add(
+                name,
+                help,
+                &[],
+                Value::Counter(value.load(Ordering::Relaxed)),
+            );
         }
     }
 }

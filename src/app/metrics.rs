@@ -25,11 +25,15 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 
 /// One sample's value.
 #[derive(Clone, Debug, PartialEq)]
-enum Value {
+pub enum Value {
+    /// A counter.
     Counter(u64),
+    /// A gauge.
     Gauge(u64),
+    /// A gauge of seconds.
     Seconds(f64),
     /// `(upper bound, count in this bucket alone)` per bucket, the count and the sum.
+    #[allow(missing_docs)]
     Histogram {
         buckets: Vec<(f64, u64)>,
         count: u64,
@@ -98,50 +102,15 @@ impl Exposition {
         }
     }
 
-    /// Adds a counter sample.
-    pub fn counter(
+    /// Adds one sample (the family's type follows from the value).
+    pub fn add(
         &mut self,
         name: &'static str,
         help: &'static str,
         labels: &[(&'static str, &str)],
-        value: u64,
+        value: Value,
     ) {
-        self.push(
-            name,
-            help,
-            MetricType::Counter,
-            own(labels),
-            Value::Counter(value),
-        );
-    }
-
-    /// Adds a gauge sample.
-    pub fn gauge(
-        &mut self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&'static str, &str)],
-        value: u64,
-    ) {
-        self.push(
-            name,
-            help,
-            MetricType::Gauge,
-            own(labels),
-            Value::Gauge(value),
-        );
-    }
-
-    /// Adds a gauge sample of `micros` µs, exposed in seconds.
-    pub fn gauge_seconds(
-        &mut self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&'static str, &str)],
-        micros: u64,
-    ) {
-        let value = Value::Seconds(micros as f64 / 1e6);
-        self.push(name, help, MetricType::Gauge, own(labels), value);
+        self.push(name, help, value.metric_type(), own(labels), value);
     }
 
     /// Adds a histogram sample from integer `bounds` and per-bucket counts; `per_unit` integer
@@ -217,6 +186,16 @@ fn own(labels: &[(&'static str, &str)]) -> Labels {
     labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
+impl Value {
+    fn metric_type(&self) -> MetricType {
+        match self {
+            Value::Counter(_) => MetricType::Counter,
+            Value::Gauge(_) | Value::Seconds(_) => MetricType::Gauge,
+            Value::Histogram { .. } => MetricType::Histogram,
+        }
+    }
+}
+
 /// One sample handed to the encoder as a metric of its own.
 #[derive(Debug)]
 struct Encoded<'a>(&'a Value);
@@ -236,11 +215,7 @@ impl EncodeMetric for Encoded<'_> {
     }
 
     fn metric_type(&self) -> MetricType {
-        match self.0 {
-            Value::Counter(_) => MetricType::Counter,
-            Value::Gauge(_) | Value::Seconds(_) => MetricType::Gauge,
-            Value::Histogram { .. } => MetricType::Histogram,
-        }
+        self.0.metric_type()
     }
 }
 
@@ -270,11 +245,11 @@ pub fn export_engine(snapshots: &[ShardSnapshot], out: &mut Exposition) {
     for s in snapshots {
         let shard = s.shard.0.to_string();
         let labels = [("shard", shard.as_str()), ("backend", s.backend)];
-        out.gauge(
+        out.add(
             "sipfork_shard_info",
             "One per shard; the backend label names its UDP I/O backend",
             &labels,
-            1,
+            Value::Gauge(1),
         );
         let groups: [(&str, &[&str], Vec<u64>); 3] = [
             ("io", IoStats::NAMES, s.io.to_array().to_vec()),

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::app::metrics::Exposition;
+use crate::app::metrics::{Exposition, Value};
 use crate::app::shard::{CompactionRequest, Shard};
 use crate::core::metrics::MetricSink;
 use crate::core::shard::ShardId;
@@ -105,11 +105,11 @@ impl PersistStats {
             &self.fsync_us.load(),
             1e6,
         );
-        out.gauge_seconds(
+        out.add(
             "sipfork_journal_slowest_sync_seconds",
             "Longest group commit round so far (the power-loss window is 10 ms plus this)",
             &[],
-            self.slowest_sync_us.load(Ordering::Relaxed),
+            Value::Seconds(self.slowest_sync_us.load(Ordering::Relaxed) as f64 / 1e6),
         );
     }
 

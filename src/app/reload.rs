@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::app::metrics::Exposition;
+use crate::app::metrics::{Exposition, Value};
 use crate::app::shard::Shard;
 use crate::config::{Config, ConfigError};
 use crate::core::shard::ShardId;
@@ -210,11 +210,11 @@ impl Reloader {
             ("applied", self.reloads.load(Ordering::Relaxed)),
             ("refused", self.refused.load(Ordering::Relaxed)),
         ] {
-            out.counter(
+            out.add(
                 "sipfork_config_reloads_total",
                 "Configuration reloads (SIGHUP or POST /reload), by result",
                 &[("result", result)],
-                n,
+                Value::Counter(n),
             );
         }
     }

@@ -20,6 +20,14 @@ use crate::engine::persist::Journal;
 use crate::engine::shard::Handler;
 use crate::time::Instant;
 
+/// The request or status line of a datagram (at most 160 bytes), for the debug log.
+fn first_line(bytes: &[u8]) -> String {
+    let end = memchr::memchr2(b'\r', b'\n', bytes)
+        .unwrap_or(bytes.len())
+        .min(160);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
 /// A compaction job on its way to a worker thread, with the shard it belongs to.
 pub type CompactionRequest = (ShardId, CompactionJob);
 
@@ -208,6 +216,13 @@ impl Shard {
 
 impl Handler for Shard {
     fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) -> Inbound {
+        // Per-request log at debug: the fields are only computed when debug is on.
+        tracing::debug!(
+            shard = self.core.env().shard.0,
+            from = %d.from,
+            line = %first_line(d.bytes),
+            "datagram"
+        );
         self.core.handle_datagram(now, d)
     }
 

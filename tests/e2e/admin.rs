@@ -19,6 +19,12 @@ const TOKEN: &str = "e2e-token-0123456789abcdef";
 /// Held by the timing test and the load test, so the load does not skew the timing.
 static TIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+fn quiet() -> std::sync::MutexGuard<'static, ()> {
+    TIMING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// One HTTP/1.1 request with `Connection: close`; the status and the body.
 fn http(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
@@ -98,9 +104,7 @@ fn metrics_pass_promtool_and_carry_shard_up_and_histograms() {
 
 #[test]
 fn slow_and_idle_clients_block_neither_health_nor_a_stop() {
-    let _quiet = TIMING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _quiet = quiet();
     let dir = Scratch::new("slowloris");
     let Some(mut app) = Appliance::start(&dir.0, Setup::new(Io::Mmsg)) else {
         return;
@@ -502,9 +506,7 @@ fn load_harness() -> std::path::PathBuf {
 /// loopback; two SIGHUPs during the run, the second applying a change. Zero failed calls.
 #[test]
 fn reload_under_load_fails_no_call() {
-    let _quiet = TIMING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _quiet = quiet();
     let dir = Scratch::new("reload-load");
     let lt = load_harness();
     let script = format!(

@@ -367,7 +367,7 @@ impl Proxy {
         }
         if skipped > 0 {
             self.count(Event::BranchesCapped);
-            tracing::info!(
+            tracing::debug!(
                 skipped,
                 cap,
                 "more devices than max_branches: the most recently registered ring"
