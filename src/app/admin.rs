@@ -83,8 +83,47 @@ struct AdminStats {
 struct State {
     ctx: AdminContext,
     stats: AdminStats,
-    /// Each shard's last core samples, for a scrape it does not answer in time.
+    shards: ShardScraper,
+}
+
+/// Collects the shards' core samples for `/metrics`, keeping each shard's last answer for a
+/// scrape it does not answer in time.
+struct ShardScraper {
     last: Mutex<Vec<Option<Vec<Sample>>>>,
+}
+
+impl ShardScraper {
+    fn new(shards: usize) -> Self {
+        Self {
+            last: Mutex::new(vec![None; shards]),
+        }
+    }
+
+    /// Which shards answered within [`SHARD_TIMEOUT`], and every shard's samples (the last
+    /// known ones of a shard that did not answer).
+    async fn collect(&self, control: &Controller<Shard>) -> (Vec<bool>, Vec<Sample>) {
+        let answers = ask_all(
+            control,
+            |shard: &mut Shard, _| {
+                let mut sink = MetricSink::default();
+                shard.export_metrics(&mut sink);
+                sink.samples
+            },
+            SHARD_TIMEOUT,
+        )
+        .await;
+        let mut up = Vec::with_capacity(answers.len());
+        let mut samples = Vec::new();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        for (i, answer) in answers.into_iter().enumerate() {
+            up.push(answer.is_some());
+            if let Some(fresh) = answer {
+                last[i] = Some(fresh);
+            }
+            samples.extend(last[i].iter().flatten().cloned());
+        }
+        (up, samples)
+    }
 }
 
 /// The running admin listener.
@@ -111,7 +150,7 @@ impl Admin {
         let state = Arc::new(State {
             ctx,
             stats: AdminStats::default(),
-            last: Mutex::new(vec![None; shards]),
+            shards: ShardScraper::new(shards),
         });
         let thread = std::thread::Builder::new()
             .name("sipfork-admin".into())
@@ -345,28 +384,7 @@ async fn health(ctx: &AdminContext) -> Answer {
 }
 
 async fn metrics_page(state: &State) -> Answer {
-    let answers = ask_all(
-        &state.ctx.control,
-        |shard: &mut Shard, _| {
-            let mut sink = MetricSink::default();
-            shard.export_metrics(&mut sink);
-            sink.samples
-        },
-        SHARD_TIMEOUT,
-    )
-    .await;
-    let mut up = Vec::with_capacity(answers.len());
-    let mut per_shard = Vec::new();
-    {
-        let mut last = state.last.lock().unwrap_or_else(PoisonError::into_inner);
-        for (i, answer) in answers.into_iter().enumerate() {
-            up.push(answer.is_some());
-            if let Some(samples) = answer {
-                last[i] = Some(samples);
-            }
-            per_shard.extend(last[i].iter().flatten().cloned());
-        }
-    }
+    let (up, per_shard) = state.shards.collect(&state.ctx.control).await;
     let ctx = &state.ctx;
     let mut out = Exposition::default();
     scrape(
@@ -461,9 +479,8 @@ impl AdminStats {
     }
 }
 
-/// Every metric family the appliance exposes, from a core, a journal, an engine snapshot, the
-/// persistence thread and the listener built for the purpose (`docs/metrics.md`).
-pub fn reference() -> Exposition {
+/// A shard of the reference configuration (for the metrics reference and tests).
+fn reference_shard() -> (Arc<crate::config::Config>, Shard) {
     use crate::config::Config;
     use crate::core::transaction::TimerValues;
     use crate::core::{Core, CoreParams};
@@ -482,8 +499,15 @@ pub fn reference() -> Exposition {
         },
         Instant::ZERO,
     );
+    (cfg, Shard::new(core, None))
+}
+
+/// Every metric family the appliance exposes, from a core, a journal, an engine snapshot, the
+/// persistence thread and the listener built for the purpose (`docs/metrics.md`).
+pub fn reference() -> Exposition {
+    let (cfg, shard) = reference_shard();
     let mut sink = MetricSink::default();
-    Shard::new(core, None).export_metrics(&mut sink);
+    shard.export_metrics(&mut sink);
     Shard::export_journal_reference(&mut sink);
     let mut out = Exposition::default();
     scrape(
@@ -594,6 +618,73 @@ mod tests {
         assert!(!same_secret(b"0123456789abcdef", b"0123456789abcdeF"));
         assert!(!same_secret(b"0123456789abcdef", b"0123456789abcde"));
         assert!(!same_secret(b"", b"x"));
+    }
+
+    #[test]
+    fn a_silent_shard_is_marked_down_and_keeps_its_last_samples() {
+        use crate::engine::control::ControlQueue;
+        use crate::engine::mailbox::Waker;
+        use std::sync::atomic::AtomicBool;
+        let queues: Vec<Arc<ControlQueue<Shard>>> =
+            (0..2).map(|_| Arc::new(ControlQueue::new())).collect();
+        let control = Controller::new(
+            queues
+                .iter()
+                .map(|q| (Arc::clone(q), Arc::new(Waker::new().unwrap())))
+                .collect(),
+        );
+        // Shard 0 runs its control jobs; shard 1 does too until it "hangs".
+        let hang = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let servers: Vec<_> = queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let (q, hang, stop) = (Arc::clone(q), Arc::clone(&hang), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let (_, mut shard) = reference_shard();
+                    while !stop.load(Ordering::SeqCst) {
+                        if !(i == 1 && hang.load(Ordering::SeqCst)) {
+                            q.run_pending(&mut shard, Instant::ZERO);
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let scraper = ShardScraper::new(2);
+        let (up, samples) = rt.block_on(scraper.collect(&control));
+        assert_eq!(up, [true, true]);
+        let n = samples.len();
+        assert!(n > 0);
+        hang.store(true, Ordering::SeqCst);
+        let t0 = std::time::Instant::now();
+        let (up, samples) = rt.block_on(scraper.collect(&control));
+        assert!(t0.elapsed() < SHARD_TIMEOUT + Duration::from_millis(500));
+        assert_eq!(up, [true, false]);
+        assert_eq!(samples.len(), n, "the silent shard's last samples are kept");
+        let mut out = Exposition::default();
+        scrape(
+            &mut out,
+            &Scrape {
+                up: &up,
+                uptime_s: 1,
+                per_shard: samples,
+            },
+        );
+        let text = out.render();
+        assert!(text.contains("sipfork_shard_up{shard=\"0\"} 1\n"), "{text}");
+        assert!(text.contains("sipfork_shard_up{shard=\"1\"} 0\n"), "{text}");
+        assert!(
+            text.contains("sipfork_requests_total{shard=\"0\"} 0\n"),
+            "{text}"
+        );
+        stop.store(true, Ordering::SeqCst);
+        servers.into_iter().for_each(|t| t.join().unwrap());
     }
 
     #[test]
