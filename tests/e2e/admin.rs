@@ -175,6 +175,37 @@ fn slow_and_idle_clients_block_neither_health_nor_a_stop() {
 }
 
 #[test]
+fn connections_beyond_the_cap_are_closed_and_the_listener_recovers() {
+    let dir = Scratch::new("admin-cap");
+    let Some(app) = Appliance::start(&dir.0, Setup::new(Io::Mmsg)) else {
+        return;
+    };
+    let mut held: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(app.admin).expect("connect"))
+        .collect();
+    // The excess is closed at once (its read sees the end); the rest stay open until the header
+    // timeout (2 s).
+    std::thread::sleep(Duration::from_millis(300));
+    let closed = held
+        .iter_mut()
+        .filter_map(|s| {
+            s.set_nonblocking(true).unwrap();
+            matches!(s.read(&mut [0u8; 16]), Ok(0)).then_some(())
+        })
+        .count();
+    assert!((300 - 256..=300 - 200).contains(&closed), "{closed} closed");
+    // The held ones are cut after the header timeout, and the listener serves again.
+    std::thread::sleep(Duration::from_millis(2500));
+    let page = app.get_ok("/metrics");
+    assert!(
+        metric_sum(&page, "sipfork_admin_connections_refused_total") >= 44,
+        "{page}"
+    );
+    assert_eq!(app.get("/health").unwrap().0, 200);
+    drop(held);
+}
+
+#[test]
 fn post_reload_needs_the_configured_bearer_token() {
     let dir = Scratch::new("reload-token");
     let Some(mut app) = Appliance::start(&dir.0, Setup::new(Io::Mmsg)) else {
