@@ -56,6 +56,7 @@ fn forward<'a>(req: &Message<'_>) -> Forward<'a> {
         max_forwards: 69,
         fix: ViaFix::for_source(&via, source),
         extra: b"",
+        strip_identity: false,
     }
 }
 

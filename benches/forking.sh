@@ -14,6 +14,9 @@
 #        JOURNAL="0"       0: no data_dir (memory only, like the anchor Kamailio); 1: with the
 #                          journal; "0 1": both
 #        IO=auto           sipfork backend (auto|uring|mmsg)
+#        BINS=…            sipfork binaries to compare in this run, as NAME=PATH words (default:
+#                          target/release/sipfork); each runs every configuration, labelled
+#                          sipfork-NAME-…, e.g. BINS="before=/tmp/old/sipfork after=target/release/sipfork"
 #        KAMAILIO="qm tlsf"  Kamailio allocators to run after sipfork ("" skips Kamailio)
 #        UAC=anchor        anchor: the anchor's caller scenario as it is; fixed: tests/sipp/uac.xml,
 #                          whose ACK and BYE carry the answering device's To tag (the anchor's
@@ -95,8 +98,10 @@ KAMAILIO=${KAMAILIO-"qm tlsf"}
 UAC=${UAC:-anchor}
 PERF=${PERF:-0}
 ANCHORS=${ANCHORS:-$(cd "$REPO/../shared/anchors" && pwd)}
-BIN=$REPO/target/release/sipfork
-[[ -x $BIN ]] || { echo "build first: cargo build --release" >&2; exit 2; }
+BINS=${BINS:-"=$REPO/target/release/sipfork"}
+for entry in $BINS; do
+  [[ -x ${entry#*=} ]] || { echo "${entry#*=}: not an executable (build first: cargo build --release)" >&2; exit 2; }
+done
 # shellcheck source=benches/lib.sh
 source "$REPO/benches/lib.sh"
 
@@ -135,10 +140,12 @@ bench() { # LABEL PID: runs the harness against the proxy PID, appends its RESUL
   log "$label: ${line:-no result}"
 }
 
+for entry in $BINS; do
+name=${entry%%=*} BIN=${entry#*=}
 for shards in $SHARDS; do
 for co in $COALESCE; do
 for journal in $JOURNAL; do
-  label=sipfork-s$shards-co$co$([[ $journal == 1 ]] && echo -journal || true)
+  label=sipfork${name:+-$name}-s$shards-co$co$([[ $journal == 1 ]] && echo -journal || true)
   mkdir -p "$OUT/$label"
   data_dir=""
   [[ $journal == 1 ]] && data_dir=$OUT/$label/data
@@ -173,6 +180,7 @@ for journal in $JOURNAL; do
     }' "$OUT/$label/metrics.txt" >> "$OUT/results.txt"
   kill -TERM "$pid"
   wait "$wrapper" || log "$label: sipfork exited with $?"
+done
 done
 done
 done

@@ -2,8 +2,9 @@
 # Installs what the test suite and the benchmarks need from Debian's packages: SIPp (sip-tester),
 # Kamailio (the benchmark anchor), tshark (captures), baresip-core (a real user agent for the
 # forking e2e test), iproute2 (network namespaces), prometheus (its promtool checks /metrics in an
-# e2e test; the package also installs Debian's prometheus service, left as the package sets it).
-# Idempotent: skips what is already there.
+# e2e test; the package also installs Debian's prometheus service, left as the package sets it);
+# and SIPVicious from PyPI (the attack tools of the security e2e test). Idempotent: skips what is
+# already there.
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds chromium for dashboard screenshots)
 set -euo pipefail
 need=()
@@ -34,4 +35,18 @@ if have systemctl && systemctl is-active --quiet kamailio 2>/dev/null; then
   systemctl stop kamailio || true
   systemctl disable kamailio >/dev/null 2>&1 || true
 fi
-echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark, baresip and promtool present" >&2
+# SIPVicious (svwar, svcrack) from PyPI; where pip cannot install (no pip, or a distribution that
+# refuses to let pip touch its Python), Debian's own sipvicious package has the same commands.
+if ! have sipvicious_svwar; then
+  echo "install-deps: installing sipvicious from PyPI" >&2
+  if ! { python3 -m pip install -q sipvicious 2>/dev/null \
+         || python3 -m pip install -q --break-system-packages sipvicious 2>/dev/null; }; then
+    SUDO=()
+    [[ $(id -u) == 0 ]] || SUDO=(sudo)
+    echo "install-deps: pip could not install sipvicious; using Debian's package" >&2
+    "${SUDO[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends sipvicious >/dev/null
+  fi
+  hash -r
+fi
+echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark, baresip, promtool and sipvicious present" >&2

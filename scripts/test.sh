@@ -9,4 +9,5 @@ cargo build --release --bin sipfork
 # The tools are installed above, so the end-to-end tests must not skip for want of them.
 export SIPFORK_REQUIRE_SIPP=1
 export SIPFORK_REQUIRE_BARESIP=1
+export SIPFORK_REQUIRE_SIPVICIOUS=1
 exec cargo test --workspace --release "$@"

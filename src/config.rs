@@ -19,13 +19,16 @@
 //! width between them. `"0100-0199"` holds `0100` … `0199` but not `100`; `"1000-1999"` does not
 //! hold `01000`. So a number matches at most one range, and no width is ever guessed.
 
+pub mod followme;
 mod locate;
 mod net;
 mod numbers;
 mod raw;
 mod summary;
+pub mod tenancy;
 mod validate;
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,7 +37,7 @@ use serde::Deserialize;
 
 use self::net::{parse_host_ip, RouteTable};
 pub use self::net::{Cidr, Domain, NextHop, Route, TrustedPeer};
-pub use self::numbers::{Credential, ExtensionPolicy, NumberRange, MAX_NUMBER_WIDTH};
+pub use self::numbers::{Credential, DidRange, ExtensionPolicy, NumberRange, MAX_NUMBER_WIDTH};
 use self::numbers::{ExtensionIndex, PolicyDefaults};
 use self::validate::parse;
 use crate::core::registrar::digest::Algorithm;
@@ -202,6 +205,8 @@ pub struct ServerConfig {
     /// On SIGTERM, how long calls in progress may go on (new INVITEs get 503) before the stop;
     /// zero stops at once.
     pub drain: Duration,
+    /// Public calls the whole server allows at once (the top of the tenancy tree).
+    pub max_public_calls: Option<u32>,
 }
 
 /// `[registrar]`.
@@ -234,6 +239,36 @@ pub struct AuthConfig {
     pub nonce_ttl: Duration,
 }
 
+/// `[policy]`: what limits answer, how long a call may last, emergency numbers.
+#[derive(Clone, Debug)]
+pub struct PolicyConfig {
+    /// Status for calls refused by a limit: 503 (with a Q.850 cause 34 Reason) or 486.
+    pub refuse_with: u16,
+    /// A dialog without BYE is forgotten (and its call released) after this long.
+    pub max_call: Duration,
+    /// `[[emergency]]` numbers: never limited, shed or blocked.
+    pub emergency: Vec<Vec<u8>>,
+}
+
+impl PolicyConfig {
+    /// Is `number` an emergency number?
+    pub fn is_emergency(&self, number: &[u8]) -> bool {
+        self.emergency.iter().any(|n| n == number)
+    }
+}
+
+/// `[security]`: how password guessing is throttled.
+#[derive(Clone, Debug)]
+pub struct SecurityConfig {
+    /// Failed digest checks (wrong response to a fresh nonce) a (source IP, username) pair may
+    /// make within `auth_window` before it is blocked; an address is blocked at five times this.
+    pub max_auth_failures: u32,
+    /// The window failures are counted in.
+    pub auth_window: Duration,
+    /// How long a block lasts.
+    pub block: Duration,
+}
+
 /// `[proxy]`.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
@@ -260,6 +295,18 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[proxy]`.
     pub proxy: ProxyConfig,
+    /// `[security]`.
+    pub security: SecurityConfig,
+    /// `[policy]` and `[[emergency]]`.
+    pub policy: PolicyConfig,
+    /// `[[tenants]]` under the server level.
+    pub tenancy: tenancy::Tenancy,
+    /// Live public calls per tenancy level, shared by every shard of the process.
+    pub ledger: std::sync::Arc<crate::core::policy::ledger::Ledger>,
+    /// Trunk source addresses and the number of the trunk extension each belongs to.
+    trunks: Vec<(std::net::SocketAddr, Vec<u8>)>,
+    dids: Vec<DidRange>,
+    followme: std::collections::HashMap<Vec<u8>, followme::FollowMe>,
     extensions: ExtensionIndex,
     trusted: Vec<TrustedPeer>,
     routes: RouteTable,
@@ -288,6 +335,37 @@ impl Config {
         parse(text, None)
     }
 
+    /// The follow-me sequence of extension `number`.
+    pub fn followme(&self, number: &[u8]) -> Option<&followme::FollowMe> {
+        if self.followme.is_empty() {
+            return None;
+        }
+        self.followme.get(number)
+    }
+
+    /// The extension a public number (`[[dids]]`) leads to.
+    pub fn did(&self, number: &[u8]) -> Option<&[u8]> {
+        if self.dids.is_empty() {
+            return None;
+        }
+        self.dids
+            .iter()
+            .find(|d| d.contains(number))
+            .map(|d| d.extension.as_slice())
+    }
+
+    /// The number of the trunk (a PBX at a static address) that sends from `source` (IP and
+    /// port, as configured): its requests are authenticated by that address.
+    pub fn trunk_at(&self, source: std::net::SocketAddr) -> Option<&[u8]> {
+        if self.trunks.is_empty() {
+            return None;
+        }
+        self.trunks
+            .iter()
+            .find(|(a, _)| *a == source)
+            .map(|(_, n)| n.as_slice())
+    }
+
     /// The policy of a provisioned number (the user part of a request URI), or `None`.
     /// One binary search over the ranges; nothing is allocated.
     pub fn extension(&self, number: &[u8]) -> Option<ExtensionPolicy<'_>> {
@@ -299,6 +377,12 @@ impl Config {
             single_answer: self.proxy.single_answer,
         };
         Some(ExtensionPolicy::new(&self.extensions, found, defaults))
+    }
+
+    /// The per-number counter (`Ledger` line) of `number`, when its table limits outgoing
+    /// calls or is all-busy.
+    pub fn line(&self, number: &[u8]) -> Option<usize> {
+        self.extensions.line(number)
     }
 
     /// Numbers provisioned.
@@ -356,24 +440,52 @@ impl Config {
 
     /// Each section a reload may change, with a rendering that differs when the section does
     /// (for telling an operator what a reload changed). It holds secrets: never log it.
-    pub fn reloadable_sections(&self) -> [(&'static str, String); 8] {
+    pub fn reloadable_sections(&self) -> [(&'static str, String); 13] {
         let s = &self.server;
         [
             ("server.domain", format!("{:?}", s.domains)),
             ("server.admin_token", format!("{:?}", s.admin_token)),
             ("server.drain_seconds", format!("{:?}", s.drain)),
+            (
+                "server.max_public_calls",
+                format!("{:?}", s.max_public_calls),
+            ),
             ("registrar", format!("{:?}", self.registrar)),
             ("proxy", format!("{:?}", self.proxy)),
+            ("policy", format!("{:?}", self.policy)),
+            ("tenants", format!("{:?}", self.tenancy)),
             ("extensions", format!("{:?}", self.extensions)),
+            (
+                "trunks and dids",
+                format!("{:?}{:?}", self.trunks, self.dids),
+            ),
+            ("followme", format!("{:?}", sorted_debug(&self.followme))),
             ("trusted", format!("{:?}", self.trusted)),
             ("routes", format!("{:?}", self.routes)),
         ]
+    }
+
+    /// Whether `other` numbers its call counters (tenancy levels, per-number lines) as this one
+    /// does, so the running counters stay valid across a reload.
+    pub fn same_counter_layout(&self, other: &Config) -> bool {
+        self.server.max_public_calls == other.server.max_public_calls
+            && format!("{:?}", self.tenancy) == format!("{:?}", other.tenancy)
+            && format!("{:?}", self.extensions) == format!("{:?}", other.extensions)
     }
 
     /// Things that run but that an operator should know (no persistence, no authentication…).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
+}
+
+/// A map's entries in key order (a HashMap's Debug order differs between two equal maps).
+fn sorted_debug<K: Ord + fmt::Debug, V: fmt::Debug>(
+    map: &std::collections::HashMap<K, V>,
+) -> Vec<String> {
+    let mut entries: Vec<(&K, &V)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries.iter().map(|e| format!("{e:?}")).collect()
 }
 
 #[cfg(test)]

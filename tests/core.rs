@@ -17,8 +17,12 @@ mod builder;
 mod core_fuzz;
 #[path = "core/flows.rs"]
 mod flows;
+#[path = "core/followme.rs"]
+mod followme;
 #[path = "core/forking.rs"]
 mod forking;
+#[path = "core/policy.rs"]
+mod policy;
 #[path = "core/properties.rs"]
 mod properties;
 #[path = "core/races.rs"]
@@ -29,5 +33,7 @@ mod registrar;
 mod rfc4475;
 #[path = "core/rfc4475_proxy.rs"]
 mod rfc4475_proxy;
+#[path = "core/security.rs"]
+mod security;
 #[path = "core/vectors.rs"]
 mod vectors;

@@ -17,6 +17,8 @@
 //!   answers, two are cancelled) at a steady rate with zero failed calls.
 //! - `baresip`: two real phones on one extension both ring; one answers, the other is cancelled
 //!   (in a network namespace of its own).
+//! - `sipvicious`: SIPVicious `svwar` finds no extension and `svcrack` is blocked before it finds
+//!   the password, while a phone elsewhere still registers (in a network namespace of its own).
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
 
@@ -32,6 +34,8 @@ mod cli;
 mod forking;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "e2e/netns.rs"]
+mod netns;
 #[path = "e2e/phone.rs"]
 mod phone;
 #[path = "e2e/registrar.rs"]
@@ -40,3 +44,5 @@ mod registrar;
 mod restart;
 #[path = "e2e/sipp.rs"]
 mod sipp;
+#[path = "e2e/sipvicious.rs"]
+mod sipvicious;

@@ -484,8 +484,10 @@ fn reference_shard() -> (Arc<crate::config::Config>, Shard) {
     use crate::config::Config;
     use crate::core::transaction::TimerValues;
     use crate::core::{Core, CoreParams};
-    let cfg = Config::from_toml("[server]\nlisten = \"127.0.0.1:5060\"\nshards = 1\n")
-        .expect("the reference configuration is valid");
+    let cfg = Config::from_toml(
+        "[server]\nlisten = \"127.0.0.1:5060\"\nshards = 1\n\n[[tenants]]\nname = \"example\"\n",
+    )
+    .expect("the reference configuration is valid");
     let cfg = Arc::new(cfg);
     let core = Core::new(
         Arc::clone(&cfg),

@@ -28,6 +28,10 @@ const SHARD_CONFIRM: Duration = Duration::from_secs(2);
 pub struct Diff {
     /// Sections that changed and apply now.
     pub applied: Vec<&'static str>,
+    /// The call counters restart with the new configuration (tenants or extensions changed):
+    /// calls in progress keep their counts in the old ones and are not counted against the new
+    /// limits.
+    pub counters_restart: bool,
     /// Keys that changed but need a restart (not applied).
     pub need_restart: Vec<&'static str>,
 }
@@ -58,6 +62,7 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         .collect();
     Diff {
         applied,
+        counters_restart: !old.same_counter_layout(new),
         need_restart: restart
             .into_iter()
             .filter(|(_, changed)| *changed)
@@ -78,6 +83,11 @@ pub fn applicable(old: &Config, mut new: Config) -> Config {
     n.socket_buffer = o.socket_buffer;
     n.coalesce = o.coalesce;
     new.auth.clone_from(&old.auth);
+    new.security.clone_from(&old.security);
+    if old.same_counter_layout(&new) {
+        // Calls in progress stay counted against the limits.
+        new.ledger = std::sync::Arc::clone(&old.ledger);
+    }
     new
 }
 
@@ -98,6 +108,9 @@ impl Report {
         } else {
             format!("reloaded: applied {}", self.diff.applied.join(", "))
         };
+        if self.diff.counters_restart {
+            out += " (call limits count the calls placed from now on)";
+        }
         if !self.diff.need_restart.is_empty() {
             out += &format!(
                 "; not applied, needs a restart: {}",
@@ -257,6 +270,7 @@ password = "pw-{number}"
             + "\n[registrar]\nmax_contacts = 3\n\n[[trusted]]\ncidr = \"10.0.0.0/8\"\n\n[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:127.0.0.1:5080\"\n";
         let d = diff(&cfg(BASE), &cfg(&new));
         assert_eq!(d.applied, ["registrar", "extensions", "trusted", "routes"]);
+        assert!(d.counters_restart);
         assert!(d.need_restart.is_empty(), "{d:?}");
         // A password alone is a change of the extensions.
         let d = diff(&cfg(BASE), &cfg(&BASE.replace("pw-{number}", "x-{number}")));
@@ -286,6 +300,7 @@ password = "pw-{number}"
             ]
         );
         assert_eq!(d.applied, ["server.drain_seconds"]);
+        assert!(!d.counters_restart);
         let merged = applicable(&old, new);
         assert_eq!(merged.server.listen, old.server.listen);
         assert_eq!(merged.server.shards, 2);

@@ -196,7 +196,7 @@ pub(super) fn parse_next_hop(text: &str) -> Result<NextHop, String> {
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`; `None` when a port is present but invalid.
-fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
+pub(super) fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if text.starts_with('[') {
         let close = text.find(']')?;
         let (host, rest) = text.split_at(close + 1);

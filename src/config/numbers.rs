@@ -87,6 +87,53 @@ pub(super) fn parse_number_spec(text: &str) -> Result<NumberRange, String> {
     Ok(NumberRange { width, start, end })
 }
 
+/// Public numbers (`[[dids]]`) that lead to an extension: E.164 ranges, a leading `+` kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DidRange {
+    /// Written with a leading `+`.
+    pub plus: bool,
+    /// The digits after it.
+    pub range: NumberRange,
+    /// The extension calls to these numbers go to.
+    pub extension: Vec<u8>,
+}
+
+impl DidRange {
+    /// Parses `"+31201234000-+31201234999"` (or one number) for `extension`.
+    pub(super) fn parse(text: &str, extension: &str) -> Result<DidRange, String> {
+        let (a, b) = text.split_once('-').unwrap_or((text, text));
+        let (a, b) = (a.trim(), b.trim());
+        let plus = a.starts_with('+');
+        if plus != b.starts_with('+') {
+            return Err(format!(
+                "{text:?}: write the + on both ends of the range or on neither"
+            ));
+        }
+        let digits = format!(
+            "{}-{}",
+            a.trim_start_matches('+'),
+            b.trim_start_matches('+')
+        );
+        Ok(DidRange {
+            plus,
+            range: parse_number_spec(&digits)?,
+            extension: extension.as_bytes().to_vec(),
+        })
+    }
+
+    /// Does `number` (as dialled, `+` included) fall in the range?
+    pub fn contains(&self, number: &[u8]) -> bool {
+        let (plus, digits) = match number.strip_prefix(b"+") {
+            Some(d) => (true, d),
+            None => (false, number),
+        };
+        plus == self.plus
+            && parse_number(digits).is_some_and(|(w, v)| {
+                w == self.range.width && (self.range.start..=self.range.end).contains(&v)
+            })
+    }
+}
+
 /// A password template: literal text with `{number}` placeholders.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
@@ -173,7 +220,25 @@ pub(super) struct ExtensionTable {
     pub fork: Option<ForkMode>,
     pub group_timeout: Option<Duration>,
     pub single_answer: Option<bool>,
+    /// The tenancy level the numbers belong to (`None`: directly under the server).
+    pub tenant: Option<usize>,
+    /// A trunk's static addresses (a PBX that never registers), first preferred.
+    pub trunk: Vec<std::net::SocketAddr>,
+    /// Simultaneous calls all devices of one number may place.
+    pub max_outgoing_calls: Option<u32>,
+    /// While a device of the number is in a confirmed call, new calls to it get 486.
+    pub all_busy: bool,
 }
+
+impl ExtensionTable {
+    /// Do its numbers need per-number call counters (`core::policy::ledger::Lines`)?
+    pub fn needs_lines(&self) -> bool {
+        self.max_outgoing_calls.is_some() || self.all_busy
+    }
+}
+
+/// Per-number counters allowed at most (over every table that needs them).
+pub const MAX_LINES: u64 = 1 << 20;
 
 /// The global defaults a table's overrides fall back to.
 #[derive(Clone, Copy, Debug)]
@@ -188,6 +253,8 @@ pub(super) struct PolicyDefaults {
 struct IndexedRange {
     range: NumberRange,
     table: u32,
+    /// First per-number counter of the range, when its table needs them.
+    line_base: Option<u32>,
 }
 
 /// Every provisioned number, as sorted ranges.
@@ -195,6 +262,7 @@ struct IndexedRange {
 pub(super) struct ExtensionIndex {
     ranges: Vec<IndexedRange>,
     tables: Vec<ExtensionTable>,
+    lines: usize,
 }
 
 /// Two ranges that overlap: `(table, range)` of the earlier and the later one.
@@ -214,6 +282,7 @@ impl ExtensionIndex {
             ranges.extend(table_ranges.into_iter().map(|range| IndexedRange {
                 range,
                 table: i as u32,
+                line_base: None,
             }));
             kept.push(table);
         }
@@ -243,27 +312,57 @@ impl ExtensionIndex {
                 reach = Some(r);
             }
         }
-        match worst {
-            Some(overlap) => Err(Box::new(overlap)),
-            None => Ok(ExtensionIndex {
-                ranges,
-                tables: kept,
-            }),
+        if let Some(overlap) = worst {
+            return Err(Box::new(overlap));
         }
+        let mut lines = 0u64;
+        for r in &mut ranges {
+            if kept[r.table as usize].needs_lines() && lines + r.range.count() <= MAX_LINES {
+                r.line_base = Some(lines as u32);
+                lines += r.range.count();
+            }
+        }
+        Ok(ExtensionIndex {
+            ranges,
+            tables: kept,
+            lines: lines as usize,
+        })
+    }
+
+    /// Per-number counters the tables need.
+    pub(super) fn lines(&self) -> usize {
+        self.lines
+    }
+
+    /// Numbers that need per-number counters beyond [`MAX_LINES`] (a configuration error).
+    pub(super) fn lines_wanted(&self) -> u64 {
+        self.ranges
+            .iter()
+            .filter(|r| self.tables[r.table as usize].needs_lines())
+            .map(|r| r.range.count())
+            .sum()
     }
 
     /// The table index and parsed number, when `number` is provisioned.
     pub(super) fn find(&self, number: &[u8]) -> Option<(usize, u8, u64)> {
+        self.find_range(number)
+            .map(|(r, width, value)| (r.table as usize, width, value))
+    }
+
+    fn find_range(&self, number: &[u8]) -> Option<(&IndexedRange, u8, u64)> {
         let (width, value) = parse_number(number)?;
         let after = self
             .ranges
             .partition_point(|r| (r.range.width, r.range.start) <= (width, value));
         let candidate = self.ranges.get(after.checked_sub(1)?)?;
-        (candidate.range.width == width && value <= candidate.range.end).then_some((
-            candidate.table as usize,
-            width,
-            value,
-        ))
+        (candidate.range.width == width && value <= candidate.range.end)
+            .then_some((candidate, width, value))
+    }
+
+    /// The per-number counter of `number`, when its table needs them.
+    pub(super) fn line(&self, number: &[u8]) -> Option<usize> {
+        let (r, _, value) = self.find_range(number)?;
+        Some(r.line_base? as usize + (value - r.range.start) as usize)
     }
 
     pub(super) fn table(&self, index: usize) -> &ExtensionTable {
@@ -326,6 +425,26 @@ impl<'a> ExtensionPolicy<'a> {
     /// Which `[[extensions]]` table (0-based, file order) provisions the number.
     pub fn table_index(&self) -> usize {
         self.table_index
+    }
+
+    /// The tenancy level the number belongs to (0: directly under the server).
+    pub fn tenant(&self) -> usize {
+        self.table.tenant.unwrap_or(0)
+    }
+
+    /// The trunk's static addresses when the number is a trunk (a PBX), else empty.
+    pub fn trunk(&self) -> &'a [std::net::SocketAddr] {
+        &self.table.trunk
+    }
+
+    /// Simultaneous calls the number's devices may place (`None`: no limit).
+    pub fn max_outgoing_calls(&self) -> Option<u32> {
+        self.table.max_outgoing_calls
+    }
+
+    /// New calls get 486 while a device of the number is in a confirmed call.
+    pub fn all_busy(&self) -> bool {
+        self.table.all_busy
     }
 
     /// The number's credential; a template password is expanded here, on demand.
@@ -408,6 +527,10 @@ mod tests {
             fork: None,
             group_timeout: None,
             single_answer: None,
+            tenant: None,
+            trunk: Vec::new(),
+            max_outgoing_calls: None,
+            all_busy: false,
         }
     }
 

@@ -27,6 +27,18 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub proxy: RawProxy,
     #[serde(default)]
+    pub security: RawSecurity,
+    #[serde(default)]
+    pub policy: RawPolicy,
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+    #[serde(default)]
+    pub emergency: Vec<RawEmergency>,
+    #[serde(default)]
+    pub dids: Vec<RawDid>,
+    #[serde(default)]
+    pub followme: Vec<RawFollowMe>,
+    #[serde(default)]
     pub extensions: Vec<RawExtensions>,
     #[serde(default)]
     pub trusted: Vec<RawTrusted>,
@@ -48,6 +60,7 @@ pub(super) struct RawServer {
     pub coalesce_us: Option<u32>,
     pub admin_token: Option<String>,
     pub drain_seconds: Option<u64>,
+    pub max_public_calls: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -72,6 +85,60 @@ pub(super) struct RawAuth {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawSecurity {
+    pub max_auth_failures: Option<u32>,
+    pub auth_window: Option<u64>,
+    pub block_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub refuse_with: Option<u16>,
+    pub max_call_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenant {
+    pub name: String,
+    #[serde(default)]
+    pub parent: String,
+    pub max_public_calls: Option<u32>,
+    pub forward_external: Option<bool>,
+    pub voicemail: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFollowMe {
+    pub extension: String,
+    pub voicemail: Option<String>,
+    pub stages: Vec<RawStage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStage {
+    pub targets: Vec<String>,
+    pub ring: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDid {
+    pub numbers: String,
+    pub extension: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEmergency {
+    pub numbers: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawProxy {
     pub fork: Option<ForkMode>,
     pub group_timeout: Option<u64>,
@@ -91,6 +158,10 @@ pub(super) struct RawExtensions {
     pub fork: Option<ForkMode>,
     pub group_timeout: Option<u64>,
     pub single_answer: Option<bool>,
+    pub tenant: Option<String>,
+    pub trunk: Option<OneOrMany<Parsed<SocketAddr>>>,
+    pub max_outgoing_calls: Option<u32>,
+    pub all_busy: Option<bool>,
 }
 
 #[derive(Deserialize)]

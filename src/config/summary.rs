@@ -115,6 +115,33 @@ impl fmt::Display for Config {
             p.timer_c.as_secs(),
             if p.single_answer { "on" } else { "off" }
         )?;
+        let sec = &self.security;
+        writeln!(
+            f,
+            "  security      block a source+user after {} failed digests in {} s (its address after {}), for {} s",
+            sec.max_auth_failures,
+            sec.auth_window.as_secs(),
+            sec.max_auth_failures.saturating_mul(5),
+            sec.block.as_secs()
+        )?;
+        for (name, channels) in self.tenancy.licensing() {
+            match channels {
+                Some(n) => writeln!(f, "  tenant        {name}: {n} public channels billed")?,
+                None => writeln!(f, "  tenant        {name}: unlimited public channels")?,
+            }
+        }
+        if let Some(n) = self.server.max_public_calls {
+            writeln!(f, "  server        at most {n} public calls")?;
+        }
+        if !self.trunks.is_empty() {
+            writeln!(f, "  trunks        {} trunk addresses", self.trunks.len())?;
+        }
+        if !self.dids.is_empty() {
+            writeln!(f, "  dids          {} DID ranges", self.dids.len())?;
+        }
+        if !self.followme.is_empty() {
+            writeln!(f, "  follow-me     {} extensions", self.followme.len())?;
+        }
         const SHOWN: usize = 8;
         let ranges: Vec<String> = self
             .extension_ranges()

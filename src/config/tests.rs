@@ -562,3 +562,53 @@ fn admin_token_and_drain_seconds() {
         parse_ok("[server]\nlisten = \"127.0.0.1:5060\"\nadmin_token = \"0123456789abcdef\"\n");
     assert!(cfg.warnings().iter().any(|w| w.contains("admin_token")));
 }
+
+#[test]
+fn tenants_trunks_dids_and_emergency_numbers() {
+    assert!(parse_ok(MINIMAL).tenancy.is_empty());
+    let text = with(
+        "[policy]\nrefuse_with = 486\nmax_call_seconds = 600\n\
+         [[tenants]]\nname = \"sp\"\nmax_public_calls = 200\n\
+         [[tenants]]\nname = \"org\"\nparent = \"sp\"\n\
+         [[extensions]]\nnumbers = \"1000-1099\"\ntenant = \"org\"\n\
+         [[extensions]]\nnumbers = \"3000\"\ntenant = \"org\"\ntrunk = [\"127.0.0.2:5060\", \"127.0.0.3:5060\"]\n\
+         [[dids]]\nnumbers = \"+31201234000-+31201234999\"\nextension = \"3000\"\n\
+         [[emergency]]\nnumbers = [\"112\", \"911\"]\n",
+    );
+    let c = parse_ok(&text);
+    assert_eq!(c.policy.refuse_with, 486);
+    assert_eq!(c.policy.max_call, Duration::from_secs(600));
+    assert!(c.policy.is_emergency(b"112") && !c.policy.is_emergency(b"113"));
+    let org = c.tenancy.find("org").unwrap();
+    assert_eq!(c.extension(b"1000").unwrap().tenant(), org);
+    assert_eq!(c.extension(b"3000").unwrap().trunk().len(), 2);
+    assert_eq!(
+        c.trunk_at("127.0.0.3:5060".parse().unwrap()),
+        Some(&b"3000"[..])
+    );
+    assert_eq!(c.trunk_at("127.0.0.3:5061".parse().unwrap()), None);
+    assert_eq!(c.did(b"+31201234567"), Some(&b"3000"[..]));
+    assert_eq!(c.did(b"31201234567"), None, "the + is part of the number");
+    assert_eq!(c.did(b"+3120123456"), None);
+    assert_eq!(c.tenancy.licensing(), vec![("sp".to_owned(), Some(200))]);
+
+    let bad = |extra: &str| parse_err(&with(extra));
+    let (key, _, _) = bad("[[tenants]]\nname = \"a\"\nparent = \"nobody\"\n");
+    assert_eq!(key, "tenants[0].parent");
+    let (key, _, _) = bad("[[extensions]]\nnumbers = \"1000\"\ntenant = \"nobody\"\n");
+    assert_eq!(key, "extensions[0].tenant");
+    let (key, _, why) =
+        bad("[[extensions]]\nnumbers = \"3000-3001\"\ntrunk = \"127.0.0.2:5060\"\n");
+    assert_eq!(key, "extensions[0].trunk");
+    assert!(why.contains("one extension"), "{why}");
+    let (key, _, _) = bad(
+        "[[extensions]]\nnumbers = \"1000\"\n[[dids]]\nnumbers = \"+1-2\"\nextension = \"1000\"\n",
+    );
+    assert_eq!(key, "dids[0].numbers");
+    let (key, _, _) = bad("[[dids]]\nnumbers = \"+31\"\nextension = \"9999\"\n");
+    assert_eq!(key, "dids[0].extension");
+    let (key, _, _) = bad("[policy]\nrefuse_with = 500\n");
+    assert_eq!(key, "policy.refuse_with");
+    let (key, _, _) = bad("[[emergency]]\nnumbers = [\"11a\"]\n");
+    assert_eq!(key, "emergency[0].numbers");
+}

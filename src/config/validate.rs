@@ -2,17 +2,21 @@
 //! error names the key the operator wrote and its line.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use super::followme;
 use super::locate::Locator;
 use super::net::{Route, RouteTable, TrustedPeer};
-use super::numbers::{ExtensionIndex, ExtensionTable, NumberRange, Secret};
+use super::numbers::{DidRange, ExtensionIndex, ExtensionTable, NumberRange, Secret, MAX_LINES};
 use super::raw::{self, PinSetting, RawConfig};
+use super::tenancy::{Tenancy, TenantSpec, TreeError, MAX_TENANT_DEPTH};
 use super::{
     AuthConfig, AuthMode, Config, ConfigError, Domain, ForkMode, IoBackend, NatMode, OnLimit,
-    PinCores, ProxyConfig, RegistrarConfig, ServerConfig, MAX_BRANCHES, MAX_COALESCE_US,
-    MAX_CONTACTS, MAX_DRAIN_SECS, MAX_EXPIRES_SECS, MAX_SHARDS, MIN_ADMIN_TOKEN,
+    PinCores, PolicyConfig, ProxyConfig, RegistrarConfig, SecurityConfig, ServerConfig,
+    MAX_BRANCHES, MAX_COALESCE_US, MAX_CONTACTS, MAX_DRAIN_SECS, MAX_EXPIRES_SECS, MAX_SHARDS,
+    MIN_ADMIN_TOKEN,
 };
 use crate::core::registrar::digest::Algorithm;
 
@@ -97,6 +101,9 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let registrar = build_registrar(raw.registrar, e)?;
     let auth = build_auth(raw.auth, &server, e)?;
     let proxy = build_proxy(raw.proxy, e)?;
+    let security = build_security(raw.security, e)?;
+    let policy = build_policy(raw.policy, raw.emergency, e)?;
+    let tenancy = build_tenancy(server.max_public_calls, raw.tenants, e)?;
     if auth.mode == AuthMode::None {
         warnings.push(
             "auth.mode = \"none\": anyone who reaches the listen address can register as and call any extension".into(),
@@ -104,8 +111,21 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     }
 
     let mut tables = Vec::with_capacity(raw.extensions.len());
+    let mut trunks: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     for (i, table) in raw.extensions.into_iter().enumerate() {
-        tables.push(build_extension_table(i, table, &auth, e, &mut warnings)?);
+        let (table, ranges) = build_extension_table(i, table, &auth, &tenancy, e, &mut warnings)?;
+        for addr in &table.trunk {
+            if trunks.iter().any(|(a, _)| a == addr) {
+                return Err(e.at(
+                    &format!("extensions[{i}].trunk"),
+                    format!("{addr} is already another trunk's address: a trunk is known by its address"),
+                ));
+            }
+            if let Some(r) = ranges.first() {
+                trunks.push((*addr, r.to_string().into_bytes()));
+            }
+        }
+        tables.push((table, ranges));
     }
     let extensions = ExtensionIndex::build(tables).map_err(|overlap| {
         let (second, range) = overlap.second;
@@ -120,9 +140,42 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
             format!("{range} overlaps {other} {whose}; every number may be provisioned once"),
         )
     })?;
+    if extensions.lines_wanted() > MAX_LINES {
+        return Err(e.at(
+            "extensions",
+            format!(
+                "max_outgoing_calls / all_busy apply to {} numbers; at most {MAX_LINES} numbers can have them",
+                extensions.lines_wanted()
+            ),
+        ));
+    }
     if extensions.count() == 0 {
         warnings
             .push("no [[extensions]]: every REGISTER gets 404 and only [[routes]] apply".into());
+    }
+
+    let mut dids: Vec<DidRange> = Vec::with_capacity(raw.dids.len());
+    for (i, d) in raw.dids.into_iter().enumerate() {
+        let did = DidRange::parse(&d.numbers, &d.extension)
+            .map_err(|why| e.at(&format!("dids[{i}].numbers"), why))?;
+        if extensions.find(d.extension.as_bytes()).is_none() {
+            return Err(e.at(
+                &format!("dids[{i}].extension"),
+                format!("{:?} is not a provisioned extension", d.extension),
+            ));
+        }
+        if dids.iter().any(|o| {
+            o.plus == did.plus
+                && o.range.width == did.range.width
+                && o.range.start <= did.range.end
+                && did.range.start <= o.range.end
+        }) {
+            return Err(e.at(
+                &format!("dids[{i}].numbers"),
+                "overlaps an earlier [[dids]] entry",
+            ));
+        }
+        dids.push(did);
     }
 
     let mut trusted = Vec::with_capacity(raw.trusted.len());
@@ -154,11 +207,87 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         )
     })?;
 
+    let mut followme = std::collections::HashMap::new();
+    for (i, f) in raw.followme.into_iter().enumerate() {
+        let key = |k: &str| format!("followme[{i}].{k}");
+        match extensions.find(f.extension.as_bytes()) {
+            Some((t, _, _)) if extensions.table(t).trunk.is_empty() => {}
+            Some(_) => return Err(e.at(&key("extension"), "a trunk has no devices to follow")),
+            None => {
+                return Err(e.at(
+                    &key("extension"),
+                    format!("{:?} is not a provisioned extension", f.extension),
+                ))
+            }
+        }
+        if f.stages.is_empty() {
+            return Err(e.at(&key("stages"), "give at least one stage"));
+        }
+        let mut stages = Vec::with_capacity(f.stages.len());
+        for (j, st) in f.stages.into_iter().enumerate() {
+            let ring = e.in_range(
+                &format!("followme[{i}].stages[{j}].ring"),
+                st.ring,
+                1..=600,
+                " s",
+            )?;
+            let mut targets = Vec::with_capacity(st.targets.len());
+            for t in st.targets {
+                let target = if t == "self" {
+                    followme::Target::Own
+                } else if extensions.find(t.as_bytes()).is_some() {
+                    followme::Target::Extension(t.into_bytes())
+                } else if let Some(route) = routes.lookup(t.as_bytes()) {
+                    followme::Target::External {
+                        next_hop: route.next_hop.addr,
+                        number: t.into_bytes(),
+                    }
+                } else {
+                    return Err(e.at(
+                        &format!("followme[{i}].stages[{j}].targets"),
+                        format!("{t:?} is neither \"self\", an extension, nor a number a [[routes]] entry reaches"),
+                    ));
+                };
+                targets.push(target);
+            }
+            stages.push(followme::Stage {
+                targets,
+                ring: Duration::from_secs(ring),
+            });
+        }
+        let voicemail = f
+            .voicemail
+            .map(|v| followme::parse_voicemail(&v).map_err(|why| e.at(&key("voicemail"), why)))
+            .transpose()?;
+        if followme
+            .insert(
+                f.extension.into_bytes(),
+                followme::FollowMe { stages, voicemail },
+            )
+            .is_some()
+        {
+            return Err(e.at(
+                &key("extension"),
+                "this extension has an earlier [[followme]]",
+            ));
+        }
+    }
+
     Ok(Config {
         server,
         registrar,
         auth,
         proxy,
+        security,
+        policy,
+        ledger: std::sync::Arc::new(crate::core::policy::ledger::Ledger::new(
+            &tenancy,
+            extensions.lines(),
+        )),
+        tenancy,
+        trunks,
+        dids,
+        followme,
         extensions,
         trusted,
         routes,
@@ -273,6 +402,7 @@ fn build_server(
         coalesce: Duration::from_micros(u64::from(coalesce_us)),
         admin_token: s.admin_token,
         drain: Duration::from_secs(drain_seconds),
+        max_public_calls: s.max_public_calls,
     })
 }
 
@@ -330,6 +460,101 @@ fn build_registrar(r: raw::RawRegistrar, e: &Errors<'_>) -> Result<RegistrarConf
         max_expires: Duration::from_secs(max),
         default_expires: Duration::from_secs(default),
         nat: r.nat.unwrap_or(NatMode::Auto),
+    })
+}
+
+fn build_policy(
+    p: raw::RawPolicy,
+    emergency: Vec<raw::RawEmergency>,
+    e: &Errors<'_>,
+) -> Result<PolicyConfig, ConfigError> {
+    let refuse_with = p.refuse_with.unwrap_or(503);
+    if ![503, 486].contains(&refuse_with) {
+        return Err(e.at(
+            "policy.refuse_with",
+            "calls refused by a limit get 503 (Service Unavailable) or 486 (Busy Here)",
+        ));
+    }
+    let max_call = e.in_range(
+        "policy.max_call_seconds",
+        p.max_call_seconds.unwrap_or(14_400),
+        60..=7 * 86_400,
+        " s",
+    )?;
+    let mut numbers = Vec::new();
+    for (i, list) in emergency.into_iter().enumerate() {
+        for n in list.numbers {
+            if n.is_empty() || n.len() > 32 || !n.bytes().all(|b| b.is_ascii_digit() || b == b'+') {
+                return Err(e.at(
+                    &format!("emergency[{i}].numbers"),
+                    format!("{n:?} is not a number (digits, optionally a leading +)"),
+                ));
+            }
+            numbers.push(n.into_bytes());
+        }
+    }
+    Ok(PolicyConfig {
+        refuse_with,
+        max_call: Duration::from_secs(max_call),
+        emergency: numbers,
+    })
+}
+
+fn build_tenancy(
+    server_limit: Option<u32>,
+    tenants: Vec<raw::RawTenant>,
+    e: &Errors<'_>,
+) -> Result<Tenancy, ConfigError> {
+    let specs = tenants
+        .into_iter()
+        .map(|t| TenantSpec {
+            name: t.name,
+            parent: t.parent,
+            max_public_calls: t.max_public_calls,
+            forward_external: t.forward_external,
+            voicemail: t.voicemail,
+        })
+        .collect();
+    Tenancy::build(server_limit, specs).map_err(|err| match err {
+        TreeError::EmptyName(i) => e.at(&format!("tenants[{i}].name"), "a tenant needs a name"),
+        TreeError::Duplicate(i) => e.at(
+            &format!("tenants[{i}].name"),
+            "this name is already used by an earlier tenant; names are unique",
+        ),
+        TreeError::UnknownParent(i) => e.at(
+            &format!("tenants[{i}].parent"),
+            "no tenant of that name (or the parents form a cycle); \"\" places it under the server",
+        ),
+        TreeError::TooDeep(i) => e.at(
+            &format!("tenants[{i}].parent"),
+            format!("tenants nest at most {MAX_TENANT_DEPTH} levels deep"),
+        ),
+    })
+}
+
+fn build_security(s: raw::RawSecurity, e: &Errors<'_>) -> Result<SecurityConfig, ConfigError> {
+    let max_auth_failures = e.in_range(
+        "security.max_auth_failures",
+        u64::from(s.max_auth_failures.unwrap_or(10)),
+        1..=1_000_000,
+        "",
+    )?;
+    let window = e.in_range(
+        "security.auth_window",
+        s.auth_window.unwrap_or(60),
+        1..=86_400,
+        " s",
+    )?;
+    let block = e.in_range(
+        "security.block_seconds",
+        s.block_seconds.unwrap_or(300),
+        1..=604_800,
+        " s",
+    )?;
+    Ok(SecurityConfig {
+        max_auth_failures: u32::try_from(max_auth_failures).unwrap_or(u32::MAX),
+        auth_window: Duration::from_secs(window),
+        block: Duration::from_secs(block),
     })
 }
 
@@ -425,6 +650,7 @@ fn build_extension_table(
     i: usize,
     t: raw::RawExtensions,
     auth: &AuthConfig,
+    tenancy: &Tenancy,
     e: &Errors<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<(ExtensionTable, Vec<NumberRange>), ConfigError> {
@@ -467,7 +693,32 @@ fn build_extension_table(
             sha256: sha256.map(|h| h.0),
         },
     };
-    if auth.mode == AuthMode::Digest {
+    let trunk: Vec<SocketAddr> = t
+        .trunk
+        .map(|l| l.0.into_iter().map(|a| a.0).collect())
+        .unwrap_or_default();
+    if !trunk.is_empty() && count != 1 {
+        return Err(e.at(
+            &key("trunk"),
+            format!("a trunk is one extension number (a PBX's), but this entry holds {count}"),
+        ));
+    }
+    if !trunk.is_empty() && !matches!(secret, Secret::None) {
+        return Err(e.at(
+            &key("trunk"),
+            "a trunk is authenticated by its address and never registers: leave out its password",
+        ));
+    }
+    let tenant = match t.tenant {
+        Some(name) => Some(tenancy.find(&name).ok_or_else(|| {
+            e.at(
+                &key("tenant"),
+                format!("no [[tenants]] entry is named {name:?}"),
+            )
+        })?),
+        None => None,
+    };
+    if auth.mode == AuthMode::Digest && trunk.is_empty() {
         match &secret {
             Secret::None => {
                 return Err(e.at(
@@ -510,6 +761,13 @@ fn build_extension_table(
         fork: t.fork,
         group_timeout,
         single_answer: t.single_answer,
+        tenant,
+        trunk,
+        max_outgoing_calls: t
+            .max_outgoing_calls
+            .map(|n| e.in_range(&key("max_outgoing_calls"), n, 0..=100_000, ""))
+            .transpose()?,
+        all_busy: t.all_busy.unwrap_or(false),
     };
     Ok((table, ranges))
 }

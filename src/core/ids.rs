@@ -19,7 +19,10 @@ use crate::core::slab::Key;
 
 /// The RFC 3261 magic cookie every compliant branch starts with.
 pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
-const BRANCH_PREFIX: &[u8] = b"z9hG4bKsf";
+/// Every branch sipfork mints starts with this; the shard's four hex digits follow at once.
+pub const BRANCH_PREFIX: &[u8] = b"z9hG4bKsf";
+/// Hex digits of the shard field at the head of branches and route tokens.
+pub const SHARD_DIGITS: usize = 4;
 
 /// What one of our branches says, after its MAC checked out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,33 +70,33 @@ impl Ids {
         }
     }
 
-    fn mac(&self, fields: &[u64]) -> u32 {
+    fn mac(&self, fields: &[u64]) -> u64 {
         let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
         for f in fields {
             h.write_u64(*f);
         }
-        let x = h.finish();
-        (x ^ (x >> 32)) as u32
+        h.finish()
     }
 
     /// Appends a branch for branch `branch` of `call` on this shard.
     pub fn write_branch(&self, loop_hash: u32, call: Key, branch: u8, out: &mut Vec<u8>) {
         let mac = self.branch_mac(loop_hash, self.shard, call, branch);
         out.extend_from_slice(BRANCH_PREFIX);
-        write_hex(out, u64::from(loop_hash));
+        write_shard(out, self.shard);
         for field in [
-            u64::from(self.shard.0),
+            u64::from(loop_hash),
             u64::from(call.index),
             u64::from(call.generation),
             u64::from(branch),
-            u64::from(mac),
         ] {
             out.push(b'.');
             write_hex(out, field);
         }
+        out.push(b'.');
+        write_mac(out, mac);
     }
 
-    fn branch_mac(&self, loop_hash: u32, shard: ShardId, call: Key, branch: u8) -> u32 {
+    fn branch_mac(&self, loop_hash: u32, shard: ShardId, call: Key, branch: u8) -> u64 {
         self.mac(&[
             1,
             u64::from(loop_hash),
@@ -108,20 +111,20 @@ impl Ids {
     /// naming a shard outside `0..shards`.
     pub fn read_branch(&self, branch: &[u8], shards: u16) -> Option<OurBranch> {
         let rest = branch.strip_prefix(BRANCH_PREFIX)?;
-        let mut fields = [0u64; 6];
+        let (shard, rest) = read_shard(rest, shards)?;
+        let mut fields = [0u64; 5];
         if !read_hex_fields(rest, &mut fields) {
             return None;
         }
-        let [loop_hash, shard, index, generation, br, mac] = fields;
+        let [loop_hash, index, generation, br, mac] = fields;
         let loop_hash = u32::try_from(loop_hash).ok()?;
-        let shard = u16::try_from(shard).ok().filter(|s| *s < shards)?;
         let call = Key {
             index: u32::try_from(index).ok()?,
             generation: u32::try_from(generation).ok()?,
         };
         let branch = u8::try_from(br).ok()?;
         let expect = self.branch_mac(loop_hash, ShardId(shard), call, branch);
-        (u64::from(expect) == mac).then_some(OurBranch {
+        (expect == mac).then_some(OurBranch {
             loop_hash,
             shard: ShardId(shard),
             call,
@@ -129,51 +132,61 @@ impl Ids {
         })
     }
 
-    /// Appends the value of our Record-Route `sf` parameter for `call` on this shard.
-    pub fn write_route_token(&self, call: Key, out: &mut Vec<u8>) {
-        let mac = self.route_mac(self.shard, call);
-        for (i, field) in [
-            u64::from(self.shard.0),
-            u64::from(call.index),
-            u64::from(call.generation),
-            u64::from(mac),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if i > 0 {
-                out.push(b'.');
-            }
+    /// Appends the value of our Record-Route `sf` parameter for `call` on this shard, bound to
+    /// the dialog's Call-ID.
+    pub fn write_route_token(&self, call: Key, call_id: &[u8], out: &mut Vec<u8>) {
+        let mac = self.route_mac(self.shard, call, call_id);
+        write_shard(out, self.shard);
+        for field in [u64::from(call.index), u64::from(call.generation)] {
+            out.push(b'.');
             write_hex(out, field);
         }
+        out.push(b'.');
+        write_mac(out, mac);
     }
 
-    fn route_mac(&self, shard: ShardId, call: Key) -> u32 {
+    fn route_mac(&self, shard: ShardId, call: Key, call_id: &[u8]) -> u64 {
+        let call_id = self.digest(&[b"call-id", call_id]);
         self.mac(&[
             2,
             u64::from(shard.0),
             u64::from(call.index),
             u64::from(call.generation),
+            call_id as u64,
+            (call_id >> 64) as u64,
         ])
     }
 
-    /// Reads our Record-Route token back (bounds-checked and authenticated).
-    pub fn read_route_token(&self, token: &[u8], shards: u16) -> Option<DialogRef> {
-        let mut fields = [0u64; 4];
-        if !read_hex_fields(token, &mut fields) {
+    /// Reads our Record-Route token back (bounds-checked and authenticated against the Call-ID
+    /// of the request carrying it).
+    pub fn read_route_token(&self, token: &[u8], call_id: &[u8], shards: u16) -> Option<DialogRef> {
+        let (shard, rest) = read_shard(token, shards)?;
+        let mut fields = [0u64; 3];
+        if !read_hex_fields(rest, &mut fields) {
             return None;
         }
-        let [shard, index, generation, mac] = fields;
-        let shard = u16::try_from(shard).ok().filter(|s| *s < shards)?;
+        let [index, generation, mac] = fields;
         let call = Key {
             index: u32::try_from(index).ok()?,
             generation: u32::try_from(generation).ok()?,
         };
-        let expect = self.route_mac(ShardId(shard), call);
-        (u64::from(expect) == mac).then_some(DialogRef {
+        let expect = self.route_mac(ShardId(shard), call, call_id);
+        (expect == mac).then_some(DialogRef {
             shard: ShardId(shard),
             call,
         })
+    }
+
+    /// The shard a route token names, read from its fixed place without checking the MAC:
+    /// only for steering a datagram to the shard that will check it.
+    pub fn route_token_shard(token: &[u8], shards: u16) -> Option<ShardId> {
+        read_shard(token, shards).map(|(shard, _)| ShardId(shard))
+    }
+
+    /// The shard a branch of ours names, read like [`Ids::route_token_shard`].
+    pub fn branch_shard(branch: &[u8], shards: u16) -> Option<ShardId> {
+        let rest = branch.strip_prefix(BRANCH_PREFIX)?;
+        read_shard(rest, shards).map(|(shard, _)| ShardId(shard))
     }
 
     /// A fresh tag (To tag of responses we generate): unique per shard and unguessable.
@@ -181,7 +194,7 @@ impl Ids {
         self.counter += 1;
         let x = self.mac(&[3, u64::from(self.shard.0), self.counter]);
         // The counter keeps tags unique; the MAC keeps them unguessable.
-        let v = (u64::from(x) << 32) | (self.counter & 0xffff_ffff);
+        let v = (x << 32) | (self.counter & 0xffff_ffff);
         let mut tag = Tag {
             buf: [0; 24],
             len: 0,
@@ -261,6 +274,36 @@ fn write_hex(out: &mut Vec<u8>, v: u64) {
     }
 }
 
+/// The shard field: exactly [`SHARD_DIGITS`] lower-case hex digits naming a shard below
+/// `shards`, then the rest after a dot.
+fn read_shard(s: &[u8], shards: u16) -> Option<(u16, &[u8])> {
+    let (digits, rest) = (s.get(..SHARD_DIGITS)?, s.get(SHARD_DIGITS..)?);
+    let rest = rest.strip_prefix(b".")?;
+    let mut v = 0u16;
+    for &b in digits {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        v = v << 4 | u16::from(d);
+    }
+    (v < shards).then_some((v, rest))
+}
+
+fn write_shard(out: &mut Vec<u8>, shard: ShardId) {
+    for i in (0..SHARD_DIGITS).rev() {
+        out.push(HEX[usize::from((shard.0 >> (i * 4)) & 0xf)]);
+    }
+}
+
+/// A MAC is always written as 16 hex digits (64 bits).
+fn write_mac(out: &mut Vec<u8>, mac: u64) {
+    for i in (0..16).rev() {
+        out.push(HEX[((mac >> (i * 4)) & 0xf) as usize]);
+    }
+}
+
 /// Parses exactly `fields.len()` dot-separated lower-case hex numbers of at most 16 digits.
 fn read_hex_fields(s: &[u8], fields: &mut [u64]) -> bool {
     let mut parts = s.split(|&b| b == b'.');
@@ -302,6 +345,8 @@ mod tests {
         let mut out = Vec::new();
         a.write_branch(0xdead_beef, call, 2, &mut out);
         assert!(out.starts_with(MAGIC_COOKIE));
+        assert!(out.starts_with(b"z9hG4bKsf0001."), "shard at a fixed place");
+        assert_eq!(Ids::branch_shard(&out, 2), Some(ShardId(1)));
         let got = b
             .read_branch(&out, 2)
             .expect("shard 0 verifies shard 1's branch");
@@ -334,7 +379,7 @@ mod tests {
             let mut t = out.clone();
             t[i] = if t[i] == b'1' { b'2' } else { b'1' };
             assert_eq!(
-                a.read_branch(&t, 4),
+                a.read_branch(&t, u16::MAX),
                 None,
                 "flip at {i}: {}",
                 String::from_utf8_lossy(&t)
@@ -355,17 +400,33 @@ mod tests {
             generation: 2,
         };
         let mut tok = Vec::new();
-        a.write_route_token(call, &mut tok);
+        a.write_route_token(call, b"cid@host", &mut tok);
+        assert!(tok.starts_with(b"0003."), "shard at a fixed place");
+        assert_eq!(Ids::route_token_shard(&tok, 4), Some(ShardId(3)));
         assert_eq!(
-            a.read_route_token(&tok, 4),
+            a.read_route_token(&tok, b"cid@host", 4),
             Some(DialogRef {
                 shard: ShardId(3),
                 call
             })
         );
-        assert_eq!(a.read_route_token(&tok, 3), None);
-        tok[0] = b'2';
-        assert_eq!(a.read_route_token(&tok, 4), None);
+        assert_eq!(a.read_route_token(&tok, b"cid@host", 3), None);
+        assert_eq!(
+            a.read_route_token(&tok, b"other@host", 4),
+            None,
+            "bound to its Call-ID"
+        );
+        let mac_len = tok.len() - tok.iter().rposition(|&b| b == b'.').unwrap() - 1;
+        assert_eq!(mac_len, 16, "a 64-bit MAC");
+        for i in 0..tok.len() {
+            let mut t = tok.clone();
+            t[i] = if t[i] == b'1' { b'2' } else { b'1' };
+            assert_eq!(
+                a.read_route_token(&t, b"cid@host", u16::MAX),
+                None,
+                "flip at {i}"
+            );
+        }
     }
 
     #[test]

@@ -10,9 +10,12 @@ pub mod context;
 pub mod ids;
 pub mod io;
 pub mod metrics;
+pub mod number;
 pub mod persist;
+pub mod policy;
 pub mod proxy;
 pub mod registrar;
+pub mod reply;
 pub mod route;
 pub mod shard;
 pub mod slab;
@@ -29,15 +32,18 @@ use crate::core::ids::Ids;
 use crate::core::io::{Datagram, Inbound, Outbox};
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::persist::{PersistLog, PersistOp};
+use crate::core::policy::ledger::LineCount;
+use crate::core::policy::Party;
 use crate::core::proxy::{ForkPlan, ForkTarget, Matched, Proxy};
 use crate::core::registrar::location::{NumberKey, Target};
 use crate::core::registrar::{Device, Registrar, Restore};
+use crate::core::reply::reply_to;
 use crate::core::shard::ShardId;
 use crate::core::slab::Key;
 use crate::core::timer::TimerWheel;
 use crate::core::transaction::{Timer, TimerValues, TxnSlot};
-use crate::sip::build::{self, Reply, ViaFix};
-use crate::sip::{self, Disposition, Essentials, Message, Method, ParseError, Via};
+use crate::sip::build;
+use crate::sip::{self, Disposition, Essentials, Message, Method, ParseError};
 use crate::time::Instant;
 
 /// What a timer in the shard's wheel is for.
@@ -67,6 +73,8 @@ pub enum TimerKey {
         /// The extension.
         extension: NumberKey,
     },
+    /// A guessing block may have run out (`auth::throttle`).
+    AuthSweep,
 }
 
 /// How the engine builds a shard's core.
@@ -101,15 +109,21 @@ enum Refusal {
     Unanswerable,
     /// A response whose top Via is not one of our branches.
     StrayResponse,
+    /// A request whose sender address is blocked for password guessing (dropped).
+    BlockedSource,
+    /// A request whose forwarded form would not fit the parser's row index (answered 513).
+    TooManyRows,
 }
 
-const REFUSALS: [&str; 6] = [
+const REFUSALS: [&str; 8] = [
     "malformed_request",
     "malformed_response",
     "not_sip",
     "invalid_request",
     "unanswerable",
     "stray_response",
+    "blocked_source",
+    "too_many_rows",
 ];
 
 /// Counters of the dispatch layer.
@@ -118,7 +132,7 @@ struct DispatchMetrics {
     requests: u64,
     responses: u64,
     handed_off: u64,
-    refused: ReasonCounters<6>,
+    refused: ReasonCounters<8>,
 }
 
 /// One shard's sans-IO core: registrar and proxy behind one datagram-in, datagrams-out API.
@@ -160,8 +174,10 @@ enum Resolved<'b> {
     Route(SocketAddr),
     /// Addressed to sipfork itself (no user part, our domain).
     Proxy,
-    /// Nothing here answers to it.
-    NotFound(&'static str),
+    /// A number of a served domain that nothing here answers to.
+    NotFound,
+    /// A domain sipfork does not serve (it is no open relay).
+    ForeignDomain,
 }
 
 impl Core {
@@ -203,6 +219,11 @@ impl Core {
     /// CANCEL, ACK, REGISTER, responses) is handled as usual.
     pub fn set_draining(&mut self, retry_after: Option<u32>) {
         self.drain = retry_after;
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     /// This shard's facts.
@@ -282,7 +303,7 @@ impl Core {
                 return Inbound::Handled;
             }
         };
-        if let Some(owner) = route::owner(&msg, &self.ids, self.env.shards) {
+        if let Some(owner) = route::owner(&msg, &self.cfg, self.env.shards) {
             if owner != self.env.shard {
                 self.metrics.handed_off += 1;
                 return Inbound::ForShard(owner);
@@ -292,6 +313,8 @@ impl Core {
             self.metrics.requests += 1;
             match sip::check_request(&msg) {
                 Ok(e) => self.handle_request(now, &msg, &e, d.from),
+                // An ACK is never answered (RFC 3261 §17.2.1): a broken one is only counted.
+                Err(_) if msg.method() == Some(Method::Ack) => self.refuse(Refusal::InvalidRequest),
                 Err(err) => {
                     self.refuse(Refusal::InvalidRequest);
                     if let Disposition::Reply(status, reason) = err.disposition(true) {
@@ -347,8 +370,9 @@ impl Core {
                 // copies whichever of Via, From, To, Call-ID and CSeq the request has (RFC 4475
                 // `insuf` expects a 400 even without From/To/Call-ID). Without a Via the sender
                 // could not match an answer at all.
-                let answerable =
-                    sip::salvage(d.bytes).filter(|m| m.first(sip::HeaderName::Via).is_some());
+                let answerable = sip::salvage(d.bytes).filter(|m| {
+                    m.first(sip::HeaderName::Via).is_some() && m.method() != Some(Method::Ack)
+                });
                 match answerable {
                     Some(m) => {
                         self.refuse(Refusal::MalformedRequest);
@@ -369,6 +393,36 @@ impl Core {
         from: SocketAddr,
     ) {
         let drain = self.drain;
+        // A spiral: sipfork forwarded this request to itself (a follow-me stage ringing another
+        // extension's devices); it was authenticated and admitted on its first pass.
+        let spiral = from == self.env.local;
+        let trusted = spiral || self.cfg.is_trusted(from.ip());
+        if !trusted
+            && self.auth.source_blocked(now, from)
+            && !self
+                .cfg
+                .policy
+                .is_emergency(&number::of_uri(&e.request_uri))
+        {
+            // Emergency calls are never blocked ([[emergency]]).
+            return self.refuse(Refusal::BlockedSource);
+        }
+        if msg.header_count() + build::ROWS_ADDED_BY_FORWARDING > sip::MAX_ROWS
+            && e.method != Method::Ack
+        {
+            // Its forwarded copy (and the CANCEL built from it) could not be parsed again: refuse
+            // it before any state exists (RFC 3261 §21.5.11).
+            self.refuse(Refusal::TooManyRows);
+            let mut cx = self.cx(now);
+            return reply_to(
+                &mut cx,
+                msg,
+                from,
+                513,
+                "Message Too Large - too many header rows",
+                b"",
+            );
+        }
         let Parts {
             mut cx,
             registrar,
@@ -386,14 +440,10 @@ impl Core {
             return reply_to(&mut cx, msg, from, status, reason, &extra);
         }
         if e.to.tag.is_some() {
-            // §16.12: inside a dialog, follow the route the dialog set up. In-dialog requests
-            // are not challenged (DECISIONS.md); a device behind NAT is reached on its flow.
-            let dest = e
-                .request_uri
-                .as_sip()
-                .and_then(|u| registrar.flow_of(u))
-                .filter(|_| cx.cfg.registrar.nat != crate::config::NatMode::Contact);
-            return proxy.forward_in_dialog(&mut cx, msg, e, from, dest);
+            // §16.12: inside a dialog only what our Record-Route token vouches for is relayed,
+            // and only to the dialog's other leg (proxy/dialog.rs). Not challenged: the token is
+            // the proof (DECISIONS.md).
+            return proxy.in_dialog(&mut cx, msg, e, from);
         }
         if let (Some(secs), Method::Invite) = (drain, e.method) {
             let retry_after = format!("Retry-After: {secs}\r\n");
@@ -409,12 +459,39 @@ impl Core {
             return;
         }
         let resolved = resolve(&cx, e);
-        if matches!(resolved, Resolved::Extension(_) | Resolved::Route(_))
-            && auth.enabled()
-            && !cx.cfg.is_trusted(from.ip())
-        {
-            // DECISIONS.md: initial requests from anyone but a trusted peer prove who they are.
-            let outcome = auth.check(&cx, msg, e, auth::ChallengeHeader::ProxyAuthenticate);
+        // A trunk (a PBX at a static address) is authenticated by that address.
+        let trunk = cx.cfg.trunk_at(from);
+        // Identity rows to add toward a trusted next hop (RFC 3325).
+        let mut asserted = Vec::new();
+        // Who places the call: its number when it is one of ours.
+        let mut caller_number = (!trusted && trunk.is_none())
+            .then(|| number::of_uri(&e.from.uri))
+            .filter(|n| cx.cfg.extension(n).is_some());
+        let mut caller = match &caller_number {
+            Some(n) => party_of(&cx, n),
+            None => Party::Outside,
+        };
+        let challenged = !matches!(resolved, Resolved::Proxy | Resolved::ForeignDomain);
+        if let Some(t) = trunk {
+            caller = party_of(&cx, t);
+            caller_number = Some(std::borrow::Cow::Borrowed(t));
+            let from_number = number::of_uri(&e.from.uri);
+            // It keeps the From the PBX chose when that is one of its DIDs.
+            let shown = match cx.cfg.did(&from_number) {
+                Some(ext) if ext == t => &from_number[..],
+                _ => t,
+            };
+            auth::identity::asserted_row(&cx, shown, &mut asserted);
+        } else if challenged && auth.enabled() && !trusted {
+            // Every initial request to a served domain proves who sent it before the number is
+            // looked up, so known and unknown numbers get the same answers (no enumeration).
+            let outcome = auth.check(
+                &mut cx,
+                msg,
+                e,
+                auth::ChallengeHeader::ProxyAuthenticate,
+                from,
+            );
             if auth.reply(
                 &mut cx,
                 msg,
@@ -424,22 +501,53 @@ impl Core {
             ) {
                 return;
             }
-        }
-        match resolved {
-            Resolved::Proxy => match e.method {
-                Method::Options => reply_to(&mut cx, msg, from, 200, "OK", ALLOW_ACCEPT),
-                Method::Other(_) => {
-                    reply_to(&mut cx, msg, from, 501, "Not Implemented", ALLOW_ACCEPT)
+            if let auth::AuthOutcome::Authorized { user } = outcome {
+                if !auth::identity::from_matches(&cx, e, user) {
+                    return reply_to(
+                        &mut cx,
+                        msg,
+                        from,
+                        403,
+                        "Forbidden - From is another user's number",
+                        b"",
+                    );
                 }
-                _ => reply_to(&mut cx, msg, from, 404, "Not Found", b""),
-            },
-            Resolved::NotFound(reason) => reply_to(&mut cx, msg, from, 404, reason, b""),
+                caller = party_of(&cx, user);
+                caller_number = Some(std::borrow::Cow::Borrowed(user));
+                auth::identity::asserted_row(&cx, user, &mut asserted);
+            }
+        }
+        let strip_identity = !trusted;
+        // Follow-me's stage ring times and the levels its external targets take.
+        let (mut stage_rings, mut ext_levels) = (Vec::new(), Vec::new());
+        let (targets, plan) = match resolved {
+            Resolved::Proxy => {
+                return match e.method {
+                    Method::Options => reply_to(&mut cx, msg, from, 200, "OK", ALLOW_ACCEPT),
+                    Method::Other(_) => {
+                        reply_to(&mut cx, msg, from, 501, "Not Implemented", ALLOW_ACCEPT)
+                    }
+                    _ => reply_to(&mut cx, msg, from, 404, "Not Found", b""),
+                }
+            }
+            Resolved::ForeignDomain => {
+                return reply_to(
+                    &mut cx,
+                    msg,
+                    from,
+                    404,
+                    "Not Found - domain not served here",
+                    b"",
+                )
+            }
+            Resolved::NotFound => return reply_to(&mut cx, msg, from, 404, "Not Found", b""),
             Resolved::Route(dest) => {
                 let target = ForkTarget {
                     uri: std::borrow::Cow::Borrowed(e.request_uri.raw()),
                     dest,
                     q: 1000,
                     registered_at: Instant::ZERO,
+                    external: false,
                 };
                 let plan = ForkPlan {
                     serial: false,
@@ -447,35 +555,93 @@ impl Core {
                     single_answer: false,
                     record_route: true,
                     to_extension: false,
+                    strip_identity,
+                    extra: &asserted,
+                    holds: Default::default(),
+                    stage_rings: None,
+                    external_levels: None,
                 };
-                proxy.start_call(&mut cx, msg, e, from, vec![target], plan);
+                (vec![target], (plan, Party::Outside))
             }
-            Resolved::Extension(number) => {
-                let Some(policy) = cx.cfg.extension(&number) else {
+            Resolved::Extension(ref number) => {
+                let Some(policy) = cx.cfg.extension(number) else {
                     return reply_to(&mut cx, msg, from, 404, "Not Found", b"");
                 };
-                let plan = ForkPlan {
+                let mut plan = ForkPlan {
                     serial: policy.fork == crate::config::ForkMode::QGroups,
                     group_timeout: policy.group_timeout,
                     single_answer: policy.single_answer,
                     record_route: true,
                     to_extension: true,
+                    strip_identity,
+                    extra: b"",
+                    holds: Default::default(),
+                    stage_rings: None,
+                    external_levels: None,
                 };
-                let targets: Vec<ForkTarget> = registrar
-                    .targets(&number)
-                    .map(|t| ForkTarget {
-                        uri: std::borrow::Cow::Borrowed(t.contact),
-                        dest: t.dest,
-                        q: t.q,
-                        registered_at: t.registered_at,
-                    })
-                    .collect();
+                // A spiral of a follow-me stage rings the extension's devices only.
+                let devices_only = spiral
+                    && e.request_uri
+                        .as_sip()
+                        .is_some_and(|u| u.param(DEVICES_ONLY_PARAM).is_some());
+                let followme = cx.cfg.followme(number).filter(|_| !devices_only);
+                let targets: Vec<ForkTarget> = if let Some(&dest) = policy.trunk().first() {
+                    // A trunk: its static address, the number as dialled (a DID stays in the
+                    // Request-URI and To).
+                    let mut uri = b"sip:".to_vec();
+                    uri.extend_from_slice(&number::of_uri(&e.request_uri));
+                    uri.push(b'@');
+                    build::push_hostport(&mut uri, dest);
+                    vec![ForkTarget {
+                        uri: std::borrow::Cow::Owned(uri),
+                        dest,
+                        q: 1000,
+                        registered_at: Instant::ZERO,
+                        external: false,
+                    }]
+                } else if let Some(fm) = followme {
+                    let tenant = policy.tenant();
+                    ext_levels.extend(cx.cfg.tenancy.path(tenant));
+                    plan.external_levels = Some(&ext_levels);
+                    let targets =
+                        followme_targets(&cx, registrar, number, fm, tenant, &mut stage_rings);
+                    plan.stage_rings = Some(&stage_rings);
+                    targets
+                } else {
+                    registrar
+                        .targets(number)
+                        .map(|t| ForkTarget {
+                            uri: std::borrow::Cow::Borrowed(t.contact),
+                            dest: t.dest,
+                            q: t.q,
+                            registered_at: t.registered_at,
+                            external: false,
+                        })
+                        .collect()
+                };
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
                 }
-                proxy.start_call(&mut cx, msg, e, from, targets, plan);
+                (targets, (plan, party_of(&cx, number)))
+            }
+        };
+        let (mut plan, callee) = plan;
+        if e.method == Method::Invite
+            && !spiral
+            && !cx.cfg.policy.is_emergency(&number::of_uri(&e.request_uri))
+        {
+            let callee_number = match &resolved {
+                Resolved::Extension(n) => Some(&n[..]),
+                _ => None,
+            };
+            match admit(&cx, caller, caller_number.as_deref(), callee, callee_number) {
+                Ok(holds) => plan.holds = holds,
+                Err((status, reason, extra)) => {
+                    return reply_to(&mut cx, msg, from, status, reason, extra)
+                }
             }
         }
+        proxy.start_call(&mut cx, msg, e, from, targets, plan);
     }
 
     /// Fires every due timer, in deadline order.
@@ -485,7 +651,7 @@ impl Core {
                 mut cx,
                 registrar,
                 proxy,
-                ..
+                auth,
             } = self.parts(now);
             match key {
                 TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
@@ -494,6 +660,7 @@ impl Core {
                 TimerKey::BindingExpiry { extension } => {
                     registrar.handle_expiry(&mut cx, extension);
                 }
+                TimerKey::AuthSweep => auth.sweep(&mut cx),
             }
         }
     }
@@ -552,51 +719,42 @@ impl Core {
             &labels,
             self.drain_refused,
         );
+        if self.env.shard.0 == 0 {
+            // The ledger is shared by every shard: written once.
+            self.export_ledger(sink);
+        }
     }
-}
 
-/// Where a response to a request goes: back to the address it came from (symmetric response
-/// routing, RFC 4961; RFC 3581 `rport` asks for exactly this). At a carrier edge most devices sit
-/// behind NAT, where the Via's sent-by port is unreachable; with `rport` the sent-by port is
-/// ignored anyway, and a device that sends from one port and listens on another is the rare case.
-pub fn response_destination(_via: &Via<'_>, from: SocketAddr) -> SocketAddr {
-    from
-}
-
-/// Answers `req` statelessly with a locally generated response (a To tag is added).
-pub fn reply_to(
-    cx: &mut Cx<'_>,
-    req: &Message<'_>,
-    from: SocketAddr,
-    status: u16,
-    reason: &str,
-    extra: &[u8],
-) {
-    // Symmetric routing needs no Via to find the way back; a broken top Via (RFC 4475
-    // `badinv01`) is copied as it came and gets no received/rport.
-    let dest = from;
-    if dest == cx.env.local {
-        return;
+    fn export_ledger(&self, sink: &mut MetricSink) {
+        let ledger = &self.cfg.ledger;
+        sink.gauge(
+            "sipfork_public_calls",
+            "Public calls in progress (server level of the tenancy tree)",
+            &[],
+            u64::from(ledger.live(0)),
+        );
+        sink.counter(
+            "sipfork_public_calls_refused_total",
+            "Calls refused because the server level ([server] max_public_calls) was full",
+            &[],
+            ledger.refused(0),
+        );
+        for (i, t) in self.cfg.tenancy.nodes().iter().enumerate().skip(1) {
+            let labels = [("tenant", t.name.as_str())];
+            sink.gauge(
+                "sipfork_tenant_public_calls",
+                "Public calls in progress counted on a tenant",
+                &labels,
+                u64::from(ledger.live(i)),
+            );
+            sink.counter(
+                "sipfork_tenant_refused_total",
+                "Calls refused because a tenant's max_public_calls was full",
+                &labels,
+                ledger.refused(i),
+            );
+        }
     }
-    let fix = req
-        .top_via()
-        .map(|via| ViaFix::for_source(&via, from))
-        .unwrap_or_default();
-    let tag = cx.ids.tag();
-    cx.out.push_with(dest, |buf| {
-        build::response(
-            req,
-            &Reply {
-                status,
-                reason,
-                fix,
-                to_tag: (status > 100).then_some(&tag[..]),
-                extra,
-                body: None,
-            },
-            buf,
-        )
-    });
 }
 
 /// Allow and Accept rows for answers sipfork gives as the request's destination.
@@ -643,27 +801,152 @@ fn proxy_checks(
     None
 }
 
-/// The number a request is for: the user part of a SIP Request-URI (unescaped), or a tel URI's
-/// digits without visual separators. Borrowed unless something had to be removed.
-fn extension_number<'b>(e: &Essentials<'b>) -> std::borrow::Cow<'b, [u8]> {
-    use std::borrow::Cow;
-    match &e.request_uri {
-        sip::Uri::Sip(u) => u.user_unescaped().unwrap_or(Cow::Borrowed(b"")),
-        sip::Uri::Tel(t)
-            if t.number
-                .iter()
-                .any(|c| matches!(c, b'-' | b'.' | b'(' | b')')) =>
-        {
-            Cow::Owned(
-                t.number
-                    .iter()
-                    .copied()
-                    .filter(|c| !matches!(c, b'-' | b'.' | b'(' | b')'))
-                    .collect(),
-            )
+/// The Request-URI parameter that marks a follow-me spiral: ring the extension's devices only.
+const DEVICES_ONLY_PARAM: &str = "sfdev";
+
+/// The targets of extension `number`'s follow-me sequence, stage by stage (`q` = 1000 - stage),
+/// with each stage's ring time pushed to `rings`: its own devices (this shard owns them);
+/// another extension through a spiral to sipfork itself (that extension's shard rings its
+/// devices, never its follow-me or voicemail); external numbers through their route, only if
+/// `forward_external` holds on the forwarding extension's tenant chain; voicemail last, only if
+/// the chain allows voicemail.
+fn followme_targets<'r>(
+    cx: &Cx<'_>,
+    registrar: &'r Registrar,
+    number: &[u8],
+    fm: &crate::config::followme::FollowMe,
+    tenant: usize,
+    rings: &mut Vec<crate::time::Duration>,
+) -> Vec<ForkTarget<'r>> {
+    use crate::config::followme::Target;
+    let node = cx.cfg.tenancy.node(tenant);
+    let owned = |uri: Vec<u8>, dest: SocketAddr, q: u16, external: bool| ForkTarget {
+        uri: std::borrow::Cow::Owned(uri),
+        dest,
+        q,
+        registered_at: Instant::ZERO,
+        external,
+    };
+    let mut out = Vec::new();
+    for (i, stage) in fm.stages.iter().enumerate() {
+        let q = 1000u16.saturating_sub(i as u16);
+        for t in &stage.targets {
+            match t {
+                Target::Own => out.extend(registrar.targets(number).map(|b| ForkTarget {
+                    uri: std::borrow::Cow::Borrowed(b.contact),
+                    dest: b.dest,
+                    q,
+                    registered_at: b.registered_at,
+                    external: false,
+                })),
+                Target::Extension(other) => {
+                    let mut uri = b"sip:".to_vec();
+                    uri.extend_from_slice(other);
+                    uri.push(b'@');
+                    build::push_hostport(&mut uri, cx.env.local);
+                    uri.push(b';');
+                    uri.extend_from_slice(DEVICES_ONLY_PARAM.as_bytes());
+                    out.push(owned(uri, cx.env.local, q, false));
+                }
+                Target::External {
+                    number: n,
+                    next_hop,
+                } if node.forward_external => {
+                    let mut uri = b"sip:".to_vec();
+                    uri.extend_from_slice(n);
+                    uri.push(b'@');
+                    build::push_hostport(&mut uri, *next_hop);
+                    out.push(owned(uri, *next_hop, q, true));
+                }
+                Target::External { number: n, .. } => tracing::debug!(
+                    target = %String::from_utf8_lossy(n),
+                    "follow-me: external target skipped, forward_external is off for this tenant"
+                ),
+            }
         }
-        sip::Uri::Tel(t) => Cow::Borrowed(t.number),
-        sip::Uri::Other(_) => Cow::Borrowed(b""),
+        rings.push(stage.ring);
+    }
+    if let (Some((uri, dest)), true) = (&fm.voicemail, node.voicemail) {
+        let q = 1000u16.saturating_sub(fm.stages.len() as u16);
+        out.push(owned(uri.as_bytes().to_vec(), *dest, q, false));
+        rings.push(cx.cfg.proxy.timer_c);
+    }
+    out
+}
+
+/// The policy party a number is: a trunk or an extension of its tenant, else outside.
+fn party_of(cx: &Cx<'_>, number: &[u8]) -> Party {
+    match cx.cfg.extension(number) {
+        Some(p) if !p.trunk().is_empty() => Party::Trunk { tenant: p.tenant() },
+        Some(p) => Party::Extension { tenant: p.tenant() },
+        None => Party::Outside,
+    }
+}
+
+/// An answer that refuses a call: status, reason phrase, extra rows.
+type Refused = (u16, &'static str, &'static [u8]);
+
+/// Policy admission of a new call (O(1), a few atomics): all-busy, the caller number's outgoing
+/// limit, the public-call levels of the tenancy tree. The holds go with the call.
+fn admit(
+    cx: &Cx<'_>,
+    caller: Party,
+    caller_number: Option<&[u8]>,
+    callee: Party,
+    callee_number: Option<&[u8]>,
+) -> Result<policy::Holds, Refused> {
+    let cfg = cx.cfg;
+    let mut holds = policy::Holds::default();
+    let busy_line = |n: Option<&[u8]>| {
+        let n = n?;
+        cfg.extension(n)
+            .filter(|p| p.all_busy())
+            .and_then(|_| cfg.line(n))
+    };
+    holds.lines = [busy_line(caller_number), busy_line(callee_number)];
+    if let Some(line) = holds.lines[1] {
+        if cfg.ledger.line(line, LineCount::InCall) > 0 {
+            return Err((486, "Busy Here", b""));
+        }
+    }
+    if let Some(n) = caller_number {
+        if let (Some(limit), Some(line)) = (
+            cfg.extension(n).and_then(|p| p.max_outgoing_calls()),
+            cfg.line(n),
+        ) {
+            holds.outgoing = Some(
+                cfg.ledger
+                    .hold_line(line, LineCount::Outgoing, Some(limit))
+                    .ok_or((403, "Forbidden - too many outgoing calls", &b""[..]))?,
+            );
+        }
+    }
+    let mut levels = [0usize; policy::MAX_CALL_LEVELS];
+    let n = policy::public_levels(&cfg.tenancy, caller, callee, &mut levels);
+    if n > 0 {
+        holds.admission = Some(
+            cfg.ledger
+                .admit(&levels[..n])
+                .map_err(|_| refused_by_limit(cx))?,
+        );
+    }
+    Ok(holds)
+}
+
+/// A call no tenancy level has room for: `[policy] refuse_with` (503 with Q.850 cause 34, or 486
+/// with cause 17).
+fn refused_by_limit(cx: &Cx<'_>) -> Refused {
+    match cx.cfg.policy.refuse_with {
+        486 => (
+            486,
+            "Busy Here",
+            b"Reason: Q.850;cause=17;text=\"User busy\"\r\n",
+        ),
+        _ => (
+            503,
+            "Service Unavailable",
+            b"Reason: Q.850;cause=34;text=\"No circuit/channel available\"\r\n",
+        ),
     }
 }
 
@@ -671,18 +954,20 @@ fn extension_number<'b>(e: &Essentials<'b>) -> std::borrow::Cow<'b, [u8]> {
 fn resolve<'b>(cx: &Cx<'_>, e: &Essentials<'b>) -> Resolved<'b> {
     if let sip::Uri::Sip(u) = &e.request_uri {
         if !cx.cfg.is_local_domain(u.host_raw, u.port) {
-            return Resolved::NotFound("Not Found - domain not served here");
+            return Resolved::ForeignDomain;
         }
         if u.user.is_none() {
             return Resolved::Proxy;
         }
     }
-    let number = extension_number(e);
+    let number = number::of_uri(&e.request_uri);
     if cx.cfg.extension(&number).is_some() {
         Resolved::Extension(number)
+    } else if let Some(ext) = cx.cfg.did(&number) {
+        Resolved::Extension(std::borrow::Cow::Owned(ext.to_vec()))
     } else if let Some(route) = cx.cfg.route_for(&number) {
         Resolved::Route(route.next_hop.addr)
     } else {
-        Resolved::NotFound("Not Found")
+        Resolved::NotFound
     }
 }

@@ -2,13 +2,16 @@
 //!
 //! - Responses: the shard named in our top Via branch (authenticated by [`Ids::read_branch`]);
 //!   anything else is not ours and is dropped by the owner of nothing (the receiving shard).
-//! - Requests with our Record-Route token in their first Route (in-dialog requests): the shard
-//!   holding the dialog. An ACK for a 2xx needs no state, so any shard forwards it.
-//! - Other requests: the shard owning the Request-URI's user part (the extension), so an
-//!   INVITE, its CANCEL and its non-2xx ACK meet on one shard; a REGISTER by its To user (the
-//!   address-of-record). Requests without a user part are handled wherever they arrive.
+//! - Requests with our Record-Route token in their first Route (in-dialog requests and the ACK
+//!   of a 2xx): the shard holding the dialog, which alone knows where its legs are.
+//! - Other requests: the shard owning the Request-URI's number (SIP user part or tel number,
+//!   [`number::of_uri`]; a DID counts as its extension's number), so an INVITE, its CANCEL and
+//!   its non-2xx ACK meet on one shard; a REGISTER by its To user (the address-of-record). Requests without a number are handled
+//!   wherever they arrive.
 
+use crate::config::Config;
 use crate::core::ids::Ids;
+use crate::core::number;
 use crate::core::shard::{owner_of, ShardId};
 use crate::sip::{Message, Method};
 
@@ -16,13 +19,16 @@ use crate::sip::{Message, Method};
 pub const ROUTE_TOKEN_PARAM: &str = "sf";
 
 /// Which shard should handle `msg`, if not the one it arrived on. `None`: handle here.
-pub fn owner(msg: &Message<'_>, ids: &Ids, shards: u16) -> Option<ShardId> {
+///
+/// The shard fields of branches and route tokens are read without their MACs: the owner checks
+/// them, and a forged one only moves a datagram to a shard that drops it.
+pub fn owner(msg: &Message<'_>, cfg: &Config, shards: u16) -> Option<ShardId> {
     if shards <= 1 {
         return None;
     }
     if !msg.is_request() {
         let via = msg.top_via().ok()?;
-        return ids.read_branch(via.branch?, shards).map(|b| b.shard);
+        return Ids::branch_shard(via.branch?, shards);
     }
     let method = msg.method()?;
     if let Some(route) = msg.routes().next().and_then(Result::ok) {
@@ -32,10 +38,8 @@ pub fn owner(msg: &Message<'_>, ids: &Ids, shards: u16) -> Option<ShardId> {
             .and_then(|u| u.param(ROUTE_TOKEN_PARAM))
             .flatten()
         {
-            if method == Method::Ack {
-                return None;
-            }
-            return ids.read_route_token(token, shards).map(|d| d.shard);
+            // In-dialog requests and the ACK of a 2xx: the shard holding the dialog.
+            return Ids::route_token_shard(token, shards);
         }
     }
     let uri = if method == Method::Register {
@@ -43,6 +47,8 @@ pub fn owner(msg: &Message<'_>, ids: &Ids, shards: u16) -> Option<ShardId> {
     } else {
         msg.request_uri()?.ok()?
     };
-    let user = uri.as_sip()?.user_unescaped()?;
-    Some(owner_of(&user, shards))
+    let number = number::of_uri(&uri);
+    // A public number (DID) belongs to its extension's shard, where its devices are.
+    let number = cfg.did(&number).unwrap_or(&number);
+    (!number.is_empty()).then(|| owner_of(number, shards))
 }

@@ -161,8 +161,10 @@ impl ViaFix {
     pub fn for_source(via: &super::Via<'_>, source: std::net::SocketAddr) -> ViaFix {
         let asked_rport = via.rport == Some(None);
         let differs = via.host.ip() != Some(source.ip());
+        // A `received` the client wrote itself is replaced by what we saw (RFC 3581 §4).
+        let claimed = via.received.is_some();
         ViaFix {
-            received: (differs || asked_rport).then_some(source.ip()),
+            received: (differs || asked_rport || claimed).then_some(source.ip()),
             rport: asked_rport.then_some(source.port()),
         }
     }
@@ -173,7 +175,7 @@ impl ViaFix {
 }
 
 /// Copies the first Via row, applying `fix` to its first value (replace a bare `rport` by
-/// `rport=PORT`, append `received=IP` unless present).
+/// `rport=PORT`; write `received=IP`, in place of any `received` the sender put there).
 fn push_fixed_top_via(out: &mut Vec<u8>, h: &Header<'_>, fix: ViaFix) {
     if fix.is_noop() {
         out.extend_from_slice(h.row);
@@ -195,6 +197,20 @@ fn push_fixed_top_via(out: &mut Vec<u8>, h: &Header<'_>, fix: ViaFix) {
     for (name, value) in via.params {
         if name.eq_ignore_ascii_case(b"received") {
             has_received = true;
+            // Drop `;received[=value]` as written; ours goes at the end of the value.
+            if let (Some(_), Some((start, end))) = (fix.received, sub_range(row, name)) {
+                let end = value
+                    .and_then(|v| sub_range(row, v))
+                    .map_or(end, |(_, v_end)| v_end);
+                // `start` is the name; the `;` before it (and any space) goes too.
+                let semi = row[..start]
+                    .iter()
+                    .rposition(|&b| b == b';')
+                    .unwrap_or(start);
+                out.extend_from_slice(row.get(copied_to..semi).unwrap_or(&[]));
+                copied_to = end;
+                has_received = false;
+            }
         }
         if name.eq_ignore_ascii_case(b"rport") && value.is_none() {
             if let (Some(port), Some((_, end))) = (fix.rport, sub_range(row, name)) {
@@ -304,6 +320,12 @@ fn push_to_with_tag(out: &mut Vec<u8>, h: &Header<'_>, to_tag: Option<&[u8]>) {
     }
 }
 
+/// Most rows forwarding adds to a request's own (our Via, Record-Route, Max-Forwards,
+/// Content-Length, P-Asserted-Identity, Reason, with room to spare): a request with more than
+/// `MAX_ROWS - ROWS_ADDED_BY_FORWARDING` rows is refused, so every copy sipfork sends (and the
+/// CANCEL built from it) parses again.
+pub const ROWS_ADDED_BY_FORWARDING: usize = 8;
+
 /// How to forward a request (RFC 3261 §16.6).
 #[derive(Clone, Copy, Debug)]
 pub struct Forward<'a> {
@@ -321,6 +343,9 @@ pub struct Forward<'a> {
     pub fix: ViaFix,
     /// Extra header rows (each ending in CRLF), e.g. a Reason.
     pub extra: &'a [u8],
+    /// Drop every P-Asserted-Identity and P-Preferred-Identity row (RFC 3325 §5: identity
+    /// asserted by a party outside the trust domain is not passed on).
+    pub strip_identity: bool,
 }
 
 /// Appends `req` forwarded as `fwd` says; everything else is copied byte for byte.
@@ -362,6 +387,11 @@ pub fn forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &mut Vec<u8>) 
                 rows.flush(out);
                 push_row_without_first_value(out, &h);
                 drop_route = false;
+            }
+            HeaderName::PAssertedIdentity | HeaderName::PPreferredIdentity
+                if fwd.strip_identity =>
+            {
+                rows.flush(out);
             }
             _ => rows.add(out, h.row),
         }
@@ -583,6 +613,7 @@ v=0\n";
                 max_forwards: 69,
                 fix: ViaFix::for_source(&via, src()),
                 extra: b"",
+                strip_identity: false,
             },
             &mut out,
         );
@@ -625,6 +656,7 @@ v=0\n";
                 max_forwards: 70,
                 fix: ViaFix::default(),
                 extra: b"",
+                strip_identity: false,
             },
             &mut out,
         );
@@ -687,6 +719,7 @@ v=0\n";
                 max_forwards: 69,
                 fix: ViaFix::default(),
                 extra: b"",
+                strip_identity: false,
             },
             &mut out,
         );
@@ -707,6 +740,7 @@ v=0\n";
                 max_forwards: 69,
                 fix: ViaFix::default(),
                 extra: b"",
+                strip_identity: false,
             },
             &mut sent,
         );

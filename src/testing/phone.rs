@@ -171,8 +171,11 @@ pub struct Phone {
     pub name: String,
     /// The user (extension) it registers as and calls from.
     pub user: String,
-    /// Its address.
+    /// Its address (where its datagrams come from: behind NAT, the NAT's public flow).
     pub addr: SocketAddr,
+    /// Behind NAT: the private address it writes into its Via and Contact, which nobody can
+    /// reach (the simulator logs a datagram sent there as "no such host").
+    pub private: Option<SocketAddr>,
     proxy: SocketAddr,
     /// How it answers INVITEs.
     pub behaviour: Behaviour,
@@ -202,6 +205,7 @@ impl Phone {
             name: name.to_owned(),
             user: user.to_owned(),
             addr,
+            private: None,
             proxy,
             behaviour: Behaviour::default(),
             registered: false,
@@ -240,8 +244,13 @@ impl Phone {
         self.timers.iter().map(|(t, _)| *t).min()
     }
 
+    /// The address it writes into its messages (its private one behind NAT).
+    fn advertised(&self) -> SocketAddr {
+        self.private.unwrap_or(self.addr)
+    }
+
     fn contact(&self) -> String {
-        format!("<sip:{}@{}>", self.user, self.addr)
+        format!("<sip:{}@{}>", self.user, self.advertised())
     }
 
     /// A REGISTER for its user (expires in seconds).
@@ -255,7 +264,7 @@ impl Phone {
              Call-ID: {cid}\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\nExpires: {expires}\r\n\
              User-Agent: sim-phone {name}\r\nContent-Length: 0\r\n\r\n",
             proxy = self.proxy,
-            me = self.addr,
+            me = self.advertised(),
             user = self.user,
             tag = self.addr.port(),
             cid = self.reg_call_id,
@@ -286,7 +295,7 @@ impl Phone {
              Max-Forwards: 70\r\nFrom: <sip:{user}@{proxy}>;tag={from_tag}\r\nTo: <sip:{number}@{proxy}>\r\n\
              Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: {contact}\r\n\
              Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
-            me = self.addr,
+            me = self.advertised(),
             user = self.user,
             proxy = self.proxy,
             contact = self.contact(),
@@ -323,7 +332,7 @@ impl Phone {
              Max-Forwards: 70\r\nFrom: <sip:{user}@{proxy}>;tag=m{n}\r\nTo: <sip:{number}@{proxy}>\r\n\
              Call-ID: req-{name}-{n}\r\nCSeq: 1 {method}\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
             proxy = self.proxy,
-            me = self.addr,
+            me = self.advertised(),
             user = self.user,
             name = self.name,
             len = body.len(),
@@ -342,6 +351,7 @@ impl Phone {
 
     /// A CANCEL for outgoing call `index` (RFC 3261 §9.1).
     pub fn cancel(&mut self, now: Instant, index: usize) -> Out {
+        let me = self.advertised();
         let Some(c) = self.outgoing.get_mut(index) else {
             return vec![];
         };
@@ -350,7 +360,7 @@ impl Phone {
              Max-Forwards: 70\r\nFrom: <sip:{user}@{proxy}>;tag={ft}\r\nTo: {to}\r\n\
              Call-ID: {cid}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
             ruri = c.request_uri,
-            me = self.addr,
+            me = me,
             branch = c.branch,
             user = self.user,
             proxy = self.proxy,
@@ -371,7 +381,7 @@ impl Phone {
         let n = self.outgoing.get(index).map_or(0, |c| c.dialogs.len());
         for d in 0..n {
             let branch = self.branch();
-            let (me, user, proxy) = (self.addr, self.user.clone(), self.proxy);
+            let (me, user, proxy) = (self.advertised(), self.user.clone(), self.proxy);
             let c = &mut self.outgoing[index];
             let dialog = &mut c.dialogs[d];
             let mut routes = String::new();
@@ -607,6 +617,7 @@ impl Phone {
             c.heard = true;
             self.unset(|k| *k == TimerKind::ResendInvite(index));
         }
+        let me = self.advertised();
         let c = &mut self.outgoing[index];
         match status {
             200..=299 => {
@@ -648,7 +659,7 @@ impl Phone {
                      Max-Forwards: 70\r\nFrom: <sip:{user}@{proxy}>;tag={ft}\r\nTo: {to};tag={tag}\r\n\
                      Call-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
                     target = d.remote_target,
-                    me = self.addr,
+                    me = me,
                     user = self.user,
                     proxy = self.proxy,
                     ft = c.from_tag,
@@ -666,7 +677,7 @@ impl Phone {
                      Max-Forwards: 70\r\nFrom: <sip:{user}@{proxy}>;tag={ft}\r\nTo: {to}\r\n\
                      Call-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
                     ruri = c.request_uri,
-                    me = self.addr,
+                    me = me,
                     branch = c.branch,
                     user = self.user,
                     proxy = self.proxy,

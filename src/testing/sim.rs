@@ -212,6 +212,33 @@ impl World {
         id
     }
 
+    /// Adds a phone behind NAT: it sends from `127.0.0.1:port` but writes `private` into its
+    /// Via and Contact, an address nothing in the simulation answers on.
+    pub fn add_phone_behind_nat(
+        &mut self,
+        name: &str,
+        user: &str,
+        port: u16,
+        private: SocketAddr,
+    ) -> PhoneId {
+        let id = self.add_phone(name, user, port);
+        self.phones[id.0].private = Some(private);
+        id
+    }
+
+    /// Datagrams sent to an address where nothing answers (a NATed phone's private Contact,
+    /// a third party): with the egress rule none should ever be sent by the proxy.
+    pub fn unreachable_sends(&self) -> Vec<&Trace> {
+        self.log
+            .iter()
+            .filter(|t| t.fate == "no such host" || (t.from == self.proxy && !self.is_known(t.to)))
+            .collect()
+    }
+
+    fn is_known(&self, addr: SocketAddr) -> bool {
+        addr == self.proxy || self.phones.iter().any(|p| p.addr == addr)
+    }
+
     /// The phone `id`.
     pub fn phone(&mut self, id: PhoneId) -> &mut Phone {
         &mut self.phones[id.0]

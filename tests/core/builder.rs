@@ -557,6 +557,7 @@ impl ForwardParams {
             max_forwards: self.max_forwards,
             fix: self.fix,
             extra: self.extra.as_bytes(),
+            strip_identity: false,
         }
     }
 }
@@ -803,6 +804,7 @@ fn forward(fix: ViaFix, drop_first_route: bool) -> Forward<'static> {
         max_forwards: 69,
         fix,
         extra: b"",
+        strip_identity: false,
     }
 }
 

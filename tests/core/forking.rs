@@ -406,3 +406,80 @@ fn a_bye_with_the_wrong_tags_still_ends_the_only_dialog_of_its_route() {
     s.w.run_for(secs(1));
     assert_eq!(s.w.cores()[0].proxy_dialogs(), 0, "{}", s.w.dump());
 }
+
+/// The same tests with every phone of `races::setup` behind NAT (all but the loop test, which
+/// rewrites the device's Contact address by hand).
+mod behind_nat {
+
+    #[test]
+    fn message_to_an_extension_reaches_every_device() {
+        crate::races::behind_nat(super::message_to_an_extension_reaches_every_device);
+    }
+
+    #[test]
+    fn notify_for_message_waiting_reaches_every_device_and_the_best_answer_goes_back() {
+        crate::races::behind_nat(
+            super::notify_for_message_waiting_reaches_every_device_and_the_best_answer_goes_back,
+        );
+    }
+
+    #[test]
+    fn unknown_numbers_get_404_and_extensions_without_devices_480() {
+        crate::races::behind_nat(super::unknown_numbers_get_404_and_extensions_without_devices_480);
+    }
+
+    #[test]
+    fn numbers_with_a_route_go_to_its_next_hop_and_are_record_routed() {
+        crate::races::behind_nat(
+            super::numbers_with_a_route_go_to_its_next_hop_and_are_record_routed,
+        );
+    }
+
+    #[test]
+    fn a_request_longer_than_the_receive_buffer_gets_513_and_rings_nobody() {
+        crate::races::behind_nat(
+            super::a_request_longer_than_the_receive_buffer_gets_513_and_rings_nobody,
+        );
+    }
+
+    #[test]
+    fn section_16_3_checks_answer_416_420_483_and_482() {
+        crate::races::behind_nat(super::section_16_3_checks_answer_416_420_483_and_482);
+    }
+
+    #[test]
+    fn callers_are_challenged_unless_trusted_and_digest_admits_them() {
+        crate::races::behind_nat(
+            super::callers_are_challenged_unless_trusted_and_digest_admits_them,
+        );
+    }
+
+    #[test]
+    fn the_branch_cap_rings_the_most_recently_registered() {
+        crate::races::behind_nat(super::the_branch_cap_rings_the_most_recently_registered);
+    }
+
+    #[test]
+    fn challenges_from_several_branches_are_merged_and_a_lone_503_becomes_500() {
+        crate::races::behind_nat(
+            super::challenges_from_several_branches_are_merged_and_a_lone_503_becomes_500,
+        );
+    }
+
+    #[test]
+    fn two_shards_hand_requests_and_responses_to_their_owner() {
+        crate::races::behind_nat(super::two_shards_hand_requests_and_responses_to_their_owner);
+    }
+
+    #[test]
+    fn cancel_without_a_call_gets_481() {
+        crate::races::behind_nat(super::cancel_without_a_call_gets_481);
+    }
+
+    #[test]
+    fn a_bye_with_the_wrong_tags_still_ends_the_only_dialog_of_its_route() {
+        crate::races::behind_nat(
+            super::a_bye_with_the_wrong_tags_still_ends_the_only_dialog_of_its_route,
+        );
+    }
+}

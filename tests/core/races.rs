@@ -3,7 +3,11 @@
 //! "Caller CANCEL").
 //!
 //! Setup: alice (1050) calls extension 1000, which has three registered devices a, b, c. Links
-//! have 1 ms latency unless a test says otherwise.
+//! have 1 ms latency unless a test says otherwise. Every race runs a second time with every
+//! phone behind NAT (`behind_nat::*`): Via and Contact name private addresses nobody answers
+//! on, so each datagram must reach the flow the phone sends from, and none may go elsewhere.
+
+use std::cell::Cell;
 
 use sipfork::testing::phone::Behaviour;
 use sipfork::testing::sim::{PhoneId, World, DEFAULT_CONFIG};
@@ -15,13 +19,27 @@ pub struct Setup {
     pub devices: Vec<PhoneId>,
 }
 
+thread_local! {
+    /// Set by the `behind_nat` copies of the tests: `setup_with` puts every phone behind NAT.
+    static BEHIND_NAT: Cell<bool> = const { Cell::new(false) };
+}
+
+fn add_phone(w: &mut World, name: &str, user: &str, port: u16) -> PhoneId {
+    if BEHIND_NAT.get() {
+        let private = format!("192.168.7.{}:5060", port - 5000).parse().unwrap();
+        w.add_phone_behind_nat(name, user, port, private)
+    } else {
+        w.add_phone(name, user, port)
+    }
+}
+
 pub fn setup_with(config: &str, seed: u64, n: usize) -> Setup {
     let mut w = World::new(config, 1, seed);
-    let alice = w.add_phone("alice", "1050", 5070);
+    let alice = add_phone(&mut w, "alice", "1050", 5070);
     let devices: Vec<PhoneId> = (0..n)
         .map(|i| {
             let name = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
-            w.add_phone(name, "1000", 5071 + i as u16)
+            add_phone(&mut w, name, "1000", 5071 + i as u16)
         })
         .collect();
     for &d in &devices {
@@ -40,6 +58,12 @@ const ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
 fn assert_no_leftovers(w: &mut World) {
     w.run_for(secs(40));
     assert_eq!(w.proxy_calls(), 0, "calls left in the proxy\n{}", w.dump());
+    assert!(
+        w.unreachable_sends().is_empty(),
+        "sent where nobody answers: {:?}\n{}",
+        w.unreachable_sends(),
+        w.dump()
+    );
 }
 
 #[test]
@@ -631,5 +655,111 @@ fn calls_converge_under_five_percent_loss_on_every_leg() {
         }
         w.run_for(secs(40));
         assert_eq!(w.proxy_calls(), 0, "seed {seed}: leftovers\n{}", w.dump());
+    }
+}
+
+/// Runs `test` with every phone `setup_with` adds behind NAT.
+pub fn behind_nat(test: fn()) {
+    BEHIND_NAT.set(true);
+    test();
+}
+
+/// The same races with every phone behind NAT.
+mod behind_nat {
+    use super::behind_nat as nat;
+
+    #[test]
+    fn parallel_fork_first_answer_wins_and_losers_are_cancelled_with_reason() {
+        nat(super::parallel_fork_first_answer_wins_and_losers_are_cancelled_with_reason);
+    }
+
+    #[test]
+    fn two_devices_answer_in_the_same_millisecond() {
+        nat(super::two_devices_answer_in_the_same_millisecond);
+    }
+
+    #[test]
+    fn single_answer_ends_the_second_answer_with_ack_and_bye() {
+        nat(super::single_answer_ends_the_second_answer_with_ack_and_bye);
+    }
+
+    #[test]
+    fn caller_cancel_crosses_200_ok_cancel_first() {
+        nat(super::caller_cancel_crosses_200_ok_cancel_first);
+    }
+
+    #[test]
+    fn caller_cancel_crosses_200_ok_200_first() {
+        nat(super::caller_cancel_crosses_200_ok_200_first);
+    }
+
+    #[test]
+    fn a_200_arriving_after_the_cancel_was_sent_to_that_branch() {
+        nat(super::a_200_arriving_after_the_cancel_was_sent_to_that_branch);
+    }
+
+    #[test]
+    fn cancel_before_any_provisional_waits_for_one() {
+        nat(super::cancel_before_any_provisional_waits_for_one);
+    }
+
+    #[test]
+    fn invite_retransmitted_while_forking_is_absorbed() {
+        nat(super::invite_retransmitted_while_forking_is_absorbed);
+    }
+
+    #[test]
+    fn lost_cancel_is_retransmitted() {
+        nat(super::lost_cancel_is_retransmitted);
+    }
+
+    #[test]
+    fn lost_487_is_retransmitted_and_acked() {
+        nat(super::lost_487_is_retransmitted_and_acked);
+    }
+
+    #[test]
+    fn lost_ack_for_487_is_resent_on_the_retransmitted_487() {
+        nat(super::lost_ack_for_487_is_resent_on_the_retransmitted_487);
+    }
+
+    #[test]
+    fn lost_200_ok_is_recovered_by_its_retransmission() {
+        nat(super::lost_200_ok_is_recovered_by_its_retransmission);
+    }
+
+    #[test]
+    fn a_6xx_on_one_branch_cancels_the_others_and_ends_the_call() {
+        nat(super::a_6xx_on_one_branch_cancels_the_others_and_ends_the_call);
+    }
+
+    #[test]
+    fn all_branches_busy_gives_486_upstream() {
+        nat(super::all_branches_busy_gives_486_upstream);
+    }
+
+    #[test]
+    fn serial_fork_moves_on_when_the_group_timer_fires() {
+        nat(super::serial_fork_moves_on_when_the_group_timer_fires);
+    }
+
+    #[test]
+    fn serial_fork_moves_on_at_once_when_the_group_fails() {
+        nat(super::serial_fork_moves_on_at_once_when_the_group_fails);
+    }
+
+    #[test]
+    fn timer_c_cancels_a_branch_that_rings_too_long() {
+        nat(super::timer_c_cancels_a_branch_that_rings_too_long);
+    }
+
+    #[test]
+    fn a_branch_that_never_answers_is_given_up_at_timer_b() {
+        nat(super::a_branch_that_never_answers_is_given_up_at_timer_b);
+    }
+
+    #[test]
+    fn calls_converge_under_five_percent_loss_on_every_leg() {
+        nat(super::calls_converge_under_five_percent_loss_on_every_leg);
     }
 }

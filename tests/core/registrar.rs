@@ -660,7 +660,8 @@ fn instance_replaces_its_own_binding() {
     let devices = b.core.devices(b.now, b"0100").unwrap();
     assert_eq!(devices[0].source, addr("198.51.100.7:4000"));
 
-    // reg-id: two flows of one instance are two bindings; the same flow replaces itself.
+    // reg-id is ignored while Outbound (RFC 5626 multiple flows) is not supported: one binding
+    // per instance, whatever flow it names, and no reg-id is echoed as if it were honoured.
     let mut b = Bench::new(no_auth());
     let flow = |port: u16, reg_id: u32| {
         format!("Contact: <sip:1001@203.0.113.5:{port}>;{inst};reg-id={reg_id}\r\n")
@@ -668,11 +669,33 @@ fn instance_replaces_its_own_binding() {
     b.answer(PHONE, &reg("1001", "f1", 1, &flow(5070, 1)));
     b.answer(PHONE, &reg("1001", "f2", 1, &flow(5071, 2)));
     let r = b.answer(PHONE, &reg("1001", "f1b", 1, &flow(5072, 1)));
+    assert_eq!(r.uris(), vec!["sip:1001@203.0.113.5:5072"]);
+    assert!(!r.text.contains("reg-id"));
+}
+
+/// Two phones behind different NATs with the same private Contact are two bindings; the same
+/// phone re-registering from a new port of its NAT replaces its own.
+#[test]
+fn same_private_contact_behind_two_nats_is_two_bindings() {
+    let mut b = Bench::new(no_auth());
+    let contact = "Contact: <sip:1002@192.168.1.10:5060>\r\n";
+    b.answer("198.51.100.7:4000", &reg("1002", "a", 1, contact));
+    let r = b.answer("203.0.113.9:4000", &reg("1002", "b", 1, contact));
+    assert_eq!(r.status, 200);
+    let devices = b.core.devices(b.now, b"1002").unwrap();
+    let mut sources: Vec<_> = devices.iter().map(|d| d.source).collect();
+    sources.sort();
     assert_eq!(
-        r.uris(),
-        vec!["sip:1001@203.0.113.5:5072", "sip:1001@203.0.113.5:5071"]
+        sources,
+        vec![addr("198.51.100.7:4000"), addr("203.0.113.9:4000")]
     );
-    assert!(r.text.contains(";reg-id=1\r\n") && r.text.contains(";reg-id=2\r\n"));
+    // The first phone's NAT re-maps its flow: still one binding for it, at the new port.
+    b.answer("198.51.100.7:4100", &reg("1002", "a", 2, contact));
+    let devices = b.core.devices(b.now, b"1002").unwrap();
+    assert_eq!(devices.len(), 2);
+    assert!(devices
+        .iter()
+        .any(|d| d.source == addr("198.51.100.7:4100")));
 }
 
 // ---------------------------------------------------------------------------------------------

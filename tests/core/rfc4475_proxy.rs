@@ -25,7 +25,7 @@ numbers = "1000-1099"
 /// answer is the proxy's: the users in the vectors are not provisioned extensions, and only
 /// `example.com` is a domain of ours, so routable requests get 404.
 const EXPECTED: &[(&str, Option<u16>)] = &[
-    ("wsinv", Some(502)), // To has a tag: in-dialog, next hop chair-dnrc.example.com needs DNS
+    ("wsinv", Some(403)), // To has a tag: in-dialog, but not routed through a dialog of ours
     ("intmeth", Some(404)), // odd user at our domain: no such extension
     ("esc01", Some(404)), // example.net is not ours
     ("escnull", Some(404)), // REGISTER of an unprovisioned AOR

@@ -21,56 +21,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{metric_sum, metric_sum_where, proxy_event, Appliance, Io, Scratch, Setup};
+use crate::netns;
 
-/// Set inside the namespace to its name.
-const NETNS_ENV: &str = "SIPFORK_E2E_NETNS";
 /// This test's name as the test binary's filter sees it.
 const TEST_NAME: &str = "baresip::two_baresip_phones_ring_one_answers_the_other_is_cancelled";
 
 #[test]
 fn two_baresip_phones_ring_one_answers_the_other_is_cancelled() {
-    match std::env::var(NETNS_ENV) {
-        Ok(_) => in_namespace(),
-        Err(_) => enter_namespace(),
+    if netns::inside() {
+        return in_namespace();
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|v| v.split_whitespace().next())
-            == Some("0")
-    })
-}
-
-/// A network namespace, deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn exec(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .expect("run ip netns exec");
-        assert!(
-            out.status.success(),
-            "{args:?} in {}: {}",
-            self.0,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// Creates the namespace and runs this test again inside it.
-fn enter_namespace() {
     let required = std::env::var_os("SIPFORK_REQUIRE_BARESIP").is_some();
     if Command::new("baresip").arg("-h").output().is_err() {
         assert!(
@@ -80,60 +40,18 @@ fn enter_namespace() {
         eprintln!("skipping the baresip test: baresip is not installed (scripts/install-deps.sh installs baresip-core)");
         return;
     }
-    let name = format!("sipfork-e2e-baresip-{}", std::process::id());
-    let added = Command::new("ip")
-        .args(["netns", "add", &name])
-        .output()
-        .map(|o| {
-            (
-                o.status.success(),
-                String::from_utf8_lossy(&o.stderr).into_owned(),
-            )
-        });
-    match added {
-        Ok((true, _)) => {}
-        Ok((false, why)) if !is_root() => {
-            eprintln!(
-                "skipping the baresip test: cannot create a network namespace without root ({why})"
-            );
-            return;
-        }
-        Err(why) if !is_root() => {
-            eprintln!("skipping the baresip test: `ip` is not available ({why})");
-            return;
-        }
-        other => panic!("ip netns add {name}: {other:?}"),
-    }
-    let ns = Netns(name);
     // baresip needs an address besides loopback: a veth pair with both ends in the namespace,
     // never connected to the host.
-    for cmd in [
-        "ip link set lo up",
-        "ip link add v0 type veth peer name v1",
-        "ip addr add 10.77.0.1/24 dev v0",
-        "ip link set v0 up",
-        "ip link set v1 up",
-        "ip route add default dev v0",
-    ] {
-        ns.exec(&cmd.split(' ').collect::<Vec<_>>());
-    }
-    let me = std::env::current_exe().expect("test binary path");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(me)
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads", "1"])
-        .env(NETNS_ENV, &ns.0)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the test inside the namespace");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stdout}\n{stderr}");
-    assert!(out.status.success(), "inside the namespace: {}", out.status);
-    // The filter must have found this test, or nothing ran.
-    assert!(
-        stdout.contains("1 passed"),
-        "the test did not run inside:\n{stdout}"
+    netns::run_inside(
+        "baresip",
+        TEST_NAME,
+        &[
+            "ip link add v0 type veth peer name v1",
+            "ip addr add 10.77.0.1/24 dev v0",
+            "ip link set v0 up",
+            "ip link set v1 up",
+            "ip route add default dev v0",
+        ],
     );
 }
 

@@ -94,7 +94,12 @@ fn unique() -> u64 {
 impl Phone {
     /// A new endpoint on an ephemeral 127.0.0.1 port, talking to `server`.
     pub fn new(server: SocketAddr) -> Phone {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind phone");
+        Phone::new_on("127.0.0.1", server)
+    }
+
+    /// A new endpoint on an ephemeral port of loopback address `ip` (another "host").
+    pub fn new_on(ip: &str, server: SocketAddr) -> Phone {
+        let socket = UdpSocket::bind((ip, 0)).expect("bind phone");
         socket
             .set_read_timeout(Some(Duration::from_secs(3)))
             .unwrap();

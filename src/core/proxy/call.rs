@@ -169,6 +169,12 @@ pub struct Branch {
     pub group: u8,
     /// What happened to its 2xx, once it answered.
     pub answer: Option<AnswerFate>,
+    /// Keyed hash of the To tag of its first tagged response: the callee's tag of the (early)
+    /// dialog on this branch.
+    pub to_tag: Option<u64>,
+    /// Where the callee's Contact (remote target) of that response points, when it is an IP
+    /// literal.
+    pub remote_target: Option<SocketAddr>,
 }
 
 /// What happened to a branch's 2xx.
@@ -222,6 +228,8 @@ pub struct Dialog {
     pub to_tag: u64,
     /// When it was established.
     pub since: Instant,
+    /// The branch whose 2xx established it: its `target` is the callee leg's flow.
+    pub branch: u8,
 }
 
 /// One call (response context + server transaction + branches).
@@ -244,8 +252,9 @@ pub struct Call {
     pub last_response: Vec<u8>,
     /// Branches, in creation order (index = branch number in our Via branch).
     pub branches: Vec<Branch>,
-    /// Targets of q-groups not yet started, highest q first.
-    pub pending_groups: Vec<Vec<super::ForkTarget<'static>>>,
+    /// Targets of q-groups (or follow-me stages) not yet started, the next one last, each
+    /// with how long it rings.
+    pub pending_groups: Vec<(Vec<super::ForkTarget<'static>>, crate::time::Duration)>,
     /// The group currently ringing.
     pub group: u8,
     /// The q-group timer.
@@ -268,12 +277,29 @@ pub struct Call {
     pub dialogs: Vec<Dialog>,
     /// Dialog lifetime guard.
     pub dialog_timer: Option<TimerId>,
-    /// Serial-forking group timeout.
+    /// How long the ringing group (q-group or follow-me stage) rings before the next starts.
     pub group_timeout: crate::time::Duration,
+    /// Follow-me: the last stage ends after its ring time too (q-groups ring on until Timer C).
+    pub last_group_times_out: bool,
+    /// The public-call levels to take before a group with external targets rings (follow-me to
+    /// an external number makes the call public only when that stage starts).
+    pub external_levels: Option<Box<[usize]>>,
     /// This call belongs to an extension (metrics, later policy).
     pub to_extension: bool,
     /// Branches carry our Record-Route (initial INVITEs): the call can establish dialogs.
     pub record_route: bool,
+    /// Keyed hash of the caller's From tag: tells the caller's in-dialog requests from the
+    /// callee's.
+    pub caller_tag: u64,
+    /// Where the caller's Contact (remote target) points, when it is an IP literal.
+    pub caller_target: Option<SocketAddr>,
+    /// Branches drop P-Asserted-/P-Preferred-Identity (an untrusted sender).
+    pub strip_identity: bool,
+    /// Rows every branch adds (an asserted identity); usually empty.
+    pub extra: Box<[u8]>,
+    /// What the call holds on the shared policy counters (`core::policy`): given back when it
+    /// fails or its last dialog ends, or at the latest when the call is freed.
+    pub holds: crate::core::policy::Holds,
 }
 
 impl Call {
@@ -282,6 +308,13 @@ impl Call {
         self.server.is_terminated()
             && self.branches.iter().all(Branch::is_finished)
             && self.dialogs.is_empty()
+    }
+
+    /// Takes the next group to ring and makes its ring time the group timeout.
+    pub fn next_group(&mut self) -> Option<Vec<super::ForkTarget<'static>>> {
+        let (targets, ring) = self.pending_groups.pop()?;
+        self.group_timeout = ring;
+        Some(targets)
     }
 
     /// Are branches still ringing (no final yet)?

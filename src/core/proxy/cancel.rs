@@ -20,7 +20,9 @@ use crate::sip::{build, Essentials, Message};
 
 impl Proxy {
     /// The caller's CANCEL matched the INVITE server transaction of `key` (§16.10): 200 to the
-    /// CANCEL at once, then every pending branch is cancelled.
+    /// CANCEL at once, then every pending branch is cancelled. Only the flow the INVITE came
+    /// from may cancel it (the branch and Call-ID are no secret to whoever saw the INVITE):
+    /// anybody else gets 481 and cancels nothing.
     pub(super) fn handle_cancel(
         &mut self,
         cx: &mut Cx<'_>,
@@ -29,7 +31,18 @@ impl Proxy {
         _e: &Essentials<'_>,
         from: std::net::SocketAddr,
     ) {
-        crate::core::reply_to(cx, req, from, 200, "OK", b"");
+        if self.calls.get(key).is_some_and(|c| c.upstream != from) {
+            self.count(Event::CancelWrongSource);
+            return crate::core::reply::reply_to(
+                cx,
+                req,
+                from,
+                481,
+                "Call/Transaction Does Not Exist",
+                b"",
+            );
+        }
+        crate::core::reply::reply_to(cx, req, from, 200, "OK", b"");
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -142,8 +155,8 @@ impl Proxy {
             },
             TimerKey::Group { call } => self.group_timeout(cx, call),
             TimerKey::Dialog { call } => self.dialog_expired(cx, call),
-            // The registrar's; the core never hands it here.
-            TimerKey::BindingExpiry { .. } => {}
+            // The registrar's and authentication's; the core never hands them here.
+            TimerKey::BindingExpiry { .. } | TimerKey::AuthSweep => {}
         }
     }
 
@@ -250,7 +263,8 @@ impl Proxy {
         self.reap(cx, key);
     }
 
-    /// The ringing q-group rang for `group_timeout`: cancel what still rings and move on.
+    /// The ringing q-group (or follow-me stage) rang for `group_timeout`: cancel what still
+    /// rings and move on; after a follow-me's last stage, the caller gets 480.
     fn group_timeout(&mut self, cx: &mut Cx<'_>, key: Key) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
@@ -259,9 +273,10 @@ impl Proxy {
         if call.outcome != super::call::Outcome::Pending || call.cancelled || call.declined {
             return;
         }
-        let Some(next) = call.pending_groups.pop() else {
+        let next = call.next_group();
+        if next.is_none() && !call.last_group_times_out {
             return;
-        };
+        }
         self.events.bump(Event::GroupTimeout as usize);
         let group = call.group;
         let ringing: Vec<usize> = call
@@ -274,6 +289,11 @@ impl Proxy {
         for i in ringing {
             self.cancel_branch(cx, key, i, CancelReason::GroupTimeout);
         }
+        let Some(next) = next else {
+            // Nobody answered any stage: the sequence is over.
+            self.respond_local(cx, key, 480, "Temporarily Unavailable - no answer", b"");
+            return self.reap(cx, key);
+        };
         if let Some(call) = self.calls.get_mut(key) {
             call.group = call.group.saturating_add(1);
         }

@@ -1,15 +1,25 @@
-//! Dialogs: what sipfork keeps after a call is answered, in-dialog routing (RFC 3261 §16.12 loose
-//! routing), the ACK for a 2xx (§13.2.2.4, forwarded statelessly), and tearing down a 2xx nobody
-//! will use (ACK + BYE from sipfork as the UAC of that leg).
+//! Dialogs: what sipfork keeps after a call is answered, in-dialog routing (RFC 3261 §16.12),
+//! the ACK for a 2xx (§13.2.2.4, forwarded statelessly), and tearing down a 2xx nobody will use
+//! (ACK + BYE from sipfork as the UAC of that leg).
+//!
+//! Egress rule for requests inside a dialog: they are relayed only when their first Route is a
+//! Record-Route token sipfork issued (64-bit MAC over shard, call slot, generation and Call-ID)
+//! for a call this shard still holds, and then only to the other leg of that call: the caller's
+//! flow (where its INVITE came from) or the answering branch's flow (where the INVITE went),
+//! or that leg's remote target under the NAT rule. Nothing in the request (its Request-URI, later
+//! Routes) chooses the destination. Anything else gets 403 (no token of ours) or 481 (a token
+//! that does not verify, or a dialog that ended, e.g. before a restart: dialog state is in memory
+//! only); an ACK that fits no dialog is dropped.
 //!
 //! Invariant: per-dialog state is one small record per answered device inside its call (the To
-//! tag's hash and the start time), released by a BYE through us or by the maximum call duration;
-//! the concurrent-call counts of the policy work are derived from these.
+//! tag's hash, the start time, the answering branch), released by a BYE through us or by the
+//! maximum call duration; the concurrent-call counts of the policy work are derived from these.
 
 use std::net::SocketAddr;
 
-use super::call::{AnswerFate, Branch, BranchRole, Cancel, Client, Dialog};
+use super::call::{AnswerFate, Branch, BranchRole, Call, Cancel, Client, Dialog};
 use super::{sched, uri_destination, uri_is_us, write_our_via, Event, ForkPlan, ForkTarget, Proxy};
+use crate::config::NatMode;
 use crate::core::context::Cx;
 use crate::core::route::ROUTE_TOKEN_PARAM;
 use crate::core::slab::Key;
@@ -18,46 +28,123 @@ use crate::core::transaction::TxnSlot;
 use crate::core::TimerKey;
 use crate::sip::build::{self, Forward, InDialog, ViaFix};
 use crate::sip::{Essentials, HeaderName, Message, Method, Uri};
-use crate::time::Duration;
-
-/// Longest call sipfork keeps dialog state for without seeing its BYE (a phone that lost power
-/// never sends one).
-pub const MAX_CALL_DURATION: Duration = Duration::from_secs(12 * 3600);
 
 /// Branch index used in the Via of ACKs sipfork sends for 2xx: ACKs get no response, and real
 /// branches stop below it.
 const ACK_BRANCH: u8 = u8::MAX;
 
-fn tag_hash(cx: &Cx<'_>, tag: &[u8]) -> u64 {
+/// Keyed hash of a tag (so a record keeps 8 bytes, not the tag).
+pub(super) fn tag_hash(cx: &Cx<'_>, tag: &[u8]) -> u64 {
     cx.ids.digest(&[b"tag", tag]) as u64
 }
 
-/// The next hop of an in-dialog request or ACK (§16.12): the first Route after ours, else the
-/// Request-URI. `None` when it is not an IP literal (sipfork does no DNS).
-pub fn next_hop(cx: &Cx<'_>, req: &Message<'_>, e: &Essentials<'_>) -> Option<SocketAddr> {
-    let mut routes = req.routes().filter_map(Result::ok).peekable();
-    if let Some(first) = routes.peek() {
-        if first.uri.as_sip().is_some_and(|u| uri_is_us(cx, u)) {
-            routes.next();
-        }
-    }
-    match routes.next() {
-        Some(r) => r.uri.as_sip().and_then(uri_destination),
-        None => e.request_uri.as_sip().and_then(uri_destination),
+/// Where a leg is reached: its flow, or its remote target under the NAT rule of DECISIONS.md
+/// (`auto`: the target when it is on the flow's address, else the flow).
+pub(super) fn leg_destination(
+    nat: NatMode,
+    flow: SocketAddr,
+    target: Option<SocketAddr>,
+) -> SocketAddr {
+    match (nat, target) {
+        (NatMode::Contact, Some(t)) => t,
+        (NatMode::Auto, Some(t)) if t.ip() == flow.ip() => t,
+        _ => flow,
     }
 }
 
-/// Our dialog token in the first Route of an in-dialog request, if it is ours.
-fn dialog_of(cx: &Cx<'_>, req: &Message<'_>) -> Option<Key> {
-    let route = req.routes().next()?.ok()?;
-    let token = route.uri.as_sip()?.param(ROUTE_TOKEN_PARAM)??;
-    let d = cx.ids.read_route_token(token, cx.env.shards)?;
-    (d.shard == cx.env.shard).then_some(d.call)
+/// What the first Route of an in-dialog request says about it.
+enum RouteToken {
+    /// No token of ours: the request was not routed through a dialog sipfork recorded.
+    Absent,
+    /// A token on our address that does not verify (forged, another call's, or minted before a
+    /// restart), or one for another shard.
+    Invalid,
+    /// Our token for call `Key` on this shard.
+    Ours(Key),
+}
+
+fn route_token(cx: &Cx<'_>, req: &Message<'_>, call_id: &[u8]) -> RouteToken {
+    let Some(Ok(route)) = req.routes().next() else {
+        return RouteToken::Absent;
+    };
+    let Some(uri) = route.uri.as_sip() else {
+        return RouteToken::Absent;
+    };
+    let Some(Some(token)) = uri.param(ROUTE_TOKEN_PARAM) else {
+        return RouteToken::Absent;
+    };
+    if !uri_is_us(cx, uri) {
+        return RouteToken::Absent;
+    }
+    match cx.ids.read_route_token(token, call_id, cx.env.shards) {
+        Some(d) if d.shard == cx.env.shard => RouteToken::Ours(d.call),
+        _ => RouteToken::Invalid,
+    }
+}
+
+/// Where an in-dialog request of `call` from `source` goes: the other leg of the dialog its
+/// tags name. `None` when the tags name no (early) dialog of the call, unless the call has
+/// exactly one dialog and the request comes from one of its legs' flows (a client bug seen in
+/// the wild: a BYE naming a losing device's tag still ends the only dialog its route leads to).
+fn other_leg(
+    cx: &Cx<'_>,
+    call: &Call,
+    e: &Essentials<'_>,
+    source: SocketAddr,
+) -> Option<SocketAddr> {
+    let nat = cx.cfg.registrar.nat;
+    let caller_leg = leg_destination(nat, call.upstream, call.caller_target);
+    if let [only] = call.dialogs[..] {
+        let b = call.branches.get(usize::from(only.branch))?;
+        let callee_leg = leg_destination(nat, b.target, b.remote_target);
+        let tags_fit = e.from.tag.zip(e.to.tag).is_some_and(|(f, t)| {
+            let (f, t) = (tag_hash(cx, f), tag_hash(cx, t));
+            (f == call.caller_tag && t == only.to_tag) || (t == call.caller_tag && f == only.to_tag)
+        });
+        if !tags_fit {
+            return if source == call.upstream {
+                Some(callee_leg)
+            } else if source == b.target {
+                Some(caller_leg)
+            } else {
+                None
+            };
+        }
+    }
+    let from_tag = tag_hash(cx, e.from.tag?);
+    let to_tag = tag_hash(cx, e.to.tag?);
+    let callee = |tag: u64| {
+        // A confirmed dialog first; else an early one (PRACK, UPDATE before the answer).
+        call.dialogs
+            .iter()
+            .find(|d| d.to_tag == tag)
+            .and_then(|d| call.branches.get(usize::from(d.branch)))
+            .or_else(|| {
+                call.branches
+                    .iter()
+                    .find(|b| b.role == BranchRole::Forward && b.to_tag == Some(tag))
+            })
+    };
+    if from_tag == call.caller_tag {
+        let b = callee(to_tag)?;
+        Some(leg_destination(nat, b.target, b.remote_target))
+    } else if to_tag == call.caller_tag {
+        callee(from_tag)?;
+        Some(caller_leg)
+    } else {
+        None
+    }
 }
 
 impl Proxy {
-    /// Records the dialog a forwarded 2xx established.
-    pub(super) fn add_dialog(&mut self, cx: &mut Cx<'_>, key: Key, resp: &Message<'_>) {
+    /// Records the dialog a forwarded 2xx of branch `branch` established.
+    pub(super) fn add_dialog(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        branch: usize,
+        resp: &Message<'_>,
+    ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -73,13 +160,15 @@ impl Proxy {
         call.dialogs.push(Dialog {
             to_tag: h,
             since: cx.now,
+            branch: branch as u8,
         });
+        call.holds.confirmed(&cx.cfg.ledger);
         self.dialogs += 1;
         if call.dialog_timer.is_none() {
-            call.dialog_timer = Some(
-                cx.timers
-                    .insert(cx.now + MAX_CALL_DURATION, TimerKey::Dialog { call: key }),
-            );
+            call.dialog_timer = Some(cx.timers.insert(
+                cx.now + cx.cfg.policy.max_call,
+                TimerKey::Dialog { call: key },
+            ));
         }
     }
 
@@ -108,6 +197,8 @@ impl Proxy {
             if let Some(id) = call.dialog_timer.take() {
                 cx.timers.cancel(id);
             }
+            // The call is over: its policy counts are free again.
+            call.holds.release();
         }
         self.dialogs = self.dialogs.saturating_sub(ended as u64);
         for _ in 0..ended {
@@ -123,6 +214,7 @@ impl Proxy {
         call.dialog_timer = None;
         let n = call.dialogs.len();
         call.dialogs.clear();
+        call.holds.release();
         self.dialogs = self.dialogs.saturating_sub(n as u64);
         for _ in 0..n {
             self.count(Event::DialogExpired);
@@ -130,79 +222,92 @@ impl Proxy {
         self.reap(cx, key);
     }
 
-    /// Forwards a request inside a dialog (To tag present) statefully to its next hop (§16.12);
-    /// a BYE also ends the dialog record. `dest` overrides the next hop (NAT: a registered
-    /// device's flow). Answers 502 when the next hop cannot be reached without DNS.
-    pub fn forward_in_dialog(
+    /// A request inside a dialog (To tag present, §16.12): relayed statefully to the other leg
+    /// of the dialog its Route token and tags name, or refused (module docs). A BYE also ends
+    /// the dialog record.
+    pub fn in_dialog(
         &mut self,
         cx: &mut Cx<'_>,
         req: &Message<'_>,
         e: &Essentials<'_>,
         from: SocketAddr,
-        dest: Option<SocketAddr>,
     ) {
-        if e.method == Method::Bye {
-            if let Some(key) = dialog_of(cx, req) {
-                self.end_dialog(cx, key, e);
+        let key = match route_token(cx, req, e.call_id) {
+            RouteToken::Ours(key) => key,
+            RouteToken::Absent => {
+                self.count(Event::InDialogRefused);
+                return crate::core::reply::reply_to(
+                    cx,
+                    req,
+                    from,
+                    403,
+                    "Forbidden - not routed through a dialog of this proxy",
+                    b"",
+                );
             }
-        }
-        let Some(dest) = dest.or_else(|| next_hop(cx, req, e)) else {
-            crate::core::reply_to(
+            RouteToken::Invalid => {
+                self.count(Event::InDialogRefused);
+                return crate::core::reply::reply_to(
+                    cx,
+                    req,
+                    from,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    b"",
+                );
+            }
+        };
+        let Some(dest) = self
+            .calls
+            .get(key)
+            .and_then(|call| other_leg(cx, call, e, from))
+        else {
+            self.count(Event::InDialogRefused);
+            return crate::core::reply::reply_to(
                 cx,
                 req,
                 from,
-                502,
-                "Bad Gateway - next hop is not an IP address",
+                481,
+                "Call/Transaction Does Not Exist",
                 b"",
             );
-            return;
         };
+        if e.method == Method::Bye {
+            self.end_dialog(cx, key, e);
+        }
         self.count(Event::InDialog);
         let target = ForkTarget {
             uri: std::borrow::Cow::Borrowed(e.request_uri.raw()),
             dest,
             q: 1000,
             registered_at: crate::time::Instant::ZERO,
+            external: false,
         };
-        let plan = ForkPlan {
-            serial: false,
-            group_timeout: Duration::ZERO,
-            single_answer: false,
-            record_route: false,
-            to_extension: false,
-        };
+        let plan = ForkPlan::relay(!cx.cfg.is_trusted(from.ip()));
         self.start_call(cx, req, e, from, vec![target], plan);
     }
 
-    /// An ACK that matched no server transaction: the ACK for a 2xx, forwarded statelessly along
-    /// its route (§16.11-style; ACKs get no response). `dest` as for [`Proxy::forward_in_dialog`].
-    pub fn forward_ack(
+    /// An ACK that matched no server transaction: the ACK for a 2xx, forwarded statelessly to
+    /// the other leg of its dialog (§16.11-style; ACKs get no response). An ACK that fits no
+    /// dialog of ours is dropped and counted.
+    pub fn ack_in_dialog(
         &mut self,
         cx: &mut Cx<'_>,
         req: &Message<'_>,
         e: &Essentials<'_>,
         from: SocketAddr,
     ) {
-        let dest = next_hop(cx, req, e);
-        self.forward_ack_to(cx, req, e, from, dest);
-    }
-
-    /// [`Proxy::forward_ack`] with the destination decided by the caller.
-    pub fn forward_ack_to(
-        &mut self,
-        cx: &mut Cx<'_>,
-        req: &Message<'_>,
-        e: &Essentials<'_>,
-        from: SocketAddr,
-        dest: Option<SocketAddr>,
-    ) {
+        let dest = match route_token(cx, req, e.call_id) {
+            RouteToken::Ours(key) => self
+                .calls
+                .get(key)
+                .and_then(|call| other_leg(cx, call, e, from)),
+            RouteToken::Absent | RouteToken::Invalid => None,
+        };
         let (Some(dest), Some(mf)) = (dest, e.max_forwards.map_or(Some(70), |m| m.checked_sub(1)))
         else {
-            return;
+            return self.count(Event::AckDropped);
         };
-        if dest == cx.env.local {
-            return;
-        }
         self.count(Event::AckForwarded);
         // A deterministic branch, so a retransmitted ACK carries the same one (§16.11).
         let via = &mut self.scratch_via;
@@ -214,12 +319,6 @@ impl Proxy {
             .ids
             .digest(&[b"ack", e.top_via.branch.unwrap_or_default(), e.call_id]);
         push_hex(via, d as u64);
-        let route_is_us = req
-            .routes()
-            .next()
-            .and_then(Result::ok)
-            .and_then(|r| r.uri.as_sip().map(|u| uri_is_us(cx, u)))
-            .unwrap_or(false);
         let fix = ViaFix::for_source(&e.top_via, from);
         cx.out.push_with(dest, |buf| {
             build::forward_request(
@@ -228,10 +327,11 @@ impl Proxy {
                     request_uri: None,
                     via,
                     record_route: None,
-                    drop_first_route: route_is_us,
+                    drop_first_route: true,
                     max_forwards: mf,
                     fix,
                     extra: b"",
+                    strip_identity: false,
                 },
                 buf,
             )
@@ -294,6 +394,8 @@ impl Proxy {
             final_status: None,
             group: call.group,
             answer: None,
+            to_tag: None,
+            remote_target: None,
         });
     }
 

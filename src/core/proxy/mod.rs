@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::core::context::Cx;
 use crate::core::ids::Ids;
 use crate::core::metrics::{MetricSink, ReasonCounters};
-use crate::core::response_destination;
+use crate::core::reply::response_destination;
 use crate::core::route::ROUTE_TOKEN_PARAM;
 use crate::core::slab::{Key, Slab};
 use crate::core::transaction::client_invite::ClientInvite;
@@ -38,7 +38,6 @@ use crate::sip::{Essentials, HeaderName, Message, Method, SipUri, Uri};
 use crate::time::Duration;
 
 pub use call::{Branch, BranchRole, Call, CancelReason};
-pub use dialog::MAX_CALL_DURATION;
 
 /// One target of a fork: the Request-URI to use and where to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,11 +52,14 @@ pub struct ForkTarget<'a> {
     pub q: u16,
     /// When the binding was registered (the branch cap keeps the most recent).
     pub registered_at: crate::time::Instant,
+    /// Outside the platform, reached by follow-me: the call becomes public when it rings.
+    pub external: bool,
 }
 
-/// How to fork one call (from config: the `[proxy]` section and per-extension overrides).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ForkPlan {
+/// How to fork one call (from config: the `[proxy]` section and per-extension overrides, and
+/// what authentication and policy established about it).
+#[derive(Debug)]
+pub struct ForkPlan<'a> {
     /// Ring q-groups one after the other instead of everything at once.
     pub serial: bool,
     /// How long a q-group rings before the next one starts.
@@ -68,6 +70,37 @@ pub struct ForkPlan {
     pub record_route: bool,
     /// The call is to one of our extensions.
     pub to_extension: bool,
+    /// Drop P-Asserted-Identity / P-Preferred-Identity rows (the sender is not trusted).
+    pub strip_identity: bool,
+    /// Header rows to add to every branch (CRLF-terminated): the P-Asserted-Identity of an
+    /// authenticated sender toward a trusted next hop.
+    pub extra: &'a [u8],
+    /// What the call holds on the shared policy counters (`core::policy`).
+    pub holds: crate::core::policy::Holds,
+    /// Follow-me: the targets' `q` numbers the stages (`1000 - stage`), stage `i` rings
+    /// `stage_rings[i]`, and the branch cap counts over all stages.
+    pub stage_rings: Option<&'a [Duration]>,
+    /// Follow-me: the levels an external target's stage takes (`Call::external_levels`).
+    pub external_levels: Option<&'a [usize]>,
+}
+
+impl ForkPlan<'_> {
+    /// A plan for relaying a request to a single hop (in-dialog requests): no Record-Route, no
+    /// groups.
+    pub fn relay(strip_identity: bool) -> ForkPlan<'static> {
+        ForkPlan {
+            serial: false,
+            group_timeout: Duration::ZERO,
+            single_answer: false,
+            record_route: false,
+            to_extension: false,
+            strip_identity,
+            extra: b"",
+            holds: crate::core::policy::Holds::default(),
+            stage_rings: None,
+            external_levels: None,
+        }
+    }
 }
 
 /// Counters of the proxy, by event.
@@ -121,9 +154,17 @@ pub(crate) enum Event {
     DialogExpired,
     /// A call had more targets than `max_branches`; the rest were not rung.
     BranchesCapped,
+    /// An in-dialog request without a valid token of a live dialog: 403/481, nothing relayed.
+    InDialogRefused,
+    /// An ACK that fits no transaction and no dialog of ours: dropped.
+    AckDropped,
+    /// A CANCEL from another address than its INVITE's: 481, nothing cancelled.
+    CancelWrongSource,
+    /// Follow-me's external targets were not rung: no public-call room left.
+    ExternalRefused,
 }
 
-const EVENTS: [&str; 24] = [
+const EVENTS: [&str; 28] = [
     "call",
     "non_invite_request",
     "branch",
@@ -148,6 +189,10 @@ const EVENTS: [&str; 24] = [
     "dialog_ended",
     "dialog_expired",
     "branches_capped",
+    "in_dialog_refused",
+    "ack_dropped",
+    "cancel_wrong_source",
+    "external_refused",
 ];
 
 /// Keys are already keyed 128-bit digests: hashing them again would only cost time.
@@ -175,7 +220,7 @@ impl Hasher for PassThrough {
 pub struct Proxy {
     calls: Slab<Call>,
     index: HashMap<u128, Key, BuildHasherDefault<PassThrough>>,
-    events: ReasonCounters<24>,
+    events: ReasonCounters<28>,
     dialogs: u64,
     /// Reused buffers for the Via and Record-Route values of forwarded requests.
     scratch_via: Vec<u8>,
@@ -198,6 +243,7 @@ impl ForkTarget<'_> {
             dest: self.dest,
             q: self.q,
             registered_at: self.registered_at,
+            external: self.external,
         }
     }
 }
@@ -269,7 +315,14 @@ impl Proxy {
             }
             (Method::Cancel, None) => {
                 self.count(Event::CancelUnmatched);
-                crate::core::reply_to(cx, req, from, 481, "Call/Transaction Does Not Exist", b"");
+                crate::core::reply::reply_to(
+                    cx,
+                    req,
+                    from,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    b"",
+                );
                 Matched::Handled
             }
             (Method::Ack, Some(call)) => {
@@ -278,7 +331,7 @@ impl Proxy {
                 Matched::Handled
             }
             (Method::Ack, None) => {
-                self.forward_ack(cx, req, e, from);
+                self.ack_in_dialog(cx, req, e, from);
                 Matched::Handled
             }
             (_, Some(call)) => {
@@ -328,7 +381,7 @@ impl Proxy {
         e: &Essentials<'_>,
         from: SocketAddr,
         mut targets: Vec<ForkTarget<'_>>,
-        plan: ForkPlan,
+        plan: ForkPlan<'_>,
     ) {
         let is_invite = e.method == Method::Invite;
         let class: &[u8] = if is_invite {
@@ -344,9 +397,9 @@ impl Proxy {
             .max(1);
         let mut skipped = 0;
         let mut groups: Vec<Vec<ForkTarget<'_>>> = Vec::new();
-        if plan.serial {
-            // Equal-q groups, highest q first; each group rings in parallel, so the cap applies
-            // per group.
+        if plan.serial || plan.stage_rings.is_some() {
+            // Equal-q groups (q-groups, or follow-me stages), highest q first; each group rings
+            // in parallel.
             targets.sort_by_key(|t| std::cmp::Reverse(t.q));
             for t in targets {
                 match groups.last_mut() {
@@ -357,27 +410,52 @@ impl Proxy {
         } else {
             groups.push(targets);
         }
-        for g in &mut groups {
-            if g.len() > cap {
-                // DECISIONS.md: the most recently registered devices ring.
-                g.sort_by_key(|t| std::cmp::Reverse(t.registered_at));
-                skipped += g.len() - cap;
-                g.truncate(cap);
+        if plan.stage_rings.is_some() {
+            // Follow-me: at most max_branches over every stage, earliest stages first.
+            let mut left = cap;
+            for g in &mut groups {
+                let keep = g.len().min(left);
+                skipped += g.len() - keep;
+                g.truncate(keep);
+                left -= keep;
+            }
+        } else {
+            // The cap applies per q-group.
+            for g in &mut groups {
+                if g.len() > cap {
+                    // DECISIONS.md: the most recently registered devices ring.
+                    g.sort_by_key(|t| std::cmp::Reverse(t.registered_at));
+                    skipped += g.len() - cap;
+                    g.truncate(cap);
+                }
             }
         }
         if skipped > 0 {
+            // Counted only: a log line per capped call would cost on the hot path.
             self.count(Event::BranchesCapped);
-            tracing::debug!(
-                skipped,
-                cap,
-                "more devices than max_branches: the most recently registered ring"
-            );
         }
-        groups.reverse(); // pop() yields the highest group first
-        let first = groups.pop().unwrap_or_default();
-        let groups: Vec<Vec<ForkTarget<'static>>> = groups
+        // A follow-me stage's ring time by its number (`q` = 1000 - stage).
+        let ring_of = |g: &[ForkTarget<'_>]| {
+            let stage = g
+                .first()
+                .map_or(0, |t| usize::from(1000u16.saturating_sub(t.q)));
+            plan.stage_rings
+                .and_then(|r| r.get(stage).copied())
+                .unwrap_or(plan.group_timeout)
+        };
+        let mut groups: Vec<(Vec<ForkTarget<'_>>, Duration)> = groups
             .into_iter()
-            .map(|g| g.into_iter().map(ForkTarget::into_owned).collect())
+            .filter(|g| !g.is_empty())
+            .map(|g| {
+                let ring = ring_of(&g);
+                (g, ring)
+            })
+            .collect();
+        groups.reverse(); // pop() yields the highest group first
+        let (first, first_ring) = groups.pop().unwrap_or((Vec::new(), plan.group_timeout));
+        let groups: Vec<(Vec<ForkTarget<'static>>, Duration)> = groups
+            .into_iter()
+            .map(|(g, ring)| (g.into_iter().map(ForkTarget::into_owned).collect(), ring))
             .collect();
         let call = Call {
             is_invite,
@@ -405,9 +483,20 @@ impl Proxy {
             single_answer: plan.single_answer,
             dialogs: Vec::new(),
             dialog_timer: None,
-            group_timeout: plan.group_timeout,
+            group_timeout: first_ring,
+            external_levels: plan.external_levels.map(Into::into),
+            last_group_times_out: plan.stage_rings.is_some(),
             to_extension: plan.to_extension,
             record_route: plan.record_route,
+            caller_tag: e.from.tag.map_or(0, |t| dialog::tag_hash(cx, t)),
+            // The caller's Contact is its leg's remote target only when nothing stands between
+            // (one Via, no Record-Route); behind another proxy the flow is the way back.
+            caller_target: (req.vias().nth(1).is_none() && req.record_routes().next().is_none())
+                .then(|| contact_destination(req))
+                .flatten(),
+            strip_identity: plan.strip_identity,
+            extra: plan.extra.into(),
+            holds: plan.holds,
         };
         let key = self.calls.insert(call);
         self.index.insert(server_key, key);
@@ -454,6 +543,19 @@ impl Proxy {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
+        let mut targets = targets;
+        if targets.iter().any(|t| t.external) && call.holds.admission.is_none() {
+            // Follow-me reaches outside: the call is public from now on, if there is room.
+            if let Some(levels) = call.external_levels.as_deref() {
+                match cx.cfg.ledger.admit(levels) {
+                    Ok(a) => call.holds.admission = Some(a),
+                    Err(_) => {
+                        self.events.bump(Event::ExternalRefused as usize);
+                        targets.retain(|t| !t.external);
+                    }
+                }
+            }
+        }
         // What every branch shares is worked out once.
         let rr = &mut self.scratch_rr;
         rr.clear();
@@ -463,12 +565,15 @@ impl Proxy {
             rr.extend_from_slice(b";lr;");
             rr.extend_from_slice(ROUTE_TOKEN_PARAM.as_bytes());
             rr.push(b'=');
-            cx.ids.write_route_token(key, rr);
+            cx.ids.write_route_token(key, e.call_id, rr);
         }
+        let extra = std::mem::take(&mut call.extra);
         let shared = Shared {
             record_route: (!rr.is_empty()).then_some(&rr[..]),
             drop_first_route: first_route_is_us(cx, req),
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
+            strip_identity: call.strip_identity,
+            extra: &extra,
         };
         for t in targets {
             if call.branches.len() >= usize::from(u8::MAX) {
@@ -477,6 +582,7 @@ impl Proxy {
             start_branch(cx, key, call, req, &shared, t, &mut self.scratch_via);
             self.events.bump(Event::Branch as usize);
         }
+        call.extra = extra;
     }
 
     /// Arms the group timer when more q-groups wait; answers at once when nothing could be
@@ -485,7 +591,7 @@ impl Proxy {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
-        if !call.pending_groups.is_empty() && call.is_invite {
+        if (!call.pending_groups.is_empty() || call.last_group_times_out) && call.is_invite {
             let at = cx.now + call.group_timeout;
             call.group_timer = Some(cx.timers.insert(at, TimerKey::Group { call: key }));
         }
@@ -550,6 +656,10 @@ impl Proxy {
             return false;
         }
         cx.out.push(call.upstream, &call.last_response);
+        if status >= 300 {
+            // A failed call holds no policy counts any more.
+            call.holds.release();
+        }
         if status >= 200 {
             if call.outcome == call::Outcome::Pending {
                 call.outcome = if status < 300 {
@@ -605,7 +715,9 @@ fn server_key(ids: &Ids, e: &Essentials<'_>, class: &[u8]) -> u128 {
     }
 }
 
-/// §16.6 step 8 / §16.3 step 4: what identifies this request for loop detection.
+/// §16.6 step 8 / §16.3 step 4: what identifies this request for loop detection. The first
+/// Route counts too: an in-dialog request that passes sipfork twice on a spiral (a follow-me
+/// stage reached another extension through sipfork itself) carries a different one each time.
 fn loop_hash(ids: &Ids, e: &Essentials<'_>, req: &Message<'_>) -> u32 {
     let mut proxy_require = [&b""[..]; 4];
     for (slot, tag) in proxy_require
@@ -614,8 +726,10 @@ fn loop_hash(ids: &Ids, e: &Essentials<'_>, req: &Message<'_>) -> u32 {
     {
         *slot = tag;
     }
+    let first_route = req.first_value(HeaderName::Route).unwrap_or_default();
     ids.loop_hash(&[
         e.request_uri.raw(),
+        first_route,
         e.from.tag.unwrap_or_default(),
         e.to.tag.unwrap_or_default(),
         e.call_id,
@@ -644,11 +758,9 @@ fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
     via.host.ip() == Some(cx.env.local.ip()) && via.port.unwrap_or(5060) == cx.env.local.port()
 }
 
-/// Does this URI name this proxy (§16.4)? Our Record-Route token, or our address.
+/// Does this URI name this proxy (§16.4): our address, or a domain we serve? (A Record-Route
+/// token proves nothing by its presence; `dialog.rs` checks its MAC.)
 pub fn uri_is_us(cx: &Cx<'_>, uri: &SipUri<'_>) -> bool {
-    if uri.param(ROUTE_TOKEN_PARAM).is_some() {
-        return true;
-    }
     let port = uri.port.unwrap_or(5060);
     match uri.host.ip() {
         Some(ip) => ip == cx.env.local.ip() && port == cx.env.local.port(),
@@ -663,6 +775,14 @@ pub fn uri_destination(uri: &SipUri<'_>) -> Option<SocketAddr> {
         None => uri.host.ip()?,
     };
     Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+}
+
+/// Where the first Contact of `msg` (a remote target) points, when it is an IP literal.
+fn contact_destination(msg: &Message<'_>) -> Option<SocketAddr> {
+    match msg.contacts().next()?.ok()? {
+        crate::sip::ContactValue::Addr(c) => c.addr.uri.as_sip().and_then(uri_destination),
+        crate::sip::ContactValue::Star => None,
+    }
 }
 
 /// Our Via value for branch `branch` of `call`.
@@ -680,6 +800,8 @@ struct Shared<'a> {
     record_route: Option<&'a [u8]>,
     drop_first_route: bool,
     max_forwards: u8,
+    strip_identity: bool,
+    extra: &'a [u8],
 }
 
 fn start_branch(
@@ -701,7 +823,8 @@ fn start_branch(
         drop_first_route: shared.drop_first_route,
         max_forwards: shared.max_forwards,
         fix: call.fix,
-        extra: b"",
+        extra: shared.extra,
+        strip_identity: shared.strip_identity,
     };
     // Built once, straight into the outbox; the branch keeps an exact-size copy.
     let sent: Box<[u8]> = cx
@@ -735,6 +858,8 @@ fn start_branch(
         final_status: None,
         group: call.group,
         answer: None,
+        to_tag: None,
+        remote_target: None,
     });
 }
 

@@ -98,11 +98,34 @@ impl Proxy {
         resp: &Message<'_>,
         status: u16,
     ) {
+        if status > 100 {
+            self.note_callee(cx, key, i, resp);
+        }
         match status {
             100..=199 => self.provisional(cx, key, i, resp, status),
             200..=299 => self.success(cx, key, i, resp, status),
             _ => self.failure(cx, key, i, resp, status),
         }
+    }
+
+    /// Remembers the callee's tag and remote target of branch `i` from its first tagged
+    /// response, so in-dialog requests of its (early) dialog find their way (`dialog.rs`).
+    fn note_callee(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>) {
+        let Some(branch) = self.calls.get_mut(key).and_then(|c| c.branches.get_mut(i)) else {
+            return;
+        };
+        if branch.to_tag.is_some() {
+            return;
+        }
+        let Some(tag) = resp.to().ok().and_then(|to| to.tag) else {
+            return;
+        };
+        branch.to_tag = Some(super::dialog::tag_hash(cx, tag));
+        // The callee's Contact is its leg's remote target only when no proxy below us
+        // record-routed (ours is the only Record-Route); else the flow is the way there.
+        branch.remote_target = (resp.record_routes().nth(1).is_none())
+            .then(|| super::contact_destination(resp))
+            .flatten();
     }
 
     fn provisional(
@@ -227,7 +250,7 @@ impl Proxy {
                 Event::Answered
             });
             self.forward_2xx(cx, key, resp);
-            self.add_dialog(cx, key, resp);
+            self.add_dialog(cx, key, i, resp);
             if outcome == Outcome::Pending {
                 self.answered(cx, key, i);
             }
@@ -388,7 +411,7 @@ impl Proxy {
             return;
         }
         if !call.declined && call.outcome == Outcome::Pending {
-            if let Some(next) = call.pending_groups.pop() {
+            if let Some(next) = call.next_group() {
                 if let Some(id) = call.group_timer.take() {
                     cx.timers.cancel(id);
                 }

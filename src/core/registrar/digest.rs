@@ -357,8 +357,11 @@ pub enum AuthFailure {
     UnknownUser,
     /// The response does not match: wrong password (or tampered fields).
     BadResponse,
-    /// Correct response, but the nonce is expired, not ours, or from a previous boot.
+    /// One of our nonces, expired (the response is not looked at).
     Stale,
+    /// A nonce that is not ours: made up, or from a previous boot (the response is not looked
+    /// at).
+    ForgedNonce,
     /// The nonce-count did not increase: a replayed or reordered request.
     Replay,
 }
@@ -385,7 +388,8 @@ impl AuthFailure {
             | AuthFailure::UnsupportedScheme
             | AuthFailure::WrongRealm
             | AuthFailure::UnsupportedAlgorithm
-            | AuthFailure::UnsupportedQop => AuthAnswer::Challenge { stale: false },
+            | AuthFailure::UnsupportedQop
+            | AuthFailure::ForgedNonce => AuthAnswer::Challenge { stale: false },
             AuthFailure::Stale | AuthFailure::Replay => AuthAnswer::Challenge { stale: true },
             AuthFailure::UnknownUser | AuthFailure::BadResponse => AuthAnswer::Forbidden,
             AuthFailure::Malformed(_) => AuthAnswer::BadRequest,
@@ -403,6 +407,7 @@ impl AuthFailure {
             AuthFailure::UnsupportedQop => "qop=auth required",
             AuthFailure::UnknownUser | AuthFailure::BadResponse => "wrong credentials",
             AuthFailure::Stale => "stale nonce",
+            AuthFailure::ForgedNonce => "nonce not issued here",
             AuthFailure::Replay => "nonce-count replayed",
         }
     }
@@ -542,6 +547,14 @@ impl DigestAuthority {
             .filter(|&n| n == algorithm.hash_len())
             .ok_or(AuthFailure::Malformed("response is not a hex digest"))?;
 
+        // The nonce first: a guess must cost a fresh challenge, and whether a response is
+        // right is only ever said for a fresh nonce of ours (no stale=true oracle).
+        let (issued, serial) = self
+            .open_nonce(creds.nonce)
+            .ok_or(AuthFailure::ForgedNonce)?;
+        if now.saturating_sub(issued) > self.ttl_secs {
+            return Err(AuthFailure::Stale);
+        }
         let ha1 = ha1(algorithm.base())
             .filter(|h| h.algorithm == algorithm.base())
             .ok_or(AuthFailure::UnknownUser)?;
@@ -561,12 +574,6 @@ impl DigestAuthority {
         .expect("invariant: our own hex decodes");
         if !constant_time_eq(&sent[..sent_len], &expected[..expected_len]) {
             return Err(AuthFailure::BadResponse);
-        }
-
-        // The client knows the password; from here on every failure is a stale nonce.
-        let (issued, serial) = self.open_nonce(creds.nonce).ok_or(AuthFailure::Stale)?;
-        if now.saturating_sub(issued) > self.ttl_secs {
-            return Err(AuthFailure::Stale);
         }
         self.counts
             .record(now, self.ttl_secs, (issued, serial), nc)?;

@@ -50,7 +50,8 @@ use crate::core::auth::{Auth, AuthOutcome, ChallengeHeader};
 use crate::core::context::Cx;
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::persist::PersistLog;
-use crate::core::{reply_to, TimerKey};
+use crate::core::reply::reply_to;
+use crate::core::TimerKey;
 use crate::sip::build::push_u32;
 use crate::sip::{Essentials, Message, Uri};
 
@@ -77,9 +78,10 @@ enum Reject {
     TooManyContacts,
     AuthForbidden,
     AuthBadRequest,
+    TrunkRegistration,
 }
 
-const REJECTS: [&str; 16] = [
+const REJECTS: [&str; 17] = [
     "unsupported_uri_scheme",
     "domain_not_served",
     "bad_extension",
@@ -96,6 +98,7 @@ const REJECTS: [&str; 16] = [
     "too_many_contacts",
     "auth_forbidden",
     "auth_bad_request",
+    "trunk_registration",
 ];
 
 impl Reject {
@@ -122,6 +125,10 @@ impl Reject {
             Reject::OutOfOrder => (500, "Server Internal Error - CSeq out of order"),
             Reject::TooManyDevices => (403, "Too many registered devices"),
             Reject::TooManyContacts => (403, "Too many contacts in one REGISTER"),
+            Reject::TrunkRegistration => (
+                403,
+                "Forbidden - a trunk is reached at its configured address and does not register",
+            ),
             Reject::AuthForbidden => (403, "Forbidden"),
             Reject::AuthBadRequest => (400, "Bad Request"),
         }
@@ -255,7 +262,7 @@ fn secs_u32(d: std::time::Duration) -> u32 {
 #[derive(Default, Debug)]
 struct Metrics {
     outcomes: ReasonCounters<6>,
-    rejects: ReasonCounters<16>,
+    rejects: ReasonCounters<17>,
     expired: u64,
     evicted: u64,
 }
@@ -300,22 +307,6 @@ impl Registrar {
         self.table.targets(number)
     }
 
-    /// The flow (NAT rule applied) of the binding whose Contact is `uri`, when `uri` names a
-    /// device registered on this shard: an in-dialog request to a phone behind NAT must go to
-    /// the address the phone registered from, not to the private address in its Contact.
-    pub fn flow_of(&self, uri: &crate::sip::SipUri<'_>) -> Option<std::net::SocketAddr> {
-        let user = uri.user_unescaped()?;
-        let key = location::NumberKey::from_digits(&user)?;
-        let ext = self.table.extension(key)?;
-        ext.bindings().iter().find_map(|b| {
-            let contact = crate::sip::Uri::parse(b.contact()).ok()?;
-            contact
-                .as_sip()
-                .is_some_and(|c| c.equivalent(uri))
-                .then(|| b.dest())
-        })
-    }
-
     /// Handles a REGISTER that passed [`crate::sip::check_request`] on the shard owning its
     /// To user, and answers it.
     pub fn handle_register(
@@ -347,6 +338,8 @@ impl Registrar {
                         self.metrics.outcomes.bump(Outcome::Rejected as usize);
                         self.metrics.rejects.bump(why as usize);
                     }
+                    // Counted by the throttle.
+                    None if outcome == AuthOutcome::Blocked => {}
                     None => self.metrics.outcomes.bump(Outcome::Challenged as usize),
                 }
                 auth.reply(cx, msg, from, ChallengeHeader::WwwAuthenticate, &outcome);
@@ -378,7 +371,8 @@ impl Registrar {
         }
         let to = e.to.uri.as_sip().ok_or(Reject::ToNotSip)?;
         //# 3. A registrar SHOULD authenticate the UAC.
-        let (user, replayed) = match auth.check(cx, msg, e, ChallengeHeader::WwwAuthenticate) {
+        let (user, replayed) = match auth.check(cx, msg, e, ChallengeHeader::WwwAuthenticate, from)
+        {
             AuthOutcome::NotRequired => (None, None),
             AuthOutcome::Authorized { user } => (Some(user), None),
             replay @ AuthOutcome::Replayed { user } => (Some(user), Some(replay)),
@@ -392,6 +386,9 @@ impl Registrar {
         }
         let number = to.user_unescaped().ok_or(Reject::UnknownExtension)?;
         let policy = cx.cfg.extension(&number).ok_or(Reject::UnknownExtension)?;
+        if !policy.trunk().is_empty() {
+            return Err(Reject::TrunkRegistration.into());
+        }
         let key = NumberKey::from_digits(&number).ok_or(Reject::UnknownExtension)?;
         //# 4. The registrar SHOULD determine if the authenticated user is authorized to modify
         //# registrations for this address-of-record.

@@ -11,9 +11,13 @@
 //! offsets into the datagram.
 //!
 //! Which binding a Contact refers to: with `+sip.instance`, the binding with the same instance
-//! and reg-id (RFC 5626: the device replaces its own binding, wherever it registers from); a
-//! Contact without one (or whose instance is new) matches a binding whose Contact URI is
-//! equivalent under RFC 3261 §19.1.4 (so `%00` and `%00%00` are two bindings, RFC 4475 escnull).
+//! (RFC 5626: the device replaces its own binding, wherever it registers from; `reg-id` is
+//! ignored, since sipfork does not implement Outbound's multiple flows); a Contact without one
+//! (or whose instance is new) matches a binding whose Contact URI is equivalent under RFC 3261
+//! §19.1.4 (so `%00` and `%00%00` are two bindings, RFC 4475 escnull) *and* that registered from
+//! the same source address: two phones behind different NATs that both say
+//! `Contact: <sip:1000@192.168.1.10>` stay two bindings. (The source port may change: a NAT that
+//! re-maps a phone's flow must not leave the old binding ringing beside the new one.)
 //! When the same binding is named twice in one REGISTER, the later Contact wins.
 //!
 //! The plan lives in a vector the registrar keeps, so a REGISTER allocates nothing here.
@@ -115,9 +119,9 @@ pub struct Rules {
     pub source: SocketAddr,
 }
 
-/// The reg-id that identifies a flow: only meaningful with an instance (RFC 5626 §4.2).
-fn flow_reg_id(c: &Contact<'_>) -> Option<u32> {
-    c.instance.and(c.reg_id)
+/// The reg-id is not kept: without Outbound (RFC 5626) support one binding per instance.
+fn flow_reg_id(_c: &Contact<'_>) -> Option<u32> {
+    None
 }
 
 /// Does the stored Contact URI equal `uri` under RFC 3261 §19.1.4? Byte equality first: a
@@ -126,23 +130,28 @@ fn same_uri(stored: &[u8], uri: &Uri<'_>) -> bool {
     stored == uri.raw() || Uri::parse(stored).is_ok_and(|s| s.equivalent(uri))
 }
 
-/// The existing binding `c` refers to.
-fn find_match<'a>(bindings: &'a [Binding], c: &Contact<'_>) -> Option<&'a Binding> {
+/// The existing binding `c`, registered from `source`, refers to.
+fn find_match<'a>(
+    bindings: &'a [Binding],
+    c: &Contact<'_>,
+    source: SocketAddr,
+) -> Option<&'a Binding> {
+    let same_contact =
+        |b: &&Binding| b.source().ip() == source.ip() && same_uri(b.contact(), &c.addr.uri);
     if let Some(instance) = c.instance {
-        let reg_id = flow_reg_id(c);
         let by_instance = bindings.iter().find(|b| {
             b.instance()
                 .is_some_and(|i| i.eq_ignore_ascii_case(instance))
-                && b.reg_id() == reg_id
         });
         if by_instance.is_some() {
             return by_instance;
         }
         return bindings
             .iter()
-            .find(|b| b.instance().is_none() && same_uri(b.contact(), &c.addr.uri));
+            .filter(|b| b.instance().is_none())
+            .find(same_contact);
     }
-    bindings.iter().find(|b| same_uri(b.contact(), &c.addr.uri))
+    bindings.iter().find(same_contact)
 }
 
 /// The expiry granted to one Contact, or 423.
@@ -194,7 +203,7 @@ pub fn plan(
             too_brief = true;
             0
         });
-        let matched = find_match(bindings, &c);
+        let matched = find_match(bindings, &c, rules.source);
         if let Some(b) = matched.filter(|b| b.call_id() == call_id) {
             //= rfc3261#section-10.3
             //# If it does agree, it MUST remove the binding only if the CSeq in the request is

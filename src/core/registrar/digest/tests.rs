@@ -295,23 +295,21 @@ fn nonce_count_must_increase() {
 }
 
 #[test]
-fn tampered_nonce_is_stale_with_the_right_password_and_forbidden_without() {
+fn tampered_nonce_is_refused_before_the_response_is_looked_at() {
     let mut auth = authority();
     let mut nonce = fresh_nonce(&mut auth, T0);
     nonce[3] = if nonce[3] == b'A' { b'B' } else { b'A' };
-    // Someone who knows the password answers the tampered nonce correctly: only the nonce is bad.
-    let phone = Phone::answer(&nonce, Algorithm::Sha256, "secret", 1);
-    assert_eq!(
-        auth.verify(T0, b"REGISTER", &phone.creds(), ha1_for("secret")),
-        Err(AuthFailure::Stale)
-    );
-    // Without the password the response cannot match.
-    let phone = Phone::answer(&nonce, Algorithm::Sha256, "guess", 1);
-    assert_eq!(
-        auth.verify(T0, b"REGISTER", &phone.creds(), ha1_for("secret")),
-        Err(AuthFailure::BadResponse)
-    );
-    // Garbage and foreign nonces are stale too (a phone still holding a pre-restart nonce).
+    // Right and wrong passwords get the same answer: a made-up nonce is no password oracle.
+    for password in ["secret", "guess"] {
+        let phone = Phone::answer(&nonce, Algorithm::Sha256, password, 1);
+        let got = auth.verify(T0, b"REGISTER", &phone.creds(), ha1_for("secret"));
+        assert_eq!(got, Err(AuthFailure::ForgedNonce), "{password}");
+        assert_eq!(
+            AuthFailure::ForgedNonce.answer(),
+            AuthAnswer::Challenge { stale: false }
+        );
+    }
+    // Garbage and foreign nonces too (a phone still holding a pre-restart nonce).
     for bad in [
         &b"short"[..],
         &[b'A'; NONCE_TEXT_LEN][..],
@@ -320,7 +318,7 @@ fn tampered_nonce_is_stale_with_the_right_password_and_forbidden_without() {
         let phone = Phone::answer(bad, Algorithm::Sha256, "secret", 1);
         assert_eq!(
             auth.verify(T0, b"REGISTER", &phone.creds(), ha1_for("secret")),
-            Err(AuthFailure::Stale)
+            Err(AuthFailure::ForgedNonce)
         );
     }
     // Extending the issue time (a forged "younger" nonce) breaks the tag.
@@ -331,8 +329,23 @@ fn tampered_nonce_is_stale_with_the_right_password_and_forbidden_without() {
     let phone = Phone::answer(&forged, Algorithm::Sha256, "secret", 1);
     assert_eq!(
         auth.verify(T0, b"REGISTER", &phone.creds(), ha1_for("secret")),
-        Err(AuthFailure::Stale)
+        Err(AuthFailure::ForgedNonce)
     );
+}
+
+#[test]
+fn an_expired_nonce_is_stale_whatever_the_response() {
+    let mut auth = authority();
+    let nonce = fresh_nonce(&mut auth, T0);
+    let later = T0 + TTL.as_secs() + 1;
+    for password in ["secret", "guess"] {
+        let phone = Phone::answer(&nonce, Algorithm::Sha256, password, 1);
+        assert_eq!(
+            auth.verify(later, b"REGISTER", &phone.creds(), ha1_for("secret")),
+            Err(AuthFailure::Stale),
+            "{password}"
+        );
+    }
 }
 
 #[test]
@@ -350,7 +363,7 @@ fn any_shard_verifies_any_shards_nonce() {
     let mut rebooted = DigestAuthority::new([8; 32], REALM, TTL, &[Algorithm::Sha256]);
     assert_eq!(
         rebooted.verify(T0, b"REGISTER", &phone.creds(), ha1_for("secret")),
-        Err(AuthFailure::Stale)
+        Err(AuthFailure::ForgedNonce)
     );
 }
 

@@ -7,9 +7,15 @@
 //! writes the answer for the outcomes that end the request. Who is exempt (trusted peers,
 //! in-dialog requests, CANCEL, ACK) is the caller's decision, not this module's.
 //!
+//! Guessing is throttled (`throttle.rs`): a wrong response to a fresh nonce counts against the
+//! (source address, username) pair and the address; blocked senders are dropped unanswered.
+//!
 //! Invariant: [`AuthOutcome::Authorized`] is returned only for credentials of our realm whose
 //! response verified against the configured secret of `user`, on a fresh nonce of ours with a
 //! new nonce-count, for a digest-uri that names the request's Request-URI.
+
+pub mod identity;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,9 +24,10 @@ use crate::config::{AuthMode, Config};
 use crate::core::context::Cx;
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::registrar::digest::{AuthAnswer, AuthFailure, DigestAuthority};
-use crate::core::reply_to;
+use crate::core::reply::reply_to;
 use crate::core::shard::ShardId;
 use crate::sip::{Essentials, HeaderName, Message, ParseError, Uri};
+use throttle::{Blocked, Throttle};
 
 pub use crate::core::registrar::digest::ChallengeHeader;
 
@@ -50,10 +57,12 @@ pub enum AuthOutcome<'b> {
     Forbidden(&'static str),
     /// Answer 400; the detail names what was malformed.
     BadRequest(&'static str),
+    /// The sender is blocked for guessing: drop the request without an answer.
+    Blocked,
 }
 
 /// Failure reasons, as metric labels.
-const FAILURES: [&str; 10] = [
+const FAILURES: [&str; 11] = [
     "unsupported_scheme",
     "wrong_realm",
     "malformed",
@@ -64,6 +73,7 @@ const FAILURES: [&str; 10] = [
     "stale",
     "replay",
     "uri_mismatch",
+    "forged_nonce",
 ];
 const URI_MISMATCH: usize = 9;
 
@@ -79,6 +89,7 @@ fn failure_index(f: AuthFailure) -> Option<usize> {
         AuthFailure::BadResponse => 6,
         AuthFailure::Stale => 7,
         AuthFailure::Replay => 8,
+        AuthFailure::ForgedNonce => 10,
     })
 }
 
@@ -94,7 +105,12 @@ pub struct Auth {
     scratch: Vec<u8>,
     challenges: [u64; 2],
     successes: u64,
-    failures: ReasonCounters<10>,
+    failures: ReasonCounters<11>,
+    throttle: Throttle,
+    /// Blocks started, by kind (pair, address).
+    blocks: [u64; 2],
+    /// Requests dropped because their sender was blocked, by kind (pair, address).
+    blocked_requests: [u64; 2],
 }
 
 impl std::fmt::Debug for Auth {
@@ -127,6 +143,51 @@ impl Auth {
             challenges: [0; 2],
             successes: 0,
             failures: ReasonCounters::default(),
+            throttle: Throttle::new(&cfg.security),
+            blocks: [0; 2],
+            blocked_requests: [0; 2],
+        }
+    }
+
+    /// Is the sender's address blocked as a whole? (Checked before any work on its requests.)
+    pub fn source_blocked(&mut self, now: crate::time::Instant, source: SocketAddr) -> bool {
+        let blocked = self.throttle.check(now, source.ip(), None) == Some(Blocked::Source);
+        if blocked {
+            self.blocked_requests[1] += 1;
+        }
+        blocked
+    }
+
+    /// Ends the blocks that ran out (the `AuthSweep` timer), one log line each.
+    pub fn sweep(&mut self, cx: &mut Cx<'_>) {
+        for ev in self.throttle.sweep(cx.now) {
+            tracing::info!(
+                "source unblocked src={} user={}",
+                ev.source,
+                ev.user
+                    .as_deref()
+                    .map_or("*".into(), String::from_utf8_lossy)
+            );
+        }
+        if let Some(at) = self.throttle.next_unblock() {
+            cx.timers.insert(at, crate::core::TimerKey::AuthSweep);
+        }
+    }
+
+    /// Counts a failed guess and starts the blocks it crosses into (log line and sweep timer).
+    fn guessed_wrong(&mut self, cx: &mut Cx<'_>, source: SocketAddr, user: &[u8]) {
+        for ev in self.throttle.failure(cx.now, source.ip(), user) {
+            self.blocks[usize::from(ev.user.is_none())] += 1;
+            tracing::info!(
+                "source blocked src={} user={} failures={}",
+                ev.source,
+                ev.user
+                    .as_deref()
+                    .map_or("*".into(), String::from_utf8_lossy),
+                ev.failures
+            );
+            let until = cx.now + cx.cfg.security.block;
+            cx.timers.insert(until, crate::core::TimerKey::AuthSweep);
         }
     }
 
@@ -141,14 +202,15 @@ impl Auth {
     /// are ignored, as if absent.
     pub fn check<'b>(
         &mut self,
-        cx: &Cx<'_>,
+        cx: &mut Cx<'_>,
         req: &Message<'b>,
         e: &Essentials<'b>,
         challenge: ChallengeHeader,
+        source: SocketAddr,
     ) -> AuthOutcome<'b> {
-        let Some(authority) = self.authority.as_mut() else {
+        if self.authority.is_none() {
             return AuthOutcome::NotRequired;
-        };
+        }
         let name = match challenge {
             ChallengeHeader::WwwAuthenticate => HeaderName::Authorization,
             ChallengeHeader::ProxyAuthenticate => HeaderName::ProxyAuthorization,
@@ -171,6 +233,16 @@ impl Auth {
         let Some(creds) = ours else {
             return AuthOutcome::Challenge { stale: false };
         };
+        match self
+            .throttle
+            .check(cx.now, source.ip(), Some(creds.username))
+        {
+            None => {}
+            Some(kind) => {
+                self.blocked_requests[usize::from(kind == Blocked::Source)] += 1;
+                return AuthOutcome::Blocked;
+            }
+        }
         //= rfc7616#section-3.4.6
         //# the server SHOULD check that the digest-uri matches the Request-URI; 400 otherwise
         let uri_matches = creds.uri == e.request_uri.raw()
@@ -181,6 +253,9 @@ impl Auth {
         }
         let cfg = cx.cfg;
         let username = creds.username;
+        let Some(authority) = self.authority.as_mut() else {
+            return AuthOutcome::NotRequired;
+        };
         let verified = authority.verify(
             cx.env.wall_secs(cx.now),
             e.method.as_bytes(),
@@ -199,6 +274,10 @@ impl Auth {
             Err(failure) => {
                 if let Some(i) = failure_index(failure) {
                     self.failures.bump(i);
+                }
+                if matches!(failure, AuthFailure::BadResponse | AuthFailure::UnknownUser) {
+                    // A wrong answer to a fresh nonce of ours: a guess (throttle.rs).
+                    self.guessed_wrong(cx, source, username);
                 }
                 match (failure, failure.answer()) {
                     (AuthFailure::Replay, _) => AuthOutcome::Replayed { user: username },
@@ -238,6 +317,7 @@ impl Auth {
     ) -> bool {
         match *outcome {
             AuthOutcome::NotRequired | AuthOutcome::Authorized { .. } => false,
+            AuthOutcome::Blocked => true,
             AuthOutcome::Challenge { .. } | AuthOutcome::Replayed { .. } => {
                 let stale = match *outcome {
                     AuthOutcome::Challenge { stale } => stale,
@@ -295,5 +375,21 @@ impl Auth {
             &FAILURES,
             labels,
         );
+        for (i, kind) in ["user", "address"].into_iter().enumerate() {
+            let mut l = labels.to_vec();
+            l.push(("kind", kind));
+            sink.counter(
+                "sipfork_auth_blocks_total",
+                "Guessing blocks started ([security]), by kind: a (source, username) pair or a whole address",
+                &l,
+                self.blocks[i],
+            );
+            sink.counter(
+                "sipfork_auth_blocked_requests_total",
+                "Requests dropped unanswered because their sender was blocked, by kind",
+                &l,
+                self.blocked_requests[i],
+            );
+        }
     }
 }
