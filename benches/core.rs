@@ -282,7 +282,31 @@ fn forked_call(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, forked_call);
+/// Policy admission on the hot path (`core::policy::ledger`): a public call taken on a
+/// three-level tenancy path plus the server level, then given back (an atomic add and one
+/// subtract per level), beside the same call when the levels are not limited.
+fn policy_admission(c: &mut Criterion) {
+    use sipfork::config::Config;
+    let cfg = Config::from_toml(
+        "[server]\nlisten = \"127.0.0.1:5060\"\nmax_public_calls = 100000\n[auth]\nmode = \"none\"\n\
+         [[tenants]]\nname = \"sp\"\nmax_public_calls = 50000\n\
+         [[tenants]]\nname = \"org\"\nparent = \"sp\"\nmax_public_calls = 20000\n\
+         [[tenants]]\nname = \"user\"\nparent = \"org\"\nmax_public_calls = 10000\n",
+    )
+    .expect("bench config parses");
+    let user = cfg.tenancy.find("user").expect("tenant");
+    let levels: Vec<usize> = cfg.tenancy.path(user).collect();
+    let mut g = c.benchmark_group("policy");
+    g.bench_function("admission", |b| {
+        b.iter(|| {
+            let a = cfg.ledger.admit(black_box(&levels)).expect("room");
+            a.release();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, forked_call, policy_admission);
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs each bench once without it.

@@ -19,6 +19,7 @@
 //! width between them. `"0100-0199"` holds `0100` … `0199` but not `100`; `"1000-1999"` does not
 //! hold `01000`. So a number matches at most one range, and no width is ever guessed.
 
+pub mod classes;
 pub mod followme;
 mod locate;
 mod net;
@@ -307,6 +308,8 @@ pub struct Config {
     trunks: Vec<(std::net::SocketAddr, Vec<u8>)>,
     dids: Vec<DidRange>,
     followme: std::collections::HashMap<Vec<u8>, followme::FollowMe>,
+    /// `[[device_classes]]`.
+    pub device_classes: classes::DeviceClasses,
     extensions: ExtensionIndex,
     trusted: Vec<TrustedPeer>,
     routes: RouteTable,

@@ -407,7 +407,7 @@ fn snake<T: serde::Serialize>(v: &T) -> String {
 /// The dashboard of one run.
 pub fn run_page(r: &RunResult) -> String {
     let mut b = String::new();
-    let ok = r.success_pct >= 100.0 - 1e-9;
+    let ok = r.passed;
     let _ = write!(
         b,
         "<h1>{} — {}</h1><div class=\"sub\">{} · target {} ({}) · {} · {:.0}/s {} for {:.1} s · harness: {} thread(s), {}, coalescing {} µs{}</div>",
@@ -446,6 +446,12 @@ pub fn run_page(r: &RunResult) -> String {
         r.counters.retransmitted,
         r.counters.lost,
     );
+    if r.partial {
+        b.push_str("<p class=\"bad\">Interrupted: partial result (what was measured until the signal).</p>");
+    }
+    for why in &r.failed_because {
+        let _ = write!(b, "<p class=\"bad\">Run failed: {}</p>", esc(why));
+    }
     if let Some(v) = r.verdicts.as_ref().filter(|v| !v.failures.is_empty()) {
         b.push_str("<table><tr><th>failure</th><th>calls</th></tr>");
         for (f, n) in &v.failures {
@@ -564,7 +570,7 @@ pub fn run_page(r: &RunResult) -> String {
     b.push_str("<h2>Races</h2>");
     if let Some(v) = &r.verdicts {
         if !v.races.is_empty() {
-            b.push_str("<table><tr><th>race</th><th>provoked</th><th>outcomes</th></tr>");
+            b.push_str("<table><tr><th>race</th><th>scripted</th><th>provoked (on the wire)</th><th>outcomes</th></tr>");
             for (race, c) in &v.races {
                 let outcomes: Vec<String> = c
                     .outcomes
@@ -573,8 +579,9 @@ pub fn run_page(r: &RunResult) -> String {
                     .collect();
                 let _ = write!(
                     b,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     snake(race),
+                    c.scripted,
                     c.provoked,
                     esc(&outcomes.join(", "))
                 );
@@ -605,11 +612,13 @@ pub fn run_page(r: &RunResult) -> String {
     row(
         "registration",
         format!(
-            "{}/{} devices in {:.2} s, {} failed; REGISTER→final p50 {} p99 {}",
+            "{}/{} devices in {:.2} s, {} failed{}, {} clearing REGISTERs failed; REGISTER→final p50 {} p99 {}",
             r.registration.registered,
             r.registration.devices,
             r.registration.seconds,
             r.registration.failed,
+            if r.registration.failures_allowed { " (allowed)" } else { "" },
+            r.registration.clear_failed,
             dur(r.registration.latency.p50 as f64),
             dur(r.registration.latency.p99 as f64)
         ),
@@ -651,6 +660,92 @@ fn per_run(runs: &[RunResult], points: impl Fn(&RunResult) -> Vec<(f64, f64)>) -
 /// A comparison page for several runs (same scenario at the same rate, typically).
 pub fn compare_page(runs: &[RunResult]) -> String {
     let mut b = String::from("<h1>sipfork-load — comparison</h1>");
+    b.push_str(&compare_body(runs));
+    let data = serde_json::to_string(runs).unwrap_or_default();
+    page("sipfork-load comparison", &b, &data)
+}
+
+/// The page of a rate sweep: the highest rate with zero failed calls (`knee`), CPU per call,
+/// p99s and success against the rate, then the runs side by side as on a comparison page.
+pub fn sweep_page(runs: &[RunResult], knee: Option<f64>) -> String {
+    let mut b = String::from("<h1>sipfork-load — rate sweep</h1>");
+    let _ = write!(
+        b,
+        "<div class=\"sub\">{} runs, {} calls/s to {} calls/s</div><p class=\"{}\">{}</p>",
+        runs.len(),
+        runs.first().map_or(0.0, |r| r.load.rate),
+        runs.last().map_or(0.0, |r| r.load.rate),
+        if knee.is_some() { "ok" } else { "bad" },
+        match knee {
+            Some(k) => format!(
+                "Highest rate with zero failed calls (and every lower rate too): {k} calls/s"
+            ),
+            None => "No rate of the sweep passed every call.".to_owned(),
+        }
+    );
+    let vs_rate = |title, y_label, y_scale, series| Chart {
+        title,
+        x_label: "calls per second (offered)",
+        y_label,
+        x_scale: Scale::Linear,
+        y_scale,
+        series,
+    };
+    let points = |f: &dyn Fn(&RunResult) -> Option<f64>| -> Vec<(f64, f64)> {
+        runs.iter()
+            .filter_map(|r| f(r).map(|v| (r.load.rate, v)))
+            .collect()
+    };
+    let p99 = |m: Metric| {
+        points(&|r| {
+            let s = r.latency(m);
+            (s.count > 0).then_some(s.p99 as f64)
+        })
+    };
+    let charts = [
+        vs_rate(
+            "proxy CPU per call",
+            "µs",
+            Scale::Linear,
+            vec![Series::line(
+                "proxy",
+                PALETTE[0],
+                points(&|r| r.cpu.as_ref().map(|c| c.proxy_us_per_call)),
+            )],
+        ),
+        vs_rate(
+            "p99 latency",
+            "latency",
+            Scale::LogMicros,
+            vec![
+                Series::line("INVITE → 180 p99", PALETTE[1], p99(Metric::Invite180)),
+                Series::line("CANCEL latency p99", PALETTE[2], p99(Metric::CancelLatency)),
+                Series::line("REGISTER → 200 p99", PALETTE[3], p99(Metric::Register)),
+            ],
+        ),
+        vs_rate(
+            "calls that passed",
+            "%",
+            Scale::Linear,
+            vec![Series::line(
+                "success",
+                PALETTE[4],
+                points(&|r| Some(r.success_pct)),
+            )],
+        ),
+    ];
+    b.push_str("<h2>Against the rate</h2><div class=\"grid2\">");
+    for c in &charts {
+        let _ = write!(b, "<div>{}</div>", c.svg());
+    }
+    b.push_str("</div>");
+    b.push_str(&compare_body(runs));
+    let data = serde_json::to_string(runs).unwrap_or_default();
+    page("sipfork-load rate sweep", &b, &data)
+}
+
+fn compare_body(runs: &[RunResult]) -> String {
+    let mut b = String::new();
     let _ = write!(
         b,
         "<div class=\"sub\">{} runs</div><h2>Runs</h2><table><tr><th>run</th><th>target</th><th>scenario</th><th>rate</th>\
@@ -759,8 +854,7 @@ pub fn compare_page(runs: &[RunResult]) -> String {
         completed.svg(),
         p99.svg()
     );
-    let data = serde_json::to_string(runs).unwrap_or_default();
-    page("sipfork-load comparison", &b, &data)
+    b
 }
 
 #[cfg(test)]

@@ -18,12 +18,14 @@
 //! - [`reflect`]: the null reflector (kernel floor in the same run).
 //! - [`sim`]: the agents against sipfork's `Core` (or the reflector) on virtual time.
 //! - [`result`]: the JSON result file; [`dashboard`]: HTML dashboards; [`cpu`]: process CPU;
-//!   [`runner`]: a real run on sockets.
+//!   [`runner`]: a real run on sockets; [`sweep`]: rate sweeps and their knee; [`merge`]: N
+//!   harness instances against one proxy, and their results merged.
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod cpu;
 pub mod dashboard;
+pub mod merge;
 pub mod metrics;
 pub mod plan;
 pub mod reflect;
@@ -31,5 +33,6 @@ pub mod result;
 pub mod runner;
 pub mod scenario;
 pub mod sim;
+pub mod sweep;
 pub mod verdict;
 pub mod wire;

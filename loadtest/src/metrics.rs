@@ -76,9 +76,11 @@ fn histogram(sigfig: u8) -> Histogram<u64> {
 pub struct Counts {
     /// Calls (or REGISTERs) started.
     pub started: u64,
-    /// Calls that reached their end at the caller without a caller-side failure.
+    /// Calls that passed their verdict (a REGISTER storm: REGISTERs that got a 2xx). While the
+    /// run goes on, the agents count here what the caller saw; the result replaces that with
+    /// the verdicts (the caller's view stays in `caller_completed`).
     pub completed: u64,
-    /// Calls that ended at the caller with a failure (wrong final, timeout).
+    /// Calls that failed their verdict (a REGISTER storm: REGISTERs that did not get a 2xx).
     pub failed: u64,
     /// Datagrams the harness sent.
     pub sent: u64,
@@ -90,10 +92,18 @@ pub struct Counts {
     pub duplicates: u64,
     /// Datagrams dropped on purpose (scenario loss).
     pub lost: u64,
+    /// Calls that ended at the caller without a caller-side failure (what `completed` counted
+    /// before the verdicts; the caller cannot see a device left ringing).
+    #[serde(default)]
+    pub caller_completed: u64,
+    /// Calls that ended at the caller with a caller-side failure (wrong final, timeout).
+    #[serde(default)]
+    pub caller_failed: u64,
 }
 
 impl Counts {
-    fn add(&mut self, o: &Counts) {
+    /// Adds `o` to these counts.
+    pub fn add(&mut self, o: &Counts) {
         self.started += o.started;
         self.completed += o.completed;
         self.failed += o.failed;
@@ -102,6 +112,8 @@ impl Counts {
         self.retransmitted += o.retransmitted;
         self.duplicates += o.duplicates;
         self.lost += o.lost;
+        self.caller_completed += o.caller_completed;
+        self.caller_failed += o.caller_failed;
     }
 }
 

@@ -95,18 +95,30 @@ impl Plan {
         run_id: u32,
     ) -> Result<Plan, String> {
         scenario.validate()?;
-        if !target.ip().is_loopback() {
-            return Err(format!("target {target} is not a loopback address"));
-        }
         let t = &scenario.topology;
-        let ip = IpAddr::V4(t.ip);
+        if target.ip().is_unspecified() || target.ip().is_multicast() || target.port() == 0 {
+            return Err(format!("target {target} is not a unicast address and port"));
+        }
+        if target.is_ipv4() != t.ip.is_ipv4() {
+            return Err(format!(
+                "target {target} and the harness's address {} (--local-ip) are not of one IP version",
+                t.ip
+            ));
+        }
+        if reflect && !(t.ip.is_ipv4() && target.ip().is_loopback()) {
+            return Err("reflector mode runs on IPv4 loopback only".into());
+        }
+        let ip = t.ip;
         let callers = (0..t.callers)
             .map(|i| SocketAddr::new(ip, t.caller_port + i as u16))
             .collect();
         let devices = (0..t.extensions * t.devices)
             .map(|i| SocketAddr::new(ip, t.device_port + i as u16))
             .collect();
-        let domain = t.domain.clone().unwrap_or_else(|| target.ip().to_string());
+        let domain = t.domain.clone().unwrap_or_else(|| match target.ip() {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        });
         let starts = schedule(&scenario);
         Ok(Plan {
             scenario,
@@ -154,7 +166,7 @@ impl Plan {
     /// Which harness socket `local` is.
     pub fn endpoint(&self, local: SocketAddr) -> Option<Endpoint> {
         let t = &self.scenario.topology;
-        if local.ip() != IpAddr::V4(t.ip) {
+        if local.ip() != t.ip {
             return None;
         }
         let port = u32::from(local.port());

@@ -14,7 +14,7 @@ use crate::metrics::{Counts, Metric, Metrics, Summary};
 use crate::plan::Plan;
 use crate::reflect::ProxySizes;
 use crate::scenario::{LoadKind, Scenario};
-use crate::verdict::{judge_all, Judgement};
+use crate::verdict::{judge_each, Judgement};
 
 /// Schema name and version written into every result.
 pub const SCHEMA: &str = "sipfork-load/1";
@@ -80,8 +80,15 @@ pub struct Registration {
     pub devices: u64,
     /// Devices registered.
     pub registered: u64,
-    /// REGISTERs refused or unanswered in the phase.
+    /// Devices whose REGISTER was refused or unanswered in the phase (the `Contact: *` clears
+    /// are counted apart, in `clear_failed`).
     pub failed: u64,
+    /// `Contact: *` clearing REGISTERs refused or unanswered.
+    #[serde(default)]
+    pub clear_failed: u64,
+    /// Registration failures do not fail the run (`--allow-registration-failures`).
+    #[serde(default)]
+    pub failures_allowed: bool,
     /// Seconds the phase took.
     pub seconds: f64,
     /// REGISTER → final in the phase, µs.
@@ -171,6 +178,21 @@ pub struct RunResult {
     pub verdicts: Option<Judgement>,
     /// Calls (REGISTERs) that passed, % of those started.
     pub success_pct: f64,
+    /// The run passed: every call (REGISTER) passed, and every device registered (unless
+    /// registration failures were allowed). The exit code is 0 exactly when this is true.
+    #[serde(default)]
+    pub passed: bool,
+    /// Why it did not pass, one line each.
+    #[serde(default)]
+    pub failed_because: Vec<String>,
+    /// The run was interrupted (SIGINT/SIGTERM) and this is what was measured until then (the
+    /// calls that had ended are judged; those still open are not).
+    #[serde(default)]
+    pub partial: bool,
+    /// `i/N` when this is one of N harness instances against one proxy (`--instance`), or
+    /// `merged N` for the merge of N instances.
+    #[serde(default)]
+    pub instance: Option<String>,
     /// Whole-run latency summaries by metric name, µs.
     pub latency_us: BTreeMap<String, Summary>,
     /// Whole-run counters.
@@ -181,6 +203,45 @@ pub struct RunResult {
     pub timeline: Vec<Point>,
     /// Reflector mode: the sizes the reflector was told to send.
     pub reflector_sizes: Option<ProxySizes>,
+    /// Every whole-run histogram as `(value µs, count)` pairs, by metric name (and
+    /// [`REGISTRATION_HISTOGRAM`]), so that `merge` adds instances exactly.
+    #[serde(default)]
+    pub histograms: BTreeMap<String, Vec<(u64, u64)>>,
+}
+
+/// The key of the registration phase's REGISTER → final histogram in `histograms`.
+pub const REGISTRATION_HISTOGRAM: &str = "registration_phase";
+
+/// Sets `success_pct`, `passed` and `failed_because` from the verdicts (or the storm's
+/// counts), the registration and `partial`: the run's one success figure.
+pub fn judge_run(r: &mut RunResult) {
+    let (ok, failed) = match &r.verdicts {
+        Some(j) => (j.ok, j.failed),
+        None => (r.registration.storm_ok, r.registration.storm_failed),
+    };
+    r.success_pct = if ok + failed == 0 {
+        0.0
+    } else {
+        100.0 * ok as f64 / (ok + failed) as f64
+    };
+    let mut why = Vec::new();
+    if failed > 0 {
+        why.push(format!("{failed} of {} failed their verdict", ok + failed));
+    }
+    if ok + failed == 0 {
+        why.push("nothing was started".to_owned());
+    }
+    if r.registration.failed > 0 && !r.registration.failures_allowed {
+        why.push(format!(
+            "{} of {} devices did not register (--allow-registration-failures to run anyway)",
+            r.registration.failed, r.registration.devices
+        ));
+    }
+    if r.partial {
+        why.push("interrupted before the end (partial result)".to_owned());
+    }
+    r.passed = why.is_empty();
+    r.failed_because = why;
 }
 
 /// What the runner measured around the agents.
@@ -198,6 +259,10 @@ pub struct Context {
     pub window_s: f64,
     /// CPU, if measured.
     pub cpu: Option<Cpu>,
+    /// The run was interrupted: judge only the calls that ended.
+    pub partial: bool,
+    /// `i/N` when this is one of N harness instances.
+    pub instance: Option<String>,
 }
 
 /// Builds the result from the agents (one with both sides, or caller and devices apart).
@@ -209,8 +274,41 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
     let caller = agents.iter().find_map(|a| a.caller.as_ref());
     let devices = agents.iter().find_map(|a| a.devices.as_ref());
     let s = &plan.scenario;
+    // The caller's own view of each call stays in `caller_*`; `completed`/`failed` become the
+    // verdicts, by each call's intended start second, so that every figure agrees.
+    let caller_view = |c: &mut Counts| {
+        c.caller_completed = c.completed;
+        c.caller_failed = c.failed;
+    };
+    caller_view(&mut metrics.totals);
+    for sec in &mut metrics.seconds {
+        caller_view(&mut sec.counts);
+    }
     let verdicts = match (s.load.kind, caller, devices) {
-        (LoadKind::Calls, Some(c), Some(d)) => Some(judge_all(plan, c, d)),
+        (LoadKind::Calls, Some(c), Some(d)) => {
+            metrics.totals.completed = 0;
+            metrics.totals.failed = 0;
+            for sec in &mut metrics.seconds {
+                sec.counts.completed = 0;
+                sec.counts.failed = 0;
+            }
+            let seconds = &mut metrics.seconds;
+            let totals = &mut metrics.totals;
+            Some(judge_each(plan, c, d, cx.partial, |call, v| {
+                let t = plan
+                    .starts
+                    .get(call as usize)
+                    .map_or(0, |us| us / 1_000_000) as usize;
+                let counts = seconds.get_mut(t).map(|sec| &mut sec.counts);
+                for k in [Some(&mut *totals), counts].into_iter().flatten() {
+                    if v.ok() {
+                        k.completed += 1;
+                    } else {
+                        k.failed += 1;
+                    }
+                }
+            }))
+        }
         _ => None,
     };
     let mut registration = Registration {
@@ -221,24 +319,14 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
         let r = &d.reg;
         registration.registered = r.registered;
         registration.failed = r.refused + r.timed_out;
+        registration.clear_failed = r.clear_failed;
+        registration.failures_allowed = s.registration.allow_failures;
         registration.seconds = r.phase_secs;
         registration.latency = Summary::of(&r.phase_latency, false);
         registration.storm_ok = metrics.histogram(Metric::Register).len();
         registration.storm_failed = r.storm_failed;
     }
     let started = metrics.totals.started;
-    let success_pct = match &verdicts {
-        Some(j) if j.calls > 0 => 100.0 * j.ok as f64 / j.calls as f64,
-        Some(_) => 0.0,
-        None => {
-            let done = registration.storm_ok + registration.storm_failed;
-            if done == 0 {
-                0.0
-            } else {
-                100.0 * registration.storm_ok as f64 / done as f64
-            }
-        }
-    };
     let generation_s = plan
         .starts
         .get(started.saturating_sub(1) as usize)
@@ -273,7 +361,22 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
                 .collect(),
         })
         .collect();
-    RunResult {
+    let mut histograms: BTreeMap<String, Vec<(u64, u64)>> = Metric::ALL
+        .iter()
+        .map(|&m| {
+            (
+                m.name().to_owned(),
+                crate::merge::pairs(metrics.histogram(m)),
+            )
+        })
+        .collect();
+    if let Some(d) = devices {
+        histograms.insert(
+            REGISTRATION_HISTOGRAM.to_owned(),
+            crate::merge::pairs(&d.reg.phase_latency),
+        );
+    }
+    let mut r = RunResult {
         schema: SCHEMA.to_owned(),
         label: cx.label,
         scenario: s.clone(),
@@ -299,13 +402,20 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
         },
         registration,
         verdicts,
-        success_pct,
+        success_pct: 0.0,
+        passed: false,
+        failed_because: Vec::new(),
+        partial: cx.partial,
+        instance: cx.instance,
         latency_us,
         counters: metrics.totals.clone(),
         cpu: cx.cpu,
         timeline,
         reflector_sizes: plan.reflect.then_some(plan.sizes),
-    }
+        histograms,
+    };
+    judge_run(&mut r);
+    r
 }
 
 impl RunResult {

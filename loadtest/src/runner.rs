@@ -65,6 +65,126 @@ pub struct RunOptions {
     pub progress: bool,
     /// The command line, for the report.
     pub command: String,
+    /// Write a JSON line of live counters this often (`--stats-every`).
+    pub stats_every: Option<Duration>,
+    /// Where the JSON lines go (`-`: stdout; default `OUT/LABEL.stats.jsonl`).
+    pub stats_out: Option<PathBuf>,
+    /// `(i, n)`: this is harness instance `i` of `n` against one proxy (`--instance i/N`).
+    pub instance: Option<(u32, u32)>,
+}
+
+impl RunOptions {
+    /// `scenario` against `target`, labelled `label`, with `run`'s defaults: a proxy (not the
+    /// reflector), backend `auto`, no coalescing, one thread, no pinning, proxy CPU found from
+    /// the target's port, no files, no progress line, no stats lines, not an instance.
+    pub fn new(scenario: Scenario, target: SocketAddr, label: impl Into<String>) -> RunOptions {
+        RunOptions {
+            scenario,
+            target,
+            reflect: false,
+            io: IoKind::Auto,
+            coalesce_us: 0,
+            threads: 1,
+            pin: None,
+            spin: false,
+            proxy_pids: ProxyPids::Auto,
+            label: label.into(),
+            target_name: String::new(),
+            out_dir: None,
+            progress: false,
+            command: String::new(),
+            stats_every: None,
+            stats_out: None,
+            instance: None,
+        }
+    }
+}
+
+/// Set by SIGINT/SIGTERM once [`on_interrupt`] installed the handler: the run stops, judges what
+/// ended, and writes a result with `partial: true`.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn interrupted(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Installs the SIGINT/SIGTERM handler that sets [`INTERRUPTED`].
+pub fn on_interrupt() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, interrupted as *const () as libc::sighandler_t);
+        libc::signal(
+            libc::SIGTERM,
+            interrupted as *const () as libc::sighandler_t,
+        );
+    }
+}
+
+/// One JSON line of `--stats-every`: what the agents have counted so far.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct StatsLine {
+    /// Seconds since the run began (registration included).
+    pub t_s: f64,
+    /// `registering`, `load` or `drain`.
+    pub phase: String,
+    /// Devices registered so far.
+    pub registered: u64,
+    /// Calls (REGISTERs) started so far.
+    pub started: u64,
+    /// Calls started per second since the previous line.
+    pub calls_per_s: f64,
+    /// Ended without a failure the caller could see (the verdicts come at the end).
+    pub caller_completed: u64,
+    /// Ended with a failure the caller could see.
+    pub caller_failed: u64,
+    /// Started and not ended.
+    pub open: u64,
+    /// INVITE→180 (a storm: REGISTER→200) p99 of the last full second, µs.
+    pub p99_us: u64,
+    /// Retransmissions the harness sent so far.
+    pub retransmitted: u64,
+}
+
+/// What the live displays read from [`Shared`].
+struct Live {
+    last_started: u64,
+    last_at: Instant,
+}
+
+impl Live {
+    fn line(&mut self, shared: &Shared, epoch: Instant, loading: bool) -> StatsLine {
+        let now = Instant::now();
+        let started = shared.started.load(Ordering::Relaxed);
+        let completed = shared.completed.load(Ordering::Relaxed);
+        let failed = shared.failed.load(Ordering::Relaxed);
+        let dt = now.saturating_duration_since(self.last_at).as_secs_f64();
+        let rate = if dt > 0.0 {
+            started.saturating_sub(self.last_started) as f64 / dt
+        } else {
+            0.0
+        };
+        self.last_started = started;
+        self.last_at = now;
+        StatsLine {
+            t_s: epoch.elapsed().as_secs_f64(),
+            phase: if !loading {
+                "registering"
+            } else if shared.caller_done.load(Ordering::Relaxed) {
+                "drain"
+            } else {
+                "load"
+            }
+            .to_owned(),
+            registered: shared.registered.load(Ordering::Relaxed),
+            started,
+            calls_per_s: rate,
+            caller_completed: completed,
+            caller_failed: failed,
+            open: started.saturating_sub(completed + failed),
+            p99_us: shared.last_p99_us.load(Ordering::Relaxed),
+            retransmitted: shared.retransmitted.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Refuses scenarios the reflector's proxy model does not cover.
@@ -235,8 +355,30 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
     let mut last: Option<Snapshot> = None;
     let mut announced_registration = false;
     let mut next_progress = Instant::now() + Duration::from_secs(1);
+    let mut stats = match o.stats_every {
+        Some(every) => Some((open_stats(&o)?, every, Instant::now() + every)),
+        None => None,
+    };
+    let [mut live, mut live_stats] = [(); 2].map(|_| Live {
+        last_started: 0,
+        last_at: Instant::now(),
+    });
+    let mut interrupted = false;
     while epoch.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(5));
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        if let Some((out, every, next)) = &mut stats {
+            if Instant::now() >= *next {
+                *next += *every;
+                let line = live_stats.line(&shared, epoch, first.is_some());
+                let text = serde_json::to_string(&line).map_err(|e| e.to_string())?;
+                writeln!(out, "{text}").map_err(|e| format!("--stats-every: {e}"))?;
+                out.flush().map_err(|e| format!("--stats-every: {e}"))?;
+            }
+        }
         let load_start = shared.load_start_us.load(Ordering::Acquire);
         if first.is_none()
             && load_start != u64::MAX
@@ -261,14 +403,17 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
         }
         if o.progress && Instant::now() >= next_progress {
             next_progress += Duration::from_secs(1);
-            progress_line(&shared, &first, epoch);
+            progress_line(&live.line(&shared, epoch, first.is_some()));
         }
     }
     if o.progress {
-        progress_line(&shared, &first, epoch);
+        progress_line(&live.line(&shared, epoch, first.is_some()));
         eprintln!();
     }
-    let timed_out = last.is_none();
+    if interrupted {
+        eprintln!("interrupted: judging the calls that ended, writing a partial result");
+    }
+    let timed_out = last.is_none() && !interrupted;
     let last = last.unwrap_or_else(|| snapshot(&pids));
     // Let the last ACKs and 200s land before the sockets close.
     std::thread::sleep(Duration::from_millis(300));
@@ -345,6 +490,8 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
             started_unix_s,
             window_s: window,
             cpu,
+            partial: interrupted,
+            instance: o.instance.map(|(i, n)| format!("{i}/{n}")),
         },
     );
     if let Some(dir) = &o.out_dir {
@@ -360,32 +507,46 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
 pub fn write_outputs(dir: &std::path::Path, r: &RunResult) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let json = serde_json::to_string_pretty(r).map_err(|e| e.to_string())?;
-    let base = dir.join(&r.label);
-    std::fs::write(base.with_extension("json"), json).map_err(|e| e.to_string())?;
-    std::fs::write(base.with_extension("html"), dashboard::run_page(r))
-        .map_err(|e| e.to_string())?;
+    // `LABEL.json`, also when the label has a dot in it (`with_extension` would replace it).
+    let file = |ext: &str| dir.join(format!("{}.{ext}", r.label));
+    std::fs::write(file("json"), json).map_err(|e| e.to_string())?;
+    std::fs::write(file("html"), dashboard::run_page(r)).map_err(|e| e.to_string())?;
     Ok(())
 }
 
-fn progress_line(shared: &Shared, first: &Option<Snapshot>, epoch: Instant) {
-    let t = first.as_ref().map_or(0.0, |f| f.at.elapsed().as_secs_f64());
-    let started = shared.started.load(Ordering::Relaxed);
-    let completed = shared.completed.load(Ordering::Relaxed);
-    let failed = shared.failed.load(Ordering::Relaxed);
-    let p99 = shared.last_p99_us.load(Ordering::Relaxed);
-    let phase = if first.is_none() {
-        format!("registering {}", shared.registered.load(Ordering::Relaxed))
-    } else {
-        "load".to_owned()
-    };
+fn progress_line(l: &StatsLine) {
     let mut err = std::io::stderr();
     let _ = write!(
         err,
-        "\r[{:6.1}s {phase}] t={t:5.1}s started {started} ok {completed} failed {failed} open {} p99 {} retrans {}   ",
-        epoch.elapsed().as_secs_f64(),
-        started.saturating_sub(completed + failed),
-        dashboard::dur(p99 as f64),
-        shared.retransmitted.load(Ordering::Relaxed),
+        "\r[{:6.1}s {}] started {} ({:.0}/s) ok {} failed {} (as the caller sees them) open {} p99 {} retrans {}   ",
+        l.t_s,
+        if l.phase == "registering" {
+            format!("registering {}", l.registered)
+        } else {
+            l.phase.clone()
+        },
+        l.started,
+        l.calls_per_s,
+        l.caller_completed,
+        l.caller_failed,
+        l.open,
+        dashboard::dur(l.p99_us as f64),
+        l.retransmitted,
     );
     let _ = err.flush();
+}
+
+/// Where `--stats-every` writes.
+fn open_stats(o: &RunOptions) -> Result<Box<dyn std::io::Write>, String> {
+    let path = match (&o.stats_out, &o.out_dir) {
+        (Some(p), _) if p.as_os_str() == "-" => return Ok(Box::new(std::io::stdout())),
+        (Some(p), _) => p.clone(),
+        (None, Some(dir)) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            dir.join(format!("{}.stats.jsonl", o.label))
+        }
+        (None, None) => return Ok(Box::new(std::io::stdout())),
+    };
+    let f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Box::new(std::io::BufWriter::new(f)))
 }

@@ -9,7 +9,7 @@
 //! Invariant: a scenario that parses is bounded. `validate` refuses a run without a duration and
 //! call limit, rates and counts of zero, and a topology that does not fit the port range.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -100,9 +100,10 @@ pub struct Topology {
     /// Number of the first extension (the others follow).
     #[serde(default = "default_first_extension")]
     pub first_extension: u32,
-    /// IP of every harness socket (loopback only).
+    /// IP of every harness socket (`--local-ip`): an address of this machine from which the
+    /// proxy is reachable; IPv4 or IPv6, the target's version.
     #[serde(default = "default_ip")]
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// Port of the first device; device `i` (extension-major) listens on `device_port + i`.
     #[serde(default = "default_device_port")]
     pub device_port: u16,
@@ -214,6 +215,11 @@ pub struct Caller {
     /// Fraction of calls that cancel (when `cancel_after_ms` is set).
     #[serde(default = "one_f")]
     pub cancel_fraction: f64,
+    /// Answer a 401/407 to the INVITE with the called extension's credentials (the
+    /// registration's password template), once per call; the INVITE→x latencies then include
+    /// the challenge's round trip.
+    #[serde(default)]
+    pub digest: bool,
 }
 
 impl Default for Caller {
@@ -222,6 +228,7 @@ impl Default for Caller {
             hold_ms: default_hold(),
             cancel_after_ms: None,
             cancel_fraction: 1.0,
+            digest: false,
         }
     }
 }
@@ -291,6 +298,9 @@ pub struct Registration {
     /// Seconds the phase may take before the run gives up.
     #[serde(default = "default_reg_timeout")]
     pub timeout_s: f64,
+    /// A device that did not register does not fail the run (it is then not owed INVITEs).
+    #[serde(default)]
+    pub allow_failures: bool,
 }
 
 impl Default for Registration {
@@ -303,6 +313,7 @@ impl Default for Registration {
             digest: false,
             password: default_password(),
             timeout_s: default_reg_timeout(),
+            allow_failures: false,
         }
     }
 }
@@ -319,6 +330,10 @@ pub struct Expect {
     /// unset: any non-2xx.
     #[serde(default)]
     pub final_status: Option<u16>,
+    /// The proxy rings at most this many devices of an extension (its `max_branches`): a call
+    /// then owes the INVITE to this many of the registered devices rather than to all.
+    #[serde(default)]
+    pub max_branches: Option<u32>,
 }
 
 fn default_devices() -> Vec<Device> {
@@ -339,8 +354,8 @@ fn default_seed() -> u64 {
 fn default_first_extension() -> u32 {
     1000
 }
-fn default_ip() -> Ipv4Addr {
-    Ipv4Addr::LOCALHOST
+fn default_ip() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
 }
 fn default_device_port() -> u16 {
     20000
@@ -453,8 +468,11 @@ impl Scenario {
                 "topology: extensions ≥ 1, devices in 1..={MAX_DEVICES}, callers ≥ 1"
             ));
         }
-        if !t.ip.is_loopback() {
-            return Err("topology.ip must be a loopback address (127.0.0.0/8)".into());
+        if t.ip.is_unspecified() || t.ip.is_multicast() {
+            return Err(
+                "topology.ip must be one address of this machine (not unspecified or multicast)"
+                    .into(),
+            );
         }
         let devices = u64::from(t.extensions) * u64::from(t.devices);
         if u64::from(t.device_port) + devices > 65_535 {
@@ -564,8 +582,8 @@ action = "busy"
         s.topology.devices = 40;
         assert!(s.validate().unwrap_err().contains("devices"));
         let mut s = base.clone();
-        s.topology.ip = Ipv4Addr::new(192, 0, 2, 1);
-        assert!(s.validate().unwrap_err().contains("loopback"));
+        s.topology.ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        assert!(s.validate().unwrap_err().contains("topology.ip"));
         let mut s = base.clone();
         s.topology.extensions = 60_000;
         assert!(s.validate().unwrap_err().contains("do not fit"));

@@ -65,6 +65,10 @@ pub struct ProxyOptions {
     pub coalesce_us: Option<u32>,
     /// `[server] pin_cores`, when set (a CPU list).
     pub pin_cores: Option<Vec<usize>>,
+    /// `[registrar] max_contacts`, when set (default: the scenario's devices + 2).
+    pub max_contacts: Option<u32>,
+    /// `[auth] algorithms`, when set (digest only), e.g. `["MD5", "SHA-256"]`.
+    pub algorithms: Option<Vec<String>>,
 }
 
 /// A sipfork configuration serving `plan`'s extensions on its target address.
@@ -86,14 +90,18 @@ pub fn sipfork_config(plan: &Plan, o: &ProxyOptions) -> String {
     format!(
         "[server]\nlisten = \"{listen}\"\ndomain = \"{domain}\"\nshards = {shards}\n{server}\
          [registrar]\nmin_expires = 10\nmax_contacts = {contacts}\n\
-         [auth]\nmode = \"{auth}\"\n\
+         [auth]\nmode = \"{auth}\"\n{algorithms}\
          [proxy]\nfork = \"{fork}\"\nsingle_answer = {single}\n\
          [[extensions]]\nnumbers = \"{first:0digits$}-{last:0digits$}\"\n{password}",
         listen = plan.target,
         domain = plan.domain,
         shards = o.shards.max(1),
-        contacts = t.devices + 2,
+        contacts = o.max_contacts.unwrap_or(t.devices + 2),
         auth = if o.digest { "digest" } else { "none" },
+        algorithms = match (&o.algorithms, o.digest) {
+            (Some(a), true) => format!("algorithms = {a:?}\n"),
+            _ => String::new(),
+        },
         fork = if o.q_groups { "q-groups" } else { "parallel" },
         single = o.single_answer,
         password = if o.digest {

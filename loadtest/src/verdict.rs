@@ -7,11 +7,18 @@
 //! that got the INVITE (and was not scripted silent) sent a final, so none kept ringing; every
 //! final a device sent was ACKed (a loser's 487 absorbed by the proxy's ACK; a 2xx by the
 //! caller's ACK or, for a late answer under `single_answer`, the proxy's); every answered device
-//! got a BYE; every CANCEL and BYE the caller sent got its final response.
+//! got a BYE; every CANCEL and BYE the caller sent got its final response; and every device the
+//! proxy owed the INVITE got it (`not_forked`): every registered device of the extension, less
+//! the lower q-groups while a higher one has not failed, less what `expect.max_branches` lets the
+//! proxy leave out, unless the caller cancelled before any provisional response.
 //!
-//! Races: a call *provokes* a double answer when two devices are scripted to answer within
-//! 1 ms of each other, and a CANCEL/200 crossing when the caller is scripted to cancel within
-//! 1 ms of a device's answer. Each provoked race is classified by how it ended.
+//! Races: a call is *scripted* to provoke a double answer when two devices are scripted to answer
+//! within [`RACE_WINDOW_US`] of each other, and a CANCEL/200 crossing when the caller is scripted
+//! to cancel within that window of a device's answer. Whether the race then happened is judged
+//! from what was sent on the wire: a double answer needs both 2xx sent within the window, a
+//! crossing needs the caller's CANCEL sent while the device had the INVITE (its 200 sent within
+//! the window of the CANCEL, or no 200 because the CANCEL reached it first). Scripted races that
+//! did not happen count as `not_provoked`; the provoked ones are classified by how they ended.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::caller::{CallerCall, CallerSide, End};
 use crate::agent::device::{CallAgg, DevCall, DeviceSide};
+use crate::agent::Stamp;
 use crate::plan::Plan;
 use crate::scenario::Action;
 
@@ -38,6 +46,8 @@ pub enum Failure {
     ConflictingFinals,
     /// A device that got the INVITE never sent a final: nobody cancelled it.
     KeptRinging,
+    /// A registered device the proxy owed the INVITE (see the module docs) never got it.
+    NotForked,
     /// A device's final response was never ACKed.
     FinalNotAcked,
     /// A device answered and never got a BYE.
@@ -68,7 +78,9 @@ pub enum Outcome {
     BothForwarded,
     /// Double answer: one 2xx reached the caller; the proxy ACKed and BYEd the other.
     SecondTornDownByProxy,
-    /// Double answer: the second device got the CANCEL before its answer left (487).
+    /// Double answer: the second device got the CANCEL before its answer left (487). Kept for
+    /// result files of earlier versions: with both 2xx required on the wire, such a call is now
+    /// `not_provoked`.
     SecondCancelled,
     /// CANCEL/200: the 200 won; the caller has the call (and BYEs it).
     Answered,
@@ -78,6 +90,9 @@ pub enum Outcome {
     AnswerTornDownByProxy,
     /// The call failed its verdict.
     Broken,
+    /// Scripted, but the race did not happen on the wire (e.g. the 200 reached the caller
+    /// before its CANCEL was due, so no CANCEL was sent). Not counted in `provoked`.
+    NotProvoked,
 }
 
 /// The verdict on one call.
@@ -100,19 +115,22 @@ fn bits(mask: u32) -> u32 {
     mask.count_ones()
 }
 
+/// Two events closer than this (µs) coincide: a scripted race, and a race seen on the wire.
+pub const RACE_WINDOW_US: u64 = 1000;
+
 /// Scripted answer time of device `k` in call `c` (µs from the call's start; INVITE-anchored
 /// delays count from 0, as the INVITE reaches every device within microseconds).
 fn planned_answer(plan: &Plan, c: u32, k: u32) -> Option<u64> {
     (plan.behaviour(c, k).action == Action::Answer).then(|| plan.answer_delay_us(c, k))
 }
 
-/// The race call `c` provokes, if any.
+/// The race call `c` is scripted to provoke, if any.
 pub fn provoked(plan: &Plan, c: u32) -> Option<Race> {
     let answers: Vec<u64> = (0..plan.width())
         .filter_map(|k| planned_answer(plan, c, k))
         .collect();
     if let Some(cancel) = plan.cancel_after_us(c) {
-        if answers.iter().any(|&a| a.abs_diff(cancel) < 1000) {
+        if answers.iter().any(|&a| a.abs_diff(cancel) < RACE_WINDOW_US) {
             return Some(Race::Cancel200);
         }
     }
@@ -120,17 +138,106 @@ pub fn provoked(plan: &Plan, c: u32) -> Option<Race> {
     sorted.sort_unstable();
     sorted
         .windows(2)
-        .any(|w| w[1] - w[0] < 1000)
+        .any(|w| w[1] - w[0] < RACE_WINDOW_US)
         .then_some(Race::DoubleAnswer)
 }
 
-/// Judges call `c` from the caller's record and each device's (`None`: it saw nothing).
+fn us(s: Stamp) -> Option<u64> {
+    s.get().map(|t| t.as_micros())
+}
+
+/// Whether `a` happened, and not after `b` (or `b` never happened).
+fn not_after(a: Stamp, b: Stamp) -> bool {
+    match (us(a), us(b)) {
+        (Some(a), Some(b)) => a <= b,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Whether the scripted race of call `c` happened on the wire.
+fn happened(
+    plan: &Plan,
+    c: u32,
+    race: Race,
+    call: &CallerCall,
+    devices: &[Option<&DevCall>],
+) -> bool {
+    let sent_2xx: Vec<u64> = devices
+        .iter()
+        .filter_map(|d| {
+            d.filter(|d| d.final_status == 200)
+                .and_then(|d| us(d.final_at))
+        })
+        .collect();
+    match race {
+        Race::DoubleAnswer => {
+            let mut t = sent_2xx;
+            t.sort_unstable();
+            t.windows(2).any(|w| w[1] - w[0] < RACE_WINDOW_US)
+        }
+        Race::Cancel200 => {
+            let (Some(cancel), Some(t0)) = (us(call.cancel_sent), us(call.t0)) else {
+                return false;
+            };
+            (0..plan.width()).any(|k| {
+                let Some(answer) = planned_answer(plan, c, k) else {
+                    return false;
+                };
+                let Some(d) = devices.get(k as usize).copied().flatten() else {
+                    return false;
+                };
+                if !d.invite_at.is_set() {
+                    return false;
+                }
+                match (d.final_status, us(d.final_at)) {
+                    (200, Some(at)) => at.abs_diff(cancel) < RACE_WINDOW_US,
+                    // The CANCEL reached it before its answer: a crossing only if the CANCEL left
+                    // within the window of the scripted answer.
+                    _ => d.cancel_at.is_set() && (t0 + answer).abs_diff(cancel) < RACE_WINDOW_US,
+                }
+            })
+        }
+    }
+}
+
+/// The device positions of call `c` the proxy owed the INVITE, out of `registered`: every
+/// registered device whose higher q-groups (by the q each registered with) all sent a non-2xx
+/// final; none when the caller cancelled before any provisional response.
+fn owed(plan: &Plan, call: &CallerCall, devices: &[Option<&DevCall>], registered: u32) -> u32 {
+    if call.cancel_sent.is_set()
+        && !not_after(call.got_100, call.cancel_sent)
+        && !not_after(call.got_180, call.cancel_sent)
+    {
+        return 0;
+    }
+    let q = |k: u32| plan.scenario.device(k).q.unwrap_or(1.0);
+    let failed = |k: u32| {
+        devices
+            .get(k as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|d| d.final_status >= 300)
+    };
+    (0..plan.width())
+        .filter(|&k| registered & 1 << k != 0)
+        .filter(|&k| {
+            (0..plan.width())
+                .filter(|&j| registered & 1 << j != 0 && q(j) > q(k))
+                .all(failed)
+        })
+        .fold(0, |m, k| m | 1 << k)
+}
+
+/// Judges call `c` from the caller's record and each device's (`None`: it saw nothing);
+/// `registered` is the mask of the extension's device positions that are registered.
 pub fn judge(
     plan: &Plan,
     c: u32,
     call: &CallerCall,
     devices: &[Option<&DevCall>],
     agg: CallAgg,
+    registered: u32,
 ) -> Verdict {
     let mut f = Vec::new();
     let single_answer = plan.scenario.expect.single_answer;
@@ -164,6 +271,19 @@ pub fn judge(
     if call.conflicting_finals > 0 || (n2xx > 0 && call.non2xx_finals > 0) {
         f.push(Failure::ConflictingFinals);
     }
+    let offered: u32 = devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.is_some_and(|d| d.offered || d.invite_at.is_set()))
+        .fold(0, |m, (k, _)| m | 1 << k);
+    let owed = owed(plan, call, devices, registered);
+    let not_forked = match plan.scenario.expect.max_branches {
+        Some(max) => bits(offered) < bits(owed).min(max),
+        None => owed & !offered != 0,
+    };
+    if not_forked {
+        f.push(Failure::NotForked);
+    }
     for (k, d) in devices.iter().enumerate() {
         let Some(d) = d else { continue };
         if !d.invite_at.is_set() {
@@ -195,7 +315,9 @@ pub fn judge(
     f.sort_unstable();
     f.dedup();
     let race = provoked(plan, c).map(|race| {
-        let outcome = if !f.is_empty() {
+        let outcome = if !happened(plan, c, race, call, devices) {
+            Outcome::NotProvoked
+        } else if !f.is_empty() {
             Outcome::Broken
         } else {
             classify(race, call, devices, agg, answered_devices)
@@ -223,15 +345,14 @@ fn classify(
         Race::DoubleAnswer => {
             if bits(call.answered) >= 2 {
                 Outcome::BothForwarded
-            } else if bits(answered_devices) >= 2 {
+            } else {
+                // Both 2xx were sent (the race happened): one did not reach the caller.
                 let loser = (0..devices.len())
                     .find(|&k| answered_devices & 1 << k != 0 && call.answered & 1 << k == 0);
                 match loser {
                     Some(k) if torn_down(k) => Outcome::SecondTornDownByProxy,
                     _ => Outcome::Broken,
                 }
-            } else {
-                Outcome::SecondCancelled
             }
         }
         Race::Cancel200 => {
@@ -251,10 +372,16 @@ fn classify(
 /// Counts of one race kind.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct RaceCounts {
-    /// Calls that provoked it.
+    /// Calls in which the race happened on the wire.
     pub provoked: u64,
-    /// How they ended.
+    /// How they ended (plus `not_provoked`: scripted calls in which it did not happen).
     pub outcomes: BTreeMap<Outcome, u64>,
+    /// Calls scripted to provoke it (`provoked` + `not_provoked`).
+    #[serde(default)]
+    pub scripted: u64,
+    /// Scripted calls in which the race did not happen on the wire.
+    #[serde(default)]
+    pub not_provoked: u64,
 }
 
 /// Verdicts over a whole run.
@@ -328,17 +455,36 @@ pub fn describe(call: &CallerCall, devices: &[Option<&DevCall>]) -> String {
 
 /// Judges every started call of a run.
 pub fn judge_all(plan: &Plan, caller: &CallerSide, devices: &DeviceSide) -> Judgement {
+    judge_each(plan, caller, devices, false, |_, _| {})
+}
+
+/// Judges every started call of a run (`ended_only`: every call that ended at the caller, for an
+/// interrupted run), handing each call's verdict to `each` too.
+pub fn judge_each(
+    plan: &Plan,
+    caller: &CallerSide,
+    devices: &DeviceSide,
+    ended_only: bool,
+    mut each: impl FnMut(u32, &Verdict),
+) -> Judgement {
     let mut j = Judgement::default();
     let width = plan.width();
+    let registered = |c: u32| {
+        let e = plan.extension_of(c);
+        (0..width)
+            .filter(|&k| devices.reg.is_registered(plan, plan.device_index(e, k)))
+            .fold(0u32, |m, k| m | 1 << k)
+    };
     for (c, call) in caller.calls.iter().enumerate() {
-        if !call.t0.is_set() {
+        if !call.t0.is_set() || (ended_only && call.end == End::Open) {
             continue;
         }
         let c = c as u32;
         let devs: Vec<Option<&DevCall>> = (0..width).map(|k| devices.call(c, k)).collect();
         let agg = devices.aggs.get(c as usize).copied().unwrap_or_default();
-        let v = judge(plan, c, call, &devs, agg);
+        let v = judge(plan, c, call, &devs, agg, registered(c));
         j.calls += 1;
+        each(c, &v);
         if v.ok() {
             j.ok += 1;
         } else {
@@ -353,7 +499,12 @@ pub fn judge_all(plan: &Plan, caller: &CallerSide, devices: &DeviceSide) -> Judg
         }
         if let Some((race, outcome)) = v.race {
             let rc = j.races.entry(race).or_default();
-            rc.provoked += 1;
+            rc.scripted += 1;
+            if outcome == Outcome::NotProvoked {
+                rc.not_provoked += 1;
+            } else {
+                rc.provoked += 1;
+            }
             *rc.outcomes.entry(outcome).or_default() += 1;
         }
     }
@@ -363,7 +514,6 @@ pub fn judge_all(plan: &Plan, caller: &CallerSide, devices: &DeviceSide) -> Judg
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::Stamp;
     use crate::scenario::Scenario;
     use sipfork::time::Instant;
 
@@ -426,6 +576,7 @@ mod tests {
             &answered_call(),
             &[Some(&w), Some(&l1), Some(&l2)],
             CallAgg::default(),
+            0b111,
         );
         assert!(v.ok(), "{v:?}");
         assert_eq!(v.race, None);
@@ -483,7 +634,7 @@ mod tests {
             let mut devs = [winner(), loser(), loser()];
             breaks(&mut call, &mut devs);
             let refs: Vec<Option<&DevCall>> = devs.iter().map(Some).collect();
-            let v = judge(&p, 0, &call, &refs, CallAgg::default());
+            let v = judge(&p, 0, &call, &refs, CallAgg::default(), 0b111);
             assert!(
                 v.failures.contains(want),
                 "case {i}: want {want:?}, got {v:?}"
@@ -505,6 +656,7 @@ mod tests {
             &call,
             &devs,
             CallAgg::default(),
+            0b111,
         );
         assert!(forwarded.ok(), "{forwarded:?}");
         assert_eq!(
@@ -517,6 +669,7 @@ mod tests {
             &call,
             &devs,
             CallAgg::default(),
+            0b111,
         );
         assert!(single.failures.contains(&Failure::TooMany2xx), "{single:?}");
         assert_eq!(single.race, Some((Race::DoubleAnswer, Outcome::Broken)));
@@ -536,13 +689,15 @@ mod tests {
             &answered_call(),
             &[Some(&w), Some(&torn), Some(&l)],
             CallAgg::default(),
+            0b111,
         );
         assert_eq!(
             v.race,
             Some((Race::DoubleAnswer, Outcome::SecondTornDownByProxy)),
             "{v:?}"
         );
-        // The second device was cancelled before its answer left.
+        // The second device was cancelled before its answer left: only one 2xx on the wire,
+        // so the scripted race did not happen.
         let (w, l1, l2) = (winner(), loser(), loser());
         let v = judge(
             &p,
@@ -550,8 +705,24 @@ mod tests {
             &answered_call(),
             &[Some(&w), Some(&l1), Some(&l2)],
             CallAgg::default(),
+            0b111,
         );
-        assert_eq!(v.race, Some((Race::DoubleAnswer, Outcome::SecondCancelled)));
+        assert!(v.ok(), "{v:?}");
+        assert_eq!(v.race, Some((Race::DoubleAnswer, Outcome::NotProvoked)));
+        // Both 2xx were sent, but 5 ms apart: not within the window either.
+        let mut later = winner();
+        later.final_at = at(105);
+        later.ack_from_proxy = true;
+        later.bye_from_proxy = true;
+        let v = judge(
+            &p,
+            0,
+            &answered_call(),
+            &[Some(&w), Some(&later), Some(&l2)],
+            CallAgg::default(),
+            0b111,
+        );
+        assert_eq!(v.race, Some((Race::DoubleAnswer, Outcome::NotProvoked)));
 
         let p = plan("race-cancel-200", false);
         let mut cancelled = CallerCall::default();
@@ -569,6 +740,7 @@ mod tests {
             &cancelled,
             &[Some(&d0), Some(&l1), Some(&l2)],
             CallAgg::default(),
+            0b111,
         );
         assert_eq!(
             v.race,
@@ -576,6 +748,7 @@ mod tests {
             "{v:?}"
         );
         let mut late = winner();
+        late.final_at = at(50);
         late.ack_from_proxy = true;
         late.bye_from_proxy = true;
         let v = judge(
@@ -584,6 +757,7 @@ mod tests {
             &cancelled,
             &[Some(&late), Some(&l1), Some(&l2)],
             CallAgg::default(),
+            0b111,
         );
         assert_eq!(
             v.race,
@@ -595,15 +769,81 @@ mod tests {
         cancelled.answered = 0b1;
         cancelled.bye_sent = 0b1;
         cancelled.bye_answered = 0b1;
-        let w = winner();
+        let mut w = winner();
+        w.final_at = at(50);
         let v = judge(
             &p,
             0,
             &cancelled,
             &[Some(&w), Some(&l1), Some(&l2)],
             CallAgg::default(),
+            0b111,
         );
         assert_eq!(v.race, Some((Race::Cancel200, Outcome::Answered)), "{v:?}");
+        // The proxy forwarded the 200 before the CANCEL was due: the caller sent none, and the
+        // scripted crossing did not happen.
+        let mut uncancelled = answered_call();
+        uncancelled.got_2xx = at(49);
+        let v = judge(
+            &p,
+            0,
+            &uncancelled,
+            &[Some(&w), Some(&l1), Some(&l2)],
+            CallAgg::default(),
+            0b111,
+        );
+        assert!(v.ok(), "{v:?}");
+        assert_eq!(v.race, Some((Race::Cancel200, Outcome::NotProvoked)));
+    }
+
+    #[test]
+    fn a_registered_device_that_never_got_the_invite_is_not_forked() {
+        let p = plan("fork3", false);
+        let (w, l1) = (winner(), loser());
+        let untouched = DevCall::default();
+        let devs = [Some(&w), Some(&l1), Some(&untouched)];
+        let v = judge(&p, 0, &answered_call(), &devs, CallAgg::default(), 0b111);
+        assert_eq!(v.failures, vec![Failure::NotForked], "{v:?}");
+        // Not registered: not owed.
+        let v = judge(&p, 0, &answered_call(), &devs, CallAgg::default(), 0b011);
+        assert!(v.ok(), "{v:?}");
+        // An INVITE that scenario loss dropped at the device still reached it.
+        let mut dropped = DevCall::default();
+        dropped.offered = true;
+        let devs = [Some(&w), Some(&l1), Some(&dropped)];
+        let v = judge(&p, 0, &answered_call(), &devs, CallAgg::default(), 0b111);
+        assert!(v.ok(), "{v:?}");
+        // max_branches = 2: two of three is what the proxy owes.
+        let mut s = p.scenario.clone();
+        s.expect.max_branches = Some(2);
+        let p2 = Plan::new(s, "127.0.0.1:5060".parse().unwrap(), false, 1).unwrap();
+        let devs = [Some(&w), Some(&l1), Some(&untouched)];
+        let v = judge(&p2, 0, &answered_call(), &devs, CallAgg::default(), 0b111);
+        assert!(v.ok(), "{v:?}");
+        let devs = [Some(&w), Some(&untouched), Some(&untouched)];
+        let v = judge(&p2, 0, &answered_call(), &devs, CallAgg::default(), 0b111);
+        assert_eq!(v.failures, vec![Failure::NotForked], "{v:?}");
+    }
+
+    #[test]
+    fn a_lower_q_group_is_owed_the_invite_only_once_the_higher_groups_failed() {
+        // serial: device 0 registers with q=1.0, devices 1 and 2 with q=0.5.
+        let p = plan("serial", false);
+        let untouched = DevCall::default();
+        let mut first_answers = winner();
+        first_answers.final_at = at(40);
+        let devs = [Some(&first_answers), Some(&untouched), Some(&untouched)];
+        let v = judge(&p, 0, &answered_call(), &devs, CallAgg::default(), 0b111);
+        assert!(!v.failures.contains(&Failure::NotForked), "{v:?}");
+        let busy = device(486);
+        let devs = [Some(&busy), Some(&untouched), Some(&untouched)];
+        let mut call = answered_call();
+        call.final_status = 486;
+        call.answered = 0;
+        call.bye_sent = 0;
+        call.bye_answered = 0;
+        let v = judge(&p, 0, &call, &devs, CallAgg::default(), 0b111);
+        assert!(v.failures.contains(&Failure::NotForked), "{v:?}");
     }
 
     #[test]

@@ -143,6 +143,23 @@ c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\
 /// The caller's INVITE of call `c` (the same bytes every time: retransmissions and the reflector
 /// mode's device side rebuild it).
 pub fn invite(plan: &Plan, c: u32, out: &mut Vec<u8>) {
+    invite_with(plan, c, 1, None, out);
+}
+
+/// The digest-uri of call `c`'s INVITE (its Request-URI).
+pub fn invite_uri(plan: &Plan, c: u32) -> Vec<u8> {
+    let mut uri = b"sip:".to_vec();
+    push_aor(&mut uri, plan.number(plan.extension_of(c)), &plan.domain);
+    uri
+}
+
+/// Call `c`'s INVITE again after a 407 (RFC 3261 §22.3): CSeq 2, a new branch, and a
+/// `Proxy-Authorization` with the called extension's credentials.
+pub fn invite_authorized(plan: &Plan, c: u32, auth: &Credentials<'_>, out: &mut Vec<u8>) {
+    invite_with(plan, c, 2, Some(auth), out);
+}
+
+fn invite_with(plan: &Plan, c: u32, cseq: u32, auth: Option<&Credentials<'_>>, out: &mut Vec<u8>) {
     let caller = plan.callers[plan.caller_of(c) as usize];
     let number = plan.number(plan.extension_of(c));
     out.extend_from_slice(b"INVITE sip:");
@@ -150,7 +167,13 @@ pub fn invite(plan: &Plan, c: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(b" SIP/2.0\r\nVia: SIP/2.0/UDP ");
     push_addr(out, caller);
     out.extend_from_slice(b";branch=");
-    push_branch(out, plan.run_id, b"i", c, None);
+    push_branch(
+        out,
+        plan.run_id,
+        if cseq == 1 { b"i" } else { b"j" },
+        c,
+        None,
+    );
     out.extend_from_slice(b";rport\r\nMax-Forwards: 70\r\nFrom: <sip:caller@");
     out.extend_from_slice(plan.domain.as_bytes());
     out.extend_from_slice(b">;tag=f");
@@ -159,17 +182,50 @@ pub fn invite(plan: &Plan, c: u32, out: &mut Vec<u8>) {
     push_aor(out, number, &plan.domain);
     out.extend_from_slice(b">\r\nCall-ID: ");
     push_call_id(out, Dialog::Call(c), plan.run_id);
-    out.extend_from_slice(b"\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@");
+    out.extend_from_slice(b"\r\nCSeq: ");
+    push_u32(out, cseq);
+    out.extend_from_slice(b" INVITE\r\nContact: <sip:caller@");
     push_addr(out, caller);
+    out.extend_from_slice(b">\r\n");
+    if let Some(a) = auth {
+        push_credentials(out, b"Proxy-Authorization", number, &invite_uri(plan, c), a);
+    }
     out.extend_from_slice(
-        b">\r\nUser-Agent: sipfork-load\r\nContent-Type: application/sdp\r\nContent-Length: ",
+        b"User-Agent: sipfork-load\r\nContent-Type: application/sdp\r\nContent-Length: ",
     );
     push_u32(out, SDP.len() as u32);
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(SDP);
 }
 
-/// Digest credentials to put in a REGISTER.
+/// Appends a `name: Digest ...` row with `a` for user `number` and digest-uri `uri`.
+fn push_credentials(out: &mut Vec<u8>, name: &[u8], number: u32, uri: &[u8], a: &Credentials<'_>) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": Digest username=\"");
+    push_u32(out, number);
+    out.extend_from_slice(b"\", realm=\"");
+    out.extend_from_slice(a.realm);
+    out.extend_from_slice(b"\", nonce=\"");
+    out.extend_from_slice(a.nonce);
+    out.extend_from_slice(b"\", uri=\"");
+    out.extend_from_slice(uri);
+    out.extend_from_slice(b"\", response=\"");
+    out.extend_from_slice(a.response);
+    out.extend_from_slice(b"\", algorithm=");
+    out.extend_from_slice(a.algorithm.as_bytes());
+    out.extend_from_slice(b", cnonce=\"");
+    out.extend_from_slice(a.cnonce);
+    out.extend_from_slice(b"\", qop=auth, nc=");
+    push_nc(out, a.nc);
+    if let Some(opaque) = a.opaque {
+        out.extend_from_slice(b", opaque=\"");
+        out.extend_from_slice(opaque);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Digest credentials to put in a REGISTER or an INVITE.
 #[derive(Clone, Copy, Debug)]
 pub struct Credentials<'a> {
     /// Realm of the challenge.
@@ -260,28 +316,7 @@ pub fn register(
         out.extend_from_slice(b"\r\n");
     }
     if let Some(a) = auth {
-        out.extend_from_slice(b"Authorization: Digest username=\"");
-        push_u32(out, number);
-        out.extend_from_slice(b"\", realm=\"");
-        out.extend_from_slice(a.realm);
-        out.extend_from_slice(b"\", nonce=\"");
-        out.extend_from_slice(a.nonce);
-        out.extend_from_slice(b"\", uri=\"");
-        out.extend_from_slice(&register_uri(plan));
-        out.extend_from_slice(b"\", response=\"");
-        out.extend_from_slice(a.response);
-        out.extend_from_slice(b"\", algorithm=");
-        out.extend_from_slice(a.algorithm.as_bytes());
-        out.extend_from_slice(b", cnonce=\"");
-        out.extend_from_slice(a.cnonce);
-        out.extend_from_slice(b"\", qop=auth, nc=");
-        push_nc(out, a.nc);
-        if let Some(opaque) = a.opaque {
-            out.extend_from_slice(b", opaque=\"");
-            out.extend_from_slice(opaque);
-            out.push(b'"');
-        }
-        out.extend_from_slice(b"\r\n");
+        push_credentials(out, b"Authorization", number, &register_uri(plan), a);
     }
     out.extend_from_slice(b"User-Agent: sipfork-load device\r\nContent-Length: 0\r\n\r\n");
 }

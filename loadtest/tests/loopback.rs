@@ -1,24 +1,18 @@
 //! The whole harness on real loopback sockets, against the null reflector started in this
 //! process: registration, a short open loop, verdicts, CPU, and the result files.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use sipfork::engine::io::IoKind;
-use sipfork::engine::{start, EngineConfig, Pinning};
 use sipfork_load::metrics::Metric;
-use sipfork_load::reflect::HintReflector;
 use sipfork_load::result::RunResult;
 use sipfork_load::runner::{run, ProxyPids, RunOptions};
 use sipfork_load::scenario::Scenario;
 
+mod common;
+
 #[test]
 fn a_short_fork3_run_through_the_reflector_passes_and_writes_its_files() {
-    let mut config = EngineConfig::new("127.0.0.1:0".parse().unwrap(), 1);
-    config.pinning = Pinning::Off;
-    config.io = IoKind::Mmsg;
-    let reflector = start(config, |_, _| HintReflector::new()).expect("reflector starts");
-    let target: SocketAddr = reflector.local_addrs()[0];
+    let (reflector, target) = common::start_reflector();
 
     let mut s = Scenario::preset("fork3").unwrap();
     s.topology.extensions = 10;
@@ -31,20 +25,8 @@ fn a_short_fork3_run_through_the_reflector_passes_and_writes_its_files() {
     s.caller.hold_ms = sipfork_load::scenario::Dist::Const(50.0);
     let dir = std::env::temp_dir().join(format!("sipfork-load-test-{}", std::process::id()));
     let result = run(RunOptions {
-        scenario: s,
-        target,
-        reflect: true,
-        io: IoKind::Mmsg,
-        coalesce_us: 0,
-        threads: 1,
-        pin: None,
-        spin: false,
         proxy_pids: ProxyPids::Given(vec![std::process::id()]),
-        label: "loopback".into(),
-        target_name: "in-process reflector".into(),
-        out_dir: Some(dir.clone()),
-        progress: false,
-        command: "test".into(),
+        ..common::reflector_run(s, target, "loopback", &dir)
     })
     .expect("run");
     drop(reflector);
@@ -63,5 +45,45 @@ fn a_short_fork3_run_through_the_reflector_passes_and_writes_its_files() {
         !html.contains(" src=") && !html.contains(" href="),
         "nothing fetched"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_sweep_runs_each_rate_finds_the_knee_and_writes_one_page() {
+    use sipfork_load::sweep;
+    let (reflector, target) = common::start_reflector();
+    let mut s = Scenario::preset("fork3").unwrap();
+    s.topology.extensions = 5;
+    s.topology.device_port = 46_300;
+    s.topology.caller_port = 46_200;
+    s.load.duration_s = 0.2;
+    s.caller.hold_ms = sipfork_load::scenario::Dist::Const(20.0);
+    let dir = std::env::temp_dir().join(format!("sipfork-load-sweep-{}", std::process::id()));
+    // A dot in the label stays in the file names.
+    let base = common::reflector_run(s, target, "sweep.1", &dir);
+    let rates = sweep::parse_ramp("50:100:50").unwrap();
+    let mut seen = 0;
+    let results = sweep::sweep(&base, &rates, false, |_| seen += 1).expect("sweep");
+    drop(reflector);
+    assert_eq!(seen, 2);
+    let rates_run: Vec<f64> = results.iter().map(|r| r.load.rate).collect();
+    assert_eq!(rates_run, vec![50.0, 100.0]);
+    assert!(
+        results.iter().all(|r| r.passed),
+        "{:?}",
+        results
+            .iter()
+            .map(|r| &r.failed_because)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(results[1].load.started, 20, "100/s for 0.2 s");
+    let summary = sweep::summarize("sweep.1", &results);
+    assert_eq!(summary.knee, Some(100.0));
+    for label in ["sweep.1-r50", "sweep.1-r100"] {
+        let back = RunResult::read(&dir.join(format!("{label}.json"))).unwrap();
+        assert_eq!(back.label, label);
+    }
+    let page = sipfork_load::dashboard::sweep_page(&results, summary.knee);
+    assert!(page.contains("100 calls/s") && page.contains("proxy CPU per call"));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -33,8 +33,8 @@ pub struct DeviceView {
     pub registered_at: u64,
     /// Its `+sip.instance` (RFC 5626), if any.
     pub instance: Option<String>,
-    /// Its `reg-id` (RFC 5626), if any.
-    pub reg_id: Option<u32>,
+    /// Its device class (`[[device_classes]]`; `ip_phone` when none matched).
+    pub class: String,
 }
 
 impl From<Device> for DeviceView {
@@ -50,7 +50,7 @@ impl From<Device> for DeviceView {
             expires_in: d.expires_in,
             registered_at: d.registered_at_unix,
             instance: d.instance,
-            reg_id: d.reg_id,
+            class: d.class,
         }
     }
 }
@@ -193,7 +193,7 @@ mod tests {
                     expires_in: 3599,
                     registered_at: 0,
                     instance: Some("<urn:uuid:00000000-0000-0000-0000-000000000001>".into()),
-                    reg_id: Some(1),
+                    class: "mobile".into(),
                 },
                 DeviceView {
                     contact: "sip:1000@127.0.0.1:5072".into(),
@@ -206,7 +206,7 @@ mod tests {
                     expires_in: 7,
                     registered_at: 0,
                     instance: None,
-                    reg_id: None,
+                    class: "ip_phone".into(),
                 },
             ],
         };

@@ -228,6 +228,8 @@ pub(super) struct ExtensionTable {
     pub max_outgoing_calls: Option<u32>,
     /// While a device of the number is in a confirmed call, new calls to it get 486.
     pub all_busy: bool,
+    /// Per device class (id), how many devices of that class a number may register.
+    pub class_limits: Vec<(u8, u32)>,
 }
 
 impl ExtensionTable {
@@ -447,6 +449,16 @@ impl<'a> ExtensionPolicy<'a> {
         self.table.all_busy
     }
 
+    /// How many devices of class `class` the number may register (`None`: only `max_contacts`
+    /// limits them).
+    pub fn class_limit(&self, class: u8) -> Option<u32> {
+        self.table
+            .class_limits
+            .iter()
+            .find(|(c, _)| *c == class)
+            .map(|(_, l)| *l)
+    }
+
     /// The number's credential; a template password is expanded here, on demand.
     pub fn credential(&self) -> Credential<'a> {
         match &self.table.secret {
@@ -531,6 +543,7 @@ mod tests {
             trunk: Vec::new(),
             max_outgoing_calls: None,
             all_busy: false,
+            class_limits: Vec::new(),
         }
     }
 

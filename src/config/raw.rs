@@ -39,6 +39,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub followme: Vec<RawFollowMe>,
     #[serde(default)]
+    pub device_classes: Vec<RawDeviceClass>,
+    #[serde(default)]
     pub extensions: Vec<RawExtensions>,
     #[serde(default)]
     pub trusted: Vec<RawTrusted>,
@@ -111,6 +113,14 @@ pub(super) struct RawTenant {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawDeviceClass {
+    pub name: String,
+    pub user_agent: Option<String>,
+    pub contact_param: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawFollowMe {
     pub extension: String,
     pub voicemail: Option<String>,
@@ -162,6 +172,7 @@ pub(super) struct RawExtensions {
     pub trunk: Option<OneOrMany<Parsed<SocketAddr>>>,
     pub max_outgoing_calls: Option<u32>,
     pub all_busy: Option<bool>,
+    pub classes: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use super::classes::{DeviceClass, DeviceClasses};
 use super::followme;
 use super::locate::Locator;
 use super::net::{Route, RouteTable, TrustedPeer};
@@ -104,6 +105,27 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let security = build_security(raw.security, e)?;
     let policy = build_policy(raw.policy, raw.emergency, e)?;
     let tenancy = build_tenancy(server.max_public_calls, raw.tenants, e)?;
+    let mut device_classes = DeviceClasses::default();
+    for (i, c) in raw.device_classes.into_iter().enumerate() {
+        let user_agent = c
+            .user_agent
+            .map(|r| {
+                regex::bytes::Regex::new(&r).map_err(|why| {
+                    e.at(
+                        &format!("device_classes[{i}].user_agent"),
+                        format!("not a regular expression: {why}"),
+                    )
+                })
+            })
+            .transpose()?;
+        device_classes
+            .add(DeviceClass {
+                name: c.name,
+                user_agent,
+                contact_param: c.contact_param,
+            })
+            .map_err(|why| e.at(&format!("device_classes[{i}]"), why))?;
+    }
     if auth.mode == AuthMode::None {
         warnings.push(
             "auth.mode = \"none\": anyone who reaches the listen address can register as and call any extension".into(),
@@ -113,7 +135,8 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let mut tables = Vec::with_capacity(raw.extensions.len());
     let mut trunks: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     for (i, table) in raw.extensions.into_iter().enumerate() {
-        let (table, ranges) = build_extension_table(i, table, &auth, &tenancy, e, &mut warnings)?;
+        let (table, ranges) =
+            build_extension_table(i, table, &auth, &tenancy, &device_classes, e, &mut warnings)?;
         for addr in &table.trunk {
             if trunks.iter().any(|(a, _)| a == addr) {
                 return Err(e.at(
@@ -288,6 +311,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         trunks,
         dids,
         followme,
+        device_classes,
         extensions,
         trusted,
         routes,
@@ -651,6 +675,7 @@ fn build_extension_table(
     t: raw::RawExtensions,
     auth: &AuthConfig,
     tenancy: &Tenancy,
+    device_classes: &DeviceClasses,
     e: &Errors<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<(ExtensionTable, Vec<NumberRange>), ConfigError> {
@@ -768,6 +793,20 @@ fn build_extension_table(
             .map(|n| e.in_range(&key("max_outgoing_calls"), n, 0..=100_000, ""))
             .transpose()?,
         all_busy: t.all_busy.unwrap_or(false),
+        class_limits: t
+            .classes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, limit)| {
+                let class = device_classes.find(&name).ok_or_else(|| {
+                    e.at(
+                        &key("classes"),
+                        format!("no [[device_classes]] entry is named {name:?} (ip_phone is the default class)"),
+                    )
+                })?;
+                Ok((class, limit))
+            })
+            .collect::<Result<_, ConfigError>>()?,
     };
     Ok((table, ranges))
 }

@@ -901,7 +901,7 @@ fn bindings_survive_a_restart_with_their_remaining_expiry() {
         assert_eq!(new.contact, old.contact);
         assert_eq!(new.source, old.source);
         assert_eq!(new.instance, old.instance);
-        assert_eq!(new.reg_id, old.reg_id);
+        assert_eq!(new.class, old.class);
         assert_eq!(new.q, old.q);
         assert_eq!(new.user_agent, old.user_agent);
         assert_eq!(new.expires_at_unix, old.expires_at_unix);
@@ -985,7 +985,7 @@ fn devices_overview() {
     assert_eq!(d.expires_at_unix, WALL_EPOCH_US / 1_000_000 + 305);
     assert_eq!(d.registered_at_unix, WALL_EPOCH_US / 1_000_000 + 5);
     assert_eq!(d.instance.as_deref(), Some("<urn:uuid:abc>"));
-    assert_eq!(d.reg_id, None);
+    assert_eq!(d.class, "ip_phone");
     assert_eq!((d.call_id.as_str(), d.cseq), ("a", 1));
     assert_eq!(b.core.devices(b.now, b"1002"), Some(vec![]));
     assert_eq!(b.core.devices(b.now, b"5555"), None);
@@ -1748,4 +1748,80 @@ mod model {
             run(&ops, evict);
         }
     }
+}
+
+/// `[[device_classes]]`: a REGISTER is classified (first matching class, else ip_phone) and each
+/// class has its own per-extension limit besides max_contacts, with the same on_limit rule;
+/// the class survives the journal.
+#[test]
+fn device_classes_have_their_own_limits() {
+    let classes = "[[device_classes]]\nname = \"mobile\"\nuser_agent = \"(?i)linkus.*(android|ios)|zoiper\"\n\
+                   [[device_classes]]\nname = \"web\"\ncontact_param = \"+sip.ice\"\n";
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:5060\"\n{DOMAINS}\n[registrar]\nmin_expires = 60\n{{on_limit}}\n\
+         [auth]\nmode = \"none\"\n{classes}\
+         [[extensions]]\nnumbers = \"1000-1099\"\nmax_contacts = 4\nclasses = {{ mobile = 1, ip_phone = 2 }}\n"
+    );
+    let with_limit = |on_limit: &str| {
+        Arc::new(
+            Config::from_toml(&text.replace("{on_limit}", on_limit))
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    };
+    let register = |b: &mut Bench, port: u16, ua: &str, params: &str| {
+        let msg = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5:{port};branch=z9hG4bKc{port}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:1000@example.com>;tag={port}\r\nTo: <sip:1000@example.com>\r\n\
+             Call-ID: cls-{port}\r\nCSeq: 1 REGISTER\r\nContact: <sip:1000@203.0.113.5:{port}>{params}\r\n\
+             User-Agent: {ua}\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n"
+        );
+        b.answer(&format!("203.0.113.5:{port}"), msg.as_bytes())
+    };
+    let mut b = Bench::new(with_limit("on_limit = \"reject\""));
+    assert_eq!(register(&mut b, 5001, "Linkus Android 1.2", "").status, 200);
+    let r = register(&mut b, 5002, "Zoiper rv2.10", "");
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (403, "Too many registered devices of this class")
+    );
+    assert_eq!(register(&mut b, 5003, "Yealink SIP-T46S", "").status, 200);
+    assert_eq!(register(&mut b, 5004, "Yealink SIP-T46S", "").status, 200);
+    assert_eq!(
+        register(&mut b, 5005, "Yealink SIP-T46S", "").status,
+        403,
+        "ip_phone = 2"
+    );
+    assert_eq!(
+        register(&mut b, 5006, "JsSIP", ";+sip.ice").status,
+        200,
+        "web: no class limit"
+    );
+    assert_eq!(
+        register(&mut b, 5007, "JsSIP", ";+sip.ice").status,
+        403,
+        "max_contacts = 4"
+    );
+    let classes: Vec<String> = b
+        .core
+        .devices(b.now, b"1000")
+        .unwrap()
+        .into_iter()
+        .map(|d| d.class)
+        .collect();
+    let mut sorted = classes.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["ip_phone", "ip_phone", "mobile", "web"]);
+
+    // evict-oldest evicts within the class.
+    let mut b = Bench::new(with_limit("on_limit = \"evict-oldest\""));
+    register(&mut b, 5001, "Yealink", "");
+    b.advance(secs(1));
+    register(&mut b, 5002, "Linkus iOS", "");
+    b.advance(secs(1));
+    let r = register(&mut b, 5003, "Zoiper", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.uris(),
+        vec!["sip:1000@203.0.113.5:5003", "sip:1000@203.0.113.5:5001"]
+    );
 }

@@ -173,8 +173,8 @@ fn same_instance_replaces_its_binding() {
             report.devices[0].instance.as_deref(),
             Some("<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>")
         );
-        // reg-id is ignored (no RFC 5626 Outbound), so it is not reported as if honoured.
-        assert_eq!(report.devices[0].reg_id, None);
+        // reg-id is ignored (no RFC 5626 Outbound); no class configured: ip_phone.
+        assert_eq!(report.devices[0].class, "ip_phone");
     });
 }
 

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use sipfork::core::io::Datagram;
+use sipfork::core::registrar::digest::{compute_response, Algorithm, Ha1, ResponseInput};
 use sipfork::sip::build::{self, InDialog};
 use sipfork::sip::{self, ContactValue, HeaderName, Message, Method};
 use sipfork::time::{Duration, Instant};
@@ -62,6 +63,8 @@ pub struct CallerCall {
     invite_interval: Duration,
     /// Any response to the INVITE arrived (Timer A stops).
     heard: bool,
+    /// The INVITE was sent again with credentials after a 401/407 (its CSeq is then 2).
+    pub authorized: bool,
     /// First 100.
     pub got_100: Stamp,
     /// First 180.
@@ -100,6 +103,103 @@ pub struct CallerCall {
     pub strays: u16,
     /// How it ended.
     pub end: End,
+}
+
+impl CallerCall {
+    /// The CSeq number of the INVITE in force (2 once it was sent again with credentials).
+    pub fn invite_cseq(&self) -> u32 {
+        1 + u32::from(self.authorized)
+    }
+}
+
+/// A 401/407 to call `c`'s first INVITE (`caller.digest`): ACK it, then send the INVITE again with
+/// the called extension's credentials (RFC 3261 §22.3; the challenge's first algorithm, qop=auth).
+/// A retransmitted challenge is only ACKed again.
+fn challenged(ctx: &mut Ctx, now: Instant, c: u32, call: &mut CallerCall, msg: &Message<'_>) {
+    let plan = std::sync::Arc::clone(&ctx.plan);
+    let from = caller_addr(&plan, c);
+    let mut buf = ctx.take_scratch();
+    wire::invite(&plan, c, &mut buf);
+    let mut ack = Vec::with_capacity(512);
+    if let Ok(first) = sip::parse(&buf) {
+        build::ack_for(&first, msg, &mut ack);
+    }
+    ctx.send(now, Leg::CallerOut, from, plan.target, &ack, |_, _| {
+        Origin {
+            id: c,
+            device: 0,
+            status: 0,
+        }
+    });
+    if call.authorized {
+        call.duplicates += 1;
+        ctx.count_duplicate(now);
+        ctx.give_back(buf);
+        return;
+    }
+    let challenge = if msg.status() == Some(401) {
+        msg.www_authenticate()
+    } else {
+        msg.proxy_authenticate()
+    };
+    let Some(Ok(ch)) = challenge else {
+        // A challenge we cannot read: the call ends on it as on any other final.
+        call.final_status = msg.status().unwrap_or(0);
+        call.non2xx_finals += 1;
+        ctx.give_back(buf);
+        return;
+    };
+    let e = plan.extension_of(c);
+    let user = plan.number(e).to_string();
+    let algorithm = ch
+        .algorithm
+        .and_then(Algorithm::from_name)
+        .unwrap_or(Algorithm::Md5);
+    let ha1 = Ha1::from_password(
+        algorithm,
+        user.as_bytes(),
+        ch.realm,
+        plan.password(e).as_bytes(),
+    );
+    let mut cnonce = b"i".to_vec();
+    build::push_u32(&mut cnonce, c);
+    let response = compute_response(
+        algorithm,
+        &ha1,
+        &ResponseInput {
+            method: b"INVITE",
+            uri: &wire::invite_uri(&plan, c),
+            nonce: ch.nonce,
+            nc: b"00000001",
+            cnonce: &cnonce,
+            qop: b"auth",
+        },
+    );
+    buf.clear();
+    wire::invite_authorized(
+        &plan,
+        c,
+        &wire::Credentials {
+            realm: ch.realm,
+            nonce: ch.nonce,
+            opaque: ch.opaque,
+            algorithm: algorithm.name(),
+            nc: 1,
+            response: response.as_bytes(),
+            cnonce: &cnonce,
+        },
+        &mut buf,
+    );
+    call.authorized = true;
+    call.heard = false;
+    call.invite_interval = ctx.t1();
+    ctx.send(now, Leg::CallerOut, from, plan.target, &buf, |p, r| {
+        invite_hint(p, c, r)
+    });
+    call.invite = Some(buf.as_slice().into());
+    ctx.give_back(buf);
+    ctx.timers
+        .insert(now + call.invite_interval, Timer::InviteRetransmit(c));
 }
 
 /// The caller side of an agent.
@@ -256,6 +356,14 @@ impl CallerSide {
     ) {
         let call = &mut self.calls[c as usize];
         let Some(t0) = call.t0.get() else { return };
+        if let Some(m) = msg.filter(|m| {
+            matches!(status, 401 | 407)
+                && ctx.plan.scenario.caller.digest
+                && m.cseq().is_ok_and(|s| s.number == 1)
+        }) {
+            challenged(ctx, now, c, call, m);
+            return;
+        }
         call.heard = true;
         match status {
             100 => {
@@ -288,7 +396,7 @@ impl CallerSide {
                     let (hop, ack) = match call.dialogs.iter().find(|dl| dl.k == k) {
                         Some(dl) => (dl.next_hop, dl.ack.clone()),
                         None => {
-                            let dl = build_dialog(&ctx.plan, c, k, msg);
+                            let dl = build_dialog(&ctx.plan, c, k, msg, call.invite_cseq());
                             (dl.next_hop, dl.ack)
                         }
                     };
@@ -306,7 +414,7 @@ impl CallerSide {
                 if call.final_status == 0 {
                     call.final_status = status;
                 }
-                let dialog = build_dialog(&ctx.plan, c, k, msg);
+                let dialog = build_dialog(&ctx.plan, c, k, msg, call.invite_cseq());
                 let from = caller_addr(&ctx.plan, c);
                 let ack = dialog.ack.clone();
                 ctx.send(now, Leg::CallerOut, from, dialog.next_hop, &ack, |p, r| {
@@ -400,13 +508,14 @@ impl CallerSide {
         if call.bye_sent & bit(k) != 0 {
             return;
         }
+        let cseq = call.invite_cseq() + 1;
         let Some(dl) = call.dialogs.iter_mut().find(|dl| dl.k == k) else {
             return;
         };
         let mut buf = ctx.take_scratch();
         let routes: Vec<&[u8]> = dl.routes.iter().map(|r| &r[..]).collect();
         write_in_dialog(
-            &ctx.plan, c, k, b"BYE", 2, &dl.target, &routes, &dl.to, &mut buf,
+            &ctx.plan, c, k, b"BYE", cseq, &dl.target, &routes, &dl.to, &mut buf,
         );
         call.bye_sent |= bit(k);
         let from = caller_addr(&ctx.plan, c);
@@ -626,7 +735,13 @@ fn next_hop(route: Option<&[u8]>, target: &[u8]) -> Option<SocketAddr> {
 
 /// The dialog of device `k`'s 2xx: from the message, or (reflector mode) from what the device
 /// side is known to send (its own address as target, no route set).
-fn build_dialog(plan: &Plan, c: u32, k: u32, msg: Option<&Message<'_>>) -> CallerDialog {
+fn build_dialog(
+    plan: &Plan,
+    c: u32,
+    k: u32,
+    msg: Option<&Message<'_>>,
+    invite_cseq: u32,
+) -> CallerDialog {
     type Parts = (Box<[u8]>, Vec<Box<[u8]>>, Box<[u8]>);
     let (target, routes, to): Parts = match msg {
         Some(m) => {
@@ -669,7 +784,17 @@ fn build_dialog(plan: &Plan, c: u32, k: u32, msg: Option<&Message<'_>>) -> Calle
     };
     let mut ack = Vec::with_capacity(512);
     let route_refs: Vec<&[u8]> = routes.iter().map(|r| &r[..]).collect();
-    write_in_dialog(plan, c, k, b"ACK", 1, &target, &route_refs, &to, &mut ack);
+    write_in_dialog(
+        plan,
+        c,
+        k,
+        b"ACK",
+        invite_cseq,
+        &target,
+        &route_refs,
+        &to,
+        &mut ack,
+    );
     CallerDialog {
         k,
         next_hop: hop,
@@ -701,7 +826,7 @@ fn write_in_dialog(
     wire::push_branch(
         &mut via,
         plan.run_id,
-        if cseq == 1 { b"a" } else { b"b" },
+        if method == b"ACK" { b"a" } else { b"b" },
         c,
         Some(k),
     );

@@ -61,6 +61,9 @@ pub struct DevCall {
     pub gave_up: bool,
     /// Messages of this call it could not place (e.g. CANCEL before INVITE).
     pub strays: u16,
+    /// An INVITE of this call reached the device's socket, even if scenario loss then dropped it
+    /// (the proxy forked to it).
+    pub offered: bool,
     /// The INVITE server transaction is open: INVITE received (from a device that answers it),
     /// final not yet ACKed. Counted in `Shared::devices_open`.
     open: bool,
@@ -193,6 +196,24 @@ impl DeviceSide {
         }
     }
 
+    /// Scenario loss dropped `bytes` on device `d`'s socket: if it was an INVITE of a call to
+    /// `d`'s extension, the proxy did fork to `d` (what the verdicts' `not_forked` asks).
+    pub fn lost(&mut self, plan: &Plan, d: u32, bytes: &[u8]) {
+        if plan.reflect || !bytes.starts_with(b"INVITE ") {
+            return;
+        }
+        let Ok(msg) = sip::parse(bytes) else { return };
+        if let Some(CallId::Call(c)) = msg
+            .call_id()
+            .ok()
+            .and_then(|v| wire::parse_call_id(v, plan.run_id))
+        {
+            if let Some(k) = self.position(plan, c, d) {
+                self.slot(c, k).offered = true;
+            }
+        }
+    }
+
     /// Device `d`'s position in call `c`, if `d` belongs to the called extension.
     fn position(&self, plan: &Plan, c: u32, d: u32) -> Option<u32> {
         (c < plan.count() && d / self.width == plan.extension_of(c)).then_some(d % self.width)
@@ -227,6 +248,7 @@ impl DeviceSide {
         msg: Option<&Message<'_>>,
     ) {
         let dc = self.slot(c, k);
+        dc.offered = true;
         dc.invites = dc.invites.saturating_add(1);
         if dc.invite_at.is_set() {
             // A retransmission (our 180 or final was lost, or is late): answer it again.

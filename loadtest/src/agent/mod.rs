@@ -431,6 +431,9 @@ impl Handler for Agent {
         };
         if self.ctx.lose(leg) {
             self.ctx.metrics.count(now, |c| c.lost += 1);
+            if let (Some(Endpoint::Device(dev)), Some(s)) = (endpoint, &mut self.devices) {
+                s.lost(&self.ctx.plan, dev, d.bytes);
+            }
             return Inbound::Handled;
         }
         self.ctx.metrics.count(now, |c| c.received += 1);

@@ -55,6 +55,8 @@ struct Reg {
     open: bool,
     challenges: u8,
     auth: Option<Box<Auth>>,
+    /// The registration phase bound this device (a 2xx to its REGISTER).
+    bound: bool,
 }
 
 /// Registration state of every device (ids `0..N`) and every extension's clearing REGISTER
@@ -73,10 +75,12 @@ pub struct RegisterSide {
     /// REGISTER → final of the registration phase, µs (first send to final, 401 round trip
     /// included).
     pub phase_latency: Histogram<u64>,
-    /// Registration-phase REGISTERs refused (non-2xx final).
+    /// Devices whose registration-phase REGISTER was refused (non-2xx final).
     pub refused: u64,
-    /// Registration-phase REGISTERs without a final by the phase timeout.
+    /// Devices whose registration-phase REGISTER had no final by the phase timeout.
     pub timed_out: u64,
+    /// `Contact: *` clearing REGISTERs refused or unanswered (not device registrations).
+    pub clear_failed: u64,
     /// Devices registered in the phase.
     pub registered: u64,
     /// When the phase ended.
@@ -113,6 +117,7 @@ impl RegisterSide {
                 .expect("invariant: static histogram bounds"),
             refused: 0,
             timed_out: 0,
+            clear_failed: 0,
             registered: 0,
             phase_secs: 0.0,
             storm_failed: 0,
@@ -404,9 +409,12 @@ impl RegisterSide {
                 self.pending = self.pending.saturating_sub(1);
                 let us = now.saturating_since(reg.first_sent.get().unwrap_or(now));
                 let _ = self.phase_latency.record((us.as_micros() as u64).max(1));
-                if !ok {
+                if !ok && self.phase == Phase::Clearing {
+                    self.clear_failed += 1;
+                } else if !ok {
                     self.refused += 1;
                 } else if self.phase == Phase::Registering {
+                    reg.bound = true;
                     self.registered += 1;
                     ctx.shared.registered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -432,7 +440,11 @@ impl RegisterSide {
                 let reg = &mut self.regs[id as usize];
                 if reg.open || id - range_start(self.phase, self.devices) >= self.next {
                     reg.open = false;
-                    self.timed_out += 1;
+                    if self.phase == Phase::Clearing {
+                        self.clear_failed += 1;
+                    } else {
+                        self.timed_out += 1;
+                    }
                 }
             }
             self.pending = 0;
@@ -476,6 +488,12 @@ impl RegisterSide {
             self.phase = Phase::Done;
             ctx.shared.caller_done.store(true, Ordering::Release);
         }
+    }
+
+    /// Whether device `d` (global index) is registered: the phase bound it, or there was no
+    /// phase (`registration.enabled = false`: the bindings are the operator's business).
+    pub fn is_registered(&self, plan: &Plan, d: u32) -> bool {
+        !plan.scenario.registration.enabled || self.regs.get(d as usize).is_some_and(|r| r.bound)
     }
 
     /// Housekeeping: phase timeout, end of the storm.

@@ -14,13 +14,15 @@
 //!
 //! # Layout (little-endian, version [`RECORD_VERSION`])
 //! ```text
-//! 0  flags u8         bit 0 instance, bit 1 reg-id, bit 2 q given, bit 3 source is IPv6,
-//!                     bit 4 destination is IPv6, bit 5 destination is the source (omitted)
+//! 0  flags u8         bit 0 instance, bit 1 (unused: reg-id, no longer kept), bit 2 q given,
+//!                     bit 3 source is IPv6, bit 4 destination is IPv6, bit 5 destination is
+//!                     the source (omitted), bit 6 class given
 //! 1  transport u8     Via transport code ([`Transport`])
 //! 2  id u16           binding id, unique within its extension (the journal key's suffix)
 //! 4  q u16            thousandths (1000 when the Contact gave none)
 //! 6  cseq u32         CSeq of the REGISTER that last wrote the binding
-//! 10 reg_id u32       RFC 5626 reg-id (0 when absent)
+//! 10 class u32        device class id (`[[device_classes]]`; 0 = ip_phone when bit 6 is
+//!                     clear: records written before classes existed)
 //! 14 registered u64   wall µs of the last REGISTER that created or refreshed it
 //! 22 lifetime u32     seconds granted: it expires at registered + lifetime
 //! 26 contact_len u16, 28 call_id_len u16, 30 instance_len u16
@@ -48,14 +50,16 @@ const F_Q: u8 = 4;
 const F_SOURCE_V6: u8 = 8;
 const F_DEST_V6: u8 = 16;
 const F_DEST_IS_SOURCE: u8 = 32;
-const KNOWN_FLAGS: u8 = F_INSTANCE | F_REG_ID | F_Q | F_SOURCE_V6 | F_DEST_V6 | F_DEST_IS_SOURCE;
+const F_CLASS: u8 = 64;
+const KNOWN_FLAGS: u8 =
+    F_INSTANCE | F_REG_ID | F_Q | F_SOURCE_V6 | F_DEST_V6 | F_DEST_IS_SOURCE | F_CLASS;
 
 const OFF_FLAGS: usize = 0;
 const OFF_TRANSPORT: usize = 1;
 const OFF_ID: usize = 2;
 const OFF_Q: usize = 4;
 const OFF_CSEQ: usize = 6;
-const OFF_REG_ID: usize = 10;
+const OFF_CLASS: usize = 10;
 const OFF_REGISTERED: usize = 14;
 const OFF_LIFETIME: usize = 22;
 const OFF_CONTACT_LEN: usize = 26;
@@ -136,8 +140,8 @@ pub struct BindingSpec<'a> {
     pub cseq: u32,
     /// `+sip.instance` without its quotes.
     pub instance: Option<&'a [u8]>,
-    /// `reg-id` (only kept with an instance).
-    pub reg_id: Option<u32>,
+    /// Device class id (`[[device_classes]]`, 0 = ip_phone).
+    pub class: u8,
     /// User-Agent (cut to [`MAX_USER_AGENT`]).
     pub user_agent: &'a [u8],
     /// q in thousandths, when the Contact gave one.
@@ -186,8 +190,8 @@ impl BindingSpec<'_> {
         if self.instance.is_some() {
             flags |= F_INSTANCE;
         }
-        if self.reg_id.is_some() {
-            flags |= F_REG_ID;
+        if self.class != 0 {
+            flags |= F_CLASS;
         }
         if self.q.is_some() {
             flags |= F_Q;
@@ -205,7 +209,7 @@ impl BindingSpec<'_> {
         w.put(&self.id.to_le_bytes());
         w.put(&self.q.unwrap_or(1000).to_le_bytes());
         w.put(&self.cseq.to_le_bytes());
-        w.put(&self.reg_id.unwrap_or(0).to_le_bytes());
+        w.put(&u32::from(self.class).to_le_bytes());
         w.put(&self.registered_us.to_le_bytes());
         w.put(&self.lifetime_secs.to_le_bytes());
         w.put(&len16(self.contact).to_le_bytes());
@@ -293,7 +297,7 @@ impl Binding {
             call_id: self.call_id(),
             cseq: self.cseq(),
             instance: self.instance(),
-            reg_id: self.reg_id(),
+            class: self.class(),
             user_agent: self.user_agent(),
             q: (self.flags() & F_Q != 0).then_some(self.q()),
             source: self.source(),
@@ -402,9 +406,13 @@ impl Binding {
         (self.flags() & F_INSTANCE != 0).then(|| self.string(2))
     }
 
-    /// `reg-id`.
-    pub fn reg_id(&self) -> Option<u32> {
-        (self.flags() & F_REG_ID != 0).then(|| self.u32_at(OFF_REG_ID))
+    /// Device class id (0 = ip_phone).
+    pub fn class(&self) -> u8 {
+        if self.flags() & F_CLASS != 0 {
+            u8::try_from(self.u32_at(OFF_CLASS)).unwrap_or(0)
+        } else {
+            0
+        }
     }
 
     /// User-Agent (possibly empty).
@@ -484,7 +492,7 @@ impl Binding {
             && i0 + ilen <= block.len()
             && u0 <= block.len()
             && (flags & F_INSTANCE != 0 || ilen == 0)
-            && (flags & F_REG_ID != 0 || binding.u32_at(OFF_REG_ID) == 0);
+            && (flags & (F_REG_ID | F_CLASS) != 0 || binding.u32_at(OFF_CLASS) == 0);
         consistent.then_some(binding)
     }
 }
@@ -579,7 +587,7 @@ mod tests {
             call_id: b"a84b4c76e66710@pc33.atlanta.example.com-xyz0123456",
             cseq: 42,
             instance: Some(b"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"),
-            reg_id: Some(1),
+            class: 3,
             user_agent: ua,
             q: Some(500),
             source: "192.0.2.10:40000".parse().unwrap(),
@@ -599,7 +607,7 @@ mod tests {
         assert_eq!(b.call_id(), s.call_id);
         assert_eq!(b.cseq(), 42);
         assert_eq!(b.instance(), s.instance);
-        assert_eq!(b.reg_id(), Some(1));
+        assert_eq!(b.class(), 3);
         assert_eq!(b.user_agent(), b"Phone/1.0");
         assert_eq!((b.q(), b.q_given()), (500, true));
         assert_eq!(b.source(), s.source);
@@ -629,14 +637,27 @@ mod tests {
     }
 
     #[test]
+    fn records_with_a_reg_id_from_before_classes_read_as_ip_phones() {
+        let mut s = spec(b"sip:a@b", b"");
+        s.class = 0;
+        let mut value = Vec::new();
+        Binding::new(&s).encode_value(&mut value);
+        // What an older build wrote for reg-id=1: bit 1 and the value in the slot.
+        value[1 + OFF_FLAGS] |= F_REG_ID;
+        value[1 + OFF_CLASS] = 1;
+        let b = Binding::decode_value(&value).expect("still a valid record");
+        assert_eq!(b.class(), 0);
+    }
+
+    #[test]
     fn absent_fields_stay_absent() {
         let mut s = spec(b"sip:a@b", b"");
         s.instance = None;
-        s.reg_id = None;
+        s.class = 0;
         s.q = None;
         let b = Binding::new(&s);
         assert_eq!(b.instance(), None);
-        assert_eq!(b.reg_id(), None);
+        assert_eq!(b.class(), 0);
         assert_eq!((b.q(), b.q_given()), (1000, false));
         assert_eq!(b.user_agent(), b"");
     }

@@ -422,7 +422,7 @@ mod tests {
             call_id: b"c",
             cseq: 1,
             instance: None,
-            reg_id: None,
+            class: 0,
             user_agent: b"",
             q,
             source: "127.0.0.1:5070".parse().unwrap(),

@@ -79,9 +79,10 @@ enum Reject {
     AuthForbidden,
     AuthBadRequest,
     TrunkRegistration,
+    TooManyDevicesOfClass,
 }
 
-const REJECTS: [&str; 17] = [
+const REJECTS: [&str; 18] = [
     "unsupported_uri_scheme",
     "domain_not_served",
     "bad_extension",
@@ -99,6 +100,7 @@ const REJECTS: [&str; 17] = [
     "auth_forbidden",
     "auth_bad_request",
     "trunk_registration",
+    "too_many_devices_of_class",
 ];
 
 impl Reject {
@@ -125,6 +127,7 @@ impl Reject {
             Reject::OutOfOrder => (500, "Server Internal Error - CSeq out of order"),
             Reject::TooManyDevices => (403, "Too many registered devices"),
             Reject::TooManyContacts => (403, "Too many contacts in one REGISTER"),
+            Reject::TooManyDevicesOfClass => (403, "Too many registered devices of this class"),
             Reject::TrunkRegistration => (
                 403,
                 "Forbidden - a trunk is reached at its configured address and does not register",
@@ -143,6 +146,7 @@ impl From<PlanError> for Reject {
             PlanError::IntervalTooBrief => Reject::IntervalTooBrief,
             PlanError::OutOfOrder => Reject::OutOfOrder,
             PlanError::TooManyDevices => Reject::TooManyDevices,
+            PlanError::TooManyDevicesOfClass => Reject::TooManyDevicesOfClass,
             PlanError::TooManyContacts => Reject::TooManyContacts,
         }
     }
@@ -221,8 +225,8 @@ pub struct Device {
     pub registered_at_unix: u64,
     /// `+sip.instance`, if sent.
     pub instance: Option<String>,
-    /// `reg-id`, if sent with an instance.
-    pub reg_id: Option<u32>,
+    /// Device class (`[[device_classes]]`; `ip_phone` when none matched).
+    pub class: String,
     /// Call-ID of the last REGISTER.
     pub call_id: String,
     /// CSeq of the last REGISTER.
@@ -230,7 +234,7 @@ pub struct Device {
 }
 
 impl Device {
-    fn of(b: &Binding, now_us: u64) -> Device {
+    fn of(cfg: &Config, b: &Binding, now_us: u64) -> Device {
         let text = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
         Device {
             contact: text(b.contact()),
@@ -243,7 +247,7 @@ impl Device {
             expires_at_unix: b.expires_us() / 1_000_000,
             registered_at_unix: b.registered_us() / 1_000_000,
             instance: b.instance().map(text),
-            reg_id: b.reg_id(),
+            class: cfg.device_classes.name(b.class()).to_owned(),
             call_id: text(b.call_id()),
             cseq: b.cseq(),
         }
@@ -262,7 +266,7 @@ fn secs_u32(d: std::time::Duration) -> u32 {
 #[derive(Default, Debug)]
 struct Metrics {
     outcomes: ReasonCounters<6>,
-    rejects: ReasonCounters<17>,
+    rejects: ReasonCounters<18>,
     expired: u64,
     evicted: u64,
 }
@@ -401,12 +405,17 @@ impl Registrar {
 
         let header_expires = msg.expires().map_err(|_| Reject::BadExpires)?;
         let r = &cx.cfg.registrar;
+        let class = device_class(cx.cfg, msg);
         let rules = Rules {
             header_expires,
             default_expires: secs_u32(r.default_expires),
             min_expires: secs_u32(r.min_expires),
             max_expires: secs_u32(r.max_expires),
             max_contacts: usize::try_from(policy.max_contacts).unwrap_or(usize::MAX),
+            class,
+            class_limit: policy
+                .class_limit(class)
+                .map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
             on_limit: r.on_limit,
             nat: r.nat,
             source: from,
@@ -425,8 +434,8 @@ impl Registrar {
             (Verdict::Retransmission, _) => Ok((Outcome::Retransmission, key)),
             (Verdict::Query | Verdict::Apply { .. }, Some(replay)) => Err(Refusal::Auth(replay)),
             (Verdict::Query, None) => Ok((Outcome::Query, key)),
-            (Verdict::Apply { evict }, None) => {
-                self.apply(cx, msg, e, from, key, evict, now_us);
+            (Verdict::Apply { evict, evict_class }, None) => {
+                self.apply(cx, msg, e, from, key, (evict, evict_class, class), now_us);
                 Ok((Outcome::Updated, key))
             }
         }
@@ -477,7 +486,7 @@ impl Registrar {
         e: &Essentials<'_>,
         from: SocketAddr,
         key: NumberKey,
-        evict: usize,
+        (evict, evict_class, class): (usize, usize, u8),
         now_us: u64,
     ) {
         let digits = key.digits();
@@ -485,8 +494,10 @@ impl Registrar {
         let user_agent = msg.user_agent().unwrap_or(b"");
         let transport = Transport::from_token(e.top_via.transport);
         let mut ext = self.table.extension_or_insert(key);
-        for _ in 0..evict {
-            let Some(id) = update::oldest_untouched(ext.get().bindings(), &self.plan) else {
+        for n in 0..evict {
+            let of_class = (n < evict_class).then_some(class);
+            let Some(id) = update::oldest_untouched(ext.get().bindings(), &self.plan, of_class)
+            else {
                 break;
             };
             ext.remove(id);
@@ -509,7 +520,7 @@ impl Registrar {
                 call_id: e.call_id,
                 cseq: e.cseq.number,
                 instance: p.instance(msg),
-                reg_id: p.reg_id,
+                class: p.class,
                 user_agent,
                 q: p.q,
                 source: from,
@@ -644,7 +655,7 @@ impl Registrar {
             bindings
                 .iter()
                 .filter(|b| b.expires_us() > now_us)
-                .map(|b| Device::of(b, now_us))
+                .map(|b| Device::of(cfg, b, now_us))
                 .collect(),
         )
     }
@@ -765,11 +776,23 @@ fn write_contact_row(out: &mut Vec<u8>, b: &Binding, now_us: u64) {
         out.extend_from_slice(instance);
         out.push(b'"');
     }
-    if let Some(reg_id) = b.reg_id() {
-        out.extend_from_slice(b";reg-id=");
-        push_u32(out, reg_id);
-    }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The device class of a REGISTER (`[[device_classes]]`): its User-Agent, or a parameter on any
+/// of its Contacts.
+fn device_class(cfg: &Config, msg: &Message<'_>) -> u8 {
+    let classes = &cfg.device_classes;
+    if classes.len() <= 1 {
+        return 0;
+    }
+    let user_agent = msg.user_agent().unwrap_or(b"");
+    classes.classify(user_agent, |param| {
+        msg.contacts().filter_map(Result::ok).any(|c| match c {
+            crate::sip::ContactValue::Addr(c) => c.addr.params.get(param).is_some(),
+            crate::sip::ContactValue::Star => false,
+        })
+    })
 }
 
 /// A qvalue from thousandths: `1`, `0`, `0.5`, `0.25`, `0.125`.

@@ -44,8 +44,8 @@ pub struct Planned {
     pub contact: Range<usize>,
     /// `+sip.instance` without quotes, as a range of the datagram.
     pub instance: Option<Range<usize>>,
-    /// `reg-id` (kept only with an instance, RFC 5626 §4.2).
-    pub reg_id: Option<u32>,
+    /// The REGISTER's device class (`[[device_classes]]`).
+    pub class: u8,
     /// q in thousandths, when given.
     pub q: Option<u16>,
     /// Where requests for the binding will go.
@@ -78,6 +78,8 @@ pub enum PlanError {
     OutOfOrder,
     /// More bindings than allowed, and the policy rejects.
     TooManyDevices,
+    /// More bindings of the REGISTER's device class than its limit, and the policy rejects.
+    TooManyDevicesOfClass,
     /// More Contacts in this request alone than bindings allowed.
     TooManyContacts,
 }
@@ -89,10 +91,13 @@ pub enum Verdict {
     Query,
     /// `Contact: *` with `Expires: 0`: remove every binding.
     RemoveAll,
-    /// Apply it, first evicting this many of the oldest untouched bindings.
+    /// Apply it, first evicting the oldest untouched bindings: `evict_class` of the REGISTER's
+    /// device class, then of any class until `evict` are gone.
     Apply {
-        /// Bindings to evict.
+        /// Bindings to evict in all.
         evict: usize,
+        /// Of those, bindings of the REGISTER's class.
+        evict_class: usize,
     },
     /// Same Call-ID and CSeq as a binding: a retransmission; change nothing.
     Retransmission,
@@ -111,17 +116,16 @@ pub struct Rules {
     pub max_expires: u32,
     /// The extension's `max_contacts`.
     pub max_contacts: usize,
+    /// The REGISTER's device class, and the extension's limit for it.
+    pub class: u8,
+    /// Devices of `class` the extension may have (`None`: only `max_contacts`).
+    pub class_limit: Option<usize>,
     /// `registrar.on_limit`.
     pub on_limit: OnLimit,
     /// `registrar.nat`.
     pub nat: NatMode,
     /// Source address of the REGISTER.
     pub source: SocketAddr,
-}
-
-/// The reg-id is not kept: without Outbound (RFC 5626) support one binding per instance.
-fn flow_reg_id(_c: &Contact<'_>) -> Option<u32> {
-    None
 }
 
 /// Does the stored Contact URI equal `uri` under RFC 3261 §19.1.4? Byte equality first: a
@@ -225,7 +229,7 @@ pub fn plan(
             superseded: false,
             contact,
             instance,
-            reg_id: flow_reg_id(&c),
+            class: rules.class,
             q: c.q,
             dest: destination(rules.nat, &c.addr.uri, rules.source),
         });
@@ -263,21 +267,39 @@ pub fn plan(
         .filter(|p| p.expires > 0 && p.matched.is_none())
         .count();
     let after = bindings.len() - removed + added;
-    let evict = after.saturating_sub(rules.max_contacts);
+    let untouched = |b: &&Binding| !plan.iter().any(|p| p.matched == Some(b.id()));
+    // Every binding the request keeps takes the REGISTER's class.
+    let kept = live().filter(|p| p.expires > 0).count();
+    let after_class = bindings
+        .iter()
+        .filter(untouched)
+        .filter(|b| b.class() == rules.class)
+        .count()
+        + kept;
+    let evict_class = rules
+        .class_limit
+        .map_or(0, |limit| after_class.saturating_sub(limit));
+    let evict = after.saturating_sub(rules.max_contacts).max(evict_class);
     if evict == 0 {
-        return Ok(Verdict::Apply { evict: 0 });
+        return Ok(Verdict::Apply {
+            evict: 0,
+            evict_class: 0,
+        });
     }
     match rules.on_limit {
+        OnLimit::Reject if evict_class > 0 => Err(PlanError::TooManyDevicesOfClass),
         OnLimit::Reject => Err(PlanError::TooManyDevices),
         OnLimit::EvictOldest => {
-            let untouched = bindings
+            let untouched_all = bindings.iter().filter(untouched).count();
+            let untouched_class = bindings
                 .iter()
-                .filter(|b| !plan.iter().any(|p| p.matched == Some(b.id())))
+                .filter(untouched)
+                .filter(|b| b.class() == rules.class)
                 .count();
-            if untouched < evict {
+            if untouched_all < evict || untouched_class < evict_class {
                 return Err(PlanError::TooManyContacts);
             }
-            Ok(Verdict::Apply { evict })
+            Ok(Verdict::Apply { evict, evict_class })
         }
     }
 }
@@ -289,7 +311,7 @@ fn same_binding(msg: &Message<'_>, a: &Planned, b: &Planned) -> bool {
         return true;
     }
     match (a.instance(msg), b.instance(msg)) {
-        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y) && a.reg_id == b.reg_id,
+        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
         (None, None) => match (Uri::parse(a.contact(msg)), Uri::parse(b.contact(msg))) {
             (Ok(x), Ok(y)) => x.equivalent(&y),
             _ => false,
@@ -313,11 +335,12 @@ fn supersede(msg: &Message<'_>, plan: &mut [Planned]) {
 }
 
 /// The oldest binding (earliest registration; lowest id on a tie) that no Contact of the
-/// request names: the one `evict-oldest` removes.
-pub fn oldest_untouched(bindings: &[Binding], plan: &[Planned]) -> Option<u16> {
+/// request names, of device class `class` when given: the one `evict-oldest` removes.
+pub fn oldest_untouched(bindings: &[Binding], plan: &[Planned], class: Option<u8>) -> Option<u16> {
     bindings
         .iter()
         .filter(|b| !plan.iter().any(|p| p.matched == Some(b.id())))
+        .filter(|b| class.is_none_or(|c| b.class() == c))
         .min_by_key(|b| (b.registered_us(), b.id()))
         .map(Binding::id)
 }

@@ -1,0 +1,196 @@
+//! A whole run between two network namespaces this test creates, joined by a veth pair: sipfork
+//! (in this process, its engine threads in the proxy's namespace) on one end, the
+//! `sipfork-load` binary (`--target`, `--local-ip`, `--digest`) on the other, over IPv4 and
+//! IPv6. Needs root and ip(8); without them it says why and passes without running.
+
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::mpsc;
+
+mod common;
+use sipfork_load::plan::Plan;
+use sipfork_load::result::RunResult;
+use sipfork_load::scenario::Scenario;
+use sipfork_load::sim::{sipfork_config, ProxyOptions};
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Two namespaces and the veth pair between them; removed on drop.
+struct Namespaces {
+    proxy: String,
+    harness: String,
+}
+
+impl Namespaces {
+    fn create(tag: &str) -> Result<Namespaces, String> {
+        let ns = Namespaces {
+            proxy: format!("{tag}p"),
+            harness: format!("{tag}h"),
+        };
+        let (a, b) = (format!("{tag}a"), format!("{tag}b"));
+        ip(&["netns", "add", &ns.proxy])?;
+        ip(&["netns", "add", &ns.harness])?;
+        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
+        ip(&["link", "set", &a, "netns", &ns.proxy])?;
+        ip(&["link", "set", &b, "netns", &ns.harness])?;
+        for (n, dev, v4, v6) in [
+            (&ns.proxy, &a, "10.213.0.1/24", "fd00:5f::1/64"),
+            (&ns.harness, &b, "10.213.0.2/24", "fd00:5f::2/64"),
+        ] {
+            ip(&["-n", n, "link", "set", "lo", "up"])?;
+            ip(&["-n", n, "addr", "add", v4, "dev", dev])?;
+            ip(&["-n", n, "-6", "addr", "add", v6, "dev", dev, "nodad"])?;
+            ip(&["-n", n, "link", "set", dev, "up"])?;
+        }
+        Ok(ns)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth end in it, and with it the pair.
+        let _ = ip(&["netns", "del", &self.proxy]);
+        let _ = ip(&["netns", "del", &self.harness]);
+    }
+}
+
+/// Moves the calling thread into network namespace `name` (threads it starts inherit it).
+fn enter(name: &str) -> std::io::Result<()> {
+    let f = std::fs::File::open(format!("/run/netns/{name}"))?;
+    // SAFETY: setns on an open namespace file descriptor; affects only this thread.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn scenario(local: std::net::IpAddr) -> Scenario {
+    let mut s = Scenario::preset("fork3").unwrap();
+    s.topology.extensions = 10;
+    s.topology.ip = local;
+    s.load.rate = 100.0;
+    s.load.duration_s = 0.3;
+    s.load.max = 30;
+    s.registration.digest = true;
+    s.caller.digest = true;
+    s.caller.hold_ms = sipfork_load::scenario::Dist::Const(50.0);
+    s
+}
+
+/// sipfork serving `cfg` in namespace `ns`, until `stop` says so.
+fn proxy(
+    ns: String,
+    cfg: String,
+    ready: mpsc::Sender<Result<(), String>>,
+    stop: mpsc::Receiver<()>,
+) {
+    let started = enter(&ns)
+        .map_err(|e| format!("setns {ns}: {e}"))
+        .and_then(|()| common::start_sipfork(&cfg));
+    match started {
+        Ok(engine) => {
+            let _ = ready.send(Ok(()));
+            let _ = stop.recv();
+            engine.stop_handle().stop();
+            let _ = engine.shutdown();
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+        }
+    }
+}
+
+#[test]
+fn a_run_over_a_veth_pair_between_two_namespaces_passes() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: creating network namespaces and a veth pair needs root");
+        return;
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        eprintln!("skipped: ip(8) (iproute2) is not installed");
+        return;
+    }
+    let tag = format!("lt{}", std::process::id() % 100_000);
+    let ns = Namespaces::create(&tag).expect("namespaces and veth pair");
+    let dir = std::env::temp_dir().join(format!("sipfork-load-veth-{}", std::process::id()));
+    for (target, local, label) in [
+        ("10.213.0.1:5060", "10.213.0.2", "veth4"),
+        ("[fd00:5f::1]:5060", "fd00:5f::2", "veth6"),
+    ] {
+        let target: std::net::SocketAddr = target.parse().unwrap();
+        let plan = Plan::new(scenario(local.parse().unwrap()), target, false, 1).unwrap();
+        let cfg = sipfork_config(
+            &plan,
+            &ProxyOptions {
+                digest: true,
+                ..ProxyOptions::default()
+            },
+        );
+        let (ready_tx, ready) = mpsc::channel();
+        let (stop, stop_rx) = mpsc::channel();
+        let ns_proxy = ns.proxy.clone();
+        let proxy = std::thread::spawn(move || proxy(ns_proxy, cfg, ready_tx, stop_rx));
+        ready
+            .recv()
+            .unwrap()
+            .expect("sipfork starts in the proxy namespace");
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.harness,
+                env!("CARGO_BIN_EXE_sipfork-load"),
+            ])
+            .args(["run", "--preset", "fork3", "--extensions", "10"])
+            .args([
+                "--rate",
+                "100",
+                "--duration",
+                "0.3",
+                "--max",
+                "30",
+                "--digest",
+            ])
+            .args(["--target", &target.to_string(), "--local-ip", local])
+            .args(["--proxy-pid", "none", "--quiet", "--label", label])
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .expect("sipfork-load runs");
+        let _ = stop.send(());
+        proxy.join().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{label}: exit {:?}\n{stdout}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = RunResult::read(&dir.join(format!("{label}.json"))).unwrap();
+        assert!(r.passed, "{label}: {:?}", r.failed_because);
+        assert_eq!(r.target.address, target.to_string());
+        assert_eq!(r.registration.registered, 30, "{label}");
+        assert!(
+            !r.scenario.registration.clear,
+            "not loopback: no Contact: * clears"
+        );
+        let v = r.verdicts.as_ref().unwrap();
+        assert_eq!((v.calls, v.ok), (30, 30), "{label}: {v:#?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
