@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite and the benchmarks need from Debian's packages: SIPp (sip-tester),
 # Kamailio (the benchmark anchor), tshark (captures), baresip-core (a real user agent for the
-# forking e2e test), iproute2 (network namespaces); and SIPVicious from PyPI (the attack tools of
-# the security e2e test). Idempotent: skips what is already there.
+# forking e2e test), iproute2 (network namespaces), prometheus (its promtool checks /metrics in an
+# e2e test; the package also installs Debian's prometheus service, left as the package sets it);
+# and SIPVicious from PyPI (the attack tools of the security e2e test). Idempotent: skips what is
+# already there.
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds chromium for dashboard screenshots)
 set -euo pipefail
 need=()
@@ -13,6 +15,7 @@ have baresip  || need+=(baresip-core)
 have ip       || need+=(iproute2)
 have ss       || need+=(iproute2)
 have kamailio || need+=(kamailio)
+have promtool || need+=(prometheus)
 if [[ ${1:-} == --bench ]]; then
   have chromium || need+=(chromium)
   have perf || need+=(linux-perf)
@@ -50,4 +53,4 @@ if ! have sipvicious_svwar; then
   fi
   hash -r
 fi
-echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark, baresip and sipvicious present" >&2
+echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark, baresip, promtool and sipvicious present" >&2

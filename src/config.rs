@@ -29,6 +29,7 @@ mod summary;
 pub mod tenancy;
 mod validate;
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,6 +51,10 @@ pub const MAX_CONTACTS: u32 = 1000;
 pub const MAX_BRANCHES: u32 = 100;
 /// Longest registration a configuration may allow (one year, in seconds).
 pub const MAX_EXPIRES_SECS: u64 = 365 * 24 * 3600;
+/// Longest drain on stop (seconds).
+pub const MAX_DRAIN_SECS: u64 = 3600;
+/// Shortest admin token (characters): a bearer token is the only thing guarding `POST /reload`.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 /// Longest batching window (µs): beyond it, latency suffers more than wake-ups cost.
 pub const MAX_COALESCE_US: u32 = 1000;
 
@@ -195,6 +200,12 @@ pub struct ServerConfig {
     pub socket_buffer: u64,
     /// Bounded batching window; zero disables it.
     pub coalesce: Duration,
+    /// Bearer token that `POST /reload` on the admin listener must carry; `None` refuses reloads
+    /// over HTTP (SIGHUP still reloads).
+    pub admin_token: Option<String>,
+    /// On SIGTERM, how long calls in progress may go on (new INVITEs get 503) before the stop;
+    /// zero stops at once.
+    pub drain: Duration,
     /// Public calls the whole server allows at once (the top of the tenancy tree).
     pub max_public_calls: Option<u32>,
 }
@@ -430,10 +441,54 @@ impl Config {
             .any(|d| matches!(d, Domain::Name(name) if name.as_bytes().eq_ignore_ascii_case(host)))
     }
 
+    /// Each section a reload may change, with a rendering that differs when the section does
+    /// (for telling an operator what a reload changed). It holds secrets: never log it.
+    pub fn reloadable_sections(&self) -> [(&'static str, String); 13] {
+        let s = &self.server;
+        [
+            ("server.domain", format!("{:?}", s.domains)),
+            ("server.admin_token", format!("{:?}", s.admin_token)),
+            ("server.drain_seconds", format!("{:?}", s.drain)),
+            (
+                "server.max_public_calls",
+                format!("{:?}", s.max_public_calls),
+            ),
+            ("registrar", format!("{:?}", self.registrar)),
+            ("proxy", format!("{:?}", self.proxy)),
+            ("policy", format!("{:?}", self.policy)),
+            ("tenants", format!("{:?}", self.tenancy)),
+            ("extensions", format!("{:?}", self.extensions)),
+            (
+                "trunks and dids",
+                format!("{:?}{:?}", self.trunks, self.dids),
+            ),
+            ("followme", format!("{:?}", sorted_debug(&self.followme))),
+            ("trusted", format!("{:?}", self.trusted)),
+            ("routes", format!("{:?}", self.routes)),
+        ]
+    }
+
+    /// Whether `other` numbers its call counters (tenancy levels, per-number lines) as this one
+    /// does, so the running counters stay valid across a reload.
+    pub fn same_counter_layout(&self, other: &Config) -> bool {
+        self.server.max_public_calls == other.server.max_public_calls
+            && format!("{:?}", self.tenancy) == format!("{:?}", other.tenancy)
+            && format!("{:?}", self.extensions) == format!("{:?}", other.extensions)
+    }
+
     /// Things that run but that an operator should know (no persistence, no authentication…).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
+}
+
+/// A map's entries in key order (a HashMap's Debug order differs between two equal maps).
+fn sorted_debug<K: Ord + fmt::Debug, V: fmt::Debug>(
+    map: &std::collections::HashMap<K, V>,
+) -> Vec<String> {
+    let mut entries: Vec<(&K, &V)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries.iter().map(|e| format!("{e:?}")).collect()
 }
 
 #[cfg(test)]

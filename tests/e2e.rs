@@ -1,6 +1,9 @@
 //! End-to-end tests: the real `sipfork` binary on 127.0.0.1 with a generated configuration,
 //! driven over UDP and its admin API, on both I/O backends (ARCHITECTURE.md §8).
 //!
+//! - `admin`: `promtool check metrics`, slow and idle admin clients vs `/health` and a stop,
+//!   `POST /reload` and its token, SIGHUP reloads (passwords, ranges, a broken file, a change
+//!   that needs a restart), the drain on SIGTERM, a reload under the load harness.
 //! - `basics`: start-up, OPTIONS ping, `/health`, `/metrics` (backend per shard), clean stop on
 //!   SIGTERM and SIGINT with the journal flushed.
 //! - `cli`: `check-config` on good and bad files, a bad `--config` that must not start, the
@@ -25,6 +28,8 @@
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
 
+#[path = "e2e/admin.rs"]
+mod admin;
 #[path = "e2e/baresip.rs"]
 mod baresip;
 #[path = "e2e/basics.rs"]

@@ -1,4 +1,4 @@
-//! The command line (DECISIONS.md "Repository and tests"):
+//! The command line, on `clap` (derive):
 //!
 //! ```text
 //! sipfork --config FILE                        run the appliance
@@ -6,6 +6,7 @@
 //! sipfork devices EXT (--config FILE | --admin ADDR) [--json]
 //!                                              the extension's devices, from the running
 //!                                              instance's admin listener
+//! sipfork metrics-doc                          print docs/metrics.md (every metric exposed)
 //! ```
 //! Exit codes: 0 success, 1 a runtime failure (the instance is unreachable, the extension is not
 //! served), 2 a usage or configuration error.
@@ -17,20 +18,78 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand};
+
 use crate::app::devices::DeviceReport;
 use crate::config::Config;
 
-/// Usage text.
-pub const USAGE: &str = "\
-usage:
-  sipfork --config FILE          run the appliance described by FILE
-  sipfork check-config FILE      validate FILE and print what would run
-  sipfork devices EXT (--config FILE | --admin ADDR) [--json]
-                                 list the devices registered for extension EXT, asking the
-                                 running instance's admin listener (from FILE, or ADDR)
-  sipfork --help | --version
+/// The `sipfork` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sipfork",
+    version,
+    about = "Carrier-edge SIP forking proxy and registrar: one extension, many devices, first answer wins",
+    after_help = "Logs go to stderr; SIPFORK_LOG (or RUST_LOG) filters them, e.g. SIPFORK_LOG=debug.\n\
+                  While running: SIGHUP reloads the configuration, SIGTERM or SIGINT stops \
+                  (draining first when [server] drain_seconds is set).",
+    arg_required_else_help = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Run the appliance described by FILE.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A command other than running.
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+}
 
-Logs go to stderr; SIPFORK_LOG (or RUST_LOG) filters them, e.g. SIPFORK_LOG=debug.";
+/// The subcommands.
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum Sub {
+    /// Validate FILE and print what would run.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List the devices registered for extension EXT, asking the running instance's admin
+    /// listener (from FILE's [server] admin, or ADDR).
+    Devices(DevicesArgs),
+    /// Print the metrics reference (docs/metrics.md): every metric /metrics exposes.
+    MetricsDoc,
+}
+
+/// `sipfork devices`.
+#[derive(Debug, Args, PartialEq, Eq)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["config", "admin"])))]
+pub struct DevicesArgs {
+    /// The extension number.
+    #[arg(value_name = "EXT", value_parser = parse_extension)]
+    pub extension: String,
+    /// The running instance's configuration file (its [server] admin names the listener).
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "admin",
+        conflicts_with = "admin"
+    )]
+    pub config: Option<PathBuf>,
+    /// The admin listener's address (IP:PORT or HOST:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_extension(s: &str) -> Result<String, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("extension {s:?} is not a number"));
+    }
+    Ok(s.to_owned())
+}
 
 /// Where `devices` finds the admin listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,84 +116,31 @@ pub enum Command {
         /// JSON instead of a table.
         json: bool,
     },
-    /// Print the usage.
-    Help,
-    /// Print the version.
-    Version,
+    /// Print the metrics reference.
+    MetricsDoc,
 }
 
-/// Parses the arguments after the program name.
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
-    let args: Vec<String> = args
-        .into_iter()
-        .map(|a| {
-            a.into_string()
-                .map_err(|a| format!("argument {a:?} is not UTF-8"))
-        })
-        .collect::<Result<_, _>>()?;
-    let mut it = args.iter().map(String::as_str);
-    let value = |flag: &str, v: Option<&str>| -> Result<String, String> {
-        v.map(str::to_owned)
-            .ok_or_else(|| format!("{flag} needs a value"))
-    };
-    match it.next() {
-        None => Err("no command given".into()),
-        Some("-h" | "--help" | "help") => Ok(Command::Help),
-        Some("-V" | "--version") => Ok(Command::Version),
-        Some("--config" | "-c") => {
-            let file = value("--config", it.next())?;
-            no_more(it)?;
-            Ok(Command::Run(file.into()))
-        }
-        Some("check-config") => {
-            let file = value("check-config", it.next())?;
-            no_more(it)?;
-            Ok(Command::CheckConfig(file.into()))
-        }
-        Some("devices") => {
-            let (mut extension, mut admin, mut json) = (None, None, false);
-            while let Some(arg) = it.next() {
-                match arg {
-                    "--json" => json = true,
-                    "--config" | "-c" => set_once(
-                        &mut admin,
-                        AdminTarget::Config(value(arg, it.next())?.into()),
-                    )?,
-                    "--admin" => set_once(&mut admin, AdminTarget::Addr(value(arg, it.next())?))?,
-                    flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
-                    ext if extension.is_none() => extension = Some(ext.to_owned()),
-                    extra => return Err(format!("unexpected argument {extra}")),
-                }
-            }
-            let extension = extension.ok_or("devices needs an extension number")?;
-            if extension.is_empty() || !extension.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("extension {extension:?} is not a number"));
-            }
-            let admin = admin.ok_or(
-                "devices needs --config FILE (whose [server] admin names the listener) or --admin ADDR",
-            )?;
-            Ok(Command::Devices {
-                extension,
-                admin,
-                json,
-            })
-        }
-        Some(other) => Err(format!("unknown command or option {other}")),
-    }
-}
-
-fn no_more<'a>(mut it: impl Iterator<Item = &'a str>) -> Result<(), String> {
-    match it.next() {
-        Some(extra) => Err(format!("unexpected argument {extra}")),
-        None => Ok(()),
-    }
-}
-
-fn set_once(slot: &mut Option<AdminTarget>, target: AdminTarget) -> Result<(), String> {
-    if slot.replace(target).is_some() {
-        return Err("give --config or --admin once".into());
-    }
-    Ok(())
+/// Parses the arguments after the program name; `Err` is clap's error (usage, `--help` and
+/// `--version` included), which knows how to print itself and its exit code.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, clap::Error> {
+    let cli = Cli::try_parse_from(std::iter::once(OsString::from("sipfork")).chain(args))?;
+    Ok(match (cli.config, cli.command) {
+        (_, Some(Sub::CheckConfig { file })) => Command::CheckConfig(file),
+        (_, Some(Sub::MetricsDoc)) => Command::MetricsDoc,
+        (_, Some(Sub::Devices(d))) => Command::Devices {
+            extension: d.extension,
+            admin: match (d.config, d.admin) {
+                (Some(file), _) => AdminTarget::Config(file),
+                (None, Some(addr)) => AdminTarget::Addr(addr),
+                // clap enforces one of the two.
+                (None, None) => unreachable!("devices needs --config or --admin"),
+            },
+            json: d.json,
+        },
+        (Some(file), None) => Command::Run(file),
+        // arg_required_else_help: clap answers an empty command line itself.
+        (None, None) => unreachable!("clap requires --config or a subcommand"),
+    })
 }
 
 /// Sets up logging to stderr, filtered by `SIPFORK_LOG`, else `RUST_LOG`, else `info`.
@@ -156,18 +162,15 @@ pub fn init_logging() {
 pub fn main() -> ExitCode {
     let command = match parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
-        Err(why) => {
-            eprintln!("sipfork: {why}\n\n{USAGE}");
-            return ExitCode::from(2);
+        Err(e) => {
+            // --help and --version print to stdout and exit 0; usage errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };
     match command {
-        Command::Help => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Command::Version => {
-            println!("sipfork {}", env!("CARGO_PKG_VERSION"));
+        Command::MetricsDoc => {
+            print!("{}", metrics_doc());
             ExitCode::SUCCESS
         }
         Command::CheckConfig(file) => match Config::load(&file) {
@@ -213,6 +216,11 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `docs/metrics.md` as the code generates it.
+pub fn metrics_doc() -> String {
+    crate::app::metrics::reference_markdown(&crate::app::admin::reference().reference())
 }
 
 /// Asks the admin listener for `extension`'s devices; the text to print, or an exit code and why.
@@ -299,15 +307,16 @@ mod tests {
     use super::*;
 
     fn p(args: &[&str]) -> Result<Command, String> {
-        parse(args.iter().map(OsString::from))
+        parse(args.iter().map(OsString::from)).map_err(|e| e.to_string())
     }
 
     #[test]
-    fn the_three_commands_parse() {
+    fn the_commands_parse() {
         assert_eq!(
             p(&["--config", "a.toml"]),
             Ok(Command::Run("a.toml".into()))
         );
+        assert_eq!(p(&["-c", "a.toml"]), Ok(Command::Run("a.toml".into())));
         assert_eq!(
             p(&["check-config", "a.toml"]),
             Ok(Command::CheckConfig("a.toml".into()))
@@ -328,27 +337,59 @@ mod tests {
                 json: false
             })
         );
-        assert_eq!(p(&["--help"]), Ok(Command::Help));
-        assert_eq!(p(&["--version"]), Ok(Command::Version));
+        assert_eq!(p(&["metrics-doc"]), Ok(Command::MetricsDoc));
+    }
+
+    #[test]
+    fn help_and_version_are_answers_not_errors() {
+        for args in [
+            &["--help"][..],
+            &["devices", "--help"],
+            &["check-config", "-h"],
+        ] {
+            let e = parse(args.iter().map(OsString::from)).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{args:?}");
+            assert_eq!(e.exit_code(), 0);
+        }
+        let e = parse([OsString::from("--version")]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert!(e.to_string().contains(env!("CARGO_PKG_VERSION")));
     }
 
     #[test]
     fn mistakes_are_explained() {
-        assert!(p(&[]).unwrap_err().contains("no command"));
-        assert!(p(&["--config"]).unwrap_err().contains("needs a value"));
-        assert!(p(&["--config", "a", "b"])
-            .unwrap_err()
-            .contains("unexpected"));
-        assert!(p(&["run"]).unwrap_err().contains("unknown command"));
-        assert!(p(&["devices", "1000"]).unwrap_err().contains("--admin"));
-        assert!(p(&["devices", "10a0", "--admin", "x:1"])
-            .unwrap_err()
-            .contains("not a number"));
-        assert!(p(&["devices", "1", "--admin", "a:1", "--config", "f"])
-            .unwrap_err()
-            .contains("once"));
-        assert!(p(&["devices", "1", "--admin", "a:1", "--verbose"])
-            .unwrap_err()
-            .contains("unknown option"));
+        let err = |args: &[&str]| {
+            let e = parse(args.iter().map(OsString::from)).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+            e.to_string()
+        };
+        assert!(err(&["--config"]).contains("a value is required"));
+        assert!(err(&["--config", "a", "b"]).contains("'b'"));
+        assert!(err(&["run"]).contains("unrecognized subcommand"));
+        assert!(err(&["devices", "1000"]).contains("--admin"));
+        assert!(err(&["devices", "10a0", "--admin", "x:1"]).contains("not a number"));
+        assert!(err(&["devices", "1", "--admin", "a:1", "--config", "f"])
+            .contains("cannot be used with"));
+        assert!(
+            err(&["devices", "1", "--admin", "a:1", "--verbose"]).contains("unexpected argument")
+        );
+        assert!(err(&["--config", "a", "check-config", "b"]).contains("cannot be used with"));
+    }
+
+    #[test]
+    fn docs_metrics_md_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md");
+        let want = metrics_doc();
+        if std::env::var_os("SIPFORK_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/metrics.md is not what the code exposes; regenerate it with \
+             `target/release/sipfork metrics-doc > docs/metrics.md` \
+             (or SIPFORK_BLESS=1 cargo test --release --lib docs_metrics_md_is_current)"
+        );
     }
 }

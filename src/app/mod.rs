@@ -8,7 +8,11 @@
 //! before it serves a datagram; the admin listener opens last, so `/health` answering means the
 //! appliance is serving.
 //!
-//! Clean stop (SIGTERM/SIGINT): the admin listener closes, every shard finishes its turn (handles
+//! SIGHUP re-reads the configuration (`reload.rs`); it never stops the process.
+//!
+//! Clean stop (SIGTERM/SIGINT): with `[server] drain_seconds` above zero the shards drain first
+//! (new INVITEs get 503 with `Retry-After`, calls in progress go on until they end or the time is
+//! up; a second signal cuts the drain short). Then the admin listener closes, every shard finishes its turn (handles
 //! what is ready, writes its journal out, sends), the engine returns the shards, each journal is
 //! written out and fsynced on the main thread, the persistence thread does a last round, and the
 //! process exits 0.
@@ -19,6 +23,7 @@ pub mod cli;
 pub mod devices;
 pub mod metrics;
 pub mod persist;
+pub mod reload;
 pub mod shard;
 
 use std::net::TcpListener;
@@ -32,13 +37,15 @@ use crate::core::registrar::Restore;
 use crate::core::shard::{owner_of, ShardId};
 use crate::core::transaction::TimerValues;
 use crate::core::{Core, CoreParams};
+use crate::engine::control::Controller;
 use crate::engine::io::{IoKind, IoOptions};
-use crate::engine::os::{self, StopSignals};
+use crate::engine::os::{self, StopSignal, StopSignals};
 use crate::engine::persist::journal::Records;
 use crate::engine::persist::Journal;
 use crate::engine::{self as eng, EngineConfig, EngineError, Pinning};
 use admin::{Admin, AdminContext};
 use persist::Persistence;
+use reload::Reloader;
 use shard::{CompactionRequest, Shard};
 
 /// Why the appliance did not start or did not stop cleanly.
@@ -130,6 +137,63 @@ fn restore(core: &mut Core, now: crate::time::Instant, records: &Records) {
     );
 }
 
+/// How often a drain looks whether the calls in progress have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
+/// Drains before a stop: new INVITEs get 503, calls in progress get up to `limit` to end. A
+/// second stop signal ends the drain at once; SIGHUP still reloads.
+fn drain(control: &Controller<Shard>, signals: &StopSignals, reloader: &Reloader, limit: Duration) {
+    let retry_after = u32::try_from(limit.as_secs()).unwrap_or(u32::MAX).max(1);
+    let calls = || -> usize {
+        control
+            .ask_all(
+                |s: &mut Shard, _| s.core().proxy_calls(),
+                admin::SHARD_TIMEOUT,
+            )
+            .map_or(usize::MAX, |n| n.iter().sum())
+    };
+    if let Err(e) = control.ask_all(
+        move |s: &mut Shard, _| s.core_mut().set_draining(Some(retry_after)),
+        admin::SHARD_TIMEOUT,
+    ) {
+        tracing::warn!(error = %e, "a shard did not confirm the drain");
+    }
+    let deadline = std::time::Instant::now() + limit;
+    tracing::info!(
+        calls = calls(),
+        drain_s = limit.as_secs(),
+        "draining: new INVITEs get 503, calls in progress may finish"
+    );
+    loop {
+        let left = calls();
+        if left == 0 {
+            tracing::info!("drained: no call in progress; stopping");
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::info!(
+                calls = left,
+                "drain time is up; stopping with calls in progress"
+            );
+            return;
+        }
+        match signals.wait(DRAIN_POLL) {
+            Ok(Some(StopSignal::Hangup)) => {
+                let _ = reloader.reload("SIGHUP");
+            }
+            Ok(Some(signal)) => {
+                tracing::info!(?signal, calls = left, "second stop signal: stopping now");
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "waiting for signals during the drain; stopping");
+                return;
+            }
+        }
+    }
+}
+
 /// Runs the appliance described by the file at `config_path` until a stop signal.
 pub fn run(config_path: &Path) -> Result<(), AppError> {
     let signals = StopSignals::block().map_err(io_err("blocking stop signals"))?;
@@ -207,6 +271,11 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
         ),
         None => None,
     };
+    let reloader = Arc::new(Reloader::new(
+        config_path.to_owned(),
+        Arc::clone(&cfg),
+        control.clone(),
+    ));
     let admin = match cfg.server.admin {
         Some(addr) => {
             let listener = TcpListener::bind(addr).map_err(|e| {
@@ -217,7 +286,7 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
                 control: control.clone(),
                 engine_stats: engine.stats_reader(),
                 persist_stats: persistence.as_ref().map(Persistence::stats),
-                config: Arc::clone(&cfg),
+                reloader: Arc::clone(&reloader),
                 started,
             };
             Some(Admin::start(listener, ctx).map_err(io_err("starting the admin thread"))?)
@@ -235,8 +304,17 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
 
     let outcome = loop {
         match signals.wait(SUPERVISE_EVERY) {
+            Ok(Some(StopSignal::Hangup)) => {
+                // Refusals are logged and counted inside; the running configuration stays.
+                let _ = reloader.reload("SIGHUP");
+            }
             Ok(Some(signal)) => {
-                tracing::info!(?signal, "stopping");
+                let drain_for = reloader.config().server.drain;
+                if drain_for.is_zero() {
+                    tracing::info!(?signal, "stopping");
+                } else {
+                    drain(&control, &signals, &reloader, drain_for);
+                }
                 break Ok(());
             }
             Ok(None) => {}

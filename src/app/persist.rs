@@ -23,10 +23,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::app::metrics::{Exposition, Value};
 use crate::app::shard::{CompactionRequest, Shard};
 use crate::core::metrics::MetricSink;
 use crate::core::shard::ShardId;
 use crate::engine::control::{ControlError, Controller};
+use crate::engine::counters::{Histogram, PublishedHistogram};
 use crate::engine::os;
 use crate::engine::persist::journal::{self, Records};
 use crate::engine::persist::{Journal, SyncHandle};
@@ -83,6 +85,12 @@ pub fn recover(
     Ok(opened)
 }
 
+/// Upper bounds (µs) of the fdatasync-time histogram.
+pub const FSYNC_US_BOUNDS: [u64; 12] = [
+    100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+type FsyncHistogram = Histogram<{ FSYNC_US_BOUNDS.len() }>;
+
 /// Counters of the persistence thread.
 #[derive(Debug, Default)]
 pub struct PersistStats {
@@ -90,11 +98,32 @@ pub struct PersistStats {
     sync_errors: AtomicU64,
     sync_rounds: AtomicU64,
     slowest_sync_us: AtomicU64,
+    fsync_us: PublishedHistogram<{ FSYNC_US_BOUNDS.len() }>,
 }
 
 impl PersistStats {
-    /// Writes the counters as metrics.
-    pub fn export(&self, sink: &mut MetricSink) {
+    /// Writes the counters and the fdatasync-time histogram as metrics.
+    pub fn export(&self, out: &mut Exposition) {
+        let mut sink = MetricSink::default();
+        self.export_counters(&mut sink);
+        out.add_samples(sink.samples);
+        out.histogram(
+            "sipfork_journal_fsync_seconds",
+            "Time of each fdatasync of a journal by the group commit",
+            &[],
+            &FSYNC_US_BOUNDS,
+            &self.fsync_us.load(),
+            1e6,
+        );
+        out.add(
+            "sipfork_journal_slowest_sync_seconds",
+            "Longest group commit round so far (the power-loss window is 10 ms plus this)",
+            &[],
+            Value::Seconds(self.slowest_sync_us.load(Ordering::Relaxed) as f64 / 1e6),
+        );
+    }
+
+    fn export_counters(&self, sink: &mut MetricSink) {
         sink.counter(
             "sipfork_journal_syncs_total",
             "fdatasync calls of the group commit (journals that had new records)",
@@ -112,12 +141,6 @@ impl PersistStats {
             "Group commit rounds (one every 10 ms)",
             &[],
             self.sync_rounds.load(Ordering::Relaxed),
-        );
-        sink.gauge(
-            "sipfork_journal_slowest_sync_microseconds",
-            "Longest group commit round so far (the power-loss window is 10 ms plus this)",
-            &[],
-            self.slowest_sync_us.load(Ordering::Relaxed),
         );
     }
 }
@@ -176,11 +199,12 @@ fn persistence_loop(
 ) {
     let mut next_sync = Instant::now() + SYNC_INTERVAL;
     let mut jobs_open = true;
+    let mut fsync = FsyncHistogram::default();
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         let now = Instant::now();
         if now >= next_sync || stopping {
-            sync_round(handles, stats);
+            sync_round(handles, stats, &mut fsync);
             next_sync = Instant::now() + SYNC_INTERVAL;
         }
         if stopping {
@@ -199,12 +223,15 @@ fn persistence_loop(
     }
 }
 
-fn sync_round(handles: &[SyncHandle], stats: &PersistStats) {
+fn sync_round(handles: &[SyncHandle], stats: &PersistStats, fsync: &mut FsyncHistogram) {
     let started = Instant::now();
     for (i, handle) in handles.iter().enumerate() {
+        let one = Instant::now();
         match handle.sync_if_dirty() {
             Ok(true) => {
                 stats.syncs.fetch_add(1, Ordering::Relaxed);
+                fsync.observe(&FSYNC_US_BOUNDS, one.elapsed().as_micros() as u64);
+                stats.fsync_us.store(fsync);
             }
             Ok(false) => {}
             Err(e) => {

@@ -35,6 +35,14 @@ use crate::engine::persist::Journal;
 use crate::engine::shard::Handler;
 use crate::time::Instant;
 
+/// The request or status line of a datagram (at most 160 bytes), for the debug log.
+fn first_line(bytes: &[u8]) -> String {
+    let end = memchr::memchr2(b'\r', b'\n', bytes)
+        .unwrap_or(bytes.len())
+        .min(160);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
 /// A compaction job on its way to a worker thread, with the shard it belongs to.
 pub type CompactionRequest = (ShardId, CompactionJob);
 
@@ -54,6 +62,68 @@ struct JournalCounters {
 pub const RECOVERY_FIRST_PAUSE: Duration = Duration::from_secs(1);
 /// Longest pause between two attempts to rewrite an unhealthy journal.
 pub const RECOVERY_MAX_PAUSE: Duration = Duration::from_secs(16);
+
+fn export_journal(
+    c: &JournalCounters,
+    file_len: u64,
+    unhealthy: bool,
+    shard: &str,
+    sink: &mut MetricSink,
+) {
+    let labels = [("shard", shard)];
+    let counters = [
+        (
+            "sipfork_journal_puts_total",
+            "Binding upserts written to the journal",
+            c.puts,
+        ),
+        (
+            "sipfork_journal_deletes_total",
+            "Binding deletes written to the journal",
+            c.deletes,
+        ),
+        (
+            "sipfork_journal_write_outs_total",
+            "write(2) calls handing journal records to the kernel",
+            c.write_outs,
+        ),
+        (
+            "sipfork_journal_write_errors_total",
+            "Failed journal writes (the turn's binding changes are rolled back, their REGISTERs get 503)",
+            c.write_errors,
+        ),
+        (
+            "sipfork_journal_record_errors_total",
+            "Binding changes the journal refused (too large); not persisted",
+            c.record_errors,
+        ),
+        (
+            "sipfork_journal_compactions_total",
+            "Background compactions committed",
+            c.compactions,
+        ),
+        (
+            "sipfork_journal_compaction_errors_total",
+            "Background compactions abandoned (the old journal stays)",
+            c.compaction_errors,
+        ),
+    ];
+    for (name, help, value) in counters {
+        sink.counter(name, help, &labels, value);
+    }
+    sink.gauge(
+        "sipfork_journal_unhealthy",
+        "1 while the journal takes no records (REGISTERs that change bindings get 503)",
+        &labels,
+        u64::from(unhealthy),
+    );
+    sink.gauge(
+        "sipfork_journal_bytes",
+        "Size of the shard's journal file",
+        &labels,
+        file_len,
+    );
+}
 
 /// The shard's journal and where it sends compaction work.
 struct ShardJournal {
@@ -139,60 +209,12 @@ impl Shard {
         self.core.export_metrics(sink);
         let Some(j) = &self.journal else { return };
         let shard = self.core.env().shard.0.to_string();
-        let labels = [("shard", shard.as_str())];
-        let c = &j.counters;
-        let counters = [
-            (
-                "sipfork_journal_puts_total",
-                "Binding upserts written to the journal",
-                c.puts,
-            ),
-            (
-                "sipfork_journal_deletes_total",
-                "Binding deletes written to the journal",
-                c.deletes,
-            ),
-            (
-                "sipfork_journal_write_outs_total",
-                "write(2) calls handing journal records to the kernel",
-                c.write_outs,
-            ),
-            (
-                "sipfork_journal_write_errors_total",
-                "Failed journal writes (the turn's binding changes are rolled back, their REGISTERs get 503)",
-                c.write_errors,
-            ),
-            (
-                "sipfork_journal_record_errors_total",
-                "Binding changes the journal refused (too large); not persisted",
-                c.record_errors,
-            ),
-            (
-                "sipfork_journal_compactions_total",
-                "Background compactions committed",
-                c.compactions,
-            ),
-            (
-                "sipfork_journal_compaction_errors_total",
-                "Background compactions abandoned (the old journal stays)",
-                c.compaction_errors,
-            ),
-        ];
-        for (name, help, value) in counters {
-            sink.counter(name, help, &labels, value);
-        }
-        sink.gauge(
-            "sipfork_journal_unhealthy",
-            "1 while the journal takes no records (REGISTERs that change bindings get 503)",
-            &labels,
-            u64::from(j.problem.is_some()),
-        );
-        sink.gauge(
-            "sipfork_journal_bytes",
-            "Size of the shard's journal file",
-            &labels,
-            j.journal.file_len(),
-        );
+        export_journal(&j.counters, j.journal.file_len(), j.problem.is_some(), &shard, sink);
+    }
+
+    /// The journal's metric families with zero values (for the metrics reference).
+    pub fn export_journal_reference(sink: &mut MetricSink) {
+        export_journal(&JournalCounters::default(), 0, false, "0", sink);
     }
 
     /// Writes out what is buffered and fsyncs, on the caller's thread (shutdown only).
@@ -301,6 +323,13 @@ impl Shard {
 
 impl Handler for Shard {
     fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) -> Inbound {
+        // Per-request log at debug: the fields are only computed when debug is on.
+        tracing::debug!(
+            shard = self.core.env().shard.0,
+            from = %d.from,
+            line = %first_line(d.bytes),
+            "datagram"
+        );
         self.core.handle_datagram(now, d)
     }
 

@@ -60,6 +60,8 @@ pub(super) struct RawServer {
     pub pin_cores: Option<PinSetting>,
     pub socket_buffer: Option<ByteSize>,
     pub coalesce_us: Option<u32>,
+    pub admin_token: Option<String>,
+    pub drain_seconds: Option<u64>,
     pub max_public_calls: Option<u32>,
 }
 

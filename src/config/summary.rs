@@ -44,8 +44,23 @@ impl fmt::Display for Config {
             }
         )?;
         match &s.admin {
-            Some(admin) => writeln!(f, "  admin         http://{admin}/")?,
+            Some(admin) => writeln!(
+                f,
+                "  admin         http://{admin}/ (POST /reload {})",
+                if s.admin_token.is_some() {
+                    "with the bearer token"
+                } else {
+                    "refused: no admin_token; SIGHUP reloads"
+                }
+            )?,
             None => writeln!(f, "  admin         off")?,
+        }
+        match s.drain.as_secs() {
+            0 => writeln!(f, "  on SIGTERM    stop at once")?,
+            n => writeln!(
+                f,
+                "  on SIGTERM    drain: new INVITEs get 503, calls in progress get up to {n} s"
+            )?,
         }
         match &s.data_dir {
             Some(dir) => writeln!(f, "  persistence   bindings journal in {}", dir.display())?,

@@ -538,6 +538,32 @@ fn a_million_numbers_parse_and_look_up_fast() {
 }
 
 #[test]
+fn admin_token_and_drain_seconds() {
+    let base = "[server]\nlisten = \"127.0.0.1:5060\"\nadmin = \"127.0.0.1:8080\"\n";
+    let cfg = parse_ok(base);
+    assert_eq!(
+        (cfg.server.admin_token.as_deref(), cfg.server.drain),
+        (None, Duration::ZERO)
+    );
+    let cfg = parse_ok(&format!(
+        "{base}admin_token = \"0123456789abcdef\"\ndrain_seconds = 30\n"
+    ));
+    assert_eq!(cfg.server.admin_token.as_deref(), Some("0123456789abcdef"));
+    assert_eq!(cfg.server.drain, Duration::from_secs(30));
+    for token in ["short", "0123456789 abcdef", "0123456789abcdé"] {
+        let (key, line, why) = parse_err(&format!("{base}admin_token = \"{token}\"\n"));
+        assert_eq!((key.as_str(), line), ("server.admin_token", 4), "{token}");
+        assert!(why.contains("at least 16"), "{why}");
+    }
+    let (key, line, _) = parse_err(&format!("{base}drain_seconds = 3601\n"));
+    assert_eq!((key.as_str(), line), ("server.drain_seconds", 4));
+    // A token without a listener is allowed, with a warning.
+    let cfg =
+        parse_ok("[server]\nlisten = \"127.0.0.1:5060\"\nadmin_token = \"0123456789abcdef\"\n");
+    assert!(cfg.warnings().iter().any(|w| w.contains("admin_token")));
+}
+
+#[test]
 fn tenants_trunks_dids_and_emergency_numbers() {
     assert!(parse_ok(MINIMAL).tenancy.is_empty());
     let text = with(

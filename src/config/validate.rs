@@ -16,7 +16,8 @@ use super::tenancy::{Tenancy, TenantSpec, TreeError, MAX_TENANT_DEPTH};
 use super::{
     AuthConfig, AuthMode, Config, ConfigError, Domain, ForkMode, IoBackend, NatMode, OnLimit,
     PinCores, PolicyConfig, ProxyConfig, RegistrarConfig, SecurityConfig, ServerConfig,
-    MAX_BRANCHES, MAX_COALESCE_US, MAX_CONTACTS, MAX_EXPIRES_SECS, MAX_SHARDS,
+    MAX_BRANCHES, MAX_COALESCE_US, MAX_CONTACTS, MAX_DRAIN_SECS, MAX_EXPIRES_SECS, MAX_SHARDS,
+    MIN_ADMIN_TOKEN,
 };
 use crate::core::registrar::digest::Algorithm;
 
@@ -366,6 +367,29 @@ fn build_server(
         0..=MAX_COALESCE_US,
         " µs",
     )?;
+    let drain_seconds = e.in_range(
+        "server.drain_seconds",
+        s.drain_seconds.unwrap_or(0),
+        0..=MAX_DRAIN_SECS,
+        " s",
+    )?;
+    if let Some(token) = &s.admin_token {
+        if token.len() < MIN_ADMIN_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(e.at(
+                "server.admin_token",
+                format!(
+                    "expected at least {MIN_ADMIN_TOKEN} printable ASCII characters without spaces \
+                     (e.g. the output of `openssl rand -hex 24`)"
+                ),
+            ));
+        }
+        if s.admin.is_none() {
+            warnings.push(
+                "server.admin_token is set but server.admin is not: there is no listener to reload through"
+                    .into(),
+            );
+        }
+    }
     if s.data_dir
         .as_ref()
         .is_some_and(|d| d.as_os_str().is_empty())
@@ -400,6 +424,8 @@ fn build_server(
         pin_cores,
         socket_buffer,
         coalesce: Duration::from_micros(u64::from(coalesce_us)),
+        admin_token: s.admin_token,
+        drain: Duration::from_secs(drain_seconds),
         max_public_calls: s.max_public_calls,
     })
 }

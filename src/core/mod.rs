@@ -178,6 +178,10 @@ pub struct Core {
     proxy: Proxy,
     auth: Auth,
     registrar: Registrar,
+    /// Set while the appliance drains before a stop: `Retry-After` seconds of the 503 that new
+    /// INVITEs get, and how many got it.
+    drain: Option<u32>,
+    drain_refused: u64,
 }
 
 /// A core split into disjointly borrowed parts: the shared context and each handler.
@@ -229,7 +233,23 @@ impl Core {
             },
             metrics: DispatchMetrics::default(),
             proxy: Proxy::new(),
+            drain: None,
+            drain_refused: 0,
         }
+    }
+
+    /// Swaps in a reloaded configuration between datagrams: extensions, passwords, limits,
+    /// routes and trusted peers apply to the next request; bindings, transactions and dialogs
+    /// stay. `[auth]` (realm, algorithms, nonces) is built at start and is not taken from `cfg`.
+    pub fn set_config(&mut self, cfg: Arc<Config>) {
+        self.cfg = cfg;
+    }
+
+    /// Starts (`Some(retry_after_secs)`) or ends (`None`) draining: while draining, a new INVITE
+    /// gets `503 Service Unavailable` with `Retry-After`; everything else (in-dialog requests,
+    /// CANCEL, ACK, REGISTER, responses) is handled as usual.
+    pub fn set_draining(&mut self, retry_after: Option<u32>) {
+        self.drain = retry_after;
     }
 
     /// The configuration in force.
@@ -496,6 +516,7 @@ impl Core {
         e: &Essentials<'_>,
         from: SocketAddr,
     ) {
+        let drain = self.drain;
         // A spiral: sipfork forwarded this request to itself (a follow-me stage ringing another
         // extension's devices); it was authenticated and admitted on its first pass.
         let spiral = from == self.env.local;
@@ -549,6 +570,19 @@ impl Core {
             // and only to the dialog's other leg (proxy/dialog.rs). Not challenged: the token is
             // the proof (DECISIONS.md).
             return proxy.in_dialog(&mut cx, msg, e, from);
+        }
+        if let (Some(secs), Method::Invite) = (drain, e.method) {
+            let retry_after = format!("Retry-After: {secs}\r\n");
+            reply_to(
+                &mut cx,
+                msg,
+                from,
+                503,
+                "Service Unavailable",
+                retry_after.as_bytes(),
+            );
+            self.drain_refused += 1;
+            return;
         }
         let resolved = resolve(&cx, e);
         // A trunk (a PBX at a static address) is authenticated by that address.
@@ -811,6 +845,12 @@ impl Core {
             self.durable.refused,
         );
         self.auth.export_metrics(sink, &labels);
+        sink.counter(
+            "sipfork_drain_refused_total",
+            "New INVITEs answered 503 while the appliance drained before a stop",
+            &labels,
+            self.drain_refused,
+        );
         if self.env.shard.0 == 0 {
             // The ledger is shared by every shard: written once.
             self.export_ledger(sink);

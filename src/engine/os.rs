@@ -1,5 +1,5 @@
 //! Process-level OS services the appliance needs besides sockets: secrets from the kernel's
-//! random source, and the stop signals (SIGTERM, SIGINT) taken synchronously.
+//! random source, and the signals (SIGTERM, SIGINT stop; SIGHUP reloads) taken synchronously.
 //!
 //! Signals are blocked in the main thread *before* any other thread exists, so every thread
 //! inherits the mask and the only way a stop signal is seen is [`StopSignals::wait`] on the main
@@ -46,16 +46,18 @@ pub enum StopSignal {
     Term,
     /// SIGINT (Ctrl-C).
     Interrupt,
+    /// SIGHUP: re-read the configuration (not a stop).
+    Hangup,
 }
 
-/// SIGTERM and SIGINT, blocked for every thread and taken with [`StopSignals::wait`].
+/// SIGTERM, SIGINT and SIGHUP, blocked for every thread and taken with [`StopSignals::wait`].
 #[derive(Debug)]
 pub struct StopSignals {
     set: libc::sigset_t,
 }
 
 impl StopSignals {
-    /// Blocks SIGTERM and SIGINT in the calling thread. Call it on the main thread before any
+    /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread. Call it on the main thread before any
     /// thread is spawned, so all threads inherit the mask.
     pub fn block() -> io::Result<Self> {
         // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
@@ -65,6 +67,7 @@ impl StopSignals {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGTERM);
             libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGHUP);
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
         };
         if rc != 0 {
@@ -73,7 +76,7 @@ impl StopSignals {
         Ok(Self { set })
     }
 
-    /// Waits at most `timeout` for a stop signal; `None` when none came.
+    /// Waits at most `timeout` for one of the signals; `None` when none came.
     pub fn wait(&self, timeout: Duration) -> io::Result<Option<StopSignal>> {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs() as libc::time_t,
@@ -87,6 +90,9 @@ impl StopSignals {
         }
         if rc == libc::SIGINT {
             return Ok(Some(StopSignal::Interrupt));
+        }
+        if rc == libc::SIGHUP {
+            return Ok(Some(StopSignal::Hangup));
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {

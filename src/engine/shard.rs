@@ -18,7 +18,7 @@ use crate::core::io::{Datagram, Inbound, Outbox};
 use crate::core::shard::ShardId;
 use crate::engine::clock::Clock;
 use crate::engine::control::ControlQueue;
-use crate::engine::counters::{counters, Published};
+use crate::engine::counters::{counters, Histogram, Published, PublishedHistogram};
 use crate::engine::io::{IoStats, UdpBackend};
 use crate::engine::mailbox::{Mailbox, MailboxStats, Waker};
 use crate::time::Instant;
@@ -64,6 +64,18 @@ pub struct LoopStats {
 }
 }
 
+/// Upper bounds (µs) of the loop-turn-time histogram: the work of one turn, from the end of the
+/// wait to the end of the sends.
+pub const TURN_US_BOUNDS: [u64; 12] = [
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 50_000,
+];
+/// Upper bounds of the batch-size histogram: datagrams and letters handled in one busy turn.
+pub const BATCH_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+/// Loop turn time (µs).
+pub type TurnHistogram = Histogram<{ TURN_US_BOUNDS.len() }>;
+/// Batch size (datagrams and letters per busy turn).
+pub type BatchHistogram = Histogram<{ BATCH_BOUNDS.len() }>;
+
 /// Letters taken from the mailbox per turn at most, so a flood from peers cannot starve timers.
 const MAILBOX_LIMIT_PER_TURN: usize = 4096;
 /// Pause after a backend error so a persistent failure cannot spin a core.
@@ -76,6 +88,8 @@ pub struct SharedStats {
     io: Published<{ IoStats::LEN }>,
     mailbox: Published<{ MailboxStats::LEN }>,
     looping: Published<{ LoopStats::LEN }>,
+    turn_us: PublishedHistogram<{ TURN_US_BOUNDS.len() }>,
+    batch: PublishedHistogram<{ BATCH_BOUNDS.len() }>,
 }
 
 /// A point-in-time copy of one shard's counters.
@@ -91,6 +105,10 @@ pub struct ShardSnapshot {
     pub mailbox: MailboxStats,
     /// Loop counters.
     pub looping: LoopStats,
+    /// Time each turn worked, µs ([`TURN_US_BOUNDS`]).
+    pub turn_us: TurnHistogram,
+    /// Datagrams and letters per busy turn ([`BATCH_BOUNDS`]).
+    pub batch: BatchHistogram,
 }
 
 impl ShardSnapshot {
@@ -115,14 +133,31 @@ impl SharedStats {
             io: IoStats::from_array(self.io.load()),
             mailbox: MailboxStats::from_array(self.mailbox.load()),
             looping: LoopStats::from_array(self.looping.load()),
+            turn_us: self.turn_us.load(),
+            batch: self.batch.load(),
         }
     }
 
-    fn publish(&self, io: &IoStats, mailbox: &MailboxStats, looping: &LoopStats) {
+    fn publish(
+        &self,
+        io: &IoStats,
+        mailbox: &MailboxStats,
+        looping: &LoopStats,
+        hist: &TurnHistograms,
+    ) {
         self.io.store(io.to_array());
         self.mailbox.store(mailbox.to_array());
         self.looping.store(looping.to_array());
+        self.turn_us.store(&hist.turn_us);
+        self.batch.store(&hist.batch);
     }
+}
+
+/// The loop's histograms, kept on the shard's thread.
+#[derive(Default)]
+struct TurnHistograms {
+    turn_us: TurnHistogram,
+    batch: BatchHistogram,
 }
 
 /// Everything a shard loop runs with besides its handler.
@@ -160,6 +195,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
     } = parts;
     stats.set_backend(backend.name());
     let mut counters = LoopStats::default();
+    let mut hist = TurnHistograms::default();
     let mut now = clock.now();
     let mut stopping = false;
     loop {
@@ -242,8 +278,13 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
         counters.turns += 1;
         if handled > 0 || letters > 0 {
             counters.busy_turns += 1;
+            hist.batch.observe(&BATCH_BOUNDS, handled + letters as u64);
         }
-        stats.publish(&backend.stats(), &mailbox.stats(), &counters);
+        // One more clock read per turn: the turn's work, from the end of the wait to here.
+        let worked = clock.now().saturating_since(now);
+        hist.turn_us
+            .observe(&TURN_US_BOUNDS, worked.as_micros() as u64);
+        stats.publish(&backend.stats(), &mailbox.stats(), &counters, &hist);
         if stopping {
             break;
         }

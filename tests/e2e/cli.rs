@@ -52,7 +52,23 @@ fn wrong_configs_name_the_key_and_line_and_do_not_start() {
     assert!(err.contains("cannot read the configuration"), "{err}");
     let (code, _, err) = run_cli(&["frobnicate"]);
     assert_eq!(code, 2);
-    assert!(err.contains("usage:"), "{err}");
+    assert!(err.contains("Usage:"), "{err}");
+    // --help per subcommand and --version answer on stdout with 0.
+    for args in [
+        &["--help"][..],
+        &["check-config", "--help"],
+        &["devices", "--help"],
+        &["metrics-doc", "--help"],
+    ] {
+        let (code, out, err) = run_cli(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.contains("Usage: sipfork"), "{args:?}: {out}");
+    }
+    let (code, out, _) = run_cli(&["--version"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, concat!("sipfork ", env!("CARGO_PKG_VERSION")))
+    );
 }
 
 #[test]

@@ -96,6 +96,10 @@ pub struct Setup {
     pub registrar: String,
     /// Extra TOML appended to `[auth]`.
     pub auth_extra: String,
+    /// Extra TOML appended to `[server]`.
+    pub server_extra: String,
+    /// The `[[extensions]]` tables.
+    pub extensions: String,
 }
 
 impl Setup {
@@ -108,6 +112,9 @@ impl Setup {
             auth: "none",
             registrar: String::new(),
             auth_extra: String::new(),
+            server_extra: String::new(),
+            extensions: "[[extensions]]\nnumbers = \"1000-1999\"\npassword = \"pw-{number}\"\n"
+                .into(),
         }
     }
 }
@@ -194,12 +201,13 @@ impl Appliance {
         if s.admin {
             toml += &format!("admin = \"{}\"\n", self.admin);
         }
+        toml += &s.server_extra;
         toml += &format!("\n[registrar]\n{}\n", s.registrar);
         toml += &format!(
             "\n[auth]\nmode = \"{}\"\nrealm = \"e2e\"\n{}\n",
             s.auth, s.auth_extra
         );
-        toml += "\n[[extensions]]\nnumbers = \"1000-1999\"\npassword = \"pw-{number}\"\n";
+        toml += &format!("\n{}", s.extensions);
         std::fs::write(&self.config, toml).expect("write config");
     }
 
@@ -285,22 +293,21 @@ impl Appliance {
 
     /// Sends `signal` (a `kill` name such as TERM, INT, KILL) and waits for the exit.
     pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
-        let pid = self.pid();
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal} {pid}");
+        self.signal(signal);
+        self.wait_exit(Duration::from_secs(10), signal)
+    }
+
+    /// Waits up to `within` for the process to exit (after SIG`signal`).
+    pub fn wait_exit(&mut self, within: Duration, signal: &str) -> ExitStatus {
         let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + within;
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
             assert!(
                 Instant::now() < deadline,
-                "no exit within 10 s of SIG{signal}:\n{}",
+                "no exit within {within:?} of SIG{signal}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(10));
@@ -308,6 +315,36 @@ impl Appliance {
         self.child = None;
         std::thread::sleep(Duration::from_millis(50)); // let the reader drain stderr
         status
+    }
+
+    /// Rewrites the configuration file with `change` applied, leaving the process alone (for
+    /// a reload).
+    pub fn rewrite_config(&mut self, change: impl FnOnce(&mut Setup)) {
+        change(&mut self.setup);
+        self.write_config();
+    }
+
+    /// Sends `signal` (a `kill` name such as HUP) without waiting for anything.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid();
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits up to `within` for the log to contain `needle` `times` times; false if it did not.
+    pub fn wait_log(&self, needle: &str, times: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.log().matches(needle).count() < times {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// Starts the process again on the same data directory (after a stop or a kill), with the

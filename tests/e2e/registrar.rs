@@ -10,7 +10,7 @@ use sipfork::core::registrar::digest::{compute_response, Algorithm, Ha1, Respons
 use crate::harness::{each_backend, run_cli, Appliance, Io, Setup};
 use crate::phone::{Phone, Response};
 
-fn contact(uri: &str, params: &str) -> String {
+pub fn contact(uri: &str, params: &str) -> String {
     format!("<{uri}>{params}")
 }
 
@@ -199,12 +199,19 @@ pub(crate) fn authorization(
     nonce: &str,
     nc: u32,
 ) -> String {
-    let ha1 = Ha1::from_password(
-        algorithm,
-        ext.as_bytes(),
-        b"e2e",
-        format!("pw-{ext}").as_bytes(),
-    );
+    authorization_with(&format!("pw-{ext}"), ext, server, algorithm, nonce, nc)
+}
+
+/// The `Authorization` row of a REGISTER for `ext` with `password` (realm `e2e`).
+pub(crate) fn authorization_with(
+    password: &str,
+    ext: &str,
+    server: &str,
+    algorithm: Algorithm,
+    nonce: &str,
+    nc: u32,
+) -> String {
+    let ha1 = Ha1::from_password(algorithm, ext.as_bytes(), b"e2e", password.as_bytes());
     let nc = format!("{nc:08x}");
     let uri = format!("sip:{server}");
     let response = compute_response(
