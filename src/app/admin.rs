@@ -365,7 +365,12 @@ async fn ask_all<R: Send + 'static>(
 /// 200 when every shard answers within [`SHARD_TIMEOUT`] and every journal takes records; else
 /// 503 naming the silent shards or the journals' problems.
 async fn health(ctx: &AdminContext) -> Answer {
-    let answers = ask_all(&ctx.control, |s: &mut Shard, _| s.journal_problem(), SHARD_TIMEOUT).await;
+    let answers = ask_all(
+        &ctx.control,
+        |s: &mut Shard, _| s.journal_problem(),
+        SHARD_TIMEOUT,
+    )
+    .await;
     let silent: Vec<usize> = (0..answers.len())
         .filter(|&i| answers[i].is_none())
         .collect();
@@ -378,7 +383,9 @@ async fn health(ctx: &AdminContext) -> Answer {
     } else {
         let mut errors = problems;
         if !silent.is_empty() {
-            errors.push(format!("shards {silent:?} did not answer within {SHARD_TIMEOUT:?}"));
+            errors.push(format!(
+                "shards {silent:?} did not answer within {SHARD_TIMEOUT:?}"
+            ));
         }
         json(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -209,7 +209,13 @@ impl Shard {
         self.core.export_metrics(sink);
         let Some(j) = &self.journal else { return };
         let shard = self.core.env().shard.0.to_string();
-        export_journal(&j.counters, j.journal.file_len(), j.problem.is_some(), &shard, sink);
+        export_journal(
+            &j.counters,
+            j.journal.file_len(),
+            j.problem.is_some(),
+            &shard,
+            sink,
+        );
     }
 
     /// The journal's metric families with zero values (for the metrics reference).

@@ -1060,3 +1060,43 @@ fn hundreds_of_uri_parameters_cost_linear_time_before_authentication() {
         "{each:?} per request"
     );
 }
+
+/// A digest-uri naming sipfork itself (SIPp 3.6 writes `sip:PROXY_IP:PORT` whatever the
+/// Request-URI) is accepted with the right password; one naming anything else is refused.
+#[test]
+fn a_digest_uri_naming_the_proxy_itself_is_accepted() {
+    let mut e = Edge::new(EDGE, 1);
+    let phone = "127.0.0.11:5060";
+    e.register_ok(phone, "1001", "sip:1001@127.0.0.11:5060");
+    for (uri, forwarded) in [("sip:127.0.0.1:5060", true), ("sip:127.0.0.99:5060", false)] {
+        let n = e.fresh();
+        let call_id = format!("uri-{n}");
+        let ruri = "sip:1001@example.com";
+        let r = Reply::only(
+            e.send(
+                phone,
+                &request("INVITE", ruri, phone, "1000", "", &call_id, ""),
+            ),
+            phone,
+        );
+        let auth = authorization(
+            "Proxy-Authorization",
+            "1000",
+            "pw-1000",
+            "INVITE",
+            uri,
+            &r.nonce(),
+            1,
+        );
+        let second = String::from_utf8(request("INVITE", ruri, phone, "1000", "", &call_id, &auth))
+            .unwrap()
+            .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+            .replace(
+                &format!("branch=z9hG4bKINVITE{call_id}"),
+                &format!("branch=z9hG4bKINVITE{call_id}-2"),
+            );
+        let out = e.send(phone, second.as_bytes());
+        let reached = out.iter().any(|(_, b)| b.starts_with(b"INVITE"));
+        assert_eq!(reached, forwarded, "{uri}: {}", dump(&out));
+    }
+}

@@ -245,8 +245,16 @@ impl Auth {
         }
         //= rfc7616#section-3.4.6
         //# the server SHOULD check that the digest-uri matches the Request-URI; 400 otherwise
+        // Also accepted: a digest-uri naming sipfork itself (no user, our address or domain), as
+        // SIPp 3.6 writes whatever the Request-URI; the response still covers that uri, and the
+        // nonce-count stops replays.
         let uri_matches = creds.uri == e.request_uri.raw()
-            || Uri::parse(creds.uri).is_ok_and(|u| u.equivalent(&e.request_uri));
+            || Uri::parse(creds.uri).is_ok_and(|u| {
+                u.equivalent(&e.request_uri)
+                    || u.as_sip().is_some_and(|s| {
+                        s.user.is_none() && cx.cfg.is_local_domain(s.host_raw, s.port)
+                    })
+            });
         if !uri_matches {
             self.failures.bump(URI_MISMATCH);
             return AuthOutcome::BadRequest("digest uri does not match the Request-URI");
@@ -276,7 +284,14 @@ impl Auth {
                     self.failures.bump(i);
                 }
                 if matches!(failure, AuthFailure::BadResponse | AuthFailure::UnknownUser) {
-                    // A wrong answer to a fresh nonce of ours: a guess (throttle.rs).
+                    // A wrong answer to a fresh nonce of ours: a guess (throttle.rs). Logged at
+                    // info (rare, and what an operator or fail2ban looks for).
+                    tracing::info!(
+                        "digest refused src={} user={} reason={}",
+                        source.ip(),
+                        String::from_utf8_lossy(username),
+                        failure.reason()
+                    );
                     self.guessed_wrong(cx, source, username);
                 }
                 match (failure, failure.answer()) {
