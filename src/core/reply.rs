@@ -49,3 +49,9 @@ pub fn reply_to(
         )
     });
 }
+
+/// `481 Call/Transaction Does Not Exist` for a request that names no transaction or dialog of
+/// ours (or one its sender may not touch).
+pub fn no_such_transaction(cx: &mut Cx<'_>, req: &Message<'_>, from: SocketAddr) {
+    reply_to(cx, req, from, 481, "Call/Transaction Does Not Exist", b"");
+}

@@ -33,14 +33,7 @@ impl Proxy {
     ) {
         if self.calls.get(key).is_some_and(|c| c.upstream != from) {
             self.count(Event::CancelWrongSource);
-            return crate::core::reply::reply_to(
-                cx,
-                req,
-                from,
-                481,
-                "Call/Transaction Does Not Exist",
-                b"",
-            );
+            return crate::core::reply::no_such_transaction(cx, req, from);
         }
         crate::core::reply::reply_to(cx, req, from, 200, "OK", b"");
         let Some(call) = self.calls.get_mut(key) else {

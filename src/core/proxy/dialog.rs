@@ -233,7 +233,7 @@ impl Proxy {
         from: SocketAddr,
     ) {
         let key = match route_token(cx, req, e.call_id) {
-            RouteToken::Ours(key) => key,
+            RouteToken::Ours(key) => Some(key),
             RouteToken::Absent => {
                 self.count(Event::InDialogRefused);
                 return crate::core::reply::reply_to(
@@ -245,32 +245,15 @@ impl Proxy {
                     b"",
                 );
             }
-            RouteToken::Invalid => {
-                self.count(Event::InDialogRefused);
-                return crate::core::reply::reply_to(
-                    cx,
-                    req,
-                    from,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                    b"",
-                );
-            }
+            RouteToken::Invalid => None,
         };
-        let Some(dest) = self
-            .calls
-            .get(key)
-            .and_then(|call| other_leg(cx, call, e, from))
-        else {
+        // A token that does not verify, or a dialog that ended (or whose tags it does not name).
+        let Some((key, dest)) = key.and_then(|key| {
+            let dest = other_leg(cx, self.calls.get(key)?, e, from)?;
+            Some((key, dest))
+        }) else {
             self.count(Event::InDialogRefused);
-            return crate::core::reply::reply_to(
-                cx,
-                req,
-                from,
-                481,
-                "Call/Transaction Does Not Exist",
-                b"",
-            );
+            return crate::core::reply::no_such_transaction(cx, req, from);
         };
         if e.method == Method::Bye {
             self.end_dialog(cx, key, e);

@@ -315,14 +315,7 @@ impl Proxy {
             }
             (Method::Cancel, None) => {
                 self.count(Event::CancelUnmatched);
-                crate::core::reply::reply_to(
-                    cx,
-                    req,
-                    from,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                    b"",
-                );
+                crate::core::reply::no_such_transaction(cx, req, from);
                 Matched::Handled
             }
             (Method::Ack, Some(call)) => {
