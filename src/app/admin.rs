@@ -316,6 +316,12 @@ async fn route(req: &Request<Incoming>, state: &State, peer: SocketAddr) -> Answ
     match path {
         "/health" => health(&state.ctx).await,
         "/metrics" => metrics_page(state).await,
+        "/licensing" => json(
+            StatusCode::OK,
+            &state.ctx.reloader.config().tenancy.licensing_json(),
+        ),
+        "/tenants" => tenants(&state.ctx, None),
+        _ if path.starts_with("/tenants/") => tenants(&state.ctx, path.strip_prefix("/tenants/")),
         _ => match path
             .strip_prefix("/extensions/")
             .and_then(|rest| rest.strip_suffix("/devices"))
@@ -323,8 +329,37 @@ async fn route(req: &Request<Incoming>, state: &State, peer: SocketAddr) -> Answ
             Some(number) => devices(number, &state.ctx).await,
             None => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /metrics, /health, /extensions/NUMBER/devices or POST /reload\n",
+                "not found; try /metrics, /health, /extensions/NUMBER/devices, /tenants, /licensing or POST /reload\n",
             ),
+        },
+    }
+}
+
+/// `GET /tenants` (every tenant) or `GET /tenants/{name}`: limits, live public calls and refusals
+/// from the shared counters (`core::policy::ledger`), children.
+fn tenants(ctx: &AdminContext, name: Option<&str>) -> Answer {
+    let cfg = ctx.reloader.config();
+    let live = |i: usize| (cfg.ledger.live(i), cfg.ledger.refused(i));
+    match name {
+        None => {
+            let all: Vec<serde_json::Value> = (1..cfg.tenancy.len())
+                .map(|i| cfg.tenancy.tenant_json(i, &live))
+                .collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "server": {
+                        "max_public_calls": cfg.server.max_public_calls,
+                        "public_calls": cfg.ledger.live(0),
+                        "refused": cfg.ledger.refused(0),
+                    },
+                    "tenants": all,
+                }),
+            )
+        }
+        Some(name) => match cfg.tenancy.find(name) {
+            Some(i) => json(StatusCode::OK, &cfg.tenancy.tenant_json(i, &live)),
+            None => text(StatusCode::NOT_FOUND, format!("no tenant named {name:?}\n")),
         },
     }
 }

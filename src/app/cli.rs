@@ -58,6 +58,12 @@ pub enum Sub {
     Devices(DevicesArgs),
     /// Print the metrics reference (docs/metrics.md): every metric /metrics exposes.
     MetricsDoc,
+    /// Print the licensing report of FILE as JSON: channels billed per service provider.
+    Licensing {
+        /// The configuration file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 /// `sipfork devices`.
@@ -118,6 +124,8 @@ pub enum Command {
     },
     /// Print the metrics reference.
     MetricsDoc,
+    /// Print the licensing report of a configuration.
+    Licensing(PathBuf),
 }
 
 /// Parses the arguments after the program name; `Err` is clap's error (usage, `--help` and
@@ -127,6 +135,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, clap::
     Ok(match (cli.config, cli.command) {
         (_, Some(Sub::CheckConfig { file })) => Command::CheckConfig(file),
         (_, Some(Sub::MetricsDoc)) => Command::MetricsDoc,
+        (_, Some(Sub::Licensing { config })) => Command::Licensing(config),
         (_, Some(Sub::Devices(d))) => Command::Devices {
             extension: d.extension,
             admin: match (d.config, d.admin) {
@@ -173,6 +182,16 @@ pub fn main() -> ExitCode {
             print!("{}", metrics_doc());
             ExitCode::SUCCESS
         }
+        Command::Licensing(file) => match Config::load(&file) {
+            Ok(cfg) => {
+                println!("{:#}", cfg.tenancy.licensing_json());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sipfork: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::CheckConfig(file) => match Config::load(&file) {
             Ok(cfg) => {
                 // The summary ends with the configuration's warnings.

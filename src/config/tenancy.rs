@@ -163,6 +163,37 @@ impl Tenancy {
             .collect()
     }
 
+    /// The licensing report as JSON: `{"providers": [{"name": …, "channels": N | null}]}`.
+    pub fn licensing_json(&self) -> serde_json::Value {
+        let providers: Vec<serde_json::Value> = self
+            .licensing()
+            .into_iter()
+            .map(|(name, channels)| serde_json::json!({ "name": name, "channels": channels }))
+            .collect();
+        serde_json::json!({ "providers": providers })
+    }
+
+    /// Tenant `i` as JSON for the operator: its limit, the live public calls and refusals
+    /// counted on it (`live`, `refused` per level), and its children's names.
+    pub fn tenant_json(&self, i: usize, live: &dyn Fn(usize) -> (u32, u64)) -> serde_json::Value {
+        let t = &self.nodes[i];
+        let (calls, refused) = live(i);
+        let children: Vec<&str> = (1..self.nodes.len())
+            .filter(|&c| self.nodes[c].parent == Some(i))
+            .map(|c| self.nodes[c].name.as_str())
+            .collect();
+        serde_json::json!({
+            "name": t.name,
+            "parent": t.parent.filter(|&p| p != 0).map(|p| self.nodes[p].name.as_str()),
+            "max_public_calls": t.max_public_calls,
+            "public_calls": calls,
+            "refused": refused,
+            "forward_external": t.forward_external,
+            "voicemail": t.voicemail,
+            "children": children,
+        })
+    }
+
     fn bill(&self, i: usize) -> Option<u64> {
         if let Some(limit) = self.nodes[i].max_public_calls {
             return Some(u64::from(limit));

@@ -103,3 +103,37 @@ fn devices_command_reports_unknown_extensions_and_unreachable_instances() {
         assert!(err.contains("admin is not set"), "{err}");
     }
 }
+
+/// Call policy's operator views: `sipfork licensing --config FILE` and, from a running
+/// instance, `GET /licensing`, `GET /tenants` and `GET /tenants/{name}`.
+#[test]
+fn licensing_and_tenant_views() {
+    let tenants = "[[tenants]]\nname = \"acme\"\nmax_public_calls = 200\n\
+                   [[tenants]]\nname = \"user-1\"\nparent = \"acme\"\nmax_public_calls = 100\n\
+                   [[tenants]]\nname = \"free\"\n\
+                   [[extensions]]\nnumbers = \"1000-1999\"\npassword = \"pw-{number}\"\ntenant = \"user-1\"\n";
+    let scratch = Scratch::new("tenants");
+    let setup = Setup {
+        extensions: tenants.into(),
+        ..Setup::new(Io::Mmsg)
+    };
+    let app = Appliance::start(&scratch.0, setup).expect("mmsg always starts");
+    let expected = serde_json::json!({ "providers": [
+        { "name": "acme", "channels": 200 },
+        { "name": "free", "channels": null },
+    ] });
+    let (code, out, err) = run_cli(&["licensing", "--config", app.config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let cli: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(cli, expected);
+    let http: serde_json::Value = serde_json::from_str(&app.get_ok("/licensing")).unwrap();
+    assert_eq!(http, expected);
+    let all: serde_json::Value = serde_json::from_str(&app.get_ok("/tenants")).unwrap();
+    assert_eq!(all["tenants"].as_array().unwrap().len(), 3, "{all}");
+    assert_eq!(all["server"]["public_calls"], 0);
+    let one: serde_json::Value = serde_json::from_str(&app.get_ok("/tenants/acme")).unwrap();
+    assert_eq!(one["max_public_calls"], 200);
+    assert_eq!(one["children"], serde_json::json!(["user-1"]));
+    assert_eq!(one["public_calls"], 0);
+    assert_eq!(app.get("/tenants/nobody").unwrap().0, 404);
+}
