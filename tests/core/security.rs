@@ -1100,3 +1100,49 @@ fn a_digest_uri_naming_the_proxy_itself_is_accepted() {
         assert_eq!(reached, forwarded, "{uri}: {}", dump(&out));
     }
 }
+
+/// `[[emergency]]` numbers are never blocked: an address blocked for guessing still reaches 112
+/// (its INVITE is challenged as usual), while anything else from it is dropped.
+#[test]
+fn an_address_block_does_not_stop_emergency_calls() {
+    let config = format!("{EDGE}[[emergency]]\nnumbers = [\"112\"]\n");
+    let mut e = Edge::new(&config, 1);
+    for i in 0..50u32 {
+        let user = format!("{}", 1000 + i % 10);
+        let r = e.register(ATTACKER, &user, "sip:x@127.0.0.66", "");
+        if r.status != 401 {
+            break;
+        }
+        let auth = authorization(
+            "Authorization",
+            &user,
+            "guess",
+            "REGISTER",
+            "sip:example.com",
+            &r.nonce(),
+            1,
+        );
+        e.register(ATTACKER, &user, "sip:x@127.0.0.66", &auth);
+    }
+    let other = request(
+        "INVITE",
+        "sip:1000@example.com",
+        ATTACKER,
+        "1001",
+        "",
+        "blocked-call",
+        "",
+    );
+    assert!(e.send(ATTACKER, &other).is_empty(), "blocked");
+    let emergency = request(
+        "INVITE",
+        "sip:112@example.com",
+        ATTACKER,
+        "1001",
+        "",
+        "sos",
+        "",
+    );
+    let r = Reply::only(e.send(ATTACKER, &emergency), ATTACKER);
+    assert_eq!(r.status, 407, "answered, not dropped: {}", r.text);
+}
