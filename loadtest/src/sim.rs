@@ -273,6 +273,7 @@ impl Sim {
                     .collect();
                 core.outbox().clear();
                 core.drain_persist(|_| {});
+                core.drain_notices(drop);
                 out
             }
             Proxy::Reflector(r) => {

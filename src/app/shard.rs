@@ -357,6 +357,13 @@ impl Handler for Shard {
 
     fn after_batch(&mut self, now: Instant) {
         let shard = self.core.env().shard;
+        self.core.drain_notices(|n| {
+            if n.is_info() {
+                tracing::info!("{n}");
+            } else {
+                tracing::debug!("{n}");
+            }
+        });
         let Some(j) = &mut self.journal else {
             self.core.drain_persist(|_| {});
             return;

@@ -65,4 +65,6 @@ pub struct Cx<'a> {
     pub out: &'a mut Outbox,
     /// Binding changes to journal.
     pub persist: &'a mut PersistLog,
+    /// Events for the operator's log (`notice.rs`).
+    pub notices: &'a mut Vec<crate::core::notice::Notice>,
 }

@@ -10,6 +10,7 @@ pub mod context;
 pub mod ids;
 pub mod io;
 pub mod metrics;
+pub mod notice;
 pub mod number;
 pub mod persist;
 pub mod policy;
@@ -173,6 +174,7 @@ pub struct Core {
     timers: TimerWheel<TimerKey>,
     out: Outbox,
     persist: PersistLog,
+    notices: Vec<notice::Notice>,
     durable: Durability,
     metrics: DispatchMetrics,
     proxy: Proxy,
@@ -226,6 +228,7 @@ impl Core {
             timers: TimerWheel::new(now),
             out: Outbox::new(),
             persist: PersistLog::new(),
+            notices: Vec::new(),
             durable: Durability {
                 journal_available: true,
                 held: Vec::new(),
@@ -270,6 +273,11 @@ impl Core {
     /// The earliest time [`Core::handle_timeout`] has work (may be early, never late).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_deadline()
+    }
+
+    /// Hands every event for the operator's log to `log`, in order (after each batch).
+    pub fn drain_notices(&mut self, log: impl FnMut(notice::Notice)) {
+        self.notices.drain(..).for_each(log);
     }
 
     /// Hands every pending journal operation to `apply`, in order, and counts them as written
@@ -385,6 +393,7 @@ impl Core {
                 timers: &mut self.timers,
                 out: &mut self.out,
                 persist: &mut self.persist,
+                notices: &mut self.notices,
             },
             registrar: &mut self.registrar,
             auth: &mut self.auth,
@@ -729,8 +738,17 @@ impl Core {
                     let tenant = policy.tenant();
                     ext_levels.extend(cx.cfg.tenancy.path(tenant));
                     plan.external_levels = Some(&ext_levels);
-                    let targets =
-                        followme_targets(&cx, registrar, number, fm, tenant, &mut stage_rings);
+                    let mut skipped = Vec::new();
+                    let targets = followme_targets(
+                        &cx,
+                        registrar,
+                        number,
+                        fm,
+                        tenant,
+                        &mut stage_rings,
+                        &mut skipped,
+                    );
+                    cx.notices.append(&mut skipped);
                     plan.stage_rings = Some(&stage_rings);
                     targets
                 } else {
@@ -949,6 +967,7 @@ fn followme_targets<'r>(
     fm: &crate::config::followme::FollowMe,
     tenant: usize,
     rings: &mut Vec<crate::time::Duration>,
+    skipped: &mut Vec<crate::core::notice::Notice>,
 ) -> Vec<ForkTarget<'r>> {
     use crate::config::followme::Target;
     let node = cx.cfg.tenancy.node(tenant);
@@ -990,10 +1009,9 @@ fn followme_targets<'r>(
                     build::push_hostport(&mut uri, *next_hop);
                     out.push(owned(uri, *next_hop, q, true));
                 }
-                Target::External { number: n, .. } => tracing::debug!(
-                    target = %String::from_utf8_lossy(n),
-                    "follow-me: external target skipped, forward_external is off for this tenant"
-                ),
+                Target::External { number: n, .. } => {
+                    skipped.push(crate::core::notice::Notice::ExternalSkipped { number: n.clone() })
+                }
             }
         }
         rings.push(stage.ring);

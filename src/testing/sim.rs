@@ -407,6 +407,7 @@ impl World {
         self.cores[s].outbox().clear();
         let mut persist = 0;
         self.cores[s].drain_persist(|_| persist += 1);
+        self.cores[s].drain_notices(drop);
         for (to, bytes) in out {
             self.transmit(self.proxy, to, bytes);
         }

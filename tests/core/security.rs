@@ -64,6 +64,8 @@ struct Edge {
     cores: Vec<Core>,
     now: Instant,
     sent: Vec<(SocketAddr, Vec<u8>)>,
+    /// The lines the core handed the operator's log (`core::notice`).
+    log: Vec<String>,
     counter: u64,
 }
 
@@ -90,6 +92,7 @@ impl Edge {
             cores,
             now: Instant::ZERO,
             sent: Vec::new(),
+            log: Vec::new(),
             counter: 0,
         }
     }
@@ -102,6 +105,8 @@ impl Edge {
             .collect();
         self.cores[s].outbox().clear();
         self.cores[s].drain_persist(|_| {});
+        let log = &mut self.log;
+        self.cores[s].drain_notices(|n| log.push(n.to_string()));
         self.sent.extend(out.iter().cloned());
         out
     }
@@ -524,6 +529,19 @@ fn password_guessing_is_blocked_and_ends_after_the_block() {
         assert_eq!(r.status, 403, "guess {i}");
     }
     assert_eq!(counter(&e.cores[0], "sipfork_auth_blocks_total", "user"), 1);
+    // One log line per refused digest and one for the block, in fail2ban's format.
+    let refused = e
+        .log
+        .iter()
+        .filter(|l| l.starts_with("digest refused src=127.0.0.66 user=1000"))
+        .count();
+    assert_eq!(refused, 10, "{:?}", e.log);
+    assert!(
+        e.log
+            .contains(&"source blocked src=127.0.0.66 user=1000 failures=10".to_owned()),
+        "{:?}",
+        e.log
+    );
     // Blocked: even the right password gets no answer.
     let r = e.register(ATTACKER, "1000", contact, "");
     let auth = authorization(
@@ -549,16 +567,20 @@ fn password_guessing_is_blocked_and_ends_after_the_block() {
     // The real phone elsewhere, and another user behind the attacker's NAT, still register.
     e.register_ok("127.0.0.11:5060", "1000", "sip:1000@127.0.0.11:5060");
     e.register_ok(ATTACKER, "1001", "sip:1001@127.0.0.66");
-    // After block_seconds the pair may try again.
+    // After block_seconds the pair may try again, and the unblock is logged.
     e.advance(secs(301));
+    assert!(
+        e.log
+            .contains(&"source unblocked src=127.0.0.66 user=1000".to_owned()),
+        "{:?}",
+        e.log
+    );
     e.register_ok(ATTACKER, "1000", contact);
 }
 
-/// Past five times the limit, guesses over many usernames block the whole address: then every
-/// request from it is dropped before any work.
-#[test]
-fn an_address_guessing_many_accounts_is_blocked_whole() {
-    let mut e = Edge::new(EDGE, 1);
+/// Wrong passwords for ten usernames in turn from the attacker, until it gets no answer (five
+/// times the limit blocks the whole address).
+fn guess_until_the_address_is_blocked(e: &mut Edge) {
     for i in 0..50u32 {
         let user = format!("{}", 1000 + i % 10);
         let r = e.register(ATTACKER, &user, "sip:x@127.0.0.66", "");
@@ -576,6 +598,14 @@ fn an_address_guessing_many_accounts_is_blocked_whole() {
         );
         e.register(ATTACKER, &user, "sip:x@127.0.0.66", &auth);
     }
+}
+
+/// Past five times the limit, guesses over many usernames block the whole address: then every
+/// request from it is dropped before any work.
+#[test]
+fn an_address_guessing_many_accounts_is_blocked_whole() {
+    let mut e = Edge::new(EDGE, 1);
+    guess_until_the_address_is_blocked(&mut e);
     assert_eq!(
         counter(&e.cores[0], "sipfork_auth_blocks_total", "address"),
         1
@@ -1107,23 +1137,7 @@ fn a_digest_uri_naming_the_proxy_itself_is_accepted() {
 fn an_address_block_does_not_stop_emergency_calls() {
     let config = format!("{EDGE}[[emergency]]\nnumbers = [\"112\"]\n");
     let mut e = Edge::new(&config, 1);
-    for i in 0..50u32 {
-        let user = format!("{}", 1000 + i % 10);
-        let r = e.register(ATTACKER, &user, "sip:x@127.0.0.66", "");
-        if r.status != 401 {
-            break;
-        }
-        let auth = authorization(
-            "Authorization",
-            &user,
-            "guess",
-            "REGISTER",
-            "sip:example.com",
-            &r.nonce(),
-            1,
-        );
-        e.register(ATTACKER, &user, "sip:x@127.0.0.66", &auth);
-    }
+    guess_until_the_address_is_blocked(&mut e);
     let other = request(
         "INVITE",
         "sip:1000@example.com",

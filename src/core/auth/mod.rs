@@ -23,6 +23,7 @@ use std::time::Duration;
 use crate::config::{AuthMode, Config};
 use crate::core::context::Cx;
 use crate::core::metrics::{MetricSink, ReasonCounters};
+use crate::core::notice::Notice;
 use crate::core::registrar::digest::{AuthAnswer, AuthFailure, DigestAuthority};
 use crate::core::reply::reply_to;
 use crate::core::shard::ShardId;
@@ -161,13 +162,10 @@ impl Auth {
     /// Ends the blocks that ran out (the `AuthSweep` timer), one log line each.
     pub fn sweep(&mut self, cx: &mut Cx<'_>) {
         for ev in self.throttle.sweep(cx.now) {
-            tracing::info!(
-                "source unblocked src={} user={}",
-                ev.source,
-                ev.user
-                    .as_deref()
-                    .map_or("*".into(), String::from_utf8_lossy)
-            );
+            cx.notices.push(Notice::Unblocked {
+                source: ev.source,
+                user: ev.user,
+            });
         }
         if let Some(at) = self.throttle.next_unblock() {
             cx.timers.insert(at, crate::core::TimerKey::AuthSweep);
@@ -178,14 +176,11 @@ impl Auth {
     fn guessed_wrong(&mut self, cx: &mut Cx<'_>, source: SocketAddr, user: &[u8]) {
         for ev in self.throttle.failure(cx.now, source.ip(), user) {
             self.blocks[usize::from(ev.user.is_none())] += 1;
-            tracing::info!(
-                "source blocked src={} user={} failures={}",
-                ev.source,
-                ev.user
-                    .as_deref()
-                    .map_or("*".into(), String::from_utf8_lossy),
-                ev.failures
-            );
+            cx.notices.push(Notice::Blocked {
+                source: ev.source,
+                user: ev.user,
+                failures: ev.failures,
+            });
             let until = cx.now + cx.cfg.security.block;
             cx.timers.insert(until, crate::core::TimerKey::AuthSweep);
         }
@@ -284,14 +279,13 @@ impl Auth {
                     self.failures.bump(i);
                 }
                 if matches!(failure, AuthFailure::BadResponse | AuthFailure::UnknownUser) {
-                    // A wrong answer to a fresh nonce of ours: a guess (throttle.rs). Logged at
-                    // info (rare, and what an operator or fail2ban looks for).
-                    tracing::info!(
-                        "digest refused src={} user={} reason={}",
-                        source.ip(),
-                        String::from_utf8_lossy(username),
-                        failure.reason()
-                    );
+                    // A wrong answer to a fresh nonce of ours: a guess (throttle.rs), and a line
+                    // for the operator's log.
+                    cx.notices.push(Notice::DigestRefused {
+                        source: source.ip(),
+                        user: username.to_vec(),
+                        reason: failure.reason(),
+                    });
                     self.guessed_wrong(cx, source, username);
                 }
                 match (failure, failure.answer()) {
