@@ -1160,3 +1160,25 @@ fn an_address_block_does_not_stop_emergency_calls() {
     let r = Reply::only(e.send(ATTACKER, &emergency), ATTACKER);
     assert_eq!(r.status, 407, "answered, not dropped: {}", r.text);
 }
+
+/// Dialogs live in memory: after a restart (a fresh core) a BYE through a route recorded before
+/// it is answered 481 and reaches nobody (README "Security model").
+#[test]
+fn a_bye_after_a_restart_gets_481() {
+    let mut before = Edge::new(EDGE, 2);
+    let (route, call_id, caller_tag, callee_tag) = live_call(&mut before);
+    let mut after = Edge::new(EDGE, 2);
+    let bye = String::from_utf8(request(
+        "BYE",
+        "sip:1000@127.0.0.11:5060",
+        PBX,
+        "3000",
+        &callee_tag,
+        &call_id,
+        &format!("Route: {route}\r\n"),
+    ))
+    .unwrap()
+    .replace(";tag=att", &format!(";tag={caller_tag}"));
+    let r = Reply::only(after.send(PBX, bye.as_bytes()), PBX);
+    assert_eq!(r.status, 481, "{}", r.text);
+}
