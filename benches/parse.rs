@@ -12,7 +12,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sipfork::sip::{parse, Message};
+use sipfork::sip::{parse, parse_into, Message};
 
 /// Joins header lines with CRLF, sets Content-Length to the body's length, appends the body.
 fn message(head: &[&str], body: &[&str]) -> Vec<u8> {
@@ -187,6 +187,15 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 parse(black_box(bytes))
                     .map(|m| m.header_count())
+                    .unwrap_or(0)
+            })
+        });
+        // The hot path's shape: one caller-owned index filled in place (no Message moved).
+        let mut index = Message::empty();
+        g.bench_function("parse_into_index", |b| {
+            b.iter(|| {
+                parse_into(&mut index, black_box(bytes))
+                    .map(|()| index.header_count())
                     .unwrap_or(0)
             })
         });

@@ -22,7 +22,9 @@
 //! Invariant for everything in here: nothing panics on any input, and every slice handed out
 //! points into the bytes given to [`parse`], so [`Message::offset_of`] can turn it into a range
 //! a builder splices with.
-#![forbid(unsafe_code)]
+//!
+//! No `unsafe` here except in `structural`, the SIMD pass (its intrinsics), which opts in alone.
+#![deny(unsafe_code)]
 
 pub mod build;
 pub mod error;
@@ -31,6 +33,7 @@ pub mod headers;
 pub mod message;
 pub mod method;
 pub mod scan;
+mod structural;
 pub mod uri;
 pub mod validate;
 
@@ -47,7 +50,7 @@ pub use headers::reason::Reason;
 pub use headers::scalar::RetryAfter;
 pub use headers::via::{Via, MAGIC_COOKIE};
 pub use headers::{Contacts, OptionTags, Reasons, Routes, Vias};
-pub use message::{parse, salvage, Kind, Message, MAX_ROWS};
+pub use message::{parse, parse_into, salvage, Kind, Message, MAX_ROWS};
 pub use method::Method;
 pub use uri::{Host, OpaqueUri, Scheme, SipUri, TelUri, Uri};
 pub use validate::{check_request, check_response, Essentials, ResponseEssentials};
