@@ -120,15 +120,21 @@ fn fill_with(
     let tail = chunks.remainder();
     if !tail.is_empty() {
         if let Some(slot) = out.get_mut(n) {
-            let mut block = [0u8; BLOCK];
-            if let Some(dst) = block.get_mut(..tail.len()) {
-                dst.copy_from_slice(tail);
-            }
-            *slot = kernel(&block);
+            *slot = kernel(&padded(tail));
             n += 1;
         }
     }
     n
+}
+
+/// The last, partial block of a message, zero-padded (a zero is no structural octet).
+#[inline]
+fn padded(tail: &[u8]) -> [u8; BLOCK] {
+    let mut block = [0u8; BLOCK];
+    if let Some(dst) = block.get_mut(..tail.len()) {
+        dst.copy_from_slice(tail);
+    }
+    block
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -259,14 +265,9 @@ impl<'a> Cursor<'a> {
                 let block: &[u8; BLOCK] = whole.try_into().unwrap_or(&[0; BLOCK]);
                 self.kernel.masks(block)
             }
-            None => {
-                let mut block = [0u8; BLOCK];
-                let tail = self.b.get(base..).unwrap_or(&[]);
-                if let Some(dst) = block.get_mut(..tail.len()) {
-                    dst.copy_from_slice(tail);
-                }
-                self.kernel.masks(&block)
-            }
+            None => self
+                .kernel
+                .masks(&padded(self.b.get(base..).unwrap_or(&[]))),
         }
     }
 
