@@ -22,8 +22,9 @@ use super::error::ParseError;
 use super::header::{Entry, Header, HeaderName};
 use super::method::Method;
 use super::scan::{is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32};
-use super::structural::{Cursor, Found, Kernel};
+use super::structural::{Cursor, Found};
 use super::uri::Uri;
+use crate::simd::Kernel;
 
 /// Most header rows one message may have.
 ///

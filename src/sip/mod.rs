@@ -22,9 +22,7 @@
 //! Invariant for everything in here: nothing panics on any input, and every slice handed out
 //! points into the bytes given to [`parse`], so [`Message::offset_of`] can turn it into a range
 //! a builder splices with.
-//!
-//! No `unsafe` here except in `structural`, the SIMD pass (its intrinsics), which opts in alone.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod build;
 pub mod error;
