@@ -249,6 +249,8 @@ pub struct PolicyConfig {
     pub max_call: Duration,
     /// `[[emergency]]` numbers: never limited, shed or blocked.
     pub emergency: Vec<Vec<u8>>,
+    /// `cdr`: the file public calls' CDRs are appended to (JSON lines); `None`: no CDRs.
+    pub cdr: Option<std::path::PathBuf>,
 }
 
 impl PolicyConfig {

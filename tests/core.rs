@@ -15,6 +15,8 @@
 
 #[path = "core/builder.rs"]
 mod builder;
+#[path = "core/cdr.rs"]
+mod cdr;
 #[path = "core/core_fuzz.rs"]
 mod core_fuzz;
 #[path = "core/flows.rs"]

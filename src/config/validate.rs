@@ -505,6 +505,12 @@ fn build_policy(
         60..=7 * 86_400,
         " s",
     )?;
+    if p.cdr.as_ref().is_some_and(|c| c.as_os_str().is_empty()) {
+        return Err(e.at(
+            "policy.cdr",
+            "the CDR file's path is empty (leave the key out to write no CDRs)",
+        ));
+    }
     let mut numbers = Vec::new();
     for (i, list) in emergency.into_iter().enumerate() {
         for n in list.numbers {
@@ -521,6 +527,7 @@ fn build_policy(
         refuse_with,
         max_call: Duration::from_secs(max_call),
         emergency: numbers,
+        cdr: p.cdr,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod context;
 pub mod ids;
 pub mod io;
 pub mod metrics;
+pub mod cdr;
 pub mod notice;
 pub mod number;
 pub mod persist;
@@ -175,6 +176,7 @@ pub struct Core {
     out: Outbox,
     persist: PersistLog,
     notices: Vec<notice::Notice>,
+    cdrs: Vec<cdr::Cdr>,
     durable: Durability,
     metrics: DispatchMetrics,
     proxy: Proxy,
@@ -229,6 +231,7 @@ impl Core {
             out: Outbox::new(),
             persist: PersistLog::new(),
             notices: Vec::new(),
+            cdrs: Vec::new(),
             durable: Durability {
                 journal_available: true,
                 held: Vec::new(),
@@ -278,6 +281,12 @@ impl Core {
     /// Hands every event for the operator's log to `log`, in order (after each batch).
     pub fn drain_notices(&mut self, log: impl FnMut(notice::Notice)) {
         self.notices.drain(..).for_each(log);
+    }
+
+    /// Hands every finished public call's CDR to `write`, in order (after each batch; only with
+    /// `[policy] cdr` set are there any).
+    pub fn drain_cdrs(&mut self, write: impl FnMut(cdr::Cdr)) {
+        self.cdrs.drain(..).for_each(write);
     }
 
     /// Hands every pending journal operation to `apply`, in order, and counts them as written
@@ -394,6 +403,7 @@ impl Core {
                 out: &mut self.out,
                 persist: &mut self.persist,
                 notices: &mut self.notices,
+                cdrs: &mut self.cdrs,
             },
             registrar: &mut self.registrar,
             auth: &mut self.auth,
@@ -695,6 +705,7 @@ impl Core {
                     holds: Default::default(),
                     stage_rings: None,
                     external_levels: None,
+                    cdr: None,
                 };
                 (vec![target], (plan, Party::Outside))
             }
@@ -713,6 +724,7 @@ impl Core {
                     holds: Default::default(),
                     stage_rings: None,
                     external_levels: None,
+                    cdr: None,
                 };
                 // A spiral of a follow-me stage rings the extension's devices only.
                 let devices_only = spiral
@@ -778,7 +790,19 @@ impl Core {
                 Resolved::Extension(n) => Some(&n[..]),
                 _ => None,
             };
-            match admit(&cx, caller, caller_number.as_deref(), callee, callee_number) {
+            let admitted = admit(&cx, caller, caller_number.as_deref(), callee, callee_number);
+            if cx.cfg.policy.cdr.is_some() {
+                let draft = public_call_draft(&cx, e, caller, callee);
+                match (&admitted, draft) {
+                    (Ok(holds), Some(draft)) if holds.admission.is_some() => plan.cdr = Some(draft),
+                    (Err((status, ..)), Some(draft)) => {
+                        let cdr = draft.finish(cx.env, cx.now, *status, cdr::Cause::Refused);
+                        cx.cdrs.push(cdr);
+                    }
+                    _ => {}
+                }
+            }
+            match admitted {
                 Ok(holds) => plan.holds = holds,
                 Err((status, reason, extra)) => {
                     return reply_to(&mut cx, msg, from, status, reason, extra)
@@ -1081,6 +1105,27 @@ fn admit(
         );
     }
     Ok(holds)
+}
+
+/// The CDR draft of a call between `caller` and `callee` when it is public (`core::cdr`).
+fn public_call_draft(
+    cx: &Cx<'_>,
+    e: &Essentials<'_>,
+    caller: Party,
+    callee: Party,
+) -> Option<Box<cdr::Draft>> {
+    let public = |p: Party| matches!(p, Party::Outside | Party::Trunk { .. });
+    let side = cdr::PublicSide::of(public(caller), public(callee))?;
+    let mut levels = [0usize; policy::MAX_CALL_LEVELS];
+    let n = policy::public_levels(&cx.cfg.tenancy, caller, callee, &mut levels);
+    Some(cdr::Draft::new(
+        cx.cfg,
+        cx.env,
+        cx.now,
+        e,
+        levels[..n].iter().copied(),
+        side,
+    ))
 }
 
 /// A call no tenancy level has room for: `[policy] refuse_with` (503 with Q.850 cause 34, or 486
