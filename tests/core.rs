@@ -25,6 +25,8 @@ mod flows;
 mod followme;
 #[path = "core/forking.rs"]
 mod forking;
+#[path = "core/keepalive.rs"]
+mod keepalive;
 #[path = "core/policy.rs"]
 mod policy;
 #[path = "core/properties.rs"]

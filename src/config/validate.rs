@@ -511,6 +511,15 @@ fn build_policy(
             "the CDR file's path is empty (leave the key out to write no CDRs)",
         ));
     }
+    let trunk_keepalive = match p.trunk_keepalive {
+        None => None,
+        Some(s) => Some(Duration::from_secs(e.in_range(
+            "policy.trunk_keepalive",
+            s,
+            5..=3600,
+            " s",
+        )?)),
+    };
     let mut numbers = Vec::new();
     for (i, list) in emergency.into_iter().enumerate() {
         for n in list.numbers {
@@ -528,6 +537,7 @@ fn build_policy(
         max_call: Duration::from_secs(max_call),
         emergency: numbers,
         cdr: p.cdr,
+        trunk_keepalive,
     })
 }
 

@@ -6,11 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cdr;
 pub mod context;
 pub mod ids;
 pub mod io;
 pub mod metrics;
-pub mod cdr;
 pub mod notice;
 pub mod number;
 pub mod persist;
@@ -77,6 +77,12 @@ pub enum TimerKey {
     },
     /// A guessing block may have run out (`auth::throttle`).
     AuthSweep,
+    /// A trunk address's OPTIONS keep-alive is due, due again, or timed out
+    /// (`policy::keepalive`).
+    Keepalive {
+        /// The address's index among the configured trunk addresses.
+        probe: u8,
+    },
 }
 
 /// How the engine builds a shard's core.
@@ -177,6 +183,7 @@ pub struct Core {
     persist: PersistLog,
     notices: Vec<notice::Notice>,
     cdrs: Vec<cdr::Cdr>,
+    keepalive: policy::keepalive::Keepalive,
     durable: Durability,
     metrics: DispatchMetrics,
     proxy: Proxy,
@@ -194,6 +201,7 @@ struct Parts<'a> {
     registrar: &'a mut Registrar,
     auth: &'a mut Auth,
     proxy: &'a mut Proxy,
+    keepalive: &'a mut policy::keepalive::Keepalive,
 }
 
 /// Where the Request-URI of a new request leads (§16.5).
@@ -215,7 +223,7 @@ impl Core {
     pub fn new(cfg: Arc<Config>, params: CoreParams, now: Instant) -> Core {
         let mut id_secret = [0u8; 16];
         id_secret.copy_from_slice(&params.secret[..16]);
-        Core {
+        let mut core = Core {
             ids: Ids::new(id_secret, params.shard),
             env: Env {
                 shard: params.shard,
@@ -232,6 +240,7 @@ impl Core {
             persist: PersistLog::new(),
             notices: Vec::new(),
             cdrs: Vec::new(),
+            keepalive: Default::default(),
             durable: Durability {
                 journal_available: true,
                 held: Vec::new(),
@@ -241,7 +250,19 @@ impl Core {
             proxy: Proxy::new(),
             drain: None,
             drain_refused: 0,
-        }
+        };
+        core.configure_keepalive(now);
+        core
+    }
+
+    /// (Re)starts the trunk keep-alives for the configuration in force.
+    fn configure_keepalive(&mut self, now: Instant) {
+        self.keepalive.configure(
+            &mut self.timers,
+            now,
+            self.cfg.trunk_addresses(),
+            self.cfg.policy.trunk_keepalive,
+        );
     }
 
     /// Swaps in a reloaded configuration between datagrams: extensions, passwords, limits,
@@ -249,6 +270,8 @@ impl Core {
     /// stay. `[auth]` (realm, algorithms, nonces) is built at start and is not taken from `cfg`.
     pub fn set_config(&mut self, cfg: Arc<Config>) {
         self.cfg = cfg;
+        // A deadline in the past fires at the next poll.
+        self.configure_keepalive(Instant::ZERO);
     }
 
     /// Starts (`Some(retry_after_secs)`) or ends (`None`) draining: while draining, a new INVITE
@@ -408,6 +431,7 @@ impl Core {
             registrar: &mut self.registrar,
             auth: &mut self.auth,
             proxy: &mut self.proxy,
+            keepalive: &mut self.keepalive,
         }
     }
 
@@ -476,6 +500,12 @@ impl Core {
                         .and_then(|b| self.ids.read_branch(b, self.env.shards))
                         .filter(|b| b.shard == self.env.shard);
                     match ours {
+                        Some(ours) if ours.call.index == policy::keepalive::PROBE_CALL => {
+                            let Parts {
+                                mut cx, keepalive, ..
+                            } = self.parts(now);
+                            keepalive.on_response(&mut cx, ours);
+                        }
                         Some(ours) => {
                             let Parts { mut cx, proxy, .. } = self.parts(now);
                             proxy.handle_response(&mut cx, &msg, &re, ours);
@@ -571,6 +601,7 @@ impl Core {
             registrar,
             auth,
             proxy,
+            keepalive,
         } = self.parts(now);
         if e.method == Method::Register {
             let (ops, outs) = (cx.persist.len(), cx.out.len());
@@ -732,7 +763,7 @@ impl Core {
                         .as_sip()
                         .is_some_and(|u| u.param(DEVICES_ONLY_PARAM).is_some());
                 let followme = cx.cfg.followme(number).filter(|_| !devices_only);
-                let targets: Vec<ForkTarget> = if let Some(&dest) = policy.trunk().first() {
+                let targets: Vec<ForkTarget> = if let Some(dest) = keepalive.pick(policy.trunk()) {
                     // A trunk: its static address, the number as dialled (a DID stays in the
                     // Request-URI and To).
                     let mut uri = b"sip:".to_vec();
@@ -782,32 +813,31 @@ impl Core {
             }
         };
         let (mut plan, callee) = plan;
-        if e.method == Method::Invite
-            && !spiral
-            && !cx.cfg.policy.is_emergency(&number::of_uri(&e.request_uri))
-        {
-            let callee_number = match &resolved {
-                Resolved::Extension(n) => Some(&n[..]),
-                _ => None,
-            };
-            let admitted = admit(&cx, caller, caller_number.as_deref(), callee, callee_number);
-            if cx.cfg.policy.cdr.is_some() {
-                let draft = public_call_draft(&cx, e, caller, callee);
-                match (&admitted, draft) {
-                    (Ok(holds), Some(draft)) if holds.admission.is_some() => plan.cdr = Some(draft),
-                    (Err((status, ..)), Some(draft)) => {
-                        let cdr = draft.finish(cx.env, cx.now, *status, cdr::Cause::Refused);
-                        cx.cdrs.push(cdr);
+        if e.method == Method::Invite && !spiral {
+            // A public call's CDR (emergency calls included, refusals too).
+            let draft = cx
+                .cfg
+                .policy
+                .cdr
+                .as_ref()
+                .and_then(|_| public_call_draft(&cx, e, caller, callee));
+            if !cx.cfg.policy.is_emergency(&number::of_uri(&e.request_uri)) {
+                let callee_number = match &resolved {
+                    Resolved::Extension(n) => Some(&n[..]),
+                    _ => None,
+                };
+                match admit(&cx, caller, caller_number.as_deref(), callee, callee_number) {
+                    Ok(holds) => plan.holds = holds,
+                    Err((status, reason, extra)) => {
+                        if let Some(d) = draft {
+                            let cdr = d.finish(cx.env, cx.now, status, cdr::Cause::Refused);
+                            cx.cdrs.push(cdr);
+                        }
+                        return reply_to(&mut cx, msg, from, status, reason, extra);
                     }
-                    _ => {}
                 }
             }
-            match admitted {
-                Ok(holds) => plan.holds = holds,
-                Err((status, reason, extra)) => {
-                    return reply_to(&mut cx, msg, from, status, reason, extra)
-                }
-            }
+            plan.cdr = draft;
         }
         proxy.start_call(&mut cx, msg, e, from, targets, plan);
     }
@@ -820,6 +850,7 @@ impl Core {
                 registrar,
                 proxy,
                 auth,
+                keepalive,
             } = self.parts(now);
             match key {
                 TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
@@ -829,6 +860,7 @@ impl Core {
                     registrar.handle_expiry(&mut cx, extension);
                 }
                 TimerKey::AuthSweep => auth.sweep(&mut cx),
+                TimerKey::Keepalive { probe } => keepalive.on_timer(&mut cx, probe),
             }
         }
     }
@@ -873,6 +905,7 @@ impl Core {
             &labels,
         );
         self.proxy.export_metrics(sink, &labels);
+        self.keepalive.export_metrics(sink, &labels);
         sink.gauge(
             "sipfork_timers",
             "Armed timers in the shard's wheel",

@@ -85,7 +85,11 @@ impl Edge {
         let cdr = found
             .next()
             .unwrap_or_else(|| panic!("no CDR for {id}: {:?}", self.w.cdrs));
-        assert!(found.next().is_none(), "two CDRs for {id}: {:?}", self.w.cdrs);
+        assert!(
+            found.next().is_none(),
+            "two CDRs for {id}: {:?}",
+            self.w.cdrs
+        );
         cdr
     }
 }
@@ -129,8 +133,9 @@ fn each_way_a_public_call_ends_yields_exactly_one_cdr() {
     let by_caller = e.w.call(e.carrier, "1000");
     e.w.run_for(secs(1));
     assert!(
-        !e.w.cdrs.iter().any(|c| c.call_id()
-            == e.w.phone_ref(e.carrier).outgoing[by_caller].call_id),
+        !e.w.cdrs
+            .iter()
+            .any(|c| c.call_id() == e.w.phone_ref(e.carrier).outgoing[by_caller].call_id),
         "no CDR while the call lasts"
     );
     e.w.run_for(secs(4));
@@ -150,7 +155,12 @@ fn each_way_a_public_call_ends_yields_exactly_one_cdr() {
     e.w.hang_up_incoming(e.device, incoming);
     e.w.run_for(secs(1));
     let c = e.cdr_of(by_callee);
-    assert_eq!((c.status(), c.cause()), (200, Cause::CalleeBye), "{}", e.w.dump());
+    assert_eq!(
+        (c.status(), c.cause()),
+        (200, Cause::CalleeBye),
+        "{}",
+        e.w.dump()
+    );
 
     // Answered, the BYE is lost: max_call_seconds (60) ends it.
     let lost = e.w.call(e.carrier, "1000");
@@ -246,9 +256,6 @@ fn no_cdrs_without_the_setting() {
     e.w.run_for(secs(1));
     e.w.hang_up(e.carrier, call);
     e.w.run_for(secs(1));
-    assert_eq!(
-        e.w.phone_ref(e.carrier).outgoing[call].finals(),
-        vec![200]
-    );
+    assert_eq!(e.w.phone_ref(e.carrier).outgoing[call].finals(), vec![200]);
     assert!(e.w.cdrs.is_empty());
 }

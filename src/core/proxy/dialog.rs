@@ -200,7 +200,10 @@ impl Proxy {
             }
             // The call is over: its policy counts are free again.
             call.holds.release();
-            let by_caller = e.from.tag.is_some_and(|t| tag_hash(cx, t) == call.caller_tag);
+            let by_caller = e
+                .from
+                .tag
+                .is_some_and(|t| tag_hash(cx, t) == call.caller_tag);
             let cause = if by_caller {
                 Cause::CallerBye
             } else {
