@@ -1,7 +1,7 @@
 //! CDRs of public calls (`[policy] cdr`, `core::cdr`) on virtual time: every way a call ends
 //! yields exactly one record, with the final status and cause of that ending, the times of
-//! start, answer and end, the tenancy path and the public side; calls that are not public,
-//! and configurations without `cdr`, yield none.
+//! start, answer and end, the tenancy path and the public side; a configuration without `cdr`
+//! yields none.
 //!
 //! The carrier is a `[[trusted]]` peer (outside the platform) at 127.0.0.1:5070, like in
 //! `policy.rs`; the devices answer after 50 ms.
@@ -11,52 +11,14 @@ use sipfork::testing::phone::Behaviour;
 use sipfork::testing::sim::{PhoneId, World};
 use sipfork::time::{ms, secs};
 
+/// `policy.rs`'s edge (acme > u1 with 1000-1009, the PBX trunk 3000 with its DIDs, the
+/// trusted carrier), with or without `[policy] cdr`.
 fn config(cdr: bool) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:5060"
-domain = "example.com"
-max_public_calls = 10
-[registrar]
-min_expires = 10
-[auth]
-mode = "none"
-[proxy]
-timer_c = 181
-[policy]
-max_call_seconds = 60
-{}
-[[tenants]]
-name = "acme"
-max_public_calls = 2
-[[tenants]]
-name = "u1"
-parent = "acme"
-max_public_calls = 2
-[[tenants]]
-name = "pbx"
-max_public_calls = 1
-[[extensions]]
-numbers = "1000-1009"
-tenant = "u1"
-[[extensions]]
-numbers = "3000"
-tenant = "pbx"
-trunk = "127.0.0.1:5090"
-[[dids]]
-numbers = "+31201234000-+31201234999"
-extension = "3000"
-[[trusted]]
-cidr = "127.0.0.1/32"
-name = "carrier"
-"#,
-        if cdr {
-            "cdr = \"/var/lib/sipfork/cdr.jsonl\""
-        } else {
-            ""
-        }
-    )
+    super::policy::config(if cdr {
+        "cdr = \"/var/lib/sipfork/cdr.jsonl\""
+    } else {
+        ""
+    })
 }
 
 struct Edge {
@@ -78,6 +40,12 @@ fn edge(seed: u64, cdr: bool) -> Edge {
 }
 
 impl Edge {
+    /// Has the carrier's call `call` a CDR yet?
+    fn has_cdr(&self, call: usize) -> bool {
+        let id = &self.w.phone_ref(self.carrier).outgoing[call].call_id;
+        self.w.cdrs.iter().any(|c| c.call_id() == id)
+    }
+
     /// The one CDR of the carrier's call `call` (panics when there is none or more than one).
     fn cdr_of(&self, call: usize) -> &Cdr {
         let id = &self.w.phone_ref(self.carrier).outgoing[call].call_id;
@@ -132,12 +100,7 @@ fn each_way_a_public_call_ends_yields_exactly_one_cdr() {
     e.w.behave(e.device, Behaviour::answer_after(ms(50)));
     let by_caller = e.w.call(e.carrier, "1000");
     e.w.run_for(secs(1));
-    assert!(
-        !e.w.cdrs
-            .iter()
-            .any(|c| c.call_id() == e.w.phone_ref(e.carrier).outgoing[by_caller].call_id),
-        "no CDR while the call lasts"
-    );
+    assert!(!e.has_cdr(by_caller), "no CDR while the call lasts");
     e.w.run_for(secs(4));
     e.w.hang_up(e.carrier, by_caller);
     e.w.run_for(secs(1));
@@ -169,12 +132,7 @@ fn each_way_a_public_call_ends_yields_exactly_one_cdr() {
     e.w.drop_next(20, "BYE", None, None, None);
     e.w.hang_up(e.carrier, lost);
     e.w.run_for(secs(30));
-    assert!(
-        !e.w.cdrs
-            .iter()
-            .any(|c| c.call_id() == e.w.phone_ref(e.carrier).outgoing[lost].call_id),
-        "not ended before max_call_seconds"
-    );
+    assert!(!e.has_cdr(lost), "not ended before max_call_seconds");
     e.w.run_for(secs(40));
     let c = e.cdr_of(lost);
     assert_eq!((c.status(), c.cause()), (200, Cause::MaxDuration));
