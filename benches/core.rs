@@ -318,7 +318,10 @@ fn forked_call(c: &mut Criterion) {
         std::sync::Arc::new(cfg),
     )));
     let calls = 5_000; // the warm-up
-    assert!(fp.cdrs + 1 >= calls, "every warm-up call is public and writes its CDR");
+    assert!(
+        fp.cdrs + 1 >= calls,
+        "every warm-up call is public and writes its CDR"
+    );
     g.bench_function("forked_call_policy", |b| {
         b.iter_custom(|iters| {
             let mut meter = Meter::default();
