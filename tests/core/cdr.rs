@@ -217,3 +217,48 @@ fn no_cdrs_without_the_setting() {
     assert_eq!(e.w.phone_ref(e.carrier).outgoing[call].finals(), vec![200]);
     assert!(e.w.cdrs.is_empty());
 }
+
+/// Follow-me from one extension to another whose stage 2 reaches an external number: the call
+/// becomes public when that stage starts (`public_side: callee`, on the forwarding extension's
+/// tenant), and its CDR starts then.
+#[test]
+fn follow_me_to_an_external_number_yields_a_callee_side_cdr() {
+    let cfg = format!(
+        "{}\n[policy]\ncdr = \"/var/lib/sipfork/cdr.jsonl\"\n",
+        super::followme::CONFIG
+    );
+    let mut w = World::new(&cfg, 1, 70);
+    let own = w.add_phone("own", "1000", 5071);
+    let caller = w.add_phone("caller", "1001", 5072);
+    for p in [own, caller] {
+        w.register(p, 3600);
+    }
+    let external = w.add_phone("external", "0044201234567", 5099);
+    w.behave(external, Behaviour::answer_after(ms(100)));
+    w.run_for(ms(100));
+    let placed = w.now().as_micros();
+    let call = w.call(caller, "1000");
+    w.run_for(secs(14));
+    assert!(w.cdrs.is_empty(), "internal while stage 1 rings");
+    w.run_for(secs(3));
+    assert_eq!(
+        w.phone_ref(caller).outgoing[call].finals(),
+        vec![200],
+        "{}",
+        w.dump()
+    );
+    w.hang_up(caller, call);
+    w.run_for(secs(1));
+    assert_eq!(w.cdrs.len(), 1, "{:?}", w.cdrs);
+    let c = &w.cdrs[0];
+    assert_eq!((c.status(), c.cause()), (200, Cause::CallerBye));
+    assert_eq!(c.side(), PublicSide::Callee);
+    assert_eq!(tenants(c), ["fwd"]);
+    let (start, answer, _) = c.times_us();
+    let after_invite = start - 1_800_000_000_000_000 - placed;
+    assert!(
+        (15_000_000..15_200_000).contains(&after_invite),
+        "starts with stage 2: {c:?}"
+    );
+    assert!(answer.is_some());
+}
