@@ -153,7 +153,40 @@ impl Observer for Meter {
 
 /// A driver in its steady state: registered, with the timers of earlier calls running.
 fn warmed_driver() -> ForkedCall {
-    let mut fc = ForkedCall::new();
+    warmed(ForkedCall::new())
+}
+
+/// The caller (1050) is outside the platform (no auth, not an extension here): every call is
+/// public, counted on a three-level tenancy path plus the server level, with a CDR.
+const POLICY_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:5060"
+domain = "example.com"
+shards = 1
+max_public_calls = 1000000
+[registrar]
+min_expires = 10
+[auth]
+mode = "none"
+[policy]
+cdr = "/var/lib/sipfork/cdr.jsonl"
+[[tenants]]
+name = "sp"
+max_public_calls = 500000
+[[tenants]]
+name = "org"
+parent = "sp"
+max_public_calls = 200000
+[[tenants]]
+name = "user"
+parent = "org"
+max_public_calls = 100000
+[[extensions]]
+numbers = "1000-1049"
+tenant = "user"
+"#;
+
+fn warmed(mut fc: ForkedCall) -> ForkedCall {
     // 40 s of calls: every call of the warm-up has gone through all its timers once.
     for _ in 0..5_000 {
         fc.call(&mut ());
@@ -279,6 +312,25 @@ fn forked_call(c: &mut Criterion) {
     });
     // The same, driver included: what the exclusion above leaves out.
     g.bench_function("forked_call_with_driver", |b| b.iter(|| fc.call(&mut ())));
+    // The same call with call policy configured (tenancy levels, CDRs), in the same run.
+    let cfg = sipfork::config::Config::from_toml(POLICY_CONFIG).expect("bench config parses");
+    let mut fp = warmed(ForkedCall::on(sipfork::testing::forked_call::core_with(
+        std::sync::Arc::new(cfg),
+    )));
+    let calls = 5_000; // the warm-up
+    assert!(
+        fp.cdrs + 1 >= calls,
+        "every warm-up call is public and writes its CDR"
+    );
+    g.bench_function("forked_call_policy", |b| {
+        b.iter_custom(|iters| {
+            let mut meter = Meter::default();
+            for _ in 0..iters {
+                fp.call(&mut meter);
+            }
+            meter.total.in_core
+        })
+    });
     g.finish();
 }
 

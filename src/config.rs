@@ -249,6 +249,11 @@ pub struct PolicyConfig {
     pub max_call: Duration,
     /// `[[emergency]]` numbers: never limited, shed or blocked.
     pub emergency: Vec<Vec<u8>>,
+    /// `cdr`: the file public calls' CDRs are appended to (JSON lines); `None`: no CDRs.
+    pub cdr: Option<std::path::PathBuf>,
+    /// `trunk_keepalive`: how often each shard sends OPTIONS to every trunk address (`None`:
+    /// never; every address counts as alive).
+    pub trunk_keepalive: Option<Duration>,
 }
 
 impl PolicyConfig {
@@ -355,6 +360,11 @@ impl Config {
             .iter()
             .find(|d| d.contains(number))
             .map(|d| d.extension.as_slice())
+    }
+
+    /// Every configured trunk address, in configuration order (OPTIONS keep-alives).
+    pub fn trunk_addresses(&self) -> impl Iterator<Item = std::net::SocketAddr> + '_ {
+        self.trunks.iter().map(|(a, _)| *a)
     }
 
     /// The number of the trunk (a PBX at a static address) that sends from `source` (IP and

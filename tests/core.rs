@@ -15,6 +15,8 @@
 
 #[path = "core/builder.rs"]
 mod builder;
+#[path = "core/cdr.rs"]
+mod cdr;
 #[path = "core/core_fuzz.rs"]
 mod core_fuzz;
 #[path = "core/flows.rs"]
@@ -23,6 +25,8 @@ mod flows;
 mod followme;
 #[path = "core/forking.rs"]
 mod forking;
+#[path = "core/keepalive.rs"]
+mod keepalive;
 #[path = "core/policy.rs"]
 mod policy;
 #[path = "core/properties.rs"]

@@ -24,6 +24,8 @@
 //!   the password, while a phone elsewhere still registers (in a network namespace of its own).
 //! - `example`: SIPp (`-au/-ap`, MD5) registers and calls through the shipped
 //!   `examples/sipfork.toml` (baresip does the same in `baresip`).
+//! - `policy`: CDRs of public calls reach `[policy] cdr`, one JSON line each, and follow a
+//!   rotation (rename + SIGHUP).
 //! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
@@ -50,6 +52,8 @@ mod instance;
 mod netns;
 #[path = "e2e/phone.rs"]
 mod phone;
+#[path = "e2e/policy.rs"]
+mod policy;
 #[path = "e2e/registrar.rs"]
 mod registrar;
 #[path = "e2e/restart.rs"]

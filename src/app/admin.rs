@@ -569,6 +569,7 @@ pub fn reference() -> Exposition {
     metrics::export_engine(&[crate::engine::shard::ShardSnapshot::default()], &mut out);
     PersistStats::default().export(&mut out);
     Reloader::new("reference.toml".into(), cfg, Controller::new(Vec::new())).export(&mut out);
+    crate::app::cdr::CdrSink::export_reference(&mut out);
     AdminStats::default().export(&mut out);
     out
 }

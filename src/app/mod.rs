@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cdr;
 pub mod cli;
 pub mod devices;
 pub mod metrics;
@@ -227,6 +228,10 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
     let parts: Mutex<Vec<Option<(Journal, Records)>>> =
         Mutex::new(recovered.into_iter().map(Some).collect());
     let compaction_tx = Mutex::new(compaction_tx);
+    let cdr_writer = cdr::CdrWriter::start(cfg.policy.cdr.clone(), cdr::QUEUE).map_err(io_err(
+        format!("opening the CDR file {:?}", cfg.policy.cdr.as_deref()),
+    ))?;
+    let cdr_sink = cdr_writer.sink();
     let core_cfg = Arc::clone(&cfg);
     let listen = cfg.server.listen;
     let engine = eng::start(engine_config(&cfg), move |id, clock| {
@@ -260,7 +265,7 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
                 .clone();
             (journal, tx)
         });
-        Shard::new(core, journal)
+        Shard::new(core, journal).with_cdr(cdr_sink.clone())
     })?;
 
     let control = engine.controller();
@@ -271,11 +276,10 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
         ),
         None => None,
     };
-    let reloader = Arc::new(Reloader::new(
-        config_path.to_owned(),
-        Arc::clone(&cfg),
-        control.clone(),
-    ));
+    let reloader = Arc::new(
+        Reloader::new(config_path.to_owned(), Arc::clone(&cfg), control.clone())
+            .with_cdr(cdr_writer.sink()),
+    );
     let admin = match cfg.server.admin {
         Some(addr) => {
             let listener = TcpListener::bind(addr).map_err(|e| {
@@ -340,6 +344,7 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
     if let Some(p) = persistence {
         p.stop();
     }
+    cdr_writer.stop();
     outcome?;
     if let Some(e) = flush_error {
         return Err(e);

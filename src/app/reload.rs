@@ -149,6 +149,7 @@ pub struct Reloader {
     control: Controller<Shard>,
     reloads: AtomicU64,
     refused: AtomicU64,
+    cdr: Option<crate::app::cdr::CdrSink>,
 }
 
 impl Reloader {
@@ -160,7 +161,15 @@ impl Reloader {
             control,
             reloads: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            cdr: None,
         }
+    }
+
+    /// Reopens the CDR file (`app::cdr`) after every reload, applied or refused: logrotate's
+    /// SIGHUP must reopen it even when the configuration file has a mistake.
+    pub fn with_cdr(mut self, sink: crate::app::cdr::CdrSink) -> Self {
+        self.cdr = Some(sink);
+        self
     }
 
     /// The running configuration.
@@ -171,6 +180,9 @@ impl Reloader {
     /// Reloads; logs the outcome (who asked is `by`).
     pub fn reload(&self, by: &str) -> Result<Report, ReloadError> {
         let outcome = self.try_reload();
+        if let Some(cdr) = &self.cdr {
+            cdr.reopen(self.config().policy.cdr.clone());
+        }
         match &outcome {
             Ok(report) => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
@@ -217,8 +229,11 @@ impl Reloader {
         Ok(Report { diff, unconfirmed })
     }
 
-    /// `sipfork_config_reloads_total{result}`.
+    /// `sipfork_config_reloads_total{result}` (and the CDR writer's counters).
     pub fn export(&self, out: &mut Exposition) {
+        if let Some(cdr) = &self.cdr {
+            cdr.export(out);
+        }
         for (result, n) in [
             ("applied", self.reloads.load(Ordering::Relaxed)),
             ("refused", self.refused.load(Ordering::Relaxed)),

@@ -161,6 +161,7 @@ impl ShardJournal {
 pub struct Shard {
     core: Core,
     journal: Option<ShardJournal>,
+    cdr: Option<crate::app::cdr::CdrSink>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -185,7 +186,14 @@ impl Shard {
                 problem: None,
                 next_recovery: None,
             }),
+            cdr: None,
         }
+    }
+
+    /// Hands the core's CDRs to the writer thread (`app::cdr`) after each batch.
+    pub fn with_cdr(mut self, sink: crate::app::cdr::CdrSink) -> Self {
+        self.cdr = Some(sink);
+        self
     }
 
     /// Why this shard's journal takes no records now (REGISTERs that would change a binding get
@@ -364,6 +372,10 @@ impl Handler for Shard {
                 tracing::debug!("{n}");
             }
         });
+        match &self.cdr {
+            Some(sink) => self.core.drain_cdrs(|c| sink.send(c)),
+            None => self.core.drain_cdrs(drop),
+        }
         let Some(j) = &mut self.journal else {
             self.core.drain_persist(|_| {});
             return;

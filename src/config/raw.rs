@@ -98,6 +98,8 @@ pub(super) struct RawSecurity {
 pub(super) struct RawPolicy {
     pub refuse_with: Option<u16>,
     pub max_call_seconds: Option<u64>,
+    pub cdr: Option<std::path::PathBuf>,
+    pub trunk_keepalive: Option<u64>,
 }
 
 #[derive(Deserialize)]

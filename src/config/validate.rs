@@ -505,6 +505,21 @@ fn build_policy(
         60..=7 * 86_400,
         " s",
     )?;
+    if p.cdr.as_ref().is_some_and(|c| c.as_os_str().is_empty()) {
+        return Err(e.at(
+            "policy.cdr",
+            "the CDR file's path is empty (leave the key out to write no CDRs)",
+        ));
+    }
+    let trunk_keepalive = match p.trunk_keepalive {
+        None => None,
+        Some(s) => Some(Duration::from_secs(e.in_range(
+            "policy.trunk_keepalive",
+            s,
+            5..=3600,
+            " s",
+        )?)),
+    };
     let mut numbers = Vec::new();
     for (i, list) in emergency.into_iter().enumerate() {
         for n in list.numbers {
@@ -521,6 +536,8 @@ fn build_policy(
         refuse_with,
         max_call: Duration::from_secs(max_call),
         emergency: numbers,
+        cdr: p.cdr,
+        trunk_keepalive,
     })
 }
 

@@ -67,4 +67,6 @@ pub struct Cx<'a> {
     pub persist: &'a mut PersistLog,
     /// Events for the operator's log (`notice.rs`).
     pub notices: &'a mut Vec<crate::core::notice::Notice>,
+    /// Finished public calls' records (`cdr.rs`).
+    pub cdrs: &'a mut Vec<crate::core::cdr::Cdr>,
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cdr;
 pub mod context;
 pub mod ids;
 pub mod io;
@@ -76,6 +77,12 @@ pub enum TimerKey {
     },
     /// A guessing block may have run out (`auth::throttle`).
     AuthSweep,
+    /// A trunk address's OPTIONS keep-alive is due, due again, or timed out
+    /// (`policy::keepalive`).
+    Keepalive {
+        /// The address's index among the configured trunk addresses.
+        probe: u8,
+    },
 }
 
 /// How the engine builds a shard's core.
@@ -175,6 +182,8 @@ pub struct Core {
     out: Outbox,
     persist: PersistLog,
     notices: Vec<notice::Notice>,
+    cdrs: Vec<cdr::Cdr>,
+    keepalive: policy::keepalive::Keepalive,
     durable: Durability,
     metrics: DispatchMetrics,
     proxy: Proxy,
@@ -192,6 +201,7 @@ struct Parts<'a> {
     registrar: &'a mut Registrar,
     auth: &'a mut Auth,
     proxy: &'a mut Proxy,
+    keepalive: &'a mut policy::keepalive::Keepalive,
 }
 
 /// Where the Request-URI of a new request leads (§16.5).
@@ -213,7 +223,7 @@ impl Core {
     pub fn new(cfg: Arc<Config>, params: CoreParams, now: Instant) -> Core {
         let mut id_secret = [0u8; 16];
         id_secret.copy_from_slice(&params.secret[..16]);
-        Core {
+        let mut core = Core {
             ids: Ids::new(id_secret, params.shard),
             env: Env {
                 shard: params.shard,
@@ -229,6 +239,8 @@ impl Core {
             out: Outbox::new(),
             persist: PersistLog::new(),
             notices: Vec::new(),
+            cdrs: Vec::new(),
+            keepalive: Default::default(),
             durable: Durability {
                 journal_available: true,
                 held: Vec::new(),
@@ -238,7 +250,19 @@ impl Core {
             proxy: Proxy::new(),
             drain: None,
             drain_refused: 0,
-        }
+        };
+        core.configure_keepalive(now);
+        core
+    }
+
+    /// (Re)starts the trunk keep-alives for the configuration in force.
+    fn configure_keepalive(&mut self, now: Instant) {
+        self.keepalive.configure(
+            &mut self.timers,
+            now,
+            self.cfg.trunk_addresses(),
+            self.cfg.policy.trunk_keepalive,
+        );
     }
 
     /// Swaps in a reloaded configuration between datagrams: extensions, passwords, limits,
@@ -246,6 +270,8 @@ impl Core {
     /// stay. `[auth]` (realm, algorithms, nonces) is built at start and is not taken from `cfg`.
     pub fn set_config(&mut self, cfg: Arc<Config>) {
         self.cfg = cfg;
+        // A deadline in the past fires at the next poll.
+        self.configure_keepalive(Instant::ZERO);
     }
 
     /// Starts (`Some(retry_after_secs)`) or ends (`None`) draining: while draining, a new INVITE
@@ -278,6 +304,12 @@ impl Core {
     /// Hands every event for the operator's log to `log`, in order (after each batch).
     pub fn drain_notices(&mut self, log: impl FnMut(notice::Notice)) {
         self.notices.drain(..).for_each(log);
+    }
+
+    /// Hands every finished public call's CDR to `write`, in order (after each batch; only with
+    /// `[policy] cdr` set are there any).
+    pub fn drain_cdrs(&mut self, write: impl FnMut(cdr::Cdr)) {
+        self.cdrs.drain(..).for_each(write);
     }
 
     /// Hands every pending journal operation to `apply`, in order, and counts them as written
@@ -394,10 +426,12 @@ impl Core {
                 out: &mut self.out,
                 persist: &mut self.persist,
                 notices: &mut self.notices,
+                cdrs: &mut self.cdrs,
             },
             registrar: &mut self.registrar,
             auth: &mut self.auth,
             proxy: &mut self.proxy,
+            keepalive: &mut self.keepalive,
         }
     }
 
@@ -466,6 +500,12 @@ impl Core {
                         .and_then(|b| self.ids.read_branch(b, self.env.shards))
                         .filter(|b| b.shard == self.env.shard);
                     match ours {
+                        Some(ours) if ours.call.index == policy::keepalive::PROBE_CALL => {
+                            let Parts {
+                                mut cx, keepalive, ..
+                            } = self.parts(now);
+                            keepalive.on_response(&mut cx, ours);
+                        }
                         Some(ours) => {
                             let Parts { mut cx, proxy, .. } = self.parts(now);
                             proxy.handle_response(&mut cx, &msg, &re, ours);
@@ -561,6 +601,7 @@ impl Core {
             registrar,
             auth,
             proxy,
+            keepalive,
         } = self.parts(now);
         if e.method == Method::Register {
             let (ops, outs) = (cx.persist.len(), cx.out.len());
@@ -695,6 +736,7 @@ impl Core {
                     holds: Default::default(),
                     stage_rings: None,
                     external_levels: None,
+                    cdr: None,
                 };
                 (vec![target], (plan, Party::Outside))
             }
@@ -713,6 +755,7 @@ impl Core {
                     holds: Default::default(),
                     stage_rings: None,
                     external_levels: None,
+                    cdr: None,
                 };
                 // A spiral of a follow-me stage rings the extension's devices only.
                 let devices_only = spiral
@@ -720,7 +763,7 @@ impl Core {
                         .as_sip()
                         .is_some_and(|u| u.param(DEVICES_ONLY_PARAM).is_some());
                 let followme = cx.cfg.followme(number).filter(|_| !devices_only);
-                let targets: Vec<ForkTarget> = if let Some(&dest) = policy.trunk().first() {
+                let targets: Vec<ForkTarget> = if let Some(dest) = keepalive.pick(policy.trunk()) {
                     // A trunk: its static address, the number as dialled (a DID stays in the
                     // Request-URI and To).
                     let mut uri = b"sip:".to_vec();
@@ -770,20 +813,31 @@ impl Core {
             }
         };
         let (mut plan, callee) = plan;
-        if e.method == Method::Invite
-            && !spiral
-            && !cx.cfg.policy.is_emergency(&number::of_uri(&e.request_uri))
-        {
-            let callee_number = match &resolved {
-                Resolved::Extension(n) => Some(&n[..]),
-                _ => None,
-            };
-            match admit(&cx, caller, caller_number.as_deref(), callee, callee_number) {
-                Ok(holds) => plan.holds = holds,
-                Err((status, reason, extra)) => {
-                    return reply_to(&mut cx, msg, from, status, reason, extra)
+        if e.method == Method::Invite && !spiral {
+            // A public call's CDR (emergency calls included, refusals too).
+            let draft = cx
+                .cfg
+                .policy
+                .cdr
+                .as_ref()
+                .and_then(|_| public_call_draft(&cx, e, caller, callee));
+            if !cx.cfg.policy.is_emergency(&number::of_uri(&e.request_uri)) {
+                let callee_number = match &resolved {
+                    Resolved::Extension(n) => Some(&n[..]),
+                    _ => None,
+                };
+                match admit(&cx, caller, caller_number.as_deref(), callee, callee_number) {
+                    Ok(holds) => plan.holds = holds,
+                    Err((status, reason, extra)) => {
+                        if let Some(d) = draft {
+                            let cdr = d.finish(cx.env, cx.now, status, cdr::Cause::Refused);
+                            cx.cdrs.push(cdr);
+                        }
+                        return reply_to(&mut cx, msg, from, status, reason, extra);
+                    }
                 }
             }
+            plan.cdr = draft;
         }
         proxy.start_call(&mut cx, msg, e, from, targets, plan);
     }
@@ -796,6 +850,7 @@ impl Core {
                 registrar,
                 proxy,
                 auth,
+                keepalive,
             } = self.parts(now);
             match key {
                 TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
@@ -805,6 +860,7 @@ impl Core {
                     registrar.handle_expiry(&mut cx, extension);
                 }
                 TimerKey::AuthSweep => auth.sweep(&mut cx),
+                TimerKey::Keepalive { probe } => keepalive.on_timer(&mut cx, probe),
             }
         }
     }
@@ -849,6 +905,7 @@ impl Core {
             &labels,
         );
         self.proxy.export_metrics(sink, &labels);
+        self.keepalive.export_metrics(sink, &labels);
         sink.gauge(
             "sipfork_timers",
             "Armed timers in the shard's wheel",
@@ -1081,6 +1138,27 @@ fn admit(
         );
     }
     Ok(holds)
+}
+
+/// The CDR draft of a call between `caller` and `callee` when it is public (`core::cdr`).
+fn public_call_draft(
+    cx: &Cx<'_>,
+    e: &Essentials<'_>,
+    caller: Party,
+    callee: Party,
+) -> Option<Box<cdr::Draft>> {
+    let public = |p: Party| matches!(p, Party::Outside | Party::Trunk { .. });
+    let side = cdr::PublicSide::of(public(caller), public(callee))?;
+    let mut levels = [0usize; policy::MAX_CALL_LEVELS];
+    let n = policy::public_levels(&cx.cfg.tenancy, caller, callee, &mut levels);
+    Some(cdr::Draft::new(
+        cx.cfg,
+        cx.env,
+        cx.now,
+        e,
+        levels[..n].iter().copied(),
+        side,
+    ))
 }
 
 /// A call no tenancy level has room for: `[policy] refuse_with` (503 with Q.850 cause 34, or 486

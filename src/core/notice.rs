@@ -39,6 +39,16 @@ pub enum Notice {
         /// The number not dialled.
         number: Vec<u8>,
     },
+    /// A trunk address answered no OPTIONS keep-alive within Timer F: calls skip it.
+    TrunkDown {
+        /// The trunk address.
+        addr: std::net::SocketAddr,
+    },
+    /// A trunk address marked dead answered again.
+    TrunkUp {
+        /// The trunk address.
+        addr: std::net::SocketAddr,
+    },
 }
 
 impl Notice {
@@ -84,6 +94,10 @@ impl fmt::Display for Notice {
                 "follow-me: external target {} skipped, forward_external is off for this tenant",
                 String::from_utf8_lossy(number)
             ),
+            Notice::TrunkDown { addr } => {
+                write!(f, "trunk address {addr} down: no answer to OPTIONS")
+            }
+            Notice::TrunkUp { addr } => write!(f, "trunk address {addr} up again"),
         }
     }
 }

@@ -96,8 +96,14 @@ pub fn new_core() -> Core {
     let cfg = CONFIG.get_or_init(|| {
         Arc::new(Config::from_toml(DEFAULT_CONFIG).expect("invariant: default config"))
     });
+    core_with(Arc::clone(cfg))
+}
+
+/// As [`new_core`] with another configuration (it must keep [`DEFAULT_CONFIG`]'s listen
+/// address, domain and auth mode, and extension 1000).
+pub fn core_with(cfg: Arc<Config>) -> Core {
     Core::new(
-        Arc::clone(cfg),
+        cfg,
         CoreParams {
             shard: ShardId(0),
             shards: 1,
@@ -123,6 +129,8 @@ pub struct ForkedCall {
     /// What the core sent in the last step: destination and bytes.
     sent: Vec<(SocketAddr, Vec<u8>)>,
     stats: CallStats,
+    /// CDRs the core emitted (`[policy] cdr`), drained after each step like a shard does.
+    pub cdrs: u64,
 }
 
 impl Default for ForkedCall {
@@ -134,8 +142,13 @@ impl Default for ForkedCall {
 impl ForkedCall {
     /// A driver on a new core at time zero; steps 1 ms apart, 2 ms between calls.
     pub fn new() -> Self {
+        Self::on(new_core())
+    }
+
+    /// A driver on `core` (see [`core_with`]) at time zero.
+    pub fn on(core: Core) -> Self {
         ForkedCall {
-            core: new_core(),
+            core,
             now: Instant::ZERO,
             step: Duration::from_millis(1),
             gap: Duration::from_millis(2),
@@ -143,6 +156,7 @@ impl ForkedCall {
             registered_at: None,
             sent: Vec::new(),
             stats: CallStats::default(),
+            cdrs: 0,
         }
     }
 
@@ -177,6 +191,9 @@ impl ForkedCall {
         self.sent
             .extend(out.iter().map(|(to, bytes)| (to, bytes.to_vec())));
         out.clear();
+        // What the shard does after each batch (a CDR goes to the writer's queue).
+        let cdrs = &mut self.cdrs;
+        self.core.drain_cdrs(|_| *cdrs += 1);
         self.sent.len()
     }
 

@@ -408,6 +408,38 @@ impl Phone {
         out
     }
 
+    /// The callee hangs up answered incoming call `i`: one BYE along the INVITE's
+    /// Record-Route (sent once; the tests that use it do not lose it).
+    pub fn bye_incoming(&mut self, i: usize) -> Out {
+        let branch = self.branch();
+        let me = self.advertised();
+        let Some(c) = self.incoming.get(i) else {
+            return vec![];
+        };
+        let Ok(invite) = sip::parse(&c.invite) else {
+            return vec![];
+        };
+        let mut routes = String::new();
+        for v in invite.values(HeaderName::RecordRoute) {
+            let _ = write!(routes, "Route: {}\r\n", lossy(v));
+        }
+        let target = match invite.contacts().next() {
+            Some(Ok(ContactValue::Addr(a))) => lossy(a.addr.uri.raw()),
+            _ => return vec![],
+        };
+        let msg = format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch};rport\r\n{routes}\
+             Max-Forwards: 70\r\nFrom: {to};tag={tag}\r\nTo: {from}\r\n\
+             Call-ID: {cid}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+            to = value_of(&c.invite, HeaderName::To),
+            tag = c.to_tag,
+            from = value_of(&c.invite, HeaderName::From),
+            cid = c.call_id,
+        )
+        .into_bytes();
+        vec![(self.proxy, msg)]
+    }
+
     /// A datagram arrived.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Out {
         self.inbox.push((now, bytes.to_vec()));

@@ -126,6 +126,8 @@ pub struct World {
     /// The engine's receive buffer size: a longer datagram reaches the core as a truncated
     /// head, as `MSG_TRUNC` makes it on a socket.
     pub max_datagram: usize,
+    /// Every CDR the cores emitted (`[policy] cdr`), in order.
+    pub cdrs: Vec<crate::core::cdr::Cdr>,
 }
 
 /// Default config for simulated worlds: extensions 1000-1099 without auth, on 127.0.0.1:5060.
@@ -185,6 +187,7 @@ impl World {
             drops: Vec::new(),
             log: Vec::new(),
             max_datagram: crate::engine::io::IoOptions::default().max_datagram,
+            cdrs: Vec::new(),
         }
     }
 
@@ -408,6 +411,8 @@ impl World {
         let mut persist = 0;
         self.cores[s].drain_persist(|_| persist += 1);
         self.cores[s].drain_notices(drop);
+        let cdrs = &mut self.cdrs;
+        self.cores[s].drain_cdrs(|c| cdrs.push(c));
         for (to, bytes) in out {
             self.transmit(self.proxy, to, bytes);
         }
@@ -495,6 +500,15 @@ impl World {
     /// Phone `id` hangs up every dialog of its call `call` with BYE.
     pub fn hang_up(&mut self, id: PhoneId, call: usize) {
         let out = self.phones[id.0].bye(self.now, call);
+        let from = self.phones[id.0].addr;
+        for (to, bytes) in out {
+            self.transmit(from, to, bytes);
+        }
+    }
+
+    /// Phone `id`, the callee, hangs up its answered incoming call `call` with BYE.
+    pub fn hang_up_incoming(&mut self, id: PhoneId, call: usize) {
+        let out = self.phones[id.0].bye_incoming(call);
         let from = self.phones[id.0].addr;
         for (to, bytes) in out {
             self.transmit(from, to, bytes);

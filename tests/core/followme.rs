@@ -7,7 +7,7 @@ use sipfork::testing::phone::Behaviour;
 use sipfork::testing::sim::{PhoneId, World};
 use sipfork::time::{ms, secs};
 
-const CONFIG: &str = r#"
+pub(crate) const CONFIG: &str = r#"
 [server]
 listen = "127.0.0.1:5060"
 domain = "example.com"

@@ -12,7 +12,7 @@ use sipfork::time::{ms, secs};
 /// acme (provider, 2 calls) > u1, u2 (2 calls each: 4 sold on 2); 1000-1009 belong to u1,
 /// 1010-1019 to u2, 1020-1029 to nobody (server level only, capped at 10). A PBX trunk 3000
 /// (tenant pbx, 1 call) at 127.0.0.1:5090 with DIDs +31201234000-+31201234999.
-fn config(extra: &str) -> String {
+pub(crate) fn config(extra: &str) -> String {
     format!(
         r#"
 [server]

@@ -9,6 +9,7 @@
 //! on the server level once; it is admitted only if every level on those paths has room
 //! (`ledger.rs`). A trunk calling an extension counts on the trunk's path only.
 
+pub mod keepalive;
 pub mod ledger;
 
 use std::sync::Arc;

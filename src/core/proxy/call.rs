@@ -300,6 +300,8 @@ pub struct Call {
     /// What the call holds on the shared policy counters (`core::policy`): given back when it
     /// fails or its last dialog ends, or at the latest when the call is freed.
     pub holds: crate::core::policy::Holds,
+    /// A public call's CDR until the call ends (`core::cdr`): taken once, by the first end.
+    pub cdr: Option<Box<crate::core::cdr::Draft>>,
 }
 
 impl Call {

@@ -149,7 +149,7 @@ impl Proxy {
             TimerKey::Group { call } => self.group_timeout(cx, call),
             TimerKey::Dialog { call } => self.dialog_expired(cx, call),
             // The registrar's and authentication's; the core never hands them here.
-            TimerKey::BindingExpiry { .. } | TimerKey::AuthSweep => {}
+            TimerKey::BindingExpiry { .. } | TimerKey::AuthSweep | TimerKey::Keepalive { .. } => {}
         }
     }
 

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use super::call::{AnswerFate, Branch, BranchRole, Call, Cancel, Client, Dialog};
 use super::{sched, uri_destination, uri_is_us, write_our_via, Event, ForkPlan, ForkTarget, Proxy};
 use crate::config::NatMode;
+use crate::core::cdr::{self, Cause};
 use crate::core::context::Cx;
 use crate::core::route::ROUTE_TOKEN_PARAM;
 use crate::core::slab::Key;
@@ -199,6 +200,16 @@ impl Proxy {
             }
             // The call is over: its policy counts are free again.
             call.holds.release();
+            let by_caller = e
+                .from
+                .tag
+                .is_some_and(|t| tag_hash(cx, t) == call.caller_tag);
+            let cause = if by_caller {
+                Cause::CallerBye
+            } else {
+                Cause::CalleeBye
+            };
+            cdr::end(&mut call.cdr, cx, 0, cause);
         }
         self.dialogs = self.dialogs.saturating_sub(ended as u64);
         for _ in 0..ended {
@@ -215,6 +226,7 @@ impl Proxy {
         let n = call.dialogs.len();
         call.dialogs.clear();
         call.holds.release();
+        cdr::end(&mut call.cdr, cx, 0, Cause::MaxDuration);
         self.dialogs = self.dialogs.saturating_sub(n as u64);
         for _ in 0..n {
             self.count(Event::DialogExpired);

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
+use crate::core::cdr::{self, Cause};
 use crate::core::context::Cx;
 use crate::core::ids::Ids;
 use crate::core::metrics::{MetricSink, ReasonCounters};
@@ -82,6 +83,8 @@ pub struct ForkPlan<'a> {
     pub stage_rings: Option<&'a [Duration]>,
     /// Follow-me: the levels an external target's stage takes (`Call::external_levels`).
     pub external_levels: Option<&'a [usize]>,
+    /// The CDR of a public call, when `[policy] cdr` is set.
+    pub cdr: Option<Box<crate::core::cdr::Draft>>,
 }
 
 impl ForkPlan<'_> {
@@ -99,6 +102,7 @@ impl ForkPlan<'_> {
             holds: crate::core::policy::Holds::default(),
             stage_rings: None,
             external_levels: None,
+            cdr: None,
         }
     }
 }
@@ -490,6 +494,7 @@ impl Proxy {
             strip_identity: plan.strip_identity,
             extra: plan.extra.into(),
             holds: plan.holds,
+            cdr: plan.cdr,
         };
         let key = self.calls.insert(call);
         self.index.insert(server_key, key);
@@ -541,7 +546,19 @@ impl Proxy {
             // Follow-me reaches outside: the call is public from now on, if there is room.
             if let Some(levels) = call.external_levels.as_deref() {
                 match cx.cfg.ledger.admit(levels) {
-                    Ok(a) => call.holds.admission = Some(a),
+                    Ok(a) => {
+                        if cx.cfg.policy.cdr.is_some() && call.cdr.is_none() {
+                            call.cdr = Some(cdr::Draft::new(
+                                cx.cfg,
+                                cx.env,
+                                cx.now,
+                                e,
+                                a.levels(),
+                                cdr::PublicSide::Callee,
+                            ));
+                        }
+                        call.holds.admission = Some(a);
+                    }
                     Err(_) => {
                         self.events.bump(Event::ExternalRefused as usize);
                         targets.retain(|t| !t.external);
@@ -652,6 +669,18 @@ impl Proxy {
         if status >= 300 {
             // A failed call holds no policy counts any more.
             call.holds.release();
+            if call.outcome == call::Outcome::Pending {
+                let cause = if call.cancelled {
+                    Cause::Cancelled
+                } else {
+                    Cause::Failed
+                };
+                cdr::end(&mut call.cdr, cx, status, cause);
+            }
+        } else if status >= 200 {
+            if let Some(d) = call.cdr.as_mut() {
+                d.answered(cx.env, cx.now, status);
+            }
         }
         if status >= 200 {
             if call.outcome == call::Outcome::Pending {

@@ -8,6 +8,7 @@
 
 use super::call::{AnswerFate, Branch, BranchRole, Candidate, Client, Outcome};
 use super::{sched, CancelReason, Event, Proxy};
+use crate::core::cdr;
 use crate::core::context::Cx;
 use crate::core::ids::OurBranch;
 use crate::core::slab::Key;
@@ -463,8 +464,9 @@ impl Proxy {
         if !finished {
             return;
         }
-        if let Some(call) = self.calls.remove(key) {
+        if let Some(mut call) = self.calls.remove(key) {
             self.index.remove(&call.server_key);
+            cdr::end(&mut call.cdr, cx, 0, cdr::Cause::Released);
             for id in [call.group_timer, call.dialog_timer].into_iter().flatten() {
                 cx.timers.cancel(id);
             }
