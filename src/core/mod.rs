@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod context;
 pub mod ids;
 pub mod io;
@@ -184,6 +185,8 @@ pub struct Core {
     /// INVITEs get, and how many got it.
     drain: Option<u32>,
     drain_refused: u64,
+    /// `[cluster]`: the directory snapshot in use and the cluster counters.
+    cluster: cluster::Cluster,
 }
 
 /// A core split into disjointly borrowed parts: the shared context and each handler.
@@ -192,6 +195,7 @@ struct Parts<'a> {
     registrar: &'a mut Registrar,
     auth: &'a mut Auth,
     proxy: &'a mut Proxy,
+    cluster: &'a mut cluster::Cluster,
 }
 
 /// Where the Request-URI of a new request leads (§16.5).
@@ -238,7 +242,19 @@ impl Core {
             proxy: Proxy::new(),
             drain: None,
             drain_refused: 0,
+            cluster: cluster::Cluster::default(),
         }
+    }
+
+    /// Installs a newer snapshot of the cluster directory (the shard does this before a
+    /// datagram whenever the directory thread published one).
+    pub fn set_directory(&mut self, directory: Arc<cluster::Directory>) {
+        self.cluster.set_directory(directory);
+    }
+
+    /// The cluster directory snapshot in use.
+    pub fn directory(&self) -> Option<&Arc<cluster::Directory>> {
+        self.cluster.directory()
     }
 
     /// Swaps in a reloaded configuration between datagrams: extensions, passwords, limits,
@@ -398,6 +414,7 @@ impl Core {
             registrar: &mut self.registrar,
             auth: &mut self.auth,
             proxy: &mut self.proxy,
+            cluster: &mut self.cluster,
         }
     }
 
@@ -561,6 +578,7 @@ impl Core {
             registrar,
             auth,
             proxy,
+            cluster,
         } = self.parts(now);
         if e.method == Method::Register {
             let (ops, outs) = (cx.persist.len(), cx.out.len());
@@ -593,6 +611,19 @@ impl Core {
             self.drain_refused += 1;
             return;
         }
+        // A cluster branch from another node (a valid mark, never the source address alone).
+        let from_cluster = match cluster::inbound(&cx, e, from) {
+            cluster::Inbound::Unmarked => false,
+            cluster::Inbound::Branch => {
+                cluster.accepted += 1;
+                true
+            }
+            cluster::Inbound::Forged => {
+                cluster.refused += 1;
+                return reply_to(&mut cx, msg, from, 403, "Forbidden - bad cluster mark", b"");
+            }
+        };
+        let trusted = trusted || from_cluster;
         let resolved = resolve(&cx, e);
         // A trunk (a PBX at a static address) is authenticated by that address.
         let trunk = cx.cfg.trunk_at(from);
@@ -719,7 +750,10 @@ impl Core {
                     && e.request_uri
                         .as_sip()
                         .is_some_and(|u| u.param(DEVICES_ONLY_PARAM).is_some());
-                let followme = cx.cfg.followme(number).filter(|_| !devices_only);
+                let followme = cx
+                    .cfg
+                    .followme(number)
+                    .filter(|_| !devices_only && !from_cluster);
                 let targets: Vec<ForkTarget> = if let Some(&dest) = policy.trunk().first() {
                     // A trunk: its static address, the number as dialled (a DID stays in the
                     // Request-URI and To).
@@ -752,7 +786,7 @@ impl Core {
                     plan.stage_rings = Some(&stage_rings);
                     targets
                 } else {
-                    registrar
+                    let mut targets: Vec<ForkTarget> = registrar
                         .targets(number)
                         .map(|t| ForkTarget {
                             uri: std::borrow::Cow::Borrowed(t.contact),
@@ -761,7 +795,18 @@ impl Core {
                             registered_at: t.registered_at,
                             external: false,
                         })
-                        .collect()
+                        .collect();
+                    // One branch per other node holding the number; a cluster branch rings
+                    // local devices only (no loops).
+                    if let (Some(c), Some(dir), false, Method::Invite) = (
+                        cx.cfg.cluster.as_ref(),
+                        cluster.directory(),
+                        from_cluster || spiral,
+                        e.method,
+                    ) {
+                        cluster.branches += cluster::remote_targets(c, dir, number, &mut targets);
+                    }
+                    targets
                 };
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
@@ -772,6 +817,7 @@ impl Core {
         let (mut plan, callee) = plan;
         if e.method == Method::Invite
             && !spiral
+            && !from_cluster
             && !cx.cfg.policy.is_emergency(&number::of_uri(&e.request_uri))
         {
             let callee_number = match &resolved {
@@ -796,6 +842,7 @@ impl Core {
                 registrar,
                 proxy,
                 auth,
+                ..
             } = self.parts(now);
             match key {
                 TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
@@ -849,6 +896,9 @@ impl Core {
             &labels,
         );
         self.proxy.export_metrics(sink, &labels);
+        if self.cfg.cluster.is_some() {
+            self.cluster.export_metrics(sink, &labels);
+        }
         sink.gauge(
             "sipfork_timers",
             "Armed timers in the shard's wheel",
