@@ -161,6 +161,8 @@ impl ShardJournal {
 pub struct Shard {
     core: Core,
     journal: Option<ShardJournal>,
+    /// `[cluster]`: directory snapshots in, presence changes out.
+    cluster: Option<crate::app::cluster::link::ShardLink>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -185,7 +187,16 @@ impl Shard {
                 problem: None,
                 next_recovery: None,
             }),
+            cluster: None,
         }
+    }
+
+    /// Joins the cluster directory (after the journal's bindings were restored into the core).
+    pub fn with_cluster(mut self, shared: std::sync::Arc<crate::app::cluster::Shared>) -> Self {
+        self.cluster = Some(crate::app::cluster::link::ShardLink::new(
+            shared, &self.core,
+        ));
+        self
     }
 
     /// Why this shard's journal takes no records now (REGISTERs that would change a binding get
@@ -336,6 +347,9 @@ impl Handler for Shard {
             line = %first_line(d.bytes),
             "datagram"
         );
+        if let Some(link) = &mut self.cluster {
+            link.refresh(&mut self.core);
+        }
         self.core.handle_datagram(now, d)
     }
 
@@ -357,6 +371,10 @@ impl Handler for Shard {
 
     fn after_batch(&mut self, now: Instant) {
         let shard = self.core.env().shard;
+        if let Some(link) = &mut self.cluster {
+            self.core.pending_persist(|op| link.note(op));
+            link.report(&self.core);
+        }
         self.core.drain_notices(|n| {
             if n.is_info() {
                 tracing::info!("{n}");
