@@ -113,6 +113,10 @@ pub struct Shared {
     pub local_extensions: AtomicU64,
     /// Times Redis went from reachable to unreachable.
     pub outages: AtomicU64,
+    /// Turns of the directory thread.
+    pub ticks: AtomicU64,
+    /// Where this node reads the change log (a stream id).
+    pub log_position: Mutex<String>,
 }
 
 impl Shared {
@@ -229,6 +233,8 @@ impl Shared {
                 "changes_applied": self.applied.load(Ordering::Relaxed),
                 "writes": self.writes.load(Ordering::Relaxed),
                 "refreshes": self.refreshes.load(Ordering::Relaxed),
+                "ticks": self.ticks.load(Ordering::Relaxed),
+                "log_position": self.log_position.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             },
             "redis": {
                 "seeds": self.cfg.redis,
@@ -269,6 +275,8 @@ impl DirectoryThread {
             lag_max_ms: AtomicU64::new(0),
             local_extensions: AtomicU64::new(0),
             outages: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+            log_position: Mutex::new(String::new()),
         });
         let s = Arc::clone(&shared);
         let join = std::thread::Builder::new()
@@ -379,6 +387,7 @@ impl Worker {
     }
 
     fn tick(&mut self) {
+        self.s.ticks.fetch_add(1, Ordering::Relaxed);
         while let Some(c) = self.s.changes.pop() {
             if c.present {
                 self.held.insert(c.number.clone());
@@ -402,6 +411,11 @@ impl Worker {
             }
         }
         self.publish();
+        self.s
+            .log_position
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone_from(&self.log_id);
         let stale = self.s.stale();
         if stale && !self.warned_stale && self.s.last_ok_ms.load(Ordering::Relaxed) > 0 {
             tracing::warn!(
@@ -498,7 +512,7 @@ impl Worker {
         let node = self.s.cfg.node.clone();
         let held = held_key(&node);
         let ttl_ms = 2 * self.s.cfg.ttl.as_millis() as u64;
-        let mut p = cluster_pipe();
+        let (mut p, mut log) = (cluster_pipe(), cluster_pipe());
         let mut n = 0;
         for (number, &present) in &self.pending {
             let key = ext_key(number);
@@ -510,7 +524,7 @@ impl Worker {
                 p.cmd("ZREM").arg(&key).arg(&node).ignore();
                 p.cmd("SREM").arg(&held).arg(&number[..]).ignore();
             }
-            p.cmd("XADD")
+            log.cmd("XADD")
                 .arg(LOG_KEY)
                 .arg("MAXLEN")
                 .arg("~")
@@ -528,7 +542,11 @@ impl Worker {
             n += if present { 4 } else { 3 };
         }
         p.cmd("PEXPIRE").arg(&held).arg(ttl_ms).ignore();
-        p.query::<()>(self.con.as_mut().expect("connected"))?;
+        let con = self.con.as_mut().expect("connected");
+        // The sets first, the log after: a node that sees the log entry and re-reads the held
+        // set (a resync) finds the change there. A cluster pipeline spans masters in no order.
+        p.query::<()>(con)?;
+        log.query::<()>(con)?;
         self.s.writes.fetch_add(n + 1, Ordering::Relaxed);
         self.pending.clear();
         Ok(())
@@ -658,6 +676,7 @@ impl Worker {
             }
             c.query::<()>(con)?;
         }
+        tracing::trace!(log = %last_id, nodes = self.nodes.len(), remote = remote.len(), "directory resync");
         self.remote = remote;
         self.log_id = last_id;
         self.dirty = true;
@@ -702,6 +721,7 @@ impl Worker {
             _ => Vec::new(),
         };
         let now = wall_ms();
+        tracing::trace!(from = %self.log_id, entries = entries.len(), "directory log read");
         let mut new_node = false;
         for (id, fields) in entries {
             self.log_id = id;
@@ -723,7 +743,11 @@ impl Worker {
                 self.s.lag_max_ms.fetch_max(lag, Ordering::Relaxed);
             }
             self.s.applied.fetch_add(1, Ordering::Relaxed);
-            new_node |= !self.nodes.contains_key(&node) || up == b"2";
+            // A node this cache does not know as live: read its record and held set.
+            new_node |= self
+                .nodes
+                .get(&node)
+                .is_none_or(|r| r.expires_ms <= now);
             match &up[..] {
                 b"1" => {
                     self.remote
