@@ -75,17 +75,13 @@ pub(super) fn build(
     }
     let ttl = c.ttl.unwrap_or(60);
     if !(3..=3600).contains(&ttl) {
-        return Err(at(
-            "cluster.ttl",
-            format!("{ttl} s is outside 3..=3600 s"),
-        ));
+        return Err(at("cluster.ttl", format!("{ttl} s is outside 3..=3600 s")));
     }
     let advertise = c.advertise.0;
     if advertise.ip().is_unspecified() || advertise.port() == 0 {
         return Err(at(
             "cluster.advertise",
-            "other nodes must be able to reach this address: no 0.0.0.0 / :: and no port 0"
-                .into(),
+            "other nodes must be able to reach this address: no 0.0.0.0 / :: and no port 0".into(),
         ));
     }
     Ok(ClusterConfig {
@@ -96,4 +92,55 @@ pub(super) fn build(
         secret: c.secret.into_bytes(),
         ttl: Duration::from_secs(ttl),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    const BASE: &str = "[server]\nlisten = \"127.0.0.1:5060\"\n[auth]\nmode = \"none\"\n";
+
+    fn cluster(body: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("{BASE}[cluster]\n{body}"))
+    }
+
+    const GOOD: &str = "node = \"n1\"\nadvertise = \"127.0.0.1:5060\"\n\
+        redis = [\"redis://127.0.0.1:7000\"]\npeers = [\"127.0.0.2/32\"]\n\
+        secret = \"0123456789abcdef\"\n";
+
+    #[test]
+    fn the_contract_parses_with_a_default_ttl() {
+        let c = cluster(GOOD).unwrap().cluster.expect("[cluster]");
+        assert_eq!(c.node, "n1");
+        assert_eq!(c.ttl.as_secs(), 60);
+        assert!(c.is_peer("127.0.0.2".parse().unwrap()));
+        assert!(!c.is_peer("127.0.0.3".parse().unwrap()));
+        assert!(Config::from_toml(BASE).unwrap().cluster.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (GOOD.replace("\"n1\"", "\"n 1\""), "cluster.node"),
+            (
+                GOOD.replace("redis://127.0.0.1:7000", "127.0.0.1:7000"),
+                "cluster.redis",
+            ),
+            (GOOD.replace("0123456789abcdef", "short"), "cluster.secret"),
+            (
+                GOOD.replace("127.0.0.1:5060", "0.0.0.0:5060"),
+                "cluster.advertise",
+            ),
+            (format!("{GOOD}ttl = 1\n"), "cluster.ttl"),
+            (format!("{GOOD}unknown = 1\n"), "cluster"),
+        ];
+        for (body, key) in cases {
+            match cluster(&body) {
+                Err(ConfigError::Invalid { key: k, .. }) => {
+                    assert!(k.starts_with(key), "{k} for {body}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
 }

@@ -73,6 +73,26 @@ struct Net {
     dead: Vec<SocketAddr>,
 }
 
+/// A device's response to `req` (To tag and Contact of the device at `me`).
+fn respond(me: SocketAddr, req: &sipfork::sip::Message<'_>, status: u16, reason: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let contact = format!("Contact: <sip:dev@{me}>\r\n");
+    let tag = format!("tag{}", me.port());
+    build::response(
+        req,
+        &Reply {
+            status,
+            reason,
+            fix: ViaFix::default(),
+            to_tag: Some(tag.as_bytes()),
+            extra: contact.as_bytes(),
+            body: None,
+        },
+        &mut out,
+    );
+    out
+}
+
 fn first_line(b: &[u8]) -> String {
     String::from_utf8_lossy(b)
         .lines()
@@ -102,7 +122,8 @@ fn directory(holders: &[&str]) -> Arc<Directory> {
         nodes,
         extensions: HashMap::new(),
     };
-    d.extensions.insert(b"1001".to_vec().into_boxed_slice(), idx);
+    d.extensions
+        .insert(b"1001".to_vec().into_boxed_slice(), idx);
     Arc::new(d)
 }
 
@@ -149,7 +170,10 @@ impl Net {
     }
 
     fn node(&mut self, at: SocketAddr) -> Option<&mut Core> {
-        self.nodes.iter_mut().find(|(a, _)| *a == at).map(|(_, c)| c)
+        self.nodes
+            .iter_mut()
+            .find(|(a, _)| *a == at)
+            .map(|(_, c)| c)
     }
 
     fn collect(&mut self, at: SocketAddr) {
@@ -168,8 +192,7 @@ impl Net {
     }
 
     fn send(&mut self, from: &str, to: &str, bytes: &[u8]) {
-        self.queue
-            .push_back((addr(from), addr(to), bytes.to_vec()));
+        self.queue.push_back((addr(from), addr(to), bytes.to_vec()));
         self.pump();
     }
 
@@ -209,21 +232,7 @@ impl Net {
             return;
         }
         let reply = |status: u16, reason: &str, req: &sipfork::sip::Message<'_>| {
-            let mut out = Vec::new();
-            let contact = format!("Contact: <sip:dev@{me}>\r\n");
-            build::response(
-                req,
-                &Reply {
-                    status,
-                    reason,
-                    fix: ViaFix::default(),
-                    to_tag: Some(format!("tag{}", me.port()).as_bytes()),
-                    extra: contact.as_bytes(),
-                    body: None,
-                },
-                &mut out,
-            );
-            out
+            respond(me, req, status, reason)
         };
         let line = first_line(bytes);
         if line.starts_with("INVITE") {
@@ -246,22 +255,15 @@ impl Net {
 
     /// The ringing device answers 200 OK.
     fn answer(&mut self, dev: &str) {
-        let (inv, to) = self.devices.get_mut(&addr(dev)).unwrap().ringing.take().unwrap();
+        let (inv, to) = self
+            .devices
+            .get_mut(&addr(dev))
+            .unwrap()
+            .ringing
+            .take()
+            .unwrap();
         let msg = sipfork::sip::parse(&inv).unwrap();
-        let mut out = Vec::new();
-        let contact = format!("Contact: <sip:dev@{dev}>\r\n");
-        build::response(
-            &msg,
-            &Reply {
-                status: 200,
-                reason: "OK",
-                fix: ViaFix::default(),
-                to_tag: Some(format!("tag{}", addr(dev).port()).as_bytes()),
-                extra: contact.as_bytes(),
-                body: None,
-            },
-            &mut out,
-        );
+        let out = respond(addr(dev), &msg, 200, "OK");
         self.send(dev, &to.to_string(), &out);
     }
 
@@ -362,13 +364,21 @@ fn a_call_at_either_node_rings_both_devices_and_the_first_answer_wins() {
     for (entry, winner, loser) in [(A, DEV_A, DEV_B), (B, DEV_A, DEV_B), (A, DEV_B, DEV_A)] {
         let mut net = two_devices();
         net.invite(entry, "call-1", 70);
-        assert_eq!(net.devices[&addr(DEV_A)].got.len(), 2, "REGISTER answer + INVITE");
+        assert_eq!(
+            net.devices[&addr(DEV_A)].got.len(),
+            2,
+            "REGISTER answer + INVITE"
+        );
         assert!(net.devices[&addr(DEV_A)].got[1].starts_with("INVITE sip:1001@127.0.0.1:6001"));
         assert!(net.devices[&addr(DEV_B)].got[1].starts_with("INVITE sip:1001@127.0.0.2:6002"));
         // The remote node rang its own device only: no cluster branch back.
         let (other, _) = if entry == A { (B, A) } else { (A, B) };
         assert_eq!(count(&net.lines(other, entry), "INVITE"), 0, "no loop");
-        assert_eq!(count(&net.lines(entry, other), "INVITE"), 1, "one cluster branch");
+        assert_eq!(
+            count(&net.lines(entry, other), "INVITE"),
+            1,
+            "one cluster branch"
+        );
         assert!(net.caller_statuses().contains(&180));
         net.answer(winner);
         let st = net.caller_statuses();
@@ -393,7 +403,13 @@ fn caller_cancel_reaches_the_remote_node_and_its_device() {
         .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
     net.send(CALLER, A, cancel.as_bytes());
     for d in [DEV_A, DEV_B] {
-        assert!(net.devices[&addr(d)].got.iter().any(|t| t.starts_with("CANCEL")), "{d}");
+        assert!(
+            net.devices[&addr(d)]
+                .got
+                .iter()
+                .any(|t| t.starts_with("CANCEL")),
+            "{d}"
+        );
     }
     assert!(net.caller_statuses().contains(&487));
 }
@@ -406,7 +422,11 @@ fn the_branch_to_a_dead_node_is_given_up_within_two_seconds() {
     net.advance(ms(2100));
     let retrans = count(&net.lines(A, B), "INVITE");
     net.advance(secs(10));
-    assert_eq!(count(&net.lines(A, B), "INVITE"), retrans, "no resends after 2 s");
+    assert_eq!(
+        count(&net.lines(A, B), "INVITE"),
+        retrans,
+        "no resends after 2 s"
+    );
     // The local device still rings and answers: no 408 for the caller.
     net.answer(DEV_A);
     let st = net.caller_statuses();
@@ -420,7 +440,11 @@ fn the_branch_to_a_dead_node_is_given_up_within_two_seconds() {
     net.advance(ms(1900));
     assert!(!net.caller_statuses().iter().any(|s| *s >= 300));
     net.advance(ms(200));
-    assert!(net.caller_statuses().contains(&408), "{:?}", net.caller_statuses());
+    assert!(
+        net.caller_statuses().contains(&408),
+        "{:?}",
+        net.caller_statuses()
+    );
 }
 
 #[test]
@@ -428,7 +452,11 @@ fn max_forwards_is_respected_across_nodes() {
     let mut net = two_devices();
     net.invite(A, "call-mf", 1);
     assert!(net.lines(B, A).iter().any(|l| l.starts_with("SIP/2.0 483")));
-    assert_eq!(net.devices[&addr(DEV_B)].got.len(), 1, "REGISTER answer only");
+    assert_eq!(
+        net.devices[&addr(DEV_B)].got.len(),
+        1,
+        "REGISTER answer only"
+    );
 }
 
 /// Attack: marks that are forged, stale, replayed onto another call, or sent from outside
@@ -438,7 +466,10 @@ fn a_forged_cluster_mark_gets_no_fork() {
     let mut net = two_devices();
     let dev_b_before = net.devices[&addr(DEV_B)].got.len();
     // A MAC made up by the attacker, sent from a peer's address (spoofed) and from its own.
-    let forged = format!(";{}=6b49d200.00112233445566778899aabbccddeeff", cluster::MARK_PARAM);
+    let forged = format!(
+        ";{}=6b49d200.00112233445566778899aabbccddeeff",
+        cluster::MARK_PARAM
+    );
     for from in [A, ATTACKER] {
         let text = invite_text(B, "forged-1", 70, &forged).replace(CALLER, from);
         net.devices.entry(addr(from)).or_default();
@@ -451,12 +482,22 @@ fn a_forged_cluster_mark_gets_no_fork() {
     let now_secs = 1_800_000_000 + net.now.as_micros() / 1_000_000;
     let real = |call: &str, branch: &str, t: u64| {
         let mut m = Vec::new();
-        cluster::write_mark(SECRET.as_bytes(), b"1001", call.as_bytes(), branch.as_bytes(), t, &mut m);
+        cluster::write_mark(
+            SECRET.as_bytes(),
+            b"1001",
+            call.as_bytes(),
+            branch.as_bytes(),
+            t,
+            &mut m,
+        );
         format!(";{}={}", cluster::MARK_PARAM, String::from_utf8(m).unwrap())
     };
     let cases = [
         ("replay-1", real("other-call", "z9hG4bKreplay-1", now_secs)),
-        ("replay-2", real("replay-2", "z9hG4bKsomething-else", now_secs)),
+        (
+            "replay-2",
+            real("replay-2", "z9hG4bKsomething-else", now_secs),
+        ),
         ("stale", real("stale", "z9hG4bKstale", now_secs - 120)),
     ];
     for (call, params) in &cases {
@@ -464,8 +505,13 @@ fn a_forged_cluster_mark_gets_no_fork() {
         net.send(A, B, text.as_bytes());
     }
     // A valid mark from outside `peers` (the secret leaked, the address did not).
-    let text = invite_text(B, "outsider", 70, &real("outsider", "z9hG4bKoutsider", now_secs))
-        .replace(CALLER, ATTACKER);
+    let text = invite_text(
+        B,
+        "outsider",
+        70,
+        &real("outsider", "z9hG4bKoutsider", now_secs),
+    )
+    .replace(CALLER, ATTACKER);
     net.send(ATTACKER, B, text.as_bytes());
     assert_eq!(
         net.devices[&addr(DEV_B)].got.len(),
@@ -476,14 +522,21 @@ fn a_forged_cluster_mark_gets_no_fork() {
     let refused = net
         .log
         .iter()
-        .filter(|(f, _, l)| *f == addr(B) && l.starts_with("SIP/2.0 403 Forbidden - bad cluster mark"))
+        .filter(|(f, _, l)| {
+            *f == addr(B) && l.starts_with("SIP/2.0 403 Forbidden - bad cluster mark")
+        })
         .count();
     assert_eq!(refused, 7);
     // The control: the same kind of mark, right call, right branch, from the peer, rings.
-    let text = invite_text(B, "good", 70, &real("good", "z9hG4bKgood", now_secs)).replace(CALLER, A);
+    let text =
+        invite_text(B, "good", 70, &real("good", "z9hG4bKgood", now_secs)).replace(CALLER, A);
     net.devices.entry(addr(A)).or_default();
     net.send(A, B, text.as_bytes());
-    assert!(net.devices[&addr(DEV_B)].got.last().unwrap().starts_with("INVITE"));
+    assert!(net.devices[&addr(DEV_B)]
+        .got
+        .last()
+        .unwrap()
+        .starts_with("INVITE"));
     let mut sink = sipfork::core::metrics::MetricSink::default();
     net.node(addr(B)).unwrap().export_metrics(&mut sink);
     let value = |name: &str| {

@@ -93,7 +93,10 @@ fn start_redis_cluster(dir: &Path) -> Vec<Proc> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let addrs: Vec<String> = REDIS_PORTS.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let addrs: Vec<String> = REDIS_PORTS
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
     let mut args = vec!["--cluster", "create"];
     args.extend(addrs.iter().map(String::as_str));
     args.extend(["--cluster-replicas", "1", "--cluster-yes"]);
@@ -163,7 +166,11 @@ impl Node {
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         while !matches!(node.get("/health"), Some((200, _))) {
-            assert!(Instant::now() < deadline, "{name} not healthy:\n{}", node.log());
+            assert!(
+                Instant::now() < deadline,
+                "{name} not healthy:\n{}",
+                node.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         node
@@ -361,13 +368,20 @@ fn nodes_share_a_directory_on_redis_cluster_and_fork_across_nodes() {
     d1.register(&n1, "1001");
     let started = Instant::now();
     d2.register(&n2, "1001");
-    within(Duration::from_secs(1), "n2's registration visible on n1", || {
-        remote_extensions(&n1) == 1
-    });
-    eprintln!("a registration on n2 was visible on n1 after {:?}", started.elapsed());
-    within(Duration::from_secs(1), "n1's registration visible on n2", || {
-        remote_extensions(&n2) == 1
-    });
+    within(
+        Duration::from_secs(1),
+        "n2's registration visible on n1",
+        || remote_extensions(&n1) == 1,
+    );
+    eprintln!(
+        "a registration on n2 was visible on n1 after {:?}",
+        started.elapsed()
+    );
+    within(
+        Duration::from_secs(1),
+        "n1's registration visible on n2",
+        || remote_extensions(&n2) == 1,
+    );
 
     // A call at either node rings both devices; the first answer wins, the other is cancelled.
     call(&n1, &caller, &[&d1, &d2], 1, "call-at-n1");
@@ -379,10 +393,14 @@ fn nodes_share_a_directory_on_redis_cluster_and_fork_across_nodes() {
     // The devices of every node, marked by node; n3 holds none of them (asked at n3 once
     // both registrations reached its cache, which takes well under a second).
     let mut view = serde_json::Value::Null;
-    within(Duration::from_secs(1), "both holders in n3's directory", || {
-        view = n3.json("/extensions/1001/devices");
-        view["devices"].as_array().unwrap().len() == 2
-    });
+    within(
+        Duration::from_secs(1),
+        "both holders in n3's directory",
+        || {
+            view = n3.json("/extensions/1001/devices");
+            view["devices"].as_array().unwrap().len() == 2
+        },
+    );
     let nodes: Vec<&str> = view["devices"]
         .as_array()
         .unwrap()
@@ -438,13 +456,17 @@ fn nodes_share_a_directory_on_redis_cluster_and_fork_across_nodes() {
 
     // Redis gone altogether: the directory is reported stale, local devices still ring.
     drop(redis);
-    let took = within(Duration::from_secs(8), "n1 reports a stale directory", || {
-        n1.json("/cluster")["directory"]["stale"] == true
-    });
+    let took = within(
+        Duration::from_secs(8),
+        "n1 reports a stale directory",
+        || n1.json("/cluster")["directory"]["stale"] == true,
+    );
     eprintln!("with Redis down, n1 reported its directory stale after {took:?}");
     assert_eq!(n1.metric("sipfork_cluster_directory_stale"), 1);
     call(&n1, &caller, &[&d1, &d3], 0, "redis-down");
-    within(Duration::from_secs(5), "the stale directory in n1's log", || {
-        n1.log().contains("cluster directory stale")
-    });
+    within(
+        Duration::from_secs(5),
+        "the stale directory in n1's log",
+        || n1.log().contains("cluster directory stale"),
+    );
 }

@@ -65,6 +65,26 @@ fn held_key(node: &str) -> String {
     format!("sipfork:held:{{{node}}}")
 }
 
+/// Appends a change-log entry: extension `number` (empty for a node announcement) on `node`,
+/// `up` 1 (held), 0 (released) or 2 (the node refreshed its records).
+fn log_entry(p: &mut redis::cluster::ClusterPipeline, number: &[u8], node: &str, up: u8) {
+    p.cmd("XADD")
+        .arg(LOG_KEY)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(LOG_MAXLEN)
+        .arg("*")
+        .arg("n")
+        .arg(number)
+        .arg("node")
+        .arg(node)
+        .arg("up")
+        .arg(up)
+        .arg("t")
+        .arg(wall_ms())
+        .ignore();
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -524,21 +544,7 @@ impl Worker {
                 p.cmd("ZREM").arg(&key).arg(&node).ignore();
                 p.cmd("SREM").arg(&held).arg(&number[..]).ignore();
             }
-            log.cmd("XADD")
-                .arg(LOG_KEY)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(LOG_MAXLEN)
-                .arg("*")
-                .arg("n")
-                .arg(&number[..])
-                .arg("node")
-                .arg(&node)
-                .arg("up")
-                .arg(u8::from(present))
-                .arg("t")
-                .arg(wall_ms())
-                .ignore();
+            log_entry(&mut log, number, &node, u8::from(present));
             n += if present { 4 } else { 3 };
         }
         p.cmd("PEXPIRE").arg(&held).arg(ttl_ms).ignore();
@@ -600,27 +606,10 @@ impl Worker {
             p.query::<()>(con)?;
             writes += 2 * chunk.len() as u64;
         }
-        cluster_pipe()
-            .cmd("PEXPIRE")
-            .arg(&held)
-            .arg(ttl_ms)
-            .ignore()
-            .cmd("XADD")
-            .arg(LOG_KEY)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(LOG_MAXLEN)
-            .arg("*")
-            .arg("n")
-            .arg("")
-            .arg("node")
-            .arg(&node)
-            .arg("up")
-            .arg(2)
-            .arg("t")
-            .arg(wall_ms())
-            .ignore()
-            .query::<()>(con)?;
+        let mut p = cluster_pipe();
+        p.cmd("PEXPIRE").arg(&held).arg(ttl_ms).ignore();
+        log_entry(&mut p, b"", &node, 2);
+        p.query::<()>(con)?;
         self.s.writes.fetch_add(writes + 2, Ordering::Relaxed);
         self.s.refreshes.fetch_add(1, Ordering::Relaxed);
         self.pending.clear();
@@ -744,10 +733,7 @@ impl Worker {
             }
             self.s.applied.fetch_add(1, Ordering::Relaxed);
             // A node this cache does not know as live: read its record and held set.
-            new_node |= self
-                .nodes
-                .get(&node)
-                .is_none_or(|r| r.expires_ms <= now);
+            new_node |= self.nodes.get(&node).is_none_or(|r| r.expires_ms <= now);
             match &up[..] {
                 b"1" => {
                     self.remote
@@ -826,8 +812,11 @@ impl Worker {
     }
 }
 
-/// The `(id, [(field, value)])` entries of an XRANGE/XREAD reply's entry list.
-fn stream_entries(v: &Value) -> Vec<(String, Vec<(String, Vec<u8>)>)> {
+/// One change-log entry: its id and its `(field, value)` pairs.
+type LogEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// The entries of an XRANGE/XREAD reply's entry list.
+fn stream_entries(v: &Value) -> Vec<LogEntry> {
     let Value::Array(entries) = v else {
         return Vec::new();
     };
@@ -847,10 +836,7 @@ fn stream_entries(v: &Value) -> Vec<(String, Vec<(String, Vec<u8>)>)> {
             let fields = kv
                 .chunks(2)
                 .filter_map(|p| {
-                    Some((
-                        String::from_utf8(text(p.first()?)?).ok()?,
-                        text(p.get(1)?)?,
-                    ))
+                    Some((String::from_utf8(text(p.first()?)?).ok()?, text(p.get(1)?)?))
                 })
                 .collect();
             Some((id, fields))

@@ -159,7 +159,10 @@ pub fn write_mark(
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(format!("{secs:x}.").as_bytes());
-    hex(out, &mac(secret, number, call_id, branch, secs)[..MAC_BYTES]);
+    hex(
+        out,
+        &mac(secret, number, call_id, branch, secs)[..MAC_BYTES],
+    );
 }
 
 /// Checks a mark value against the request it came with (constant-time MAC comparison).
@@ -186,7 +189,10 @@ pub fn verify_mark(
         return false;
     }
     let mut want = Vec::with_capacity(MAC_BYTES * 2);
-    hex(&mut want, &mac(secret, number, call_id, branch, secs)[..MAC_BYTES]);
+    hex(
+        &mut want,
+        &mac(secret, number, call_id, branch, secs)[..MAC_BYTES],
+    );
     want.iter().zip(m).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
@@ -237,8 +243,7 @@ pub fn remote_targets(
 ) -> u64 {
     let mut n = 0;
     for node in dir.holders(number) {
-        if node.name == c.node || node.advertise == c.advertise || !c.is_peer(node.advertise.ip())
-        {
+        if node.name == c.node || node.advertise == c.advertise || !c.is_peer(node.advertise.ip()) {
             continue;
         }
         let mut uri = b"sip:".to_vec();
@@ -296,7 +301,10 @@ pub fn mark_uri(
         .windows(8)
         .position(|w| w == b";branch=")
         .map(|i| &via[i + 8..])?;
-    let branch = &branch[..branch.iter().position(|&b| b == b';').unwrap_or(branch.len())];
+    let branch = &branch[..branch
+        .iter()
+        .position(|&b| b == b';')
+        .unwrap_or(branch.len())];
     let number = crate::sip::Uri::parse(uri)
         .ok()
         .and_then(|u| u.as_sip().and_then(|s| s.user).map(<[u8]>::to_vec))?;
@@ -328,12 +336,26 @@ mod tests {
         assert!(!verify_mark(s, b"1002", b"cid", b"z9hG4bKx", &m, 1_000));
         assert!(!verify_mark(s, b"1001", b"cie", b"z9hG4bKx", &m, 1_000));
         assert!(!verify_mark(s, b"1001", b"cid", b"z9hG4bKy", &m, 1_000));
-        assert!(!verify_mark(b"another-secret-0000", b"1001", b"cid", b"z9hG4bKx", &m, 1_000));
+        assert!(!verify_mark(
+            b"another-secret-0000",
+            b"1001",
+            b"cid",
+            b"z9hG4bKx",
+            &m,
+            1_000
+        ));
         let mut bad = m.clone();
         let last = bad.len() - 1;
         bad[last] = if bad[last] == b'0' { b'1' } else { b'0' };
         assert!(!verify_mark(s, b"1001", b"cid", b"z9hG4bKx", &bad, 1_000));
-        assert!(!verify_mark(s, b"1001", b"cid", b"z9hG4bKx", b"3e8.", 1_000));
+        assert!(!verify_mark(
+            s,
+            b"1001",
+            b"cid",
+            b"z9hG4bKx",
+            b"3e8.",
+            1_000
+        ));
         assert!(!verify_mark(s, b"1001", b"cid", b"z9hG4bKx", b"", 1_000));
     }
 }

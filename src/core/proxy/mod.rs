@@ -810,9 +810,10 @@ fn start_branch(
     via.clear();
     write_our_via(cx, call.loop_hash, key, index, via);
     // A branch to another node of the cluster: its Request-URI gets the authenticated mark.
-    let marked = req.call_id().ok().and_then(|cid| {
-        crate::core::cluster::mark_uri(cx, &target.uri, target.dest, cid, via)
-    });
+    let marked = req
+        .call_id()
+        .ok()
+        .and_then(|cid| crate::core::cluster::mark_uri(cx, &target.uri, target.dest, cid, via));
     let fwd = Forward {
         request_uri: Some(marked.as_deref().unwrap_or(&target.uri)),
         via,
