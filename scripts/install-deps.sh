@@ -16,6 +16,9 @@ have ip       || need+=(iproute2)
 have ss       || need+=(iproute2)
 have kamailio || need+=(kamailio)
 have promtool || need+=(prometheus)
+# redis-server (with redis-cli): the cluster e2e test starts its own Redis Cluster in a namespace.
+have redis-server || need+=(redis-server)
+have redis-cli || need+=(redis-tools)
 if [[ ${1:-} == --bench ]]; then
   have chromium || need+=(chromium)
   have perf || need+=(linux-perf)
@@ -39,6 +42,8 @@ if [[ " ${need[*]:-} " == *" kamailio "* ]] && have systemctl \
   echo "install-deps: stopping the kamailio service that installing the package just started (systemctl stop kamailio; not disabled: 'systemctl start kamailio' brings it back)" >&2
   "${SUDO[@]}" systemctl stop kamailio || true
 fi
+# redis-server's package may start its system service on 6379; the cluster test uses its own
+# instances (ports 7000-7005 inside a namespace of its own), so the service is left as it is.
 # SIPVicious (svwar, svcrack) from PyPI; where pip cannot install (no pip, or a distribution that
 # refuses to let pip touch its Python), Debian's own sipvicious package has the same commands.
 if ! have sipvicious_svwar; then

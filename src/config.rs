@@ -20,6 +20,7 @@
 //! hold `01000`. So a number matches at most one range, and no width is ever guessed.
 
 pub mod classes;
+pub mod cluster;
 pub mod followme;
 mod locate;
 mod net;
@@ -303,6 +304,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[security]`.
     pub security: SecurityConfig,
+    /// `[cluster]`: several nodes sharing one directory (`docs/cluster.md`).
+    pub cluster: Option<cluster::ClusterConfig>,
     /// `[policy]` and `[[emergency]]`.
     pub policy: PolicyConfig,
     /// `[[tenants]]` under the server level.

@@ -12,6 +12,8 @@
 //!   instance replacement, 423, digest challenge, success and replay, expiry, `devices` tables.
 //! - `restart`: `kill -9` keeps every binding with its remaining expiry, also when the shard
 //!   count changes.
+//! - `cluster`: three nodes on a real Redis Cluster (3 masters + 3 replicas) in a namespace of
+//!   their own: cross-node forking, directory propagation, a node killed, a Redis master killed.
 //! - `durability`: `data_dir` on a small tmpfs filled mid-run: 503 instead of 200 for what the
 //!   journal cannot take, `/health` 503, recovery once space returns, nothing acknowledged lost
 //!   to `kill -9` (root only: it mounts the tmpfs).
@@ -38,6 +40,8 @@ mod baresip;
 mod basics;
 #[path = "e2e/cli.rs"]
 mod cli;
+#[path = "e2e/cluster.rs"]
+mod cluster;
 #[path = "e2e/durability.rs"]
 mod durability;
 #[path = "e2e/example.rs"]

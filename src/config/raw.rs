@@ -46,6 +46,7 @@ pub(super) struct RawConfig {
     pub trusted: Vec<RawTrusted>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    pub cluster: Option<RawCluster>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +92,18 @@ pub(super) struct RawSecurity {
     pub max_auth_failures: Option<u32>,
     pub auth_window: Option<u64>,
     pub block_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub node: String,
+    pub advertise: Parsed<SocketAddr>,
+    pub redis: Vec<String>,
+    #[serde(default)]
+    pub peers: Vec<Parsed<Cidr>>,
+    pub secret: String,
+    pub ttl: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -28,6 +28,11 @@ struct Errors<'a> {
 }
 
 impl Errors<'_> {
+    /// `at` as a closure, for builders in their own files.
+    fn at_fn(&self) -> impl Fn(&str, String) -> ConfigError + '_ {
+        move |key, why| self.at(key, why)
+    }
+
     fn at(&self, key: &str, why: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.file.map(Path::to_owned),
@@ -103,6 +108,10 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let auth = build_auth(raw.auth, &server, e)?;
     let proxy = build_proxy(raw.proxy, e)?;
     let security = build_security(raw.security, e)?;
+    let cluster = raw
+        .cluster
+        .map(|c| super::cluster::build(c, e.at_fn()))
+        .transpose()?;
     let policy = build_policy(raw.policy, raw.emergency, e)?;
     let tenancy = build_tenancy(server.max_public_calls, raw.tenants, e)?;
     let mut device_classes = DeviceClasses::default();
@@ -302,6 +311,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         auth,
         proxy,
         security,
+        cluster,
         policy,
         ledger: std::sync::Arc::new(crate::core::policy::ledger::Ledger::new(
             &tenancy,

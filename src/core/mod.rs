@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cdr;
+pub mod cluster;
 pub mod context;
 pub mod ids;
 pub mod io;
@@ -193,6 +194,8 @@ pub struct Core {
     /// INVITEs get, and how many got it.
     drain: Option<u32>,
     drain_refused: u64,
+    /// `[cluster]`: the directory snapshot in use and the cluster counters.
+    cluster: cluster::Cluster,
 }
 
 /// A core split into disjointly borrowed parts: the shared context and each handler.
@@ -202,6 +205,7 @@ struct Parts<'a> {
     auth: &'a mut Auth,
     proxy: &'a mut Proxy,
     keepalive: &'a mut policy::keepalive::Keepalive,
+    cluster: &'a mut cluster::Cluster,
 }
 
 /// Where the Request-URI of a new request leads (§16.5).
@@ -250,6 +254,7 @@ impl Core {
             proxy: Proxy::new(),
             drain: None,
             drain_refused: 0,
+            cluster: cluster::Cluster::default(),
         };
         core.configure_keepalive(now);
         core
@@ -263,6 +268,17 @@ impl Core {
             self.cfg.trunk_addresses(),
             self.cfg.policy.trunk_keepalive,
         );
+    }
+
+    /// Installs a newer snapshot of the cluster directory (the shard does this before a
+    /// datagram whenever the directory thread published one).
+    pub fn set_directory(&mut self, directory: Arc<cluster::Directory>) {
+        self.cluster.set_directory(directory);
+    }
+
+    /// The cluster directory snapshot in use.
+    pub fn directory(&self) -> Option<&Arc<cluster::Directory>> {
+        self.cluster.directory()
     }
 
     /// Swaps in a reloaded configuration between datagrams: extensions, passwords, limits,
@@ -432,6 +448,7 @@ impl Core {
             auth: &mut self.auth,
             proxy: &mut self.proxy,
             keepalive: &mut self.keepalive,
+            cluster: &mut self.cluster,
         }
     }
 
@@ -602,6 +619,7 @@ impl Core {
             auth,
             proxy,
             keepalive,
+            cluster,
         } = self.parts(now);
         if e.method == Method::Register {
             let (ops, outs) = (cx.persist.len(), cx.out.len());
@@ -634,6 +652,19 @@ impl Core {
             self.drain_refused += 1;
             return;
         }
+        // A cluster branch from another node (a valid mark, never the source address alone).
+        let from_cluster = match cluster::inbound(&cx, e, from) {
+            cluster::Inbound::Unmarked => false,
+            cluster::Inbound::Branch => {
+                cluster.accepted += 1;
+                true
+            }
+            cluster::Inbound::Forged => {
+                cluster.refused += 1;
+                return reply_to(&mut cx, msg, from, 403, "Forbidden - bad cluster mark", b"");
+            }
+        };
+        let trusted = trusted || from_cluster;
         let resolved = resolve(&cx, e);
         // A trunk (a PBX at a static address) is authenticated by that address.
         let trunk = cx.cfg.trunk_at(from);
@@ -762,7 +793,10 @@ impl Core {
                     && e.request_uri
                         .as_sip()
                         .is_some_and(|u| u.param(DEVICES_ONLY_PARAM).is_some());
-                let followme = cx.cfg.followme(number).filter(|_| !devices_only);
+                let followme = cx
+                    .cfg
+                    .followme(number)
+                    .filter(|_| !devices_only && !from_cluster);
                 let targets: Vec<ForkTarget> = if let Some(dest) = keepalive.pick(policy.trunk()) {
                     // A trunk: its static address, the number as dialled (a DID stays in the
                     // Request-URI and To).
@@ -795,7 +829,7 @@ impl Core {
                     plan.stage_rings = Some(&stage_rings);
                     targets
                 } else {
-                    registrar
+                    let mut targets: Vec<ForkTarget> = registrar
                         .targets(number)
                         .map(|t| ForkTarget {
                             uri: std::borrow::Cow::Borrowed(t.contact),
@@ -804,7 +838,18 @@ impl Core {
                             registered_at: t.registered_at,
                             external: false,
                         })
-                        .collect()
+                        .collect();
+                    // One branch per other node holding the number; a cluster branch rings
+                    // local devices only (no loops).
+                    if let (Some(c), Some(dir), false, Method::Invite) = (
+                        cx.cfg.cluster.as_ref(),
+                        cluster.directory(),
+                        from_cluster || spiral,
+                        e.method,
+                    ) {
+                        cluster.branches += cluster::remote_targets(c, dir, number, &mut targets);
+                    }
+                    targets
                 };
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
@@ -813,7 +858,7 @@ impl Core {
             }
         };
         let (mut plan, callee) = plan;
-        if e.method == Method::Invite && !spiral {
+        if e.method == Method::Invite && !spiral && !from_cluster {
             // A public call's CDR (emergency calls included, refusals too).
             let draft = cx
                 .cfg
@@ -851,6 +896,7 @@ impl Core {
                 proxy,
                 auth,
                 keepalive,
+                ..
             } = self.parts(now);
             match key {
                 TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
@@ -906,6 +952,9 @@ impl Core {
         );
         self.proxy.export_metrics(sink, &labels);
         self.keepalive.export_metrics(sink, &labels);
+        if self.cfg.cluster.is_some() {
+            self.cluster.export_metrics(sink, &labels);
+        }
         sink.gauge(
             "sipfork_timers",
             "Armed timers in the shard's wheel",

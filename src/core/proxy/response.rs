@@ -158,7 +158,9 @@ impl Proxy {
             branch.cancel,
             super::call::Cancel::Sent { .. } | super::call::Cancel::Done(_)
         );
-        if status > 100 && branch.timer_c.is_some() && !cancel_sent {
+        // A cluster branch's short Timer C ends with the remote node's first response.
+        let cluster_first = first && crate::core::cluster::is_peer(cx, branch.target);
+        if (status > 100 || cluster_first) && branch.timer_c.is_some() && !cancel_sent {
             // §16.7 step 2: a provisional other than 100 resets Timer C (not once the branch
             // was cancelled: then it is the §9.1 guard, see `send_cancel`).
             let timer_c = cx.cfg.proxy.timer_c;
