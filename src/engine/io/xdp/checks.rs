@@ -88,27 +88,63 @@ pub fn ifindex(name: &str) -> Result<u32, String> {
     Ok(i)
 }
 
-fn sysfs(name: &str, file: &str) -> Result<String, String> {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/{file}"))
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| format!("reading /sys/class/net/{name}/{file}: {e}"))
+/// `struct ifreq`: the name and a 24-byte union (an address, an int, or a pointer).
+#[repr(C, align(8))]
+struct IfReq {
+    name: [u8; 16],
+    data: [u8; 24],
 }
 
-/// Receive and transmit queue counts of the interface (`/sys/class/net/IF/queues`).
-pub fn queues(name: &str) -> Result<(usize, usize), String> {
-    let dir = std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
-        .map_err(|e| format!("reading the queues of {name}: {e}"))?;
-    let (mut rx, mut tx) = (0, 0);
-    for e in dir.flatten() {
-        let n = e.file_name();
-        let n = n.to_string_lossy();
-        if n.starts_with("rx-") {
-            rx += 1;
-        } else if n.starts_with("tx-") {
-            tx += 1;
-        }
+/// Runs interface ioctl `req` on `name` with `fill` preparing the union; returns the union.
+/// Through a socket of the calling thread's network namespace (so it sees the interfaces a
+/// `setns` thread sees, unlike `/sys/class/net`, which shows the mounting namespace's).
+fn ifreq(name: &str, req: libc::c_ulong, fill: impl FnOnce(&mut [u8; 24])) -> io::Result<[u8; 24]> {
+    if name.len() >= 16 {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     }
-    Ok((rx, tx))
+    let mut r = IfReq {
+        name: [0; 16],
+        data: [0; 24],
+    };
+    r.name[..name.len()].copy_from_slice(name.as_bytes());
+    fill(&mut r.data);
+    // SAFETY: socket() takes no pointers; the result is checked and closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `r` is a live ifreq; for SIOCETHTOOL its pointer names a buffer the caller keeps
+    // alive across this call.
+    let rc = unsafe { libc::ioctl(fd, req as _, &mut r as *mut IfReq) };
+    let e = io::Error::last_os_error();
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(e);
+    }
+    Ok(r.data)
+}
+
+const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
+const SIOCGIFMTU: libc::c_ulong = 0x8921;
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// Receive and transmit queue counts of the interface (ethtool channels: combined plus
+/// dedicated). A driver without channel reporting has one queue each way.
+pub fn queues(name: &str) -> Result<(usize, usize), String> {
+    // struct ethtool_channels: cmd, max_rx, max_tx, max_other, max_combined, rx_count,
+    // tx_count, other_count, combined_count.
+    let mut ch = [0u32; 9];
+    ch[0] = ETHTOOL_GCHANNELS;
+    let ptr = ch.as_mut_ptr() as u64;
+    match ifreq(name, SIOCETHTOOL, |d| {
+        d[..8].copy_from_slice(&ptr.to_ne_bytes())
+    }) {
+        Ok(_) => Ok(((ch[5] + ch[8]) as usize, (ch[6] + ch[8]) as usize)),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok((1, 1)),
+        Err(e) => Err(format!("reading the queue count of {name}: {e}")),
+    }
 }
 
 /// Each shard binds its own queue: fewer queues than shards is an error naming both numbers.
@@ -126,23 +162,25 @@ pub fn enough_queues(name: &str, rx: usize, tx: usize, shards: usize) -> Result<
 
 /// The interface's MAC address.
 pub fn mac(name: &str) -> Result<[u8; 6], String> {
-    let s = sysfs(name, "address")?;
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = parts
-            .next()
-            .and_then(|p| u8::from_str_radix(p, 16).ok())
-            .ok_or_else(|| format!("interface {name} has no Ethernet address ({s:?})"))?;
+    let d = ifreq(name, SIOCGIFHWADDR, |_| {})
+        .map_err(|e| format!("reading the address of {name}: {e}"))?;
+    // struct sockaddr: family (u16), then the address bytes.
+    if u16::from_ne_bytes([d[0], d[1]]) != 1 {
+        return Err(format!(
+            "interface {name} is not Ethernet (ARPHRD {})",
+            u16::from_ne_bytes([d[0], d[1]])
+        ));
     }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&d[2..8]);
     Ok(mac)
 }
 
 /// The interface's MTU.
 pub fn mtu(name: &str) -> Result<usize, String> {
-    sysfs(name, "mtu")?
-        .parse()
-        .map_err(|_| format!("interface {name}: unreadable MTU"))
+    let d =
+        ifreq(name, SIOCGIFMTU, |_| {}).map_err(|e| format!("reading the MTU of {name}: {e}"))?;
+    Ok(i32::from_ne_bytes([d[0], d[1], d[2], d[3]]).max(0) as usize)
 }
 
 #[cfg(test)]

@@ -207,6 +207,8 @@ pub struct XdpBackend {
     batch: u32,
 }
 
+/// Source addresses whose MAC is remembered at most (one per device or router seen).
+const MAX_LEARNED: usize = 1 << 18;
 const XSK_TOKEN: u64 = 0;
 const KERNEL_TOKEN: u64 = 1;
 
@@ -287,6 +289,9 @@ impl XdpBackend {
             match learned.get_mut(&p.from.ip()) {
                 Some(n) if (n.mac, n.vlan) == src => {}
                 _ => {
+                    if learned.len() >= MAX_LEARNED {
+                        learned.clear(); // bounded; senders are learned again by their next datagram
+                    }
                     learned.insert(
                         p.from.ip(),
                         Next {
@@ -420,6 +425,12 @@ impl UdpBackend for XdpBackend {
         let kernel_ready = if wake.received > 0 {
             true
         } else {
+            if self.xsk.tx_pending() {
+                if let Err(e) = self.xsk.flush() {
+                    self.stats.tx_errors += 1;
+                    tracing::warn!(error = %e, "AF_XDP transmit kick failed");
+                }
+            }
             let ms = timeout.map_or(-1, |t| {
                 i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
             });

@@ -400,10 +400,19 @@ impl Xsk {
         Ok(true)
     }
 
+    /// Whether frames wait in the TX ring for the kernel.
+    pub fn tx_pending(&self) -> bool {
+        self.tx.free() < self.tx.size
+    }
+
     /// Tells the kernel to transmit what was queued (a `sendto` kick when it asks for one) and
-    /// recycles completed frames.
+    /// recycles completed frames. In copy mode one kick sends at most 32 frames and answers
+    /// `EAGAIN` while more wait, so it kicks again (bounded) until the ring is empty.
     pub fn flush(&mut self) -> io::Result<()> {
-        if self.tx.needs_wakeup() && self.tx.free() < self.tx.size {
+        for _ in 0..256 {
+            if !(self.tx.needs_wakeup() && self.tx_pending()) {
+                break;
+            }
             // SAFETY: a zero-length kick with no buffers or address.
             let r = unsafe {
                 libc::sendto(
@@ -415,13 +424,16 @@ impl Xsk {
                     0,
                 )
             };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    // The kernel is busy with earlier frames, or out of skbs: they stay queued.
-                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) => {}
-                    _ => return Err(e),
-                }
+            if r >= 0 {
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // More frames than one kick takes: kick again.
+                Some(libc::EAGAIN) => {}
+                // The kernel is out of skbs or busy: the frames stay queued for the next kick.
+                Some(libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN) => break,
+                _ => return Err(e),
             }
         }
         self.complete();
