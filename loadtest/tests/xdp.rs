@@ -321,28 +321,10 @@ fn forked_calls_run_over_af_xdp_and_the_kernel_path_stays_alive() {
         );
         eprintln!("{label}: {after_load:?}");
 
-        // ping (ICMP, and ARP/NDP before it) goes to the kernel.
-        let ping = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.harness,
-                "ping",
-                "-c",
-                "2",
-                "-W",
-                "2",
-                "-i",
-                "0.2",
-            ])
-            .arg(target.ip().to_string())
-            .output()
-            .expect("ping runs");
-        assert!(
-            ping.status.success(),
-            "{mode}: ping: {}",
-            String::from_utf8_lossy(&ping.stdout)
-        );
+        // An ICMP echo (ARP/NDP had to work before any SIP did) is answered by the kernel.
+        let to = target.ip();
+        let replied = in_ns(&ns.harness, move || ping(to));
+        assert!(replied, "{mode}: no echo reply from {to}");
 
         // An unrelated TCP connection through the kernel.
         let tcp_at = SocketAddr::new(target.ip(), 7001);
@@ -393,12 +375,19 @@ fn forked_calls_run_over_af_xdp_and_the_kernel_path_stays_alive() {
         assert_eq!(after_frag.xdp_rx, after_load.xdp_rx);
         drop(stop);
         proxy.join().unwrap();
-        // Detached on clean shutdown.
-        let shown = Command::new("ip")
-            .args(["-n", &ns.proxy, "link", "show", &ns.dev])
-            .output()
-            .unwrap();
-        let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+        // Detached on clean shutdown (the link's release may lag the close by a moment).
+        let mut shown = String::new();
+        for _ in 0..20 {
+            let out = Command::new("ip")
+                .args(["-n", &ns.proxy, "link", "show", &ns.dev])
+                .output()
+                .unwrap();
+            shown = String::from_utf8_lossy(&out.stdout).to_string();
+            if !shown.contains("prog/xdp") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         assert!(
             !shown.contains("prog/xdp"),
             "{mode}: still attached: {shown}"
@@ -437,6 +426,113 @@ fn start_up_names_a_missing_capability_and_too_few_queues() {
         ),
         "{err}"
     );
+}
+
+/// Sends ICMP echo requests to `to` from a raw socket (root) and waits for a reply.
+fn ping(to: std::net::IpAddr) -> bool {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let v4 = to.is_ipv4();
+    let (domain, proto, request, reply) = if v4 {
+        (libc::AF_INET, libc::IPPROTO_ICMP, 8u8, 0u8)
+    } else {
+        (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128u8, 129u8)
+    };
+    // SAFETY: socket() takes no pointers; the result is checked and owned below.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_RAW, proto) };
+    assert!(
+        fd >= 0,
+        "raw ICMP socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a new descriptor this test owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 300_000,
+    };
+    // SAFETY: a live timeval of the size passed.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    let mut msg = vec![request, 0, 0, 0, 0x51, 0xf0, 0, 1];
+    msg.extend_from_slice(b"sipfork-xdp-ping");
+    if v4 {
+        // ICMPv4 carries its own checksum (the kernel fills ICMPv6's).
+        let mut sum: u32 = msg
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        msg[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    }
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut sa: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match to {
+        std::net::IpAddr::V4(ip) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut sa as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::IpAddr::V6(ip) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut sa as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_addr.s6_addr = ip.octets();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    for _ in 0..3 {
+        // SAFETY: `msg` and `sa` are live for the lengths passed.
+        let sent = unsafe {
+            libc::sendto(
+                fd,
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&sa as *const libc::sockaddr_storage).cast(),
+                len as libc::socklen_t,
+            )
+        };
+        assert!(
+            sent > 0,
+            "echo request: {}",
+            std::io::Error::last_os_error()
+        );
+        for _ in 0..8 {
+            let mut buf = [0u8; 512];
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                break;
+            }
+            let got = &buf[..n as usize];
+            // A raw IPv4 socket delivers the IP header too.
+            let icmp = if v4 {
+                &got[usize::from(got[0] & 0x0f) * 4..]
+            } else {
+                got
+            };
+            if icmp.first() == Some(&reply) && icmp.get(4..6) == Some(&[0x51, 0xf0][..]) {
+                drop(owned);
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Removes capability `cap` from the calling thread's effective set.
