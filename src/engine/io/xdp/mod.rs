@@ -382,10 +382,8 @@ impl UdpBackend for XdpBackend {
                     if packet::header_len(&listen, vlan) - l2 + bytes.len() > limit {
                         false // the kernel fragments it
                     } else {
-                        let r = self
-                            .xsk
-                            .send(|buf| packet::write(buf, &link, listen, t.to, bytes));
-                        r == Ok(true)
+                        self.xsk
+                            .send(|buf| packet::write(buf, &link, listen, t.to, bytes))
                     }
                 }
                 None => false,

@@ -365,14 +365,14 @@ impl Xsk {
     }
 
     /// Queues one frame written by `write` into a free UMEM frame (it gets `FRAME_SIZE` bytes and
-    /// returns the length, or `None` to send nothing). Returns `Err(())` when no frame or TX slot
-    /// is free (the caller sends through the kernel instead).
-    pub fn send(&mut self, write: impl FnOnce(&mut [u8]) -> Option<usize>) -> Result<bool, ()> {
+    /// returns the length, or `None` to send nothing). Returns false when nothing was queued: no
+    /// free frame or TX slot, or `write` declined (the caller sends through the kernel instead).
+    pub fn send(&mut self, write: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
         if self.tx_free.is_empty() {
             self.complete();
         }
         if self.tx_free.is_empty() || self.tx.free() == 0 {
-            return Err(());
+            return false;
         }
         let addr = *self.tx_free.last().expect("invariant: checked non-empty");
         // SAFETY: a frame on the free list belongs to us alone, inside the UMEM.
@@ -383,7 +383,7 @@ impl Xsk {
             )
         };
         let Some(len) = write(buf) else {
-            return Ok(false);
+            return false;
         };
         self.tx_free.pop();
         let prod = self.tx.producer().load(Ordering::Relaxed);
@@ -397,7 +397,7 @@ impl Xsk {
         self.tx
             .producer()
             .store(prod.wrapping_add(1), Ordering::Release);
-        Ok(true)
+        true
     }
 
     /// Whether frames wait in the TX ring for the kernel.
