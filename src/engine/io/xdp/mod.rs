@@ -359,6 +359,18 @@ impl XdpBackend {
     }
 }
 
+/// Whether a datagram from `from` (`None`: the default socket) to `to` may leave through the
+/// AF_XDP socket, which sends only from the listen address, in its family.
+fn eligible(listen: &SocketAddr, from: Option<SocketAddr>, to: SocketAddr) -> bool {
+    from.is_none_or(|f| f == *listen) && to.is_ipv4() == listen.is_ipv4()
+}
+
+/// Whether `len` payload bytes fit the interface MTU as one unfragmented IP packet (larger ones go
+/// through the kernel socket, which fragments them).
+fn fits_mtu(listen: &SocketAddr, len: usize, mtu: usize) -> bool {
+    packet::header_len(listen, None) - 14 + len <= mtu
+}
+
 impl UdpBackend for XdpBackend {
     fn name(&self) -> &'static str {
         "xdp"
@@ -369,8 +381,11 @@ impl UdpBackend for XdpBackend {
         let limit = self.att.mtu;
         for t in out.transmits() {
             let bytes = out.bytes(t);
-            let ours = t.from.is_none_or(|f| f == listen) && t.to.is_ipv4() == listen.is_ipv4();
-            let hop = if ours { self.next_hop(t.to.ip()) } else { None };
+            let hop = if eligible(&listen, t.from, t.to) && fits_mtu(&listen, bytes.len(), limit) {
+                self.next_hop(t.to.ip())
+            } else {
+                None // another local address or family, or a datagram the kernel fragments
+            };
             let sent = match hop {
                 Some((mac, vlan)) => {
                     let link = Link {
@@ -378,13 +393,8 @@ impl UdpBackend for XdpBackend {
                         src: self.att.mac,
                         vlan,
                     };
-                    let l2 = if vlan.is_some() { 18 } else { 14 };
-                    if packet::header_len(&listen, vlan) - l2 + bytes.len() > limit {
-                        false // the kernel fragments it
-                    } else {
-                        self.xsk
-                            .send(|buf| packet::write(buf, &link, listen, t.to, bytes))
-                    }
+                    self.xsk
+                        .send(|buf| packet::write(buf, &link, listen, t.to, bytes))
                 }
                 None => false,
             };
@@ -484,5 +494,32 @@ impl UdpBackend for XdpBackend {
             tx_bytes: k.tx_bytes + o.tx_bytes,
             ..k
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_datagrams_from_the_listen_address_that_fit_the_mtu_take_the_af_xdp_path() {
+        let listen: SocketAddr = "10.0.0.1:5060".parse().unwrap();
+        let peer: SocketAddr = "10.0.0.2:5062".parse().unwrap();
+        let v6: SocketAddr = "[fd00::2]:5060".parse().unwrap();
+        assert!(eligible(&listen, None, peer));
+        assert!(eligible(&listen, Some(listen), peer));
+        assert!(!eligible(
+            &listen,
+            Some("10.0.0.1:5070".parse().unwrap()),
+            peer
+        ));
+        assert!(!eligible(&listen, None, v6));
+        // IPv4: 20 + 8 header bytes; 1472 payload bytes fill a 1500-byte MTU exactly.
+        assert!(fits_mtu(&listen, 1472, 1500));
+        assert!(!fits_mtu(&listen, 1473, 1500));
+        // IPv6: 40 + 8.
+        let listen6: SocketAddr = "[fd00::1]:5060".parse().unwrap();
+        assert!(fits_mtu(&listen6, 1452, 1500));
+        assert!(!fits_mtu(&listen6, 1453, 1500));
     }
 }
