@@ -125,6 +125,8 @@ pub enum IoBackend {
     Uring,
     /// recvmmsg/sendmmsg with epoll.
     Mmsg,
+    /// AF_XDP on `server.interface` (never chosen by `auto`; see docs/xdp.md).
+    Xdp,
 }
 
 /// Shard thread pinning.
@@ -209,6 +211,10 @@ pub struct ServerConfig {
     pub drain: Duration,
     /// Public calls the whole server allows at once (the top of the tenancy tree).
     pub max_public_calls: Option<u32>,
+    /// The NIC whose queues the shards bind with `io = "xdp"`.
+    pub interface: Option<String>,
+    /// XDP attach mode with `io = "xdp"`.
+    pub xdp_mode: crate::engine::io::xdp::XdpMode,
 }
 
 /// `[registrar]`.

@@ -94,7 +94,15 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
             IoBackend::Auto => IoKind::Auto,
             IoBackend::Uring => IoKind::Uring,
             IoBackend::Mmsg => IoKind::Mmsg,
+            IoBackend::Xdp => IoKind::Xdp,
         },
+        xdp: s
+            .interface
+            .as_ref()
+            .map(|i| crate::engine::io::xdp::XdpOptions {
+                mode: s.xdp_mode,
+                ..crate::engine::io::xdp::XdpOptions::new(i.clone())
+            }),
         io_options: IoOptions {
             coalesce: (!s.coalesce.is_zero()).then_some(s.coalesce),
             ..IoOptions::default()

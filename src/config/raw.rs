@@ -64,6 +64,8 @@ pub(super) struct RawServer {
     pub admin_token: Option<String>,
     pub drain_seconds: Option<u64>,
     pub max_public_calls: Option<u32>,
+    pub interface: Option<String>,
+    pub xdp_mode: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -421,6 +421,32 @@ fn build_server(
              recognised only when those addresses are listed in server.domain"
         ));
     }
+    let io = s.io.unwrap_or(IoBackend::Auto);
+    let xdp_mode = match s.xdp_mode.as_deref() {
+        None => crate::engine::io::xdp::XdpMode::Auto,
+        Some(m) => crate::engine::io::xdp::XdpMode::parse(m).ok_or_else(|| {
+            e.at(
+                "server.xdp_mode",
+                "expected \"auto\", \"native\" or \"generic\"",
+            )
+        })?,
+    };
+    if io == IoBackend::Xdp {
+        if s.interface.as_deref().is_none_or(str::is_empty) {
+            return Err(e.at(
+                "server.io",
+                "io = \"xdp\" needs server.interface (the NIC whose queues the shards bind)",
+            ));
+        }
+        if listen.ip().is_unspecified() {
+            return Err(e.at(
+                "server.listen",
+                "io = \"xdp\" needs a specific address on server.interface, not an unspecified one",
+            ));
+        }
+    } else if s.interface.is_some() {
+        warnings.push("server.interface is only used with io = \"xdp\"".into());
+    }
     Ok(ServerConfig {
         listen,
         domains: s
@@ -428,7 +454,7 @@ fn build_server(
             .map(|d| d.0.into_iter().map(|p| p.0).collect())
             .unwrap_or_default(),
         shards,
-        io: s.io.unwrap_or(IoBackend::Auto),
+        io,
         data_dir: s.data_dir,
         admin: s.admin.map(|a| a.0),
         pin_cores,
@@ -437,6 +463,8 @@ fn build_server(
         admin_token: s.admin_token,
         drain: Duration::from_secs(drain_seconds),
         max_public_calls: s.max_public_calls,
+        interface: s.interface,
+        xdp_mode,
     })
 }
 
