@@ -20,6 +20,7 @@
 //! hold `01000`. So a number matches at most one range, and no width is ever guessed.
 
 pub mod classes;
+pub mod features;
 pub mod followme;
 mod locate;
 mod net;
@@ -310,6 +311,8 @@ pub struct Config {
     followme: std::collections::HashMap<Vec<u8>, followme::FollowMe>,
     /// `[[device_classes]]`.
     pub device_classes: classes::DeviceClasses,
+    /// `[features]`: dialog-aware feature codes.
+    pub features: features::FeatureCodes,
     extensions: ExtensionIndex,
     trusted: Vec<TrustedPeer>,
     routes: RouteTable,

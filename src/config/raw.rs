@@ -46,6 +46,8 @@ pub(super) struct RawConfig {
     pub trusted: Vec<RawTrusted>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub features: RawFeatures,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +65,14 @@ pub(super) struct RawServer {
     pub admin_token: Option<String>,
     pub drain_seconds: Option<u64>,
     pub max_public_calls: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFeatures {
+    #[serde(rename = "move")]
+    pub move_code: Option<String>,
+    pub join: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

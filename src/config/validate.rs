@@ -103,6 +103,8 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let auth = build_auth(raw.auth, &server, e)?;
     let proxy = build_proxy(raw.proxy, e)?;
     let security = build_security(raw.security, e)?;
+    let features = super::features::build(raw.features.move_code, raw.features.join)
+        .map_err(|(key, why)| e.at(key, why))?;
     let policy = build_policy(raw.policy, raw.emergency, e)?;
     let tenancy = build_tenancy(server.max_public_calls, raw.tenants, e)?;
     let mut device_classes = DeviceClasses::default();
@@ -312,6 +314,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         dids,
         followme,
         device_classes,
+        features,
         extensions,
         trusted,
         routes,

@@ -300,6 +300,8 @@ pub struct Call {
     /// What the call holds on the shared policy counters (`core::policy`): given back when it
     /// fails or its last dialog ends, or at the latest when the call is freed.
     pub holds: crate::core::policy::Holds,
+    /// A move or join this call carries out (`features.rs`).
+    pub feature: Option<Box<super::features::Pending>>,
 }
 
 impl Call {

@@ -258,6 +258,7 @@ impl Proxy {
             } else {
                 Event::Answered
             });
+            self.note_answer(cx, key, i, resp);
             self.forward_2xx(cx, key, resp);
             self.add_dialog(cx, key, i, resp);
             if outcome == Outcome::Pending {
@@ -465,7 +466,11 @@ impl Proxy {
         }
         if let Some(call) = self.calls.remove(key) {
             self.index.remove(&call.server_key);
-            for id in [call.group_timer, call.dialog_timer].into_iter().flatten() {
+            let feature_timer = call.feature_timer();
+            for id in [call.group_timer, call.dialog_timer, feature_timer]
+                .into_iter()
+                .flatten()
+            {
                 cx.timers.cancel(id);
             }
             for b in call.branches {
