@@ -17,6 +17,8 @@
 mod builder;
 #[path = "core/core_fuzz.rs"]
 mod core_fuzz;
+#[path = "core/features.rs"]
+mod features;
 #[path = "core/flows.rs"]
 mod flows;
 #[path = "core/followme.rs"]

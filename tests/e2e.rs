@@ -24,6 +24,8 @@
 //!   the password, while a phone elsewhere still registers (in a network namespace of its own).
 //! - `example`: SIPp (`-au/-ap`, MD5) registers and calls through the shipped
 //!   `examples/sipfork.toml` (baresip does the same in `baresip`).
+//! - `features`: PJSIP agents (pjsua2-python): a caller's answered call moved from device A to
+//!   device B of one extension with `*75` (RFC 3891 Replaces).
 //! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
@@ -40,6 +42,8 @@ mod cli;
 mod durability;
 #[path = "e2e/example.rs"]
 mod example;
+#[path = "e2e/features.rs"]
+mod features;
 #[path = "e2e/forking.rs"]
 mod forking;
 #[path = "e2e/harness.rs"]

@@ -422,6 +422,12 @@ impl Core {
             .devices(&self.cfg, self.env.wall_us(now), number)
     }
 
+    /// The devices of extension `number` in an answered call on this shard: each one's flow and
+    /// the call's Call-ID (`proxy/features.rs`).
+    pub fn devices_in_call(&self, number: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.proxy.lines().in_call(number)
+    }
+
     /// Where a call to extension `number` goes, best first (q, then most recent registration).
     pub fn targets(&self, number: &[u8]) -> impl Iterator<Item = Target<'_>> + '_ {
         self.registrar.targets(number)
