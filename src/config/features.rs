@@ -113,4 +113,32 @@ mod tests {
         assert!(check_code("*").is_err());
         assert!(check_code("*7a").is_err());
     }
+
+    #[test]
+    fn the_file_names_the_wrong_key() {
+        let base =
+            "[server]\nlisten = \"127.0.0.1:5060\"\n[[extensions]]\nnumbers = \"1000-1099\"\n";
+        let cfg = crate::config::Config::from_toml(&format!(
+            "{base}[features]\nmove = \"*75\"\njoin = \"*74\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.features.lookup(b"*75"), Some((Feature::Move, &b""[..])));
+        let absent = crate::config::Config::from_toml(base).unwrap();
+        assert!(!absent.features.any());
+        for (text, key) in [
+            ("[features]\nmove = \"75\"\n", "features.move"),
+            ("[features]\njoin = \"*7x\"\n", "features.join"),
+            (
+                "[features]\nmove = \"*7\"\njoin = \"*74\"\n",
+                "features.join",
+            ),
+            ("[features]\npark = \"*70\"\n", "park"),
+        ] {
+            let err = crate::config::Config::from_toml(&format!("{base}{text}"))
+                .err()
+                .unwrap_or_else(|| panic!("{text} must be refused"))
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
 }

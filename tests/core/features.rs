@@ -71,6 +71,24 @@ fn feature_count(core: &Core, reason: &str) -> u64 {
         .sum()
 }
 
+/// A plain answer to `req` (no rows added).
+fn respond(req: &sip::Message<'_>, status: u16, reason: &str, to_tag: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    sip::build::response(
+        req,
+        &sip::build::Reply {
+            status,
+            reason,
+            fix: sip::build::ViaFix::default(),
+            to_tag,
+            extra: b"",
+            body: None,
+        },
+        &mut out,
+    );
+    out
+}
+
 /// The PBX calls 1000 (`pbx_rows` added to its INVITE), device A answers with `a_rows` added;
 /// returns the Record-Route the PBX got (its route set toward A).
 fn answered_by_a(e: &mut Edge, pbx_rows: &str, a_rows: &str) -> String {
@@ -222,20 +240,7 @@ fn move_where_the_far_end_keeps_the_old_dialog() {
     // A answers; its BYE is over, nothing is retransmitted.
     let ok = sipfork::testing::sim::first_line(&byes[0]);
     assert!(ok.starts_with("BYE sip:1000@127.0.0.11"), "{ok}");
-    let mut answer = Vec::new();
-    sip::build::response(
-        &bye,
-        &sip::build::Reply {
-            status: 200,
-            reason: "OK",
-            fix: sip::build::ViaFix::default(),
-            to_tag: None,
-            extra: b"",
-            body: None,
-        },
-        &mut answer,
-    );
-    let out = e.send(A, &answer);
+    let out = e.send(A, &respond(&bye, 200, "OK", None));
     assert!(out.is_empty(), "{}", dump(&out));
     let out = e.advance(secs(40));
     assert!(requests_to(&out, A, "BYE").is_empty(), "{}", dump(&out));
@@ -249,19 +254,7 @@ fn move_refused_by_the_far_end() {
     let out = dial(&mut e, B, "1000", "*75");
     let inv = feature_invite(&out, B, PBX);
     let m = sip::parse(&inv).unwrap();
-    let mut refusal = Vec::new();
-    sip::build::response(
-        &m,
-        &sip::build::Reply {
-            status: 481,
-            reason: "Call Does Not Exist Here",
-            fix: sip::build::ViaFix::default(),
-            to_tag: Some(b"pbx-no"),
-            extra: b"",
-            body: None,
-        },
-        &mut refusal,
-    );
+    let refusal = respond(&m, 481, "Call Does Not Exist Here", Some(b"pbx-no"));
     let out = e.send(PBX, &refusal);
     let to_b: Vec<_> = out.iter().filter(|(to, _)| *to == addr(B)).collect();
     assert_eq!(to_b.len(), 1, "{}", dump(&out));

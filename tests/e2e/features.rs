@@ -1,9 +1,10 @@
 //! Move (`*75`, RFC 3891 Replaces) with real user agents: three PJSIP agents (pjsua2-python,
 //! installed by `scripts/install-deps.sh`) driven by `tests/e2e/pjsua_move.py` against the real
-//! binary with digest on and two shards. The caller (1001) calls 1000; device A answers, device B
-//! rings and is cancelled; B dials `*75`; PJSIP (the caller) accepts the INVITE with Replaces that
-//! sipfork sends it, talks to B (media active on both sides) and sends A its BYE; the device
-//! overview shows B in the call. sipfork sent no BYE of its own (PJSIP ended the old dialog).
+//! binary with digest on and two shards. The caller (1001) calls 1000; device A answers (B's copy
+//! is refused 482 by PJSIP itself: the three accounts share one PJSIP endpoint); B dials `*75`;
+//! PJSIP (the caller) accepts the INVITE with Replaces that sipfork sends it, talks to B (media
+//! active on both sides) and sends A its BYE; the device overview shows B in the call. sipfork sent no BYE of its own (PJSIP ended the old dialog).
+//! Then A dials `*74`: neither PJSIP party advertises `join`, so sipfork answers 420.
 //!
 //! Loopback only, no hostile input: no namespace. Skipped where pjsua2 cannot be imported unless
 //! `SIPFORK_REQUIRE_PJSUA` is set (as `scripts/test.sh` does).
@@ -69,5 +70,6 @@ fn pjsip_caller_moved_from_device_a_to_device_b() {
         0,
         "PJSIP ended the old dialog itself\n{report}"
     );
+    assert_eq!(count("join_unsupported"), 1, "{report}");
     eprintln!("{stdout}");
 }
