@@ -246,6 +246,55 @@ fn move_where_the_far_end_keeps_the_old_dialog() {
     assert!(requests_to(&out, A, "BYE").is_empty(), "{}", dump(&out));
 }
 
+/// A moved call is still a call of 1000 for call policy: with `all_busy`, a new call to 1000
+/// gets 486 after the move, as it did before.
+#[test]
+fn a_moved_call_still_counts_for_policy() {
+    let config = format!("{EDGE}\n[features]\nmove = \"*75\"\n").replace(
+        "password = \"pw-{number}\"\n",
+        "password = \"pw-{number}\"\nall_busy = true\n",
+    );
+    let mut e = Edge::new(&config, 1);
+    e.register_ok(A, "1000", &format!("sip:1000@{A}"));
+    e.register_ok(B, "1000", &format!("sip:1000@{B}"));
+    let rr = answered_by_a(&mut e, "Supported: replaces\r\n", "");
+    let busy = |e: &mut Edge, call_id: &str| {
+        let invite = request(
+            "INVITE",
+            "sip:1000@example.com",
+            PBX,
+            "3000",
+            "",
+            call_id,
+            "",
+        );
+        let out = e.send(PBX, &invite);
+        out.iter()
+            .filter(|(to, _)| *to == addr(PBX))
+            .filter_map(|(_, b)| sip::parse(b).ok()?.status())
+            .any(|s| s == 486)
+    };
+    assert!(busy(&mut e, "second-1"), "all_busy before the move");
+    let out = dial(&mut e, B, "1000", "*75");
+    let inv = feature_invite(&out, B, PBX);
+    let m = sip::parse(&inv).unwrap();
+    e.send(
+        PBX,
+        &device_answer(&m, 200, "pbx-new", &format!("sip:3000@{PBX}")),
+    );
+    let bye = request(
+        "BYE",
+        &format!("sip:1000@{A}"),
+        PBX,
+        "3000",
+        "a-tag",
+        "live",
+        &format!("Route: {rr}\r\n"),
+    );
+    e.send(PBX, &bye);
+    assert!(busy(&mut e, "second-2"), "all_busy after the move");
+}
+
 /// The far end refuses Replaces: B gets its answer unchanged, A stays in the call.
 #[test]
 fn move_refused_by_the_far_end() {

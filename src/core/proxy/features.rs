@@ -334,15 +334,27 @@ impl Proxy {
 
     /// A moved call was answered by the far end: the old device gets the proxy's BYE unless the
     /// far end ends the old dialog itself within [`BYE_AFTER`].
+    /// The moved call keeps what the old call held on the policy counters (it is the same call
+    /// to the far end), so it stays counted after the old dialog ends.
     fn move_accepted(&mut self, cx: &mut Cx<'_>, key: Key) {
         let Some(pending) = self.calls.get_mut(key).and_then(|c| c.feature.as_mut()) else {
             return;
         };
-        if pending.feature == Feature::Move && pending.bye_timer.is_none() {
-            pending.bye_timer = Some(
-                cx.timers
-                    .insert(cx.now + BYE_AFTER, TimerKey::FeatureBye { call: key }),
-            );
+        if pending.feature != Feature::Move || pending.bye_timer.is_some() {
+            return;
+        }
+        pending.bye_timer = Some(
+            cx.timers
+                .insert(cx.now + BYE_AFTER, TimerKey::FeatureBye { call: key }),
+        );
+        let old = pending.old.call;
+        let holds = self
+            .calls
+            .get_mut(old)
+            .filter(|c| c.dialogs.len() == 1)
+            .map(|c| std::mem::take(&mut c.holds));
+        if let (Some(holds), Some(call)) = (holds, self.calls.get_mut(key)) {
+            call.holds = holds;
         }
     }
 
