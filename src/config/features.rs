@@ -117,7 +117,7 @@ mod tests {
     #[test]
     fn the_file_names_the_wrong_key() {
         let base =
-            "[server]\nlisten = \"127.0.0.1:5060\"\n[[extensions]]\nnumbers = \"1000-1099\"\n";
+            "[server]\nlisten = \"127.0.0.1:5060\"\n[[extensions]]\nnumbers = \"1000-1099\"\npassword = \"pw\"\n";
         let cfg = crate::config::Config::from_toml(&format!(
             "{base}[features]\nmove = \"*75\"\njoin = \"*74\"\n"
         ))

@@ -89,19 +89,37 @@ fn respond(req: &sip::Message<'_>, status: u16, reason: &str, to_tag: Option<&[u
     out
 }
 
-/// The PBX calls 1000 (`pbx_rows` added to its INVITE), device A answers with `a_rows` added;
-/// returns the Record-Route the PBX got (its route set toward A).
-fn answered_by_a(e: &mut Edge, pbx_rows: &str, a_rows: &str) -> String {
-    let invite = request(
+/// The PBX's INVITE to 1000 with Call-ID `call_id` and `rows` added.
+fn pbx_invite(call_id: &str, rows: &str) -> Vec<u8> {
+    request(
         "INVITE",
         "sip:1000@example.com",
         PBX,
         "3000",
         "",
+        call_id,
+        rows,
+    )
+}
+
+/// The PBX ends its dialog with A (Call-ID `live`) through the route it got, `rr`.
+fn pbx_ends_a(e: &mut Edge, rr: &str) -> Vec<(SocketAddr, Vec<u8>)> {
+    let bye = request(
+        "BYE",
+        &format!("sip:1000@{A}"),
+        PBX,
+        "3000",
+        "a-tag",
         "live",
-        pbx_rows,
+        &format!("Route: {rr}\r\n"),
     );
-    let out = e.send(PBX, &invite);
+    e.send(PBX, &bye)
+}
+
+/// The PBX calls 1000 (`pbx_rows` added to its INVITE), device A answers with `a_rows` added;
+/// returns the Record-Route the PBX got (its route set toward A).
+fn answered_by_a(e: &mut Edge, pbx_rows: &str, a_rows: &str) -> String {
+    let out = e.send(PBX, &pbx_invite("live", pbx_rows));
     let fwd = requests_to(&out, A, "INVITE");
     assert_eq!(fwd.len(), 1, "{}", dump(&out));
     let m = sip::parse(&fwd[0]).unwrap();
@@ -180,16 +198,7 @@ fn move_with_a_far_end_that_honours_replaces() {
     assert_eq!(Reply::of(&to_b[0].1).status, 200);
 
     // The PBX ends the replaced dialog with A through the old route.
-    let bye = request(
-        "BYE",
-        &format!("sip:1000@{A}"),
-        PBX,
-        "3000",
-        "a-tag",
-        "live",
-        &format!("Route: {rr}\r\n"),
-    );
-    let out = e.send(PBX, &bye);
+    let out = pbx_ends_a(&mut e, &rr);
     assert_eq!(requests_to(&out, A, "BYE").len(), 1, "{}", dump(&out));
     let in_call = e.cores[0].devices_in_call(b"1000");
     assert_eq!(in_call.len(), 1);
@@ -259,16 +268,7 @@ fn a_moved_call_still_counts_for_policy() {
     e.register_ok(B, "1000", &format!("sip:1000@{B}"));
     let rr = answered_by_a(&mut e, "Supported: replaces\r\n", "");
     let busy = |e: &mut Edge, call_id: &str| {
-        let invite = request(
-            "INVITE",
-            "sip:1000@example.com",
-            PBX,
-            "3000",
-            "",
-            call_id,
-            "",
-        );
-        let out = e.send(PBX, &invite);
+        let out = e.send(PBX, &pbx_invite(call_id, ""));
         out.iter()
             .filter(|(to, _)| *to == addr(PBX))
             .filter_map(|(_, b)| sip::parse(b).ok()?.status())
@@ -282,16 +282,7 @@ fn a_moved_call_still_counts_for_policy() {
         PBX,
         &device_answer(&m, 200, "pbx-new", &format!("sip:3000@{PBX}")),
     );
-    let bye = request(
-        "BYE",
-        &format!("sip:1000@{A}"),
-        PBX,
-        "3000",
-        "a-tag",
-        "live",
-        &format!("Route: {rr}\r\n"),
-    );
-    e.send(PBX, &bye);
+    pbx_ends_a(&mut e, &rr);
     assert!(busy(&mut e, "second-2"), "all_busy after the move");
 }
 
