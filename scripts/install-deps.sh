@@ -3,7 +3,8 @@
 # Kamailio (the benchmark anchor), tshark (captures), baresip-core (a real user agent for the
 # forking e2e test), iproute2 (network namespaces), prometheus (its promtool checks /metrics in an
 # e2e test; the package also installs Debian's prometheus service, left as the package sets it);
-# and SIPVicious from PyPI (the attack tools of the security e2e test). Idempotent: skips what is
+# and SIPVicious from PyPI (the attack tools of the security e2e test), pjsua2-python from PyPI
+# (PJSIP agents of the feature-code e2e test). Idempotent: skips what is
 # already there.
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds chromium for dashboard screenshots)
 set -euo pipefail
@@ -58,4 +59,11 @@ if ! have sipvicious_svwar; then
   fi
   hash -r
 fi
-echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark, baresip, promtool and sipvicious present" >&2
+# PJSIP's Python binding (pjsua2-python, a binary wheel of PJSIP 2.15) for the feature-code e2e
+# test (tests/e2e/features.rs: a caller moved between two devices with Replaces).
+if ! python3 -c 'import pjsua2' 2>/dev/null; then
+  echo "install-deps: installing pjsua2-python from PyPI" >&2
+  python3 -m pip install -q pjsua2-python 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages pjsua2-python
+fi
+echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark, baresip, promtool, sipvicious and pjsua2 present" >&2

@@ -21,6 +21,7 @@
 
 pub mod classes;
 pub mod cluster;
+pub mod features;
 pub mod followme;
 mod locate;
 mod net;
@@ -324,6 +325,8 @@ pub struct Config {
     followme: std::collections::HashMap<Vec<u8>, followme::FollowMe>,
     /// `[[device_classes]]`.
     pub device_classes: classes::DeviceClasses,
+    /// `[features]`: dialog-aware feature codes.
+    pub features: features::FeatureCodes,
     extensions: ExtensionIndex,
     trusted: Vec<TrustedPeer>,
     routes: RouteTable,

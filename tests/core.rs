@@ -22,6 +22,8 @@ mod cdr;
 mod cluster;
 #[path = "core/core_fuzz.rs"]
 mod core_fuzz;
+#[path = "core/features.rs"]
+mod features;
 #[path = "core/flows.rs"]
 mod flows;
 #[path = "core/followme.rs"]

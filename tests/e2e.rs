@@ -28,6 +28,8 @@
 //!   `examples/sipfork.toml` (baresip does the same in `baresip`).
 //! - `policy`: CDRs of public calls reach `[policy] cdr`, one JSON line each, and follow a
 //!   rotation (rename + SIGHUP).
+//! - `features`: PJSIP agents (pjsua2-python): a caller's answered call moved from device A to
+//!   device B of one extension with `*75` (RFC 3891 Replaces).
 //! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
@@ -46,6 +48,8 @@ mod cluster;
 mod durability;
 #[path = "e2e/example.rs"]
 mod example;
+#[path = "e2e/features.rs"]
+mod features;
 #[path = "e2e/forking.rs"]
 mod forking;
 #[path = "e2e/harness.rs"]

@@ -47,6 +47,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     pub cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub features: RawFeatures,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +68,14 @@ pub(super) struct RawServer {
     pub max_public_calls: Option<u32>,
     pub interface: Option<String>,
     pub xdp_mode: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFeatures {
+    #[serde(rename = "move")]
+    pub move_code: Option<String>,
+    pub join: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

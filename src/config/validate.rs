@@ -112,6 +112,8 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         .cluster
         .map(|c| super::cluster::build(c, e.at_fn()))
         .transpose()?;
+    let features = super::features::build(raw.features.move_code, raw.features.join)
+        .map_err(|(key, why)| e.at(key, why))?;
     let policy = build_policy(raw.policy, raw.emergency, e)?;
     let tenancy = build_tenancy(server.max_public_calls, raw.tenants, e)?;
     let mut device_classes = DeviceClasses::default();
@@ -322,6 +324,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         dids,
         followme,
         device_classes,
+        features,
         extensions,
         trusted,
         routes,

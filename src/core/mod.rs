@@ -71,6 +71,11 @@ pub enum TimerKey {
         /// The call that established it.
         call: Key,
     },
+    /// A moved call's far end had time enough to end the old dialog (`proxy/features.rs`).
+    FeatureBye {
+        /// The feature call.
+        call: Key,
+    },
     /// The earliest binding of an extension expires (RFC 3261 §10.3).
     BindingExpiry {
         /// The extension.
@@ -468,6 +473,12 @@ impl Core {
             .devices(&self.cfg, self.env.wall_us(now), number)
     }
 
+    /// The devices of extension `number` in an answered call on this shard: each one's flow and
+    /// the call's Call-ID (`proxy/features.rs`).
+    pub fn devices_in_call(&self, number: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.proxy.lines().in_call(number)
+    }
+
     /// Where a call to extension `number` goes, best first (q, then most recent registration).
     pub fn targets(&self, number: &[u8]) -> impl Iterator<Item = Target<'_>> + '_ {
         self.registrar.targets(number)
@@ -724,6 +735,15 @@ impl Core {
                 auth::identity::asserted_row(&cx, user, &mut asserted);
             }
         }
+        let dialled = number::of_uri(&e.request_uri);
+        if let (Some((feature, named)), Method::Invite, true) =
+            (cx.cfg.features.lookup(&dialled), e.method, challenged)
+        {
+            // A feature code acts on the calls of the extension that dialled it, and only a
+            // device of that extension (authenticated as it) may use it (proxy/features.rs).
+            let owner = caller_number.as_deref().filter(|_| trunk.is_none());
+            return proxy.feature_invite(&mut cx, msg, e, from, feature, owner, named);
+        }
         let strip_identity = !trusted;
         // Follow-me's stage ring times and the levels its external targets take.
         let (mut stage_rings, mut ext_levels) = (Vec::new(), Vec::new());
@@ -899,9 +919,10 @@ impl Core {
                 ..
             } = self.parts(now);
             match key {
-                TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
-                    proxy.on_timer(&mut cx, key)
-                }
+                TimerKey::Txn { .. }
+                | TimerKey::Group { .. }
+                | TimerKey::Dialog { .. }
+                | TimerKey::FeatureBye { .. } => proxy.on_timer(&mut cx, key),
                 TimerKey::BindingExpiry { extension } => {
                     registrar.handle_expiry(&mut cx, extension);
                 }

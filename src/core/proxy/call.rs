@@ -302,6 +302,8 @@ pub struct Call {
     pub holds: crate::core::policy::Holds,
     /// A public call's CDR until the call ends (`core::cdr`): taken once, by the first end.
     pub cdr: Option<Box<crate::core::cdr::Draft>>,
+    /// A move or join this call carries out (`features.rs`).
+    pub feature: Option<Box<super::features::Pending>>,
 }
 
 impl Call {

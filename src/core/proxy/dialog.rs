@@ -191,6 +191,35 @@ impl Proxy {
             call.dialogs.clear();
         }
         let ended = before - call.dialogs.len();
+        let by_caller = e
+            .from
+            .tag
+            .is_some_and(|t| tag_hash(cx, t) == call.caller_tag);
+        let cause = if by_caller {
+            Cause::CallerBye
+        } else {
+            Cause::CalleeBye
+        };
+        self.dialogs_ended(cx, key, ended, cause);
+    }
+
+    /// Forgets dialog `to_tag` of `key` without a BYE through us (a moved call's old dialog).
+    pub(super) fn drop_dialog(&mut self, cx: &mut Cx<'_>, key: Key, to_tag: u64) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let before = call.dialogs.len();
+        call.dialogs.retain(|d| d.to_tag != to_tag);
+        let ended = before - call.dialogs.len();
+        // The call goes on with the device it moved to; its CDR ends here.
+        self.dialogs_ended(cx, key, ended, Cause::Released);
+    }
+
+    /// `ended` dialog records of `key` were removed: timers, policy counts, lines, counters.
+    fn dialogs_ended(&mut self, cx: &mut Cx<'_>, key: Key, ended: usize, cause: Cause) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         if ended == 0 {
             return;
         }
@@ -200,21 +229,13 @@ impl Proxy {
             }
             // The call is over: its policy counts are free again.
             call.holds.release();
-            let by_caller = e
-                .from
-                .tag
-                .is_some_and(|t| tag_hash(cx, t) == call.caller_tag);
-            let cause = if by_caller {
-                Cause::CallerBye
-            } else {
-                Cause::CalleeBye
-            };
             cdr::end(&mut call.cdr, cx, 0, cause);
         }
         self.dialogs = self.dialogs.saturating_sub(ended as u64);
         for _ in 0..ended {
             self.count(Event::DialogEnded);
         }
+        self.release_lines(key);
         self.reap(cx, key);
     }
 
@@ -231,6 +252,7 @@ impl Proxy {
         for _ in 0..n {
             self.count(Event::DialogExpired);
         }
+        self.release_lines(key);
         self.reap(cx, key);
     }
 
@@ -344,7 +366,6 @@ impl Proxy {
         };
         branch.answer = Some(AnswerFate::TornDown);
         let target = branch.target;
-        let loop_hash = call.loop_hash;
         let j = call.branches.len();
         if j >= usize::from(ACK_BRANCH) {
             return;
@@ -353,33 +374,51 @@ impl Proxy {
         let Some(leg) = Leg::of(cx, resp, target) else {
             return;
         };
-        let Some(call) = self.calls.get_mut(key) else {
-            return;
-        };
-        let mut via = Vec::with_capacity(96);
-        write_our_via(cx, loop_hash, key, j as u8, &mut via);
         let routes: Vec<&[u8]> = leg.routes.iter().map(|r| &r[..]).collect();
-        let mut bytes = Vec::with_capacity(512);
-        build::in_dialog(
-            &InDialog {
+        self.send_bye(
+            cx,
+            key,
+            leg.dest,
+            InDialog {
                 method: b"BYE",
                 target: leg.contact,
                 routes: &routes,
-                via: &via,
+                via: b"",
                 from: leg.from,
                 to: leg.to,
                 call_id: leg.call_id,
                 cseq: leg.cseq.saturating_add(1),
                 extra: b"Reason: SIP;cause=200;text=\"Call completed elsewhere\"\r\n",
             },
-            &mut bytes,
         );
-        cx.out.push(leg.dest, &bytes);
+    }
+
+    /// Sends `bye` (its Via is ours, written here) to `dest` as a new client transaction of
+    /// `key`, so it is retransmitted until answered (sipfork as the UAC of that leg).
+    pub(super) fn send_bye(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        dest: SocketAddr,
+        bye: InDialog<'_>,
+    ) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let j = call.branches.len();
+        if j >= usize::from(ACK_BRANCH) {
+            return;
+        }
+        let mut via = Vec::with_capacity(96);
+        write_our_via(cx, call.loop_hash, key, j as u8, &mut via);
+        let mut bytes = Vec::with_capacity(512);
+        build::in_dialog(&InDialog { via: &via, ..bye }, &mut bytes);
+        cx.out.push(dest, &bytes);
         let mut s = sched(cx, key, TxnSlot::Branch(j as u8));
         let client = Client::NonInvite(ClientNonInvite::start(&mut s));
         call.branches.push(Branch {
             role: BranchRole::Bye,
-            target: leg.dest,
+            target: dest,
             client,
             request: Some(bytes.into_boxed_slice()),
             ack: None,
@@ -428,9 +467,9 @@ impl Proxy {
 }
 
 /// The callee leg of a dialog as a 2xx describes it, seen from sipfork as its UAC.
-struct Leg<'a> {
+pub(super) struct Leg<'a> {
     contact: &'a [u8],
-    routes: Vec<Vec<u8>>,
+    pub(super) routes: Vec<Vec<u8>>,
     dest: SocketAddr,
     from: &'a [u8],
     to: &'a [u8],
@@ -439,7 +478,11 @@ struct Leg<'a> {
 }
 
 impl<'a> Leg<'a> {
-    fn of(cx: &Cx<'_>, resp: &Message<'a>, branch_target: SocketAddr) -> Option<Leg<'a>> {
+    pub(super) fn of(
+        cx: &Cx<'_>,
+        resp: &Message<'a>,
+        branch_target: SocketAddr,
+    ) -> Option<Leg<'a>> {
         let contact = match resp.contacts().next()?.ok()? {
             crate::sip::ContactValue::Addr(c) => c.addr.uri,
             crate::sip::ContactValue::Star => return None,

@@ -15,6 +15,7 @@
 pub mod call;
 mod cancel;
 mod dialog;
+pub mod features;
 mod response;
 
 use std::collections::HashMap;
@@ -229,6 +230,8 @@ pub struct Proxy {
     /// Reused buffers for the Via and Record-Route values of forwarded requests.
     scratch_via: Vec<u8>,
     scratch_rr: Vec<u8>,
+    /// The answered calls of this shard's extensions (`features.rs`).
+    lines: features::Lines,
 }
 
 /// What [`Proxy::match_request`] did.
@@ -293,6 +296,7 @@ impl Proxy {
             labels,
             self.dialogs,
         );
+        self.lines.export_metrics(sink, labels);
     }
 
     /// Matches a request against the server transactions (§17.2.3): retransmissions are
@@ -495,6 +499,7 @@ impl Proxy {
             extra: plan.extra.into(),
             holds: plan.holds,
             cdr: plan.cdr,
+            feature: None,
         };
         let key = self.calls.insert(call);
         self.index.insert(server_key, key);

@@ -261,6 +261,7 @@ impl Proxy {
             } else {
                 Event::Answered
             });
+            self.note_answer(cx, key, i, resp);
             self.forward_2xx(cx, key, resp);
             self.add_dialog(cx, key, i, resp);
             if outcome == Outcome::Pending {
@@ -469,7 +470,11 @@ impl Proxy {
         if let Some(mut call) = self.calls.remove(key) {
             self.index.remove(&call.server_key);
             cdr::end(&mut call.cdr, cx, 0, cdr::Cause::Released);
-            for id in [call.group_timer, call.dialog_timer].into_iter().flatten() {
+            let feature_timer = call.feature_timer();
+            for id in [call.group_timer, call.dialog_timer, feature_timer]
+                .into_iter()
+                .flatten()
+            {
                 cx.timers.cancel(id);
             }
             for b in call.branches {
