@@ -17,6 +17,7 @@ pub mod mailbox;
 pub mod os;
 pub mod persist;
 pub mod shard;
+pub mod steer;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub struct EngineConfig {
     pub mailbox_capacity: usize,
     /// Receive and send buffer of each UDP socket, bytes.
     pub socket_buffer: usize,
+    /// Kernel steering ([`steer`]) with these rules; `None`: off.
+    pub steering: Option<crate::core::steer::WireParams>,
 }
 
 impl EngineConfig {
@@ -73,6 +76,7 @@ impl EngineConfig {
             pinning: Pinning::Auto,
             mailbox_capacity: 4096,
             socket_buffer: io::socket::SOCKET_BUFFER,
+            steering: None,
         }
     }
 }
@@ -131,7 +135,7 @@ impl StopHandle {
 
 /// Reads every shard's published counters without locks (see [`shard::SharedStats`]).
 #[derive(Clone, Debug)]
-pub struct StatsReader(Vec<Arc<SharedStats>>);
+pub struct StatsReader(Vec<Arc<SharedStats>>, Arc<steer::SteeringState>);
 
 impl StatsReader {
     /// Latest counters of every shard, in shard order.
@@ -141,6 +145,11 @@ impl StatsReader {
             .enumerate()
             .map(|(i, s)| s.snapshot(ShardId(i as u16)))
             .collect()
+    }
+
+    /// Whether datagrams are steered in the kernel.
+    pub fn steering(&self) -> &steer::SteeringState {
+        &self.1
     }
 }
 
@@ -153,6 +162,7 @@ pub struct Engine<H> {
     local_addrs: Vec<SocketAddr>,
     clock: Clock,
     stopper: StopHandle,
+    steering: Arc<steer::SteeringState>,
 }
 
 impl<H> fmt::Debug for Engine<H> {
@@ -183,6 +193,16 @@ where
         .map(|s| s.local_addr())
         .collect::<Result<Vec<_>, _>>()
         .map_err(EngineError::Setup)?;
+    // Shard i's socket is index i of each address's reuseport group (bound in shard order).
+    let groups: Vec<&std::net::UdpSocket> = sockets[0].iter().collect();
+    let steering = steer::attach(&groups, config.shards, config.steering.as_ref());
+    match &steering {
+        steer::SteeringState::Unavailable(why) => {
+            tracing::warn!(reason = %why, "kernel steering unavailable, the mailbox hands datagrams to their owners")
+        }
+        state => tracing::info!(steering = state.name(), "datagram steering"),
+    }
+    let steering = Arc::new(steering);
     let mesh = Mesh::new(n, config.mailbox_capacity).map_err(EngineError::Setup)?;
     let clock = Clock::start();
     let stop = Arc::new(AtomicBool::new(false));
@@ -287,6 +307,7 @@ where
         local_addrs,
         clock,
         stopper,
+        steering,
     })
 }
 
@@ -314,7 +335,7 @@ impl<H> Engine<H> {
     /// A handle for another thread (metrics, admin) to read the counters; it stays valid after
     /// shutdown and then shows the final values.
     pub fn stats_reader(&self) -> StatsReader {
-        StatsReader(self.stats.clone())
+        StatsReader(self.stats.clone(), Arc::clone(&self.steering))
     }
 
     /// A handle that stops the engine from another thread.
