@@ -29,7 +29,7 @@
 //! [`Ids::route_token_shard`]: crate::core::ids::Ids::route_token_shard
 
 use crate::config::Config;
-use crate::core::ids::{BRANCH_PREFIX, SHARD_DIGITS};
+use crate::core::ids::{Ids, BRANCH_PREFIX};
 use crate::core::shard::{owner_of, ShardId};
 
 /// Bytes of a datagram the program looks at.
@@ -176,22 +176,10 @@ fn find_in_row(d: &[u8], row: usize, needle: &[u8]) -> Option<usize> {
         .map(|p| row + p + needle.len())
 }
 
-/// Four lower-case hex digits and a dot: the shard, if below `shards`.
+/// Four lower-case hex digits and a dot: the shard, if below `shards` (read like our route
+/// tokens and branches).
 fn hex_shard(s: &[u8], shards: u16) -> Option<ShardId> {
-    let digits = s.get(..SHARD_DIGITS)?;
-    if s.get(SHARD_DIGITS) != Some(&b'.') {
-        return None;
-    }
-    let mut v = 0u32;
-    for &b in digits {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        v = v << 4 | u32::from(d);
-    }
-    (v < u32::from(shards)).then_some(ShardId(v as u16))
+    Ids::route_token_shard(s, shards)
 }
 
 /// The user part of the URI on the line from `at`: after its first `:` preceded by `sip` or
