@@ -612,3 +612,17 @@ fn tenants_trunks_dids_and_emergency_numbers() {
     let (key, _, _) = bad("[[emergency]]\nnumbers = [\"11a\"]\n");
     assert_eq!(key, "emergency[0].numbers");
 }
+
+#[test]
+fn steering_defaults_to_auto_and_can_be_turned_off() {
+    assert_eq!(
+        parse_ok(MINIMAL).server.steering,
+        crate::config::Steering::Auto
+    );
+    let off = parse_ok(&MINIMAL.replace("[server]\n", "[server]\nsteering = \"off\"\n"));
+    assert_eq!(off.server.steering, crate::config::Steering::Off);
+    assert!(
+        Config::from_toml(&MINIMAL.replace("[server]\n", "[server]\nsteering = \"ebpf\"\n"))
+            .is_err()
+    );
+}
