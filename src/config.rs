@@ -130,6 +130,17 @@ pub enum IoBackend {
     Xdp,
 }
 
+/// Kernel steering of datagrams to their owner shard (`server.steering`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Steering {
+    /// A reuseport eBPF program picks the owner shard's socket where the kernel allows it.
+    #[default]
+    Auto,
+    /// The kernel's hash spreads datagrams; the mailbox hands them to their owners.
+    Off,
+}
+
 /// Shard thread pinning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PinCores {
@@ -194,6 +205,8 @@ pub struct ServerConfig {
     pub shards: u16,
     /// I/O backend.
     pub io: IoBackend,
+    /// Kernel steering to the owner shard.
+    pub steering: Steering,
     /// Bindings journal directory; `None` keeps registrations in memory only.
     pub data_dir: Option<PathBuf>,
     /// Admin HTTP listener (metrics, extension overview).
@@ -361,6 +374,11 @@ impl Config {
             return None;
         }
         self.followme.get(number)
+    }
+
+    /// The public number ranges (`[[dids]]`).
+    pub fn did_ranges(&self) -> &[DidRange] {
+        &self.dids
     }
 
     /// The extension a public number (`[[dids]]`) leads to.

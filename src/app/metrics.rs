@@ -238,6 +238,18 @@ impl Collector for Exposition {
     }
 }
 
+/// `sipfork_steering{state}`: 1 for the state datagram steering is in. With the per-shard
+/// `sipfork_handoffs_total` and `sipfork_io_rx_datagrams_total` it gives the hand-offs per
+/// datagram that steering exists to bring to ~0.
+pub fn export_steering(state: &crate::engine::steer::SteeringState, out: &mut Exposition) {
+    out.add(
+        "sipfork_steering",
+        "Kernel steering of datagrams to their owner shard: 1 on the state it is in (kernel: the reuseport program chooses; off: not asked for or one shard; unavailable: the kernel refused it, see the log)",
+        &[("state", state.name())],
+        Value::Gauge(1),
+    );
+}
+
 /// Adds the engine's counters and histograms of every shard (names `sipfork_io_*_total`,
 /// `sipfork_loop_*_total`, `sipfork_mailbox_*_total`, `sipfork_loop_turn_seconds`,
 /// `sipfork_loop_batch_size`, and `sipfork_shard_info` carrying the backend).

@@ -33,10 +33,11 @@ use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::config::{Config, ConfigError, IoBackend, PinCores};
+use crate::config::{Config, ConfigError, IoBackend, PinCores, Steering};
 use crate::core::registrar::binding::key_extension;
 use crate::core::registrar::Restore;
 use crate::core::shard::{owner_of, ShardId};
+use crate::core::steer::WireParams;
 use crate::core::transaction::TimerValues;
 use crate::core::{Core, CoreParams};
 use crate::engine::control::Controller;
@@ -113,6 +114,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
             PinCores::Cpus(cpus) => Pinning::Cores(cpus.clone()),
         },
         socket_buffer: usize::try_from(s.socket_buffer).unwrap_or(usize::MAX),
+        steering: (s.steering == Steering::Auto).then(|| WireParams::of(cfg)),
         ..EngineConfig::new(s.listen, s.shards)
     }
 }

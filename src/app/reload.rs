@@ -43,6 +43,7 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         ("server.listen", o.listen != n.listen),
         ("server.shards", o.shards != n.shards),
         ("server.io", o.io != n.io),
+        ("server.steering", o.steering != n.steering),
         ("server.data_dir", o.data_dir != n.data_dir),
         ("server.admin", o.admin != n.admin),
         ("server.pin_cores", o.pin_cores != n.pin_cores),
@@ -77,6 +78,7 @@ pub fn applicable(old: &Config, mut new: Config) -> Config {
     n.listen = o.listen;
     n.shards = o.shards;
     n.io = o.io;
+    n.steering = o.steering;
     n.data_dir.clone_from(&o.data_dir);
     n.admin = o.admin;
     n.pin_cores.clone_from(&o.pin_cores);

@@ -13,7 +13,7 @@ use super::net::{
     parse_cidr, parse_domain, parse_next_hop, parse_socket_addr, Cidr, Domain, NextHop,
 };
 use super::numbers::{parse_number_spec, parse_template, NumberRange, Template};
-use super::{AuthMode, ForkMode, IoBackend, NatMode, OnLimit};
+use super::{AuthMode, ForkMode, IoBackend, NatMode, OnLimit, Steering};
 use crate::core::registrar::digest::Algorithm;
 
 #[derive(Deserialize)]
@@ -58,6 +58,7 @@ pub(super) struct RawServer {
     pub domain: Option<OneOrMany<Parsed<Domain>>>,
     pub shards: Option<u16>,
     pub io: Option<IoBackend>,
+    pub steering: Option<Steering>,
     pub data_dir: Option<PathBuf>,
     pub admin: Option<Parsed<SocketAddr>>,
     pub pin_cores: Option<PinSetting>,

@@ -636,3 +636,17 @@ fn io_xdp_needs_an_interface_and_a_specific_listen_address() {
     // auto never means xdp.
     assert_eq!(parse_ok(&with("")).server.io, IoBackend::Auto);
 }
+
+#[test]
+fn steering_defaults_to_auto_and_can_be_turned_off() {
+    assert_eq!(
+        parse_ok(MINIMAL).server.steering,
+        crate::config::Steering::Auto
+    );
+    let off = parse_ok(&MINIMAL.replace("[server]\n", "[server]\nsteering = \"off\"\n"));
+    assert_eq!(off.server.steering, crate::config::Steering::Off);
+    assert!(
+        Config::from_toml(&MINIMAL.replace("[server]\n", "[server]\nsteering = \"ebpf\"\n"))
+            .is_err()
+    );
+}

@@ -458,6 +458,7 @@ fn build_server(
             .unwrap_or_default(),
         shards,
         io,
+        steering: s.steering.unwrap_or_default(),
         data_dir: s.data_dir,
         admin: s.admin.map(|a| a.0),
         pin_cores,

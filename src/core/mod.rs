@@ -22,6 +22,7 @@ pub mod reply;
 pub mod route;
 pub mod shard;
 pub mod slab;
+pub mod steer;
 pub mod timer;
 pub mod transaction;
 

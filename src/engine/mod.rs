@@ -17,6 +17,7 @@ pub mod mailbox;
 pub mod os;
 pub mod persist;
 pub mod shard;
+pub mod steer;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -62,6 +63,8 @@ pub struct EngineConfig {
     pub socket_buffer: usize,
     /// The interface and settings for `io = "xdp"` (`None`: xdp cannot be chosen).
     pub xdp: Option<io::xdp::XdpOptions>,
+    /// Kernel steering ([`steer`]) with these rules; `None`: off.
+    pub steering: Option<crate::core::steer::WireParams>,
 }
 
 impl EngineConfig {
@@ -76,6 +79,7 @@ impl EngineConfig {
             mailbox_capacity: 4096,
             socket_buffer: io::socket::SOCKET_BUFFER,
             xdp: None,
+            steering: None,
         }
     }
 }
@@ -134,7 +138,7 @@ impl StopHandle {
 
 /// Reads every shard's published counters without locks (see [`shard::SharedStats`]).
 #[derive(Clone, Debug)]
-pub struct StatsReader(Vec<Arc<SharedStats>>);
+pub struct StatsReader(Vec<Arc<SharedStats>>, Arc<steer::SteeringState>);
 
 impl StatsReader {
     /// Latest counters of every shard, in shard order.
@@ -144,6 +148,11 @@ impl StatsReader {
             .enumerate()
             .map(|(i, s)| s.snapshot(ShardId(i as u16)))
             .collect()
+    }
+
+    /// Whether datagrams are steered in the kernel.
+    pub fn steering(&self) -> &steer::SteeringState {
+        &self.1
     }
 }
 
@@ -158,6 +167,7 @@ pub struct Engine<H> {
     stopper: StopHandle,
     /// The XDP program of `io = "xdp"`, detached when the engine and its shards are gone.
     _xdp: Option<Arc<io::xdp::Attachment>>,
+    steering: Arc<steer::SteeringState>,
 }
 
 impl<H> fmt::Debug for Engine<H> {
@@ -204,6 +214,16 @@ where
         )),
         _ => None,
     };
+    // Shard i's socket is index i of each address's reuseport group (bound in shard order).
+    let groups: Vec<&std::net::UdpSocket> = sockets[0].iter().collect();
+    let steering = steer::attach(&groups, config.shards, config.steering.as_ref());
+    match &steering {
+        steer::SteeringState::Unavailable(why) => {
+            tracing::warn!(reason = %why, "kernel steering unavailable, the mailbox hands datagrams to their owners")
+        }
+        state => tracing::info!(steering = state.name(), "datagram steering"),
+    }
+    let steering = Arc::new(steering);
     let mesh = Mesh::new(n, config.mailbox_capacity).map_err(EngineError::Setup)?;
     let clock = Clock::start();
     let stop = Arc::new(AtomicBool::new(false));
@@ -315,6 +335,7 @@ where
         clock,
         stopper,
         _xdp: xdp.map(|(att, _)| att),
+        steering,
     })
 }
 
@@ -342,7 +363,7 @@ impl<H> Engine<H> {
     /// A handle for another thread (metrics, admin) to read the counters; it stays valid after
     /// shutdown and then shows the final values.
     pub fn stats_reader(&self) -> StatsReader {
-        StatsReader(self.stats.clone())
+        StatsReader(self.stats.clone(), Arc::clone(&self.steering))
     }
 
     /// A handle that stops the engine from another thread.

@@ -286,6 +286,20 @@ fn sipp_caller_and_three_devices_one_answers_two_are_cancelled() {
             ] {
                 assert_eq!(proxy_event(&page, reason), 0, "{reason}:\n{page}");
             }
+
+            // Kernel steering (on by default; 2 shards here): the shard that reads a datagram
+            // owns it, so (almost) nothing goes through the mailbox.
+            let rx = metric_sum(&page, "sipfork_io_rx_datagrams_total");
+            let handoffs = metric_sum(&page, "sipfork_handoffs_total");
+            eprintln!("{:?}: {handoffs} hand-offs of {rx} datagrams", app.setup.io);
+            if page.contains("sipfork_steering{state=\"kernel\"} 1") {
+                assert!(
+                    handoffs * 100 <= rx,
+                    "{handoffs} hand-offs of {rx} datagrams"
+                );
+            } else {
+                eprintln!("kernel steering unavailable here: hand-offs not checked");
+            }
         },
     );
 }
