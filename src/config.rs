@@ -21,12 +21,14 @@
 
 pub mod classes;
 pub mod followme;
+mod listen;
 mod locate;
 mod net;
 mod numbers;
 mod raw;
 mod summary;
 pub mod tenancy;
+pub mod tls;
 mod validate;
 
 use std::fmt;
@@ -36,6 +38,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use self::listen::{Listener, TcpConfig};
 use self::net::{parse_host_ip, RouteTable};
 pub use self::net::{Cidr, Domain, NextHop, Route, TrustedPeer};
 pub use self::numbers::{Credential, DidRange, ExtensionPolicy, NumberRange, MAX_NUMBER_WIDTH};
@@ -184,6 +187,8 @@ pub enum ForkMode {
 pub struct ServerConfig {
     /// UDP listen address.
     pub listen: SocketAddr,
+    /// Every `listen` entry: the UDP address above, and the TCP and TLS ones when configured.
+    pub listeners: Vec<Listener>,
     /// Configured domains (the listen address is accepted besides these).
     pub domains: Vec<Domain>,
     /// Shard threads.
@@ -314,6 +319,10 @@ pub struct Config {
     trusted: Vec<TrustedPeer>,
     routes: RouteTable,
     warnings: Vec<String>,
+    /// `[tls]`, loaded (certificate files read when the configuration is).
+    pub tls: Option<tls::TlsConfig>,
+    /// `[tcp]`: limits of TCP and TLS connections.
+    pub tcp: TcpConfig,
 }
 
 impl Config {
@@ -443,7 +452,7 @@ impl Config {
 
     /// Each section a reload may change, with a rendering that differs when the section does
     /// (for telling an operator what a reload changed). It holds secrets: never log it.
-    pub fn reloadable_sections(&self) -> [(&'static str, String); 13] {
+    pub fn reloadable_sections(&self) -> [(&'static str, String); 14] {
         let s = &self.server;
         [
             ("server.domain", format!("{:?}", s.domains)),
@@ -465,6 +474,7 @@ impl Config {
             ("followme", format!("{:?}", sorted_debug(&self.followme))),
             ("trusted", format!("{:?}", self.trusted)),
             ("routes", format!("{:?}", self.routes)),
+            ("tls", format!("{:?}", self.tls)),
         ]
     }
 

@@ -103,6 +103,13 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
             PinCores::Cpus(cpus) => Pinning::Cores(cpus.clone()),
         },
         socket_buffer: usize::try_from(s.socket_buffer).unwrap_or(usize::MAX),
+        stream_listen: s
+            .listeners
+            .iter()
+            .filter(|l| l.transport == crate::core::transport::Transport::Tcp)
+            .map(|l| l.addr)
+            .collect(),
+        stream_options: crate::engine::stream::StreamOptions::from_config(&cfg.tcp),
         ..EngineConfig::new(s.listen, s.shards)
     }
 }

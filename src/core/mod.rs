@@ -22,6 +22,7 @@ pub mod shard;
 pub mod slab;
 pub mod timer;
 pub mod transaction;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

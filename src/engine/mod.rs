@@ -17,6 +17,7 @@ pub mod mailbox;
 pub mod os;
 pub mod persist;
 pub mod shard;
+pub mod stream;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -60,6 +61,10 @@ pub struct EngineConfig {
     pub mailbox_capacity: usize,
     /// Receive and send buffer of each UDP socket, bytes.
     pub socket_buffer: usize,
+    /// TCP listen addresses (one `SO_REUSEPORT` listener per shard on each; see [`stream`]).
+    pub stream_listen: Vec<SocketAddr>,
+    /// Limits of the TCP connections.
+    pub stream_options: stream::StreamOptions,
 }
 
 impl EngineConfig {
@@ -73,6 +78,8 @@ impl EngineConfig {
             pinning: Pinning::Auto,
             mailbox_capacity: 4096,
             socket_buffer: io::socket::SOCKET_BUFFER,
+            stream_listen: Vec::new(),
+            stream_options: stream::StreamOptions::default(),
         }
     }
 }
@@ -84,6 +91,8 @@ pub enum EngineError {
     Config(&'static str),
     /// A listen address could not be bound (or is served by another process).
     Bind(io::socket::BindError),
+    /// A TCP listen address could not be bound.
+    BindStream(SocketAddr, std::io::Error),
     /// Creating the cross-shard mesh failed.
     Setup(std::io::Error),
     /// A shard could not open its backend.
@@ -104,6 +113,7 @@ impl fmt::Display for EngineError {
         match self {
             Self::Config(why) => write!(f, "engine config: {why}"),
             Self::Bind(e) => write!(f, "{e}"),
+            Self::BindStream(addr, e) => write!(f, "cannot listen on TCP {addr}: {e}"),
             Self::Setup(e) => write!(f, "engine setup: {e}"),
             Self::Backend { shard, error } => write!(f, "shard {}: {error}", shard.0),
             Self::Spawn(e) => write!(f, "spawning shard thread: {e}"),
@@ -151,6 +161,7 @@ pub struct Engine<H> {
     stats: Vec<Arc<SharedStats>>,
     controller: Controller<H>,
     local_addrs: Vec<SocketAddr>,
+    stream_addrs: Vec<SocketAddr>,
     clock: Clock,
     stopper: StopHandle,
 }
@@ -183,6 +194,14 @@ where
         .map(|s| s.local_addr())
         .collect::<Result<Vec<_>, _>>()
         .map_err(EngineError::Setup)?;
+    let stream_listeners = stream::bind_stream_listeners(&config.stream_listen, n)
+        .map_err(|(addr, e)| EngineError::BindStream(addr, e))?;
+    let stream_addrs = stream_listeners[0]
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(EngineError::Setup)?;
+    let mut stream_listeners = stream_listeners.into_iter();
     let mesh = Mesh::new(n, config.mailbox_capacity).map_err(EngineError::Setup)?;
     let clock = Clock::start();
     let stop = Arc::new(AtomicBool::new(false));
@@ -213,7 +232,9 @@ where
             ready_tx.clone(),
             Arc::clone(&make_handler),
         );
-        let (kind, opts) = (config.io.with_env_override(), config.io_options.clone());
+        let (kind, mut opts) = (config.io.with_env_override(), config.io_options.clone());
+        let shard_streams = stream_listeners.next().unwrap_or_default();
+        let stream_options = config.stream_options;
         let spawned = std::thread::Builder::new()
             .name(format!("sipfork-shard-{i}"))
             .spawn(move || {
@@ -227,6 +248,18 @@ where
                 // SAFETY: prctl with integer arguments only; failure leaves the default slack.
                 unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0) };
                 let waker = Arc::clone(mesh.waker(id));
+                let streams = if shard_streams.is_empty() {
+                    None
+                } else {
+                    match stream::Streams::new(shard_streams, stream_options) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            let _ = ready.send((id, Err(IoSetupError::os("tcp epoll")(e))));
+                            return None;
+                        }
+                    }
+                };
+                opts.stream_fd = streams.as_ref().map(stream::Streams::fd);
                 let opened = match io::open(kind, shard_sockets, Arc::clone(&waker), &opts) {
                     Ok(opened) => opened,
                     Err(error) => {
@@ -249,6 +282,7 @@ where
                     stop,
                     stats: shared,
                     control,
+                    streams,
                 };
                 Some(shard::run(handler, parts))
             });
@@ -285,6 +319,7 @@ where
         stats,
         controller: Controller::new(controls),
         local_addrs,
+        stream_addrs,
         clock,
         stopper,
     })
@@ -294,6 +329,11 @@ impl<H> Engine<H> {
     /// The bound listen addresses (with the port picked when 0 was asked for).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The bound TCP listen addresses (with the port picked when 0 was asked for).
+    pub fn stream_addrs(&self) -> &[SocketAddr] {
+        &self.stream_addrs
     }
 
     /// The engine clock (its epoch is the start-up time).
