@@ -152,6 +152,8 @@ struct Conn {
     unsent: Vec<u8>,
     last_message: Instant,
     writable_armed: bool,
+    /// Framing failed: no more reads; closed once what the handler answered is written.
+    closing: Option<Close>,
 }
 
 /// Why a connection is closed.
@@ -178,6 +180,8 @@ pub struct Streams {
     next_sweep: Instant,
     /// A connection still had bytes to read when its poll budget ran out.
     more: bool,
+    /// Connections whose framing failed, closed at the end of [`Streams::divert`].
+    closing: Vec<usize>,
 }
 
 impl std::fmt::Debug for Streams {
@@ -225,6 +229,7 @@ impl Streams {
             read_buf: vec![0; 64 << 10],
             next_sweep: Instant::FAR_FUTURE,
             more: false,
+            closing: Vec::new(),
         })
     }
 
@@ -296,6 +301,7 @@ impl Streams {
             if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
                 match self.read(slot, now, deliver) {
                     Ok(n) => delivered += n,
+                    Err(why @ Close::Framing(_)) => self.close_after_answers(slot, why),
                     Err(why) => self.close(slot, why),
                 }
             }
@@ -352,6 +358,7 @@ impl Streams {
                 unsent: Vec::new(),
                 last_message: now,
                 writable_armed: false,
+                closing: None,
             });
             // A peer reconnecting from the same address replaces its old connection's entry.
             if let Some(old) = self.by_peer.insert(peer, slot) {
@@ -418,6 +425,19 @@ impl Streams {
         Ok(delivered)
     }
 
+    /// Stops reading a connection whose framing failed; the answers to the messages it
+    /// delivered before still go out on it ([`Streams::divert`]), then it is closed.
+    fn close_after_answers(&mut self, slot: usize, why: Close) {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        if conn.closing.is_none() {
+            conn.closing = Some(why);
+            let _ = ctl(&self.epoll, libc::EPOLL_CTL_DEL, conn.sock.as_raw_fd(), 0, 0);
+            self.closing.push(slot);
+        }
+    }
+
     /// Moves every transmit addressed to a peer with an open connection from `out` onto that
     /// connection; what is left goes out over UDP.
     pub fn divert(&mut self, out: &mut Outbox) {
@@ -434,6 +454,11 @@ impl Streams {
             }
             false
         });
+        for slot in std::mem::take(&mut self.closing) {
+            if let Some(why) = self.conns[slot].as_ref().and_then(|c| c.closing) {
+                self.close(slot, why);
+            }
+        }
     }
 
     fn write(&mut self, slot: usize, bytes: &[u8]) -> Result<(), Close> {
@@ -452,8 +477,8 @@ impl Streams {
                 }
             }
         }
-        if rest.is_empty() {
-            return Ok(());
+        if rest.is_empty() || conn.closing.is_some() {
+            return Ok(()); // a closing connection gets what the socket takes at once
         }
         if conn.unsent.len() + rest.len() > self.opts.max_unsent {
             return Err(Close::Unsent);
@@ -614,3 +639,6 @@ fn ctl(epoll: &OwnedFd, op: i32, fd: RawFd, events: u32, token: u64) -> io::Resu
         Err(io::Error::last_os_error())
     }
 }
+
+#[cfg(test)]
+mod tests;
