@@ -25,6 +25,8 @@
 //! - `example`: SIPp (`-au/-ap`, MD5) registers and calls through the shipped
 //!   `examples/sipfork.toml` (baresip does the same in `baresip`).
 //! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
+//! - `tcp`: OPTIONS and keep-alives over TCP on the UDP port, oversize and idle connections
+//!   closed and counted, SIPp (`-t t1`) registering over TCP.
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
 
@@ -58,3 +60,5 @@ mod restart;
 mod sipp;
 #[path = "e2e/sipvicious.rs"]
 mod sipvicious;
+#[path = "e2e/tcp.rs"]
+mod tcp;

@@ -433,7 +433,13 @@ impl Streams {
         };
         if conn.closing.is_none() {
             conn.closing = Some(why);
-            let _ = ctl(&self.epoll, libc::EPOLL_CTL_DEL, conn.sock.as_raw_fd(), 0, 0);
+            let _ = ctl(
+                &self.epoll,
+                libc::EPOLL_CTL_DEL,
+                conn.sock.as_raw_fd(),
+                0,
+                0,
+            );
             self.closing.push(slot);
         }
     }

@@ -124,12 +124,14 @@ fn limits_close_connections_and_count() {
     wait_for(&engine, 1, |s| s.closed_oversize);
     // A body over the limit: closed as soon as the header is read.
     let mut c = connect(addr);
-    c.write_all(b"MESSAGE sip:x SIP/2.0\r\nContent-Length: 17\r\n\r\n").unwrap();
+    c.write_all(b"MESSAGE sip:x SIP/2.0\r\nContent-Length: 17\r\n\r\n")
+        .unwrap();
     assert!(read_n(&mut c, 1).1, "closed");
     wait_for(&engine, 2, |s| s.closed_oversize);
     // No Content-Length.
     let mut c = connect(addr);
-    c.write_all(b"MESSAGE sip:x SIP/2.0\r\nVia: x\r\n\r\n").unwrap();
+    c.write_all(b"MESSAGE sip:x SIP/2.0\r\nVia: x\r\n\r\n")
+        .unwrap();
     assert!(read_n(&mut c, 1).1, "closed");
     wait_for(&engine, 1, |s| s.closed_bad_framing);
     // More than 500 messages in a second on one connection: the first 500 are echoed.
@@ -143,7 +145,11 @@ fn limits_close_connections_and_count() {
     let mut c = connect(addr);
     let t = std::time::Instant::now();
     assert!(read_n(&mut c, 1).1, "closed");
-    assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
     wait_for(&engine, 1, |s| s.closed_idle);
     // Three connections from one address per shard; with two shards at most six stay open.
     let held: Vec<TcpStream> = (0..8).map(|_| connect(addr)).collect();
