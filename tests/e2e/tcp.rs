@@ -34,10 +34,8 @@ fn read_until(s: &mut TcpStream, until: &[u8]) -> (Vec<u8>, bool) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        if until.is_empty() || got.windows(until.len()).any(|w| w == until) {
-            if !until.is_empty() {
-                return (got, false);
-            }
+        if !until.is_empty() && got.windows(until.len()).any(|w| w == until) {
+            return (got, false);
         }
         match s.read(&mut buf) {
             Ok(0) => return (got, true),

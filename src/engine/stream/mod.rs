@@ -385,38 +385,29 @@ impl Streams {
         let mut delivered = 0;
         let mut pongs = 0;
         loop {
-            match conn.sock.read(&mut self.read_buf) {
-                Ok(0) => {
-                    // Deliver what was whole before the close.
-                    drain(
-                        conn,
-                        now,
-                        deliver,
-                        &mut self.stats,
-                        &mut delivered,
-                        &mut pongs,
-                    )?;
-                    return Err(Close::Peer);
-                }
-                Ok(n) => {
-                    conn.framer.push(&self.read_buf[..n]);
-                    total += n;
-                    drain(
-                        conn,
-                        now,
-                        deliver,
-                        &mut self.stats,
-                        &mut delivered,
-                        &mut pongs,
-                    )?;
-                    if total >= READ_PER_POLL {
-                        self.more = true;
-                        break;
-                    }
-                }
+            let n = match conn.sock.read(&mut self.read_buf) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Err(Close::Peer),
+            };
+            conn.framer.push(&self.read_buf[..n]);
+            total += n;
+            // On a close (n = 0), what was whole before it is still delivered.
+            drain(
+                conn,
+                now,
+                deliver,
+                &mut self.stats,
+                &mut delivered,
+                &mut pongs,
+            )?;
+            if n == 0 {
+                return Err(Close::Peer);
+            }
+            if total >= READ_PER_POLL {
+                self.more = true;
+                break;
             }
         }
         for _ in 0..pongs {
