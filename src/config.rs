@@ -452,7 +452,7 @@ impl Config {
 
     /// Each section a reload may change, with a rendering that differs when the section does
     /// (for telling an operator what a reload changed). It holds secrets: never log it.
-    pub fn reloadable_sections(&self) -> [(&'static str, String); 14] {
+    pub fn reloadable_sections(&self) -> [(&'static str, String); 13] {
         let s = &self.server;
         [
             ("server.domain", format!("{:?}", s.domains)),
@@ -474,7 +474,6 @@ impl Config {
             ("followme", format!("{:?}", sorted_debug(&self.followme))),
             ("trusted", format!("{:?}", self.trusted)),
             ("routes", format!("{:?}", self.routes)),
-            ("tls", format!("{:?}", self.tls)),
         ]
     }
 

@@ -106,8 +106,19 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
         stream_listen: s
             .listeners
             .iter()
-            .filter(|l| l.transport == crate::core::transport::Transport::Tcp)
+            .filter(|l| l.transport.is_stream())
             .map(|l| l.addr)
+            .collect(),
+        stream_tls: s
+            .listeners
+            .iter()
+            .filter(|l| l.transport.is_stream())
+            .map(|l| match l.transport {
+                crate::core::transport::Transport::Tls => {
+                    cfg.tls.as_ref().map(|t| Arc::clone(&t.server))
+                }
+                _ => None,
+            })
             .collect(),
         stream_options: crate::engine::stream::StreamOptions::from_config(&cfg.tcp),
         ..EngineConfig::new(s.listen, s.shards)

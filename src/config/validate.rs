@@ -118,13 +118,7 @@ fn build_tls(
             Ok(None)
         };
     };
-    if has_listener {
-        warnings.push(
-            "server.listen has a tls: address, but the shards do not terminate TLS yet: the \
-             certificates are loaded and checked, the address is not bound (docs/transports.md)"
-                .into(),
-        );
-    } else {
+    if !has_listener {
         warnings.push("[tls] is set but server.listen has no tls: address; it is not used".into());
     }
     let base = e.file.and_then(Path::parent);

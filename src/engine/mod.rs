@@ -63,6 +63,8 @@ pub struct EngineConfig {
     pub socket_buffer: usize,
     /// TCP listen addresses (one `SO_REUSEPORT` listener per shard on each; see [`stream`]).
     pub stream_listen: Vec<SocketAddr>,
+    /// For each of `stream_listen`: the rustls configuration when it accepts TLS.
+    pub stream_tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     /// Limits of the TCP connections.
     pub stream_options: stream::StreamOptions,
 }
@@ -79,6 +81,7 @@ impl EngineConfig {
             mailbox_capacity: 4096,
             socket_buffer: io::socket::SOCKET_BUFFER,
             stream_listen: Vec::new(),
+            stream_tls: Vec::new(),
             stream_options: stream::StreamOptions::default(),
         }
     }
@@ -233,7 +236,13 @@ where
             Arc::clone(&make_handler),
         );
         let (kind, mut opts) = (config.io.with_env_override(), config.io_options.clone());
-        let shard_streams = stream_listeners.next().unwrap_or_default();
+        let shard_streams: Vec<_> = stream_listeners
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (l, config.stream_tls.get(i).cloned().flatten()))
+            .collect();
         let stream_options = config.stream_options;
         let spawned = std::thread::Builder::new()
             .name(format!("sipfork-shard-{i}"))

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -98,6 +99,8 @@ pub struct StreamStats {
     pub closed_bad_framing,
     /// Connections closed because their peer did not read what was sent.
     pub closed_unsent,
+    /// TLS connections closed for a failed handshake or a bad record.
+    pub closed_tls,
 }
 }
 
@@ -146,6 +149,8 @@ const SWEEP: Duration = Duration::from_secs(1);
 
 struct Conn {
     sock: TcpStream,
+    /// The TLS session of a connection accepted on a TLS listener.
+    tls: Option<Box<rustls::ServerConnection>>,
     peer: SocketAddr,
     local: SocketAddr,
     framer: Framer,
@@ -163,12 +168,13 @@ enum Close {
     Idle,
     Framing(FrameError),
     Unsent,
+    Tls,
 }
 
 /// A shard's TCP listeners and connections.
 pub struct Streams {
     epoll: OwnedFd,
-    listeners: Vec<(TcpListener, SocketAddr)>,
+    listeners: Vec<(TcpListener, SocketAddr, Option<Arc<rustls::ServerConfig>>)>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     by_peer: HashMap<SocketAddr, usize>,
@@ -194,8 +200,12 @@ impl std::fmt::Debug for Streams {
 }
 
 impl Streams {
-    /// Watches `listeners` (this shard's) in a new epoll set.
-    pub fn new(listeners: Vec<TcpListener>, opts: StreamOptions) -> io::Result<Streams> {
+    /// Watches `listeners` (this shard's) in a new epoll set; a listener with a rustls
+    /// configuration accepts TLS.
+    pub fn new(
+        listeners: Vec<(TcpListener, Option<Arc<rustls::ServerConfig>>)>,
+        opts: StreamOptions,
+    ) -> io::Result<Streams> {
         // SAFETY: epoll_create1 takes no pointers; the result is checked.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -204,7 +214,7 @@ impl Streams {
         // SAFETY: a fresh descriptor nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
         let mut with_addrs = Vec::with_capacity(listeners.len());
-        for (i, l) in listeners.into_iter().enumerate() {
+        for (i, (l, tls)) in listeners.into_iter().enumerate() {
             l.set_nonblocking(true)?;
             ctl(
                 &epoll,
@@ -214,7 +224,7 @@ impl Streams {
                 i as u64,
             )?;
             let local = l.local_addr()?;
-            with_addrs.push((l, local));
+            with_addrs.push((l, local, tls));
         }
         Ok(Streams {
             epoll,
@@ -241,7 +251,7 @@ impl Streams {
 
     /// The listeners' addresses.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|(_, a)| *a).collect()
+        self.listeners.iter().map(|(_, a, _)| *a).collect()
     }
 
     /// Counters so far.
@@ -318,6 +328,16 @@ impl Streams {
                 Err(_) => return, // ECONNABORTED, EMFILE: the next poll tries again
             };
             let local = self.listeners[index].1;
+            let tls = match &self.listeners[index].2 {
+                None => None,
+                Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
+                    Ok(session) => Some(Box::new(session)),
+                    Err(_) => {
+                        self.stats.closed_tls += 1;
+                        continue;
+                    }
+                },
+            };
             if self.by_peer.len() >= self.opts.max_connections as usize {
                 self.stats.refused_full += 1;
                 continue; // dropped: closed
@@ -352,6 +372,7 @@ impl Streams {
             }
             self.conns[slot] = Some(Conn {
                 sock,
+                tls,
                 peer,
                 local,
                 framer: Framer::new(self.opts.limits),
@@ -391,7 +412,13 @@ impl Streams {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Err(Close::Peer),
             };
-            conn.framer.push(&self.read_buf[..n]);
+            match conn.tls.as_mut() {
+                None => conn.framer.push(&self.read_buf[..n]),
+                Some(tls) => {
+                    let plain = decrypt(tls, &self.read_buf[..n])?;
+                    conn.framer.push(&plain);
+                }
+            }
             total += n;
             // On a close (n = 0), what was whole before it is still delivered.
             drain(
@@ -413,6 +440,8 @@ impl Streams {
         for _ in 0..pongs {
             self.write(slot, PONG)?;
         }
+        // Handshake records (and alerts) the session wants sent.
+        self.write(slot, b"")?;
         Ok(delivered)
     }
 
@@ -458,9 +487,26 @@ impl Streams {
         }
     }
 
-    fn write(&mut self, slot: usize, bytes: &[u8]) -> Result<(), Close> {
+    /// Writes `plain` to the connection (through its TLS session, if any; with TLS an empty
+    /// `plain` sends what the session has pending, such as handshake records).
+    fn write(&mut self, slot: usize, plain: &[u8]) -> Result<(), Close> {
         let Some(conn) = self.conns[slot].as_mut() else {
             return Ok(());
+        };
+        let records;
+        let bytes = match conn.tls.as_mut() {
+            None => plain,
+            Some(tls) => {
+                if !plain.is_empty() {
+                    tls.writer().write_all(plain).map_err(|_| Close::Tls)?;
+                }
+                let mut out = Vec::new();
+                while tls.wants_write() {
+                    tls.write_tls(&mut out).map_err(|_| Close::Tls)?;
+                }
+                records = out;
+                &records[..]
+            }
         };
         let mut rest = bytes;
         if conn.unsent.is_empty() {
@@ -556,6 +602,7 @@ impl Streams {
             Close::Peer => self.stats.closed_peer += 1,
             Close::Idle => self.stats.closed_idle += 1,
             Close::Unsent => self.stats.closed_unsent += 1,
+            Close::Tls => self.stats.closed_tls += 1,
             Close::Framing(e) if e.is_oversize() => self.stats.closed_oversize += 1,
             Close::Framing(FrameError::TooManyMessages) => self.stats.closed_over_limit += 1,
             Close::Framing(_) => self.stats.closed_bad_framing += 1,
@@ -624,6 +671,21 @@ fn drain(
             Err(e) => return Err(Close::Framing(e)),
         }
     }
+}
+
+/// Feeds TLS records read from the socket to the session and returns the plaintext they carried.
+fn decrypt(tls: &mut rustls::ServerConnection, mut records: &[u8]) -> Result<Vec<u8>, Close> {
+    let mut plain = Vec::new();
+    while !records.is_empty() {
+        tls.read_tls(&mut records).map_err(|_| Close::Tls)?;
+        tls.process_new_packets().map_err(|_| Close::Tls)?;
+        match tls.reader().read_to_end(&mut plain) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(Close::Tls),
+        }
+    }
+    Ok(plain)
 }
 
 fn ctl(epoll: &OwnedFd, op: i32, fd: RawFd, events: u32, token: u64) -> io::Result<()> {

@@ -157,3 +157,60 @@ fn limits_close_connections_and_count() {
     drop(held);
     engine.shutdown().unwrap();
 }
+
+#[test]
+fn tls_messages_and_keepalives_come_back_encrypted_on_their_connection() {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use std::sync::Arc;
+
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let cert = CertificateDer::from(generated.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der()));
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    for kind in [IoKind::Mmsg, IoKind::Uring] {
+        let cfg = EngineConfig {
+            io: kind,
+            pinning: Pinning::Off,
+            stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            stream_tls: vec![Some(Arc::new(server.clone()))],
+            ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), 1)
+        };
+        let engine = match start(cfg, |_, _| Reflector::new(1)) {
+            Ok(e) => e,
+            Err(e @ EngineError::Backend { .. }) if kind == IoKind::Uring => {
+                eprintln!("skipping the io_uring run: {e}");
+                continue;
+            }
+            Err(e) => panic!("{kind:?}: {e}"),
+        };
+        let addr = engine.stream_addrs()[0];
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let session = rustls::ClientConnection::new(Arc::clone(&client), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(session, connect(addr));
+        tls.write_all(&[OPTIONS, OPTIONS].concat()).unwrap();
+        let mut got = vec![0u8; 2 * OPTIONS.len()];
+        tls.read_exact(&mut got).unwrap();
+        assert_eq!(got, [OPTIONS, OPTIONS].concat(), "{kind:?}");
+        tls.write_all(b"\r\n\r\n").unwrap();
+        let mut pong = [0u8; 2];
+        tls.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"\r\n", "{kind:?}");
+        // Plain TCP on the TLS port is not a TLS record: closed and counted.
+        let mut plain = connect(addr);
+        plain.write_all(OPTIONS).unwrap();
+        assert!(read_n(&mut plain, 1).1, "{kind:?}: closed");
+        wait_for(&engine, 1, |s| s.closed_tls);
+        wait_for(&engine, 2, |s| s.messages);
+        engine.shutdown().unwrap();
+    }
+}
