@@ -23,12 +23,14 @@ pub mod classes;
 pub mod cluster;
 pub mod features;
 pub mod followme;
+mod listen;
 mod locate;
 mod net;
 mod numbers;
 mod raw;
 mod summary;
 pub mod tenancy;
+pub mod tls;
 mod validate;
 
 use std::fmt;
@@ -38,6 +40,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use self::listen::{Listener, TcpConfig};
 use self::net::{parse_host_ip, RouteTable};
 pub use self::net::{Cidr, Domain, NextHop, Route, TrustedPeer};
 pub use self::numbers::{Credential, DidRange, ExtensionPolicy, NumberRange, MAX_NUMBER_WIDTH};
@@ -199,6 +202,8 @@ pub enum ForkMode {
 pub struct ServerConfig {
     /// UDP listen address.
     pub listen: SocketAddr,
+    /// Every `listen` entry: the UDP address above, and the TCP and TLS ones when configured.
+    pub listeners: Vec<Listener>,
     /// Configured domains (the listen address is accepted besides these).
     pub domains: Vec<Domain>,
     /// Shard threads.
@@ -344,6 +349,10 @@ pub struct Config {
     trusted: Vec<TrustedPeer>,
     routes: RouteTable,
     warnings: Vec<String>,
+    /// `[tls]`, loaded (certificate files read when the configuration is).
+    pub tls: Option<tls::TlsConfig>,
+    /// `[tcp]`: limits of TCP and TLS connections.
+    pub tcp: TcpConfig,
 }
 
 impl Config {

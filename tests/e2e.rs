@@ -31,6 +31,8 @@
 //! - `features`: PJSIP agents (pjsua2-python): a caller's answered call moved from device A to
 //!   device B of one extension with `*75` (RFC 3891 Replaces).
 //! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
+//! - `tcp`: OPTIONS and keep-alives over TCP on the UDP port, oversize and idle connections
+//!   closed and counted, SIPp (`-t t1`) registering over TCP.
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
 
@@ -70,3 +72,5 @@ mod restart;
 mod sipp;
 #[path = "e2e/sipvicious.rs"]
 mod sipvicious;
+#[path = "e2e/tcp.rs"]
+mod tcp;

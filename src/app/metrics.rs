@@ -263,13 +263,18 @@ pub fn export_engine(snapshots: &[ShardSnapshot], out: &mut Exposition) {
             &labels,
             Value::Gauge(1),
         );
-        let groups: [(&str, &[&str], Vec<u64>); 3] = [
+        let groups: [(&str, &[&str], Vec<u64>); 4] = [
             ("io", IoStats::NAMES, s.io.to_array().to_vec()),
             ("loop", LoopStats::NAMES, s.looping.to_array().to_vec()),
             (
                 "mailbox",
                 MailboxStats::NAMES,
                 s.mailbox.to_array().to_vec(),
+            ),
+            (
+                "tcp",
+                crate::engine::stream::StreamStats::NAMES,
+                s.streams.to_array().to_vec(),
             ),
         ];
         let mut sink = MetricSink::default();
@@ -318,6 +323,7 @@ fn engine_help(group: &str) -> &'static str {
     match group {
         "io" => "UDP backend counter of the shard (see engine::io::IoStats)",
         "loop" => "Shard loop counter (see engine::shard::LoopStats)",
+        "tcp" => "TCP/TLS connection counter of the shard (see engine::stream::StreamStats)",
         _ => "Cross-shard mailbox counter (see engine::mailbox::MailboxStats)",
     }
 }

@@ -115,6 +115,24 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
         },
         socket_buffer: usize::try_from(s.socket_buffer).unwrap_or(usize::MAX),
         steering: (s.steering == Steering::Auto).then(|| WireParams::of(cfg)),
+        stream_listen: s
+            .listeners
+            .iter()
+            .filter(|l| l.transport.is_stream())
+            .map(|l| l.addr)
+            .collect(),
+        stream_tls: s
+            .listeners
+            .iter()
+            .filter(|l| l.transport.is_stream())
+            .map(|l| match l.transport {
+                crate::core::transport::Transport::Tls => {
+                    cfg.tls.as_ref().map(|t| Arc::clone(&t.server))
+                }
+                _ => None,
+            })
+            .collect(),
+        stream_options: crate::engine::stream::StreamOptions::from_config(&cfg.tcp),
         ..EngineConfig::new(s.listen, s.shards)
     }
 }

@@ -40,7 +40,10 @@ pub struct Diff {
 pub fn diff(old: &Config, new: &Config) -> Diff {
     let (o, n) = (&old.server, &new.server);
     let restart = [
-        ("server.listen", o.listen != n.listen),
+        (
+            "server.listen",
+            o.listen != n.listen || o.listeners != n.listeners,
+        ),
         ("server.shards", o.shards != n.shards),
         ("server.io", o.io != n.io),
         ("server.steering", o.steering != n.steering),
@@ -53,6 +56,8 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
             "auth",
             format!("{:?}", old.auth) != format!("{:?}", new.auth),
         ),
+        ("tls", format!("{:?}", old.tls) != format!("{:?}", new.tls)),
+        ("tcp", old.tcp != new.tcp),
     ];
     let applied = old
         .reloadable_sections()
@@ -84,6 +89,9 @@ pub fn applicable(old: &Config, mut new: Config) -> Config {
     n.pin_cores.clone_from(&o.pin_cores);
     n.socket_buffer = o.socket_buffer;
     n.coalesce = o.coalesce;
+    n.listeners.clone_from(&o.listeners);
+    new.tls.clone_from(&old.tls);
+    new.tcp = old.tcp;
     new.auth.clone_from(&old.auth);
     new.security.clone_from(&old.security);
     if old.same_counter_layout(&new) {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::listen::{parse_listener, Listener};
 use super::net::{
     parse_cidr, parse_domain, parse_next_hop, parse_socket_addr, Cidr, Domain, NextHop,
 };
@@ -49,12 +50,33 @@ pub(super) struct RawConfig {
     pub cluster: Option<RawCluster>,
     #[serde(default)]
     pub features: RawFeatures,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub tcp: RawTcp,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTcp {
+    pub idle_seconds: Option<u64>,
+    pub max_connections_per_source: Option<u32>,
+    pub max_header_bytes: Option<u32>,
+    pub max_body_bytes: Option<u32>,
+    pub max_messages_per_second: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
-    pub listen: Parsed<SocketAddr>,
+    pub listen: OneOrMany<Parsed<Listener>>,
     pub domain: Option<OneOrMany<Parsed<Domain>>>,
     pub shards: Option<u16>,
     pub io: Option<IoBackend>,
@@ -247,6 +269,14 @@ impl FromConfigStr for SocketAddr {
     const EXPECTED: &'static str = "an address such as \"127.0.0.1:5060\" or \"[::1]:5060\"";
     fn from_config_str(text: &str) -> Result<Self, String> {
         parse_socket_addr(text)
+    }
+}
+
+impl FromConfigStr for Listener {
+    const EXPECTED: &'static str =
+        "a listen address such as \"127.0.0.1:5060\" or \"tcp:127.0.0.1:5060\"";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        parse_listener(text)
     }
 }
 

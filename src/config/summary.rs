@@ -10,6 +10,21 @@ impl fmt::Display for Config {
         let s = &self.server;
         writeln!(f, "sipfork would run:")?;
         writeln!(f, "  listen        udp {}", s.listen)?;
+        for l in s.listeners.iter().filter(|l| l.transport.is_stream()) {
+            writeln!(f, "                {} {}", l.transport, l.addr)?;
+        }
+        if let Some(tls) = &self.tls {
+            writeln!(
+                f,
+                "  tls           {} (client certificates {})",
+                tls.cert.display(),
+                if tls.verifies_clients() {
+                    "verified when sent"
+                } else {
+                    "not asked for"
+                }
+            )?;
+        }
         let mut domains: Vec<String> = s.domains.iter().map(Domain::to_string).collect();
         domains.push(format!("{} (listen IP)", s.listen.ip()));
         writeln!(f, "  domains       {}", domains.join(", "))?;

@@ -101,9 +101,46 @@ pub(super) fn parse(text: &str, file: Option<&Path>) -> Result<Config, ConfigErr
     build(raw, &errors)
 }
 
+/// `[tls]` with relative paths taken from the configuration file's directory; a TLS listener
+/// without `[tls]` is an error, `[tls]` without a TLS listener a warning.
+fn build_tls(
+    raw: Option<raw::RawTls>,
+    server: &ServerConfig,
+    e: &Errors<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<super::tls::TlsConfig>, ConfigError> {
+    let has_listener = server
+        .listeners
+        .iter()
+        .any(|l| l.transport == crate::core::transport::Transport::Tls);
+    let Some(raw) = raw else {
+        return if has_listener {
+            Err(e.at(
+                "server.listen",
+                "a tls: listener needs a [tls] section with cert and key (PEM files)",
+            ))
+        } else {
+            Ok(None)
+        };
+    };
+    if !has_listener {
+        warnings.push("[tls] is set but server.listen has no tls: address; it is not used".into());
+    }
+    let base = e.file.and_then(Path::parent);
+    let resolve = |p: std::path::PathBuf| match base {
+        Some(base) if p.is_relative() => base.join(p),
+        _ => p,
+    };
+    super::tls::load(resolve(raw.cert), resolve(raw.key), raw.ca.map(resolve))
+        .map(Some)
+        .map_err(|(key, why)| e.at(key, why))
+}
+
 fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     let server = build_server(raw.server, e, &mut warnings)?;
+    let tls = build_tls(raw.tls, &server, e, &mut warnings)?;
+    let tcp = super::listen::build_tcp(&raw.tcp).map_err(|(key, why)| e.at(key, why))?;
     let registrar = build_registrar(raw.registrar, e)?;
     let auth = build_auth(raw.auth, &server, e)?;
     let proxy = build_proxy(raw.proxy, e)?;
@@ -329,6 +366,8 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         trusted,
         routes,
         warnings,
+        tls,
+        tcp,
     })
 }
 
@@ -337,7 +376,13 @@ fn build_server(
     e: &Errors<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<ServerConfig, ConfigError> {
-    let listen = s.listen.0;
+    let listeners: Vec<super::Listener> = s.listen.0.into_iter().map(|l| l.0).collect();
+    super::listen::check_listeners(&listeners).map_err(|why| e.at("server.listen", why))?;
+    let listen = listeners
+        .iter()
+        .find(|l| l.transport == crate::core::transport::Transport::Udp)
+        .map(|l| l.addr)
+        .expect("check_listeners requires one UDP address");
     let cpus = match &s.pin_cores {
         Some(PinSetting::Cpus(cpus)) => Some(cpus.clone()),
         _ => None,
@@ -452,6 +497,7 @@ fn build_server(
     }
     Ok(ServerConfig {
         listen,
+        listeners,
         domains: s
             .domain
             .map(|d| d.0.into_iter().map(|p| p.0).collect())

@@ -116,6 +116,14 @@ impl Outbox {
         self.transmits.iter().map(|t| (t.to, self.bytes(t)))
     }
 
+    /// Keeps only the datagrams for which `keep(transmit, bytes)` is true, in order (the
+    /// engine takes out what goes over a TCP or TLS connection before the UDP send).
+    pub fn retain(&mut self, mut keep: impl FnMut(&Transmit, &[u8]) -> bool) {
+        let arena = &self.arena;
+        self.transmits
+            .retain(|t| keep(t, &arena[t.bytes.start as usize..t.bytes.end as usize]));
+    }
+
     /// Number of queued datagrams.
     pub fn len(&self) -> usize {
         self.transmits.len()

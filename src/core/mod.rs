@@ -25,6 +25,7 @@ pub mod slab;
 pub mod steer;
 pub mod timer;
 pub mod transaction;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,6 +18,7 @@ pub mod os;
 pub mod persist;
 pub mod shard;
 pub mod steer;
+pub mod stream;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -65,6 +66,12 @@ pub struct EngineConfig {
     pub xdp: Option<io::xdp::XdpOptions>,
     /// Kernel steering ([`steer`]) with these rules; `None`: off.
     pub steering: Option<crate::core::steer::WireParams>,
+    /// TCP listen addresses (one `SO_REUSEPORT` listener per shard on each; see [`stream`]).
+    pub stream_listen: Vec<SocketAddr>,
+    /// For each of `stream_listen`: the rustls configuration when it accepts TLS.
+    pub stream_tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    /// Limits of the TCP connections.
+    pub stream_options: stream::StreamOptions,
 }
 
 impl EngineConfig {
@@ -80,6 +87,9 @@ impl EngineConfig {
             socket_buffer: io::socket::SOCKET_BUFFER,
             xdp: None,
             steering: None,
+            stream_listen: Vec::new(),
+            stream_tls: Vec::new(),
+            stream_options: stream::StreamOptions::default(),
         }
     }
 }
@@ -91,6 +101,8 @@ pub enum EngineError {
     Config(&'static str),
     /// A listen address could not be bound (or is served by another process).
     Bind(io::socket::BindError),
+    /// A TCP listen address could not be bound.
+    BindStream(SocketAddr, std::io::Error),
     /// Creating the cross-shard mesh failed.
     Setup(std::io::Error),
     /// A shard could not open its backend.
@@ -111,6 +123,7 @@ impl fmt::Display for EngineError {
         match self {
             Self::Config(why) => write!(f, "engine config: {why}"),
             Self::Bind(e) => write!(f, "{e}"),
+            Self::BindStream(addr, e) => write!(f, "cannot listen on TCP {addr}: {e}"),
             Self::Setup(e) => write!(f, "engine setup: {e}"),
             Self::Backend { shard, error } => write!(f, "shard {}: {error}", shard.0),
             Self::Spawn(e) => write!(f, "spawning shard thread: {e}"),
@@ -163,6 +176,7 @@ pub struct Engine<H> {
     stats: Vec<Arc<SharedStats>>,
     controller: Controller<H>,
     local_addrs: Vec<SocketAddr>,
+    stream_addrs: Vec<SocketAddr>,
     clock: Clock,
     stopper: StopHandle,
     /// The XDP program of `io = "xdp"`, detached when the engine and its shards are gone.
@@ -224,6 +238,14 @@ where
         state => tracing::info!(steering = state.name(), "datagram steering"),
     }
     let steering = Arc::new(steering);
+    let stream_listeners = stream::bind_stream_listeners(&config.stream_listen, n)
+        .map_err(|(addr, e)| EngineError::BindStream(addr, e))?;
+    let stream_addrs = stream_listeners[0]
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(EngineError::Setup)?;
+    let mut stream_listeners = stream_listeners.into_iter();
     let mesh = Mesh::new(n, config.mailbox_capacity).map_err(EngineError::Setup)?;
     let clock = Clock::start();
     let stop = Arc::new(AtomicBool::new(false));
@@ -254,8 +276,16 @@ where
             ready_tx.clone(),
             Arc::clone(&make_handler),
         );
-        let opts = config.io_options.clone();
+        let mut opts = config.io_options.clone();
         let xdp = xdp.clone();
+        let shard_streams: Vec<_> = stream_listeners
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (l, config.stream_tls.get(i).cloned().flatten()))
+            .collect();
+        let stream_options = config.stream_options;
         let spawned = std::thread::Builder::new()
             .name(format!("sipfork-shard-{i}"))
             .spawn(move || {
@@ -269,6 +299,18 @@ where
                 // SAFETY: prctl with integer arguments only; failure leaves the default slack.
                 unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0) };
                 let waker = Arc::clone(mesh.waker(id));
+                let streams = if shard_streams.is_empty() {
+                    None
+                } else {
+                    match stream::Streams::new(shard_streams, stream_options) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            let _ = ready.send((id, Err(IoSetupError::os("tcp epoll")(e))));
+                            return None;
+                        }
+                    }
+                };
+                opts.stream_fd = streams.as_ref().map(stream::Streams::fd);
                 let opened = match &xdp {
                     Some((att, x)) => io::xdp::XdpBackend::open(i as u32, Arc::clone(att), x, shard_sockets, Arc::clone(&waker), &opts)
                         .map(|b| io::Opened { backend: Box::new(b), fallback_reason: None }),
@@ -296,6 +338,7 @@ where
                     stop,
                     stats: shared,
                     control,
+                    streams,
                 };
                 Some(shard::run(handler, parts))
             });
@@ -332,6 +375,7 @@ where
         stats,
         controller: Controller::new(controls),
         local_addrs,
+        stream_addrs,
         clock,
         stopper,
         _xdp: xdp.map(|(att, _)| att),
@@ -343,6 +387,11 @@ impl<H> Engine<H> {
     /// The bound listen addresses (with the port picked when 0 was asked for).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The bound TCP listen addresses (with the port picked when 0 was asked for).
+    pub fn stream_addrs(&self) -> &[SocketAddr] {
+        &self.stream_addrs
     }
 
     /// The engine clock (its epoch is the start-up time).

@@ -21,6 +21,7 @@ use crate::engine::control::ControlQueue;
 use crate::engine::counters::{counters, Histogram, Published, PublishedHistogram};
 use crate::engine::io::{IoStats, UdpBackend};
 use crate::engine::mailbox::{Mailbox, MailboxStats, Waker};
+use crate::engine::stream::{StreamStats, Streams};
 use crate::time::Instant;
 
 /// What a shard drives: the real `Core`, or a measurement stand-in such as the null reflector.
@@ -90,6 +91,7 @@ pub struct SharedStats {
     looping: Published<{ LoopStats::LEN }>,
     turn_us: PublishedHistogram<{ TURN_US_BOUNDS.len() }>,
     batch: PublishedHistogram<{ BATCH_BOUNDS.len() }>,
+    streams: Published<{ StreamStats::LEN }>,
 }
 
 /// A point-in-time copy of one shard's counters.
@@ -109,6 +111,8 @@ pub struct ShardSnapshot {
     pub turn_us: TurnHistogram,
     /// Datagrams and letters per busy turn ([`BATCH_BOUNDS`]).
     pub batch: BatchHistogram,
+    /// TCP connection counters (zero without TCP listeners).
+    pub streams: StreamStats,
 }
 
 impl ShardSnapshot {
@@ -135,6 +139,7 @@ impl SharedStats {
             looping: LoopStats::from_array(self.looping.load()),
             turn_us: self.turn_us.load(),
             batch: self.batch.load(),
+            streams: StreamStats::from_array(self.streams.load()),
         }
     }
 
@@ -178,6 +183,8 @@ pub struct ShardParts<H> {
     pub stats: Arc<SharedStats>,
     /// Jobs other threads want run on this shard.
     pub control: Arc<ControlQueue<H>>,
+    /// This shard's TCP listeners and connections (its epoll set is in the backend's wait set).
+    pub streams: Option<Streams>,
 }
 
 /// Runs the loop until `stop` is set, then does one last non-blocking turn (handles what is
@@ -192,6 +199,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
         stop,
         stats,
         control,
+        mut streams,
     } = parts;
     stats.set_backend(backend.name());
     let mut counters = LoopStats::default();
@@ -204,7 +212,8 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
         let mut timeout = if stopping {
             Some(Duration::ZERO)
         } else {
-            Clock::timeout_until(now, handler.poll_timeout())
+            let streams_due = streams.as_ref().and_then(|s| s.next_deadline(now));
+            Clock::timeout_until(now, earliest(handler.poll_timeout(), streams_due))
         };
         let parked = timeout != Some(Duration::ZERO);
         if parked {
@@ -226,13 +235,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
             if d.truncated {
                 return handler.handle_oversize(now, datagram);
             }
-            if let Inbound::ForShard(owner) = handler.handle_datagram(now, datagram) {
-                if owner == id {
-                    counters.misrouted += 1;
-                } else {
-                    mailbox.send(owner, datagram); // a full ring or bad id is counted inside
-                }
-            }
+            hand_over(&mut handler, &mut mailbox, &mut counters, id, now, datagram);
         });
         if parked {
             waker.unpark();
@@ -246,6 +249,14 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
         }
         now = batch_now.unwrap_or_else(|| clock.now());
         counters.datagrams += handled;
+        if let Some(s) = streams.as_mut() {
+            // TCP messages count as datagrams: the handler sees them the same way.
+            let messages = s.poll(now, &mut |d| {
+                hand_over(&mut handler, &mut mailbox, &mut counters, id, now, d);
+            }) as u64;
+            handled += messages;
+            counters.datagrams += messages;
+        }
 
         let letters = mailbox.receive(MAILBOX_LIMIT_PER_TURN, |letter| {
             if let Inbound::ForShard(_) = handler.handle_datagram(now, letter.as_datagram()) {
@@ -266,6 +277,11 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
         }
         handler.after_batch(now);
         let out = handler.outbox();
+        if let Some(s) = streams.as_mut() {
+            s.divert(out);
+            s.expire(now);
+            stats.streams.store(s.stats().to_array());
+        }
         if !out.is_empty() {
             if let Err(e) = backend.send(out) {
                 counters.io_errors += 1;
@@ -293,6 +309,31 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
     control.close();
     drop(backend); // io_uring: waits for in-flight sends before its memory goes
     handler
+}
+
+/// One received message to the handler; what belongs to another shard goes to its mailbox.
+fn hand_over<H: Handler>(
+    handler: &mut H,
+    mailbox: &mut Mailbox,
+    counters: &mut LoopStats,
+    id: ShardId,
+    now: Instant,
+    datagram: Datagram<'_>,
+) {
+    if let Inbound::ForShard(owner) = handler.handle_datagram(now, datagram) {
+        if owner == id {
+            counters.misrouted += 1;
+        } else {
+            mailbox.send(owner, datagram); // a full ring or bad id is counted inside
+        }
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The null reflector: answers every datagram with `replies` copies of it to its sender and does

@@ -100,6 +100,8 @@ pub struct Setup {
     pub server_extra: String,
     /// The `[[extensions]]` tables.
     pub extensions: String,
+    /// Also listen on TCP, on the UDP port (`listen = ["udp:…", "tcp:…"]`).
+    pub tcp: bool,
 }
 
 impl Setup {
@@ -115,6 +117,7 @@ impl Setup {
             server_extra: String::new(),
             extensions: "[[extensions]]\nnumbers = \"1000-1999\"\npassword = \"pw-{number}\"\n"
                 .into(),
+            tcp: false,
         }
     }
 }
@@ -189,9 +192,14 @@ impl Appliance {
 
     fn write_config(&self) {
         let s = &self.setup;
+        let listen = if s.tcp {
+            format!("[\"udp:{0}\", \"tcp:{0}\"]", self.sip)
+        } else {
+            format!("\"{}\"", self.sip)
+        };
         let mut toml = format!(
-            "[server]\nlisten = \"{}\"\nshards = {}\nio = \"{}\"\npin_cores = false\nsocket_buffer = \"1MiB\"\n",
-            self.sip,
+            "[server]\nlisten = {}\nshards = {}\nio = \"{}\"\npin_cores = false\nsocket_buffer = \"1MiB\"\n",
+            listen,
             s.shards,
             s.io.config_value()
         );

@@ -28,6 +28,8 @@ use crate::engine::mailbox::Waker;
 
 /// epoll token of the mailbox eventfd (sockets use their index).
 const WAKE_TOKEN: u64 = u64::MAX;
+/// epoll token of the shard's TCP epoll set (read by the shard loop after the wait).
+const STREAM_TOKEN: u64 = u64::MAX - 1;
 /// recvmmsg calls per socket per wait: bounds one turn's work so timers are not starved.
 const MAX_RECV_CALLS_PER_WAIT: usize = 4;
 
@@ -109,6 +111,9 @@ impl MmsgBackend {
             }
         };
         add(waker.fd(), WAKE_TOKEN).map_err(IoSetupError::os("epoll_ctl(eventfd)"))?;
+        if let Some(fd) = opts.stream_fd {
+            add(fd, STREAM_TOKEN).map_err(IoSetupError::os("epoll_ctl(streams)"))?;
+        }
         let mut locals = Vec::with_capacity(sockets.len());
         for (i, s) in sockets.iter().enumerate() {
             s.set_nonblocking(true)
@@ -133,7 +138,7 @@ impl MmsgBackend {
             rx: RawHeaders::new(batch),
             tx: RawHeaders::new(batch),
             tx_addrs: vec![SockAddr::from(unspecified); batch],
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; n_sockets + 1],
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; n_sockets + 2],
             coalescer: Coalescer::new(opts),
             kernel_drops: KernelDrops::new(n_sockets),
             pwait2: true,
@@ -425,6 +430,8 @@ impl UdpBackend for MmsgBackend {
                 self.waker.drain();
                 self.stats.mailbox_wakes += 1;
                 wake.mailbox = true;
+            } else if token == STREAM_TOKEN {
+                // The shard loop polls its TCP connections after every wait.
             } else {
                 wake.received += self.receive(token as usize, sink);
             }

@@ -178,6 +178,9 @@ pub struct IoOptions {
     pub coalesce: Option<Duration>,
     /// io_uring: ask for `SINGLE_ISSUER | DEFER_TASKRUN` (falls back without them).
     pub defer_taskrun: bool,
+    /// The shard's TCP epoll set (`engine::stream`): a wait also ends when it is readable; the
+    /// shard loop reads the connections after the wait.
+    pub stream_fd: Option<std::os::fd::RawFd>,
 }
 
 impl Default for IoOptions {
@@ -189,6 +192,7 @@ impl Default for IoOptions {
             batch: 64,
             coalesce: Some(Duration::from_micros(100)),
             defer_taskrun: true,
+            stream_fd: None,
         }
     }
 }

@@ -51,6 +51,8 @@ const TAG_RECV: u64 = 1 << 56;
 const TAG_SEND: u64 = 2 << 56;
 const TAG_WAKE: u64 = 3 << 56;
 const TAG_CANCEL: u64 = 4 << 56;
+/// Poll on the shard's TCP epoll set (`engine::stream`), read by the shard loop after the wait.
+const TAG_STREAM: u64 = 5 << 56;
 /// `struct io_uring_recvmsg_out` that the kernel writes before name, control and payload.
 const RECVMSG_OUT_LEN: usize = 16;
 /// Submission queue entries; sends beyond this flush the queue mid-batch.
@@ -169,6 +171,8 @@ pub struct UringBackend {
     disarmed: usize,
     waker: Arc<Waker>,
     wake_armed: bool,
+    stream_fd: Option<std::os::fd::RawFd>,
+    stream_armed: bool,
     free_slots: Vec<u32>,
     inflight_sends: usize,
     /// CQEs reaped but not processed yet (by `send` waiting for a free slot).
@@ -293,6 +297,19 @@ impl UringBackend {
             .user_data(TAG_WAKE);
         self.push(&sqe)?;
         self.wake_armed = true;
+        Ok(())
+    }
+
+    fn arm_stream(&mut self) -> io::Result<()> {
+        let Some(fd) = self.stream_fd else {
+            return Ok(());
+        };
+        let sqe = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(TAG_STREAM);
+        self.push(&sqe)?;
+        self.stream_armed = true;
         Ok(())
     }
 
@@ -470,6 +487,7 @@ impl UringBackend {
             match cqe.user_data() & TAG_MASK {
                 TAG_RECV => wake.received += usize::from(self.complete_recv(cqe, sink)),
                 TAG_SEND => self.complete_send(cqe),
+                TAG_STREAM if !cqueue::more(cqe.flags()) => self.stream_armed = false,
                 TAG_WAKE => {
                     if !cqueue::more(cqe.flags()) {
                         self.wake_armed = false;
@@ -498,6 +516,9 @@ impl UringBackend {
         if !self.wake_armed {
             self.arm_wake()?;
         }
+        if !self.stream_armed {
+            self.arm_stream()?;
+        }
         Ok(wake)
     }
 
@@ -511,8 +532,10 @@ impl UringBackend {
         let deadline = Instant::now() + TEARDOWN_WAIT;
         let mut cancel_done = !cancel_pushed;
         loop {
-            let busy =
-                self.inflight_sends > 0 || self.wake_armed || self.recv_armed.iter().any(|&a| a);
+            let busy = self.inflight_sends > 0
+                || self.wake_armed
+                || self.stream_armed
+                || self.recv_armed.iter().any(|&a| a);
             if !busy && cancel_done {
                 return true;
             }
@@ -539,6 +562,7 @@ impl UringBackend {
                         self.complete_recv(&cqe, &mut ignore);
                     }
                     TAG_WAKE if !cqueue::more(cqe.flags()) => self.wake_armed = false,
+                    TAG_STREAM if !cqueue::more(cqe.flags()) => self.stream_armed = false,
                     TAG_CANCEL => cancel_done = true,
                     _ => {}
                 }
@@ -592,6 +616,8 @@ impl Parts {
             sockets,
             waker,
             wake_armed: false,
+            stream_fd: opts.stream_fd,
+            stream_armed: false,
             inflight_sends: 0,
             pending: Vec::with_capacity(usize::from(opts.recv_buffers) * 2),
             batch: opts.batch,
@@ -625,6 +651,8 @@ impl UringBackend {
         }
         self.arm_wake()
             .map_err(|e| format!("arming wake poll: {e}"))?;
+        self.arm_stream()
+            .map_err(|e| format!("arming stream poll: {e}"))?;
         let ts = Timespec::new();
         let args = SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(1, &args) {

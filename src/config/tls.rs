@@ -1,0 +1,227 @@
+//! `[tls]`: the certificate chain and key (PEM) the TLS listener presents, and optionally the CA
+//! certificates client certificates are checked against. Read while the configuration is loaded,
+//! so `check-config` finds a bad file and a reload (SIGHUP) reads and checks the files again: a
+//! renewed certificate shows as a changed `tls` section, which (like the listeners) the running
+//! shards take only at a restart.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use sha2::{Digest, Sha256};
+
+/// The TLS listener's credentials, loaded.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// Certificate chain file (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Private key file (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) client certificates are verified against; `None` asks for none.
+    pub ca: Option<PathBuf>,
+    /// The rustls server configuration built from them (TLS 1.2 and 1.3, ring provider).
+    pub server: Arc<rustls::ServerConfig>,
+    /// SHA-256 of the files' contents, so a reload sees a renewed certificate as a change.
+    fingerprint: [u8; 32],
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("ca", &self.ca)
+            .field("fingerprint", &hex(&self.fingerprint[..8]))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    /// Whether client certificates are requested (and verified against `ca` when presented).
+    pub fn verifies_clients(&self) -> bool {
+        self.ca.is_some()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A problem with one of the `[tls]` keys: the key and why.
+pub(super) type TlsError = (&'static str, String);
+
+/// Reads the files and builds the rustls configuration.
+pub(super) fn load(
+    cert: PathBuf,
+    key: PathBuf,
+    ca: Option<PathBuf>,
+) -> Result<TlsConfig, TlsError> {
+    let read = |name: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|e| (name, format!("cannot read {}: {e}", path.display())))
+    };
+    let cert_pem = read("tls.cert", &cert)?;
+    let key_pem = read("tls.key", &key)?;
+    let ca_pem = ca.as_deref().map(|p| read("tls.ca", p)).transpose()?;
+
+    let chain = certificates("tls.cert", &cert, &cert_pem)?;
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        (
+            "tls.key",
+            format!("{}: no usable private key in PEM ({e})", key.display()),
+        )
+    })?;
+    // ring, not aws-lc-rs: it builds without cmake and NASM on every target the project ships
+    // for; rustls marks it deprecated only for its lack of post-quantum key exchange.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ("tls", format!("TLS versions: {e}")))?;
+    let builder = match (&ca, &ca_pem) {
+        (Some(path), Some(pem)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certificates("tls.ca", path, pem)? {
+                roots.add(c).map_err(|e| {
+                    (
+                        "tls.ca",
+                        format!("{}: not a CA certificate: {e}", path.display()),
+                    )
+                })?;
+            }
+            // A client certificate is asked for and verified when sent; phones without one
+            // still connect (digest authentication applies to them as over UDP).
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| ("tls.ca", format!("{}: {e}", path.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let server = builder.with_single_cert(chain, private).map_err(|e| {
+        (
+            "tls.key",
+            format!("the key does not go with the certificate: {e}"),
+        )
+    })?;
+
+    let mut h = Sha256::new();
+    for part in [Some(&cert_pem), Some(&key_pem), ca_pem.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    Ok(TlsConfig {
+        cert,
+        key,
+        ca,
+        server: Arc::new(server),
+        fingerprint: h.finalize().into(),
+    })
+}
+
+fn certificates(
+    name: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| (name, format!("{}: bad PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err((
+            name,
+            format!("{}: no CERTIFICATE in the PEM file", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    /// A fresh directory with a self-signed certificate for `127.0.0.1` (`cert.pem`, `key.pem`).
+    fn certificate_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sipfork-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), c.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), c.key_pair.serialize_pem()).unwrap();
+        dir
+    }
+
+    fn load(dir: &std::path::Path, toml: &str) -> Result<Config, ConfigError> {
+        let path = dir.join("sipfork.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::load(&path)
+    }
+
+    const LISTEN: &str = "[server]\nlisten = [\"127.0.0.1:5060\", \"tcp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n[auth]\nmode = \"none\"\n";
+
+    #[test]
+    fn certificates_load_relative_to_the_file_and_a_renewal_is_a_change() {
+        let dir = certificate_dir("load");
+        let text = format!("{LISTEN}[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n");
+        let first = load(&dir, &text).unwrap_or_else(|e| panic!("{e}"));
+        let tls = first.tls.as_ref().expect("[tls] loaded");
+        assert_eq!(tls.cert, dir.join("cert.pem"));
+        assert!(!tls.verifies_clients());
+        let same = load(&dir, &text).unwrap();
+        assert_eq!(format!("{:?}", first.tls), format!("{:?}", same.tls));
+        // A renewed certificate (same paths) reads as a changed `tls` section on reload.
+        let renewed = certificate_dir("renewed");
+        std::fs::copy(renewed.join("cert.pem"), dir.join("cert.pem")).unwrap();
+        std::fs::copy(renewed.join("key.pem"), dir.join("key.pem")).unwrap();
+        let after = load(&dir, &text).unwrap();
+        assert_ne!(format!("{:?}", first.tls), format!("{:?}", after.tls));
+        let diff = crate::app::reload::diff(&first, &after);
+        assert_eq!(diff.need_restart, ["tls"]);
+        assert!(diff.applied.is_empty(), "{diff:?}");
+        // Client certificates are asked for once a CA is named.
+        let with_ca = load(&dir, &format!("{text}ca = \"cert.pem\"\n")).unwrap();
+        assert!(with_ca.tls.unwrap().verifies_clients());
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&renewed).unwrap();
+    }
+
+    #[test]
+    fn bad_files_name_the_key() {
+        let dir = certificate_dir("bad");
+        let err = |toml: &str| match load(&dir, toml) {
+            Err(ConfigError::Invalid { key, why, .. }) => (key, why),
+            other => panic!("expected an error, got {other:?}"),
+        };
+        let (key, why) = err(&format!(
+            "{LISTEN}[tls]\ncert = \"missing.pem\"\nkey = \"key.pem\"\n"
+        ));
+        assert_eq!(key, "tls.cert");
+        assert!(why.contains("missing.pem"), "{why}");
+        let (key, _) = err(&format!(
+            "{LISTEN}[tls]\ncert = \"key.pem\"\nkey = \"key.pem\"\n"
+        ));
+        assert_eq!(key, "tls.cert");
+        let (key, _) = err(&format!(
+            "{LISTEN}[tls]\ncert = \"cert.pem\"\nkey = \"cert.pem\"\n"
+        ));
+        assert_eq!(key, "tls.key");
+        let other = certificate_dir("other");
+        let (key, why) = err(&format!(
+            "{LISTEN}[tls]\ncert = \"cert.pem\"\nkey = \"{}\"\n",
+            other.join("key.pem").display()
+        ));
+        assert_eq!(key, "tls.key");
+        assert!(why.contains("does not go with"), "{why}");
+        // A tls: listener needs [tls].
+        let (key, why) = err(LISTEN);
+        assert_eq!(key, "server.listen");
+        assert!(why.contains("[tls]"), "{why}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&other).unwrap();
+    }
+}

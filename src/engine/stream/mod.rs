@@ -1,0 +1,703 @@
+//! TCP beside UDP, served by the shard loops (RFC 3261 §18: a proxy speaks both).
+//!
+//! Every shard binds its own `SO_REUSEPORT` listener on each TCP address, so the kernel spreads
+//! new connections over the shards and each connection is owned, read and written by the shard
+//! that accepted it. A shard's listeners and connections sit in one level-triggered epoll set
+//! ([`Streams::fd`]) that the shard's UDP backend watches beside its sockets; after each wait the
+//! loop calls [`Streams::poll`], which accepts, reads, cuts the bytes into messages with the
+//! sans-IO framer (`core::transport::framer`) and hands each message to the handler as it hands
+//! a datagram (source: the connection's peer address). [`Streams::divert`] takes out of the
+//! outbox what the handler addressed to a peer with an open connection and writes it there, so
+//! responses go back on the connection the request came on and a device registered over TCP is
+//! reached over its own connection while it is up.
+//!
+//! Limits, each counted in [`StreamStats`] when it closes a connection: the framer's (header
+//! block, body, messages per second), an idle timeout, connections per source address and per
+//! shard, and unsent bytes per connection (a peer that does not read).
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::core::io::{Datagram, Outbox};
+use crate::core::transport::framer::{Frame, FrameError, Framer, Limits, PONG};
+use crate::engine::counters::counters;
+use crate::time::{Duration, Instant};
+
+/// Stream limits of a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Framing limits per connection.
+    pub limits: Limits,
+    /// A connection that delivered nothing for this long is closed.
+    pub idle: Duration,
+    /// Open connections per source IP address (per shard).
+    pub max_per_source: u32,
+    /// Open connections per shard.
+    pub max_connections: u32,
+    /// Unsent bytes a connection may hold before it is closed (its peer is not reading).
+    pub max_unsent: usize,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            limits: Limits::default(),
+            idle: Duration::from_secs(300),
+            max_per_source: 64,
+            max_connections: 10_000,
+            max_unsent: 1 << 20,
+        }
+    }
+}
+
+impl StreamOptions {
+    /// The `[tcp]` settings.
+    pub fn from_config(c: &crate::config::TcpConfig) -> Self {
+        StreamOptions {
+            limits: Limits {
+                max_header: c.max_header_bytes as usize,
+                max_body: c.max_body_bytes as usize,
+                max_per_second: c.max_messages_per_second,
+            },
+            idle: c.idle,
+            max_per_source: c.max_connections_per_source,
+            ..StreamOptions::default()
+        }
+    }
+}
+
+counters! {
+/// Stream counters of one shard.
+pub struct StreamStats {
+    /// Connections accepted.
+    pub accepted,
+    /// Connections refused at accept: the source already holds `max_per_source`.
+    pub refused_per_source,
+    /// Connections refused at accept: the shard holds `max_connections`.
+    pub refused_full,
+    /// Messages framed and handed to the handler.
+    pub messages,
+    /// CRLFCRLF keep-alive pings answered with CRLF.
+    pub pings,
+    /// Messages written to a connection.
+    pub sent,
+    /// Connections the peer closed (or reset).
+    pub closed_peer,
+    /// Connections closed after `idle` without a message.
+    pub closed_idle,
+    /// Connections closed for a header block or body over the limit.
+    pub closed_oversize,
+    /// Connections closed for more messages per second than allowed.
+    pub closed_over_limit,
+    /// Connections closed for a missing or malformed Content-Length.
+    pub closed_bad_framing,
+    /// Connections closed because their peer did not read what was sent.
+    pub closed_unsent,
+    /// TLS connections closed for a failed handshake or a bad record.
+    pub closed_tls,
+}
+}
+
+/// Binds one `SO_REUSEPORT` TCP listener per shard on each address (port 0: the first bind
+/// picks the port, the others share it).
+pub fn bind_stream_listeners(
+    addrs: &[SocketAddr],
+    shards: usize,
+) -> Result<Vec<Vec<TcpListener>>, (SocketAddr, io::Error)> {
+    let mut per_shard: Vec<Vec<TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
+    for &addr in addrs {
+        let mut bound = addr;
+        for listeners in per_shard.iter_mut() {
+            let l = bind_one(bound).map_err(|e| (addr, e))?;
+            bound = l.local_addr().map_err(|e| (addr, e))?;
+            listeners.push(l);
+        }
+    }
+    Ok(per_shard)
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// epoll tokens below this are listeners (their index); from it on, connection slots.
+const CONN_BASE: u64 = 1 << 32;
+/// Bytes read from one connection per poll at most, so one sender cannot hold the shard.
+const READ_PER_POLL: usize = 256 << 10;
+/// Connections accepted per listener per poll at most.
+const ACCEPT_PER_POLL: usize = 64;
+/// epoll events taken per poll.
+const EVENTS: usize = 256;
+/// How often idle connections are looked for.
+const SWEEP: Duration = Duration::from_secs(1);
+
+struct Conn {
+    sock: TcpStream,
+    /// The TLS session of a connection accepted on a TLS listener.
+    tls: Option<Box<rustls::ServerConnection>>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    framer: Framer,
+    unsent: Vec<u8>,
+    last_message: Instant,
+    writable_armed: bool,
+    /// Framing failed: no more reads; closed once what the handler answered is written.
+    closing: Option<Close>,
+}
+
+/// Why a connection is closed.
+#[derive(Clone, Copy, Debug)]
+enum Close {
+    Peer,
+    Idle,
+    Framing(FrameError),
+    Unsent,
+    Tls,
+}
+
+/// A shard's TCP listeners and connections.
+pub struct Streams {
+    epoll: OwnedFd,
+    listeners: Vec<(TcpListener, SocketAddr, Option<Arc<rustls::ServerConfig>>)>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    by_peer: HashMap<SocketAddr, usize>,
+    per_source: HashMap<IpAddr, u32>,
+    opts: StreamOptions,
+    stats: StreamStats,
+    events: Vec<libc::epoll_event>,
+    read_buf: Vec<u8>,
+    next_sweep: Instant,
+    /// A connection still had bytes to read when its poll budget ran out.
+    more: bool,
+    /// Connections whose framing failed, closed at the end of [`Streams::divert`].
+    closing: Vec<usize>,
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streams")
+            .field("listeners", &self.listeners.len())
+            .field("connections", &self.by_peer.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Streams {
+    /// Watches `listeners` (this shard's) in a new epoll set; a listener with a rustls
+    /// configuration accepts TLS.
+    pub fn new(
+        listeners: Vec<(TcpListener, Option<Arc<rustls::ServerConfig>>)>,
+        opts: StreamOptions,
+    ) -> io::Result<Streams> {
+        // SAFETY: epoll_create1 takes no pointers; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut with_addrs = Vec::with_capacity(listeners.len());
+        for (i, (l, tls)) in listeners.into_iter().enumerate() {
+            l.set_nonblocking(true)?;
+            ctl(
+                &epoll,
+                libc::EPOLL_CTL_ADD,
+                l.as_raw_fd(),
+                libc::EPOLLIN as u32,
+                i as u64,
+            )?;
+            let local = l.local_addr()?;
+            with_addrs.push((l, local, tls));
+        }
+        Ok(Streams {
+            epoll,
+            listeners: with_addrs,
+            conns: Vec::new(),
+            free: Vec::new(),
+            by_peer: HashMap::new(),
+            per_source: HashMap::new(),
+            opts,
+            stats: StreamStats::default(),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
+            read_buf: vec![0; 64 << 10],
+            next_sweep: Instant::FAR_FUTURE,
+            more: false,
+            closing: Vec::new(),
+        })
+    }
+
+    /// The epoll set's descriptor: readable while a listener or connection is ready (the UDP
+    /// backend puts it in its own wait set).
+    pub fn fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// The listeners' addresses.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(_, a, _)| *a).collect()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> StreamStats {
+        self.stats
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    /// Whether a connection to `peer` is open.
+    pub fn has_peer(&self, peer: SocketAddr) -> bool {
+        self.by_peer.contains_key(&peer)
+    }
+
+    /// When [`Streams::expire`] next has work, or now when input is left to read.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        if self.more {
+            Some(now)
+        } else if self.by_peer.is_empty() {
+            None
+        } else {
+            Some(self.next_sweep)
+        }
+    }
+
+    /// Accepts and reads whatever is ready without blocking; every whole message goes to
+    /// `deliver`. Returns the number of messages delivered.
+    pub fn poll(&mut self, now: Instant, deliver: &mut dyn FnMut(Datagram<'_>)) -> usize {
+        self.more = false;
+        // SAFETY: `events` is a live buffer of `EVENTS` entries; a zero timeout never blocks.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                EVENTS as i32,
+                0,
+            )
+        };
+        let mut delivered = 0;
+        for k in 0..usize::try_from(n).unwrap_or(0) {
+            let ev = self.events[k];
+            let (token, flags) = (ev.u64, ev.events);
+            if token < CONN_BASE {
+                self.accept(token as usize, now);
+                continue;
+            }
+            let slot = (token - CONN_BASE) as usize;
+            if flags & libc::EPOLLOUT as u32 != 0 {
+                if let Err(why) = self.flush(slot) {
+                    self.close(slot, why);
+                    continue;
+                }
+            }
+            if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                match self.read(slot, now, deliver) {
+                    Ok(n) => delivered += n,
+                    Err(why @ Close::Framing(_)) => self.close_after_answers(slot, why),
+                    Err(why) => self.close(slot, why),
+                }
+            }
+        }
+        delivered
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        for _ in 0..ACCEPT_PER_POLL {
+            let (sock, peer) = match self.listeners[index].0.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return, // ECONNABORTED, EMFILE: the next poll tries again
+            };
+            let local = self.listeners[index].1;
+            let tls = match &self.listeners[index].2 {
+                None => None,
+                Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
+                    Ok(session) => Some(Box::new(session)),
+                    Err(_) => {
+                        self.stats.closed_tls += 1;
+                        continue;
+                    }
+                },
+            };
+            if self.by_peer.len() >= self.opts.max_connections as usize {
+                self.stats.refused_full += 1;
+                continue; // dropped: closed
+            }
+            let from_source = self.per_source.entry(peer.ip()).or_insert(0);
+            if *from_source >= self.opts.max_per_source {
+                self.stats.refused_per_source += 1;
+                continue;
+            }
+            if sock.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let _ = sock.set_nodelay(true);
+            *from_source += 1;
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            let token = CONN_BASE + slot as u64;
+            if ctl(
+                &self.epoll,
+                libc::EPOLL_CTL_ADD,
+                sock.as_raw_fd(),
+                libc::EPOLLIN as u32,
+                token,
+            )
+            .is_err()
+            {
+                self.release_source(peer.ip());
+                self.free.push(slot);
+                continue;
+            }
+            self.conns[slot] = Some(Conn {
+                sock,
+                tls,
+                peer,
+                local,
+                framer: Framer::new(self.opts.limits),
+                unsent: Vec::new(),
+                last_message: now,
+                writable_armed: false,
+                closing: None,
+            });
+            // A peer reconnecting from the same address replaces its old connection's entry.
+            if let Some(old) = self.by_peer.insert(peer, slot) {
+                self.close_slot_only(old);
+            }
+            if self.next_sweep == Instant::FAR_FUTURE {
+                self.next_sweep = now + SWEEP;
+            }
+            self.stats.accepted += 1;
+        }
+        self.more = true; // more may be waiting in the backlog
+    }
+
+    fn read(
+        &mut self,
+        slot: usize,
+        now: Instant,
+        deliver: &mut dyn FnMut(Datagram<'_>),
+    ) -> Result<usize, Close> {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return Ok(0);
+        };
+        let mut total = 0;
+        let mut delivered = 0;
+        let mut pongs = 0;
+        loop {
+            let n = match conn.sock.read(&mut self.read_buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Close::Peer),
+            };
+            match conn.tls.as_mut() {
+                None => conn.framer.push(&self.read_buf[..n]),
+                Some(tls) => {
+                    let plain = decrypt(tls, &self.read_buf[..n])?;
+                    conn.framer.push(&plain);
+                }
+            }
+            total += n;
+            // On a close (n = 0), what was whole before it is still delivered.
+            drain(
+                conn,
+                now,
+                deliver,
+                &mut self.stats,
+                &mut delivered,
+                &mut pongs,
+            )?;
+            if n == 0 {
+                return Err(Close::Peer);
+            }
+            if total >= READ_PER_POLL {
+                self.more = true;
+                break;
+            }
+        }
+        for _ in 0..pongs {
+            self.write(slot, PONG)?;
+        }
+        // Handshake records (and alerts) the session wants sent.
+        self.write(slot, b"")?;
+        Ok(delivered)
+    }
+
+    /// Stops reading a connection whose framing failed; the answers to the messages it
+    /// delivered before still go out on it ([`Streams::divert`]), then it is closed.
+    fn close_after_answers(&mut self, slot: usize, why: Close) {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        if conn.closing.is_none() {
+            conn.closing = Some(why);
+            let _ = ctl(
+                &self.epoll,
+                libc::EPOLL_CTL_DEL,
+                conn.sock.as_raw_fd(),
+                0,
+                0,
+            );
+            self.closing.push(slot);
+        }
+    }
+
+    /// Moves every transmit addressed to a peer with an open connection from `out` onto that
+    /// connection; what is left goes out over UDP.
+    pub fn divert(&mut self, out: &mut Outbox) {
+        if self.by_peer.is_empty() {
+            return;
+        }
+        out.retain(|t, bytes| {
+            let Some(&slot) = self.by_peer.get(&t.to) else {
+                return true;
+            };
+            match self.write(slot, bytes) {
+                Ok(()) => self.stats.sent += 1,
+                Err(why) => self.close(slot, why),
+            }
+            false
+        });
+        for slot in std::mem::take(&mut self.closing) {
+            if let Some(why) = self.conns[slot].as_ref().and_then(|c| c.closing) {
+                self.close(slot, why);
+            }
+        }
+    }
+
+    /// Writes `plain` to the connection (through its TLS session, if any; with TLS an empty
+    /// `plain` sends what the session has pending, such as handshake records).
+    fn write(&mut self, slot: usize, plain: &[u8]) -> Result<(), Close> {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return Ok(());
+        };
+        let records;
+        let bytes = match conn.tls.as_mut() {
+            None => plain,
+            Some(tls) => {
+                if !plain.is_empty() {
+                    tls.writer().write_all(plain).map_err(|_| Close::Tls)?;
+                }
+                let mut out = Vec::new();
+                while tls.wants_write() {
+                    tls.write_tls(&mut out).map_err(|_| Close::Tls)?;
+                }
+                records = out;
+                &records[..]
+            }
+        };
+        let mut rest = bytes;
+        if conn.unsent.is_empty() {
+            while !rest.is_empty() {
+                match conn.sock.write(rest) {
+                    Ok(0) => return Err(Close::Peer),
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Err(Close::Peer),
+                }
+            }
+        }
+        if rest.is_empty() || conn.closing.is_some() {
+            return Ok(()); // a closing connection gets what the socket takes at once
+        }
+        if conn.unsent.len() + rest.len() > self.opts.max_unsent {
+            return Err(Close::Unsent);
+        }
+        conn.unsent.extend_from_slice(rest);
+        if !conn.writable_armed {
+            conn.writable_armed = true;
+            let fd = conn.sock.as_raw_fd();
+            ctl(
+                &self.epoll,
+                libc::EPOLL_CTL_MOD,
+                fd,
+                (libc::EPOLLIN | libc::EPOLLOUT) as u32,
+                CONN_BASE + slot as u64,
+            )
+            .map_err(|_| Close::Peer)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, slot: usize) -> Result<(), Close> {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return Ok(());
+        };
+        while !conn.unsent.is_empty() {
+            match conn.sock.write(&conn.unsent) {
+                Ok(0) => return Err(Close::Peer),
+                Ok(n) => {
+                    conn.unsent.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Close::Peer),
+            }
+        }
+        conn.writable_armed = false;
+        let fd = conn.sock.as_raw_fd();
+        ctl(
+            &self.epoll,
+            libc::EPOLL_CTL_MOD,
+            fd,
+            libc::EPOLLIN as u32,
+            CONN_BASE + slot as u64,
+        )
+        .map_err(|_| Close::Peer)
+    }
+
+    /// Closes connections idle for longer than the idle timeout (looked at once a second).
+    pub fn expire(&mut self, now: Instant) {
+        if now < self.next_sweep {
+            return;
+        }
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, c)| {
+                c.as_ref()
+                    .filter(|c| now.saturating_since(c.last_message) >= self.opts.idle)
+                    .map(|_| slot)
+            })
+            .collect();
+        for slot in idle {
+            self.close(slot, Close::Idle);
+        }
+        self.next_sweep = if self.by_peer.is_empty() {
+            Instant::FAR_FUTURE
+        } else {
+            now + SWEEP
+        };
+    }
+
+    fn close(&mut self, slot: usize, why: Close) {
+        if self.conns.get(slot).is_none_or(Option::is_none) {
+            return;
+        }
+        match why {
+            Close::Peer => self.stats.closed_peer += 1,
+            Close::Idle => self.stats.closed_idle += 1,
+            Close::Unsent => self.stats.closed_unsent += 1,
+            Close::Tls => self.stats.closed_tls += 1,
+            Close::Framing(e) if e.is_oversize() => self.stats.closed_oversize += 1,
+            Close::Framing(FrameError::TooManyMessages) => self.stats.closed_over_limit += 1,
+            Close::Framing(_) => self.stats.closed_bad_framing += 1,
+        }
+        if let Some(conn) = &self.conns[slot] {
+            if self.by_peer.get(&conn.peer) == Some(&slot) {
+                self.by_peer.remove(&conn.peer);
+            }
+        }
+        self.close_slot_only(slot);
+    }
+
+    /// Drops the connection in `slot` (its socket closes) without counting.
+    fn close_slot_only(&mut self, slot: usize) {
+        if let Some(conn) = self.conns[slot].take() {
+            let _ = ctl(
+                &self.epoll,
+                libc::EPOLL_CTL_DEL,
+                conn.sock.as_raw_fd(),
+                0,
+                0,
+            );
+            self.release_source(conn.peer.ip());
+            self.free.push(slot);
+        }
+    }
+
+    fn release_source(&mut self, ip: IpAddr) {
+        if let Some(n) = self.per_source.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Hands every whole message the framer holds to `deliver`; counts pings for the caller to
+/// answer once the framer is no longer borrowed.
+fn drain(
+    conn: &mut Conn,
+    now: Instant,
+    deliver: &mut dyn FnMut(Datagram<'_>),
+    stats: &mut StreamStats,
+    delivered: &mut usize,
+    pongs: &mut usize,
+) -> Result<(), Close> {
+    loop {
+        match conn.framer.next_frame(now) {
+            Ok(None) => return Ok(()),
+            Ok(Some(Frame::Ping)) => {
+                stats.pings += 1;
+                *pongs += 1;
+                conn.last_message = now;
+            }
+            Ok(Some(Frame::Message(bytes))) => {
+                stats.messages += 1;
+                *delivered += 1;
+                conn.last_message = now;
+                deliver(Datagram {
+                    from: conn.peer,
+                    local: conn.local,
+                    bytes,
+                });
+            }
+            Err(e) => return Err(Close::Framing(e)),
+        }
+    }
+}
+
+/// Feeds TLS records read from the socket to the session and returns the plaintext they carried.
+fn decrypt(tls: &mut rustls::ServerConnection, mut records: &[u8]) -> Result<Vec<u8>, Close> {
+    let mut plain = Vec::new();
+    while !records.is_empty() {
+        tls.read_tls(&mut records).map_err(|_| Close::Tls)?;
+        tls.process_new_packets().map_err(|_| Close::Tls)?;
+        match tls.reader().read_to_end(&mut plain) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(Close::Tls),
+        }
+    }
+    Ok(plain)
+}
+
+fn ctl(epoll: &OwnedFd, op: i32, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: valid epoll fd and watched fd, pointer to a live epoll_event (ignored for DEL).
+    let rc = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd, &mut ev) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests;
