@@ -10,6 +10,8 @@
 //! - `properties`: byte mutations of every vector never panic, and accessors agree with each other.
 //! - `sequences`: the `core_sequences` fuzz target's invariants (no panic, bounded state, every
 //!   call ends) on its committed seeds (`fuzz/seeds/core_sequences`) and on proptest input.
+//! - `overload`: shedding (503 + Retry-After, what is never shed, RFC 7339 `oc`) and the
+//!   per-source rate limit on virtual time.
 //! - `registrar`: REGISTER handling through `Core` on virtual time (§10.3 steps, limits, instance
 //!   replacement, 423, digest, expiry, persistence, RFC 4475 registrar vectors, REGISTER flows).
 
@@ -23,6 +25,8 @@ mod flows;
 mod followme;
 #[path = "core/forking.rs"]
 mod forking;
+#[path = "core/overload.rs"]
+mod overload;
 #[path = "core/policy.rs"]
 mod policy;
 #[path = "core/properties.rs"]

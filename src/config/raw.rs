@@ -46,6 +46,8 @@ pub(super) struct RawConfig {
     pub trusted: Vec<RawTrusted>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub overload: super::overload::RawOverload,
 }
 
 #[derive(Deserialize)]

@@ -103,6 +103,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let auth = build_auth(raw.auth, &server, e)?;
     let proxy = build_proxy(raw.proxy, e)?;
     let security = build_security(raw.security, e)?;
+    let overload = super::overload::build(raw.overload).map_err(|(key, why)| e.at(&key, why))?;
     let policy = build_policy(raw.policy, raw.emergency, e)?;
     let tenancy = build_tenancy(server.max_public_calls, raw.tenants, e)?;
     let mut device_classes = DeviceClasses::default();
@@ -303,6 +304,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         proxy,
         security,
         policy,
+        overload,
         ledger: std::sync::Arc::new(crate::core::policy::ledger::Ledger::new(
             &tenancy,
             extensions.lines(),
