@@ -13,6 +13,7 @@ pub(super) struct RawOverload {
     pub busy_high: Option<u32>,
     pub busy_low: Option<u32>,
     pub backlog_high: Option<u32>,
+    pub backlog_share: Option<u32>,
     pub step_up: Option<u32>,
     pub step_down: Option<u32>,
     pub max_reduction: Option<u32>,
@@ -35,8 +36,11 @@ pub struct OverloadConfig {
     pub busy_high: u32,
     /// A window below this percent busy (and without backlog) lowers the reduction.
     pub busy_low: u32,
-    /// A turn that handled at least this many datagrams and letters shows a backlog: overloaded.
+    /// A turn that handled at least this many datagrams and letters took a full batch.
     pub backlog_high: u32,
+    /// A window in which at least this percent of the busy turns were full is overloaded (the
+    /// receive queue never drained).
+    pub backlog_share: u32,
     /// Percentage points the reduction rises per overloaded window.
     pub step_up: u32,
     /// Percentage points it falls per calm window.
@@ -64,7 +68,8 @@ impl Default for OverloadConfig {
             window: Duration::from_millis(100),
             busy_high: 90,
             busy_low: 70,
-            backlog_high: 256,
+            backlog_high: 48,
+            backlog_share: 90,
             step_up: 10,
             step_down: 2,
             max_reduction: 95,
@@ -114,6 +119,7 @@ pub(super) fn build(raw: RawOverload) -> Result<OverloadConfig, (String, String)
         busy_high,
         busy_low,
         backlog_high: range("backlog_high", raw.backlog_high, d.backlog_high, 1, 1 << 20)?,
+        backlog_share: range("backlog_share", raw.backlog_share, d.backlog_share, 1, 100)?,
         step_up: range("step_up", raw.step_up, d.step_up, 1, 100)?,
         step_down: range("step_down", raw.step_down, d.step_down, 1, 100)?,
         max_reduction: range("max_reduction", raw.max_reduction, d.max_reduction, 1, 100)?,

@@ -4,9 +4,15 @@
 //! datagrams and letters it handled) with the turn's `now`; [`Overload::observe`] judges them per
 //! window of `[overload] window_ms` against the configured thresholds and moves the *reduction*
 //! (the percentage of new INVITEs refused, RFC 7339's "loss" algorithm) up by `step_up` after an
-//! overloaded window (busy at least `busy_high` %, or a turn with `backlog_high` datagrams
-//! waiting), down by `step_down` after a calm one (below `busy_low` % and no backlog), and holds it
-//! in between. The refusals are spread evenly (an accumulator, not a dice roll), so a test on
+//! overloaded window, down by `step_down` after a calm one, and holds it in between.
+//!
+//! Overloaded: the receive queue never drained in the window — at least `backlog_share` % of
+//! its (at least [`MIN_TURNS`]) busy turns each handled `backlog_high` or more datagrams and
+//! letters (a full batch: the backends take up to 64 per turn) — or the loop worked `busy_high` %
+//! of the window with datagrams queued. Calm: below `busy_low` % busy and fewer than half the
+//! turns full. (Measured under a cgroup CPU cap, the loop's own work time is a poor signal: most
+//! of a shard's CPU is kernel work inside the wait, and a throttled shard stalls anywhere; a
+//! queue that never drains is the signal that holds.) The refusals are spread evenly (an accumulator, not a dice roll), so a test on
 //! virtual time sees exactly which requests are shed.
 //!
 //! The per-source limit is a GCRA token bucket per source IP (`rate_limit` requests/s, bursts of
@@ -41,6 +47,9 @@ pub enum Shed {
     Register,
 }
 
+/// Busy turns a window needs before its share of full turns counts (one burst is no backlog).
+pub const MIN_TURNS: u32 = 8;
+
 /// Labels of `sipfork_overload_shed_total{method}`.
 const SHED_METHODS: [&str; 2] = ["INVITE", "REGISTER"];
 
@@ -56,6 +65,12 @@ pub struct Overload {
     window_start: Option<Instant>,
     window_busy: Duration,
     window_backlog: u64,
+    window_turns: u32,
+    window_full: u32,
+    /// The last judged window: percent busy, and the most datagrams and letters one turn handled.
+    last_busy_pct: u32,
+    last_backlog: u64,
+    last_full_pct: u32,
     /// Bumped whenever the reduction changes (RFC 7339 `oc-seq` goes with it).
     changes: u64,
     /// Per source IP: the GCRA theoretical arrival time (µs).
@@ -83,6 +98,11 @@ impl Overload {
             window_start: None,
             window_busy: Duration::ZERO,
             window_backlog: 0,
+            window_turns: 0,
+            window_full: 0,
+            last_busy_pct: 0,
+            last_backlog: 0,
+            last_full_pct: 0,
             changes: 0,
             buckets: HashMap::new(),
             last_sweep: Instant::ZERO,
@@ -121,21 +141,37 @@ impl Overload {
         let start = *self.window_start.get_or_insert(now);
         self.window_busy += sample.worked;
         self.window_backlog = self.window_backlog.max(sample.handled);
+        if sample.handled > 0 {
+            self.window_turns += 1;
+            if sample.handled >= u64::from(cfg.backlog_high) {
+                self.window_full += 1;
+            }
+        }
         let span = now.saturating_since(start);
         if span < cfg.window {
             return;
         }
         let busy_pct = (self.window_busy.as_micros() * 100 / span.as_micros().max(1)) as u32;
-        let backlog = self.window_backlog >= u64::from(cfg.backlog_high);
+        let full_pct = self.window_full * 100 / self.window_turns.max(1);
+        let backlog = self.window_turns >= MIN_TURNS && full_pct >= cfg.backlog_share;
+        // Busy alone is no overload: a shard that was preempted (wall-clock work time grows on a
+        // crowded machine) while handling a few datagrams has nothing to shed; one that is busy
+        // *and* finds datagrams queued (an eighth of `backlog_high`) is falling behind.
+        let queued = self.window_backlog >= u64::from((cfg.backlog_high / 8).max(1));
+        self.last_busy_pct = busy_pct;
+        self.last_backlog = self.window_backlog;
+        self.last_full_pct = full_pct;
+        self.window_turns = 0;
+        self.window_full = 0;
         self.window_start = Some(now);
         self.window_busy = Duration::ZERO;
         self.window_backlog = 0;
         if self.pinned || !cfg.enabled {
             return;
         }
-        let next = if busy_pct >= cfg.busy_high || backlog {
+        let next = if (busy_pct >= cfg.busy_high && queued) || backlog {
             (self.reduction + cfg.step_up).min(cfg.max_reduction)
-        } else if busy_pct < cfg.busy_low {
+        } else if busy_pct < cfg.busy_low && full_pct < 50 {
             self.reduction.saturating_sub(cfg.step_down)
         } else {
             self.reduction
@@ -224,6 +260,24 @@ impl Overload {
             "Current load level: percent of new INVITEs refused with 503 (0: not shedding)",
             labels,
             u64::from(self.reduction),
+        );
+        sink.gauge(
+            "sipfork_overload_busy_pct",
+            "Percent of the last load window the shard's loop worked",
+            labels,
+            u64::from(self.last_busy_pct),
+        );
+        sink.gauge(
+            "sipfork_overload_full_turns_pct",
+            "Percent of the last load window's busy turns that handled a full batch (backlog_high)",
+            labels,
+            u64::from(self.last_full_pct),
+        );
+        sink.gauge(
+            "sipfork_overload_backlog",
+            "Most datagrams and letters one loop turn handled in the last load window",
+            labels,
+            self.last_backlog,
         );
         for (i, method) in SHED_METHODS.iter().enumerate() {
             let mut l = labels.to_vec();
@@ -370,7 +424,7 @@ mod tests {
         let mut now = Instant::ZERO;
         let busy = LoadSample {
             worked: crate::time::ms(95),
-            handled: 10,
+            handled: 40,
         };
         o.observe(&cfg, now, LoadSample::default());
         now += crate::time::ms(100);
@@ -378,6 +432,17 @@ mod tests {
         assert_eq!(o.reduction(), 10);
         now += crate::time::ms(100);
         o.observe(&cfg, now, busy);
+        assert_eq!(o.reduction(), 20);
+        // Busy with nothing queued (a preempted shard): held, not raised.
+        now += crate::time::ms(100);
+        o.observe(
+            &cfg,
+            now,
+            LoadSample {
+                worked: crate::time::ms(99),
+                handled: 2,
+            },
+        );
         assert_eq!(o.reduction(), 20);
         // Between busy_low and busy_high: held.
         now += crate::time::ms(100);
@@ -393,14 +458,36 @@ mod tests {
         now += crate::time::ms(100);
         o.observe(&cfg, now, LoadSample::default());
         assert_eq!(o.reduction(), 18);
-        // A backlog alone is overload.
+        // A queue that never drains is overload, however little the loop's own work: ten full
+        // turns in the window.
+        for _ in 0..10 {
+            o.observe(
+                &cfg,
+                now,
+                LoadSample {
+                    worked: crate::time::ms(0),
+                    handled: 64,
+                },
+            );
+        }
         now += crate::time::ms(100);
         o.observe(
             &cfg,
             now,
             LoadSample {
                 worked: crate::time::ms(1),
-                handled: 300,
+                handled: 64,
+            },
+        );
+        assert_eq!(o.reduction(), 28);
+        // One burst (a single full turn) is not: held.
+        now += crate::time::ms(100);
+        o.observe(
+            &cfg,
+            now,
+            LoadSample {
+                worked: crate::time::ms(1),
+                handled: 64,
             },
         );
         assert_eq!(o.reduction(), 28);
