@@ -6,7 +6,6 @@
 #
 # usage: loadtest/scripts/overload.sh [DURATION_S (20)]
 # Environment:
-#   TARGET (sipfork)     sipfork | kamailio (the anchor, benches/anchors/kamailio; no /health)
 #   QUOTA_US (10000) PERIOD_US (100000)   the cap: a tenth of a CPU
 #   RAMP (100:1000:100)  the knee search (FROM:TO:STEP calls/s, stops at the first failing rate)
 #   KNEE (none)          skip the search and take this zero-failure rate
@@ -16,7 +15,7 @@
 # duration and drain; the proxy is stopped by PID and the cgroup removed at the end.
 set -euo pipefail
 DUR=${1:-20}
-TARGET=${TARGET:-sipfork}
+TARGET=sipfork
 QUOTA_US=${QUOTA_US:-10000}; PERIOD_US=${PERIOD_US:-100000}
 RAMP=${RAMP:-100:1000:100}; MULTS=${MULTS:-1.5 2 3}
 PRESET=${PRESET:-fork3}; PROFILE=${PROFILE:-ci}
@@ -26,7 +25,6 @@ mkdir -p "$OUT"
 (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p sipfork -p sipfork-load)
 SF=$ROOT/target/$PROFILE/sipfork
 LT=$ROOT/target/$PROFILE/sipfork-load
-K=$ROOT/benches/anchors/kamailio
 NS=ovl$$
 CG=""
 PID=""
@@ -35,7 +33,6 @@ log() { echo "[$(date +%T)] $*" >&2; }
 
 cleanup() {
   [[ -n $PID ]] && kill -TERM "$PID" 2>/dev/null || true
-  [[ $TARGET == kamailio ]] && ip netns exec $NS "$K/stop_kamailio.sh" >/dev/null 2>&1 || true
   sleep 0.5
   ip netns del $NS 2>/dev/null || true
   [[ -n $CG ]] && rmdir "$CG" 2>/dev/null || true
@@ -65,30 +62,22 @@ cpu_us() {  # CPU time of every thread of $PID, µs (schedstat: DECISIONS.md "Me
 }
 
 ip netns add $NS; ip netns exec $NS ip link set lo up
-case $TARGET in
-  sipfork)
-    "$LT" proxy-config --preset "$PRESET" > "$OUT/sipfork.toml"
-    sed -i '0,/^\[server\]/s//[server]\nadmin = "127.0.0.1:8080"/' "$OUT/sipfork.toml"
-    # The shell joins the cgroup, then becomes the proxy (every thread it starts is in it).
-    SIPFORK_LOG=warn setsid bash -c "echo \$\$ > $CG/cgroup.procs; exec ip netns exec $NS $SF --config $OUT/sipfork.toml" \
-      > "$OUT/sipfork.log" 2>&1 &
-    PID=$!
-    for _ in $(seq 1 100); do
-      ip netns exec $NS curl -sf --max-time 1 http://127.0.0.1:8080/health >/dev/null 2>&1 && break
-      sleep 0.1
-    done ;;
-  kamailio)
-    ip netns exec $NS "$K/start_kamailio.sh" 4 2048 > "$OUT/kamailio.log" 2>&1
-    PID=$(cat "$K/run/kamailio.pid")
-    for p in $(pgrep -s "$(ps -o sid= -p "$PID" | tr -d ' ')" || echo "$PID"); do echo "$p" > "$CG/cgroup.procs"; done ;;
-  *) echo "TARGET: sipfork or kamailio" >&2; exit 2 ;;
-esac
+"$LT" proxy-config --preset "$PRESET" > "$OUT/sipfork.toml"
+sed -i '0,/^\[server\]/s//[server]\nadmin = "127.0.0.1:8080"/' "$OUT/sipfork.toml"
+# The shell joins the cgroup, then becomes the proxy (every thread it starts is in it).
+SIPFORK_LOG=warn setsid bash -c "echo \$\$ > $CG/cgroup.procs; exec ip netns exec $NS $SF --config $OUT/sipfork.toml" \
+  > "$OUT/sipfork.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 100); do
+  ip netns exec $NS curl -sf --max-time 1 http://127.0.0.1:8080/health >/dev/null 2>&1 && break
+  sleep 0.1
+done
 grep -qx "$PID" "$CG/cgroup.procs" || { log "the proxy is not in the cgroup"; exit 1; }
 
 if [[ -z ${KNEE:-} ]]; then
   log "knee search $RAMP (${DUR} s each)"
   ip netns exec $NS "$LT" sweep --preset "$PRESET" --ramp "$RAMP" --duration "$DUR" \
-    --label "$TARGET-knee" --out "$OUT" --quiet > "$OUT/knee.txt" || true
+    --max 1000000 --label "$TARGET-knee" --out "$OUT" --quiet > "$OUT/knee.txt" || true
   KNEE=$(python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['knee'] or 0))" "$OUT/$TARGET-knee-sweep.json")
 fi
 (( KNEE > 0 )) || { log "no rate passed under the cap"; exit 1; }
@@ -106,7 +95,7 @@ for m in 1 $MULTS; do
   label="$TARGET-x$m-r$rate"
   log "offering ${m}x = $rate calls/s"
   th0=$(throttled); cpu0=$(cpu_us); t0=$(date +%s%N)
-  ip netns exec $NS "$LT" run --preset "$PRESET" --rate "$rate" --duration "$DUR" \
+  ip netns exec $NS "$LT" run --preset "$PRESET" --rate "$rate" --duration "$DUR" --max $((rate * DUR)) \
     --label "$label" --out "$OUT" --quiet > "$OUT/$label.summary.txt" 2>&1 &
   run=$!
   ok=0; asked=0
@@ -131,7 +120,8 @@ import json, sys
 path, m, rate, knee, dur, ok, asked, cpu_milli, thr = sys.argv[1:]
 r = json.load(open(path))
 v = r["verdicts"]
-dur = float(dur)
+# The load phase: calls started at the offered rate (the preset's `max` could end it early).
+dur = r["counters"]["started"] / float(rate)
 refused = sum(s["counts"].get("refused_503", 0) for s in r["timeline"])
 good = v["ok"] / dur
 other = (v["failed"] - refused) / dur

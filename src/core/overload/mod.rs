@@ -422,74 +422,43 @@ mod tests {
         let cfg = cfg();
         let mut o = Overload::new();
         let mut now = Instant::ZERO;
-        let busy = LoadSample {
-            worked: crate::time::ms(95),
-            handled: 40,
+        // One turn at `now` that worked `ms` and handled `handled` datagrams.
+        let mut turn = |o: &mut Overload, now: Instant, ms: u64, handled: u64| {
+            let worked = crate::time::ms(ms);
+            o.observe(&cfg, now, LoadSample { worked, handled });
         };
-        o.observe(&cfg, now, LoadSample::default());
-        now += crate::time::ms(100);
-        o.observe(&cfg, now, busy);
-        assert_eq!(o.reduction(), 10);
-        now += crate::time::ms(100);
-        o.observe(&cfg, now, busy);
-        assert_eq!(o.reduction(), 20);
-        // Busy with nothing queued (a preempted shard): held, not raised.
-        now += crate::time::ms(100);
-        o.observe(
-            &cfg,
-            now,
-            LoadSample {
-                worked: crate::time::ms(99),
-                handled: 2,
-            },
-        );
-        assert_eq!(o.reduction(), 20);
-        // Between busy_low and busy_high: held.
-        now += crate::time::ms(100);
-        o.observe(
-            &cfg,
-            now,
-            LoadSample {
-                worked: crate::time::ms(80),
-                handled: 1,
-            },
-        );
-        assert_eq!(o.reduction(), 20);
-        now += crate::time::ms(100);
-        o.observe(&cfg, now, LoadSample::default());
-        assert_eq!(o.reduction(), 18);
-        // A queue that never drains is overload, however little the loop's own work: ten full
-        // turns in the window.
-        for _ in 0..10 {
-            o.observe(
-                &cfg,
-                now,
-                LoadSample {
-                    worked: crate::time::ms(0),
-                    handled: 64,
-                },
-            );
+        turn(&mut o, now, 0, 0);
+        // (advance one window, last turn's work, its datagrams, the reduction after it)
+        let windows: [(u64, u64, u32, &str); 4] = [
+            (95, 40, 10, "busy with datagrams queued"),
+            (95, 40, 20, "again"),
+            (
+                99,
+                2,
+                20,
+                "busy with nothing queued (a preempted shard): held",
+            ),
+            (80, 1, 20, "between busy_low and busy_high: held"),
+        ];
+        for (ms, handled, after, why) in windows {
+            now += crate::time::ms(100);
+            turn(&mut o, now, ms, handled);
+            assert_eq!(o.reduction(), after, "{why}");
         }
         now += crate::time::ms(100);
-        o.observe(
-            &cfg,
-            now,
-            LoadSample {
-                worked: crate::time::ms(1),
-                handled: 64,
-            },
-        );
+        turn(&mut o, now, 0, 0);
+        assert_eq!(o.reduction(), 18, "calm");
+        // A queue that never drains is overload, however little the loop's own work: eleven
+        // full turns in the window.
+        for _ in 0..10 {
+            turn(&mut o, now, 0, 64);
+        }
+        now += crate::time::ms(100);
+        turn(&mut o, now, 1, 64);
         assert_eq!(o.reduction(), 28);
         // One burst (a single full turn) is not: held.
         now += crate::time::ms(100);
-        o.observe(
-            &cfg,
-            now,
-            LoadSample {
-                worked: crate::time::ms(1),
-                handled: 64,
-            },
-        );
+        turn(&mut o, now, 1, 64);
         assert_eq!(o.reduction(), 28);
     }
 
@@ -545,8 +514,9 @@ mod tests {
         assert!(text.contains(
             "branch=z9hG4bKa;oc=40;oc-validity=500;oc-seq=1282321615.781;oc-algo=\"loss\", SIP/2.0/UDP 10.0.0.2"
         ));
-        let plain = resp.to_vec().iter().copied().collect::<Vec<u8>>();
-        let plain = String::from_utf8(plain).unwrap().replace(";oc,", ",");
+        let plain = String::from_utf8(resp.to_vec())
+            .unwrap()
+            .replace(";oc,", ",");
         let mut buf = plain.into_bytes();
         assert!(!add_oc_params(&mut buf, 0, 40, 500, 1));
     }
