@@ -423,7 +423,7 @@ mod tests {
         let mut o = Overload::new();
         let mut now = Instant::ZERO;
         // One turn at `now` that worked `ms` and handled `handled` datagrams.
-        let mut turn = |o: &mut Overload, now: Instant, ms: u64, handled: u64| {
+        let turn = |o: &mut Overload, now: Instant, ms: u64, handled: u64| {
             let worked = crate::time::ms(ms);
             o.observe(&cfg, now, LoadSample { worked, handled });
         };
