@@ -27,6 +27,7 @@ mod listen;
 mod locate;
 mod net;
 mod numbers;
+pub mod overload;
 mod raw;
 mod summary;
 pub mod tenancy;
@@ -335,6 +336,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// `[[tenants]]` under the server level.
     pub tenancy: tenancy::Tenancy,
+    /// `[overload]`.
+    pub overload: overload::OverloadConfig,
     /// Live public calls per tenancy level, shared by every shard of the process.
     pub ledger: std::sync::Arc<crate::core::policy::ledger::Ledger>,
     /// Trunk source addresses and the number of the trunk extension each belongs to.
@@ -445,6 +448,11 @@ impl Config {
     /// Provisioned ranges in number order.
     pub fn extension_ranges(&self) -> impl Iterator<Item = NumberRange> + '_ {
         self.extensions.ranges()
+    }
+
+    /// True when `ip` is the next hop of a `[[routes]]` entry (a carrier peer).
+    pub fn is_route_hop(&self, ip: IpAddr) -> bool {
+        self.routes.iter().any(|r| r.next_hop.addr.ip() == ip)
     }
 
     /// True when requests from `ip` are not challenged.

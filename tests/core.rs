@@ -11,6 +11,8 @@
 //! - `sequences`: the `core_sequences` fuzz target's invariants (no panic, bounded state, every
 //!   call ends) on its committed seeds (`fuzz/seeds/core_sequences`) and on proptest input.
 //! - `cluster`: forking across two nodes' cores, cluster marks and their attacks (issue 18).
+//! - `overload`: shedding (503 + Retry-After, what is never shed, RFC 7339 `oc`) and the
+//!   per-source rate limit on virtual time.
 //! - `registrar`: REGISTER handling through `Core` on virtual time (§10.3 steps, limits, instance
 //!   replacement, 423, digest, expiry, persistence, RFC 4475 registrar vectors, REGISTER flows).
 
@@ -32,6 +34,8 @@ mod followme;
 mod forking;
 #[path = "core/keepalive.rs"]
 mod keepalive;
+#[path = "core/overload.rs"]
+mod overload;
 #[path = "core/policy.rs"]
 mod policy;
 #[path = "core/properties.rs"]

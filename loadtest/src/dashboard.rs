@@ -480,6 +480,11 @@ pub fn run_page(r: &RunResult) -> String {
             Series::line("started", PALETTE[0], counts(|c| c.started)),
             Series::line("completed", PALETTE[2], counts(|c| c.completed)),
             Series::line("failed", PALETTE[1], counts(|c| c.failed)),
+            Series::dashed(
+                "503 (shed, by arrival)",
+                PALETTE[3],
+                counts(|c| c.refused_503),
+            ),
         ],
     };
     let datagrams = Chart {

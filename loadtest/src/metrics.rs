@@ -99,6 +99,10 @@ pub struct Counts {
     /// Calls that ended at the caller with a caller-side failure (wrong final, timeout).
     #[serde(default)]
     pub caller_failed: u64,
+    /// Calls whose first final was a `503` (a shedding or limiting proxy), counted in the second
+    /// the 503 arrived.
+    #[serde(default)]
+    pub refused_503: u64,
 }
 
 impl Counts {
@@ -114,6 +118,7 @@ impl Counts {
         self.lost += o.lost;
         self.caller_completed += o.caller_completed;
         self.caller_failed += o.caller_failed;
+        self.refused_503 += o.refused_503;
     }
 }
 

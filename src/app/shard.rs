@@ -373,6 +373,11 @@ impl Handler for Shard {
         self.core.poll_timeout()
     }
 
+    fn observe_load(&mut self, now: Instant, worked: std::time::Duration, handled: u64) {
+        let sample = crate::core::overload::LoadSample { worked, handled };
+        self.core.observe_load(now, sample);
+    }
+
     fn outbox(&mut self) -> &mut Outbox {
         self.core.outbox()
     }

@@ -53,6 +53,8 @@ pub(super) struct RawConfig {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub tcp: RawTcp,
+    #[serde(default)]
+    pub overload: super::overload::RawOverload,
 }
 
 #[derive(Deserialize, Default)]

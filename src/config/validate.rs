@@ -151,6 +151,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         .transpose()?;
     let features = super::features::build(raw.features.move_code, raw.features.join)
         .map_err(|(key, why)| e.at(key, why))?;
+    let overload = super::overload::build(raw.overload).map_err(|(key, why)| e.at(&key, why))?;
     let policy = build_policy(raw.policy, raw.emergency, e)?;
     let tenancy = build_tenancy(server.max_public_calls, raw.tenants, e)?;
     let mut device_classes = DeviceClasses::default();
@@ -352,6 +353,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         security,
         cluster,
         policy,
+        overload,
         ledger: std::sync::Arc::new(crate::core::policy::ledger::Ledger::new(
             &tenancy,
             extensions.lines(),

@@ -14,6 +14,7 @@ pub mod io;
 pub mod metrics;
 pub mod notice;
 pub mod number;
+pub mod overload;
 pub mod persist;
 pub mod policy;
 pub mod proxy;
@@ -203,6 +204,8 @@ pub struct Core {
     drain_refused: u64,
     /// `[cluster]`: the directory snapshot in use and the cluster counters.
     cluster: cluster::Cluster,
+    /// Shedding and per-source rate limits (`overload`).
+    overload: overload::Overload,
 }
 
 /// A core split into disjointly borrowed parts: the shared context and each handler.
@@ -262,6 +265,7 @@ impl Core {
             drain: None,
             drain_refused: 0,
             cluster: cluster::Cluster::default(),
+            overload: overload::Overload::new(),
         };
         core.configure_keepalive(now);
         core
@@ -302,6 +306,23 @@ impl Core {
     /// CANCEL, ACK, REGISTER, responses) is handled as usual.
     pub fn set_draining(&mut self, retry_after: Option<u32>) {
         self.drain = retry_after;
+    }
+
+    /// Sets the load level directly: `Some(percent)` of new INVITEs (and REGISTERs beyond
+    /// `[overload] register_share`) are refused with 503 until `set_load(None)` hands the level
+    /// back to the engine's samples ([`Core::observe_load`]).
+    pub fn set_load(&mut self, reduction: Option<u32>) {
+        self.overload.set_reduction(reduction);
+    }
+
+    /// One loop turn's load as the engine measured it; moves the load level per `[overload]`.
+    pub fn observe_load(&mut self, now: Instant, sample: overload::LoadSample) {
+        self.overload.observe(&self.cfg.overload, now, sample);
+    }
+
+    /// The load level now: percent of new INVITEs refused (0: not shedding).
+    pub fn load_level(&self) -> u32 {
+        self.overload.reduction()
     }
 
     /// The configuration in force.
@@ -493,6 +514,17 @@ impl Core {
 
     /// Handles one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) -> Inbound {
+        // The per-source limit looks at the source before any parsing (responses are exempt:
+        // they only match transactions of ours).
+        if !sip::looks_like_response(d.bytes)
+            && !self
+                .overload
+                .source_within_rate(&self.cfg.overload, now, d.from.ip())
+            && !overload::exempt_source(&self.cfg, self.env.local, d.from, d.bytes)
+        {
+            self.overload.count_rate_limited();
+            return Inbound::Handled;
+        }
         // Indexed in place (`parse_into`): the 1 KiB index is not moved out of a `Result`.
         let mut msg = sip::Message::empty();
         if let Err(err) = sip::parse_into(&mut msg, d.bytes) {
@@ -596,6 +628,25 @@ impl Core {
         from: SocketAddr,
     ) {
         let drain = self.drain;
+        // Shedding (`overload`): decided before any handler runs; a new INVITE is refused where
+        // the drain refuses it (after retransmissions, CANCEL, ACK and in-dialog requests are
+        // matched), a REGISTER before the registrar. Emergency calls are never shed.
+        let shed = match e.method {
+            Method::Invite
+                if e.to.tag.is_none()
+                    && !self
+                        .cfg
+                        .policy
+                        .is_emergency(&number::of_uri(&e.request_uri)) =>
+            {
+                self.overload
+                    .sheds(&self.cfg.overload, overload::Shed::Invite)
+            }
+            Method::Register => self
+                .overload
+                .sheds(&self.cfg.overload, overload::Shed::Register),
+            _ => false,
+        };
         // A spiral: sipfork forwarded this request to itself (a follow-me stage ringing another
         // extension's devices); it was authenticated and admitted on its first pass.
         let spiral = from == self.env.local;
@@ -635,6 +686,9 @@ impl Core {
             cluster,
         } = self.parts(now);
         if e.method == Method::Register {
+            if shed {
+                return self.refuse_overloaded(now, msg, from);
+            }
             let (ops, outs) = (cx.persist.len(), cx.out.len());
             registrar.handle_register(&mut cx, auth, msg, e, from);
             return self.after_register(now, ops, outs);
@@ -651,6 +705,9 @@ impl Core {
             // and only to the dialog's other leg (proxy/dialog.rs). Not challenged: the token is
             // the proof (DECISIONS.md).
             return proxy.in_dialog(&mut cx, msg, e, from);
+        }
+        if shed {
+            return self.refuse_overloaded(now, msg, from);
         }
         if let (Some(secs), Method::Invite) = (drain, e.method) {
             let retry_after = format!("Retry-After: {secs}\r\n");
@@ -909,6 +966,15 @@ impl Core {
         proxy.start_call(&mut cx, msg, e, from, targets, plan);
     }
 
+    /// A new request refused because the shard is overloaded (`overload::refuse`).
+    fn refuse_overloaded(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
+        let reduction = self.overload.reduction();
+        let mut cx = self.cx(now);
+        if overload::refuse(&mut cx, msg, from, reduction) {
+            self.overload.count_oc();
+        }
+    }
+
     /// Fires every due timer, in deadline order.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(key) = self.timers.poll_expired(now) {
@@ -998,6 +1064,7 @@ impl Core {
             &labels,
             self.drain_refused,
         );
+        self.overload.export_metrics(sink, &labels);
         if self.env.shard.0 == 0 {
             // The ledger is shared by every shard: written once.
             self.export_ledger(sink);

@@ -40,6 +40,9 @@ pub trait Handler {
     /// Called once per turn after input and timers and before the sends (e.g. journal write-out,
     /// so a 200 OK never leaves before its binding reached the kernel).
     fn after_batch(&mut self, _now: Instant) {}
+    /// The load of the turn that started at `now`: how long it worked and how many datagrams
+    /// and letters it handled (what was waiting). Feeds overload control (`core::overload`).
+    fn observe_load(&mut self, _now: Instant, _worked: Duration, _handled: u64) {}
 }
 
 counters! {
@@ -300,6 +303,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
         let worked = clock.now().saturating_since(now);
         hist.turn_us
             .observe(&TURN_US_BOUNDS, worked.as_micros() as u64);
+        handler.observe_load(now, worked, handled + letters as u64);
         stats.publish(&backend.stats(), &mailbox.stats(), &counters, &hist);
         if stopping {
             break;

@@ -203,7 +203,12 @@ impl World {
 
     /// Adds a phone at `127.0.0.1:port` acting for `user`.
     pub fn add_phone(&mut self, name: &str, user: &str, port: u16) -> PhoneId {
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        self.add_phone_at(name, user, ([127, 0, 0, 1], port).into())
+    }
+
+    /// Adds a phone at `addr` (another source address, e.g. for per-source limits).
+    pub fn add_phone_at(&mut self, name: &str, user: &str, addr: SocketAddr) -> PhoneId {
+        let port = addr.port();
         let id = PhoneId(self.phones.len());
         self.phones.push(Phone::new(
             name,
@@ -255,6 +260,11 @@ impl World {
     /// The shard cores (for assertions on their state).
     pub fn cores(&self) -> &[Core] {
         &self.cores
+    }
+
+    /// Shard `i`'s core, to steer it (e.g. `Core::set_load`).
+    pub fn core_mut(&mut self, i: usize) -> &mut Core {
+        &mut self.cores[i]
     }
 
     /// Drops the next `n` datagrams whose first line starts with `start_line` (and whose CSeq

@@ -438,6 +438,10 @@ impl CallerSide {
                 call.non2xx_finals += 1;
                 if call.final_status == 0 {
                     call.final_status = status;
+                    if status == 503 {
+                        // A refusal (shedding, a limit): per second of the answer, not the start.
+                        ctx.metrics.count(now, |k| k.refused_503 += 1);
+                    }
                 } else if !duplicate {
                     call.conflicting_finals += 1;
                 }
