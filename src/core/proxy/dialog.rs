@@ -13,19 +13,20 @@
 //!
 //! Invariant: per-dialog state is one small record per answered device inside its call (the To
 //! tag's hash, the start time, the answering branch), released by a BYE through us or by the
-//! maximum call duration; the concurrent-call counts of the policy work are derived from these.
+//! maximum call duration (which sends a BYE to both legs: `expiry.rs`, with the little it keeps
+//! per call for that); the concurrent-call counts of the policy work are derived from these.
 
 use std::net::SocketAddr;
 
-use super::call::{AnswerFate, Branch, BranchRole, Call, Cancel, Client, Dialog};
-use super::{sched, uri_destination, uri_is_us, write_our_via, Event, ForkPlan, ForkTarget, Proxy};
+pub(super) mod expiry;
+
+use super::call::{AnswerFate, BranchRole, Call, Dialog};
+use super::{uri_destination, uri_is_us, write_our_via, Event, ForkPlan, ForkTarget, Proxy};
 use crate::config::NatMode;
 use crate::core::cdr::{self, Cause};
 use crate::core::context::Cx;
 use crate::core::route::ROUTE_TOKEN_PARAM;
 use crate::core::slab::Key;
-use crate::core::transaction::client_non_invite::ClientNonInvite;
-use crate::core::transaction::TxnSlot;
 use crate::core::TimerKey;
 use crate::sip::build::{self, Forward, InDialog, ViaFix};
 use crate::sip::{Essentials, HeaderName, Message, Method, Uri};
@@ -223,6 +224,10 @@ impl Proxy {
             return;
         };
         call.dialog_timer = None;
+        self.bye_both_legs(cx, key);
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         let n = call.dialogs.len();
         call.dialogs.clear();
         call.holds.release();
@@ -267,6 +272,15 @@ impl Proxy {
             self.count(Event::InDialogRefused);
             return crate::core::reply::no_such_transaction(cx, req, from);
         };
+        if let Some(call) = self.calls.get_mut(key) {
+            let from_caller = e
+                .from
+                .tag
+                .is_some_and(|t| tag_hash(cx, t) == call.caller_tag);
+            if let Some(ends) = call.ends.as_deref_mut() {
+                ends.saw(from_caller, e.cseq.number);
+            }
+        }
         if e.method == Method::Bye {
             self.end_dialog(cx, key, e);
         }
@@ -374,24 +388,7 @@ impl Proxy {
             },
             &mut bytes,
         );
-        cx.out.push(leg.dest, &bytes);
-        let mut s = sched(cx, key, TxnSlot::Branch(j as u8));
-        let client = Client::NonInvite(ClientNonInvite::start(&mut s));
-        call.branches.push(Branch {
-            role: BranchRole::Bye,
-            target: leg.dest,
-            client,
-            request: Some(bytes.into_boxed_slice()),
-            ack: None,
-            timer_c: None,
-            provisional: false,
-            cancel: Cancel::No,
-            final_status: None,
-            group: call.group,
-            answer: None,
-            to_tag: None,
-            remote_target: None,
-        });
+        expiry::send_bye(cx, call, key, leg.dest, bytes);
     }
 
     /// Sends (again) the ACK for a 2xx of branch `i` that sipfork tears down.

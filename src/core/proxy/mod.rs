@@ -495,6 +495,7 @@ impl Proxy {
             extra: plan.extra.into(),
             holds: plan.holds,
             cdr: plan.cdr,
+            ends: None,
         };
         let key = self.calls.insert(call);
         self.index.insert(server_key, key);

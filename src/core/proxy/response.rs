@@ -259,6 +259,7 @@ impl Proxy {
             } else {
                 Event::Answered
             });
+            self.keep_ends(cx, key, i, resp);
             self.forward_2xx(cx, key, resp);
             self.add_dialog(cx, key, i, resp);
             if outcome == Outcome::Pending {
