@@ -11,8 +11,8 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sipfork::sip::{parse, Message};
+use criterion::{criterion_group, Criterion, Throughput};
+use sipfork::sip::{parse, parse_into, Message};
 
 /// Joins header lines with CRLF, sets Content-Length to the body's length, appends the body.
 fn message(head: &[&str], body: &[&str]) -> Vec<u8> {
@@ -190,6 +190,15 @@ fn benches(c: &mut Criterion) {
                     .unwrap_or(0)
             })
         });
+        // The hot path's shape: one caller-owned index filled in place (no Message moved).
+        let mut index = Message::empty();
+        g.bench_function("parse_into_index", |b| {
+            b.iter(|| {
+                parse_into(&mut index, black_box(bytes))
+                    .map(|()| index.header_count())
+                    .unwrap_or(0)
+            })
+        });
         g.bench_function("parse_and_proxy_fields", |b| {
             b.iter(|| {
                 parse(black_box(bytes))
@@ -224,4 +233,43 @@ fn benches(c: &mut Criterion) {
 }
 
 criterion_group!(parse_benches, benches);
-criterion_main!(parse_benches);
+
+/// `PARSE_LOOP=CASE/FUNCTION:N` runs one function N times and nothing else, for `perf stat -e
+/// cycles:u,instructions:u`: user-space cycles per call do not count the time other processes
+/// hold the CPU, so they stay comparable on a loaded machine where criterion's wall time does
+/// not (see benches/RESULTS.md). FUNCTION is `memchr_floor`, `parse_index` or `parse_into_index`.
+fn parse_loop(spec: &str) {
+    let (what, n) = spec.split_once(':').expect("PARSE_LOOP=CASE/FUNCTION:N");
+    let n: u64 = n.parse().expect("N is a count");
+    let (case, function) = what.split_once('/').expect("CASE/FUNCTION");
+    let bytes = match case {
+        "invite" => invite(),
+        "180" => ringing(),
+        "200" => ok_200(),
+        "register" => register(),
+        other => panic!("unknown case {other}"),
+    };
+    let mut index = Message::empty();
+    let mut sum = 0usize;
+    let bytes = &bytes[..];
+    match function {
+        "memchr_floor" => (0..n).for_each(|_| sum += floor(black_box(bytes))),
+        "parse_index" => (0..n).for_each(|_| {
+            sum += parse(black_box(bytes)).map_or(0, |m| m.header_count());
+        }),
+        "parse_into_index" => (0..n).for_each(|_| {
+            sum += parse_into(&mut index, black_box(bytes)).map_or(0, |()| index.header_count());
+        }),
+        other => panic!("unknown function {other}"),
+    }
+    println!("{what}: {n} calls, checksum {sum}");
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("PARSE_LOOP") {
+        parse_loop(&spec);
+        return;
+    }
+    parse_benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -3,7 +3,8 @@
 # Kamailio (the benchmark anchor), tshark (captures), baresip-core (a real user agent for the
 # forking e2e test), iproute2 (network namespaces), prometheus (its promtool checks /metrics in an
 # e2e test; the package also installs Debian's prometheus service, left as the package sets it);
-# and SIPVicious from PyPI (the attack tools of the security e2e test). Idempotent: skips what is
+# and SIPVicious from PyPI (the attack tools of the security e2e test), pjsua2-python from PyPI
+# (PJSIP agents of the feature-code e2e test). Idempotent: skips what is
 # already there.
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds chromium for dashboard screenshots)
 set -euo pipefail
@@ -16,6 +17,9 @@ have ip       || need+=(iproute2)
 have ss       || need+=(iproute2)
 have kamailio || need+=(kamailio)
 have promtool || need+=(prometheus)
+# redis-server (with redis-cli): the cluster e2e test starts its own Redis Cluster in a namespace.
+have redis-server || need+=(redis-server)
+have redis-cli || need+=(redis-tools)
 if [[ ${1:-} == --bench ]]; then
   have chromium || need+=(chromium)
   have perf || need+=(linux-perf)
@@ -39,6 +43,8 @@ if [[ " ${need[*]:-} " == *" kamailio "* ]] && have systemctl \
   echo "install-deps: stopping the kamailio service that installing the package just started (systemctl stop kamailio; not disabled: 'systemctl start kamailio' brings it back)" >&2
   "${SUDO[@]}" systemctl stop kamailio || true
 fi
+# redis-server's package may start its system service on 6379; the cluster test uses its own
+# instances (ports 7000-7005 inside a namespace of its own), so the service is left as it is.
 # SIPVicious (svwar, svcrack) from PyPI; where pip cannot install (no pip, or a distribution that
 # refuses to let pip touch its Python), Debian's own sipvicious package has the same commands.
 if ! have sipvicious_svwar; then
@@ -53,4 +59,11 @@ if ! have sipvicious_svwar; then
   fi
   hash -r
 fi
-echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark, baresip, promtool and sipvicious present" >&2
+# PJSIP's Python binding (pjsua2-python, a binary wheel of PJSIP 2.15) for the feature-code e2e
+# test (tests/e2e/features.rs: a caller moved between two devices with Replaces).
+if ! python3 -c 'import pjsua2' 2>/dev/null; then
+  echo "install-deps: installing pjsua2-python from PyPI" >&2
+  python3 -m pip install -q pjsua2-python 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages pjsua2-python
+fi
+echo "install-deps: sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1), kamailio $(kamailio -v 2>/dev/null | head -1 | awk '{print $3}'), tshark, baresip, promtool, sipvicious and pjsua2 present" >&2

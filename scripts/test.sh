@@ -9,6 +9,7 @@ scripts/install-deps.sh
 export SIPFORK_REQUIRE_SIPP=1
 export SIPFORK_REQUIRE_BARESIP=1
 export SIPFORK_REQUIRE_SIPVICIOUS=1
+export SIPFORK_REQUIRE_PJSUA=1
 # Profile `ci` (Cargo.toml): release optimisations without LTO, so the test binaries build in
 # minutes on two cores; the benchmarks and the packaged binary keep the release profile.
 exec cargo test --workspace --profile ci "$@"

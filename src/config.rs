@@ -20,6 +20,8 @@
 //! hold `01000`. So a number matches at most one range, and no width is ever guessed.
 
 pub mod classes;
+pub mod cluster;
+pub mod features;
 pub mod followme;
 mod locate;
 mod net;
@@ -124,6 +126,8 @@ pub enum IoBackend {
     Uring,
     /// recvmmsg/sendmmsg with epoll.
     Mmsg,
+    /// AF_XDP on `server.interface` (never chosen by `auto`; see docs/xdp.md).
+    Xdp,
 }
 
 /// Shard thread pinning.
@@ -208,6 +212,10 @@ pub struct ServerConfig {
     pub drain: Duration,
     /// Public calls the whole server allows at once (the top of the tenancy tree).
     pub max_public_calls: Option<u32>,
+    /// The NIC whose queues the shards bind with `io = "xdp"`.
+    pub interface: Option<String>,
+    /// XDP attach mode with `io = "xdp"`.
+    pub xdp_mode: crate::engine::io::xdp::XdpMode,
 }
 
 /// `[registrar]`.
@@ -303,6 +311,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[security]`.
     pub security: SecurityConfig,
+    /// `[cluster]`: several nodes sharing one directory (`docs/cluster.md`).
+    pub cluster: Option<cluster::ClusterConfig>,
     /// `[policy]` and `[[emergency]]`.
     pub policy: PolicyConfig,
     /// `[[tenants]]` under the server level.
@@ -315,6 +325,8 @@ pub struct Config {
     followme: std::collections::HashMap<Vec<u8>, followme::FollowMe>,
     /// `[[device_classes]]`.
     pub device_classes: classes::DeviceClasses,
+    /// `[features]`: dialog-aware feature codes.
+    pub features: features::FeatureCodes,
     extensions: ExtensionIndex,
     trusted: Vec<TrustedPeer>,
     routes: RouteTable,

@@ -20,6 +20,7 @@ pub mod app;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub(crate) mod simd;
 pub mod sip;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -12,6 +12,7 @@
 //!   leg (virtual time).
 //! - `sequences`: the `core_sequences` fuzz target's invariants (no panic, bounded state, every
 //!   call ends) on its committed seeds (`fuzz/seeds/core_sequences`) and on proptest input.
+//! - `cluster`: forking across two nodes' cores, cluster marks and their attacks (issue 18).
 //! - `registrar`: REGISTER handling through `Core` on virtual time (§10.3 steps, limits, instance
 //!   replacement, 423, digest, expiry, persistence, RFC 4475 registrar vectors, REGISTER flows).
 
@@ -19,10 +20,14 @@
 mod builder;
 #[path = "core/cdr.rs"]
 mod cdr;
+#[path = "core/cluster.rs"]
+mod cluster;
 #[path = "core/core_fuzz.rs"]
 mod core_fuzz;
 #[path = "core/expiry.rs"]
 mod expiry;
+#[path = "core/features.rs"]
+mod features;
 #[path = "core/flows.rs"]
 mod flows;
 #[path = "core/followme.rs"]

@@ -12,6 +12,8 @@
 //!   instance replacement, 423, digest challenge, success and replay, expiry, `devices` tables.
 //! - `restart`: `kill -9` keeps every binding with its remaining expiry, also when the shard
 //!   count changes.
+//! - `cluster`: three nodes on a real Redis Cluster (3 masters + 3 replicas) in a namespace of
+//!   their own: cross-node forking, directory propagation, a node killed, a Redis master killed.
 //! - `durability`: `data_dir` on a small tmpfs filled mid-run: 503 instead of 200 for what the
 //!   journal cannot take, `/health` 503, recovery once space returns, nothing acknowledged lost
 //!   to `kill -9` (root only: it mounts the tmpfs).
@@ -28,6 +30,8 @@
 //!   rotation (rename + SIGHUP); a SIPp PBX at a trunk's static address gets exactly its
 //!   tenant's limit in progress and 503 (Q.850 cause 34) beyond; follow-me reaches an external
 //!   number through a `[[routes]]` next hop only with `forward_external`.
+//! - `features`: PJSIP agents (pjsua2-python): a caller's answered call moved from device A to
+//!   device B of one extension with `*75` (RFC 3891 Replaces).
 //! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
@@ -40,10 +44,14 @@ mod baresip;
 mod basics;
 #[path = "e2e/cli.rs"]
 mod cli;
+#[path = "e2e/cluster.rs"]
+mod cluster;
 #[path = "e2e/durability.rs"]
 mod durability;
 #[path = "e2e/example.rs"]
 mod example;
+#[path = "e2e/features.rs"]
+mod features;
 #[path = "e2e/forking.rs"]
 mod forking;
 #[path = "e2e/harness.rs"]

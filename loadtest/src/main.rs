@@ -500,8 +500,12 @@ fn print_summary(r: &RunResult, dir: Option<&std::path::Path>) {
         println!("  failed: {why}");
     }
     println!(
-        "  registration registered={} failed={} clear_failed={}",
-        r.registration.registered, r.registration.failed, r.registration.clear_failed
+        "  registration registered={} failed={} clear_failed={} refreshed={} refresh_failed={}",
+        r.registration.registered,
+        r.registration.failed,
+        r.registration.clear_failed,
+        r.registration.refreshed,
+        r.registration.refresh_failed
     );
     if let Some(c) = &r.cpu {
         println!(

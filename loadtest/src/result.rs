@@ -97,6 +97,13 @@ pub struct Registration {
     pub storm_ok: u64,
     /// Storm REGISTERs that did not.
     pub storm_failed: u64,
+    /// Refreshing REGISTERs (devices re-register at half their expiry while calls run) answered
+    /// 2xx.
+    #[serde(default)]
+    pub refreshed: u64,
+    /// Refreshing REGISTERs refused or left unanswered: they fail the run like `failed`.
+    #[serde(default)]
+    pub refresh_failed: u64,
 }
 
 /// CPU over the load window.
@@ -237,6 +244,12 @@ pub fn judge_run(r: &mut RunResult) {
             r.registration.failed, r.registration.devices
         ));
     }
+    if r.registration.refresh_failed > 0 && !r.registration.failures_allowed {
+        why.push(format!(
+            "{} refreshing REGISTERs failed (--allow-registration-failures to run anyway)",
+            r.registration.refresh_failed
+        ));
+    }
     if r.partial {
         why.push("interrupted before the end (partial result)".to_owned());
     }
@@ -325,6 +338,8 @@ pub fn assemble(plan: &Plan, agents: &[&Agent], cx: Context) -> RunResult {
         registration.latency = Summary::of(&r.phase_latency, false);
         registration.storm_ok = metrics.histogram(Metric::Register).len();
         registration.storm_failed = r.storm_failed;
+        registration.refreshed = r.refreshed;
+        registration.refresh_failed = r.refresh_failed;
     }
     let started = metrics.totals.started;
     let generation_s = plan

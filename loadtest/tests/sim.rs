@@ -407,3 +407,22 @@ fn invites_answer_the_407_with_the_extensions_credentials_in_either_algorithm_or
     let (_, j) = run(s, &options, false);
     assert_eq!(j.failed, 5, "{j:#?}");
 }
+
+#[test]
+fn devices_refresh_their_bindings_while_calls_outlast_the_expiry() {
+    // 25 s of calls; the bindings of the phase expire after 10 s unless the devices refresh them
+    // (every 5 s): without refreshes the calls of the last 15 s would get 480.
+    let mut s = small("fork3", 100);
+    s.load.rate = 4.0;
+    s.registration.expires = 10;
+    let r = result_of(s, &ProxyOptions::default());
+    assert_eq!(r.registration.registered, 60);
+    assert!(
+        r.registration.refreshed >= 4 * 60,
+        "every device refreshed at 5, 10, 15 and 20 s: {:?}",
+        r.registration
+    );
+    assert_eq!(r.registration.refresh_failed, 0);
+    assert!(r.passed, "{:?}", r.failed_because);
+    assert_eq!(r.success_pct, 100.0);
+}

@@ -8,6 +8,8 @@
 //!   `sipfork_shard_up{shard} 0` and its core counters are the last it gave.
 //! - `GET /extensions/{number}/devices`: the extension's devices as JSON, answered by the shard
 //!   that owns the number; 404 when the number is not an extension served here.
+//! - `GET /cluster` (with `[cluster]`): nodes, directory lag and staleness, Redis health; the
+//!   device list above then spans every node holding the number (`app::cluster::admin`).
 //! - `POST /reload`: re-reads the configuration (`reload.rs`), only with
 //!   `Authorization: Bearer <[server] admin_token>`; without a configured token it is refused
 //!   (SIGHUP reloads).
@@ -69,6 +71,8 @@ pub struct AdminContext {
     pub reloader: Arc<Reloader>,
     /// When the appliance started (for the uptime gauge).
     pub started: std::time::Instant,
+    /// `[cluster]`: the directory thread's state (`/cluster`, cross-node device lists).
+    pub cluster: Option<Arc<crate::app::cluster::Shared>>,
 }
 
 /// Counters of the admin listener.
@@ -321,12 +325,19 @@ async fn route(req: &Request<Incoming>, state: &State, peer: SocketAddr) -> Answ
             &state.ctx.reloader.config().tenancy.licensing_json(),
         ),
         "/tenants" => tenants(&state.ctx, None),
+        "/cluster" => match &state.ctx.cluster {
+            Some(c) => json(StatusCode::OK, &c.status_json()),
+            None => text(StatusCode::NOT_FOUND, "no [cluster] configured\n"),
+        },
+        _ if path.starts_with(crate::app::cluster::admin::LOCAL_PREFIX) => {
+            local_devices(req, path, &state.ctx).await
+        }
         _ if path.starts_with("/tenants/") => tenants(&state.ctx, path.strip_prefix("/tenants/")),
         _ => match path
             .strip_prefix("/extensions/")
             .and_then(|rest| rest.strip_suffix("/devices"))
         {
-            Some(number) => devices(number, &state.ctx).await,
+            Some(number) => devices(number, &state.ctx, false).await,
             None => text(
                 StatusCode::NOT_FOUND,
                 "not found; try /metrics, /health, /extensions/NUMBER/devices, /tenants, /licensing or POST /reload\n",
@@ -447,6 +458,11 @@ async fn metrics_page(state: &State) -> Answer {
     }
     ctx.reloader.export(&mut out);
     state.stats.export(&mut out);
+    if let Some(c) = &ctx.cluster {
+        let mut sink = MetricSink::default();
+        c.export_metrics(&mut sink);
+        out.add_samples(sink.samples);
+    }
     answer(
         StatusCode::OK,
         metrics::CONTENT_TYPE,
@@ -574,7 +590,29 @@ pub fn reference() -> Exposition {
     out
 }
 
-async fn devices(number: &str, ctx: &AdminContext) -> Answer {
+/// `GET /cluster/local/extensions/{number}/devices`: another node asks for this node's devices
+/// (authenticated with the cluster secret; answers the local devices only, so no loops).
+async fn local_devices(req: &Request<Incoming>, path: &str, ctx: &AdminContext) -> Answer {
+    use crate::app::cluster::admin::{token_ok, LOCAL_PREFIX, TOKEN_HEADER};
+    let Some(c) = &ctx.cluster else {
+        return text(StatusCode::NOT_FOUND, "no [cluster] configured\n");
+    };
+    let token = req.headers().get(TOKEN_HEADER).map(HeaderValue::as_bytes);
+    if !token_ok(&c.cfg.secret, path, token) {
+        return text(StatusCode::FORBIDDEN, "bad cluster token\n");
+    }
+    match path
+        .strip_prefix(LOCAL_PREFIX)
+        .and_then(|rest| rest.strip_suffix("/devices"))
+    {
+        Some(number) => devices(number, ctx, true).await,
+        None => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `GET /extensions/{number}/devices`; with `[cluster]` (and not `local_only`) the devices on
+/// every node holding the number, each marked with its node.
+async fn devices(number: &str, ctx: &AdminContext, local_only: bool) -> Answer {
     let not_here = || {
         json(
             StatusCode::NOT_FOUND,
@@ -598,7 +636,16 @@ async fn devices(number: &str, ctx: &AdminContext) -> Answer {
         Err(e) => Err(e.to_string()),
     };
     match answer {
-        Ok(Some(report)) => json(StatusCode::OK, &report),
+        Ok(Some(report)) => match (&ctx.cluster, local_only) {
+            (Some(c), false) => {
+                let local = serde_json::to_value(&report).unwrap_or_default();
+                json(
+                    StatusCode::OK,
+                    &crate::app::cluster::admin::merged_devices(c, number, local).await,
+                )
+            }
+            _ => json(StatusCode::OK, &report),
+        },
         Ok(None) => not_here(),
         Err(e) => text(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -35,6 +35,9 @@ pub struct DeviceView {
     pub instance: Option<String>,
     /// Its device class (`[[device_classes]]`; `ip_phone` when none matched).
     pub class: String,
+    /// The Call-ID of the answered call the device is in, if any (`docs/features.md`).
+    #[serde(default)]
+    pub in_call: Option<String>,
 }
 
 impl From<Device> for DeviceView {
@@ -51,6 +54,7 @@ impl From<Device> for DeviceView {
             registered_at: d.registered_at_unix,
             instance: d.instance,
             class: d.class,
+            in_call: None,
         }
     }
 }
@@ -69,9 +73,23 @@ impl DeviceReport {
     /// extension served here.
     pub fn from_core(core: &Core, now: Instant, number: &str) -> Option<Self> {
         let devices = core.devices(now, number.as_bytes())?;
+        let calls = core.devices_in_call(number.as_bytes());
+        let devices = devices
+            .into_iter()
+            .map(|d| {
+                let call = calls
+                    .iter()
+                    .find(|(flow, _)| *flow == d.destination || *flow == d.source)
+                    .map(|(_, id)| String::from_utf8_lossy(id).into_owned());
+                DeviceView {
+                    in_call: call,
+                    ..DeviceView::from(d)
+                }
+            })
+            .collect();
         Some(Self {
             extension: number.to_owned(),
-            devices: devices.into_iter().map(DeviceView::from).collect(),
+            devices,
         })
     }
 
@@ -97,8 +115,9 @@ impl DeviceReport {
             "EXPIRES IN",
             "EXPIRES AT (UTC)",
             "INSTANCE",
+            "IN CALL",
         ];
-        let rows: Vec<[String; 8]> = self
+        let rows: Vec<[String; 9]> = self
             .devices
             .iter()
             .map(|d| {
@@ -115,6 +134,7 @@ impl DeviceReport {
                     format!("{} s", d.expires_in),
                     utc(d.expires_at),
                     d.instance.clone().unwrap_or_else(|| "-".into()),
+                    d.in_call.clone().unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect();
@@ -194,6 +214,7 @@ mod tests {
                     registered_at: 0,
                     instance: Some("<urn:uuid:00000000-0000-0000-0000-000000000001>".into()),
                     class: "mobile".into(),
+                    in_call: Some("call-1@example.com".into()),
                 },
                 DeviceView {
                     contact: "sip:1000@127.0.0.1:5072".into(),
@@ -207,6 +228,7 @@ mod tests {
                     registered_at: 0,
                     instance: None,
                     class: "ip_phone".into(),
+                    in_call: None,
                 },
             ],
         };
@@ -215,6 +237,7 @@ mod tests {
         assert_eq!(lines[0], "extension 1000: 2 devices");
         assert!(lines[1].starts_with("CONTACT                  SOURCE"));
         assert!(lines[2].contains("phone/1.0") && lines[2].contains("0.500"));
+        assert!(lines[1].ends_with("IN CALL") && lines[2].ends_with("call-1@example.com"));
         assert!(
             lines[3].contains("  -  ") && lines[3].ends_with(" -"),
             "{table}"

@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod cdr;
 pub mod cli;
+pub mod cluster;
 pub mod devices;
 pub mod metrics;
 pub mod persist;
@@ -93,7 +94,15 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
             IoBackend::Auto => IoKind::Auto,
             IoBackend::Uring => IoKind::Uring,
             IoBackend::Mmsg => IoKind::Mmsg,
+            IoBackend::Xdp => IoKind::Xdp,
         },
+        xdp: s
+            .interface
+            .as_ref()
+            .map(|i| crate::engine::io::xdp::XdpOptions {
+                mode: s.xdp_mode,
+                ..crate::engine::io::xdp::XdpOptions::new(i.clone())
+            }),
         io_options: IoOptions {
             coalesce: (!s.coalesce.is_zero()).then_some(s.coalesce),
             ..IoOptions::default()
@@ -234,6 +243,16 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
     let cdr_sink = cdr_writer.sink();
     let core_cfg = Arc::clone(&cfg);
     let listen = cfg.server.listen;
+    // `[cluster]`: the directory thread starts first; it connects in the background.
+    let directory = match &cfg.cluster {
+        Some(c) => Some(
+            cluster::DirectoryThread::start(c.clone(), cfg.server.admin)
+                .map_err(io_err("starting the cluster directory thread"))?,
+        ),
+        None => None,
+    };
+    let cluster_shared = directory.as_ref().map(cluster::DirectoryThread::shared);
+    let shard_cluster = cluster_shared.clone();
     let engine = eng::start(engine_config(&cfg), move |id, clock| {
         let now = clock.now();
         let wall_epoch_us = clock
@@ -265,7 +284,11 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
                 .clone();
             (journal, tx)
         });
-        Shard::new(core, journal).with_cdr(cdr_sink.clone())
+        let shard = Shard::new(core, journal).with_cdr(cdr_sink.clone());
+        match &shard_cluster {
+            Some(c) => shard.with_cluster(Arc::clone(c)),
+            None => shard,
+        }
     })?;
 
     let control = engine.controller();
@@ -292,6 +315,7 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
                 persist_stats: persistence.as_ref().map(Persistence::stats),
                 reloader: Arc::clone(&reloader),
                 started,
+                cluster: cluster_shared.clone(),
             };
             Some(Admin::start(listener, ctx).map_err(io_err("starting the admin thread"))?)
         }
@@ -345,6 +369,9 @@ pub fn run(config_path: &Path) -> Result<(), AppError> {
         p.stop();
     }
     cdr_writer.stop();
+    if let Some(d) = directory {
+        d.stop();
+    }
     outcome?;
     if let Some(e) = flush_error {
         return Err(e);

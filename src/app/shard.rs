@@ -162,6 +162,8 @@ pub struct Shard {
     core: Core,
     journal: Option<ShardJournal>,
     cdr: Option<crate::app::cdr::CdrSink>,
+    /// `[cluster]`: directory snapshots in, presence changes out.
+    cluster: Option<crate::app::cluster::link::ShardLink>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -187,12 +189,21 @@ impl Shard {
                 next_recovery: None,
             }),
             cdr: None,
+            cluster: None,
         }
     }
 
     /// Hands the core's CDRs to the writer thread (`app::cdr`) after each batch.
     pub fn with_cdr(mut self, sink: crate::app::cdr::CdrSink) -> Self {
         self.cdr = Some(sink);
+        self
+    }
+
+    /// Joins the cluster directory (after the journal's bindings were restored into the core).
+    pub fn with_cluster(mut self, shared: std::sync::Arc<crate::app::cluster::Shared>) -> Self {
+        self.cluster = Some(crate::app::cluster::link::ShardLink::new(
+            shared, &self.core,
+        ));
         self
     }
 
@@ -344,6 +355,9 @@ impl Handler for Shard {
             line = %first_line(d.bytes),
             "datagram"
         );
+        if let Some(link) = &mut self.cluster {
+            link.refresh(&mut self.core);
+        }
         self.core.handle_datagram(now, d)
     }
 
@@ -365,6 +379,10 @@ impl Handler for Shard {
 
     fn after_batch(&mut self, now: Instant) {
         let shard = self.core.env().shard;
+        if let Some(link) = &mut self.cluster {
+            self.core.pending_persist(|op| link.note(op));
+            link.report(&self.core);
+        }
         self.core.drain_notices(|n| {
             if n.is_info() {
                 tracing::info!("{n}");

@@ -46,6 +46,9 @@ pub(super) struct RawConfig {
     pub trusted: Vec<RawTrusted>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    pub cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub features: RawFeatures,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +66,16 @@ pub(super) struct RawServer {
     pub admin_token: Option<String>,
     pub drain_seconds: Option<u64>,
     pub max_public_calls: Option<u32>,
+    pub interface: Option<String>,
+    pub xdp_mode: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFeatures {
+    #[serde(rename = "move")]
+    pub move_code: Option<String>,
+    pub join: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -91,6 +104,18 @@ pub(super) struct RawSecurity {
     pub max_auth_failures: Option<u32>,
     pub auth_window: Option<u64>,
     pub block_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub node: String,
+    pub advertise: Parsed<SocketAddr>,
+    pub redis: Vec<String>,
+    #[serde(default)]
+    pub peers: Vec<Parsed<Cidr>>,
+    pub secret: String,
+    pub ttl: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -31,6 +31,7 @@ impl fmt::Display for Config {
             IoBackend::Auto => "auto (io_uring if the probe succeeds, else recvmmsg)",
             IoBackend::Uring => "io_uring",
             IoBackend::Mmsg => "recvmmsg/sendmmsg",
+            IoBackend::Xdp => "AF_XDP",
         };
         writeln!(f, "  io            {io}")?;
         writeln!(

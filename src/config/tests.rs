@@ -612,3 +612,27 @@ fn tenants_trunks_dids_and_emergency_numbers() {
     let (key, _, _) = bad("[[emergency]]\nnumbers = [\"11a\"]\n");
     assert_eq!(key, "emergency[0].numbers");
 }
+
+#[test]
+fn io_xdp_needs_an_interface_and_a_specific_listen_address() {
+    let ok = parse_ok(
+        "[server]\nlisten = \"10.0.0.1:5060\"\nio = \"xdp\"\ninterface = \"veth0\"\n\
+         xdp_mode = \"generic\"\n[auth]\nmode = \"none\"\n",
+    );
+    assert_eq!(ok.server.io, IoBackend::Xdp);
+    assert_eq!(ok.server.interface.as_deref(), Some("veth0"));
+    assert_eq!(ok.server.xdp_mode, crate::engine::io::xdp::XdpMode::Generic);
+    let (key, _, why) = parse_err("[server]\nlisten = \"10.0.0.1:5060\"\nio = \"xdp\"\n");
+    assert_eq!(key, "server.io");
+    assert!(why.contains("needs server.interface"), "{why}");
+    let (key, _, why) =
+        parse_err("[server]\nlisten = \"0.0.0.0:5060\"\nio = \"xdp\"\ninterface = \"veth0\"\n");
+    assert_eq!(key, "server.listen");
+    assert!(why.contains("specific address"), "{why}");
+    let (key, _, _) = parse_err(
+        "[server]\nlisten = \"10.0.0.1:5060\"\nio = \"xdp\"\ninterface = \"veth0\"\nxdp_mode = \"fast\"\n",
+    );
+    assert_eq!(key, "server.xdp_mode");
+    // auto never means xdp.
+    assert_eq!(parse_ok(&with("")).server.io, IoBackend::Auto);
+}

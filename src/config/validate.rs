@@ -28,6 +28,11 @@ struct Errors<'a> {
 }
 
 impl Errors<'_> {
+    /// `at` as a closure, for builders in their own files.
+    fn at_fn(&self) -> impl Fn(&str, String) -> ConfigError + '_ {
+        move |key, why| self.at(key, why)
+    }
+
     fn at(&self, key: &str, why: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.file.map(Path::to_owned),
@@ -103,6 +108,12 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let auth = build_auth(raw.auth, &server, e)?;
     let proxy = build_proxy(raw.proxy, e)?;
     let security = build_security(raw.security, e)?;
+    let cluster = raw
+        .cluster
+        .map(|c| super::cluster::build(c, e.at_fn()))
+        .transpose()?;
+    let features = super::features::build(raw.features.move_code, raw.features.join)
+        .map_err(|(key, why)| e.at(key, why))?;
     let policy = build_policy(raw.policy, raw.emergency, e)?;
     let tenancy = build_tenancy(server.max_public_calls, raw.tenants, e)?;
     let mut device_classes = DeviceClasses::default();
@@ -302,6 +313,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         auth,
         proxy,
         security,
+        cluster,
         policy,
         ledger: std::sync::Arc::new(crate::core::policy::ledger::Ledger::new(
             &tenancy,
@@ -312,6 +324,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         dids,
         followme,
         device_classes,
+        features,
         extensions,
         trusted,
         routes,
@@ -411,6 +424,32 @@ fn build_server(
              recognised only when those addresses are listed in server.domain"
         ));
     }
+    let io = s.io.unwrap_or(IoBackend::Auto);
+    let xdp_mode = match s.xdp_mode.as_deref() {
+        None => crate::engine::io::xdp::XdpMode::Auto,
+        Some(m) => crate::engine::io::xdp::XdpMode::parse(m).ok_or_else(|| {
+            e.at(
+                "server.xdp_mode",
+                "expected \"auto\", \"native\" or \"generic\"",
+            )
+        })?,
+    };
+    if io == IoBackend::Xdp {
+        if s.interface.as_deref().is_none_or(str::is_empty) {
+            return Err(e.at(
+                "server.io",
+                "io = \"xdp\" needs server.interface (the NIC whose queues the shards bind)",
+            ));
+        }
+        if listen.ip().is_unspecified() {
+            return Err(e.at(
+                "server.listen",
+                "io = \"xdp\" needs a specific address on server.interface, not an unspecified one",
+            ));
+        }
+    } else if s.interface.is_some() {
+        warnings.push("server.interface is only used with io = \"xdp\"".into());
+    }
     Ok(ServerConfig {
         listen,
         domains: s
@@ -418,7 +457,7 @@ fn build_server(
             .map(|d| d.0.into_iter().map(|p| p.0).collect())
             .unwrap_or_default(),
         shards,
-        io: s.io.unwrap_or(IoBackend::Auto),
+        io,
         data_dir: s.data_dir,
         admin: s.admin.map(|a| a.0),
         pin_cores,
@@ -427,6 +466,8 @@ fn build_server(
         admin_token: s.admin_token,
         drain: Duration::from_secs(drain_seconds),
         max_public_calls: s.max_public_calls,
+        interface: s.interface,
+        xdp_mode,
     })
 }
 

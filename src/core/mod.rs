@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cdr;
+pub mod cluster;
 pub mod context;
 pub mod ids;
 pub mod io;
@@ -68,6 +69,11 @@ pub enum TimerKey {
     /// A dialog lived past the longest call sipfork keeps state for without seeing a BYE.
     Dialog {
         /// The call that established it.
+        call: Key,
+    },
+    /// A moved call's far end had time enough to end the old dialog (`proxy/features.rs`).
+    FeatureBye {
+        /// The feature call.
         call: Key,
     },
     /// The earliest binding of an extension expires (RFC 3261 §10.3).
@@ -193,6 +199,8 @@ pub struct Core {
     /// INVITEs get, and how many got it.
     drain: Option<u32>,
     drain_refused: u64,
+    /// `[cluster]`: the directory snapshot in use and the cluster counters.
+    cluster: cluster::Cluster,
 }
 
 /// A core split into disjointly borrowed parts: the shared context and each handler.
@@ -202,6 +210,7 @@ struct Parts<'a> {
     auth: &'a mut Auth,
     proxy: &'a mut Proxy,
     keepalive: &'a mut policy::keepalive::Keepalive,
+    cluster: &'a mut cluster::Cluster,
 }
 
 /// Where the Request-URI of a new request leads (§16.5).
@@ -250,6 +259,7 @@ impl Core {
             proxy: Proxy::new(),
             drain: None,
             drain_refused: 0,
+            cluster: cluster::Cluster::default(),
         };
         core.configure_keepalive(now);
         core
@@ -263,6 +273,17 @@ impl Core {
             self.cfg.trunk_addresses(),
             self.cfg.policy.trunk_keepalive,
         );
+    }
+
+    /// Installs a newer snapshot of the cluster directory (the shard does this before a
+    /// datagram whenever the directory thread published one).
+    pub fn set_directory(&mut self, directory: Arc<cluster::Directory>) {
+        self.cluster.set_directory(directory);
+    }
+
+    /// The cluster directory snapshot in use.
+    pub fn directory(&self) -> Option<&Arc<cluster::Directory>> {
+        self.cluster.directory()
     }
 
     /// Swaps in a reloaded configuration between datagrams: extensions, passwords, limits,
@@ -432,6 +453,7 @@ impl Core {
             auth: &mut self.auth,
             proxy: &mut self.proxy,
             keepalive: &mut self.keepalive,
+            cluster: &mut self.cluster,
         }
     }
 
@@ -451,6 +473,12 @@ impl Core {
             .devices(&self.cfg, self.env.wall_us(now), number)
     }
 
+    /// The devices of extension `number` in an answered call on this shard: each one's flow and
+    /// the call's Call-ID (`proxy/features.rs`).
+    pub fn devices_in_call(&self, number: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.proxy.lines().in_call(number)
+    }
+
     /// Where a call to extension `number` goes, best first (q, then most recent registration).
     pub fn targets(&self, number: &[u8]) -> impl Iterator<Item = Target<'_>> + '_ {
         self.registrar.targets(number)
@@ -463,13 +491,13 @@ impl Core {
 
     /// Handles one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) -> Inbound {
-        let msg = match sip::parse(d.bytes) {
-            Ok(msg) => msg,
-            Err(err) => {
-                self.refuse_unparsed(now, d, err);
-                return Inbound::Handled;
-            }
-        };
+        // Indexed in place (`parse_into`): the 1 KiB index is not moved out of a `Result`.
+        let mut msg = sip::Message::empty();
+        if let Err(err) = sip::parse_into(&mut msg, d.bytes) {
+            self.refuse_unparsed(now, d, err);
+            return Inbound::Handled;
+        }
+        let msg = msg;
         if let Some(owner) = route::owner(&msg, &self.cfg, self.env.shards) {
             if owner != self.env.shard {
                 self.metrics.handed_off += 1;
@@ -602,6 +630,7 @@ impl Core {
             auth,
             proxy,
             keepalive,
+            cluster,
         } = self.parts(now);
         if e.method == Method::Register {
             let (ops, outs) = (cx.persist.len(), cx.out.len());
@@ -634,6 +663,19 @@ impl Core {
             self.drain_refused += 1;
             return;
         }
+        // A cluster branch from another node (a valid mark, never the source address alone).
+        let from_cluster = match cluster::inbound(&cx, e, from) {
+            cluster::Inbound::Unmarked => false,
+            cluster::Inbound::Branch => {
+                cluster.accepted += 1;
+                true
+            }
+            cluster::Inbound::Forged => {
+                cluster.refused += 1;
+                return reply_to(&mut cx, msg, from, 403, "Forbidden - bad cluster mark", b"");
+            }
+        };
+        let trusted = trusted || from_cluster;
         let resolved = resolve(&cx, e);
         // A trunk (a PBX at a static address) is authenticated by that address.
         let trunk = cx.cfg.trunk_at(from);
@@ -692,6 +734,15 @@ impl Core {
                 caller_number = Some(std::borrow::Cow::Borrowed(user));
                 auth::identity::asserted_row(&cx, user, &mut asserted);
             }
+        }
+        let dialled = number::of_uri(&e.request_uri);
+        if let (Some((feature, named)), Method::Invite, true) =
+            (cx.cfg.features.lookup(&dialled), e.method, challenged)
+        {
+            // A feature code acts on the calls of the extension that dialled it, and only a
+            // device of that extension (authenticated as it) may use it (proxy/features.rs).
+            let owner = caller_number.as_deref().filter(|_| trunk.is_none());
+            return proxy.feature_invite(&mut cx, msg, e, from, feature, owner, named);
         }
         let strip_identity = !trusted;
         // Follow-me's stage ring times and the levels its external targets take.
@@ -762,7 +813,10 @@ impl Core {
                     && e.request_uri
                         .as_sip()
                         .is_some_and(|u| u.param(DEVICES_ONLY_PARAM).is_some());
-                let followme = cx.cfg.followme(number).filter(|_| !devices_only);
+                let followme = cx
+                    .cfg
+                    .followme(number)
+                    .filter(|_| !devices_only && !from_cluster);
                 let targets: Vec<ForkTarget> = if let Some(dest) = keepalive.pick(policy.trunk()) {
                     // A trunk: its static address, the number as dialled (a DID stays in the
                     // Request-URI and To).
@@ -795,7 +849,7 @@ impl Core {
                     plan.stage_rings = Some(&stage_rings);
                     targets
                 } else {
-                    registrar
+                    let mut targets: Vec<ForkTarget> = registrar
                         .targets(number)
                         .map(|t| ForkTarget {
                             uri: std::borrow::Cow::Borrowed(t.contact),
@@ -804,7 +858,18 @@ impl Core {
                             registered_at: t.registered_at,
                             external: false,
                         })
-                        .collect()
+                        .collect();
+                    // One branch per other node holding the number; a cluster branch rings
+                    // local devices only (no loops).
+                    if let (Some(c), Some(dir), false, Method::Invite) = (
+                        cx.cfg.cluster.as_ref(),
+                        cluster.directory(),
+                        from_cluster || spiral,
+                        e.method,
+                    ) {
+                        cluster.branches += cluster::remote_targets(c, dir, number, &mut targets);
+                    }
+                    targets
                 };
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
@@ -813,7 +878,7 @@ impl Core {
             }
         };
         let (mut plan, callee) = plan;
-        if e.method == Method::Invite && !spiral {
+        if e.method == Method::Invite && !spiral && !from_cluster {
             // A public call's CDR (emergency calls included, refusals too).
             let draft = cx
                 .cfg
@@ -851,11 +916,13 @@ impl Core {
                 proxy,
                 auth,
                 keepalive,
+                ..
             } = self.parts(now);
             match key {
-                TimerKey::Txn { .. } | TimerKey::Group { .. } | TimerKey::Dialog { .. } => {
-                    proxy.on_timer(&mut cx, key)
-                }
+                TimerKey::Txn { .. }
+                | TimerKey::Group { .. }
+                | TimerKey::Dialog { .. }
+                | TimerKey::FeatureBye { .. } => proxy.on_timer(&mut cx, key),
                 TimerKey::BindingExpiry { extension } => {
                     registrar.handle_expiry(&mut cx, extension);
                 }
@@ -906,6 +973,9 @@ impl Core {
         );
         self.proxy.export_metrics(sink, &labels);
         self.keepalive.export_metrics(sink, &labels);
+        if self.cfg.cluster.is_some() {
+            self.cluster.export_metrics(sink, &labels);
+        }
         sink.gauge(
             "sipfork_timers",
             "Armed timers in the shard's wheel",

@@ -6,8 +6,9 @@
 //!   of a 2xx): the shard holding the dialog, which alone knows where its legs are.
 //! - Other requests: the shard owning the Request-URI's number (SIP user part or tel number,
 //!   [`number::of_uri`]; a DID counts as its extension's number), so an INVITE, its CANCEL and
-//!   its non-2xx ACK meet on one shard; a REGISTER by its To user (the address-of-record). Requests without a number are handled
-//!   wherever they arrive.
+//!   its non-2xx ACK meet on one shard; a REGISTER by its To user (the address-of-record); a
+//!   feature code (`[features]`) by its From user, whose calls it acts on. Requests without a
+//!   number are handled wherever they arrive.
 
 use crate::config::Config;
 use crate::core::ids::Ids;
@@ -47,7 +48,11 @@ pub fn owner(msg: &Message<'_>, cfg: &Config, shards: u16) -> Option<ShardId> {
     } else {
         msg.request_uri()?.ok()?
     };
-    let number = number::of_uri(&uri);
+    let mut number = number::of_uri(&uri);
+    if method != Method::Register && cfg.features.lookup(&number).is_some() {
+        // A feature code acts on the dialling extension's calls, kept on that extension's shard.
+        number = number::of_uri(&msg.from().ok()?.uri);
+    }
     // A public number (DID) belongs to its extension's shard, where its devices are.
     let number = cfg.did(&number).unwrap_or(&number);
     (!number.is_empty()).then(|| owner_of(number, shards))

@@ -60,6 +60,8 @@ pub struct EngineConfig {
     pub mailbox_capacity: usize,
     /// Receive and send buffer of each UDP socket, bytes.
     pub socket_buffer: usize,
+    /// The interface and settings for `io = "xdp"` (`None`: xdp cannot be chosen).
+    pub xdp: Option<io::xdp::XdpOptions>,
 }
 
 impl EngineConfig {
@@ -73,6 +75,7 @@ impl EngineConfig {
             pinning: Pinning::Auto,
             mailbox_capacity: 4096,
             socket_buffer: io::socket::SOCKET_BUFFER,
+            xdp: None,
         }
     }
 }
@@ -153,6 +156,8 @@ pub struct Engine<H> {
     local_addrs: Vec<SocketAddr>,
     clock: Clock,
     stopper: StopHandle,
+    /// The XDP program of `io = "xdp"`, detached when the engine and its shards are gone.
+    _xdp: Option<Arc<io::xdp::Attachment>>,
 }
 
 impl<H> fmt::Debug for Engine<H> {
@@ -183,6 +188,22 @@ where
         .map(|s| s.local_addr())
         .collect::<Result<Vec<_>, _>>()
         .map_err(EngineError::Setup)?;
+    let kind = config.io.with_env_override();
+    let xdp = match (kind, &config.xdp) {
+        (IoKind::Xdp, None) => {
+            return Err(EngineError::Config(
+                "io = \"xdp\" needs [server] interface (the NIC whose queues the shards bind)",
+            ))
+        }
+        (IoKind::Xdp, Some(x)) => Some((
+            io::xdp::attach(local_addrs[0], n, x).map_err(|error| EngineError::Backend {
+                shard: ShardId(0),
+                error,
+            })?,
+            x.clone(),
+        )),
+        _ => None,
+    };
     let mesh = Mesh::new(n, config.mailbox_capacity).map_err(EngineError::Setup)?;
     let clock = Clock::start();
     let stop = Arc::new(AtomicBool::new(false));
@@ -213,7 +234,8 @@ where
             ready_tx.clone(),
             Arc::clone(&make_handler),
         );
-        let (kind, opts) = (config.io.with_env_override(), config.io_options.clone());
+        let opts = config.io_options.clone();
+        let xdp = xdp.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("sipfork-shard-{i}"))
             .spawn(move || {
@@ -227,7 +249,12 @@ where
                 // SAFETY: prctl with integer arguments only; failure leaves the default slack.
                 unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0) };
                 let waker = Arc::clone(mesh.waker(id));
-                let opened = match io::open(kind, shard_sockets, Arc::clone(&waker), &opts) {
+                let opened = match &xdp {
+                    Some((att, x)) => io::xdp::XdpBackend::open(i as u32, Arc::clone(att), x, shard_sockets, Arc::clone(&waker), &opts)
+                        .map(|b| io::Opened { backend: Box::new(b), fallback_reason: None }),
+                    None => io::open(kind, shard_sockets, Arc::clone(&waker), &opts),
+                };
+                let opened = match opened {
                     Ok(opened) => opened,
                     Err(error) => {
                         let _ = ready.send((id, Err(error)));
@@ -287,6 +314,7 @@ where
         local_addrs,
         clock,
         stopper,
+        _xdp: xdp.map(|(att, _)| att),
     })
 }
 

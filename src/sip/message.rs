@@ -1,10 +1,11 @@
 //! Framing one UDP datagram and indexing its header rows (RFC 3261 §7, §7.3.1, §7.5, §18.3).
 //!
-//! One pass over the header section. Per row: `memchr2` finds the line end (a CR must be followed
-//! by LF and a bare LF is an error, so no stray line break survives into a forwarded row), an
-//! 8-octets-at-a-time search finds the colon, the name is classified from case-folded 8-octet
-//! words (`HeaderName::classify`), and the row continues while the next line starts with SP or
-//! HTAB (a fold). Content-Length is read while indexing; the body is never scanned: it is the next
+//! One pass over the header section. A SIMD pass (`structural`) marks line ends and colons as
+//! bit masks, 64 octets at a time; per row, the first marked octet is the colon (else the row has
+//! none), the next line end after it ends the line (a CR must be followed by LF and a bare LF is
+//! an error, so no stray line break survives into a forwarded row), the name is classified from
+//! case-folded 8-octet words (`HeaderName::classify`), and the row continues while the next line
+//! starts with SP or HTAB (a fold). Content-Length is read while indexing; the body is never scanned: it is the next
 //! Content-Length octets, and anything after them in the datagram is discarded (§18.3).
 //!
 //! Line ends are strictly CRLF. A lone LF is rejected rather than tolerated: every row handed
@@ -15,15 +16,15 @@
 
 use core::ops::Range;
 
-use memchr::{memchr, memchr2};
+use memchr::memchr;
 
 use super::error::ParseError;
 use super::header::{Entry, Header, HeaderName};
 use super::method::Method;
-use super::scan::{
-    find_byte, find_line_end, is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32,
-};
+use super::scan::{is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32};
+use super::structural::{Cursor, Found};
 use super::uri::Uri;
+use crate::simd::Kernel;
 
 /// Most header rows one message may have.
 ///
@@ -90,9 +91,32 @@ pub struct Message<'b> {
 /// Parses one datagram into a borrowed, indexed message.
 ///
 /// Checks the start line, every header row's shape, and the framing; typed header values are
-/// parsed later, on demand, by the accessors. Never allocates, never panics.
+/// parsed later, on demand, by the accessors. Never allocates, never panics. A thin wrapper of
+/// [`parse_into`], which a hot path uses to fill one index in place.
 pub fn parse(datagram: &[u8]) -> Result<Message<'_>, ParseError> {
-    build(datagram, false)
+    let mut msg = Message::empty();
+    build(&mut msg, datagram, false, Kernel::detect())?;
+    Ok(msg)
+}
+
+/// [`parse`] into an index the caller owns: nothing is moved or cleared but the few fields a
+/// parse sets (the row array is only written up to the new row count).
+///
+/// After an `Err`, `msg` holds an unspecified (but memory-safe, never panicking) index and
+/// must be parsed into again before use.
+///
+/// ```
+/// use sipfork::sip::{parse_into, Message, Method};
+/// let bytes = b"OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+///     To: <sip:bob@example.com>\r\nFrom: <sip:a@example.com>;tag=1\r\nCall-ID: c\r\n\
+///     CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\r\n";
+/// let mut msg = Message::empty();
+/// parse_into(&mut msg, bytes).unwrap();
+/// assert_eq!(msg.method(), Some(Method::Options));
+/// assert_eq!(msg.header_count(), 6);
+/// ```
+pub fn parse_into<'b>(msg: &mut Message<'b>, datagram: &'b [u8]) -> Result<(), ParseError> {
+    build(msg, datagram, false, Kernel::detect())
 }
 
 /// Best-effort index of a request that [`parse`] rejected, so that an error response can still
@@ -102,10 +126,17 @@ pub fn parse(datagram: &[u8]) -> Result<Message<'_>, ParseError> {
 /// the first malformed one, and the body is empty. `None` for responses (they are dropped, never
 /// answered) and for datagrams without a line end.
 pub fn salvage(datagram: &[u8]) -> Option<Message<'_>> {
-    build(datagram, true).ok()
+    let mut msg = Message::empty();
+    build(&mut msg, datagram, true, Kernel::detect()).ok()?;
+    Some(msg)
 }
 
-fn build(datagram: &[u8], salvage: bool) -> Result<Message<'_>, ParseError> {
+fn build<'b>(
+    msg: &mut Message<'b>,
+    datagram: &'b [u8],
+    salvage: bool,
+    kernel: Kernel,
+) -> Result<(), ParseError> {
     // RFC 3261 §7.5: CRLFs before the start line are ignored (they are also RFC 5626 keep-alives).
     let skip = datagram
         .iter()
@@ -115,7 +146,8 @@ fn build(datagram: &[u8], salvage: bool) -> Result<Message<'_>, ParseError> {
     if b.len() > usize::from(u16::MAX) {
         return Err(ParseError::MessageTooLarge);
     }
-    let line_end = match memchr2(b'\r', b'\n', b) {
+    let mut cursor = Cursor::new(b, kernel);
+    let line_end = match cursor.line_end(0) {
         Some(e) if b.get(e) == Some(&b'\r') && b.get(e + 1) == Some(&b'\n') => e,
         Some(e) if e + 1 < b.len() || b.get(e) == Some(&b'\n') => {
             return Err(ParseError::BadLineEnd)
@@ -128,18 +160,15 @@ fn build(datagram: &[u8], salvage: bool) -> Result<Message<'_>, ParseError> {
     } else {
         start_line(first_line)?
     };
-    let mut msg = Message {
-        bytes: b,
-        line,
-        line_end: line_end as u16,
-        header_end: 0,
-        body_start: 0,
-        content_length: None,
-        count: 0,
-        first: [NO_ROW; HeaderName::COUNT],
-        rows: [Entry::EMPTY; MAX_ROWS],
-    };
-    match index_rows(b, line_end + 2, &mut msg) {
+    msg.bytes = b;
+    msg.line = line;
+    msg.line_end = line_end as u16;
+    msg.header_end = 0;
+    msg.body_start = 0;
+    msg.content_length = None;
+    msg.count = 0;
+    msg.first = [NO_ROW; HeaderName::COUNT];
+    match index_rows(b, line_end + 2, msg, &mut cursor) {
         Ok(header_end) => {
             let body_start = header_end + 2;
             let end = match msg.content_length {
@@ -162,14 +191,14 @@ fn build(datagram: &[u8], salvage: bool) -> Result<Message<'_>, ParseError> {
             msg.bytes = b.get(..end).unwrap_or(b);
             msg.header_end = header_end as u16;
             msg.body_start = body_start as u16;
-            Ok(msg)
+            Ok(())
         }
         Err((_, row_start)) if salvage => {
             msg.bytes = b.get(..row_start).unwrap_or(b);
             msg.header_end = row_start as u16;
             msg.body_start = row_start as u16;
             msg.content_length = None;
-            Ok(msg)
+            Ok(())
         }
         Err((e, _)) => Err(e),
     }
@@ -182,6 +211,7 @@ fn index_rows(
     b: &[u8],
     mut pos: usize,
     msg: &mut Message<'_>,
+    cursor: &mut Cursor<'_>,
 ) -> Result<usize, (ParseError, usize)> {
     loop {
         let row_start = pos;
@@ -204,16 +234,21 @@ fn index_rows(
                 ParseError::BadHeaderName
             });
         }
-        // The first physical line holds the name and the colon (HCOLON allows no fold).
-        let Some(first_eol) = find_line_end(b, pos) else {
-            return fail(ParseError::UnterminatedHeaders);
+        // The first physical line holds the name and the colon (HCOLON allows no fold): the
+        // first structural octet of the row is its colon, else the row has none.
+        let (colon, first_eol) = match cursor.first_structural(pos) {
+            Some(Found::Colon(colon)) => match cursor.line_end(colon + 1) {
+                Some(eol) => (colon, eol),
+                None => return fail(ParseError::UnterminatedHeaders),
+            },
+            Some(Found::LineEnd(eol)) => {
+                return fail(crlf_at(b, eol).err().unwrap_or(ParseError::MissingColon))
+            }
+            None => return fail(ParseError::UnterminatedHeaders),
         };
         if let Err(e) = crlf_at(b, first_eol) {
             return fail(e);
         }
-        let Some(colon) = find_byte(b, pos, first_eol, b':') else {
-            return fail(ParseError::MissingColon);
-        };
         let mut name_end = colon;
         while name_end > pos && b.get(name_end - 1).is_some_and(|&c| is_wsp(c)) {
             name_end -= 1;
@@ -239,7 +274,7 @@ fn index_rows(
         // Folds: a CRLF followed by SP/HTAB continues the row.
         let mut eol = first_eol;
         while matches!(b.get(eol + 2), Some(b' ' | b'\t')) {
-            let Some(next) = find_line_end(b, eol + 3) else {
+            let Some(next) = cursor.line_end(eol + 3) else {
                 return fail(ParseError::UnterminatedHeaders);
             };
             if let Err(e) = crlf_at(b, next) {
@@ -413,6 +448,26 @@ fn salvage_request_line(line: &[u8]) -> Result<Line, ParseError> {
         uri_start: uri_start as u16,
         uri_end: uri_end as u16,
     })
+}
+
+impl Message<'static> {
+    /// An empty index (no start line, no rows) for [`parse_into`] to fill.
+    pub fn empty() -> Self {
+        Message {
+            bytes: &[],
+            line: Line::Response {
+                status: 0,
+                reason_start: 0,
+            },
+            line_end: 0,
+            header_end: 0,
+            body_start: 0,
+            content_length: None,
+            count: 0,
+            first: [NO_ROW; HeaderName::COUNT],
+            rows: [Entry::EMPTY; MAX_ROWS],
+        }
+    }
 }
 
 impl<'b> Message<'b> {
@@ -612,6 +667,131 @@ impl core::fmt::Debug for Message<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Everything an index holds, for comparing two parses of the same bytes.
+    type Snapshot = (
+        usize,
+        usize,
+        Line,
+        u16,
+        u16,
+        u16,
+        Option<u32>,
+        Vec<Entry>,
+        [u8; HeaderName::COUNT],
+    );
+
+    fn snapshot(datagram: &[u8], salvage: bool, kernel: Kernel) -> Result<Snapshot, ParseError> {
+        let mut m = Message::empty();
+        build(&mut m, datagram, salvage, kernel)?;
+        Ok((
+            m.bytes.as_ptr() as usize - datagram.as_ptr() as usize,
+            m.bytes.len(),
+            m.line,
+            m.line_end,
+            m.header_end,
+            m.body_start,
+            m.content_length,
+            m.rows[..usize::from(m.count)].to_vec(),
+            m.first,
+        ))
+    }
+
+    /// SIP-shaped datagrams: rows from a small vocabulary of names, values with colons, folds,
+    /// stray CR/LF and long runs (rows crossing 64-octet blocks), sometimes a broken piece.
+    fn datagram() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(&b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1"[..]),
+            Just(&b"v: SIP/2.0/UDP [2001:db8::1]:5060"[..]),
+            Just(&b"To: <sip:1001@example.com>"[..]),
+            Just(&b"From: \"A\" <sip:a@b>;tag=x"[..]),
+            Just(&b"Call-ID: abc@host"[..]),
+            Just(&b"CSeq: 1 INVITE"[..]),
+            Just(&b"Content-Length: 4"[..]),
+            Just(&b"Content-Length: 99999999999"[..]),
+            Just(
+                &b"X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"[..]
+            ),
+            Just(&b"NoColon"[..]),
+            Just(&b"Bad Name: x"[..]),
+            Just(&b" folded: on"[..]),
+            Just(&b"\t"[..]),
+            Just(&b":"[..]),
+            Just(&b"\r"[..]),
+            Just(&b"\n"[..]),
+            Just(&b"\r\n"[..]),
+            Just(&b"\r\n "[..]),
+            Just(&b"Subject: \xc3\xa9\x00"[..]),
+        ];
+        let start = prop_oneof![
+            Just(&b"INVITE sip:1001@example.com SIP/2.0\r\n"[..]),
+            Just(&b"SIP/2.0 180 Ringing\r\n"[..]),
+            Just(&b"\r\nREGISTER sip:example.com SIP/2.0\r\n"[..]),
+            Just(&b"BAD\r\n"[..]),
+        ];
+        (
+            start,
+            proptest::collection::vec((piece, prop_oneof![Just(true), Just(false)]), 0..80),
+            prop_oneof![Just(&b"\r\n"[..]), Just(&b""[..])],
+            prop_oneof![Just(&b"body"[..]), Just(&b""[..]), Just(&b"x:y\r\n"[..])],
+        )
+            .prop_map(|(start, rows, end, body)| {
+                let mut d = start.to_vec();
+                for (piece, crlf) in rows {
+                    d.extend_from_slice(piece);
+                    if crlf {
+                        d.extend_from_slice(b"\r\n");
+                    }
+                }
+                d.extend_from_slice(end);
+                d.extend_from_slice(body);
+                d
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The SIMD structural pass and the scalar one index every datagram identically
+        /// (including which error they report), for parse and salvage alike.
+        #[test]
+        fn simd_and_scalar_index_identically(d in datagram()) {
+            for salvage in [false, true] {
+                let expected = snapshot(&d, salvage, Kernel::Scalar);
+                for kernel in Kernel::available() {
+                    prop_assert_eq!(&snapshot(&d, salvage, kernel), &expected, "{:?}", kernel);
+                }
+            }
+        }
+
+        /// The same on arbitrary octets.
+        #[test]
+        fn simd_and_scalar_agree_on_any_octets(d in proptest::collection::vec(any::<u8>(), 0..400)) {
+            for salvage in [false, true] {
+                let expected = snapshot(&d, salvage, Kernel::Scalar);
+                for kernel in Kernel::available() {
+                    prop_assert_eq!(&snapshot(&d, salvage, kernel), &expected, "{:?}", kernel);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parse_into_reuses_one_index() {
+        let mut m = Message::empty();
+        parse_into(&mut m, OPTIONS).unwrap();
+        assert_eq!(m.header_count(), 4);
+        let short = b"SIP/2.0 200 OK\r\nCall-ID: y\r\n\r\n";
+        parse_into(&mut m, short).unwrap();
+        assert_eq!(m.header_count(), 1);
+        assert_eq!(m.status(), Some(200));
+        assert!(m.first(HeaderName::Via).is_none());
+        assert_eq!(m.call_id().ok(), Some(&b"y"[..]));
+        assert!(parse_into(&mut m, b"junk").is_err());
+        parse_into(&mut m, OPTIONS).unwrap();
+        assert_eq!(m.rows(HeaderName::Via).count(), 2);
+    }
 
     const OPTIONS: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nv: SIP/2.0/UDP h2\r\nCall-ID: x\r\nContent-Length: 4\r\n\r\nbodyNOISE";
 

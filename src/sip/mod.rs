@@ -31,6 +31,7 @@ pub mod headers;
 pub mod message;
 pub mod method;
 pub mod scan;
+mod structural;
 pub mod uri;
 pub mod validate;
 
@@ -47,7 +48,7 @@ pub use headers::reason::Reason;
 pub use headers::scalar::RetryAfter;
 pub use headers::via::{Via, MAGIC_COOKIE};
 pub use headers::{Contacts, OptionTags, Reasons, Routes, Vias};
-pub use message::{parse, salvage, Kind, Message, MAX_ROWS};
+pub use message::{parse, parse_into, salvage, Kind, Message, MAX_ROWS};
 pub use method::Method;
 pub use uri::{Host, OpaqueUri, Scheme, SipUri, TelUri, Uri};
 pub use validate::{check_request, check_response, Essentials, ResponseEssentials};

@@ -23,7 +23,7 @@ use sipfork::testing::phone::Behaviour;
 use sipfork::testing::sim::{World, DEFAULT_CONFIG};
 use sipfork::time::{ms, secs, Duration, Instant};
 
-const EDGE: &str = r#"
+pub(super) const EDGE: &str = r#"
 [server]
 listen = "127.0.0.1:5060"
 domain = "example.com"
@@ -55,22 +55,22 @@ const STRANGER: &str = "127.0.0.77:5060";
 const TRUNK: &str = "127.0.0.50:5090";
 const PBX: &str = "127.0.0.60:5060";
 
-fn addr(s: &str) -> SocketAddr {
+pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
 /// The proxy's shards on virtual time, every datagram they sent kept in order.
-struct Edge {
-    cores: Vec<Core>,
+pub(super) struct Edge {
+    pub(super) cores: Vec<Core>,
     now: Instant,
-    sent: Vec<(SocketAddr, Vec<u8>)>,
+    pub(super) sent: Vec<(SocketAddr, Vec<u8>)>,
     /// The lines the core handed the operator's log (`core::notice`).
     log: Vec<String>,
     counter: u64,
 }
 
 impl Edge {
-    fn new(config: &str, shards: u16) -> Edge {
+    pub(super) fn new(config: &str, shards: u16) -> Edge {
         let cfg = Arc::new(Config::from_toml(config).unwrap_or_else(|e| panic!("{e}")));
         let cores = (0..shards)
             .map(|s| {
@@ -113,7 +113,7 @@ impl Edge {
 
     /// Hands `bytes` from `from` to the shard the kernel would pick (here: the first), and on to
     /// the owner; returns what the core sent.
-    fn send(&mut self, from: &str, bytes: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+    pub(super) fn send(&mut self, from: &str, bytes: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
         self.now += ms(1);
         let mut shard = 0;
         let mut out = Vec::new();
@@ -134,7 +134,7 @@ impl Edge {
     }
 
     /// Runs every timer up to `d` from now; returns what the core sent.
-    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, Vec<u8>)> {
+    pub(super) fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, Vec<u8>)> {
         let end = self.now + d;
         let mut out = Vec::new();
         loop {
@@ -156,7 +156,7 @@ impl Edge {
         out
     }
 
-    fn fresh(&mut self) -> u64 {
+    pub(super) fn fresh(&mut self) -> u64 {
         self.counter += 1;
         self.counter
     }
@@ -174,7 +174,7 @@ impl Edge {
     }
 
     /// Registers `user` from `from` with the right password (401, then 200).
-    fn register_ok(&mut self, from: &str, user: &str, contact: &str) {
+    pub(super) fn register_ok(&mut self, from: &str, user: &str, contact: &str) {
         let r = self.register(from, user, contact, "");
         assert_eq!(r.status, 401, "{}", r.text);
         let auth = authorization(
@@ -192,21 +192,21 @@ impl Edge {
 }
 
 /// The single answer a request got.
-struct Reply {
-    status: u16,
-    reason: String,
-    text: String,
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) reason: String,
+    pub(super) text: String,
 }
 
 impl Reply {
     /// The one datagram `out` holds, which must go back to `to`.
-    fn only(out: Vec<(SocketAddr, Vec<u8>)>, to: &str) -> Reply {
+    pub(super) fn only(out: Vec<(SocketAddr, Vec<u8>)>, to: &str) -> Reply {
         assert_eq!(out.len(), 1, "one answer expected, got {}", dump(&out));
         assert_eq!(out[0].0, addr(to), "{}", dump(&out));
         Reply::of(&out[0].1)
     }
 
-    fn of(bytes: &[u8]) -> Reply {
+    pub(super) fn of(bytes: &[u8]) -> Reply {
         let m = sip::parse(bytes).expect("the core sends what parses");
         Reply {
             status: m.status().unwrap_or(0),
@@ -238,7 +238,7 @@ impl Reply {
     }
 }
 
-fn dump(out: &[(SocketAddr, Vec<u8>)]) -> String {
+pub(super) fn dump(out: &[(SocketAddr, Vec<u8>)]) -> String {
     out.iter()
         .map(|(to, b)| format!("\n  -> {to}: {}", sipfork::testing::sim::first_line(b)))
         .collect()
@@ -281,7 +281,7 @@ fn authorization(
 }
 
 /// A request from `from` (Via sent-by = `from`), with `extra` rows.
-fn request(
+pub(super) fn request(
     method: &str,
     ruri: &str,
     from: &str,
@@ -303,7 +303,7 @@ fn request(
     .into_bytes()
 }
 
-fn destinations(out: &[(SocketAddr, Vec<u8>)]) -> BTreeSet<SocketAddr> {
+pub(super) fn destinations(out: &[(SocketAddr, Vec<u8>)]) -> BTreeSet<SocketAddr> {
     out.iter().map(|(to, _)| *to).collect()
 }
 
@@ -473,7 +473,7 @@ fn guesses_need_a_fresh_nonce_of_ours() {
 }
 
 /// The sum of metric `name`'s samples labelled `kind`.
-fn counter(core: &Core, name: &str, kind: &str) -> u64 {
+pub(super) fn counter(core: &Core, name: &str, kind: &str) -> u64 {
     let mut sink = MetricSink::default();
     core.export_metrics(&mut sink);
     sink.samples
@@ -484,7 +484,12 @@ fn counter(core: &Core, name: &str, kind: &str) -> u64 {
 }
 
 /// A device's answer to a forwarded INVITE (its tag, the Record-Route copied, its Contact).
-fn device_answer(invite: &sip::Message<'_>, status: u16, to_tag: &str, contact: &str) -> Vec<u8> {
+pub(super) fn device_answer(
+    invite: &sip::Message<'_>,
+    status: u16,
+    to_tag: &str,
+    contact: &str,
+) -> Vec<u8> {
     let mut extra = Vec::new();
     for h in invite.rows(HeaderName::RecordRoute) {
         extra.extend_from_slice(h.row);
@@ -640,7 +645,7 @@ fn an_address_guessing_many_accounts_is_blocked_whole() {
 
 /// Authenticates an INVITE from `from` as `user` to `ruri` with `extra` rows; returns what the
 /// core sent for the authenticated copy.
-fn authenticated_invite(
+pub(super) fn authenticated_invite(
     e: &mut Edge,
     from: &str,
     user: &str,

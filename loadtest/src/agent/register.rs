@@ -7,6 +7,11 @@
 //! credentials (RFC 8760 / RFC 7616 `qop=auth`). When every device is registered (or the phase
 //! timed out) the load phase's start is published in `Shared`, 200 ms ahead.
 //!
+//! Refresh (`load.kind = "calls"`): once the phase is over, every bound device re-registers at
+//! half its `registration.expires`, paced like the phase, for as long as the run lasts (a soak
+//! outlives the bindings of its first REGISTERs); a refresh refused, or still unanswered when the
+//! next one is due, counts in `refresh_failed`.
+//!
 //! Storm (`load.kind = "register"`): REGISTER `j` of the open loop goes to device `j % N` at its
 //! intended time; with digest it reuses the device's nonce with the next nonce-count, as phones
 //! do, and only a 401 (stale or refused nonce) costs a new challenge round trip. Latency is
@@ -32,6 +37,8 @@ enum Phase {
     Clearing,
     Registering,
     Storm,
+    /// Calls are the load: bound devices re-register at half their expiry.
+    Refreshing,
     Done,
 }
 
@@ -87,6 +94,13 @@ pub struct RegisterSide {
     pub phase_secs: f64,
     /// Storm REGISTERs that got a non-2xx, or none before the next one of the same device.
     pub storm_failed: u64,
+    /// Refreshes sent so far, and when the refresh rounds count from.
+    refresh_next: u64,
+    refresh_base: Instant,
+    /// Refreshing REGISTERs answered 2xx.
+    pub refreshed: u64,
+    /// Refreshing REGISTERs refused, or unanswered when the next one of the device was due.
+    pub refresh_failed: u64,
 }
 
 fn t2() -> Duration {
@@ -121,6 +135,10 @@ impl RegisterSide {
             registered: 0,
             phase_secs: 0.0,
             storm_failed: 0,
+            refresh_next: 0,
+            refresh_base: Instant::ZERO,
+            refreshed: 0,
+            refresh_failed: 0,
         }
     }
 
@@ -156,6 +174,13 @@ impl RegisterSide {
                 Some(self.phase_start + Self::gap(ctx) * self.next)
             }
             Phase::Storm if self.storm_next < ctx.plan.count() => ctx.intended(self.storm_next),
+            Phase::Refreshing if self.devices > 0 => {
+                let devices = u64::from(self.devices);
+                let (round, idx) = (self.refresh_next / devices, self.refresh_next % devices);
+                let half =
+                    Duration::from_secs(u64::from(ctx.plan.scenario.registration.expires)) / 2;
+                Some(self.refresh_base + half * (round as u32 + 1) + Self::gap(ctx) * idx as u32)
+            }
             _ => None,
         }
     }
@@ -193,6 +218,20 @@ impl RegisterSide {
                         now.saturating_since(at).as_micros() as u64,
                     );
                     self.start(ctx, now, id, Some(at));
+                }
+                Phase::Refreshing => {
+                    let id = (self.refresh_next % u64::from(self.devices)) as u32;
+                    self.refresh_next += 1;
+                    let reg = &mut self.regs[id as usize];
+                    if !reg.bound {
+                        continue;
+                    }
+                    if reg.open {
+                        // The previous refresh of this device is still unanswered.
+                        self.refresh_failed += 1;
+                        self.pending = self.pending.saturating_sub(1);
+                    }
+                    self.start(ctx, now, id, None);
                 }
                 Phase::Idle | Phase::Done => return,
             }
@@ -420,6 +459,14 @@ impl RegisterSide {
                 }
                 self.check_phase_end(ctx, now, false);
             }
+            Phase::Refreshing => {
+                self.pending = self.pending.saturating_sub(1);
+                if ok {
+                    self.refreshed += 1;
+                } else {
+                    self.refresh_failed += 1;
+                }
+            }
             Phase::Idle | Phase::Done => {}
         }
     }
@@ -466,8 +513,12 @@ impl RegisterSide {
         ctx.shared.registration_done.store(true, Ordering::Release);
         let start = (now + LOAD_LEAD).as_micros() + ctx.offset_us;
         ctx.shared.load_start_us.store(start, Ordering::Release);
+        self.refresh_base = now;
         self.phase = match ctx.plan.scenario.load.kind {
             LoadKind::Register => Phase::Storm,
+            LoadKind::Calls if ctx.plan.scenario.registration.enabled && !ctx.plan.reflect => {
+                Phase::Refreshing
+            }
             LoadKind::Calls => Phase::Done,
         };
     }

@@ -305,6 +305,8 @@ pub struct Call {
     /// What BYEs to both legs of the first dialog need at `max_call_seconds`
     /// (`dialog/expiry.rs`).
     pub ends: Option<Box<super::dialog::expiry::Ends>>,
+    /// A move or join this call carries out (`features.rs`).
+    pub feature: Option<Box<super::features::Pending>>,
 }
 
 impl Call {

@@ -148,6 +148,7 @@ impl Proxy {
             },
             TimerKey::Group { call } => self.group_timeout(cx, call),
             TimerKey::Dialog { call } => self.dialog_expired(cx, call),
+            TimerKey::FeatureBye { call } => self.feature_bye(cx, call),
             // The registrar's and authentication's; the core never hands them here.
             TimerKey::BindingExpiry { .. } | TimerKey::AuthSweep | TimerKey::Keepalive { .. } => {}
         }

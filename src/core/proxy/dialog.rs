@@ -20,13 +20,15 @@ use std::net::SocketAddr;
 
 pub(super) mod expiry;
 
-use super::call::{AnswerFate, BranchRole, Call, Dialog};
-use super::{uri_destination, uri_is_us, write_our_via, Event, ForkPlan, ForkTarget, Proxy};
+use super::call::{AnswerFate, Branch, BranchRole, Call, Cancel, Client, Dialog};
+use super::{sched, uri_destination, uri_is_us, write_our_via, Event, ForkPlan, ForkTarget, Proxy};
 use crate::config::NatMode;
 use crate::core::cdr::{self, Cause};
 use crate::core::context::Cx;
 use crate::core::route::ROUTE_TOKEN_PARAM;
 use crate::core::slab::Key;
+use crate::core::transaction::client_non_invite::ClientNonInvite;
+use crate::core::transaction::TxnSlot;
 use crate::core::TimerKey;
 use crate::sip::build::{self, Forward, InDialog, ViaFix};
 use crate::sip::{Essentials, HeaderName, Message, Method, Uri};
@@ -192,6 +194,35 @@ impl Proxy {
             call.dialogs.clear();
         }
         let ended = before - call.dialogs.len();
+        let by_caller = e
+            .from
+            .tag
+            .is_some_and(|t| tag_hash(cx, t) == call.caller_tag);
+        let cause = if by_caller {
+            Cause::CallerBye
+        } else {
+            Cause::CalleeBye
+        };
+        self.dialogs_ended(cx, key, ended, cause);
+    }
+
+    /// Forgets dialog `to_tag` of `key` without a BYE through us (a moved call's old dialog).
+    pub(super) fn drop_dialog(&mut self, cx: &mut Cx<'_>, key: Key, to_tag: u64) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let before = call.dialogs.len();
+        call.dialogs.retain(|d| d.to_tag != to_tag);
+        let ended = before - call.dialogs.len();
+        // The call goes on with the device it moved to; its CDR ends here.
+        self.dialogs_ended(cx, key, ended, Cause::Released);
+    }
+
+    /// `ended` dialog records of `key` were removed: timers, policy counts, lines, counters.
+    fn dialogs_ended(&mut self, cx: &mut Cx<'_>, key: Key, ended: usize, cause: Cause) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         if ended == 0 {
             return;
         }
@@ -201,21 +232,13 @@ impl Proxy {
             }
             // The call is over: its policy counts are free again.
             call.holds.release();
-            let by_caller = e
-                .from
-                .tag
-                .is_some_and(|t| tag_hash(cx, t) == call.caller_tag);
-            let cause = if by_caller {
-                Cause::CallerBye
-            } else {
-                Cause::CalleeBye
-            };
             cdr::end(&mut call.cdr, cx, 0, cause);
         }
         self.dialogs = self.dialogs.saturating_sub(ended as u64);
         for _ in 0..ended {
             self.count(Event::DialogEnded);
         }
+        self.release_lines(key);
         self.reap(cx, key);
     }
 
@@ -236,6 +259,7 @@ impl Proxy {
         for _ in 0..n {
             self.count(Event::DialogExpired);
         }
+        self.release_lines(key);
         self.reap(cx, key);
     }
 
@@ -358,7 +382,6 @@ impl Proxy {
         };
         branch.answer = Some(AnswerFate::TornDown);
         let target = branch.target;
-        let loop_hash = call.loop_hash;
         let j = call.branches.len();
         if j >= usize::from(ACK_BRANCH) {
             return;
@@ -367,28 +390,63 @@ impl Proxy {
         let Some(leg) = Leg::of(cx, resp, target) else {
             return;
         };
-        let Some(call) = self.calls.get_mut(key) else {
-            return;
-        };
-        let mut via = Vec::with_capacity(96);
-        write_our_via(cx, loop_hash, key, j as u8, &mut via);
         let routes: Vec<&[u8]> = leg.routes.iter().map(|r| &r[..]).collect();
-        let mut bytes = Vec::with_capacity(512);
-        build::in_dialog(
-            &InDialog {
+        self.send_bye(
+            cx,
+            key,
+            leg.dest,
+            InDialog {
                 method: b"BYE",
                 target: leg.contact,
                 routes: &routes,
-                via: &via,
+                via: b"",
                 from: leg.from,
                 to: leg.to,
                 call_id: leg.call_id,
                 cseq: leg.cseq.saturating_add(1),
                 extra: b"Reason: SIP;cause=200;text=\"Call completed elsewhere\"\r\n",
             },
-            &mut bytes,
         );
-        expiry::send_bye(cx, call, key, leg.dest, bytes);
+    }
+
+    /// Sends `bye` (its Via is ours, written here) to `dest` as a new client transaction of
+    /// `key`, so it is retransmitted until answered (sipfork as the UAC of that leg).
+    pub(super) fn send_bye(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        dest: SocketAddr,
+        bye: InDialog<'_>,
+    ) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let j = call.branches.len();
+        if j >= usize::from(ACK_BRANCH) {
+            return;
+        }
+        let mut via = Vec::with_capacity(96);
+        write_our_via(cx, call.loop_hash, key, j as u8, &mut via);
+        let mut bytes = Vec::with_capacity(512);
+        build::in_dialog(&InDialog { via: &via, ..bye }, &mut bytes);
+        cx.out.push(dest, &bytes);
+        let mut s = sched(cx, key, TxnSlot::Branch(j as u8));
+        let client = Client::NonInvite(ClientNonInvite::start(&mut s));
+        call.branches.push(Branch {
+            role: BranchRole::Bye,
+            target: dest,
+            client,
+            request: Some(bytes.into_boxed_slice()),
+            ack: None,
+            timer_c: None,
+            provisional: false,
+            cancel: Cancel::No,
+            final_status: None,
+            group: call.group,
+            answer: None,
+            to_tag: None,
+            remote_target: None,
+        });
     }
 
     /// Sends (again) the ACK for a 2xx of branch `i` that sipfork tears down.
@@ -425,9 +483,9 @@ impl Proxy {
 }
 
 /// The callee leg of a dialog as a 2xx describes it, seen from sipfork as its UAC.
-struct Leg<'a> {
+pub(super) struct Leg<'a> {
     contact: &'a [u8],
-    routes: Vec<Vec<u8>>,
+    pub(super) routes: Vec<Vec<u8>>,
     dest: SocketAddr,
     from: &'a [u8],
     to: &'a [u8],
@@ -436,7 +494,11 @@ struct Leg<'a> {
 }
 
 impl<'a> Leg<'a> {
-    fn of(cx: &Cx<'_>, resp: &Message<'a>, branch_target: SocketAddr) -> Option<Leg<'a>> {
+    pub(super) fn of(
+        cx: &Cx<'_>,
+        resp: &Message<'a>,
+        branch_target: SocketAddr,
+    ) -> Option<Leg<'a>> {
         let contact = match resp.contacts().next()?.ok()? {
             crate::sip::ContactValue::Addr(c) => c.addr.uri,
             crate::sip::ContactValue::Star => return None,

@@ -15,6 +15,7 @@
 pub mod call;
 mod cancel;
 mod dialog;
+pub mod features;
 mod response;
 
 use std::collections::HashMap;
@@ -229,6 +230,8 @@ pub struct Proxy {
     /// Reused buffers for the Via and Record-Route values of forwarded requests.
     scratch_via: Vec<u8>,
     scratch_rr: Vec<u8>,
+    /// The answered calls of this shard's extensions (`features.rs`).
+    lines: features::Lines,
 }
 
 /// What [`Proxy::match_request`] did.
@@ -293,6 +296,7 @@ impl Proxy {
             labels,
             self.dialogs,
         );
+        self.lines.export_metrics(sink, labels);
     }
 
     /// Matches a request against the server transactions (§17.2.3): retransmissions are
@@ -496,6 +500,7 @@ impl Proxy {
             holds: plan.holds,
             cdr: plan.cdr,
             ends: None,
+            feature: None,
         };
         let key = self.calls.insert(call);
         self.index.insert(server_key, key);
@@ -839,8 +844,13 @@ fn start_branch(
     let index = call.branches.len() as u8;
     via.clear();
     write_our_via(cx, call.loop_hash, key, index, via);
+    // A branch to another node of the cluster: its Request-URI gets the authenticated mark.
+    let marked = req
+        .call_id()
+        .ok()
+        .and_then(|cid| crate::core::cluster::mark_uri(cx, &target.uri, target.dest, cid, via));
     let fwd = Forward {
-        request_uri: Some(&target.uri),
+        request_uri: Some(marked.as_deref().unwrap_or(&target.uri)),
         via,
         record_route: shared.record_route,
         drop_first_route: shared.drop_first_route,
@@ -855,7 +865,12 @@ fn start_branch(
         .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf))
         .into();
     let slot = TxnSlot::Branch(index);
-    let timer_c_after = cx.cfg.proxy.timer_c;
+    let timer_c_after = if marked.is_some() {
+        // Until the remote node's 100 Trying: a dead node is given up within 2 s.
+        crate::core::cluster::BRANCH_TIMEOUT
+    } else {
+        cx.cfg.proxy.timer_c
+    };
     let (client, timer_c) = {
         let mut s = sched(cx, key, slot);
         if call.is_invite {

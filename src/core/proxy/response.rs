@@ -158,7 +158,9 @@ impl Proxy {
             branch.cancel,
             super::call::Cancel::Sent { .. } | super::call::Cancel::Done(_)
         );
-        if status > 100 && branch.timer_c.is_some() && !cancel_sent {
+        // A cluster branch's short Timer C ends with the remote node's first response.
+        let cluster_first = first && crate::core::cluster::is_peer(cx, branch.target);
+        if (status > 100 || cluster_first) && branch.timer_c.is_some() && !cancel_sent {
             // §16.7 step 2: a provisional other than 100 resets Timer C (not once the branch
             // was cancelled: then it is the §9.1 guard, see `send_cancel`).
             let timer_c = cx.cfg.proxy.timer_c;
@@ -260,6 +262,7 @@ impl Proxy {
                 Event::Answered
             });
             self.keep_ends(cx, key, i, resp);
+            self.note_answer(cx, key, i, resp);
             self.forward_2xx(cx, key, resp);
             self.add_dialog(cx, key, i, resp);
             if outcome == Outcome::Pending {
@@ -468,7 +471,11 @@ impl Proxy {
         if let Some(mut call) = self.calls.remove(key) {
             self.index.remove(&call.server_key);
             cdr::end(&mut call.cdr, cx, 0, cdr::Cause::Released);
-            for id in [call.group_timer, call.dialog_timer].into_iter().flatten() {
+            let feature_timer = call.feature_timer();
+            for id in [call.group_timer, call.dialog_timer, feature_timer]
+                .into_iter()
+                .flatten()
+            {
                 cx.timers.cancel(id);
             }
             for b in call.branches {

@@ -141,6 +141,12 @@ impl MmsgBackend {
         })
     }
 
+    /// The epoll descriptor (readable when a socket or the mailbox is): the AF_XDP backend
+    /// nests it in its own epoll set.
+    pub(crate) fn epoll_fd(&self) -> std::os::fd::RawFd {
+        self.epoll.as_raw_fd()
+    }
+
     /// Blocks in epoll for at most `timeout`; returns the number of ready events.
     fn epoll_wait(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         let max = self.events.len() as i32;

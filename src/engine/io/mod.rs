@@ -13,6 +13,7 @@
 pub mod mmsg;
 pub mod socket;
 pub mod uring;
+pub mod xdp;
 
 use std::fmt;
 use std::io;
@@ -87,6 +88,17 @@ pub struct IoStats {
     /// io_uring SQE pushes that failed (the send slot is returned, the datagrams counted in
     /// `tx_dropped`).
     pub sqe_push_failures,
+    /// AF_XDP: datagrams received through the AF_XDP socket (also in `rx_datagrams`).
+    pub xdp_rx,
+    /// AF_XDP: datagrams sent through the AF_XDP socket (also in `tx_datagrams`).
+    pub xdp_tx,
+    /// AF_XDP: datagrams handed to the kernel socket instead (no neighbour entry yet, larger
+    /// than the MTU, another local address, or no free frame).
+    pub xdp_kernel_tx,
+    /// AF_XDP: frames on the socket that were not a datagram to the listen address (dropped).
+    pub xdp_rx_invalid,
+    /// AF_XDP: lookups in the kernel's neighbour table.
+    pub xdp_neigh_lookups,
 }
 }
 
@@ -119,6 +131,9 @@ pub enum IoKind {
     Uring,
     /// recvmmsg/sendmmsg + epoll.
     Mmsg,
+    /// AF_XDP on `[server] interface` (never chosen by `Auto`); opened by the engine, which
+    /// attaches the XDP program first (see [`xdp`]).
+    Xdp,
 }
 
 impl IoKind {
@@ -128,6 +143,7 @@ impl IoKind {
             "auto" => Some(Self::Auto),
             "uring" | "io_uring" | "io-uring" => Some(Self::Uring),
             "mmsg" => Some(Self::Mmsg),
+            "xdp" | "af_xdp" => Some(Self::Xdp),
             _ => None,
         }
     }
@@ -191,6 +207,8 @@ pub enum IoSetupError {
     },
     /// The options are unusable.
     BadOptions(&'static str),
+    /// AF_XDP cannot run here, with the reason (privileges, interface, queues, program).
+    Xdp(String),
 }
 
 impl fmt::Display for IoSetupError {
@@ -199,6 +217,7 @@ impl fmt::Display for IoSetupError {
             Self::UringUnavailable(why) => write!(f, "io_uring unavailable: {why}"),
             Self::Os { what, source } => write!(f, "{what}: {source}"),
             Self::BadOptions(why) => write!(f, "bad I/O options: {why}"),
+            Self::Xdp(why) => write!(f, "AF_XDP: {why}"),
         }
     }
 }
@@ -260,6 +279,10 @@ pub fn open(
         })
     };
     match kind {
+        IoKind::Xdp => Err(IoSetupError::Xdp(
+            "io = \"xdp\" is opened by the engine with its interface (xdp::XdpBackend::open)"
+                .into(),
+        )),
         IoKind::Mmsg => mmsg(sockets, None),
         IoKind::Uring => {
             let backend = uring::UringBackend::new(sockets, waker.clone(), opts)

@@ -13,14 +13,12 @@
 
 use std::net::SocketAddr;
 
-use super::{leg_destination, Leg, ACK_BRANCH};
+use super::{leg_destination, Leg};
 use crate::core::context::Cx;
-use crate::core::proxy::call::{Branch, BranchRole, Call, Cancel, Client};
-use crate::core::proxy::{sched, uri_destination, write_our_via, Proxy};
+use crate::core::proxy::call::Call;
+use crate::core::proxy::{uri_destination, Proxy};
 use crate::core::slab::Key;
-use crate::core::transaction::client_non_invite::ClientNonInvite;
-use crate::core::transaction::TxnSlot;
-use crate::sip::build::{self, InDialog};
+use crate::sip::build::InDialog;
 use crate::sip::{HeaderName, Message, Uri};
 
 /// The Reason of the BYEs sent at `max_call_seconds`.
@@ -114,10 +112,7 @@ impl Ends {
 impl Proxy {
     /// `max_call_seconds`: a BYE to each leg of the call's first dialog (module docs).
     pub(in crate::core::proxy) fn bye_both_legs(&mut self, cx: &mut Cx<'_>, key: Key) {
-        let Some(call) = self.calls.get_mut(key) else {
-            return;
-        };
-        let Some(ends) = call.ends.take() else {
+        let Some(ends) = self.calls.get_mut(key).and_then(|c| c.ends.take()) else {
             return;
         };
         let n = ends.cuts.len();
@@ -147,60 +142,24 @@ impl Proxy {
                     ends.dest[1],
                 )
             };
-            let j = call.branches.len();
-            if j >= usize::from(ACK_BRANCH) {
-                return;
-            }
-            let mut via = Vec::with_capacity(96);
-            write_our_via(cx, call.loop_hash, key, j as u8, &mut via);
-            let mut bytes = Vec::with_capacity(512);
-            build::in_dialog(
-                &InDialog {
+            self.send_bye(
+                cx,
+                key,
+                dest,
+                InDialog {
                     method: b"BYE",
                     target,
                     routes: &routes,
-                    via: &via,
+                    via: b"",
                     from,
                     to,
                     call_id: ends.piece(CALL_ID),
                     cseq: cseq.saturating_add(1),
                     extra: REASON,
                 },
-                &mut bytes,
             );
-            send_bye(cx, call, key, dest, bytes);
         }
     }
-}
-
-/// Sends a BYE sipfork originates as branch `call.branches.len()` of the call, in its own
-/// non-INVITE client transaction (retransmitted until answered or Timer F).
-pub(in crate::core::proxy) fn send_bye(
-    cx: &mut Cx<'_>,
-    call: &mut Call,
-    key: Key,
-    dest: SocketAddr,
-    bytes: Vec<u8>,
-) {
-    let j = call.branches.len() as u8;
-    cx.out.push(dest, &bytes);
-    let mut s = sched(cx, key, TxnSlot::Branch(j));
-    let client = Client::NonInvite(ClientNonInvite::start(&mut s));
-    call.branches.push(Branch {
-        role: BranchRole::Bye,
-        target: dest,
-        client,
-        request: Some(bytes.into_boxed_slice()),
-        ack: None,
-        timer_c: None,
-        provisional: false,
-        cancel: Cancel::No,
-        final_status: None,
-        group: call.group,
-        answer: None,
-        to_tag: None,
-        remote_target: None,
-    });
 }
 
 impl Proxy {

@@ -1,0 +1,105 @@
+#!/bin/bash
+# Soak: sipfork in its shipped shape (SHARDS shards, journal on) held to a fixed CPU share by a
+# cgroup, the zero-failure rate found there by a short ramp, then DURATION seconds of fork3 at half
+# that rate; resident memory and the leak gauges sampled every SAMPLE_S seconds, and the gauges read
+# again after the drain (they must be back to zero: no call, dialog or call timer left behind).
+#
+# usage: loadtest/scripts/soak.sh [DURATION_S (3600)]
+# Environment:
+#   CPU_PCT (25)        the proxy's CPU cap in % of one CPU (cgroup v2 cpu.max, or v1 cfs quota)
+#   SHARDS (2) IO (uring)   sipfork engine settings (data_dir is always set: the journal is on)
+#   RAMP (400:1600:200) the ramp that finds the zero-failure rate under the cap (10 s per step)
+#   RATE (none)         skip the ramp and soak at this rate
+#   SAMPLE_S (30)       sampling period for RSS and gauges
+#   NICE (-10)          proxy and harness niceness: on a shared box, other jobs must not take the
+#                       capped proxy's share (the cap, not the neighbours, is what limits it)
+#   OUT (loadtest/runs/soak-<stamp>)
+# Writes OUT/samples.tsv (seconds, VmRSS kB, calls, dialogs, timers, bindings), OUT/soak.json
+# (the harness's result), OUT/soak.stats.jsonl, OUT/after-drain.txt, and prints a summary.
+# Everything runs in a fresh loopback-only network namespace and stops by itself.
+set -euo pipefail
+DUR=${1:-3600}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CPU_PCT=${CPU_PCT:-25}; SHARDS=${SHARDS:-2}; IO=${IO:-uring}; RAMP=${RAMP:-400:1600:200}
+SAMPLE_S=${SAMPLE_S:-30}; NICE=${NICE:--10}; PROFILE=${PROFILE:-release}
+OUT=${OUT:-$ROOT/loadtest/runs/soak-$(date +%Y%m%d_%H%M%S)}
+mkdir -p "$OUT"
+(cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p sipfork -p sipfork-load)
+SF=$ROOT/target/$PROFILE/sipfork
+LT=$ROOT/target/$PROFILE/sipfork-load
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+
+NS=soak$$ CG="" DATA=$OUT/data
+cleanup_soak() {
+  cleanup
+  ip netns del $NS 2>/dev/null || true
+  [[ -n $CG ]] && rmdir "$CG" 2>/dev/null || true
+}
+trap cleanup_soak EXIT
+ip netns add $NS; ip netns exec $NS ip link set lo up
+
+# The cgroup: v2 where mounted as the unified hierarchy, else the v1 cpu controller.
+if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+  CG=/sys/fs/cgroup/sipfork-soak$$; mkdir "$CG"
+  echo "$((CPU_PCT * 1000)) 100000" > "$CG/cpu.max"
+else
+  CG=/sys/fs/cgroup/cpu/sipfork-soak$$; mkdir "$CG"
+  echo 100000 > "$CG/cpu.cfs_period_us"; echo $((CPU_PCT * 1000)) > "$CG/cpu.cfs_quota_us"
+fi
+throttled() { grep -E '^(nr_throttled|throttled_usec|throttled_time)' "$CG/cpu.stat" | tr '\n' ' '; }
+
+"$LT" proxy-config --preset fork3 --shards "$SHARDS" --io "$IO" > "$OUT/sipfork.toml"
+sed -i "/^\[server\]/a admin = \"127.0.0.1:8080\"\ndata_dir = \"$DATA\"" "$OUT/sipfork.toml"
+start_proxy() {
+  rm -rf "$DATA"; mkdir -p "$DATA"
+  ip netns exec $NS nice -n "$NICE" timeout $((DUR + 900)) "$SF" --config "$OUT/sipfork.toml" >> "$OUT/proxy.log" 2>&1 &
+  PIDS+=($!)
+  sleep 1
+  SFPID=$(pgrep -n -f "^$SF --config $OUT/sipfork.toml")
+  echo "$SFPID" > "$CG/cgroup.procs" 2>/dev/null || echo "$SFPID" > "$CG/tasks"
+  # threads started before the move follow on v2; on v1 move each thread
+  [[ -f $CG/tasks ]] && for t in /proc/$SFPID/task/*; do echo "${t##*/}" > "$CG/tasks"; done
+  log "sipfork $SFPID in $CG ($CPU_PCT % of a CPU), $(throttled)"
+}
+metric() {  # the sum over shards of a gauge
+  ip netns exec $NS curl -s 127.0.0.1:8080/metrics | awk -v m="$1" '$1 ~ "^"m"({|$)" { s += $2 } END { print s + 0 }'
+}
+
+if [[ -z ${RATE:-} ]]; then
+  start_proxy
+  ip netns exec $NS nice -n "$NICE" "$LT" run --preset fork3 --ramp "$RAMP" --duration 10 --out "$OUT" \
+    --label knee --quiet --proxy-pid "$SFPID" > "$OUT/knee.txt" 2>&1 || true
+  KNEE=$(grep -o 'knee=[0-9]*' "$OUT/knee.txt" | tail -1 | cut -d= -f2)
+  [[ -n $KNEE && $KNEE != 0 ]] || { cat "$OUT/knee.txt"; log "no rate of the ramp passed"; exit 1; }
+  log "zero-failure rate under the cap: $KNEE calls/s ($(throttled))"
+  kill "$SFPID"; wait 2>/dev/null || true; PIDS=()
+  RATE=$((KNEE / 2))
+fi
+start_proxy
+log "soak: $DUR s at $RATE calls/s"
+printf 's\trss_kb\tcalls\tdialogs\ttimers\tbindings\n' > "$OUT/samples.tsv"
+( t0=$SECONDS
+  while kill -0 "$SFPID" 2>/dev/null && (( SECONDS - t0 < DUR + 120 )); do
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' $((SECONDS - t0)) "$(awk '/^VmRSS/ {print $2}' /proc/$SFPID/status)" \
+      "$(metric sipfork_proxy_calls)" "$(metric sipfork_proxy_dialogs)" "$(metric sipfork_timers)" \
+      "$(metric sipfork_bindings)" >> "$OUT/samples.tsv"
+    sleep "$SAMPLE_S"
+  done ) &
+SAMPLER=$!
+rc=0
+ip netns exec $NS nice -n "$NICE" "$LT" run --preset fork3 --rate "$RATE" --duration "$DUR" --max $((RATE * DUR)) \
+  --stats-every 10s --out "$OUT" --label soak --quiet --proxy-pid "$SFPID" > "$OUT/soak.txt" 2>&1 || rc=$?
+sleep 40   # Timer J/K and the drain
+kill $SAMPLER 2>/dev/null || true
+{ echo "after the drain:"
+  for g in sipfork_proxy_calls sipfork_proxy_dialogs sipfork_timers sipfork_bindings sipfork_registered_extensions; do
+    echo "$g $(metric $g)"; done
+  echo "VmRSS_kB $(awk '/^VmRSS/ {print $2}' /proc/$SFPID/status)"
+  echo "cgroup $(throttled)"; } > "$OUT/after-drain.txt"
+cat "$OUT/soak.txt" | tail -5
+cat "$OUT/after-drain.txt"
+# RSS growth after warm-up: the first sample at or after 300 s against the last one during the load
+awk -F'\t' -v dur="$DUR" 'NR > 1 && $1 >= 300 && !w { w = $2 } NR > 1 && $1 <= dur { last = $2 }
+  END { if (w) printf "RSS after warm-up %d kB, at the end %d kB: %+.2f %%\n", w, last, 100 * (last - w) / w }' "$OUT/samples.tsv"
+exit $rc
