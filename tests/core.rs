@@ -8,6 +8,8 @@
 //!   harness (seeds, and record-level mutations of a recorded call).
 //! - `flows`: RFC 3261 / 3665 / 5118 call-flow messages parse and read back exactly.
 //! - `properties`: byte mutations of every vector never panic, and accessors agree with each other.
+//! - `expiry`: `[policy] max_call_seconds` ends a dialog whose BYE was lost with a BYE to each
+//!   leg (virtual time).
 //! - `sequences`: the `core_sequences` fuzz target's invariants (no panic, bounded state, every
 //!   call ends) on its committed seeds (`fuzz/seeds/core_sequences`) and on proptest input.
 //! - `cluster`: forking across two nodes' cores, cluster marks and their attacks (issue 18).
@@ -24,6 +26,8 @@ mod cdr;
 mod cluster;
 #[path = "core/core_fuzz.rs"]
 mod core_fuzz;
+#[path = "core/expiry.rs"]
+mod expiry;
 #[path = "core/features.rs"]
 mod features;
 #[path = "core/flows.rs"]

@@ -27,7 +27,9 @@
 //! - `example`: SIPp (`-au/-ap`, MD5) registers and calls through the shipped
 //!   `examples/sipfork.toml` (baresip does the same in `baresip`).
 //! - `policy`: CDRs of public calls reach `[policy] cdr`, one JSON line each, and follow a
-//!   rotation (rename + SIGHUP).
+//!   rotation (rename + SIGHUP); a SIPp PBX at a trunk's static address gets exactly its
+//!   tenant's limit in progress and 503 (Q.850 cause 34) beyond; follow-me reaches an external
+//!   number through a `[[routes]]` next hop only with `forward_external`.
 //! - `features`: PJSIP agents (pjsua2-python): a caller's answered call moved from device A to
 //!   device B of one extension with `*75` (RFC 3891 Replaces).
 //! - `instance`: a second instance on the same port, and on the same data_dir, is refused.

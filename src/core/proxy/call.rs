@@ -302,6 +302,9 @@ pub struct Call {
     pub holds: crate::core::policy::Holds,
     /// A public call's CDR until the call ends (`core::cdr`): taken once, by the first end.
     pub cdr: Option<Box<crate::core::cdr::Draft>>,
+    /// What BYEs to both legs of the first dialog need at `max_call_seconds`
+    /// (`dialog/expiry.rs`).
+    pub ends: Option<Box<super::dialog::expiry::Ends>>,
     /// A move or join this call carries out (`features.rs`).
     pub feature: Option<Box<super::features::Pending>>,
 }

@@ -13,9 +13,12 @@
 //!
 //! Invariant: per-dialog state is one small record per answered device inside its call (the To
 //! tag's hash, the start time, the answering branch), released by a BYE through us or by the
-//! maximum call duration; the concurrent-call counts of the policy work are derived from these.
+//! maximum call duration (which sends a BYE to both legs: `expiry.rs`, with the little it keeps
+//! per call for that); the concurrent-call counts of the policy work are derived from these.
 
 use std::net::SocketAddr;
+
+pub(super) mod expiry;
 
 use super::call::{AnswerFate, Branch, BranchRole, Call, Cancel, Client, Dialog};
 use super::{sched, uri_destination, uri_is_us, write_our_via, Event, ForkPlan, ForkTarget, Proxy};
@@ -244,6 +247,10 @@ impl Proxy {
             return;
         };
         call.dialog_timer = None;
+        self.bye_both_legs(cx, key);
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
         let n = call.dialogs.len();
         call.dialogs.clear();
         call.holds.release();
@@ -289,6 +296,15 @@ impl Proxy {
             self.count(Event::InDialogRefused);
             return crate::core::reply::no_such_transaction(cx, req, from);
         };
+        if let Some(call) = self.calls.get_mut(key) {
+            let from_caller = e
+                .from
+                .tag
+                .is_some_and(|t| tag_hash(cx, t) == call.caller_tag);
+            if let Some(ends) = call.ends.as_deref_mut() {
+                ends.saw(from_caller, e.cseq.number);
+            }
+        }
         if e.method == Method::Bye {
             self.end_dialog(cx, key, e);
         }

@@ -499,6 +499,7 @@ impl Proxy {
             extra: plan.extra.into(),
             holds: plan.holds,
             cdr: plan.cdr,
+            ends: None,
             feature: None,
         };
         let key = self.calls.insert(call);

@@ -261,6 +261,7 @@ impl Proxy {
             } else {
                 Event::Answered
             });
+            self.keep_ends(cx, key, i, resp);
             self.note_answer(cx, key, i, resp);
             self.forward_2xx(cx, key, resp);
             self.add_dialog(cx, key, i, resp);
