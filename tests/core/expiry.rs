@@ -177,6 +177,30 @@ fn ended_both_ways(w: &mut World, carrier: PhoneId, device: PhoneId, reason: &st
     assert_eq!(w.cdrs.last().expect("a CDR").cause(), cause);
 }
 
+/// Neither leg got a BYE from the proxy yet.
+fn no_byes(w: &World, carrier: PhoneId, device: PhoneId) {
+    assert!(
+        byes(w, carrier).is_empty() && byes(w, device).is_empty(),
+        "{}",
+        w.dump()
+    );
+}
+
+/// Nothing from the proxy for `quiet` more seconds, then (within 3 s) a BYE each way.
+fn ends_after(
+    w: &mut World,
+    carrier: PhoneId,
+    device: PhoneId,
+    quiet: u64,
+    reason: &str,
+    cause: Cause,
+) {
+    w.run_for(secs(quiet));
+    no_byes(w, carrier, device);
+    w.run_for(secs(3));
+    ended_both_ways(w, carrier, device, reason, cause);
+}
+
 const SESSION_EXPIRED: &str = "SIP;cause=408;text=\"session expired\"";
 const MAX_CALL: &str = "SIP;cause=408;text=\"max_call_seconds\"";
 
@@ -195,20 +219,14 @@ fn refreshes_keep_a_session_alive_and_a_missing_one_ends_it_at_its_interval() {
         );
     }
     w.run_for(secs(60));
-    assert!(
-        byes(&w, carrier).is_empty() && byes(&w, device).is_empty(),
-        "{}",
-        w.dump()
-    );
+    no_byes(&w, carrier, device);
     assert_eq!(w.phone_ref(device).requests_received("UPDATE"), 4);
     // The last refresh was at about 241 s: the session expires at about 361 s, not before.
-    w.run_for(secs(55));
-    assert!(byes(&w, carrier).is_empty() && byes(&w, device).is_empty());
-    w.run_for(secs(10));
-    ended_both_ways(
+    ends_after(
         &mut w,
         carrier,
         device,
+        59,
         SESSION_EXPIRED,
         Cause::SessionExpired,
     );
@@ -218,29 +236,22 @@ fn refreshes_keep_a_session_alive_and_a_missing_one_ends_it_at_its_interval() {
 fn a_session_never_refreshed_ends_at_its_interval_with_a_bye_each_way() {
     // Compact form, an interval below the 90 s floor of Min-SE is not honoured below it.
     let (mut w, carrier, device, _) = answered_with(82, 600, "x: 100\r\n");
-    w.run_for(secs(98));
-    assert!(byes(&w, carrier).is_empty() && byes(&w, device).is_empty());
-    w.run_for(secs(3));
-    ended_both_ways(
+    ends_after(
         &mut w,
         carrier,
         device,
+        98,
         SESSION_EXPIRED,
         Cause::SessionExpired,
     );
 
     let (mut w, carrier, device, _) = answered_with(83, 600, "Session-Expires: 30\r\n");
-    w.run_for(secs(88));
-    assert!(
-        byes(&w, carrier).is_empty(),
-        "never below Min-SE (90 s)\n{}",
-        w.dump()
-    );
-    w.run_for(secs(3));
-    ended_both_ways(
+    // Never below Min-SE (90 s).
+    ends_after(
         &mut w,
         carrier,
         device,
+        88,
         SESSION_EXPIRED,
         Cause::SessionExpired,
     );
@@ -251,10 +262,7 @@ fn a_refresh_never_extends_a_call_past_max_call_seconds() {
     let (mut w, carrier, device, call) = answered_with(84, 150, "Session-Expires: 120\r\n");
     w.run_for(secs(100));
     w.update(carrier, call, 10, "Session-Expires: 120\r\n");
-    w.run_for(secs(48));
-    assert!(byes(&w, carrier).is_empty(), "{}", w.dump());
-    w.run_for(secs(3));
-    ended_both_ways(&mut w, carrier, device, MAX_CALL, Cause::MaxDuration);
+    ends_after(&mut w, carrier, device, 48, MAX_CALL, Cause::MaxDuration);
 }
 
 #[test]
@@ -262,11 +270,7 @@ fn without_session_expires_only_max_call_seconds_applies() {
     let (mut w, carrier, device, call) = answered_with(85, 600, "");
     w.update(carrier, call, 10, "");
     w.run_for(secs(597));
-    assert!(
-        byes(&w, carrier).is_empty() && byes(&w, device).is_empty(),
-        "{}",
-        w.dump()
-    );
+    no_byes(&w, carrier, device);
     assert_eq!(w.proxy_calls(), 1);
     w.run_for(secs(3));
     ended_both_ways(&mut w, carrier, device, MAX_CALL, Cause::MaxDuration);

@@ -14,7 +14,8 @@
 //! Invariant: per-dialog state is one small record per answered device inside its call (the To
 //! tag's hash, the start time, the answering branch), released by a BYE through us or by the
 //! maximum call duration (which sends a BYE to both legs: `expiry.rs`, with the little it keeps
-//! per call for that); the concurrent-call counts of the policy work are derived from these.
+//! per call for that), or sooner by an RFC 4028 session that was not refreshed (the same timer,
+//! re-armed by the 2xx that carry Session-Expires: `session_timer.rs`); the concurrent-call counts of the policy work are derived from these.
 
 use std::net::SocketAddr;
 

@@ -108,3 +108,39 @@ impl Proxy {
         call.dialog_timer = Some(cx.timers.insert(at, TimerKey::Dialog { call: key }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(first: &str, rows: &str) -> Vec<u8> {
+        format!(
+            "{first}\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\n\
+             To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 UPDATE\r\n{rows}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn session_interval_reads_session_expires_not_below_min_se() {
+        let interval = |req_rows: &str, resp_rows: &str| {
+            let req = msg("UPDATE sip:b@h SIP/2.0", req_rows);
+            let resp = msg("SIP/2.0 200 OK", resp_rows);
+            let (req, resp) = (
+                crate::sip::parse(&req).unwrap(),
+                crate::sip::parse(&resp).unwrap(),
+            );
+            session_interval(Some(&req), &resp).map(|d| d.as_secs())
+        };
+        assert_eq!(interval("", ""), None);
+        assert_eq!(
+            interval("", "Session-Expires: 1800;refresher=uac\r\n"),
+            Some(1800)
+        );
+        assert_eq!(interval("", "x: 600\r\n"), Some(600));
+        assert_eq!(interval("", "Session-Expires: 30\r\n"), Some(90));
+        assert_eq!(interval("Min-SE: 2000\r\n", "x: 1800\r\n"), Some(2000));
+        assert_eq!(interval("", "Session-Expires: soon\r\n"), None);
+        assert_eq!(interval("", "Session-Expires: 99999999999\r\n"), None);
+    }
+}
