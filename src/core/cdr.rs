@@ -56,6 +56,8 @@ pub enum Cause {
     CalleeBye,
     /// No BYE came within `[policy] max_call_seconds`.
     MaxDuration,
+    /// An RFC 4028 session timer the parties negotiated expired without a refresh.
+    SessionExpired,
     /// The call's state went away without any of the above (an answered call that recorded no
     /// dialog, a call freed otherwise).
     Released,
@@ -71,6 +73,7 @@ impl Cause {
             Cause::CallerBye => "caller_bye",
             Cause::CalleeBye => "callee_bye",
             Cause::MaxDuration => "max_call_seconds",
+            Cause::SessionExpired => "session_expired",
             Cause::Released => "released",
         }
     }

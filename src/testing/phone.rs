@@ -179,6 +179,8 @@ pub struct Phone {
     proxy: SocketAddr,
     /// How it answers INVITEs.
     pub behaviour: Behaviour,
+    /// Rows its 2xx to an INVITE or to an in-dialog UPDATE carry (`Session-Expires: 120\r\n`).
+    pub answer_extra: String,
     /// A 200 OK to its last REGISTER arrived.
     pub registered: bool,
     /// q-value to register with (`"0.5"`), if any.
@@ -208,6 +210,7 @@ impl Phone {
             private: None,
             proxy,
             behaviour: Behaviour::default(),
+            answer_extra: String::new(),
             registered: false,
             q: None,
             inbox: Vec::new(),
@@ -375,37 +378,61 @@ impl Phone {
         vec![(self.proxy, msg)]
     }
 
+    /// `method` (CSeq `cseq`, rows `extra`) on dialog `d` of outgoing call `index`, and where it
+    /// goes (its first Route, else its remote target).
+    fn dialog_request(
+        &mut self,
+        index: usize,
+        d: usize,
+        method: &str,
+        cseq: u32,
+        extra: &str,
+    ) -> (SocketAddr, Vec<u8>) {
+        let branch = self.branch();
+        let (me, user, proxy) = (self.advertised(), self.user.clone(), self.proxy);
+        let c = &self.outgoing[index];
+        let dialog = &c.dialogs[d];
+        let mut routes = String::new();
+        for r in &dialog.route_set {
+            let _ = write!(routes, "Route: {r}\r\n");
+        }
+        let msg = format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch};rport\r\n{routes}\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@{proxy}>;tag={ft}\r\nTo: {to};tag={tt}\r\n\
+             Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\n{extra}Content-Length: 0\r\n\r\n",
+            target = dialog.remote_target,
+            ft = c.from_tag,
+            to = value_of(&c.invite, HeaderName::To),
+            tt = dialog.to_tag,
+            cid = c.call_id,
+        )
+        .into_bytes();
+        let dest = first_hop(&dialog.route_set, &dialog.remote_target).unwrap_or(proxy);
+        (dest, msg)
+    }
+
     /// BYE on every confirmed dialog of outgoing call `index`.
     pub fn bye(&mut self, now: Instant, index: usize) -> Out {
         let mut out = Vec::new();
         let n = self.outgoing.get(index).map_or(0, |c| c.dialogs.len());
         for d in 0..n {
-            let branch = self.branch();
-            let (me, user, proxy) = (self.advertised(), self.user.clone(), self.proxy);
-            let c = &mut self.outgoing[index];
-            let dialog = &mut c.dialogs[d];
-            let mut routes = String::new();
-            for r in &dialog.route_set {
-                let _ = write!(routes, "Route: {r}\r\n");
-            }
-            let msg = format!(
-                "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch};rport\r\n{routes}\
-                 Max-Forwards: 70\r\nFrom: <sip:{user}@{proxy}>;tag={ft}\r\nTo: {to};tag={tt}\r\n\
-                 Call-ID: {cid}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
-                target = dialog.remote_target,
-                ft = c.from_tag,
-                to = value_of(&c.invite, HeaderName::To),
-                tt = dialog.to_tag,
-                cid = c.call_id,
-            )
-            .into_bytes();
-            let dest = first_hop(&dialog.route_set, &dialog.remote_target).unwrap_or(proxy);
+            let (dest, msg) = self.dialog_request(index, d, "BYE", 2, "");
+            let dialog = &mut self.outgoing[index].dialogs[d];
             dialog.bye = Some(msg.clone());
             dialog.interval = T1;
             out.push((dest, msg));
             self.timers.push((now + T1, TimerKind::ResendBye(index, d)));
         }
         out
+    }
+
+    /// An UPDATE with CSeq `cseq` and rows `extra` on every confirmed dialog of outgoing call
+    /// `index` (a session refresh, RFC 4028; sent once, its 200 is not tracked).
+    pub fn update(&mut self, index: usize, cseq: u32, extra: &str) -> Out {
+        let n = self.outgoing.get(index).map_or(0, |c| c.dialogs.len());
+        (0..n)
+            .map(|d| self.dialog_request(index, d, "UPDATE", cseq, extra))
+            .collect()
     }
 
     /// The callee hangs up answered incoming call `i`: one BYE along the INVITE's
@@ -517,6 +544,22 @@ impl Phone {
                 c.bye_reason = msg.first_value(HeaderName::Reason).map(lossy);
                 vec![(from, self.plain_response(msg, 200, "OK"))]
             }
+            (Some(Method::Update), Some(_)) => {
+                let mut out = Vec::new();
+                build::response(
+                    msg,
+                    &Reply {
+                        status: 200,
+                        reason: "OK",
+                        fix: ViaFix::default(),
+                        to_tag: None,
+                        extra: self.answer_extra.as_bytes(),
+                        body: None,
+                    },
+                    &mut out,
+                );
+                vec![(from, out)]
+            }
             (Some(Method::Ack), None) => vec![],
             (Some(Method::Cancel | Method::Bye), None) => vec![(
                 from,
@@ -559,6 +602,9 @@ impl Phone {
                 extra.extend_from_slice(h.row);
             }
             let _ = write!(ExtraWriter(&mut extra), "Contact: {contact}\r\n");
+        }
+        if (200..300).contains(&status) {
+            extra.extend_from_slice(self.answer_extra.as_bytes());
         }
         let mut out = Vec::new();
         build::response(

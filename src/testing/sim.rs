@@ -516,6 +516,15 @@ impl World {
         }
     }
 
+    /// Phone `id` refreshes its call `call` with an UPDATE (see [`Phone::update`]).
+    pub fn update(&mut self, id: PhoneId, call: usize, cseq: u32, extra: &str) {
+        let out = self.phones[id.0].update(call, cseq, extra);
+        let from = self.phones[id.0].addr;
+        for (to, bytes) in out {
+            self.transmit(from, to, bytes);
+        }
+    }
+
     /// Phone `id`, the callee, hangs up its answered incoming call `call` with BYE.
     pub fn hang_up_incoming(&mut self, id: PhoneId, call: usize) {
         let out = self.phones[id.0].bye_incoming(call);

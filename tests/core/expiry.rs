@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use sipfork::core::cdr::Cause;
 use sipfork::testing::phone::Behaviour;
 use sipfork::testing::sim::{PhoneId, World};
 use sipfork::time::{ms, secs};
@@ -140,4 +141,137 @@ fn a_call_ended_by_its_bye_gets_no_bye_from_the_proxy() {
     );
     assert!(byes(&w, carrier).is_empty());
     assert_eq!(w.proxy_calls(), 0);
+}
+
+/// RFC 4028 session timers: like [`answered_call`], but with `max_call_seconds = max` and the
+/// device answering INVITEs and UPDATEs with the rows `answer_extra` (a Session-Expires).
+fn answered_with(seed: u64, max: u32, answer_extra: &str) -> (World, PhoneId, PhoneId, usize) {
+    let config = super::policy::config("cdr = \"/var/lib/sipfork/cdr.jsonl\"").replace(
+        "max_call_seconds = 60",
+        &format!("max_call_seconds = {max}"),
+    );
+    let mut w = World::new(&config, 1, seed);
+    let carrier = w.add_phone("carrier", "0049301234", 5070);
+    let device = w.add_phone("d1000", "1000", 5071);
+    w.behave(device, Behaviour::answer_after(ms(50)));
+    w.phone(device).answer_extra = answer_extra.to_owned();
+    w.register(device, 3600);
+    w.run_for(ms(100));
+    let call = w.call(carrier, "1000");
+    w.run_for(secs(1));
+    assert_eq!(w.phone_ref(carrier).outgoing[call].finals(), vec![200]);
+    (w, carrier, device, call)
+}
+
+/// Both legs got exactly one BYE from the proxy, with `reason`; the call is freed, counts are
+/// back to zero and the CDR ends with `cause`.
+fn ended_both_ways(w: &mut World, carrier: PhoneId, device: PhoneId, reason: &str, cause: Cause) {
+    for p in [carrier, device] {
+        let b = byes(w, p);
+        assert_eq!(b.len(), 1, "{b:?}\n{}", w.dump());
+        assert_eq!(header(&b[0], "Reason"), reason);
+    }
+    w.run_for(secs(40));
+    assert_eq!(w.proxy_calls(), 0, "{}", w.dump());
+    assert_eq!(w.cores()[0].config().ledger.live(0), 0);
+    assert_eq!(w.cdrs.last().expect("a CDR").cause(), cause);
+}
+
+/// Neither leg got a BYE from the proxy yet.
+fn no_byes(w: &World, carrier: PhoneId, device: PhoneId) {
+    assert!(
+        byes(w, carrier).is_empty() && byes(w, device).is_empty(),
+        "{}",
+        w.dump()
+    );
+}
+
+/// Nothing from the proxy for `quiet` more seconds, then (within 3 s) a BYE each way.
+fn ends_after(
+    w: &mut World,
+    carrier: PhoneId,
+    device: PhoneId,
+    quiet: u64,
+    reason: &str,
+    cause: Cause,
+) {
+    w.run_for(secs(quiet));
+    no_byes(w, carrier, device);
+    w.run_for(secs(3));
+    ended_both_ways(w, carrier, device, reason, cause);
+}
+
+const SESSION_EXPIRED: &str = "SIP;cause=408;text=\"session expired\"";
+const MAX_CALL: &str = "SIP;cause=408;text=\"max_call_seconds\"";
+
+#[test]
+fn refreshes_keep_a_session_alive_and_a_missing_one_ends_it_at_its_interval() {
+    let (mut w, carrier, device, call) =
+        answered_with(81, 600, "Session-Expires: 120;refresher=uac\r\n");
+    // Refreshed every 60 s, the call outlives its 120 s interval twice over.
+    for i in 0..4 {
+        w.run_for(secs(60));
+        w.update(
+            carrier,
+            call,
+            10 + i,
+            "Session-Expires: 120;refresher=uac\r\n",
+        );
+    }
+    w.run_for(secs(60));
+    no_byes(&w, carrier, device);
+    assert_eq!(w.phone_ref(device).requests_received("UPDATE"), 4);
+    // The last refresh was at about 241 s: the session expires at about 361 s, not before.
+    ends_after(
+        &mut w,
+        carrier,
+        device,
+        59,
+        SESSION_EXPIRED,
+        Cause::SessionExpired,
+    );
+}
+
+#[test]
+fn a_session_never_refreshed_ends_at_its_interval_with_a_bye_each_way() {
+    // Compact form, an interval below the 90 s floor of Min-SE is not honoured below it.
+    let (mut w, carrier, device, _) = answered_with(82, 600, "x: 100\r\n");
+    ends_after(
+        &mut w,
+        carrier,
+        device,
+        98,
+        SESSION_EXPIRED,
+        Cause::SessionExpired,
+    );
+
+    let (mut w, carrier, device, _) = answered_with(83, 600, "Session-Expires: 30\r\n");
+    // Never below Min-SE (90 s).
+    ends_after(
+        &mut w,
+        carrier,
+        device,
+        88,
+        SESSION_EXPIRED,
+        Cause::SessionExpired,
+    );
+}
+
+#[test]
+fn a_refresh_never_extends_a_call_past_max_call_seconds() {
+    let (mut w, carrier, device, call) = answered_with(84, 150, "Session-Expires: 120\r\n");
+    w.run_for(secs(100));
+    w.update(carrier, call, 10, "Session-Expires: 120\r\n");
+    ends_after(&mut w, carrier, device, 48, MAX_CALL, Cause::MaxDuration);
+}
+
+#[test]
+fn without_session_expires_only_max_call_seconds_applies() {
+    let (mut w, carrier, device, call) = answered_with(85, 600, "");
+    w.update(carrier, call, 10, "");
+    w.run_for(secs(597));
+    no_byes(&w, carrier, device);
+    assert_eq!(w.proxy_calls(), 1);
+    w.run_for(secs(3));
+    ended_both_ways(&mut w, carrier, device, MAX_CALL, Cause::MaxDuration);
 }

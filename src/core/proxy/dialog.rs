@@ -14,11 +14,13 @@
 //! Invariant: per-dialog state is one small record per answered device inside its call (the To
 //! tag's hash, the start time, the answering branch), released by a BYE through us or by the
 //! maximum call duration (which sends a BYE to both legs: `expiry.rs`, with the little it keeps
-//! per call for that); the concurrent-call counts of the policy work are derived from these.
+//! per call for that), or sooner by an RFC 4028 session that was not refreshed (the same timer,
+//! re-armed by the 2xx that carry Session-Expires: `session_timer.rs`); the concurrent-call counts of the policy work are derived from these.
 
 use std::net::SocketAddr;
 
 pub(super) mod expiry;
+pub(super) mod session_timer;
 
 use super::call::{AnswerFate, Branch, BranchRole, Call, Cancel, Client, Dialog};
 use super::{sched, uri_destination, uri_is_us, write_our_via, Event, ForkPlan, ForkTarget, Proxy};
@@ -247,14 +249,21 @@ impl Proxy {
             return;
         };
         call.dialog_timer = None;
-        self.bye_both_legs(cx, key);
+        // RFC 4028: the session timer, when it came first (`session_timer.rs`).
+        let session = session_timer::session_expired(cx, call);
+        self.bye_both_legs(cx, key, session);
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
         let n = call.dialogs.len();
         call.dialogs.clear();
         call.holds.release();
-        cdr::end(&mut call.cdr, cx, 0, Cause::MaxDuration);
+        let cause = if session {
+            Cause::SessionExpired
+        } else {
+            Cause::MaxDuration
+        };
+        cdr::end(&mut call.cdr, cx, 0, cause);
         self.dialogs = self.dialogs.saturating_sub(n as u64);
         for _ in 0..n {
             self.count(Event::DialogExpired);

@@ -208,7 +208,9 @@ impl Proxy {
                 b.request = None;
             }
             if call.outcome == Outcome::Pending && !call.server.is_final() {
+                let session = self.session_of(cx, key, resp);
                 self.forward_2xx(cx, key, resp);
+                self.session_rearm(cx, session);
             }
             return self.reap(cx, key);
         }
@@ -262,9 +264,11 @@ impl Proxy {
                 Event::Answered
             });
             self.keep_ends(cx, key, i, resp);
+            let session = self.session_of(cx, key, resp);
             self.note_answer(cx, key, i, resp);
             self.forward_2xx(cx, key, resp);
             self.add_dialog(cx, key, i, resp);
+            self.session_rearm(cx, session);
             if outcome == Outcome::Pending {
                 self.answered(cx, key, i);
             }

@@ -23,6 +23,8 @@ use crate::sip::{HeaderName, Message, Uri};
 
 /// The Reason of the BYEs sent at `max_call_seconds`.
 const REASON: &[u8] = b"Reason: SIP;cause=408;text=\"max_call_seconds\"\r\n";
+/// The Reason of the BYEs sent when an RFC 4028 session expired (`session_timer.rs`).
+const SESSION_REASON: &[u8] = b"Reason: SIP;cause=408;text=\"session expired\"\r\n";
 
 /// Pieces of [`Ends::text`], in order; the caller's routes, then the callee's, follow.
 const CALL_ID: usize = 0;
@@ -110,8 +112,14 @@ impl Ends {
 }
 
 impl Proxy {
-    /// `max_call_seconds`: a BYE to each leg of the call's first dialog (module docs).
-    pub(in crate::core::proxy) fn bye_both_legs(&mut self, cx: &mut Cx<'_>, key: Key) {
+    /// `max_call_seconds` (or an expired session timer, `session`): a BYE to each leg of the
+    /// call's first dialog (module docs).
+    pub(in crate::core::proxy) fn bye_both_legs(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        session: bool,
+    ) {
         let Some(ends) = self.calls.get_mut(key).and_then(|c| c.ends.take()) else {
             return;
         };
@@ -155,7 +163,7 @@ impl Proxy {
                     to,
                     call_id: ends.piece(CALL_ID),
                     cseq: cseq.saturating_add(1),
-                    extra: REASON,
+                    extra: if session { SESSION_REASON } else { REASON },
                 },
             );
         }
