@@ -3,80 +3,15 @@
 //! `sipfork-load` binary (`--target`, `--local-ip`, `--digest`) on the other, over IPv4 and
 //! IPv6. Needs root and ip(8); without them it says why and passes without running.
 
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::mpsc;
 
 mod common;
+use common::netns::{enter, Namespaces};
 use sipfork_load::plan::Plan;
 use sipfork_load::result::RunResult;
 use sipfork_load::scenario::Scenario;
 use sipfork_load::sim::{sipfork_config, ProxyOptions};
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Two namespaces and the veth pair between them; removed on drop.
-struct Namespaces {
-    proxy: String,
-    harness: String,
-}
-
-impl Namespaces {
-    fn create(tag: &str) -> Result<Namespaces, String> {
-        let ns = Namespaces {
-            proxy: format!("{tag}p"),
-            harness: format!("{tag}h"),
-        };
-        let (a, b) = (format!("{tag}a"), format!("{tag}b"));
-        ip(&["netns", "add", &ns.proxy])?;
-        ip(&["netns", "add", &ns.harness])?;
-        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
-        ip(&["link", "set", &a, "netns", &ns.proxy])?;
-        ip(&["link", "set", &b, "netns", &ns.harness])?;
-        for (n, dev, v4, v6) in [
-            (&ns.proxy, &a, "10.213.0.1/24", "fd00:5f::1/64"),
-            (&ns.harness, &b, "10.213.0.2/24", "fd00:5f::2/64"),
-        ] {
-            ip(&["-n", n, "link", "set", "lo", "up"])?;
-            ip(&["-n", n, "addr", "add", v4, "dev", dev])?;
-            ip(&["-n", n, "-6", "addr", "add", v6, "dev", dev, "nodad"])?;
-            ip(&["-n", n, "link", "set", dev, "up"])?;
-        }
-        Ok(ns)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes the veth end in it, and with it the pair.
-        let _ = ip(&["netns", "del", &self.proxy]);
-        let _ = ip(&["netns", "del", &self.harness]);
-    }
-}
-
-/// Moves the calling thread into network namespace `name` (threads it starts inherit it).
-fn enter(name: &str) -> std::io::Result<()> {
-    let f = std::fs::File::open(format!("/run/netns/{name}"))?;
-    // SAFETY: setns on an open namespace file descriptor; affects only this thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 fn scenario(local: std::net::IpAddr) -> Scenario {
     let mut s = Scenario::preset("fork3").unwrap();
@@ -126,7 +61,8 @@ fn a_run_over_a_veth_pair_between_two_namespaces_passes() {
         return;
     }
     let tag = format!("lt{}", std::process::id() % 100_000);
-    let ns = Namespaces::create(&tag).expect("namespaces and veth pair");
+    let ns =
+        Namespaces::create(&tag, None, "10.213.0", "fd00:5f").expect("namespaces and veth pair");
     let dir = std::env::temp_dir().join(format!("sipfork-load-veth-{}", std::process::id()));
     for (target, local, label) in [
         ("10.213.0.1:5060", "10.213.0.2", "veth4"),

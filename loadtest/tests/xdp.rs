@@ -11,7 +11,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -27,91 +26,10 @@ use sipfork_load::result::RunResult;
 use sipfork_load::scenario::Scenario;
 use sipfork_load::sim::{sipfork_config, ProxyOptions};
 
+mod common;
+use common::netns::{enter, Namespaces};
+
 const SHARDS: u16 = 2;
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Two namespaces and a veth pair with `queues` queues each way; removed on drop.
-struct Namespaces {
-    proxy: String,
-    harness: String,
-    dev: String,
-}
-
-impl Namespaces {
-    fn create(tag: &str, queues: u16) -> Result<Namespaces, String> {
-        let ns = Namespaces {
-            proxy: format!("{tag}p"),
-            harness: format!("{tag}h"),
-            dev: format!("{tag}a"),
-        };
-        let b = format!("{tag}b");
-        let q = queues.to_string();
-        ip(&["netns", "add", &ns.proxy])?;
-        ip(&["netns", "add", &ns.harness])?;
-        ip(&[
-            "link",
-            "add",
-            &ns.dev,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &b,
-            "numtxqueues",
-            &q,
-            "numrxqueues",
-            &q,
-        ])?;
-        ip(&["link", "set", &ns.dev, "netns", &ns.proxy])?;
-        ip(&["link", "set", &b, "netns", &ns.harness])?;
-        for (n, dev, v4, v6) in [
-            (&ns.proxy, &ns.dev, "10.214.0.1/24", "fd00:5e::1/64"),
-            (&ns.harness, &b, "10.214.0.2/24", "fd00:5e::2/64"),
-        ] {
-            ip(&["-n", n, "link", "set", "lo", "up"])?;
-            ip(&["-n", n, "addr", "add", v4, "dev", dev])?;
-            ip(&["-n", n, "-6", "addr", "add", v6, "dev", dev, "nodad"])?;
-            ip(&["-n", n, "link", "set", dev, "up"])?;
-        }
-        Ok(ns)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.proxy]);
-        let _ = ip(&["netns", "del", &self.harness]);
-    }
-}
-
-/// Moves the calling thread into network namespace `name`.
-fn enter(name: &str) -> std::io::Result<()> {
-    let f = std::fs::File::open(format!("/run/netns/{name}"))?;
-    // SAFETY: setns on an open namespace file descriptor; affects only this thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 /// Runs `f` on a thread inside namespace `ns`.
 fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -272,7 +190,8 @@ fn forked_calls_run_over_af_xdp_and_the_kernel_path_stays_alive() {
         return;
     }
     let tag = format!("xd{}", std::process::id() % 100_000);
-    let ns = Namespaces::create(&tag, SHARDS).expect("namespaces and veth pair");
+    let ns = Namespaces::create(&tag, Some(SHARDS), "10.214.0", "fd00:5e")
+        .expect("namespaces and veth pair");
     let dir = std::env::temp_dir().join(format!("sipfork-load-xdp-{}", std::process::id()));
     for (target, local, mode, label) in [
         ("10.214.0.1:5060", "10.214.0.2", "native", "xdp-native4"),
@@ -404,7 +323,8 @@ fn start_up_names_a_missing_capability_and_too_few_queues() {
     }
     let tag = format!("xq{}", std::process::id() % 100_000);
     // One queue, two shards.
-    let ns = Namespaces::create(&tag, 1).expect("namespaces and veth pair");
+    let ns =
+        Namespaces::create(&tag, Some(1), "10.214.0", "fd00:5e").expect("namespaces and veth pair");
     let target: SocketAddr = "10.214.0.1:5060".parse().unwrap();
     let cfg = config_for(target, "10.214.0.2", &ns.dev, "auto");
     let c = cfg.clone();

@@ -2,6 +2,8 @@
 //! process.
 #![allow(dead_code)] // each test file uses part of it
 
+pub mod netns;
+
 use std::net::SocketAddr;
 
 use std::sync::Arc;
