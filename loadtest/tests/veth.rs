@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::mpsc;
 
 mod common;
-use common::netns::{enter, Namespaces};
+use common::netns::{enter, run_fork3_from_harness, Namespaces};
 use sipfork_load::plan::Plan;
 use sipfork_load::result::RunResult;
 use sipfork_load::scenario::Scenario;
@@ -85,29 +85,7 @@ fn a_run_over_a_veth_pair_between_two_namespaces_passes() {
             .recv()
             .unwrap()
             .expect("sipfork starts in the proxy namespace");
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.harness,
-                env!("CARGO_BIN_EXE_sipfork-load"),
-            ])
-            .args(["run", "--preset", "fork3", "--extensions", "10"])
-            .args([
-                "--rate",
-                "100",
-                "--duration",
-                "0.3",
-                "--max",
-                "30",
-                "--digest",
-            ])
-            .args(["--target", &target.to_string(), "--local-ip", local])
-            .args(["--proxy-pid", "none", "--quiet", "--label", label])
-            .arg("--out")
-            .arg(&dir)
-            .output()
-            .expect("sipfork-load runs");
+        let out = run_fork3_from_harness(&ns, target, local, label, &dir);
         let _ = stop.send(());
         proxy.join().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -27,7 +27,7 @@ use sipfork_load::scenario::Scenario;
 use sipfork_load::sim::{sipfork_config, ProxyOptions};
 
 mod common;
-use common::netns::{enter, Namespaces};
+use common::netns::{enter, run_fork3_from_harness, Namespaces};
 
 const SHARDS: u16 = 2;
 
@@ -132,29 +132,7 @@ fn unavailable() -> Option<String> {
 }
 
 fn run_load(ns: &Namespaces, target: SocketAddr, local: &str, label: &str, dir: &std::path::Path) {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.harness,
-            env!("CARGO_BIN_EXE_sipfork-load"),
-        ])
-        .args(["run", "--preset", "fork3", "--extensions", "10"])
-        .args([
-            "--rate",
-            "100",
-            "--duration",
-            "0.3",
-            "--max",
-            "30",
-            "--digest",
-        ])
-        .args(["--target", &target.to_string(), "--local-ip", local])
-        .args(["--proxy-pid", "none", "--quiet", "--label", label])
-        .arg("--out")
-        .arg(dir)
-        .output()
-        .expect("sipfork-load runs");
+    let out = run_fork3_from_harness(ns, target, local, label, dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
