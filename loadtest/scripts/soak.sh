@@ -39,13 +39,18 @@ cleanup_soak() {
 trap cleanup_soak EXIT
 ip netns add $NS; ip netns exec $NS ip link set lo up
 
-# The cgroup: v2 where mounted as the unified hierarchy, else the v1 cpu controller.
+# The cgroup: v2 where mounted as the unified hierarchy, else the v1 cpu controller. Its weight is
+# the largest the controller takes: the group competes as one entity with every task of the root
+# group (a nice level inside it does not count there), and a build's dozen compiler threads would
+# otherwise leave it less than its cap.
 if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
   CG=/sys/fs/cgroup/sipfork-soak$$; mkdir "$CG"
   echo "$((CPU_PCT * 1000)) 100000" > "$CG/cpu.max"
+  echo 10000 > "$CG/cpu.weight"
 else
   CG=/sys/fs/cgroup/cpu/sipfork-soak$$; mkdir "$CG"
   echo 100000 > "$CG/cpu.cfs_period_us"; echo $((CPU_PCT * 1000)) > "$CG/cpu.cfs_quota_us"
+  echo 262144 > "$CG/cpu.shares"
 fi
 throttled() { grep -E '^(nr_throttled|throttled_usec|throttled_time)' "$CG/cpu.stat" | tr '\n' ' '; }
 
