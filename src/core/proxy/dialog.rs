@@ -374,6 +374,7 @@ impl Proxy {
                     fix,
                     extra: b"",
                     strip_identity: false,
+                    consume_realm: None,
                 },
                 buf,
             )
