@@ -69,4 +69,6 @@ pub struct Cx<'a> {
     pub notices: &'a mut Vec<crate::core::notice::Notice>,
     /// Finished public calls' records (`cdr.rs`).
     pub cdrs: &'a mut Vec<crate::core::cdr::Cdr>,
+    /// The shard's load level: what relayed responses tell clients that announce RFC 7339.
+    pub overload: &'a mut crate::core::overload::Overload,
 }

@@ -471,6 +471,7 @@ impl Core {
                 persist: &mut self.persist,
                 notices: &mut self.notices,
                 cdrs: &mut self.cdrs,
+                overload: &mut self.overload,
             },
             registrar: &mut self.registrar,
             auth: &mut self.auth,
@@ -968,11 +969,8 @@ impl Core {
 
     /// A new request refused because the shard is overloaded (`overload::refuse`).
     fn refuse_overloaded(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
-        let reduction = self.overload.reduction();
         let mut cx = self.cx(now);
-        if overload::refuse(&mut cx, msg, from, reduction) {
-            self.overload.count_oc();
-        }
+        overload::refuse(&mut cx, msg, from);
     }
 
     /// Fires every due timer, in deadline order.
