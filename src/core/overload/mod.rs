@@ -348,11 +348,12 @@ pub fn refuse(cx: &mut Cx<'_>, req: &Message<'_>, from: SocketAddr) {
     cx.overload.count_oc();
 }
 
-/// RFC 7339 §5.2 on a response being relayed upstream (`bytes`, our Via already removed): when
-/// the client announced `oc` in its Via, the response tells it this shard's current reduction
+/// RFC 7339 §5.2 on a response to a call's client (relayed, our Via already removed, or written
+/// here: 100 Trying, 408, 480…): when the client announced `oc` in its Via, the response tells
+/// it this shard's current reduction
 /// (0 when not overloaded), so a supporting client throttles its new requests before any of them
 /// is refused. Counted like the 503s' values. Off with `[overload] enabled = false`.
-pub fn mark_relayed(cx: &mut Cx<'_>, bytes: &mut Vec<u8>) {
+pub fn mark_response(cx: &mut Cx<'_>, bytes: &mut Vec<u8>) {
     // Almost no response announces: a scan for the parameter spares them the parse.
     if !cx.cfg.overload.enabled || memchr::memmem::find(bytes, b";oc").is_none() {
         return;

@@ -650,6 +650,7 @@ impl Proxy {
             },
             &mut bytes,
         );
+        crate::core::overload::mark_response(cx, &mut bytes);
         call.last_response = bytes;
         self.send_upstream(cx, key, status);
     }
