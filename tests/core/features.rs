@@ -479,3 +479,153 @@ fn a_feature_invite_reaches_only_the_recorded_peer() {
         assert_eq!(r.as_deref(), Some("live;to-tag=att;from-tag=a-tag"));
     }
 }
+
+/// Two shards: 1000 (A, B) is owned by shard 0, 1001 (C) by shard 1, so a call A places to
+/// 1001 is handled on shard 1 and recorded on shard 0 by a core-to-core note.
+fn two_shards() -> Edge {
+    let mut e = Edge::new(
+        &format!("{EDGE}\n[features]\nmove = \"*75\"\njoin = \"*74\"\n"),
+        2,
+    );
+    let owner = |n: &[u8]| sipfork::core::shard::owner_of(n, 2).index();
+    assert_eq!((owner(b"1000"), owner(b"1001")), (0, 1));
+    e.register_ok(A, "1000", &format!("sip:1000@{A}"));
+    e.register_ok(B, "1000", &format!("sip:1000@{B}"));
+    e.register_ok(C, "1001", &format!("sip:1001@{C}"));
+    e
+}
+
+/// A (1000) calls 1001 and C answers (with `c_rows` added): the call is held on shard 1, the
+/// line of 1000 on shard 0. Returns the Call-ID and the route set C got toward A.
+fn placed_on_shard_1(e: &mut Edge, c_rows: &str) -> (String, String) {
+    let out = authenticated_invite(e, A, "1000", "1000", "sip:1001@example.com", "");
+    let fwd = requests_to(&out, C, "INVITE");
+    assert_eq!(fwd.len(), 1, "{}", dump(&out));
+    let m = sip::parse(&fwd[0]).unwrap();
+    let rr = value(&fwd[0], HeaderName::RecordRoute).expect("record-routed");
+    let call_id = String::from_utf8_lossy(m.call_id().unwrap()).into_owned();
+    let ok = String::from_utf8(device_answer(&m, 200, "c-tag", &format!("sip:1001@{C}")))
+        .unwrap()
+        .replace(
+            "Content-Length: 0\r\n",
+            &format!("{c_rows}Content-Length: 0\r\n"),
+        );
+    let out = e.send(C, ok.as_bytes());
+    assert!(out
+        .iter()
+        .any(|(to, b)| *to == addr(A) && b.starts_with(b"SIP/2.0 200")));
+    assert_eq!(feature_count(&e.cores[1], "placed_elsewhere"), 1);
+    let in_call = e.cores[0].devices_in_call(b"1000");
+    assert_eq!(in_call, [(addr(A), call_id.clone().into_bytes())]);
+    assert!(e.cores[1].devices_in_call(b"1000").is_empty());
+    (call_id, rr)
+}
+
+/// C ends its dialog with A through the route it got (`rr`), Call-ID `call_id`.
+fn c_ends_a(e: &mut Edge, call_id: &str, rr: &str) -> Vec<(SocketAddr, Vec<u8>)> {
+    let bye = String::from_utf8(request(
+        "BYE",
+        &format!("sip:1000@{A}"),
+        C,
+        "1001",
+        "att",
+        call_id,
+        &format!("Route: {rr}\r\n"),
+    ))
+    .unwrap()
+    .replace("tag=att\r\nTo:", "tag=c-tag\r\nTo:")
+    .replace(&format!("To: <sip:1000@{A}>"), "To: <sip:1000@example.com>");
+    e.send(C, bye.as_bytes())
+}
+
+/// A placed call held on another shard is moved: B's `*75` (handled on shard 0) reaches C with
+/// Replaces naming C's dialog; C accepts and ends A's dialog itself through shard 1, which
+/// releases A's line on shard 0; B is the device in the call.
+#[test]
+fn a_placed_call_on_another_shard_is_moved() {
+    let mut e = two_shards();
+    let (call_id, rr) = placed_on_shard_1(&mut e, "Supported: replaces\r\n");
+    let out = dial(&mut e, B, "1000", "*75");
+    let inv = feature_invite(&out, B, C);
+    assert_eq!(
+        value(&inv, HeaderName::Replaces),
+        Some(format!("{call_id};to-tag=c-tag;from-tag=att"))
+    );
+    assert_eq!(
+        value(&inv, HeaderName::Require).as_deref(),
+        Some("replaces")
+    );
+    assert_eq!(feature_count(&e.cores[0], "move_forwarded"), 1);
+    let m = sip::parse(&inv).unwrap();
+    let out = e.send(
+        C,
+        &device_answer(&m, 200, "c-new", &format!("sip:1001@{C}")),
+    );
+    let to_b: Vec<_> = out.iter().filter(|(to, _)| *to == addr(B)).collect();
+    assert_eq!(to_b.len(), 1, "{}", dump(&out));
+    assert_eq!(Reply::of(&to_b[0].1).status, 200);
+    // A's old line and B's new one, until C ends the old dialog.
+    assert_eq!(e.cores[0].devices_in_call(b"1000").len(), 2);
+    let out = c_ends_a(&mut e, &call_id, &rr);
+    let byes = requests_to(&out, A, "BYE");
+    assert_eq!(byes.len(), 1, "{}", dump(&out));
+    let in_call = e.cores[0].devices_in_call(b"1000");
+    assert_eq!(in_call.iter().map(|d| d.0).collect::<Vec<_>>(), [addr(B)]);
+    let bye = sip::parse(&byes[0]).unwrap();
+    e.send(A, &respond(&bye, 200, "OK", None));
+    // Nothing more from the proxy: C ended the old dialog in time.
+    let out = e.advance(secs(10));
+    assert!(requests_to(&out, A, "BYE").is_empty(), "{}", dump(&out));
+    assert_eq!(feature_count(&e.cores[0], "proxy_bye"), 0);
+    assert_eq!(feature_count(&e.cores[1], "proxy_bye"), 0);
+}
+
+/// A placed call on another shard is released on shard 0 when its dialog ends there: after C's
+/// BYE, B has nothing to move (404).
+#[test]
+fn a_placed_call_on_another_shard_is_released_on_bye() {
+    let mut e = two_shards();
+    let (call_id, rr) = placed_on_shard_1(&mut e, "Supported: replaces\r\n");
+    let out = c_ends_a(&mut e, &call_id, &rr);
+    assert_eq!(requests_to(&out, A, "BYE").len(), 1, "{}", dump(&out));
+    assert!(e.cores[0].devices_in_call(b"1000").is_empty());
+    let out = dial(&mut e, B, "1000", "*75");
+    assert_eq!(Reply::only(out, B).status, 404);
+    assert_eq!(feature_count(&e.cores[0], "no_call"), 1);
+}
+
+/// The far end accepts the move but keeps the old dialog: after 4 s shard 0 asks shard 1, which
+/// holds that dialog, and shard 1 sends A the proxy's BYE (in C's name, with the Reason) and
+/// releases the line.
+#[test]
+fn a_placed_call_on_another_shard_gets_the_proxy_bye() {
+    let mut e = two_shards();
+    let (call_id, _) = placed_on_shard_1(&mut e, "");
+    let out = dial(&mut e, B, "1000", "*75");
+    let inv = feature_invite(&out, B, C);
+    assert_eq!(value(&inv, HeaderName::Require), None);
+    let m = sip::parse(&inv).unwrap();
+    e.send(
+        C,
+        &device_answer(&m, 200, "c-new", &format!("sip:1001@{C}")),
+    );
+    let out = e.advance(secs(3));
+    assert!(requests_to(&out, A, "BYE").is_empty(), "not yet");
+    let out = e.advance(secs(2));
+    let byes = requests_to(&out, A, "BYE");
+    assert!(!byes.is_empty(), "{}", dump(&out));
+    let bye = sip::parse(&byes[0]).unwrap();
+    assert_eq!(bye.call_id().unwrap(), call_id.as_bytes());
+    assert_eq!(bye.from().unwrap().tag, Some(&b"c-tag"[..]));
+    assert_eq!(bye.to().unwrap().tag, Some(&b"att"[..]));
+    assert_eq!(bye.cseq().unwrap().number, 1000);
+    assert_eq!(
+        value(&byes[0], HeaderName::Reason).as_deref(),
+        Some("SIP;cause=200;text=\"Call moved\"")
+    );
+    assert_eq!(feature_count(&e.cores[1], "proxy_bye"), 1);
+    let in_call = e.cores[0].devices_in_call(b"1000");
+    assert_eq!(in_call.iter().map(|d| d.0).collect::<Vec<_>>(), [addr(B)]);
+    let out = e.send(A, &respond(&bye, 200, "OK", None));
+    assert!(out.is_empty(), "{}", dump(&out));
+}
