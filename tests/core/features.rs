@@ -123,13 +123,8 @@ fn answered_by_a(e: &mut Edge, pbx_rows: &str, a_rows: &str) -> String {
     let fwd = requests_to(&out, A, "INVITE");
     assert_eq!(fwd.len(), 1, "{}", dump(&out));
     let m = sip::parse(&fwd[0]).unwrap();
-    let ok = String::from_utf8(device_answer(&m, 200, "a-tag", &format!("sip:1000@{A}")))
-        .unwrap()
-        .replace(
-            "Content-Length: 0\r\n",
-            &format!("{a_rows}Content-Length: 0\r\n"),
-        );
-    let out = e.send(A, ok.as_bytes());
+    let ok = answer_with(&m, "a-tag", &format!("sip:1000@{A}"), a_rows);
+    let out = e.send(A, &ok);
     let (_, up) = out
         .iter()
         .find(|(to, _)| *to == addr(PBX))
@@ -138,6 +133,17 @@ fn answered_by_a(e: &mut Edge, pbx_rows: &str, a_rows: &str) -> String {
     assert_eq!(e.cores[0].devices_in_call(b"1000").len(), 1);
     assert_eq!(e.cores[0].devices_in_call(b"1000")[0].0, addr(A));
     rr
+}
+
+/// A device's 200 to `invite` (tag `to_tag`, Contact `contact`) with `rows` added.
+fn answer_with(invite: &sip::Message<'_>, to_tag: &str, contact: &str, rows: &str) -> Vec<u8> {
+    String::from_utf8(device_answer(invite, 200, to_tag, contact))
+        .unwrap()
+        .replace(
+            "Content-Length: 0\r\n",
+            &format!("{rows}Content-Length: 0\r\n"),
+        )
+        .into_bytes()
 }
 
 /// Device B of 1000 dials `code`, authenticated as 1000; returns what the core sent.
@@ -231,18 +237,8 @@ fn move_where_the_far_end_keeps_the_old_dialog() {
     let out = e.advance(secs(2));
     assert!(requests_to(&out, A, "BYE").is_empty(), "not yet");
     let out = e.advance(secs(3));
-    // The BYE and its retransmissions (Timer E).
-    let byes = requests_to(&out, A, "BYE");
-    assert!(!byes.is_empty(), "{}", dump(&out));
-    assert!(byes.iter().all(|b| *b == byes[0]), "{}", dump(&out));
+    let byes = proxy_bye_to_a(&out, "live", "att", "a-tag");
     let bye = sip::parse(&byes[0]).unwrap();
-    assert_eq!(bye.call_id().unwrap(), b"live");
-    assert_eq!(bye.from().unwrap().tag, Some(&b"att"[..]));
-    assert_eq!(bye.to().unwrap().tag, Some(&b"a-tag"[..]));
-    assert_eq!(
-        value(&byes[0], HeaderName::Reason).as_deref(),
-        Some("SIP;cause=200;text=\"Call moved\"")
-    );
     assert_eq!(feature_count(&e.cores[0], "proxy_bye"), 1);
     let in_call = e.cores[0].devices_in_call(b"1000");
     assert_eq!(in_call.iter().map(|d| d.0).collect::<Vec<_>>(), [addr(B)]);
@@ -253,6 +249,28 @@ fn move_where_the_far_end_keeps_the_old_dialog() {
     assert!(out.is_empty(), "{}", dump(&out));
     let out = e.advance(secs(40));
     assert!(requests_to(&out, A, "BYE").is_empty(), "{}", dump(&out));
+}
+
+/// The proxy's BYE to A in `out` (and its retransmissions, Timer E): dialog `call_id` with the
+/// far end's tag `from_tag` and A's `to_tag`, with the move's Reason.
+fn proxy_bye_to_a(
+    out: &[(SocketAddr, Vec<u8>)],
+    call_id: &str,
+    from_tag: &str,
+    to_tag: &str,
+) -> Vec<Vec<u8>> {
+    let byes = requests_to(out, A, "BYE");
+    assert!(!byes.is_empty(), "{}", dump(out));
+    assert!(byes.iter().all(|b| *b == byes[0]), "{}", dump(out));
+    let bye = sip::parse(&byes[0]).unwrap();
+    assert_eq!(bye.call_id().unwrap(), call_id.as_bytes());
+    assert_eq!(bye.from().unwrap().tag, Some(from_tag.as_bytes()));
+    assert_eq!(bye.to().unwrap().tag, Some(to_tag.as_bytes()));
+    assert_eq!(
+        value(&byes[0], HeaderName::Reason).as_deref(),
+        Some("SIP;cause=200;text=\"Call moved\"")
+    );
+    byes
 }
 
 /// A moved call is still a call of 1000 for call policy: with `all_busy`, a new call to 1000
@@ -403,31 +421,36 @@ fn a_placed_call_is_moved() {
     let fwd = requests_to(&out, TRUNK, "INVITE");
     assert_eq!(fwd.len(), 1, "{}", dump(&out));
     let m = sip::parse(&fwd[0]).unwrap();
-    let ok = String::from_utf8(device_answer(
+    let ok = answer_with(
         &m,
-        200,
         "trunk-tag",
         &format!("sip:x@{TRUNK}"),
-    ))
-    .unwrap()
-    .replace(
-        "Content-Length: 0\r\n",
-        "Supported: replaces\r\nContent-Length: 0\r\n",
+        "Supported: replaces\r\n",
     );
     let call_id = String::from_utf8_lossy(m.call_id().unwrap()).into_owned();
-    e.send(TRUNK, ok.as_bytes());
+    e.send(TRUNK, &ok);
     let in_call = e.cores[0].devices_in_call(b"1000");
     assert_eq!(in_call.iter().map(|d| d.0).collect::<Vec<_>>(), [addr(A)]);
-    let out = dial(&mut e, B, "1000", "*75");
-    let inv = feature_invite(&out, B, TRUNK);
+    b_moves_placed_call(&mut e, TRUNK, &call_id, "trunk-tag", Some("replaces"));
+}
+
+/// B dials `*75` while A's placed call `call_id` (far end `far`, its tag `far_tag`) is 1000's
+/// line: the far end alone gets the INVITE, with Replaces naming its dialog and `require`.
+fn b_moves_placed_call(
+    e: &mut Edge,
+    far: &str,
+    call_id: &str,
+    far_tag: &str,
+    require: Option<&str>,
+) -> Vec<u8> {
+    let out = dial(e, B, "1000", "*75");
+    let inv = feature_invite(&out, B, far);
     assert_eq!(
         value(&inv, HeaderName::Replaces),
-        Some(format!("{call_id};to-tag=trunk-tag;from-tag=att"))
+        Some(format!("{call_id};to-tag={far_tag};from-tag=att"))
     );
-    assert_eq!(
-        value(&inv, HeaderName::Require).as_deref(),
-        Some("replaces")
-    );
+    assert_eq!(value(&inv, HeaderName::Require).as_deref(), require);
+    inv
 }
 
 /// Whatever the dialling device writes (Routes, Contact, Request-URI parameters, a Replaces of
@@ -504,13 +527,8 @@ fn placed_on_shard_1(e: &mut Edge, c_rows: &str) -> (String, String) {
     let m = sip::parse(&fwd[0]).unwrap();
     let rr = value(&fwd[0], HeaderName::RecordRoute).expect("record-routed");
     let call_id = String::from_utf8_lossy(m.call_id().unwrap()).into_owned();
-    let ok = String::from_utf8(device_answer(&m, 200, "c-tag", &format!("sip:1001@{C}")))
-        .unwrap()
-        .replace(
-            "Content-Length: 0\r\n",
-            &format!("{c_rows}Content-Length: 0\r\n"),
-        );
-    let out = e.send(C, ok.as_bytes());
+    let ok = answer_with(&m, "c-tag", &format!("sip:1001@{C}"), c_rows);
+    let out = e.send(C, &ok);
     assert!(out
         .iter()
         .any(|(to, b)| *to == addr(A) && b.starts_with(b"SIP/2.0 200")));
@@ -545,16 +563,7 @@ fn c_ends_a(e: &mut Edge, call_id: &str, rr: &str) -> Vec<(SocketAddr, Vec<u8>)>
 fn a_placed_call_on_another_shard_is_moved() {
     let mut e = two_shards();
     let (call_id, rr) = placed_on_shard_1(&mut e, "Supported: replaces\r\n");
-    let out = dial(&mut e, B, "1000", "*75");
-    let inv = feature_invite(&out, B, C);
-    assert_eq!(
-        value(&inv, HeaderName::Replaces),
-        Some(format!("{call_id};to-tag=c-tag;from-tag=att"))
-    );
-    assert_eq!(
-        value(&inv, HeaderName::Require).as_deref(),
-        Some("replaces")
-    );
+    let inv = b_moves_placed_call(&mut e, C, &call_id, "c-tag", Some("replaces"));
     assert_eq!(feature_count(&e.cores[0], "move_forwarded"), 1);
     let m = sip::parse(&inv).unwrap();
     let out = e.send(
@@ -601,9 +610,7 @@ fn a_placed_call_on_another_shard_is_released_on_bye() {
 fn a_placed_call_on_another_shard_gets_the_proxy_bye() {
     let mut e = two_shards();
     let (call_id, _) = placed_on_shard_1(&mut e, "");
-    let out = dial(&mut e, B, "1000", "*75");
-    let inv = feature_invite(&out, B, C);
-    assert_eq!(value(&inv, HeaderName::Require), None);
+    let inv = b_moves_placed_call(&mut e, C, &call_id, "c-tag", None);
     let m = sip::parse(&inv).unwrap();
     e.send(
         C,
@@ -612,17 +619,9 @@ fn a_placed_call_on_another_shard_gets_the_proxy_bye() {
     let out = e.advance(secs(3));
     assert!(requests_to(&out, A, "BYE").is_empty(), "not yet");
     let out = e.advance(secs(2));
-    let byes = requests_to(&out, A, "BYE");
-    assert!(!byes.is_empty(), "{}", dump(&out));
+    let byes = proxy_bye_to_a(&out, &call_id, "c-tag", "att");
     let bye = sip::parse(&byes[0]).unwrap();
-    assert_eq!(bye.call_id().unwrap(), call_id.as_bytes());
-    assert_eq!(bye.from().unwrap().tag, Some(&b"c-tag"[..]));
-    assert_eq!(bye.to().unwrap().tag, Some(&b"att"[..]));
     assert_eq!(bye.cseq().unwrap().number, 1000);
-    assert_eq!(
-        value(&byes[0], HeaderName::Reason).as_deref(),
-        Some("SIP;cause=200;text=\"Call moved\"")
-    );
     assert_eq!(feature_count(&e.cores[1], "proxy_bye"), 1);
     let in_call = e.cores[0].devices_in_call(b"1000");
     assert_eq!(in_call.iter().map(|d| d.0).collect::<Vec<_>>(), [addr(B)]);

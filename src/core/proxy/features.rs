@@ -128,7 +128,7 @@ pub struct Lines {
     by_call: HashMap<Key, Vec<Box<[u8]>>>,
     /// Lines of this shard's calls recorded on another shard: per call, each one's dialog
     /// (to-tag hash), owner shard and extension (released there by a note when it ends).
-    sent: HashMap<Key, Vec<(u64, ShardId, Box<[u8]>)>>,
+    sent: HashMap<Key, Vec<remote::Sent>>,
     /// Notes for other shards' cores, drained by the engine (`remote.rs`).
     notes: Vec<(ShardId, Vec<u8>)>,
     counts: ReasonCounters<8>,

@@ -30,6 +30,17 @@ use crate::core::proxy::Proxy;
 use crate::core::shard::ShardId;
 use crate::core::slab::Key;
 
+/// A line of this shard's call that was recorded on another shard.
+#[derive(Debug)]
+pub(super) struct Sent {
+    /// The dialog (to-tag hash).
+    to_tag: u64,
+    /// The shard that keeps the line.
+    owner: ShardId,
+    /// Its extension.
+    ext: Box<[u8]>,
+}
+
 const RECORD: u8 = 1;
 const RELEASE: u8 = 2;
 const PROXY_BYE: u8 = 3;
@@ -159,10 +170,11 @@ impl Lines {
         let mut buf = head(RECORD, ext, l.call, l.to_tag);
         put_line(&mut buf, l);
         self.notes.push((owner, buf));
-        self.sent
-            .entry(l.call)
-            .or_default()
-            .push((l.to_tag, owner, ext.into()));
+        self.sent.entry(l.call).or_default().push(Sent {
+            to_tag: l.to_tag,
+            owner,
+            ext: ext.into(),
+        });
     }
 
     /// Releases, on their owners' shards, the lines of this shard's `call` whose dialog is no
@@ -171,10 +183,11 @@ impl Lines {
         let Some(mut sent) = self.sent.remove(&call) else {
             return;
         };
-        sent.retain(|(to_tag, owner, ext)| {
-            let live = dialogs.iter().any(|d| d.to_tag == *to_tag);
+        sent.retain(|s| {
+            let live = dialogs.iter().any(|d| d.to_tag == s.to_tag);
             if !live {
-                self.notes.push((*owner, head(RELEASE, ext, call, *to_tag)));
+                self.notes
+                    .push((s.owner, head(RELEASE, &s.ext, call, s.to_tag)));
             }
             live
         });
