@@ -195,6 +195,77 @@ fn cross_shard_hand_off_delivers_exactly_once_in_order_and_wakes_the_owner() {
     }
 }
 
+/// Turns every datagram into a core-to-core note for the other shard, which answers the
+/// datagram's sender: the echo proves the note crossed (and woke the other shard).
+struct Noter {
+    me: ShardId,
+    notes: Vec<(ShardId, Vec<u8>)>,
+    heard_from: Vec<ShardId>,
+    outbox: Outbox,
+}
+
+impl Handler for Noter {
+    fn handle_datagram(&mut self, _now: Instant, d: Datagram<'_>) -> Inbound {
+        let mut note = d.from.to_string().into_bytes();
+        note.push(b'|');
+        note.extend_from_slice(d.bytes);
+        self.notes.push((ShardId(1 - self.me.0), note));
+        Inbound::Handled
+    }
+    fn handle_note(&mut self, _now: Instant, from: ShardId, bytes: &[u8]) {
+        self.heard_from.push(from);
+        let bar = bytes.iter().position(|b| *b == b'|').unwrap();
+        let to: SocketAddr = std::str::from_utf8(&bytes[..bar]).unwrap().parse().unwrap();
+        self.outbox.push(to, &bytes[bar + 1..]);
+    }
+    fn drain_notes(&mut self, send: &mut dyn FnMut(ShardId, &[u8])) {
+        for (to, bytes) in self.notes.drain(..) {
+            send(to, &bytes);
+        }
+    }
+    fn handle_timeout(&mut self, _now: Instant) {}
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+}
+
+#[test]
+fn core_notes_reach_the_other_shard_and_wake_it() {
+    for kind in KINDS {
+        let Some(engine) = start_or_skip(kind, 2, |me, _| Noter {
+            me,
+            notes: Vec::new(),
+            heard_from: Vec::new(),
+            outbox: Outbox::new(),
+        }) else {
+            continue;
+        };
+        let addr = engine.local_addrs()[0];
+        let peers: Vec<UdpSocket> = (0..4).map(|_| peer()).collect();
+        let mut buf = [0u8; 64];
+        for round in 0..20u8 {
+            for (p, s) in peers.iter().enumerate() {
+                s.send_to(&[p as u8, round], addr).unwrap();
+            }
+            for (p, s) in peers.iter().enumerate() {
+                let (n, _) = s
+                    .recv_from(&mut buf)
+                    .expect("echo after a note (lost wake-up?)");
+                assert_eq!(&buf[..n], &[p as u8, round], "{kind:?}");
+            }
+        }
+        let handlers = engine.shutdown().unwrap();
+        let heard: usize = handlers.iter().map(|h| h.heard_from.len()).sum();
+        assert_eq!(heard, 80, "{kind:?}");
+        for h in &handlers {
+            assert!(h.heard_from.iter().all(|f| *f != h.me), "{kind:?}");
+        }
+    }
+}
+
 /// Arms one deadline 60 ms after start and records when it fired.
 struct OneTimer {
     deadline: Option<Instant>,
