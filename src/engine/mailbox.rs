@@ -112,6 +112,9 @@ pub struct Letter {
     pub local: SocketAddr,
     /// The bytes (a recycled buffer; its capacity is kept).
     pub bytes: Vec<u8>,
+    /// `Some(sender)`: not a datagram but a core-to-core note from that shard
+    /// (`Core::handle_shard_note`); `from` and `local` are then unspecified.
+    pub note: Option<ShardId>,
 }
 
 impl Letter {
@@ -245,6 +248,22 @@ impl Mailbox {
     /// batch of hand-offs costs at most one eventfd write per target. Returns false (and counts
     /// the drop) when the ring is full or `to` is not another shard.
     pub fn send(&mut self, to: ShardId, d: Datagram<'_>) -> bool {
+        self.post(to, d, None)
+    }
+
+    /// Copies a core-to-core note (`Core::drain_shard_notes`) onto the ring towards `to`, as
+    /// [`Mailbox::send`] does a datagram.
+    pub fn send_note(&mut self, to: ShardId, bytes: &[u8]) -> bool {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let d = Datagram {
+            from: unspecified,
+            local: unspecified,
+            bytes,
+        };
+        self.post(to, d, Some(self.shard()))
+    }
+
+    fn post(&mut self, to: ShardId, d: Datagram<'_>, note: Option<ShardId>) -> bool {
         let to = to.index();
         if to >= self.mesh.shards || to == self.me {
             self.stats.dropped_bad_target += 1;
@@ -256,6 +275,7 @@ impl Mailbox {
             from: d.from,
             local: d.local,
             bytes,
+            note,
         };
         match self.mesh.ring(self.me, to).push(letter) {
             Ok(()) => {
@@ -374,6 +394,25 @@ mod tests {
         assert_eq!(a.stats().buffers_allocated, 50);
         assert_eq!(a.stats().sent, 500);
         assert_eq!(b.stats().received, 500);
+    }
+
+    #[test]
+    fn notes_arrive_marked_with_their_sender() {
+        let mesh = Mesh::new(3, 8).unwrap();
+        let mut a = mesh.endpoint(ShardId(2));
+        let mut b = mesh.endpoint(ShardId(0));
+        assert!(a.send(ShardId(0), dgram(b"datagram")));
+        assert!(a.send_note(ShardId(0), b"note"));
+        assert!(!a.send_note(ShardId(2), b"to itself"));
+        let mut got = Vec::new();
+        b.receive(usize::MAX, |l| got.push((l.note, l.bytes.clone())));
+        assert_eq!(
+            got,
+            vec![
+                (None, b"datagram".to_vec()),
+                (Some(ShardId(2)), b"note".to_vec())
+            ]
+        );
     }
 
     #[test]

@@ -108,6 +108,15 @@ impl Edge {
         let log = &mut self.log;
         self.cores[s].drain_notices(|n| log.push(n.to_string()));
         self.sent.extend(out.iter().cloned());
+        // Core-to-core notes (lines of placed calls across shards) reach their shard at once.
+        let mut notes = Vec::new();
+        self.cores[s].drain_shard_notes(|to, bytes| notes.push((to, bytes.to_vec())));
+        let mut out = out;
+        for (to, bytes) in notes {
+            let now = self.now;
+            self.cores[to.index()].handle_shard_note(now, ShardId(s as u16), &bytes);
+            out.extend(self.flush(to.index()));
+        }
         out
     }
 
