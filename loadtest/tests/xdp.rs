@@ -27,20 +27,10 @@ use sipfork_load::scenario::Scenario;
 use sipfork_load::sim::{sipfork_config, ProxyOptions};
 
 mod common;
-use common::netns::{enter, run_fork3_from_harness, Namespaces};
+use common::netns::{enter, in_ns, xdp_unavailable, Namespaces};
+use common::run_fork3_from_harness;
 
 const SHARDS: u16 = 2;
-
-/// Runs `f` on a thread inside namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_owned();
-    std::thread::spawn(move || {
-        enter(&ns).expect("setns");
-        f()
-    })
-    .join()
-    .expect("namespace thread")
-}
 
 /// sipfork serving `cfg` as the app configures it (io, interface, mode from the file).
 fn start_sipfork(cfg: &str) -> Result<Engine<Shard>, String> {
@@ -109,28 +99,6 @@ fn sum_io(engine: &Engine<Shard>) -> IoStats {
     IoStats::from_array(total)
 }
 
-/// Why AF_XDP cannot be tested here, if it cannot.
-fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("creating namespaces and attaching XDP needs root".into());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("ip(8) (iproute2) is not installed".into());
-    }
-    // SAFETY: socket() takes no pointers; the descriptor is closed at once.
-    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        return Some(format!(
-            "socket(AF_XDP): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: closing the descriptor just opened.
-    unsafe { libc::close(fd) };
-    None
-}
-
 fn run_load(ns: &Namespaces, target: SocketAddr, local: &str, label: &str, dir: &std::path::Path) {
     let out = run_fork3_from_harness(ns, target, local, label, dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -163,7 +131,7 @@ fn big_options(target: SocketAddr, local: SocketAddr, size: usize) -> Vec<u8> {
 
 #[test]
 fn forked_calls_run_over_af_xdp_and_the_kernel_path_stays_alive() {
-    if let Some(why) = unavailable() {
+    if let Some(why) = xdp_unavailable() {
         eprintln!("skipped: {why}");
         return;
     }
@@ -295,7 +263,7 @@ fn forked_calls_run_over_af_xdp_and_the_kernel_path_stays_alive() {
 
 #[test]
 fn start_up_names_a_missing_capability_and_too_few_queues() {
-    if let Some(why) = unavailable() {
+    if let Some(why) = xdp_unavailable() {
         eprintln!("skipped: {why}");
         return;
     }
