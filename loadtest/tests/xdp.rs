@@ -28,7 +28,7 @@ use sipfork_load::sim::{sipfork_config, ProxyOptions};
 
 mod common;
 use common::netns::{enter, in_ns, xdp_unavailable, Namespaces};
-use common::run_fork3_from_harness;
+use common::{run_fork3_from_harness, run_fork3_with};
 
 const SHARDS: u16 = 2;
 
@@ -292,6 +292,68 @@ fn start_up_names_a_missing_capability_and_too_few_queues() {
         ),
         "{err}"
     );
+}
+
+/// The harness's null reflector (`sipfork-load reflect --xdp`) on AF_XDP in the proxy's namespace:
+/// the harness's 30 fork3 calls in reflector mode run through it and pass, and what it received
+/// and sent went through its AF_XDP sockets (the `DONE` lines it prints at the stop).
+#[test]
+fn the_null_reflector_runs_on_af_xdp() {
+    use std::io::BufRead;
+    if let Some(why) = xdp_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let tag = format!("xr{}", std::process::id() % 100_000);
+    let ns = Namespaces::create(&tag, Some(SHARDS), "10.214.1", "fd00:61")
+        .expect("namespaces and veth pair");
+    let target: SocketAddr = "10.214.1.1:5060".parse().unwrap();
+    let mut reflector = Command::new("ip")
+        .args(["netns", "exec", &ns.proxy, env!("CARGO_BIN_EXE_sipfork-load")])
+        .args(["reflect", "--listen", &target.to_string(), "--xdp", &ns.dev])
+        .args(["--xdp-mode", "native", "--shards", &SHARDS.to_string()])
+        .args(["--secs", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sipfork-load reflect runs");
+    let mut lines = std::io::BufReader::new(reflector.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    if !first.starts_with("reflector listening") {
+        let _ = reflector.kill();
+        panic!("the reflector did not start on AF_XDP: {first:?} {:?}", reflector.wait());
+    }
+    let dir = std::env::temp_dir().join(format!("sipfork-load-xdpr-{}", std::process::id()));
+    let out = run_fork3_with(&ns, target, "10.214.1.2", "xdp-reflect", &dir, &["--reflector"]);
+    // SAFETY: kill() with the PID of the child this test started (ip netns exec execs it).
+    unsafe { libc::kill(reflector.id() as i32, libc::SIGTERM) };
+    let done: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = reflector.wait().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "reflector run: exit {:?}\n{stdout}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = RunResult::read(&dir.join("xdp-reflect.json")).unwrap();
+    let v = r.verdicts.as_ref().unwrap();
+    assert_eq!((v.calls, v.ok), (30, 30), "{v:#?}");
+    assert!(status.success(), "reflector: {status}\n{done:?}");
+    let field = |line: &str, name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let done: Vec<&String> = done.iter().filter(|l| l.starts_with("DONE ")).collect();
+    assert_eq!(done.len(), usize::from(SHARDS), "{done:?}");
+    assert!(done.iter().all(|l| l.contains("backend=xdp")), "{done:?}");
+    let sum = |name: &str| done.iter().map(|l| field(l, name)).sum::<u64>();
+    eprintln!("reflector on xdp: {done:?}");
+    assert!(sum("received") > 0 && sum("sent") > 0, "{done:?}");
+    assert_eq!(sum("xdp_rx"), sum("received"), "every datagram through AF_XDP: {done:?}");
+    assert!(sum("xdp_tx") > 0, "{done:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Sends ICMP echo requests to `to` from a raw socket (root) and waits for a reply.
