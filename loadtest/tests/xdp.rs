@@ -309,7 +309,12 @@ fn the_null_reflector_runs_on_af_xdp() {
         .expect("namespaces and veth pair");
     let target: SocketAddr = "10.214.1.1:5060".parse().unwrap();
     let mut reflector = Command::new("ip")
-        .args(["netns", "exec", &ns.proxy, env!("CARGO_BIN_EXE_sipfork-load")])
+        .args([
+            "netns",
+            "exec",
+            &ns.proxy,
+            env!("CARGO_BIN_EXE_sipfork-load"),
+        ])
         .args(["reflect", "--listen", &target.to_string(), "--xdp", &ns.dev])
         .args(["--xdp-mode", "native", "--shards", &SHARDS.to_string()])
         .args(["--secs", "60"])
@@ -320,10 +325,20 @@ fn the_null_reflector_runs_on_af_xdp() {
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
     if !first.starts_with("reflector listening") {
         let _ = reflector.kill();
-        panic!("the reflector did not start on AF_XDP: {first:?} {:?}", reflector.wait());
+        panic!(
+            "the reflector did not start on AF_XDP: {first:?} {:?}",
+            reflector.wait()
+        );
     }
     let dir = std::env::temp_dir().join(format!("sipfork-load-xdpr-{}", std::process::id()));
-    let out = run_fork3_with(&ns, target, "10.214.1.2", "xdp-reflect", &dir, &["--reflector"]);
+    let out = run_fork3_with(
+        &ns,
+        target,
+        "10.214.1.2",
+        "xdp-reflect",
+        &dir,
+        &["--reflector"],
+    );
     // SAFETY: kill() with the PID of the child this test started (ip netns exec execs it).
     unsafe { libc::kill(reflector.id() as i32, libc::SIGTERM) };
     let done: Vec<String> = lines.map_while(Result::ok).collect();
@@ -351,7 +366,11 @@ fn the_null_reflector_runs_on_af_xdp() {
     let sum = |name: &str| done.iter().map(|l| field(l, name)).sum::<u64>();
     eprintln!("reflector on xdp: {done:?}");
     assert!(sum("received") > 0 && sum("sent") > 0, "{done:?}");
-    assert_eq!(sum("xdp_rx"), sum("received"), "every datagram through AF_XDP: {done:?}");
+    assert_eq!(
+        sum("xdp_rx"),
+        sum("received"),
+        "every datagram through AF_XDP: {done:?}"
+    );
     assert!(sum("xdp_tx") > 0, "{done:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

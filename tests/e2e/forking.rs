@@ -280,7 +280,10 @@ pub fn fork_calls(app: &mut Appliance, ip: Ipv4Addr) {
         "{:?}: {CALLS} calls at {RATE}/s in {took:.1?}, retransmissions caller {} devices {:?}",
         app.setup.io,
         caller.retransmissions,
-        devices.iter().map(|d| d.retransmissions).collect::<Vec<_>>()
+        devices
+            .iter()
+            .map(|d| d.retransmissions)
+            .collect::<Vec<_>>()
     );
 
     // The proxy saw the same: one forked call and two CANCELs per call, every dialog
