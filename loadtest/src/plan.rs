@@ -105,8 +105,8 @@ impl Plan {
                 t.ip
             ));
         }
-        if reflect && !(t.ip.is_ipv4() && target.ip().is_loopback()) {
-            return Err("reflector mode runs on IPv4 loopback only".into());
+        if reflect && !t.ip.is_ipv4() {
+            return Err("reflector mode runs on IPv4 only".into());
         }
         let ip = t.ip;
         let callers = (0..t.callers)
