@@ -162,6 +162,10 @@ struct ScenarioArgs {
     /// The harness's sockets' IP (an address of this machine the proxy reaches).
     #[arg(long, value_name = "IP")]
     local_ip: Option<IpAddr>,
+    /// Devices register here instead of at the target: device k of every extension at the
+    /// (k mod N)-th address (a cluster: calls to one node, devices on several).
+    #[arg(long, value_name = "ADDR[,ADDR]", value_delimiter = ',')]
+    register_at: Vec<SocketAddr>,
     /// This is harness instance i of N against one proxy (its own extensions, ports and 1/N of
     /// the rate); `merge` adds the results.
     #[arg(long, value_name = "i/N")]
@@ -196,6 +200,9 @@ impl ScenarioArgs {
         t.extensions = self.extensions.unwrap_or(t.extensions);
         t.devices = self.devices.unwrap_or(t.devices);
         t.ip = self.local_ip.unwrap_or(t.ip);
+        if !self.register_at.is_empty() {
+            t.registrars.clone_from(&self.register_at);
+        }
         s.network.loss = self.loss.unwrap_or(s.network.loss);
         s.expect.single_answer |= self.single_answer;
         s.expect.final_status = self.expect_final.or(s.expect.final_status);
