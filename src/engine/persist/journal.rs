@@ -6,7 +6,13 @@
 //! record  : payload_len u32 | crc32 u32 (over payload_len bytes and payload) | payload
 //! payload : op u8 (1 = put, 2 = delete) | key_len u16 | key | value (put only; the rest)
 //! ```
-//! 11 bytes of framing per record. A record that is short, too long or fails its CRC is damage:
+//! 11 bytes of framing per record. A file may end in zeros: space allocated ahead and not yet
+//! written (see "Durability"). A zero length word with nothing but zeros after it is the end of
+//! the log, not damage; the file's logical length (the end of its last record, [`Journal::file_len`])
+//! is what compaction decisions and `/metrics` use, never its size on disk. Readers that predate
+//! this treat such a tail as a torn one and cut it, losing nothing, so the format stays version 1.
+//!
+//! A record that is short, too long or fails its CRC is damage:
 //! when valid records follow it (found by scanning for the next offset where a whole record
 //! passes its checks), the damaged bytes are appended to `NAME.journal.corrupt`, reported
 //! ([`Journal::corrupt_on_open`]), and [`Journal::open`] recovers the records after them and
@@ -16,15 +22,32 @@
 //!
 //! # Durability (DECISIONS.md "Registrar and persistence")
 //! [`Journal::put`] and [`Journal::delete`] only encode into a userspace buffer.
-//! [`Journal::write_out`] hands the whole buffer to the kernel in one `write(2)`; the shard calls
-//! it once per loop turn *before* submitting that turn's sends, so a binding whose 200 OK left the
-//! box is in the page cache and survives `kill -9` of the process. `fdatasync` runs off the hot
-//! path: a persistence thread calls [`SyncHandle::sync_if_dirty`] every ~10 ms. The power-loss
-//! window is therefore that interval plus one `fdatasync`: bindings acknowledged within roughly
-//! the last 10–20 ms before a power cut may be lost (the phone re-registers).
+//! [`Journal::write_out`] hands the whole buffer to the kernel; the shard calls it once per loop
+//! turn *before* submitting that turn's sends, so a binding whose 200 OK left the box is in the
+//! page cache and survives `kill -9` of the process.
+//!
+//! The file is mapped shared (`mapped.rs`), and `write_out` is a copy into the mapping at the
+//! logical end: the mapping *is* the page cache, so no syscall is needed for `kill -9` safety.
+//! Stores into the mapping never go past what `fallocate` has allocated (a store past the end of
+//! the file, or into a hole the file system cannot fill, would be a SIGBUS): the persistence
+//! thread allocates [`SEGMENT`]s ahead of the shard, and a batch that would cross the allocated
+//! limit anyway makes the shard call `fallocate` itself before copying (a segment; where the
+//! file system cannot give one, just the pages the batch needs). A refused allocation (ENOSPC,
+//! EIO) fails `write_out` before any byte of the batch is copied, exactly as a failed `write(2)`
+//! did: the caller rolls back and refuses the REGISTERs behind it. Where the file system has no
+//! `fallocate` (EOPNOTSUPP) or `mmap` fails, the journal appends with one `pwrite(2)` per turn
+//! instead ([`Journal::mapped`] says why).
+//!
+//! `fdatasync` runs off the hot path: a persistence thread calls [`SyncHandle::sync_if_dirty`]
+//! every ~10 ms; it writes back the pages stored through the mapping like written ones (on Linux
+//! `fdatasync` and `msync(MS_SYNC)` flush the same page cache). The power-loss window is
+//! therefore that interval plus one `fdatasync`: bindings acknowledged within roughly the last
+//! 10–20 ms before a power cut may be lost (the phone re-registers). Writeback of mapped pages in
+//! an arbitrary order can leave a zeroed page *before* written ones after a power cut: that is
+//! damage in the middle, kept aside and recovered around as below.
 //!
 //! # When the disk fails
-//! A failed [`Journal::write_out`] drops its batch (the caller rolls those changes back and
+//! A failed [`Journal::write_out`] (a refused `fallocate`, or a failed `pwrite`) drops its batch (the caller rolls those changes back and
 //! refuses the REGISTERs behind them, so no backlog grows in memory) after cutting any partial
 //! write off the file; when even the cut fails the journal is poisoned. A failed `fdatasync` (or
 //! directory fsync) is never retried: after an EIO Linux may have dropped the dirty pages, so a
@@ -43,11 +66,13 @@
 //! file's first `upto` bytes (everything written so far) and writes and fsyncs their live set as
 //! `NAME.journal.tmp`, while the shard keeps appending to the old file and keeps a copy of what it
 //! appends since; [`Journal::finish_compaction`], back on the shard, appends that copy to the
-//! temporary file, writes every later batch to both files, and hands the worker a second job that
+//! temporary file, writes every later batch to both files (to the new one with `write(2)`: phase
+//! 2 is short and rare), and hands the worker a second job that
 //! fsyncs the temporary file; only after that does the shard rename it over the journal (the
 //! persistence thread syncs the directory on its next round). So the shard never fsyncs, and the
 //! tail is durable before the rename. The old file is complete until the rename, the new one from
-//! the rename on.
+//! the rename on. After the rename the shard maps the new file (and allocates for it as it
+//! appends).
 //!
 //! # Changing the shard count
 //! [`repartition`] reads every journal in the directory, splits the union by owner, writes the
