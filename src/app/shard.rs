@@ -441,7 +441,11 @@ impl Handler for Shard {
                 self.core.persist_written();
                 if j.mapped {
                     if let Err(why) = j.journal.mapped() {
-                        tracing::warn!(shard = shard.0, reason = why, "journal appends with pwrite(2), one syscall per turn");
+                        tracing::warn!(
+                            shard = shard.0,
+                            reason = why,
+                            "journal appends with pwrite(2), one syscall per turn"
+                        );
                         j.mapped = false;
                     }
                 }

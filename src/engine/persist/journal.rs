@@ -400,7 +400,13 @@ impl Journal {
             self.map = None;
             self.unmapped = Some("mapping turned off".into());
         } else if self.map.is_none() {
-            let shared = Arc::clone(&self.sync.file.lock().unwrap_or_else(PoisonError::into_inner));
+            let shared = Arc::clone(
+                &self
+                    .sync
+                    .file
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
             self.map = Some(Mapping::new(shared, self.file_len)?);
             self.unmapped = None;
         }

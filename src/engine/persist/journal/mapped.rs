@@ -64,12 +64,9 @@ impl SharedFile {
                 Ok(true)
             }
             Err(e) => {
-                let _ = self.wanted.compare_exchange(
-                    wanted,
-                    0,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
+                let _ =
+                    self.wanted
+                        .compare_exchange(wanted, 0, Ordering::AcqRel, Ordering::Relaxed);
                 Err(e)
             }
         }
@@ -79,12 +76,17 @@ impl SharedFile {
 /// True for the errors that say the file system has no `fallocate` (the journal then writes with
 /// `write(2)`).
 pub(super) fn unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+    )
 }
 
 fn fallocate(file: &File, from: u64, to: u64) -> io::Result<()> {
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(to - from))
-    else {
+    let (Ok(offset), Ok(len)) = (
+        libc::off_t::try_from(from),
+        libc::off_t::try_from(to - from),
+    ) else {
         return Err(io::Error::from_raw_os_error(libc::EFBIG));
     };
     loop {
@@ -132,8 +134,12 @@ impl std::fmt::Debug for Mapping {
 impl Mapping {
     /// Maps `shared`'s file (address space for at least `len` bytes; nothing is allocated).
     pub(super) fn new(shared: Arc<SharedFile>, len: u64) -> io::Result<Mapping> {
-        let reserve = len.saturating_mul(2).max(MIN_RESERVATION).next_power_of_two();
-        let size = usize::try_from(reserve).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let reserve = len
+            .saturating_mul(2)
+            .max(MIN_RESERVATION)
+            .next_power_of_two();
+        let size =
+            usize::try_from(reserve).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         // SAFETY: a new shared mapping of an open file; the kernel picks the address.
         let ptr = unsafe {
             libc::mmap(
@@ -230,7 +236,8 @@ impl Mapping {
             if ptr == libc::MAP_FAILED {
                 return Err(io::Error::last_os_error());
             }
-            self.ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mremap returned null"))?;
+            self.ptr =
+                NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mremap returned null"))?;
             self.len = len;
         }
         Ok(())

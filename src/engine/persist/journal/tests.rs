@@ -243,7 +243,10 @@ fn zeroed_or_garbage_tails_are_cut() {
         let zeros = tail.iter().all(|&b| b == 0);
         let discarded = if zeros { 0 } else { tail.len() as u64 };
         assert_eq!(j.discarded_on_open(), discarded);
-        assert_eq!(fs::metadata(&path).unwrap().len(), bytes.len() as u64 - discarded);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            bytes.len() as u64 - discarded
+        );
     }
 }
 
@@ -872,7 +875,11 @@ fn a_refused_allocation_fails_the_batch_before_copying_anything() {
     let dir = TempDir::new("enospc");
     let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
     j.put(b"1001", b"a").unwrap();
-    j.map.as_mut().unwrap().inject.extend([libc::ENOSPC, libc::ENOSPC]);
+    j.map
+        .as_mut()
+        .unwrap()
+        .inject
+        .extend([libc::ENOSPC, libc::ENOSPC]);
     let e = j.write_out().unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
     assert_eq!(j.pending_bytes(), 0, "the failed batch is not kept");
@@ -935,7 +942,11 @@ fn the_sync_round_allocates_ahead_of_the_shard() {
         j.write_out().unwrap();
         n += 1;
     }
-    assert_eq!(j.map.as_ref().unwrap().inject.len(), 8, "the shard never allocated");
+    assert_eq!(
+        j.map.as_ref().unwrap().inject.len(),
+        8,
+        "the shard never allocated"
+    );
     drop(j);
     let (_, live) = Journal::open(&dir.0, "s").unwrap();
     assert_eq!(live.len(), n);
