@@ -168,6 +168,11 @@ struct SyncShared {
 }
 
 impl SyncShared {
+    /// The journal's current file.
+    fn current(&self) -> Arc<SharedFile> {
+        Arc::clone(&self.file.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     fn fail(&self, what: &str, e: &io::Error) {
         *self
             .sync_failed
@@ -194,13 +199,7 @@ impl SyncHandle {
     pub fn sync_if_dirty(&self) -> io::Result<bool> {
         let dir_dirty = self.shared.dir_dirty.swap(false, Ordering::AcqRel);
         let dirty = self.shared.dirty.swap(false, Ordering::AcqRel);
-        let file = Arc::clone(
-            &self
-                .shared
-                .file
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let file = self.shared.current();
         if dirty {
             // Pages stored through the shared mapping are the file's page cache: fdatasync
             // writes them back like pages written with write(2).
@@ -400,14 +399,7 @@ impl Journal {
             self.map = None;
             self.unmapped = Some("mapping turned off".into());
         } else if self.map.is_none() {
-            let shared = Arc::clone(
-                &self
-                    .sync
-                    .file
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            self.map = Some(Mapping::new(shared, self.file_len)?);
+            self.map = Some(Mapping::new(self.sync.current(), self.file_len)?);
             self.unmapped = None;
         }
         Ok(())
