@@ -913,6 +913,11 @@ fn replay(reader: &mut impl Read, path: &Path) -> io::Result<Replay> {
             }
         }
     }
+    // Zeros from the last valid record to the end are the allocated tail, also after damage.
+    let after = &rest[(r.valid_len - base) as usize..];
+    if after.iter().all(|&b| b == 0) {
+        r.zero_tail = after.len() as u64;
+    }
     Ok(r)
 }
 

@@ -790,6 +790,41 @@ fn a_compaction_whose_new_file_fails_in_phase_two_keeps_the_old_file() {
     }
 }
 
+/// Power loss with writeback out of order: a page of records never reached the disk (zeros)
+/// while later ones did, and the allocated tail after them is zeros. The zeroed page is damage in
+/// the middle (kept aside), the records after it are recovered, and the tail is not counted as
+/// discarded.
+#[test]
+fn a_zeroed_page_between_records_is_damage_and_the_zero_tail_is_not() {
+    let dir = TempDir::new("zero-page");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    j.put(b"before", b"1").unwrap();
+    j.write_out().unwrap();
+    let lost_from = j.file_len();
+    j.put(b"lost", &[7; 4000]).unwrap();
+    j.write_out().unwrap();
+    let lost_to = j.file_len();
+    j.put(b"after", b"2").unwrap();
+    j.write_out().unwrap();
+    let path = j.path();
+    drop(j);
+    let mut bytes = fs::read(&path).unwrap();
+    assert_eq!(bytes.len() as u64, SEGMENT);
+    bytes[lost_from as usize..lost_to as usize].fill(0);
+    fs::write(&path, &bytes).unwrap();
+    let (j, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(
+        sorted(live),
+        BTreeMap::from([kv("before", "1"), kv("after", "2")])
+    );
+    assert_eq!(j.corrupt_on_open().unwrap().0, lost_to - lost_from);
+    assert_eq!(
+        j.discarded_on_open(),
+        0,
+        "nothing torn after the last record"
+    );
+}
+
 /// A `kill -9` right after `write_out` (the shard's next step would be the turn's sends): the
 /// records were only copied into the shared mapping, never written or synced, and all of them
 /// are back; the unwritten tail allocated ahead is the end of the log, not damage.
