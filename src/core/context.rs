@@ -69,4 +69,8 @@ pub struct Cx<'a> {
     pub notices: &'a mut Vec<crate::core::notice::Notice>,
     /// Finished public calls' records (`cdr.rs`).
     pub cdrs: &'a mut Vec<crate::core::cdr::Cdr>,
+    /// The stream flows known open (`transport/flows.rs`).
+    pub flows: &'a crate::core::transport::flows::Flows,
+    /// What the message being handled came on (UDP for timers and restores).
+    pub arrival: crate::core::transport::Transport,
 }

@@ -25,6 +25,7 @@ use crate::engine::counters::counters;
 
 use crate::core::io::Datagram;
 use crate::core::shard::ShardId;
+use crate::core::transport::Transport;
 
 /// Wakes one parked shard: an eventfd in the shard's wait set plus the "parked" flag that lets
 /// producers skip the write while the shard is awake.
@@ -112,6 +113,20 @@ pub struct Letter {
     pub local: SocketAddr,
     /// The bytes (a recycled buffer; its capacity is kept).
     pub bytes: Vec<u8>,
+    /// What the letter carries.
+    pub kind: LetterKind,
+}
+
+/// What a [`Letter`] carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LetterKind {
+    /// A received message for the core, with the transport it came on.
+    Inbound(Transport),
+    /// A message for the receiving shard to write to its connection with peer `from`
+    /// (`engine::stream`: the connection's owner writes it).
+    Transmit,
+    /// The connection with peer `from` (on the given transport) closed on the sending shard.
+    FlowClosed(Transport),
 }
 
 impl Letter {
@@ -121,6 +136,10 @@ impl Letter {
             from: self.from,
             local: self.local,
             bytes: &self.bytes,
+            transport: match self.kind {
+                LetterKind::Inbound(t) | LetterKind::FlowClosed(t) => t,
+                LetterKind::Transmit => Transport::Udp,
+            },
         }
     }
 }
@@ -236,6 +255,11 @@ impl Mailbox {
         ShardId(self.me as u16)
     }
 
+    /// Number of shards in the mesh.
+    pub fn shards(&self) -> usize {
+        self.mesh.shards
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> MailboxStats {
         self.stats
@@ -245,17 +269,36 @@ impl Mailbox {
     /// batch of hand-offs costs at most one eventfd write per target. Returns false (and counts
     /// the drop) when the ring is full or `to` is not another shard.
     pub fn send(&mut self, to: ShardId, d: Datagram<'_>) -> bool {
+        self.post(
+            to,
+            LetterKind::Inbound(d.transport),
+            d.from,
+            d.local,
+            d.bytes,
+        )
+    }
+
+    /// As [`Mailbox::send`], for any kind of letter: `peer` goes into [`Letter::from`].
+    pub fn post(
+        &mut self,
+        to: ShardId,
+        kind: LetterKind,
+        peer: SocketAddr,
+        local: SocketAddr,
+        payload: &[u8],
+    ) -> bool {
         let to = to.index();
         if to >= self.mesh.shards || to == self.me {
             self.stats.dropped_bad_target += 1;
             return false;
         }
         let mut bytes = self.take_buffer(to);
-        bytes.extend_from_slice(d.bytes);
+        bytes.extend_from_slice(payload);
         let letter = Letter {
-            from: d.from,
-            local: d.local,
+            from: peer,
+            local,
             bytes,
+            kind,
         };
         match self.mesh.ring(self.me, to).push(letter) {
             Ok(()) => {
@@ -342,6 +385,7 @@ mod tests {
             from: "127.0.0.1:1".parse().unwrap(),
             local: "127.0.0.1:2".parse().unwrap(),
             bytes,
+            transport: crate::core::transport::Transport::Udp,
         }
     }
 

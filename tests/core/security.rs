@@ -67,6 +67,8 @@ pub(super) struct Edge {
     /// The lines the core handed the operator's log (`core::notice`).
     log: Vec<String>,
     counter: u64,
+    /// Sources whose messages arrive over TCP ([`Edge::over_tcp`]).
+    tcp: Vec<SocketAddr>,
 }
 
 impl Edge {
@@ -94,7 +96,13 @@ impl Edge {
             sent: Vec::new(),
             log: Vec::new(),
             counter: 0,
+            tcp: Vec::new(),
         }
+    }
+
+    /// From now on messages from `from` arrive over a TCP connection.
+    pub(super) fn over_tcp(&mut self, from: &str) {
+        self.tcp.push(addr(from));
     }
 
     fn flush(&mut self, s: usize) -> Vec<(SocketAddr, Vec<u8>)> {
@@ -122,6 +130,11 @@ impl Edge {
                 from: addr(from),
                 local: addr("127.0.0.1:5060"),
                 bytes,
+                transport: if self.tcp.contains(&addr(from)) {
+                    sipfork::core::transport::Transport::Tcp
+                } else {
+                    sipfork::core::transport::Transport::Udp
+                },
             };
             let r = self.cores[shard].handle_datagram(self.now, d);
             out.extend(self.flush(shard));
@@ -755,11 +768,13 @@ fn padded_invite(rows: usize, call_id: &str) -> Vec<u8> {
 
 /// A request whose forwarded copy would exceed the row index is refused at intake (513), before
 /// any branch exists; one just under the bound forks and can be cancelled (its CANCEL used to be
-/// lost when the stored copy did not parse again).
+/// lost when the stored copy did not parse again). The devices are on TCP: so long a request
+/// would not go over UDP (RFC 3261 §18.1.1, `transport::` tests).
 #[test]
 fn requests_too_long_to_forward_are_refused_at_intake() {
     let mut e = Edge::new(EDGE, 1);
     for i in 0..3 {
+        e.over_tcp(&format!("127.0.0.{}:5060", 11 + i));
         e.register_ok(
             &format!("127.0.0.{}:5060", 11 + i),
             "1000",
