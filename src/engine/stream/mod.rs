@@ -9,7 +9,9 @@
 //! a datagram (source: the connection's peer address). [`Streams::divert`] takes out of the
 //! outbox what the handler addressed to a peer with an open connection and writes it there, so
 //! responses go back on the connection the request came on and a device registered over TCP is
-//! reached over its own connection while it is up.
+//! reached over its own connection while it is up. With several shards, what one shard sends
+//! to another shard's connection is handed to that shard ([`owners`]), and every shard's core
+//! is told of a closed connection ([`Streams::take_gone`]).
 //!
 //! Limits, each counted in [`StreamStats`] when it closes a connection: the framer's (header
 //! block, body, messages per second), an idle timeout, connections per source address and per
