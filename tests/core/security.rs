@@ -67,8 +67,6 @@ pub(super) struct Edge {
     /// The lines the core handed the operator's log (`core::notice`).
     log: Vec<String>,
     counter: u64,
-    /// Sources whose messages arrive over TCP ([`Edge::over_tcp`]).
-    tcp: Vec<SocketAddr>,
 }
 
 impl Edge {
@@ -96,13 +94,7 @@ impl Edge {
             sent: Vec::new(),
             log: Vec::new(),
             counter: 0,
-            tcp: Vec::new(),
         }
-    }
-
-    /// From now on messages from `from` arrive over a TCP connection.
-    pub(super) fn over_tcp(&mut self, from: &str) {
-        self.tcp.push(addr(from));
     }
 
     fn flush(&mut self, s: usize) -> Vec<(SocketAddr, Vec<u8>)> {
@@ -130,11 +122,7 @@ impl Edge {
                 from: addr(from),
                 local: addr("127.0.0.1:5060"),
                 bytes,
-                transport: if self.tcp.contains(&addr(from)) {
-                    sipfork::core::transport::Transport::Tcp
-                } else {
-                    sipfork::core::transport::Transport::Udp
-                },
+                transport: sipfork::core::transport::Transport::Udp,
             };
             let r = self.cores[shard].handle_datagram(self.now, d);
             out.extend(self.flush(shard));
@@ -747,6 +735,36 @@ fn identity_is_bound_to_the_authenticated_user() {
     assert_eq!(pai, vec![&b"<sip:+31201234000@example.com>"[..]]);
 }
 
+/// RFC 3261 §22.3: the credentials a caller gave sipfork are consumed here, never handed to the
+/// next hop (a callee or trunk would otherwise receive the caller's digest response); credentials
+/// for another realm (a downstream proxy's) pass unchanged.
+#[test]
+fn our_credentials_are_consumed_not_forwarded() {
+    let mut e = Edge::new(EDGE, 1);
+    let phone = "127.0.0.11:5060";
+    let theirs = "Proxy-Authorization: Digest username=\"acme\", realm=\"carrier.example\", nonce=\"n1\", uri=\"sip:0049301234@example.com\", response=\"0123456789abcdef0123456789abcdef\"\r\n";
+    let out = authenticated_invite(
+        &mut e,
+        phone,
+        "1000",
+        "1000",
+        "sip:0049301234@example.com",
+        theirs,
+    );
+    let to_trunk: Vec<_> = out.iter().filter(|(to, _)| *to == addr(TRUNK)).collect();
+    assert_eq!(to_trunk.len(), 1, "{}", dump(&out));
+    let m = sip::parse(&to_trunk[0].1).unwrap();
+    let left: Vec<_> = m.values(HeaderName::ProxyAuthorization).collect();
+    assert_eq!(left.len(), 1, "{}", String::from_utf8_lossy(&to_trunk[0].1));
+    assert!(
+        left[0]
+            .windows(23)
+            .any(|w| w == b"realm=\"carrier.example\""),
+        "the other realm's credentials pass: {}",
+        String::from_utf8_lossy(left[0])
+    );
+}
+
 fn padded_invite(rows: usize, call_id: &str) -> Vec<u8> {
     let base = request(
         "INVITE",
@@ -768,13 +786,11 @@ fn padded_invite(rows: usize, call_id: &str) -> Vec<u8> {
 
 /// A request whose forwarded copy would exceed the row index is refused at intake (513), before
 /// any branch exists; one just under the bound forks and can be cancelled (its CANCEL used to be
-/// lost when the stored copy did not parse again). The devices are on TCP: so long a request
-/// would not go over UDP (RFC 3261 §18.1.1, `transport::` tests).
+/// lost when the stored copy did not parse again).
 #[test]
 fn requests_too_long_to_forward_are_refused_at_intake() {
     let mut e = Edge::new(EDGE, 1);
     for i in 0..3 {
-        e.over_tcp(&format!("127.0.0.{}:5060", 11 + i));
         e.register_ok(
             &format!("127.0.0.{}:5060", 11 + i),
             "1000",

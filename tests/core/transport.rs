@@ -1,7 +1,8 @@
 //! The core and transports (issue 16, points 3 and 4): what a binding registered over TCP or
 //! TLS records, the transport token of the Via sipfork adds toward a stream flow, bindings whose
-//! flow closed (480 when none is left), and requests too large for UDP (RFC 3261 §18.1.1: 513
-//! toward a device reached over UDP, sent regardless of size over a stream flow). On virtual
+//! flow closed (480 when none is left), and requests too large for UDP (RFC 3261 §18.1.1: one
+//! that came over TCP gets 513 toward a device reached over UDP; sent regardless of size over a
+//! stream flow, and kept on UDP when it came over UDP). On virtual
 //! time, with one and two shards (the engine tells every shard of a closed connection, and the
 //! simulator does the same).
 
@@ -149,7 +150,7 @@ fn big_invite(w: &mut World, from: PhoneId, size: usize) {
 }
 
 #[test]
-fn a_request_too_large_for_udp_gets_513_when_its_only_device_is_on_udp() {
+fn a_request_over_tcp_too_large_for_udp_gets_513_when_its_only_device_is_on_udp() {
     for shards in [1, 2] {
         let mut w = World::new(&config(shards), shards, 165);
         let caller = w.add_phone("caller", "1000", 5071);
@@ -170,6 +171,12 @@ fn a_request_too_large_for_udp_gets_513_when_its_only_device_is_on_udp() {
         big_invite(&mut w, caller, 500);
         w.run_for(secs(1));
         assert_eq!(w.phone_ref(udp).incoming.len(), 1, "{}", w.dump());
+        // A large request that came over UDP stays on UDP (its sender chose UDP).
+        let udp_caller = w.add_phone("udp-caller", "1002", 5074);
+        big_invite(&mut w, udp_caller, 3000);
+        w.run_for(secs(1));
+        assert_eq!(w.phone_ref(udp).incoming.len(), 2, "{}", w.dump());
+        assert!(w.phone_ref(udp).incoming[1].invite.len() > 3000);
     }
 }
 

@@ -167,7 +167,8 @@ pub(crate) enum Event {
     CancelWrongSource,
     /// Follow-me's external targets were not rung: no public-call room left.
     ExternalRefused,
-    /// A branch not sent: the request is over 1300 bytes and its target is reached over UDP.
+    /// A branch not sent: the request came over TCP/TLS, is over 1300 bytes, and its target is
+    /// reached over UDP.
     BranchTooLarge,
 }
 
@@ -842,7 +843,8 @@ pub(super) fn write_via_start(cx: &Cx<'_>, dest: SocketAddr, out: &mut Vec<u8>) 
     out.push(b' ');
 }
 
-/// The largest request sent over UDP (RFC 3261 §18.1.1: 1300 bytes without a known path MTU).
+/// The largest request that came over TCP or TLS and is sent on over UDP (RFC 3261 §18.1.1:
+/// 1300 bytes without a known path MTU).
 pub const MAX_UDP_REQUEST: usize = 1300;
 
 /// Forwards the call's request to one target as a new branch (§16.6), starting its client
@@ -887,10 +889,16 @@ fn start_branch(
     let sent = cx
         .out
         .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf));
-    if sent.len() > MAX_UDP_REQUEST && !cx.flows.transport_to(target.dest).is_stream() {
-        // §18.1.1 would take TCP, but sipfork opens no connection to a device (one registered
-        // over UDP is reached on its UDP flow, often through NAT): this branch fails, and the
-        // caller gets 513 when no branch answers better.
+    if sent.len() > MAX_UDP_REQUEST
+        && !cx.flows.transport_to(target.dest).is_stream()
+        && cx.flows.transport_to(call.upstream).is_stream()
+    {
+        // A request that came over TCP or TLS would leave over UDP: §18.1.1 would take TCP,
+        // but sipfork opens no connection to a device (one registered over UDP is reached on
+        // its UDP flow, often through NAT), so this branch fails and the caller gets 513 when
+        // no branch answers better. A request that came over UDP stays on UDP whatever its
+        // size: its sender chose UDP, and phones send INVITEs just over 1300 bytes (PJSIP's
+        // with its SDP, `tests/e2e/features.rs`) that must still ring UDP devices.
         cx.out.pop();
         if call
             .best
