@@ -513,11 +513,12 @@ impl Streams {
     /// `relay(owner, peer, bytes)` (the engine posts it to that shard's mailbox, which writes
     /// it with [`Streams::write_relayed`]).
     pub fn divert(&mut self, out: &mut Outbox, relay: &mut dyn FnMut(ShardId, SocketAddr, &[u8])) {
-        let owners = self.owners.clone();
-        let elsewhere = owners.as_ref().is_some_and(|(o, _)| !o.is_empty());
+        let elsewhere = self.owners.as_ref().is_some_and(|(o, _)| !o.is_empty());
         if self.by_peer.is_empty() && !elsewhere && self.closing.is_empty() {
             return;
         }
+        // (Cloned only when some connection is open: the count is one shared cache line.)
+        let owners = self.owners.clone().filter(|_| elsewhere);
         out.retain(|t, bytes| {
             let Some(&slot) = self.by_peer.get(&t.to) else {
                 return match &owners {
