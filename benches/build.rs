@@ -57,6 +57,7 @@ fn forward<'a>(req: &Message<'_>) -> Forward<'a> {
         fix: ViaFix::for_source(&via, source),
         extra: b"",
         strip_identity: false,
+        consume_realm: None,
     }
 }
 

@@ -391,6 +391,14 @@ impl Handler for Shard {
         self.core.outbox()
     }
 
+    fn handle_note(&mut self, now: Instant, from: ShardId, bytes: &[u8]) {
+        self.core.handle_shard_note(now, from, bytes);
+    }
+
+    fn drain_notes(&mut self, send: &mut dyn FnMut(ShardId, &[u8])) {
+        self.core.drain_shard_notes(send);
+    }
+
     fn after_batch(&mut self, now: Instant) {
         let shard = self.core.env().shard;
         if let Some(link) = &mut self.cluster {

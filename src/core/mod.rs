@@ -476,6 +476,7 @@ impl Core {
                 persist: &mut self.persist,
                 notices: &mut self.notices,
                 cdrs: &mut self.cdrs,
+                overload: &mut self.overload,
                 flows: &self.flows,
                 arrival: self.arrival,
             },
@@ -503,8 +504,21 @@ impl Core {
             .devices(&self.cfg, self.env.wall_us(now), number)
     }
 
-    /// The devices of extension `number` in an answered call on this shard: each one's flow and
-    /// the call's Call-ID (`proxy/features.rs`).
+    /// Hands every core-to-core note for another shard to `send`, in order (after each batch);
+    /// the engine delivers each to that shard's [`Core::handle_shard_note`]
+    /// (`proxy/features/remote.rs`: lines of placed calls across shards).
+    pub fn drain_shard_notes(&mut self, send: impl FnMut(ShardId, &[u8])) {
+        self.proxy.drain_shard_notes(send);
+    }
+
+    /// Handles a note another shard's core emitted ([`Core::drain_shard_notes`]).
+    pub fn handle_shard_note(&mut self, now: Instant, from: ShardId, bytes: &[u8]) {
+        let Parts { mut cx, proxy, .. } = self.parts(now);
+        proxy.shard_note(&mut cx, from, bytes);
+    }
+
+    /// The devices of extension `number` in an answered call (placed calls handled on another
+    /// shard included): each one's flow and the call's Call-ID (`proxy/features.rs`).
     pub fn devices_in_call(&self, number: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
         self.proxy.lines().in_call(number)
     }
@@ -998,11 +1012,8 @@ impl Core {
 
     /// A new request refused because the shard is overloaded (`overload::refuse`).
     fn refuse_overloaded(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
-        let reduction = self.overload.reduction();
         let mut cx = self.cx(now);
-        if overload::refuse(&mut cx, msg, from, reduction) {
-            self.overload.count_oc();
-        }
+        overload::refuse(&mut cx, msg, from);
     }
 
     /// Fires every due timer, in deadline order.

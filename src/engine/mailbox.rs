@@ -127,6 +127,9 @@ pub enum LetterKind {
     Transmit,
     /// The connection with peer `from` (on the given transport) closed on the sending shard.
     FlowClosed(Transport),
+    /// Not a datagram but a core-to-core note from that shard (`Core::handle_shard_note`);
+    /// `from` and `local` are then unspecified.
+    Note(ShardId),
 }
 
 impl Letter {
@@ -138,7 +141,7 @@ impl Letter {
             bytes: &self.bytes,
             transport: match self.kind {
                 LetterKind::Inbound(t) | LetterKind::FlowClosed(t) => t,
-                LetterKind::Transmit => Transport::Udp,
+                LetterKind::Transmit | LetterKind::Note(_) => Transport::Udp,
             },
         }
     }
@@ -276,6 +279,14 @@ impl Mailbox {
             d.local,
             d.bytes,
         )
+    }
+
+    /// Copies a core-to-core note (`Core::drain_shard_notes`) onto the ring towards `to`, as
+    /// [`Mailbox::send`] does a datagram.
+    pub fn send_note(&mut self, to: ShardId, bytes: &[u8]) -> bool {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let me = self.shard();
+        self.post(to, LetterKind::Note(me), unspecified, unspecified, bytes)
     }
 
     /// As [`Mailbox::send`], for any kind of letter: `peer` goes into [`Letter::from`].
@@ -418,6 +429,25 @@ mod tests {
         assert_eq!(a.stats().buffers_allocated, 50);
         assert_eq!(a.stats().sent, 500);
         assert_eq!(b.stats().received, 500);
+    }
+
+    #[test]
+    fn notes_arrive_marked_with_their_sender() {
+        let mesh = Mesh::new(3, 8).unwrap();
+        let mut a = mesh.endpoint(ShardId(2));
+        let mut b = mesh.endpoint(ShardId(0));
+        assert!(a.send(ShardId(0), dgram(b"datagram")));
+        assert!(a.send_note(ShardId(0), b"note"));
+        assert!(!a.send_note(ShardId(2), b"to itself"));
+        let mut got = Vec::new();
+        b.receive(usize::MAX, |l| got.push((l.kind, l.bytes.clone())));
+        assert_eq!(
+            got,
+            vec![
+                (LetterKind::Inbound(Transport::Udp), b"datagram".to_vec()),
+                (LetterKind::Note(ShardId(2)), b"note".to_vec())
+            ]
+        );
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub trait Handler {
     /// The load of the turn that started at `now`: how long it worked and how many datagrams
     /// and letters it handled (what was waiting). Feeds overload control (`core::overload`).
     fn observe_load(&mut self, _now: Instant, _worked: Duration, _handled: u64) {}
+    /// A core-to-core note from shard `from` (`Core::handle_shard_note`).
+    fn handle_note(&mut self, _now: Instant, _from: ShardId, _bytes: &[u8]) {}
+    /// Hands the notes for other shards to `send` (once per turn, after the timers).
+    fn drain_notes(&mut self, _send: &mut dyn FnMut(ShardId, &[u8])) {}
 }
 
 counters! {
@@ -273,6 +277,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                     counters.misrouted += 1;
                 }
             }
+            LetterKind::Note(from) => handler.handle_note(now, from, &letter.bytes),
             LetterKind::Transmit => match streams.as_mut() {
                 Some(s) => s.write_relayed(letter.from, &letter.bytes),
                 None => counters.misrouted += 1,
@@ -292,6 +297,9 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
             counters.timeouts += 1;
         }
         handler.after_batch(now);
+        handler.drain_notes(&mut |to, bytes| {
+            mailbox.send_note(to, bytes); // a full ring or bad id is counted inside
+        });
         let out = handler.outbox();
         if let Some(s) = streams.as_mut() {
             s.divert(out, &mut |owner, peer, bytes| {

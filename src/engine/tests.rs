@@ -96,14 +96,37 @@ fn reflector_echoes_through_every_shard_and_shutdown_returns_the_handlers() {
 }
 
 /// Hands every datagram to the shard named in its first byte; the owner records and echoes it.
+/// With `by_note`, it instead turns every datagram into a core-to-core note for the other shard,
+/// which answers the datagram's sender (the echo proves the note crossed and woke that shard).
 struct Router {
     me: ShardId,
     seen: Vec<Vec<u8>>,
     outbox: Outbox,
+    by_note: bool,
+    notes: Vec<(ShardId, Vec<u8>)>,
+    heard_from: Vec<ShardId>,
+}
+
+fn router(me: ShardId, by_note: bool) -> Router {
+    Router {
+        me,
+        seen: Vec::new(),
+        outbox: Outbox::new(),
+        by_note,
+        notes: Vec::new(),
+        heard_from: Vec::new(),
+    }
 }
 
 impl Handler for Router {
     fn handle_datagram(&mut self, _now: Instant, d: Datagram<'_>) -> Inbound {
+        if self.by_note {
+            let mut note = d.from.to_string().into_bytes();
+            note.push(b'|');
+            note.extend_from_slice(d.bytes);
+            self.notes.push((ShardId(1 - self.me.0), note));
+            return Inbound::Handled;
+        }
         let owner = ShardId(u16::from(d.bytes[0]));
         if owner != self.me {
             return Inbound::ForShard(owner);
@@ -111,6 +134,17 @@ impl Handler for Router {
         self.seen.push(d.bytes.to_vec());
         self.outbox.push(d.from, d.bytes);
         Inbound::Handled
+    }
+    fn handle_note(&mut self, _now: Instant, from: ShardId, bytes: &[u8]) {
+        self.heard_from.push(from);
+        let bar = bytes.iter().position(|b| *b == b'|').unwrap();
+        let to: SocketAddr = std::str::from_utf8(&bytes[..bar]).unwrap().parse().unwrap();
+        self.outbox.push(to, &bytes[bar + 1..]);
+    }
+    fn drain_notes(&mut self, send: &mut dyn FnMut(ShardId, &[u8])) {
+        for (to, bytes) in self.notes.drain(..) {
+            send(to, &bytes);
+        }
     }
     fn handle_timeout(&mut self, _now: Instant) {}
     fn poll_timeout(&self) -> Option<Instant> {
@@ -124,11 +158,7 @@ impl Handler for Router {
 #[test]
 fn cross_shard_hand_off_delivers_exactly_once_in_order_and_wakes_the_owner() {
     for kind in KINDS {
-        let Some(engine) = start_or_skip(kind, 2, |me, _| Router {
-            me,
-            seen: Vec::new(),
-            outbox: Outbox::new(),
-        }) else {
+        let Some(engine) = start_or_skip(kind, 2, |me, _| router(me, false)) else {
             continue;
         };
         let addr = engine.local_addrs()[0];
@@ -191,6 +221,35 @@ fn cross_shard_hand_off_delivers_exactly_once_in_order_and_wakes_the_owner() {
                     h.me.0
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn core_notes_reach_the_other_shard_and_wake_it() {
+    for kind in KINDS {
+        let Some(engine) = start_or_skip(kind, 2, |me, _| router(me, true)) else {
+            continue;
+        };
+        let addr = engine.local_addrs()[0];
+        let peers: Vec<UdpSocket> = (0..4).map(|_| peer()).collect();
+        let mut buf = [0u8; 64];
+        for round in 0..20u8 {
+            for (p, s) in peers.iter().enumerate() {
+                s.send_to(&[p as u8, round], addr).unwrap();
+            }
+            for (p, s) in peers.iter().enumerate() {
+                let (n, _) = s
+                    .recv_from(&mut buf)
+                    .expect("echo after a note (lost wake-up?)");
+                assert_eq!(&buf[..n], &[p as u8, round], "{kind:?}");
+            }
+        }
+        let handlers = engine.shutdown().unwrap();
+        let heard: usize = handlers.iter().map(|h| h.heard_from.len()).sum();
+        assert_eq!(heard, 80, "{kind:?}");
+        for h in &handlers {
+            assert!(h.heard_from.iter().all(|f| *f != h.me), "{kind:?}");
         }
     }
 }
@@ -319,11 +378,7 @@ fn bad_configs_and_taken_ports_are_errors_not_panics() {
 #[test]
 fn control_jobs_run_on_the_owning_shard_and_wake_it_when_parked() {
     for kind in KINDS {
-        let Some(engine) = start_or_skip(kind, 2, |me, _| Router {
-            me,
-            seen: Vec::new(),
-            outbox: Outbox::new(),
-        }) else {
+        let Some(engine) = start_or_skip(kind, 2, |me, _| router(me, false)) else {
             continue;
         };
         let control = engine.controller();

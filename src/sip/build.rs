@@ -346,6 +346,15 @@ pub struct Forward<'a> {
     /// Drop every P-Asserted-Identity and P-Preferred-Identity row (RFC 3325 §5: identity
     /// asserted by a party outside the trust domain is not passed on).
     pub strip_identity: bool,
+    /// Drop the Proxy-Authorization rows with credentials for this realm (ours, when sipfork
+    /// challenges): they were consumed here (RFC 3261 §20.28, §22.3), and passing them on would
+    /// hand the caller's digest response to the callee. Rows for other realms pass.
+    pub consume_realm: Option<&'a [u8]>,
+}
+
+/// Whether an Authorization / Proxy-Authorization row holds Digest credentials for `realm`.
+pub fn credentials_for_realm(h: &Header<'_>, realm: &[u8]) -> bool {
+    super::headers::digest::parse_credentials(h.value).is_ok_and(|c| c.realm == realm)
 }
 
 /// Appends `req` forwarded as `fwd` says; everything else is copied byte for byte.
@@ -390,6 +399,13 @@ pub fn forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &mut Vec<u8>) 
             }
             HeaderName::PAssertedIdentity | HeaderName::PPreferredIdentity
                 if fwd.strip_identity =>
+            {
+                rows.flush(out);
+            }
+            HeaderName::ProxyAuthorization
+                if fwd
+                    .consume_realm
+                    .is_some_and(|realm| credentials_for_realm(&h, realm)) =>
             {
                 rows.flush(out);
             }
@@ -614,6 +630,7 @@ v=0\n";
                 fix: ViaFix::for_source(&via, src()),
                 extra: b"",
                 strip_identity: false,
+                consume_realm: None,
             },
             &mut out,
         );
@@ -657,6 +674,7 @@ v=0\n";
                 fix: ViaFix::default(),
                 extra: b"",
                 strip_identity: false,
+                consume_realm: None,
             },
             &mut out,
         );
@@ -720,6 +738,7 @@ v=0\n";
                 fix: ViaFix::default(),
                 extra: b"",
                 strip_identity: false,
+                consume_realm: None,
             },
             &mut out,
         );
@@ -741,6 +760,7 @@ v=0\n";
                 fix: ViaFix::default(),
                 extra: b"",
                 strip_identity: false,
+                consume_realm: None,
             },
             &mut sent,
         );

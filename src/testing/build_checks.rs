@@ -248,6 +248,10 @@ pub fn check_forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &[u8]) {
             }
             HeaderName::PAssertedIdentity | HeaderName::PPreferredIdentity
                 if fwd.strip_identity => {}
+            HeaderName::ProxyAuthorization
+                if fwd
+                    .consume_realm
+                    .is_some_and(|realm| build::credentials_for_realm(&h, realm)) => {}
             _ => {
                 has_content_length |= h.name == HeaderName::ContentLength;
                 assert_eq!(o.next("copied row").row, h.row, "row copied verbatim{ctx}");
@@ -616,6 +620,7 @@ pub fn exercise_builders(msg: &Message<'_>, variant: u8) {
             b"Reason: SIP;cause=480\r\n"
         },
         strip_identity: variant & 16 != 0,
+        consume_realm: (variant & 32 != 0).then_some(&b"sipfork"[..]),
     };
     let mut sent = Vec::new();
     build::forward_request(msg, &fwd, &mut sent);

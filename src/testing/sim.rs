@@ -433,6 +433,13 @@ impl World {
         for (to, bytes) in out {
             self.transmit(self.proxy, to, bytes);
         }
+        // Core-to-core notes reach the other shard at once (the engine: within its next turn).
+        let mut notes = Vec::new();
+        self.cores[s].drain_shard_notes(|to, bytes| notes.push((to, bytes.to_vec())));
+        for (to, bytes) in notes {
+            self.cores[to.index()].handle_shard_note(self.now, ShardId(s as u16), &bytes);
+            self.flush_core(to.index());
+        }
     }
 
     /// Runs for `d` of virtual time.

@@ -558,6 +558,7 @@ impl ForwardParams {
             fix: self.fix,
             extra: self.extra.as_bytes(),
             strip_identity: false,
+            consume_realm: None,
         }
     }
 }
@@ -805,6 +806,7 @@ fn forward(fix: ViaFix, drop_first_route: bool) -> Forward<'static> {
         fix,
         extra: b"",
         strip_identity: false,
+        consume_realm: None,
     }
 }
 

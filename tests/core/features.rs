@@ -123,13 +123,8 @@ fn answered_by_a(e: &mut Edge, pbx_rows: &str, a_rows: &str) -> String {
     let fwd = requests_to(&out, A, "INVITE");
     assert_eq!(fwd.len(), 1, "{}", dump(&out));
     let m = sip::parse(&fwd[0]).unwrap();
-    let ok = String::from_utf8(device_answer(&m, 200, "a-tag", &format!("sip:1000@{A}")))
-        .unwrap()
-        .replace(
-            "Content-Length: 0\r\n",
-            &format!("{a_rows}Content-Length: 0\r\n"),
-        );
-    let out = e.send(A, ok.as_bytes());
+    let ok = answer_with(&m, "a-tag", &format!("sip:1000@{A}"), a_rows);
+    let out = e.send(A, &ok);
     let (_, up) = out
         .iter()
         .find(|(to, _)| *to == addr(PBX))
@@ -138,6 +133,17 @@ fn answered_by_a(e: &mut Edge, pbx_rows: &str, a_rows: &str) -> String {
     assert_eq!(e.cores[0].devices_in_call(b"1000").len(), 1);
     assert_eq!(e.cores[0].devices_in_call(b"1000")[0].0, addr(A));
     rr
+}
+
+/// A device's 200 to `invite` (tag `to_tag`, Contact `contact`) with `rows` added.
+fn answer_with(invite: &sip::Message<'_>, to_tag: &str, contact: &str, rows: &str) -> Vec<u8> {
+    String::from_utf8(device_answer(invite, 200, to_tag, contact))
+        .unwrap()
+        .replace(
+            "Content-Length: 0\r\n",
+            &format!("{rows}Content-Length: 0\r\n"),
+        )
+        .into_bytes()
 }
 
 /// Device B of 1000 dials `code`, authenticated as 1000; returns what the core sent.
@@ -231,18 +237,8 @@ fn move_where_the_far_end_keeps_the_old_dialog() {
     let out = e.advance(secs(2));
     assert!(requests_to(&out, A, "BYE").is_empty(), "not yet");
     let out = e.advance(secs(3));
-    // The BYE and its retransmissions (Timer E).
-    let byes = requests_to(&out, A, "BYE");
-    assert!(!byes.is_empty(), "{}", dump(&out));
-    assert!(byes.iter().all(|b| *b == byes[0]), "{}", dump(&out));
+    let byes = proxy_bye_to_a(&out, "live", "att", "a-tag");
     let bye = sip::parse(&byes[0]).unwrap();
-    assert_eq!(bye.call_id().unwrap(), b"live");
-    assert_eq!(bye.from().unwrap().tag, Some(&b"att"[..]));
-    assert_eq!(bye.to().unwrap().tag, Some(&b"a-tag"[..]));
-    assert_eq!(
-        value(&byes[0], HeaderName::Reason).as_deref(),
-        Some("SIP;cause=200;text=\"Call moved\"")
-    );
     assert_eq!(feature_count(&e.cores[0], "proxy_bye"), 1);
     let in_call = e.cores[0].devices_in_call(b"1000");
     assert_eq!(in_call.iter().map(|d| d.0).collect::<Vec<_>>(), [addr(B)]);
@@ -253,6 +249,28 @@ fn move_where_the_far_end_keeps_the_old_dialog() {
     assert!(out.is_empty(), "{}", dump(&out));
     let out = e.advance(secs(40));
     assert!(requests_to(&out, A, "BYE").is_empty(), "{}", dump(&out));
+}
+
+/// The proxy's BYE to A in `out` (and its retransmissions, Timer E): dialog `call_id` with the
+/// far end's tag `from_tag` and A's `to_tag`, with the move's Reason.
+fn proxy_bye_to_a(
+    out: &[(SocketAddr, Vec<u8>)],
+    call_id: &str,
+    from_tag: &str,
+    to_tag: &str,
+) -> Vec<Vec<u8>> {
+    let byes = requests_to(out, A, "BYE");
+    assert!(!byes.is_empty(), "{}", dump(out));
+    assert!(byes.iter().all(|b| *b == byes[0]), "{}", dump(out));
+    let bye = sip::parse(&byes[0]).unwrap();
+    assert_eq!(bye.call_id().unwrap(), call_id.as_bytes());
+    assert_eq!(bye.from().unwrap().tag, Some(from_tag.as_bytes()));
+    assert_eq!(bye.to().unwrap().tag, Some(to_tag.as_bytes()));
+    assert_eq!(
+        value(&byes[0], HeaderName::Reason).as_deref(),
+        Some("SIP;cause=200;text=\"Call moved\"")
+    );
+    byes
 }
 
 /// A moved call is still a call of 1000 for call policy: with `all_busy`, a new call to 1000
@@ -403,31 +421,36 @@ fn a_placed_call_is_moved() {
     let fwd = requests_to(&out, TRUNK, "INVITE");
     assert_eq!(fwd.len(), 1, "{}", dump(&out));
     let m = sip::parse(&fwd[0]).unwrap();
-    let ok = String::from_utf8(device_answer(
+    let ok = answer_with(
         &m,
-        200,
         "trunk-tag",
         &format!("sip:x@{TRUNK}"),
-    ))
-    .unwrap()
-    .replace(
-        "Content-Length: 0\r\n",
-        "Supported: replaces\r\nContent-Length: 0\r\n",
+        "Supported: replaces\r\n",
     );
     let call_id = String::from_utf8_lossy(m.call_id().unwrap()).into_owned();
-    e.send(TRUNK, ok.as_bytes());
+    e.send(TRUNK, &ok);
     let in_call = e.cores[0].devices_in_call(b"1000");
     assert_eq!(in_call.iter().map(|d| d.0).collect::<Vec<_>>(), [addr(A)]);
-    let out = dial(&mut e, B, "1000", "*75");
-    let inv = feature_invite(&out, B, TRUNK);
+    b_moves_placed_call(&mut e, TRUNK, &call_id, "trunk-tag", Some("replaces"));
+}
+
+/// B dials `*75` while A's placed call `call_id` (far end `far`, its tag `far_tag`) is 1000's
+/// line: the far end alone gets the INVITE, with Replaces naming its dialog and `require`.
+fn b_moves_placed_call(
+    e: &mut Edge,
+    far: &str,
+    call_id: &str,
+    far_tag: &str,
+    require: Option<&str>,
+) -> Vec<u8> {
+    let out = dial(e, B, "1000", "*75");
+    let inv = feature_invite(&out, B, far);
     assert_eq!(
         value(&inv, HeaderName::Replaces),
-        Some(format!("{call_id};to-tag=trunk-tag;from-tag=att"))
+        Some(format!("{call_id};to-tag={far_tag};from-tag=att"))
     );
-    assert_eq!(
-        value(&inv, HeaderName::Require).as_deref(),
-        Some("replaces")
-    );
+    assert_eq!(value(&inv, HeaderName::Require).as_deref(), require);
+    inv
 }
 
 /// Whatever the dialling device writes (Routes, Contact, Request-URI parameters, a Replaces of
@@ -478,4 +501,130 @@ fn a_feature_invite_reaches_only_the_recorded_peer() {
         let r = value(inv, HeaderName::Replaces);
         assert_eq!(r.as_deref(), Some("live;to-tag=att;from-tag=a-tag"));
     }
+}
+
+/// Two shards: 1000 (A, B) is owned by shard 0, 1001 (C) by shard 1, so a call A places to
+/// 1001 is handled on shard 1 and recorded on shard 0 by a core-to-core note.
+fn two_shards() -> Edge {
+    let mut e = Edge::new(
+        &format!("{EDGE}\n[features]\nmove = \"*75\"\njoin = \"*74\"\n"),
+        2,
+    );
+    let owner = |n: &[u8]| sipfork::core::shard::owner_of(n, 2).index();
+    assert_eq!((owner(b"1000"), owner(b"1001")), (0, 1));
+    e.register_ok(A, "1000", &format!("sip:1000@{A}"));
+    e.register_ok(B, "1000", &format!("sip:1000@{B}"));
+    e.register_ok(C, "1001", &format!("sip:1001@{C}"));
+    e
+}
+
+/// A (1000) calls 1001 and C answers (with `c_rows` added): the call is held on shard 1, the
+/// line of 1000 on shard 0. Returns the Call-ID and the route set C got toward A.
+fn placed_on_shard_1(e: &mut Edge, c_rows: &str) -> (String, String) {
+    let out = authenticated_invite(e, A, "1000", "1000", "sip:1001@example.com", "");
+    let fwd = requests_to(&out, C, "INVITE");
+    assert_eq!(fwd.len(), 1, "{}", dump(&out));
+    let m = sip::parse(&fwd[0]).unwrap();
+    let rr = value(&fwd[0], HeaderName::RecordRoute).expect("record-routed");
+    let call_id = String::from_utf8_lossy(m.call_id().unwrap()).into_owned();
+    let ok = answer_with(&m, "c-tag", &format!("sip:1001@{C}"), c_rows);
+    let out = e.send(C, &ok);
+    assert!(out
+        .iter()
+        .any(|(to, b)| *to == addr(A) && b.starts_with(b"SIP/2.0 200")));
+    assert_eq!(feature_count(&e.cores[1], "placed_elsewhere"), 1);
+    let in_call = e.cores[0].devices_in_call(b"1000");
+    assert_eq!(in_call, [(addr(A), call_id.clone().into_bytes())]);
+    assert!(e.cores[1].devices_in_call(b"1000").is_empty());
+    (call_id, rr)
+}
+
+/// C ends its dialog with A through the route it got (`rr`), Call-ID `call_id`.
+fn c_ends_a(e: &mut Edge, call_id: &str, rr: &str) -> Vec<(SocketAddr, Vec<u8>)> {
+    let bye = String::from_utf8(request(
+        "BYE",
+        &format!("sip:1000@{A}"),
+        C,
+        "1001",
+        "att",
+        call_id,
+        &format!("Route: {rr}\r\n"),
+    ))
+    .unwrap()
+    .replace("tag=att\r\nTo:", "tag=c-tag\r\nTo:")
+    .replace(&format!("To: <sip:1000@{A}>"), "To: <sip:1000@example.com>");
+    e.send(C, bye.as_bytes())
+}
+
+/// A placed call held on another shard is moved: B's `*75` (handled on shard 0) reaches C with
+/// Replaces naming C's dialog; C accepts and ends A's dialog itself through shard 1, which
+/// releases A's line on shard 0; B is the device in the call.
+#[test]
+fn a_placed_call_on_another_shard_is_moved() {
+    let mut e = two_shards();
+    let (call_id, rr) = placed_on_shard_1(&mut e, "Supported: replaces\r\n");
+    let inv = b_moves_placed_call(&mut e, C, &call_id, "c-tag", Some("replaces"));
+    assert_eq!(feature_count(&e.cores[0], "move_forwarded"), 1);
+    let m = sip::parse(&inv).unwrap();
+    let out = e.send(
+        C,
+        &device_answer(&m, 200, "c-new", &format!("sip:1001@{C}")),
+    );
+    let to_b: Vec<_> = out.iter().filter(|(to, _)| *to == addr(B)).collect();
+    assert_eq!(to_b.len(), 1, "{}", dump(&out));
+    assert_eq!(Reply::of(&to_b[0].1).status, 200);
+    // A's old line and B's new one, until C ends the old dialog.
+    assert_eq!(e.cores[0].devices_in_call(b"1000").len(), 2);
+    let out = c_ends_a(&mut e, &call_id, &rr);
+    let byes = requests_to(&out, A, "BYE");
+    assert_eq!(byes.len(), 1, "{}", dump(&out));
+    let in_call = e.cores[0].devices_in_call(b"1000");
+    assert_eq!(in_call.iter().map(|d| d.0).collect::<Vec<_>>(), [addr(B)]);
+    let bye = sip::parse(&byes[0]).unwrap();
+    e.send(A, &respond(&bye, 200, "OK", None));
+    // Nothing more from the proxy: C ended the old dialog in time.
+    let out = e.advance(secs(10));
+    assert!(requests_to(&out, A, "BYE").is_empty(), "{}", dump(&out));
+    assert_eq!(feature_count(&e.cores[0], "proxy_bye"), 0);
+    assert_eq!(feature_count(&e.cores[1], "proxy_bye"), 0);
+}
+
+/// A placed call on another shard is released on shard 0 when its dialog ends there: after C's
+/// BYE, B has nothing to move (404).
+#[test]
+fn a_placed_call_on_another_shard_is_released_on_bye() {
+    let mut e = two_shards();
+    let (call_id, rr) = placed_on_shard_1(&mut e, "Supported: replaces\r\n");
+    let out = c_ends_a(&mut e, &call_id, &rr);
+    assert_eq!(requests_to(&out, A, "BYE").len(), 1, "{}", dump(&out));
+    assert!(e.cores[0].devices_in_call(b"1000").is_empty());
+    let out = dial(&mut e, B, "1000", "*75");
+    assert_eq!(Reply::only(out, B).status, 404);
+    assert_eq!(feature_count(&e.cores[0], "no_call"), 1);
+}
+
+/// The far end accepts the move but keeps the old dialog: after 4 s shard 0 asks shard 1, which
+/// holds that dialog, and shard 1 sends A the proxy's BYE (in C's name, with the Reason) and
+/// releases the line.
+#[test]
+fn a_placed_call_on_another_shard_gets_the_proxy_bye() {
+    let mut e = two_shards();
+    let (call_id, _) = placed_on_shard_1(&mut e, "");
+    let inv = b_moves_placed_call(&mut e, C, &call_id, "c-tag", None);
+    let m = sip::parse(&inv).unwrap();
+    e.send(
+        C,
+        &device_answer(&m, 200, "c-new", &format!("sip:1001@{C}")),
+    );
+    let out = e.advance(secs(3));
+    assert!(requests_to(&out, A, "BYE").is_empty(), "not yet");
+    let out = e.advance(secs(2));
+    let byes = proxy_bye_to_a(&out, &call_id, "c-tag", "att");
+    let bye = sip::parse(&byes[0]).unwrap();
+    assert_eq!(bye.cseq().unwrap().number, 1000);
+    assert_eq!(feature_count(&e.cores[1], "proxy_bye"), 1);
+    let in_call = e.cores[0].devices_in_call(b"1000");
+    assert_eq!(in_call.iter().map(|d| d.0).collect::<Vec<_>>(), [addr(B)]);
+    let out = e.send(A, &respond(&bye, 200, "OK", None));
+    assert!(out.is_empty(), "{}", dump(&out));
 }

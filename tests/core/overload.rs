@@ -226,6 +226,49 @@ fn oc_values_go_only_to_peers_that_announce_support() {
     assert_eq!(metric(&w, "sipfork_overload_oc_total", ("", "")), 1);
 }
 
+/// RFC 7339 §5.2: the responses sipfork sends on a call to a client that announced `oc` carry the
+/// shard's current reduction (so the client throttles before its requests are refused); a client
+/// without `oc` gets the responses unchanged.
+#[test]
+fn responses_on_a_call_tell_announcing_clients_the_reduction() {
+    let (mut w, caller, _) = world("oc_validity_ms = 500", "127.0.0.1:5070");
+    let plain = w.add_phone_at("plain", "1051", addr("127.0.0.1:5071"));
+    w.core_mut(0).set_load(Some(40));
+    // The first INVITE of five is admitted at 40 %; its 180 and 200 come back relayed.
+    let req = INVITE.replace("BRANCH", "r0").replace("{OC}", ";oc");
+    w.send_raw(caller, req.as_bytes());
+    w.run_for(ms(200));
+    let relayed: Vec<String> = inbox_text(&w, caller)
+        .into_iter()
+        .filter(|t| t.starts_with("SIP/2.0 1") || t.starts_with("SIP/2.0 200"))
+        .collect();
+    // 100 Trying (sipfork's own), 180 and 200 (relayed).
+    assert_eq!(relayed.len(), 3, "{:#?}", inbox_text(&w, caller));
+    for r in &relayed {
+        let via = r.lines().find(|l| l.starts_with("Via:")).unwrap();
+        assert!(
+            via.contains(";oc=40;oc-validity=500;oc-seq=1800000000.") && via.contains("oc-algo"),
+            "{via}"
+        );
+    }
+    let before = metric(&w, "sipfork_overload_oc_total", ("", ""));
+    assert_eq!(before, 3);
+    // Without `oc` in its Via a client gets no values.
+    let req = INVITE
+        .replace("BRANCH", "r1")
+        .replace("{OC}", "")
+        .replace("127.0.0.1:5070", "127.0.0.1:5071");
+    w.send_raw(plain, req.as_bytes());
+    w.run_for(ms(200));
+    let answers: Vec<String> = inbox_text(&w, plain)
+        .into_iter()
+        .filter(|t| t.starts_with("SIP/2.0 1") || t.starts_with("SIP/2.0 200"))
+        .collect();
+    assert!(!answers.is_empty());
+    assert!(answers.iter().all(|t| !t.contains(";oc")), "{answers:#?}");
+    assert_eq!(metric(&w, "sipfork_overload_oc_total", ("", "")), before);
+}
+
 #[test]
 fn a_flooding_source_is_limited_before_parsing_but_not_a_nat_or_a_trusted_peer() {
     let (mut w, flooder, _) = world("rate_limit = 100\nrate_burst = 100", "198.51.100.9:5070");

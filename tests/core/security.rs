@@ -108,6 +108,15 @@ impl Edge {
         let log = &mut self.log;
         self.cores[s].drain_notices(|n| log.push(n.to_string()));
         self.sent.extend(out.iter().cloned());
+        // Core-to-core notes (lines of placed calls across shards) reach their shard at once.
+        let mut notes = Vec::new();
+        self.cores[s].drain_shard_notes(|to, bytes| notes.push((to, bytes.to_vec())));
+        let mut out = out;
+        for (to, bytes) in notes {
+            let now = self.now;
+            self.cores[to.index()].handle_shard_note(now, ShardId(s as u16), &bytes);
+            out.extend(self.flush(to.index()));
+        }
         out
     }
 
@@ -733,6 +742,36 @@ fn identity_is_bound_to_the_authenticated_user() {
     let m = sip::parse(&to_trunk[0].1).unwrap();
     let pai: Vec<_> = m.values(HeaderName::PAssertedIdentity).collect();
     assert_eq!(pai, vec![&b"<sip:+31201234000@example.com>"[..]]);
+}
+
+/// RFC 3261 §22.3: the credentials a caller gave sipfork are consumed here, never handed to the
+/// next hop (a callee or trunk would otherwise receive the caller's digest response); credentials
+/// for another realm (a downstream proxy's) pass unchanged.
+#[test]
+fn our_credentials_are_consumed_not_forwarded() {
+    let mut e = Edge::new(EDGE, 1);
+    let phone = "127.0.0.11:5060";
+    let theirs = "Proxy-Authorization: Digest username=\"acme\", realm=\"carrier.example\", nonce=\"n1\", uri=\"sip:0049301234@example.com\", response=\"0123456789abcdef0123456789abcdef\"\r\n";
+    let out = authenticated_invite(
+        &mut e,
+        phone,
+        "1000",
+        "1000",
+        "sip:0049301234@example.com",
+        theirs,
+    );
+    let to_trunk: Vec<_> = out.iter().filter(|(to, _)| *to == addr(TRUNK)).collect();
+    assert_eq!(to_trunk.len(), 1, "{}", dump(&out));
+    let m = sip::parse(&to_trunk[0].1).unwrap();
+    let left: Vec<_> = m.values(HeaderName::ProxyAuthorization).collect();
+    assert_eq!(left.len(), 1, "{}", String::from_utf8_lossy(&to_trunk[0].1));
+    assert!(
+        left[0]
+            .windows(23)
+            .any(|w| w == b"realm=\"carrier.example\""),
+        "the other realm's credentials pass: {}",
+        String::from_utf8_lossy(left[0])
+    );
 }
 
 fn padded_invite(rows: usize, call_id: &str) -> Vec<u8> {

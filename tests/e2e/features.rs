@@ -5,6 +5,8 @@
 //! PJSIP (the caller) accepts the INVITE with Replaces that sipfork sends it, talks to B (media
 //! active on both sides) and sends A its BYE; the device overview shows B in the call. sipfork sent no BYE of its own (PJSIP ended the old dialog).
 //! Then A dials `*74`: neither PJSIP party advertises `join`, so sipfork answers 420.
+//! Last, a call A places to 1001 (held on 1001's shard, shard 1; 1000's lines are on shard 0) is
+//! moved to B the same way: its line reached shard 0 by a core-to-core note.
 //!
 //! Loopback only, no hostile input: no namespace. Skipped where pjsua2 cannot be imported unless
 //! `SIPFORK_REQUIRE_PJSUA` is set (as `scripts/test.sh` does).
@@ -64,7 +66,9 @@ fn pjsip_caller_moved_from_device_a_to_device_b() {
             &format!("reason=\"{reason}\""),
         )
     };
-    assert_eq!(count("move_forwarded"), 1, "{report}");
+    assert_eq!(count("move_forwarded"), 2, "{report}");
+    // The caller's call to 1000 (1001 is on shard 1) and A's call to 1001 (1000 on shard 0).
+    assert_eq!(count("placed_elsewhere"), 2, "{report}");
     assert_eq!(
         count("proxy_bye"),
         0,

@@ -9,6 +9,11 @@ three accounts share one endpoint, which recognizes its own request). Then B dia
 the caller an INVITE with Replaces; PJSIP accepts it, answers B and sends A its BYE. Last, A dials
 *74: PJSIP supports no Join (RFC 3911), so sipfork answers 420.
 
+Then a call A *places*: A calls 1001 (the caller's account answers). With two shards that call is
+held on 1001's shard while 1000's lines are on 1000's shard (recorded there by a core-to-core
+note); B dials *75 again, sipfork sends 1001's PJSIP an INVITE with Replaces naming that dialog,
+PJSIP accepts it and sends A its BYE, and the device overview shows B in the call.
+
 Usage: pjsua_move.py PROXY_HOST:PORT ADMIN_HOST:PORT
 Prints one JSON line with what happened; exits 0 when every check held, 1 otherwise.
 """
@@ -162,15 +167,48 @@ def main():
     run_until(lambda: joiner.state == "DISCONNECTED", 10)
     checks["join refused with 420 (no party supports join)"] = joiner.status == 420
 
-    for c in caller.calls + b.calls:
-        if c.state == "CONFIRMED":
-            c.hangup(pj.CallOpParam())
-    run_until(lambda: False, 1)
+    def hang_up_all():
+        for c in caller.calls + a.calls + b.calls:
+            if c.state not in (None, "DISCONNECTED"):
+                try:
+                    c.hangup(pj.CallOpParam())
+                except pj.Error:
+                    pass  # already ending
+        run_until(lambda: False, 1)
+
+    hang_up_all()
+
+    # A placed call (A -> 1001), held on 1001's shard, moved to B by *75 on 1000's shard.
+    before = len(caller.calls)
+    placed = Call(a, "A-placed")
+    a.calls.append(placed)
+    placed.makeCall(f"sip:1001@{PROXY}", pj.CallOpParam(True))
+    checks["placed: 1001 answered A"] = run_until(lambda: placed.state == "CONFIRMED", 15)
+    mover2 = Call(b, "B-move-placed")
+    b.calls.append(mover2)
+    t_move2 = time.time()
+    mover2.makeCall(f"sip:*75@{PROXY}", pj.CallOpParam(True))
+    checks["placed: B connected to 1001"] = run_until(
+        lambda: mover2.state == "CONFIRMED"
+        and any(
+            c.name == "caller-replacing" and c.state == "CONFIRMED" for c in caller.calls[before:]
+        ),
+        15,
+    )
+    checks["placed: A got its BYE"] = run_until(lambda: placed.state == "DISCONNECTED", 10)
+    placed_bye_after = round(time.time() - t_move2, 2)
+    with urllib.request.urlopen(f"http://{ADMIN}/extensions/1000/devices", timeout=5) as r:
+        devices = json.load(r)["devices"]
+    placed_in_call = [d["source"] for d in devices if d.get("in_call")]
+    checks["placed: devices: B in the call"] = placed_in_call == [f"127.0.0.1:{ports['B']}"]
+
+    hang_up_all()
     print(
         json.dumps(
             {
                 "checks": checks,
                 "a_bye_after_s": a_bye_after,
+                "placed_a_bye_after_s": placed_bye_after,
                 "ports": ports,
                 "in_call": in_call,
                 "pjsip": ep.libVersion().full,

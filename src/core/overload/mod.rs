@@ -318,9 +318,10 @@ impl Overload {
 }
 
 /// Answers a shed request statelessly: `503` with `Retry-After`, and RFC 7339 values in the
-/// top Via when the sender announced `oc` support. Returns whether the values were written.
-pub fn refuse(cx: &mut Cx<'_>, req: &Message<'_>, from: SocketAddr, reduction: u32) -> bool {
+/// top Via when the sender announced `oc` support (counted).
+pub fn refuse(cx: &mut Cx<'_>, req: &Message<'_>, from: SocketAddr) {
     let (retry_after, validity) = (cx.cfg.overload.retry_after, cx.cfg.overload.oc_validity_ms);
+    let reduction = cx.overload.reduction();
     let retry = format!("Retry-After: {retry_after}\r\n");
     reply_to(
         cx,
@@ -334,17 +335,33 @@ pub fn refuse(cx: &mut Cx<'_>, req: &Message<'_>, from: SocketAddr, reduction: u
         .top_via()
         .is_ok_and(|v| v.params.get("oc") == Some(None));
     let Some(i) = cx.out.len().checked_sub(1).filter(|_| announces) else {
-        return false;
+        return;
     };
     let Some(t) = cx.out.transmits().get(i) else {
-        return false;
+        return;
     };
     let mut copy = cx.out.bytes(t).to_vec();
     if !add_oc_params(&mut copy, 0, reduction, validity, cx.env.wall_us(cx.now)) {
-        return false;
+        return;
     }
     cx.out.replace(i, |buf| buf.extend_from_slice(&copy));
-    true
+    cx.overload.count_oc();
+}
+
+/// RFC 7339 §5.2 on a response to a call's client (relayed, our Via already removed, or written
+/// here: 100 Trying, 408, 480…): when the client announced `oc` in its Via, the response tells
+/// it this shard's current reduction
+/// (0 when not overloaded), so a supporting client throttles its new requests before any of them
+/// is refused. Counted like the 503s' values. Off with `[overload] enabled = false`.
+pub fn mark_response(cx: &mut Cx<'_>, bytes: &mut Vec<u8>) {
+    // Almost no response announces: a scan for the parameter spares them the parse.
+    if !cx.cfg.overload.enabled || memchr::memmem::find(bytes, b";oc").is_none() {
+        return;
+    }
+    let (reduction, validity) = (cx.overload.reduction(), cx.cfg.overload.oc_validity_ms);
+    if add_oc_params(bytes, 0, reduction, validity, cx.env.wall_us(cx.now)) {
+        cx.overload.count_oc();
+    }
 }
 
 /// Whether a datagram from `from` is exempt from the per-source limit once over it: sipfork

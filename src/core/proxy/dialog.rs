@@ -377,6 +377,7 @@ impl Proxy {
                     fix,
                     extra: b"",
                     strip_identity: false,
+                    consume_realm: None,
                 },
                 buf,
             )

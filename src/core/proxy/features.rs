@@ -9,7 +9,8 @@
 //! targets, flows and the option tags each side advertised (`Supported`/`Require`), and is
 //! released when the dialog record of its call ends (BYE through us, the maximum call duration,
 //! or a move). Lines live on the shard that owns the extension; a placed call handled by another
-//! shard (its callee's) is not recorded there (counted as `placed_elsewhere`).
+//! shard (its callee's) is recorded there by a core-to-core note (`remote.rs`, counted as
+//! `placed_elsewhere`), released by another when its dialog ends.
 //!
 //! **Move.** An INVITE of device D of extension N to the move code (alone, or followed by N)
 //! while N has a line (several: the most recently answered; never one D itself is in) is
@@ -27,6 +28,8 @@
 //! Egress: a feature INVITE goes only to the recorded remote target of a leg of one of N's
 //! lines (its flow under the NAT rule), never where the INVITE's own URI or Routes point.
 
+mod remote;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -37,6 +40,7 @@ use crate::config::features::Feature;
 use crate::core::context::Cx;
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::reply::reply_to;
+use crate::core::shard::ShardId;
 use crate::core::slab::Key;
 use crate::core::timer::TimerId;
 use crate::core::TimerKey;
@@ -67,6 +71,9 @@ struct Side {
 /// A confirmed dialog an extension's device is in.
 #[derive(Clone, Debug)]
 pub struct Line {
+    /// The shard that holds the call, when it is not this one (a placed call handled on its
+    /// callee's shard, recorded here by a note: `remote.rs`).
+    origin: Option<ShardId>,
     call: Key,
     to_tag: u64,
     since: Instant,
@@ -119,6 +126,11 @@ pub struct Lines {
     by_ext: HashMap<Box<[u8]>, Vec<Line>>,
     /// The extensions that have a line in a call.
     by_call: HashMap<Key, Vec<Box<[u8]>>>,
+    /// Lines of this shard's calls recorded on another shard: per call, each one's dialog
+    /// (to-tag hash), owner shard and extension (released there by a note when it ends).
+    sent: HashMap<Key, Vec<remote::Sent>>,
+    /// Notes for other shards' cores, drained by the engine (`remote.rs`).
+    notes: Vec<(ShardId, Vec<u8>)>,
     counts: ReasonCounters<8>,
 }
 
@@ -137,11 +149,12 @@ impl Lines {
         ext.iter()
             .filter_map(|e| self.by_ext.get(e))
             .flatten()
-            .find(|l| l.call == call && l.to_tag == to_tag)
+            .find(|l| l.origin.is_none() && l.call == call && l.to_tag == to_tag)
     }
 
     /// Drops the lines of `call` whose dialog is no longer in `dialogs`.
     fn release(&mut self, call: Key, dialogs: &[Dialog]) {
+        self.release_sent(call, dialogs);
         let Some(exts) = self.by_call.remove(&call) else {
             return;
         };
@@ -150,8 +163,10 @@ impl Lines {
             let Some(lines) = self.by_ext.get_mut(&ext) else {
                 continue;
             };
-            lines.retain(|l| l.call != call || dialogs.iter().any(|d| d.to_tag == l.to_tag));
-            let keeps = lines.iter().any(|l| l.call == call);
+            lines.retain(|l| {
+                l.origin.is_some() || l.call != call || dialogs.iter().any(|d| d.to_tag == l.to_tag)
+            });
+            let keeps = lines.iter().any(|l| l.origin.is_none() && l.call == call);
             if lines.is_empty() {
                 self.by_ext.remove(&ext);
             }
@@ -295,6 +310,7 @@ impl Proxy {
             return;
         };
         let line = |device: &Side, far: &Side, bye_cseq: u32, device_routes| Line {
+            origin: None,
             call: key,
             to_tag,
             since: cx.now,
@@ -320,10 +336,13 @@ impl Proxy {
         let number = crate::core::number::of_uri(&from.uri).into_owned();
         let untrusted = call.upstream != cx.env.local && !cx.cfg.is_trusted(call.upstream.ip());
         if untrusted && cx.cfg.extension(&number).is_some() {
-            if crate::core::shard::owner_of(&number, cx.env.shards) == cx.env.shard {
-                add.push((number, line(&caller, &callee, 1000, Vec::new())));
+            let owner = crate::core::shard::owner_of(&number, cx.env.shards);
+            let placed = line(&caller, &callee, 1000, Vec::new());
+            if owner == cx.env.shard {
+                add.push((number, placed));
             } else {
                 self.lines.count(Outcome::PlacedElsewhere);
+                self.lines.send_record(owner, &number, &placed);
             }
         }
         for (number, l) in add {
@@ -343,6 +362,8 @@ impl Proxy {
         if pending.feature != Feature::Move || pending.bye_timer.is_some() {
             return;
         }
+        // A line of a call on another shard: its policy counts stay with that call there.
+        let local = pending.old.origin.is_none();
         pending.bye_timer = Some(
             cx.timers
                 .insert(cx.now + BYE_AFTER, TimerKey::FeatureBye { call: key }),
@@ -351,7 +372,7 @@ impl Proxy {
         let holds = self
             .calls
             .get_mut(old)
-            .filter(|c| c.dialogs.len() == 1)
+            .filter(|c| local && c.dialogs.len() == 1)
             .map(|c| std::mem::take(&mut c.holds));
         if let (Some(holds), Some(call)) = (holds, self.calls.get_mut(key)) {
             call.holds = holds;
@@ -371,9 +392,19 @@ impl Proxy {
             return;
         };
         let old = &pending.old;
+        if let Some(origin) = old.origin {
+            // The old dialog lives on another shard: that shard ends it, if it still holds it.
+            return self.lines.send_proxy_bye(origin, old);
+        }
         if self.lines.find(old.call, old.to_tag).is_none() {
             return;
         }
+        self.bye_old_device(cx, old);
+    }
+
+    /// Ends the old dialog of a moved call toward its device (a BYE in the far end's name, with
+    /// a Reason) and forgets it. The dialog is one of this shard's calls.
+    fn bye_old_device(&mut self, cx: &mut Cx<'_>, old: &Line) {
         let routes: Vec<&[u8]> = old.device_routes.iter().map(|r| &r[..]).collect();
         self.lines.count(Outcome::ProxyBye);
         self.send_bye(

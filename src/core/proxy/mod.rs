@@ -657,6 +657,7 @@ impl Proxy {
             },
             &mut bytes,
         );
+        crate::core::overload::mark_response(cx, &mut bytes);
         call.last_response = bytes;
         self.send_upstream(cx, key, status);
     }
@@ -884,6 +885,8 @@ fn start_branch(
         fix: call.fix,
         extra: shared.extra,
         strip_identity: shared.strip_identity,
+        consume_realm: (cx.cfg.auth.mode == crate::config::AuthMode::Digest)
+            .then_some(cx.cfg.auth.realm.as_bytes()),
     };
     // Built once, straight into the outbox; the branch keeps an exact-size copy.
     let sent = cx

@@ -192,6 +192,7 @@ impl Proxy {
         let mut bytes = std::mem::take(&mut call.last_response);
         bytes.clear();
         build::forward_response(resp, &mut bytes);
+        crate::core::overload::mark_response(cx, &mut bytes);
         call.last_response = bytes;
         self.send_upstream(cx, key, status);
     }
@@ -300,6 +301,7 @@ impl Proxy {
         let mut bytes = std::mem::take(&mut call.last_response);
         bytes.clear();
         build::forward_response(resp, &mut bytes);
+        crate::core::overload::mark_response(cx, &mut bytes);
         call.last_response = bytes;
         let status = resp.status().unwrap_or(200);
         if !self.send_upstream(cx, key, status) {
@@ -345,6 +347,7 @@ impl Proxy {
             {
                 let mut bytes = Vec::with_capacity(resp.bytes().len());
                 build::forward_response(resp, &mut bytes);
+                crate::core::overload::mark_response(cx, &mut bytes);
                 call.best = Some(Candidate {
                     status,
                     bytes: Some(bytes.into_boxed_slice()),

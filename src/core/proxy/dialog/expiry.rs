@@ -85,7 +85,11 @@ impl Ends {
             .into_iter()
             .chain(up.iter().map(|r| r.raw))
             .chain(leg.routes.iter().map(|r| &r[..]));
-        let (mut text, mut cuts) = (Vec::new(), Vec::new());
+        // Sized up front: one allocation each, not a doubling series per answered call.
+        let (n, len) = pieces
+            .clone()
+            .fold((0, 0), |(n, len), p| (n + 1, len + p.len()));
+        let (mut text, mut cuts) = (Vec::with_capacity(len), Vec::with_capacity(n));
         for p in pieces {
             text.extend_from_slice(p);
             cuts.push(u16::try_from(text.len()).ok()?);
