@@ -35,6 +35,8 @@
 //! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
 //! - `tcp`: OPTIONS and keep-alives over TCP on the UDP port, oversize and idle connections
 //!   closed and counted, SIPp (`-t t1`) registering over TCP.
+//! - `xdp`: the `forking` SIPp test unchanged on `io = "xdp"` across a veth pair (native and
+//!   generic mode); `kill -9` and a restart on the same interface; detached on a clean stop.
 //!
 //! Each appliance gets its own free ports and scratch directory, so the tests run in parallel.
 
@@ -76,3 +78,9 @@ mod sipp;
 mod sipvicious;
 #[path = "e2e/tcp.rs"]
 mod tcp;
+// The veth-pair namespaces of the load harness's tests, shared rather than copied.
+#[path = "../loadtest/tests/common/netns.rs"]
+#[allow(dead_code)]
+mod veth;
+#[path = "e2e/xdp.rs"]
+mod xdp;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sipfork::engine::io::xdp::{XdpMode, XdpOptions};
 use sipfork::engine::io::IoKind;
 use sipfork::engine::{start, EngineConfig, Pinning};
 use sipfork_load::dashboard;
@@ -161,6 +162,10 @@ struct ScenarioArgs {
     /// The harness's sockets' IP (an address of this machine the proxy reaches).
     #[arg(long, value_name = "IP")]
     local_ip: Option<IpAddr>,
+    /// Devices register here instead of at the target: device k of every extension at the
+    /// (k mod N)-th address (a cluster: calls to one node, devices on several).
+    #[arg(long, value_name = "ADDR[,ADDR]", value_delimiter = ',')]
+    register_at: Vec<SocketAddr>,
     /// This is harness instance i of N against one proxy (its own extensions, ports and 1/N of
     /// the rate); `merge` adds the results.
     #[arg(long, value_name = "i/N")]
@@ -195,6 +200,9 @@ impl ScenarioArgs {
         t.extensions = self.extensions.unwrap_or(t.extensions);
         t.devices = self.devices.unwrap_or(t.devices);
         t.ip = self.local_ip.unwrap_or(t.ip);
+        if !self.register_at.is_empty() {
+            t.registrars.clone_from(&self.register_at);
+        }
         s.network.loss = self.loss.unwrap_or(s.network.loss);
         s.expect.single_answer |= self.single_answer;
         s.expect.final_status = self.expect_final.or(s.expect.final_status);
@@ -287,12 +295,20 @@ struct MergeArgs {
 
 #[derive(Args)]
 struct ReflectArgs {
-    /// Listen address (loopback).
+    /// Listen address: loopback, or any address inside a named network namespace (`ip netns
+    /// exec`, as tests and `scripts/xdp_bench.sh` run it).
     #[arg(long, default_value = "127.0.0.1:5060")]
     listen: SocketAddr,
     /// I/O backend.
     #[arg(long, value_enum, default_value = "auto")]
     io: IoArg,
+    /// AF_XDP on this interface instead of --io (as sipfork's `io = "xdp"`: shard i binds
+    /// queue i; --listen must be an address of the interface).
+    #[arg(long, value_name = "INTERFACE", conflicts_with = "io")]
+    xdp: Option<String>,
+    /// XDP attach mode with --xdp: auto, native or generic.
+    #[arg(long, default_value = "auto", requires = "xdp", value_parser = xdp_mode)]
+    xdp_mode: XdpMode,
     /// Coalescing window, µs (0: off).
     #[arg(long, default_value_t = 0)]
     coalesce_us: u64,
@@ -576,12 +592,37 @@ fn cmd_merge(a: MergeArgs) {
     }
 }
 
+/// Whether this process runs in a named network namespace (`ip netns add`, as tests and the
+/// bench scripts make them: `ip netns exec NAME`): its namespace is one of `/run/netns/*`.
+fn in_named_netns() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(me) = std::fs::metadata("/proc/thread-self/ns/net") else {
+        return false;
+    };
+    std::fs::read_dir("/run/netns").is_ok_and(|dir| {
+        dir.flatten().any(|e| {
+            std::fs::metadata(e.path()).is_ok_and(|m| m.dev() == me.dev() && m.ino() == me.ino())
+        })
+    })
+}
+
+fn xdp_mode(s: &str) -> Result<XdpMode, String> {
+    XdpMode::parse(s).ok_or_else(|| format!("{s:?}: auto, native or generic"))
+}
+
 fn cmd_reflect(a: ReflectArgs) {
-    if !a.listen.ip().is_loopback() {
-        fail("--listen must be a loopback address");
+    if !a.listen.ip().is_loopback() && !in_named_netns() {
+        fail("--listen must be a loopback address, or the reflector must run in a namespace of ip netns add (ip netns exec)");
     }
     let mut config = EngineConfig::new(a.listen, a.shards);
     config.io = a.io.kind();
+    if let Some(interface) = a.xdp {
+        config.io = IoKind::Xdp;
+        config.xdp = Some(XdpOptions {
+            mode: a.xdp_mode,
+            ..XdpOptions::new(interface)
+        });
+    }
     config.io_options.coalesce = (a.coalesce_us > 0).then(|| Duration::from_micros(a.coalesce_us));
     config.pinning = match a.pin {
         Some(p) => Pinning::Cores(p),
@@ -607,12 +648,14 @@ fn cmd_reflect(a: ReflectArgs) {
     let handlers = engine.shutdown().unwrap_or_else(|e| fail(e));
     for (h, s) in handlers.iter().zip(stats) {
         println!(
-            "DONE shard={} backend={} received={} sent={} without_hint={} waits={} per_busy_turn={:.2}",
+            "DONE shard={} backend={} received={} sent={} without_hint={} xdp_rx={} xdp_tx={} waits={} per_busy_turn={:.2}",
             s.shard.0,
             s.backend,
             h.stats.received,
             h.stats.sent,
             h.stats.without_hint,
+            s.io.xdp_rx,
+            s.io.xdp_tx,
             s.io.waits,
             s.per_busy_turn()
         );

@@ -105,8 +105,17 @@ impl Plan {
                 t.ip
             ));
         }
-        if reflect && !(t.ip.is_ipv4() && target.ip().is_loopback()) {
-            return Err("reflector mode runs on IPv4 loopback only".into());
+        if reflect && !t.ip.is_ipv4() {
+            return Err("reflector mode runs on IPv4 only".into());
+        }
+        if reflect && !t.registrars.is_empty() {
+            return Err("reflector mode registers at the target only (no --register-at)".into());
+        }
+        if let Some(r) = t.registrars.iter().find(|r| r.is_ipv4() != t.ip.is_ipv4()) {
+            return Err(format!(
+                "registrar {r} and the harness's address {} (--local-ip) are not of one IP version",
+                t.ip
+            ));
         }
         let ip = t.ip;
         let callers = (0..t.callers)
@@ -141,6 +150,16 @@ impl Plan {
     /// Devices per extension.
     pub fn width(&self) -> u32 {
         self.scenario.topology.devices
+    }
+
+    /// Where global device `d` registers: `registrars[(d % width) % len]`, else the target.
+    pub fn registrar(&self, d: u32) -> SocketAddr {
+        let r = &self.scenario.topology.registrars;
+        if r.is_empty() {
+            self.target
+        } else {
+            r[(d % self.width()) as usize % r.len()]
+        }
     }
 
     /// The extension (0-based) call `c` goes to.
@@ -302,6 +321,23 @@ mod tests {
         assert_eq!(p.endpoint("127.0.0.1:5060".parse().unwrap()), None);
         assert_eq!(p.endpoint("127.0.0.2:20000".parse().unwrap()), None);
         assert_eq!(p.device_index(p.extension_of(1001), 2), 5);
+    }
+
+    #[test]
+    fn devices_register_at_the_target_or_round_robin_over_the_registrars() {
+        let p = plan(Arrival::Constant);
+        assert_eq!(p.registrar(4), p.target);
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:5060".parse().unwrap(),
+            "127.0.0.2:5060".parse().unwrap(),
+        );
+        let mut s = p.scenario.clone();
+        s.topology.registrars = vec![b, a];
+        let p = Plan::new(s.clone(), a, false, 7).unwrap();
+        // Device k of every extension (3 each): k 0 and 2 at B, k 1 at A.
+        let got: Vec<SocketAddr> = (0..6).map(|d| p.registrar(d)).collect();
+        assert_eq!(got, [b, a, b, b, a, b]);
+        assert!(Plan::new(s, a, true, 7).is_err(), "not in reflector mode");
     }
 
     #[test]

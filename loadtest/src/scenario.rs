@@ -119,6 +119,11 @@ pub struct Topology {
     /// Rotate device behaviours by call number, so the answering position moves.
     #[serde(default)]
     pub rotate: bool,
+    /// Where the devices register (`--register-at`): device `k` of every extension registers
+    /// at `registrars[k % len]`; empty: at the target. Calls still go to the target (a cluster
+    /// node whose extensions' devices sit on other nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registrars: Vec<std::net::SocketAddr>,
 }
 
 /// A delay in milliseconds drawn per call.

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::sync::mpsc;
 
 mod common;
-use common::netns::{enter, run_fork3_from_harness, Namespaces};
+use common::netns::{enter, Namespaces};
+use common::run_fork3_from_harness;
 use sipfork_load::plan::Plan;
 use sipfork_load::result::RunResult;
 use sipfork_load::scenario::Scenario;

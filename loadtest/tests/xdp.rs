@@ -27,20 +27,10 @@ use sipfork_load::scenario::Scenario;
 use sipfork_load::sim::{sipfork_config, ProxyOptions};
 
 mod common;
-use common::netns::{enter, run_fork3_from_harness, Namespaces};
+use common::netns::{enter, in_ns, xdp_unavailable, Namespaces};
+use common::{run_fork3_from_harness, run_fork3_with};
 
 const SHARDS: u16 = 2;
-
-/// Runs `f` on a thread inside namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_owned();
-    std::thread::spawn(move || {
-        enter(&ns).expect("setns");
-        f()
-    })
-    .join()
-    .expect("namespace thread")
-}
 
 /// sipfork serving `cfg` as the app configures it (io, interface, mode from the file).
 fn start_sipfork(cfg: &str) -> Result<Engine<Shard>, String> {
@@ -109,28 +99,6 @@ fn sum_io(engine: &Engine<Shard>) -> IoStats {
     IoStats::from_array(total)
 }
 
-/// Why AF_XDP cannot be tested here, if it cannot.
-fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("creating namespaces and attaching XDP needs root".into());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("ip(8) (iproute2) is not installed".into());
-    }
-    // SAFETY: socket() takes no pointers; the descriptor is closed at once.
-    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        return Some(format!(
-            "socket(AF_XDP): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: closing the descriptor just opened.
-    unsafe { libc::close(fd) };
-    None
-}
-
 fn run_load(ns: &Namespaces, target: SocketAddr, local: &str, label: &str, dir: &std::path::Path) {
     let out = run_fork3_from_harness(ns, target, local, label, dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -163,7 +131,7 @@ fn big_options(target: SocketAddr, local: SocketAddr, size: usize) -> Vec<u8> {
 
 #[test]
 fn forked_calls_run_over_af_xdp_and_the_kernel_path_stays_alive() {
-    if let Some(why) = unavailable() {
+    if let Some(why) = xdp_unavailable() {
         eprintln!("skipped: {why}");
         return;
     }
@@ -295,7 +263,7 @@ fn forked_calls_run_over_af_xdp_and_the_kernel_path_stays_alive() {
 
 #[test]
 fn start_up_names_a_missing_capability_and_too_few_queues() {
-    if let Some(why) = unavailable() {
+    if let Some(why) = xdp_unavailable() {
         eprintln!("skipped: {why}");
         return;
     }
@@ -324,6 +292,87 @@ fn start_up_names_a_missing_capability_and_too_few_queues() {
         ),
         "{err}"
     );
+}
+
+/// The harness's null reflector (`sipfork-load reflect --xdp`) on AF_XDP in the proxy's namespace:
+/// the harness's 30 fork3 calls in reflector mode run through it and pass, and what it received
+/// and sent went through its AF_XDP sockets (the `DONE` lines it prints at the stop).
+#[test]
+fn the_null_reflector_runs_on_af_xdp() {
+    use std::io::BufRead;
+    if let Some(why) = xdp_unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let tag = format!("xr{}", std::process::id() % 100_000);
+    let ns = Namespaces::create(&tag, Some(SHARDS), "10.214.1", "fd00:61")
+        .expect("namespaces and veth pair");
+    let target: SocketAddr = "10.214.1.1:5060".parse().unwrap();
+    let mut reflector = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.proxy,
+            env!("CARGO_BIN_EXE_sipfork-load"),
+        ])
+        .args(["reflect", "--listen", &target.to_string(), "--xdp", &ns.dev])
+        .args(["--xdp-mode", "native", "--shards", &SHARDS.to_string()])
+        .args(["--secs", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sipfork-load reflect runs");
+    let mut lines = std::io::BufReader::new(reflector.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    if !first.starts_with("reflector listening") {
+        let _ = reflector.kill();
+        panic!(
+            "the reflector did not start on AF_XDP: {first:?} {:?}",
+            reflector.wait()
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("sipfork-load-xdpr-{}", std::process::id()));
+    let out = run_fork3_with(
+        &ns,
+        target,
+        "10.214.1.2",
+        "xdp-reflect",
+        &dir,
+        &["--reflector"],
+    );
+    // SAFETY: kill() with the PID of the child this test started (ip netns exec execs it).
+    unsafe { libc::kill(reflector.id() as i32, libc::SIGTERM) };
+    let done: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = reflector.wait().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "reflector run: exit {:?}\n{stdout}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = RunResult::read(&dir.join("xdp-reflect.json")).unwrap();
+    let v = r.verdicts.as_ref().unwrap();
+    assert_eq!((v.calls, v.ok), (30, 30), "{v:#?}");
+    assert!(status.success(), "reflector: {status}\n{done:?}");
+    let field = |line: &str, name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let done: Vec<&String> = done.iter().filter(|l| l.starts_with("DONE ")).collect();
+    assert_eq!(done.len(), usize::from(SHARDS), "{done:?}");
+    assert!(done.iter().all(|l| l.contains("backend=xdp")), "{done:?}");
+    let sum = |name: &str| done.iter().map(|l| field(l, name)).sum::<u64>();
+    eprintln!("reflector on xdp: {done:?}");
+    assert!(sum("received") > 0 && sum("sent") > 0, "{done:?}");
+    assert_eq!(
+        sum("xdp_rx"),
+        sum("received"),
+        "every datagram through AF_XDP: {done:?}"
+    );
+    assert!(sum("xdp_tx") > 0, "{done:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Sends ICMP echo requests to `to` from a raw socket (root) and waits for a reply.

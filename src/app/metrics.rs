@@ -244,7 +244,7 @@ impl Collector for Exposition {
 pub fn export_steering(state: &crate::engine::steer::SteeringState, out: &mut Exposition) {
     out.add(
         "sipfork_steering",
-        "Kernel steering of datagrams to their owner shard: 1 on the state it is in (kernel: the reuseport program chooses; off: not asked for or one shard; unavailable: the kernel refused it, see the log)",
+        "Kernel steering of datagrams to their owner shard: 1 on the state it is in (kernel: the reuseport program chooses; off: not asked for or one shard; unavailable: the kernel refused it, or io = xdp bypasses it; see the log)",
         &[("state", state.name())],
         Value::Gauge(1),
     );

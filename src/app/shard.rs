@@ -3,7 +3,8 @@
 //!
 //! Invariant (DECISIONS.md "Registrar and persistence"): in [`Handler::after_batch`], which the
 //! loop calls after a turn's input and timers and *before* that turn's sends, every binding change
-//! the core made is encoded into the journal and handed to the kernel in one `write(2)`. So a
+//! the core made is encoded into the journal and handed to the kernel: copied into the journal's
+//! shared mapping (no syscall; `pwrite(2)` where the file system cannot allocate ahead). So a
 //! binding whose 200 OK left the box is in the page cache and survives `kill -9`. Nothing here
 //! fsyncs: the persistence thread group-commits (`persist.rs`), and compaction's slow part runs
 //! on a worker thread that hands its result back through the control path.
@@ -67,6 +68,7 @@ fn export_journal(
     c: &JournalCounters,
     file_len: u64,
     unhealthy: bool,
+    mapped: bool,
     shard: &str,
     sink: &mut MetricSink,
 ) {
@@ -84,7 +86,7 @@ fn export_journal(
         ),
         (
             "sipfork_journal_write_outs_total",
-            "write(2) calls handing journal records to the kernel",
+            "Loop turns that handed journal records to the kernel (a copy into the mapped journal, or one pwrite(2))",
             c.write_outs,
         ),
         (
@@ -118,8 +120,14 @@ fn export_journal(
         u64::from(unhealthy),
     );
     sink.gauge(
+        "sipfork_journal_mapped",
+        "1 while the journal appends through its shared mapping (no syscall per turn); 0: one pwrite(2) per turn (no fallocate or mmap here, logged)",
+        &labels,
+        u64::from(mapped),
+    );
+    sink.gauge(
         "sipfork_journal_bytes",
-        "Size of the shard's journal file",
+        "Logical size of the shard's journal (the file is allocated ahead, its tail zeros)",
         &labels,
         file_len,
     );
@@ -134,6 +142,8 @@ struct ShardJournal {
     problem: Option<String>,
     /// When to try the next rewrite, and the pause after that one.
     next_recovery: Option<(Instant, Duration)>,
+    /// The journal appended through its mapping when last looked at (a change is logged).
+    mapped: bool,
 }
 
 impl ShardJournal {
@@ -187,6 +197,7 @@ impl Shard {
                 counters: JournalCounters::default(),
                 problem: None,
                 next_recovery: None,
+                mapped: true,
             }),
             cdr: None,
             cluster: None,
@@ -232,6 +243,7 @@ impl Shard {
             &j.counters,
             j.journal.file_len(),
             j.problem.is_some(),
+            j.journal.mapped().is_ok(),
             &shard,
             sink,
         );
@@ -239,7 +251,7 @@ impl Shard {
 
     /// The journal's metric families with zero values (for the metrics reference).
     pub fn export_journal_reference(sink: &mut MetricSink) {
-        export_journal(&JournalCounters::default(), 0, false, "0", sink);
+        export_journal(&JournalCounters::default(), 0, false, false, "0", sink);
     }
 
     /// Writes out what is buffered and fsyncs, on the caller's thread (shutdown only).
@@ -444,6 +456,16 @@ impl Handler for Shard {
             Ok(()) => {
                 j.counters.write_outs += 1;
                 self.core.persist_written();
+                if j.mapped {
+                    if let Err(why) = j.journal.mapped() {
+                        tracing::warn!(
+                            shard = shard.0,
+                            reason = why,
+                            "journal appends with pwrite(2), one syscall per turn"
+                        );
+                        j.mapped = false;
+                    }
+                }
             }
             Err(e) => {
                 // Nothing of the batch is in the file: undo it in memory and answer 503.

@@ -939,7 +939,7 @@ impl Core {
                     ext_levels.extend(cx.cfg.tenancy.path(tenant));
                     plan.external_levels = Some(&ext_levels);
                     let mut skipped = Vec::new();
-                    let targets = followme_targets(
+                    let mut targets = followme_targets(
                         &cx,
                         registrar,
                         number,
@@ -950,6 +950,13 @@ impl Core {
                     );
                     cx.notices.append(&mut skipped);
                     plan.stage_rings = Some(&stage_rings);
+                    // A stage's `self` rings the extension's devices on the other nodes too.
+                    if let (Some(c), Some(dir), Method::Invite) =
+                        (cx.cfg.cluster.as_ref(), cluster.directory(), e.method)
+                    {
+                        cluster.branches +=
+                            cluster::followme_targets(c, dir, number, fm, &mut targets);
+                    }
                     targets
                 } else {
                     let mut targets: Vec<ForkTarget> = registrar
@@ -963,11 +970,12 @@ impl Core {
                         })
                         .collect();
                     // One branch per other node holding the number; a cluster branch rings
-                    // local devices only (no loops).
+                    // local devices only (no loops). A follow-me stage's spiral to another
+                    // extension rings that extension's devices on every node.
                     if let (Some(c), Some(dir), false, Method::Invite) = (
                         cx.cfg.cluster.as_ref(),
                         cluster.directory(),
-                        from_cluster || spiral,
+                        from_cluster || (spiral && !devices_only),
                         e.method,
                     ) {
                         cluster.branches += cluster::remote_targets(c, dir, number, &mut targets);

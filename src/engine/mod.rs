@@ -230,7 +230,16 @@ where
     };
     // Shard i's socket is index i of each address's reuseport group (bound in shard order).
     let groups: Vec<&std::net::UdpSocket> = sockets[0].iter().collect();
-    let steering = steer::attach(&groups, config.shards, config.steering.as_ref());
+    let steering = match steer::attach(&groups, config.shards, config.steering.as_ref()) {
+        // The reuseport program sees only the kernel sockets' datagrams: an AF_XDP frame goes to
+        // the shard of the queue it arrived on, and the mailbox hands it to its owner.
+        steer::SteeringState::Kernel if xdp.is_some() => steer::SteeringState::Unavailable(
+            "io = \"xdp\": AF_XDP frames reach the shard of their receive queue, not the \
+             reuseport program (it steers only what reaches the kernel sockets)"
+                .into(),
+        ),
+        state => state,
+    };
     match &steering {
         steer::SteeringState::Unavailable(why) => {
             tracing::warn!(reason = %why, "kernel steering unavailable, the mailbox hands datagrams to their owners")

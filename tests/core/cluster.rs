@@ -50,6 +50,10 @@ const A: &str = "127.0.0.1:5060";
 const B: &str = "127.0.0.2:5060";
 const DEV_A: &str = "127.0.0.1:6001";
 const DEV_B: &str = "127.0.0.2:6002";
+/// Extension 1002's device, on B.
+const DEV_B2: &str = "127.0.0.2:6003";
+/// A second device of 1001 on A.
+const DEV_A2: &str = "127.0.0.1:6004";
 const CALLER: &str = "127.0.0.1:7000";
 const ATTACKER: &str = "127.0.0.66:5060";
 
@@ -129,8 +133,14 @@ fn directory(holders: &[&str]) -> Arc<Directory> {
 
 impl Net {
     fn new() -> Net {
+        Net::with_config("")
+    }
+
+    /// Two nodes whose configuration ends in `extra` (TOML appended to [`node_config`]).
+    fn with_config(extra: &str) -> Net {
         let mk = |node: &str, ip: &str, peer: &str, secret: u8| {
-            let cfg = Arc::new(Config::from_toml(&node_config(node, ip, peer)).unwrap());
+            let text = node_config(node, ip, peer) + extra;
+            let cfg = Arc::new(Config::from_toml(&text).unwrap());
             Core::new(
                 cfg,
                 CoreParams {
@@ -145,7 +155,7 @@ impl Net {
             )
         };
         let mut devices = HashMap::new();
-        for d in [DEV_A, DEV_B, CALLER, ATTACKER] {
+        for d in [DEV_A, DEV_A2, DEV_B, DEV_B2, CALLER, ATTACKER] {
             devices.insert(addr(d), Device::default());
         }
         let mut net = Net {
@@ -300,20 +310,25 @@ impl Net {
     }
 
     fn register(&mut self, dev: &str, node: &str) {
+        self.register_as(dev, node, "1001");
+    }
+
+    fn register_as(&mut self, dev: &str, node: &str, number: &str) {
+        let got = self.try_register(dev, node, number);
+        assert!(got.starts_with("SIP/2.0 200"), "{got}");
+    }
+
+    /// Registers `dev` as `number` at `node`; the answer it got.
+    fn try_register(&mut self, dev: &str, node: &str, number: &str) -> String {
         let port = addr(dev).port();
         let msg = format!(
             "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {dev};branch=z9hG4bKreg{port}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:1001@example.com>;tag=r1\r\nTo: <sip:1001@example.com>\r\n\
-             Call-ID: reg-{dev}\r\nCSeq: 1 REGISTER\r\nContact: <sip:1001@{dev}>\r\nExpires: 3600\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{number}@example.com>;tag=r1\r\nTo: <sip:{number}@example.com>\r\n\
+             Call-ID: reg-{dev}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{number}@{dev}>\r\nExpires: 3600\r\n\
              Content-Length: 0\r\n\r\n"
         );
         self.send(dev, node, msg.as_bytes());
-        let got = &self.devices[&addr(dev)].got;
-        assert!(
-            got.last().unwrap().starts_with("SIP/2.0 200"),
-            "{}",
-            got.last().unwrap()
-        );
+        self.devices[&addr(dev)].got.last().unwrap().clone()
     }
 
     fn invite(&mut self, node: &str, call_id: &str, max_forwards: u8) {
@@ -558,4 +573,109 @@ fn only_nodes_the_directory_names_get_branches() {
     net.invite(A, "call-local", 70);
     assert_eq!(count(&net.lines(A, B), "INVITE"), 0);
     assert_eq!(net.devices[&addr(DEV_B)].got.len(), 1);
+}
+
+/// Follow-me across nodes: extension 1001 rings `self` for 5 s, then extension 1002 for 5 s.
+const FOLLOWME: &str = r#"
+[[followme]]
+extension = "1001"
+stages = [
+  { targets = ["self"], ring = 5 },
+  { targets = ["1002"], ring = 5 },
+]
+"#;
+
+/// A stage's `self` rings the extension's devices on every node (a cluster branch in that
+/// stage), and the stage's end cancels the remote devices too; a stage naming another
+/// extension rings that extension's devices on the other node.
+#[test]
+fn a_followme_stage_rings_the_devices_on_every_node_and_its_end_cancels_them() {
+    let mut net = Net::with_config(FOLLOWME);
+    net.register(DEV_A, A);
+    net.register(DEV_B, B);
+    net.register_as(DEV_B2, B, "1002");
+    let mut d = (*directory(&["a", "b"])).clone();
+    d.extensions
+        .insert(b"1002".to_vec().into_boxed_slice(), vec![1]);
+    net.set_directory(Arc::new(d));
+    net.invite(A, "call-fm", 70);
+    let invites = |net: &Net, dev: &str| count(&net.devices[&addr(dev)].got, "INVITE");
+    let cancels = |net: &Net, dev: &str| count(&net.devices[&addr(dev)].got, "CANCEL");
+    // Stage 1: the devices of 1001 on both nodes, not yet 1002's.
+    assert_eq!(invites(&net, DEV_A), 1);
+    assert_eq!(
+        invites(&net, DEV_B),
+        1,
+        "the remote device rings in stage 1"
+    );
+    assert_eq!(invites(&net, DEV_B2), 0);
+    assert_eq!(count(&net.lines(A, B), "INVITE"), 1);
+    net.advance(ms(4_900));
+    assert_eq!((cancels(&net, DEV_A), cancels(&net, DEV_B)), (0, 0));
+    assert_eq!(
+        invites(&net, DEV_B2),
+        0,
+        "stage 2 waits for stage 1's ring time"
+    );
+    // Stage 1 ends: both nodes' devices are cancelled, stage 2 rings 1002's device on B.
+    net.advance(ms(200));
+    assert_eq!(cancels(&net, DEV_A), 1, "local device cancelled");
+    assert_eq!(cancels(&net, DEV_B), 1, "remote device cancelled");
+    assert_eq!(
+        invites(&net, DEV_B2),
+        1,
+        "stage 2: 1002's device on the other node"
+    );
+    assert_eq!(
+        count(&net.lines(A, B), "INVITE"),
+        2,
+        "one cluster branch per stage"
+    );
+    assert_eq!(count(&net.lines(A, B), "CANCEL"), 1);
+    // B rang its local devices only: nothing came back to A as a new INVITE.
+    assert_eq!(count(&net.lines(B, A), "INVITE"), 0, "no loop");
+    net.answer(DEV_B2);
+    let st = net.caller_statuses();
+    assert_eq!(st.iter().filter(|s| **s == 200).count(), 1, "{st:?}");
+    assert!(!st.iter().any(|s| *s >= 300), "{st:?}");
+    let mut sink = sipfork::core::metrics::MetricSink::default();
+    net.node(addr(A)).unwrap().export_metrics(&mut sink);
+    let branches: u64 = sink
+        .samples
+        .iter()
+        .filter(|s| s.name == "sipfork_cluster_branches_total")
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(branches, 2);
+}
+
+/// Without other holders a follow-me stage rings the local devices only, as before.
+#[test]
+fn a_followme_stage_sends_no_cluster_branch_when_no_other_node_holds_the_number() {
+    let mut net = Net::with_config(FOLLOWME);
+    net.register(DEV_A, A);
+    net.set_directory(directory(&["a"]));
+    net.invite(A, "call-fm-local", 70);
+    assert_eq!(count(&net.devices[&addr(DEV_A)].got, "INVITE"), 1);
+    assert_eq!(count(&net.lines(A, B), "INVITE"), 0);
+}
+
+/// `max_contacts` is a per-node quota (docs/cluster.md "Limits across the cluster"): a node
+/// refuses a device beyond it as it would alone, and never counts the other nodes' bindings, so
+/// a phone re-registering on another node (its node died, or DNS SRV moved it) is never
+/// refused for bindings the directory still shows elsewhere. With K nodes an extension rings
+/// at most K x max_contacts devices.
+#[test]
+fn max_contacts_is_a_per_node_quota() {
+    let mut net = Net::with_config("\n[registrar]\nmax_contacts = 1\non_limit = \"reject\"\n");
+    net.register(DEV_A, A);
+    // A holds 1001's one binding (the directory says so); a second device on A is refused.
+    let refused = net.try_register(DEV_A2, A, "1001");
+    assert!(refused.starts_with("SIP/2.0 403"), "{refused}");
+    // B admits its own quota, though the directory shows A holding 1001.
+    net.register(DEV_B, B);
+    net.invite(A, "call-quota", 70);
+    for (dev, rang) in [(DEV_A, 1), (DEV_B, 1), (DEV_A2, 0)] {
+        assert_eq!(count(&net.devices[&addr(dev)].got, "INVITE"), rang, "{dev}");
+    }
 }

@@ -37,6 +37,27 @@ fn edge() -> Edge {
     e
 }
 
+/// Without `[features]` no line is recorded (a line costs two dozen allocations per answered
+/// call): the answered call is relayed as ever, and the overview's `in_call` stays empty.
+#[test]
+fn without_feature_codes_no_line_is_kept() {
+    let mut e = Edge::new(EDGE, 1);
+    e.register_ok(A, "1000", &format!("sip:1000@{A}"));
+    let out = e.send(PBX, &pbx_invite("plain", ""));
+    let fwd = requests_to(&out, A, "INVITE");
+    assert_eq!(fwd.len(), 1, "{}", dump(&out));
+    let m = sip::parse(&fwd[0]).unwrap();
+    let ok = answer_with(&m, "a-tag", &format!("sip:1000@{A}"), "");
+    let out = e.send(A, &ok);
+    assert!(
+        out.iter()
+            .any(|(to, b)| *to == addr(PBX) && b.starts_with(b"SIP/2.0 200")),
+        "{}",
+        dump(&out)
+    );
+    assert!(e.cores[0].devices_in_call(b"1000").is_empty());
+}
+
 /// The requests in `out` that went to `to`, parsed.
 fn requests_to(out: &[(SocketAddr, Vec<u8>)], to: &str, method: &str) -> Vec<Vec<u8>> {
     out.iter()

@@ -4,7 +4,8 @@
 //! missing or namespaces cannot be made.
 //!
 //! What it shows, in one run: devices of extension 1001 on two nodes both ring for a call at
-//! either node, the first answer wins and the other is cancelled; a registration on one node is
+//! either node, the first answer wins and the other is cancelled; a follow-me stage at one node
+//! rings and, when it ends, cancels the device on another node; a registration on one node is
 //! visible on another within 1 s; `/extensions/1001/devices` lists the devices of every node,
 //! marked by node; `kill -9` of a node: calls still ring the remaining device at once (no 408),
 //! and within `ttl` the dead node is gone from the directory; a Redis master killed: calls keep
@@ -143,7 +144,8 @@ impl Node {
              socket_buffer = \"1MiB\"\n\n[auth]\nmode = \"none\"\n\n[[extensions]]\nnumbers = \"1000-1999\"\n\n\
              [cluster]\nnode = \"{name}\"\nadvertise = \"{sip}\"\n\
              redis = [\"redis://127.0.0.1:7000\", \"redis://127.0.0.1:7001\", \"redis://127.0.0.1:7002\"]\n\
-             peers = [{}]\nsecret = \"{SECRET}\"\nttl = {TTL}\n",
+             peers = [{}]\nsecret = \"{SECRET}\"\nttl = {TTL}\n\n\
+             [[followme]]\nextension = \"1500\"\nstages = [{{ targets = [\"self\"], ring = 2 }}]\n",
             peers.join(", ")
         );
         let path = dir.join(format!("{name}.toml"));
@@ -276,9 +278,13 @@ impl Ua {
 }
 
 fn invite(caller: &Ua, node: &Node, call_id: &str) -> String {
+    invite_to(caller, node, call_id, "1001")
+}
+
+fn invite_to(caller: &Ua, node: &Node, call_id: &str, number: &str) -> String {
     format!(
-        "INVITE sip:1001@{node} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id};rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:caller@{ip}>;tag=c-{call_id}\r\nTo: <sip:1001@{ip}>\r\n\
+        "INVITE sip:{number}@{node} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:caller@{ip}>;tag=c-{call_id}\r\nTo: <sip:{number}@{ip}>\r\n\
          Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{me}>\r\nContent-Length: 0\r\n\r\n",
         node = node.sip,
         ip = node.sip.ip(),
@@ -389,6 +395,37 @@ fn nodes_share_a_directory_on_redis_cluster_and_fork_across_nodes() {
     assert_eq!(n1.metric("sipfork_cluster_branches_total"), 1);
     assert_eq!(n2.metric("sipfork_cluster_marks_accepted_total"), 1);
     assert_eq!(n1.metric("sipfork_cluster_marks_accepted_total"), 1);
+
+    // Follow-me across nodes: 1500's only stage (`self`, 2 s) at n1 rings its device on n2,
+    // and the stage's end cancels it there.
+    let d5 = Ua::new("127.0.0.2");
+    d5.register(&n2, "1500");
+    within(Duration::from_secs(1), "1500 on n2 visible on n1", || {
+        remote_extensions(&n1) == 2
+    });
+    let started = Instant::now();
+    caller.send(
+        n1.sip,
+        invite_to(&caller, &n1, "followme", "1500").as_bytes(),
+    );
+    let (inv, from) = d5
+        .recv("INVITE", Duration::from_secs(3))
+        .expect("the follow-me stage rang the device on n2");
+    assert_eq!(from, n2.sip, "rung by its own node");
+    d5.reply(&inv, from, 180, "Ringing");
+    let (cancel, from) = d5
+        .recv("CANCEL", Duration::from_secs(4))
+        .expect("the stage's end cancelled the device on n2");
+    let stage = started.elapsed();
+    assert!(stage >= Duration::from_millis(1900), "{stage:?}");
+    d5.reply(&cancel, from, 200, "OK");
+    d5.reply(&inv, from, 487, "Request Terminated");
+    eprintln!("follow-me: the device on n2 was cancelled {stage:?} after the call (stage 2 s)");
+    // Its 180 reached the caller, then the final answer of a sequence nobody took.
+    caller
+        .recv("SIP/2.0 4", Duration::from_secs(3))
+        .expect("a final answer after the last stage");
+    assert_eq!(n1.metric("sipfork_cluster_branches_total"), 2);
 
     // The devices of every node, marked by node; n3 holds none of them (asked at n3 once
     // both registrations reached its cache, which takes well under a second).

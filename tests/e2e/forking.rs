@@ -12,6 +12,7 @@
 //! Each SIPp instance gets its own free port, so the test runs beside the others. Skipped like
 //! the SIPp registration test when SIPp is missing (see `sipp::sipp_present`).
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,8 +36,14 @@ pub fn scenario(name: &str) -> String {
 /// Whether something is bound to UDP 127.0.0.1:`port` (from `/proc/net/udp`, so probing does not
 /// take the port away from the process that is about to bind it).
 pub fn udp_bound(port: u16) -> bool {
-    let needle = format!("0100007F:{port:04X} ");
-    std::fs::read_to_string("/proc/net/udp").is_ok_and(|t| t.contains(&needle))
+    udp_bound_at(Ipv4Addr::LOCALHOST, port)
+}
+
+/// Whether something is bound to UDP `ip`:`port` in the calling thread's network namespace
+/// (`/proc/thread-self/net/udp` shows the address as the hex of its in-memory `u32`).
+pub fn udp_bound_at(ip: Ipv4Addr, port: u16) -> bool {
+    let needle = format!("{:08X}:{port:04X} ", u32::from_ne_bytes(ip.octets()));
+    std::fs::read_to_string("/proc/thread-self/net/udp").is_ok_and(|t| t.contains(&needle))
 }
 
 /// A SIPp process, killed if the test fails before it exits by itself.
@@ -138,13 +145,13 @@ impl SippStats {
     }
 }
 
-/// Registers `EXTENSIONS` extensions, each with a contact on every device port.
-fn register_devices(app: &Appliance, dir: &Path, device_ports: &[u16]) {
+/// Registers `EXTENSIONS` extensions, each with a contact on every device port of `ip`.
+fn register_devices(app: &Appliance, dir: &Path, ip: Ipv4Addr, device_ports: &[u16]) {
     let mut rows = String::from("SEQUENTIAL\n");
     for ext in 1000..1000 + EXTENSIONS {
         let contacts: Vec<String> = device_ports
             .iter()
-            .map(|p| format!("<sip:{ext}@127.0.0.1:{p}>"))
+            .map(|p| format!("<sip:{ext}@{ip}:{p}>"))
             .collect();
         rows += &format!("{ext};{}\n", contacts.join(", "));
     }
@@ -161,7 +168,7 @@ fn register_devices(app: &Appliance, dir: &Path, device_ports: &[u16]) {
         "-r".into(),
         "200".into(),
         "-i".into(),
-        "127.0.0.1".into(),
+        ip.to_string(),
         "-p".into(),
         free_port().to_string(),
     ]
@@ -174,10 +181,10 @@ fn register_devices(app: &Appliance, dir: &Path, device_ports: &[u16]) {
     );
 }
 
-fn sipp_common(port: u16) -> Vec<String> {
+fn sipp_common(ip: Ipv4Addr, port: u16) -> Vec<String> {
     vec![
         "-i".into(),
-        "127.0.0.1".into(),
+        ip.to_string(),
         "-p".into(),
         port.to_string(),
         "-m".into(),
@@ -196,110 +203,117 @@ fn sipp_caller_and_three_devices_one_answers_two_are_cancelled() {
             persist: false,
             ..Setup::new(io)
         },
-        |app| {
-            let dir = app.config.parent().expect("scratch dir").to_owned();
-            let device_ports = [free_port(), free_port(), free_port()];
-            register_devices(app, &dir, &device_ports);
-
-            // Devices: each handles exactly CALLS calls and then exits by itself.
-            let mut devices = Vec::new();
-            for (i, port) in device_ports.iter().enumerate() {
-                let mut args = sipp_common(*port);
-                if i == 0 {
-                    args.extend([
-                        "-sf".into(),
-                        scenario("uas_answer.xml"),
-                        "-d".into(),
-                        ANSWER_DELAY_MS.to_string(),
-                    ]);
-                } else {
-                    args.extend(["-sf".into(), scenario("uas_ring_cancel.xml")]);
-                }
-                devices.push(Sipp::start(&dir, &format!("device{}", i + 1), &args));
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !device_ports.iter().all(|p| udp_bound(*p)) {
-                assert!(Instant::now() < deadline, "SIPp devices did not bind");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-
-            // The caller: CALLS calls at RATE calls/s, round-robin over the extensions.
-            let users = dir.join("users.csv");
-            let rows: String = (1000..1000 + EXTENSIONS)
-                .map(|e| format!("{e}\n"))
-                .collect();
-            std::fs::write(&users, format!("SEQUENTIAL\n{rows}")).unwrap();
-            let mut args = vec![
-                app.sip.to_string(),
-                "-sf".into(),
-                scenario("uac.xml"),
-                "-inf".into(),
-                users.display().to_string(),
-                "-r".into(),
-                RATE.to_string(),
-                "-rp".into(),
-                "1000".into(),
-                "-l".into(),
-                "1000".into(),
-                "-d".into(),
-                HOLD_MS.to_string(),
-            ];
-            args.extend(sipp_common(free_port()));
-            let started = Instant::now();
-            let caller = Sipp::start(&dir, "caller", &args).finish();
-            let took = started.elapsed();
-            let calls = u64::from(CALLS);
-            assert_eq!(
-                (caller.created, caller.successful, caller.failed),
-                (calls, calls, 0),
-                "caller: {caller:?}"
-            );
-            let devices: Vec<SippStats> = devices.into_iter().map(Sipp::finish).collect();
-            for (i, d) in devices.iter().enumerate() {
-                assert_eq!(
-                    (d.successful, d.failed),
-                    (calls, 0),
-                    "device {}: {d:?}",
-                    i + 1
-                );
-            }
-            eprintln!(
-                "{:?}: {CALLS} calls at {RATE}/s in {took:.1?}, retransmissions caller {} devices {:?}",
-                app.setup.io,
-                caller.retransmissions,
-                devices.iter().map(|d| d.retransmissions).collect::<Vec<_>>()
-            );
-
-            // The proxy saw the same: one forked call and two CANCELs per call, every dialog
-            // ended by its BYE (the caller got the 200 to each BYE, so they have passed).
-            let page = app.get_ok("/metrics");
-            assert_eq!(proxy_event(&page, "call"), calls, "{page}");
-            assert_eq!(proxy_event(&page, "cancel_sent"), 2 * calls, "{page}");
-            assert_eq!(proxy_event(&page, "dialog_ended"), calls, "{page}");
-            assert_eq!(metric_sum(&page, "sipfork_proxy_dialogs"), 0, "{page}");
-            for reason in [
-                "race_double_answer",
-                "race_2xx_after_cancel",
-                "late_answer_torn_down",
-                "branch_timeout",
-                "cancel_unmatched",
-            ] {
-                assert_eq!(proxy_event(&page, reason), 0, "{reason}:\n{page}");
-            }
-
-            // Kernel steering (on by default; 2 shards here): the shard that reads a datagram
-            // owns it, so (almost) nothing goes through the mailbox.
-            let rx = metric_sum(&page, "sipfork_io_rx_datagrams_total");
-            let handoffs = metric_sum(&page, "sipfork_handoffs_total");
-            eprintln!("{:?}: {handoffs} hand-offs of {rx} datagrams", app.setup.io);
-            if page.contains("sipfork_steering{state=\"kernel\"} 1") {
-                assert!(
-                    handoffs * 100 <= rx,
-                    "{handoffs} hand-offs of {rx} datagrams"
-                );
-            } else {
-                eprintln!("kernel steering unavailable here: hand-offs not checked");
-            }
-        },
+        |app| fork_calls(app, Ipv4Addr::LOCALHOST),
     );
+}
+
+/// The forking scenario against `app` with every SIPp instance on `ip` (the test's own
+/// namespace: 127.0.0.1 here, the far end of a veth pair in `xdp`).
+pub fn fork_calls(app: &mut Appliance, ip: Ipv4Addr) {
+    let dir = app.config.parent().expect("scratch dir").to_owned();
+    let device_ports = [free_port(), free_port(), free_port()];
+    register_devices(app, &dir, ip, &device_ports);
+
+    // Devices: each handles exactly CALLS calls and then exits by itself.
+    let mut devices = Vec::new();
+    for (i, port) in device_ports.iter().enumerate() {
+        let mut args = sipp_common(ip, *port);
+        if i == 0 {
+            args.extend([
+                "-sf".into(),
+                scenario("uas_answer.xml"),
+                "-d".into(),
+                ANSWER_DELAY_MS.to_string(),
+            ]);
+        } else {
+            args.extend(["-sf".into(), scenario("uas_ring_cancel.xml")]);
+        }
+        devices.push(Sipp::start(&dir, &format!("device{}", i + 1), &args));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !device_ports.iter().all(|p| udp_bound_at(ip, *p)) {
+        assert!(Instant::now() < deadline, "SIPp devices did not bind");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The caller: CALLS calls at RATE calls/s, round-robin over the extensions.
+    let users = dir.join("users.csv");
+    let rows: String = (1000..1000 + EXTENSIONS)
+        .map(|e| format!("{e}\n"))
+        .collect();
+    std::fs::write(&users, format!("SEQUENTIAL\n{rows}")).unwrap();
+    let mut args = vec![
+        app.sip.to_string(),
+        "-sf".into(),
+        scenario("uac.xml"),
+        "-inf".into(),
+        users.display().to_string(),
+        "-r".into(),
+        RATE.to_string(),
+        "-rp".into(),
+        "1000".into(),
+        "-l".into(),
+        "1000".into(),
+        "-d".into(),
+        HOLD_MS.to_string(),
+    ];
+    args.extend(sipp_common(ip, free_port()));
+    let started = Instant::now();
+    let caller = Sipp::start(&dir, "caller", &args).finish();
+    let took = started.elapsed();
+    let calls = u64::from(CALLS);
+    assert_eq!(
+        (caller.created, caller.successful, caller.failed),
+        (calls, calls, 0),
+        "caller: {caller:?}"
+    );
+    let devices: Vec<SippStats> = devices.into_iter().map(Sipp::finish).collect();
+    for (i, d) in devices.iter().enumerate() {
+        assert_eq!(
+            (d.successful, d.failed),
+            (calls, 0),
+            "device {}: {d:?}",
+            i + 1
+        );
+    }
+    eprintln!(
+        "{:?}: {CALLS} calls at {RATE}/s in {took:.1?}, retransmissions caller {} devices {:?}",
+        app.setup.io,
+        caller.retransmissions,
+        devices
+            .iter()
+            .map(|d| d.retransmissions)
+            .collect::<Vec<_>>()
+    );
+
+    // The proxy saw the same: one forked call and two CANCELs per call, every dialog
+    // ended by its BYE (the caller got the 200 to each BYE, so they have passed).
+    let page = app.get_ok("/metrics");
+    assert_eq!(proxy_event(&page, "call"), calls, "{page}");
+    assert_eq!(proxy_event(&page, "cancel_sent"), 2 * calls, "{page}");
+    assert_eq!(proxy_event(&page, "dialog_ended"), calls, "{page}");
+    assert_eq!(metric_sum(&page, "sipfork_proxy_dialogs"), 0, "{page}");
+    for reason in [
+        "race_double_answer",
+        "race_2xx_after_cancel",
+        "late_answer_torn_down",
+        "branch_timeout",
+        "cancel_unmatched",
+    ] {
+        assert_eq!(proxy_event(&page, reason), 0, "{reason}:\n{page}");
+    }
+
+    // Kernel steering (on by default; 2 shards here): the shard that reads a datagram
+    // owns it, so (almost) nothing goes through the mailbox.
+    let rx = metric_sum(&page, "sipfork_io_rx_datagrams_total");
+    let handoffs = metric_sum(&page, "sipfork_handoffs_total");
+    eprintln!("{:?}: {handoffs} hand-offs of {rx} datagrams", app.setup.io);
+    if page.contains("sipfork_steering{state=\"kernel\"} 1") {
+        assert!(
+            handoffs * 100 <= rx,
+            "{handoffs} hand-offs of {rx} datagrams"
+        );
+    } else {
+        eprintln!("kernel steering unavailable here: hand-offs not checked");
+    }
 }

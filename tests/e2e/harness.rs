@@ -8,7 +8,7 @@
 //! leaves a process behind.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
@@ -23,6 +23,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sipfork");
 pub enum Io {
     Uring,
     Mmsg,
+    /// AF_XDP (`tests/e2e/xdp.rs`; needs `interface` in `server_extra`).
+    Xdp,
 }
 
 impl Io {
@@ -32,6 +34,7 @@ impl Io {
         match self {
             Io::Uring => "uring",
             Io::Mmsg => "mmsg",
+            Io::Xdp => "xdp",
         }
     }
 
@@ -40,6 +43,7 @@ impl Io {
         match self {
             Io::Uring => "io_uring",
             Io::Mmsg => "mmsg",
+            Io::Xdp => "xdp",
         }
     }
 }
@@ -102,6 +106,11 @@ pub struct Setup {
     pub extensions: String,
     /// Also listen on TCP, on the UDP port (`listen = ["udp:…", "tcp:…"]`).
     pub tcp: bool,
+    /// The address of the SIP and admin listeners (127.0.0.1 unless a test's namespace has
+    /// another).
+    pub ip: IpAddr,
+    /// Run the process in this network namespace (`ip netns exec`; same PID).
+    pub netns: Option<String>,
 }
 
 impl Setup {
@@ -118,6 +127,8 @@ impl Setup {
             extensions: "[[extensions]]\nnumbers = \"1000-1999\"\npassword = \"pw-{number}\"\n"
                 .into(),
             tcp: false,
+            ip: Ipv4Addr::LOCALHOST.into(),
+            netns: None,
         }
     }
 }
@@ -155,9 +166,9 @@ impl Appliance {
     fn prepare(dir: &Path, setup: Setup) -> Appliance {
         Appliance {
             child: None,
+            sip: (setup.ip, free_port()).into(),
+            admin: (setup.ip, free_port()).into(),
             setup,
-            sip: ([127, 0, 0, 1], free_port()).into(),
-            admin: ([127, 0, 0, 1], free_port()).into(),
             config: dir.join("sipfork.toml"),
             data_dir: dir.join("data"),
             log: Arc::default(),
@@ -221,7 +232,15 @@ impl Appliance {
 
     /// Starts the process on the current configuration and waits until `/health` answers.
     fn spawn(&mut self) -> Result<(), StartError> {
-        let mut child = Command::new(BIN)
+        let mut command = match &self.setup.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
             .arg("--config")
             .arg(&self.config)
             .env_remove("SIPFORK_IO")

@@ -300,7 +300,8 @@ impl RegisterSide {
         reg.interval = ctx.t1();
         let me = plan.devices[d as usize];
         let size = plan.sizes.register_ok;
-        ctx.send(now, Leg::DeviceOut, me, plan.target, &buf, |_, r| {
+        let to = plan.registrar(d);
+        ctx.send(now, Leg::DeviceOut, me, to, &buf, |_, r| {
             r.push(Reflect {
                 to: me,
                 size,
@@ -337,7 +338,8 @@ impl RegisterSide {
         let me = ctx.plan.devices[d as usize];
         ctx.count_retransmission(now);
         let size = ctx.plan.sizes.register_ok;
-        ctx.send(now, Leg::DeviceOut, me, ctx.plan.target, &msg, |_, r| {
+        let to = ctx.plan.registrar(d);
+        ctx.send(now, Leg::DeviceOut, me, to, &msg, |_, r| {
             r.push(Reflect {
                 to: me,
                 size,

@@ -4,6 +4,8 @@
 
 pub mod netns;
 
+use netns::Namespaces;
+
 use std::net::SocketAddr;
 
 use std::sync::Arc;
@@ -68,4 +70,51 @@ pub fn reflector_run(
         command: "test".into(),
         ..sipfork_load::runner::RunOptions::new(s, target, label)
     }
+}
+
+/// The `sipfork-load` binary in the harness's namespace: 30 fork3 calls with digest at 100/s to
+/// `target`, its sockets on `local`, result files in `dir` as `label`.
+pub fn run_fork3_from_harness(
+    ns: &Namespaces,
+    target: std::net::SocketAddr,
+    local: &str,
+    label: &str,
+    dir: &std::path::Path,
+) -> std::process::Output {
+    run_fork3_with(ns, target, local, label, dir, &[])
+}
+
+/// [`run_fork3_from_harness`] with `extra` arguments (such as `--reflector`).
+pub fn run_fork3_with(
+    ns: &Namespaces,
+    target: std::net::SocketAddr,
+    local: &str,
+    label: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.harness,
+            env!("CARGO_BIN_EXE_sipfork-load"),
+        ])
+        .args(["run", "--preset", "fork3", "--extensions", "10"])
+        .args([
+            "--rate",
+            "100",
+            "--duration",
+            "0.3",
+            "--max",
+            "30",
+            "--digest",
+        ])
+        .args(["--target", &target.to_string(), "--local-ip", local])
+        .args(["--proxy-pid", "none", "--quiet", "--label", label])
+        .args(extra)
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .expect("sipfork-load runs")
 }

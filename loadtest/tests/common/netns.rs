@@ -1,5 +1,7 @@
 //! Two network namespaces joined by a veth pair, made by the test and removed on drop: the proxy
-//! in one, the harness in the other (the network rules: no traffic leaves them).
+//! in one, the harness in the other (the network rules: no traffic leaves them). Also included by
+//! the root crate's `tests/e2e.rs` (the SIPp forking test on `io = "xdp"`), so nothing here may
+//! name this crate.
 
 use std::os::fd::AsRawFd;
 use std::process::Command;
@@ -95,36 +97,36 @@ pub fn enter(name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The `sipfork-load` binary in the harness's namespace: 30 fork3 calls with digest at 100/s to
-/// `target`, its sockets on `local`, result files in `dir` as `label`.
-pub fn run_fork3_from_harness(
-    ns: &Namespaces,
-    target: std::net::SocketAddr,
-    local: &str,
-    label: &str,
-    dir: &std::path::Path,
-) -> std::process::Output {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.harness,
-            env!("CARGO_BIN_EXE_sipfork-load"),
-        ])
-        .args(["run", "--preset", "fork3", "--extensions", "10"])
-        .args([
-            "--rate",
-            "100",
-            "--duration",
-            "0.3",
-            "--max",
-            "30",
-            "--digest",
-        ])
-        .args(["--target", &target.to_string(), "--local-ip", local])
-        .args(["--proxy-pid", "none", "--quiet", "--label", label])
-        .arg("--out")
-        .arg(dir)
-        .output()
-        .expect("sipfork-load runs")
+/// Runs `f` on a thread of its own inside namespace `ns` (threads and processes it starts are
+/// there too) and returns its result.
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        enter(&ns).expect("setns");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// Why AF_XDP cannot be tested here (not root, no ip(8), no `socket(AF_XDP)`), if it cannot.
+pub fn xdp_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("creating namespaces and attaching XDP needs root".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("ip(8) (iproute2) is not installed".into());
+    }
+    // SAFETY: socket() takes no pointers; the descriptor is closed at once.
+    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Some(format!(
+            "socket(AF_XDP): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: closing the descriptor just opened.
+    unsafe { libc::close(fd) };
+    None
 }

@@ -13,6 +13,9 @@
 //!   then it rings its *local* devices only (no cluster branches, so no loops) without
 //!   challenging (node A authenticated and admitted the caller). A mark that fails is answered
 //!   `403` and nothing is forked.
+//! - Follow-me runs on the entry node: a stage naming `self` gets the cluster branches too
+//!   ([`followme_targets`]), with the stage's ring time; a stage naming another extension
+//!   spirals to this node, which adds that extension's cluster branches.
 //! - A cluster branch gets a short Timer C ([`BRANCH_TIMEOUT`]) until the remote node's first
 //!   response (its `100 Trying`), so a dead node costs a caller at most 2 s, not Timer B's 32 s.
 #![forbid(unsafe_code)]
@@ -25,6 +28,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::cluster::ClusterConfig;
+use crate::config::followme::{FollowMe, Target};
 use crate::core::context::Cx;
 use crate::core::metrics::MetricSink;
 use crate::core::proxy::ForkTarget;
@@ -261,6 +265,32 @@ pub fn remote_targets(
             external: false,
         });
         n += 1;
+    }
+    n
+}
+
+/// Follow-me across nodes: every stage naming `self` also rings, one cluster branch per
+/// other node holding `number`, that node's devices in that stage (same `q` = 1000 - stage,
+/// so the branch shares the stage's ring time and is cancelled when the stage ends). The
+/// remote node rings its local devices only, never its own follow-me.
+pub fn followme_targets(
+    c: &ClusterConfig,
+    dir: &Directory,
+    number: &[u8],
+    fm: &FollowMe,
+    out: &mut Vec<ForkTarget<'_>>,
+) -> u64 {
+    let mut n = 0;
+    for (i, stage) in fm.stages.iter().enumerate() {
+        if !stage.targets.iter().any(|t| matches!(t, Target::Own)) {
+            continue;
+        }
+        let q = 1000u16.saturating_sub(i as u16);
+        let start = out.len();
+        n += remote_targets(c, dir, number, out);
+        for t in &mut out[start..] {
+            t.q = q;
+        }
     }
     n
 }

@@ -275,7 +275,9 @@ impl Proxy {
         let Some(call) = self.calls.get(key) else {
             return;
         };
-        if !call.is_invite || !call.record_route {
+        // A line costs two dozen allocations per answered call: kept only while a feature code
+        // can use it (the device overview's `in_call` with it).
+        if !call.is_invite || !call.record_route || !cx.cfg.features.any() {
             return;
         }
         let (Some(request), Some(branch)) = (call.request.as_deref(), call.branches.get(i)) else {

@@ -6,7 +6,13 @@
 //! record  : payload_len u32 | crc32 u32 (over payload_len bytes and payload) | payload
 //! payload : op u8 (1 = put, 2 = delete) | key_len u16 | key | value (put only; the rest)
 //! ```
-//! 11 bytes of framing per record. A record that is short, too long or fails its CRC is damage:
+//! 11 bytes of framing per record. A file may end in zeros: space allocated ahead and not yet
+//! written (see "Durability"). A zero length word with nothing but zeros after it is the end of
+//! the log, not damage; the file's logical length (the end of its last record, [`Journal::file_len`])
+//! is what compaction decisions and `/metrics` use, never its size on disk. Readers that predate
+//! this treat such a tail as a torn one and cut it, losing nothing, so the format stays version 1.
+//!
+//! A record that is short, too long or fails its CRC is damage:
 //! when valid records follow it (found by scanning for the next offset where a whole record
 //! passes its checks), the damaged bytes are appended to `NAME.journal.corrupt`, reported
 //! ([`Journal::corrupt_on_open`]), and [`Journal::open`] recovers the records after them and
@@ -16,15 +22,32 @@
 //!
 //! # Durability (DECISIONS.md "Registrar and persistence")
 //! [`Journal::put`] and [`Journal::delete`] only encode into a userspace buffer.
-//! [`Journal::write_out`] hands the whole buffer to the kernel in one `write(2)`; the shard calls
-//! it once per loop turn *before* submitting that turn's sends, so a binding whose 200 OK left the
-//! box is in the page cache and survives `kill -9` of the process. `fdatasync` runs off the hot
-//! path: a persistence thread calls [`SyncHandle::sync_if_dirty`] every ~10 ms. The power-loss
-//! window is therefore that interval plus one `fdatasync`: bindings acknowledged within roughly
-//! the last 10–20 ms before a power cut may be lost (the phone re-registers).
+//! [`Journal::write_out`] hands the whole buffer to the kernel; the shard calls it once per loop
+//! turn *before* submitting that turn's sends, so a binding whose 200 OK left the box is in the
+//! page cache and survives `kill -9` of the process.
+//!
+//! The file is mapped shared (`mapped.rs`), and `write_out` is a copy into the mapping at the
+//! logical end: the mapping *is* the page cache, so no syscall is needed for `kill -9` safety.
+//! Stores into the mapping never go past what `fallocate` has allocated (a store past the end of
+//! the file, or into a hole the file system cannot fill, would be a SIGBUS): the persistence
+//! thread allocates [`SEGMENT`]s ahead of the shard, and a batch that would cross the allocated
+//! limit anyway makes the shard call `fallocate` itself before copying (a segment; where the
+//! file system cannot give one, just the pages the batch needs). A refused allocation (ENOSPC,
+//! EIO) fails `write_out` before any byte of the batch is copied, exactly as a failed `write(2)`
+//! did: the caller rolls back and refuses the REGISTERs behind it. Where the file system has no
+//! `fallocate` (EOPNOTSUPP) or `mmap` fails, the journal appends with one `pwrite(2)` per turn
+//! instead ([`Journal::mapped`] says why).
+//!
+//! `fdatasync` runs off the hot path: a persistence thread calls [`SyncHandle::sync_if_dirty`]
+//! every ~10 ms; it writes back the pages stored through the mapping like written ones (on Linux
+//! `fdatasync` and `msync(MS_SYNC)` flush the same page cache). The power-loss window is
+//! therefore that interval plus one `fdatasync`: bindings acknowledged within roughly the last
+//! 10–20 ms before a power cut may be lost (the phone re-registers). Writeback of mapped pages in
+//! an arbitrary order can leave a zeroed page *before* written ones after a power cut: that is
+//! damage in the middle, kept aside and recovered around as below.
 //!
 //! # When the disk fails
-//! A failed [`Journal::write_out`] drops its batch (the caller rolls those changes back and
+//! A failed [`Journal::write_out`] (a refused `fallocate`, or a failed `pwrite`) drops its batch (the caller rolls those changes back and
 //! refuses the REGISTERs behind them, so no backlog grows in memory) after cutting any partial
 //! write off the file; when even the cut fails the journal is poisoned. A failed `fdatasync` (or
 //! directory fsync) is never retried: after an EIO Linux may have dropped the dirty pages, so a
@@ -43,11 +66,13 @@
 //! file's first `upto` bytes (everything written so far) and writes and fsyncs their live set as
 //! `NAME.journal.tmp`, while the shard keeps appending to the old file and keeps a copy of what it
 //! appends since; [`Journal::finish_compaction`], back on the shard, appends that copy to the
-//! temporary file, writes every later batch to both files, and hands the worker a second job that
+//! temporary file, writes every later batch to both files (to the new one with `write(2)`: phase
+//! 2 is short and rare), and hands the worker a second job that
 //! fsyncs the temporary file; only after that does the shard rename it over the journal (the
 //! persistence thread syncs the directory on its next round). So the shard never fsyncs, and the
 //! tail is durable before the rename. The old file is complete until the rename, the new one from
-//! the rename on.
+//! the rename on. After the rename the shard maps the new file (and allocates for it as it
+//! appends).
 //!
 //! # Changing the shard count
 //! [`repartition`] reads every journal in the directory, splits the union by owner, writes the
@@ -59,12 +84,16 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 mod background;
+mod mapped;
 pub use background::{Compacted, CompactionJob};
+pub use mapped::SEGMENT;
+use mapped::{Mapping, SharedFile};
 
 /// First bytes of every journal file.
 pub const MAGIC: [u8; 8] = *b"SIPFKJNL";
@@ -96,9 +125,14 @@ pub struct Journal {
     dir: PathBuf,
     name: String,
     file: File,
+    /// The file mapped for appending (`None`: appends use `pwrite(2)`).
+    map: Option<Mapping>,
+    /// Why appends use `pwrite(2)` rather than the mapping, when they do.
+    unmapped: Option<String>,
     /// Encoded records not yet handed to the kernel.
     buf: Vec<u8>,
-    /// Bytes in the file: header and every record written so far.
+    /// The file's logical length: header and every record written so far (the file may be
+    /// longer: its allocated tail is zeros).
     file_len: u64,
     /// File size when it last held only live records (after open or compaction).
     live_len: u64,
@@ -119,9 +153,10 @@ pub struct Journal {
 }
 
 struct SyncShared {
-    /// The file the persistence thread syncs. Held only to swap or clone the `Arc`, never across
-    /// a sync, so a shard replacing the file never waits behind an `fdatasync`.
-    file: Mutex<Arc<File>>,
+    /// The file the persistence thread syncs (and allocates ahead). Held only to swap or clone
+    /// the `Arc`, never across a sync, so a shard replacing the file never waits behind an
+    /// `fdatasync`.
+    file: Mutex<Arc<SharedFile>>,
     dirty: AtomicBool,
     /// A rename in the directory is not yet durable.
     dir_dirty: AtomicBool,
@@ -133,6 +168,11 @@ struct SyncShared {
 }
 
 impl SyncShared {
+    /// The journal's current file.
+    fn current(&self) -> Arc<SharedFile> {
+        Arc::clone(&self.file.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     fn fail(&self, what: &str, e: &io::Error) {
         *self
             .sync_failed
@@ -152,22 +192,23 @@ impl SyncHandle {
     /// after a background compaction's rename); returns whether it synced. Writes racing with the
     /// sync set the flag again and are covered by the next call. A failed sync is not retried:
     /// it marks the journal unhealthy ([`Journal::problem`]) until the shard rewrote it.
+    ///
+    /// It also allocates the mapped file ahead of the shard when the shard asked for it (see
+    /// `mapped.rs`); a refused allocation is not an error here: the shard allocates itself when
+    /// it needs the space, and reports that refusal.
     pub fn sync_if_dirty(&self) -> io::Result<bool> {
         let dir_dirty = self.shared.dir_dirty.swap(false, Ordering::AcqRel);
         let dirty = self.shared.dirty.swap(false, Ordering::AcqRel);
+        let file = self.shared.current();
         if dirty {
-            let file = Arc::clone(
-                &self
-                    .shared
-                    .file
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            if let Err(e) = file.sync_data() {
+            // Pages stored through the shared mapping are the file's page cache: fdatasync
+            // writes them back like pages written with write(2).
+            if let Err(e) = file.file.sync_data() {
                 self.shared.fail("journal fdatasync", &e);
                 return Err(e);
             }
         }
+        let _ = file.extend_ahead();
         // The renamed file's data first, then the directory entry that names it.
         if dir_dirty {
             if let Err(e) = sync_dir(&self.shared.dir) {
@@ -195,7 +236,7 @@ impl Journal {
         if !path.exists() {
             return Self::create(dir, name, std::iter::empty());
         }
-        let file = OpenOptions::new().read(true).append(true).open(&path)?;
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let actual_len = file.metadata()?.len();
         let replay = replay(&mut BufReader::with_capacity(1 << 20, &file), &path)?;
         let records: Records = replay.live.into_iter().collect();
@@ -206,16 +247,20 @@ impl Journal {
             drop(file);
             let (mut journal, _) =
                 Self::create(dir, name, records.iter().map(|(k, v)| (&k[..], &v[..])))?;
-            journal.discarded_on_open = actual_len - replay.valid_len;
+            journal.discarded_on_open = actual_len - replay.valid_len - replay.zero_tail;
             journal.corrupt_on_open = Some(corrupt);
             return Ok((journal, records));
         }
-        if replay.valid_len < actual_len {
+        // A zero tail (allocated ahead, never written) is the end of the log and stays; any
+        // other bytes after the last valid record are a torn write, cut off so that nothing
+        // written later sits behind them.
+        let discarded = actual_len - replay.valid_len - replay.zero_tail;
+        if discarded > 0 {
             file.set_len(replay.valid_len)?;
             file.sync_all()?;
         }
         let mut journal = Self::from_file(dir, name, file, replay.valid_len, live_len(&records))?;
-        journal.discarded_on_open = actual_len - replay.valid_len;
+        journal.discarded_on_open = discarded;
         Ok((journal, records))
     }
 
@@ -230,7 +275,7 @@ impl Journal {
         let len = write_atomically(dir, name, records)?;
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .open(journal_path(dir, name))?;
         let journal = Self::from_file(dir, name, file, len, len)?;
         Ok((journal, Vec::new()))
@@ -243,17 +288,24 @@ impl Journal {
         file_len: u64,
         live_len: u64,
     ) -> io::Result<Journal> {
+        let shared = Arc::new(SharedFile::new(file.try_clone()?, file_len));
         let sync = Arc::new(SyncShared {
-            file: Mutex::new(Arc::new(file.try_clone()?)),
+            file: Mutex::new(Arc::clone(&shared)),
             dirty: AtomicBool::new(false),
             dir_dirty: AtomicBool::new(false),
             dir: dir.to_owned(),
             sync_failed: Mutex::new(None),
         });
+        let (map, unmapped) = match Mapping::new(shared, file_len) {
+            Ok(map) => (Some(map), None),
+            Err(e) => (None, Some(format!("mmap failed: {e}"))),
+        };
         Ok(Journal {
             dir: dir.to_owned(),
             name: name.to_owned(),
             file,
+            map,
+            unmapped,
             buf: Vec::new(),
             file_len,
             live_len,
@@ -279,10 +331,12 @@ impl Journal {
         encode(&mut self.buf, OP_DELETE, key, &[])
     }
 
-    /// Hands everything buffered to the kernel in one `write(2)`. Call once per loop turn,
-    /// before that turn's sends. On error the batch is dropped (the caller rolls its changes
-    /// back, so nothing waits in memory) and nothing of it stays in the file: a partial write is
-    /// cut off, and when even that fails the journal is poisoned until rewritten.
+    /// Hands everything buffered to the kernel: copies it into the mapped file at its logical
+    /// end (no syscall, unless the batch crosses the allocated limit: then `fallocate` first), or,
+    /// where the file is not mapped, one `pwrite(2)`. Call once per loop turn, before that turn's
+    /// sends. On error the batch is dropped (the caller rolls its changes back, so nothing waits
+    /// in memory) and nothing of it stays in the file: a refused allocation copies nothing, a
+    /// partial write is cut off, and when even that fails the journal is poisoned until rewritten.
     pub fn write_out(&mut self) -> io::Result<()> {
         if let Err(e) = self.check_usable() {
             self.buf.clear();
@@ -291,7 +345,24 @@ impl Journal {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
+        if let Some(map) = &mut self.map {
+            match map.write(self.file_len, &self.buf) {
+                Ok(()) => {
+                    self.written();
+                    return Ok(());
+                }
+                Err(e) if mapped::unsupported(&e) => {
+                    // No fallocate on this file system: nothing was allocated, write instead.
+                    self.map = None;
+                    self.unmapped = Some(format!("fallocate unsupported: {e}"));
+                }
+                Err(e) => {
+                    self.buf.clear();
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.file.write_all_at(&self.buf, self.file_len) {
             self.buf.clear();
             // A partial write would sit between good records and the next batch: cut it off.
             if self.file.set_len(self.file_len).is_err() {
@@ -299,12 +370,38 @@ impl Journal {
             }
             return Err(e);
         }
+        self.written();
+        Ok(())
+    }
+
+    /// The buffered batch is in the file.
+    fn written(&mut self) {
         self.file_len += self.buf.len() as u64;
         let batch = std::mem::take(&mut self.buf);
         self.follow_compaction(&batch);
         self.buf = batch;
         self.buf.clear();
         self.sync.dirty.store(true, Ordering::Release);
+    }
+
+    /// Whether appends go through the shared mapping (else `pwrite(2)`), and why not.
+    pub fn mapped(&self) -> Result<(), &str> {
+        match &self.unmapped {
+            None => Ok(()),
+            Some(why) => Err(why),
+        }
+    }
+
+    /// Appends with `pwrite(2)` (`false`) or through the mapping (`true`) from now on; for
+    /// measurements and tests (the journal maps its file when it can).
+    pub fn set_mapped(&mut self, mapped: bool) -> io::Result<()> {
+        if !mapped {
+            self.map = None;
+            self.unmapped = Some("mapping turned off".into());
+        } else if self.map.is_none() {
+            self.map = Some(Mapping::new(self.sync.current(), self.file_len)?);
+            self.unmapped = None;
+        }
         Ok(())
     }
 
@@ -396,23 +493,30 @@ impl Journal {
         let len = write_atomically(&self.dir, &self.name, live)?;
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .open(self.path())?;
-        self.replace_file(file)?;
+        self.replace_file(file, len)?;
         self.file_len = len;
         self.live_len = len;
         Ok(())
     }
 
-    /// Appends from now on to `file` (now under the journal's name), and syncs that one.
-    fn replace_file(&mut self, file: File) -> io::Result<()> {
-        let for_sync = file.try_clone()?;
+    /// Appends from now on to `file` of `len` bytes (now under the journal's name), mapped when
+    /// the old file was, and syncs that one.
+    fn replace_file(&mut self, file: File, len: u64) -> io::Result<()> {
+        let shared = Arc::new(SharedFile::new(file.try_clone()?, len));
         *self
             .sync
             .file
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(for_sync);
+            .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&shared);
         self.file = file;
+        if self.map.take().is_some() {
+            match Mapping::new(shared, len) {
+                Ok(map) => self.map = Some(map),
+                Err(e) => self.unmapped = Some(format!("mmap failed: {e}")),
+            }
+        }
         Ok(())
     }
 
@@ -674,6 +778,9 @@ struct Replay {
     live: HashMap<Vec<u8>, Vec<u8>>,
     /// End of the last whole, valid record (the header's end when there is none).
     valid_len: u64,
+    /// Zero bytes after it to the end of the file: space allocated ahead and never written (the
+    /// end of the log, not damage).
+    zero_tail: u64,
     /// Damaged stretches between valid records: (file offset, bytes). Replay went on after each
     /// at the next offset where a whole record passes its checks.
     corrupt: Vec<(u64, Vec<u8>)>,
@@ -721,7 +828,9 @@ fn parse_record(bytes: &[u8]) -> Option<(usize, u8, &[u8], &[u8])> {
 }
 
 /// Replays a journal. Records stream through until one fails its checks; from there the rest
-/// of the file is read into memory (damage is rare) and scanned for the next offset where a whole
+/// of the file is read into memory (damage is rare, and an allocated tail at most two
+/// [`SEGMENT`]s). When it is all zeros it is the unwritten tail of a preallocated file: the end
+/// of the log. Otherwise it is scanned for the next offset where a whole
 /// record passes them. A damaged stretch followed by valid records is reported in
 /// [`Replay::corrupt`] and replay goes on after it; damage with no valid record after it is a
 /// torn tail, left beyond [`Replay::valid_len`].
@@ -747,6 +856,7 @@ fn replay(reader: &mut impl Read, path: &Path) -> io::Result<Replay> {
     let mut r = Replay {
         live: HashMap::new(),
         valid_len: HEADER_LEN as u64,
+        zero_tail: 0,
         corrupt: Vec::new(),
     };
     // The bytes of the record being read.
@@ -777,6 +887,11 @@ fn replay(reader: &mut impl Read, path: &Path) -> io::Result<Replay> {
     }
     // Damage (or a torn tail) at `valid_len`: scan what is left in memory.
     reader.read_to_end(&mut record)?;
+    if record.iter().all(|&b| b == 0) {
+        // A zero length word and nothing but zeros after it: the allocated, unwritten tail.
+        r.zero_tail = record.len() as u64;
+        return Ok(r);
+    }
     let rest = record;
     let base = r.valid_len;
     let mut at = 0;
@@ -797,6 +912,11 @@ fn replay(reader: &mut impl Read, path: &Path) -> io::Result<Replay> {
                 at += 1;
             }
         }
+    }
+    // Zeros from the last valid record to the end are the allocated tail, also after damage.
+    let after = &rest[(r.valid_len - base) as usize..];
+    if after.iter().all(|&b| b == 0) {
+        r.zero_tail = after.len() as u64;
     }
     Ok(r)
 }

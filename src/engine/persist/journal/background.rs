@@ -15,7 +15,7 @@
 //! the old file holds; during phase 2 the temporary file alone does.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
@@ -232,8 +232,11 @@ impl Journal {
         };
         let mut tmp = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .open(tmp_path(&self.dir, &self.name))?;
+        // Not O_APPEND: once renamed, the journal writes at its logical end (`pwrite`), which
+        // O_APPEND would ignore.
+        tmp.seek(SeekFrom::Start(len))?;
         tmp.write_all(&tail)?;
         Ok((tmp, len + tail.len() as u64, tail.len()))
     }
@@ -246,7 +249,7 @@ impl Journal {
         fs::rename(tmp_path(&self.dir, &self.name), self.path())?;
         // The rename happened: from here on the new file is the journal, and appending to the
         // old, unlinked one would lose records.
-        if let Err(e) = self.replace_file(tmp) {
+        if let Err(e) = self.replace_file(tmp, len) {
             self.poisoned = true;
             return Err(e);
         }
