@@ -175,6 +175,7 @@ fn handle_quiet(core: &mut Core, from: SocketAddr, bytes: &[u8]) {
             from,
             local: "127.0.0.1:5060".parse().expect("address"),
             bytes,
+            transport: sipfork::core::transport::Transport::Udp,
         },
     );
     core.drain_persist(|_| {});
@@ -188,6 +189,7 @@ fn handle(core: &mut Core, from: SocketAddr, bytes: &[u8]) -> u16 {
             from,
             local: "127.0.0.1:5060".parse().expect("address"),
             bytes,
+            transport: sipfork::core::transport::Transport::Udp,
         },
     );
     core.drain_persist(|_| {});
@@ -294,6 +296,7 @@ fn timing(digest: bool) {
                     from: source(number, 0),
                     local: "127.0.0.1:5060".parse().expect("address"),
                     bytes: &buf,
+                    transport: sipfork::core::transport::Transport::Udp,
                 },
             );
             let out = core.outbox();

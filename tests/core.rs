@@ -15,6 +15,8 @@
 //! - `cluster`: forking across two nodes' cores, cluster marks and their attacks (issue 18).
 //! - `overload`: shedding (503 + Retry-After, what is never shed, RFC 7339 `oc`) and the
 //!   per-source rate limit on virtual time.
+//! - `transport`: bindings over TCP/TLS flows, the Via transport toward a flow, closed flows
+//!   (480), requests too large for UDP (513) on virtual time (issue 16).
 //! - `registrar`: REGISTER handling through `Core` on virtual time (§10.3 steps, limits, instance
 //!   replacement, 423, digest, expiry, persistence, RFC 4475 registrar vectors, REGISTER flows).
 
@@ -56,5 +58,7 @@ mod rfc4475_proxy;
 mod security;
 #[path = "core/sequences.rs"]
 mod sequences;
+#[path = "core/transport.rs"]
+mod transport;
 #[path = "core/vectors.rs"]
 mod vectors;

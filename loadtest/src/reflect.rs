@@ -196,6 +196,7 @@ mod tests {
             from,
             local: from,
             bytes: &hinted,
+            transport: sipfork::core::transport::Transport::Udp,
         };
         r.handle_datagram(Instant::ZERO, d);
         let out: Vec<(SocketAddr, Vec<u8>)> =
@@ -217,6 +218,7 @@ mod tests {
                 from,
                 local: from,
                 bytes: msg,
+                transport: sipfork::core::transport::Transport::Udp,
             },
         );
         assert_eq!(r.stats.without_hint, 1);

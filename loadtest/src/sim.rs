@@ -323,6 +323,7 @@ impl Sim {
                 from: f.from,
                 local: self.proxy_addr,
                 bytes: &f.bytes,
+                transport: sipfork::core::transport::Transport::Udp,
             };
             match &mut self.proxy {
                 Proxy::Sipfork(cores) => {
@@ -355,6 +356,7 @@ impl Sim {
                 from: f.from,
                 local: f.to,
                 bytes: &f.bytes,
+                transport: sipfork::core::transport::Transport::Udp,
             };
             self.agents[i].handle_datagram(self.now, d);
             self.flush_agent(i);

@@ -377,6 +377,15 @@ impl Handler for Shard {
         self.core.handle_oversize(now, d);
     }
 
+    fn flow_closed(
+        &mut self,
+        now: Instant,
+        peer: std::net::SocketAddr,
+        transport: crate::core::transport::Transport,
+    ) {
+        self.core.flow_closed(now, peer, transport);
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         self.core.handle_timeout(now);
     }

@@ -71,4 +71,8 @@ pub struct Cx<'a> {
     pub cdrs: &'a mut Vec<crate::core::cdr::Cdr>,
     /// The shard's load level: what relayed responses tell clients that announce RFC 7339.
     pub overload: &'a mut crate::core::overload::Overload,
+    /// The stream flows known open (`transport/flows.rs`).
+    pub flows: &'a crate::core::transport::flows::Flows,
+    /// What the message being handled came on (UDP for timers and restores).
+    pub arrival: crate::core::transport::Transport,
 }

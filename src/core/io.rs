@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use crate::core::shard::ShardId;
+use crate::core::transport::Transport;
 
-/// One received UDP datagram.
+/// One received message: a UDP datagram, or a message framed from a TCP or TLS connection.
 #[derive(Clone, Copy, Debug)]
 pub struct Datagram<'a> {
     /// Source address (what `rport`/`received` and NAT handling look at).
@@ -19,6 +20,20 @@ pub struct Datagram<'a> {
     pub local: SocketAddr,
     /// The datagram's bytes.
     pub bytes: &'a [u8],
+    /// What it came on: [`Transport::Udp`], or the stream whose peer is `from`.
+    pub transport: Transport,
+}
+
+impl<'a> Datagram<'a> {
+    /// A UDP datagram.
+    pub fn udp(from: SocketAddr, local: SocketAddr, bytes: &'a [u8]) -> Datagram<'a> {
+        Datagram {
+            from,
+            local,
+            bytes,
+            transport: Transport::Udp,
+        }
+    }
 }
 
 /// What the core did with a datagram.
@@ -99,6 +114,12 @@ impl Outbox {
         write(&mut self.arena);
         let end = self.arena.len();
         self.transmits[i].bytes = to_u32(start)..to_u32(end);
+    }
+
+    /// Takes back the datagram queued last (its bytes stay unused in the arena until
+    /// [`Outbox::clear`]).
+    pub fn pop(&mut self) {
+        self.transmits.pop();
     }
 
     /// The datagrams in the order they were queued.

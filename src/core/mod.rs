@@ -206,6 +206,9 @@ pub struct Core {
     cluster: cluster::Cluster,
     /// Shedding and per-source rate limits (`overload`).
     overload: overload::Overload,
+    /// The stream flows known open, and what the message being handled came on.
+    flows: transport::flows::Flows,
+    arrival: transport::Transport,
 }
 
 /// A core split into disjointly borrowed parts: the shared context and each handler.
@@ -266,6 +269,8 @@ impl Core {
             drain_refused: 0,
             cluster: cluster::Cluster::default(),
             overload: overload::Overload::new(),
+            flows: transport::flows::Flows::new(),
+            arrival: transport::Transport::Udp,
         };
         core.configure_keepalive(now);
         core
@@ -472,6 +477,8 @@ impl Core {
                 notices: &mut self.notices,
                 cdrs: &mut self.cdrs,
                 overload: &mut self.overload,
+                flows: &self.flows,
+                arrival: self.arrival,
             },
             registrar: &mut self.registrar,
             auth: &mut self.auth,
@@ -518,7 +525,7 @@ impl Core {
 
     /// Where a call to extension `number` goes, best first (q, then most recent registration).
     pub fn targets(&self, number: &[u8]) -> impl Iterator<Item = Target<'_>> + '_ {
-        self.registrar.targets(number)
+        self.registrar.targets(number, &self.flows)
     }
 
     /// Every live binding as a journal put `(key, value)`: the live set for journal compaction.
@@ -528,6 +535,29 @@ impl Core {
 
     /// Handles one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) -> Inbound {
+        // A message over a connection marks its flow open (on the shard that handles it, too).
+        self.flows.seen(d.from, d.transport);
+        self.arrival = d.transport;
+        let inbound = self.dispatch(now, d);
+        self.arrival = transport::Transport::Udp;
+        inbound
+    }
+
+    /// The engine closed the connection with `peer` (on whichever shard owned it; the engine
+    /// tells every shard): bindings registered over it are no longer targeted (a call to an
+    /// extension left without a reachable device gets 480).
+    pub fn flow_closed(
+        &mut self,
+        _now: Instant,
+        peer: SocketAddr,
+        transport: transport::Transport,
+    ) {
+        if transport.is_stream() {
+            self.flows.closed(peer);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, d: Datagram<'_>) -> Inbound {
         // The per-source limit looks at the source before any parsing (responses are exempt:
         // they only match transactions of ours).
         if !sip::looks_like_response(d.bytes)
@@ -930,7 +960,7 @@ impl Core {
                     targets
                 } else {
                     let mut targets: Vec<ForkTarget> = registrar
-                        .targets(number)
+                        .targets(number, cx.flows)
                         .map(|t| ForkTarget {
                             uri: std::borrow::Cow::Borrowed(t.contact),
                             dest: t.dest,
@@ -1198,13 +1228,15 @@ fn followme_targets<'r>(
         let q = 1000u16.saturating_sub(i as u16);
         for t in &stage.targets {
             match t {
-                Target::Own => out.extend(registrar.targets(number).map(|b| ForkTarget {
-                    uri: std::borrow::Cow::Borrowed(b.contact),
-                    dest: b.dest,
-                    q,
-                    registered_at: b.registered_at,
-                    external: false,
-                })),
+                Target::Own => {
+                    out.extend(registrar.targets(number, cx.flows).map(|b| ForkTarget {
+                        uri: std::borrow::Cow::Borrowed(b.contact),
+                        dest: b.dest,
+                        q,
+                        registered_at: b.registered_at,
+                        external: false,
+                    }))
+                }
                 Target::Extension(other) => {
                     let mut uri = b"sip:".to_vec();
                     uri.extend_from_slice(other);

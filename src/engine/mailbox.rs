@@ -25,6 +25,7 @@ use crate::engine::counters::counters;
 
 use crate::core::io::Datagram;
 use crate::core::shard::ShardId;
+use crate::core::transport::Transport;
 
 /// Wakes one parked shard: an eventfd in the shard's wait set plus the "parked" flag that lets
 /// producers skip the write while the shard is awake.
@@ -112,9 +113,23 @@ pub struct Letter {
     pub local: SocketAddr,
     /// The bytes (a recycled buffer; its capacity is kept).
     pub bytes: Vec<u8>,
-    /// `Some(sender)`: not a datagram but a core-to-core note from that shard
-    /// (`Core::handle_shard_note`); `from` and `local` are then unspecified.
-    pub note: Option<ShardId>,
+    /// What the letter carries.
+    pub kind: LetterKind,
+}
+
+/// What a [`Letter`] carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LetterKind {
+    /// A received message for the core, with the transport it came on.
+    Inbound(Transport),
+    /// A message for the receiving shard to write to its connection with peer `from`
+    /// (`engine::stream`: the connection's owner writes it).
+    Transmit,
+    /// The connection with peer `from` (on the given transport) closed on the sending shard.
+    FlowClosed(Transport),
+    /// Not a datagram but a core-to-core note from that shard (`Core::handle_shard_note`);
+    /// `from` and `local` are then unspecified.
+    Note(ShardId),
 }
 
 impl Letter {
@@ -124,6 +139,10 @@ impl Letter {
             from: self.from,
             local: self.local,
             bytes: &self.bytes,
+            transport: match self.kind {
+                LetterKind::Inbound(t) | LetterKind::FlowClosed(t) => t,
+                LetterKind::Transmit | LetterKind::Note(_) => Transport::Udp,
+            },
         }
     }
 }
@@ -239,6 +258,11 @@ impl Mailbox {
         ShardId(self.me as u16)
     }
 
+    /// Number of shards in the mesh.
+    pub fn shards(&self) -> usize {
+        self.mesh.shards
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> MailboxStats {
         self.stats
@@ -248,34 +272,44 @@ impl Mailbox {
     /// batch of hand-offs costs at most one eventfd write per target. Returns false (and counts
     /// the drop) when the ring is full or `to` is not another shard.
     pub fn send(&mut self, to: ShardId, d: Datagram<'_>) -> bool {
-        self.post(to, d, None)
+        self.post(
+            to,
+            LetterKind::Inbound(d.transport),
+            d.from,
+            d.local,
+            d.bytes,
+        )
     }
 
     /// Copies a core-to-core note (`Core::drain_shard_notes`) onto the ring towards `to`, as
     /// [`Mailbox::send`] does a datagram.
     pub fn send_note(&mut self, to: ShardId, bytes: &[u8]) -> bool {
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let d = Datagram {
-            from: unspecified,
-            local: unspecified,
-            bytes,
-        };
-        self.post(to, d, Some(self.shard()))
+        let me = self.shard();
+        self.post(to, LetterKind::Note(me), unspecified, unspecified, bytes)
     }
 
-    fn post(&mut self, to: ShardId, d: Datagram<'_>, note: Option<ShardId>) -> bool {
+    /// As [`Mailbox::send`], for any kind of letter: `peer` goes into [`Letter::from`].
+    pub fn post(
+        &mut self,
+        to: ShardId,
+        kind: LetterKind,
+        peer: SocketAddr,
+        local: SocketAddr,
+        payload: &[u8],
+    ) -> bool {
         let to = to.index();
         if to >= self.mesh.shards || to == self.me {
             self.stats.dropped_bad_target += 1;
             return false;
         }
         let mut bytes = self.take_buffer(to);
-        bytes.extend_from_slice(d.bytes);
+        bytes.extend_from_slice(payload);
         let letter = Letter {
-            from: d.from,
-            local: d.local,
+            from: peer,
+            local,
             bytes,
-            note,
+            kind,
         };
         match self.mesh.ring(self.me, to).push(letter) {
             Ok(()) => {
@@ -362,6 +396,7 @@ mod tests {
             from: "127.0.0.1:1".parse().unwrap(),
             local: "127.0.0.1:2".parse().unwrap(),
             bytes,
+            transport: crate::core::transport::Transport::Udp,
         }
     }
 
@@ -405,12 +440,12 @@ mod tests {
         assert!(a.send_note(ShardId(0), b"note"));
         assert!(!a.send_note(ShardId(2), b"to itself"));
         let mut got = Vec::new();
-        b.receive(usize::MAX, |l| got.push((l.note, l.bytes.clone())));
+        b.receive(usize::MAX, |l| got.push((l.kind, l.bytes.clone())));
         assert_eq!(
             got,
             vec![
-                (None, b"datagram".to_vec()),
-                (Some(ShardId(2)), b"note".to_vec())
+                (LetterKind::Inbound(Transport::Udp), b"datagram".to_vec()),
+                (LetterKind::Note(ShardId(2)), b"note".to_vec())
             ]
         );
     }

@@ -256,6 +256,8 @@ where
         .map_err(EngineError::Setup)?;
     let mut stream_listeners = stream_listeners.into_iter();
     let mesh = Mesh::new(n, config.mailbox_capacity).map_err(EngineError::Setup)?;
+    // With several shards, which one owns each TCP/TLS connection (`stream::owners`).
+    let flow_owners = (n > 1).then(|| Arc::new(stream::owners::FlowOwners::new()));
     let clock = Clock::start();
     let stop = Arc::new(AtomicBool::new(false));
     let stopper = StopHandle {
@@ -295,6 +297,7 @@ where
             .map(|(i, l)| (l, config.stream_tls.get(i).cloned().flatten()))
             .collect();
         let stream_options = config.stream_options;
+        let flow_owners = flow_owners.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("sipfork-shard-{i}"))
             .spawn(move || {
@@ -312,7 +315,12 @@ where
                     None
                 } else {
                     match stream::Streams::new(shard_streams, stream_options) {
-                        Ok(s) => Some(s),
+                        Ok(mut s) => {
+                            if let Some(owners) = flow_owners {
+                                s.share_owners(owners, id);
+                            }
+                            Some(s)
+                        }
                         Err(e) => {
                             let _ = ready.send((id, Err(IoSetupError::os("tcp epoll")(e))));
                             return None;

@@ -10,17 +10,19 @@
 //! control queue (see `mailbox.rs`), so a letter or a control job never waits for an unrelated
 //! datagram or timer to be handled.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::core::io::{Datagram, Inbound, Outbox};
 use crate::core::shard::ShardId;
+use crate::core::transport::Transport;
 use crate::engine::clock::Clock;
 use crate::engine::control::ControlQueue;
 use crate::engine::counters::{counters, Histogram, Published, PublishedHistogram};
 use crate::engine::io::{IoStats, UdpBackend};
-use crate::engine::mailbox::{Mailbox, MailboxStats, Waker};
+use crate::engine::mailbox::{LetterKind, Mailbox, MailboxStats, Waker};
 use crate::engine::stream::{StreamStats, Streams};
 use crate::time::Instant;
 
@@ -31,6 +33,9 @@ pub trait Handler {
     /// The head of a datagram longer than the backend's `max_datagram` (already counted as
     /// `truncated`). Answered where it arrived, never handed to another shard.
     fn handle_oversize(&mut self, _now: Instant, _d: Datagram<'_>) {}
+    /// A TCP or TLS connection with `peer` closed (on this shard or on another: every shard is
+    /// told, since bindings over it may live on any).
+    fn flow_closed(&mut self, _now: Instant, _peer: SocketAddr, _transport: Transport) {}
     /// Fires every timer due at `now`.
     fn handle_timeout(&mut self, now: Instant);
     /// The next deadline, if any.
@@ -238,6 +243,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 from: d.from,
                 local: d.local,
                 bytes: d.bytes,
+                transport: crate::core::transport::Transport::Udp,
             };
             if d.truncated {
                 return handler.handle_oversize(now, datagram);
@@ -265,13 +271,18 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
             counters.datagrams += messages;
         }
 
-        let letters = mailbox.receive(MAILBOX_LIMIT_PER_TURN, |letter| {
-            if let Some(from) = letter.note {
-                handler.handle_note(now, from, &letter.bytes);
-            } else if let Inbound::ForShard(_) = handler.handle_datagram(now, letter.as_datagram())
-            {
-                counters.misrouted += 1;
+        let letters = mailbox.receive(MAILBOX_LIMIT_PER_TURN, |letter| match letter.kind {
+            LetterKind::Inbound(_) => {
+                if let Inbound::ForShard(_) = handler.handle_datagram(now, letter.as_datagram()) {
+                    counters.misrouted += 1;
+                }
             }
+            LetterKind::Note(from) => handler.handle_note(now, from, &letter.bytes),
+            LetterKind::Transmit => match streams.as_mut() {
+                Some(s) => s.write_relayed(letter.from, &letter.bytes),
+                None => counters.misrouted += 1,
+            },
+            LetterKind::FlowClosed(t) => handler.flow_closed(now, letter.from, t),
         });
         counters.letters += letters as u64;
         if control.has_pending() {
@@ -291,7 +302,9 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
         });
         let out = handler.outbox();
         if let Some(s) = streams.as_mut() {
-            s.divert(out);
+            s.divert(out, &mut |owner, peer, bytes| {
+                mailbox.post(owner, LetterKind::Transmit, peer, peer, bytes);
+            });
             s.expire(now);
             stats.streams.store(s.stats().to_array());
         }
@@ -301,6 +314,17 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 tracing::error!(shard = id.0, error = %e, "shard send error");
             }
             out.clear();
+        }
+        if let Some(s) = streams.as_mut() {
+            // Every shard learns of a closed connection: bindings over it may live on any.
+            for (peer, transport) in s.take_gone() {
+                handler.flow_closed(now, peer, transport);
+                for other in (0..mailbox.shards()).map(|k| ShardId(k as u16)) {
+                    if other != id {
+                        mailbox.post(other, LetterKind::FlowClosed(transport), peer, peer, b"");
+                    }
+                }
+            }
         }
         mailbox.flush();
 

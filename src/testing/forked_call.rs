@@ -216,6 +216,7 @@ impl ForkedCall {
             from,
             local: PROXY,
             bytes,
+            transport: crate::core::transport::Transport::Udp,
         };
         let inbound = obs.around(now, Some((from, bytes)), || core.handle_datagram(now, d));
         assert_eq!(inbound, Inbound::Handled, "one shard handles everything");

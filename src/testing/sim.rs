@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::core::io::{Datagram, Inbound};
 use crate::core::shard::{stable_hash, ShardId};
 use crate::core::transaction::TimerValues;
+use crate::core::transport::Transport;
 use crate::core::{Core, CoreParams};
 use crate::testing::phone::{Behaviour, Phone};
 use crate::time::{Duration, Instant};
@@ -128,6 +129,8 @@ pub struct World {
     pub max_datagram: usize,
     /// Every CDR the cores emitted (`[policy] cdr`), in order.
     pub cdrs: Vec<crate::core::cdr::Cdr>,
+    /// Phones connected over TCP or TLS ([`World::connect`]): what their messages arrive on.
+    streams: std::collections::HashMap<SocketAddr, Transport>,
 }
 
 /// Default config for simulated worlds: extensions 1000-1099 without auth, on 127.0.0.1:5060.
@@ -188,6 +191,7 @@ impl World {
             log: Vec::new(),
             max_datagram: crate::engine::io::IoOptions::default().max_datagram,
             cdrs: Vec::new(),
+            streams: std::collections::HashMap::new(),
         }
     }
 
@@ -369,11 +373,13 @@ impl World {
         if to == self.proxy {
             let n = self.cores.len() as u64;
             let mut shard = (stable_hash(from.to_string().as_bytes()) % n) as usize;
-            if bytes.len() > self.max_datagram {
+            let transport = self.streams.get(&from).copied().unwrap_or(Transport::Udp);
+            if bytes.len() > self.max_datagram && !transport.is_stream() {
                 let d = Datagram {
                     from,
                     local: self.proxy,
                     bytes: &bytes[..self.max_datagram],
+                    transport: Transport::Udp,
                 };
                 self.cores[shard].handle_oversize(self.now, d);
                 self.flush_core(shard);
@@ -385,6 +391,7 @@ impl World {
                     from,
                     local: self.proxy,
                     bytes,
+                    transport,
                 };
                 match self.cores[shard].handle_datagram(self.now, d) {
                     Inbound::Handled => break,
@@ -555,6 +562,23 @@ impl World {
         let from = self.phones[id.0].addr;
         let to = self.proxy;
         self.transmit(from, to, bytes.to_vec());
+    }
+
+    /// From now on phone `id`'s messages reach the proxy over a `transport` connection (a
+    /// stream flow whose peer is the phone's address; the engine's framing is not simulated).
+    pub fn connect(&mut self, id: PhoneId, transport: Transport) {
+        self.streams.insert(self.phones[id.0].addr, transport);
+    }
+
+    /// Phone `id`'s connection closes: every core is told, as the engine tells every shard;
+    /// the phone's later messages arrive over UDP until it connects again.
+    pub fn close_flow(&mut self, id: PhoneId) {
+        let peer = self.phones[id.0].addr;
+        if let Some(transport) = self.streams.remove(&peer) {
+            for core in &mut self.cores {
+                core.flow_closed(self.now, peer, transport);
+            }
+        }
     }
 
     /// Sets how phone `id` answers INVITEs.

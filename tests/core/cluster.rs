@@ -222,6 +222,7 @@ impl Net {
                         from,
                         local: to,
                         bytes: &bytes,
+                        transport: sipfork::core::transport::Transport::Udp,
                     },
                 );
                 assert!(matches!(r, Inbound::Handled));

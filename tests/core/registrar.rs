@@ -106,6 +106,7 @@ impl Bench {
             from: addr(from),
             local: addr("127.0.0.1:5060"),
             bytes,
+            transport: sipfork::core::transport::Transport::Udp,
         };
         assert_eq!(self.core.handle_datagram(self.now, d), Inbound::Handled);
     }

@@ -131,6 +131,7 @@ impl Edge {
                 from: addr(from),
                 local: addr("127.0.0.1:5060"),
                 bytes,
+                transport: sipfork::core::transport::Transport::Udp,
             };
             let r = self.cores[shard].handle_datagram(self.now, d);
             out.extend(self.flush(shard));

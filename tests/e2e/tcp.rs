@@ -1,12 +1,12 @@
 //! TCP beside UDP on the same port (`listen = ["udp:…", "tcp:…"]`): answers come back on the
 //! connection the request came on, CRLFCRLF keep-alives get their CRLF, oversize and idle
-//! connections are closed and counted, and SIPp registers over TCP (`-t t1`).
-//!
-//! One shard: a message the core hands to another shard is answered from there over UDP (see
-//! docs/transports.md, "Not done yet").
+//! connections are closed and counted, and SIPp registers over TCP (`-t t1`). With two shards:
+//! devices registered over TCP are called by a UDP caller over their connections whichever shard
+//! owns them, a 3 KB INVITE from a TCP caller goes over TCP, and a device whose connection
+//! closed is not called (480).
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -182,4 +182,182 @@ fn sipp_registers_over_tcp() {
         2 * u64::from(EXTENSIONS)
     );
     assert_eq!(app.metric_sum("sipfork_tcp_accepted_total"), 1);
+}
+
+fn register(local: SocketAddr, server: SocketAddr, ext: u32) -> String {
+    format!(
+        "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-reg-{ext};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{ext}@{server}>;tag=r{ext}\r\nTo: <sip:{ext}@{server}>\r\n\
+         Call-ID: reg-{ext}@e2e\r\nCSeq: 1 REGISTER\r\nContact: <sip:{ext}@{local};transport=tcp>\r\n\
+         Expires: 300\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn invite(
+    via: &str,
+    local: SocketAddr,
+    server: SocketAddr,
+    ext: u32,
+    n: u32,
+    pad: usize,
+) -> String {
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 4000 RTP/AVP 0\r\na=x-pad:{}\r\n",
+        "x".repeat(pad)
+    );
+    format!(
+        "INVITE sip:{ext}@{server} SIP/2.0\r\nVia: SIP/2.0/{via} {local};branch=z9hG4bK-inv-{ext}-{n};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1000@{server}>;tag=c{n}\r\nTo: <sip:{ext}@{server}>\r\n\
+         Call-ID: inv-{ext}-{n}@e2e\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@{local}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// Reads one whole message (header block and Content-Length body) from a connection.
+fn read_message(s: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_string();
+            let body = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + body {
+                let msg: Vec<u8> = pending.drain(..end + 4 + body).collect();
+                return String::from_utf8_lossy(&msg).into_owned();
+            }
+        }
+        let n = s.read(&mut buf).expect("read a message");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(pending));
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The next INVITE on a connection (the ACKs of earlier failed calls are skipped).
+fn read_invite(s: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+    loop {
+        let m = read_message(s, pending);
+        if !m.starts_with("ACK ") {
+            return m;
+        }
+    }
+}
+
+/// The response to `invite` the caller's UDP socket gets that is final (>= 200).
+fn final_over_udp(sock: &UdpSocket) -> String {
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = sock.recv(&mut buf).expect("a response over UDP");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let status: u16 = text[8..11].parse().unwrap_or(0);
+        if status >= 200 {
+            return text;
+        }
+    }
+}
+
+/// The response to a request with `n` as its header `name` value copied (To tag, Via) for a
+/// device answering `status`.
+fn answer(req: &str, status: &str) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for l in req.lines() {
+        let keep = ["Via:", "v:", "From:", "Call-ID:", "CSeq:", "Record-Route:"];
+        if keep.iter().any(|k| l.starts_with(k)) {
+            out += l;
+            out += "\r\n";
+        } else if l.starts_with("To:") {
+            out += l;
+            out += ";tag=dev\r\n";
+        }
+    }
+    out + "Content-Length: 0\r\n\r\n"
+}
+
+#[test]
+fn devices_on_tcp_are_called_across_shards_and_not_after_their_connection_closed() {
+    const DEVICES: u32 = 12;
+    let dir = Scratch::new("tcp-shards");
+    let mut setup = setup(Io::Mmsg);
+    setup.shards = 2;
+    setup.extensions = setup
+        .extensions
+        .replace("idle_seconds = 2", "idle_seconds = 60");
+    let app = Appliance::start(&dir.0, setup).expect("mmsg always starts");
+    // Each device on its own connection: the kernel spreads them over the two shards, and each
+    // extension's bindings live on the shard its number hashes to.
+    let mut devices = Vec::new();
+    for k in 0..DEVICES {
+        let ext = 1001 + k;
+        let mut c = connect(&app);
+        let local = c.local_addr().unwrap();
+        c.write_all(register(local, app.sip, ext).as_bytes())
+            .unwrap();
+        let mut pending = Vec::new();
+        let ok = read_message(&mut c, &mut pending);
+        assert!(ok.starts_with("SIP/2.0 200"), "{ext}: {ok}");
+        devices.push((ext, c, pending));
+    }
+    let devices_page = app.get_ok("/extensions/1001/devices");
+    assert!(devices_page.contains("TCP"), "{devices_page}");
+
+    // A UDP caller rings each: the INVITE arrives on the device's connection with a TCP Via,
+    // the device's 486 reaches the caller over UDP.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let caller = udp.local_addr().unwrap();
+    for (n, (ext, c, pending)) in devices.iter_mut().enumerate() {
+        let inv = invite("UDP", caller, app.sip, *ext, n as u32, 0);
+        udp.send_to(inv.as_bytes(), app.sip).unwrap();
+        let got = read_invite(c, pending);
+        assert!(got.starts_with("INVITE "), "{ext}: {got}");
+        assert!(got.contains("Via: SIP/2.0/TCP "), "{ext}: {got}");
+        c.write_all(answer(&got, "486 Busy Here").as_bytes())
+            .unwrap();
+        let fin = final_over_udp(&udp);
+        assert!(fin.starts_with("SIP/2.0 486"), "{ext}: {fin}");
+    }
+    // Some went to another shard's connection (12 connections and numbers on 2 shards).
+    assert!(app.metric_sum("sipfork_tcp_relayed_total") > 0);
+
+    // A 3 KB INVITE from a caller on TCP to a device on TCP goes over TCP.
+    let mut tc = connect(&app);
+    let tlocal = tc.local_addr().unwrap();
+    let (ext, c, pending) = &mut devices[0];
+    let big = invite("TCP", tlocal, app.sip, *ext, 99, 3000);
+    assert!(big.len() > 3000);
+    tc.write_all(big.as_bytes()).unwrap();
+    let got = read_invite(c, pending);
+    assert!(got.starts_with("INVITE ") && got.len() > 3000, "{got}");
+    c.write_all(answer(&got, "486 Busy Here").as_bytes())
+        .unwrap();
+    let mut tpending = Vec::new();
+    loop {
+        let r = read_message(&mut tc, &mut tpending);
+        if !r.starts_with("SIP/2.0 1") {
+            assert!(r.starts_with("SIP/2.0 486"), "{r}");
+            break;
+        }
+    }
+
+    // Every device hangs up its connection: a call to any of them gets 480.
+    let closed_before = app.metric_sum("sipfork_tcp_closed_peer_total");
+    devices.clear();
+    assert!(
+        wait_metric(
+            &app,
+            "sipfork_tcp_closed_peer_total",
+            closed_before + u64::from(DEVICES)
+        ) >= closed_before + u64::from(DEVICES)
+    );
+    for k in 0..DEVICES {
+        let ext = 1001 + k;
+        let inv = invite("UDP", caller, app.sip, ext, 100 + k, 0);
+        udp.send_to(inv.as_bytes(), app.sip).unwrap();
+        let fin = final_over_udp(&udp);
+        assert!(fin.starts_with("SIP/2.0 480"), "{ext}: {fin}");
+    }
 }

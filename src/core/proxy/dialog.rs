@@ -23,7 +23,10 @@ pub(super) mod expiry;
 pub(super) mod session_timer;
 
 use super::call::{AnswerFate, Branch, BranchRole, Call, Cancel, Client, Dialog};
-use super::{sched, uri_destination, uri_is_us, write_our_via, Event, ForkPlan, ForkTarget, Proxy};
+use super::{
+    sched, uri_destination, uri_is_us, write_our_via, write_via_start, Event, ForkPlan, ForkTarget,
+    Proxy,
+};
 use crate::config::NatMode;
 use crate::core::cdr::{self, Cause};
 use crate::core::context::Cx;
@@ -354,7 +357,7 @@ impl Proxy {
         // A deterministic branch, so a retransmitted ACK carries the same one (§16.11).
         let via = &mut self.scratch_via;
         via.clear();
-        via.extend_from_slice(b"SIP/2.0/UDP ");
+        write_via_start(cx, dest, via);
         build::push_hostport(via, cx.env.local);
         via.extend_from_slice(b";branch=z9hG4bKsa");
         let d = cx
@@ -436,7 +439,7 @@ impl Proxy {
             return;
         }
         let mut via = Vec::with_capacity(96);
-        write_our_via(cx, call.loop_hash, key, j as u8, &mut via);
+        write_our_via(cx, dest, call.loop_hash, key, j as u8, &mut via);
         let mut bytes = Vec::with_capacity(512);
         build::in_dialog(&InDialog { via: &via, ..bye }, &mut bytes);
         cx.out.push(dest, &bytes);
@@ -471,7 +474,7 @@ impl Proxy {
             return;
         };
         let mut via = Vec::with_capacity(96);
-        write_our_via(cx, call.loop_hash, key, ACK_BRANCH, &mut via);
+        write_our_via(cx, leg.dest, call.loop_hash, key, ACK_BRANCH, &mut via);
         let routes: Vec<&[u8]> = leg.routes.iter().map(|r| &r[..]).collect();
         cx.out.push_with(leg.dest, |buf| {
             build::in_dialog(

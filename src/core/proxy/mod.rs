@@ -167,9 +167,12 @@ pub(crate) enum Event {
     CancelWrongSource,
     /// Follow-me's external targets were not rung: no public-call room left.
     ExternalRefused,
+    /// A branch not sent: the request came over TCP/TLS, is over 1300 bytes, and its target is
+    /// reached over UDP.
+    BranchTooLarge,
 }
 
-const EVENTS: [&str; 28] = [
+const EVENTS: [&str; 29] = [
     "call",
     "non_invite_request",
     "branch",
@@ -198,6 +201,7 @@ const EVENTS: [&str; 28] = [
     "ack_dropped",
     "cancel_wrong_source",
     "external_refused",
+    "branch_too_large",
 ];
 
 /// Keys are already keyed 128-bit digests: hashing them again would only cost time.
@@ -225,7 +229,7 @@ impl Hasher for PassThrough {
 pub struct Proxy {
     calls: Slab<Call>,
     index: HashMap<u128, Key, BuildHasherDefault<PassThrough>>,
-    events: ReasonCounters<28>,
+    events: ReasonCounters<29>,
     dialogs: u64,
     /// Reused buffers for the Via and Record-Route values of forwarded requests.
     scratch_via: Vec<u8>,
@@ -595,8 +599,11 @@ impl Proxy {
             if call.branches.len() >= usize::from(u8::MAX) {
                 break;
             }
-            start_branch(cx, key, call, req, &shared, t, &mut self.scratch_via);
-            self.events.bump(Event::Branch as usize);
+            if start_branch(cx, key, call, req, &shared, t, &mut self.scratch_via) {
+                self.events.bump(Event::Branch as usize);
+            } else {
+                self.events.bump(Event::BranchTooLarge as usize);
+            }
         }
         call.extra = extra;
     }
@@ -814,13 +821,32 @@ fn contact_destination(msg: &Message<'_>) -> Option<SocketAddr> {
     }
 }
 
-/// Our Via value for branch `branch` of `call`.
-fn write_our_via(cx: &Cx<'_>, loop_hash: u32, call: Key, branch: u8, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"SIP/2.0/UDP ");
+/// Our Via value for branch `branch` of `call`, sent to `dest`: its transport is that of the
+/// hop (TCP or TLS over an open flow to `dest`, else UDP; RFC 3261 §18.1.1).
+fn write_our_via(
+    cx: &Cx<'_>,
+    dest: SocketAddr,
+    loop_hash: u32,
+    call: Key,
+    branch: u8,
+    out: &mut Vec<u8>,
+) {
+    write_via_start(cx, dest, out);
     build::push_hostport(out, cx.env.local);
     out.extend_from_slice(b";branch=");
     cx.ids.write_branch(loop_hash, call, branch, out);
 }
+
+/// `SIP/2.0/<transport> ` of our Via toward `dest`.
+pub(super) fn write_via_start(cx: &Cx<'_>, dest: SocketAddr, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"SIP/2.0/");
+    out.extend_from_slice(cx.flows.transport_to(dest).via_token().as_bytes());
+    out.push(b' ');
+}
+
+/// The largest request that came over TCP or TLS and is sent on over UDP (RFC 3261 §18.1.1:
+/// 1300 bytes without a known path MTU).
+pub const MAX_UDP_REQUEST: usize = 1300;
 
 /// Forwards the call's request to one target as a new branch (§16.6), starting its client
 /// transaction and, for an INVITE, Timer C.
@@ -841,10 +867,10 @@ fn start_branch(
     shared: &Shared<'_>,
     target: ForkTarget<'_>,
     via: &mut Vec<u8>,
-) {
+) -> bool {
     let index = call.branches.len() as u8;
     via.clear();
-    write_our_via(cx, call.loop_hash, key, index, via);
+    write_our_via(cx, target.dest, call.loop_hash, key, index, via);
     // A branch to another node of the cluster: its Request-URI gets the authenticated mark.
     let marked = req
         .call_id()
@@ -863,10 +889,33 @@ fn start_branch(
             .then_some(cx.cfg.auth.realm.as_bytes()),
     };
     // Built once, straight into the outbox; the branch keeps an exact-size copy.
-    let sent: Box<[u8]> = cx
+    let sent = cx
         .out
-        .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf))
-        .into();
+        .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf));
+    if sent.len() > MAX_UDP_REQUEST
+        && !cx.flows.transport_to(target.dest).is_stream()
+        && cx.flows.transport_to(call.upstream).is_stream()
+    {
+        // A request that came over TCP or TLS would leave over UDP: §18.1.1 would take TCP,
+        // but sipfork opens no connection to a device (one registered over UDP is reached on
+        // its UDP flow, often through NAT), so this branch fails and the caller gets 513 when
+        // no branch answers better. A request that came over UDP stays on UDP whatever its
+        // size: its sender chose UDP, and phones send INVITEs just over 1300 bytes (PJSIP's
+        // with its SDP, `tests/e2e/features.rs`) that must still ring UDP devices.
+        cx.out.pop();
+        if call
+            .best
+            .as_ref()
+            .is_none_or(|b| response::rank(513) < response::rank(b.status))
+        {
+            call.best = Some(call::Candidate {
+                status: 513,
+                bytes: None,
+            });
+        }
+        return false;
+    }
+    let sent: Box<[u8]> = sent.into();
     let slot = TxnSlot::Branch(index);
     let timer_c_after = if marked.is_some() {
         // Until the remote node's 100 Trying: a dead node is given up within 2 s.
@@ -902,6 +951,7 @@ fn start_branch(
         to_tag: None,
         remote_target: None,
     });
+    true
 }
 
 fn first_route_is_us(cx: &Cx<'_>, req: &Message<'_>) -> bool {

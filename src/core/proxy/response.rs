@@ -459,6 +459,11 @@ impl Proxy {
             Some(Candidate { status: 503, .. }) => {
                 self.respond_local(cx, key, 500, "Server Internal Error", b"")
             }
+            // A request too large for UDP to a device reached over UDP (RFC 3261 §18.1.1).
+            Some(Candidate {
+                status: 513,
+                bytes: None,
+            }) => self.respond_local(cx, key, 513, "Message Too Large", b""),
             Some(Candidate { status: 408, .. }) | None => {
                 self.respond_local(cx, key, 408, "Request Timeout", b"")
             }
@@ -496,7 +501,7 @@ impl Proxy {
 
 /// §16.7 step 6 preference: lower is better. 6xx first, then the lowest class; within 4xx,
 /// answers that say something about the callee before timeouts and our own cancellations.
-fn rank(status: u16) -> (u8, u8) {
+pub(super) fn rank(status: u16) -> (u8, u8) {
     match status {
         600..=699 => (0, 0),
         300..=399 => (1, 0),

@@ -67,7 +67,9 @@ const OFF_CALL_ID_LEN: usize = 28;
 const OFF_INSTANCE_LEN: usize = 30;
 const FIXED: usize = 32;
 
-/// The transport a device named in its REGISTER's top Via.
+/// The transport a binding was registered over: what the REGISTER came on (a TCP or TLS
+/// binding is reached only over its flow, `core::transport::flows`), recorded with the Via's
+/// token set (records written before the core knew transports hold the top Via's token).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     /// `UDP`.
@@ -122,8 +124,23 @@ impl Transport {
         self as u8
     }
 
+    /// A binding over a connection (reachable only over its flow while it is open).
+    pub fn is_flow(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Tls)
+    }
+
     fn from_code(code: u8) -> Option<Transport> {
         Self::ALL.get(usize::from(code)).copied()
+    }
+}
+
+impl From<crate::core::transport::Transport> for Transport {
+    fn from(t: crate::core::transport::Transport) -> Transport {
+        match t {
+            crate::core::transport::Transport::Udp => Transport::Udp,
+            crate::core::transport::Transport::Tcp => Transport::Tcp,
+            crate::core::transport::Transport::Tls => Transport::Tls,
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 
 use crate::config::{NatMode, MAX_NUMBER_WIDTH};
 use crate::core::timer::TimerId;
+use crate::core::transport::flows::Flows;
 use crate::sip::Uri;
 use crate::time::Instant;
 
@@ -324,7 +325,14 @@ impl LocationTable {
     /// Bindings with other schemes (`sips:` needs TLS, `mailto:` and the like are no SIP
     /// destination) are registered and listed but never targeted. An expired binding leaves at
     /// its timer, which the engine fires in the same loop turn.
-    pub fn targets(&self, number: &[u8]) -> impl Iterator<Item = Target<'_>> + '_ {
+    ///
+    /// A binding registered over TCP or TLS is left out unless its flow is open in `flows`
+    /// (sipfork opens no connection to a device).
+    pub fn targets<'a, 'f>(
+        &'a self,
+        number: &[u8],
+        flows: &'f Flows,
+    ) -> impl Iterator<Item = Target<'a>> + use<'a, 'f> {
         let bindings = NumberKey::from_digits(number)
             .and_then(|k| self.extensions.get(&k))
             .map_or(&[][..], |e| &e.bindings[..]);
@@ -334,6 +342,7 @@ impl LocationTable {
                 b.contact()
                     .get(..4)
                     .is_some_and(|s| s.eq_ignore_ascii_case(b"sip:"))
+                    && (!b.transport().is_flow() || flows.get(b.dest()).is_some())
             })
             .map(|b| Target {
                 contact: b.contact(),
@@ -445,7 +454,7 @@ mod tests {
         ext.insert(binding(4, b"SIP:e@h", None, 1_000_000));
         ext.sort();
         let got: Vec<_> = table
-            .targets(b"1001")
+            .targets(b"1001", &Flows::new())
             .map(|t| (t.contact, t.q, t.registered_at))
             .collect();
         let at = |s: u64| Instant::from_micros(s * 1_000_000 - 1_000_000);
@@ -459,8 +468,8 @@ mod tests {
             ]
         );
         assert_eq!(table.binding_count(), 5);
-        assert_eq!(table.targets(b"1002").count(), 0);
-        assert_eq!(table.targets(b"not a number").count(), 0);
+        assert_eq!(table.targets(b"1002", &Flows::new()).count(), 0);
+        assert_eq!(table.targets(b"not a number", &Flows::new()).count(), 0);
     }
 
     #[test]

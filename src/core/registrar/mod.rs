@@ -45,12 +45,13 @@ mod update;
 
 use std::net::SocketAddr;
 
-use crate::config::Config;
+use crate::config::{Config, NatMode};
 use crate::core::auth::{Auth, AuthOutcome, ChallengeHeader};
 use crate::core::context::Cx;
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::persist::PersistLog;
 use crate::core::reply::reply_to;
+use crate::core::transport::flows::Flows;
 use crate::core::TimerKey;
 use crate::sip::build::push_u32;
 use crate::sip::{Essentials, Message, Uri};
@@ -211,7 +212,7 @@ pub struct Device {
     pub source: SocketAddr,
     /// Where calls to this device go (NAT rule applied).
     pub destination: SocketAddr,
-    /// Transport named in the REGISTER's Via.
+    /// Transport the REGISTER came on (`UDP`, `TCP`, `TLS`).
     pub transport: &'static str,
     /// User-Agent, if sent.
     pub user_agent: Option<String>,
@@ -307,8 +308,13 @@ impl Registrar {
     }
 
     /// Where a call to extension `number` goes, best first (see [`LocationTable::targets`]).
-    pub fn targets(&self, number: &[u8]) -> impl Iterator<Item = Target<'_>> + '_ {
-        self.table.targets(number)
+    /// A binding registered over TCP or TLS is left out when its flow is not open in `flows`.
+    pub fn targets<'a, 'f>(
+        &'a self,
+        number: &[u8],
+        flows: &'f Flows,
+    ) -> impl Iterator<Item = Target<'a>> + use<'a, 'f> {
+        self.table.targets(number, flows)
     }
 
     /// Handles a REGISTER that passed [`crate::sip::check_request`] on the shard owning its
@@ -417,7 +423,12 @@ impl Registrar {
                 .class_limit(class)
                 .map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
             on_limit: r.on_limit,
-            nat: r.nat,
+            // A device on a TCP or TLS connection is reached over that connection only.
+            nat: if cx.arrival.is_stream() {
+                NatMode::Flow
+            } else {
+                r.nat
+            },
             source: from,
         };
         let bindings = self.table.extension(key).map_or(&[][..], |x| x.bindings());
@@ -490,7 +501,7 @@ impl Registrar {
         let digits = key.digits();
         let number = digits.as_bytes();
         let user_agent = msg.user_agent().unwrap_or(b"");
-        let transport = Transport::from_token(e.top_via.transport);
+        let transport = Transport::from(cx.arrival);
         let mut ext = self.table.extension_or_insert(key);
         for n in 0..evict {
             let of_class = (n < evict_class).then_some(class);

@@ -4,6 +4,7 @@
 //! Plain values and state machines only: the engine owns the sockets and the TLS sessions and
 //! feeds the bytes it read to a [`framer::Framer`] per connection.
 
+pub mod flows;
 pub mod framer;
 
 use std::fmt;

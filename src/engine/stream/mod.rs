@@ -9,12 +9,16 @@
 //! a datagram (source: the connection's peer address). [`Streams::divert`] takes out of the
 //! outbox what the handler addressed to a peer with an open connection and writes it there, so
 //! responses go back on the connection the request came on and a device registered over TCP is
-//! reached over its own connection while it is up.
+//! reached over its own connection while it is up. With several shards, what one shard sends
+//! to another shard's connection is handed to that shard ([`owners`]), and every shard's core
+//! is told of a closed connection ([`Streams::take_gone`]).
 //!
 //! Limits, each counted in [`StreamStats`] when it closes a connection: the framer's (header
 //! block, body, messages per second), an idle timeout, connections per source address and per
 //! shard, and unsent bytes per connection (a peer that does not read).
 #![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod owners;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -25,7 +29,9 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::core::io::{Datagram, Outbox};
+use crate::core::shard::ShardId;
 use crate::core::transport::framer::{Frame, FrameError, Framer, Limits, PONG};
+use crate::core::transport::Transport;
 use crate::engine::counters::counters;
 use crate::time::{Duration, Instant};
 
@@ -101,6 +107,10 @@ pub struct StreamStats {
     pub closed_unsent,
     /// TLS connections closed for a failed handshake or a bad record.
     pub closed_tls,
+    /// Messages handed to the shard owning the connection they go to (`owners`).
+    pub relayed,
+    /// Messages another shard handed over for a connection that had closed meanwhile.
+    pub relay_lost,
 }
 }
 
@@ -161,6 +171,16 @@ struct Conn {
     closing: Option<Close>,
 }
 
+impl Conn {
+    fn transport(&self) -> Transport {
+        if self.tls.is_some() {
+            Transport::Tls
+        } else {
+            Transport::Tcp
+        }
+    }
+}
+
 /// Why a connection is closed.
 #[derive(Clone, Copy, Debug)]
 enum Close {
@@ -188,6 +208,10 @@ pub struct Streams {
     more: bool,
     /// Connections whose framing failed, closed at the end of [`Streams::divert`].
     closing: Vec<usize>,
+    /// The process's connection owners and this shard's id (several shards).
+    owners: Option<(Arc<owners::FlowOwners>, ShardId)>,
+    /// Connections closed since [`Streams::take_gone`]: peer and transport.
+    gone: Vec<(SocketAddr, Transport)>,
 }
 
 impl std::fmt::Debug for Streams {
@@ -240,7 +264,22 @@ impl Streams {
             next_sweep: Instant::FAR_FUTURE,
             more: false,
             closing: Vec::new(),
+            owners: None,
+            gone: Vec::new(),
         })
+    }
+
+    /// Shares the process's table of connection owners: this shard (`me`) enters its
+    /// connections, and [`Streams::divert`] hands what goes to another shard's connection to
+    /// that shard.
+    pub fn share_owners(&mut self, owners: Arc<owners::FlowOwners>, me: ShardId) {
+        self.owners = Some((owners, me));
+    }
+
+    /// The connections closed since the last call, with their transports (the engine tells
+    /// every shard's handler: bindings over them may live on any shard).
+    pub fn take_gone(&mut self) -> Vec<(SocketAddr, Transport)> {
+        std::mem::take(&mut self.gone)
     }
 
     /// The epoll set's descriptor: readable while a listener or connection is ready (the UDP
@@ -385,6 +424,9 @@ impl Streams {
             if let Some(old) = self.by_peer.insert(peer, slot) {
                 self.close_slot_only(old);
             }
+            if let Some((owners, me)) = &self.owners {
+                owners.insert(peer, *me);
+            }
             if self.next_sweep == Instant::FAR_FUTURE {
                 self.next_sweep = now + SWEEP;
             }
@@ -466,13 +508,30 @@ impl Streams {
 
     /// Moves every transmit addressed to a peer with an open connection from `out` onto that
     /// connection; what is left goes out over UDP.
-    pub fn divert(&mut self, out: &mut Outbox) {
-        if self.by_peer.is_empty() {
+    ///
+    /// With several shards, a transmit to a peer whose connection another shard owns goes to
+    /// `relay(owner, peer, bytes)` (the engine posts it to that shard's mailbox, which writes
+    /// it with [`Streams::write_relayed`]).
+    pub fn divert(&mut self, out: &mut Outbox, relay: &mut dyn FnMut(ShardId, SocketAddr, &[u8])) {
+        let elsewhere = self.owners.as_ref().is_some_and(|(o, _)| !o.is_empty());
+        if self.by_peer.is_empty() && !elsewhere && self.closing.is_empty() {
             return;
         }
+        // (Cloned only when some connection is open: the count is one shared cache line.)
+        let owners = self.owners.clone().filter(|_| elsewhere);
         out.retain(|t, bytes| {
             let Some(&slot) = self.by_peer.get(&t.to) else {
-                return true;
+                return match &owners {
+                    Some((owners, me)) => match owners.owner(t.to) {
+                        Some(owner) if owner != *me => {
+                            relay(owner, t.to, bytes);
+                            self.stats.relayed += 1;
+                            false
+                        }
+                        _ => true,
+                    },
+                    None => true,
+                };
             };
             match self.write(slot, bytes) {
                 Ok(()) => self.stats.sent += 1,
@@ -484,6 +543,19 @@ impl Streams {
             if let Some(why) = self.conns[slot].as_ref().and_then(|c| c.closing) {
                 self.close(slot, why);
             }
+        }
+    }
+
+    /// Writes a message another shard handed over to this shard's connection with `peer`
+    /// (counted as lost when that connection closed meanwhile).
+    pub fn write_relayed(&mut self, peer: SocketAddr, bytes: &[u8]) {
+        let Some(&slot) = self.by_peer.get(&peer) else {
+            self.stats.relay_lost += 1;
+            return;
+        };
+        match self.write(slot, bytes) {
+            Ok(()) => self.stats.sent += 1,
+            Err(why) => self.close(slot, why),
         }
     }
 
@@ -610,6 +682,10 @@ impl Streams {
         if let Some(conn) = &self.conns[slot] {
             if self.by_peer.get(&conn.peer) == Some(&slot) {
                 self.by_peer.remove(&conn.peer);
+                self.gone.push((conn.peer, conn.transport()));
+                if let Some((owners, me)) = &self.owners {
+                    owners.remove(conn.peer, *me);
+                }
             }
         }
         self.close_slot_only(slot);
@@ -650,6 +726,7 @@ fn drain(
     delivered: &mut usize,
     pongs: &mut usize,
 ) -> Result<(), Close> {
+    let transport = conn.transport();
     loop {
         match conn.framer.next_frame(now) {
             Ok(None) => return Ok(()),
@@ -666,6 +743,7 @@ fn drain(
                     from: conn.peer,
                     local: conn.local,
                     bytes,
+                    transport,
                 });
             }
             Err(e) => return Err(Close::Framing(e)),
