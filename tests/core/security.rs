@@ -692,6 +692,13 @@ pub(super) fn authenticated_invite(
     e.send(from, second.as_bytes())
 }
 
+/// The one request of `out` that went to the trunk.
+fn only_to_trunk(out: &[(SocketAddr, Vec<u8>)]) -> Vec<u8> {
+    let to_trunk: Vec<_> = out.iter().filter(|(to, _)| *to == addr(TRUNK)).collect();
+    assert_eq!(to_trunk.len(), 1, "{}", dump(out));
+    to_trunk[0].1.clone()
+}
+
 /// RFC 3325: a request authenticated as 1000 may not say it is from 1001 (403); toward the
 /// trunk it carries `P-Asserted-Identity: <sip:1000@example.com>` and none of the identities the
 /// phone claimed; a trusted PBX's own PAI passes.
@@ -719,9 +726,8 @@ fn identity_is_bound_to_the_authenticated_user() {
         "sip:0049301234@example.com",
         claims,
     );
-    let to_trunk: Vec<_> = out.iter().filter(|(to, _)| *to == addr(TRUNK)).collect();
-    assert_eq!(to_trunk.len(), 1, "{}", dump(&out));
-    let m = sip::parse(&to_trunk[0].1).unwrap();
+    let sent = only_to_trunk(&out);
+    let m = sip::parse(&sent).unwrap();
     let pai: Vec<_> = m.values(HeaderName::PAssertedIdentity).collect();
     assert_eq!(pai, vec![&b"<sip:1000@example.com>"[..]]);
     assert_eq!(m.values(HeaderName::PPreferredIdentity).count(), 0);
@@ -737,9 +743,8 @@ fn identity_is_bound_to_the_authenticated_user() {
         "P-Asserted-Identity: <sip:+31201234000@example.com>\r\n",
     );
     let out = e.send(PBX, &bytes);
-    let to_trunk: Vec<_> = out.iter().filter(|(to, _)| *to == addr(TRUNK)).collect();
-    assert_eq!(to_trunk.len(), 1, "{}", dump(&out));
-    let m = sip::parse(&to_trunk[0].1).unwrap();
+    let sent = only_to_trunk(&out);
+    let m = sip::parse(&sent).unwrap();
     let pai: Vec<_> = m.values(HeaderName::PAssertedIdentity).collect();
     assert_eq!(pai, vec![&b"<sip:+31201234000@example.com>"[..]]);
 }
@@ -760,11 +765,10 @@ fn our_credentials_are_consumed_not_forwarded() {
         "sip:0049301234@example.com",
         theirs,
     );
-    let to_trunk: Vec<_> = out.iter().filter(|(to, _)| *to == addr(TRUNK)).collect();
-    assert_eq!(to_trunk.len(), 1, "{}", dump(&out));
-    let m = sip::parse(&to_trunk[0].1).unwrap();
+    let sent = only_to_trunk(&out);
+    let m = sip::parse(&sent).unwrap();
     let left: Vec<_> = m.values(HeaderName::ProxyAuthorization).collect();
-    assert_eq!(left.len(), 1, "{}", String::from_utf8_lossy(&to_trunk[0].1));
+    assert_eq!(left.len(), 1, "{}", String::from_utf8_lossy(&sent));
     assert!(
         left[0]
             .windows(23)
