@@ -692,6 +692,13 @@ pub(super) fn authenticated_invite(
     e.send(from, second.as_bytes())
 }
 
+/// Phone `from` calls an outside number authenticated as 1000 with `rows` added: the request
+/// the trunk got.
+fn call_out_as_1000(e: &mut Edge, from: &str, rows: &str) -> Vec<u8> {
+    let out = authenticated_invite(e, from, "1000", "1000", "sip:0049301234@example.com", rows);
+    only_to_trunk(&out)
+}
+
 /// The one request of `out` that went to the trunk.
 fn only_to_trunk(out: &[(SocketAddr, Vec<u8>)]) -> Vec<u8> {
     let to_trunk: Vec<_> = out.iter().filter(|(to, _)| *to == addr(TRUNK)).collect();
@@ -718,15 +725,7 @@ fn identity_is_bound_to_the_authenticated_user() {
     assert_eq!(r.status, 403, "{}", r.text);
 
     let claims = "P-Asserted-Identity: <sip:1001@example.com>\r\nP-Preferred-Identity: <sip:boss@example.com>\r\n";
-    let out = authenticated_invite(
-        &mut e,
-        phone,
-        "1000",
-        "1000",
-        "sip:0049301234@example.com",
-        claims,
-    );
-    let sent = only_to_trunk(&out);
+    let sent = call_out_as_1000(&mut e, phone, claims);
     let m = sip::parse(&sent).unwrap();
     let pai: Vec<_> = m.values(HeaderName::PAssertedIdentity).collect();
     assert_eq!(pai, vec![&b"<sip:1000@example.com>"[..]]);
@@ -757,15 +756,7 @@ fn our_credentials_are_consumed_not_forwarded() {
     let mut e = Edge::new(EDGE, 1);
     let phone = "127.0.0.11:5060";
     let theirs = "Proxy-Authorization: Digest username=\"acme\", realm=\"carrier.example\", nonce=\"n1\", uri=\"sip:0049301234@example.com\", response=\"0123456789abcdef0123456789abcdef\"\r\n";
-    let out = authenticated_invite(
-        &mut e,
-        phone,
-        "1000",
-        "1000",
-        "sip:0049301234@example.com",
-        theirs,
-    );
-    let sent = only_to_trunk(&out);
+    let sent = call_out_as_1000(&mut e, phone, theirs);
     let m = sip::parse(&sent).unwrap();
     let left: Vec<_> = m.values(HeaderName::ProxyAuthorization).collect();
     assert_eq!(left.len(), 1, "{}", String::from_utf8_lossy(&sent));
