@@ -229,9 +229,18 @@ fn forked_calls_run_over_af_xdp_and_the_kernel_path_stays_alive() {
         });
         assert!(answer.starts_with("SIP/2.0 "), "{answer}");
         assert!(answer.contains("frag-3000@test"), "{answer}");
-        stop.send(()).unwrap();
-        let after_frag = stats_rx.recv().unwrap();
+        // A shard publishes its counters at the end of the turn whose answer we already hold:
+        // read until that turn has published (or 2 s have passed).
         let kernel_rx = |s: &IoStats| s.rx_datagrams - s.xdp_rx;
+        let mut after_frag = after_load;
+        for _ in 0..100 {
+            stop.send(()).unwrap();
+            after_frag = stats_rx.recv().unwrap();
+            if kernel_rx(&after_frag) > kernel_rx(&after_load) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert_eq!(
             kernel_rx(&after_frag),
             kernel_rx(&after_load) + 1,
