@@ -454,6 +454,7 @@ async fn metrics_page(state: &State) -> Answer {
     );
     metrics::export_engine(&ctx.engine_stats.snapshot(), &mut out);
     metrics::export_steering(ctx.engine_stats.steering(), &mut out);
+    metrics::export_heap(&mut out);
     if let Some(p) = &ctx.persist_stats {
         p.export(&mut out);
     }
@@ -585,6 +586,7 @@ pub fn reference() -> Exposition {
     );
     metrics::export_engine(&[crate::engine::shard::ShardSnapshot::default()], &mut out);
     metrics::export_steering(&crate::engine::steer::SteeringState::Off, &mut out);
+    metrics::export_heap(&mut out);
     PersistStats::default().export(&mut out);
     Reloader::new("reference.toml".into(), cfg, Controller::new(Vec::new())).export(&mut out);
     crate::app::cdr::CdrSink::export_reference(&mut out);

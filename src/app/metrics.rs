@@ -250,6 +250,21 @@ pub fn export_steering(state: &crate::engine::steer::SteeringState, out: &mut Ex
     );
 }
 
+/// `sipfork_heap_in_use_bytes`: the bytes the allocator has handed out and not had back (glibc
+/// `mallinfo2`: chunks in use plus mmapped blocks). Resident memory keeps the high-water mark of
+/// freed heap (glibc keeps it for reuse) and counts the journal's mapped pages, so a soak compares
+/// this figure, not VmRSS, to tell live state that grows from a past peak. Absent off glibc.
+pub fn export_heap(out: &mut Exposition) {
+    if let Some(bytes) = crate::engine::os::heap_in_use() {
+        out.add(
+            "sipfork_heap_in_use_bytes",
+            "Heap bytes in use (glibc mallinfo2: allocated chunks plus mmapped blocks); unlike resident memory it falls when state is freed",
+            &[],
+            Value::Gauge(bytes),
+        );
+    }
+}
+
 /// Adds the engine's counters and histograms of every shard (names `sipfork_io_*_total`,
 /// `sipfork_loop_*_total`, `sipfork_mailbox_*_total`, `sipfork_loop_turn_seconds`,
 /// `sipfork_loop_batch_size`, and `sipfork_shard_info` carrying the backend).

@@ -39,6 +39,19 @@ pub fn release_free_memory() {
     }
 }
 
+/// Heap bytes the allocator has handed out and not had back (glibc `mallinfo2`: chunks in use
+/// plus mmapped blocks); `None` off glibc. Unlike resident memory it falls when state is freed.
+pub fn heap_in_use() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
+        let m = unsafe { libc::mallinfo2() };
+        Some((m.uordblks + m.hblkhd) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
 /// A stop signal that arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopSignal {
@@ -113,5 +126,18 @@ mod tests {
         random_bytes(&mut b).unwrap();
         assert_ne!(a, b);
         assert_ne!(a, [0u8; 32]);
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn heap_in_use_rises_with_live_state_and_falls_when_it_is_freed() {
+        let before = heap_in_use().unwrap();
+        let block = std::hint::black_box(vec![1u8; 64 << 20]);
+        let during = heap_in_use().unwrap();
+        drop(block);
+        let after = heap_in_use().unwrap();
+        // Other tests allocate concurrently: a margin of 16 MiB either way.
+        assert!(during >= before + (48 << 20), "{before} -> {during}");
+        assert!(after + (48 << 20) <= during, "{during} -> {after}");
     }
 }
