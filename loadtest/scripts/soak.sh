@@ -14,7 +14,8 @@
 #   NICE (-10)          proxy and harness niceness: on a shared box, other jobs must not take the
 #                       capped proxy's share (the cap, not the neighbours, is what limits it)
 #   OUT (loadtest/runs/soak-<stamp>)
-# Writes OUT/samples.tsv (seconds, VmRSS kB, calls, dialogs, timers, bindings), OUT/soak.json
+# Writes OUT/samples.tsv (seconds, VmRSS kB, calls, dialogs, timers, bindings, RssAnon kB, heap in
+# use kB), OUT/soak.json
 # (the harness's result), OUT/soak.stats.jsonl, OUT/after-drain.txt, and prints a summary.
 # Everything runs in a fresh loopback-only network namespace and stops by itself.
 set -euo pipefail
@@ -68,7 +69,7 @@ start_proxy() {
   log "sipfork $SFPID in $CG ($CPU_PCT % of a CPU), $(throttled)"
 }
 metric() {  # the sum over shards of a gauge
-  ip netns exec $NS curl -s 127.0.0.1:8080/metrics | awk -v m="$1" '$1 ~ "^"m"({|$)" { s += $2 } END { print s + 0 }'
+  ip netns exec $NS curl -s 127.0.0.1:8080/metrics | awk -v m="$1" '$1 ~ "^"m"({|$)" { s += $2 } END { printf "%.0f\n", s }'
 }
 
 if [[ -z ${RATE:-} ]]; then
@@ -83,12 +84,13 @@ if [[ -z ${RATE:-} ]]; then
 fi
 start_proxy
 log "soak: $DUR s at $RATE calls/s"
-printf 's\trss_kb\tcalls\tdialogs\ttimers\tbindings\n' > "$OUT/samples.tsv"
+printf 's\trss_kb\tcalls\tdialogs\ttimers\tbindings\trss_anon_kb\theap_kb\n' > "$OUT/samples.tsv"
 ( t0=$SECONDS
   while kill -0 "$SFPID" 2>/dev/null && (( SECONDS - t0 < DUR + 120 )); do
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' $((SECONDS - t0)) "$(awk '/^VmRSS/ {print $2}' /proc/$SFPID/status)" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' $((SECONDS - t0)) "$(awk '/^VmRSS/ {print $2}' /proc/$SFPID/status)" \
       "$(metric sipfork_proxy_calls)" "$(metric sipfork_proxy_dialogs)" "$(metric sipfork_timers)" \
-      "$(metric sipfork_bindings)" >> "$OUT/samples.tsv"
+      "$(metric sipfork_bindings)" "$(awk '/^RssAnon/ {print $2}' /proc/$SFPID/status)" \
+      "$(( $(metric sipfork_heap_in_use_bytes) / 1024 ))" >> "$OUT/samples.tsv"
     sleep "$SAMPLE_S"
   done ) &
 SAMPLER=$!
@@ -104,7 +106,13 @@ kill $SAMPLER 2>/dev/null || true
   echo "cgroup $(throttled)"; } > "$OUT/after-drain.txt"
 cat "$OUT/soak.txt" | tail -5
 cat "$OUT/after-drain.txt"
-# RSS growth after warm-up: the first sample at or after 300 s against the last one during the load
-awk -F'\t' -v dur="$DUR" 'NR > 1 && $1 >= 300 && !w { w = $2 } NR > 1 && $1 <= dur { last = $2 }
-  END { if (w) printf "RSS after warm-up %d kB, at the end %d kB: %+.2f %%\n", w, last, 100 * (last - w) / w }' "$OUT/samples.tsv"
+# Growth after warm-up: the first sample at or after 300 s against the last one during the load.
+# VmRSS counts the journal's mapped pages (file-backed) and keeps the high-water mark of freed heap
+# (glibc does not return it); RssAnon leaves the mapping out, and the heap in use (glibc
+# mallinfo2, sipfork_heap_in_use_bytes) is the live state itself: a leak grows all three.
+growth() {
+  awk -F'\t' -v dur="$DUR" -v col="$1" -v what="$2" 'NR > 1 && $1 >= 300 && !w { w = $col } NR > 1 && $1 <= dur { last = $col }
+    END { if (w) printf "%s after warm-up %d kB, at the end %d kB: %+.2f %%\n", what, w, last, 100 * (last - w) / w }' "$OUT/samples.tsv"
+}
+growth 2 "RSS"; growth 7 "RssAnon"; growth 8 "heap in use"
 exit $rc
