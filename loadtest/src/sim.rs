@@ -92,6 +92,8 @@ pub fn sipfork_config(plan: &Plan, o: &ProxyOptions) -> String {
          [registrar]\nmin_expires = 10\nmax_contacts = {contacts}\n\
          [auth]\nmode = \"{auth}\"\n{algorithms}\
          [proxy]\nfork = \"{fork}\"\nsingle_answer = {single}\n\
+         # One address plays every phone and caller: the per-source limit would take it for a flood.\n\
+         [overload]\nrate_limit = 0\n\
          [[extensions]]\nnumbers = \"{first:0digits$}-{last:0digits$}\"\n{password}",
         listen = plan.target,
         domain = plan.domain,
