@@ -1,0 +1,116 @@
+//! Double Record-Route on a transport change (RFC 5658).
+//!
+//! A request that arrives on one transport and leaves on another gets two Record-Route entries
+//! from sipfork: the top one (read by the callee side) names our address on the outgoing
+//! transport, the one below it (read by the caller side, which reverses the list) names it on
+//! the incoming one. Both carry the same route token. A UDP side's entry has no `transport`
+//! parameter (its bytes are those of the single entry written when nothing changes); a stream
+//! side's has `;transport=tcp` or `;transport=tls`, so the peer's in-dialog requests come back
+//! over a stream (RFC 3263 would pick UDP for a bare `sip:` URI with an IP literal).
+//!
+//! In-dialog requests then carry our two entries on top of their Route set: both go (loose
+//! routing, RFC 5658 §3.3), after the first one's token was checked; the second is recognised
+//! as ours by naming us with the same token (a spiral through sipfork carries another call's
+//! token there, and keeps its entry).
+//!
+//! Sans-IO: byte builders and a check on a parsed message.
+
+use super::Transport;
+use crate::core::context::Cx;
+use crate::core::proxy::uri_is_us;
+use crate::core::route::ROUTE_TOKEN_PARAM;
+use crate::sip::{Message, SipUri};
+
+/// The `transport` URI parameter naming `t` (none for UDP, the default of a `sip:` URI).
+fn transport_param(t: Transport) -> &'static [u8] {
+    match t {
+        Transport::Udp => b"",
+        Transport::Tcp => b";transport=tcp",
+        Transport::Tls => b";transport=tls",
+    }
+}
+
+/// Appends our Record-Route URI `rr` (`sip:host:port;lr;...`, as written when the transport does
+/// not change) for the side reached over `t`: the `transport` parameter goes right after the
+/// host and port.
+pub fn push_for_transport(rr: &[u8], t: Transport, out: &mut Vec<u8>) {
+    let at = memchr::memchr(b';', rr).unwrap_or(rr.len());
+    out.extend_from_slice(&rr[..at]);
+    out.extend_from_slice(transport_param(t));
+    out.extend_from_slice(&rr[at..]);
+}
+
+/// The two Record-Route URIs of a request that came in over `incoming` and leaves over
+/// `outgoing` (top first), or `None` when the transports are equal (one entry, `rr` itself).
+pub fn double(rr: &[u8], incoming: Transport, outgoing: Transport) -> Option<(Vec<u8>, Vec<u8>)> {
+    if incoming == outgoing {
+        return None;
+    }
+    let mut top = Vec::with_capacity(rr.len() + 16);
+    push_for_transport(rr, outgoing, &mut top);
+    let mut below = Vec::with_capacity(rr.len() + 16);
+    push_for_transport(rr, incoming, &mut below);
+    Some((top, below))
+}
+
+/// The route token of a SIP URI that names us, if it has one.
+fn our_token<'b>(cx: &Cx<'_>, uri: &SipUri<'b>) -> Option<&'b [u8]> {
+    let token = uri.param(ROUTE_TOKEN_PARAM)??;
+    uri_is_us(cx, uri).then_some(token)
+}
+
+/// Whether the second Route value of `req` is our other entry of a double Record-Route: it
+/// names us with the same route token as the first, which names us too. (Whether that token
+/// verifies is checked once, on the first value, by the in-dialog code.)
+pub fn second_route_pairs_first(cx: &Cx<'_>, req: &Message<'_>) -> bool {
+    let mut routes = req.routes();
+    let (Some(Ok(first)), Some(Ok(second))) = (routes.next(), routes.next()) else {
+        return false;
+    };
+    let (Some(first), Some(second)) = (first.uri.as_sip(), second.uri.as_sip()) else {
+        return false;
+    };
+    match (our_token(cx, first), our_token(cx, second)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RR: &[u8] = b"sip:127.0.0.1:5060;lr;sf=abc";
+
+    fn text(b: &[u8]) -> &str {
+        std::str::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn the_transport_parameter_goes_after_the_host_and_port() {
+        let mut out = Vec::new();
+        push_for_transport(RR, Transport::Tcp, &mut out);
+        assert_eq!(text(&out), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
+        out.clear();
+        push_for_transport(RR, Transport::Tls, &mut out);
+        assert_eq!(text(&out), "sip:127.0.0.1:5060;transport=tls;lr;sf=abc");
+        out.clear();
+        push_for_transport(RR, Transport::Udp, &mut out);
+        assert_eq!(out, RR);
+        out.clear();
+        push_for_transport(b"sip:[::1]:5060", Transport::Tcp, &mut out);
+        assert_eq!(text(&out), "sip:[::1]:5060;transport=tcp");
+    }
+
+    #[test]
+    fn two_entries_only_on_a_change_top_one_for_the_outgoing_side() {
+        assert!(double(RR, Transport::Tcp, Transport::Tcp).is_none());
+        assert!(double(RR, Transport::Udp, Transport::Udp).is_none());
+        let (top, below) = double(RR, Transport::Udp, Transport::Tcp).unwrap();
+        assert_eq!(text(&top), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
+        assert_eq!(below, RR);
+        let (top, below) = double(RR, Transport::Tls, Transport::Udp).unwrap();
+        assert_eq!(top, RR);
+        assert_eq!(text(&below), "sip:127.0.0.1:5060;transport=tls;lr;sf=abc");
+    }
+}
