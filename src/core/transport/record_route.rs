@@ -113,4 +113,58 @@ mod tests {
         assert_eq!(top, RR);
         assert_eq!(text(&below), "sip:127.0.0.1:5060;transport=tls;lr;sf=abc");
     }
+
+    /// `forward_request` writes both entries below our Via and drops our two Routes, whether
+    /// they share a row or not, keeping the rest of the route set.
+    #[test]
+    fn the_builder_writes_two_entries_and_drops_two_route_values() {
+        use crate::sip::build::{forward_request, Forward, ViaFix};
+        let head = "BYE sip:a@127.0.0.1:5071 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK1\r\n";
+        let tail = "From: <sip:b@x>;tag=1\r\nTo: <sip:a@x>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+        let (top, below) = double(RR, Transport::Udp, Transport::Tcp).unwrap();
+        let ours = "<sip:127.0.0.1:5060;transport=tcp;lr;sf=abc>, <sip:127.0.0.1:5060;lr;sf=abc>";
+        let cases = [
+            (format!("Route: {ours}, <sip:p@127.0.0.9;lr>\r\n"), "Route: <sip:p@127.0.0.9;lr>\r\n"),
+            (format!("Route: {ours}\r\nRoute: <sip:p@127.0.0.9;lr>\r\n"), "Route: <sip:p@127.0.0.9;lr>\r\n"),
+            (
+                "Route: <sip:127.0.0.1:5060;transport=tcp;lr;sf=abc>\r\nRoute: <sip:127.0.0.1:5060;lr;sf=abc>, <sip:p@127.0.0.9;lr>\r\n".to_string(),
+                "Route: <sip:p@127.0.0.9;lr>\r\n",
+            ),
+            (format!("Route: {ours}\r\n"), ""),
+        ];
+        for (route, left) in cases {
+            let req = format!("{head}{route}{tail}");
+            let msg = crate::sip::parse(req.as_bytes()).unwrap();
+            let fwd = Forward {
+                request_uri: None,
+                via: b"SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKsf",
+                record_route: Some(&top),
+                record_route_in: Some(&below),
+                drop_first_route: true,
+                drop_second_route: true,
+                max_forwards: 69,
+                fix: ViaFix::default(),
+                extra: b"",
+                strip_identity: false,
+                consume_realm: None,
+            };
+            let mut out = Vec::new();
+            forward_request(&msg, &fwd, &mut out);
+            let out = text(&out);
+            assert!(
+                out.starts_with(
+                    "BYE sip:a@127.0.0.1:5071 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKsf\r\n\
+                     Record-Route: <sip:127.0.0.1:5060;transport=tcp;lr;sf=abc>\r\n\
+                     Record-Route: <sip:127.0.0.1:5060;lr;sf=abc>\r\n"
+                ),
+                "{out}"
+            );
+            let routes: String = out
+                .lines()
+                .filter(|l| l.starts_with("Route:"))
+                .map(|l| format!("{l}\r\n"))
+                .collect();
+            assert_eq!(routes, left, "{route}");
+        }
+    }
 }
