@@ -423,3 +423,37 @@ fn a_forged_in_dialog_request_naming_our_two_entries_reaches_nobody() {
         assert_eq!(s.w.phone_ref(s.caller).outgoing[0].dialogs.len(), 1);
     }
 }
+
+#[test]
+fn the_stream_sides_entry_names_the_tcp_listeners_port_and_its_routes_are_ours() {
+    for shards in [1, 2] {
+        let cfg = config(shards).replace(
+            "listen = \"127.0.0.1:5060\"",
+            "listen = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5070\"]",
+        );
+        assert!(cfg.contains("tcp:127.0.0.1:5070"));
+        let mut w = World::new(&cfg, shards, 178);
+        let caller = w.add_phone("caller", "1000", 5071);
+        let tcp = w.add_phone("tcp-dev", "1001", 5072);
+        w.connect(tcp, Transport::Tcp);
+        w.register(tcp, 300);
+        w.behave(tcp, Behaviour::answer_after(sipfork::time::ms(100)));
+        let call = w.call(caller, "1001");
+        w.run_for(secs(2));
+        assert_eq!(w.phone_ref(caller).outgoing[call].dialogs.len(), 1);
+        let rr = record_routes(&w.phone_ref(tcp).incoming[0].invite);
+        assert_eq!(rr.len(), 2, "{rr:?}");
+        assert!(
+            rr[0].starts_with("<sip:127.0.0.1:5070;transport=tcp;lr;sf="),
+            "{}",
+            rr[0]
+        );
+        assert!(rr[1].starts_with("<sip:127.0.0.1:5060;lr;sf="), "{}", rr[1]);
+        // The device's BYE names the TCP listener first: both entries are recognised as ours.
+        w.hang_up_incoming(tcp, 0);
+        w.run_for(secs(1));
+        let byes = received(&w, caller, "BYE ", "BYE");
+        assert_eq!(byes.len(), 1, "{shards} shards\n{}", w.dump());
+        assert!(routes(byes[0]).is_empty(), "{:?}", routes(byes[0]));
+    }
+}

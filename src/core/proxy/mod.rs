@@ -802,7 +802,11 @@ fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
 pub fn uri_is_us(cx: &Cx<'_>, uri: &SipUri<'_>) -> bool {
     let port = uri.port.unwrap_or(5060);
     match uri.host.ip() {
-        Some(ip) => ip == cx.env.local.ip() && port == cx.env.local.port(),
+        Some(ip) => {
+            ip == cx.env.local.ip()
+                && (port == cx.env.local.port()
+                    || crate::core::transport::record_route::is_our_stream_port(cx, port))
+        }
         None => cx.cfg.is_local_domain(uri.host_raw, uri.port),
     }
 }
@@ -883,11 +887,10 @@ fn start_branch(
     // A transport change: two Record-Routes, each naming us on its side (RFC 5658).
     let double = shared.record_route.and_then(|rr| {
         let incoming = cx.flows.transport_to(call.upstream);
-        crate::core::transport::record_route::double(
-            rr,
-            incoming,
-            cx.flows.transport_to(target.dest),
-        )
+        let outgoing = cx.flows.transport_to(target.dest);
+        crate::core::transport::record_route::double(rr, incoming, outgoing, |t| {
+            crate::core::transport::record_route::port_for(cx, t)
+        })
     });
     let fwd = Forward {
         request_uri: Some(marked.as_deref().unwrap_or(&target.uri)),
