@@ -318,6 +318,11 @@ fn the_callees_bye_over_tcp_reaches_the_udp_caller_without_our_routes() {
 fn the_callers_bye_over_udp_reaches_the_device_over_its_tcp_flow() {
     for shards in [1, 2] {
         let (mut s, call) = answered_udp_to_tcp(shards, 173);
+        // The ACK for the 2xx went the same way, both Routes of ours removed.
+        let acks = received(&s.w, s.tcp, "ACK ", "ACK");
+        assert_eq!(acks.len(), 1, "{}", s.w.dump());
+        assert!(routes(acks[0]).is_empty(), "{:?}", routes(acks[0]));
+        assert!(top_via(acks[0]).starts_with("Via: SIP/2.0/TCP 127.0.0.1:5060;"));
         s.w.hang_up(s.caller, call);
         s.w.run_for(secs(1));
         let byes = received(&s.w, s.tcp, "BYE ", "BYE");
