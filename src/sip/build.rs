@@ -346,7 +346,7 @@ fn push_to_with_tag(out: &mut Vec<u8>, h: &Header<'_>, to_tag: Option<&[u8]>) {
     }
 }
 
-/// Most rows forwarding adds to a request's own (our Via, Record-Route, Max-Forwards,
+/// Most rows forwarding adds to a request's own (our Via, one or two Record-Routes, Max-Forwards,
 /// Content-Length, P-Asserted-Identity, Reason, with room to spare): a request with more than
 /// `MAX_ROWS - ROWS_ADDED_BY_FORWARDING` rows is refused, so every copy sipfork sends (and the
 /// CANCEL built from it) parses again.
