@@ -146,6 +146,32 @@ fn push_row_without_first_value(out: &mut Vec<u8>, h: &Header<'_>) {
     }
 }
 
+/// Copies `row` without its first `n` values (at least one), and says how many it removed: the
+/// row goes when it holds no more than `n`. One value is removed as
+/// [`push_row_without_first_value`] does, byte for byte.
+fn push_row_without_first_values(out: &mut Vec<u8>, h: &Header<'_>, n: usize) -> usize {
+    if n <= 1 {
+        push_row_without_first_value(out, h);
+        return 1;
+    }
+    let values: Vec<&[u8]> = CommaSplit::new(h.value, true)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let (Some(first), Some(kept)) = (values.first(), values.get(n)) else {
+        // No more values than `n`: the row goes.
+        return values.len().max(1);
+    };
+    match (sub_range(h.row, first), sub_range(h.row, kept)) {
+        (Some((first_start, _)), Some((kept_start, _))) => {
+            out.extend_from_slice(h.row.get(..first_start).unwrap_or(&[]));
+            out.extend_from_slice(h.row.get(kept_start..).unwrap_or(&[]));
+        }
+        // Values always lie inside their row; if not, keep the row rather than corrupt it.
+        _ => out.extend_from_slice(h.row),
+    }
+    n
+}
+
 /// What the server transport learned about the sender of a request, written into the top Via
 /// of everything built from it (RFC 3261 §18.2.1 `received`, RFC 3581 `rport`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -320,7 +346,7 @@ fn push_to_with_tag(out: &mut Vec<u8>, h: &Header<'_>, to_tag: Option<&[u8]>) {
     }
 }
 
-/// Most rows forwarding adds to a request's own (our Via, Record-Route, Max-Forwards,
+/// Most rows forwarding adds to a request's own (our Via, one or two Record-Routes, Max-Forwards,
 /// Content-Length, P-Asserted-Identity, Reason, with room to spare): a request with more than
 /// `MAX_ROWS - ROWS_ADDED_BY_FORWARDING` rows is refused, so every copy sipfork sends (and the
 /// CANCEL built from it) parses again.
@@ -335,8 +361,14 @@ pub struct Forward<'a> {
     pub via: &'a [u8],
     /// Our Record-Route URI (step 4), written as `Record-Route: <URI>`.
     pub record_route: Option<&'a [u8]>,
+    /// RFC 5658 double record-routing: our URI on the side the request came in on, written as
+    /// a second Record-Route row right below `record_route` (which then names the outgoing side).
+    pub record_route_in: Option<&'a [u8]>,
     /// Drop the first Route value (it named us, §16.4).
     pub drop_first_route: bool,
+    /// With `drop_first_route`: drop the second Route value too (our other entry of a double
+    /// Record-Route, RFC 5658 §3.3).
+    pub drop_second_route: bool,
     /// Max-Forwards to write (step 3: received minus one, or 70 when absent).
     pub max_forwards: u8,
     /// Applied to the received top Via (now second).
@@ -372,9 +404,15 @@ pub fn forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &mut Vec<u8>) 
         out.extend_from_slice(b"Record-Route: <");
         out.extend_from_slice(rr);
         out.extend_from_slice(b">\r\n");
+        if let Some(rr) = fwd.record_route_in {
+            out.extend_from_slice(b"Record-Route: <");
+            out.extend_from_slice(rr);
+            out.extend_from_slice(b">\r\n");
+        }
     }
     let mut wrote_max_forwards = false;
-    let mut drop_route = fwd.drop_first_route;
+    let mut drop_routes =
+        usize::from(fwd.drop_first_route) * (1 + usize::from(fwd.drop_second_route));
     let mut top_via = true;
     let has_content_length = req.first(HeaderName::ContentLength).is_some();
     let mut rows = Verbatim::new(req);
@@ -392,10 +430,9 @@ pub fn forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &mut Vec<u8>) 
                     wrote_max_forwards = true;
                 }
             }
-            HeaderName::Route if drop_route => {
+            HeaderName::Route if drop_routes > 0 => {
                 rows.flush(out);
-                push_row_without_first_value(out, &h);
-                drop_route = false;
+                drop_routes -= push_row_without_first_values(out, &h, drop_routes);
             }
             HeaderName::PAssertedIdentity | HeaderName::PPreferredIdentity
                 if fwd.strip_identity =>
@@ -625,7 +662,9 @@ v=0\n";
                 request_uri: Some(b"sip:1000@127.0.0.1:5071"),
                 via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf1",
                 record_route: Some(b"sip:127.0.0.1:5060;lr;sf=1"),
+                record_route_in: None,
                 drop_first_route: true,
+                drop_second_route: false,
                 max_forwards: 69,
                 fix: ViaFix::for_source(&via, src()),
                 extra: b"",
@@ -669,7 +708,9 @@ v=0\n";
                 request_uri: None,
                 via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx",
                 record_route: None,
+                record_route_in: None,
                 drop_first_route: false,
+                drop_second_route: false,
                 max_forwards: 70,
                 fix: ViaFix::default(),
                 extra: b"",
@@ -733,7 +774,9 @@ v=0\n";
                 request_uri: None,
                 via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx",
                 record_route: None,
+                record_route_in: None,
                 drop_first_route: true,
+                drop_second_route: false,
                 max_forwards: 69,
                 fix: ViaFix::default(),
                 extra: b"",
@@ -755,7 +798,9 @@ v=0\n";
                 request_uri: Some(b"sip:1000@127.0.0.1:5071"),
                 via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf9",
                 record_route: None,
+                record_route_in: None,
                 drop_first_route: true,
+                drop_second_route: false,
                 max_forwards: 69,
                 fix: ViaFix::default(),
                 extra: b"",

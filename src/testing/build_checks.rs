@@ -73,6 +73,27 @@ fn values_after_first<'b>(h: &Header<'b>) -> Vec<&'b [u8]> {
     h.values().skip(1).skip_while(|v| v.is_empty()).collect()
 }
 
+/// The values of `h` left after dropping its first `n` (empty elements not counted beyond the
+/// first), and how many it dropped: the model of `build`'s Route removal.
+fn values_after_first_n<'b>(h: &Header<'b>, n: usize) -> (Vec<&'b [u8]>, usize) {
+    if n <= 1 {
+        return (values_after_first(h), 1);
+    }
+    let mut seen = 0;
+    let left = h
+        .values()
+        .skip_while(|v| {
+            if seen < n {
+                seen += usize::from(!v.is_empty());
+                true
+            } else {
+                v.is_empty()
+            }
+        })
+        .collect();
+    (left, seen.max(1))
+}
+
 /// Offset of `sub` (a slice of `whole`) within `whole`.
 fn offset_in(whole: &[u8], sub: &[u8]) -> usize {
     let at = (sub.as_ptr() as usize)
@@ -216,9 +237,19 @@ pub fn check_forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &[u8]) {
             row("Record-Route", &value),
             "our Record-Route on top{ctx}"
         );
+        if let Some(rr) = fwd.record_route_in {
+            let value = [&b"<"[..], rr, b">"].concat();
+            assert_eq!(
+                o.next("second Record-Route").row,
+                row("Record-Route", &value),
+                "our incoming-side Record-Route below it{ctx}"
+            );
+        }
     }
     let max_forwards = fwd.max_forwards.to_string();
-    let (mut top_via, mut drop_route) = (true, fwd.drop_first_route);
+    let mut top_via = true;
+    let mut drop_routes =
+        usize::from(fwd.drop_first_route) * (1 + usize::from(fwd.drop_second_route));
     let (mut wrote_max_forwards, mut has_content_length) = (false, false);
     for h in req.headers() {
         match h.name {
@@ -237,11 +268,11 @@ pub fn check_forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &[u8]) {
                     );
                 }
             }
-            HeaderName::Route if drop_route => {
-                drop_route = false;
-                let left = values_after_first(&h);
+            HeaderName::Route if drop_routes > 0 => {
+                let (left, dropped) = values_after_first_n(&h, drop_routes);
+                drop_routes -= dropped;
                 if !left.is_empty() {
-                    let got = o.next("Route row after dropping its first value");
+                    let got = o.next("Route row after dropping its first values");
                     assert_eq!(got.raw_name, h.raw_name, "{ctx}");
                     assert_eq!(values(&got), left, "Route values left{ctx}");
                 }
@@ -289,9 +320,12 @@ pub fn check_forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &[u8]) {
     assert_eq!(below, received, "Vias below ours, in order{ctx}");
     let routes: Vec<_> = f.values(HeaderName::Route).collect();
     let mut expected: Vec<_> = Vec::new();
-    for (i, h) in req.rows(HeaderName::Route).enumerate() {
-        if i == 0 && fwd.drop_first_route {
-            expected.extend(values_after_first(&h));
+    let mut to_drop = usize::from(fwd.drop_first_route) * (1 + usize::from(fwd.drop_second_route));
+    for h in req.rows(HeaderName::Route) {
+        if to_drop > 0 {
+            let (left, dropped) = values_after_first_n(&h, to_drop);
+            to_drop -= dropped;
+            expected.extend(left);
         } else {
             expected.extend(h.values());
         }
@@ -301,6 +335,9 @@ pub fn check_forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &[u8]) {
     let mut expected: Vec<Vec<u8>> = Vec::new();
     if let Some(rr) = fwd.record_route {
         expected.push([&b"<"[..], rr, b">"].concat());
+        if let Some(rr) = fwd.record_route_in {
+            expected.push([&b"<"[..], rr, b">"].concat());
+        }
     }
     expected.extend(req.values(HeaderName::RecordRoute).map(<[u8]>::to_vec));
     assert_eq!(rrs, expected, "Record-Route values{ctx}");
@@ -611,7 +648,10 @@ pub fn exercise_builders(msg: &Message<'_>, variant: u8) {
         request_uri: (variant & 1 == 1).then_some(&b"sip:dev@127.0.0.1:5071;transport=udp"[..]),
         via: &via,
         record_route: (variant & 2 == 0).then_some(&b"sip:127.0.0.1:5060;lr;sft=abc"[..]),
+        record_route_in: (variant & 128 != 0)
+            .then_some(&b"sip:127.0.0.1:5060;transport=tcp;lr;sft=abc"[..]),
         drop_first_route: variant & 4 != 0,
+        drop_second_route: variant & 64 != 0,
         max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
         fix,
         extra: if variant & 8 == 0 {

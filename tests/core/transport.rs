@@ -200,3 +200,265 @@ fn a_request_too_large_for_udp_goes_over_the_tcp_flow_and_skips_the_udp_device()
         );
     }
 }
+
+// --- Double Record-Route on a transport change (issue 16 point 5, RFC 5658) ---
+
+use sipfork::sip::{parse, HeaderName};
+use sipfork::testing::phone::Behaviour;
+use sipfork::testing::sim::cseq_method;
+
+/// The Record-Route values of `bytes`, top first.
+fn record_routes(bytes: &[u8]) -> Vec<String> {
+    let m = parse(bytes).expect("parses");
+    m.values(HeaderName::RecordRoute)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// The Route values of `bytes`, top first.
+fn routes(bytes: &[u8]) -> Vec<String> {
+    let m = parse(bytes).expect("parses");
+    m.values(HeaderName::Route)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// The route token (`sf` parameter) of a Record-Route or Route value.
+fn token(value: &str) -> &str {
+    let at = value.find(";sf=").expect("our token") + 4;
+    value[at..].trim_end_matches('>')
+}
+
+/// The messages phone `id` received whose first line starts with `start` (a method, or
+/// `SIP/2.0 200`) and whose CSeq method is `cseq`.
+fn received<'a>(w: &'a World, id: PhoneId, start: &str, cseq: &str) -> Vec<&'a [u8]> {
+    w.phone_ref(id)
+        .inbox
+        .iter()
+        .map(|(_, b)| &b[..])
+        .filter(|b| b.starts_with(start.as_bytes()) && cseq_method(b) == cseq)
+        .collect()
+}
+
+/// A UDP caller (1000) and extension 1001 on one TCP device that answers after 100 ms; the call
+/// is answered.
+fn answered_udp_to_tcp(shards: u16, seed: u64) -> (Setup, usize) {
+    let mut s = setup(shards, seed, false);
+    s.w.behave(s.tcp, Behaviour::answer_after(sipfork::time::ms(100)));
+    let call = s.w.call(s.caller, "1001");
+    s.w.run_for(secs(2));
+    assert_eq!(
+        s.w.phone_ref(s.caller).outgoing[call].dialogs.len(),
+        1,
+        "{}",
+        s.w.dump()
+    );
+    (s, call)
+}
+
+#[test]
+fn udp_to_tcp_writes_two_record_routes_top_one_for_tcp_and_the_2xx_carries_both() {
+    for shards in [1, 2] {
+        let (s, _) = answered_udp_to_tcp(shards, 171);
+        let invite = &s.w.phone_ref(s.tcp).incoming[0].invite;
+        let rr = record_routes(invite);
+        assert_eq!(rr.len(), 2, "{shards} shards: {rr:?}");
+        assert!(
+            rr[0].starts_with("<sip:127.0.0.1:5060;transport=tcp;lr;sf="),
+            "{}",
+            rr[0]
+        );
+        assert!(rr[1].starts_with("<sip:127.0.0.1:5060;lr;sf="), "{}", rr[1]);
+        assert_eq!(token(&rr[0]), token(&rr[1]), "one token for both");
+        // Written as two rows, right below our Via.
+        let text = String::from_utf8_lossy(invite);
+        let rows: Vec<&str> = text.lines().skip(1).take(3).collect();
+        assert!(rows[0].starts_with("Via: SIP/2.0/TCP "), "{rows:?}");
+        assert_eq!(rows[1], format!("Record-Route: {}", rr[0]));
+        assert_eq!(rows[2], format!("Record-Route: {}", rr[1]));
+        // The 2xx reaches the caller with both, in the same order.
+        let ok = received(&s.w, s.caller, "SIP/2.0 200", "INVITE");
+        assert!(!ok.is_empty(), "{}", s.w.dump());
+        assert_eq!(record_routes(ok[0]), rr, "{shards} shards");
+    }
+}
+
+#[test]
+fn the_callees_bye_over_tcp_reaches_the_udp_caller_without_our_routes() {
+    for shards in [1, 2] {
+        let (mut s, _) = answered_udp_to_tcp(shards, 172);
+        // The device's BYE carries both Routes (its route set is the Record-Route list).
+        let rr = record_routes(&s.w.phone_ref(s.tcp).incoming[0].invite);
+        s.w.hang_up_incoming(s.tcp, 0);
+        s.w.run_for(secs(1));
+        let byes = received(&s.w, s.caller, "BYE ", "BYE");
+        assert_eq!(byes.len(), 1, "{shards} shards\n{}", s.w.dump());
+        let bye = byes[0];
+        assert!(
+            routes(bye).iter().all(|r| !r.contains("127.0.0.1:5060")),
+            "no Route of ours: {:?}",
+            routes(bye)
+        );
+        assert!(top_via(bye).starts_with("Via: SIP/2.0/UDP 127.0.0.1:5060;"));
+        assert_eq!(rr.len(), 2);
+        // The caller's answer goes back to the device (the simulated caller answers 481 to a
+        // BYE for a call it placed: the routing is what counts here).
+        assert!(
+            !received(&s.w, s.tcp, "SIP/2.0 ", "BYE").is_empty(),
+            "{}",
+            s.w.dump()
+        );
+        // The dialog ended: once the transactions' timers ran out, nothing of the call is left.
+        s.w.run_for(secs(64));
+        assert_eq!(s.w.proxy_calls(), 0, "the dialog ended: {}", s.w.dump());
+    }
+}
+
+#[test]
+fn the_callers_bye_over_udp_reaches_the_device_over_its_tcp_flow() {
+    for shards in [1, 2] {
+        let (mut s, call) = answered_udp_to_tcp(shards, 173);
+        // The ACK for the 2xx went the same way, both Routes of ours removed.
+        let acks = received(&s.w, s.tcp, "ACK ", "ACK");
+        assert_eq!(acks.len(), 1, "{}", s.w.dump());
+        assert!(routes(acks[0]).is_empty(), "{:?}", routes(acks[0]));
+        assert!(top_via(acks[0]).starts_with("Via: SIP/2.0/TCP 127.0.0.1:5060;"));
+        s.w.hang_up(s.caller, call);
+        s.w.run_for(secs(1));
+        let byes = received(&s.w, s.tcp, "BYE ", "BYE");
+        assert_eq!(byes.len(), 1, "{shards} shards\n{}", s.w.dump());
+        assert!(routes(byes[0]).is_empty(), "{:?}", routes(byes[0]));
+        assert!(top_via(byes[0]).starts_with("Via: SIP/2.0/TCP 127.0.0.1:5060;"));
+        assert!(s.w.phone_ref(s.tcp).incoming[0].bye);
+        assert!(
+            s.w.phone_ref(s.caller).outgoing[call].dialogs[0].bye_done,
+            "{}",
+            s.w.dump()
+        );
+    }
+}
+
+#[test]
+fn the_same_transport_on_both_sides_keeps_one_record_route() {
+    for shards in [1, 2] {
+        // UDP to UDP.
+        let mut s = setup(shards, 174, true);
+        s.w.close_flow(s.tcp);
+        s.w.call(s.caller, "1001");
+        s.w.run_for(secs(1));
+        let rr = record_routes(&s.w.phone_ref(s.udp).incoming[0].invite);
+        assert_eq!(rr.len(), 1, "{rr:?}");
+        assert!(rr[0].starts_with("<sip:127.0.0.1:5060;lr;sf="), "{}", rr[0]);
+        // TCP to TCP.
+        let mut s = setup(shards, 175, false);
+        s.w.connect(s.caller, Transport::Tcp);
+        s.w.call(s.caller, "1001");
+        s.w.run_for(secs(1));
+        let rr = record_routes(&s.w.phone_ref(s.tcp).incoming[0].invite);
+        assert_eq!(rr.len(), 1, "{rr:?}");
+        assert!(rr[0].starts_with("<sip:127.0.0.1:5060;lr;sf="), "{}", rr[0]);
+    }
+}
+
+#[test]
+fn a_tcp_caller_forking_to_tcp_and_udp_devices_gets_one_or_two_record_routes_per_branch() {
+    for shards in [1, 2] {
+        let mut s = setup(shards, 176, true);
+        s.w.connect(s.caller, Transport::Tcp);
+        s.w.call(s.caller, "1001");
+        s.w.run_for(secs(1));
+        let tcp = record_routes(&s.w.phone_ref(s.tcp).incoming[0].invite);
+        let udp = record_routes(&s.w.phone_ref(s.udp).incoming[0].invite);
+        assert_eq!(tcp.len(), 1, "{tcp:?}");
+        assert_eq!(udp.len(), 2, "{udp:?}");
+        assert!(
+            udp[0].starts_with("<sip:127.0.0.1:5060;lr;sf="),
+            "{}",
+            udp[0]
+        );
+        assert!(
+            udp[1].starts_with("<sip:127.0.0.1:5060;transport=tcp;lr;sf="),
+            "{}",
+            udp[1]
+        );
+        assert_eq!(token(&udp[0]), token(&tcp[0]));
+        assert_eq!(token(&udp[1]), token(&tcp[0]));
+    }
+}
+
+#[test]
+fn a_forged_in_dialog_request_naming_our_two_entries_reaches_nobody() {
+    for shards in [1, 2] {
+        let (mut s, _) = answered_udp_to_tcp(shards, 177);
+        let invite = s.w.phone_ref(s.tcp).incoming[0].invite.clone();
+        let rr = record_routes(&invite);
+        let m = parse(&invite).expect("parses");
+        let call_id = String::from_utf8_lossy(m.call_id().expect("Call-ID")).into_owned();
+        let from =
+            String::from_utf8_lossy(m.first_value(HeaderName::From).expect("From")).into_owned();
+        let to = String::from_utf8_lossy(m.first_value(HeaderName::To).expect("To")).into_owned();
+        let good = token(&rr[0]).to_string();
+        let bad = "0000.1.1.0123456789abcdef";
+        let dev = s.w.phone_ref(s.tcp).addr;
+        // Both entries forged; and a forged first entry with the real token second (the token
+        // is checked on the first).
+        for (i, (first, second)) in [(bad, bad), (bad, good.as_str())].into_iter().enumerate() {
+            let bye = format!(
+                "BYE sip:1000@127.0.0.1:5071 SIP/2.0\r\n\
+                 Via: SIP/2.0/TCP {dev};branch=z9hG4bKforged{i}\r\n\
+                 Route: <sip:127.0.0.1:5060;transport=tcp;lr;sf={first}>, \
+                 <sip:127.0.0.1:5060;lr;sf={second}>\r\n\
+                 Max-Forwards: 70\r\nFrom: {to};tag=forged\r\nTo: {from}\r\n\
+                 Call-ID: {call_id}\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
+            );
+            let sent_before = s.w.log.len();
+            s.w.send_raw(s.tcp, bye.as_bytes());
+            s.w.run_for(secs(1));
+            let caller = s.w.phone_ref(s.caller).addr;
+            assert!(
+                s.w.log[sent_before..].iter().all(|t| t.to != caller),
+                "{shards} shards, case {i}\n{}",
+                s.w.dump()
+            );
+            assert!(received(&s.w, s.caller, "BYE ", "BYE").is_empty());
+            let answers = received(&s.w, s.tcp, "SIP/2.0 481", "BYE");
+            assert_eq!(answers.len(), i + 1, "{}", s.w.dump());
+        }
+        // The real dialog is untouched: the caller's BYE still ends it.
+        assert_eq!(s.w.phone_ref(s.caller).outgoing[0].dialogs.len(), 1);
+    }
+}
+
+#[test]
+fn the_stream_sides_entry_names_the_tcp_listeners_port_and_its_routes_are_ours() {
+    for shards in [1, 2] {
+        let cfg = config(shards).replace(
+            "listen = \"127.0.0.1:5060\"",
+            "listen = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5070\"]",
+        );
+        assert!(cfg.contains("tcp:127.0.0.1:5070"));
+        let mut w = World::new(&cfg, shards, 178);
+        let caller = w.add_phone("caller", "1000", 5071);
+        let tcp = w.add_phone("tcp-dev", "1001", 5072);
+        w.connect(tcp, Transport::Tcp);
+        w.register(tcp, 300);
+        w.behave(tcp, Behaviour::answer_after(sipfork::time::ms(100)));
+        let call = w.call(caller, "1001");
+        w.run_for(secs(2));
+        assert_eq!(w.phone_ref(caller).outgoing[call].dialogs.len(), 1);
+        let rr = record_routes(&w.phone_ref(tcp).incoming[0].invite);
+        assert_eq!(rr.len(), 2, "{rr:?}");
+        assert!(
+            rr[0].starts_with("<sip:127.0.0.1:5070;transport=tcp;lr;sf="),
+            "{}",
+            rr[0]
+        );
+        assert!(rr[1].starts_with("<sip:127.0.0.1:5060;lr;sf="), "{}", rr[1]);
+        // The device's BYE names the TCP listener first: both entries are recognised as ours.
+        w.hang_up_incoming(tcp, 0);
+        w.run_for(secs(1));
+        let byes = received(&w, caller, "BYE ", "BYE");
+        assert_eq!(byes.len(), 1, "{shards} shards\n{}", w.dump());
+        assert!(routes(byes[0]).is_empty(), "{:?}", routes(byes[0]));
+    }
+}

@@ -365,6 +365,8 @@ impl Proxy {
             .digest(&[b"ack", e.top_via.branch.unwrap_or_default(), e.call_id]);
         push_hex(via, d as u64);
         let fix = ViaFix::for_source(&e.top_via, from);
+        let drop_second_route =
+            crate::core::transport::record_route::second_route_pairs_first(cx, req);
         cx.out.push_with(dest, |buf| {
             build::forward_request(
                 req,
@@ -372,7 +374,9 @@ impl Proxy {
                     request_uri: None,
                     via,
                     record_route: None,
+                    record_route_in: None,
                     drop_first_route: true,
+                    drop_second_route,
                     max_forwards: mf,
                     fix,
                     extra: b"",

@@ -591,6 +591,9 @@ impl Proxy {
         let shared = Shared {
             record_route: (!rr.is_empty()).then_some(&rr[..]),
             drop_first_route: first_route_is_us(cx, req),
+            drop_second_route: crate::core::transport::record_route::second_route_pairs_first(
+                cx, req,
+            ),
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
             strip_identity: call.strip_identity,
             extra: &extra,
@@ -799,7 +802,11 @@ fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
 pub fn uri_is_us(cx: &Cx<'_>, uri: &SipUri<'_>) -> bool {
     let port = uri.port.unwrap_or(5060);
     match uri.host.ip() {
-        Some(ip) => ip == cx.env.local.ip() && port == cx.env.local.port(),
+        Some(ip) => {
+            ip == cx.env.local.ip()
+                && (port == cx.env.local.port()
+                    || crate::core::transport::record_route::is_our_stream_port(cx, port))
+        }
         None => cx.cfg.is_local_domain(uri.host_raw, uri.port),
     }
 }
@@ -854,6 +861,7 @@ pub const MAX_UDP_REQUEST: usize = 1300;
 struct Shared<'a> {
     record_route: Option<&'a [u8]>,
     drop_first_route: bool,
+    drop_second_route: bool,
     max_forwards: u8,
     strip_identity: bool,
     extra: &'a [u8],
@@ -876,11 +884,24 @@ fn start_branch(
         .call_id()
         .ok()
         .and_then(|cid| crate::core::cluster::mark_uri(cx, &target.uri, target.dest, cid, via));
+    // A transport change: two Record-Routes, each naming us on its side (RFC 5658).
+    let double = shared.record_route.and_then(|rr| {
+        let incoming = cx.flows.transport_to(call.upstream);
+        let outgoing = cx.flows.transport_to(target.dest);
+        crate::core::transport::record_route::double(rr, incoming, outgoing, |t| {
+            crate::core::transport::record_route::port_for(cx, t)
+        })
+    });
     let fwd = Forward {
         request_uri: Some(marked.as_deref().unwrap_or(&target.uri)),
         via,
-        record_route: shared.record_route,
+        record_route: match &double {
+            Some((top, _)) => Some(top),
+            None => shared.record_route,
+        },
+        record_route_in: double.as_ref().map(|(_, below)| &below[..]),
         drop_first_route: shared.drop_first_route,
+        drop_second_route: shared.drop_second_route,
         max_forwards: shared.max_forwards,
         fix: call.fix,
         extra: shared.extra,

@@ -1,0 +1,205 @@
+//! Double Record-Route on a transport change (RFC 5658).
+//!
+//! A request that arrives on one transport and leaves on another gets two Record-Route entries
+//! from sipfork: the top one (read by the callee side) names our address on the outgoing
+//! transport, the one below it (read by the caller side, which reverses the list) names it on
+//! the incoming one. Both carry the same route token. A UDP side's entry has no `transport`
+//! parameter (its bytes are those of the single entry written when nothing changes); a stream
+//! side's has `;transport=tcp` or `;transport=tls`, so the peer's in-dialog requests come back
+//! over a stream (RFC 3263 would pick UDP for a bare `sip:` URI with an IP literal).
+//!
+//! In-dialog requests then carry our two entries on top of their Route set: both go (loose
+//! routing, RFC 5658 §3.3), after the first one's token was checked; the second is recognised
+//! as ours by naming us with the same token (a spiral through sipfork carries another call's
+//! token there, and keeps its entry).
+//!
+//! Sans-IO: byte builders and a check on a parsed message.
+
+use super::Transport;
+use crate::core::context::Cx;
+use crate::core::proxy::uri_is_us;
+use crate::core::route::ROUTE_TOKEN_PARAM;
+use crate::sip::{Message, SipUri};
+
+/// The `transport` URI parameter naming `t` (none for UDP, the default of a `sip:` URI).
+fn transport_param(t: Transport) -> &'static [u8] {
+    match t {
+        Transport::Udp => b"",
+        Transport::Tcp => b";transport=tcp",
+        Transport::Tls => b";transport=tls",
+    }
+}
+
+/// The port our entry names for the side reached over `t`: that of the `tcp:`/`tls:` listener
+/// when one is configured (TLS usually listens on 5061), else our own address's.
+pub fn port_for(cx: &Cx<'_>, t: Transport) -> u16 {
+    let listener = cx.cfg.server.listeners.iter().find(|l| l.transport == t);
+    match (t, listener) {
+        (Transport::Tcp | Transport::Tls, Some(l)) => l.addr.port(),
+        _ => cx.env.local.port(),
+    }
+}
+
+/// Whether `port` (on our address) is that of one of our TCP or TLS listeners, which our
+/// Record-Route entries for a stream side name.
+pub fn is_our_stream_port(cx: &Cx<'_>, port: u16) -> bool {
+    cx.cfg
+        .server
+        .listeners
+        .iter()
+        .any(|l| l.transport.is_stream() && l.addr.port() == port)
+}
+
+/// Appends our Record-Route URI `rr` (`sip:host:port;lr;...`, as written when the transport does
+/// not change) for the side reached over `t` on `port`: that port instead of the one in `rr`,
+/// and the `transport` parameter right after them.
+pub fn push_for_transport(rr: &[u8], t: Transport, port: u16, out: &mut Vec<u8>) {
+    let at = memchr::memchr(b';', rr).unwrap_or(rr.len());
+    let hostport = &rr[..at];
+    // `sip:host:port`, the host an IP literal (IPv6 in brackets): the port follows the last ':'.
+    match memchr::memrchr(b':', hostport) {
+        Some(colon) if colon > 3 && !hostport.ends_with(b"]") => {
+            out.extend_from_slice(&hostport[..=colon]);
+            out.extend_from_slice(port.to_string().as_bytes());
+        }
+        _ => out.extend_from_slice(hostport),
+    }
+    out.extend_from_slice(transport_param(t));
+    out.extend_from_slice(&rr[at..]);
+}
+
+/// The two Record-Route URIs of a request that came in over `incoming` and leaves over
+/// `outgoing` (top first), or `None` when the transports are equal (one entry, `rr` itself);
+/// `port` says which port each side's entry names ([`port_for`]).
+pub fn double(
+    rr: &[u8],
+    incoming: Transport,
+    outgoing: Transport,
+    port: impl Fn(Transport) -> u16,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    if incoming == outgoing {
+        return None;
+    }
+    let mut top = Vec::with_capacity(rr.len() + 16);
+    push_for_transport(rr, outgoing, port(outgoing), &mut top);
+    let mut below = Vec::with_capacity(rr.len() + 16);
+    push_for_transport(rr, incoming, port(incoming), &mut below);
+    Some((top, below))
+}
+
+/// The route token of a SIP URI that names us, if it has one.
+fn our_token<'b>(cx: &Cx<'_>, uri: &SipUri<'b>) -> Option<&'b [u8]> {
+    let token = uri.param(ROUTE_TOKEN_PARAM)??;
+    uri_is_us(cx, uri).then_some(token)
+}
+
+/// Whether the second Route value of `req` is our other entry of a double Record-Route: it
+/// names us with the same route token as the first, which names us too. (Whether that token
+/// verifies is checked once, on the first value, by the in-dialog code.)
+pub fn second_route_pairs_first(cx: &Cx<'_>, req: &Message<'_>) -> bool {
+    let mut routes = req.routes();
+    let (Some(Ok(first)), Some(Ok(second))) = (routes.next(), routes.next()) else {
+        return false;
+    };
+    let (Some(first), Some(second)) = (first.uri.as_sip(), second.uri.as_sip()) else {
+        return false;
+    };
+    match (our_token(cx, first), our_token(cx, second)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RR: &[u8] = b"sip:127.0.0.1:5060;lr;sf=abc";
+
+    fn text(b: &[u8]) -> &str {
+        std::str::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn the_transport_parameter_goes_after_the_host_and_port() {
+        let mut out = Vec::new();
+        push_for_transport(RR, Transport::Tcp, 5060, &mut out);
+        assert_eq!(text(&out), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
+        out.clear();
+        push_for_transport(RR, Transport::Tls, 5061, &mut out);
+        assert_eq!(text(&out), "sip:127.0.0.1:5061;transport=tls;lr;sf=abc");
+        out.clear();
+        push_for_transport(RR, Transport::Udp, 5060, &mut out);
+        assert_eq!(out, RR);
+        out.clear();
+        push_for_transport(b"sip:[::1]:5060;lr", Transport::Tcp, 5070, &mut out);
+        assert_eq!(text(&out), "sip:[::1]:5070;transport=tcp;lr");
+    }
+
+    #[test]
+    fn two_entries_only_on_a_change_top_one_for_the_outgoing_side() {
+        let ports = |t| if t == Transport::Tls { 5061 } else { 5060 };
+        assert!(double(RR, Transport::Tcp, Transport::Tcp, ports).is_none());
+        assert!(double(RR, Transport::Udp, Transport::Udp, ports).is_none());
+        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, ports).unwrap();
+        assert_eq!(text(&top), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
+        assert_eq!(below, RR);
+        let (top, below) = double(RR, Transport::Tls, Transport::Udp, ports).unwrap();
+        assert_eq!(top, RR);
+        assert_eq!(text(&below), "sip:127.0.0.1:5061;transport=tls;lr;sf=abc");
+    }
+
+    /// `forward_request` writes both entries below our Via and drops our two Routes, whether
+    /// they share a row or not, keeping the rest of the route set.
+    #[test]
+    fn the_builder_writes_two_entries_and_drops_two_route_values() {
+        use crate::sip::build::{forward_request, Forward, ViaFix};
+        let head = "BYE sip:a@127.0.0.1:5071 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK1\r\n";
+        let tail = "From: <sip:b@x>;tag=1\r\nTo: <sip:a@x>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, |_| 5060).unwrap();
+        let ours = "<sip:127.0.0.1:5060;transport=tcp;lr;sf=abc>, <sip:127.0.0.1:5060;lr;sf=abc>";
+        let cases = [
+            (format!("Route: {ours}, <sip:p@127.0.0.9;lr>\r\n"), "Route: <sip:p@127.0.0.9;lr>\r\n"),
+            (format!("Route: {ours}\r\nRoute: <sip:p@127.0.0.9;lr>\r\n"), "Route: <sip:p@127.0.0.9;lr>\r\n"),
+            (
+                "Route: <sip:127.0.0.1:5060;transport=tcp;lr;sf=abc>\r\nRoute: <sip:127.0.0.1:5060;lr;sf=abc>, <sip:p@127.0.0.9;lr>\r\n".to_string(),
+                "Route: <sip:p@127.0.0.9;lr>\r\n",
+            ),
+            (format!("Route: {ours}\r\n"), ""),
+        ];
+        for (route, left) in cases {
+            let req = format!("{head}{route}{tail}");
+            let msg = crate::sip::parse(req.as_bytes()).unwrap();
+            let fwd = Forward {
+                request_uri: None,
+                via: b"SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKsf",
+                record_route: Some(&top),
+                record_route_in: Some(&below),
+                drop_first_route: true,
+                drop_second_route: true,
+                max_forwards: 69,
+                fix: ViaFix::default(),
+                extra: b"",
+                strip_identity: false,
+                consume_realm: None,
+            };
+            let mut out = Vec::new();
+            forward_request(&msg, &fwd, &mut out);
+            let out = text(&out);
+            assert!(
+                out.starts_with(
+                    "BYE sip:a@127.0.0.1:5071 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKsf\r\n\
+                     Record-Route: <sip:127.0.0.1:5060;transport=tcp;lr;sf=abc>\r\n\
+                     Record-Route: <sip:127.0.0.1:5060;lr;sf=abc>\r\n"
+                ),
+                "{out}"
+            );
+            let routes: String = out
+                .lines()
+                .filter(|l| l.starts_with("Route:"))
+                .map(|l| format!("{l}\r\n"))
+                .collect();
+            assert_eq!(routes, left, "{route}");
+        }
+    }
+}
