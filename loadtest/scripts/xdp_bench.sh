@@ -53,13 +53,13 @@ for IO in $BACKENDS; do
   PID=$!
   for _ in $(seq 50); do ip netns exec "$P" curl -sf 127.0.0.1:18080/health >/dev/null 2>&1 && break; sleep 0.1; done
   SPID=$(pgrep -P "$PID" -x sipfork || echo "$PID")
-  metric() { ip netns exec "$P" curl -sf 127.0.0.1:18080/metrics | awk -v m="$1" '$1 ~ "^"m"\\{" {s+=$2} END {printf "%d", s}'; }
+  metric() { ip netns exec "$P" curl -sf 127.0.0.1:18080/metrics | awk -v m="$1" '$1 ~ "^"m"\\{" {s+=$2} END {printf "%.0f", s}'; }
   ip netns exec "$H" timeout $((DUR + 60)) "$LT" run --preset fork3 --rate "$RATE" --duration "$DUR" \
     --target "$TARGET" --local-ip 10.215.0.2 --proxy-pid "$SPID" --quiet --label "$IO" --out "$OUT" > "$OUT/$IO.harness.log" 2>&1 || echo "$IO: harness failed (see $OUT/$IO.harness.log)"
   DG=$(( $(metric sipfork_io_rx_datagrams_total) + $(metric sipfork_io_tx_datagrams_total) ))
   XDPRX=$(metric sipfork_io_xdp_rx_total)
   # The proxy's whole-life CPU (ns, every thread), for CPU per datagram over the whole run.
-  CPU_NS=$(cat /proc/"$SPID"/task/*/schedstat | awk '{s+=$1} END {printf "%d", s}')
+  CPU_NS=$(cat /proc/"$SPID"/task/*/schedstat | awk '{s+=$1} END {printf "%.0f", s}')
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
   row "$OUT/$IO.json" "$IO" "$DG" "$XDPRX" "$CPU_NS"
 done
@@ -74,10 +74,10 @@ for IO in $BACKENDS; do
   SPID=$(pgrep -P "$PID" -x sipfork-load || echo "$PID")
   ip netns exec "$H" timeout $((DUR + 60)) "$LT" run --reflector --preset fork3 --rate "$RATE" --duration "$DUR" \
     --target "$TARGET" --local-ip 10.215.0.2 --proxy-pid "$SPID" --quiet --label "$L" --out "$OUT" > "$OUT/$L.harness.log" 2>&1 || echo "$L: harness failed (see $OUT/$L.harness.log)"
-  CPU_NS=$(cat /proc/"$SPID"/task/*/schedstat | awk '{s+=$1} END {printf "%d", s}')
+  CPU_NS=$(cat /proc/"$SPID"/task/*/schedstat | awk '{s+=$1} END {printf "%.0f", s}')
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
   # The reflector's DONE lines (one per shard): received + sent, and what came through AF_XDP.
-  count() { awk -v f="$1" '/^DONE /{for(i=1;i<=NF;i++){split($i,kv,"="); if(kv[1]==f) s+=kv[2]}} END {printf "%d", s}' "$OUT/$L.reflector.log"; }
+  count() { awk -v f="$1" '/^DONE /{for(i=1;i<=NF;i++){split($i,kv,"="); if(kv[1]==f) s+=kv[2]}} END {printf "%.0f", s}' "$OUT/$L.reflector.log"; }
   row "$OUT/$L.json" "$L" $(( $(count received) + $(count sent) )) "$(count xdp_rx)" "$CPU_NS"
 done
 echo "results: $OUT"
