@@ -35,7 +35,10 @@ NS=soak$$ CG="" DATA=$OUT/data
 cleanup_soak() {
   cleanup
   ip netns del $NS 2>/dev/null || true
-  [[ -n $CG ]] && rmdir "$CG" 2>/dev/null || true
+  # The stopped proxy leaves the cgroup only once it has exited: retry for a few seconds.
+  if [[ -n $CG ]]; then
+    for _ in $(seq 50); do rmdir "$CG" 2>/dev/null && break; sleep 0.1; done
+  fi
 }
 trap cleanup_soak EXIT
 ip netns add $NS; ip netns exec $NS ip link set lo up
