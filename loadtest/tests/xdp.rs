@@ -281,11 +281,17 @@ fn start_up_names_a_missing_capability_and_too_few_queues() {
     let ns =
         Namespaces::create(&tag, Some(1), "10.214.0", "fd00:5e").expect("namespaces and veth pair");
     let target: SocketAddr = "10.214.0.1:5060".parse().unwrap();
-    let cfg = config_for(target, "10.214.0.2", &ns.dev, "auto");
-    let c = cfg.clone();
+    let c = config_for(target, "10.214.0.2", &ns.dev, "auto");
     let err = in_ns(&ns.proxy, move || {
         start_sipfork(&c).map(|_| ()).unwrap_err()
     });
+    // The failed start's kernel socket may still be closing: the second start uses another port.
+    let cfg = config_for(
+        "10.214.0.1:5062".parse().unwrap(),
+        "10.214.0.2",
+        &ns.dev,
+        "auto",
+    );
     assert!(
         err.contains("has 1 queue(s)") && err.contains("shards = 2"),
         "{err}"
