@@ -33,6 +33,7 @@ pub mod result;
 pub mod runner;
 pub mod scenario;
 pub mod sim;
+pub mod stream;
 pub mod sweep;
 pub mod verdict;
 pub mod wire;

@@ -18,7 +18,7 @@ use sipfork_load::plan::Plan;
 use sipfork_load::reflect::HintReflector;
 use sipfork_load::result::RunResult;
 use sipfork_load::runner::{self, ProxyPids, RunOptions};
-use sipfork_load::scenario::{Arrival, Scenario, PRESETS};
+use sipfork_load::scenario::{Arrival, Scenario, Transport, PRESETS};
 use sipfork_load::sim::{sipfork_config, ProxyOptions};
 
 /// Exit code of an interrupted run (128 + SIGINT).
@@ -77,6 +77,13 @@ enum Command {
 enum ArrivalArg {
     Constant,
     Poisson,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Udp,
+    Tcp,
+    Tls,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -166,6 +173,10 @@ struct ScenarioArgs {
     /// (k mod N)-th address (a cluster: calls to one node, devices on several).
     #[arg(long, value_name = "ADDR[,ADDR]", value_delimiter = ',')]
     register_at: Vec<SocketAddr>,
+    /// What the devices and callers talk to the proxy over: one UDP socket each, or one TCP or
+    /// TLS connection each from its own port (proxy-config: the proxy listens on it too).
+    #[arg(long, value_enum)]
+    transport: Option<TransportArg>,
     /// This is harness instance i of N against one proxy (its own extensions, ports and 1/N of
     /// the rate); `merge` adds the results.
     #[arg(long, value_name = "i/N")]
@@ -202,6 +213,13 @@ impl ScenarioArgs {
         t.ip = self.local_ip.unwrap_or(t.ip);
         if !self.register_at.is_empty() {
             t.registrars.clone_from(&self.register_at);
+        }
+        if let Some(tr) = self.transport {
+            t.transport = match tr {
+                TransportArg::Udp => Transport::Udp,
+                TransportArg::Tcp => Transport::Tcp,
+                TransportArg::Tls => Transport::Tls,
+            };
         }
         s.network.loss = self.loss.unwrap_or(s.network.loss);
         s.expect.single_answer |= self.single_answer;
@@ -281,6 +299,10 @@ struct RunArgs {
     /// Where the JSON lines go (`-`: stdout; default OUT/LABEL.stats.jsonl).
     #[arg(long, value_name = "PATH")]
     stats_file: Option<PathBuf>,
+    /// `--transport tls`: PEM file of the certificate(s) to trust (proxy-config --tls-dir
+    /// writes DIR/cert.pem).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -345,6 +367,11 @@ struct ProxyConfigArgs {
     /// fork = "q-groups".
     #[arg(long)]
     q_groups: bool,
+    /// With `--transport tls`: write a self-signed certificate for the target's IP into
+    /// DIR/cert.pem and DIR/key.pem, named by the config's `[tls]` (the harness's --tls-ca is
+    /// DIR/cert.pem).
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ! {
@@ -441,6 +468,7 @@ fn cmd_run(a: RunArgs, sweep: bool) {
         stats_every: a.stats_every,
         stats_out: a.stats_file.clone(),
         instance,
+        tls_ca: a.tls_ca.clone(),
     };
     runner::on_interrupt();
     if let Some(rates) = ramp {
@@ -694,6 +722,18 @@ fn cmd_proxy_config(a: ProxyConfigArgs) {
         pin_cores: a.pin,
         max_contacts: None,
         algorithms: None,
+        tls: None,
+    };
+    let o = match (s.topology.transport, &a.tls_dir) {
+        (Transport::Tls, Some(dir)) => ProxyOptions {
+            tls: Some(
+                sipfork_load::sim::write_self_signed(dir, a.target.ip())
+                    .unwrap_or_else(|e| fail(e)),
+            ),
+            ..o
+        },
+        (Transport::Tls, None) => fail("proxy-config --transport tls needs --tls-dir DIR"),
+        _ => o,
     };
     let plan = Plan::new(s, a.target, false, 0).unwrap_or_else(|e| fail(e));
     print!("{}", sipfork_config(&plan, &o));

@@ -16,6 +16,7 @@ use sipfork::engine::io::{IoKind, IoOptions};
 use sipfork::engine::{start, Engine, EngineConfig, Pinning};
 
 use crate::agent::{Agent, Roles, Shared};
+use crate::stream::{StreamCounters, StreamThread};
 use crate::cpu;
 use crate::dashboard;
 use crate::plan::Plan;
@@ -71,6 +72,8 @@ pub struct RunOptions {
     pub stats_out: Option<PathBuf>,
     /// `(i, n)`: this is harness instance `i` of `n` against one proxy (`--instance i/N`).
     pub instance: Option<(u32, u32)>,
+    /// `--transport tls`: the PEM file of the certificates the harness trusts (`--tls-ca`).
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -96,6 +99,7 @@ impl RunOptions {
             stats_every: None,
             stats_out: None,
             instance: None,
+            tls_ca: None,
         }
     }
 }
@@ -227,6 +231,19 @@ fn run_id() -> u32 {
     nanos ^ std::process::id().rotate_left(16)
 }
 
+/// One harness thread: the engine's UDP sockets, or the stream driver's connections.
+enum Side {
+    Udp(Engine<Agent>),
+    Stream(StreamThread),
+}
+
+/// What every side of a run shares beyond the plan: the stream transport's TLS configuration
+/// and counters.
+struct Streams {
+    tls: Option<Arc<rustls::ClientConfig>>,
+    counters: Arc<StreamCounters>,
+}
+
 fn engine_for(
     o: &RunOptions,
     plan: &Arc<Plan>,
@@ -234,7 +251,38 @@ fn engine_for(
     epoch: Instant,
     roles: Roles,
     thread: usize,
-) -> Result<Engine<Agent>, String> {
+    streams: &Streams,
+) -> Result<Side, String> {
+    let make = {
+        let (plan, shared, spin) = (Arc::clone(plan), Arc::clone(shared), o.spin);
+        move |clock: &sipfork::engine::clock::Clock| {
+            let offset =
+                (epoch.elapsed().as_micros() as u64).saturating_sub(clock.now().as_micros());
+            let mut agent = Agent::new(Arc::clone(&plan), roles, Arc::clone(&shared), offset);
+            agent.set_spin(spin);
+            agent
+        }
+    };
+    if !plan.scenario.topology.transport.is_udp() {
+        let mut endpoints = Vec::new();
+        if roles.caller {
+            endpoints.extend(plan.callers.iter().map(|&c| (c, plan.target)));
+        }
+        if roles.devices {
+            endpoints.extend(
+                (0..plan.devices.len() as u32).map(|d| (plan.devices[d as usize], plan.registrar(d))),
+            );
+        }
+        let pin = o.pin.as_ref().filter(|c| !c.is_empty()).map(|c| c[thread % c.len()]);
+        return StreamThread::start(
+            endpoints,
+            streams.tls.clone(),
+            Arc::clone(&streams.counters),
+            pin,
+            make,
+        )
+        .map(Side::Stream);
+    }
     let mut listen: Vec<SocketAddr> = Vec::new();
     if roles.caller {
         listen.extend(&plan.callers);
@@ -254,14 +302,9 @@ fn engine_for(
         Some(cpus) if !cpus.is_empty() => Pinning::Cores(vec![cpus[thread % cpus.len()]]),
         _ => Pinning::Off,
     };
-    let (plan, shared, spin) = (Arc::clone(plan), Arc::clone(shared), o.spin);
-    start(config, move |_, clock| {
-        let offset = (epoch.elapsed().as_micros() as u64).saturating_sub(clock.now().as_micros());
-        let mut agent = Agent::new(Arc::clone(&plan), roles, Arc::clone(&shared), offset);
-        agent.set_spin(spin);
-        agent
-    })
-    .map_err(|e| format!("harness sockets: {e}"))
+    start(config, move |_, clock| make(clock))
+        .map(Side::Udp)
+        .map_err(|e| format!("harness sockets: {e}"))
 }
 
 #[derive(Clone, Copy)]
@@ -317,9 +360,23 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
     let started_unix_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
+    let transport = o.scenario.topology.transport;
+    if o.reflect && !transport.is_udp() {
+        return Err("reflector mode runs over UDP only".into());
+    }
+    let streams = Streams {
+        tls: match (transport, &o.tls_ca) {
+            (crate::scenario::Transport::Tls, Some(ca)) => Some(crate::stream::tls_client(ca)?),
+            (crate::scenario::Transport::Tls, None) => {
+                return Err("--transport tls needs --tls-ca FILE (the proxy's CA or certificate)".into())
+            }
+            _ => None,
+        },
+        counters: Arc::new(StreamCounters::default()),
+    };
     let shared = Arc::new(Shared::default());
     let epoch = Instant::now();
-    let engines: Vec<Engine<Agent>> = if o.threads >= 2 {
+    let engines: Vec<Side> = if o.threads >= 2 {
         vec![
             engine_for(
                 &o,
@@ -331,6 +388,7 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
                     devices: true,
                 },
                 0,
+                &streams,
             )?,
             engine_for(
                 &o,
@@ -342,10 +400,19 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
                     devices: false,
                 },
                 1,
+                &streams,
             )?,
         ]
     } else {
-        vec![engine_for(&o, &plan, &shared, epoch, Roles::BOTH, 0)?]
+        vec![engine_for(
+            &o,
+            &plan,
+            &shared,
+            epoch,
+            Roles::BOTH,
+            0,
+            &streams,
+        )?]
     };
     let s = &o.scenario;
     let limit = Duration::from_secs_f64(
@@ -419,7 +486,14 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
     std::thread::sleep(Duration::from_millis(300));
     let mut io_counters = std::collections::BTreeMap::new();
     let mut agents = Vec::new();
-    for engine in engines {
+    for side in engines {
+        let engine = match side {
+            Side::Udp(engine) => engine,
+            Side::Stream(thread) => {
+                agents.push(thread.shutdown()?);
+                continue;
+            }
+        };
         for shard in engine.stats() {
             for (name, v) in sipfork::engine::io::IoStats::NAMES
                 .iter()
@@ -434,6 +508,12 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
                 .shutdown()
                 .map_err(|e| format!("harness shutdown: {e}"))?,
         );
+    }
+    if !transport.is_udp() {
+        for (name, v) in streams.counters.named() {
+            io_counters.insert(name.to_owned(), v);
+        }
+        io_counters.insert(format!("backend_{}", transport.core()), 1);
     }
     let first = first.unwrap_or(last);
     let window = last.at.saturating_duration_since(first.at).as_secs_f64();

@@ -124,6 +124,58 @@ pub struct Topology {
     /// node whose extensions' devices sit on other nodes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registrars: Vec<std::net::SocketAddr>,
+    /// What the devices and callers talk to the proxy over (`--transport`): UDP (a socket per
+    /// device and caller), or one TCP or TLS connection per device and per caller.
+    #[serde(default, skip_serializing_if = "Transport::is_udp")]
+    pub transport: Transport,
+}
+
+/// The harness's transport toward the proxy.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One UDP socket per device and caller.
+    #[default]
+    Udp,
+    /// One TCP connection per device and caller, from its own port.
+    Tcp,
+    /// TLS on such a connection.
+    Tls,
+}
+
+impl Transport {
+    /// Whether this is UDP (for serde's `skip_serializing_if`).
+    pub fn is_udp(&self) -> bool {
+        *self == Transport::Udp
+    }
+
+    /// The Via token (RFC 3261 §18.2.1).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// The URI parameter of a Contact reached over this transport (`;transport=tcp`; none for
+    /// UDP, the default).
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+        }
+    }
+
+    /// sipfork's name for it.
+    pub fn core(self) -> sipfork::core::transport::Transport {
+        match self {
+            Transport::Udp => sipfork::core::transport::Transport::Udp,
+            Transport::Tcp => sipfork::core::transport::Transport::Tcp,
+            Transport::Tls => sipfork::core::transport::Transport::Tls,
+        }
+    }
 }
 
 /// A delay in milliseconds drawn per call.
@@ -512,6 +564,9 @@ impl Scenario {
         }
         if !(0.0..1.0).contains(&self.network.loss) {
             return Err("network.loss must be in [0, 1)".into());
+        }
+        if self.network.loss > 0.0 && !t.transport.is_udp() {
+            return Err("network.loss models UDP: a TCP or TLS stream does not lose messages".into());
         }
         if !(1..=10_000).contains(&self.network.t1_ms) {
             return Err("network.t1_ms must be in 1..=10000".into());

@@ -7,7 +7,8 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use sipfork::time::{Duration, Instant};
 use crate::agent::{Agent, Roles, Shared};
 use crate::plan::{Endpoint, Plan};
 use crate::reflect::{HintReflector, ProxySizes};
+use crate::scenario::Transport;
 
 /// What plays the proxy.
 enum Proxy {
@@ -69,6 +71,24 @@ pub struct ProxyOptions {
     pub max_contacts: Option<u32>,
     /// `[auth] algorithms`, when set (digest only), e.g. `["MD5", "SHA-256"]`.
     pub algorithms: Option<Vec<String>>,
+    /// `[tls] cert` and `key` (a `--transport tls` scenario needs them).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Writes a self-signed certificate for `ip` into `dir/cert.pem` and its key into `dir/key.pem`
+/// (created if missing); returns both paths, absolute.
+pub fn write_self_signed(dir: &Path, ip: IpAddr) -> Result<(PathBuf, PathBuf), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let generated = rcgen::generate_simple_self_signed(vec![ip.to_string()])
+        .map_err(|e| format!("certificate: {e}"))?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
+    std::fs::write(&key, generated.key_pair.serialize_pem())
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    Ok((cert, key))
 }
 
 /// A sipfork configuration serving `plan`'s extensions on its target address.
@@ -87,15 +107,34 @@ pub fn sipfork_config(plan: &Plan, o: &ProxyOptions) -> String {
     if let Some(cpus) = &o.pin_cores {
         server.push_str(&format!("pin_cores = {cpus:?}\n"));
     }
+    let listen = match t.transport {
+        Transport::Udp => format!("\"{}\"", plan.target),
+        tr => format!("[\"udp:{0}\", \"{tr}:{0}\"]", plan.target, tr = tr.core()),
+    };
+    // One address plays every device and caller: a connection each, and a caller's connection
+    // carries every call it places.
+    let mut streams = String::new();
+    if !t.transport.is_udp() {
+        streams.push_str(
+            "[tcp]\nmax_connections_per_source = 1000000\nmax_messages_per_second = 10000000\n",
+        );
+    }
+    if let Some((cert, key)) = &o.tls {
+        streams.push_str(&format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ));
+    }
     format!(
-        "[server]\nlisten = \"{listen}\"\ndomain = \"{domain}\"\nshards = {shards}\n{server}\
+        "[server]\nlisten = {listen}\ndomain = \"{domain}\"\nshards = {shards}\n{server}\
          [registrar]\nmin_expires = 10\nmax_contacts = {contacts}\n\
          [auth]\nmode = \"{auth}\"\n{algorithms}\
          [proxy]\nfork = \"{fork}\"\nsingle_answer = {single}\n\
          # One address plays every phone and caller: the per-source limit would take it for a flood.\n\
          [overload]\nrate_limit = 0\n\
+         {streams}\
          [[extensions]]\nnumbers = \"{first:0digits$}-{last:0digits$}\"\n{password}",
-        listen = plan.target,
         domain = plan.domain,
         shards = o.shards.max(1),
         contacts = o.max_contacts.unwrap_or(t.devices + 2),

@@ -124,6 +124,19 @@ pub fn push_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     sipfork::sip::build::push_hostport(out, addr);
 }
 
+/// Appends the Via's `SIP/2.0/UDP ` (or `TCP`, `TLS`: the run's transport).
+pub fn push_via_proto(out: &mut Vec<u8>, plan: &Plan) {
+    out.extend_from_slice(b"SIP/2.0/");
+    out.extend_from_slice(plan.scenario.topology.transport.via_token().as_bytes());
+    out.push(b' ');
+}
+
+/// Appends a harness Contact's `;transport=tcp` (or `tls`; nothing over UDP): the device is
+/// reached over the connection it registered on, whose local address is the Contact's.
+pub fn push_transport_param(out: &mut Vec<u8>, plan: &Plan) {
+    out.extend_from_slice(plan.scenario.topology.transport.uri_param().as_bytes());
+}
+
 /// Appends a branch `z9hG4bK<run>.<tag><n>` (tag: which request of the call).
 pub fn push_branch(out: &mut Vec<u8>, run: u32, tag: &[u8], n: u32, extra: Option<u32>) {
     out.extend_from_slice(b"z9hG4bK");
@@ -164,7 +177,8 @@ fn invite_with(plan: &Plan, c: u32, cseq: u32, auth: Option<&Credentials<'_>>, o
     let number = plan.number(plan.extension_of(c));
     out.extend_from_slice(b"INVITE sip:");
     push_aor(out, number, &plan.domain);
-    out.extend_from_slice(b" SIP/2.0\r\nVia: SIP/2.0/UDP ");
+    out.extend_from_slice(b" SIP/2.0\r\nVia: ");
+    push_via_proto(out, plan);
     push_addr(out, caller);
     out.extend_from_slice(b";branch=");
     push_branch(
@@ -186,6 +200,7 @@ fn invite_with(plan: &Plan, c: u32, cseq: u32, auth: Option<&Credentials<'_>>, o
     push_u32(out, cseq);
     out.extend_from_slice(b" INVITE\r\nContact: <sip:caller@");
     push_addr(out, caller);
+    push_transport_param(out, plan);
     out.extend_from_slice(b">\r\n");
     if let Some(a) = auth {
         push_credentials(out, b"Proxy-Authorization", number, &invite_uri(plan, c), a);
@@ -279,7 +294,8 @@ pub fn register(
     };
     out.extend_from_slice(b"REGISTER ");
     out.extend_from_slice(&register_uri(plan));
-    out.extend_from_slice(b" SIP/2.0\r\nVia: SIP/2.0/UDP ");
+    out.extend_from_slice(b" SIP/2.0\r\nVia: ");
+    push_via_proto(out, plan);
     push_addr(out, addr);
     out.extend_from_slice(b";branch=");
     push_branch(
@@ -307,6 +323,7 @@ pub fn register(
         push_u32(out, number);
         out.push(b'@');
         push_addr(out, addr);
+        push_transport_param(out, plan);
         out.push(b'>');
         if let Some(q) = plan.scenario.device(k).q {
             out.extend_from_slice(format!(";q={q:.1}").as_bytes());

@@ -824,7 +824,8 @@ fn write_in_dialog(
     out: &mut Vec<u8>,
 ) {
     let caller = caller_addr(plan, c);
-    let mut via = b"SIP/2.0/UDP ".to_vec();
+    let mut via = Vec::with_capacity(96);
+    wire::push_via_proto(&mut via, plan);
     wire::push_addr(&mut via, caller);
     via.extend_from_slice(b";branch=");
     wire::push_branch(

@@ -533,6 +533,7 @@ impl DeviceSide {
         build::push_u32(&mut extra, number);
         extra.push(b'@');
         wire::push_addr(&mut extra, me);
+        wire::push_transport_param(&mut extra, &ctx.plan);
         extra.extend_from_slice(b">\r\n");
         let mut tag = Vec::with_capacity(8);
         wire::push_device_tag(&mut tag, k);
