@@ -22,6 +22,11 @@
 #                       a core (the result's cpu.other_pct) is run again, up to RETRIES times; the
 #                       contaminated attempts are kept as LABEL.tryN.*
 #   OUT (loadtest/runs/<stamp>)  SUFFIX (none): appended to every run label
+#   PROFILE (release)   cargo profile of sipfork and the harness (ci: release without LTO)
+#   TRANSPORT (udp)     tcp: devices and caller on TCP connections of their own (sipfork-load
+#                       --transport tcp); sipfork listens on tcp: beside udp:, Kamailio runs
+#                       benches/anchors/kamailio-tcp/kamailio.cfg (the anchor over TCP); labels
+#                       get -tcp. At the end, Kamailio's proxy CPU per call ÷ sipfork's per rate.
 # Every run: a fresh loopback-only network namespace, the proxy on 127.0.0.1:5060, the harness
 # bounded by the preset's duration and drain (it stops by itself), the proxy stopped by PID.
 set -euo pipefail
@@ -32,19 +37,31 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # The Kamailio anchor configuration, vendored in the repository (benches/anchors).
 K=${ANCHORS:-$ROOT/benches/anchors}/kamailio
 PRESET=${PRESET:-fork3}; SHARDS=${SHARDS:-1}; IO=${IO:-uring}; COALESCE_US=${COALESCE_US:-0}
+PROFILE=${PROFILE:-release}
 THREADS=${THREADS:-1}; KAM_CHILDREN=${KAM_CHILDREN:-4}; KAM_SHM=${KAM_SHM:-2048}
 QUIET_BUSY=${QUIET_BUSY:-20}; QUIET_WAIT=${QUIET_WAIT:-600}
 MAX_OTHER=${MAX_OTHER:-15}; RETRIES=${RETRIES:-2}
 OUT=${OUT:-$ROOT/loadtest/runs/$(date +%Y%m%d_%H%M%S)}
 mkdir -p "$OUT"
-(cd "$ROOT" && cargo build --release --quiet -p sipfork -p sipfork-load)
-SF=$ROOT/target/release/sipfork
-LT=$ROOT/target/release/sipfork-load
+(cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p sipfork -p sipfork-load)
+SF=$ROOT/target/$PROFILE/sipfork
+LT=$ROOT/target/$PROFILE/sipfork-load
 
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-kamailio_dir() {  # the anchor Kamailio, or a copy of it that challenges REGISTERs
+TRANSPORT=${TRANSPORT:-udp}
+[[ $TRANSPORT == udp || $TRANSPORT == tcp ]] || { echo "TRANSPORT: udp or tcp" >&2; exit 2; }
+TSUFFIX=""; [[ $TRANSPORT == tcp ]] && TSUFFIX=-tcp
+
+kamailio_dir() {  # the anchor Kamailio, a copy of it that challenges REGISTERs, or its TCP one
+  if [[ $TRANSPORT == tcp ]]; then
+    [[ $1 == *-digest ]] && { echo "TRANSPORT=tcp: no digest Kamailio" >&2; return 1; }
+    local d=$OUT/kamailio-tcp
+    mkdir -p "$d"
+    cp "$K/start_kamailio.sh" "$K/stop_kamailio.sh" "$K-tcp/kamailio.cfg" "$d/"
+    echo "$d"; return
+  fi
   [[ $1 == *-digest ]] || { echo "$K"; return; }
   local d=$OUT/kamailio-digest
   mkdir -p "$d"
@@ -57,7 +74,7 @@ kamailio_dir() {  # the anchor Kamailio, or a copy of it that challenges REGISTE
 }
 
 run_one() {
-  local target=$1 rate=$2 kd="" ns=lt$$ label="$target-$PRESET-r$rate${SUFFIX:-}" pid="" name="" reflect=()
+  local target=$1 rate=$2 kd="" ns=lt$$ label="$target-$PRESET$TSUFFIX-r$rate${SUFFIX:-}" pid="" name="" reflect=()
   wait_quiet "$QUIET_BUSY" "$QUIET_WAIT"
   ip netns add $ns; ip netns exec $ns ip link set lo up
   case $target in
@@ -67,9 +84,10 @@ run_one() {
       [[ $PRESET == serial ]] && pcfg+=(--q-groups)
       [[ $PRESET == *digest* ]] && pcfg+=(--digest)
       [[ -n ${PROXY_ARGS:-} ]] && pcfg+=($PROXY_ARGS)
+      pcfg+=(--transport "$TRANSPORT")
       "$LT" proxy-config --preset "$PRESET" "${pcfg[@]}" > "$OUT/$label.sipfork.toml"
       ip netns exec $ns "$SF" --config "$OUT/$label.sipfork.toml" > "$OUT/$label.proxy.log" 2>&1 &
-      pid=$!; name="sipfork shards=$SHARDS io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}"
+      pid=$!; name="sipfork${TSUFFIX:+ tcp} shards=$SHARDS io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}"
       sleep 0.5 ;;
     kamailio|kamailio-tlsf|kamailio-digest|kamailio-tlsf-digest)
       local mgr="" tag=""; [[ $target == *tlsf* ]] && mgr=tlsf
@@ -77,6 +95,7 @@ run_one() {
       kd=$(kamailio_dir "$target")
       ip netns exec $ns env KAM_CPUS="${PROXY_CPUS:-}" "$kd/start_kamailio.sh" "$KAM_CHILDREN" "$KAM_SHM" $mgr > "$OUT/$label.proxy.log" 2>&1
       pid=$(cat "$kd/run/kamailio.pid")
+      [[ $TRANSPORT == tcp ]] && tag+=" tcp"
       name="kamailio ${mgr:-qm}$tag children=$KAM_CHILDREN shm=${KAM_SHM}MB${PROXY_CPUS:+ cpus=$PROXY_CPUS}" ;;
     reflector)
       local rargs=(--io "$IO" --coalesce-us "$COALESCE_US" --secs 900)
@@ -86,7 +105,7 @@ run_one() {
       sleep 0.5 ;;
     *) echo "unknown target $target" >&2; ip netns del $ns; return 1 ;;
   esac
-  local hargs=(--threads "$THREADS"); [[ -n ${HARNESS_CPUS:-} ]] && hargs+=(--pin "$HARNESS_CPUS")
+  local hargs=(--threads "$THREADS" --transport "$TRANSPORT"); [[ -n ${HARNESS_CPUS:-} ]] && hargs+=(--pin "$HARNESS_CPUS")
   [[ ${SPIN:-0} == 1 ]] && hargs+=(--spin)
   set +e
   ip netns exec $ns "$LT" run --preset "$PRESET" --rate "$rate" --duration "$DUR" "${reflect[@]}" \
@@ -107,7 +126,7 @@ other_pct() {  # cpu.other_pct of a result file (0 when absent)
 echo "runs in $OUT"
 for rate in $RATES; do
   for target in $TARGETS; do
-    label="$target-$PRESET-r$rate${SUFFIX:-}"
+    label="$target-$PRESET$TSUFFIX-r$rate${SUFFIX:-}"
     for try in $(seq 0 "$RETRIES"); do
       echo "== $target $PRESET $rate/s ${DUR}s (attempt $((try + 1)))"
       run_one "$target" "$rate"
@@ -122,5 +141,26 @@ for rate in $RATES; do
     done
   done
 done
+# Kamailio's proxy CPU per call ÷ sipfork's, per rate (the first kamailio* target).
+python3 - "$OUT" "$PRESET$TSUFFIX" "${SUFFIX:-}" $RATES <<'PY'
+import json, os, sys
+out, mid, suffix, rates = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+def load(target, rate):
+    try:
+        return json.load(open(os.path.join(out, f"{target}-{mid}-r{rate}{suffix}.json")))
+    except OSError:
+        return None
+for rate in rates:
+    sf = load("sipfork", rate)
+    for k in ("kamailio", "kamailio-tlsf"):
+        ka = load(k, rate)
+        if sf and ka and sf.get("cpu") and ka.get("cpu"):
+            s, q = sf["cpu"]["proxy_us_per_call"], ka["cpu"]["proxy_us_per_call"]
+            fails = lambda r: (r.get("verdicts") or {}).get("failed", "?")
+            print(f"RATIO rate={rate} sipfork_us_per_call={s:.1f} {k}_us_per_call={q:.1f} "
+                  f"{k}/sipfork={q / s:.2f} sipfork_failed={fails(sf)} {k}_failed={fails(ka)} "
+                  f"sipfork_passed={sf['passed']} {k}_passed={ka['passed']}")
+            break
+PY
 "$LT" compare $(ls "$OUT"/*.json | grep -v '\.try[0-9]*\.json$') -o "$OUT/compare.html" > /dev/null
 echo "comparison: $OUT/compare.html"
