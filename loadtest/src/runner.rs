@@ -16,13 +16,13 @@ use sipfork::engine::io::{IoKind, IoOptions};
 use sipfork::engine::{start, Engine, EngineConfig, Pinning};
 
 use crate::agent::{Agent, Roles, Shared};
-use crate::stream::{StreamCounters, StreamThread};
 use crate::cpu;
 use crate::dashboard;
 use crate::plan::Plan;
 use crate::reflect::ProxySizes;
 use crate::result::{assemble, Context, Cpu, Harness, RunResult};
 use crate::scenario::{Action, Scenario};
+use crate::stream::{StreamCounters, StreamThread};
 
 /// Which processes are the proxy, for its CPU.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -270,10 +270,15 @@ fn engine_for(
         }
         if roles.devices {
             endpoints.extend(
-                (0..plan.devices.len() as u32).map(|d| (plan.devices[d as usize], plan.registrar(d))),
+                (0..plan.devices.len() as u32)
+                    .map(|d| (plan.devices[d as usize], plan.registrar(d))),
             );
         }
-        let pin = o.pin.as_ref().filter(|c| !c.is_empty()).map(|c| c[thread % c.len()]);
+        let pin = o
+            .pin
+            .as_ref()
+            .filter(|c| !c.is_empty())
+            .map(|c| c[thread % c.len()]);
         return StreamThread::start(
             endpoints,
             streams.tls.clone(),
@@ -368,7 +373,9 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
         tls: match (transport, &o.tls_ca) {
             (crate::scenario::Transport::Tls, Some(ca)) => Some(crate::stream::tls_client(ca)?),
             (crate::scenario::Transport::Tls, None) => {
-                return Err("--transport tls needs --tls-ca FILE (the proxy's CA or certificate)".into())
+                return Err(
+                    "--transport tls needs --tls-ca FILE (the proxy's CA or certificate)".into(),
+                )
             }
             _ => None,
         },

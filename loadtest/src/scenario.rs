@@ -566,7 +566,9 @@ impl Scenario {
             return Err("network.loss must be in [0, 1)".into());
         }
         if self.network.loss > 0.0 && !t.transport.is_udp() {
-            return Err("network.loss models UDP: a TCP or TLS stream does not lose messages".into());
+            return Err(
+                "network.loss models UDP: a TCP or TLS stream does not lose messages".into(),
+            );
         }
         if !(1..=10_000).contains(&self.network.t1_ms) {
             return Err("network.t1_ms must be in 1..=10000".into());

@@ -138,8 +138,12 @@ const IN_OUT: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLOUT) as u32;
 /// Connects from `local` to `peer` (bound first, so the proxy sees the plan's address).
 fn connect(local: SocketAddr, peer: SocketAddr) -> Result<TcpStream, String> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(local), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| format!("socket: {e}"))?;
+    let s = Socket::new(
+        Domain::for_address(local),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(|e| format!("socket: {e}"))?;
     // A port of the previous run may still be in TIME_WAIT.
     s.set_reuse_address(true).map_err(|e| e.to_string())?;
     s.bind(&local.into())
@@ -502,10 +506,12 @@ fn run_loop(conns: &mut Conns, clock: &Clock, agent: &mut Agent, stop: &AtomicBo
         conns.drain(agent);
         // Sleep until the agent's next deadline (at most 50 ms, so that a stop is seen), to
         // the microsecond where the kernel has epoll_pwait2 (5.11+), else to the millisecond.
-        let wait = agent.poll_timeout().map_or(StdDuration::from_millis(50), |t| {
-            StdDuration::from_micros(t.saturating_since(clock.now()).as_micros() as u64)
-                .min(StdDuration::from_millis(50))
-        });
+        let wait = agent
+            .poll_timeout()
+            .map_or(StdDuration::from_millis(50), |t| {
+                StdDuration::from_micros(t.saturating_since(clock.now()).as_micros() as u64)
+                    .min(StdDuration::from_millis(50))
+            });
         let n = wait_events(conns.epoll, &mut events, wait, &mut pwait2);
         for ev in events.iter().take(n) {
             let (i, bits) = (ev.u64 as usize, ev.events);
@@ -536,7 +542,8 @@ fn wait_events(
             tv_nsec: wait.subsec_nanos() as libc::c_long,
         };
         // SAFETY: `events` has `max` entries, `ts` is live; a null sigmask leaves the mask alone.
-        let n = unsafe { libc::epoll_pwait2(epoll, events.as_mut_ptr(), max, &ts, std::ptr::null()) };
+        let n =
+            unsafe { libc::epoll_pwait2(epoll, events.as_mut_ptr(), max, &ts, std::ptr::null()) };
         if n >= 0 {
             return n as usize;
         }

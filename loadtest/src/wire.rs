@@ -483,7 +483,7 @@ pub fn read_hint(datagram: &[u8], me: SocketAddr) -> Option<(Origin, Meaning)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Scenario;
+    use crate::scenario::{Scenario, Transport};
     use sipfork::sip;
 
     fn plan() -> Plan {
@@ -551,6 +551,42 @@ mod tests {
             assert_eq!((c.nonce, c.nc), (&b"n0"[..], Some(&b"0000001a"[..])));
             assert_eq!(m.cseq().unwrap().number, 3);
             assert_eq!(m.contacts().count(), 1);
+        }
+    }
+
+    #[test]
+    fn over_tcp_and_tls_the_via_and_contacts_name_the_transport() {
+        let find = |v: &[u8], needle: &str| String::from_utf8_lossy(v).contains(needle);
+        for (t, via, param) in [
+            (Transport::Udp, "Via: SIP/2.0/UDP 127.0.0.1:", ""),
+            (
+                Transport::Tcp,
+                "Via: SIP/2.0/TCP 127.0.0.1:",
+                ";transport=tcp",
+            ),
+            (
+                Transport::Tls,
+                "Via: SIP/2.0/TLS 127.0.0.1:",
+                ";transport=tls",
+            ),
+        ] {
+            let mut p = plan();
+            p.scenario.topology.transport = t;
+            let (mut inv, mut reg) = (Vec::new(), Vec::new());
+            invite(&p, 7, &mut inv);
+            register(&p, 4, 1, false, None, &mut reg);
+            for m in [&inv, &reg] {
+                sip::check_request(&sip::parse(m).unwrap()).unwrap();
+                assert!(find(m, via), "{t:?}: {}", String::from_utf8_lossy(m));
+            }
+            assert!(find(
+                &inv,
+                &format!("Contact: <sip:caller@127.0.0.1:19000{param}>")
+            ));
+            assert!(find(
+                &reg,
+                &format!("Contact: <sip:1001@127.0.0.1:20004{param}>")
+            ));
         }
     }
 

@@ -108,11 +108,18 @@ exit $RC
     assert_eq!((v.calls, v.ok), (300, 300), "{v:#?}");
     let io = &r.harness.io_counters;
     assert_eq!(io.get("backend_tcp"), Some(&1), "{io:?}");
-    assert_eq!(io.get("stream_connected"), Some(&151), "150 devices, 1 caller");
+    assert_eq!(
+        io.get("stream_connected"),
+        Some(&151),
+        "150 devices, 1 caller"
+    );
     assert_eq!(io.get("stream_unsent"), Some(&0), "{io:?}");
     assert_eq!(io.get("stream_closed_by_peer"), Some(&0), "{io:?}");
     // Each call: INVITE, ACK, BYE from the caller, 180 and a final from every device, at least.
     assert!(io["stream_messages_out"] >= 300 * 9, "{io:?}");
-    assert_eq!(r.scenario.topology.transport, sipfork_load::scenario::Transport::Tcp);
+    assert_eq!(
+        r.scenario.topology.transport,
+        sipfork_load::scenario::Transport::Tcp
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -457,6 +457,14 @@ impl DeviceSide {
                     }
                     return;
                 }
+                if ctx.reliable() {
+                    // No timer G over a stream: only timer H's give-up, at 64·T1.
+                    if let Some(t) = dc.final_at.get() {
+                        ctx.timers
+                            .insert(t + t1 * 64, Timer::FinalRetransmit(c, k as u8));
+                    }
+                    return;
+                }
                 dc.retransmitted += 1;
                 dc.interval = (dc.interval * 2).min(t2());
                 let (next, status) = (now + dc.interval, dc.final_status);

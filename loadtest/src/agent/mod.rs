@@ -220,6 +220,13 @@ impl Ctx {
         Duration::from_millis(self.plan.scenario.network.t1_ms)
     }
 
+    /// Whether the run's transport is reliable (TCP, TLS): requests and 2xx are not
+    /// retransmitted (RFC 3261 §17.1.1.2, §17.1.2.2, §13.3.1.4 apply timers A, E and G to
+    /// unreliable transports only).
+    pub fn reliable(&self) -> bool {
+        !self.plan.scenario.topology.transport.is_udp()
+    }
+
     /// Whether scenario loss drops this datagram on `leg`.
     pub fn lose(&mut self, leg: Leg) -> bool {
         self.lossy[leg as usize] && self.loss.chance(self.plan.scenario.network.loss)
@@ -456,6 +463,12 @@ impl Handler for Agent {
         while let Some(timer) = self.ctx.timers.poll_expired(now) {
             match timer {
                 Timer::Tick => self.tick(now),
+                // Timers A and E exist on unreliable transports only.
+                Timer::InviteRetransmit(_)
+                | Timer::CancelRetransmit(_)
+                | Timer::ByeRetransmit(..)
+                | Timer::RegisterRetransmit(_)
+                    if self.ctx.reliable() => {}
                 Timer::InviteRetransmit(_)
                 | Timer::Cancel(_)
                 | Timer::CancelRetransmit(_)
