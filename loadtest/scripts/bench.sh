@@ -141,7 +141,7 @@ for rate in $RATES; do
     done
   done
 done
-# Kamailio's proxy CPU per call ÷ sipfork's, per rate (the first kamailio* target).
+# Kamailio's proxy CPU per call ÷ sipfork's, per rate (each Kamailio allocator run).
 python3 - "$OUT" "$PRESET$TSUFFIX" "${SUFFIX:-}" $RATES <<'PY'
 import json, os, sys
 out, mid, suffix, rates = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
@@ -160,7 +160,6 @@ for rate in rates:
             print(f"RATIO rate={rate} sipfork_us_per_call={s:.1f} {k}_us_per_call={q:.1f} "
                   f"{k}/sipfork={q / s:.2f} sipfork_failed={fails(sf)} {k}_failed={fails(ka)} "
                   f"sipfork_passed={sf['passed']} {k}_passed={ka['passed']}")
-            break
 PY
 "$LT" compare $(ls "$OUT"/*.json | grep -v '\.try[0-9]*\.json$') -o "$OUT/compare.html" > /dev/null
 echo "comparison: $OUT/compare.html"
