@@ -35,6 +35,9 @@
 //! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
 //! - `tcp`: OPTIONS and keep-alives over TCP on the UDP port, oversize and idle connections
 //!   closed and counted, SIPp (`-t t1`) registering over TCP.
+//! - `tls`: a rustls client registering over TLS and forked to beside a UDP device; a renewed
+//!   certificate reaching new connections on SIGHUP while the open one keeps its session; a
+//!   broken renewal refused.
 //! - `xdp`: the `forking` SIPp test unchanged on `io = "xdp"` across a veth pair (native and
 //!   generic mode); `kill -9` and a restart on the same interface; detached on a clean stop.
 //!
@@ -79,6 +82,8 @@ mod sipvicious;
 #[path = "e2e/tcp.rs"]
 mod tcp;
 // The veth-pair namespaces of the load harness's tests, shared rather than copied.
+#[path = "e2e/tls.rs"]
+mod tls;
 #[path = "../loadtest/tests/common/netns.rs"]
 #[allow(dead_code)]
 mod veth;
