@@ -22,6 +22,9 @@
 //!   answers, two are cancelled) at a steady rate with zero failed calls.
 //! - `baresip`: two real phones on one extension both ring; one answers, the other is cancelled
 //!   (in a network namespace of its own).
+//! - `baresip_tls`: baresip registered over TLS (its CA file naming the generated certificate)
+//!   and a UDP baresip of the same extension both ring; the TLS one answers, the UDP one gets
+//!   its CANCEL over UDP (in a network namespace of its own).
 //! - `sipvicious`: SIPVicious `svwar` finds no extension and `svcrack` is blocked before it finds
 //!   the password, while a phone elsewhere still registers (in a network namespace of its own).
 //! - `example`: SIPp (`-au/-ap`, MD5) registers and calls through the shipped
@@ -47,6 +50,8 @@
 mod admin;
 #[path = "e2e/baresip.rs"]
 mod baresip;
+#[path = "e2e/baresip_tls.rs"]
+mod baresip_tls;
 #[path = "e2e/basics.rs"]
 mod basics;
 #[path = "e2e/cli.rs"]
