@@ -108,11 +108,26 @@ pub(crate) fn write_phone_config(dir: &Path, port: u16, tone: &Path, account: &s
     std::fs::write(dir.join("accounts"), format!("{account}\n")).unwrap();
 }
 
-fn account(ext: u32, proxy: &str, answermode: &str) -> String {
+pub(crate) fn account(ext: u32, proxy: &str, answermode: &str) -> String {
     format!(
         "<sip:{ext}@127.0.0.1;transport=udp>;auth_pass=pw-{ext};regint=300;\
          outbound=\"sip:{proxy};transport=udp\";answermode={answermode}"
     )
+}
+
+/// Waits (at most 10 s) until sipfork holds no dialog and ended exactly one.
+pub(crate) fn wait_dialog_ended(app: &Appliance) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.metric_sum("sipfork_proxy_dialogs") != 0
+        || proxy_event(&app.get_ok("/metrics"), "dialog_ended") != 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the dialog did not end in sipfork:\n{}",
+            app.get_ok("/metrics")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `seconds` of a 440 Hz tone, 8 kHz 16-bit mono WAV: `aufile`'s source (`ausine` only does
@@ -303,17 +318,7 @@ fn two_phones_ring_one_answers(app: &Appliance, dir: &Scratch) {
         "terminated",
         "the auto-answer phone after the caller hung up",
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.metric_sum("sipfork_proxy_dialogs") != 0
-        || proxy_event(&app.get_ok("/metrics"), "dialog_ended") != 1
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the dialog did not end in sipfork:\n{}",
-            app.get_ok("/metrics")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_dialog_ended(app);
     for phone in [&mut answers, &mut rings, &mut caller] {
         phone.stop();
     }

@@ -19,7 +19,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::baresip::{enter_namespace, traced, write_phone_config, write_tone, Baresip, Traced};
+use crate::baresip::{
+    account, enter_namespace, traced, wait_dialog_ended, write_phone_config, write_tone, Baresip,
+    Traced,
+};
 use crate::harness::{proxy_event, Appliance, Io, Scratch, Setup};
 use crate::netns;
 use crate::tls::write_certificate;
@@ -61,13 +64,6 @@ fn tls_phone(dir: &Path, port: u16, tone: &Path, ext: u32, proxy: &str, ca: &Pat
     writeln!(config, "sip_cafile {}", ca.display()).unwrap();
 }
 
-fn udp_account(ext: u32, proxy: &str, answermode: &str) -> String {
-    format!(
-        "<sip:{ext}@127.0.0.1;transport=udp>;auth_pass=pw-{ext};regint=300;\
-         outbound=\"sip:{proxy};transport=udp\";answermode={answermode}"
-    )
-}
-
 fn tls_and_udp_phones(app: &Appliance, dir: &Scratch) {
     let (udp_proxy, tls_proxy) = (app.sip.to_string(), app.tls.to_string());
     let (short_tone, long_tone) = (dir.0.join("short.wav"), dir.0.join("long.wav"));
@@ -88,13 +84,13 @@ fn tls_and_udp_phones(app: &Appliance, dir: &Scratch) {
         &udp_dir,
         5120,
         &long_tone,
-        &udp_account(1000, &udp_proxy, "manual"),
+        &account(1000, &udp_proxy, "manual"),
     );
     write_phone_config(
         &caller_dir,
         5130,
         &short_tone,
-        &udp_account(1001, &udp_proxy, "manual"),
+        &account(1001, &udp_proxy, "manual"),
     );
     let mut tls = Baresip::start(&tls_dir, 30, &[]);
     let mut udp = Baresip::start(&udp_dir, 30, &[]);
@@ -127,17 +123,7 @@ fn tls_and_udp_phones(app: &Appliance, dir: &Scratch) {
     caller.wait_for("Call established", "the caller");
     udp.wait_for("SIP/2.0 487", "the UDP phone");
     tls.wait_for("terminated", "the TLS phone after the caller hung up");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.metric_sum("sipfork_proxy_dialogs") != 0
-        || proxy_event(&app.get_ok("/metrics"), "dialog_ended") != 1
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the dialog did not end in sipfork:\n{}",
-            app.get_ok("/metrics")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_dialog_ended(app);
     for phone in [&mut tls, &mut udp, &mut caller] {
         phone.stop();
     }
