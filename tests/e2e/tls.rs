@@ -86,16 +86,24 @@ fn with_contact(response: String, contact: SocketAddr) -> String {
 
 #[test]
 fn tls_device_forked_to_and_certificate_renewed_on_reload() {
-    let dir = Scratch::new("tls-reload");
-    let first = write_certificate(&dir.0);
-    let setup = Setup {
-        shards: 2,
-        persist: false,
-        tls: true,
-        ..Setup::new(Io::Mmsg)
-    };
-    let app = Appliance::start(&dir.0, setup).expect("mmsg always starts");
+    for io in [Io::Mmsg, Io::Uring] {
+        let dir = Scratch::new(&format!("tls-reload-{}", io.metric_name()));
+        let first = write_certificate(&dir.0);
+        let setup = Setup {
+            shards: 2,
+            persist: false,
+            tls: true,
+            ..Setup::new(io)
+        };
+        if let Some(app) = Appliance::start(&dir.0, setup) {
+            fork_and_renew(&app, &dir.0, first);
+        }
+    }
+}
 
+/// A TLS device of 1001 (trusting `first`, the running certificate) and a UDP device are rung;
+/// then the certificate is renewed, and a broken renewal refused.
+fn fork_and_renew(app: &Appliance, dir: &Path, first: CertificateDer<'static>) {
     // The TLS device: the handshake verifies the generated certificate for 127.0.0.1.
     let mut dev = connect(app.tls, &first).expect("handshake with the configured certificate");
     assert_eq!(presented(&dev), first);
@@ -168,7 +176,7 @@ fn tls_device_forked_to_and_certificate_renewed_on_reload() {
     assert!(ack.contains("Via: SIP/2.0/TLS "), "{ack}");
 
     // Renewed files, SIGHUP: applied without a restart.
-    let second = write_certificate(&dir.0);
+    let second = write_certificate(dir);
     assert_ne!(first, second);
     app.signal("HUP");
     assert!(
@@ -182,10 +190,21 @@ fn tls_device_forked_to_and_certificate_renewed_on_reload() {
         let c = connect(app.tls, &second).expect("handshake with the renewed certificate");
         assert_eq!(presented(&c), second);
     }
+    let refused_before = app.metric_sum("sipfork_tcp_closed_tls_total");
     assert!(
         connect(app.tls, &first).is_err(),
         "the old certificate is gone"
     );
+    // The client's alert ends the handshake: closed and counted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.metric_sum("sipfork_tcp_closed_tls_total") <= refused_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            app.get_ok("/metrics")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // The open connection keeps its session: answered and still rung.
     dev.write_all(options(local, app.sip, 7).as_bytes())
         .unwrap();
@@ -212,7 +231,7 @@ fn tls_device_forked_to_and_certificate_renewed_on_reload() {
     assert!(fin.starts_with("SIP/2.0 486"), "{fin}");
 
     // A broken renewal is refused; new connections still get the renewed certificate.
-    std::fs::write(dir.0.join("cert.pem"), "not a certificate\n").unwrap();
+    std::fs::write(dir.join("cert.pem"), "not a certificate\n").unwrap();
     app.signal("HUP");
     assert!(
         app.wait_log("reload refused", 1, Duration::from_secs(10)),
