@@ -275,6 +275,22 @@ pub(crate) fn traced(log: &str) -> Vec<Traced> {
         .collect()
 }
 
+/// The phone whose trace is `msgs` got a CANCEL from `proxy` with `Reason: SIP;cause=200`
+/// (RFC 3326: the call was answered elsewhere).
+pub(crate) fn assert_cancelled_elsewhere(msgs: &[Traced], proxy: &str, all: &str) {
+    let cancel = msgs
+        .iter()
+        .find(|m| m.from == proxy && m.text.starts_with("CANCEL "))
+        .unwrap_or_else(|| panic!("no CANCEL from {proxy} reached the ringing phone:\n{all}"));
+    assert!(
+        cancel
+            .text
+            .contains("\nReason: SIP;cause=200;text=\"Call completed elsewhere\""),
+        "{}",
+        cancel.text
+    );
+}
+
 /// Inside the namespace: two phones register as 1000 through `app`, a third calls 1000 as 1001;
 /// both ring, one answers, the other is cancelled, the caller hangs up.
 fn two_phones_ring_one_answers(app: &Appliance, dir: &Scratch) {
@@ -348,17 +364,7 @@ fn two_phones_ring_one_answers(app: &Appliance, dir: &Scratch) {
     // answered 487 and got sipfork's ACK.
     assert!(sent(&a, "SIP/2.0 200") >= 1, "{all}");
     assert!(!rings_log.contains("Call established"), "{all}");
-    let cancel = r
-        .iter()
-        .find(|m| m.from == proxy && m.text.starts_with("CANCEL "))
-        .unwrap_or_else(|| panic!("no CANCEL reached the ringing phone:\n{all}"));
-    assert!(
-        cancel
-            .text
-            .contains("\nReason: SIP;cause=200;text=\"Call completed elsewhere\""),
-        "{}",
-        cancel.text
-    );
+    assert_cancelled_elsewhere(&r, &proxy, &all);
     assert!(sent(&r, "SIP/2.0 487") >= 1, "{all}");
     assert!(
         r.iter()

@@ -20,8 +20,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::baresip::{
-    account, enter_namespace, traced, wait_dialog_ended, write_phone_config, write_tone, Baresip,
-    Traced,
+    account, assert_cancelled_elsewhere, enter_namespace, traced, wait_dialog_ended,
+    write_phone_config, write_tone, Baresip, Traced,
 };
 use crate::harness::{proxy_event, Appliance, Io, Scratch, Setup};
 use crate::netns;
@@ -163,17 +163,7 @@ fn tls_and_udp_phones(app: &Appliance, dir: &Scratch) {
     assert_eq!(from(&u, &udp_proxy, "INVITE "), 1, "{all}");
     assert!(sent(&u, "SIP/2.0 180") >= 1, "{all}");
     assert!(!udp_log.contains("Call established"), "{all}");
-    let cancel = u
-        .iter()
-        .find(|m| m.from == udp_proxy && m.text.starts_with("CANCEL "))
-        .unwrap_or_else(|| panic!("no CANCEL reached the UDP phone:\n{all}"));
-    assert!(
-        cancel
-            .text
-            .contains("\nReason: SIP;cause=200;text=\"Call completed elsewhere\""),
-        "{}",
-        cancel.text
-    );
+    assert_cancelled_elsewhere(&u, &udp_proxy, &all);
     assert!(sent(&u, "SIP/2.0 487") >= 1, "{all}");
     assert!(from(&u, &udp_proxy, "ACK ") >= 1, "{all}");
 

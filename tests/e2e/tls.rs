@@ -140,15 +140,15 @@ fn fork_and_renew(app: &Appliance, dir: &Path, first: CertificateDer<'static>) {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let caller_addr = caller.local_addr().unwrap();
-    caller
-        .send_to(
-            invite("UDP", caller_addr, app.sip, 1001, 1, 0).as_bytes(),
-            app.sip,
-        )
-        .unwrap();
-    let on_tls = tls_message(&mut dev, &mut pending, "INVITE ");
+    // Call `n` to 1001: the INVITEs that reach the TLS and the UDP device.
+    let call = |n: u32, dev: &mut Tls, pending: &mut Vec<u8>| {
+        let inv = invite("UDP", caller_addr, app.sip, 1001, n, 0);
+        caller.send_to(inv.as_bytes(), app.sip).unwrap();
+        let on_tls = tls_message(dev, pending, "INVITE ");
+        (on_tls, udp_message(&udp_dev, "INVITE "))
+    };
+    let (on_tls, on_udp) = call(1, &mut dev, &mut pending);
     assert!(on_tls.contains("Via: SIP/2.0/TLS "), "{on_tls}");
-    let on_udp = udp_message(&udp_dev, "INVITE ");
     assert!(on_udp.contains("Via: SIP/2.0/UDP "), "{on_udp}");
     // The TLS device rings (a branch is cancelled once it sent a provisional response).
     dev.write_all(answer(&on_tls, "180 Ringing").as_bytes())
@@ -213,15 +213,8 @@ fn fork_and_renew(app: &Appliance, dir: &Path, first: CertificateDer<'static>) {
         ok.starts_with("SIP/2.0 200") && ok.contains("7 OPTIONS"),
         "{ok}"
     );
-    caller
-        .send_to(
-            invite("UDP", caller_addr, app.sip, 1001, 2, 0).as_bytes(),
-            app.sip,
-        )
-        .unwrap();
-    let on_tls = tls_message(&mut dev, &mut pending, "INVITE ");
+    let (on_tls, on_udp) = call(2, &mut dev, &mut pending);
     assert!(on_tls.contains("inv-1001-2@e2e"), "{on_tls}");
-    let on_udp = udp_message(&udp_dev, "INVITE ");
     dev.write_all(answer(&on_tls, "486 Busy Here").as_bytes())
         .unwrap();
     udp_dev
