@@ -52,6 +52,12 @@ pub trait Handler {
     fn handle_note(&mut self, _now: Instant, _from: ShardId, _bytes: &[u8]) {}
     /// Hands the notes for other shards to `send` (once per turn, after the timers).
     fn drain_notes(&mut self, _send: &mut dyn FnMut(ShardId, &[u8])) {}
+    /// A renewed TLS server configuration (a reload's new certificate), asked for after the
+    /// control jobs ran: the shard's TLS listeners give it to the connections they accept from
+    /// then on; open connections keep their session.
+    fn take_tls_renewal(&mut self) -> Option<Arc<rustls::ServerConfig>> {
+        None
+    }
 }
 
 counters! {
@@ -293,6 +299,9 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
         counters.letters += letters as u64;
         if control.has_pending() {
             counters.control_jobs += control.run_pending(&mut handler, now) as u64;
+            if let (Some(s), Some(tls)) = (streams.as_mut(), handler.take_tls_renewal()) {
+                s.renew_tls(tls);
+            }
         }
 
         if handler

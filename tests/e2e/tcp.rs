@@ -21,7 +21,7 @@ fn setup(io: Io) -> Setup {
     s
 }
 
-fn options(local: std::net::SocketAddr, server: std::net::SocketAddr, n: u32) -> String {
+pub(crate) fn options(local: std::net::SocketAddr, server: std::net::SocketAddr, n: u32) -> String {
     format!(
         "OPTIONS sip:{server} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-tcp-{n};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:ping@{local}>;tag=t{n}\r\nTo: <sip:{server}>\r\n\
@@ -184,7 +184,7 @@ fn sipp_registers_over_tcp() {
     assert_eq!(app.metric_sum("sipfork_tcp_accepted_total"), 1);
 }
 
-fn register(local: SocketAddr, server: SocketAddr, ext: u32) -> String {
+pub(crate) fn register(local: SocketAddr, server: SocketAddr, ext: u32) -> String {
     format!(
         "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-reg-{ext};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:{ext}@{server}>;tag=r{ext}\r\nTo: <sip:{ext}@{server}>\r\n\
@@ -193,7 +193,7 @@ fn register(local: SocketAddr, server: SocketAddr, ext: u32) -> String {
     )
 }
 
-fn invite(
+pub(crate) fn invite(
     via: &str,
     local: SocketAddr,
     server: SocketAddr,
@@ -216,7 +216,7 @@ fn invite(
 }
 
 /// Reads one whole message (header block and Content-Length body) from a connection.
-fn read_message(s: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+pub(crate) fn read_message(s: &mut impl Read, pending: &mut Vec<u8>) -> String {
     let mut buf = [0u8; 8192];
     loop {
         if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -248,7 +248,7 @@ fn read_invite(s: &mut TcpStream, pending: &mut Vec<u8>) -> String {
 }
 
 /// The response to `invite` the caller's UDP socket gets that is final (>= 200).
-fn final_over_udp(sock: &UdpSocket) -> String {
+pub(crate) fn final_over_udp(sock: &UdpSocket) -> String {
     let mut buf = [0u8; 65536];
     loop {
         let n = sock.recv(&mut buf).expect("a response over UDP");
@@ -262,7 +262,7 @@ fn final_over_udp(sock: &UdpSocket) -> String {
 
 /// The response to a request with `n` as its header `name` value copied (To tag, Via) for a
 /// device answering `status`.
-fn answer(req: &str, status: &str) -> String {
+pub(crate) fn answer(req: &str, status: &str) -> String {
     let mut out = format!("SIP/2.0 {status}\r\n");
     for l in req.lines() {
         let keep = ["Via:", "v:", "From:", "Call-ID:", "CSeq:", "Record-Route:"];

@@ -276,6 +276,18 @@ impl Streams {
         self.owners = Some((owners, me));
     }
 
+    /// Connections accepted on this shard's TLS listeners from now on get `config` (a renewed
+    /// certificate, handed over by a reload); open connections keep their session.
+    pub fn renew_tls(&mut self, config: Arc<rustls::ServerConfig>) {
+        for tls in self
+            .listeners
+            .iter_mut()
+            .filter_map(|(_, _, tls)| tls.as_mut())
+        {
+            *tls = Arc::clone(&config);
+        }
+    }
+
     /// The connections closed since the last call, with their transports (the engine tells
     /// every shard's handler: bindings over them may live on any shard).
     pub fn take_gone(&mut self) -> Vec<(SocketAddr, Transport)> {
