@@ -36,6 +36,9 @@ pub trait Handler {
     /// A TCP or TLS connection with `peer` closed (on this shard or on another: every shard is
     /// told, since bindings over it may live on any).
     fn flow_closed(&mut self, _now: Instant, _peer: SocketAddr, _transport: Transport) {}
+    /// A connection a shard opened to `peer` for the handler's requests failed before it was
+    /// up (every shard is told: requests of any shard may wait on it).
+    fn flow_failed(&mut self, _now: Instant, _peer: SocketAddr, _transport: Transport) {}
     /// Fires every timer due at `now`.
     fn handle_timeout(&mut self, now: Instant);
     /// The next deadline, if any.
@@ -269,6 +272,16 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
             }) as u64;
             handled += messages;
             counters.datagrams += messages;
+            // Connections this shard opened that failed (in this poll, or in the last turn's
+            // sends, which makes this turn come at once): every shard's requests may wait on one.
+            for (peer, transport) in s.take_failed() {
+                handler.flow_failed(now, peer, transport);
+                for other in (0..mailbox.shards()).map(|k| ShardId(k as u16)) {
+                    if other != id {
+                        mailbox.post(other, LetterKind::FlowFailed(transport), peer, peer, b"");
+                    }
+                }
+            }
         }
 
         let letters = mailbox.receive(MAILBOX_LIMIT_PER_TURN, |letter| match letter.kind {
@@ -283,6 +296,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 None => counters.misrouted += 1,
             },
             LetterKind::FlowClosed(t) => handler.flow_closed(now, letter.from, t),
+            LetterKind::FlowFailed(t) => handler.flow_failed(now, letter.from, t),
         });
         counters.letters += letters as u64;
         if control.has_pending() {
