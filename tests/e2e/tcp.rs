@@ -367,7 +367,8 @@ fn devices_on_tcp_are_called_across_shards_and_not_after_their_connection_closed
 
 // --- Connections sipfork opens itself (issue 16 point 4) ---
 
-const OUTBOUND_TEST: &str = "tcp::a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens";
+const OUTBOUND_TEST: &str =
+    "tcp::a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens";
 
 /// A REGISTER over UDP from `local` whose Contact is `contact`.
 fn register_udp(local: SocketAddr, server: SocketAddr, ext: u32, contact: &str) -> String {
@@ -414,7 +415,10 @@ fn a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens()
         .unwrap();
     let contact = format!("sip:1001@{dev_addr};transport=tcp");
     dev_udp
-        .send_to(register_udp(dev_addr, app.sip, 1001, &contact).as_bytes(), app.sip)
+        .send_to(
+            register_udp(dev_addr, app.sip, 1001, &contact).as_bytes(),
+            app.sip,
+        )
         .unwrap();
     let ok = final_over_udp(&dev_udp);
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
@@ -423,8 +427,11 @@ fn a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens()
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let caller = udp.local_addr().unwrap();
-    udp.send_to(invite("UDP", caller, app.sip, 1001, 1, 0).as_bytes(), app.sip)
-        .unwrap();
+    udp.send_to(
+        invite("UDP", caller, app.sip, 1001, 1, 0).as_bytes(),
+        app.sip,
+    )
+    .unwrap();
     let (mut conn, _) = listener.accept().expect("sipfork connects");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -432,7 +439,11 @@ fn a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens()
     let got = read_invite(&mut conn, &mut pending);
     assert!(got.starts_with(&format!("INVITE {contact} ")), "{got}");
     assert!(got.contains("Via: SIP/2.0/TCP "), "{got}");
-    assert_eq!(got.matches("Record-Route:").count() + got.matches(">, <").count(), 2, "{got}");
+    assert_eq!(
+        got.matches("Record-Route:").count() + got.matches(">, <").count(),
+        2,
+        "{got}"
+    );
     conn.write_all(answer(&got, "486 Busy Here").as_bytes())
         .unwrap();
     let fin = final_over_udp(&udp);
@@ -456,7 +467,8 @@ fn a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens()
     // `nat = auto`, where nothing listens on TCP: refused, the branch ends at once), an INVITE
     // to the third party's URI, and one with a Route to it.
     let evil = UdpSocket::bind("127.0.0.1:0").unwrap();
-    evil.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    evil.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let evil_addr = evil.local_addr().unwrap();
     let third_contact = format!("sip:1002@{third_addr};transport=tcp");
     evil.send_to(
@@ -466,11 +478,18 @@ fn a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens()
     .unwrap();
     assert!(final_over_udp(&evil).starts_with("SIP/2.0 200"));
     let started = Instant::now();
-    udp.send_to(invite("UDP", caller, app.sip, 1002, 3, 0).as_bytes(), app.sip)
-        .unwrap();
+    udp.send_to(
+        invite("UDP", caller, app.sip, 1002, 3, 0).as_bytes(),
+        app.sip,
+    )
+    .unwrap();
     let fin = final_over_udp(&udp);
     assert!(fin.starts_with("SIP/2.0 500"), "{fin}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(wait_metric(&app, "sipfork_tcp_connect_failed_total", 1) >= 1);
     let to_third = invite("UDP", caller, app.sip, 1001, 4, 0).replacen(
         &format!("INVITE sip:1001@{} ", app.sip),
@@ -488,6 +507,9 @@ fn a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens()
         assert!(fin.starts_with("SIP/2.0 4"), "{fin}");
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert!(third.accept().is_err(), "sipfork connected to the third party");
+    assert!(
+        third.accept().is_err(),
+        "sipfork connected to the third party"
+    );
     assert_eq!(app.metric_sum("sipfork_tcp_connects_total"), 2);
 }

@@ -929,7 +929,7 @@ fn start_branch(
         && cx.flows.transport_to(call.upstream).is_stream()
     {
         // A request that came over TCP or TLS would leave over UDP: §18.1.1 would take TCP,
-        // but sipfork opens no connection to a device (one registered over UDP is reached on
+        // but sipfork connects only to targets asking for TCP (one registered over UDP is reached on
         // its UDP flow, often through NAT), so this branch fails and the caller gets 513 when
         // no branch answers better. A request that came over UDP stays on UDP whatever its
         // size: its sender chose UDP, and phones send INVITEs just over 1300 bytes (PJSIP's

@@ -331,7 +331,8 @@ impl LocationTable {
     /// its timer, which the engine fires in the same loop turn.
     ///
     /// A binding registered over TCP or TLS is left out unless its flow is open in `flows`
-    /// (sipfork opens no connection to a device).
+    /// (sipfork opens no new connection to it; `core::transport::outbound` connects only to
+    /// bindings registered over UDP whose Contact asks for TCP).
     pub fn targets<'a, 'f>(
         &'a self,
         number: &[u8],

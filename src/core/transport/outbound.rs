@@ -19,6 +19,13 @@ use crate::core::context::Cx;
 /// The transport a target's URI asks for: TCP for a `sip:` URI with `;transport=tcp`, else UDP
 /// (TLS and `sips:` are not connected to yet).
 pub fn wanted(uri: &[u8]) -> Transport {
+    // Most Contacts name no transport: a scan, no parse, on every call's targets.
+    if !uri
+        .windows(10)
+        .any(|w| w.eq_ignore_ascii_case(b"transport="))
+    {
+        return Transport::Udp;
+    }
     match crate::sip::Uri::parse(uri) {
         Ok(crate::sip::Uri::Sip(u))
             if !u.secure

@@ -651,7 +651,15 @@ impl Streams {
         });
         let token = CONN_BASE + slot as u64;
         let events = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
-        if ctl(&self.epoll, libc::EPOLL_CTL_ADD, sock.as_raw_fd(), events, token).is_err() {
+        if ctl(
+            &self.epoll,
+            libc::EPOLL_CTL_ADD,
+            sock.as_raw_fd(),
+            events,
+            token,
+        )
+        .is_err()
+        {
             self.free.push(slot);
             self.stats.connect_failed += 1;
             self.failed.push((peer, transport));

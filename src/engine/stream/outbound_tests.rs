@@ -135,7 +135,8 @@ fn a_marked_transmit_opens_one_connection_which_later_transmits_and_answers_use(
     for (kind, shards) in [(IoKind::Mmsg, 1), (IoKind::Mmsg, 2), (IoKind::Uring, 2)] {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let target = listener.local_addr().unwrap();
-        let Some((engine, seen)) = start_dialer(kind, shards, StreamOptions::default(), target, true)
+        let Some((engine, seen)) =
+            start_dialer(kind, shards, StreamOptions::default(), target, true)
         else {
             continue;
         };
@@ -162,7 +163,9 @@ fn a_marked_transmit_opens_one_connection_which_later_transmits_and_answers_use(
         poke(&engine, 1);
         listener.set_nonblocking(false).unwrap();
         let (mut again, _) = listener.accept().unwrap();
-        again.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        again
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         assert_eq!(read_exactly(&mut again, MSG.len()), MSG);
         assert_eq!(total(&engine, |s| s.connects), 2);
         assert!(seen.lock().unwrap().failed.is_empty());
@@ -178,7 +181,8 @@ fn a_refused_connect_is_reported_to_every_shard_and_counted() {
             .unwrap()
             .local_addr()
             .unwrap();
-        let Some((engine, seen)) = start_dialer(kind, shards, StreamOptions::default(), target, true)
+        let Some((engine, seen)) =
+            start_dialer(kind, shards, StreamOptions::default(), target, true)
         else {
             continue;
         };
@@ -218,7 +222,10 @@ fn a_connect_that_hangs_fails_at_its_timeout_and_the_cap_refuses_more() {
     poke(&engine, 1);
     wait_until("the connect", || total(&engine, |s| s.connects) == 1);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(seen.lock().unwrap().failed.is_empty(), "failed before its timeout");
+    assert!(
+        seen.lock().unwrap().failed.is_empty(),
+        "failed before its timeout"
+    );
     wait_until("the timeout", || seen.lock().unwrap().failed.len() == 1);
     assert_eq!(total(&engine, |s| s.connect_failed), 1);
     engine.shutdown().unwrap();
@@ -243,7 +250,8 @@ fn a_connect_that_hangs_fails_at_its_timeout_and_the_cap_refuses_more() {
 fn an_unmarked_transmit_never_connects() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = listener.local_addr().unwrap();
-    let Some((engine, seen)) = start_dialer(IoKind::Mmsg, 2, StreamOptions::default(), target, false)
+    let Some((engine, seen)) =
+        start_dialer(IoKind::Mmsg, 2, StreamOptions::default(), target, false)
     else {
         return;
     };
