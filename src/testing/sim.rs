@@ -455,7 +455,7 @@ impl World {
             // A connect that failed or hangs carries nothing (the engine queues until it is up).
             .filter(|(to, _)| {
                 !failed.iter().any(|(f, _)| f == to)
-                    && !(self.connect_silent.contains(to) && !self.streams.contains_key(to))
+                    && (!self.connect_silent.contains(to) || self.streams.contains_key(to))
             })
             .map(|(to, b)| (to, b.to_vec()))
             .collect();

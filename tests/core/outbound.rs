@@ -391,7 +391,7 @@ fn an_invite_naming_a_tcp_third_party_opens_no_connection() {
             ),
             // Our own address with `;transport=tcp` and a maddr naming it.
             raw_invite(
-                &format!("sip:1001@127.0.0.1:5060;transport=tcp;maddr=127.0.0.99"),
+                "sip:1001@127.0.0.1:5060;transport=tcp;maddr=127.0.0.99",
                 from,
                 "c",
                 &contact,
