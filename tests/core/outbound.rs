@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 
+use crate::transport::{big_invite, record_routes, top_via};
 use sipfork::core::transport::Transport;
 use sipfork::sip::{parse, HeaderName};
 use sipfork::testing::phone::Behaviour;
@@ -23,21 +24,6 @@ fn config(shards: u16) -> String {
             "listen = \"127.0.0.1:5060\"",
             "listen = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]",
         )
-}
-
-fn top_via(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    text.lines()
-        .find(|l| l.starts_with("Via:") || l.starts_with("v:"))
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn record_routes(bytes: &[u8]) -> Vec<String> {
-    let m = parse(bytes).expect("parses");
-    m.values(HeaderName::RecordRoute)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect()
 }
 
 struct Setup {
@@ -65,17 +51,6 @@ fn setup(cfg: &str, shards: u16, seed: u64, with_udp: bool) -> Setup {
         tcp,
         udp,
     }
-}
-
-fn big_invite(w: &mut World, from: PhoneId, size: usize) {
-    let addr = w.phone_ref(from).addr;
-    let pad = "a=x-pad:".to_string() + &"x".repeat(size) + "\r\n";
-    let sdp = format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio 4000 RTP/AVP 0\r\n{pad}"
-    );
-    let extra = format!("Contact: <sip:1000@{addr}>\r\nContent-Type: application/sdp\r\n");
-    w.request(from, "INVITE", "1001", &extra, &sdp);
 }
 
 #[test]
@@ -130,6 +105,18 @@ fn without_a_tcp_listener_a_tcp_contact_is_reached_over_udp_as_before() {
     assert!(top_via(invite).starts_with("Via: SIP/2.0/UDP "));
 }
 
+/// The caller's last answer is 500 (a branch's 503 is never relayed, §16.7), its only final
+/// one; and once the transactions' timers ran out nothing of the call is left.
+fn the_caller_got_500_and_nothing_waits(w: &mut World, caller: PhoneId, shards: u16) {
+    let statuses = w.phone_ref(caller).statuses();
+    assert_eq!(statuses.last(), Some(&500), "{shards} shards\n{}", w.dump());
+    w.run_for(secs(40));
+    assert_eq!(w.proxy_calls(), 0, "{}", w.dump());
+    let statuses = w.phone_ref(caller).statuses();
+    let finals = statuses.iter().filter(|&&st| st >= 200).count();
+    assert_eq!(finals, 1, "{statuses:?}");
+}
+
 #[test]
 fn a_refused_connect_ends_the_branch_at_once_as_503() {
     for shards in [1, 2] {
@@ -142,20 +129,7 @@ fn a_refused_connect_ends_the_branch_at_once_as_503() {
         s.w.run_for(secs(1));
         assert_eq!(s.w.connects, vec![(dev, Transport::Tcp)]);
         assert!(s.w.phone_ref(s.tcp).incoming.is_empty());
-        assert_eq!(
-            s.w.phone_ref(s.caller).statuses().last(),
-            Some(&500),
-            "{shards} shards\n{}",
-            s.w.dump()
-        );
-        s.w.run_for(secs(40));
-        assert_eq!(s.w.proxy_calls(), 0, "{}", s.w.dump());
-        let finals: Vec<u16> = s.w.phone_ref(s.caller).statuses();
-        assert_eq!(
-            finals.iter().filter(|&&st| st >= 200).count(),
-            1,
-            "{finals:?}"
-        );
+        the_caller_got_500_and_nothing_waits(&mut s.w, s.caller, shards);
         // Beside a UDP device: the UDP device rings and answers.
         let mut s = setup(&config(shards), shards, 404, true);
         let dev = s.w.phone_ref(s.tcp).addr;
@@ -185,20 +159,7 @@ fn a_connect_that_times_out_ends_the_branch_when_the_engine_says_so() {
         // The engine's connect timeout (`[tcp] connect_seconds`) fires.
         s.w.fail_connect(dev, Transport::Tcp);
         s.w.run_for(ms(100));
-        assert_eq!(
-            s.w.phone_ref(s.caller).statuses().last(),
-            Some(&500),
-            "{shards} shards\n{}",
-            s.w.dump()
-        );
-        s.w.run_for(secs(40));
-        assert_eq!(s.w.proxy_calls(), 0, "{}", s.w.dump());
-        let finals: Vec<u16> = s.w.phone_ref(s.caller).statuses();
-        assert_eq!(
-            finals.iter().filter(|&&st| st >= 200).count(),
-            1,
-            "{finals:?}"
-        );
+        the_caller_got_500_and_nothing_waits(&mut s.w, s.caller, shards);
     }
 }
 
