@@ -96,6 +96,8 @@ pub type BatchHistogram = Histogram<{ BATCH_BOUNDS.len() }>;
 const MAILBOX_LIMIT_PER_TURN: usize = 4096;
 /// Pause after a backend error so a persistent failure cannot spin a core.
 const ERROR_PAUSE: Duration = Duration::from_millis(1);
+/// How soon letters held back for a full ring are tried again when nothing else wakes the shard.
+const RETRY_DEFERRED: Duration = Duration::from_millis(1);
 
 /// A shard's counters as published for other threads (metrics, admin).
 #[derive(Debug, Default)]
@@ -228,7 +230,11 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
             Some(Duration::ZERO)
         } else {
             let streams_due = streams.as_ref().and_then(|s| s.next_deadline(now));
-            Clock::timeout_until(now, earliest(handler.poll_timeout(), streams_due))
+            // Letters held back for a full ring are retried a millisecond on, not at the next
+            // unrelated wake-up.
+            let retry_due = mailbox.has_deferred().then(|| now + RETRY_DEFERRED);
+            let due = earliest(handler.poll_timeout(), earliest(streams_due, retry_due));
+            Clock::timeout_until(now, due)
         };
         let parked = timeout != Some(Duration::ZERO);
         if parked {
@@ -312,7 +318,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
         }
         handler.after_batch(now);
         handler.drain_notes(&mut |to, bytes| {
-            mailbox.send_note(to, bytes); // a full ring or bad id is counted inside
+            mailbox.send_note(to, bytes); // held back on a full ring; a bad id is counted inside
         });
         let out = handler.outbox();
         if let Some(s) = streams.as_mut() {
@@ -335,7 +341,13 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 handler.flow_closed(now, peer, transport);
                 for other in (0..mailbox.shards()).map(|k| ShardId(k as u16)) {
                     if other != id {
-                        mailbox.post(other, LetterKind::FlowClosed(transport), peer, peer, b"");
+                        mailbox.post_surely(
+                            other,
+                            LetterKind::FlowClosed(transport),
+                            peer,
+                            peer,
+                            b"",
+                        );
                     }
                 }
             }

@@ -209,7 +209,10 @@ impl Proxy {
                 b.request = None;
             }
             if call.outcome == Outcome::Pending && !call.server.is_final() {
-                let session = self.session_of(cx, key, resp);
+                let request = call.request.take();
+                let req = request.as_deref().and_then(|r| crate::sip::parse(r).ok());
+                let session = self.session_of(cx, key, resp, req.as_ref());
+                self.restore_request(key, request);
                 self.forward_2xx(cx, key, resp);
                 self.session_rearm(cx, session);
             }
@@ -264,9 +267,14 @@ impl Proxy {
             } else {
                 Event::Answered
             });
-            self.keep_ends(cx, key, i, resp);
-            let session = self.session_of(cx, key, resp);
-            self.note_answer(cx, key, i, resp);
+            // The stored INVITE, parsed once for the three that read it: lent out of the call
+            // while they run, so the parse can borrow it while they take `&mut self`.
+            let request = self.calls.get_mut(key).and_then(|c| c.request.take());
+            let req = request.as_deref().and_then(|r| crate::sip::parse(r).ok());
+            self.keep_ends(cx, key, i, resp, req.as_ref());
+            let session = self.session_of(cx, key, resp, req.as_ref());
+            self.note_answer(cx, key, i, resp, req.as_ref());
+            self.restore_request(key, request);
             self.forward_2xx(cx, key, resp);
             self.add_dialog(cx, key, i, resp);
             self.session_rearm(cx, session);
@@ -278,6 +286,13 @@ impl Proxy {
             self.tear_down(cx, key, i, resp);
         }
         self.reap(cx, key);
+    }
+
+    /// Gives back the INVITE lent out of call `key` while a 2xx was being looked at.
+    fn restore_request(&mut self, key: Key, request: Option<Box<[u8]>>) {
+        if let Some(call) = self.calls.get_mut(key) {
+            call.request = request;
+        }
     }
 
     /// The first answer: every other branch is cancelled, no more groups start (§16.7 step 10).
