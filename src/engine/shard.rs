@@ -284,7 +284,13 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 handler.flow_failed(now, peer, transport);
                 for other in (0..mailbox.shards()).map(|k| ShardId(k as u16)) {
                     if other != id {
-                        mailbox.post(other, LetterKind::FlowFailed(transport), peer, peer, b"");
+                        mailbox.post_surely(
+                            other,
+                            LetterKind::FlowFailed(transport),
+                            peer,
+                            peer,
+                            b"",
+                        );
                     }
                 }
             }
