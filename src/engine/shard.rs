@@ -339,8 +339,9 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 counters.io_errors += 1;
                 tracing::error!(shard = id.0, error = %e, "shard send error");
             }
-            out.clear();
         }
+        // Also when everything went over connections: the arena is emptied every turn.
+        out.clear();
         if let Some(s) = streams.as_mut() {
             // Every shard learns of a closed connection: bindings over it may live on any.
             for (peer, transport) in s.take_gone() {

@@ -26,6 +26,9 @@ struct Seen {
     messages: Vec<(SocketAddr, Transport, Vec<u8>)>,
     /// `flow_failed` reports (shard handler index is not kept: every shard is told).
     failed: Vec<SocketAddr>,
+    /// A turn ended with its outbox not cleared (everything in it had gone over a connection,
+    /// and the arena kept it).
+    stale_outbox: bool,
 }
 
 /// Sends each UDP datagram to `target`; `marked`: with the connect mark.
@@ -53,6 +56,13 @@ impl Handler for Dialer {
     fn flow_failed(&mut self, _now: Instant, peer: SocketAddr, transport: Transport) {
         assert_eq!(transport, Transport::Tcp);
         self.seen.lock().unwrap().failed.push(peer);
+    }
+
+    fn observe_load(&mut self, _now: Instant, _worked: std::time::Duration, _handled: u64) {
+        // Called at the end of every turn, after the sends.
+        if self.outbox.wants_connect() {
+            self.seen.lock().unwrap().stale_outbox = true;
+        }
     }
 
     fn handle_timeout(&mut self, _now: Instant) {}
@@ -169,6 +179,10 @@ fn a_marked_transmit_opens_one_connection_which_later_transmits_and_answers_use(
         assert_eq!(read_exactly(&mut again, MSG.len()), MSG);
         assert_eq!(total(&engine, |s| s.connects), 2);
         assert!(seen.lock().unwrap().failed.is_empty());
+        assert!(
+            !seen.lock().unwrap().stale_outbox,
+            "{kind:?}: an outbox left uncleared"
+        );
         engine.shutdown().unwrap();
     }
 }
