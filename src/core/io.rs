@@ -56,10 +56,13 @@ pub struct Transmit {
     pub from: Option<SocketAddr>,
     /// Byte range in the arena.
     pub bytes: Range<u32>,
-    /// Set only on requests toward a target that asks for a stream transport (a registered
-    /// device's `;transport=tcp` Contact, a next hop configured so): the engine opens a
-    /// connection of this transport to `to` when none is open, and writes to it once up.
-    /// `None` everywhere else: the engine never connects for it.
+    /// `Some(Tcp)` only on requests toward a target that asks for a stream transport (a
+    /// registered device's `;transport=tcp` Contact, a next hop configured so): the engine
+    /// opens a connection of this transport to `to` when none is open, and writes to it once
+    /// up. `Some(Udp)`: over UDP even if a connection with `to` is open (the answers to a
+    /// request that came over UDP from the address of a connection sipfork opened, RFC 3261
+    /// §18.2.2). `None` everywhere else: over the connection with `to` if one is open, else
+    /// UDP; the engine never connects for it.
     pub connect: Option<Transport>,
 }
 
@@ -129,10 +132,20 @@ impl Outbox {
     /// connection to its destination ([`Transmit::connect`]).
     pub fn connect_last(&mut self, transport: Transport) {
         if let Some(t) = self.transmits.last_mut() {
-            if t.connect.is_none() {
+            if !t.connect.is_some_and(Transport::is_stream) {
                 self.connects += 1;
             }
             t.connect = Some(transport);
+        }
+    }
+
+    /// Marks the datagrams queued from index `start` on to `to` that carry no mark to go over
+    /// UDP ([`Transmit::connect`]).
+    pub fn keep_udp(&mut self, start: usize, to: SocketAddr) {
+        for t in self.transmits.iter_mut().skip(start) {
+            if t.to == to && t.connect.is_none() {
+                t.connect = Some(Transport::Udp);
+            }
         }
     }
 
@@ -144,7 +157,11 @@ impl Outbox {
     /// Takes back the datagram queued last (its bytes stay unused in the arena until
     /// [`Outbox::clear`]).
     pub fn pop(&mut self) {
-        if self.transmits.pop().is_some_and(|t| t.connect.is_some()) {
+        if self
+            .transmits
+            .pop()
+            .is_some_and(|t| t.connect.is_some_and(Transport::is_stream))
+        {
             self.connects -= 1;
         }
     }

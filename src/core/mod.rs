@@ -538,7 +538,16 @@ impl Core {
         // A message over a connection marks its flow open (on the shard that handles it, too).
         self.flows.seen(d.from, d.transport);
         self.arrival = d.transport;
+        let start = self.out.len();
         let inbound = self.dispatch(now, d);
+        // Over UDP from the address of a connection sipfork opened (a device or next hop
+        // listening on one port for both): its answers go back over UDP (RFC 3261 §18.2.2).
+        if d.transport == transport::Transport::Udp
+            && !self.flows.is_empty()
+            && self.flows.get(d.from).is_some()
+        {
+            self.out.keep_udp(start, d.from);
+        }
         self.arrival = transport::Transport::Udp;
         inbound
     }

@@ -140,6 +140,9 @@ pub struct World {
     pub connect_silent: Vec<SocketAddr>,
     /// Phones' addresses that refuse connections (nothing listens on TCP there).
     pub connect_refused: Vec<SocketAddr>,
+    /// Destinations of datagrams the core marked to go over UDP although a connection with
+    /// them is open (`Transmit::connect == Some(Udp)`), in order.
+    pub kept_udp: Vec<SocketAddr>,
 }
 
 /// Default config for simulated worlds: extensions 1000-1099 without auth, on 127.0.0.1:5060.
@@ -204,6 +207,7 @@ impl World {
             connects: Vec::new(),
             connect_silent: Vec::new(),
             connect_refused: Vec::new(),
+            kept_udp: Vec::new(),
         }
     }
 
@@ -433,7 +437,10 @@ impl World {
     fn flush_core(&mut self, s: usize) {
         let mut failed = Vec::new();
         for t in self.cores[s].outbox().transmits() {
-            let Some(transport) = t.connect else {
+            let Some(transport) = t.connect.filter(|t| t.is_stream()) else {
+                if t.connect.is_some() {
+                    self.kept_udp.push(t.to);
+                }
                 continue;
             };
             if self.streams.get(&t.to) == Some(&transport) {

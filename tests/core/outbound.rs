@@ -374,3 +374,25 @@ fn an_invite_naming_a_tcp_third_party_opens_no_connection() {
         assert!(finals >= 3, "{}", w.dump());
     }
 }
+
+#[test]
+fn answers_to_udp_requests_from_a_connected_address_go_back_over_udp() {
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards), shards, 413, false);
+        let dev = s.w.phone_ref(s.tcp).addr;
+        s.w.call(s.caller, "1001");
+        s.w.run_for(secs(1));
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tcp)]);
+        assert!(s.w.kept_udp.is_empty());
+        // The device refreshes its registration over UDP from the same address and port: the
+        // 200 goes back over UDP, not over the connection sipfork opened (RFC 3261 §18.2.2).
+        s.w.connect(s.tcp, Transport::Udp);
+        s.w.register(s.tcp, 300);
+        assert!(s.w.phone_ref(s.tcp).registered, "{}", s.w.dump());
+        assert_eq!(s.w.kept_udp, vec![dev], "{shards} shards");
+        // Its messages over the connection are answered on it as before.
+        s.w.connect(s.tcp, Transport::Tcp);
+        s.w.register(s.tcp, 300);
+        assert_eq!(s.w.kept_udp, vec![dev]);
+    }
+}

@@ -573,6 +573,9 @@ impl Streams {
         // (Cloned only when some connection is open: the count is one shared cache line.)
         let owners = self.owners.clone().filter(|_| elsewhere);
         out.retain(|t, bytes| {
+            if t.connect == Some(Transport::Udp) {
+                return true;
+            }
             let slot = match self.by_peer.get(&t.to) {
                 Some(&slot) => slot,
                 None => {

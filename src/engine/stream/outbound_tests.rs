@@ -43,7 +43,10 @@ impl Handler for Dialer {
     fn handle_datagram(&mut self, _now: Instant, d: Datagram<'_>) -> Inbound {
         if d.transport == Transport::Udp {
             self.outbox.push(self.target, d.bytes);
-            if self.marked {
+            if d.bytes.starts_with(b"UDP") {
+                // Marked to stay on UDP although a connection with the target is open.
+                self.outbox.keep_udp(self.outbox.len() - 1, self.target);
+            } else if self.marked {
                 self.outbox.connect_last(Transport::Tcp);
             }
         } else {
@@ -159,6 +162,18 @@ fn a_marked_transmit_opens_one_connection_which_later_transmits_and_answers_use(
         assert_eq!(read_exactly(&mut conn, 8 * MSG.len()), MSG.repeat(8));
         listener.set_nonblocking(true).unwrap();
         assert!(listener.accept().is_err(), "{kind:?}: a second connection");
+        // One marked to stay on UDP goes to the target's UDP port, not over the connection.
+        let target_udp = UdpSocket::bind(target).unwrap();
+        target_udp
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .send_to(b"UDP answer", engine.local_addrs()[0])
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = target_udp.recv(&mut buf).expect("over UDP");
+        assert_eq!(&buf[..n], b"UDP answer");
         // What the peer sends on it reaches the handler as TCP from the peer's address.
         conn.write_all(MSG).unwrap();
         wait_until("the answer", || !seen.lock().unwrap().messages.is_empty());
