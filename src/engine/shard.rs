@@ -204,6 +204,16 @@ pub struct ShardParts<H> {
     pub streams: Option<Streams>,
 }
 
+/// Posts a letter about the connection with `peer` to every shard but `me` (held back on a
+/// full ring: it must arrive).
+fn tell_other_shards(mailbox: &mut Mailbox, me: ShardId, kind: LetterKind, peer: SocketAddr) {
+    for other in (0..mailbox.shards()).map(|k| ShardId(k as u16)) {
+        if other != me {
+            mailbox.post_surely(other, kind, peer, peer, b"");
+        }
+    }
+}
+
 /// Runs the loop until `stop` is set, then does one last non-blocking turn (handles what is
 /// ready, sends the outbox) and returns the handler.
 pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
@@ -282,17 +292,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
             // sends, which makes this turn come at once): every shard's requests may wait on one.
             for (peer, transport) in s.take_failed() {
                 handler.flow_failed(now, peer, transport);
-                for other in (0..mailbox.shards()).map(|k| ShardId(k as u16)) {
-                    if other != id {
-                        mailbox.post_surely(
-                            other,
-                            LetterKind::FlowFailed(transport),
-                            peer,
-                            peer,
-                            b"",
-                        );
-                    }
-                }
+                tell_other_shards(&mut mailbox, id, LetterKind::FlowFailed(transport), peer);
             }
         }
 
@@ -346,17 +346,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
             // Every shard learns of a closed connection: bindings over it may live on any.
             for (peer, transport) in s.take_gone() {
                 handler.flow_closed(now, peer, transport);
-                for other in (0..mailbox.shards()).map(|k| ShardId(k as u16)) {
-                    if other != id {
-                        mailbox.post_surely(
-                            other,
-                            LetterKind::FlowClosed(transport),
-                            peer,
-                            peer,
-                            b"",
-                        );
-                    }
-                }
+                tell_other_shards(&mut mailbox, id, LetterKind::FlowClosed(transport), peer);
             }
         }
         mailbox.flush();
