@@ -5,7 +5,7 @@
 //! owns them, a 3 KB INVITE from a TCP caller goes over TCP, and a device whose connection
 //! closed is not called (480). A device registered over UDP with a `;transport=tcp` Contact is
 //! called over a connection sipfork opens (in a network namespace, with attacks naming a third
-//! party).
+//! party), and so is SIPp listening on TCP only.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -512,4 +512,102 @@ fn a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens()
         "sipfork connected to the third party"
     );
     assert_eq!(app.metric_sum("sipfork_tcp_connects_total"), 2);
+}
+
+/// Whether something listens on TCP `127.0.0.1:port` (`/proc/net/tcp`, state 0A), without
+/// connecting to it.
+fn tcp_listening(port: u16) -> bool {
+    let needle = format!("0100007F:{port:04X} 00000000:0000 0A");
+    std::fs::read_to_string("/proc/thread-self/net/tcp").is_ok_and(|t| t.contains(&needle))
+}
+
+/// SIPp as the device, listening on TCP only (`-t tn`), registered over UDP (a raw socket on
+/// its port) with a `;transport=tcp` Contact: a SIPp caller over UDP calls it through sipfork,
+/// which opens a connection to it; the device answers, the caller's ACK and BYE reach it over
+/// the same connection (one opened, none refused), and both SIPp instances count the call
+/// successful.
+#[test]
+fn sipp_on_tcp_answers_a_call_over_a_connection_sipfork_opens() {
+    if !sipp_present() {
+        return;
+    }
+    use crate::forking::{scenario, Sipp};
+    let dir = Scratch::new("tcp-out-sipp");
+    let app = Appliance::start(&dir.0, setup(Io::Mmsg)).expect("mmsg always starts");
+    let port = free_port();
+    let dev: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    {
+        let reg = UdpSocket::bind(dev).expect("the device's UDP port");
+        reg.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let contact = format!("sip:1001@{dev};transport=tcp");
+        reg.send_to(
+            register_udp(dev, app.sip, 1001, &contact).as_bytes(),
+            app.sip,
+        )
+        .unwrap();
+        assert!(final_over_udp(&reg).starts_with("SIP/2.0 200"));
+    }
+    let device = Sipp::start(
+        &dir.0,
+        "device",
+        &[
+            "-sf".into(),
+            scenario("uas_answer.xml"),
+            "-d".into(),
+            "200".into(),
+            "-t".into(),
+            "tn".into(),
+            // (SIPp refuses TCP when its default 50,000 sockets exceed the open-files limit.)
+            "-max_socket".into(),
+            "100".into(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-m".into(),
+            "1".into(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tcp_listening(port) {
+        assert!(Instant::now() < deadline, "SIPp did not listen on TCP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let users = dir.0.join("users.csv");
+    std::fs::write(&users, "SEQUENTIAL\n1001\n").unwrap();
+    let caller = Sipp::start(
+        &dir.0,
+        "caller",
+        &[
+            app.sip.to_string(),
+            "-sf".into(),
+            scenario("uac.xml"),
+            "-inf".into(),
+            users.display().to_string(),
+            "-d".into(),
+            "100".into(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            free_port().to_string(),
+            "-m".into(),
+            "1".into(),
+        ],
+    )
+    .finish();
+    assert_eq!(
+        (caller.successful, caller.failed),
+        (1, 0),
+        "caller: {caller:?}"
+    );
+    let device = device.finish();
+    assert_eq!(
+        (device.successful, device.failed),
+        (1, 0),
+        "device: {device:?}"
+    );
+    assert_eq!(app.metric_sum("sipfork_tcp_connects_total"), 1);
+    assert_eq!(app.metric_sum("sipfork_tcp_connect_failed_total"), 0);
+    // INVITE, ACK and BYE written to it (and the answers to the caller over UDP).
+    assert!(app.metric_sum("sipfork_tcp_sent_total") >= 3);
 }
