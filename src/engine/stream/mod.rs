@@ -837,6 +837,8 @@ impl Streams {
             .enumerate()
             .filter_map(|(slot, c)| {
                 c.as_ref()
+                    // (A connection still connecting fails at its own deadline, reported.)
+                    .filter(|c| c.connecting.is_none())
                     .filter(|c| now.saturating_since(c.last_message) >= self.opts.idle)
                     .map(|_| slot)
             })

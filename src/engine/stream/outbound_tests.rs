@@ -241,7 +241,9 @@ fn a_connect_that_hangs_fails_at_its_timeout_and_the_cap_refuses_more() {
         .collect();
     assert!(!fillers.is_empty());
     let opts = StreamOptions {
-        connect_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(2000),
+        // Shorter than the connect timeout: a connection still connecting is not idle.
+        idle: Duration::from_millis(100),
         max_outbound: 1,
         ..StreamOptions::default()
     };
@@ -250,13 +252,16 @@ fn a_connect_that_hangs_fails_at_its_timeout_and_the_cap_refuses_more() {
     };
     poke(&engine, 1);
     wait_until("the connect", || total(&engine, |s| s.connects) == 1);
-    std::thread::sleep(Duration::from_millis(200));
+    // Past the first idle sweep (1 s): still connecting, neither failed nor closed as idle.
+    std::thread::sleep(Duration::from_millis(1300));
     assert!(
         seen.lock().unwrap().failed.is_empty(),
         "failed before its timeout"
     );
+    assert_eq!(total(&engine, |s| s.closed_idle), 0);
     wait_until("the timeout", || seen.lock().unwrap().failed.len() == 1);
     assert_eq!(total(&engine, |s| s.connect_failed), 1);
+    assert_eq!(total(&engine, |s| s.closed_idle), 0);
     engine.shutdown().unwrap();
 
     // max_outbound = 0: nothing is opened, the failure is reported at once.
