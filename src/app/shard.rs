@@ -395,6 +395,15 @@ impl Handler for Shard {
         self.core.flow_closed(now, peer, transport);
     }
 
+    fn flow_failed(
+        &mut self,
+        now: Instant,
+        peer: std::net::SocketAddr,
+        transport: crate::core::transport::Transport,
+    ) {
+        self.core.flow_failed(now, peer, transport);
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         self.core.handle_timeout(now);
     }

@@ -128,6 +128,8 @@ pub enum LetterKind {
     Transmit,
     /// The connection with peer `from` (on the given transport) closed on the sending shard.
     FlowClosed(Transport),
+    /// The connection the sending shard opened to peer `from` failed before it was up.
+    FlowFailed(Transport),
     /// Not a datagram but a core-to-core note from that shard (`Core::handle_shard_note`);
     /// `from` and `local` are then unspecified.
     Note(ShardId),
@@ -141,7 +143,7 @@ impl Letter {
             local: self.local,
             bytes: &self.bytes,
             transport: match self.kind {
-                LetterKind::Inbound(t) | LetterKind::FlowClosed(t) => t,
+                LetterKind::Inbound(t) | LetterKind::FlowClosed(t) | LetterKind::FlowFailed(t) => t,
                 LetterKind::Transmit | LetterKind::Note(_) => Transport::Udp,
             },
         }

@@ -36,6 +36,9 @@ pub trait Handler {
     /// A TCP or TLS connection with `peer` closed (on this shard or on another: every shard is
     /// told, since bindings over it may live on any).
     fn flow_closed(&mut self, _now: Instant, _peer: SocketAddr, _transport: Transport) {}
+    /// A connection a shard opened to `peer` for the handler's requests failed before it was
+    /// up (every shard is told: requests of any shard may wait on it).
+    fn flow_failed(&mut self, _now: Instant, _peer: SocketAddr, _transport: Transport) {}
     /// Fires every timer due at `now`.
     fn handle_timeout(&mut self, now: Instant);
     /// The next deadline, if any.
@@ -207,6 +210,16 @@ pub struct ShardParts<H> {
     pub streams: Option<Streams>,
 }
 
+/// Posts a letter about the connection with `peer` to every shard but `me` (held back on a
+/// full ring: it must arrive).
+fn tell_other_shards(mailbox: &mut Mailbox, me: ShardId, kind: LetterKind, peer: SocketAddr) {
+    for other in (0..mailbox.shards()).map(|k| ShardId(k as u16)) {
+        if other != me {
+            mailbox.post_surely(other, kind, peer, peer, b"");
+        }
+    }
+}
+
 /// Runs the loop until `stop` is set, then does one last non-blocking turn (handles what is
 /// ready, sends the outbox) and returns the handler.
 pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
@@ -281,6 +294,12 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
             }) as u64;
             handled += messages;
             counters.datagrams += messages;
+            // Connections this shard opened that failed (in this poll, or in the last turn's
+            // sends, which makes this turn come at once): every shard's requests may wait on one.
+            for (peer, transport) in s.take_failed() {
+                handler.flow_failed(now, peer, transport);
+                tell_other_shards(&mut mailbox, id, LetterKind::FlowFailed(transport), peer);
+            }
         }
 
         let letters = mailbox.receive(MAILBOX_LIMIT_PER_TURN, |letter| match letter.kind {
@@ -295,6 +314,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 None => counters.misrouted += 1,
             },
             LetterKind::FlowClosed(t) => handler.flow_closed(now, letter.from, t),
+            LetterKind::FlowFailed(t) => handler.flow_failed(now, letter.from, t),
         });
         counters.letters += letters as u64;
         if control.has_pending() {
@@ -328,23 +348,14 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 counters.io_errors += 1;
                 tracing::error!(shard = id.0, error = %e, "shard send error");
             }
-            out.clear();
         }
+        // Also when everything went over connections: the arena is emptied every turn.
+        out.clear();
         if let Some(s) = streams.as_mut() {
             // Every shard learns of a closed connection: bindings over it may live on any.
             for (peer, transport) in s.take_gone() {
                 handler.flow_closed(now, peer, transport);
-                for other in (0..mailbox.shards()).map(|k| ShardId(k as u16)) {
-                    if other != id {
-                        mailbox.post_surely(
-                            other,
-                            LetterKind::FlowClosed(transport),
-                            peer,
-                            peer,
-                            b"",
-                        );
-                    }
-                }
+                tell_other_shards(&mut mailbox, id, LetterKind::FlowClosed(transport), peer);
             }
         }
         mailbox.flush();

@@ -523,6 +523,7 @@ impl Proxy {
             q: 1000,
             registered_at: Instant::ZERO,
             external: false,
+            transport: crate::core::transport::Transport::Udp,
         };
         let plan = ForkPlan {
             record_route: true,

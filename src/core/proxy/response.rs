@@ -386,6 +386,11 @@ impl Proxy {
     /// A branch ended without a response (Timer B/F, or Timer C before any provisional):
     /// behave as if it answered 408 (§16.7, §16.8).
     pub(super) fn branch_timed_out(&mut self, cx: &mut Cx<'_>, key: Key, i: usize) {
+        self.branch_lost(cx, key, i, 408);
+    }
+
+    /// A branch ended without a response: `status` 408 (timeout) or 503 (transport error).
+    pub(super) fn branch_lost(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, status: u16) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -395,7 +400,7 @@ impl Proxy {
         if branch.is_final() {
             return;
         }
-        branch.final_status = Some(408);
+        branch.final_status = Some(status);
         branch.request = None;
         {
             let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
@@ -411,14 +416,36 @@ impl Proxy {
             && call
                 .best
                 .as_ref()
-                .is_none_or(|b| rank(408) < rank(b.status))
+                .is_none_or(|b| rank(status) < rank(b.status))
         {
             call.best = Some(Candidate {
-                status: 408,
+                status,
                 bytes: None,
             });
         }
         self.complete(cx, key);
+    }
+
+    /// The connection to `peer` the engine opened for our requests failed (refused, timed out):
+    /// every branch still waiting on `peer` ends as if it had answered 503 (RFC 3261 §8.1.3.1),
+    /// at once instead of at Timer B/F. Returns how many ended.
+    pub fn transport_failed(&mut self, cx: &mut Cx<'_>, peer: std::net::SocketAddr) -> usize {
+        let lost: Vec<(Key, usize)> = self
+            .calls
+            .iter()
+            .flat_map(|(key, call)| {
+                call.branches
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.target == peer && !b.is_final())
+                    .map(move |(i, _)| (key, i))
+            })
+            .collect();
+        for &(key, i) in &lost {
+            self.count(Event::BranchTransportError);
+            self.branch_lost(cx, key, i, 503);
+        }
+        lost.len()
     }
 
     /// Decides what the call does next once a branch ended: start the next q-group, send the
