@@ -17,6 +17,8 @@
 //!   per-source rate limit on virtual time.
 //! - `transport`: bindings over TCP/TLS flows, the Via transport toward a flow, closed flows
 //!   (480), requests too large for UDP (513) on virtual time (issue 16).
+//! - `outbound`: connections sipfork opens to `;transport=tcp` devices and next hops, connect
+//!   failures as 503, and attacks trying to make it connect elsewhere (issue 16 point 4).
 //! - `registrar`: REGISTER handling through `Core` on virtual time (§10.3 steps, limits, instance
 //!   replacement, 423, digest, expiry, persistence, RFC 4475 registrar vectors, REGISTER flows).
 
@@ -40,6 +42,8 @@ mod followme;
 mod forking;
 #[path = "core/keepalive.rs"]
 mod keepalive;
+#[path = "core/outbound.rs"]
+mod outbound;
 #[path = "core/overload.rs"]
 mod overload;
 #[path = "core/policy.rs"]

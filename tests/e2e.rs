@@ -22,6 +22,9 @@
 //!   answers, two are cancelled) at a steady rate with zero failed calls.
 //! - `baresip`: two real phones on one extension both ring; one answers, the other is cancelled
 //!   (in a network namespace of its own).
+//! - `baresip_tls`: baresip registered over TLS (its CA file naming the generated certificate)
+//!   and a UDP baresip of the same extension both ring; the TLS one answers, the UDP one gets
+//!   its CANCEL over UDP (in a network namespace of its own).
 //! - `sipvicious`: SIPVicious `svwar` finds no extension and `svcrack` is blocked before it finds
 //!   the password, while a phone elsewhere still registers (in a network namespace of its own).
 //! - `example`: SIPp (`-au/-ap`, MD5) registers and calls through the shipped
@@ -35,6 +38,9 @@
 //! - `instance`: a second instance on the same port, and on the same data_dir, is refused.
 //! - `tcp`: OPTIONS and keep-alives over TCP on the UDP port, oversize and idle connections
 //!   closed and counted, SIPp (`-t t1`) registering over TCP.
+//! - `tls`: a rustls client registering over TLS and forked to beside a UDP device; a renewed
+//!   certificate reaching new connections on SIGHUP while the open one keeps its session; a
+//!   broken renewal refused.
 //! - `xdp`: the `forking` SIPp test unchanged on `io = "xdp"` across a veth pair (native and
 //!   generic mode); `kill -9` and a restart on the same interface; detached on a clean stop.
 //!
@@ -44,6 +50,8 @@
 mod admin;
 #[path = "e2e/baresip.rs"]
 mod baresip;
+#[path = "e2e/baresip_tls.rs"]
+mod baresip_tls;
 #[path = "e2e/basics.rs"]
 mod basics;
 #[path = "e2e/cli.rs"]
@@ -79,6 +87,8 @@ mod sipvicious;
 #[path = "e2e/tcp.rs"]
 mod tcp;
 // The veth-pair namespaces of the load harness's tests, shared rather than copied.
+#[path = "e2e/tls.rs"]
+mod tls;
 #[path = "../loadtest/tests/common/netns.rs"]
 #[allow(dead_code)]
 mod veth;

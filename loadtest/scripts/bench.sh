@@ -11,6 +11,8 @@
 #   PRESET (fork3)      scenario preset
 #   SHARDS (1) IO (uring) COALESCE_US (0)   sipfork and reflector engine settings
 #   PROXY_ARGS (none)   extra `sipfork-load proxy-config` arguments for sipfork (e.g. --single-answer)
+#   JOURNAL (0)         1: sipfork with `data_dir` set (the journal on: the shipped shape), in
+#                       OUT/LABEL.data
 #   PROXY_CPUS (none)   pin the proxy (sipfork pin_cores / taskset for Kamailio / reflector --pin)
 #   HARNESS_CPUS (none) pin the harness threads (sipfork-load --pin)
 #   THREADS (1)         harness threads
@@ -86,8 +88,12 @@ run_one() {
       [[ -n ${PROXY_ARGS:-} ]] && pcfg+=($PROXY_ARGS)
       pcfg+=(--transport "$TRANSPORT")
       "$LT" proxy-config --preset "$PRESET" "${pcfg[@]}" > "$OUT/$label.sipfork.toml"
+      if [[ ${JOURNAL:-0} == 1 ]]; then
+        rm -rf "$OUT/$label.data"
+        sed -i "/^\[server\]/a data_dir = \"$OUT/$label.data\"" "$OUT/$label.sipfork.toml"
+      fi
       ip netns exec $ns "$SF" --config "$OUT/$label.sipfork.toml" > "$OUT/$label.proxy.log" 2>&1 &
-      pid=$!; name="sipfork${TSUFFIX:+ tcp} shards=$SHARDS io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}"
+      pid=$!; name="sipfork${TSUFFIX:+ tcp} shards=$SHARDS io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}$([[ ${JOURNAL:-0} == 1 ]] && echo ' journal')"
       sleep 0.5 ;;
     kamailio|kamailio-tlsf|kamailio-digest|kamailio-tlsf-digest)
       local mgr="" tag=""; [[ $target == *tlsf* ]] && mgr=tlsf

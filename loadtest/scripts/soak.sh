@@ -15,7 +15,7 @@
 #                       capped proxy's share (the cap, not the neighbours, is what limits it)
 #   OUT (loadtest/runs/soak-<stamp>)
 # Writes OUT/samples.tsv (seconds, VmRSS kB, calls, dialogs, timers, bindings, RssAnon kB, heap in
-# use kB), OUT/soak.json
+# use kB, journal compactions so far), OUT/soak.json
 # (the harness's result), OUT/soak.stats.jsonl, OUT/after-drain.txt, and prints a summary.
 # Everything runs in a fresh loopback-only network namespace and stops by itself.
 set -euo pipefail
@@ -87,13 +87,14 @@ if [[ -z ${RATE:-} ]]; then
 fi
 start_proxy
 log "soak: $DUR s at $RATE calls/s"
-printf 's\trss_kb\tcalls\tdialogs\ttimers\tbindings\trss_anon_kb\theap_kb\n' > "$OUT/samples.tsv"
+printf 's\trss_kb\tcalls\tdialogs\ttimers\tbindings\trss_anon_kb\theap_kb\tcompactions\n' > "$OUT/samples.tsv"
 ( t0=$SECONDS
   while kill -0 "$SFPID" 2>/dev/null && (( SECONDS - t0 < DUR + 120 )); do
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' $((SECONDS - t0)) "$(awk '/^VmRSS/ {print $2}' /proc/$SFPID/status)" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' $((SECONDS - t0)) "$(awk '/^VmRSS/ {print $2}' /proc/$SFPID/status)" \
       "$(metric sipfork_proxy_calls)" "$(metric sipfork_proxy_dialogs)" "$(metric sipfork_timers)" \
       "$(metric sipfork_bindings)" "$(awk '/^RssAnon/ {print $2}' /proc/$SFPID/status)" \
-      "$(( $(metric sipfork_heap_in_use_bytes) / 1024 ))" >> "$OUT/samples.tsv"
+      "$(( $(metric sipfork_heap_in_use_bytes) / 1024 ))" \
+      "$(metric sipfork_journal_compactions_total)" >> "$OUT/samples.tsv"
     sleep "$SAMPLE_S"
   done ) &
 SAMPLER=$!

@@ -5,6 +5,9 @@
 //! (extensions, passwords, limits, routes, trusted peers, domains, the proxy's and registrar's
 //! settings) goes to every shard through the control path, where each core swaps its
 //! `Arc<Config>`: bindings, transactions and dialogs stay, new requests see the new settings.
+//! A renewed `[tls]` certificate (files re-read and checked) goes the same way: each shard's TLS
+//! listeners give the new rustls configuration to the connections they accept from then on,
+//! while open connections keep their session.
 //! What needs a restart (the sockets, the shard count, the backend, the journal directory, the
 //! admin listener, `[auth]`, which each shard builds its nonce authority from) is named in the
 //! answer and the log, and keeps its running value.
@@ -56,16 +59,21 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
             "auth",
             format!("{:?}", old.auth) != format!("{:?}", new.auth),
         ),
-        ("tls", format!("{:?}", old.tls) != format!("{:?}", new.tls)),
+        // Removing `[tls]` goes with removing the `tls:` listener (validation refuses one
+        // without the other), which needs a restart; a changed `[tls]` applies now.
+        ("tls", tls_changed(old, new) && new.tls.is_none()),
         ("tcp", old.tcp != new.tcp),
     ];
-    let applied = old
+    let mut applied: Vec<_> = old
         .reloadable_sections()
         .into_iter()
         .zip(new.reloadable_sections())
         .filter(|((_, a), (_, b))| a != b)
         .map(|((name, _), _)| name)
         .collect();
+    if tls_changed(old, new) && new.tls.is_some() {
+        applied.push("tls");
+    }
     Diff {
         applied,
         counters_restart: !old.same_counter_layout(new),
@@ -75,6 +83,11 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
             .map(|(k, _)| k)
             .collect(),
     }
+}
+
+/// Whether `[tls]` changed: other paths, or other contents of the files (a renewal).
+fn tls_changed(old: &Config, new: &Config) -> bool {
+    format!("{:?}", old.tls) != format!("{:?}", new.tls)
 }
 
 /// `new` with every setting that needs a restart put back to its running value in `old`.
@@ -90,7 +103,9 @@ pub fn applicable(old: &Config, mut new: Config) -> Config {
     n.socket_buffer = o.socket_buffer;
     n.coalesce = o.coalesce;
     n.listeners.clone_from(&o.listeners);
-    new.tls.clone_from(&old.tls);
+    if new.tls.is_none() {
+        new.tls.clone_from(&old.tls);
+    }
     new.tcp = old.tcp;
     new.auth.clone_from(&old.auth);
     new.security.clone_from(&old.security);
@@ -215,13 +230,25 @@ impl Reloader {
         }
         let diff = diff(&current, &loaded);
         let next = Arc::new(applicable(&current, loaded));
+        // A renewed certificate: the shards' TLS listeners take it with the configuration.
+        let tls = diff
+            .applied
+            .contains(&"tls")
+            .then(|| next.tls.as_ref().map(|t| Arc::clone(&t.server)))
+            .flatten();
         let mut replies = Vec::with_capacity(self.control.shards());
         for i in 0..self.control.shards() {
             let shard = ShardId(i as u16);
             let cfg = Arc::clone(&next);
+            let tls = tls.clone();
             let reply = self
                 .control
-                .ask(shard, move |s: &mut Shard, _| s.core_mut().set_config(cfg))
+                .ask(shard, move |s: &mut Shard, _| {
+                    s.core_mut().set_config(cfg);
+                    if let Some(tls) = tls {
+                        s.renew_tls(tls);
+                    }
+                })
                 .map_err(|e| ReloadError::Shard(shard.0, e))?;
             replies.push((shard, reply));
         }

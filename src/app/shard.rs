@@ -174,6 +174,8 @@ pub struct Shard {
     cdr: Option<crate::app::cdr::CdrSink>,
     /// `[cluster]`: directory snapshots in, presence changes out.
     cluster: Option<crate::app::cluster::link::ShardLink>,
+    /// A reload's renewed TLS configuration, until the engine hands it to the TLS listeners.
+    tls_renewal: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -201,6 +203,7 @@ impl Shard {
             }),
             cdr: None,
             cluster: None,
+            tls_renewal: None,
         }
     }
 
@@ -227,6 +230,12 @@ impl Shard {
     /// The shard's core (for admin queries on the shard's own thread).
     pub fn core(&self) -> &Core {
         &self.core
+    }
+
+    /// New TLS connections on this shard get `config` (a reload renewed the certificate):
+    /// handed to the engine's TLS listeners once the control jobs of this turn ran.
+    pub fn renew_tls(&mut self, config: std::sync::Arc<rustls::ServerConfig>) {
+        self.tls_renewal = Some(config);
     }
 
     /// The shard's core, mutably (for control jobs on the shard's own thread).
@@ -386,6 +395,15 @@ impl Handler for Shard {
         self.core.flow_closed(now, peer, transport);
     }
 
+    fn flow_failed(
+        &mut self,
+        now: Instant,
+        peer: std::net::SocketAddr,
+        transport: crate::core::transport::Transport,
+    ) {
+        self.core.flow_failed(now, peer, transport);
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         self.core.handle_timeout(now);
     }
@@ -409,6 +427,10 @@ impl Handler for Shard {
 
     fn drain_notes(&mut self, send: &mut dyn FnMut(ShardId, &[u8])) {
         self.core.drain_shard_notes(send);
+    }
+
+    fn take_tls_renewal(&mut self) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+        self.tls_renewal.take()
     }
 
     fn after_batch(&mut self, now: Instant) {

@@ -91,6 +91,11 @@ pub struct TcpConfig {
     pub max_body_bytes: u32,
     /// Messages per connection per second.
     pub max_messages_per_second: u32,
+    /// Connections sipfork opens itself (to `;transport=tcp` targets), per shard.
+    pub max_outbound_connections: u32,
+    /// A connection sipfork opens that is not up after this long fails (a transport error for
+    /// the requests waiting on it, RFC 3261 §8.1.3.1).
+    pub connect_timeout: Duration,
 }
 
 impl Default for TcpConfig {
@@ -101,6 +106,8 @@ impl Default for TcpConfig {
             max_header_bytes: 16 << 10,
             max_body_bytes: 64 << 10,
             max_messages_per_second: 1000,
+            max_outbound_connections: 1024,
+            connect_timeout: Duration::from_secs(4),
         }
     }
 }
@@ -158,6 +165,20 @@ pub(super) fn build_tcp(raw: &RawTcp) -> Result<TcpConfig, (&'static str, String
             500,
             10_000_000,
         )?,
+        max_outbound_connections: range(
+            "tcp.max_outbound_connections",
+            raw.max_outbound_connections,
+            d.max_outbound_connections,
+            0,
+            1_000_000,
+        )?,
+        connect_timeout: Duration::from_secs(range(
+            "tcp.connect_seconds",
+            raw.connect_seconds,
+            d.connect_timeout.as_secs(),
+            1,
+            60,
+        )?),
     })
 }
 

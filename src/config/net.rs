@@ -158,6 +158,9 @@ pub struct NextHop {
     pub uri: String,
     /// Where requests go.
     pub addr: SocketAddr,
+    /// `;transport=tcp`: requests go over a TCP connection sipfork opens (needs a `tcp:`
+    /// listen address); otherwise UDP.
+    pub transport: crate::core::transport::Transport,
 }
 
 /// Parses `sip:IP[:port][;params]`. Host names are refused: the proxy resolves no DNS.
@@ -179,6 +182,24 @@ pub(super) fn parse_next_hop(text: &str) -> Result<NextHop, String> {
         }
     };
     let hostport = rest.split(';').next().unwrap_or(rest);
+    let mut transport = crate::core::transport::Transport::Udp;
+    for param in rest.split(';').skip(1) {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("transport") {
+            continue;
+        }
+        transport = match value.trim().to_ascii_lowercase().as_str() {
+            "udp" => crate::core::transport::Transport::Udp,
+            "tcp" => crate::core::transport::Transport::Tcp,
+            other => {
+                return Err(format!(
+                    "{text:?}: transport={other} is not one sipfork connects with (udp or tcp)"
+                ))
+            }
+        };
+    }
     if hostport.contains('@') {
         return Err(format!(
             "{text:?}: a next hop names a host, not a user (drop the part before '@')"
@@ -192,6 +213,7 @@ pub(super) fn parse_next_hop(text: &str) -> Result<NextHop, String> {
     Ok(NextHop {
         uri: text.to_owned(),
         addr: SocketAddr::new(ip, port.unwrap_or(5060)),
+        transport,
     })
 }
 
@@ -356,10 +378,27 @@ mod tests {
     }
 
     #[test]
+    fn a_next_hop_names_its_transport() {
+        use crate::core::transport::Transport;
+        let hop = parse_next_hop("sip:127.0.0.1:5080;lr;Transport=TCP").unwrap();
+        assert_eq!(hop.transport, Transport::Tcp);
+        assert_eq!(hop.addr.port(), 5080);
+        let hop = parse_next_hop("sip:127.0.0.1;transport=udp").unwrap();
+        assert_eq!(hop.transport, Transport::Udp);
+        assert_eq!(
+            parse_next_hop("sip:127.0.0.1").unwrap().transport,
+            Transport::Udp
+        );
+        let e = parse_next_hop("sip:127.0.0.1;transport=tls").unwrap_err();
+        assert!(e.contains("transport=tls"), "{e}");
+    }
+
+    #[test]
     fn longest_prefix_wins() {
         let hop = |port: u16| NextHop {
             uri: format!("sip:127.0.0.1:{port}"),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            transport: crate::core::transport::Transport::Udp,
         };
         let route = |prefix: &str, port| Route {
             prefix: prefix.into(),

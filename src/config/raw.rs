@@ -65,6 +65,8 @@ pub(super) struct RawTcp {
     pub max_header_bytes: Option<u32>,
     pub max_body_bytes: Option<u32>,
     pub max_messages_per_second: Option<u32>,
+    pub max_outbound_connections: Option<u32>,
+    pub connect_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]

@@ -1,8 +1,8 @@
 //! `[tls]`: the certificate chain and key (PEM) the TLS listener presents, and optionally the CA
 //! certificates client certificates are checked against. Read while the configuration is loaded,
 //! so `check-config` finds a bad file and a reload (SIGHUP) reads and checks the files again: a
-//! renewed certificate shows as a changed `tls` section, which (like the listeners) the running
-//! shards take only at a restart.
+//! renewed certificate shows as a changed `tls` section, which the reload hands to every shard:
+//! new TLS connections get it, open ones keep their session (`app::reload`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -174,15 +174,21 @@ mod tests {
         assert!(!tls.verifies_clients());
         let same = load(&dir, &text).unwrap();
         assert_eq!(format!("{:?}", first.tls), format!("{:?}", same.tls));
-        // A renewed certificate (same paths) reads as a changed `tls` section on reload.
+        // A renewed certificate (same paths) reads as a changed `tls` section on reload, which
+        // applies without a restart.
         let renewed = certificate_dir("renewed");
         std::fs::copy(renewed.join("cert.pem"), dir.join("cert.pem")).unwrap();
         std::fs::copy(renewed.join("key.pem"), dir.join("key.pem")).unwrap();
         let after = load(&dir, &text).unwrap();
         assert_ne!(format!("{:?}", first.tls), format!("{:?}", after.tls));
         let diff = crate::app::reload::diff(&first, &after);
-        assert_eq!(diff.need_restart, ["tls"]);
-        assert!(diff.applied.is_empty(), "{diff:?}");
+        assert_eq!(diff.applied, ["tls"]);
+        assert!(diff.need_restart.is_empty(), "{diff:?}");
+        let merged = crate::app::reload::applicable(&first, after);
+        assert_eq!(
+            format!("{:?}", merged.tls),
+            format!("{:?}", load(&dir, &text).unwrap().tls)
+        );
         // Client certificates are asked for once a CA is named.
         let with_ca = load(&dir, &format!("{text}ca = \"cert.pem\"\n")).unwrap();
         assert!(with_ca.tls.unwrap().verifies_clients());

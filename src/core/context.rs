@@ -71,8 +71,9 @@ pub struct Cx<'a> {
     pub cdrs: &'a mut Vec<crate::core::cdr::Cdr>,
     /// The shard's load level: what relayed responses tell clients that announce RFC 7339.
     pub overload: &'a mut crate::core::overload::Overload,
-    /// The stream flows known open (`transport/flows.rs`).
-    pub flows: &'a crate::core::transport::flows::Flows,
+    /// The stream flows known open (`transport/flows.rs`); a branch that connects enters its
+    /// flow (`transport/outbound.rs`).
+    pub flows: &'a mut crate::core::transport::flows::Flows,
     /// What the message being handled came on (UDP for timers and restores).
     pub arrival: crate::core::transport::Transport,
 }

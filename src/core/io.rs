@@ -56,6 +56,14 @@ pub struct Transmit {
     pub from: Option<SocketAddr>,
     /// Byte range in the arena.
     pub bytes: Range<u32>,
+    /// `Some(Tcp)` only on requests toward a target that asks for a stream transport (a
+    /// registered device's `;transport=tcp` Contact, a next hop configured so): the engine
+    /// opens a connection of this transport to `to` when none is open, and writes to it once
+    /// up. `Some(Udp)`: over UDP even if a connection with `to` is open (the answers to a
+    /// request that came over UDP from the address of a connection sipfork opened, RFC 3261
+    /// §18.2.2). `None` everywhere else: over the connection with `to` if one is open, else
+    /// UDP; the engine never connects for it.
+    pub connect: Option<Transport>,
 }
 
 /// Datagrams the core wants sent, in order.
@@ -63,6 +71,9 @@ pub struct Transmit {
 pub struct Outbox {
     arena: Vec<u8>,
     transmits: Vec<Transmit>,
+    /// Transmits queued with [`Transmit::connect`] since the last clear (the engine looks for
+    /// connections to open only when some are).
+    connects: usize,
 }
 
 impl Outbox {
@@ -94,6 +105,7 @@ impl Outbox {
                 to,
                 from,
                 bytes: to_u32(start)..to_u32(end),
+                connect: None,
             });
         }
         &self.arena[start..end]
@@ -116,10 +128,42 @@ impl Outbox {
         self.transmits[i].bytes = to_u32(start)..to_u32(end);
     }
 
+    /// Marks the datagram queued last as a request for which the engine may open a `transport`
+    /// connection to its destination ([`Transmit::connect`]).
+    pub fn connect_last(&mut self, transport: Transport) {
+        if let Some(t) = self.transmits.last_mut() {
+            if !t.connect.is_some_and(Transport::is_stream) {
+                self.connects += 1;
+            }
+            t.connect = Some(transport);
+        }
+    }
+
+    /// Marks the datagrams queued from index `start` on to `to` that carry no mark to go over
+    /// UDP ([`Transmit::connect`]).
+    pub fn keep_udp(&mut self, start: usize, to: SocketAddr) {
+        for t in self.transmits.iter_mut().skip(start) {
+            if t.to == to && t.connect.is_none() {
+                t.connect = Some(Transport::Udp);
+            }
+        }
+    }
+
+    /// Whether a queued datagram may need a connection opened ([`Transmit::connect`]).
+    pub fn wants_connect(&self) -> bool {
+        self.connects > 0
+    }
+
     /// Takes back the datagram queued last (its bytes stay unused in the arena until
     /// [`Outbox::clear`]).
     pub fn pop(&mut self) {
-        self.transmits.pop();
+        if self
+            .transmits
+            .pop()
+            .is_some_and(|t| t.connect.is_some_and(Transport::is_stream))
+        {
+            self.connects -= 1;
+        }
     }
 
     /// The datagrams in the order they were queued.
@@ -159,6 +203,7 @@ impl Outbox {
     pub fn clear(&mut self) {
         self.arena.clear();
         self.transmits.clear();
+        self.connects = 0;
     }
 }
 

@@ -226,7 +226,7 @@ enum Resolved<'b> {
     /// One of our extensions (its number).
     Extension(std::borrow::Cow<'b, [u8]>),
     /// A number reached through a configured next hop.
-    Route(SocketAddr),
+    Route(SocketAddr, transport::Transport),
     /// Addressed to sipfork itself (no user part, our domain).
     Proxy,
     /// A number of a served domain that nothing here answers to.
@@ -477,7 +477,7 @@ impl Core {
                 notices: &mut self.notices,
                 cdrs: &mut self.cdrs,
                 overload: &mut self.overload,
-                flows: &self.flows,
+                flows: &mut self.flows,
                 arrival: self.arrival,
             },
             registrar: &mut self.registrar,
@@ -538,7 +538,16 @@ impl Core {
         // A message over a connection marks its flow open (on the shard that handles it, too).
         self.flows.seen(d.from, d.transport);
         self.arrival = d.transport;
+        let start = self.out.len();
         let inbound = self.dispatch(now, d);
+        // Over UDP from the address of a connection sipfork opened (a device or next hop
+        // listening on one port for both): its answers go back over UDP (RFC 3261 §18.2.2).
+        if d.transport == transport::Transport::Udp
+            && !self.flows.is_empty()
+            && self.flows.get(d.from).is_some()
+        {
+            self.out.keep_udp(start, d.from);
+        }
         self.arrival = transport::Transport::Udp;
         inbound
     }
@@ -555,6 +564,20 @@ impl Core {
         if transport.is_stream() {
             self.flows.closed(peer);
         }
+    }
+
+    /// The connection the engine opened to `peer` for a request of ours could not be set up
+    /// (refused, unreachable, timed out; `core::transport::outbound`): the flow is forgotten and
+    /// every branch waiting on `peer` ends as a 503 (RFC 3261 §8.1.3.1).
+    pub fn flow_failed(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        _transport: transport::Transport,
+    ) {
+        self.flows.closed(peer);
+        let Parts { mut cx, proxy, .. } = self.parts(now);
+        proxy.transport_failed(&mut cx, peer);
     }
 
     fn dispatch(&mut self, now: Instant, d: Datagram<'_>) -> Inbound {
@@ -871,13 +894,15 @@ impl Core {
                 )
             }
             Resolved::NotFound => return reply_to(&mut cx, msg, from, 404, "Not Found", b""),
-            Resolved::Route(dest) => {
+            Resolved::Route(dest, transport) => {
                 let target = ForkTarget {
                     uri: std::borrow::Cow::Borrowed(e.request_uri.raw()),
                     dest,
                     q: 1000,
                     registered_at: Instant::ZERO,
                     external: false,
+                    // The next hop's configured transport, never the Request-URI's.
+                    transport,
                 };
                 let plan = ForkPlan {
                     serial: false,
@@ -933,6 +958,7 @@ impl Core {
                         q: 1000,
                         registered_at: Instant::ZERO,
                         external: false,
+                        transport: transport::Transport::Udp,
                     }]
                 } else if let Some(fm) = followme {
                     let tenant = policy.tenant();
@@ -967,6 +993,7 @@ impl Core {
                             q: t.q,
                             registered_at: t.registered_at,
                             external: false,
+                            transport: t.transport,
                         })
                         .collect();
                     // One branch per other node holding the number; a cluster branch rings
@@ -1222,6 +1249,7 @@ fn followme_targets<'r>(
         q,
         registered_at: Instant::ZERO,
         external,
+        transport: transport::Transport::Udp,
     };
     let mut out = Vec::new();
     for (i, stage) in fm.stages.iter().enumerate() {
@@ -1235,6 +1263,7 @@ fn followme_targets<'r>(
                         q,
                         registered_at: b.registered_at,
                         external: false,
+                        transport: b.transport,
                     }))
                 }
                 Target::Extension(other) => {
@@ -1384,7 +1413,7 @@ fn resolve<'b>(cx: &Cx<'_>, e: &Essentials<'b>) -> Resolved<'b> {
     } else if let Some(ext) = cx.cfg.did(&number) {
         Resolved::Extension(std::borrow::Cow::Owned(ext.to_vec()))
     } else if let Some(route) = cx.cfg.route_for(&number) {
-        Resolved::Route(route.next_hop.addr)
+        Resolved::Route(route.next_hop.addr, route.next_hop.transport)
     } else {
         Resolved::NotFound
     }

@@ -13,6 +13,7 @@
 //! letter, or the producer finds `parked` and writes the eventfd, which is in the sleeper's wait
 //! set. The producer clears `parked` with a swap, so many producers cost one eventfd write per nap.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -127,6 +128,8 @@ pub enum LetterKind {
     Transmit,
     /// The connection with peer `from` (on the given transport) closed on the sending shard.
     FlowClosed(Transport),
+    /// The connection the sending shard opened to peer `from` failed before it was up.
+    FlowFailed(Transport),
     /// Not a datagram but a core-to-core note from that shard (`Core::handle_shard_note`);
     /// `from` and `local` are then unspecified.
     Note(ShardId),
@@ -140,7 +143,7 @@ impl Letter {
             local: self.local,
             bytes: &self.bytes,
             transport: match self.kind {
-                LetterKind::Inbound(t) | LetterKind::FlowClosed(t) => t,
+                LetterKind::Inbound(t) | LetterKind::FlowClosed(t) | LetterKind::FlowFailed(t) => t,
                 LetterKind::Transmit | LetterKind::Note(_) => Transport::Udp,
             },
         }
@@ -205,6 +208,7 @@ impl Mesh {
             spare: Vec::new(),
             dirty: vec![false; self.shards],
             dirty_list: Vec::with_capacity(self.shards),
+            deferred: VecDeque::new(),
             stats: MailboxStats::default(),
         }
     }
@@ -233,6 +237,11 @@ pub struct MailboxStats {
     pub wakes_sent,
     /// Letter buffers allocated (stays flat once warm).
     pub buffers_allocated,
+    /// Letters that must arrive (core notes, closed connections) held back because the ring
+    /// was full, and sent on a later turn.
+    pub deferred,
+    /// Such letters dropped all the same: the held-back queue was full too.
+    pub deferred_dropped,
 }
 }
 
@@ -244,6 +253,8 @@ pub struct Mailbox {
     spare: Vec<Vec<u8>>,
     dirty: Vec<bool>,
     dirty_list: Vec<usize>,
+    /// Letters that must arrive but met a full ring, oldest first, with their target.
+    deferred: VecDeque<(usize, Letter)>,
     stats: MailboxStats,
 }
 
@@ -251,6 +262,9 @@ pub struct Mailbox {
 const LETTER_CAPACITY: usize = 2048;
 /// Spare buffers kept locally beyond which returned buffers are freed.
 const MAX_SPARE: usize = 1024;
+/// Letters held back for a full ring beyond which they are dropped (and counted): a shard that
+/// stopped reading must not grow its peers' memory without end.
+const MAX_DEFERRED: usize = 8192;
 
 impl Mailbox {
     /// This shard's id.
@@ -281,12 +295,13 @@ impl Mailbox {
         )
     }
 
-    /// Copies a core-to-core note (`Core::drain_shard_notes`) onto the ring towards `to`, as
-    /// [`Mailbox::send`] does a datagram.
+    /// Copies a core-to-core note (`Core::drain_shard_notes`) onto the ring towards `to`. A
+    /// note must arrive (it records a call or a line another shard relies on), so a full ring
+    /// holds it back for a later turn, as [`Mailbox::post_surely`].
     pub fn send_note(&mut self, to: ShardId, bytes: &[u8]) -> bool {
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
         let me = self.shard();
-        self.post(to, LetterKind::Note(me), unspecified, unspecified, bytes)
+        self.post_surely(to, LetterKind::Note(me), unspecified, unspecified, bytes)
     }
 
     /// As [`Mailbox::send`], for any kind of letter: `peer` goes into [`Letter::from`].
@@ -298,28 +313,12 @@ impl Mailbox {
         local: SocketAddr,
         payload: &[u8],
     ) -> bool {
-        let to = to.index();
-        if to >= self.mesh.shards || to == self.me {
-            self.stats.dropped_bad_target += 1;
+        let Some(to) = self.target(to) else {
             return false;
-        }
-        let mut bytes = self.take_buffer(to);
-        bytes.extend_from_slice(payload);
-        let letter = Letter {
-            from: peer,
-            local,
-            bytes,
-            kind,
         };
-        match self.mesh.ring(self.me, to).push(letter) {
-            Ok(()) => {
-                self.stats.sent += 1;
-                if !self.dirty[to] {
-                    self.dirty[to] = true;
-                    self.dirty_list.push(to);
-                }
-                true
-            }
+        let letter = self.letter(to, kind, peer, local, payload);
+        match self.push(to, letter) {
+            Ok(()) => true,
             Err(letter) => {
                 self.stats.dropped_full += 1;
                 self.keep_spare(letter.bytes);
@@ -328,8 +327,107 @@ impl Mailbox {
         }
     }
 
-    /// Wakes every shard that got letters since the last flush, if it is parked.
+    /// As [`Mailbox::post`], for a letter that must arrive: one that meets a full ring (or a
+    /// target that still has letters held back, to keep their order) is held back and sent by
+    /// [`Mailbox::flush`] on a later turn. False only when it is dropped: a bad target, or more
+    /// than `MAX_DEFERRED` letters held back.
+    pub fn post_surely(
+        &mut self,
+        to: ShardId,
+        kind: LetterKind,
+        peer: SocketAddr,
+        local: SocketAddr,
+        payload: &[u8],
+    ) -> bool {
+        let Some(to) = self.target(to) else {
+            return false;
+        };
+        let mut letter = self.letter(to, kind, peer, local, payload);
+        if !self.deferred.iter().any(|(t, _)| *t == to) {
+            match self.push(to, letter) {
+                Ok(()) => return true,
+                Err(back) => letter = back,
+            }
+        }
+        if self.deferred.len() >= MAX_DEFERRED {
+            self.stats.deferred_dropped += 1;
+            self.keep_spare(letter.bytes);
+            return false;
+        }
+        self.deferred.push_back((to, letter));
+        self.stats.deferred += 1;
+        true
+    }
+
+    /// The index of shard `to`, when it is another shard of the mesh (else counted).
+    fn target(&mut self, to: ShardId) -> Option<usize> {
+        let to = to.index();
+        if to >= self.mesh.shards || to == self.me {
+            self.stats.dropped_bad_target += 1;
+            return None;
+        }
+        Some(to)
+    }
+
+    fn letter(
+        &mut self,
+        to: usize,
+        kind: LetterKind,
+        peer: SocketAddr,
+        local: SocketAddr,
+        payload: &[u8],
+    ) -> Letter {
+        let mut bytes = self.take_buffer(to);
+        bytes.extend_from_slice(payload);
+        Letter {
+            from: peer,
+            local,
+            bytes,
+            kind,
+        }
+    }
+
+    /// Pushes `letter` onto the ring towards `to` and marks `to` for the wake-up.
+    fn push(&mut self, to: usize, letter: Letter) -> Result<(), Letter> {
+        self.mesh.ring(self.me, to).push(letter)?;
+        self.stats.sent += 1;
+        if !self.dirty[to] {
+            self.dirty[to] = true;
+            self.dirty_list.push(to);
+        }
+        Ok(())
+    }
+
+    /// Sends the letters held back, oldest first; a target whose ring is still full keeps its
+    /// letters (and their order) for the next turn.
+    fn retry_deferred(&mut self) {
+        let mut blocked = vec![false; self.mesh.shards];
+        let mut kept = VecDeque::new();
+        while let Some((to, letter)) = self.deferred.pop_front() {
+            if blocked[to] {
+                kept.push_back((to, letter));
+                continue;
+            }
+            if let Err(letter) = self.push(to, letter) {
+                blocked[to] = true;
+                kept.push_back((to, letter));
+            }
+        }
+        self.deferred = kept;
+    }
+
+    /// Whether letters are held back for a full ring (the shard then waits no longer than a
+    /// short retry period).
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Sends what was held back (oldest first), then wakes every shard that got letters since
+    /// the last flush, if it is parked.
     pub fn flush(&mut self) {
+        if !self.deferred.is_empty() {
+            self.retry_deferred();
+        }
         for to in self.dirty_list.drain(..) {
             self.dirty[to] = false;
             if self.mesh.wakers[to].wake_if_parked() {
@@ -461,6 +559,70 @@ mod tests {
         assert!(!a.send(ShardId(9), dgram(b"nobody")));
         let s = a.stats();
         assert_eq!((s.sent, s.dropped_full, s.dropped_bad_target), (4, 2, 2));
+    }
+
+    #[test]
+    fn notes_and_closed_connections_meeting_a_full_ring_arrive_later_in_order() {
+        let mesh = Mesh::new(3, 4).unwrap();
+        let mut a = mesh.endpoint(ShardId(0));
+        let mut b = mesh.endpoint(ShardId(1));
+        let mut c = mesh.endpoint(ShardId(2));
+        for i in 0..4u8 {
+            assert!(a.send(ShardId(1), dgram(&[b'd', i]))); // fills the ring to shard 1
+        }
+        let peer: SocketAddr = "127.0.0.9:5090".parse().unwrap();
+        for i in 0..3u8 {
+            assert!(a.send_note(ShardId(1), &[b'n', i]));
+        }
+        let closed = LetterKind::FlowClosed(Transport::Tcp);
+        assert!(a.post_surely(ShardId(1), closed, peer, peer, b""));
+        assert!(a.send_note(ShardId(2), b"other")); // another shard's ring is not held up
+        assert!(!a.send(ShardId(1), dgram(b"lost"))); // an ordinary datagram is still dropped
+        a.flush();
+        let s = a.stats();
+        assert_eq!((s.deferred, s.dropped_full, s.deferred_dropped), (4, 1, 0));
+        let mut got_c = Vec::new();
+        c.receive(usize::MAX, |l| got_c.push(l.bytes.clone()));
+        assert_eq!(got_c, vec![b"other".to_vec()]);
+
+        // Shard 1 reads two letters; the next flush sends two held back, oldest first.
+        let mut got = Vec::new();
+        b.receive(2, |l| got.push((l.kind, l.bytes.clone())));
+        a.flush();
+        b.receive(usize::MAX, |l| got.push((l.kind, l.bytes.clone())));
+        a.flush();
+        b.receive(usize::MAX, |l| got.push((l.kind, l.bytes.clone())));
+        let note = LetterKind::Note(ShardId(0));
+        let dg = LetterKind::Inbound(Transport::Udp);
+        assert_eq!(
+            got,
+            vec![
+                (dg, b"d\x00".to_vec()),
+                (dg, b"d\x01".to_vec()),
+                (dg, b"d\x02".to_vec()),
+                (dg, b"d\x03".to_vec()),
+                (note, b"n\x00".to_vec()),
+                (note, b"n\x01".to_vec()),
+                (note, b"n\x02".to_vec()),
+                (closed, Vec::new()),
+            ]
+        );
+        // Each letter went once (four datagrams, four held back, the note to shard 2).
+        assert_eq!(a.stats().sent, 4 + 4 + 1);
+        assert!(!a.has_deferred());
+    }
+
+    #[test]
+    fn letters_held_back_are_bounded() {
+        let mesh = Mesh::new(2, 1).unwrap();
+        let mut a = mesh.endpoint(ShardId(0));
+        assert!(a.send_note(ShardId(1), b"on the ring"));
+        for _ in 0..MAX_DEFERRED {
+            assert!(a.send_note(ShardId(1), b"held"));
+        }
+        assert!(!a.send_note(ShardId(1), b"one too many"));
+        let s = a.stats();
+        assert_eq!((s.deferred, s.deferred_dropped), (MAX_DEFERRED as u64, 1));
     }
 
     #[test]

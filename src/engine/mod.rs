@@ -9,6 +9,7 @@
 //! This is the only module with `unsafe` and OS calls; every unsafe block says why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod bpf;
 pub mod clock;
 pub mod control;
 pub mod counters;

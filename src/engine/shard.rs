@@ -36,6 +36,9 @@ pub trait Handler {
     /// A TCP or TLS connection with `peer` closed (on this shard or on another: every shard is
     /// told, since bindings over it may live on any).
     fn flow_closed(&mut self, _now: Instant, _peer: SocketAddr, _transport: Transport) {}
+    /// A connection a shard opened to `peer` for the handler's requests failed before it was
+    /// up (every shard is told: requests of any shard may wait on it).
+    fn flow_failed(&mut self, _now: Instant, _peer: SocketAddr, _transport: Transport) {}
     /// Fires every timer due at `now`.
     fn handle_timeout(&mut self, now: Instant);
     /// The next deadline, if any.
@@ -52,6 +55,12 @@ pub trait Handler {
     fn handle_note(&mut self, _now: Instant, _from: ShardId, _bytes: &[u8]) {}
     /// Hands the notes for other shards to `send` (once per turn, after the timers).
     fn drain_notes(&mut self, _send: &mut dyn FnMut(ShardId, &[u8])) {}
+    /// A renewed TLS server configuration (a reload's new certificate), asked for after the
+    /// control jobs ran: the shard's TLS listeners give it to the connections they accept from
+    /// then on; open connections keep their session.
+    fn take_tls_renewal(&mut self) -> Option<Arc<rustls::ServerConfig>> {
+        None
+    }
 }
 
 counters! {
@@ -93,6 +102,8 @@ pub type BatchHistogram = Histogram<{ BATCH_BOUNDS.len() }>;
 const MAILBOX_LIMIT_PER_TURN: usize = 4096;
 /// Pause after a backend error so a persistent failure cannot spin a core.
 const ERROR_PAUSE: Duration = Duration::from_millis(1);
+/// How soon letters held back for a full ring are tried again when nothing else wakes the shard.
+const RETRY_DEFERRED: Duration = Duration::from_millis(1);
 
 /// A shard's counters as published for other threads (metrics, admin).
 #[derive(Debug, Default)]
@@ -199,6 +210,16 @@ pub struct ShardParts<H> {
     pub streams: Option<Streams>,
 }
 
+/// Posts a letter about the connection with `peer` to every shard but `me` (held back on a
+/// full ring: it must arrive).
+fn tell_other_shards(mailbox: &mut Mailbox, me: ShardId, kind: LetterKind, peer: SocketAddr) {
+    for other in (0..mailbox.shards()).map(|k| ShardId(k as u16)) {
+        if other != me {
+            mailbox.post_surely(other, kind, peer, peer, b"");
+        }
+    }
+}
+
 /// Runs the loop until `stop` is set, then does one last non-blocking turn (handles what is
 /// ready, sends the outbox) and returns the handler.
 pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
@@ -225,7 +246,11 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
             Some(Duration::ZERO)
         } else {
             let streams_due = streams.as_ref().and_then(|s| s.next_deadline(now));
-            Clock::timeout_until(now, earliest(handler.poll_timeout(), streams_due))
+            // Letters held back for a full ring are retried a millisecond on, not at the next
+            // unrelated wake-up.
+            let retry_due = mailbox.has_deferred().then(|| now + RETRY_DEFERRED);
+            let due = earliest(handler.poll_timeout(), earliest(streams_due, retry_due));
+            Clock::timeout_until(now, due)
         };
         let parked = timeout != Some(Duration::ZERO);
         if parked {
@@ -269,6 +294,12 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
             }) as u64;
             handled += messages;
             counters.datagrams += messages;
+            // Connections this shard opened that failed (in this poll, or in the last turn's
+            // sends, which makes this turn come at once): every shard's requests may wait on one.
+            for (peer, transport) in s.take_failed() {
+                handler.flow_failed(now, peer, transport);
+                tell_other_shards(&mut mailbox, id, LetterKind::FlowFailed(transport), peer);
+            }
         }
 
         let letters = mailbox.receive(MAILBOX_LIMIT_PER_TURN, |letter| match letter.kind {
@@ -283,10 +314,14 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 None => counters.misrouted += 1,
             },
             LetterKind::FlowClosed(t) => handler.flow_closed(now, letter.from, t),
+            LetterKind::FlowFailed(t) => handler.flow_failed(now, letter.from, t),
         });
         counters.letters += letters as u64;
         if control.has_pending() {
             counters.control_jobs += control.run_pending(&mut handler, now) as u64;
+            if let (Some(s), Some(tls)) = (streams.as_mut(), handler.take_tls_renewal()) {
+                s.renew_tls(tls);
+            }
         }
 
         if handler
@@ -298,7 +333,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
         }
         handler.after_batch(now);
         handler.drain_notes(&mut |to, bytes| {
-            mailbox.send_note(to, bytes); // a full ring or bad id is counted inside
+            mailbox.send_note(to, bytes); // held back on a full ring; a bad id is counted inside
         });
         let out = handler.outbox();
         if let Some(s) = streams.as_mut() {
@@ -313,17 +348,14 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 counters.io_errors += 1;
                 tracing::error!(shard = id.0, error = %e, "shard send error");
             }
-            out.clear();
         }
+        // Also when everything went over connections: the arena is emptied every turn.
+        out.clear();
         if let Some(s) = streams.as_mut() {
             // Every shard learns of a closed connection: bindings over it may live on any.
             for (peer, transport) in s.take_gone() {
                 handler.flow_closed(now, peer, transport);
-                for other in (0..mailbox.shards()).map(|k| ShardId(k as u16)) {
-                    if other != id {
-                        mailbox.post(other, LetterKind::FlowClosed(transport), peer, peer, b"");
-                    }
-                }
+                tell_other_shards(&mut mailbox, id, LetterKind::FlowClosed(transport), peer);
             }
         }
         mailbox.flush();

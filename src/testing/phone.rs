@@ -185,6 +185,8 @@ pub struct Phone {
     pub registered: bool,
     /// q-value to register with (`"0.5"`), if any.
     pub q: Option<String>,
+    /// URI parameters of its Contact (`";transport=tcp"`: reach me over a connection).
+    pub contact_params: String,
     /// Everything it received.
     pub inbox: Vec<(Instant, Vec<u8>)>,
     /// Calls it received.
@@ -213,6 +215,7 @@ impl Phone {
             answer_extra: String::new(),
             registered: false,
             q: None,
+            contact_params: String::new(),
             inbox: Vec::new(),
             incoming: Vec::new(),
             outgoing: Vec::new(),
@@ -253,7 +256,12 @@ impl Phone {
     }
 
     fn contact(&self) -> String {
-        format!("<sip:{}@{}>", self.user, self.advertised())
+        format!(
+            "<sip:{}@{}{}>",
+            self.user,
+            self.advertised(),
+            self.contact_params
+        )
     }
 
     /// A REGISTER for its user (expires in seconds).

@@ -131,6 +131,18 @@ pub struct World {
     pub cdrs: Vec<crate::core::cdr::Cdr>,
     /// Phones connected over TCP or TLS ([`World::connect`]): what their messages arrive on.
     streams: std::collections::HashMap<SocketAddr, Transport>,
+    /// Every connection a core asked the engine to open (`Transmit::connect`), in order: the
+    /// destination and transport. A phone at the destination accepts it (its messages then
+    /// arrive over it); any other destination refuses it (the core is told at once, as the
+    /// engine tells it of a refused connect), unless listed in `connect_silent`.
+    pub connects: Vec<(SocketAddr, Transport)>,
+    /// Destinations whose connects neither succeed nor fail ([`World::fail_connect`] ends them).
+    pub connect_silent: Vec<SocketAddr>,
+    /// Phones' addresses that refuse connections (nothing listens on TCP there).
+    pub connect_refused: Vec<SocketAddr>,
+    /// Destinations of datagrams the core marked to go over UDP although a connection with
+    /// them is open (`Transmit::connect == Some(Udp)`), in order.
+    pub kept_udp: Vec<SocketAddr>,
 }
 
 /// Default config for simulated worlds: extensions 1000-1099 without auth, on 127.0.0.1:5060.
@@ -192,6 +204,10 @@ impl World {
             max_datagram: crate::engine::io::IoOptions::default().max_datagram,
             cdrs: Vec::new(),
             streams: std::collections::HashMap::new(),
+            connects: Vec::new(),
+            connect_silent: Vec::new(),
+            connect_refused: Vec::new(),
+            kept_udp: Vec::new(),
         }
     }
 
@@ -419,9 +435,35 @@ impl World {
     }
 
     fn flush_core(&mut self, s: usize) {
+        let mut failed = Vec::new();
+        for t in self.cores[s].outbox().transmits() {
+            let Some(transport) = t.connect.filter(|t| t.is_stream()) else {
+                if t.connect.is_some() {
+                    self.kept_udp.push(t.to);
+                }
+                continue;
+            };
+            if self.streams.get(&t.to) == Some(&transport) {
+                continue; // open already: reused
+            }
+            self.connects.push((t.to, transport));
+            if self.connect_silent.contains(&t.to) {
+                continue;
+            }
+            if self.phones.iter().any(|p| p.addr == t.to) && !self.connect_refused.contains(&t.to) {
+                self.streams.insert(t.to, transport);
+            } else {
+                failed.push((t.to, transport));
+            }
+        }
         let out: Vec<(SocketAddr, Vec<u8>)> = self.cores[s]
             .outbox()
             .iter()
+            // A connect that failed or hangs carries nothing (the engine queues until it is up).
+            .filter(|(to, _)| {
+                !failed.iter().any(|(f, _)| f == to)
+                    && (!self.connect_silent.contains(to) || self.streams.contains_key(to))
+            })
             .map(|(to, b)| (to, b.to_vec()))
             .collect();
         self.cores[s].outbox().clear();
@@ -432,6 +474,9 @@ impl World {
         self.cores[s].drain_cdrs(|c| cdrs.push(c));
         for (to, bytes) in out {
             self.transmit(self.proxy, to, bytes);
+        }
+        for (peer, transport) in failed {
+            self.fail_connect_on(s, peer, transport);
         }
         // Core-to-core notes reach the other shard at once (the engine: within its next turn).
         let mut notes = Vec::new();
@@ -578,6 +623,21 @@ impl World {
             for core in &mut self.cores {
                 core.flow_closed(self.now, peer, transport);
             }
+        }
+    }
+
+    /// The connection shard `s`'s core asked for to `peer` fails (refused or timed out): that
+    /// core is told, as the engine tells the shard that opened it.
+    fn fail_connect_on(&mut self, s: usize, peer: SocketAddr, transport: Transport) {
+        self.cores[s].flow_failed(self.now, peer, transport);
+        self.flush_core(s);
+    }
+
+    /// A connect to `peer` left pending (`connect_silent`) times out now: every core is told
+    /// (only the one that asked has branches waiting on it).
+    pub fn fail_connect(&mut self, peer: SocketAddr, transport: Transport) {
+        for s in 0..self.cores.len() {
+            self.fail_connect_on(s, peer, transport);
         }
     }
 

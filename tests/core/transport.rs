@@ -51,7 +51,7 @@ fn devices(w: &World) -> Vec<sipfork::core::registrar::Device> {
         .unwrap_or_default()
 }
 
-fn top_via(bytes: &[u8]) -> String {
+pub(crate) fn top_via(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     text.lines()
         .find(|l| l.starts_with("Via:") || l.starts_with("v:"))
@@ -138,7 +138,7 @@ fn a_binding_whose_flow_closed_is_not_rung_and_480_when_none_is_left() {
 }
 
 /// An INVITE of about `size` bytes from `from` to extension 1001.
-fn big_invite(w: &mut World, from: PhoneId, size: usize) {
+pub(crate) fn big_invite(w: &mut World, from: PhoneId, size: usize) {
     let addr = w.phone_ref(from).addr;
     let pad = "a=x-pad:".to_string() + &"x".repeat(size) + "\r\n";
     let sdp = format!(
@@ -208,7 +208,7 @@ use sipfork::testing::phone::Behaviour;
 use sipfork::testing::sim::cseq_method;
 
 /// The Record-Route values of `bytes`, top first.
-fn record_routes(bytes: &[u8]) -> Vec<String> {
+pub(crate) fn record_routes(bytes: &[u8]) -> Vec<String> {
     let m = parse(bytes).expect("parses");
     m.values(HeaderName::RecordRoute)
         .map(|v| String::from_utf8_lossy(v).into_owned())

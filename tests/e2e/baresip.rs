@@ -69,7 +69,7 @@ fn baresip_phones_call_through_the_shipped_example() {
 
 /// Runs test `test_name` again inside a fresh namespace `sipfork-e2e-LABEL-PID` (skipped with a
 /// printed reason where baresip is missing, unless required, or where there is no root).
-fn enter_namespace(label: &str, test_name: &str) {
+pub(crate) fn enter_namespace(label: &str, test_name: &str) {
     let required = std::env::var_os("SIPFORK_REQUIRE_BARESIP").is_some();
     if Command::new("baresip").arg("-h").output().is_err() {
         assert!(
@@ -95,7 +95,7 @@ fn enter_namespace(label: &str, test_name: &str) {
 }
 
 /// baresip's `config` and `accounts` (from `benches/anchors/baresip/*.template`).
-fn write_phone_config(dir: &Path, port: u16, tone: &Path, account: &str) {
+pub(crate) fn write_phone_config(dir: &Path, port: u16, tone: &Path, account: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let config = format!(
         "poll_method epoll\nsip_listen 127.0.0.1:{port}\naudio_player aufile,/dev/null\n\
@@ -108,16 +108,31 @@ fn write_phone_config(dir: &Path, port: u16, tone: &Path, account: &str) {
     std::fs::write(dir.join("accounts"), format!("{account}\n")).unwrap();
 }
 
-fn account(ext: u32, proxy: &str, answermode: &str) -> String {
+pub(crate) fn account(ext: u32, proxy: &str, answermode: &str) -> String {
     format!(
         "<sip:{ext}@127.0.0.1;transport=udp>;auth_pass=pw-{ext};regint=300;\
          outbound=\"sip:{proxy};transport=udp\";answermode={answermode}"
     )
 }
 
+/// Waits (at most 10 s) until sipfork holds no dialog and ended exactly one.
+pub(crate) fn wait_dialog_ended(app: &Appliance) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.metric_sum("sipfork_proxy_dialogs") != 0
+        || proxy_event(&app.get_ok("/metrics"), "dialog_ended") != 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the dialog did not end in sipfork:\n{}",
+            app.get_ok("/metrics")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `seconds` of a 440 Hz tone, 8 kHz 16-bit mono WAV: `aufile`'s source (`ausine` only does
 /// 48 kHz and a failing source drops the call). baresip hangs up when its source file ends.
-fn write_tone(path: &Path, seconds: u32) {
+pub(crate) fn write_tone(path: &Path, seconds: u32) {
     let samples: Vec<i16> = (0..8000 * seconds)
         .map(|i| (8000.0 * (std::f64::consts::TAU * 440.0 * f64::from(i) / 8000.0).sin()) as i16)
         .collect();
@@ -142,14 +157,14 @@ fn write_tone(path: &Path, seconds: u32) {
 }
 
 /// A running baresip with its SIP trace (`-s`) and log in a file; killed when dropped.
-struct Baresip {
+pub(crate) struct Baresip {
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl Baresip {
     /// Starts baresip on the configuration in `dir`, quitting by itself after `secs`.
-    fn start(dir: &Path, secs: u32, commands: &[&str]) -> Baresip {
+    pub(crate) fn start(dir: &Path, secs: u32, commands: &[&str]) -> Baresip {
         let log = dir.join("baresip.log");
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new("baresip");
@@ -171,14 +186,14 @@ impl Baresip {
 
     /// The log so far, without terminal colour codes, with the SIP trace's CRLFs as LFs and the
     /// call status line's CRs (it rewrites itself in place) as LFs.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
             .replace("\r\n", "\n")
             .replace('\r', "\n")
     }
 
     /// Waits until the log contains `text`.
-    fn wait_for(&self, text: &str, who: &str) {
+    pub(crate) fn wait_for(&self, text: &str, who: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while !self.log().contains(text) {
             assert!(
@@ -191,7 +206,7 @@ impl Baresip {
     }
 
     /// Stops it with SIGTERM (it unregisters and exits) and waits, at most 10 s.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -234,20 +249,23 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// One SIP message of a baresip trace: `#`, then `UDP FROM -> TO`, then the message.
+/// One SIP message of a baresip trace: `#`, then `UDP FROM -> TO` (or `TLS …`), then the message.
 #[derive(Debug)]
-struct Traced {
-    from: String,
-    to: String,
-    text: String,
+pub(crate) struct Traced {
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) text: String,
 }
 
-fn traced(log: &str) -> Vec<Traced> {
+pub(crate) fn traced(log: &str) -> Vec<Traced> {
     log.split("\n#\n")
         .skip(1)
         .filter_map(|block| {
             let (head, text) = block.split_once('\n')?;
-            let (from, to) = head.strip_prefix("UDP ")?.split_once(" -> ")?;
+            let (from, to) = ["UDP ", "TLS "]
+                .iter()
+                .find_map(|t| head.strip_prefix(t))?
+                .split_once(" -> ")?;
             Some(Traced {
                 from: from.trim().to_owned(),
                 to: to.trim().to_owned(),
@@ -255,6 +273,22 @@ fn traced(log: &str) -> Vec<Traced> {
             })
         })
         .collect()
+}
+
+/// The phone whose trace is `msgs` got a CANCEL from `proxy` with `Reason: SIP;cause=200`
+/// (RFC 3326: the call was answered elsewhere).
+pub(crate) fn assert_cancelled_elsewhere(msgs: &[Traced], proxy: &str, all: &str) {
+    let cancel = msgs
+        .iter()
+        .find(|m| m.from == proxy && m.text.starts_with("CANCEL "))
+        .unwrap_or_else(|| panic!("no CANCEL from {proxy} reached the ringing phone:\n{all}"));
+    assert!(
+        cancel
+            .text
+            .contains("\nReason: SIP;cause=200;text=\"Call completed elsewhere\""),
+        "{}",
+        cancel.text
+    );
 }
 
 /// Inside the namespace: two phones register as 1000 through `app`, a third calls 1000 as 1001;
@@ -300,17 +334,7 @@ fn two_phones_ring_one_answers(app: &Appliance, dir: &Scratch) {
         "terminated",
         "the auto-answer phone after the caller hung up",
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.metric_sum("sipfork_proxy_dialogs") != 0
-        || proxy_event(&app.get_ok("/metrics"), "dialog_ended") != 1
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the dialog did not end in sipfork:\n{}",
-            app.get_ok("/metrics")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_dialog_ended(app);
     for phone in [&mut answers, &mut rings, &mut caller] {
         phone.stop();
     }
@@ -340,17 +364,7 @@ fn two_phones_ring_one_answers(app: &Appliance, dir: &Scratch) {
     // answered 487 and got sipfork's ACK.
     assert!(sent(&a, "SIP/2.0 200") >= 1, "{all}");
     assert!(!rings_log.contains("Call established"), "{all}");
-    let cancel = r
-        .iter()
-        .find(|m| m.from == proxy && m.text.starts_with("CANCEL "))
-        .unwrap_or_else(|| panic!("no CANCEL reached the ringing phone:\n{all}"));
-    assert!(
-        cancel
-            .text
-            .contains("\nReason: SIP;cause=200;text=\"Call completed elsewhere\""),
-        "{}",
-        cancel.text
-    );
+    assert_cancelled_elsewhere(&r, &proxy, &all);
     assert!(sent(&r, "SIP/2.0 487") >= 1, "{all}");
     assert!(
         r.iter()

@@ -106,6 +106,9 @@ pub struct Setup {
     pub extensions: String,
     /// Also listen on TCP, on the UDP port (`listen = ["udp:…", "tcp:…"]`).
     pub tcp: bool,
+    /// Also listen on TLS (`"tls:…"` on [`Appliance::tls`]), with `[tls] cert = "cert.pem"`,
+    /// `key = "key.pem"`: the test writes them into the appliance's directory before it starts.
+    pub tls: bool,
     /// The address of the SIP and admin listeners (127.0.0.1 unless a test's namespace has
     /// another).
     pub ip: IpAddr,
@@ -127,6 +130,7 @@ impl Setup {
             extensions: "[[extensions]]\nnumbers = \"1000-1999\"\npassword = \"pw-{number}\"\n"
                 .into(),
             tcp: false,
+            tls: false,
             ip: Ipv4Addr::LOCALHOST.into(),
             netns: None,
         }
@@ -138,6 +142,8 @@ pub struct Appliance {
     child: Option<Child>,
     pub setup: Setup,
     pub sip: SocketAddr,
+    /// The TLS listener's address (used when `setup.tls`).
+    pub tls: SocketAddr,
     pub admin: SocketAddr,
     pub config: PathBuf,
     pub data_dir: PathBuf,
@@ -167,6 +173,7 @@ impl Appliance {
         Appliance {
             child: None,
             sip: (setup.ip, free_port()).into(),
+            tls: (setup.ip, free_port()).into(),
             admin: (setup.ip, free_port()).into(),
             setup,
             config: dir.join("sipfork.toml"),
@@ -203,10 +210,22 @@ impl Appliance {
 
     fn write_config(&self) {
         let s = &self.setup;
-        let listen = if s.tcp {
-            format!("[\"udp:{0}\", \"tcp:{0}\"]", self.sip)
-        } else {
-            format!("\"{}\"", self.sip)
+        let listen = match (s.tcp, s.tls) {
+            (false, false) => format!("\"{}\"", self.sip),
+            (tcp, tls) => format!(
+                "[\"udp:{0}\"{1}{2}]",
+                self.sip,
+                if tcp {
+                    format!(", \"tcp:{}\"", self.sip)
+                } else {
+                    String::new()
+                },
+                if tls {
+                    format!(", \"tls:{}\"", self.tls)
+                } else {
+                    String::new()
+                },
+            ),
         };
         let mut toml = format!(
             "[server]\nlisten = {}\nshards = {}\nio = \"{}\"\npin_cores = false\nsocket_buffer = \"1MiB\"\n",
@@ -226,6 +245,9 @@ impl Appliance {
             "\n[auth]\nmode = \"{}\"\nrealm = \"e2e\"\n{}\n",
             s.auth, s.auth_extra
         );
+        if s.tls {
+            toml += "\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n";
+        }
         toml += &format!("\n{}", s.extensions);
         std::fs::write(&self.config, toml).expect("write config");
     }

@@ -3,7 +3,9 @@
 //! connections are closed and counted, and SIPp registers over TCP (`-t t1`). With two shards:
 //! devices registered over TCP are called by a UDP caller over their connections whichever shard
 //! owns them, a 3 KB INVITE from a TCP caller goes over TCP, and a device whose connection
-//! closed is not called (480).
+//! closed is not called (480). A device registered over UDP with a `;transport=tcp` Contact is
+//! called over a connection sipfork opens (in a network namespace, with attacks naming a third
+//! party), and so is SIPp listening on TCP only.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -11,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::{free_port, Appliance, Io, Scratch, Setup};
+use crate::netns;
 use crate::sipp::sipp_present;
 
 fn setup(io: Io) -> Setup {
@@ -21,7 +24,7 @@ fn setup(io: Io) -> Setup {
     s
 }
 
-fn options(local: std::net::SocketAddr, server: std::net::SocketAddr, n: u32) -> String {
+pub(crate) fn options(local: std::net::SocketAddr, server: std::net::SocketAddr, n: u32) -> String {
     format!(
         "OPTIONS sip:{server} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-tcp-{n};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:ping@{local}>;tag=t{n}\r\nTo: <sip:{server}>\r\n\
@@ -184,7 +187,7 @@ fn sipp_registers_over_tcp() {
     assert_eq!(app.metric_sum("sipfork_tcp_accepted_total"), 1);
 }
 
-fn register(local: SocketAddr, server: SocketAddr, ext: u32) -> String {
+pub(crate) fn register(local: SocketAddr, server: SocketAddr, ext: u32) -> String {
     format!(
         "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-reg-{ext};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:{ext}@{server}>;tag=r{ext}\r\nTo: <sip:{ext}@{server}>\r\n\
@@ -193,7 +196,7 @@ fn register(local: SocketAddr, server: SocketAddr, ext: u32) -> String {
     )
 }
 
-fn invite(
+pub(crate) fn invite(
     via: &str,
     local: SocketAddr,
     server: SocketAddr,
@@ -216,7 +219,7 @@ fn invite(
 }
 
 /// Reads one whole message (header block and Content-Length body) from a connection.
-fn read_message(s: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+pub(crate) fn read_message(s: &mut impl Read, pending: &mut Vec<u8>) -> String {
     let mut buf = [0u8; 8192];
     loop {
         if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -248,7 +251,7 @@ fn read_invite(s: &mut TcpStream, pending: &mut Vec<u8>) -> String {
 }
 
 /// The response to `invite` the caller's UDP socket gets that is final (>= 200).
-fn final_over_udp(sock: &UdpSocket) -> String {
+pub(crate) fn final_over_udp(sock: &UdpSocket) -> String {
     let mut buf = [0u8; 65536];
     loop {
         let n = sock.recv(&mut buf).expect("a response over UDP");
@@ -262,7 +265,7 @@ fn final_over_udp(sock: &UdpSocket) -> String {
 
 /// The response to a request with `n` as its header `name` value copied (To tag, Via) for a
 /// device answering `status`.
-fn answer(req: &str, status: &str) -> String {
+pub(crate) fn answer(req: &str, status: &str) -> String {
     let mut out = format!("SIP/2.0 {status}\r\n");
     for l in req.lines() {
         let keep = ["Via:", "v:", "From:", "Call-ID:", "CSeq:", "Record-Route:"];
@@ -360,4 +363,251 @@ fn devices_on_tcp_are_called_across_shards_and_not_after_their_connection_closed
         let fin = final_over_udp(&udp);
         assert!(fin.starts_with("SIP/2.0 480"), "{ext}: {fin}");
     }
+}
+
+// --- Connections sipfork opens itself (issue 16 point 4) ---
+
+const OUTBOUND_TEST: &str =
+    "tcp::a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens";
+
+/// A REGISTER over UDP from `local` whose Contact is `contact`.
+fn register_udp(local: SocketAddr, server: SocketAddr, ext: u32, contact: &str) -> String {
+    format!(
+        "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-ureg-{ext};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{ext}@{server}>;tag=u{ext}\r\nTo: <sip:{ext}@{server}>\r\n\
+         Call-ID: ureg-{ext}@e2e\r\nCSeq: 1 REGISTER\r\nContact: <{contact}>\r\n\
+         Expires: 300\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Inside a fresh network namespace (it feeds hostile requests naming a third party): a device
+/// registered over UDP with a `;transport=tcp` Contact (a test-side TCP listener on the same
+/// port) is rung over a connection sipfork opens, with a TCP Via and two Record-Routes; its 486
+/// reaches the UDP caller; a 3 KB INVITE from the UDP caller goes over the same connection
+/// (no second connection, no 513); a device whose TCP port refuses gets its branch ended at
+/// once (the caller's 500 well before Timer B); and requests naming a third party with
+/// `;transport=tcp` (Request-URI, Route, a REGISTER's Contact) never make sipfork connect
+/// to it: its listener on 127.0.0.23 sees no connection.
+#[test]
+fn a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens() {
+    if !netns::inside() {
+        netns::run_inside("tcp-out", OUTBOUND_TEST, &[]);
+        return;
+    }
+    let dir = Scratch::new("tcp-out");
+    let mut setup = setup(Io::Mmsg);
+    setup.shards = 2;
+    setup.extensions = setup
+        .extensions
+        .replace("idle_seconds = 2", "idle_seconds = 60\nconnect_seconds = 2");
+    let app = Appliance::start(&dir.0, setup).expect("mmsg always starts");
+    let third = std::net::TcpListener::bind("127.0.0.23:0").expect("bind the third party");
+    third.set_nonblocking(true).unwrap();
+    let third_addr = third.local_addr().unwrap();
+
+    // The device: TCP and UDP on one port; it registers over UDP naming TCP.
+    let port = free_port();
+    let dev_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = std::net::TcpListener::bind(dev_addr).expect("device TCP port");
+    let dev_udp = UdpSocket::bind(dev_addr).expect("device UDP port");
+    dev_udp
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let contact = format!("sip:1001@{dev_addr};transport=tcp");
+    dev_udp
+        .send_to(
+            register_udp(dev_addr, app.sip, 1001, &contact).as_bytes(),
+            app.sip,
+        )
+        .unwrap();
+    let ok = final_over_udp(&dev_udp);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+
+    // A UDP caller rings it: sipfork connects.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let caller = udp.local_addr().unwrap();
+    udp.send_to(
+        invite("UDP", caller, app.sip, 1001, 1, 0).as_bytes(),
+        app.sip,
+    )
+    .unwrap();
+    let (mut conn, _) = listener.accept().expect("sipfork connects");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut pending = Vec::new();
+    let got = read_invite(&mut conn, &mut pending);
+    assert!(got.starts_with(&format!("INVITE {contact} ")), "{got}");
+    assert!(got.contains("Via: SIP/2.0/TCP "), "{got}");
+    assert_eq!(
+        got.matches("Record-Route:").count() + got.matches(">, <").count(),
+        2,
+        "{got}"
+    );
+    conn.write_all(answer(&got, "486 Busy Here").as_bytes())
+        .unwrap();
+    let fin = final_over_udp(&udp);
+    assert!(fin.starts_with("SIP/2.0 486"), "{fin}");
+
+    // A 3 KB INVITE from the UDP caller: over the same connection, not 513.
+    let big = invite("UDP", caller, app.sip, 1001, 2, 3000);
+    assert!(big.len() > 3000);
+    udp.send_to(big.as_bytes(), app.sip).unwrap();
+    let got = read_invite(&mut conn, &mut pending);
+    assert!(got.starts_with("INVITE ") && got.len() > 3000, "{got}");
+    conn.write_all(answer(&got, "486 Busy Here").as_bytes())
+        .unwrap();
+    let fin = final_over_udp(&udp);
+    assert!(fin.starts_with("SIP/2.0 486"), "{fin}");
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "a second connection");
+    assert_eq!(app.metric_sum("sipfork_tcp_connects_total"), 1);
+
+    // Hostile: a REGISTER for 1002 naming the third party (reached at its source instead,
+    // `nat = auto`, where nothing listens on TCP: refused, the branch ends at once), an INVITE
+    // to the third party's URI, and one with a Route to it.
+    let evil = UdpSocket::bind("127.0.0.1:0").unwrap();
+    evil.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let evil_addr = evil.local_addr().unwrap();
+    let third_contact = format!("sip:1002@{third_addr};transport=tcp");
+    evil.send_to(
+        register_udp(evil_addr, app.sip, 1002, &third_contact).as_bytes(),
+        app.sip,
+    )
+    .unwrap();
+    assert!(final_over_udp(&evil).starts_with("SIP/2.0 200"));
+    let started = Instant::now();
+    udp.send_to(
+        invite("UDP", caller, app.sip, 1002, 3, 0).as_bytes(),
+        app.sip,
+    )
+    .unwrap();
+    let fin = final_over_udp(&udp);
+    assert!(fin.starts_with("SIP/2.0 500"), "{fin}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(wait_metric(&app, "sipfork_tcp_connect_failed_total", 1) >= 1);
+    let to_third = invite("UDP", caller, app.sip, 1001, 4, 0).replacen(
+        &format!("INVITE sip:1001@{} ", app.sip),
+        &format!("INVITE sip:1001@{third_addr};transport=tcp "),
+        1,
+    );
+    let routed = invite("UDP", caller, app.sip, 1003, 5, 0).replacen(
+        "Max-Forwards: 70\r\n",
+        &format!("Max-Forwards: 70\r\nRoute: <sip:{third_addr};transport=tcp;lr>\r\n"),
+        1,
+    );
+    for req in [to_third, routed] {
+        udp.send_to(req.as_bytes(), app.sip).unwrap();
+        let fin = final_over_udp(&udp);
+        assert!(fin.starts_with("SIP/2.0 4"), "{fin}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        third.accept().is_err(),
+        "sipfork connected to the third party"
+    );
+    assert_eq!(app.metric_sum("sipfork_tcp_connects_total"), 2);
+}
+
+/// Whether something listens on TCP `127.0.0.1:port` (`/proc/net/tcp`, state 0A), without
+/// connecting to it.
+fn tcp_listening(port: u16) -> bool {
+    let needle = format!("0100007F:{port:04X} 00000000:0000 0A");
+    std::fs::read_to_string("/proc/thread-self/net/tcp").is_ok_and(|t| t.contains(&needle))
+}
+
+/// SIPp as the device, listening on TCP only (`-t tn`), registered over UDP (a raw socket on
+/// its port) with a `;transport=tcp` Contact: a SIPp caller over UDP calls it through sipfork,
+/// which opens a connection to it; the device answers, the caller's ACK and BYE reach it over
+/// the same connection (one opened, none refused), and both SIPp instances count the call
+/// successful.
+#[test]
+fn sipp_on_tcp_answers_a_call_over_a_connection_sipfork_opens() {
+    if !sipp_present() {
+        return;
+    }
+    use crate::forking::{scenario, Sipp};
+    let dir = Scratch::new("tcp-out-sipp");
+    let app = Appliance::start(&dir.0, setup(Io::Mmsg)).expect("mmsg always starts");
+    let port = free_port();
+    let dev: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    {
+        let reg = UdpSocket::bind(dev).expect("the device's UDP port");
+        reg.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let contact = format!("sip:1001@{dev};transport=tcp");
+        reg.send_to(
+            register_udp(dev, app.sip, 1001, &contact).as_bytes(),
+            app.sip,
+        )
+        .unwrap();
+        assert!(final_over_udp(&reg).starts_with("SIP/2.0 200"));
+    }
+    let device = Sipp::start(
+        &dir.0,
+        "device",
+        &[
+            "-sf".into(),
+            scenario("uas_answer.xml"),
+            "-d".into(),
+            "200".into(),
+            "-t".into(),
+            "tn".into(),
+            // (SIPp refuses TCP when its default 50,000 sockets exceed the open-files limit.)
+            "-max_socket".into(),
+            "100".into(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-m".into(),
+            "1".into(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tcp_listening(port) {
+        assert!(Instant::now() < deadline, "SIPp did not listen on TCP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let users = dir.0.join("users.csv");
+    std::fs::write(&users, "SEQUENTIAL\n1001\n").unwrap();
+    let caller = Sipp::start(
+        &dir.0,
+        "caller",
+        &[
+            app.sip.to_string(),
+            "-sf".into(),
+            scenario("uac.xml"),
+            "-inf".into(),
+            users.display().to_string(),
+            "-d".into(),
+            "100".into(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            free_port().to_string(),
+            "-m".into(),
+            "1".into(),
+        ],
+    )
+    .finish();
+    assert_eq!(
+        (caller.successful, caller.failed),
+        (1, 0),
+        "caller: {caller:?}"
+    );
+    let device = device.finish();
+    assert_eq!(
+        (device.successful, device.failed),
+        (1, 0),
+        "device: {device:?}"
+    );
+    assert_eq!(app.metric_sum("sipfork_tcp_connects_total"), 1);
+    assert_eq!(app.metric_sum("sipfork_tcp_connect_failed_total"), 0);
+    // INVITE, ACK and BYE written to it (and the answers to the caller over UDP).
+    assert!(app.metric_sum("sipfork_tcp_sent_total") >= 3);
 }

@@ -263,6 +263,7 @@ pub fn remote_targets(
             // Newest: a branch cap keeps the cluster branches (each stands for a node's devices).
             registered_at: Instant::from_micros(u64::MAX / 2),
             external: false,
+            transport: crate::core::transport::Transport::Udp,
         });
         n += 1;
     }

@@ -327,6 +327,8 @@ impl Proxy {
             q: 1000,
             registered_at: crate::time::Instant::ZERO,
             external: false,
+            // In-dialog: over the leg's open flow, else UDP; never a new connection.
+            transport: crate::core::transport::Transport::Udp,
         };
         let plan = ForkPlan::relay(!cx.cfg.is_trusted(from.ip()));
         self.start_call(cx, req, e, from, vec![target], plan);

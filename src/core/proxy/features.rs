@@ -268,10 +268,17 @@ impl Proxy {
         &self.lines
     }
 
-    /// A 2xx of branch `i` of `key` is about to go upstream: records the dialog it establishes as
-    /// a line of the extension whose device is in it (module docs). Called before the 2xx is
-    /// forwarded, while the call still holds the caller's INVITE.
-    pub(super) fn note_answer(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>) {
+    /// A 2xx of branch `i` of `key` to the caller's INVITE `invite` is about to go upstream:
+    /// records the dialog it establishes as a line of the extension whose device is in it
+    /// (module docs).
+    pub(super) fn note_answer(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        i: usize,
+        resp: &Message<'_>,
+        invite: Option<&Message<'_>>,
+    ) {
         let Some(call) = self.calls.get(key) else {
             return;
         };
@@ -280,10 +287,10 @@ impl Proxy {
         if !call.is_invite || !call.record_route || !cx.cfg.features.any() {
             return;
         }
-        let (Some(request), Some(branch)) = (call.request.as_deref(), call.branches.get(i)) else {
+        let (Some(invite), Some(branch)) = (invite, call.branches.get(i)) else {
             return;
         };
-        let (Ok(invite), Ok(to)) = (crate::sip::parse(request), resp.to()) else {
+        let Ok(to) = resp.to() else {
             return;
         };
         let (Ok(from), Some(callee_tag)) = (invite.from(), to.tag) else {
@@ -306,7 +313,7 @@ impl Proxy {
             return;
         };
         let (Some(caller), Some(callee)) = (
-            side(&invite, from_row, caller_tag, caller_dest),
+            side(invite, from_row, caller_tag, caller_dest),
             side(resp, to_row, callee_tag, callee_dest),
         ) else {
             return;
@@ -516,6 +523,7 @@ impl Proxy {
             q: 1000,
             registered_at: Instant::ZERO,
             external: false,
+            transport: crate::core::transport::Transport::Udp,
         };
         let plan = ForkPlan {
             record_route: true,

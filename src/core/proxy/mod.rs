@@ -56,6 +56,10 @@ pub struct ForkTarget<'a> {
     pub registered_at: crate::time::Instant,
     /// Outside the platform, reached by follow-me: the call becomes public when it rings.
     pub external: bool,
+    /// What the target asks to be reached over when no flow to `dest` is open: TCP for a
+    /// device's `;transport=tcp` Contact registered over UDP or a next hop configured so (the
+    /// engine then opens a connection, `core::transport::outbound`); UDP otherwise.
+    pub transport: crate::core::transport::Transport,
 }
 
 /// How to fork one call (from config: the `[proxy]` section and per-extension overrides, and
@@ -170,9 +174,12 @@ pub(crate) enum Event {
     /// A branch not sent: the request came over TCP/TLS, is over 1300 bytes, and its target is
     /// reached over UDP.
     BranchTooLarge,
+    /// A branch ended by a connection to its target that could not be opened (503, RFC 3261
+    /// §8.1.3.1).
+    BranchTransportError,
 }
 
-const EVENTS: [&str; 29] = [
+const EVENTS: [&str; 30] = [
     "call",
     "non_invite_request",
     "branch",
@@ -202,6 +209,7 @@ const EVENTS: [&str; 29] = [
     "cancel_wrong_source",
     "external_refused",
     "branch_too_large",
+    "branch_transport_error",
 ];
 
 /// Keys are already keyed 128-bit digests: hashing them again would only cost time.
@@ -229,7 +237,7 @@ impl Hasher for PassThrough {
 pub struct Proxy {
     calls: Slab<Call>,
     index: HashMap<u128, Key, BuildHasherDefault<PassThrough>>,
-    events: ReasonCounters<29>,
+    events: ReasonCounters<30>,
     dialogs: u64,
     /// Reused buffers for the Via and Record-Route values of forwarded requests.
     scratch_via: Vec<u8>,
@@ -255,6 +263,7 @@ impl ForkTarget<'_> {
             q: self.q,
             registered_at: self.registered_at,
             external: self.external,
+            transport: self.transport,
         }
     }
 }
@@ -877,6 +886,8 @@ fn start_branch(
     via: &mut Vec<u8>,
 ) -> bool {
     let index = call.branches.len() as u8;
+    // A target asking for TCP: its flow is entered before the Via names the transport.
+    let connect = crate::core::transport::outbound::prepare(cx, target.dest, target.transport);
     via.clear();
     write_our_via(cx, target.dest, call.loop_hash, key, index, via);
     // A branch to another node of the cluster: its Request-URI gets the authenticated mark.
@@ -918,7 +929,7 @@ fn start_branch(
         && cx.flows.transport_to(call.upstream).is_stream()
     {
         // A request that came over TCP or TLS would leave over UDP: §18.1.1 would take TCP,
-        // but sipfork opens no connection to a device (one registered over UDP is reached on
+        // but sipfork connects only to targets asking for TCP (one registered over UDP is reached on
         // its UDP flow, often through NAT), so this branch fails and the caller gets 513 when
         // no branch answers better. A request that came over UDP stays on UDP whatever its
         // size: its sender chose UDP, and phones send INVITEs just over 1300 bytes (PJSIP's
@@ -937,6 +948,9 @@ fn start_branch(
         return false;
     }
     let sent: Box<[u8]> = sent.into();
+    if let Some(transport) = connect {
+        cx.out.connect_last(transport);
+    }
     let slot = TxnSlot::Branch(index);
     let timer_c_after = if marked.is_some() {
         // Until the remote node's 100 Trying: a dead node is given up within 2 s.

@@ -209,7 +209,10 @@ impl Proxy {
                 b.request = None;
             }
             if call.outcome == Outcome::Pending && !call.server.is_final() {
-                let session = self.session_of(cx, key, resp);
+                let request = call.request.take();
+                let req = request.as_deref().and_then(|r| crate::sip::parse(r).ok());
+                let session = self.session_of(cx, key, resp, req.as_ref());
+                self.restore_request(key, request);
                 self.forward_2xx(cx, key, resp);
                 self.session_rearm(cx, session);
             }
@@ -264,9 +267,14 @@ impl Proxy {
             } else {
                 Event::Answered
             });
-            self.keep_ends(cx, key, i, resp);
-            let session = self.session_of(cx, key, resp);
-            self.note_answer(cx, key, i, resp);
+            // The stored INVITE, parsed once for the three that read it: lent out of the call
+            // while they run, so the parse can borrow it while they take `&mut self`.
+            let request = self.calls.get_mut(key).and_then(|c| c.request.take());
+            let req = request.as_deref().and_then(|r| crate::sip::parse(r).ok());
+            self.keep_ends(cx, key, i, resp, req.as_ref());
+            let session = self.session_of(cx, key, resp, req.as_ref());
+            self.note_answer(cx, key, i, resp, req.as_ref());
+            self.restore_request(key, request);
             self.forward_2xx(cx, key, resp);
             self.add_dialog(cx, key, i, resp);
             self.session_rearm(cx, session);
@@ -278,6 +286,13 @@ impl Proxy {
             self.tear_down(cx, key, i, resp);
         }
         self.reap(cx, key);
+    }
+
+    /// Gives back the INVITE lent out of call `key` while a 2xx was being looked at.
+    fn restore_request(&mut self, key: Key, request: Option<Box<[u8]>>) {
+        if let Some(call) = self.calls.get_mut(key) {
+            call.request = request;
+        }
     }
 
     /// The first answer: every other branch is cancelled, no more groups start (§16.7 step 10).
@@ -371,6 +386,11 @@ impl Proxy {
     /// A branch ended without a response (Timer B/F, or Timer C before any provisional):
     /// behave as if it answered 408 (§16.7, §16.8).
     pub(super) fn branch_timed_out(&mut self, cx: &mut Cx<'_>, key: Key, i: usize) {
+        self.branch_lost(cx, key, i, 408);
+    }
+
+    /// A branch ended without a response: `status` 408 (timeout) or 503 (transport error).
+    pub(super) fn branch_lost(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, status: u16) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -380,7 +400,7 @@ impl Proxy {
         if branch.is_final() {
             return;
         }
-        branch.final_status = Some(408);
+        branch.final_status = Some(status);
         branch.request = None;
         {
             let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
@@ -396,14 +416,36 @@ impl Proxy {
             && call
                 .best
                 .as_ref()
-                .is_none_or(|b| rank(408) < rank(b.status))
+                .is_none_or(|b| rank(status) < rank(b.status))
         {
             call.best = Some(Candidate {
-                status: 408,
+                status,
                 bytes: None,
             });
         }
         self.complete(cx, key);
+    }
+
+    /// The connection to `peer` the engine opened for our requests failed (refused, timed out):
+    /// every branch still waiting on `peer` ends as if it had answered 503 (RFC 3261 §8.1.3.1),
+    /// at once instead of at Timer B/F. Returns how many ended.
+    pub fn transport_failed(&mut self, cx: &mut Cx<'_>, peer: std::net::SocketAddr) -> usize {
+        let lost: Vec<(Key, usize)> = self
+            .calls
+            .iter()
+            .flat_map(|(key, call)| {
+                call.branches
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.target == peer && !b.is_final())
+                    .map(move |(i, _)| (key, i))
+            })
+            .collect();
+        for &(key, i) in &lost {
+            self.count(Event::BranchTransportError);
+            self.branch_lost(cx, key, i, 503);
+        }
+        lost.len()
     }
 
     /// Decides what the call does next once a branch ended: start the next q-group, send the

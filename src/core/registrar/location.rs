@@ -243,6 +243,10 @@ pub struct Target<'a> {
     pub registered_at: Instant,
     /// `+sip.instance`, without quotes.
     pub instance: Option<&'a [u8]>,
+    /// What a connection to it would be opened with: its Contact's `;transport=tcp` when it
+    /// registered over UDP (`core::transport::outbound`); UDP for a binding over a connection,
+    /// which is reached over that connection only.
+    pub transport: crate::core::transport::Transport,
 }
 
 /// This shard's extensions and their bindings.
@@ -327,7 +331,8 @@ impl LocationTable {
     /// its timer, which the engine fires in the same loop turn.
     ///
     /// A binding registered over TCP or TLS is left out unless its flow is open in `flows`
-    /// (sipfork opens no connection to a device).
+    /// (sipfork opens no new connection to it; `core::transport::outbound` connects only to
+    /// bindings registered over UDP whose Contact asks for TCP).
     pub fn targets<'a, 'f>(
         &'a self,
         number: &[u8],
@@ -350,6 +355,11 @@ impl LocationTable {
                 q: b.q(),
                 registered_at: self.instant_at(b.registered_us()),
                 instance: b.instance(),
+                transport: if b.transport().is_flow() {
+                    crate::core::transport::Transport::Udp
+                } else {
+                    crate::core::transport::outbound::wanted(b.contact())
+                },
             })
     }
 

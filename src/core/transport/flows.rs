@@ -4,8 +4,8 @@
 //! connection marks its peer address as an open flow ([`Flows::seen`]), and the engine reports a
 //! closed connection ([`crate::core::Core::flow_closed`], on every shard). A binding registered
 //! over TCP or TLS is reachable only while its flow is open (RFC 5626 §5.3 without requiring
-//! Outbound from the device): sipfork opens no connection to a device, so a binding whose flow is
-//! gone is not targeted. Requests to an open flow go over it (its Via names its transport and no
+//! Outbound from the device): sipfork opens no new connection to such a device, so a binding whose
+//! flow is gone is not targeted (`outbound` connects only for bindings registered over UDP). Requests to an open flow go over it (its Via names its transport and no
 //! UDP size limit applies, RFC 3261 §18.1.1).
 
 use std::collections::HashMap;

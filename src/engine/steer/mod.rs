@@ -12,89 +12,18 @@
 //!
 //! [`core::steer::wire_owner`]: crate::core::steer::wire_owner
 
-pub mod asm;
 pub mod program;
 
 use std::fmt;
 use std::io;
 use std::net::UdpSocket;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::core::steer::WireParams;
+use crate::engine::bpf;
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
-const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 /// Ethernet header the kernel strips from test-run input of socket filters.
 const ETH_HLEN: usize = 14;
-
-#[repr(C)]
-#[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    inner_map_fd: u32,
-    numa_node: u32,
-    map_name: [u8; 16],
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-}
-
-/// `bpf(cmd, attr)`; the new file descriptor or 0 on success.
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a live, exclusively borrowed `repr(C)` prefix of `union bpf_attr` of the
-    // size passed; the kernel reads it (and for test runs writes `retval`/`duration` into it).
-    // Pointers inside it name buffers the caller keeps alive for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            (attr as *mut T).cast::<libc::c_void>(),
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn fd(rc: libc::c_long) -> OwnedFd {
-    // SAFETY: `rc` is a file descriptor the kernel just returned to us, owned by nobody else.
-    unsafe { OwnedFd::from_raw_fd(rc as i32) }
-}
 
 /// A loaded steering program (and its scratch map).
 #[derive(Debug)]
@@ -128,55 +57,22 @@ fn refused(step: &str, e: &io::Error) -> Refused {
 impl Program {
     /// Creates the scratch map and loads the program for `shards` shards.
     pub fn load(shards: u16, params: &WireParams) -> Result<Program, Refused> {
-        let mut map_attr = MapCreateAttr {
-            map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
-            key_size: 4,
-            value_size: program::VALUE_SIZE,
-            max_entries: 1,
-            ..MapCreateAttr::default()
-        };
-        map_attr.map_name[..7].copy_from_slice(b"sf_scan");
-        let map = fd(bpf(BPF_MAP_CREATE, &mut map_attr).map_err(|e| refused("bpf map", &e))?);
+        let map = bpf::map_create(bpf::MAP_PERCPU_ARRAY, 4, program::VALUE_SIZE, 1, "sf_scan")
+            .map_err(|e| refused("bpf map", &e))?;
         let insns = program::program(shards, params, map.as_raw_fd());
-        let license = c"MIT OR Apache-2.0";
-        let load = |log: &mut [u8]| {
-            let mut attr = ProgLoadAttr {
-                prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
-                insn_cnt: insns.len() as u32,
-                insns: insns.as_ptr() as u64,
-                license: license.as_ptr() as u64,
-                log_level: u32::from(!log.is_empty()),
-                log_size: log.len() as u32,
-                // No buffer at all without a log (a buffer with size 0 is refused).
-                log_buf: if log.is_empty() {
-                    0
-                } else {
-                    log.as_mut_ptr() as u64
-                },
-                ..ProgLoadAttr::default()
-            };
-            attr.prog_name[..8].copy_from_slice(b"sf_steer");
-            bpf(BPF_PROG_LOAD, &mut attr)
-        };
-        let prog = match load(&mut []) {
-            Ok(rc) => fd(rc),
-            Err(e) => {
-                // Again with the verifier's log, for the reason.
-                let mut log = vec![0u8; 1 << 20];
-                let _ = load(&mut log);
-                let text = String::from_utf8_lossy(&log);
-                let text = text.trim_end_matches('\0');
-                let tail: Vec<&str> = text.lines().rev().take(3).collect();
-                let mut why = refused("bpf program", &e);
-                if !tail.is_empty() {
-                    why.0 += &format!(
-                        "; verifier: {}",
-                        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                    );
-                }
-                return Err(why);
+        let prog = bpf::prog_load(
+            bpf::PROG_SOCKET_FILTER,
+            &insns,
+            c"MIT OR Apache-2.0",
+            "sf_steer",
+        )
+        .map_err(|e| {
+            let mut why = refused("bpf program", &e.error);
+            if !e.verifier.is_empty() {
+                why.0 += &format!("; verifier: {}", e.verifier);
             }
-        };
+            why
+        })?;
         Ok(Program {
             prog,
             _map: map,
@@ -214,15 +110,8 @@ impl Program {
         // An experimental EtherType: the kernel then parses no IP header out of the datagram.
         data[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
         data.extend_from_slice(datagram);
-        let mut attr = TestRunAttr {
-            prog_fd: self.prog.as_raw_fd() as u32,
-            data_size_in: data.len() as u32,
-            data_in: data.as_ptr() as u64,
-            repeat: 1,
-            ..TestRunAttr::default()
-        };
-        bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-        Ok(match attr.retval {
+        let retval = bpf::test_run(&self.prog, &data)?;
+        Ok(match retval {
             program::NO_CHOICE => None,
             i => Some(i as u16),
         })

@@ -16,8 +16,8 @@
 //!
 //! [`core::steer::wire_owner`]: crate::core::steer::wire_owner
 
-use super::asm::{Alu, Asm, Cond, Insn, Label, Reg, Size, FP};
 use crate::core::steer::{WireParams, MAX_ROWS, MAX_ROW_SCAN, MAX_USER, STOP, WINDOW};
+use crate::engine::bpf::asm::{Alu, Asm, Cond, Insn, Label, Reg, Size, FP};
 
 /// Bytes of the scratch map value: masked offsets (< 2048) plus the widest fixed offset.
 pub const VALUE_SIZE: u32 = 2048 + 64 + 24;

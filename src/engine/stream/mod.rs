@@ -48,6 +48,10 @@ pub struct StreamOptions {
     pub max_connections: u32,
     /// Unsent bytes a connection may hold before it is closed (its peer is not reading).
     pub max_unsent: usize,
+    /// Connections this shard opens itself (for transmits the core marked `connect`).
+    pub max_outbound: u32,
+    /// An outbound connection not up after this long fails.
+    pub connect_timeout: Duration,
 }
 
 impl Default for StreamOptions {
@@ -58,6 +62,8 @@ impl Default for StreamOptions {
             max_per_source: 64,
             max_connections: 10_000,
             max_unsent: 1 << 20,
+            max_outbound: 1024,
+            connect_timeout: Duration::from_secs(4),
         }
     }
 }
@@ -73,6 +79,8 @@ impl StreamOptions {
             },
             idle: c.idle,
             max_per_source: c.max_connections_per_source,
+            max_outbound: c.max_outbound_connections,
+            connect_timeout: c.connect_timeout,
             ..StreamOptions::default()
         }
     }
@@ -111,6 +119,13 @@ pub struct StreamStats {
     pub relayed,
     /// Messages another shard handed over for a connection that had closed meanwhile.
     pub relay_lost,
+    /// Connections opened by this shard (for requests toward a `;transport=tcp` target).
+    pub connects,
+    /// Connections this shard opened that failed before they were up (refused, unreachable,
+    /// timed out): the core ends the branches waiting on them (503).
+    pub connect_failed,
+    /// Connections not opened: the shard holds `max_outbound` already (a failure too).
+    pub refused_outbound,
 }
 }
 
@@ -169,6 +184,10 @@ struct Conn {
     writable_armed: bool,
     /// Framing failed: no more reads; closed once what the handler answered is written.
     closing: Option<Close>,
+    /// Opened by this shard and not up yet: fails at this deadline; writes queue meanwhile.
+    connecting: Option<Instant>,
+    /// Opened by this shard (counts toward `max_outbound`, not per source).
+    outbound: bool,
 }
 
 impl Conn {
@@ -212,6 +231,12 @@ pub struct Streams {
     owners: Option<(Arc<owners::FlowOwners>, ShardId)>,
     /// Connections closed since [`Streams::take_gone`]: peer and transport.
     gone: Vec<(SocketAddr, Transport)>,
+    /// Connections this shard opened that failed, since [`Streams::take_failed`].
+    failed: Vec<(SocketAddr, Transport)>,
+    /// Open connections this shard opened itself.
+    outbound: u32,
+    /// The time of the last poll (an outbound connection's deadline counts from it).
+    now: Instant,
 }
 
 impl std::fmt::Debug for Streams {
@@ -266,6 +291,9 @@ impl Streams {
             closing: Vec::new(),
             owners: None,
             gone: Vec::new(),
+            failed: Vec::new(),
+            outbound: 0,
+            now: Instant::ZERO,
         })
     }
 
@@ -276,10 +304,29 @@ impl Streams {
         self.owners = Some((owners, me));
     }
 
+    /// Connections accepted on this shard's TLS listeners from now on get `config` (a renewed
+    /// certificate, handed over by a reload); open connections keep their session.
+    pub fn renew_tls(&mut self, config: Arc<rustls::ServerConfig>) {
+        for tls in self
+            .listeners
+            .iter_mut()
+            .filter_map(|(_, _, tls)| tls.as_mut())
+        {
+            *tls = Arc::clone(&config);
+        }
+    }
+
     /// The connections closed since the last call, with their transports (the engine tells
     /// every shard's handler: bindings over them may live on any shard).
     pub fn take_gone(&mut self) -> Vec<(SocketAddr, Transport)> {
         std::mem::take(&mut self.gone)
+    }
+
+    /// The connections this shard opened that failed before they were up (refused,
+    /// unreachable, timed out) since the last call: the engine tells the handler, whose
+    /// branches waiting on them end (`Core::flow_failed`).
+    pub fn take_failed(&mut self) -> Vec<(SocketAddr, Transport)> {
+        std::mem::take(&mut self.failed)
     }
 
     /// The epoll set's descriptor: readable while a listener or connection is ready (the UDP
@@ -308,9 +355,10 @@ impl Streams {
         self.by_peer.contains_key(&peer)
     }
 
-    /// When [`Streams::expire`] next has work, or now when input is left to read.
+    /// When [`Streams::expire`] next has work, or now when input is left to read or a failed
+    /// connect is to be reported.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        if self.more {
+        if self.more || !self.failed.is_empty() {
             Some(now)
         } else if self.by_peer.is_empty() {
             None
@@ -323,6 +371,7 @@ impl Streams {
     /// `deliver`. Returns the number of messages delivered.
     pub fn poll(&mut self, now: Instant, deliver: &mut dyn FnMut(Datagram<'_>)) -> usize {
         self.more = false;
+        self.now = now;
         // SAFETY: `events` is a live buffer of `EVENTS` entries; a zero timeout never blocks.
         let n = unsafe {
             libc::epoll_wait(
@@ -341,6 +390,15 @@ impl Streams {
                 continue;
             }
             let slot = (token - CONN_BASE) as usize;
+            if self.conns[slot]
+                .as_ref()
+                .is_some_and(|c| c.connecting.is_some())
+            {
+                // An outbound connection: up, or failed (a refusal reports ERR and HUP).
+                if !self.connected(slot, flags) {
+                    continue;
+                }
+            }
             if flags & libc::EPOLLOUT as u32 != 0 {
                 if let Err(why) = self.flush(slot) {
                     self.close(slot, why);
@@ -419,6 +477,8 @@ impl Streams {
                 last_message: now,
                 writable_armed: false,
                 closing: None,
+                connecting: None,
+                outbound: false,
             });
             // A peer reconnecting from the same address replaces its old connection's entry.
             if let Some(old) = self.by_peer.insert(peer, slot) {
@@ -512,26 +572,43 @@ impl Streams {
     /// With several shards, a transmit to a peer whose connection another shard owns goes to
     /// `relay(owner, peer, bytes)` (the engine posts it to that shard's mailbox, which writes
     /// it with [`Streams::write_relayed`]).
+    ///
+    /// A transmit the core marked [`crate::core::io::Transmit::connect`] whose peer has no
+    /// connection anywhere opens one from this shard ([`Streams::connect`]); its bytes wait in
+    /// the connection until it is up. Nothing else ever opens a connection.
     pub fn divert(&mut self, out: &mut Outbox, relay: &mut dyn FnMut(ShardId, SocketAddr, &[u8])) {
         let elsewhere = self.owners.as_ref().is_some_and(|(o, _)| !o.is_empty());
-        if self.by_peer.is_empty() && !elsewhere && self.closing.is_empty() {
+        let connects = out.wants_connect();
+        if self.by_peer.is_empty() && !elsewhere && self.closing.is_empty() && !connects {
             return;
         }
         // (Cloned only when some connection is open: the count is one shared cache line.)
         let owners = self.owners.clone().filter(|_| elsewhere);
         out.retain(|t, bytes| {
-            let Some(&slot) = self.by_peer.get(&t.to) else {
-                return match &owners {
-                    Some((owners, me)) => match owners.owner(t.to) {
-                        Some(owner) if owner != *me => {
-                            relay(owner, t.to, bytes);
-                            self.stats.relayed += 1;
-                            false
+            if t.connect == Some(Transport::Udp) {
+                return true;
+            }
+            let slot = match self.by_peer.get(&t.to) {
+                Some(&slot) => slot,
+                None => {
+                    if let Some((owners, me)) = &owners {
+                        match owners.owner(t.to) {
+                            Some(owner) if owner != *me => {
+                                relay(owner, t.to, bytes);
+                                self.stats.relayed += 1;
+                                return false;
+                            }
+                            _ => {}
                         }
-                        _ => true,
-                    },
-                    None => true,
-                };
+                    }
+                    let Some(transport) = t.connect else {
+                        return true;
+                    };
+                    match self.connect(t.to, transport) {
+                        Some(slot) => slot,
+                        None => return false, // failed: reported through take_failed
+                    }
+                }
             };
             match self.write(slot, bytes) {
                 Ok(()) => self.stats.sent += 1,
@@ -544,6 +621,126 @@ impl Streams {
                 self.close(slot, why);
             }
         }
+    }
+
+    /// Opens a connection to `peer` for a transmit the core marked (TCP only; TLS is not
+    /// connected to yet): non-blocking, entered in the owners table like an accepted one, its
+    /// writes queued until it is up. `None` when it could not even start (over
+    /// `max_outbound`, or the socket calls failed): the failure is reported.
+    fn connect(&mut self, peer: SocketAddr, transport: Transport) -> Option<usize> {
+        if transport != Transport::Tcp || self.outbound >= self.opts.max_outbound {
+            self.stats.refused_outbound += 1;
+            self.failed.push((peer, transport));
+            return None;
+        }
+        // Our TCP listener's address (what the core knows as where the messages arrive),
+        // and the source IP of the connection when the listener names one.
+        let local = self
+            .listeners
+            .iter()
+            .find(|(_, a, tls)| tls.is_none() && a.is_ipv4() == peer.is_ipv4())
+            .map(|(_, a, _)| *a);
+        let started = (|| -> io::Result<TcpStream> {
+            let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
+            socket.set_nonblocking(true)?;
+            socket.set_cloexec(true)?;
+            socket.set_nodelay(true)?;
+            if let Some(ip) = local.map(|a| a.ip()).filter(|ip| !ip.is_unspecified()) {
+                socket.bind(&SocketAddr::new(ip, 0).into())?;
+            }
+            match socket.connect(&peer.into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => return Err(e),
+            }
+            Ok(socket.into())
+        })();
+        let Ok(sock) = started else {
+            self.stats.connect_failed += 1;
+            self.failed.push((peer, transport));
+            return None;
+        };
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let token = CONN_BASE + slot as u64;
+        let events = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+        if ctl(
+            &self.epoll,
+            libc::EPOLL_CTL_ADD,
+            sock.as_raw_fd(),
+            events,
+            token,
+        )
+        .is_err()
+        {
+            self.free.push(slot);
+            self.stats.connect_failed += 1;
+            self.failed.push((peer, transport));
+            return None;
+        }
+        let now = self.now;
+        let local = local.or_else(|| sock.local_addr().ok()).unwrap_or(peer);
+        self.conns[slot] = Some(Conn {
+            sock,
+            tls: None,
+            peer,
+            local,
+            framer: Framer::new(self.opts.limits),
+            unsent: Vec::new(),
+            last_message: now,
+            writable_armed: true,
+            closing: None,
+            connecting: Some(now + self.opts.connect_timeout),
+            outbound: true,
+        });
+        self.by_peer.insert(peer, slot);
+        if let Some((owners, me)) = &self.owners {
+            owners.insert(peer, *me);
+        }
+        if self.next_sweep == Instant::FAR_FUTURE {
+            self.next_sweep = now + SWEEP;
+        }
+        self.outbound += 1;
+        self.stats.connects += 1;
+        Some(slot)
+    }
+
+    /// An outbound connection's first event: up (`true`: served from now on like an accepted
+    /// one), or failed (`false`: closed and reported).
+    fn connected(&mut self, slot: usize, flags: u32) -> bool {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return false;
+        };
+        let error = !matches!(conn.sock.take_error(), Ok(None))
+            || flags & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+        if error {
+            self.fail_connect(slot);
+            return false;
+        }
+        if flags & libc::EPOLLOUT as u32 == 0 {
+            return false; // not decided yet
+        }
+        conn.connecting = None;
+        true
+    }
+
+    /// An outbound connection that never came up: closed, counted, reported to the core.
+    fn fail_connect(&mut self, slot: usize) {
+        let Some(conn) = self.conns[slot].as_ref() else {
+            return;
+        };
+        let (peer, transport) = (conn.peer, conn.transport());
+        self.stats.connect_failed += 1;
+        if self.by_peer.get(&peer) == Some(&slot) {
+            self.by_peer.remove(&peer);
+            if let Some((owners, me)) = &self.owners {
+                owners.remove(peer, *me);
+            }
+        }
+        self.failed.push((peer, transport));
+        self.close_slot_only(slot);
     }
 
     /// Writes a message another shard handed over to this shard's connection with `peer`
@@ -581,7 +778,7 @@ impl Streams {
             }
         };
         let mut rest = bytes;
-        if conn.unsent.is_empty() {
+        if conn.unsent.is_empty() && conn.connecting.is_none() {
             while !rest.is_empty() {
                 match conn.sock.write(rest) {
                     Ok(0) => return Err(Close::Peer),
@@ -652,10 +849,26 @@ impl Streams {
             .enumerate()
             .filter_map(|(slot, c)| {
                 c.as_ref()
+                    // (A connection still connecting fails at its own deadline, reported.)
+                    .filter(|c| c.connecting.is_none())
                     .filter(|c| now.saturating_since(c.last_message) >= self.opts.idle)
                     .map(|_| slot)
             })
             .collect();
+        let late: Vec<usize> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, c)| {
+                c.as_ref()
+                    .and_then(|c| c.connecting)
+                    .filter(|&deadline| now >= deadline)
+                    .map(|_| slot)
+            })
+            .collect();
+        for slot in late {
+            self.fail_connect(slot);
+        }
         for slot in idle {
             self.close(slot, Close::Idle);
         }
@@ -701,7 +914,11 @@ impl Streams {
                 0,
                 0,
             );
-            self.release_source(conn.peer.ip());
+            if conn.outbound {
+                self.outbound -= 1;
+            } else {
+                self.release_source(conn.peer.ip());
+            }
             self.free.push(slot);
         }
     }
@@ -779,3 +996,6 @@ fn ctl(epoll: &OwnedFd, op: i32, fd: RawFd, events: u32, token: u64) -> io::Resu
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod outbound_tests;

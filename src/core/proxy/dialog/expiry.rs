@@ -50,15 +50,14 @@ pub struct Ends {
 }
 
 impl Ends {
-    /// From the call's INVITE (still held: the 2xx has not gone upstream yet) and the 2xx of
-    /// the branch aimed at `branch_target`.
+    /// From the call's INVITE `req` and the 2xx of the branch aimed at `branch_target`.
     pub(in crate::core::proxy) fn capture(
         cx: &Cx<'_>,
         call: &Call,
+        req: &Message<'_>,
         branch_target: SocketAddr,
         resp: &Message<'_>,
     ) -> Option<Box<Ends>> {
-        let req = crate::sip::parse(call.request.as_deref()?).ok()?;
         let caller_contact = match req.contacts().next()?.ok()? {
             crate::sip::ContactValue::Addr(c) => c.addr.uri.raw(),
             crate::sip::ContactValue::Star => return None,
@@ -175,14 +174,15 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// Captures [`Ends`] from the first 2xx forwarded for an INVITE that records its route
-    /// (before the 2xx goes upstream, while the call still holds the INVITE).
+    /// Captures [`Ends`] from the first 2xx forwarded for an INVITE (`req`) that records its
+    /// route, before the 2xx goes upstream.
     pub(in crate::core::proxy) fn keep_ends(
         &mut self,
         cx: &Cx<'_>,
         key: Key,
         branch: usize,
         resp: &Message<'_>,
+        req: Option<&Message<'_>>,
     ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
@@ -190,9 +190,9 @@ impl Proxy {
         if call.ends.is_some() || !call.is_invite || !call.record_route {
             return;
         }
-        let Some(target) = call.branches.get(branch).map(|b| b.target) else {
+        let (Some(target), Some(req)) = (call.branches.get(branch).map(|b| b.target), req) else {
             return;
         };
-        call.ends = Ends::capture(cx, call, target, resp);
+        call.ends = Ends::capture(cx, call, req, target, resp);
     }
 }

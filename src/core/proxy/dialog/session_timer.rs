@@ -60,7 +60,7 @@ pub(super) fn session_expired(cx: &Cx<'_>, call: &Call) -> bool {
 }
 
 impl Proxy {
-    /// A 2xx of call `key` is about to go upstream (the call still holds its request): the
+    /// A 2xx of call `key` to request `req` (the call's, parsed) is about to go upstream: the
     /// call whose dialog it refreshes and the session interval, when it sets one. That is the
     /// first 2xx of a recorded INVITE (its own dialog), or a 2xx to a relayed re-INVITE or
     /// UPDATE (the dialog its Route token names). Apply it with [`Proxy::session_rearm`] once
@@ -70,18 +70,19 @@ impl Proxy {
         cx: &Cx<'_>,
         key: Key,
         resp: &Message<'_>,
+        req: Option<&Message<'_>>,
     ) -> Option<(Key, Duration)> {
         let call = self.calls.get(key)?;
         let cseq = resp.cseq().ok()?;
         if !matches!(cseq.method, Method::Invite | Method::Update) {
             return None;
         }
-        let req = crate::sip::parse(call.request.as_deref()?).ok()?;
-        let interval = session_interval(Some(&req), resp)?;
+        let req = req?;
+        let interval = session_interval(Some(req), resp)?;
         if call.record_route {
             return (call.outcome == Outcome::Pending).then_some((key, interval));
         }
-        match route_token(cx, &req, req.call_id().ok()?) {
+        match route_token(cx, req, req.call_id().ok()?) {
             RouteToken::Ours(dialog) => Some((dialog, interval)),
             _ => None,
         }

@@ -9,10 +9,10 @@
 //! [`checks`] (privileges, memlock, queues). [`attach`] runs once per engine before the shards
 //! start; [`XdpBackend::open`] once per shard on its thread.
 
-pub mod bpf;
 pub mod checks;
 pub mod neigh;
 pub mod packet;
+pub mod program;
 pub mod xsk;
 
 use std::collections::HashMap;
@@ -126,10 +126,10 @@ pub fn attach(
     checks::enough_queues(name, rx, tx, shards).map_err(xdp_err)?;
     let mac = checks::mac(name).map_err(xdp_err)?;
     let mtu = checks::mtu(name).map_err(xdp_err)?;
-    let map = bpf::create_xskmap(rx.max(shards) as u32)
+    let map = program::create_xskmap(rx.max(shards) as u32)
         .map_err(|e| xdp_err(format!("creating the XSKMAP: {e}")))?;
-    let prog = bpf::load(&bpf::program(&listen, map.as_raw_fd())).map_err(xdp_err)?;
-    let try_attach = |flags: u32| bpf::attach(&prog, ifindex, flags);
+    let prog = program::load(&program::program(&listen, map.as_raw_fd())).map_err(xdp_err)?;
+    let try_attach = |flags: u32| program::attach(&prog, ifindex, flags);
     let busy = |e: io::Error| {
         if e.raw_os_error() == Some(libc::EBUSY) || e.raw_os_error() == Some(libc::EEXIST) {
             xdp_err(format!(
@@ -142,12 +142,15 @@ pub fn attach(
         }
     };
     let (link, mode) = match opts.mode {
-        XdpMode::Native => (try_attach(bpf::XDP_FLAGS_DRV_MODE).map_err(busy)?, "native"),
+        XdpMode::Native => (
+            try_attach(program::XDP_FLAGS_DRV_MODE).map_err(busy)?,
+            "native",
+        ),
         XdpMode::Generic => (
-            try_attach(bpf::XDP_FLAGS_SKB_MODE).map_err(busy)?,
+            try_attach(program::XDP_FLAGS_SKB_MODE).map_err(busy)?,
             "generic",
         ),
-        XdpMode::Auto => match try_attach(bpf::XDP_FLAGS_DRV_MODE) {
+        XdpMode::Auto => match try_attach(program::XDP_FLAGS_DRV_MODE) {
             Ok(l) => (l, "native"),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EEXIST)) => {
                 return Err(busy(e))
@@ -155,7 +158,7 @@ pub fn attach(
             Err(e) => {
                 tracing::warn!(interface = %name, error = %e, "native XDP unavailable, attaching in generic mode");
                 (
-                    try_attach(bpf::XDP_FLAGS_SKB_MODE).map_err(busy)?,
+                    try_attach(program::XDP_FLAGS_SKB_MODE).map_err(busy)?,
                     "generic",
                 )
             }
@@ -251,7 +254,7 @@ impl XdpBackend {
                 ));
             }
         }
-        bpf::set_socket(&att.map, queue, xsk.fd())
+        program::set_socket(&att.map, queue, xsk.fd())
             .map_err(|e| xdp_err(format!("registering queue {queue} in the XSKMAP: {e}")))?;
         tracing::info!(queue, interface = %att.interface, mode = att.mode, zerocopy = xsk.zerocopy, "AF_XDP socket bound");
         Ok(Self {

@@ -25,6 +25,7 @@ const LDX: u8 = 0x01;
 const ST: u8 = 0x02;
 const STX: u8 = 0x03;
 const JMP: u8 = 0x05;
+const JMP32: u8 = 0x06;
 const ALU64: u8 = 0x07;
 const ALU32: u8 = 0x04;
 const K: u8 = 0x00;
@@ -37,6 +38,8 @@ const IMM: u8 = 0x00;
 pub enum Size {
     /// 1 byte.
     B = 0x10,
+    /// 2 bytes.
+    H = 0x08,
     /// 4 bytes.
     W = 0x00,
     /// 8 bytes.
@@ -182,6 +185,12 @@ impl Asm {
     pub fn jmp_imm(&mut self, cond: Cond, dst: Reg, imm: i32, l: Label) {
         self.fixups.push((self.insns.len(), l));
         self.push(JMP | K | cond as u8, dst, 0, 0, imm);
+    }
+
+    /// `if (u32)dst cond imm goto l`: compares the low 32 bits only.
+    pub fn jmp32_imm(&mut self, cond: Cond, dst: Reg, imm: i32, l: Label) {
+        self.fixups.push((self.insns.len(), l));
+        self.push(JMP32 | K | cond as u8, dst, 0, 0, imm);
     }
 
     /// `if dst cond src goto l`.
