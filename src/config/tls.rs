@@ -105,10 +105,11 @@ pub(super) fn load(
             let roots = root_store("tls.ca", path, pem)?;
             // A client certificate is asked for and verified when sent; phones without one
             // still connect (digest authentication applies to them as over UDP).
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| ("tls.ca", format!("{}: {e}", path.display())))?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| ("tls.ca", format!("{}: {e}", path.display())))?;
             builder.with_client_cert_verifier(verifier)
         }
         _ => builder.with_no_client_auth(),
@@ -146,8 +147,8 @@ pub(super) fn load(
         ca_pem.as_ref(),
         peer_ca_pem.as_ref(),
     ]
-        .into_iter()
-        .flatten()
+    .into_iter()
+    .flatten()
     {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
@@ -171,9 +172,12 @@ fn root_store(
 ) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in certificates(name, path, pem)? {
-        roots
-            .add(c)
-            .map_err(|e| (name, format!("{}: not a CA certificate: {e}", path.display())))?;
+        roots.add(c).map_err(|e| {
+            (
+                name,
+                format!("{}: not a CA certificate: {e}", path.display()),
+            )
+        })?;
     }
     Ok(roots)
 }

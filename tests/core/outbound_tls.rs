@@ -78,7 +78,10 @@ fn setup(cfg: &str, shards: u16, seed: u64) -> Setup {
     w.phone(tls).contact_params = ";transport=tls".into();
     w.register(tls, 300);
     let addr = w.phone_ref(sips).addr;
-    w.send_raw(sips, raw_register("1002", addr, &format!("sips:1002@{addr}")).as_bytes());
+    w.send_raw(
+        sips,
+        raw_register("1002", addr, &format!("sips:1002@{addr}")).as_bytes(),
+    );
     w.run_for(ms(100));
     assert_eq!(w.phone_ref(sips).statuses(), vec![200], "{}", w.dump());
     Setup {
@@ -273,7 +276,10 @@ fn requests_naming_a_tls_third_party_open_no_connection() {
         let third: SocketAddr = THIRD.parse().unwrap();
         let evil = w.add_phone_behind_nat("evil", "1003", 5075, third);
         let sender = w.phone_ref(evil).addr;
-        w.send_raw(evil, raw_register("1003", sender, &format!("sips:1003@{THIRD}")).as_bytes());
+        w.send_raw(
+            evil,
+            raw_register("1003", sender, &format!("sips:1003@{THIRD}")).as_bytes(),
+        );
         w.run_for(ms(100));
         w.call(caller, "1003");
         w.run_for(secs(1));
