@@ -287,4 +287,41 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&other).unwrap();
     }
+
+    #[test]
+    fn peer_ca_enables_tls_out_and_a_tls_next_hop_needs_it() {
+        let dir = certificate_dir("peer");
+        let text = format!("{LISTEN}[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n");
+        let without = load(&dir, &text).unwrap();
+        assert!(!without.tls.as_ref().unwrap().connects());
+        let with_text = format!("{text}peer_ca = \"cert.pem\"\n");
+        let with = load(&dir, &with_text).unwrap();
+        let tls = with.tls.as_ref().unwrap();
+        assert!(tls.connects());
+        assert_eq!(tls.peer_ca.as_deref(), Some(dir.join("cert.pem").as_path()));
+        // Naming peer_ca is a change a reload applies.
+        assert_eq!(crate::app::reload::diff(&without, &with).applied, ["tls"]);
+        // A next hop over TLS: refused without peer_ca, accepted with it.
+        let route = "[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:127.0.0.1:5091;transport=tls\"\n";
+        match load(&dir, &format!("{text}{route}")) {
+            Err(ConfigError::Invalid { key, why, .. }) => {
+                assert_eq!(key, "routes[0].next_hop");
+                assert!(why.contains("peer_ca"), "{why}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        let ok = load(&dir, &format!("{with_text}{route}")).unwrap();
+        assert_eq!(
+            ok.route_for(b"0049").unwrap().next_hop.transport,
+            crate::core::transport::Transport::Tls
+        );
+        // A bad peer_ca names its key.
+        for bad in ["missing.pem", "key.pem"] {
+            match load(&dir, &format!("{text}peer_ca = \"{bad}\"\n")) {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "tls.peer_ca"),
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
