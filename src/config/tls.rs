@@ -302,7 +302,8 @@ mod tests {
         // Naming peer_ca is a change a reload applies.
         assert_eq!(crate::app::reload::diff(&without, &with).applied, ["tls"]);
         // A next hop over TLS: refused without peer_ca, accepted with it.
-        let route = "[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:127.0.0.1:5091;transport=tls\"\n";
+        let route =
+            "[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:127.0.0.1:5091;transport=tls\"\n";
         match load(&dir, &format!("{text}{route}")) {
             Err(ConfigError::Invalid { key, why, .. }) => {
                 assert_eq!(key, "routes[0].next_hop");
