@@ -93,7 +93,7 @@ fn a_tls_contact_is_called_over_a_verified_connection_sipfork_opens() {
         ..Setup::new(Io::Mmsg)
     };
     // The harness writes these extensions right after its [tls] cert and key.
-    setup.auth = "none".into();
+    setup.auth = "none";
     setup.extensions = format!("peer_ca = \"peer.pem\"\n\n{}", setup.extensions);
     let app = Appliance::start(&dir.0, setup).expect("mmsg always starts");
     let third = TcpListener::bind("127.0.0.23:0").expect("bind the third party");
