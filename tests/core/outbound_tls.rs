@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::outbound::{none_connects, nothing_toward_the_third_party, raw_invite, THIRD};
 use crate::transport::{record_routes, top_via};
 use sipfork::core::transport::Transport;
 use sipfork::testing::phone::Behaviour;
@@ -201,27 +202,6 @@ fn a_next_hop_configured_for_tls_is_reached_over_tls() {
 
 // --- The security rule: TLS out only toward a registered device or a configured next hop. ---
 
-const THIRD: &str = "127.0.0.99:5099";
-
-fn nothing_toward_the_third_party(w: &World) {
-    let third: SocketAddr = THIRD.parse().unwrap();
-    assert!(
-        w.connects.iter().all(|(to, _)| *to != third),
-        "{:?}",
-        w.connects
-    );
-    assert!(w.log.iter().all(|t| t.to != third), "{}", w.dump());
-}
-
-fn raw_invite(ruri: &str, from: SocketAddr, tag: &str, extra: &str) -> String {
-    format!(
-        "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKtls{tag};rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:1000@127.0.0.1:5060>;tag=tls{tag}\r\n\
-         To: <sip:1001@127.0.0.1:5060>\r\nCall-ID: tls-{tag}@test\r\nCSeq: 1 INVITE\r\n\
-         {extra}Content-Length: 0\r\n\r\n"
-    )
-}
-
 #[test]
 fn requests_naming_a_tls_third_party_open_no_connection() {
     let dir = certificates("attack");
@@ -231,45 +211,33 @@ fn requests_naming_a_tls_third_party_open_no_connection() {
         let from = w.phone_ref(caller).addr;
         let contact = format!("Contact: <sips:1000@{THIRD}>\r\n");
         let cases = [
-            raw_invite(&format!("sips:1001@{THIRD}"), from, "a", &contact),
+            raw_invite(&format!("sips:1001@{THIRD}"), from, "tls-a", &contact),
             raw_invite(
                 &format!("sip:1001@{THIRD};transport=tls"),
                 from,
-                "b",
+                "tls-b",
                 &contact,
             ),
             raw_invite(
                 "sip:1001@127.0.0.1:5060",
                 from,
-                "c",
+                "tls-c",
                 &format!("Route: <sips:{THIRD};lr>\r\n{contact}"),
             ),
             raw_invite(
                 "sip:1001@127.0.0.1:5060",
                 from,
-                "d",
+                "tls-d",
                 &format!("Route: <sip:{THIRD};transport=tls;lr>\r\n{contact}"),
             ),
             raw_invite(
                 "sip:1001@127.0.0.1:5060;transport=tls;maddr=127.0.0.99",
                 from,
-                "e",
+                "tls-e",
                 &contact,
             ),
         ];
-        for invite in cases {
-            w.send_raw(caller, invite.as_bytes());
-            w.run_for(secs(1));
-        }
-        assert!(w.connects.is_empty(), "{:?}", w.connects);
-        nothing_toward_the_third_party(&w);
-        let finals = w
-            .phone_ref(caller)
-            .statuses()
-            .into_iter()
-            .filter(|&st| st >= 300)
-            .count();
-        assert!(finals >= 5, "{}", w.dump());
+        none_connects(&mut w, caller, &cases);
 
         // A REGISTER from 127.0.0.1:5075 naming the third party in a sips: Contact
         // (`nat = auto`): the connect goes to its sender only.

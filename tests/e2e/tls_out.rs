@@ -14,20 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{free_port, Appliance, Io, Scratch, Setup};
 use crate::netns;
-use crate::tcp::{answer, final_over_udp, invite, read_message};
+use crate::tcp::{answer, final_over_udp, invite, read_message, register_udp};
 use crate::tls::write_certificate;
 
 const TEST: &str = "tls_out::a_tls_contact_is_called_over_a_verified_connection_sipfork_opens";
-
-/// A REGISTER over UDP from `local` whose Contact is `contact`.
-fn register_udp(local: SocketAddr, server: SocketAddr, ext: u32, contact: &str) -> String {
-    format!(
-        "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-treg-{ext};rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:{ext}@{server}>;tag=t{ext}\r\nTo: <sip:{ext}@{server}>\r\n\
-         Call-ID: treg-{ext}@e2e\r\nCSeq: 1 REGISTER\r\nContact: <{contact}>\r\n\
-         Expires: 300\r\nContent-Length: 0\r\n\r\n"
-    )
-}
 
 /// A device at a fresh port: UDP for its REGISTER, a TCP listener for sipfork's connection,
 /// and a certificate for 127.0.0.1 (PEM, and the server configuration presenting it).

@@ -89,7 +89,6 @@ fn start_dialer(
     target: SocketAddr,
     marked: bool,
 ) -> Option<(Engine<Dialer>, Arc<Mutex<Seen>>)> {
-    let seen = Arc::new(Mutex::new(Seen::default()));
     let cfg = EngineConfig {
         io: kind,
         pinning: Pinning::Off,
@@ -97,12 +96,24 @@ fn start_dialer(
         stream_options: opts,
         ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), shards)
     };
+    launch(cfg, target, marked, Transport::Tcp)
+}
+
+/// Starts `cfg`'s shards with a [`Dialer`] each (`None`: io_uring is not available here).
+fn launch(
+    cfg: EngineConfig,
+    target: SocketAddr,
+    marked: bool,
+    transport: Transport,
+) -> Option<(Engine<Dialer>, Arc<Mutex<Seen>>)> {
+    let kind = cfg.io;
+    let seen = Arc::new(Mutex::new(Seen::default()));
     let shared = Arc::clone(&seen);
     match start(cfg, move |_, _| Dialer {
         outbox: Outbox::new(),
         target,
         marked,
-        transport: Transport::Tcp,
+        transport,
         seen: Arc::clone(&shared),
     }) {
         Ok(e) => Some((e, seen)),
@@ -347,30 +358,34 @@ fn start_tls_dialer(
     client: Option<Arc<rustls::ClientConfig>>,
     opts: StreamOptions,
 ) -> Option<(Engine<Dialer>, Arc<Mutex<Seen>>)> {
-    let seen = Arc::new(Mutex::new(Seen::default()));
     let cfg = EngineConfig {
         io: kind,
         pinning: Pinning::Off,
         stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
-        stream_tls_client: client,
         stream_options: opts,
+        stream_tls_client: client,
         ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), shards)
     };
-    let shared = Arc::clone(&seen);
-    match start(cfg, move |_, _| Dialer {
-        outbox: Outbox::new(),
+    launch(cfg, target, true, Transport::Tls)
+}
+
+/// A test-side listener and shards dialing it over TLS with `client`.
+#[allow(clippy::type_complexity)]
+fn tls_dialer_to_listener(
+    kind: IoKind,
+    shards: u16,
+    client: &Arc<rustls::ClientConfig>,
+) -> Option<(TcpListener, SocketAddr, Engine<Dialer>, Arc<Mutex<Seen>>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let (engine, seen) = start_tls_dialer(
+        kind,
+        shards,
         target,
-        marked: true,
-        transport: Transport::Tls,
-        seen: Arc::clone(&shared),
-    }) {
-        Ok(e) => Some((e, seen)),
-        Err(e @ EngineError::Backend { .. }) if kind == IoKind::Uring => {
-            eprintln!("skipping the io_uring run: {e}");
-            None
-        }
-        Err(e) => panic!("{kind:?}: {e}"),
-    }
+        Some(Arc::clone(client)),
+        StreamOptions::default(),
+    )?;
+    Some((listener, target, engine, seen))
 }
 
 /// A test-side TLS server presenting `cert`; asks for a client certificate chaining to
@@ -403,15 +418,8 @@ fn a_tls_target_gets_a_verified_tls_connection_with_our_client_certificate() {
     // The server asks for a client certificate: mutual TLS with ours.
     let server = server_config(&theirs, Some(&ours));
     for (kind, shards) in [(IoKind::Mmsg, 1), (IoKind::Mmsg, 2), (IoKind::Uring, 2)] {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let target = listener.local_addr().unwrap();
-        let Some((engine, seen)) = start_tls_dialer(
-            kind,
-            shards,
-            target,
-            Some(client.clone()),
-            StreamOptions::default(),
-        ) else {
+        let Some((listener, target, engine, seen)) = tls_dialer_to_listener(kind, shards, &client)
+        else {
             continue;
         };
         poke(&engine, 1);
@@ -471,15 +479,9 @@ fn an_untrusted_or_misnamed_server_certificate_fails_the_connect_and_gets_nothin
             ("untrusted", &client, &untrusted),
             ("misnamed", &trusts_elsewhere, &elsewhere),
         ] {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let target = listener.local_addr().unwrap();
-            let Some((engine, seen)) = start_tls_dialer(
-                kind,
-                shards,
-                target,
-                Some(client.clone()),
-                StreamOptions::default(),
-            ) else {
+            let Some((listener, target, engine, seen)) =
+                tls_dialer_to_listener(kind, shards, client)
+            else {
                 continue;
             };
             let server = serve_once(listener, cert);
