@@ -122,12 +122,14 @@ pub struct StreamStats {
     pub relayed,
     /// Messages another shard handed over for a connection that had closed meanwhile.
     pub relay_lost,
-    /// Connections opened by this shard (for requests toward a `;transport=tcp` target).
+    /// Connections opened by this shard (for requests toward a `;transport=tcp` or TLS target).
     pub connects,
     /// Connections this shard opened that failed before they were up (refused, unreachable,
-    /// timed out): the core ends the branches waiting on them (503).
+    /// timed out; for TLS also a failed or late handshake): the core ends the branches waiting
+    /// on them (503).
     pub connect_failed,
-    /// Connections not opened: the shard holds `max_outbound` already (a failure too).
+    /// Connections not opened: the shard holds `max_outbound` already, or a TLS target without
+    /// a TLS client configuration (a failure too).
     pub refused_outbound,
 }
 }
