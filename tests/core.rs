@@ -44,6 +44,8 @@ mod forking;
 mod keepalive;
 #[path = "core/outbound.rs"]
 mod outbound;
+#[path = "core/outbound_tls.rs"]
+mod outbound_tls;
 #[path = "core/overload.rs"]
 mod overload;
 #[path = "core/policy.rs"]

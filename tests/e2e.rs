@@ -89,6 +89,8 @@ mod tcp;
 // The veth-pair namespaces of the load harness's tests, shared rather than copied.
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/tls_out.rs"]
+mod tls_out;
 #[path = "../loadtest/tests/common/netns.rs"]
 #[allow(dead_code)]
 mod veth;

@@ -133,6 +133,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
             })
             .collect(),
         stream_options: crate::engine::stream::StreamOptions::from_config(&cfg.tcp),
+        stream_tls_client: cfg.tls.as_ref().and_then(|t| t.client.clone()),
         ..EngineConfig::new(s.listen, s.shards)
     }
 }

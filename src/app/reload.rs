@@ -234,7 +234,14 @@ impl Reloader {
         let tls = diff
             .applied
             .contains(&"tls")
-            .then(|| next.tls.as_ref().map(|t| Arc::clone(&t.server)))
+            .then(|| {
+                next.tls
+                    .as_ref()
+                    .map(|t| crate::engine::stream::TlsRenewal {
+                        server: Arc::clone(&t.server),
+                        client: t.client.clone(),
+                    })
+            })
             .flatten();
         let mut replies = Vec::with_capacity(self.control.shards());
         for i in 0..self.control.shards() {

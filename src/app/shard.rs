@@ -175,7 +175,7 @@ pub struct Shard {
     /// `[cluster]`: directory snapshots in, presence changes out.
     cluster: Option<crate::app::cluster::link::ShardLink>,
     /// A reload's renewed TLS configuration, until the engine hands it to the TLS listeners.
-    tls_renewal: Option<std::sync::Arc<rustls::ServerConfig>>,
+    tls_renewal: Option<crate::engine::stream::TlsRenewal>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -234,7 +234,7 @@ impl Shard {
 
     /// New TLS connections on this shard get `config` (a reload renewed the certificate):
     /// handed to the engine's TLS listeners once the control jobs of this turn ran.
-    pub fn renew_tls(&mut self, config: std::sync::Arc<rustls::ServerConfig>) {
+    pub fn renew_tls(&mut self, config: crate::engine::stream::TlsRenewal) {
         self.tls_renewal = Some(config);
     }
 
@@ -429,7 +429,7 @@ impl Handler for Shard {
         self.core.drain_shard_notes(send);
     }
 
-    fn take_tls_renewal(&mut self) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+    fn take_tls_renewal(&mut self) -> Option<crate::engine::stream::TlsRenewal> {
         self.tls_renewal.take()
     }
 

@@ -91,7 +91,7 @@ pub struct TcpConfig {
     pub max_body_bytes: u32,
     /// Messages per connection per second.
     pub max_messages_per_second: u32,
-    /// Connections sipfork opens itself (to `;transport=tcp` targets), per shard.
+    /// Connections sipfork opens itself (to `;transport=tcp` and TLS targets), per shard.
     pub max_outbound_connections: u32,
     /// A connection sipfork opens that is not up after this long fails (a transport error for
     /// the requests waiting on it, RFC 3261 §8.1.3.1).

@@ -159,7 +159,8 @@ pub struct NextHop {
     /// Where requests go.
     pub addr: SocketAddr,
     /// `;transport=tcp`: requests go over a TCP connection sipfork opens (needs a `tcp:`
-    /// listen address); otherwise UDP.
+    /// listen address); `;transport=tls`: over a TLS connection (needs a `tls:` listen address
+    /// and `[tls] peer_ca`); otherwise UDP.
     pub transport: crate::core::transport::Transport,
 }
 
@@ -170,7 +171,7 @@ pub(super) fn parse_next_hop(text: &str) -> Result<NextHop, String> {
         .is_some_and(|s| s.eq_ignore_ascii_case("sips:"))
     {
         return Err(format!(
-            "{text:?}: sips: needs TLS, which sipfork does not speak; use sip:"
+            "{text:?}: write a TLS next hop as sip:IP:port;transport=tls"
         ));
     }
     let rest = match text.get(..4) {
@@ -193,9 +194,10 @@ pub(super) fn parse_next_hop(text: &str) -> Result<NextHop, String> {
         transport = match value.trim().to_ascii_lowercase().as_str() {
             "udp" => crate::core::transport::Transport::Udp,
             "tcp" => crate::core::transport::Transport::Tcp,
+            "tls" => crate::core::transport::Transport::Tls,
             other => {
                 return Err(format!(
-                    "{text:?}: transport={other} is not one sipfork connects with (udp or tcp)"
+                    "{text:?}: transport={other} is not one sipfork connects with (udp, tcp or tls)"
                 ))
             }
         };
@@ -389,8 +391,14 @@ mod tests {
             parse_next_hop("sip:127.0.0.1").unwrap().transport,
             Transport::Udp
         );
-        let e = parse_next_hop("sip:127.0.0.1;transport=tls").unwrap_err();
-        assert!(e.contains("transport=tls"), "{e}");
+        assert_eq!(
+            parse_next_hop("sip:127.0.0.1;transport=tls")
+                .unwrap()
+                .transport,
+            Transport::Tls
+        );
+        let e = parse_next_hop("sip:127.0.0.1;transport=sctp").unwrap_err();
+        assert!(e.contains("transport=sctp"), "{e}");
     }
 
     #[test]

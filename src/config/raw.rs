@@ -75,6 +75,7 @@ pub(super) struct RawTls {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: Option<PathBuf>,
+    pub peer_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]

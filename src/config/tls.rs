@@ -3,6 +3,11 @@
 //! so `check-config` finds a bad file and a reload (SIGHUP) reads and checks the files again: a
 //! renewed certificate shows as a changed `tls` section, which the reload hands to every shard:
 //! new TLS connections get it, open ones keep their session (`app::reload`).
+//!
+//! `peer_ca` names the roots the servers sipfork connects to over TLS must chain to (TLS out:
+//! `;transport=tls` and `sips:` targets); without it sipfork opens no TLS connection (never an
+//! unverified one). The same `cert`/`key` are presented when such a server asks for a client
+//! certificate (mutual TLS toward trunks).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -22,6 +27,10 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// CA certificates (PEM) client certificates are verified against; `None` asks for none.
     pub ca: Option<PathBuf>,
+    /// CA certificates (PEM) the servers sipfork connects to must chain to; `None`: no TLS out.
+    pub peer_ca: Option<PathBuf>,
+    /// The rustls client configuration for TLS out (with `peer_ca`).
+    pub client: Option<Arc<rustls::ClientConfig>>,
     /// The rustls server configuration built from them (TLS 1.2 and 1.3, ring provider).
     pub server: Arc<rustls::ServerConfig>,
     /// SHA-256 of the files' contents, so a reload sees a renewed certificate as a change.
@@ -34,6 +43,7 @@ impl fmt::Debug for TlsConfig {
             .field("cert", &self.cert)
             .field("key", &self.key)
             .field("ca", &self.ca)
+            .field("peer_ca", &self.peer_ca)
             .field("fingerprint", &hex(&self.fingerprint[..8]))
             .finish_non_exhaustive()
     }
@@ -43,6 +53,11 @@ impl TlsConfig {
     /// Whether client certificates are requested (and verified against `ca` when presented).
     pub fn verifies_clients(&self) -> bool {
         self.ca.is_some()
+    }
+
+    /// Whether sipfork opens TLS connections (`peer_ca` is set).
+    pub fn connects(&self) -> bool {
+        self.client.is_some()
     }
 }
 
@@ -58,6 +73,7 @@ pub(super) fn load(
     cert: PathBuf,
     key: PathBuf,
     ca: Option<PathBuf>,
+    peer_ca: Option<PathBuf>,
 ) -> Result<TlsConfig, TlsError> {
     let read = |name: &'static str, path: &Path| {
         std::fs::read(path).map_err(|e| (name, format!("cannot read {}: {e}", path.display())))
@@ -65,6 +81,10 @@ pub(super) fn load(
     let cert_pem = read("tls.cert", &cert)?;
     let key_pem = read("tls.key", &key)?;
     let ca_pem = ca.as_deref().map(|p| read("tls.ca", p)).transpose()?;
+    let peer_ca_pem = peer_ca
+        .as_deref()
+        .map(|p| read("tls.peer_ca", p))
+        .transpose()?;
 
     let chain = certificates("tls.cert", &cert, &cert_pem)?;
     let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
@@ -82,24 +102,36 @@ pub(super) fn load(
         .map_err(|e| ("tls", format!("TLS versions: {e}")))?;
     let builder = match (&ca, &ca_pem) {
         (Some(path), Some(pem)) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in certificates("tls.ca", path, pem)? {
-                roots.add(c).map_err(|e| {
-                    (
-                        "tls.ca",
-                        format!("{}: not a CA certificate: {e}", path.display()),
-                    )
-                })?;
-            }
+            let roots = root_store("tls.ca", path, pem)?;
             // A client certificate is asked for and verified when sent; phones without one
             // still connect (digest authentication applies to them as over UDP).
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| ("tls.ca", format!("{}: {e}", path.display())))?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| ("tls.ca", format!("{}: {e}", path.display())))?;
             builder.with_client_cert_verifier(verifier)
         }
         _ => builder.with_no_client_auth(),
+    };
+    let client = match (&peer_ca, &peer_ca_pem) {
+        (Some(path), Some(pem)) => {
+            let roots = root_store("tls.peer_ca", path, pem)?;
+            let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(|e| ("tls", format!("TLS versions: {e}")))?
+                .with_root_certificates(roots)
+                // Presented only when the server asks (mutual TLS toward a trunk).
+                .with_client_auth_cert(chain.clone(), private.clone_key())
+                .map_err(|e| {
+                    (
+                        "tls.key",
+                        format!("the key does not go with the certificate: {e}"),
+                    )
+                })?;
+            Some(Arc::new(config))
+        }
+        _ => None,
     };
     let server = builder.with_single_cert(chain, private).map_err(|e| {
         (
@@ -109,9 +141,14 @@ pub(super) fn load(
     })?;
 
     let mut h = Sha256::new();
-    for part in [Some(&cert_pem), Some(&key_pem), ca_pem.as_ref()]
-        .into_iter()
-        .flatten()
+    for part in [
+        Some(&cert_pem),
+        Some(&key_pem),
+        ca_pem.as_ref(),
+        peer_ca_pem.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
     {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
@@ -120,9 +157,29 @@ pub(super) fn load(
         cert,
         key,
         ca,
+        peer_ca,
+        client,
         server: Arc::new(server),
         fingerprint: h.finalize().into(),
     })
+}
+
+/// The CA certificates of a PEM file as rustls roots (`name`: the key named in errors).
+fn root_store(
+    name: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certificates(name, path, pem)? {
+        roots.add(c).map_err(|e| {
+            (
+                name,
+                format!("{}: not a CA certificate: {e}", path.display()),
+            )
+        })?;
+    }
+    Ok(roots)
 }
 
 fn certificates(
@@ -229,5 +286,43 @@ mod tests {
         assert!(why.contains("[tls]"), "{why}");
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&other).unwrap();
+    }
+
+    #[test]
+    fn peer_ca_enables_tls_out_and_a_tls_next_hop_needs_it() {
+        let dir = certificate_dir("peer");
+        let text = format!("{LISTEN}[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n");
+        let without = load(&dir, &text).unwrap();
+        assert!(!without.tls.as_ref().unwrap().connects());
+        let with_text = format!("{text}peer_ca = \"cert.pem\"\n");
+        let with = load(&dir, &with_text).unwrap();
+        let tls = with.tls.as_ref().unwrap();
+        assert!(tls.connects());
+        assert_eq!(tls.peer_ca.as_deref(), Some(dir.join("cert.pem").as_path()));
+        // Naming peer_ca is a change a reload applies.
+        assert_eq!(crate::app::reload::diff(&without, &with).applied, ["tls"]);
+        // A next hop over TLS: refused without peer_ca, accepted with it.
+        let route =
+            "[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:127.0.0.1:5091;transport=tls\"\n";
+        match load(&dir, &format!("{text}{route}")) {
+            Err(ConfigError::Invalid { key, why, .. }) => {
+                assert_eq!(key, "routes[0].next_hop");
+                assert!(why.contains("peer_ca"), "{why}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        let ok = load(&dir, &format!("{with_text}{route}")).unwrap();
+        assert_eq!(
+            ok.route_for(b"0049").unwrap().next_hop.transport,
+            crate::core::transport::Transport::Tls
+        );
+        // A bad peer_ca names its key.
+        for bad in ["missing.pem", "key.pem"] {
+            match load(&dir, &format!("{text}peer_ca = \"{bad}\"\n")) {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "tls.peer_ca"),
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -131,9 +131,14 @@ fn build_tls(
         Some(base) if p.is_relative() => base.join(p),
         _ => p,
     };
-    super::tls::load(resolve(raw.cert), resolve(raw.key), raw.ca.map(resolve))
-        .map(Some)
-        .map_err(|(key, why)| e.at(key, why))
+    super::tls::load(
+        resolve(raw.cert),
+        resolve(raw.key),
+        raw.ca.map(resolve),
+        raw.peer_ca.map(resolve),
+    )
+    .map(Some)
+    .map_err(|(key, why)| e.at(key, why))
 }
 
 fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
@@ -264,6 +269,18 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         });
     }
 
+    // TLS out is never unverified: a next hop over TLS needs a tls: listener (its Record-Route
+    // entry names it) and [tls] peer_ca (the roots its certificate must chain to).
+    for (i, r) in raw.routes.iter().enumerate() {
+        if r.next_hop.0.transport == crate::core::transport::Transport::Tls
+            && !tls.as_ref().is_some_and(|t| t.connects())
+        {
+            return Err(e.at(
+                &format!("routes[{i}].next_hop"),
+                "transport=tls needs a tls: listener and [tls] peer_ca (the CA certificates the next hop's certificate must chain to)",
+            ));
+        }
+    }
     let routes: Vec<Route> = raw
         .routes
         .into_iter()

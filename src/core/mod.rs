@@ -525,7 +525,10 @@ impl Core {
 
     /// Where a call to extension `number` goes, best first (q, then most recent registration).
     pub fn targets(&self, number: &[u8]) -> impl Iterator<Item = Target<'_>> + '_ {
-        self.registrar.targets(number, &self.flows)
+        let cfg = &self.cfg;
+        self.registrar
+            .targets(number, &self.flows)
+            .filter(|t| transport::outbound::reachable(cfg, t.contact))
     }
 
     /// Every live binding as a journal put `(key, value)`: the live set for journal compaction.
@@ -987,6 +990,7 @@ impl Core {
                 } else {
                     let mut targets: Vec<ForkTarget> = registrar
                         .targets(number, cx.flows)
+                        .filter(|t| transport::outbound::reachable(cx.cfg, t.contact))
                         .map(|t| ForkTarget {
                             uri: std::borrow::Cow::Borrowed(t.contact),
                             dest: t.dest,
@@ -1257,7 +1261,10 @@ fn followme_targets<'r>(
         for t in &stage.targets {
             match t {
                 Target::Own => {
-                    out.extend(registrar.targets(number, cx.flows).map(|b| ForkTarget {
+                    let own = registrar
+                        .targets(number, cx.flows)
+                        .filter(|b| transport::outbound::reachable(cx.cfg, b.contact));
+                    out.extend(own.map(|b| ForkTarget {
                         uri: std::borrow::Cow::Borrowed(b.contact),
                         dest: b.dest,
                         q,

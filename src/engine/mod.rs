@@ -73,6 +73,8 @@ pub struct EngineConfig {
     pub stream_tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     /// Limits of the TCP connections.
     pub stream_options: stream::StreamOptions,
+    /// The client configuration of TLS connections the shards open (`[tls] peer_ca`).
+    pub stream_tls_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl EngineConfig {
@@ -91,6 +93,7 @@ impl EngineConfig {
             stream_listen: Vec::new(),
             stream_tls: Vec::new(),
             stream_options: stream::StreamOptions::default(),
+            stream_tls_client: None,
         }
     }
 }
@@ -298,6 +301,7 @@ where
             .map(|(i, l)| (l, config.stream_tls.get(i).cloned().flatten()))
             .collect();
         let stream_options = config.stream_options;
+        let tls_client = config.stream_tls_client.clone();
         let flow_owners = flow_owners.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("sipfork-shard-{i}"))
@@ -317,6 +321,7 @@ where
                 } else {
                     match stream::Streams::new(shard_streams, stream_options) {
                         Ok(mut s) => {
+                            s.set_tls_client(tls_client);
                             if let Some(owners) = flow_owners {
                                 s.share_owners(owners, id);
                             }

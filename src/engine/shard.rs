@@ -55,10 +55,11 @@ pub trait Handler {
     fn handle_note(&mut self, _now: Instant, _from: ShardId, _bytes: &[u8]) {}
     /// Hands the notes for other shards to `send` (once per turn, after the timers).
     fn drain_notes(&mut self, _send: &mut dyn FnMut(ShardId, &[u8])) {}
-    /// A renewed TLS server configuration (a reload's new certificate), asked for after the
-    /// control jobs ran: the shard's TLS listeners give it to the connections they accept from
-    /// then on; open connections keep their session.
-    fn take_tls_renewal(&mut self) -> Option<Arc<rustls::ServerConfig>> {
+    /// A renewed TLS configuration (a reload's new certificate or `peer_ca`), asked for after
+    /// the control jobs ran: the shard's TLS listeners give it to the connections they accept
+    /// from then on, and the TLS connections it opens use it; open connections keep their
+    /// session.
+    fn take_tls_renewal(&mut self) -> Option<crate::engine::stream::TlsRenewal> {
         None
     }
 }

@@ -371,7 +371,12 @@ const OUTBOUND_TEST: &str =
     "tcp::a_tcp_contact_registered_over_udp_is_called_over_a_connection_sipfork_opens";
 
 /// A REGISTER over UDP from `local` whose Contact is `contact`.
-fn register_udp(local: SocketAddr, server: SocketAddr, ext: u32, contact: &str) -> String {
+pub(crate) fn register_udp(
+    local: SocketAddr,
+    server: SocketAddr,
+    ext: u32,
+    contact: &str,
+) -> String {
     format!(
         "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-ureg-{ext};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:{ext}@{server}>;tag=u{ext}\r\nTo: <sip:{ext}@{server}>\r\n\

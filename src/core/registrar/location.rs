@@ -332,7 +332,8 @@ impl LocationTable {
     ///
     /// A binding registered over TCP or TLS is left out unless its flow is open in `flows`
     /// (sipfork opens no new connection to it; `core::transport::outbound` connects only to
-    /// bindings registered over UDP whose Contact asks for TCP).
+    /// bindings registered over UDP whose Contact asks for TCP or TLS). `sips:` Contacts are
+    /// listed here; the core rings them only with TLS out (`outbound::reachable`).
     pub fn targets<'a, 'f>(
         &'a self,
         number: &[u8],
@@ -344,9 +345,9 @@ impl LocationTable {
         bindings
             .iter()
             .filter(|b| {
-                b.contact()
-                    .get(..4)
-                    .is_some_and(|s| s.eq_ignore_ascii_case(b"sip:"))
+                let c = b.contact();
+                (c.get(..4).is_some_and(|s| s.eq_ignore_ascii_case(b"sip:"))
+                    || c.get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"sips:")))
                     && (!b.transport().is_flow() || flows.get(b.dest()).is_some())
             })
             .map(|b| Target {

@@ -10,41 +10,60 @@
 //! Request-URI toward a next hop, a Route, a Contact, a Via) makes sipfork connect anywhere.
 //! Connecting needs a `tcp:` listen address: the peer's in-dialog requests come back to the
 //! Record-Route entry naming it, and the engine serves the connection beside the accepted ones.
+//!
+//! TLS the same way: a Contact with `;transport=tls` or a `sips:` Contact, or a next hop with
+//! `;transport=tls`, is connected to over TLS when a `tls:` listener and `[tls] peer_ca` (the
+//! roots the server's certificate is verified against) are configured. Without them a
+//! `;transport=tls` Contact is reached over UDP as before and a `sips:` Contact is not rung
+//! ([`reachable`]).
 
 use std::net::SocketAddr;
 
 use super::Transport;
 use crate::core::context::Cx;
 
-/// The transport a target's URI asks for: TCP for a `sip:` URI with `;transport=tcp`, else UDP
-/// (TLS and `sips:` are not connected to yet).
+/// The transport a target's URI asks for: TLS for a `sips:` URI or a `sip:` URI with
+/// `;transport=tls`, TCP for a `sip:` URI with `;transport=tcp`, else UDP.
 pub fn wanted(uri: &[u8]) -> Transport {
     // Most Contacts name no transport: a scan, no parse, on every call's targets.
-    if !uri
-        .windows(10)
-        .any(|w| w.eq_ignore_ascii_case(b"transport="))
+    if !is_sips(uri)
+        && !uri
+            .windows(10)
+            .any(|w| w.eq_ignore_ascii_case(b"transport="))
     {
         return Transport::Udp;
     }
     match crate::sip::Uri::parse(uri) {
-        Ok(crate::sip::Uri::Sip(u))
-            if !u.secure
-                && u.transport()
-                    .is_some_and(|t| t.eq_ignore_ascii_case(b"tcp")) =>
-        {
-            Transport::Tcp
-        }
+        Ok(crate::sip::Uri::Sip(u)) if u.secure => Transport::Tls,
+        Ok(crate::sip::Uri::Sip(u)) => match u.transport() {
+            Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
+            Some(t) if t.eq_ignore_ascii_case(b"tls") => Transport::Tls,
+            _ => Transport::Udp,
+        },
         _ => Transport::Udp,
     }
 }
 
-/// Whether this configuration opens connections: a `tcp:` listen address is configured.
-pub fn enabled(cx: &Cx<'_>) -> bool {
-    cx.cfg
-        .server
-        .listeners
-        .iter()
-        .any(|l| l.transport == Transport::Tcp)
+fn is_sips(uri: &[u8]) -> bool {
+    uri.get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"sips:"))
+}
+
+/// Whether this configuration opens connections over `t`: a `tcp:` listen address for TCP;
+/// a `tls:` one and `[tls] peer_ca` for TLS (never an unverified connection).
+pub fn enabled_for(cfg: &crate::config::Config, t: Transport) -> bool {
+    let listener = cfg.server.listeners.iter().any(|l| l.transport == t);
+    match t {
+        Transport::Udp => false,
+        Transport::Tcp => listener,
+        Transport::Tls => listener && cfg.tls.as_ref().is_some_and(|c| c.connects()),
+    }
+}
+
+/// Whether a registered Contact may be rung: a `sips:` one only when TLS out is configured
+/// (RFC 3261 §26.2.2: a `sips:` target is never reached over a plain transport).
+pub fn reachable(cfg: &crate::config::Config, contact: &[u8]) -> bool {
+    !is_sips(contact) || enabled_for(cfg, Transport::Tls)
 }
 
 /// Before a branch toward `dest`, which asks for `wanted`: the transport to connect with, if
@@ -53,7 +72,7 @@ pub fn enabled(cx: &Cx<'_>) -> bool {
 /// Record-Route and every later request to `dest` (CANCEL, ACK, other calls) name and take it
 /// until the engine reports it closed or failed.
 pub fn prepare(cx: &mut Cx<'_>, dest: SocketAddr, wanted: Transport) -> Option<Transport> {
-    if !wanted.is_stream() || !enabled(cx) {
+    if !enabled_for(cx.cfg, wanted) {
         return None;
     }
     match cx.flows.get(dest) {
@@ -70,7 +89,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_sip_uri_with_transport_tcp_asks_for_tcp() {
+    fn transport_tcp_asks_for_tcp_and_sips_or_transport_tls_for_tls() {
         assert_eq!(
             wanted(b"sip:1001@127.0.0.1:5080;transport=tcp"),
             Transport::Tcp
@@ -81,8 +100,11 @@ mod tests {
         );
         assert_eq!(wanted(b"sip:1001@127.0.0.1:5080"), Transport::Udp);
         assert_eq!(wanted(b"sip:1001@127.0.0.1;transport=udp"), Transport::Udp);
-        assert_eq!(wanted(b"sip:1001@127.0.0.1;transport=tls"), Transport::Udp);
-        assert_eq!(wanted(b"sips:1001@127.0.0.1;transport=tcp"), Transport::Udp);
+        assert_eq!(wanted(b"sip:1001@127.0.0.1;transport=tls"), Transport::Tls);
+        assert_eq!(wanted(b"sip:1001@127.0.0.1;transport=TLS"), Transport::Tls);
+        assert_eq!(wanted(b"sips:1001@127.0.0.1;transport=tcp"), Transport::Tls);
+        assert_eq!(wanted(b"SIPS:1001@127.0.0.1:5061"), Transport::Tls);
+        assert_eq!(wanted(b"sip:1001@127.0.0.1;transport=sctp"), Transport::Udp);
         assert_eq!(wanted(b"tel:+4930123"), Transport::Udp);
         assert_eq!(wanted(b"garbage"), Transport::Udp);
     }

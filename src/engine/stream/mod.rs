@@ -9,7 +9,10 @@
 //! a datagram (source: the connection's peer address). [`Streams::divert`] takes out of the
 //! outbox what the handler addressed to a peer with an open connection and writes it there, so
 //! responses go back on the connection the request came on and a device registered over TCP is
-//! reached over its own connection while it is up. With several shards, what one shard sends
+//! reached over its own connection while it is up. A connection this shard opens for a TLS
+//! target runs a rustls client session (the server's certificate verified against `[tls]
+//! peer_ca`, the target's IP address as the server name); one whose handshake fails is reported
+//! like a refused connect. With several shards, what one shard sends
 //! to another shard's connection is handed to that shard ([`owners`]), and every shard's core
 //! is told of a closed connection ([`Streams::take_gone`]).
 //!
@@ -119,12 +122,14 @@ pub struct StreamStats {
     pub relayed,
     /// Messages another shard handed over for a connection that had closed meanwhile.
     pub relay_lost,
-    /// Connections opened by this shard (for requests toward a `;transport=tcp` target).
+    /// Connections opened by this shard (for requests toward a `;transport=tcp` or TLS target).
     pub connects,
     /// Connections this shard opened that failed before they were up (refused, unreachable,
-    /// timed out): the core ends the branches waiting on them (503).
+    /// timed out; for TLS also a failed or late handshake): the core ends the branches waiting
+    /// on them (503).
     pub connect_failed,
-    /// Connections not opened: the shard holds `max_outbound` already (a failure too).
+    /// Connections not opened: the shard holds `max_outbound` already, or a TLS target without
+    /// a TLS client configuration (a failure too).
     pub refused_outbound,
 }
 }
@@ -174,8 +179,9 @@ const SWEEP: Duration = Duration::from_secs(1);
 
 struct Conn {
     sock: TcpStream,
-    /// The TLS session of a connection accepted on a TLS listener.
-    tls: Option<Box<rustls::ServerConnection>>,
+    /// The TLS session: a server session on a connection accepted on a TLS listener, a client
+    /// session on one this shard opened toward a TLS target.
+    tls: Option<Box<rustls::Connection>>,
     peer: SocketAddr,
     local: SocketAddr,
     framer: Framer,
@@ -237,6 +243,19 @@ pub struct Streams {
     outbound: u32,
     /// The time of the last poll (an outbound connection's deadline counts from it).
     now: Instant,
+    /// The client configuration of TLS connections this shard opens (`[tls] peer_ca`); `None`:
+    /// none is opened.
+    tls_client: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A reload's new `[tls]` for the shards: the listeners' server configuration and the client
+/// configuration of the TLS connections they open.
+#[derive(Clone, Debug)]
+pub struct TlsRenewal {
+    /// For connections accepted on TLS listeners from now on.
+    pub server: Arc<rustls::ServerConfig>,
+    /// For TLS connections opened from now on (`None`: no more TLS out).
+    pub client: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Streams {
@@ -294,6 +313,7 @@ impl Streams {
             failed: Vec::new(),
             outbound: 0,
             now: Instant::ZERO,
+            tls_client: None,
         })
     }
 
@@ -304,16 +324,24 @@ impl Streams {
         self.owners = Some((owners, me));
     }
 
-    /// Connections accepted on this shard's TLS listeners from now on get `config` (a renewed
-    /// certificate, handed over by a reload); open connections keep their session.
-    pub fn renew_tls(&mut self, config: Arc<rustls::ServerConfig>) {
+    /// TLS connections this shard opens from now on verify their server and present our
+    /// certificate with `config`; `None`: no TLS connection is opened (a TLS transmit fails).
+    pub fn set_tls_client(&mut self, config: Option<Arc<rustls::ClientConfig>>) {
+        self.tls_client = config;
+    }
+
+    /// Connections accepted on this shard's TLS listeners, and TLS connections it opens, from
+    /// now on get the renewed configurations (handed over by a reload); open connections keep
+    /// their session.
+    pub fn renew_tls(&mut self, renewal: TlsRenewal) {
         for tls in self
             .listeners
             .iter_mut()
             .filter_map(|(_, _, tls)| tls.as_mut())
         {
-            *tls = Arc::clone(&config);
+            *tls = Arc::clone(&renewal.server);
         }
+        self.tls_client = renewal.client;
     }
 
     /// The connections closed since the last call, with their transports (the engine tells
@@ -428,7 +456,7 @@ impl Streams {
             let tls = match &self.listeners[index].2 {
                 None => None,
                 Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
-                    Ok(session) => Some(Box::new(session)),
+                    Ok(session) => Some(Box::new(rustls::Connection::Server(session))),
                     Err(_) => {
                         self.stats.closed_tls += 1;
                         continue;
@@ -623,22 +651,37 @@ impl Streams {
         }
     }
 
-    /// Opens a connection to `peer` for a transmit the core marked (TCP only; TLS is not
-    /// connected to yet): non-blocking, entered in the owners table like an accepted one, its
-    /// writes queued until it is up. `None` when it could not even start (over
-    /// `max_outbound`, or the socket calls failed): the failure is reported.
+    /// Opens a connection to `peer` for a transmit the core marked (TCP, or TLS with a client
+    /// configuration: a rustls client session whose server name is `peer`'s IP address, so the
+    /// server's certificate must carry that IP address): non-blocking, entered in the owners
+    /// table like an accepted one, its writes queued until it is up (with TLS: encrypted once
+    /// the handshake is done). `None` when it could not even start (over `max_outbound`, no TLS
+    /// client configuration, or the socket calls failed): the failure is reported.
     fn connect(&mut self, peer: SocketAddr, transport: Transport) -> Option<usize> {
-        if transport != Transport::Tcp || self.outbound >= self.opts.max_outbound {
+        let tls = match (transport, &self.tls_client) {
+            (Transport::Tcp, _) => None,
+            (Transport::Tls, Some(config)) => {
+                let name = rustls::pki_types::ServerName::IpAddress(peer.ip().into());
+                rustls::ClientConnection::new(Arc::clone(config), name)
+                    .ok()
+                    .map(|c| Box::new(rustls::Connection::Client(c)))
+            }
+            _ => None,
+        };
+        if (transport == Transport::Tls && tls.is_none())
+            || transport == Transport::Udp
+            || self.outbound >= self.opts.max_outbound
+        {
             self.stats.refused_outbound += 1;
             self.failed.push((peer, transport));
             return None;
         }
-        // Our TCP listener's address (what the core knows as where the messages arrive),
-        // and the source IP of the connection when the listener names one.
+        // Our listener's address for the transport (what the core knows as where the messages
+        // arrive), and the source IP of the connection when the listener names one.
         let local = self
             .listeners
             .iter()
-            .find(|(_, a, tls)| tls.is_none() && a.is_ipv4() == peer.is_ipv4())
+            .find(|(_, a, l)| l.is_some() == tls.is_some() && a.is_ipv4() == peer.is_ipv4())
             .map(|(_, a, _)| *a);
         let started = (|| -> io::Result<TcpStream> {
             let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
@@ -684,7 +727,7 @@ impl Streams {
         let local = local.or_else(|| sock.local_addr().ok()).unwrap_or(peer);
         self.conns[slot] = Some(Conn {
             sock,
-            tls: None,
+            tls,
             peer,
             local,
             framer: Framer::new(self.opts.limits),
@@ -861,8 +904,14 @@ impl Streams {
             .enumerate()
             .filter_map(|(slot, c)| {
                 c.as_ref()
-                    .and_then(|c| c.connecting)
-                    .filter(|&deadline| now >= deadline)
+                    .filter(|c| match c.connecting {
+                        Some(deadline) => now >= deadline,
+                        // A TLS handshake gets as long as the TCP connect did.
+                        None => {
+                            handshaking_out(c)
+                                && now.saturating_since(c.last_message) >= self.opts.connect_timeout
+                        }
+                    })
                     .map(|_| slot)
             })
             .collect();
@@ -880,7 +929,16 @@ impl Streams {
     }
 
     fn close(&mut self, slot: usize, why: Close) {
-        if self.conns.get(slot).is_none_or(Option::is_none) {
+        let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
+            return;
+        };
+        if handshaking_out(conn) {
+            // A TLS connection we opened whose handshake failed (the server's certificate not
+            // trusted, an alert, the server closing): a failed connect, reported to the core.
+            if matches!(why, Close::Tls) {
+                self.stats.closed_tls += 1;
+            }
+            self.fail_connect(slot);
             return;
         }
         match why {
@@ -933,6 +991,11 @@ impl Streams {
     }
 }
 
+/// Whether `conn` is a TLS connection this shard opened whose handshake is not done.
+fn handshaking_out(conn: &Conn) -> bool {
+    conn.outbound && conn.tls.as_ref().is_some_and(|t| t.is_handshaking())
+}
+
 /// Hands every whole message the framer holds to `deliver`; counts pings for the caller to
 /// answer once the framer is no longer borrowed.
 fn drain(
@@ -969,7 +1032,7 @@ fn drain(
 }
 
 /// Feeds TLS records read from the socket to the session and returns the plaintext they carried.
-fn decrypt(tls: &mut rustls::ServerConnection, mut records: &[u8]) -> Result<Vec<u8>, Close> {
+fn decrypt(tls: &mut rustls::Connection, mut records: &[u8]) -> Result<Vec<u8>, Close> {
     let mut plain = Vec::new();
     while !records.is_empty() {
         tls.read_tls(&mut records).map_err(|_| Close::Tls)?;

@@ -31,11 +31,12 @@ struct Seen {
     stale_outbox: bool,
 }
 
-/// Sends each UDP datagram to `target`; `marked`: with the connect mark.
+/// Sends each UDP datagram to `target`; `marked`: with the connect mark for `transport`.
 struct Dialer {
     outbox: Outbox,
     target: SocketAddr,
     marked: bool,
+    transport: Transport,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -47,7 +48,7 @@ impl Handler for Dialer {
                 // Marked to stay on UDP although a connection with the target is open.
                 self.outbox.keep_udp(self.outbox.len() - 1, self.target);
             } else if self.marked {
-                self.outbox.connect_last(Transport::Tcp);
+                self.outbox.connect_last(self.transport);
             }
         } else {
             let mut seen = self.seen.lock().unwrap();
@@ -57,7 +58,7 @@ impl Handler for Dialer {
     }
 
     fn flow_failed(&mut self, _now: Instant, peer: SocketAddr, transport: Transport) {
-        assert_eq!(transport, Transport::Tcp);
+        assert_eq!(transport, self.transport);
         self.seen.lock().unwrap().failed.push(peer);
     }
 
@@ -88,7 +89,6 @@ fn start_dialer(
     target: SocketAddr,
     marked: bool,
 ) -> Option<(Engine<Dialer>, Arc<Mutex<Seen>>)> {
-    let seen = Arc::new(Mutex::new(Seen::default()));
     let cfg = EngineConfig {
         io: kind,
         pinning: Pinning::Off,
@@ -96,11 +96,24 @@ fn start_dialer(
         stream_options: opts,
         ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), shards)
     };
+    launch(cfg, target, marked, Transport::Tcp)
+}
+
+/// Starts `cfg`'s shards with a [`Dialer`] each (`None`: io_uring is not available here).
+fn launch(
+    cfg: EngineConfig,
+    target: SocketAddr,
+    marked: bool,
+    transport: Transport,
+) -> Option<(Engine<Dialer>, Arc<Mutex<Seen>>)> {
+    let kind = cfg.io;
+    let seen = Arc::new(Mutex::new(Seen::default()));
     let shared = Arc::clone(&seen);
     match start(cfg, move |_, _| Dialer {
         outbox: Outbox::new(),
         target,
         marked,
+        transport,
         seen: Arc::clone(&shared),
     }) {
         Ok(e) => Some((e, seen)),
@@ -296,4 +309,242 @@ fn an_unmarked_transmit_never_connects() {
     assert_eq!(total(&engine, |s| s.connects), 0);
     assert!(seen.lock().unwrap().failed.is_empty());
     engine.shutdown().unwrap();
+}
+
+// --- TLS out: the connection runs a rustls client session. ---
+
+/// A certificate for `ip` (PEM) and its rustls forms.
+struct Cert {
+    pem: String,
+    key_pem: String,
+    der: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+fn cert_for(ip: &str) -> Cert {
+    let c = rcgen::generate_simple_self_signed(vec![ip.into()]).unwrap();
+    Cert {
+        pem: c.cert.pem(),
+        key_pem: c.key_pair.serialize_pem(),
+        der: c.cert.der().clone(),
+        key: rustls::pki_types::PrivateKeyDer::Pkcs8(c.key_pair.serialize_der().into()),
+    }
+}
+
+/// The rustls client configuration `[tls]` builds with `cert`/`key` = `ours` and `peer_ca` =
+/// `trusted` (through the configuration loader, as the binary does).
+fn client_config(name: &str, ours: &Cert, trusted: &Cert) -> Arc<rustls::ClientConfig> {
+    let dir = std::env::temp_dir().join(format!("sipfork-tls-out-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), &ours.pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &ours.key_pem).unwrap();
+    std::fs::write(dir.join("peer.pem"), &trusted.pem).unwrap();
+    let toml = format!(
+        "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n[auth]\nmode = \"none\"\n\
+         [tls]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\npeer_ca = \"{0}/peer.pem\"\n",
+        dir.display()
+    );
+    let cfg = crate::config::Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let tls = cfg.tls.expect("[tls]");
+    assert!(tls.connects());
+    tls.client.clone().expect("a client configuration")
+}
+
+fn start_tls_dialer(
+    kind: IoKind,
+    shards: u16,
+    target: SocketAddr,
+    client: Option<Arc<rustls::ClientConfig>>,
+    opts: StreamOptions,
+) -> Option<(Engine<Dialer>, Arc<Mutex<Seen>>)> {
+    let cfg = EngineConfig {
+        io: kind,
+        pinning: Pinning::Off,
+        stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
+        stream_options: opts,
+        stream_tls_client: client,
+        ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), shards)
+    };
+    launch(cfg, target, true, Transport::Tls)
+}
+
+/// A test-side listener and shards dialing it over TLS with `client`.
+#[allow(clippy::type_complexity)]
+fn tls_dialer_to_listener(
+    kind: IoKind,
+    shards: u16,
+    client: &Arc<rustls::ClientConfig>,
+) -> Option<(TcpListener, SocketAddr, Engine<Dialer>, Arc<Mutex<Seen>>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let (engine, seen) = start_tls_dialer(
+        kind,
+        shards,
+        target,
+        Some(Arc::clone(client)),
+        StreamOptions::default(),
+    )?;
+    Some((listener, target, engine, seen))
+}
+
+/// A test-side TLS server presenting `cert`; asks for a client certificate chaining to
+/// `client_ca` when given.
+fn server_config(cert: &Cert, client_ca: Option<&Cert>) -> Arc<rustls::ServerConfig> {
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.der.clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(
+        builder
+            .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
+            .unwrap(),
+    )
+}
+
+#[test]
+fn a_tls_target_gets_a_verified_tls_connection_with_our_client_certificate() {
+    let ours = cert_for("127.0.0.1");
+    let theirs = cert_for("127.0.0.1");
+    let client = client_config("ok", &ours, &theirs);
+    // The server asks for a client certificate: mutual TLS with ours.
+    let server = server_config(&theirs, Some(&ours));
+    for (kind, shards) in [(IoKind::Mmsg, 1), (IoKind::Mmsg, 2), (IoKind::Uring, 2)] {
+        let Some((listener, target, engine, seen)) = tls_dialer_to_listener(kind, shards, &client)
+        else {
+            continue;
+        };
+        poke(&engine, 1);
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let session = rustls::ServerConnection::new(Arc::clone(&server)).unwrap();
+        let mut tls = rustls::StreamOwned::new(session, sock);
+        let mut got = vec![0u8; MSG.len()];
+        tls.read_exact(&mut got).unwrap();
+        assert_eq!(got, MSG, "{kind:?}");
+        let presented = tls.conn.peer_certificates().expect("a client certificate");
+        assert_eq!(presented[0], ours.der, "{kind:?}");
+        // Later transmits, from either shard, take the same connection, encrypted.
+        poke(&engine, 8);
+        let mut more = vec![0u8; 8 * MSG.len()];
+        tls.read_exact(&mut more).unwrap();
+        assert_eq!(more, MSG.repeat(8));
+        // The server's message comes back to the handler as TLS from its address.
+        tls.write_all(MSG).unwrap();
+        tls.flush().unwrap();
+        wait_until("the answer", || !seen.lock().unwrap().messages.is_empty());
+        let (src, transport, bytes) = seen.lock().unwrap().messages[0].clone();
+        assert_eq!((src, transport, &bytes[..]), (target, Transport::Tls, MSG));
+        assert_eq!(total(&engine, |s| s.connects), 1, "{kind:?} {shards}");
+        assert_eq!(total(&engine, |s| s.connect_failed), 0);
+        assert!(seen.lock().unwrap().failed.is_empty());
+        engine.shutdown().unwrap();
+    }
+}
+
+/// A test-side TLS server presenting `cert` to one connection: what it read before the
+/// handshake ended (it fails: nothing is expected).
+fn serve_once(listener: TcpListener, cert: &Cert) -> std::thread::JoinHandle<Vec<u8>> {
+    let server = server_config(cert, None);
+    std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let session = rustls::ServerConnection::new(server).unwrap();
+        let mut tls = rustls::StreamOwned::new(session, sock);
+        let mut got = Vec::new();
+        let _ = tls.read_to_end(&mut got);
+        got
+    })
+}
+
+#[test]
+fn an_untrusted_or_misnamed_server_certificate_fails_the_connect_and_gets_nothing() {
+    let ours = cert_for("127.0.0.1");
+    let trusted = cert_for("127.0.0.1");
+    let client = client_config("bad", &ours, &trusted);
+    // A certificate peer_ca does not name; a trusted one whose IP SAN names another address.
+    let untrusted = cert_for("127.0.0.1");
+    let elsewhere = cert_for("127.0.0.2");
+    let trusts_elsewhere = client_config("misnamed", &ours, &elsewhere);
+    for (kind, shards) in [(IoKind::Mmsg, 1), (IoKind::Mmsg, 2), (IoKind::Uring, 2)] {
+        for (case, client, cert) in [
+            ("untrusted", &client, &untrusted),
+            ("misnamed", &trusts_elsewhere, &elsewhere),
+        ] {
+            let Some((listener, target, engine, seen)) =
+                tls_dialer_to_listener(kind, shards, client)
+            else {
+                continue;
+            };
+            let server = serve_once(listener, cert);
+            poke(&engine, 1);
+            wait_until("the failure reports", || {
+                seen.lock().unwrap().failed.len() == usize::from(shards)
+            });
+            assert!(seen.lock().unwrap().failed.iter().all(|&p| p == target));
+            assert_eq!(total(&engine, |s| s.connect_failed), 1, "{kind:?} {case}");
+            assert_eq!(total(&engine, |s| s.closed_tls), 1, "{kind:?} {case}");
+            assert!(seen.lock().unwrap().messages.is_empty());
+            engine.shutdown().unwrap();
+            assert!(
+                server.join().unwrap().is_empty(),
+                "{kind:?} {case}: data sent"
+            );
+        }
+    }
+}
+
+#[test]
+fn without_a_client_configuration_a_tls_transmit_fails_and_connects_nowhere() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let Some((engine, seen)) =
+        start_tls_dialer(IoKind::Mmsg, 1, target, None, StreamOptions::default())
+    else {
+        return;
+    };
+    poke(&engine, 1);
+    wait_until("the refusal", || seen.lock().unwrap().failed.len() == 1);
+    assert_eq!(total(&engine, |s| s.refused_outbound), 1);
+    assert_eq!(total(&engine, |s| s.connects), 0);
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "a connection was opened");
+    engine.shutdown().unwrap();
+}
+
+#[test]
+fn a_handshake_the_server_never_answers_fails_at_the_connect_timeout() {
+    let ours = cert_for("127.0.0.1");
+    let client = client_config("silent", &ours, &ours);
+    // Accepted by the kernel, never read: the TCP connect succeeds, the handshake hangs.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let opts = StreamOptions {
+        connect_timeout: Duration::from_millis(1500),
+        ..StreamOptions::default()
+    };
+    let Some((engine, seen)) = start_tls_dialer(IoKind::Mmsg, 1, target, Some(client), opts) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    poke(&engine, 1);
+    wait_until("the connect", || total(&engine, |s| s.connects) == 1);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        seen.lock().unwrap().failed.is_empty(),
+        "failed before its timeout"
+    );
+    wait_until("the timeout", || seen.lock().unwrap().failed.len() == 1);
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(total(&engine, |s| s.connect_failed), 1);
+    engine.shutdown().unwrap();
+    drop(listener);
 }
