@@ -285,3 +285,46 @@ fn a_final_to_a_tcp_caller_is_not_retransmitted_while_its_ack_is_missing() {
         assert!(counts[1] >= 4, "Timer G over UDP: {}", counts[1]);
     }
 }
+
+/// An in-dialog request relayed to the other leg goes through the same branch code as a
+/// forked one, so the RFC 3261 §18.1.1 rule holds for it too: one that came over TCP and is
+/// over 1,300 bytes toward a leg reached over UDP gets 513; a small one, or a large one that
+/// came over UDP, is relayed.
+#[test]
+fn an_in_dialog_request_over_tcp_too_large_for_the_udp_leg_gets_513() {
+    for shards in [1, 2] {
+        // Our entries name 127.0.0.1:5060 (no `tcp:` listener): the simulator delivers the
+        // caller's in-dialog requests to the proxy only at that address.
+        let cfg = DEFAULT_CONFIG.replace("shards = 1", &format!("shards = {shards}"));
+        for tcp in [true, false] {
+            let mut s = setup(&cfg, shards, 307);
+            if tcp {
+                s.w.connect(s.caller, Transport::Tcp);
+            }
+            s.w.behave(s.udp, Behaviour::answer_after(ms(100)));
+            let call = s.w.call(s.caller, "1002");
+            s.w.run_for(secs(2));
+            assert_eq!(s.w.phone_ref(s.caller).outgoing[call].dialogs.len(), 1);
+            // A small UPDATE is relayed either way.
+            s.w.update(s.caller, call, 2, "");
+            s.w.run_for(secs(1));
+            assert_eq!(s.w.phone_ref(s.udp).requests_received("UPDATE"), 1);
+            // A 2 KB one: 513 from TCP, relayed from UDP.
+            let pad = format!("X-Pad: {}\r\n", "a".repeat(2000));
+            s.w.update(s.caller, call, 3, &pad);
+            s.w.run_for(secs(1));
+            let relayed = s.w.phone_ref(s.udp).requests_received("UPDATE");
+            let too_large = received(&s.w, s.caller, "SIP/2.0 513", "UPDATE").len();
+            if tcp {
+                assert_eq!(
+                    (relayed, too_large),
+                    (1, 1),
+                    "{shards} shards\n{}",
+                    s.w.dump()
+                );
+            } else {
+                assert_eq!((relayed, too_large), (2, 0), "{shards} shards");
+            }
+        }
+    }
+}
