@@ -9,10 +9,10 @@
 use sipfork::core::transport::Transport;
 use sipfork::sip::{parse, HeaderName};
 use sipfork::testing::phone::Behaviour;
-use sipfork::testing::sim::{cseq_method, PhoneId, World, DEFAULT_CONFIG};
+use sipfork::testing::sim::{PhoneId, World, DEFAULT_CONFIG};
 use sipfork::time::{ms, secs};
 
-use crate::transport::top_via;
+use crate::transport::{received, top_via};
 
 /// The simulated config with `shards` shards and a TCP listener on another IP and port.
 fn config(shards: u16) -> String {
@@ -36,12 +36,15 @@ struct Setup {
     udp: PhoneId,
 }
 
-fn setup(cfg: &str, shards: u16, seed: u64) -> Setup {
+/// The world of `cfg`; 1001 registers over TCP when `over_tcp` (else over UDP, the control).
+fn setup_with(cfg: &str, shards: u16, seed: u64, over_tcp: bool) -> Setup {
     let mut w = World::new(cfg, shards, seed);
     let caller = w.add_phone("caller", "1000", 5071);
     let tcp = w.add_phone("tcp-dev", "1001", 5072);
     let udp = w.add_phone("udp-dev", "1002", 5073);
-    w.connect(tcp, Transport::Tcp);
+    if over_tcp {
+        w.connect(tcp, Transport::Tcp);
+    }
     w.register(tcp, 300);
     w.register(udp, 300);
     Setup {
@@ -52,15 +55,14 @@ fn setup(cfg: &str, shards: u16, seed: u64) -> Setup {
     }
 }
 
-/// The messages phone `id` received whose first line starts with `start` and whose CSeq method
-/// is `cseq`.
-fn received<'a>(w: &'a World, id: PhoneId, start: &str, cseq: &str) -> Vec<&'a [u8]> {
-    w.phone_ref(id)
-        .inbox
-        .iter()
-        .map(|(_, b)| &b[..])
-        .filter(|b| b.starts_with(start.as_bytes()) && cseq_method(b) == cseq)
-        .collect()
+fn setup(cfg: &str, shards: u16, seed: u64) -> Setup {
+    setup_with(cfg, shards, seed, true)
+}
+
+/// Asserts the top Via of `bytes` starts with `want`.
+fn assert_top_via(bytes: &[u8], want: &str, what: &str) {
+    let via = top_via(bytes);
+    assert!(via.starts_with(want), "{what}: {via}");
 }
 
 fn header_values(bytes: &[u8], name: HeaderName) -> Vec<String> {
@@ -69,6 +71,9 @@ fn header_values(bytes: &[u8], name: HeaderName) -> Vec<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect()
 }
+
+/// Our Via toward a TCP hop: the `tcp:` listener of [`config`].
+const TCP_VIA: &str = "Via: SIP/2.0/TCP 127.0.0.2:5070;branch=";
 
 #[test]
 fn the_via_toward_a_tcp_device_names_the_tcp_listener_and_udp_is_unchanged() {
@@ -80,15 +85,11 @@ fn the_via_toward_a_tcp_device_names_the_tcp_listener_and_udp_is_unchanged() {
         s.w.run_for(secs(2));
         let tcp_invite = &s.w.phone_ref(s.tcp).incoming[0].invite;
         let udp_invite = &s.w.phone_ref(s.udp).incoming[0].invite;
-        assert!(
-            top_via(tcp_invite).starts_with("Via: SIP/2.0/TCP 127.0.0.2:5070;branch="),
-            "{shards} shards: {}",
-            top_via(tcp_invite)
-        );
-        assert!(
-            top_via(udp_invite).starts_with("Via: SIP/2.0/UDP 127.0.0.1:5060;branch="),
-            "{shards} shards: {}",
-            top_via(udp_invite)
+        assert_top_via(tcp_invite, TCP_VIA, "INVITE to TCP");
+        assert_top_via(
+            udp_invite,
+            "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=",
+            "to UDP",
         );
         // The relayed ACK of the 2xx and the caller's BYE toward the TCP device: the same.
         assert_eq!(s.w.phone_ref(s.caller).outgoing[call].dialogs.len(), 1);
@@ -97,11 +98,7 @@ fn the_via_toward_a_tcp_device_names_the_tcp_listener_and_udp_is_unchanged() {
         for method in ["ACK", "BYE"] {
             let got = received(&s.w, s.tcp, &format!("{method} "), method);
             assert_eq!(got.len(), 1, "{method}\n{}", s.w.dump());
-            assert!(
-                top_via(got[0]).starts_with("Via: SIP/2.0/TCP 127.0.0.2:5070;branch="),
-                "{method}: {}",
-                top_via(got[0])
-            );
+            assert_top_via(got[0], TCP_VIA, method);
         }
     }
 }
@@ -188,11 +185,7 @@ fn an_invite_to_a_silent_tcp_device_is_not_retransmitted_and_ends_at_timer_b() {
     for shards in [1, 2] {
         let mut finals = Vec::new();
         for tcp in [true, false] {
-            let mut s = setup(&config(shards), shards, 304);
-            if !tcp {
-                s.w.close_flow(s.tcp);
-                s.w.register(s.tcp, 300);
-            }
+            let mut s = setup_with(&config(shards), shards, 304, tcp);
             s.w.behave(s.tcp, Behaviour::silent());
             let call = s.w.call(s.caller, "1001");
             s.w.run_for(secs(31));
@@ -216,11 +209,7 @@ fn a_cancel_and_a_message_to_a_tcp_device_that_never_answers_them_are_not_retran
     for shards in [1, 2] {
         let mut got = Vec::new();
         for tcp in [true, false] {
-            let mut s = setup(&config(shards), shards, 305);
-            if !tcp {
-                s.w.close_flow(s.tcp);
-                s.w.register(s.tcp, 300);
-            }
+            let mut s = setup_with(&config(shards), shards, 305, tcp);
             let dev = s.w.phone_ref(s.tcp).addr;
             // The device rings, then never answers the CANCEL or a MESSAGE.
             s.w.drop_next(100, "SIP/2.0 ", Some("CANCEL"), Some(dev), None);

@@ -313,6 +313,19 @@ fn non_invite_server_answers_retransmissions_with_the_last_response_until_timer_
     assert_eq!(t.state(), server_non_invite::State::Terminated);
 }
 
+/// Runs the wheel to `until`, handing each timer to `on`: (ms, timer, what `on` said).
+fn timeline<T>(
+    b: &mut Bench,
+    until: Instant,
+    mut on: impl FnMut(Timer, &mut Sched<'_>) -> T,
+) -> Vec<(u64, Timer, T)> {
+    let mut log = Vec::new();
+    b.fire_until(until, |timer, s| {
+        log.push((at_ms(s.now), timer, on(timer, s)))
+    });
+    log
+}
+
 /// On a reliable transport (TCP, TLS) the client transactions run no Timer A/E and end at
 /// B/F; D and K are zero (RFC 3261 §17.1.1.2, §17.1.2.2).
 #[test]
@@ -320,9 +333,8 @@ fn reliable_clients_never_retransmit_and_run_zero_d_and_k() {
     // INVITE, no answer: only Timer B, at 32 s.
     let mut b = Bench::new();
     let mut t = ClientInvite::start_over(&mut b.sched(), true);
-    let mut log = Vec::new();
-    b.fire_until(Instant::ZERO + secs(40), |timer, s| {
-        log.push((at_ms(s.now), timer, t.on_timer(timer, s)));
+    let log = timeline(&mut b, Instant::ZERO + secs(40), |timer, s| {
+        t.on_timer(timer, s)
     });
     assert_eq!(
         log,
@@ -333,9 +345,8 @@ fn reliable_clients_never_retransmit_and_run_zero_d_and_k() {
     let mut t = ClientInvite::start_over(&mut b.sched(), true);
     b.now = Instant::ZERO + ms(100);
     t.on_response(486, &mut b.sched());
-    let mut log = Vec::new();
-    b.fire_until(Instant::ZERO + secs(1), |timer, s| {
-        log.push((at_ms(s.now), timer, t.on_timer(timer, s)));
+    let log = timeline(&mut b, Instant::ZERO + secs(1), |timer, s| {
+        t.on_timer(timer, s)
     });
     assert_eq!(
         log,
@@ -344,9 +355,8 @@ fn reliable_clients_never_retransmit_and_run_zero_d_and_k() {
     // Non-INVITE, no answer: only Timer F; answered: Timer K at once.
     let mut b = Bench::new();
     let mut t = ClientNonInvite::start_over(&mut b.sched(), true);
-    let mut log = Vec::new();
-    b.fire_until(Instant::ZERO + secs(40), |timer, s| {
-        log.push((at_ms(s.now), timer, t.on_timer(timer, s)));
+    let log = timeline(&mut b, Instant::ZERO + secs(40), |timer, s| {
+        t.on_timer(timer, s)
     });
     assert_eq!(
         log,
@@ -356,9 +366,8 @@ fn reliable_clients_never_retransmit_and_run_zero_d_and_k() {
     let mut t = ClientNonInvite::start_over(&mut b.sched(), true);
     b.now = Instant::ZERO + ms(100);
     t.on_response(200, &mut b.sched());
-    let mut log = Vec::new();
-    b.fire_until(Instant::ZERO + secs(1), |timer, s| {
-        log.push((at_ms(s.now), timer, t.on_timer(timer, s)));
+    let log = timeline(&mut b, Instant::ZERO + secs(1), |timer, s| {
+        t.on_timer(timer, s)
     });
     assert_eq!(
         log,
@@ -373,9 +382,8 @@ fn reliable_invite_server_never_retransmits_its_final() {
     let mut b = Bench::new();
     let mut t = ServerInvite::start_over(true);
     assert!(t.send_final(486, &mut b.sched()));
-    let mut log = Vec::new();
-    b.fire_until(Instant::ZERO + secs(40), |timer, s| {
-        log.push((at_ms(s.now), timer, t.on_timer(timer, s)));
+    let log = timeline(&mut b, Instant::ZERO + secs(40), |timer, s| {
+        t.on_timer(timer, s)
     });
     assert_eq!(
         log,
@@ -386,9 +394,8 @@ fn reliable_invite_server_never_retransmits_its_final() {
     assert!(t.send_final(486, &mut b.sched()));
     b.now = Instant::ZERO + ms(50);
     t.on_ack(&mut b.sched());
-    let mut log = Vec::new();
-    b.fire_until(Instant::ZERO + secs(1), |timer, s| {
-        log.push((at_ms(s.now), timer, t.on_timer(timer, s)));
+    let log = timeline(&mut b, Instant::ZERO + secs(1), |timer, s| {
+        t.on_timer(timer, s)
     });
     assert_eq!(
         log,
