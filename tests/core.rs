@@ -19,6 +19,8 @@
 //!   (480), requests too large for UDP (513) on virtual time (issue 16).
 //! - `outbound`: connections sipfork opens to `;transport=tcp` devices and next hops, connect
 //!   failures as 503, and attacks trying to make it connect elsewhere (issue 16 point 4).
+//! - `reliable`: our Via sent-by and Record-Route host per transport, and no retransmissions
+//!   over TCP/TLS (RFC 3261 §17 timers on reliable transports; issue 16).
 //! - `registrar`: REGISTER handling through `Core` on virtual time (§10.3 steps, limits, instance
 //!   replacement, 423, digest, expiry, persistence, RFC 4475 registrar vectors, REGISTER flows).
 
@@ -56,6 +58,8 @@ mod properties;
 mod races;
 #[path = "core/registrar.rs"]
 mod registrar;
+#[path = "core/reliable.rs"]
+mod reliable;
 #[path = "core/rfc4475.rs"]
 mod rfc4475;
 #[path = "core/rfc4475_proxy.rs"]

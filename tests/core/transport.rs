@@ -231,7 +231,7 @@ fn token(value: &str) -> &str {
 
 /// The messages phone `id` received whose first line starts with `start` (a method, or
 /// `SIP/2.0 200`) and whose CSeq method is `cseq`.
-fn received<'a>(w: &'a World, id: PhoneId, start: &str, cseq: &str) -> Vec<&'a [u8]> {
+pub(crate) fn received<'a>(w: &'a World, id: PhoneId, start: &str, cseq: &str) -> Vec<&'a [u8]> {
     w.phone_ref(id)
         .inbox
         .iter()

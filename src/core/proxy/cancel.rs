@@ -131,8 +131,9 @@ impl Proxy {
             s.cancel(&mut branch.timer_c);
             branch.timer_c = Some(s.arm(Timer::C, guard));
         }
+        let reliable = cx.flows.transport_to(branch.target).is_stream();
         let mut s = sched(cx, key, TxnSlot::Cancel(i as u8));
-        let txn = ClientNonInvite::start(&mut s);
+        let txn = ClientNonInvite::start_over(&mut s, reliable);
         branch.cancel = Cancel::Sent { reason, txn, bytes };
         self.count(Event::CancelSent);
     }

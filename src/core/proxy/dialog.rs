@@ -360,7 +360,6 @@ impl Proxy {
         let via = &mut self.scratch_via;
         via.clear();
         write_via_start(cx, dest, via);
-        build::push_hostport(via, cx.env.local);
         via.extend_from_slice(b";branch=z9hG4bKsa");
         let d = cx
             .ids
@@ -449,8 +448,9 @@ impl Proxy {
         let mut bytes = Vec::with_capacity(512);
         build::in_dialog(&InDialog { via: &via, ..bye }, &mut bytes);
         cx.out.push(dest, &bytes);
+        let reliable = cx.flows.transport_to(dest).is_stream();
         let mut s = sched(cx, key, TxnSlot::Branch(j as u8));
-        let client = Client::NonInvite(ClientNonInvite::start(&mut s));
+        let client = Client::NonInvite(ClientNonInvite::start_over(&mut s, reliable));
         call.branches.push(Branch {
             role: BranchRole::Bye,
             target: dest,

@@ -474,7 +474,9 @@ impl Proxy {
         let call = Call {
             is_invite,
             server: if is_invite {
-                Server::Invite(ServerInvite::start())
+                Server::Invite(ServerInvite::start_over(
+                    cx.flows.transport_to(upstream).is_stream(),
+                ))
             } else {
                 Server::NonInvite(ServerNonInvite::start())
             },
@@ -803,7 +805,15 @@ pub fn is_loop(cx: &Cx<'_>, e: &Essentials<'_>, req: &Message<'_>) -> bool {
 }
 
 fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
-    via.host.ip() == Some(cx.env.local.ip()) && via.port.unwrap_or(5060) == cx.env.local.port()
+    // The default port is 5061 for TLS (RFC 3261 §18.2.2), 5060 otherwise.
+    let default = if via.transport.eq_ignore_ascii_case(b"TLS") {
+        5061
+    } else {
+        5060
+    };
+    via.host.ip().is_some_and(|ip| {
+        crate::core::transport::ours::is_ours(cx, ip, via.port.unwrap_or(default))
+    })
 }
 
 /// Does this URI name this proxy (§16.4): our address, or a domain we serve? (A Record-Route
@@ -811,11 +821,7 @@ fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
 pub fn uri_is_us(cx: &Cx<'_>, uri: &SipUri<'_>) -> bool {
     let port = uri.port.unwrap_or(5060);
     match uri.host.ip() {
-        Some(ip) => {
-            ip == cx.env.local.ip()
-                && (port == cx.env.local.port()
-                    || crate::core::transport::record_route::is_our_stream_port(cx, port))
-        }
+        Some(ip) => crate::core::transport::ours::is_ours(cx, ip, port),
         None => cx.cfg.is_local_domain(uri.host_raw, uri.port),
     }
 }
@@ -848,16 +854,18 @@ fn write_our_via(
     out: &mut Vec<u8>,
 ) {
     write_via_start(cx, dest, out);
-    build::push_hostport(out, cx.env.local);
     out.extend_from_slice(b";branch=");
     cx.ids.write_branch(loop_hash, call, branch, out);
 }
 
-/// `SIP/2.0/<transport> ` of our Via toward `dest`.
+/// `SIP/2.0/<transport> <sent-by>` of our Via toward `dest`: the sent-by is our listener for
+/// that transport (RFC 3261 §18.2.2; `core::transport::ours`).
 pub(super) fn write_via_start(cx: &Cx<'_>, dest: SocketAddr, out: &mut Vec<u8>) {
+    let transport = cx.flows.transport_to(dest);
     out.extend_from_slice(b"SIP/2.0/");
-    out.extend_from_slice(cx.flows.transport_to(dest).via_token().as_bytes());
+    out.extend_from_slice(transport.via_token().as_bytes());
     out.push(b' ');
+    build::push_hostport(out, crate::core::transport::ours::addr_for(cx, transport));
 }
 
 /// The largest request that came over TCP or TLS and is sent on over UDP (RFC 3261 §18.1.1:
@@ -900,7 +908,7 @@ fn start_branch(
         let incoming = cx.flows.transport_to(call.upstream);
         let outgoing = cx.flows.transport_to(target.dest);
         crate::core::transport::record_route::double(rr, incoming, outgoing, |t| {
-            crate::core::transport::record_route::port_for(cx, t)
+            crate::core::transport::ours::addr_for(cx, t)
         })
     });
     let fwd = Forward {
@@ -958,15 +966,17 @@ fn start_branch(
     } else {
         cx.cfg.proxy.timer_c
     };
+    // No retransmissions over TCP or TLS (RFC 3261 §17.1.1.2, §17.1.2.2).
+    let reliable = cx.flows.transport_to(target.dest).is_stream();
     let (client, timer_c) = {
         let mut s = sched(cx, key, slot);
         if call.is_invite {
-            let c = ClientInvite::start(&mut s);
+            let c = ClientInvite::start_over(&mut s, reliable);
             let tc = s.arm(Timer::C, timer_c_after);
             (call::Client::Invite(c), Some(tc))
         } else {
             (
-                call::Client::NonInvite(ClientNonInvite::start(&mut s)),
+                call::Client::NonInvite(ClientNonInvite::start_over(&mut s, reliable)),
                 None,
             )
         }

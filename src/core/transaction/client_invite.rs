@@ -63,17 +63,26 @@ pub struct ClientInvite {
     retransmit: Option<TimerId>,
     interval: Duration,
     lifetime: Option<TimerId>,
+    reliable: bool,
 }
 
 impl ClientInvite {
-    /// The INVITE has just been handed to the transport: Calling, with Timers A and B running.
+    /// The INVITE has just been handed to an unreliable transport (UDP): Calling, with Timers A
+    /// and B running.
     pub fn start(s: &mut Sched<'_>) -> Self {
+        Self::start_over(s, false)
+    }
+
+    /// The INVITE has just been handed to the transport, `reliable` (TCP, TLS) or not: Calling,
+    /// with Timer B running, and Timer A only on an unreliable one (§17.1.1.2).
+    pub fn start_over(s: &mut Sched<'_>, reliable: bool) -> Self {
         let interval = s.values.t1;
         ClientInvite {
             state: State::Calling,
-            retransmit: Some(s.arm(Timer::A, interval)),
+            retransmit: (!reliable).then(|| s.arm(Timer::A, interval)),
             interval,
             lifetime: Some(s.arm(Timer::B, s.values.t1x64())),
+            reliable,
         }
     }
 
@@ -101,7 +110,12 @@ impl ClientInvite {
                 OnResponse::PassUp
             }
             (State::Calling | State::Proceeding, _) => {
-                let d = s.values.timer_d();
+                // Timer D: zero on a reliable transport (no retransmitted finals to absorb).
+                let d = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    s.values.timer_d()
+                };
                 self.enter(State::Completed, Timer::D, d, s);
                 OnResponse::AckAndPassUp
             }

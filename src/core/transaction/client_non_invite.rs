@@ -55,17 +55,26 @@ pub struct ClientNonInvite {
     retransmit: Option<TimerId>,
     interval: Duration,
     lifetime: Option<TimerId>,
+    reliable: bool,
 }
 
 impl ClientNonInvite {
-    /// The request has just been sent: Trying, with Timers E and F running.
+    /// The request has just been sent over an unreliable transport (UDP): Trying, with Timers E
+    /// and F running.
     pub fn start(s: &mut Sched<'_>) -> Self {
+        Self::start_over(s, false)
+    }
+
+    /// The request has just been sent, over a `reliable` transport (TCP, TLS) or not: Trying,
+    /// with Timer F running, and Timer E only on an unreliable one (§17.1.2.2).
+    pub fn start_over(s: &mut Sched<'_>, reliable: bool) -> Self {
         let interval = s.values.t1;
         ClientNonInvite {
             state: State::Trying,
-            retransmit: Some(s.arm(Timer::E, interval)),
+            retransmit: (!reliable).then(|| s.arm(Timer::E, interval)),
             interval,
             lifetime: Some(s.arm(Timer::F, s.values.t1x64())),
+            reliable,
         }
     }
 
@@ -86,7 +95,13 @@ impl ClientNonInvite {
                 s.cancel(&mut self.retransmit);
                 s.cancel(&mut self.lifetime);
                 self.state = State::Completed;
-                self.lifetime = Some(s.arm(Timer::K, s.values.t4));
+                // Timer K: zero on a reliable transport (§17.1.2.2).
+                let k = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    s.values.t4
+                };
+                self.lifetime = Some(s.arm(Timer::K, k));
                 OnResponse::PassUp
             }
             _ => OnResponse::Absorb,

@@ -59,16 +59,25 @@ pub struct ServerInvite {
     retransmit: Option<TimerId>,
     interval: Duration,
     lifetime: Option<TimerId>,
+    reliable: bool,
 }
 
 impl ServerInvite {
-    /// A new INVITE arrived: Proceeding (the owner sends 100 Trying at once, §16.2 / §17.2.1).
+    /// A new INVITE arrived over an unreliable transport (UDP): Proceeding (the owner sends
+    /// 100 Trying at once, §16.2 / §17.2.1).
     pub fn start() -> Self {
+        Self::start_over(false)
+    }
+
+    /// A new INVITE arrived, over a `reliable` transport (TCP, TLS) or not: as [`Self::start`],
+    /// and a non-2xx final is then not retransmitted on a reliable one (Timer G, §17.2.1).
+    pub fn start_over(reliable: bool) -> Self {
         ServerInvite {
             state: State::Proceeding,
             retransmit: None,
             interval: Duration::ZERO,
             lifetime: None,
+            reliable,
         }
     }
 
@@ -96,7 +105,13 @@ impl ServerInvite {
             s.cancel(&mut self.retransmit);
             s.cancel(&mut self.lifetime);
             self.state = State::Confirmed;
-            self.lifetime = Some(s.arm(Timer::I, s.values.t4));
+            // Timer I: zero on a reliable transport (no ACK retransmissions, §17.2.1).
+            let i = if self.reliable {
+                Duration::ZERO
+            } else {
+                s.values.t4
+            };
+            self.lifetime = Some(s.arm(Timer::I, i));
         }
         OnRequest::Absorb
     }
@@ -118,7 +133,7 @@ impl ServerInvite {
             (State::Proceeding, 300..=699) => {
                 self.state = State::Completed;
                 self.interval = s.values.t1;
-                self.retransmit = Some(s.arm(Timer::G, self.interval));
+                self.retransmit = (!self.reliable).then(|| s.arm(Timer::G, self.interval));
                 self.lifetime = Some(s.arm(Timer::H, s.values.t1x64()));
                 true
             }

@@ -312,3 +312,93 @@ fn non_invite_server_answers_retransmissions_with_the_last_response_until_timer_
     assert_eq!(fired, vec![(Timer::J, true, 32_000)]);
     assert_eq!(t.state(), server_non_invite::State::Terminated);
 }
+
+/// Runs the wheel to `until`, handing each timer to `on`: (ms, timer, what `on` said).
+fn timeline<T>(
+    b: &mut Bench,
+    until: Instant,
+    mut on: impl FnMut(Timer, &mut Sched<'_>) -> T,
+) -> Vec<(u64, Timer, T)> {
+    let mut log = Vec::new();
+    b.fire_until(until, |timer, s| {
+        log.push((at_ms(s.now), timer, on(timer, s)))
+    });
+    log
+}
+
+/// On a reliable transport (TCP, TLS) the client transactions run no Timer A/E and end at
+/// B/F; D and K are zero (RFC 3261 §17.1.1.2, §17.1.2.2).
+#[test]
+fn reliable_clients_never_retransmit_and_run_zero_d_and_k() {
+    // INVITE, no answer: only Timer B, at 32 s.
+    let mut b = Bench::new();
+    let mut t = ClientInvite::start_over(&mut b.sched(), true);
+    let log = timeline(&mut b, Instant::ZERO + secs(40), |timer, s| {
+        t.on_timer(timer, s)
+    });
+    assert_eq!(
+        log,
+        vec![(32000, Timer::B, client_invite::OnTimer::TimedOut)]
+    );
+    // INVITE answered 486: Completed, and Timer D ends it at once.
+    let mut b = Bench::new();
+    let mut t = ClientInvite::start_over(&mut b.sched(), true);
+    b.now = Instant::ZERO + ms(100);
+    t.on_response(486, &mut b.sched());
+    let log = timeline(&mut b, Instant::ZERO + secs(1), |timer, s| {
+        t.on_timer(timer, s)
+    });
+    assert_eq!(
+        log,
+        vec![(100, Timer::D, client_invite::OnTimer::Terminated)]
+    );
+    // Non-INVITE, no answer: only Timer F; answered: Timer K at once.
+    let mut b = Bench::new();
+    let mut t = ClientNonInvite::start_over(&mut b.sched(), true);
+    let log = timeline(&mut b, Instant::ZERO + secs(40), |timer, s| {
+        t.on_timer(timer, s)
+    });
+    assert_eq!(
+        log,
+        vec![(32000, Timer::F, client_non_invite::OnTimer::TimedOut)]
+    );
+    let mut b = Bench::new();
+    let mut t = ClientNonInvite::start_over(&mut b.sched(), true);
+    b.now = Instant::ZERO + ms(100);
+    t.on_response(200, &mut b.sched());
+    let log = timeline(&mut b, Instant::ZERO + secs(1), |timer, s| {
+        t.on_timer(timer, s)
+    });
+    assert_eq!(
+        log,
+        vec![(100, Timer::K, client_non_invite::OnTimer::Terminated)]
+    );
+}
+
+/// On a reliable transport the INVITE server sends a non-2xx final once (no Timer G), still
+/// gives up at Timer H, and Timer I is zero (§17.2.1).
+#[test]
+fn reliable_invite_server_never_retransmits_its_final() {
+    let mut b = Bench::new();
+    let mut t = ServerInvite::start_over(true);
+    assert!(t.send_final(486, &mut b.sched()));
+    let log = timeline(&mut b, Instant::ZERO + secs(40), |timer, s| {
+        t.on_timer(timer, s)
+    });
+    assert_eq!(
+        log,
+        vec![(32000, Timer::H, server_invite::OnTimer::AckTimeout)]
+    );
+    let mut b = Bench::new();
+    let mut t = ServerInvite::start_over(true);
+    assert!(t.send_final(486, &mut b.sched()));
+    b.now = Instant::ZERO + ms(50);
+    t.on_ack(&mut b.sched());
+    let log = timeline(&mut b, Instant::ZERO + secs(1), |timer, s| {
+        t.on_timer(timer, s)
+    });
+    assert_eq!(
+        log,
+        vec![(50, Timer::I, server_invite::OnTimer::Terminated)]
+    );
+}

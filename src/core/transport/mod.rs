@@ -6,6 +6,7 @@
 
 pub mod flows;
 pub mod framer;
+pub mod ours;
 pub mod outbound;
 pub mod record_route;
 

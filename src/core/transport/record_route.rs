@@ -15,6 +15,8 @@
 //!
 //! Sans-IO: byte builders and a check on a parsed message.
 
+use std::net::SocketAddr;
+
 use super::Transport;
 use crate::core::context::Cx;
 use crate::core::proxy::uri_is_us;
@@ -30,60 +32,34 @@ fn transport_param(t: Transport) -> &'static [u8] {
     }
 }
 
-/// The port our entry names for the side reached over `t`: that of the `tcp:`/`tls:` listener
-/// when one is configured (TLS usually listens on 5061), else our own address's.
-pub fn port_for(cx: &Cx<'_>, t: Transport) -> u16 {
-    let listener = cx.cfg.server.listeners.iter().find(|l| l.transport == t);
-    match (t, listener) {
-        (Transport::Tcp | Transport::Tls, Some(l)) => l.addr.port(),
-        _ => cx.env.local.port(),
-    }
-}
-
-/// Whether `port` (on our address) is that of one of our TCP or TLS listeners, which our
-/// Record-Route entries for a stream side name.
-pub fn is_our_stream_port(cx: &Cx<'_>, port: u16) -> bool {
-    cx.cfg
-        .server
-        .listeners
-        .iter()
-        .any(|l| l.transport.is_stream() && l.addr.port() == port)
-}
-
 /// Appends our Record-Route URI `rr` (`sip:host:port;lr;...`, as written when the transport does
-/// not change) for the side reached over `t` on `port`: that port instead of the one in `rr`,
-/// and the `transport` parameter right after them.
-pub fn push_for_transport(rr: &[u8], t: Transport, port: u16, out: &mut Vec<u8>) {
+/// not change) for the side reached over `t` at our address `addr` (`ours::addr_for`): that
+/// host and port instead of the ones in `rr`, and the `transport` parameter right after them.
+/// With our UDP address for UDP the bytes are `rr`'s.
+pub fn push_for_transport(rr: &[u8], t: Transport, addr: SocketAddr, out: &mut Vec<u8>) {
     let at = memchr::memchr(b';', rr).unwrap_or(rr.len());
-    let hostport = &rr[..at];
-    // `sip:host:port`, the host an IP literal (IPv6 in brackets): the port follows the last ':'.
-    match memchr::memrchr(b':', hostport) {
-        Some(colon) if colon > 3 && !hostport.ends_with(b"]") => {
-            out.extend_from_slice(&hostport[..=colon]);
-            out.extend_from_slice(port.to_string().as_bytes());
-        }
-        _ => out.extend_from_slice(hostport),
-    }
+    out.extend_from_slice(b"sip:");
+    crate::sip::build::push_hostport(out, addr);
     out.extend_from_slice(transport_param(t));
     out.extend_from_slice(&rr[at..]);
 }
 
 /// The two Record-Route URIs of a request that came in over `incoming` and leaves over
 /// `outgoing` (top first), or `None` when the transports are equal (one entry, `rr` itself);
-/// `port` says which port each side's entry names ([`port_for`]).
+/// `addr` says which of our addresses each side's entry names (`ours::addr_for`).
 pub fn double(
     rr: &[u8],
     incoming: Transport,
     outgoing: Transport,
-    port: impl Fn(Transport) -> u16,
+    addr: impl Fn(Transport) -> SocketAddr,
 ) -> Option<(Vec<u8>, Vec<u8>)> {
     if incoming == outgoing {
         return None;
     }
     let mut top = Vec::with_capacity(rr.len() + 16);
-    push_for_transport(rr, outgoing, port(outgoing), &mut top);
+    push_for_transport(rr, outgoing, addr(outgoing), &mut top);
     let mut below = Vec::with_capacity(rr.len() + 16);
-    push_for_transport(rr, incoming, port(incoming), &mut below);
+    push_for_transport(rr, incoming, addr(incoming), &mut below);
     Some((top, below))
 }
 
@@ -122,31 +98,47 @@ mod tests {
 
     #[test]
     fn the_transport_parameter_goes_after_the_host_and_port() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
         let mut out = Vec::new();
-        push_for_transport(RR, Transport::Tcp, 5060, &mut out);
+        push_for_transport(RR, Transport::Tcp, at("127.0.0.1:5060"), &mut out);
         assert_eq!(text(&out), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
         out.clear();
-        push_for_transport(RR, Transport::Tls, 5061, &mut out);
+        push_for_transport(RR, Transport::Tls, at("127.0.0.1:5061"), &mut out);
         assert_eq!(text(&out), "sip:127.0.0.1:5061;transport=tls;lr;sf=abc");
         out.clear();
-        push_for_transport(RR, Transport::Udp, 5060, &mut out);
+        push_for_transport(RR, Transport::Udp, at("127.0.0.1:5060"), &mut out);
         assert_eq!(out, RR);
         out.clear();
-        push_for_transport(b"sip:[::1]:5060;lr", Transport::Tcp, 5070, &mut out);
+        // A stream listener on another IP address: its host too.
+        push_for_transport(RR, Transport::Tcp, at("127.0.0.2:5070"), &mut out);
+        assert_eq!(text(&out), "sip:127.0.0.2:5070;transport=tcp;lr;sf=abc");
+        out.clear();
+        push_for_transport(
+            b"sip:[::1]:5060;lr",
+            Transport::Tcp,
+            at("[::1]:5070"),
+            &mut out,
+        );
         assert_eq!(text(&out), "sip:[::1]:5070;transport=tcp;lr");
     }
 
     #[test]
     fn two_entries_only_on_a_change_top_one_for_the_outgoing_side() {
-        let ports = |t| if t == Transport::Tls { 5061 } else { 5060 };
-        assert!(double(RR, Transport::Tcp, Transport::Tcp, ports).is_none());
-        assert!(double(RR, Transport::Udp, Transport::Udp, ports).is_none());
-        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, ports).unwrap();
+        let addrs = |t| {
+            if t == Transport::Tls {
+                "127.0.0.3:5061".parse().unwrap()
+            } else {
+                "127.0.0.1:5060".parse().unwrap()
+            }
+        };
+        assert!(double(RR, Transport::Tcp, Transport::Tcp, addrs).is_none());
+        assert!(double(RR, Transport::Udp, Transport::Udp, addrs).is_none());
+        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, addrs).unwrap();
         assert_eq!(text(&top), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
         assert_eq!(below, RR);
-        let (top, below) = double(RR, Transport::Tls, Transport::Udp, ports).unwrap();
+        let (top, below) = double(RR, Transport::Tls, Transport::Udp, addrs).unwrap();
         assert_eq!(top, RR);
-        assert_eq!(text(&below), "sip:127.0.0.1:5061;transport=tls;lr;sf=abc");
+        assert_eq!(text(&below), "sip:127.0.0.3:5061;transport=tls;lr;sf=abc");
     }
 
     /// `forward_request` writes both entries below our Via and drops our two Routes, whether
@@ -156,7 +148,10 @@ mod tests {
         use crate::sip::build::{forward_request, Forward, ViaFix};
         let head = "BYE sip:a@127.0.0.1:5071 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK1\r\n";
         let tail = "From: <sip:b@x>;tag=1\r\nTo: <sip:a@x>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
-        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, |_| 5060).unwrap();
+        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, |_| {
+            "127.0.0.1:5060".parse().unwrap()
+        })
+        .unwrap();
         let ours = "<sip:127.0.0.1:5060;transport=tcp;lr;sf=abc>, <sip:127.0.0.1:5060;lr;sf=abc>";
         let cases = [
             (format!("Route: {ours}, <sip:p@127.0.0.9;lr>\r\n"), "Route: <sip:p@127.0.0.9;lr>\r\n"),
