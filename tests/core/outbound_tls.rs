@@ -95,7 +95,7 @@ fn setup(cfg: &str, shards: u16, seed: u64) -> Setup {
 
 fn check_tls_branch(invite: &[u8]) {
     assert!(
-        top_via(invite).starts_with("Via: SIP/2.0/TLS 127.0.0.1:5060;branch="),
+        top_via(invite).starts_with("Via: SIP/2.0/TLS 127.0.0.1:5061;branch="),
         "{}",
         top_via(invite)
     );
