@@ -341,7 +341,7 @@ fn the_callers_bye_over_udp_reaches_the_device_over_its_tcp_flow() {
 #[test]
 fn the_same_transport_on_both_sides_keeps_one_record_route() {
     for shards in [1, 2] {
-        // UDP to UDP.
+        // UDP to UDP: the entry sipfork always wrote.
         let mut s = setup(shards, 174, true);
         s.w.close_flow(s.tcp);
         s.w.call(s.caller, "1001");
@@ -349,14 +349,35 @@ fn the_same_transport_on_both_sides_keeps_one_record_route() {
         let rr = record_routes(&s.w.phone_ref(s.udp).incoming[0].invite);
         assert_eq!(rr.len(), 1, "{rr:?}");
         assert!(rr[0].starts_with("<sip:127.0.0.1:5060;lr;sf="), "{}", rr[0]);
-        // TCP to TCP.
+        // TCP to TCP: one entry naming the TCP listener, so both peers' in-dialog requests come
+        // back over TCP (a bare `sip:` URI would send them over UDP).
         let mut s = setup(shards, 175, false);
         s.w.connect(s.caller, Transport::Tcp);
-        s.w.call(s.caller, "1001");
-        s.w.run_for(secs(1));
+        s.w.behave(s.tcp, Behaviour::answer_after(sipfork::time::ms(100)));
+        let call = s.w.call(s.caller, "1001");
+        s.w.run_for(secs(2));
         let rr = record_routes(&s.w.phone_ref(s.tcp).incoming[0].invite);
         assert_eq!(rr.len(), 1, "{rr:?}");
-        assert!(rr[0].starts_with("<sip:127.0.0.1:5060;lr;sf="), "{}", rr[0]);
+        assert!(
+            rr[0].starts_with("<sip:127.0.0.1:5060;transport=tcp;lr;sf="),
+            "{}",
+            rr[0]
+        );
+        let ok = received(&s.w, s.caller, "SIP/2.0 200", "INVITE");
+        assert_eq!(ok.len(), 1, "{}", s.w.dump());
+        assert_eq!(record_routes(ok[0]), rr, "the caller sees the same entry");
+        // The caller's BYE through it reaches the device over its flow, our Route removed.
+        s.w.hang_up(s.caller, call);
+        s.w.run_for(secs(1));
+        let byes = received(&s.w, s.tcp, "BYE ", "BYE");
+        assert_eq!(byes.len(), 1, "{shards} shards\n{}", s.w.dump());
+        assert!(routes(byes[0]).is_empty(), "{:?}", routes(byes[0]));
+        assert!(top_via(byes[0]).starts_with("Via: SIP/2.0/TCP 127.0.0.1:5060;"));
+        assert!(
+            s.w.phone_ref(s.caller).outgoing[call].dialogs[0].bye_done,
+            "{}",
+            s.w.dump()
+        );
     }
 }
 
@@ -370,6 +391,11 @@ fn a_tcp_caller_forking_to_tcp_and_udp_devices_gets_one_or_two_record_routes_per
         let tcp = record_routes(&s.w.phone_ref(s.tcp).incoming[0].invite);
         let udp = record_routes(&s.w.phone_ref(s.udp).incoming[0].invite);
         assert_eq!(tcp.len(), 1, "{tcp:?}");
+        assert!(
+            tcp[0].starts_with("<sip:127.0.0.1:5060;transport=tcp;lr;sf="),
+            "{}",
+            tcp[0]
+        );
         assert_eq!(udp.len(), 2, "{udp:?}");
         assert!(
             udp[0].starts_with("<sip:127.0.0.1:5060;lr;sf="),

@@ -903,20 +903,29 @@ fn start_branch(
         .call_id()
         .ok()
         .and_then(|cid| crate::core::cluster::mark_uri(cx, &target.uri, target.dest, cid, via));
-    // A transport change: two Record-Routes, each naming us on its side (RFC 5658).
-    let double = shared.record_route.and_then(|rr| {
-        let incoming = cx.flows.transport_to(call.upstream);
-        let outgoing = cx.flows.transport_to(target.dest);
-        crate::core::transport::record_route::double(rr, incoming, outgoing, |t| {
-            crate::core::transport::ours::addr_for(cx, t)
-        })
-    });
+    // A transport change: two Record-Routes, each naming us on its side (RFC 5658); one stream
+    // transport on both sides: one naming that listener; UDP on both: the shared one.
+    let (incoming, outgoing) = (
+        cx.flows.transport_to(call.upstream),
+        cx.flows.transport_to(target.dest),
+    );
+    let addr = |t| crate::core::transport::ours::addr_for(cx, t);
+    let double = shared
+        .record_route
+        .and_then(|rr| crate::core::transport::record_route::double(rr, incoming, outgoing, addr));
+    let single = match (&double, shared.record_route) {
+        (None, Some(rr)) => {
+            crate::core::transport::record_route::single(rr, outgoing, addr(outgoing))
+        }
+        _ => None,
+    };
     let fwd = Forward {
         request_uri: Some(marked.as_deref().unwrap_or(&target.uri)),
         via,
-        record_route: match &double {
-            Some((top, _)) => Some(top),
-            None => shared.record_route,
+        record_route: match (&double, &single) {
+            (Some((top, _)), _) => Some(top),
+            (None, Some(one)) => Some(one),
+            (None, None) => shared.record_route,
         },
         record_route_in: double.as_ref().map(|(_, below)| &below[..]),
         drop_first_route: shared.drop_first_route,

@@ -1,4 +1,5 @@
-//! Double Record-Route on a transport change (RFC 5658).
+//! Double Record-Route on a transport change (RFC 5658), and the stream listener's entry when
+//! both sides use one stream transport.
 //!
 //! A request that arrives on one transport and leaves on another gets two Record-Route entries
 //! from sipfork: the top one (read by the callee side) names our address on the outgoing
@@ -61,6 +62,18 @@ pub fn double(
     let mut below = Vec::with_capacity(rr.len() + 16);
     push_for_transport(rr, incoming, addr(incoming), &mut below);
     Some((top, below))
+}
+
+/// The one Record-Route URI of a request that comes in and leaves over the same stream
+/// transport `t`: our address on that listener with its `transport` parameter, so the peers'
+/// in-dialog requests come back over a stream too. `None` for UDP (`rr` itself).
+pub fn single(rr: &[u8], t: Transport, addr: SocketAddr) -> Option<Vec<u8>> {
+    if !t.is_stream() {
+        return None;
+    }
+    let mut one = Vec::with_capacity(rr.len() + 16);
+    push_for_transport(rr, t, addr, &mut one);
+    Some(one)
 }
 
 /// The route token of a SIP URI that names us, if it has one.
