@@ -275,6 +275,34 @@ fn a_final_to_a_tcp_caller_is_not_retransmitted_while_its_ack_is_missing() {
     }
 }
 
+#[test]
+fn a_non_invite_from_a_tcp_caller_is_over_once_answered_and_one_over_udp_waits_for_timer_j() {
+    for shards in [1, 2] {
+        let mut alive = Vec::new();
+        for tcp in [true, false] {
+            let mut s = setup(&config(shards), shards, 307);
+            if tcp {
+                s.w.connect(s.caller, Transport::Tcp);
+            }
+            s.w.request(s.caller, "MESSAGE", "1002", "", "hello");
+            s.w.run_for(secs(1));
+            assert_eq!(
+                received(&s.w, s.caller, "SIP/2.0 200", "MESSAGE").len(),
+                1,
+                "tcp {tcp}, {shards} shards\n{}",
+                s.w.dump()
+            );
+            // The branch toward the UDP device ends at Timer K (T4, 5 s) either way.
+            s.w.run_for(secs(5));
+            alive.push(s.w.proxy_calls());
+            s.w.run_for(secs(40));
+            assert_eq!(s.w.proxy_calls(), 0, "{}", s.w.dump());
+        }
+        assert_eq!(alive[0], 0, "{shards} shards: Timer J is zero over TCP");
+        assert_eq!(alive[1], 1, "{shards} shards: Timer J (64·T1) over UDP");
+    }
+}
+
 /// An in-dialog request relayed to the other leg goes through the same branch code as a
 /// forked one, so the RFC 3261 §18.1.1 rule holds for it too: one that came over TCP and is
 /// over 1,300 bytes toward a leg reached over UDP gets 513; a small one, or a large one that

@@ -478,7 +478,9 @@ impl Proxy {
                     cx.flows.transport_to(upstream).is_stream(),
                 ))
             } else {
-                Server::NonInvite(ServerNonInvite::start())
+                Server::NonInvite(ServerNonInvite::start_over(
+                    cx.flows.transport_to(upstream).is_stream(),
+                ))
             },
             server_key,
             upstream,

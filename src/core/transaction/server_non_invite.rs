@@ -7,6 +7,8 @@
 //! Invariant: a retransmitted request is answered with the last response sent (or absorbed while
 //! Trying) and never reaches the proxy core a second time.
 
+use std::time::Duration;
+
 use super::timers::{Sched, Timer};
 use crate::core::timer::TimerId;
 
@@ -37,6 +39,7 @@ pub enum OnRequest {
 pub struct ServerNonInvite {
     state: State,
     lifetime: Option<TimerId>,
+    reliable: bool,
 }
 
 impl Default for ServerNonInvite {
@@ -46,11 +49,18 @@ impl Default for ServerNonInvite {
 }
 
 impl ServerNonInvite {
-    /// A new request arrived: Trying.
+    /// A new request arrived over an unreliable transport (UDP): Trying.
     pub fn start() -> Self {
+        Self::start_over(false)
+    }
+
+    /// A new request arrived, over a `reliable` transport (TCP, TLS) or not: Trying; on a
+    /// reliable one Timer J is zero (no request retransmissions to absorb, §17.2.2).
+    pub fn start_over(reliable: bool) -> Self {
         ServerNonInvite {
             state: State::Trying,
             lifetime: None,
+            reliable,
         }
     }
 
@@ -81,7 +91,12 @@ impl ServerNonInvite {
             }
             (State::Trying | State::Proceeding, 200..=699) => {
                 self.state = State::Completed;
-                self.lifetime = Some(s.arm(Timer::J, s.values.t1x64()));
+                let j = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    s.values.t1x64()
+                };
+                self.lifetime = Some(s.arm(Timer::J, j));
                 true
             }
             _ => false,

@@ -313,6 +313,23 @@ fn non_invite_server_answers_retransmissions_with_the_last_response_until_timer_
     assert_eq!(t.state(), server_non_invite::State::Terminated);
 }
 
+#[test]
+fn non_invite_server_over_a_reliable_transport_ends_as_its_final_is_sent() {
+    let mut b = Bench::new();
+    let mut t = ServerNonInvite::start_over(true);
+    assert!(t.send(200, &mut b.sched()));
+    let mut fired = Vec::new();
+    b.fire_until(Instant::ZERO + secs(40), |timer, s| {
+        fired.push((timer, t.on_timer(timer, s), at_ms(s.now)))
+    });
+    assert_eq!(
+        fired,
+        vec![(Timer::J, true, 0)],
+        "Timer J is zero (§17.2.2)"
+    );
+    assert_eq!(t.state(), server_non_invite::State::Terminated);
+}
+
 /// Runs the wheel to `until`, handing each timer to `on`: (ms, timer, what `on` said).
 fn timeline<T>(
     b: &mut Bench,
