@@ -733,18 +733,27 @@ mod tests {
                 .map(|q| (Arc::clone(q), Arc::new(Waker::new().unwrap())))
                 .collect(),
         );
-        // Shard 0 runs its control jobs; shard 1 does too until it "hangs".
+        // Shard 0 runs its control jobs; shard 1 does too until it "hangs" (and says so, so
+        // that no job posted after the hang can still be run by a turn that began before it).
         let hang = Arc::new(AtomicBool::new(false));
+        let hung = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let servers: Vec<_> = queues
             .iter()
             .enumerate()
             .map(|(i, q)| {
-                let (q, hang, stop) = (Arc::clone(q), Arc::clone(&hang), Arc::clone(&stop));
+                let (q, hang, hung, stop) = (
+                    Arc::clone(q),
+                    Arc::clone(&hang),
+                    Arc::clone(&hung),
+                    Arc::clone(&stop),
+                );
                 std::thread::spawn(move || {
                     let (_, mut shard) = reference_shard();
                     while !stop.load(Ordering::SeqCst) {
-                        if !(i == 1 && hang.load(Ordering::SeqCst)) {
+                        if i == 1 && hang.load(Ordering::SeqCst) {
+                            hung.store(true, Ordering::SeqCst);
+                        } else {
                             q.run_pending(&mut shard, Instant::ZERO);
                         }
                         std::thread::sleep(Duration::from_millis(2));
@@ -762,6 +771,9 @@ mod tests {
         let n = samples.len();
         assert!(n > 0);
         hang.store(true, Ordering::SeqCst);
+        while !hung.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let t0 = std::time::Instant::now();
         let (up, samples) = rt.block_on(scraper.collect(&control));
         assert!(t0.elapsed() < SHARD_TIMEOUT + Duration::from_millis(500));
