@@ -313,10 +313,9 @@ impl Mailbox {
         local: SocketAddr,
         payload: &[u8],
     ) -> bool {
-        let Some(to) = self.target(to) else {
+        let Some((to, letter)) = self.letter(to, kind, peer, local, payload) else {
             return false;
         };
-        let letter = self.letter(to, kind, peer, local, payload);
         match self.push(to, letter) {
             Ok(()) => true,
             Err(letter) => {
@@ -339,10 +338,9 @@ impl Mailbox {
         local: SocketAddr,
         payload: &[u8],
     ) -> bool {
-        let Some(to) = self.target(to) else {
+        let Some((to, mut letter)) = self.letter(to, kind, peer, local, payload) else {
             return false;
         };
-        let mut letter = self.letter(to, kind, peer, local, payload);
         if !self.deferred.iter().any(|(t, _)| *t == to) {
             match self.push(to, letter) {
                 Ok(()) => return true,
@@ -359,32 +357,30 @@ impl Mailbox {
         true
     }
 
-    /// The index of shard `to`, when it is another shard of the mesh (else counted).
-    fn target(&mut self, to: ShardId) -> Option<usize> {
+    /// A letter with a copy of `payload` for shard `to`, with `to`'s index, when `to` is
+    /// another shard of the mesh (else counted as a bad target).
+    fn letter(
+        &mut self,
+        to: ShardId,
+        kind: LetterKind,
+        peer: SocketAddr,
+        local: SocketAddr,
+        payload: &[u8],
+    ) -> Option<(usize, Letter)> {
         let to = to.index();
         if to >= self.mesh.shards || to == self.me {
             self.stats.dropped_bad_target += 1;
             return None;
         }
-        Some(to)
-    }
-
-    fn letter(
-        &mut self,
-        to: usize,
-        kind: LetterKind,
-        peer: SocketAddr,
-        local: SocketAddr,
-        payload: &[u8],
-    ) -> Letter {
         let mut bytes = self.take_buffer(to);
         bytes.extend_from_slice(payload);
-        Letter {
+        let letter = Letter {
             from: peer,
             local,
             bytes,
             kind,
-        }
+        };
+        Some((to, letter))
     }
 
     /// Pushes `letter` onto the ring towards `to` and marks `to` for the wake-up.

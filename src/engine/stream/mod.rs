@@ -197,6 +197,32 @@ struct Conn {
 }
 
 impl Conn {
+    /// A connection just accepted (`connecting` None) or just opened by this shard, not up
+    /// before `connecting`.
+    fn new(
+        sock: TcpStream,
+        tls: Option<Box<rustls::Connection>>,
+        (peer, local): (SocketAddr, SocketAddr),
+        limits: Limits,
+        now: Instant,
+        connecting: Option<Instant>,
+    ) -> Conn {
+        Conn {
+            sock,
+            tls,
+            peer,
+            local,
+            framer: Framer::new(limits),
+            unsent: Vec::new(),
+            last_message: now,
+            // An opened connection waits for writability to learn that it is up.
+            writable_armed: connecting.is_some(),
+            closing: None,
+            connecting,
+            outbound: connecting.is_some(),
+        }
+    }
+
     fn transport(&self) -> Transport {
         if self.tls.is_some() {
             Transport::Tls
@@ -495,19 +521,14 @@ impl Streams {
                 self.free.push(slot);
                 continue;
             }
-            self.conns[slot] = Some(Conn {
+            self.conns[slot] = Some(Conn::new(
                 sock,
                 tls,
-                peer,
-                local,
-                framer: Framer::new(self.opts.limits),
-                unsent: Vec::new(),
-                last_message: now,
-                writable_armed: false,
-                closing: None,
-                connecting: None,
-                outbound: false,
-            });
+                (peer, local),
+                self.opts.limits,
+                now,
+                None,
+            ));
             // A peer reconnecting from the same address replaces its old connection's entry.
             if let Some(old) = self.by_peer.insert(peer, slot) {
                 self.close_slot_only(old);
@@ -725,19 +746,14 @@ impl Streams {
         }
         let now = self.now;
         let local = local.or_else(|| sock.local_addr().ok()).unwrap_or(peer);
-        self.conns[slot] = Some(Conn {
+        self.conns[slot] = Some(Conn::new(
             sock,
             tls,
-            peer,
-            local,
-            framer: Framer::new(self.opts.limits),
-            unsent: Vec::new(),
-            last_message: now,
-            writable_armed: true,
-            closing: None,
-            connecting: Some(now + self.opts.connect_timeout),
-            outbound: true,
-        });
+            (peer, local),
+            self.opts.limits,
+            now,
+            Some(now + self.opts.connect_timeout),
+        ));
         self.by_peer.insert(peer, slot);
         if let Some((owners, me)) = &self.owners {
             owners.insert(peer, *me);
