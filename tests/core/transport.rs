@@ -323,18 +323,7 @@ fn the_callers_bye_over_udp_reaches_the_device_over_its_tcp_flow() {
         assert_eq!(acks.len(), 1, "{}", s.w.dump());
         assert!(routes(acks[0]).is_empty(), "{:?}", routes(acks[0]));
         assert!(top_via(acks[0]).starts_with("Via: SIP/2.0/TCP 127.0.0.1:5060;"));
-        s.w.hang_up(s.caller, call);
-        s.w.run_for(secs(1));
-        let byes = received(&s.w, s.tcp, "BYE ", "BYE");
-        assert_eq!(byes.len(), 1, "{shards} shards\n{}", s.w.dump());
-        assert!(routes(byes[0]).is_empty(), "{:?}", routes(byes[0]));
-        assert!(top_via(byes[0]).starts_with("Via: SIP/2.0/TCP 127.0.0.1:5060;"));
-        assert!(s.w.phone_ref(s.tcp).incoming[0].bye);
-        assert!(
-            s.w.phone_ref(s.caller).outgoing[call].dialogs[0].bye_done,
-            "{}",
-            s.w.dump()
-        );
+        callers_bye_reaches_the_tcp_device(&mut s, call, shards);
     }
 }
 
@@ -367,18 +356,25 @@ fn the_same_transport_on_both_sides_keeps_one_record_route() {
         assert_eq!(ok.len(), 1, "{}", s.w.dump());
         assert_eq!(record_routes(ok[0]), rr, "the caller sees the same entry");
         // The caller's BYE through it reaches the device over its flow, our Route removed.
-        s.w.hang_up(s.caller, call);
-        s.w.run_for(secs(1));
-        let byes = received(&s.w, s.tcp, "BYE ", "BYE");
-        assert_eq!(byes.len(), 1, "{shards} shards\n{}", s.w.dump());
-        assert!(routes(byes[0]).is_empty(), "{:?}", routes(byes[0]));
-        assert!(top_via(byes[0]).starts_with("Via: SIP/2.0/TCP 127.0.0.1:5060;"));
-        assert!(
-            s.w.phone_ref(s.caller).outgoing[call].dialogs[0].bye_done,
-            "{}",
-            s.w.dump()
-        );
+        callers_bye_reaches_the_tcp_device(&mut s, call, shards);
     }
+}
+
+/// The caller hangs up call `call`: its BYE reaches the TCP device over its flow with no Route
+/// of ours, and the device's answer ends the caller's dialog.
+fn callers_bye_reaches_the_tcp_device(s: &mut Setup, call: usize, shards: u16) {
+    s.w.hang_up(s.caller, call);
+    s.w.run_for(secs(1));
+    let byes = received(&s.w, s.tcp, "BYE ", "BYE");
+    assert_eq!(byes.len(), 1, "{shards} shards\n{}", s.w.dump());
+    assert!(routes(byes[0]).is_empty(), "{:?}", routes(byes[0]));
+    assert!(top_via(byes[0]).starts_with("Via: SIP/2.0/TCP 127.0.0.1:5060;"));
+    assert!(s.w.phone_ref(s.tcp).incoming[0].bye);
+    assert!(
+        s.w.phone_ref(s.caller).outgoing[call].dialogs[0].bye_done,
+        "{}",
+        s.w.dump()
+    );
 }
 
 #[test]
