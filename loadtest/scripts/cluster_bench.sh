@@ -128,7 +128,7 @@ stop_nodes() {
   for m in $(masters); do nsx redis-cli -p "$m" flushall > /dev/null; done
 }
 cpu_ns() {  # sum_exec_runtime of every thread of PID
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d\n", s}'
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'  # %d clamps at 2^31 in mawk
 }
 metric() {  # IP NAME: the sum of a metric on a node
   nsx python3 -c "

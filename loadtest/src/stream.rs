@@ -16,8 +16,9 @@
 //! trusting the CA file of `--tls-ca`; what the agent writes before the handshake ends is held by
 //! the session and sent when it completes.
 //!
-//! The agent's retransmission timers stay as over UDP (RFC 3261 §17.1.1.2 would not retransmit
-//! over a reliable transport): the harness's `retransmitted` counter tells whether any fired.
+//! Over a stream the agents arm no retransmission (timers A, E and G are for unreliable
+//! transports, RFC 3261 §17.1.1.2, §17.1.2.2, §17.2.1): `retransmitted` stays 0 and only timer
+//! H's give-up remains.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
