@@ -209,6 +209,8 @@ impl Mesh {
             dirty: vec![false; self.shards],
             dirty_list: Vec::with_capacity(self.shards),
             deferred: VecDeque::new(),
+            held: vec![0; self.shards],
+            blocked: vec![false; self.shards],
             stats: MailboxStats::default(),
         }
     }
@@ -255,6 +257,10 @@ pub struct Mailbox {
     dirty_list: Vec<usize>,
     /// Letters that must arrive but met a full ring, oldest first, with their target.
     deferred: VecDeque<(usize, Letter)>,
+    /// How many of `deferred` go to each shard (a later letter to it waits behind them).
+    held: Vec<u32>,
+    /// Scratch of `retry_deferred`: shards whose ring was full this turn.
+    blocked: Vec<bool>,
     stats: MailboxStats,
 }
 
@@ -341,7 +347,7 @@ impl Mailbox {
         let Some((to, mut letter)) = self.letter(to, kind, peer, local, payload) else {
             return false;
         };
-        if !self.deferred.iter().any(|(t, _)| *t == to) {
+        if self.held[to] == 0 {
             match self.push(to, letter) {
                 Ok(()) => return true,
                 Err(back) => letter = back,
@@ -353,6 +359,7 @@ impl Mailbox {
             return false;
         }
         self.deferred.push_back((to, letter));
+        self.held[to] += 1;
         self.stats.deferred += 1;
         true
     }
@@ -397,19 +404,24 @@ impl Mailbox {
     /// Sends the letters held back, oldest first; a target whose ring is still full keeps its
     /// letters (and their order) for the next turn.
     fn retry_deferred(&mut self) {
-        let mut blocked = vec![false; self.mesh.shards];
-        let mut kept = VecDeque::new();
-        while let Some((to, letter)) = self.deferred.pop_front() {
-            if blocked[to] {
-                kept.push_back((to, letter));
+        self.blocked.fill(false);
+        // Each letter once, in order: one that stays goes to the back, behind those before it.
+        for _ in 0..self.deferred.len() {
+            let Some((to, letter)) = self.deferred.pop_front() else {
+                break;
+            };
+            if self.blocked[to] {
+                self.deferred.push_back((to, letter));
                 continue;
             }
-            if let Err(letter) = self.push(to, letter) {
-                blocked[to] = true;
-                kept.push_back((to, letter));
+            match self.push(to, letter) {
+                Ok(()) => self.held[to] -= 1,
+                Err(letter) => {
+                    self.blocked[to] = true;
+                    self.deferred.push_back((to, letter));
+                }
             }
         }
-        self.deferred = kept;
     }
 
     /// Whether letters are held back for a full ring (the shard then waits no longer than a

@@ -338,8 +338,10 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
         });
         let out = handler.outbox();
         if let Some(s) = streams.as_mut() {
+            // Surely: nothing retransmits over a connection, and the letter must not overtake
+            // a FlowClosed held back for the same shard.
             s.divert(out, &mut |owner, peer, bytes| {
-                mailbox.post(owner, LetterKind::Transmit, peer, peer, bytes);
+                mailbox.post_surely(owner, LetterKind::Transmit, peer, peer, bytes)
             });
             s.expire(now);
             stats.streams.store(s.stats().to_array());

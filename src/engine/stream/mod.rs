@@ -120,7 +120,8 @@ pub struct StreamStats {
     pub closed_tls,
     /// Messages handed to the shard owning the connection they go to (`owners`).
     pub relayed,
-    /// Messages another shard handed over for a connection that had closed meanwhile.
+    /// Messages for another shard's connection that were lost: that connection had closed
+    /// by the time they arrived, or (counted by the sender) they could not be handed over.
     pub relay_lost,
     /// Connections opened by this shard (for requests toward a `;transport=tcp` or TLS target).
     pub connects,
@@ -620,12 +621,16 @@ impl Streams {
     ///
     /// With several shards, a transmit to a peer whose connection another shard owns goes to
     /// `relay(owner, peer, bytes)` (the engine posts it to that shard's mailbox, which writes
-    /// it with [`Streams::write_relayed`]).
+    /// it with [`Streams::write_relayed`]; false when it could not be handed over).
     ///
     /// A transmit the core marked [`crate::core::io::Transmit::connect`] whose peer has no
     /// connection anywhere opens one from this shard ([`Streams::connect`]); its bytes wait in
     /// the connection until it is up. Nothing else ever opens a connection.
-    pub fn divert(&mut self, out: &mut Outbox, relay: &mut dyn FnMut(ShardId, SocketAddr, &[u8])) {
+    pub fn divert(
+        &mut self,
+        out: &mut Outbox,
+        relay: &mut dyn FnMut(ShardId, SocketAddr, &[u8]) -> bool,
+    ) {
         let elsewhere = self.owners.as_ref().is_some_and(|(o, _)| !o.is_empty());
         let connects = out.wants_connect();
         if self.by_peer.is_empty() && !elsewhere && self.closing.is_empty() && !connects {
@@ -643,8 +648,11 @@ impl Streams {
                     if let Some((owners, me)) = &owners {
                         match owners.owner(t.to) {
                             Some(owner) if owner != *me => {
-                                relay(owner, t.to, bytes);
-                                self.stats.relayed += 1;
+                                if relay(owner, t.to, bytes) {
+                                    self.stats.relayed += 1;
+                                } else {
+                                    self.stats.relay_lost += 1;
+                                }
                                 return false;
                             }
                             _ => {}
