@@ -673,7 +673,6 @@ impl Proxy {
             },
             &mut bytes,
         );
-        crate::core::overload::mark_response(cx, &mut bytes);
         call.last_response = bytes;
         self.send_upstream(cx, key, status);
     }
@@ -684,6 +683,9 @@ impl Proxy {
         let Some(call) = self.calls.get_mut(key) else {
             return false;
         };
+        // Every response to the client leaves through here: it carries the reduction of now
+        // (RFC 7339), whenever it was built (a best response held for a later group, say).
+        crate::core::overload::mark_response(cx, &mut call.last_response);
         let allowed = {
             let mut s = sched(cx, key, TxnSlot::Server);
             match &mut call.server {

@@ -192,7 +192,6 @@ impl Proxy {
         let mut bytes = std::mem::take(&mut call.last_response);
         bytes.clear();
         build::forward_response(resp, &mut bytes);
-        crate::core::overload::mark_response(cx, &mut bytes);
         call.last_response = bytes;
         self.send_upstream(cx, key, status);
     }
@@ -316,7 +315,6 @@ impl Proxy {
         let mut bytes = std::mem::take(&mut call.last_response);
         bytes.clear();
         build::forward_response(resp, &mut bytes);
-        crate::core::overload::mark_response(cx, &mut bytes);
         call.last_response = bytes;
         let status = resp.status().unwrap_or(200);
         if !self.send_upstream(cx, key, status) {
@@ -362,7 +360,6 @@ impl Proxy {
             {
                 let mut bytes = Vec::with_capacity(resp.bytes().len());
                 build::forward_response(resp, &mut bytes);
-                crate::core::overload::mark_response(cx, &mut bytes);
                 call.best = Some(Candidate {
                     status,
                     bytes: Some(bytes.into_boxed_slice()),

@@ -67,10 +67,12 @@ pub fn reachable(cfg: &crate::config::Config, contact: &[u8]) -> bool {
 }
 
 /// Before a branch toward `dest`, which asks for `wanted`: the transport to connect with, if
-/// the request is to be marked for a connection. A flow to `dest` open already is used as it
-/// is (returns `None`); otherwise the flow is entered as open, so the branch's Via, its
-/// Record-Route and every later request to `dest` (CANCEL, ACK, other calls) name and take it
-/// until the engine reports it closed or failed.
+/// the request is to be marked for a connection. `Some(wanted)` while a flow of that transport
+/// is open or being opened (the engine writes to it, or queues the request until it is up);
+/// `None` when a flow of another transport is open (it is used as it is) or `wanted` cannot be
+/// connected. A new flow is entered as open, so the branch's Via, its Record-Route and every
+/// later request to `dest` (CANCEL, ACK, other calls) name and take it until the engine
+/// reports it closed or failed.
 pub fn prepare(cx: &mut Cx<'_>, dest: SocketAddr, wanted: Transport) -> Option<Transport> {
     if !enabled_for(cx.cfg, wanted) {
         return None;
