@@ -401,3 +401,29 @@ fn answers_to_udp_requests_from_a_connected_address_go_back_over_udp() {
         assert_eq!(s.w.kept_udp, vec![dev]);
     }
 }
+
+#[test]
+fn a_call_over_udp_from_a_connected_address_gets_every_response_over_udp() {
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards), shards, 414, false);
+        let dev = s.w.phone_ref(s.tcp).addr;
+        s.w.call(s.caller, "1001");
+        s.w.run_for(secs(1));
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tcp)]);
+        // The device places a call over UDP from the address sipfork holds a connection to:
+        // the 100 (sent while its INVITE is handled) and the 180 relayed later both go back
+        // over UDP (RFC 3261 §18.2.2), not over the connection.
+        s.w.register(s.caller, 300);
+        let before = s.w.kept_udp.len();
+        s.w.connect(s.tcp, Transport::Udp);
+        s.w.call(s.tcp, "1000");
+        s.w.run_for(secs(1));
+        let kept = s.w.kept_udp[before..].iter().filter(|&&a| a == dev).count();
+        assert!(
+            kept >= 2,
+            "{shards} shards: {:?}\n{}",
+            s.w.kept_udp,
+            s.w.dump()
+        );
+    }
+}

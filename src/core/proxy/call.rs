@@ -243,6 +243,9 @@ pub struct Call {
     pub server_key: u128,
     /// Where responses go.
     pub upstream: SocketAddr,
+    /// What the request came on: its responses go back the same way (RFC 3261 §18.2.2), even
+    /// when sipfork also holds a connection to that address.
+    pub upstream_transport: crate::core::transport::Transport,
     /// `received`/`rport` for responses we generate.
     pub fix: ViaFix,
     /// The received request; kept while the call may still create branches or generate

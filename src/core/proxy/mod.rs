@@ -474,16 +474,13 @@ impl Proxy {
         let call = Call {
             is_invite,
             server: if is_invite {
-                Server::Invite(ServerInvite::start_over(
-                    cx.flows.transport_to(upstream).is_stream(),
-                ))
+                Server::Invite(ServerInvite::start_over(cx.arrival.is_stream()))
             } else {
-                Server::NonInvite(ServerNonInvite::start_over(
-                    cx.flows.transport_to(upstream).is_stream(),
-                ))
+                Server::NonInvite(ServerNonInvite::start_over(cx.arrival.is_stream()))
             },
             server_key,
             upstream,
+            upstream_transport: cx.arrival,
             fix,
             request: Some(req.bytes().into()),
             // One allocation sized for the largest response it will usually hold.
@@ -698,6 +695,12 @@ impl Proxy {
             return false;
         }
         cx.out.push(call.upstream, &call.last_response);
+        if call.upstream_transport == crate::core::transport::Transport::Udp
+            && cx.flows.get(call.upstream).is_some()
+        {
+            // Came over UDP from an address sipfork also holds a connection to.
+            cx.out.keep_udp(cx.out.len() - 1, call.upstream);
+        }
         if status >= 300 {
             // A failed call holds no policy counts any more.
             call.holds.release();
@@ -909,10 +912,7 @@ fn start_branch(
         .and_then(|cid| crate::core::cluster::mark_uri(cx, &target.uri, target.dest, cid, via));
     // A transport change: two Record-Routes, each naming us on its side (RFC 5658); one stream
     // transport on both sides: one naming that listener; UDP on both: the shared one.
-    let (incoming, outgoing) = (
-        cx.flows.transport_to(call.upstream),
-        cx.flows.transport_to(target.dest),
-    );
+    let (incoming, outgoing) = (call.upstream_transport, cx.flows.transport_to(target.dest));
     let addr = |t| crate::core::transport::ours::addr_for(cx, t);
     let double = shared
         .record_route
@@ -947,7 +947,7 @@ fn start_branch(
         .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf));
     if sent.len() > MAX_UDP_REQUEST
         && !cx.flows.transport_to(target.dest).is_stream()
-        && cx.flows.transport_to(call.upstream).is_stream()
+        && call.upstream_transport.is_stream()
     {
         // A request that came over TCP or TLS would leave over UDP: §18.1.1 would take TCP,
         // but sipfork connects only to targets asking for TCP (one registered over UDP is reached on
