@@ -850,25 +850,29 @@ fn contact_destination(msg: &Message<'_>) -> Option<SocketAddr> {
     }
 }
 
-/// Our Via value for branch `branch` of `call`, sent to `dest`: its transport is that of the
-/// hop (TCP or TLS over an open flow to `dest`, else UDP; RFC 3261 §18.1.1).
+/// Our Via value for branch `branch` of `call`, sent over `transport`: that of the hop (TCP or
+/// TLS over an open flow to the destination, else UDP; RFC 3261 §18.1.1).
 fn write_our_via(
     cx: &Cx<'_>,
-    dest: SocketAddr,
+    transport: crate::core::transport::Transport,
     loop_hash: u32,
     call: Key,
     branch: u8,
     out: &mut Vec<u8>,
 ) {
-    write_via_start(cx, dest, out);
+    write_via_start(cx, transport, out);
     out.extend_from_slice(b";branch=");
     cx.ids.write_branch(loop_hash, call, branch, out);
 }
 
-/// `SIP/2.0/<transport> <sent-by>` of our Via toward `dest`: the sent-by is our listener for
-/// that transport (RFC 3261 §18.2.2; `core::transport::ours`).
-pub(super) fn write_via_start(cx: &Cx<'_>, dest: SocketAddr, out: &mut Vec<u8>) {
-    let transport = cx.flows.transport_to(dest);
+/// `SIP/2.0/<transport> <sent-by>` of our Via over `transport` (`cx.flows.transport_to` the
+/// destination): the sent-by is our listener for that transport (RFC 3261 §18.2.2;
+/// `core::transport::ours`).
+pub(super) fn write_via_start(
+    cx: &Cx<'_>,
+    transport: crate::core::transport::Transport,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"SIP/2.0/");
     out.extend_from_slice(transport.via_token().as_bytes());
     out.push(b' ');
@@ -903,8 +907,11 @@ fn start_branch(
     let index = call.branches.len() as u8;
     // A target asking for TCP: its flow is entered before the Via names the transport.
     let connect = crate::core::transport::outbound::prepare(cx, target.dest, target.transport);
+    // The branch's transport, looked up once: its Via, Record-Route, size rule, retransmissions
+    // and later its CANCEL follow it.
+    let transport = cx.flows.transport_to(target.dest);
     via.clear();
-    write_our_via(cx, target.dest, call.loop_hash, key, index, via);
+    write_our_via(cx, transport, call.loop_hash, key, index, via);
     // A branch to another node of the cluster: its Request-URI gets the authenticated mark.
     let marked = req
         .call_id()
@@ -912,7 +919,7 @@ fn start_branch(
         .and_then(|cid| crate::core::cluster::mark_uri(cx, &target.uri, target.dest, cid, via));
     // A transport change: two Record-Routes, each naming us on its side (RFC 5658); one stream
     // transport on both sides: one naming that listener; UDP on both: the shared one.
-    let (incoming, outgoing) = (call.upstream_transport, cx.flows.transport_to(target.dest));
+    let (incoming, outgoing) = (call.upstream_transport, transport);
     let addr = |t| crate::core::transport::ours::addr_for(cx, t);
     let double = shared
         .record_route
@@ -946,7 +953,7 @@ fn start_branch(
         .out
         .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf));
     if sent.len() > MAX_UDP_REQUEST
-        && !cx.flows.transport_to(target.dest).is_stream()
+        && !transport.is_stream()
         && call.upstream_transport.is_stream()
     {
         // A request that came over TCP or TLS would leave over UDP: §18.1.1 would take TCP,
@@ -980,7 +987,7 @@ fn start_branch(
         cx.cfg.proxy.timer_c
     };
     // No retransmissions over TCP or TLS (RFC 3261 §17.1.1.2, §17.1.2.2).
-    let reliable = cx.flows.transport_to(target.dest).is_stream();
+    let reliable = transport.is_stream();
     let (client, timer_c) = {
         let mut s = sched(cx, key, slot);
         if call.is_invite {
@@ -997,6 +1004,7 @@ fn start_branch(
     call.branches.push(Branch {
         role: BranchRole::Forward,
         target: target.dest,
+        transport,
         client,
         request: Some(sent),
         ack: None,
