@@ -36,7 +36,7 @@ use crate::core::transaction::server_non_invite::ServerNonInvite;
 use crate::core::transaction::{Sched, Timer, TxnSlot};
 use crate::core::TimerKey;
 use crate::sip::build::{self, Forward, Reply, ViaFix};
-use crate::sip::{Essentials, HeaderName, Message, Method, SipUri, Uri};
+use crate::sip::{Essentials, HeaderName, Message, Method, SipUri};
 use crate::time::Duration;
 
 pub use call::{Branch, BranchRole, Call, CancelReason};
@@ -598,12 +598,12 @@ impl Proxy {
             cx.ids.write_route_token(key, e.call_id, rr);
         }
         let extra = std::mem::take(&mut call.extra);
+        let (drop_first_route, drop_second_route) =
+            crate::core::transport::record_route::routes_to_drop(cx, req);
         let shared = Shared {
             record_route: (!rr.is_empty()).then_some(&rr[..]),
-            drop_first_route: first_route_is_us(cx, req),
-            drop_second_route: crate::core::transport::record_route::second_route_pairs_first(
-                cx, req,
-            ),
+            drop_first_route,
+            drop_second_route,
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
             strip_identity: call.strip_identity,
             extra: &extra,
@@ -1018,15 +1018,4 @@ fn start_branch(
         remote_target: None,
     });
     true
-}
-
-fn first_route_is_us(cx: &Cx<'_>, req: &Message<'_>) -> bool {
-    req.routes()
-        .next()
-        .and_then(Result::ok)
-        .and_then(|r| match r.uri {
-            Uri::Sip(u) => Some(uri_is_us(cx, &u)),
-            _ => None,
-        })
-        .unwrap_or(false)
 }

@@ -86,17 +86,35 @@ fn our_token<'b>(cx: &Cx<'_>, uri: &SipUri<'b>) -> Option<&'b [u8]> {
 /// names us with the same route token as the first, which names us too. (Whether that token
 /// verifies is checked once, on the first value, by the in-dialog code.)
 pub fn second_route_pairs_first(cx: &Cx<'_>, req: &Message<'_>) -> bool {
+    routes_to_drop(cx, req).1
+}
+
+/// Which of the first two Route values of `req` are ours, from one parse of each: the first
+/// when it names us (RFC 3261 §16.4), and the second when it is our other entry of a double
+/// Record-Route ([`second_route_pairs_first`]).
+pub fn routes_to_drop(cx: &Cx<'_>, req: &Message<'_>) -> (bool, bool) {
     let mut routes = req.routes();
-    let (Some(Ok(first)), Some(Ok(second))) = (routes.next(), routes.next()) else {
-        return false;
+    let Some(Ok(first)) = routes.next() else {
+        return (false, false);
     };
-    let (Some(first), Some(second)) = (first.uri.as_sip(), second.uri.as_sip()) else {
-        return false;
+    let Some(first) = first.uri.as_sip() else {
+        return (false, false);
     };
-    match (our_token(cx, first), our_token(cx, second)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
+    if !uri_is_us(cx, first) {
+        return (false, false);
     }
+    let Some(Some(token)) = first.param(ROUTE_TOKEN_PARAM) else {
+        return (true, false);
+    };
+    let pairs = match routes.next() {
+        Some(Ok(second)) => second
+            .uri
+            .as_sip()
+            .and_then(|second| our_token(cx, second))
+            .is_some_and(|other| other == token),
+        _ => false,
+    };
+    (true, pairs)
 }
 
 #[cfg(test)]
