@@ -242,6 +242,8 @@ pub struct Proxy {
     /// Reused buffers for the Via and Record-Route values of forwarded requests.
     scratch_via: Vec<u8>,
     scratch_rr: Vec<u8>,
+    /// A branch's own Record-Route values (`record_route::entries`), reused by every branch.
+    scratch_rr_sides: Vec<u8>,
     /// The answered calls of this shard's extensions (`features.rs`).
     lines: features::Lines,
 }
@@ -600,8 +602,9 @@ impl Proxy {
         let extra = std::mem::take(&mut call.extra);
         let (drop_first_route, drop_second_route) =
             crate::core::transport::record_route::routes_to_drop(cx, req);
-        let shared = Shared {
+        let mut shared = Shared {
             record_route: (!rr.is_empty()).then_some(&rr[..]),
+            rr_sides: &mut self.scratch_rr_sides,
             drop_first_route,
             drop_second_route,
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
@@ -612,7 +615,7 @@ impl Proxy {
             if call.branches.len() >= usize::from(u8::MAX) {
                 break;
             }
-            if start_branch(cx, key, call, req, &shared, t, &mut self.scratch_via) {
+            if start_branch(cx, key, call, req, &mut shared, t, &mut self.scratch_via) {
                 self.events.bump(Event::Branch as usize);
             } else {
                 self.events.bump(Event::BranchTooLarge as usize);
@@ -888,6 +891,8 @@ pub const MAX_UDP_REQUEST: usize = 1300;
 /// What every branch of one fork has in common.
 struct Shared<'a> {
     record_route: Option<&'a [u8]>,
+    /// Where each branch writes its own Record-Route values (a reused buffer).
+    rr_sides: &'a mut Vec<u8>,
     drop_first_route: bool,
     drop_second_route: bool,
     max_forwards: u8,
@@ -900,7 +905,7 @@ fn start_branch(
     key: Key,
     call: &mut Call,
     req: &Message<'_>,
-    shared: &Shared<'_>,
+    shared: &mut Shared<'_>,
     target: ForkTarget<'_>,
     via: &mut Vec<u8>,
 ) -> bool {
@@ -921,24 +926,24 @@ fn start_branch(
     // transport on both sides: one naming that listener; UDP on both: the shared one.
     let (incoming, outgoing) = (call.upstream_transport, transport);
     let addr = |t| crate::core::transport::ours::addr_for(cx, t);
-    let double = shared
-        .record_route
-        .and_then(|rr| crate::core::transport::record_route::double(rr, incoming, outgoing, addr));
-    let single = match (&double, shared.record_route) {
-        (None, Some(rr)) => {
-            crate::core::transport::record_route::single(rr, outgoing, addr(outgoing))
+    let (record_route, record_route_in) = match shared.record_route {
+        Some(rr) => {
+            let (top, below) = crate::core::transport::record_route::entries(
+                rr,
+                incoming,
+                outgoing,
+                addr,
+                shared.rr_sides,
+            );
+            (Some(top), below)
         }
-        _ => None,
+        None => (None, None),
     };
     let fwd = Forward {
         request_uri: Some(marked.as_deref().unwrap_or(&target.uri)),
         via,
-        record_route: match (&double, &single) {
-            (Some((top, _)), _) => Some(top),
-            (None, Some(one)) => Some(one),
-            (None, None) => shared.record_route,
-        },
-        record_route_in: double.as_ref().map(|(_, below)| &below[..]),
+        record_route,
+        record_route_in,
         drop_first_route: shared.drop_first_route,
         drop_second_route: shared.drop_second_route,
         max_forwards: shared.max_forwards,
@@ -952,9 +957,7 @@ fn start_branch(
     let sent = cx
         .out
         .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf));
-    if sent.len() > MAX_UDP_REQUEST
-        && !transport.is_stream()
-        && call.upstream_transport.is_stream()
+    if sent.len() > MAX_UDP_REQUEST && !transport.is_stream() && call.upstream_transport.is_stream()
     {
         // A request that came over TCP or TLS would leave over UDP: §18.1.1 would take TCP,
         // but sipfork connects only to targets asking for TCP (one registered over UDP is reached on
