@@ -13,7 +13,8 @@
 //! through its own [`View`], which keeps the snapshot of each part it last read: a lookup loads
 //! the part's generation and looks into that snapshot; only when the part changed since does it
 //! take the part's read lock and clone the new snapshot's `Arc`. While no connection is open
-//! anywhere, a lookup loads one counter and returns.
+//! anywhere, a lookup loads one counter and returns. (A view keeps the copy of a part it read
+//! last alive until it reads that part again: at most one older copy of the table per shard.)
 //!
 //! Ordering: a change is made and its generation bumped under the part's write lock, with release
 //! ordering; a lookup loads the generation with acquire ordering. A shard that learns of a peer
