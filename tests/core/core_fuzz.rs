@@ -14,6 +14,13 @@ use sipfork::time::{ms, secs, Duration};
 
 use crate::vectors;
 
+/// What the script's call sends and receives when it goes right.
+const CLEAN_CALL: CallStats = CallStats {
+    datagrams_in: 12,
+    datagrams_out: 15,
+    from_timers: 0,
+};
+
 /// RFC 3261 §16.7, §9.1, §17.1.1.3: per call 12 datagrams in (INVITE, 3 × 180, 200, 2 × 200 to
 /// CANCEL, 2 × 487, ACK, BYE, 200 to BYE) and 15 out (100, 3 × INVITE, 3 × 180, 200, 2 × CANCEL,
 /// 2 × ACK, ACK, BYE, 200), none of them a retransmission; 64·T1 after the last call nothing is
@@ -23,14 +30,7 @@ fn forked_call_script_runs_clean_and_leaves_nothing() {
     let mut fc = ForkedCall::new();
     for _ in 0..40 {
         let stats = fc.call(&mut ());
-        assert_eq!(
-            stats,
-            CallStats {
-                datagrams_in: 12,
-                datagrams_out: 15,
-                from_timers: 0
-            }
-        );
+        assert_eq!(stats, CLEAN_CALL);
     }
     assert!(
         fc.core().proxy_calls() > 0,
@@ -61,14 +61,7 @@ fn forked_call_script_runs_clean_with_the_devices_on_tcp() {
     for _ in 0..20 {
         let mut invites = Invites::default();
         let stats = fc.call(&mut invites);
-        assert_eq!(
-            stats,
-            CallStats {
-                datagrams_in: 12,
-                datagrams_out: 15,
-                from_timers: 0
-            }
-        );
+        assert_eq!(stats, CLEAN_CALL);
         assert_eq!(invites.0.len(), 3);
         for invite in &invites.0 {
             assert!(

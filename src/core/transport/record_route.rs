@@ -127,6 +127,15 @@ mod tests {
         std::str::from_utf8(b).unwrap()
     }
 
+    /// Our address per transport in these tests: a TLS listener of its own.
+    fn addrs(t: Transport) -> SocketAddr {
+        if t == Transport::Tls {
+            "127.0.0.3:5061".parse().unwrap()
+        } else {
+            "127.0.0.1:5060".parse().unwrap()
+        }
+    }
+
     /// The two entries on a transport change as owned bytes, `None` without one.
     fn double(
         rr: &[u8],
@@ -141,13 +150,6 @@ mod tests {
 
     #[test]
     fn one_entry_without_a_change_and_the_buffer_is_reused() {
-        let addrs = |t| {
-            if t == Transport::Tls {
-                "127.0.0.3:5061".parse().unwrap()
-            } else {
-                "127.0.0.1:5060".parse().unwrap()
-            }
-        };
         let mut buf = Vec::new();
         // UDP on both sides: the shared entry itself, nothing written.
         let (top, below) = entries(RR, Transport::Udp, Transport::Udp, addrs, &mut buf);
@@ -195,13 +197,6 @@ mod tests {
 
     #[test]
     fn two_entries_only_on_a_change_top_one_for_the_outgoing_side() {
-        let addrs = |t| {
-            if t == Transport::Tls {
-                "127.0.0.3:5061".parse().unwrap()
-            } else {
-                "127.0.0.1:5060".parse().unwrap()
-            }
-        };
         assert!(double(RR, Transport::Tcp, Transport::Tcp, addrs).is_none());
         assert!(double(RR, Transport::Udp, Transport::Udp, addrs).is_none());
         let (top, below) = double(RR, Transport::Udp, Transport::Tcp, addrs).unwrap();
