@@ -32,6 +32,7 @@ mod raw;
 mod summary;
 pub mod tenancy;
 pub mod tls;
+pub mod websocket;
 mod validate;
 
 use std::fmt;
@@ -356,6 +357,8 @@ pub struct Config {
     pub tls: Option<tls::TlsConfig>,
     /// `[tcp]`: limits of TCP and TLS connections.
     pub tcp: TcpConfig,
+    /// `[websocket]`: what `ws:` and `wss:` listeners accept.
+    pub websocket: websocket::WsConfig,
 }
 
 impl Config {

@@ -228,6 +228,12 @@ enum Scanned {
 /// The `Content-Length` (or compact `l`) of a header block, without its empty line. Folded
 /// lines (RFC 3261 §7.3.1) start with whitespace and are never a header name.
 fn content_length(block: &[u8]) -> Result<usize, FrameError> {
+    content_length_if_any(block)?.ok_or(FrameError::BadContentLength)
+}
+
+/// As [`content_length`], `None` when the header block has none (a WebSocket message needs
+/// none: the message is the frame, RFC 7118 §5).
+pub(super) fn content_length_if_any(block: &[u8]) -> Result<Option<usize>, FrameError> {
     let mut found: Option<usize> = None;
     for line in block.split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -250,7 +256,7 @@ fn content_length(block: &[u8]) -> Result<usize, FrameError> {
         }
         found = Some(n);
     }
-    found.ok_or(FrameError::BadContentLength)
+    Ok(found)
 }
 
 fn trim(s: &[u8]) -> &[u8] {
