@@ -38,7 +38,7 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Reads until the peer closes (true) or `want` bytes arrived (false).
-fn read_n(s: &mut TcpStream, want: usize) -> (Vec<u8>, bool) {
+pub(super) fn read_n(s: &mut TcpStream, want: usize) -> (Vec<u8>, bool) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while got.len() < want {
@@ -52,12 +52,12 @@ fn read_n(s: &mut TcpStream, want: usize) -> (Vec<u8>, bool) {
     (got, false)
 }
 
-fn total(engine: &Engine<Reflector>, f: impl Fn(&super::StreamStats) -> u64) -> u64 {
+pub(super) fn total(engine: &Engine<Reflector>, f: impl Fn(&super::StreamStats) -> u64) -> u64 {
     engine.stats().iter().map(|s| f(&s.streams)).sum()
 }
 
 /// Waits (bounded) until a counter reaches `want` (the shards publish once per turn).
-fn wait_for(engine: &Engine<Reflector>, want: u64, f: impl Fn(&super::StreamStats) -> u64) {
+pub(super) fn wait_for(engine: &Engine<Reflector>, want: u64, f: impl Fn(&super::StreamStats) -> u64) {
     for _ in 0..200 {
         if total(engine, &f) >= want {
             return;
