@@ -72,3 +72,5 @@ mod sequences;
 mod transport;
 #[path = "core/vectors.rs"]
 mod vectors;
+#[path = "core/websocket.rs"]
+mod websocket;
