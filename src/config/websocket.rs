@@ -4,6 +4,8 @@
 use serde::Deserialize;
 
 use super::listen::TcpConfig;
+#[cfg(test)]
+use crate::core::transport::Transport;
 
 /// `[websocket]` as written.
 #[derive(Deserialize, Default, Clone, Debug)]
@@ -71,6 +73,46 @@ pub(super) fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, ConfigError};
+
+    fn key_of(e: ConfigError) -> String {
+        match e {
+            ConfigError::Invalid { key, .. } => key,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn websocket_listeners_and_class_transports_in_a_whole_config() {
+        let base = "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"ws:127.0.0.1:8080\"]\n\
+                    domain = \"example.com\"\n[auth]\nmode = \"none\"\n\
+                    [[extensions]]\nnumbers = \"1000-1099\"\n";
+        let web = "[[device_classes]]\nname = \"web\"\ntransport = \"WS\"\n";
+        let c = Config::from_toml(&format!("{base}{web}")).unwrap();
+        assert_eq!(c.device_classes.find("web"), Some(1));
+        assert_eq!(
+            c.device_classes.classify_over(Transport::Ws, b"", |_| false),
+            1
+        );
+        assert_eq!(c.websocket, WsConfig::defaults(&c.tcp));
+        let bad = "[[device_classes]]\nname = \"web\"\ntransport = [\"ws\", \"sctp\"]\n";
+        let e = Config::from_toml(&format!("{base}{bad}")).unwrap_err();
+        assert_eq!(key_of(e), "device_classes[0].transport");
+        // wss: needs [tls].
+        let e = Config::from_toml(&base.replace("ws:127", "wss:127")).unwrap_err();
+        assert_eq!(key_of(e), "server.listen");
+        let e = Config::from_toml(&format!("{base}[websocket]\nmax_message_bytes = 5\n"))
+            .unwrap_err();
+        assert_eq!(key_of(e), "websocket.max_message_bytes");
+        let c = Config::from_toml(&format!(
+            "{base}[websocket]\nallowed_origins = [\"https://phone.example.com\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.websocket.allowed_origins,
+            Some(vec!["https://phone.example.com".to_string()])
+        );
+    }
 
     #[test]
     fn defaults_follow_tcp_and_keys_are_checked() {

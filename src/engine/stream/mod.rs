@@ -731,6 +731,7 @@ impl Streams {
         };
         if (transport == Transport::Tls && tls.is_none())
             || transport == Transport::Udp
+            || transport.is_websocket() // clients connect in (RFC 7118); never opened
             || self.outbound >= self.opts.max_outbound
         {
             self.stats.refused_outbound += 1;
