@@ -32,8 +32,8 @@ mod raw;
 mod summary;
 pub mod tenancy;
 pub mod tls;
-pub mod websocket;
 mod validate;
+pub mod websocket;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

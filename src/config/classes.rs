@@ -186,7 +186,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.classify_over(Transport::Ws, b"JsSIP 3.10", |_| false), 2);
-        assert_eq!(c.classify_over(Transport::Wss, b"SIP.js/0.21", |_| false), 2);
+        assert_eq!(
+            c.classify_over(Transport::Wss, b"SIP.js/0.21", |_| false),
+            2
+        );
         assert_eq!(c.classify_over(Transport::Udp, b"JsSIP 3.10", |_| false), 0);
         assert_eq!(c.classify_over(Transport::Tls, b"JsSIP 3.10", |_| false), 0);
         assert_eq!(c.classify(b"JsSIP 3.10", |_| false), 0);

@@ -269,12 +269,16 @@ mod tests {
             "wss:127.0.0.1:8443"
         ])
         .is_ok());
-        assert!(p(&["127.0.0.1:5060", "ws:127.0.0.1:8080", "ws:127.0.0.1:8081"])
-            .unwrap_err()
-            .contains("2 ws"));
-        assert!(p(&["127.0.0.1:5060", "tcp:127.0.0.1:8080", "ws:127.0.0.1:8080"])
-            .unwrap_err()
-            .contains("different ports"));
+        assert!(
+            p(&["127.0.0.1:5060", "ws:127.0.0.1:8080", "ws:127.0.0.1:8081"])
+                .unwrap_err()
+                .contains("2 ws")
+        );
+        assert!(
+            p(&["127.0.0.1:5060", "tcp:127.0.0.1:8080", "ws:127.0.0.1:8080"])
+                .unwrap_err()
+                .contains("different ports")
+        );
     }
 
     #[test]

@@ -109,15 +109,12 @@ fn build_tls(
     e: &Errors<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<super::tls::TlsConfig>, ConfigError> {
-    let has_listener = server
-        .listeners
-        .iter()
-        .any(|l| {
-            matches!(
-                l.transport,
-                crate::core::transport::Transport::Tls | crate::core::transport::Transport::Wss
-            )
-        });
+    let has_listener = server.listeners.iter().any(|l| {
+        matches!(
+            l.transport,
+            crate::core::transport::Transport::Tls | crate::core::transport::Transport::Wss
+        )
+    });
     let Some(raw) = raw else {
         return if has_listener {
             Err(e.at(

@@ -57,7 +57,9 @@ pub(super) fn build(
     if let Some(origins) = raw.allowed_origins {
         for o in &origins {
             let ok = (o.starts_with("https://") || o.starts_with("http://"))
-                && !o.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+                && !o
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
             if !ok {
                 return Err((
                     "websocket.allowed_origins",
@@ -91,7 +93,8 @@ mod tests {
         let c = Config::from_toml(&format!("{base}{web}")).unwrap();
         assert_eq!(c.device_classes.find("web"), Some(1));
         assert_eq!(
-            c.device_classes.classify_over(Transport::Ws, b"", |_| false),
+            c.device_classes
+                .classify_over(Transport::Ws, b"", |_| false),
             1
         );
         assert_eq!(c.websocket, WsConfig::defaults(&c.tcp));
@@ -101,8 +104,8 @@ mod tests {
         // wss: needs [tls].
         let e = Config::from_toml(&base.replace("ws:127", "wss:127")).unwrap_err();
         assert_eq!(key_of(e), "server.listen");
-        let e = Config::from_toml(&format!("{base}[websocket]\nmax_message_bytes = 5\n"))
-            .unwrap_err();
+        let e =
+            Config::from_toml(&format!("{base}[websocket]\nmax_message_bytes = 5\n")).unwrap_err();
         assert_eq!(key_of(e), "websocket.max_message_bytes");
         let c = Config::from_toml(&format!(
             "{base}[websocket]\nallowed_origins = [\"https://phone.example.com\"]\n"

@@ -102,7 +102,11 @@ pub fn run(data: &[u8]) -> Summary {
     let whole = feed(&settings, &[&stream]);
     let split = feed(&settings, &reads);
     assert_eq!(whole, split, "the same however the stream is cut");
-    let ups = whole.events.iter().filter(|e| **e == Event::Upgraded).count();
+    let ups = whole
+        .events
+        .iter()
+        .filter(|e| **e == Event::Upgraded)
+        .count();
     assert!(ups <= 1);
     if let Some(first) = whole.events.first() {
         assert_eq!(*first, Event::Upgraded, "nothing before the upgrade");

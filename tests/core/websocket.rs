@@ -177,7 +177,10 @@ fn the_browser_answers_and_the_ack_and_bye_reach_it_over_its_flow() {
         let ok = received(&s.w, s.caller, "SIP/2.0 200")[0];
         let m = parse(ok).expect("parses");
         let contact = String::from_utf8_lossy(m.first_value(HeaderName::Contact).unwrap());
-        assert!(contact.contains("df7jal23ls0d.invalid;transport=ws"), "{contact}");
+        assert!(
+            contact.contains("df7jal23ls0d.invalid;transport=ws"),
+            "{contact}"
+        );
         assert_eq!(received(&s.w, s.udp, "CANCEL ").len(), 1, "{what}");
         let acks = received(&s.w, s.web, "ACK ");
         assert_eq!(acks.len(), 1, "{what}: {}", s.w.dump());
@@ -199,14 +202,22 @@ fn a_browser_whose_websocket_closed_is_not_rung_and_480_when_alone() {
         s.w.close_flow(s.web);
         s.w.call(s.caller, "1001");
         s.w.run_for(secs(1));
-        assert!(received(&s.w, s.web, "INVITE ").is_empty(), "{}", s.w.dump());
+        assert!(
+            received(&s.w, s.web, "INVITE ").is_empty(),
+            "{}",
+            s.w.dump()
+        );
         assert_eq!(received(&s.w, s.udp, "INVITE ").len(), 1);
 
         let mut s = setup(shards, 614, Transport::Wss, false);
         s.w.close_flow(s.web);
         s.w.call(s.caller, "1001");
         s.w.run_for(secs(1));
-        assert!(received(&s.w, s.web, "INVITE ").is_empty(), "{}", s.w.dump());
+        assert!(
+            received(&s.w, s.web, "INVITE ").is_empty(),
+            "{}",
+            s.w.dump()
+        );
         assert!(
             s.w.phone_ref(s.caller).statuses().contains(&480),
             "{}",
@@ -242,7 +253,11 @@ fn a_ws_contact_registered_over_udp_is_never_rung() {
         assert_eq!(devices(&w, b"1002").len(), 2, "registered and listed");
         w.call(caller, "1002");
         w.run_for(secs(1));
-        assert!(w.phone_ref(caller).statuses().contains(&480), "{}", w.dump());
+        assert!(
+            w.phone_ref(caller).statuses().contains(&480),
+            "{}",
+            w.dump()
+        );
         assert!(received(&w, evil, "INVITE ").is_empty());
         assert!(received(&w, odd, "INVITE ").is_empty());
         nothing_toward_the_third_party(&w);
@@ -258,7 +273,12 @@ fn an_invite_naming_a_ws_third_party_reaches_nobody() {
         let from = w.phone_ref(caller).addr;
         let contact = format!("Contact: <sip:1000@{THIRD};transport=ws>\r\n");
         let cases = [
-            raw_invite(&format!("sip:1001@{THIRD};transport=ws"), from, "a", &contact),
+            raw_invite(
+                &format!("sip:1001@{THIRD};transport=ws"),
+                from,
+                "a",
+                &contact,
+            ),
             raw_invite(
                 "sip:1001@127.0.0.1:5060",
                 from,

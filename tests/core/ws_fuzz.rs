@@ -28,7 +28,9 @@ fn committed_seeds_keep_every_invariant_and_reach_every_outcome() {
     }
     let has = |f: &dyn Fn(&Event) -> bool| events.iter().any(f);
     assert!(has(&|e| *e == Event::Upgraded));
-    assert!(has(&|e| matches!(e, Event::Message(m) if m.starts_with(b"MESSAGE "))));
+    assert!(has(
+        &|e| matches!(e, Event::Message(m) if m.starts_with(b"MESSAGE "))
+    ));
     assert!(has(&|e| matches!(e, Event::Ping(_))));
     assert!(has(&|e| *e == Event::Keepalive));
     assert!(has(&|e| *e == Event::Pong));

@@ -33,7 +33,8 @@ trait Sip {
 
 impl<S: Read + Write> Sip for WebSocket<S> {
     fn send_sip(&mut self, text: &str) {
-        self.send(Message::text(text)).expect("send over the WebSocket");
+        self.send(Message::text(text))
+            .expect("send over the WebSocket");
     }
 
     fn next_sip(&mut self, start: &str) -> Result<String, String> {
@@ -122,7 +123,9 @@ fn browsers_over_ws_and_wss_ring_beside_a_udp_device_and_the_ws_one_answers() {
             .expect("WebSocket upgrade");
     assert_eq!(answer101.headers()["Sec-WebSocket-Protocol"], "sip");
     ws.send_sip(&register(app.sip, "WS", "df7jal23ls0d"));
-    let ok = ws.next_sip("SIP/2.0 ").unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
+    let ok = ws
+        .next_sip("SIP/2.0 ")
+        .unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
 
     // The WSS browser: TLS trusting only the generated certificate, then the upgrade.
@@ -137,7 +140,9 @@ fn browsers_over_ws_and_wss_ring_beside_a_udp_device_and_the_ws_one_answers() {
     let (mut wss, _) = tungstenite::client::client(request(&format!("wss://{wss_addr}/")), tls)
         .expect("WebSocket upgrade over TLS");
     wss.send_sip(&register(app.sip, "WSS", "k3jd9q0x1p2z"));
-    let ok = wss.next_sip("SIP/2.0 ").unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
+    let ok = wss
+        .next_sip("SIP/2.0 ")
+        .unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
 
     // The UDP device.
@@ -154,7 +159,13 @@ fn browsers_over_ws_and_wss_ring_beside_a_udp_device_and_the_ws_one_answers() {
     assert!(udp_message(&udp_dev, "SIP/2.0 ").starts_with("SIP/2.0 200"));
 
     let devices = app.get_ok("/extensions/1001/devices");
-    for want in ["\"WS\"", "\"WSS\"", "\"UDP\"", "\"web\"", "df7jal23ls0d.invalid"] {
+    for want in [
+        "\"WS\"",
+        "\"WSS\"",
+        "\"UDP\"",
+        "\"web\"",
+        "df7jal23ls0d.invalid",
+    ] {
         assert!(devices.contains(want), "{want}: {devices}");
     }
 
@@ -166,8 +177,12 @@ fn browsers_over_ws_and_wss_ring_beside_a_udp_device_and_the_ws_one_answers() {
     let caller_addr = caller.local_addr().unwrap();
     let inv = invite("UDP", caller_addr, app.sip, 1001, 1, 0);
     caller.send_to(inv.as_bytes(), app.sip).unwrap();
-    let on_ws = ws.next_sip("INVITE ").unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
-    let on_wss = wss.next_sip("INVITE ").unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
+    let on_ws = ws
+        .next_sip("INVITE ")
+        .unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
+    let on_wss = wss
+        .next_sip("INVITE ")
+        .unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
     let on_udp = udp_message(&udp_dev, "INVITE ");
     assert!(
         on_ws.contains(&format!("Via: SIP/2.0/WS {ws_addr};branch=")),
@@ -200,7 +215,9 @@ fn browsers_over_ws_and_wss_ring_beside_a_udp_device_and_the_ws_one_answers() {
     assert!(fin.starts_with("SIP/2.0 200"), "{fin}");
     assert!(fin.contains("df7jal23ls0d.invalid;transport=ws"), "{fin}");
     // The others are cancelled over their own transports.
-    let cancel = wss.next_sip("CANCEL ").unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
+    let cancel = wss
+        .next_sip("CANCEL ")
+        .unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
     assert!(cancel.contains("Reason: SIP;cause=200"), "{cancel}");
     wss.send_sip(&answer(&cancel, "200 OK"));
     wss.send_sip(&answer(&on_wss, "487 Request Terminated"));
@@ -231,16 +248,23 @@ fn browsers_over_ws_and_wss_ring_beside_a_udp_device_and_the_ws_one_answers() {
     caller
         .send_to(in_dialog("ACK", 1).as_bytes(), app.sip)
         .unwrap();
-    let ack = ws.next_sip("ACK ").unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
+    let ack = ws
+        .next_sip("ACK ")
+        .unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
     assert!(ack.contains("Via: SIP/2.0/WS "), "{ack}");
     caller
         .send_to(in_dialog("BYE", 2).as_bytes(), app.sip)
         .unwrap();
-    let bye = ws.next_sip("BYE ").unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
+    let bye = ws
+        .next_sip("BYE ")
+        .unwrap_or_else(|e| panic!("{e}\n{}", app.log()));
     assert!(bye.contains("Via: SIP/2.0/WS "), "{bye}");
     ws.send_sip(&answer(&bye, "200 OK"));
     let bye_ok = final_over_udp(&caller);
-    assert!(bye_ok.starts_with("SIP/2.0 200") && bye_ok.contains("BYE"), "{bye_ok}");
+    assert!(
+        bye_ok.starts_with("SIP/2.0 200") && bye_ok.contains("BYE"),
+        "{bye_ok}"
+    );
 
     // An upgrade without the `sip` subprotocol: 400, closed, counted.
     let mut plain = tcp(ws_addr);

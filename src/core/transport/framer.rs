@@ -88,9 +88,31 @@ pub struct Framer {
     consumed: usize,
     /// Header block length and body length of the message at the front, once known.
     pending: Option<(usize, usize)>,
+    rate: Rate,
+    failed: Option<FrameError>,
+}
+
+/// Messages counted per one-second window (the connections' `max_per_second` limits).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Rate {
     window: Option<Instant>,
     in_window: u32,
-    failed: Option<FrameError>,
+}
+
+impl Rate {
+    /// Counts one message at `now`; false when that makes more than `max` in its second.
+    pub(super) fn admit(&mut self, now: Instant, max: u32) -> bool {
+        match self.window {
+            Some(start) if now.saturating_since(start) < Duration::from_secs(1) => {
+                self.in_window += 1;
+            }
+            _ => {
+                self.window = Some(now);
+                self.in_window = 1;
+            }
+        }
+        self.in_window <= max
+    }
 }
 
 impl Framer {
@@ -101,8 +123,7 @@ impl Framer {
             buf: Vec::new(),
             consumed: 0,
             pending: None,
-            window: None,
-            in_window: 0,
+            rate: Rate::default(),
             failed: None,
         }
     }
@@ -156,19 +177,10 @@ impl Framer {
     }
 
     fn count(&mut self, now: Instant) -> Result<(), FrameError> {
-        match self.window {
-            Some(start) if now.saturating_since(start) < Duration::from_secs(1) => {
-                self.in_window += 1;
-            }
-            _ => {
-                self.window = Some(now);
-                self.in_window = 1;
-            }
-        }
-        if self.in_window > self.limits.max_per_second {
-            Err(FrameError::TooManyMessages)
-        } else {
+        if self.rate.admit(now, self.limits.max_per_second) {
             Ok(())
+        } else {
+            Err(FrameError::TooManyMessages)
         }
     }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
-use crate::time::{Duration, Instant};
+use crate::time::Instant;
 
 /// The GUID of RFC 6455 §1.3, appended to the client's key before hashing.
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -223,8 +223,7 @@ pub struct WsCodec {
     message: Vec<u8>,
     /// `message` was handed out: emptied on the next call.
     message_out: bool,
-    window: Option<Instant>,
-    in_window: u32,
+    rate: super::framer::Rate,
     failed: Option<WsError>,
 }
 
@@ -250,8 +249,7 @@ impl WsCodec {
             fragmented: None,
             message: Vec::new(),
             message_out: false,
-            window: None,
-            in_window: 0,
+            rate: super::framer::Rate::default(),
             failed: None,
         }
     }
@@ -312,19 +310,10 @@ impl WsCodec {
     }
 
     fn count(&mut self, now: Instant) -> Result<(), WsError> {
-        match self.window {
-            Some(start) if now.saturating_since(start) < Duration::from_secs(1) => {
-                self.in_window += 1;
-            }
-            _ => {
-                self.window = Some(now);
-                self.in_window = 1;
-            }
-        }
-        if self.in_window > self.settings.max_per_second {
-            Err(WsError::TooMany)
-        } else {
+        if self.rate.admit(now, self.settings.max_per_second) {
             Ok(())
+        } else {
+            Err(WsError::TooMany)
         }
     }
 
@@ -536,9 +525,8 @@ fn answer_upgrade(request: &[u8], settings: &WsSettings) -> Result<Vec<u8>, WsEr
                 .filter(|t| !t.is_empty())
         })
     };
-    let has_token = |name: &'static str, token: &[u8]| {
-        tokens(name).any(|t| t.eq_ignore_ascii_case(token))
-    };
+    let has_token =
+        |name: &'static str, token: &[u8]| tokens(name).any(|t| t.eq_ignore_ascii_case(token));
     if values("host").next().is_none()
         || !has_token("upgrade", b"websocket")
         || !has_token("connection", b"upgrade")
@@ -559,7 +547,8 @@ fn answer_upgrade(request: &[u8], settings: &WsSettings) -> Result<Vec<u8>, WsEr
     }
     if let Some(allowed) = &settings.allowed_origins {
         let origin = values("origin").next().map(<[u8]>::trim_ascii);
-        let ok = origin.is_some_and(|o| allowed.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(o)));
+        let ok =
+            origin.is_some_and(|o| allowed.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(o)));
         if !ok {
             return Err(WsError::Handshake(403));
         }

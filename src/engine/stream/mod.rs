@@ -560,7 +560,12 @@ impl Streams {
                 continue;
             }
             let mut conn = Conn::new(sock, tls, (peer, local), self.opts.limits, now, None);
-            conn.ws = self.websocket.get(index).cloned().flatten().map(ws::WsConn::new);
+            conn.ws = self
+                .websocket
+                .get(index)
+                .cloned()
+                .flatten()
+                .map(ws::WsConn::new);
             self.conns[slot] = Some(conn);
             // A peer reconnecting from the same address replaces its old connection's entry.
             if let Some(old) = self.by_peer.insert(peer, slot) {

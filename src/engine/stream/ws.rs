@@ -137,8 +137,6 @@ pub(super) fn count_close(e: WsError, stats: &mut StreamStats) {
         e if e.is_oversize() => stats.closed_oversize += 1,
         WsError::Handshake(_) => stats.ws_refused += 1,
         WsError::TooMany => stats.closed_over_limit += 1,
-        WsError::Protocol | WsError::BadPayload | WsError::TooBig => {
-            stats.closed_bad_framing += 1
-        }
+        WsError::Protocol | WsError::BadPayload | WsError::TooBig => stats.closed_bad_framing += 1,
     }
 }

@@ -123,22 +123,9 @@ fn a_websocket_client_gets_each_message_back_as_one_text_frame() {
 
 #[test]
 fn wss_upgrades_inside_tls() {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::pki_types::ServerName;
 
-    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    let cert = CertificateDer::from(generated.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der()));
-    let server = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let client = Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    let (server, client) = super::tests::tls_pair();
     let Some(engine) = engine(IoKind::Mmsg, Some(Arc::new(server))) else {
         return;
     };
@@ -168,7 +155,11 @@ fn refused_upgrades_bad_frames_and_idle_connections_are_closed_and_counted() {
     .unwrap();
     let (got, closed) = read_n(&mut c, 1 << 16);
     assert!(closed);
-    assert!(got.starts_with(b"HTTP/1.1 400 "), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
     wait_for(&engine, 1, |s| s.ws_refused);
     // A SIP message instead of an upgrade: 400 too.
     let mut c = connect(addr);
@@ -179,9 +170,8 @@ fn refused_upgrades_bad_frames_and_idle_connections_are_closed_and_counted() {
 
     // After an upgrade, an unmasked frame: Close 1002.
     let upgraded = |what: &str| {
-        let (ws, _) =
-            tungstenite::client::client(request(&format!("ws://{addr}/")), connect(addr))
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (ws, _) = tungstenite::client::client(request(&format!("ws://{addr}/")), connect(addr))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         ws.get_ref().try_clone().unwrap()
     };
     let mut raw = upgraded("unmasked");

@@ -1,4 +1,5 @@
 use super::*;
+use crate::time::Duration;
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -114,14 +115,18 @@ fn a_good_upgrade_is_answered_101_with_the_accept_key_and_the_sip_subprotocol() 
         panic!("{ev:?}")
     };
     let answer = String::from_utf8(answer.clone()).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{answer}"
+    );
     assert!(answer.contains("\r\nUpgrade: websocket\r\n"));
     assert!(answer.contains("\r\nConnection: Upgrade\r\n"));
     assert!(answer.contains("\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     assert!(answer.contains("\r\nSec-WebSocket-Protocol: sip\r\n"));
     assert!(answer.ends_with("\r\n\r\n"));
     // `sip` among other subprotocols, over two headers.
-    let req = upgrade_request("Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: xmpp, sip\r\n");
+    let req =
+        upgrade_request("Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: xmpp, sip\r\n");
     assert!(matches!(events(&[&req]).0[..], [Ev::Up(_)]));
 }
 
@@ -145,7 +150,11 @@ fn bad_upgrades_get_a_4xx_answer() {
     // A key that is not 16 bytes of base64, or two keys.
     for bad in ["abc", "dGhlIHNhbXBsZSBub25j", "!!!!!!!!!!!!!!!!!!!!!!=="] {
         let req = String::from_utf8(good_request()).unwrap().replace(KEY, bad);
-        assert_eq!(refused(req.as_bytes()), Some(WsError::Handshake(400)), "{bad}");
+        assert_eq!(
+            refused(req.as_bytes()),
+            Some(WsError::Handshake(400)),
+            "{bad}"
+        );
     }
     let req = upgrade_request(&format!(
         "Sec-WebSocket-Protocol: sip\r\nSec-WebSocket-Key: {KEY}\r\n"
@@ -154,14 +163,21 @@ fn bad_upgrades_get_a_4xx_answer() {
     // No Upgrade / Connection / Host, another method, HTTP/1.0, garbage.
     for (from, to) in [
         ("Upgrade: websocket\r\n", ""),
-        ("Connection: keep-alive, Upgrade\r\n", "Connection: keep-alive\r\n"),
+        (
+            "Connection: keep-alive, Upgrade\r\n",
+            "Connection: keep-alive\r\n",
+        ),
         ("Host: sip.example.com\r\n", ""),
         ("GET / HTTP/1.1", "POST / HTTP/1.1"),
         ("GET / HTTP/1.1", "GET / HTTP/1.0"),
         ("GET / HTTP/1.1", "REGISTER sip:example.com SIP/2.0"),
     ] {
         let req = String::from_utf8(good_request()).unwrap().replace(from, to);
-        assert_eq!(refused(req.as_bytes()), Some(WsError::Handshake(400)), "{to}");
+        assert_eq!(
+            refused(req.as_bytes()),
+            Some(WsError::Handshake(400)),
+            "{to}"
+        );
     }
     assert_eq!(
         refused(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"),
@@ -191,7 +207,10 @@ fn allowed_origins_refuse_another_or_no_origin_with_403() {
         allowed_origins: Some(vec!["https://Phone.Example.com".into()]),
         ..WsSettings::default()
     });
-    assert!(matches!(events_with(Arc::clone(&s), &[&good_request()]).0[..], [Ev::Up(_)]));
+    assert!(matches!(
+        events_with(Arc::clone(&s), &[&good_request()]).0[..],
+        [Ev::Up(_)]
+    ));
     let other = String::from_utf8(good_request())
         .unwrap()
         .replace("phone.example.com", "evil.example.net");
@@ -200,7 +219,10 @@ fn allowed_origins_refuse_another_or_no_origin_with_403() {
         Some(WsError::Handshake(403))
     );
     let none = upgrade_request("Sec-WebSocket-Protocol: sip\r\n");
-    assert_eq!(events_with(Arc::clone(&s), &[&none]).1, Some(WsError::Handshake(403)));
+    assert_eq!(
+        events_with(Arc::clone(&s), &[&none]).1,
+        Some(WsError::Handshake(403))
+    );
     // Without the setting any Origin, or none, is fine.
     assert!(matches!(events(&[&none]).0[..], [Ev::Up(_)]));
 }
@@ -321,13 +343,31 @@ fn oversize_messages_close_with_1009_as_soon_as_the_length_says_so() {
 
 #[test]
 fn a_content_length_that_disagrees_or_bad_utf8_is_a_bad_payload() {
-    let short = String::from_utf8(MESSAGE.to_vec()).unwrap().replace("l: 5", "l: 4");
-    assert_eq!(after_upgrade(&text(short.as_bytes())).1, Some(WsError::BadPayload));
-    let long = String::from_utf8(MESSAGE.to_vec()).unwrap().replace("l: 5", "l: 50");
-    assert_eq!(after_upgrade(&text(long.as_bytes())).1, Some(WsError::BadPayload));
-    let garbage = String::from_utf8(MESSAGE.to_vec()).unwrap().replace("l: 5", "l: x5");
-    assert_eq!(after_upgrade(&text(garbage.as_bytes())).1, Some(WsError::BadPayload));
-    assert_eq!(after_upgrade(&text(b"\xff\xfe\r\n\r\n")).1, Some(WsError::BadPayload));
+    let short = String::from_utf8(MESSAGE.to_vec())
+        .unwrap()
+        .replace("l: 5", "l: 4");
+    assert_eq!(
+        after_upgrade(&text(short.as_bytes())).1,
+        Some(WsError::BadPayload)
+    );
+    let long = String::from_utf8(MESSAGE.to_vec())
+        .unwrap()
+        .replace("l: 5", "l: 50");
+    assert_eq!(
+        after_upgrade(&text(long.as_bytes())).1,
+        Some(WsError::BadPayload)
+    );
+    let garbage = String::from_utf8(MESSAGE.to_vec())
+        .unwrap()
+        .replace("l: 5", "l: x5");
+    assert_eq!(
+        after_upgrade(&text(garbage.as_bytes())).1,
+        Some(WsError::BadPayload)
+    );
+    assert_eq!(
+        after_upgrade(&text(b"\xff\xfe\r\n\r\n")).1,
+        Some(WsError::BadPayload)
+    );
     assert_eq!(WsError::BadPayload.close_code(), Some(status::BAD_PAYLOAD));
     // Binary may carry any bytes.
     let bin = b"MESSAGE sip:1@x SIP/2.0\r\nl: 2\r\n\r\n\xff\xfe";
@@ -350,10 +390,16 @@ fn more_messages_per_second_than_allowed_close_with_1008() {
     });
     let mut c = WsCodec::new(s);
     c.push(&good_request());
-    assert!(matches!(c.next_event(Instant::ZERO), Ok(Some(WsEvent::Upgraded(_)))));
+    assert!(matches!(
+        c.next_event(Instant::ZERO),
+        Ok(Some(WsEvent::Upgraded(_)))
+    ));
     for _ in 0..3 {
         c.push(&text(OPTIONS));
-        assert!(matches!(c.next_event(Instant::ZERO), Ok(Some(WsEvent::Message(_)))));
+        assert!(matches!(
+            c.next_event(Instant::ZERO),
+            Ok(Some(WsEvent::Message(_)))
+        ));
     }
     // A second later the window starts over.
     let later = Instant::ZERO + Duration::from_secs(1);
