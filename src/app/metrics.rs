@@ -338,7 +338,7 @@ fn engine_help(group: &str) -> &'static str {
     match group {
         "io" => "UDP backend counter of the shard (see engine::io::IoStats)",
         "loop" => "Shard loop counter (see engine::shard::LoopStats)",
-        "tcp" => "TCP/TLS/WS connection counter of the shard (see engine::stream::StreamStats)",
+        "tcp" => "TCP/TLS connection counter of the shard (see engine::stream::StreamStats)",
         _ => "Cross-shard mailbox counter (see engine::mailbox::MailboxStats)",
     }
 }
