@@ -18,8 +18,8 @@
 //! must be UTF-8 (else 1007), and a `Content-Length`, if present, must agree with the body
 //! (else 1007). A message that is only CRLFs is a keep-alive (CRLFCRLF is answered with a CRLF
 //! message like a stream ping, RFC 5626 §4.4.1; a lone CRLF is skipped). Ping is answered with
-//! Pong, Close with Close and the connection ends. Messages, pings and keep-alives count toward
-//! `max_per_second` (else 1008). What sipfork sends is one unmasked text frame per SIP message.
+//! Pong, Close with Close and the connection ends. Messages, Pings, Pongs and keep-alives count
+//! toward `max_per_second` (else 1008). What sipfork sends is one unmasked text frame per SIP message.
 
 use std::sync::Arc;
 
@@ -355,7 +355,10 @@ impl WsCodec {
                     self.count(now)?;
                     return Ok(Some(Found::Ping(start, end)));
                 }
-                opcode::PONG => return Ok(Some(Found::Pong)),
+                opcode::PONG => {
+                    self.count(now)?;
+                    return Ok(Some(Found::Pong));
+                }
                 opcode::TEXT | opcode::BINARY if self.fragmented.is_none() => {
                     if !fin {
                         self.fragmented = Some(op);

@@ -409,6 +409,20 @@ fn more_messages_per_second_than_allowed_close_with_1008() {
     }
     c.push(&text(b"\r\n\r\n"));
     assert_eq!(c.next_event(later), Err(WsError::TooMany));
+    // Unsolicited Pongs count too.
+    let s = Arc::new(WsSettings {
+        max_per_second: 2,
+        ..WsSettings::default()
+    });
+    let mut frames = Vec::new();
+    for _ in 0..3 {
+        frames.extend(client_frame(0x80 | opcode::PONG, b""));
+    }
+    let (ev, err) = events_with(s, &[&good_request(), &frames]);
+    assert_eq!(
+        (&ev[1..], err),
+        (&[Ev::Pong, Ev::Pong][..], Some(WsError::TooMany))
+    );
     assert_eq!(WsError::TooMany.close_code(), Some(status::POLICY));
 }
 
