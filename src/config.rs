@@ -33,6 +33,7 @@ mod summary;
 pub mod tenancy;
 pub mod tls;
 mod validate;
+pub mod websocket;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -356,6 +357,8 @@ pub struct Config {
     pub tls: Option<tls::TlsConfig>,
     /// `[tcp]`: limits of TCP and TLS connections.
     pub tcp: TcpConfig,
+    /// `[websocket]`: what `ws:` and `wss:` listeners accept.
+    pub websocket: websocket::WsConfig,
 }
 
 impl Config {

@@ -15,6 +15,9 @@
 //! - `cluster`: forking across two nodes' cores, cluster marks and their attacks (issue 18).
 //! - `overload`: shedding (503 + Retry-After, what is never shed, RFC 7339 `oc`) and the
 //!   per-source rate limit on virtual time.
+//! - `websocket`: browsers registered over WS/WSS flows reached only over them, the `web`
+//!   class, and attacks naming `;transport=ws` (issue 16 point 6).
+//! - `ws_fuzz`: the `ws_framer` fuzz target on its committed seeds and proptest input.
 //! - `transport`: bindings over TCP/TLS flows, the Via transport toward a flow, closed flows
 //!   (480), requests too large for UDP (513) on virtual time (issue 16).
 //! - `outbound`: connections sipfork opens to `;transport=tcp` devices and next hops, connect
@@ -72,3 +75,7 @@ mod sequences;
 mod transport;
 #[path = "core/vectors.rs"]
 mod vectors;
+#[path = "core/websocket.rs"]
+mod websocket;
+#[path = "core/ws_fuzz.rs"]
+mod ws_fuzz;

@@ -41,6 +41,9 @@
 //! - `tls`: a rustls client registering over TLS and forked to beside a UDP device; a renewed
 //!   certificate reaching new connections on SIGHUP while the open one keeps its session; a
 //!   broken renewal refused.
+//! - `websocket`: browser-like WebSocket clients (tungstenite) registered over `ws:` and `wss:`
+//!   beside a UDP device; a UDP caller rings all three, the WS one answers (ACK and BYE over
+//!   its WebSocket), the others get their CANCEL (in a network namespace of its own).
 //! - `xdp`: the `forking` SIPp test unchanged on `io = "xdp"` across a veth pair (native and
 //!   generic mode); `kill -9` and a restart on the same interface; detached on a clean stop.
 //!
@@ -86,6 +89,8 @@ mod sipp;
 mod sipvicious;
 #[path = "e2e/tcp.rs"]
 mod tcp;
+#[path = "e2e/websocket.rs"]
+mod websocket;
 // The veth-pair namespaces of the load harness's tests, shared rather than copied.
 #[path = "e2e/tls.rs"]
 mod tls;

@@ -126,12 +126,25 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
             .iter()
             .filter(|l| l.transport.is_stream())
             .map(|l| match l.transport {
-                crate::core::transport::Transport::Tls => {
+                crate::core::transport::Transport::Tls | crate::core::transport::Transport::Wss => {
                     cfg.tls.as_ref().map(|t| Arc::clone(&t.server))
                 }
                 _ => None,
             })
             .collect(),
+        stream_ws: {
+            let settings = Arc::new(crate::core::transport::ws::WsSettings {
+                allowed_origins: cfg.websocket.allowed_origins.clone(),
+                max_handshake: cfg.tcp.max_header_bytes as usize,
+                max_message: cfg.websocket.max_message_bytes as usize,
+                max_per_second: cfg.tcp.max_messages_per_second,
+            });
+            s.listeners
+                .iter()
+                .filter(|l| l.transport.is_stream())
+                .map(|l| l.transport.is_websocket().then(|| Arc::clone(&settings)))
+                .collect()
+        },
         stream_options: crate::engine::stream::StreamOptions::from_config(&cfg.tcp),
         stream_tls_client: cfg.tls.as_ref().and_then(|t| t.client.clone()),
         ..EngineConfig::new(s.listen, s.shards)

@@ -63,6 +63,7 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         // without the other), which needs a restart; a changed `[tls]` applies now.
         ("tls", tls_changed(old, new) && new.tls.is_none()),
         ("tcp", old.tcp != new.tcp),
+        ("websocket", old.websocket != new.websocket),
     ];
     let mut applied: Vec<_> = old
         .reloadable_sections()
@@ -107,6 +108,7 @@ pub fn applicable(old: &Config, mut new: Config) -> Config {
         new.tls.clone_from(&old.tls);
     }
     new.tcp = old.tcp;
+    new.websocket.clone_from(&old.websocket);
     new.auth.clone_from(&old.auth);
     new.security.clone_from(&old.security);
     if old.same_counter_layout(&new) {

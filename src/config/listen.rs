@@ -1,5 +1,6 @@
 //! `[server] listen`: one address or a list, each `"udp:IP:port"`, `"tcp:IP:port"`,
-//! `"tls:IP:port"`, or a bare `"IP:port"` (UDP).
+//! `"tls:IP:port"`, `"ws:IP:port"`, `"wss:IP:port"` (WebSocket, RFC 7118), or a bare
+//! `"IP:port"` (UDP).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,19 +25,36 @@ impl fmt::Display for Listener {
     }
 }
 
+/// Every transport, as `listen` and `[[device_classes]] transport` name them.
+const TRANSPORTS: [Transport; 5] = [
+    Transport::Udp,
+    Transport::Tcp,
+    Transport::Tls,
+    Transport::Ws,
+    Transport::Wss,
+];
+
+/// The transport `name` names (`udp`, `tcp`, `tls`, `ws`, `wss`; any ASCII case).
+pub(super) fn transport_named(name: &str) -> Result<Transport, String> {
+    TRANSPORTS
+        .into_iter()
+        .find(|t| t.to_string().eq_ignore_ascii_case(name))
+        .ok_or_else(|| format!("unknown transport {name:?}; expected udp, tcp, tls, ws or wss"))
+}
+
 /// Parses one `listen` entry.
 pub(super) fn parse_listener(text: &str) -> Result<Listener, String> {
     let (transport, addr) = match text.split_once(':') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("udp") => (Transport::Udp, rest),
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("tcp") => (Transport::Tcp, rest),
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("tls") => (Transport::Tls, rest),
+        Some((scheme, rest)) if transport_named(scheme).is_ok() => {
+            (transport_named(scheme)?, rest)
+        }
         Some((scheme, rest))
             if !scheme.is_empty()
                 && scheme.bytes().all(|b| b.is_ascii_alphabetic())
                 && rest.parse::<SocketAddr>().is_ok() =>
         {
             return Err(format!(
-                "{text:?}: unknown transport {scheme:?}; expected udp:, tcp: or tls: before the address"
+                "{text:?}: unknown transport {scheme:?}; expected udp:, tcp:, tls:, ws: or wss: before the address"
             ))
         }
         _ => (Transport::Udp, text),
@@ -52,9 +70,9 @@ pub(super) fn parse_listener(text: &str) -> Result<Listener, String> {
 }
 
 /// The listeners of one `listen` value, checked together: exactly one UDP address (the proxy's
-/// own address in Via and Record-Route), at most one TCP and one TLS address.
+/// own address in Via and Record-Route), at most one TCP, TLS, WS and WSS address.
 pub(super) fn check_listeners(listeners: &[Listener]) -> Result<(), String> {
-    for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+    for t in TRANSPORTS {
         let n = listeners.iter().filter(|l| l.transport == t).count();
         if t == Transport::Udp && n != 1 {
             return Err(format!(
@@ -71,7 +89,7 @@ pub(super) fn check_listeners(listeners: &[Listener]) -> Result<(), String> {
             b.addr == a.addr && (a.transport == Transport::Udp) == (b.transport == Transport::Udp)
         }) {
             return Err(format!(
-                "{a}: the TCP and TLS listeners need different ports (both are TCP sockets)"
+                "{a}: the TCP, TLS, WS and WSS listeners need different ports (all are TCP sockets)"
             ));
         }
     }
@@ -202,6 +220,15 @@ mod tests {
             (l.transport, l.to_string().as_str()),
             (Transport::Tls, "tls:127.0.0.1:5061")
         );
+        let l = parse_listener("ws:127.0.0.1:8080").unwrap();
+        assert_eq!((l.transport, l.addr.port()), (Transport::Ws, 8080));
+        let l = parse_listener("WSS:[::1]:8443").unwrap();
+        assert_eq!(
+            (l.transport, l.to_string().as_str()),
+            (Transport::Wss, "wss:[::1]:8443")
+        );
+        assert_eq!(transport_named("WS"), Ok(Transport::Ws));
+        assert!(transport_named("sctp").is_err());
         assert!(parse_listener("sctp:127.0.0.1:5060")
             .unwrap_err()
             .contains("unknown transport"));
@@ -232,6 +259,23 @@ mod tests {
         );
         assert!(
             p(&["127.0.0.1:5060", "tcp:127.0.0.1:5070", "tls:127.0.0.1:5070"])
+                .unwrap_err()
+                .contains("different ports")
+        );
+        assert!(p(&[
+            "127.0.0.1:5060",
+            "tcp:127.0.0.1:5060",
+            "ws:127.0.0.1:8080",
+            "wss:127.0.0.1:8443"
+        ])
+        .is_ok());
+        assert!(
+            p(&["127.0.0.1:5060", "ws:127.0.0.1:8080", "ws:127.0.0.1:8081"])
+                .unwrap_err()
+                .contains("2 ws")
+        );
+        assert!(
+            p(&["127.0.0.1:5060", "tcp:127.0.0.1:8080", "ws:127.0.0.1:8080"])
                 .unwrap_err()
                 .contains("different ports")
         );

@@ -53,6 +53,7 @@ pub(super) struct RawConfig {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub tcp: RawTcp,
+    pub websocket: Option<super::websocket::RawWebsocket>,
     #[serde(default)]
     pub overload: super::overload::RawOverload,
 }
@@ -172,6 +173,7 @@ pub(super) struct RawDeviceClass {
     pub name: String,
     pub user_agent: Option<String>,
     pub contact_param: Option<String>,
+    pub transport: Option<OneOrMany<String>>,
 }
 
 #[derive(Deserialize)]

@@ -109,15 +109,17 @@ fn build_tls(
     e: &Errors<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<super::tls::TlsConfig>, ConfigError> {
-    let has_listener = server
-        .listeners
-        .iter()
-        .any(|l| l.transport == crate::core::transport::Transport::Tls);
+    let has_listener = server.listeners.iter().any(|l| {
+        matches!(
+            l.transport,
+            crate::core::transport::Transport::Tls | crate::core::transport::Transport::Wss
+        )
+    });
     let Some(raw) = raw else {
         return if has_listener {
             Err(e.at(
                 "server.listen",
-                "a tls: listener needs a [tls] section with cert and key (PEM files)",
+                "a tls: or wss: listener needs a [tls] section with cert and key (PEM files)",
             ))
         } else {
             Ok(None)
@@ -146,6 +148,8 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let server = build_server(raw.server, e, &mut warnings)?;
     let tls = build_tls(raw.tls, &server, e, &mut warnings)?;
     let tcp = super::listen::build_tcp(&raw.tcp).map_err(|(key, why)| e.at(key, why))?;
+    let websocket =
+        super::websocket::build(raw.websocket, &tcp).map_err(|(key, why)| e.at(key, why))?;
     let registrar = build_registrar(raw.registrar, e)?;
     let auth = build_auth(raw.auth, &server, e)?;
     let proxy = build_proxy(raw.proxy, e)?;
@@ -172,11 +176,20 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
                 })
             })
             .transpose()?;
+        let transport = c
+            .transport
+            .map_or(Ok(Vec::new()), |t| {
+                t.0.iter()
+                    .map(|name| super::listen::transport_named(name))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|why| e.at(&format!("device_classes[{i}].transport"), why))?;
         device_classes
             .add(DeviceClass {
                 name: c.name,
                 user_agent,
                 contact_param: c.contact_param,
+                transport,
             })
             .map_err(|why| e.at(&format!("device_classes[{i}]"), why))?;
     }
@@ -387,6 +400,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         warnings,
         tls,
         tcp,
+        websocket,
     })
 }
 

@@ -71,6 +71,9 @@ pub struct EngineConfig {
     pub stream_listen: Vec<SocketAddr>,
     /// For each of `stream_listen`: the rustls configuration when it accepts TLS.
     pub stream_tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    /// For each of `stream_listen`: the WebSocket settings when it serves WebSocket (`ws:`,
+    /// `wss:`; RFC 7118). Missing entries: none.
+    pub stream_ws: Vec<Option<Arc<crate::core::transport::ws::WsSettings>>>,
     /// Limits of the TCP connections.
     pub stream_options: stream::StreamOptions,
     /// The client configuration of TLS connections the shards open (`[tls] peer_ca`).
@@ -92,6 +95,7 @@ impl EngineConfig {
             steering: None,
             stream_listen: Vec::new(),
             stream_tls: Vec::new(),
+            stream_ws: Vec::new(),
             stream_options: stream::StreamOptions::default(),
             stream_tls_client: None,
         }
@@ -302,6 +306,7 @@ where
             .collect();
         let stream_options = config.stream_options;
         let tls_client = config.stream_tls_client.clone();
+        let stream_ws = config.stream_ws.clone();
         let flow_owners = flow_owners.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("sipfork-shard-{i}"))
@@ -322,6 +327,7 @@ where
                     match stream::Streams::new(shard_streams, stream_options) {
                         Ok(mut s) => {
                             s.set_tls_client(tls_client);
+                            s.set_websocket(stream_ws);
                             if let Some(owners) = flow_owners {
                                 s.share_owners(owners, id);
                             }

@@ -10,6 +10,7 @@
 //! - [`seq_fuzz`]: the `core_sequences` fuzz target: whole conversations of scripted phones
 //!   through one or two cores on a lossy network; every call ends.
 //! - [`build_checks`]: what the builder writes parses back to the fields it was built from.
+//! - [`ws_fuzz`]: the `ws_framer` fuzz target: the WebSocket codec fed a stream cut into reads.
 
 pub mod build_checks;
 pub mod core_fuzz;
@@ -18,3 +19,4 @@ pub mod phone;
 pub mod seq_fuzz;
 pub mod sim;
 pub mod sip_checks;
+pub mod ws_fuzz;

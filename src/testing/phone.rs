@@ -187,6 +187,9 @@ pub struct Phone {
     pub q: Option<String>,
     /// URI parameters of its Contact (`";transport=tcp"`: reach me over a connection).
     pub contact_params: String,
+    /// The host its Contact names instead of its address: a WebSocket client's
+    /// `….invalid` (RFC 7118 §5.2: it has no address of its own to give).
+    pub contact_host: Option<String>,
     /// Everything it received.
     pub inbox: Vec<(Instant, Vec<u8>)>,
     /// Calls it received.
@@ -216,6 +219,7 @@ impl Phone {
             registered: false,
             q: None,
             contact_params: String::new(),
+            contact_host: None,
             inbox: Vec::new(),
             incoming: Vec::new(),
             outgoing: Vec::new(),
@@ -256,12 +260,11 @@ impl Phone {
     }
 
     fn contact(&self) -> String {
-        format!(
-            "<sip:{}@{}{}>",
-            self.user,
-            self.advertised(),
-            self.contact_params
-        )
+        let host = match &self.contact_host {
+            Some(host) => host.clone(),
+            None => self.advertised().to_string(),
+        };
+        format!("<sip:{}@{}{}>", self.user, host, self.contact_params)
     }
 
     /// A REGISTER for its user (expires in seconds).

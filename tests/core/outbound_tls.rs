@@ -19,7 +19,7 @@ use sipfork::testing::sim::{PhoneId, World, DEFAULT_CONFIG};
 use sipfork::time::{ms, secs};
 
 /// A directory with a certificate for 127.0.0.1 (`cert.pem`, `key.pem`), made once per test.
-fn certificates(name: &str) -> PathBuf {
+pub(crate) fn certificates(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "sipfork-core-tls-out-{name}-{}",
         std::process::id()

@@ -109,6 +109,8 @@ pub struct Setup {
     /// Also listen on TLS (`"tls:…"` on [`Appliance::tls`]), with `[tls] cert = "cert.pem"`,
     /// `key = "key.pem"`: the test writes them into the appliance's directory before it starts.
     pub tls: bool,
+    /// More `listen` entries, as written (`"ws:127.0.0.1:8080"`).
+    pub extra_listen: Vec<String>,
     /// The address of the SIP and admin listeners (127.0.0.1 unless a test's namespace has
     /// another).
     pub ip: IpAddr,
@@ -131,6 +133,7 @@ impl Setup {
                 .into(),
             tcp: false,
             tls: false,
+            extra_listen: Vec::new(),
             ip: Ipv4Addr::LOCALHOST.into(),
             netns: None,
         }
@@ -210,10 +213,15 @@ impl Appliance {
 
     fn write_config(&self) {
         let s = &self.setup;
+        let extra: String = s
+            .extra_listen
+            .iter()
+            .map(|l| format!(", \"{l}\""))
+            .collect();
         let listen = match (s.tcp, s.tls) {
-            (false, false) => format!("\"{}\"", self.sip),
+            (false, false) if extra.is_empty() => format!("\"{}\"", self.sip),
             (tcp, tls) => format!(
-                "[\"udp:{0}\"{1}{2}]",
+                "[\"udp:{0}\"{1}{2}{extra}]",
                 self.sip,
                 if tcp {
                     format!(", \"tcp:{}\"", self.sip)

@@ -126,7 +126,10 @@ impl Transport {
 
     /// A binding over a connection (reachable only over its flow while it is open).
     pub fn is_flow(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Tls)
+        matches!(
+            self,
+            Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss
+        )
     }
 
     fn from_code(code: u8) -> Option<Transport> {
@@ -140,6 +143,8 @@ impl From<crate::core::transport::Transport> for Transport {
             crate::core::transport::Transport::Udp => Transport::Udp,
             crate::core::transport::Transport::Tcp => Transport::Tcp,
             crate::core::transport::Transport::Tls => Transport::Tls,
+            crate::core::transport::Transport::Ws => Transport::Ws,
+            crate::core::transport::Transport::Wss => Transport::Wss,
         }
     }
 }

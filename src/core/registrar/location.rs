@@ -333,7 +333,9 @@ impl LocationTable {
     /// A binding registered over TCP or TLS is left out unless its flow is open in `flows`
     /// (sipfork opens no new connection to it; `core::transport::outbound` connects only to
     /// bindings registered over UDP whose Contact asks for TCP or TLS). `sips:` Contacts are
-    /// listed here; the core rings them only with TLS out (`outbound::reachable`).
+    /// listed here; the core rings them only with TLS out (`outbound::reachable`). A Contact
+    /// asking for WS or WSS is targeted only when it was registered over a WebSocket flow that
+    /// is still open (sipfork never opens a WebSocket).
     pub fn targets<'a, 'f>(
         &'a self,
         number: &[u8],
@@ -348,7 +350,13 @@ impl LocationTable {
                 let c = b.contact();
                 (c.get(..4).is_some_and(|s| s.eq_ignore_ascii_case(b"sip:"))
                     || c.get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"sips:")))
-                    && (!b.transport().is_flow() || flows.get(b.dest()).is_some())
+                    && if b.transport().is_flow() {
+                        flows.get(b.dest()).is_some()
+                    } else {
+                        // A WS Contact is reached only over the WebSocket it registered on
+                        // (RFC 7118 §5.2; its host is often `.invalid`): never over UDP.
+                        !crate::core::transport::outbound::wanted(c).is_websocket()
+                    }
             })
             .map(|b| Target {
                 contact: b.contact(),

@@ -411,7 +411,7 @@ impl Registrar {
 
         let header_expires = msg.expires().map_err(|_| Reject::BadExpires)?;
         let r = &cx.cfg.registrar;
-        let class = device_class(cx.cfg, msg);
+        let class = device_class(cx.cfg, cx.arrival, msg);
         let rules = Rules {
             header_expires,
             default_expires: secs_u32(r.default_expires),
@@ -813,15 +813,15 @@ fn write_contact_row(out: &mut Vec<u8>, b: &Binding, now_us: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The device class of a REGISTER (`[[device_classes]]`): its User-Agent, or a parameter on any
-/// of its Contacts.
-fn device_class(cfg: &Config, msg: &Message<'_>) -> u8 {
+/// The device class of a REGISTER (`[[device_classes]]`): its User-Agent, a parameter on any
+/// of its Contacts, or the transport it came over.
+fn device_class(cfg: &Config, arrival: crate::core::transport::Transport, msg: &Message<'_>) -> u8 {
     let classes = &cfg.device_classes;
     if classes.len() <= 1 {
         return 0;
     }
     let user_agent = msg.user_agent().unwrap_or(b"");
-    classes.classify(user_agent, |param| {
+    classes.classify_over(arrival, user_agent, |param| {
         msg.contacts().filter_map(Result::ok).any(|c| match c {
             crate::sip::ContactValue::Addr(c) => c.addr.params.get(param).is_some(),
             crate::sip::ContactValue::Star => false,

@@ -88,9 +88,31 @@ pub struct Framer {
     consumed: usize,
     /// Header block length and body length of the message at the front, once known.
     pending: Option<(usize, usize)>,
+    rate: Rate,
+    failed: Option<FrameError>,
+}
+
+/// Messages counted per one-second window (the connections' `max_per_second` limits).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Rate {
     window: Option<Instant>,
     in_window: u32,
-    failed: Option<FrameError>,
+}
+
+impl Rate {
+    /// Counts one message at `now`; false when that makes more than `max` in its second.
+    pub(super) fn admit(&mut self, now: Instant, max: u32) -> bool {
+        match self.window {
+            Some(start) if now.saturating_since(start) < Duration::from_secs(1) => {
+                self.in_window += 1;
+            }
+            _ => {
+                self.window = Some(now);
+                self.in_window = 1;
+            }
+        }
+        self.in_window <= max
+    }
 }
 
 impl Framer {
@@ -101,8 +123,7 @@ impl Framer {
             buf: Vec::new(),
             consumed: 0,
             pending: None,
-            window: None,
-            in_window: 0,
+            rate: Rate::default(),
             failed: None,
         }
     }
@@ -156,19 +177,10 @@ impl Framer {
     }
 
     fn count(&mut self, now: Instant) -> Result<(), FrameError> {
-        match self.window {
-            Some(start) if now.saturating_since(start) < Duration::from_secs(1) => {
-                self.in_window += 1;
-            }
-            _ => {
-                self.window = Some(now);
-                self.in_window = 1;
-            }
-        }
-        if self.in_window > self.limits.max_per_second {
-            Err(FrameError::TooManyMessages)
-        } else {
+        if self.rate.admit(now, self.limits.max_per_second) {
             Ok(())
+        } else {
+            Err(FrameError::TooManyMessages)
         }
     }
 
@@ -228,6 +240,12 @@ enum Scanned {
 /// The `Content-Length` (or compact `l`) of a header block, without its empty line. Folded
 /// lines (RFC 3261 §7.3.1) start with whitespace and are never a header name.
 fn content_length(block: &[u8]) -> Result<usize, FrameError> {
+    content_length_if_any(block)?.ok_or(FrameError::BadContentLength)
+}
+
+/// As [`content_length`], `None` when the header block has none (a WebSocket message needs
+/// none: the message is the frame, RFC 7118 §5).
+pub(super) fn content_length_if_any(block: &[u8]) -> Result<Option<usize>, FrameError> {
     let mut found: Option<usize> = None;
     for line in block.split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -250,7 +268,7 @@ fn content_length(block: &[u8]) -> Result<usize, FrameError> {
         }
         found = Some(n);
     }
-    found.ok_or(FrameError::BadContentLength)
+    Ok(found)
 }
 
 fn trim(s: &[u8]) -> &[u8] {

@@ -1,14 +1,16 @@
 //! Transports beside UDP: what a flow is carried on, and the sans-IO stream framer that cuts a
-//! TCP or TLS byte stream into SIP messages (RFC 3261 §18.3).
+//! TCP or TLS byte stream into SIP messages (RFC 3261 §18.3), and the WebSocket handshake and frame
+//! codec ([`ws`], RFC 6455 / RFC 7118) that does the same for a WS or WSS connection.
 //!
 //! Plain values and state machines only: the engine owns the sockets and the TLS sessions and
-//! feeds the bytes it read to a [`framer::Framer`] per connection.
+//! feeds the bytes it read to a [`framer::Framer`] (or a [`ws::WsCodec`]) per connection.
 
 pub mod flows;
 pub mod framer;
 pub mod ours;
 pub mod outbound;
 pub mod record_route;
+pub mod ws;
 
 use std::fmt;
 
@@ -21,6 +23,10 @@ pub enum Transport {
     Tcp,
     /// TLS on a TCP connection.
     Tls,
+    /// WebSocket on a TCP connection (RFC 7118): one SIP message per WebSocket message.
+    Ws,
+    /// WebSocket on TLS (RFC 7118 `wss`).
+    Wss,
 }
 
 impl Transport {
@@ -30,12 +36,20 @@ impl Transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
         }
     }
 
-    /// A byte stream (framed by Content-Length), not datagrams.
+    /// A connection (reliable, a flow with one peer), not datagrams: TCP and TLS framed by
+    /// Content-Length, WS and WSS by WebSocket messages.
     pub fn is_stream(self) -> bool {
         !matches!(self, Transport::Udp)
+    }
+
+    /// WebSocket (WS or WSS): clients always connect in, sipfork never opens one.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
     }
 }
 
@@ -45,6 +59,8 @@ impl fmt::Display for Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
         })
     }
 }

@@ -23,7 +23,8 @@ use super::Transport;
 use crate::core::context::Cx;
 
 /// The transport a target's URI asks for: TLS for a `sips:` URI or a `sip:` URI with
-/// `;transport=tls`, TCP for a `sip:` URI with `;transport=tcp`, else UDP.
+/// `;transport=tls`, TCP for a `sip:` URI with `;transport=tcp`, WS or WSS for `;transport=ws`
+/// or `wss` (never connected to: [`enabled_for`]), else UDP.
 pub fn wanted(uri: &[u8]) -> Transport {
     // Most Contacts name no transport: a scan, no parse, on every call's targets.
     if !is_sips(uri)
@@ -34,14 +35,21 @@ pub fn wanted(uri: &[u8]) -> Transport {
         return Transport::Udp;
     }
     match crate::sip::Uri::parse(uri) {
-        Ok(crate::sip::Uri::Sip(u)) if u.secure => Transport::Tls,
+        Ok(crate::sip::Uri::Sip(u)) if u.secure && !wants_ws(&u) => Transport::Tls,
         Ok(crate::sip::Uri::Sip(u)) => match u.transport() {
             Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
             Some(t) if t.eq_ignore_ascii_case(b"tls") => Transport::Tls,
+            Some(t) if t.eq_ignore_ascii_case(b"ws") => Transport::Ws,
+            Some(t) if t.eq_ignore_ascii_case(b"wss") => Transport::Wss,
             _ => Transport::Udp,
         },
         _ => Transport::Udp,
     }
+}
+
+fn wants_ws(u: &crate::sip::SipUri<'_>) -> bool {
+    u.transport()
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"ws") || t.eq_ignore_ascii_case(b"wss"))
 }
 
 fn is_sips(uri: &[u8]) -> bool {
@@ -50,11 +58,12 @@ fn is_sips(uri: &[u8]) -> bool {
 }
 
 /// Whether this configuration opens connections over `t`: a `tcp:` listen address for TCP;
-/// a `tls:` one and `[tls] peer_ca` for TLS (never an unverified connection).
+/// a `tls:` one and `[tls] peer_ca` for TLS (never an unverified connection); never for WS or
+/// WSS (RFC 7118: clients connect in; a device is reached over the connection it opened).
 pub fn enabled_for(cfg: &crate::config::Config, t: Transport) -> bool {
     let listener = cfg.server.listeners.iter().any(|l| l.transport == t);
     match t {
-        Transport::Udp => false,
+        Transport::Udp | Transport::Ws | Transport::Wss => false,
         Transport::Tcp => listener,
         Transport::Tls => listener && cfg.tls.as_ref().is_some_and(|c| c.connects()),
     }
@@ -107,6 +116,12 @@ mod tests {
         assert_eq!(wanted(b"sips:1001@127.0.0.1;transport=tcp"), Transport::Tls);
         assert_eq!(wanted(b"SIPS:1001@127.0.0.1:5061"), Transport::Tls);
         assert_eq!(wanted(b"sip:1001@127.0.0.1;transport=sctp"), Transport::Udp);
+        assert_eq!(
+            wanted(b"sip:abc@df7jal23ls0d.invalid;transport=ws"),
+            Transport::Ws
+        );
+        assert_eq!(wanted(b"sip:abc@192.0.2.1;transport=WSS"), Transport::Wss);
+        assert_eq!(wanted(b"sips:abc@192.0.2.1;transport=wss"), Transport::Wss);
         assert_eq!(wanted(b"tel:+4930123"), Transport::Udp);
         assert_eq!(wanted(b"garbage"), Transport::Udp);
     }

@@ -19,9 +19,13 @@
 //! Limits, each counted in [`StreamStats`] when it closes a connection: the framer's (header
 //! block, body, messages per second), an idle timeout, connections per source address and per
 //! shard, and unsent bytes per connection (a peer that does not read).
+//!
+//! A listener marked for WebSocket ([`Streams::set_websocket`], `ws:` and `wss:`) serves
+//! RFC 7118 instead of Content-Length framing: see [`ws`].
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod owners;
+mod ws;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -132,6 +136,11 @@ pub struct StreamStats {
     /// Connections not opened: the shard holds `max_outbound` already, or a TLS target without
     /// a TLS client configuration (a failure too).
     pub refused_outbound,
+    /// WebSocket connections upgraded (the `101` sent).
+    pub ws_upgraded,
+    /// WebSocket upgrades refused with a 4xx (no `sip` subprotocol, a bad version or key, an
+    /// Origin not allowed, not a WebSocket upgrade); one over the size limit counts as oversize.
+    pub ws_refused,
 }
 }
 
@@ -195,6 +204,8 @@ struct Conn {
     connecting: Option<Instant>,
     /// Opened by this shard (counts toward `max_outbound`, not per source).
     outbound: bool,
+    /// Accepted on a WebSocket listener: WebSocket framing instead of the framer's.
+    ws: Option<Box<ws::WsConn>>,
 }
 
 impl Conn {
@@ -221,14 +232,24 @@ impl Conn {
             closing: None,
             connecting,
             outbound: connecting.is_some(),
+            ws: None,
         }
     }
 
     fn transport(&self) -> Transport {
-        if self.tls.is_some() {
-            Transport::Tls
-        } else {
-            Transport::Tcp
+        match (self.ws.is_some(), self.tls.is_some()) {
+            (true, true) => Transport::Wss,
+            (true, false) => Transport::Ws,
+            (false, true) => Transport::Tls,
+            (false, false) => Transport::Tcp,
+        }
+    }
+
+    /// Bytes read (decrypted) into the framer, or the WebSocket codec.
+    fn push(&mut self, plain: &[u8]) {
+        match self.ws.as_mut() {
+            Some(ws) => ws.push(plain),
+            None => self.framer.push(plain),
         }
     }
 }
@@ -241,6 +262,8 @@ enum Close {
     Framing(FrameError),
     Unsent,
     Tls,
+    /// A WebSocket handshake refused, or a bad WebSocket frame or message.
+    Ws(crate::core::transport::ws::WsError),
 }
 
 /// A shard's TCP listeners and connections.
@@ -275,6 +298,8 @@ pub struct Streams {
     /// The client configuration of TLS connections this shard opens (`[tls] peer_ca`); `None`:
     /// none is opened.
     tls_client: Option<Arc<rustls::ClientConfig>>,
+    /// For each listener (by index): the WebSocket settings when it serves WebSocket.
+    websocket: Vec<Option<Arc<crate::core::transport::ws::WsSettings>>>,
 }
 
 /// A reload's new `[tls]` for the shards: the listeners' server configuration and the client
@@ -344,6 +369,7 @@ impl Streams {
             outbound: 0,
             now: Instant::ZERO,
             tls_client: None,
+            websocket: Vec::new(),
         })
     }
 
@@ -359,6 +385,15 @@ impl Streams {
     /// certificate with `config`; `None`: no TLS connection is opened (a TLS transmit fails).
     pub fn set_tls_client(&mut self, config: Option<Arc<rustls::ClientConfig>>) {
         self.tls_client = config;
+    }
+
+    /// Marks listeners (by index, as given to [`Streams::new`]) that serve WebSocket (RFC 7118):
+    /// `Some(settings)` for a `ws:` listener, or a `wss:` one (which has a TLS configuration).
+    pub fn set_websocket(
+        &mut self,
+        per_listener: Vec<Option<Arc<crate::core::transport::ws::WsSettings>>>,
+    ) {
+        self.websocket = per_listener;
     }
 
     /// Connections accepted on this shard's TLS listeners, and TLS connections it opens, from
@@ -467,7 +502,9 @@ impl Streams {
             if flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
                 match self.read(slot, now, deliver) {
                     Ok(n) => delivered += n,
-                    Err(why @ Close::Framing(_)) => self.close_after_answers(slot, why),
+                    Err(why @ (Close::Framing(_) | Close::Ws(_))) => {
+                        self.close_after_answers(slot, why)
+                    }
                     Err(why) => self.close(slot, why),
                 }
             }
@@ -526,14 +563,14 @@ impl Streams {
                 self.free.push(slot);
                 continue;
             }
-            self.conns[slot] = Some(Conn::new(
-                sock,
-                tls,
-                (peer, local),
-                self.opts.limits,
-                now,
-                None,
-            ));
+            let mut conn = Conn::new(sock, tls, (peer, local), self.opts.limits, now, None);
+            conn.ws = self
+                .websocket
+                .get(index)
+                .cloned()
+                .flatten()
+                .map(ws::WsConn::new);
+            self.conns[slot] = Some(conn);
             // A peer reconnecting from the same address replaces its old connection's entry.
             if let Some(old) = self.by_peer.insert(peer, slot) {
                 self.close_slot_only(old);
@@ -569,10 +606,10 @@ impl Streams {
                 Err(_) => return Err(Close::Peer),
             };
             match conn.tls.as_mut() {
-                None => conn.framer.push(&self.read_buf[..n]),
+                None => conn.push(&self.read_buf[..n]),
                 Some(tls) => {
                     let plain = decrypt(tls, &self.read_buf[..n])?;
-                    conn.framer.push(&plain);
+                    conn.push(&plain);
                 }
             }
             total += n;
@@ -706,6 +743,7 @@ impl Streams {
         };
         if (transport == Transport::Tls && tls.is_none())
             || transport == Transport::Udp
+            || transport.is_websocket() // clients connect in (RFC 7118); never opened
             || self.outbound >= self.opts.max_outbound
         {
             self.stats.refused_outbound += 1;
@@ -717,8 +755,13 @@ impl Streams {
         let local = self
             .listeners
             .iter()
-            .find(|(_, a, l)| l.is_some() == tls.is_some() && a.is_ipv4() == peer.is_ipv4())
-            .map(|(_, a, _)| *a);
+            .enumerate()
+            .find(|(i, (_, a, l))| {
+                l.is_some() == tls.is_some()
+                    && a.is_ipv4() == peer.is_ipv4()
+                    && self.websocket.get(*i).is_none_or(Option::is_none)
+            })
+            .map(|(_, (_, a, _))| *a);
         let started = (|| -> io::Result<TcpStream> {
             let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
             socket.set_nonblocking(true)?;
@@ -835,6 +878,14 @@ impl Streams {
     fn write(&mut self, slot: usize, plain: &[u8]) -> Result<(), Close> {
         let Some(conn) = self.conns[slot].as_mut() else {
             return Ok(());
+        };
+        let framed;
+        let plain = match conn.ws.as_mut() {
+            Some(ws) => {
+                framed = ws.wrap(plain);
+                &framed[..]
+            }
+            None => plain,
         };
         let records;
         let bytes = match conn.tls.as_mut() {
@@ -960,6 +1011,9 @@ impl Streams {
     }
 
     fn close(&mut self, slot: usize, why: Close) {
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+            send_farewell(conn, why);
+        }
         let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
             return;
         };
@@ -980,6 +1034,7 @@ impl Streams {
             Close::Framing(e) if e.is_oversize() => self.stats.closed_oversize += 1,
             Close::Framing(FrameError::TooManyMessages) => self.stats.closed_over_limit += 1,
             Close::Framing(_) => self.stats.closed_bad_framing += 1,
+            Close::Ws(e) => ws::count_close(e, &mut self.stats),
         }
         if let Some(conn) = &self.conns[slot] {
             if self.by_peer.get(&conn.peer) == Some(&slot) {
@@ -1022,6 +1077,44 @@ impl Streams {
     }
 }
 
+/// A WebSocket connection's last words ([`ws::WsConn::farewell`]), written as far as the
+/// socket takes them at once (through its TLS session for `wss:`).
+fn send_farewell(conn: &mut Conn, why: Close) {
+    let Some(ws) = conn.ws.as_mut() else {
+        return;
+    };
+    let mut bytes = ws.farewell(why);
+    if bytes.is_empty() {
+        return;
+    }
+    if let Some(tls) = conn.tls.as_mut() {
+        if tls.writer().write_all(&bytes).is_err() {
+            return;
+        }
+        tls.send_close_notify();
+        bytes.clear();
+        while tls.wants_write() {
+            if tls.write_tls(&mut bytes).is_err() {
+                return;
+            }
+        }
+    }
+    let mut rest = &conn.unsent[..];
+    let joined;
+    if !rest.is_empty() {
+        joined = [rest, &bytes[..]].concat();
+        rest = &joined;
+    } else {
+        rest = &bytes;
+    }
+    while !rest.is_empty() {
+        match conn.sock.write(rest) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => rest = &rest[n..],
+        }
+    }
+}
+
 /// Whether `conn` is a TLS connection this shard opened whose handshake is not done.
 fn handshaking_out(conn: &Conn) -> bool {
     conn.outbound && conn.tls.as_ref().is_some_and(|t| t.is_handshaking())
@@ -1037,6 +1130,9 @@ fn drain(
     delivered: &mut usize,
     pongs: &mut usize,
 ) -> Result<(), Close> {
+    if conn.ws.is_some() {
+        return ws::drain(conn, now, deliver, stats, delivered);
+    }
     let transport = conn.transport();
     loop {
         match conn.framer.next_frame(now) {
@@ -1093,3 +1189,6 @@ mod tests;
 
 #[cfg(test)]
 mod outbound_tests;
+
+#[cfg(test)]
+mod ws_tests;

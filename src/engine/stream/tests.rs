@@ -38,7 +38,7 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Reads until the peer closes (true) or `want` bytes arrived (false).
-fn read_n(s: &mut TcpStream, want: usize) -> (Vec<u8>, bool) {
+pub(super) fn read_n(s: &mut TcpStream, want: usize) -> (Vec<u8>, bool) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while got.len() < want {
@@ -52,12 +52,16 @@ fn read_n(s: &mut TcpStream, want: usize) -> (Vec<u8>, bool) {
     (got, false)
 }
 
-fn total(engine: &Engine<Reflector>, f: impl Fn(&super::StreamStats) -> u64) -> u64 {
+pub(super) fn total(engine: &Engine<Reflector>, f: impl Fn(&super::StreamStats) -> u64) -> u64 {
     engine.stats().iter().map(|s| f(&s.streams)).sum()
 }
 
 /// Waits (bounded) until a counter reaches `want` (the shards publish once per turn).
-fn wait_for(engine: &Engine<Reflector>, want: u64, f: impl Fn(&super::StreamStats) -> u64) {
+pub(super) fn wait_for(
+    engine: &Engine<Reflector>,
+    want: u64,
+    f: impl Fn(&super::StreamStats) -> u64,
+) {
     for _ in 0..200 {
         if total(engine, &f) >= want {
             return;
@@ -158,10 +162,10 @@ fn limits_close_connections_and_count() {
     engine.shutdown().unwrap();
 }
 
-#[test]
-fn tls_messages_and_keepalives_come_back_encrypted_on_their_connection() {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-    use std::sync::Arc;
+/// A server configuration with a certificate generated for 127.0.0.1, and a client
+/// configuration trusting only that certificate.
+pub(super) fn tls_pair() -> (rustls::ServerConfig, std::sync::Arc<rustls::ClientConfig>) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
     let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
     let cert = CertificateDer::from(generated.cert.der().to_vec());
@@ -172,11 +176,18 @@ fn tls_messages_and_keepalives_come_back_encrypted_on_their_connection() {
         .unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
-    let client = Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (server, std::sync::Arc::new(client))
+}
+
+#[test]
+fn tls_messages_and_keepalives_come_back_encrypted_on_their_connection() {
+    use rustls::pki_types::ServerName;
+    use std::sync::Arc;
+
+    let (server, client) = tls_pair();
     for kind in [IoKind::Mmsg, IoKind::Uring] {
         let cfg = EngineConfig {
             io: kind,
