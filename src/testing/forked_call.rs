@@ -275,10 +275,7 @@ impl ForkedCall {
             return;
         }
         let round = self.calls;
-        let (via, param) = (
-            self.devices_over.via_token(),
-            transport_param(self.devices_over),
-        );
+        let (via, param) = (self.devices_over.via_token(), self.devices_over.param());
         for i in 0..DEVICES {
             let addr = device(i);
             let register = format!(
@@ -490,7 +487,7 @@ fn device_response(
     let mut extra = format!(
         "Contact: <sip:1000@{};transport={}>\r\n",
         device(i),
-        transport_param(over)
+        over.param()
     )
     .into_bytes();
     if status < 300 {
@@ -513,15 +510,6 @@ fn device_response(
         &mut out,
     );
     out
-}
-
-/// The `transport` URI parameter's value for `t`.
-fn transport_param(t: Transport) -> &'static str {
-    match t {
-        Transport::Udp => "udp",
-        Transport::Tcp => "tcp",
-        Transport::Tls => "tls",
-    }
 }
 
 /// The caller's ACK or BYE in the dialog the 200 `answer` set up (§12.2.1.1): the answer's
