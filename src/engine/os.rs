@@ -28,27 +28,66 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Hands memory the allocator holds but no longer uses back to the OS (glibc `malloc_trim`).
-/// For after a rare, large, short-lived allocation such as a compaction's replay, whose freed
-/// pages glibc would otherwise keep in a thread arena for the life of the process.
+/// Hands memory the allocator holds but no longer uses back to the OS now rather than after its
+/// decay time (jemalloc: purge every arena; glibc, in fuzz builds: `malloc_trim`). For after a
+/// rare, large, short-lived allocation such as a compaction's replay.
 pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", not(fuzzing)))]
+    {
+        // `arena.<MALLCTL_ARENAS_ALL>.purge`: a command without a value.
+        const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
+        // SAFETY: a NUL-terminated name and no old or new value: jemalloc reads and writes no
+        // memory of ours.
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                PURGE_ALL.as_ptr().cast(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            );
+        }
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu", fuzzing))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer is passed.
     unsafe {
         libc::malloc_trim(0);
     }
 }
 
-/// Heap bytes the allocator has handed out and not had back (glibc `mallinfo2`: chunks in use
-/// plus mmapped blocks); `None` off glibc. Unlike resident memory it falls when state is freed.
+/// Heap bytes the allocator has handed out and not had back (jemalloc `stats.allocated`; glibc
+/// `mallinfo2` in fuzz builds); `None` elsewhere. Unlike resident memory it falls when state is
+/// freed.
 pub fn heap_in_use() -> Option<u64> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", not(fuzzing)))]
+    {
+        // The statistics are a snapshot taken when the epoch advances.
+        tikv_jemalloc_ctl::epoch::advance().ok()?;
+        tikv_jemalloc_ctl::stats::allocated::read()
+            .ok()
+            .map(|b| b as u64)
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu", fuzzing))]
     {
         // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
         let m = unsafe { libc::mallinfo2() };
         Some((m.uordblks + m.hblkhd) as u64)
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// Bytes of the allocator's pages that hold data (jemalloc `stats.resident`): what the heap
+/// costs in resident memory, freed-but-not-yet-purged pages included; `None` without jemalloc.
+pub fn heap_resident() -> Option<u64> {
+    #[cfg(all(target_os = "linux", not(fuzzing)))]
+    {
+        tikv_jemalloc_ctl::epoch::advance().ok()?;
+        tikv_jemalloc_ctl::stats::resident::read()
+            .ok()
+            .map(|b| b as u64)
+    }
+    #[cfg(not(all(target_os = "linux", not(fuzzing))))]
     None
 }
 
@@ -128,7 +167,69 @@ mod tests {
         assert_ne!(a, [0u8; 32]);
     }
 
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    /// The soak's RSS step (`loadtest/README.md` run 6): message-sized buffers with lifetimes from
+    /// milliseconds to Timer J/K's 32 s, whose sizes all grow a little at once (every Call-ID
+    /// gains a digit at call 1,000,000). The allocator must not keep pages for the old sizes
+    /// once their buffers are gone: the pages it holds for live data (`stats.active`) come back
+    /// to what the same live set needed before the shift. (glibc's malloc grew its heap top by
+    /// 2.1 MB per shard here and kept it; this measures the allocator the binaries run on.)
+    #[cfg(all(target_os = "linux", not(fuzzing)))]
+    #[test]
+    fn a_shift_in_message_sizes_leaves_no_pages_behind() {
+        use tikv_jemalloc_ctl::raw;
+        // Run on its own thread bound to an arena of its own: other tests allocate at the same
+        // time, and the arena's active pages are this workload's alone.
+        std::thread::spawn(|| {
+            // SAFETY: `arenas.create` reads an unsigned (the new arena's index), `thread.arena`
+            // writes one, and `stats.arenas.<i>.pactive` reads a size_t, as the names' types are.
+            let arena: u32 = unsafe { raw::read(b"arenas.create\0") }.unwrap();
+            unsafe { raw::write(b"thread.arena\0", arena) }.unwrap();
+            let pactive = format!("stats.arenas.{arena}.pactive\0");
+            let active = || -> usize {
+                tikv_jemalloc_ctl::epoch::advance().unwrap();
+                // SAFETY: as above.
+                unsafe { raw::read(pactive.as_bytes()) }.unwrap()
+            };
+            const LIVE: usize = 40_000;
+            // A live set like a shard's: short-lived messages in FIFO order, every 8th one kept
+            // four rounds (an INVITE held until its dialog's BYE), pinning its neighbours' pages.
+            let mut ring: Vec<Option<Box<[u8]>>> = (0..LIVE).map(|_| None).collect();
+            let mut held: std::collections::VecDeque<Box<[u8]>> = Default::default();
+            let mut churn = |ring: &mut Vec<Option<Box<[u8]>>>, base: usize, rounds: usize| {
+                for round in 0..rounds {
+                    for (i, slot) in ring.iter_mut().enumerate() {
+                        let len = base + (i * 7) % 180;
+                        let msg = vec![(i + round) as u8; len].into_boxed_slice();
+                        if let Some(old) = slot.replace(msg) {
+                            if i % 8 == 0 {
+                                held.push_back(old);
+                                if held.len() > 4 * LIVE / 8 {
+                                    held.pop_front();
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            churn(&mut ring, 560, 6);
+            let before = active();
+            // Every message three bytes longer from now on.
+            churn(&mut ring, 563, 6);
+            let after = active();
+            // Pages. 40,000 live buffers of ~650 bytes plus 20,000 held: ~39 MB live. Three
+            // bytes more each is ~0.2 MB; glibc's kept heap top was ~4 % of the live set.
+            assert!(before > 5_000, "{before} pages: the workload ran elsewhere");
+            assert!(
+                after <= before + before / 100 + 256,
+                "active pages {before} -> {after} after the size shift"
+            );
+            std::hint::black_box((&ring, &held));
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[cfg(all(target_os = "linux", not(fuzzing)))]
     #[test]
     fn heap_in_use_rises_with_live_state_and_falls_when_it_is_freed() {
         let before = heap_in_use().unwrap();
