@@ -16,20 +16,12 @@
 //! - `testing` (feature `testing`): invariant checks and harnesses shared by tests, benches, fuzz.
 #![warn(missing_docs)]
 
-/// The allocator of every binary built on this crate (sipfork, its tests, the harness): jemalloc.
-///
-/// A proxy's heap is mostly message-sized buffers that live from milliseconds to Timer J/K's
-/// 32 s. glibc's malloc keeps them in one contiguous heap per thread and never returns a free
-/// page inside it; when the traffic's message sizes shift (every Call-ID growing a digit, say), the
-/// new sizes do not fit the old holes, the heap grows at its top while the holes are still
-/// pinned by live neighbours, and the resident high-water mark stays for the life of the process
-/// (the soak's one-time RSS step at 34 minutes, `loadtest/README.md` run 6). jemalloc keeps each
-/// size class on its own pages and purges pages no class uses after its decay time, so resident
-/// memory follows the live state. `engine::os::heap_in_use` reads its statistics. Fuzz builds
-/// (`cfg(fuzzing)`) keep the system allocator, which the sanitizers instrument.
-#[cfg(all(target_os = "linux", not(fuzzing)))]
+/// The unit tests run on the `sipfork` binary's allocator, jemalloc (`src/main.rs`), so that
+/// `engine::os` can test what the binary relies on. Benches and examples keep their own (some
+/// count allocations).
+#[cfg(all(test, target_os = "linux"))]
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static TEST_ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub mod app;
 pub mod config;

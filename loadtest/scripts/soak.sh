@@ -122,9 +122,10 @@ kill $SAMPLER 2>/dev/null || true
 cat "$OUT/soak.txt" | tail -5
 cat "$OUT/after-drain.txt"
 # Growth after warm-up: the first sample at or after 300 s against the last one during the load.
-# VmRSS counts the journal's mapped pages (file-backed) and keeps the high-water mark of freed heap
-# (glibc does not return it); RssAnon leaves the mapping out, and the heap in use (glibc
-# mallinfo2, sipfork_heap_in_use_bytes) is the live state itself: a leak grows all three.
+# VmRSS counts the journal's mapped pages (file-backed) and the allocator's freed pages not yet
+# purged (jemalloc purges them within its 10-s decay; docs/memory.md); RssAnon leaves the mapping
+# out, and the heap in use (jemalloc stats.allocated, sipfork_heap_in_use_bytes) is the live state
+# itself: a leak grows all three.
 growth() {
   awk -F'\t' -v dur="$DUR" -v col="$1" -v what="$2" 'NR > 1 && $1 >= 300 && !w { w = $col } NR > 1 && $1 <= dur { last = $col }
     END { if (w) printf "%s after warm-up %d kB, at the end %d kB: %+.2f %%\n", what, w, last, 100 * (last - w) / w }' "$OUT/samples.tsv"

@@ -29,10 +29,11 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
 }
 
 /// Hands memory the allocator holds but no longer uses back to the OS now rather than after its
-/// decay time (jemalloc: purge every arena; glibc, in fuzz builds: `malloc_trim`). For after a
-/// rare, large, short-lived allocation such as a compaction's replay.
+/// decay time: jemalloc's arenas (the binary's allocator, `src/main.rs`) are purged, and glibc's
+/// heap is trimmed (`malloc_trim`: what a process on the system allocator, or a C library in
+/// this one, keeps). For after a rare, large, short-lived allocation such as a compaction's replay.
 pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", not(fuzzing)))]
+    #[cfg(target_os = "linux")]
     {
         // `arena.<MALLCTL_ARENAS_ALL>.purge`: a command without a value.
         const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
@@ -48,47 +49,41 @@ pub fn release_free_memory() {
             );
         }
     }
-    #[cfg(all(target_os = "linux", target_env = "gnu", fuzzing))]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer is passed.
     unsafe {
         libc::malloc_trim(0);
     }
 }
 
-/// Heap bytes the allocator has handed out and not had back (jemalloc `stats.allocated`; glibc
-/// `mallinfo2` in fuzz builds); `None` elsewhere. Unlike resident memory it falls when state is
-/// freed.
+/// Heap bytes the allocator has handed out and not had back (jemalloc `stats.allocated`, the
+/// `sipfork` binary's allocator); `None` off Linux. Unlike resident memory it falls when state
+/// is freed.
 pub fn heap_in_use() -> Option<u64> {
-    #[cfg(all(target_os = "linux", not(fuzzing)))]
+    #[cfg(target_os = "linux")]
     {
-        // The statistics are a snapshot taken when the epoch advances.
-        tikv_jemalloc_ctl::epoch::advance().ok()?;
-        tikv_jemalloc_ctl::stats::allocated::read()
-            .ok()
-            .map(|b| b as u64)
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu", fuzzing))]
-    {
-        // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
-        let m = unsafe { libc::mallinfo2() };
-        Some((m.uordblks + m.hblkhd) as u64)
+        jemalloc_stat(tikv_jemalloc_ctl::stats::allocated::read)
     }
     #[cfg(not(target_os = "linux"))]
     None
 }
 
 /// Bytes of the allocator's pages that hold data (jemalloc `stats.resident`): what the heap
-/// costs in resident memory, freed-but-not-yet-purged pages included; `None` without jemalloc.
+/// costs in resident memory, freed-but-not-yet-purged pages included; `None` off Linux.
 pub fn heap_resident() -> Option<u64> {
-    #[cfg(all(target_os = "linux", not(fuzzing)))]
+    #[cfg(target_os = "linux")]
     {
-        tikv_jemalloc_ctl::epoch::advance().ok()?;
-        tikv_jemalloc_ctl::stats::resident::read()
-            .ok()
-            .map(|b| b as u64)
+        jemalloc_stat(tikv_jemalloc_ctl::stats::resident::read)
     }
-    #[cfg(not(all(target_os = "linux", not(fuzzing))))]
+    #[cfg(not(target_os = "linux"))]
     None
+}
+
+/// One of jemalloc's statistics, as of now (they are a snapshot taken when the epoch advances).
+#[cfg(target_os = "linux")]
+fn jemalloc_stat(read: fn() -> tikv_jemalloc_ctl::Result<usize>) -> Option<u64> {
+    tikv_jemalloc_ctl::epoch::advance().ok()?;
+    read().ok().map(|bytes| bytes as u64)
 }
 
 /// A stop signal that arrived.
@@ -173,7 +168,7 @@ mod tests {
     /// once their buffers are gone: the pages it holds for live data (`stats.arenas.<i>.pactive`)
     /// grow with the live bytes, not with the shift. glibc's malloc, fed the same sequence, grows
     /// its heap from 20.5 to 22.9 MB for 0.4 MB more in use, and keeps it.
-    #[cfg(all(target_os = "linux", not(fuzzing)))]
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_shift_in_message_sizes_leaves_no_pages_behind() {
         use std::collections::VecDeque;
@@ -184,6 +179,7 @@ mod tests {
             // SAFETY: `arenas.create` reads an unsigned (the new arena's index), `thread.arena`
             // writes one, and `stats.arenas.<i>.pactive` reads a size_t, as the names' types are.
             let arena: u32 = unsafe { raw::read(b"arenas.create\0") }.unwrap();
+            // SAFETY: as above.
             unsafe { raw::write(b"thread.arena\0", arena) }.unwrap();
             let name = format!("stats.arenas.{arena}.pactive\0");
             let pages = || -> usize {
@@ -225,7 +221,7 @@ mod tests {
         .unwrap();
     }
 
-    #[cfg(all(target_os = "linux", not(fuzzing)))]
+    #[cfg(target_os = "linux")]
     #[test]
     fn heap_in_use_rises_with_live_state_and_falls_when_it_is_freed() {
         let before = heap_in_use().unwrap();
