@@ -17,6 +17,9 @@ have ip       || need+=(iproute2)
 have ss       || need+=(iproute2)
 have kamailio || need+=(kamailio)
 have promtool || need+=(prometheus)
+# make and a C compiler build jemalloc, the process allocator (tikv-jemalloc-sys; ring needs cc).
+have make || need+=(make)
+have cc   || need+=(gcc)
 # redis-server (with redis-cli): the cluster e2e test starts its own Redis Cluster in a namespace.
 have redis-server || need+=(redis-server)
 have redis-cli || need+=(redis-tools)

@@ -16,6 +16,13 @@
 //! - `testing` (feature `testing`): invariant checks and harnesses shared by tests, benches, fuzz.
 #![warn(missing_docs)]
 
+/// The unit tests run on the `sipfork` binary's allocator, jemalloc (`src/main.rs`), so that
+/// `engine::os` can test what the binary relies on. Benches and examples keep their own (some
+/// count allocations).
+#[cfg(all(test, target_os = "linux"))]
+#[global_allocator]
+static TEST_ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod app;
 pub mod config;
 pub mod core;

@@ -10,7 +10,13 @@
 #   SHARDS (2) IO (uring)   sipfork engine settings (data_dir is always set: the journal is on)
 #   RAMP (400:1600:200) the ramp that finds the zero-failure rate under the cap (10 s per step)
 #   RATE (none)         skip the ramp and soak at this rate
+#   EXPIRES (3600)      the Expires the devices register with; they refresh every EXPIRES/2 s
+#                       (a short one brings the refresh rounds of an hour into minutes)
+#   CALL_BASE (0)       the number call 0 carries in its identifiers: at 500/s, 910000 brings the
+#                       moment every Call-ID, branch and tag grows a digit (call 1,000,000: an
+#                       hour's soak at 2,000 s) to 180 s
 #   SAMPLE_S (30)       sampling period for RSS and gauges
+#   SMAPS (unset)       1: also write each sample's resident kB per mapping to OUT/smaps/<s>.tsv
 #   NICE (-10)          proxy and harness niceness: on a shared box, other jobs must not take the
 #                       capped proxy's share (the cap, not the neighbours, is what limits it)
 #   OUT (loadtest/runs/soak-<stamp>)
@@ -22,9 +28,10 @@ set -euo pipefail
 DUR=${1:-3600}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CPU_PCT=${CPU_PCT:-25}; SHARDS=${SHARDS:-2}; IO=${IO:-uring}; RAMP=${RAMP:-400:1600:200}
-SAMPLE_S=${SAMPLE_S:-30}; NICE=${NICE:--10}; PROFILE=${PROFILE:-release}
+SAMPLE_S=${SAMPLE_S:-30}; NICE=${NICE:--10}; PROFILE=${PROFILE:-release}; EXPIRES=${EXPIRES:-3600}
+CALL_BASE=${CALL_BASE:-0}
 OUT=${OUT:-$ROOT/loadtest/runs/soak-$(date +%Y%m%d_%H%M%S)}
-mkdir -p "$OUT"
+mkdir -p "$OUT"; [[ -n ${SMAPS:-} ]] && mkdir -p "$OUT/smaps"
 (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p sipfork -p sipfork-load)
 SF=$ROOT/target/$PROFILE/sipfork
 LT=$ROOT/target/$PROFILE/sipfork-load
@@ -95,11 +102,15 @@ printf 's\trss_kb\tcalls\tdialogs\ttimers\tbindings\trss_anon_kb\theap_kb\tcompa
       "$(metric sipfork_bindings)" "$(awk '/^RssAnon/ {print $2}' /proc/$SFPID/status)" \
       "$(( $(metric sipfork_heap_in_use_bytes) / 1024 ))" \
       "$(metric sipfork_journal_compactions_total)" >> "$OUT/samples.tsv"
+    # SMAPS=1: every mapping's resident kB at this sample (which one grows: [heap], a thread's
+    # malloc arena, an anonymous mmap, the journal's file mapping)
+    [[ -n ${SMAPS:-} ]] && awk '/^[0-9a-f]+-[0-9a-f]+ / { m = $0 } /^Rss:/ && $2 > 0 { print $2 "\t" m }' \
+      /proc/$SFPID/smaps > "$OUT/smaps/$((SECONDS - t0)).tsv"
     sleep "$SAMPLE_S"
   done ) &
 SAMPLER=$!
 rc=0
-ip netns exec $NS nice -n "$NICE" "$LT" run --preset fork3 --rate "$RATE" --duration "$DUR" --max $((RATE * DUR)) \
+ip netns exec $NS nice -n "$NICE" "$LT" run --preset fork3 --rate "$RATE" --duration "$DUR" --max $((RATE * DUR)) --expires "$EXPIRES" --call-base "$CALL_BASE" \
   --stats-every 10s --out "$OUT" --label soak --quiet --proxy-pid "$SFPID" > "$OUT/soak.txt" 2>&1 || rc=$?
 sleep 40   # Timer J/K and the drain
 kill $SAMPLER 2>/dev/null || true
@@ -111,9 +122,10 @@ kill $SAMPLER 2>/dev/null || true
 cat "$OUT/soak.txt" | tail -5
 cat "$OUT/after-drain.txt"
 # Growth after warm-up: the first sample at or after 300 s against the last one during the load.
-# VmRSS counts the journal's mapped pages (file-backed) and keeps the high-water mark of freed heap
-# (glibc does not return it); RssAnon leaves the mapping out, and the heap in use (glibc
-# mallinfo2, sipfork_heap_in_use_bytes) is the live state itself: a leak grows all three.
+# VmRSS counts the journal's mapped pages (file-backed) and the allocator's freed pages not yet
+# purged (jemalloc purges them within its 10-s decay; docs/memory.md); RssAnon leaves the mapping
+# out, and the heap in use (jemalloc stats.allocated, sipfork_heap_in_use_bytes) is the live state
+# itself: a leak grows all three.
 growth() {
   awk -F'\t' -v dur="$DUR" -v col="$1" -v what="$2" 'NR > 1 && $1 >= 300 && !w { w = $col } NR > 1 && $1 <= dur { last = $col }
     END { if (w) printf "%s after warm-up %d kB, at the end %d kB: %+.2f %%\n", what, w, last, 100 * (last - w) / w }' "$OUT/samples.tsv"

@@ -138,6 +138,9 @@ struct ScenarioArgs {
     /// Seed of every random choice.
     #[arg(long)]
     seed: Option<u64>,
+    /// The number call 0 carries in its identifiers (Call-ID, branch, From tag).
+    #[arg(long, value_name = "N")]
+    call_base: Option<u32>,
     /// Extensions called round robin.
     #[arg(long)]
     extensions: Option<u32>,
@@ -156,6 +159,9 @@ struct ScenarioArgs {
     /// The proxy rings at most N devices per call (its max_branches).
     #[arg(long, value_name = "N")]
     max_branches: Option<u32>,
+    /// The Expires the devices ask for, seconds (they refresh at half of it while calls run).
+    #[arg(long, value_name = "SECS")]
+    expires: Option<u32>,
     /// Skip the registration phase (the proxy already knows the devices).
     #[arg(long)]
     no_registration: bool,
@@ -201,6 +207,7 @@ impl ScenarioArgs {
         l.max = self.max.unwrap_or(l.max);
         l.drain_s = self.drain.unwrap_or(l.drain_s);
         l.seed = self.seed.unwrap_or(l.seed);
+        l.call_base = self.call_base.unwrap_or(l.call_base);
         if let Some(a) = self.arrival {
             l.arrival = match a {
                 ArrivalArg::Constant => Arrival::Constant,
@@ -225,6 +232,7 @@ impl ScenarioArgs {
         s.expect.single_answer |= self.single_answer;
         s.expect.final_status = self.expect_final.or(s.expect.final_status);
         s.expect.max_branches = self.max_branches.or(s.expect.max_branches);
+        s.registration.expires = self.expires.unwrap_or(s.registration.expires);
         s.registration.enabled &= !self.no_registration;
         s.registration.allow_failures |= self.allow_registration_failures;
         if self.digest {

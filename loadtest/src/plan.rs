@@ -167,6 +167,11 @@ impl Plan {
         c % self.scenario.topology.extensions
     }
 
+    /// The number call `c` carries in its Call-ID, branches and From tag (`load.call_base + c`).
+    pub fn call_number(&self, c: u32) -> u32 {
+        self.scenario.load.call_base.wrapping_add(c)
+    }
+
     /// The number dialled for extension `e`.
     pub fn number(&self, e: u32) -> u32 {
         self.scenario.topology.first_extension + e

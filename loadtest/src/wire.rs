@@ -35,10 +35,11 @@ pub enum Dialog {
 
 const HOST: &[u8] = b"@sipfork-load";
 
-/// Appends the Call-ID value for `dialog` in run `run`.
-pub fn push_call_id(out: &mut Vec<u8>, dialog: Dialog, run: u32) {
+/// Appends the Call-ID value for `dialog` in run `run`; a call's number is `call_base + c`
+/// (`load.call_base`).
+pub fn push_call_id(out: &mut Vec<u8>, dialog: Dialog, run: u32, call_base: u32) {
     let (prefix, n) = match dialog {
-        Dialog::Call(c) => (b'c', c),
+        Dialog::Call(c) => (b'c', call_base.wrapping_add(c)),
         Dialog::Register(d) => (b'r', d),
         Dialog::Clear(e) => (b'x', e),
     };
@@ -49,8 +50,9 @@ pub fn push_call_id(out: &mut Vec<u8>, dialog: Dialog, run: u32) {
     out.extend_from_slice(HOST);
 }
 
-/// Reads a Call-ID written by [`push_call_id`] in run `run`; `None` for anything else.
-pub fn parse_call_id(value: &[u8], run: u32) -> Option<Dialog> {
+/// Reads a Call-ID written by [`push_call_id`] in run `run` with `call_base`; `None` for
+/// anything else.
+pub fn parse_call_id(value: &[u8], run: u32, call_base: u32) -> Option<Dialog> {
     let rest = value.strip_suffix(HOST)?;
     let (&prefix, rest) = rest.split_first()?;
     let dot = rest.iter().position(|&b| b == b'.')?;
@@ -59,7 +61,7 @@ pub fn parse_call_id(value: &[u8], run: u32) -> Option<Dialog> {
         return None;
     }
     match prefix {
-        b'c' => Some(Dialog::Call(n)),
+        b'c' => n.checked_sub(call_base).map(Dialog::Call),
         b'r' => Some(Dialog::Register(n)),
         b'x' => Some(Dialog::Clear(n)),
         _ => None,
@@ -185,17 +187,22 @@ fn invite_with(plan: &Plan, c: u32, cseq: u32, auth: Option<&Credentials<'_>>, o
         out,
         plan.run_id,
         if cseq == 1 { b"i" } else { b"j" },
-        c,
+        plan.call_number(c),
         None,
     );
     out.extend_from_slice(b";rport\r\nMax-Forwards: 70\r\nFrom: <sip:caller@");
     out.extend_from_slice(plan.domain.as_bytes());
     out.extend_from_slice(b">;tag=f");
-    push_u32(out, c);
+    push_u32(out, plan.call_number(c));
     out.extend_from_slice(b"\r\nTo: <sip:");
     push_aor(out, number, &plan.domain);
     out.extend_from_slice(b">\r\nCall-ID: ");
-    push_call_id(out, Dialog::Call(c), plan.run_id);
+    push_call_id(
+        out,
+        Dialog::Call(c),
+        plan.run_id,
+        plan.scenario.load.call_base,
+    );
     out.extend_from_slice(b"\r\nCSeq: ");
     push_u32(out, cseq);
     out.extend_from_slice(b" INVITE\r\nContact: <sip:caller@");
@@ -312,7 +319,7 @@ pub fn register(
     out.extend_from_slice(b"\r\nTo: <sip:");
     push_aor(out, number, &plan.domain);
     out.extend_from_slice(b">\r\nCall-ID: ");
-    push_call_id(out, dialog, plan.run_id);
+    push_call_id(out, dialog, plan.run_id, plan.scenario.load.call_base);
     out.extend_from_slice(b"\r\nCSeq: ");
     push_u32(out, cseq);
     out.extend_from_slice(b" REGISTER\r\n");
@@ -504,17 +511,30 @@ mod tests {
             Dialog::Register(17),
         ] {
             let mut v = Vec::new();
-            push_call_id(&mut v, dialog, 0xbeef);
-            assert_eq!(parse_call_id(&v, 0xbeef), Some(dialog));
-            assert_eq!(parse_call_id(&v, 0xbeee), None);
+            push_call_id(&mut v, dialog, 0xbeef, 0);
+            assert_eq!(parse_call_id(&v, 0xbeef, 0), Some(dialog));
+            assert_eq!(parse_call_id(&v, 0xbeee, 0), None);
         }
+        // With a call base, a call carries base + c and reads back as c; a number below the
+        // base is no call of this run. REGISTER dialogs are not offset.
+        let mut v = Vec::new();
+        push_call_id(&mut v, Dialog::Call(5), 0xbeef, 999_990);
+        assert_eq!(v, b"c999995.beef@sipfork-load");
+        assert_eq!(parse_call_id(&v, 0xbeef, 999_990), Some(Dialog::Call(5)));
+        assert_eq!(parse_call_id(&v, 0xbeef, 999_996), None);
+        let mut v = Vec::new();
+        push_call_id(&mut v, Dialog::Register(5), 0xbeef, 999_990);
+        assert_eq!(
+            parse_call_id(&v, 0xbeef, 999_990),
+            Some(Dialog::Register(5))
+        );
         for junk in [
             &b""[..],
             b"c.beef@sipfork-load",
             b"cx1.beef@sipfork-load",
             b"c1.beef@x",
         ] {
-            assert_eq!(parse_call_id(junk, 0xbeef), None);
+            assert_eq!(parse_call_id(junk, 0xbeef, 0), None);
         }
         assert_eq!(parse_device_tag(b"d2"), Some(2));
         assert_eq!(parse_device_tag(b"x2"), None);
@@ -528,7 +548,7 @@ mod tests {
         let m = sip::parse(&v).unwrap();
         sip::check_request(&m).unwrap();
         assert_eq!(
-            parse_call_id(m.call_id().unwrap(), p.run_id),
+            parse_call_id(m.call_id().unwrap(), p.run_id, 0),
             Some(Dialog::Call(1234))
         );
         assert_eq!(m.request_uri_raw().unwrap(), b"sip:1234@127.0.0.1");

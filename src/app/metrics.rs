@@ -250,15 +250,24 @@ pub fn export_steering(state: &crate::engine::steer::SteeringState, out: &mut Ex
     );
 }
 
-/// `sipfork_heap_in_use_bytes`: the bytes the allocator has handed out and not had back (glibc
-/// `mallinfo2`: chunks in use plus mmapped blocks). Resident memory keeps the high-water mark of
-/// freed heap (glibc keeps it for reuse) and counts the journal's mapped pages, so a soak compares
-/// this figure, not VmRSS, to tell live state that grows from a past peak. Absent off glibc.
+/// `sipfork_heap_in_use_bytes`: the bytes the allocator has handed out and not had back
+/// (jemalloc `stats.allocated`), and `sipfork_heap_resident_bytes`: the allocator's pages that
+/// hold data (`stats.resident`, freed pages not yet purged included). Resident memory also counts
+/// the journal's mapped pages, so a soak compares these to tell live state from allocator
+/// retention. Absent where the allocator gives no statistics.
 pub fn export_heap(out: &mut Exposition) {
     if let Some(bytes) = crate::engine::os::heap_in_use() {
         out.add(
             "sipfork_heap_in_use_bytes",
-            "Heap bytes in use (glibc mallinfo2: allocated chunks plus mmapped blocks); unlike resident memory it falls when state is freed",
+            "Heap bytes in use (jemalloc stats.allocated); unlike resident memory it falls when state is freed",
+            &[],
+            Value::Gauge(bytes),
+        );
+    }
+    if let Some(bytes) = crate::engine::os::heap_resident() {
+        out.add(
+            "sipfork_heap_resident_bytes",
+            "Resident bytes of the allocator's pages (jemalloc stats.resident): the heap in use plus freed pages not yet purged",
             &[],
             Value::Gauge(bytes),
         );

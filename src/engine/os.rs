@@ -28,10 +28,27 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Hands memory the allocator holds but no longer uses back to the OS (glibc `malloc_trim`).
-/// For after a rare, large, short-lived allocation such as a compaction's replay, whose freed
-/// pages glibc would otherwise keep in a thread arena for the life of the process.
+/// Hands memory the allocator holds but no longer uses back to the OS now rather than after its
+/// decay time: jemalloc's arenas (the binary's allocator, `src/main.rs`) are purged, and glibc's
+/// heap is trimmed (`malloc_trim`: what a process on the system allocator, or a C library in
+/// this one, keeps). For after a rare, large, short-lived allocation such as a compaction's replay.
 pub fn release_free_memory() {
+    #[cfg(target_os = "linux")]
+    {
+        // `arena.<MALLCTL_ARENAS_ALL>.purge`: a command without a value.
+        const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
+        // SAFETY: a NUL-terminated name and no old or new value: jemalloc reads and writes no
+        // memory of ours.
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                PURGE_ALL.as_ptr().cast(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            );
+        }
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer is passed.
     unsafe {
@@ -39,17 +56,34 @@ pub fn release_free_memory() {
     }
 }
 
-/// Heap bytes the allocator has handed out and not had back (glibc `mallinfo2`: chunks in use
-/// plus mmapped blocks); `None` off glibc. Unlike resident memory it falls when state is freed.
+/// Heap bytes the allocator has handed out and not had back (jemalloc `stats.allocated`, the
+/// `sipfork` binary's allocator); `None` off Linux. Unlike resident memory it falls when state
+/// is freed.
 pub fn heap_in_use() -> Option<u64> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(target_os = "linux")]
     {
-        // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
-        let m = unsafe { libc::mallinfo2() };
-        Some((m.uordblks + m.hblkhd) as u64)
+        jemalloc_stat(tikv_jemalloc_ctl::stats::allocated::read)
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    #[cfg(not(target_os = "linux"))]
     None
+}
+
+/// Bytes of the allocator's pages that hold data (jemalloc `stats.resident`): what the heap
+/// costs in resident memory, freed-but-not-yet-purged pages included; `None` off Linux.
+pub fn heap_resident() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        jemalloc_stat(tikv_jemalloc_ctl::stats::resident::read)
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// One of jemalloc's statistics, as of now (they are a snapshot taken when the epoch advances).
+#[cfg(target_os = "linux")]
+fn jemalloc_stat(read: fn() -> tikv_jemalloc_ctl::Result<usize>) -> Option<u64> {
+    tikv_jemalloc_ctl::epoch::advance().ok()?;
+    read().ok().map(|bytes| bytes as u64)
 }
 
 /// A stop signal that arrived.
@@ -128,7 +162,66 @@ mod tests {
         assert_ne!(a, [0u8; 32]);
     }
 
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    /// The soak's RSS step (`loadtest/README.md` run 6): message-sized buffers with lifetimes from
+    /// microseconds to Timer J/K's 32 s, whose sizes all grow at once (every Call-ID, branch and
+    /// tag gains a digit at call 1,000,000). The allocator must not keep pages for the old sizes
+    /// once their buffers are gone: the pages it holds for live data (`stats.arenas.<i>.pactive`)
+    /// grow with the live bytes, not with the shift. glibc's malloc, fed the same sequence, grows
+    /// its heap from 20.5 to 22.9 MB for 0.4 MB more in use, and keeps it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_shift_in_message_sizes_leaves_no_pages_behind() {
+        use std::collections::VecDeque;
+        use tikv_jemalloc_ctl::raw;
+        // Run on its own thread bound to an arena of its own: other tests allocate at the same
+        // time, and the arena's active pages are this workload's alone.
+        std::thread::spawn(|| {
+            // SAFETY: `arenas.create` reads an unsigned (the new arena's index), `thread.arena`
+            // writes one, and `stats.arenas.<i>.pactive` reads a size_t, as the names' types are.
+            let arena: u32 = unsafe { raw::read(b"arenas.create\0") }.unwrap();
+            // SAFETY: as above.
+            unsafe { raw::write(b"thread.arena\0", arena) }.unwrap();
+            let name = format!("stats.arenas.{arena}.pactive\0");
+            let pages = || -> usize {
+                tikv_jemalloc_ctl::epoch::advance().unwrap();
+                // SAFETY: as above.
+                unsafe { raw::read(name.as_bytes()) }.unwrap()
+            };
+            // Per call: the request, kept for the whole window (Timer J/K's wait); a provisional
+            // response, freed a few calls later; the final response, kept half the window.
+            const WINDOW: usize = 16_000;
+            let mut held: [VecDeque<Box<[u8]>>; 3] = Default::default();
+            let mut calls = |grow: usize| {
+                for c in 0..5 * WINDOW {
+                    let msg = |len: usize| vec![c as u8; len + grow].into_boxed_slice();
+                    held[0].push_back(msg(900 + c % 40));
+                    held[1].push_back(msg(420 + c % 24));
+                    held[2].push_back(msg(700 + c % 32));
+                    for (queue, keep) in held.iter_mut().zip([WINDOW, 8, WINDOW / 2]) {
+                        if queue.len() > keep {
+                            queue.pop_front();
+                        }
+                    }
+                }
+            };
+            calls(0);
+            let before = pages();
+            // Every message 16 bytes longer from now on.
+            calls(16);
+            let after = pages();
+            // ~20 MB live (5,000 pages); 16 bytes more each is ~0.4 MB (100 pages).
+            assert!(before > 4_000, "{before} pages: the workload ran elsewhere");
+            assert!(
+                after <= before + 200,
+                "active pages {before} -> {after} after the size shift"
+            );
+            std::hint::black_box(&held);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
     #[test]
     fn heap_in_use_rises_with_live_state_and_falls_when_it_is_freed() {
         let before = heap_in_use().unwrap();

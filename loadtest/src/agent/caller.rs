@@ -299,10 +299,9 @@ impl CallerSide {
             self.strays += 1;
             return;
         };
-        let call_id = msg
-            .call_id()
-            .ok()
-            .and_then(|v| wire::parse_call_id(v, ctx.plan.run_id));
+        let call_id = msg.call_id().ok().and_then(|v| {
+            wire::parse_call_id(v, ctx.plan.run_id, ctx.plan.scenario.load.call_base)
+        });
         let (Some(CallId::Call(c)), Some(status)) = (call_id, msg.status()) else {
             // A request to the caller (none is expected in these flows) or another run's datagram.
             self.strays += 1;
@@ -825,16 +824,21 @@ fn write_in_dialog(
         &mut via,
         plan.run_id,
         if method == b"ACK" { b"a" } else { b"b" },
-        c,
+        plan.call_number(c),
         Some(k),
     );
     via.extend_from_slice(b";rport");
     let mut from = b"<sip:caller@".to_vec();
     from.extend_from_slice(plan.domain.as_bytes());
     from.extend_from_slice(b">;tag=f");
-    sipfork::sip::build::push_u32(&mut from, c);
+    sipfork::sip::build::push_u32(&mut from, plan.call_number(c));
     let mut call_id = Vec::with_capacity(40);
-    wire::push_call_id(&mut call_id, CallId::Call(c), plan.run_id);
+    wire::push_call_id(
+        &mut call_id,
+        CallId::Call(c),
+        plan.run_id,
+        plan.scenario.load.call_base,
+    );
     build::in_dialog(
         &InDialog {
             method,

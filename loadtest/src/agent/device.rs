@@ -160,10 +160,9 @@ impl DeviceSide {
             self.strays += 1;
             return;
         };
-        let id = msg
-            .call_id()
-            .ok()
-            .and_then(|v| wire::parse_call_id(v, ctx.plan.run_id));
+        let id = msg.call_id().ok().and_then(|v| {
+            wire::parse_call_id(v, ctx.plan.run_id, ctx.plan.scenario.load.call_base)
+        });
         match id {
             Some(CallId::Call(c)) if msg.is_request() => {
                 let Some(k) = self.position(&ctx.plan, c, d) else {
@@ -206,7 +205,7 @@ impl DeviceSide {
         if let Some(CallId::Call(c)) = msg
             .call_id()
             .ok()
-            .and_then(|v| wire::parse_call_id(v, plan.run_id))
+            .and_then(|v| wire::parse_call_id(v, plan.run_id, plan.scenario.load.call_base))
         {
             if let Some(k) = self.position(plan, c, d) {
                 self.slot(c, k).offered = true;

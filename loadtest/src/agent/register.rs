@@ -358,7 +358,7 @@ impl RegisterSide {
         let id = match msg
             .call_id()
             .ok()
-            .and_then(|v| wire::parse_call_id(v, ctx.plan.run_id))
+            .and_then(|v| wire::parse_call_id(v, ctx.plan.run_id, ctx.plan.scenario.load.call_base))
         {
             Some(Dialog::Register(d)) if d < self.devices => d,
             Some(Dialog::Clear(e)) if e < ctx.plan.scenario.topology.extensions => self.devices + e,
