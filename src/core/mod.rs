@@ -42,7 +42,7 @@ use crate::core::policy::ledger::LineCount;
 use crate::core::policy::Party;
 use crate::core::proxy::{ForkPlan, ForkTarget, Matched, Proxy};
 use crate::core::registrar::location::{NumberKey, Target};
-use crate::core::registrar::{Device, Registrar, Restore};
+use crate::core::registrar::{Device, Reach, Registrar, Restore};
 use crate::core::reply::reply_to;
 use crate::core::shard::ShardId;
 use crate::core::slab::Key;
@@ -525,10 +525,8 @@ impl Core {
 
     /// Where a call to extension `number` goes, best first (q, then most recent registration).
     pub fn targets(&self, number: &[u8]) -> impl Iterator<Item = Target<'_>> + '_ {
-        let cfg = &self.cfg;
         self.registrar
-            .targets(number, &self.flows)
-            .filter(|t| transport::outbound::reachable(cfg, t.contact))
+            .targets(number, Reach::new(&self.cfg, &self.flows))
     }
 
     /// Every live binding as a journal put `(key, value)`: the live set for journal compaction.
@@ -989,8 +987,7 @@ impl Core {
                     targets
                 } else {
                     let mut targets: Vec<ForkTarget> = registrar
-                        .targets(number, cx.flows)
-                        .filter(|t| transport::outbound::reachable(cx.cfg, t.contact))
+                        .targets(number, Reach::new(cx.cfg, cx.flows))
                         .map(|t| ForkTarget {
                             uri: std::borrow::Cow::Borrowed(t.contact),
                             dest: t.dest,
@@ -1261,9 +1258,7 @@ fn followme_targets<'r>(
         for t in &stage.targets {
             match t {
                 Target::Own => {
-                    let own = registrar
-                        .targets(number, cx.flows)
-                        .filter(|b| transport::outbound::reachable(cx.cfg, b.contact));
+                    let own = registrar.targets(number, Reach::new(cx.cfg, cx.flows));
                     out.extend(own.map(|b| ForkTarget {
                         uri: std::borrow::Cow::Borrowed(b.contact),
                         dest: b.dest,

@@ -15,7 +15,7 @@
 //! `;transport=tls`, is connected to over TLS when a `tls:` listener and `[tls] peer_ca` (the
 //! roots the server's certificate is verified against) are configured. Without them a
 //! `;transport=tls` Contact is reached over UDP as before and a `sips:` Contact is not rung
-//! ([`reachable`]).
+//! (`core::registrar::Reach`).
 
 use std::net::SocketAddr;
 
@@ -44,7 +44,8 @@ pub fn wanted(uri: &[u8]) -> Transport {
     }
 }
 
-fn is_sips(uri: &[u8]) -> bool {
+/// Whether `uri` is a `sips:` URI.
+pub fn is_sips(uri: &[u8]) -> bool {
     uri.get(..5)
         .is_some_and(|s| s.eq_ignore_ascii_case(b"sips:"))
 }
@@ -58,12 +59,6 @@ pub fn enabled_for(cfg: &crate::config::Config, t: Transport) -> bool {
         Transport::Tcp => listener,
         Transport::Tls => listener && cfg.tls.as_ref().is_some_and(|c| c.connects()),
     }
-}
-
-/// Whether a registered Contact may be rung: a `sips:` one only when TLS out is configured
-/// (RFC 3261 §26.2.2: a `sips:` target is never reached over a plain transport).
-pub fn reachable(cfg: &crate::config::Config, contact: &[u8]) -> bool {
-    !is_sips(contact) || enabled_for(cfg, Transport::Tls)
 }
 
 /// Before a branch toward `dest`, which asks for `wanted`: the transport to connect with, if
