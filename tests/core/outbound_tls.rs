@@ -19,7 +19,7 @@ use sipfork::testing::sim::{PhoneId, World, DEFAULT_CONFIG};
 use sipfork::time::{ms, secs};
 
 /// A directory with a certificate for 127.0.0.1 (`cert.pem`, `key.pem`), made once per test.
-fn certificates(name: &str) -> PathBuf {
+pub(crate) fn certificates(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "sipfork-core-tls-out-{name}-{}",
         std::process::id()
@@ -33,7 +33,7 @@ fn certificates(name: &str) -> PathBuf {
 
 /// `shards` shards on UDP 127.0.0.1:5060 and TLS 127.0.0.1:5061, `[tls]` from `dir`, with
 /// `peer_ca` (TLS out) when `out`.
-fn config(shards: u16, dir: &std::path::Path, out: bool) -> String {
+pub(crate) fn config(shards: u16, dir: &std::path::Path, out: bool) -> String {
     let peer_ca = if out {
         format!("peer_ca = \"{}\"\n", dir.join("cert.pem").display())
     } else {
@@ -53,7 +53,7 @@ fn config(shards: u16, dir: &std::path::Path, out: bool) -> String {
 }
 
 /// A REGISTER over UDP from `addr` for `user` with `contact` as its Contact URI.
-fn raw_register(user: &str, addr: SocketAddr, contact: &str) -> String {
+pub(crate) fn raw_register(user: &str, addr: SocketAddr, contact: &str) -> String {
     format!(
         "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKreg{user};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1:5060>;tag=r{user}\r\n\
@@ -62,16 +62,16 @@ fn raw_register(user: &str, addr: SocketAddr, contact: &str) -> String {
     )
 }
 
-struct Setup {
-    w: World,
-    caller: PhoneId,
+pub(crate) struct Setup {
+    pub(crate) w: World,
+    pub(crate) caller: PhoneId,
     /// Extension 1001, registered over UDP with a `;transport=tls` Contact.
-    tls: PhoneId,
+    pub(crate) tls: PhoneId,
     /// Extension 1002, registered over UDP with a `sips:` Contact.
-    sips: PhoneId,
+    pub(crate) sips: PhoneId,
 }
 
-fn setup(cfg: &str, shards: u16, seed: u64) -> Setup {
+pub(crate) fn setup(cfg: &str, shards: u16, seed: u64) -> Setup {
     let mut w = World::new(cfg, shards, seed);
     let caller = w.add_phone("caller", "1000", 5071);
     let tls = w.add_phone("tls-dev", "1001", 5072);

@@ -612,10 +612,9 @@ impl Proxy {
             if call.branches.len() >= usize::from(u8::MAX) {
                 break;
             }
-            if start_branch(cx, key, call, req, &shared, t, &mut self.scratch_via) {
-                self.events.bump(Event::Branch as usize);
-            } else {
-                self.events.bump(Event::BranchTooLarge as usize);
+            match start_branch(cx, key, call, req, &shared, t, &mut self.scratch_via) {
+                Ok(()) => self.events.bump(Event::Branch as usize),
+                Err(failed) => self.events.bump(failed as usize),
             }
         }
         call.extra = extra;
@@ -899,10 +898,16 @@ fn start_branch(
     shared: &Shared<'_>,
     target: ForkTarget<'_>,
     via: &mut Vec<u8>,
-) -> bool {
+) -> Result<(), Event> {
     let index = call.branches.len() as u8;
     // A target asking for TCP: its flow is entered before the Via names the transport.
-    let connect = crate::core::transport::outbound::prepare(cx, target.dest, target.transport);
+    let Ok(connect) = crate::core::transport::outbound::prepare(cx, target.dest, target.transport)
+    else {
+        // A TLS target (a next hop configured so) whose address has a plain TCP flow open:
+        // never over it; the branch fails as a transport error (RFC 3261 §8.1.3.1: 503).
+        failed_branch(call, 503);
+        return Err(Event::BranchTransportError);
+    };
     via.clear();
     write_our_via(cx, target.dest, call.loop_hash, key, index, via);
     // A branch to another node of the cluster: its Request-URI gets the authenticated mark.
@@ -956,17 +961,8 @@ fn start_branch(
         // size: its sender chose UDP, and phones send INVITEs just over 1300 bytes (PJSIP's
         // with its SDP, `tests/e2e/features.rs`) that must still ring UDP devices.
         cx.out.pop();
-        if call
-            .best
-            .as_ref()
-            .is_none_or(|b| response::rank(513) < response::rank(b.status))
-        {
-            call.best = Some(call::Candidate {
-                status: 513,
-                bytes: None,
-            });
-        }
-        return false;
+        failed_branch(call, 513);
+        return Err(Event::BranchTooLarge);
     }
     let sent: Box<[u8]> = sent.into();
     if let Some(transport) = connect {
@@ -1009,7 +1005,21 @@ fn start_branch(
         to_tag: None,
         remote_target: None,
     });
-    true
+    Ok(())
+}
+
+/// A branch that could not be sent: `status` is the call's best answer when none is better.
+fn failed_branch(call: &mut Call, status: u16) {
+    if call
+        .best
+        .as_ref()
+        .is_none_or(|b| response::rank(status) < response::rank(b.status))
+    {
+        call.best = Some(call::Candidate {
+            status,
+            bytes: None,
+        });
+    }
 }
 
 fn first_route_is_us(cx: &Cx<'_>, req: &Message<'_>) -> bool {

@@ -4,8 +4,15 @@
 //!
 //! A binding is reached over its own connection when it registered over TCP or TLS (and only
 //! while that flow is open), else at its destination as its Contact asks
-//! ([`crate::core::transport::outbound`]). A `sips:` Contact needs TLS (RFC 3261 §26.2.2): it is
-//! reached only when sipfork can open TLS connections (`tls:` listener and `[tls] peer_ca`).
+//! ([`crate::core::transport::outbound`]). What `sips:` adds (RFC 3261 §26.2.2 as amended by
+//! RFC 5630 Appendix A: TLS on every hop, no last-hop exception):
+//! - a `sips:` Contact is reached over TLS only: its own TLS connection, or one sipfork opens
+//!   (`tls:` listener and `[tls] peer_ca`); never over UDP or a plain TCP flow, even one that is
+//!   open to its address (the engine keeps one connection per peer address, so a TLS one cannot
+//!   be opened beside it);
+//! - the same for a `sip:` Contact with `;transport=tls` whose address has a plain TCP flow
+//!   open (without TLS out and without such a flow it is still reached over UDP, as
+//!   docs/transports.md says).
 //!
 //! Sans-IO: reads the flow set and a flag.
 
@@ -52,14 +59,25 @@ impl<'f> Reach<'f> {
         {
             return None; // `mailto:` and the like: listed, never a destination
         }
-        if sips && !self.tls_out {
-            return None; // a sips: target is never reached over a plain transport
-        }
+        let open = self.flows.get(dest);
         if over.is_flow() {
-            // Its own connection, while open (sipfork opens no new one to it).
-            return self.flows.get(dest).map(|_| Transport::Udp);
+            // Its own connection, while open (sipfork opens no new one to it); a `sips:`
+            // Contact only over TLS.
+            return match open {
+                Some(t) if !sips || outbound::secure(t) => Some(Transport::Udp),
+                _ => None,
+            };
         }
-        Some(outbound::wanted(contact))
+        let wanted = outbound::wanted(contact);
+        if wanted == Transport::Tls {
+            if open.is_some_and(|t| !outbound::secure(t)) {
+                return None; // never over the plain TCP flow open to its address
+            }
+            if sips && !self.tls_out && open.is_none() {
+                return None; // no TLS connection can be opened to it
+            }
+        }
+        Some(wanted)
     }
 }
 
@@ -93,5 +111,29 @@ mod tests {
             Reach::with(&flows, false).binding(b"mailto:a@b", dest, Over::Udp),
             None
         );
+    }
+
+    #[test]
+    fn tls_targets_never_take_a_plain_tcp_flow() {
+        let dest: SocketAddr = "127.0.0.1:5072".parse().unwrap();
+        let mut flows = Flows::new();
+        let sips = b"sips:1001@127.0.0.1:5072";
+        let tls = b"sip:1001@127.0.0.1:5072;transport=tls";
+        let udp = b"sip:1001@127.0.0.1:5072";
+        flows.seen(dest, Transport::Tcp);
+        for out in [false, true] {
+            let r = Reach::with(&flows, out);
+            assert_eq!(r.binding(sips, dest, Over::Udp), None);
+            assert_eq!(r.binding(tls, dest, Over::Udp), None);
+            assert_eq!(r.binding(udp, dest, Over::Udp), Some(Transport::Udp));
+            // Registered over that TCP flow: a sip: Contact yes, a sips: one no.
+            assert_eq!(r.binding(udp, dest, Over::Tcp), Some(Transport::Udp));
+            assert_eq!(r.binding(sips, dest, Over::Tcp), None);
+        }
+        // Over a TLS flow a sips: Contact is reached, TLS out or not.
+        flows.seen(dest, Transport::Tls);
+        let r = Reach::with(&flows, false);
+        assert_eq!(r.binding(sips, dest, Over::Tls), Some(Transport::Udp));
+        assert_eq!(r.binding(sips, dest, Over::Udp), Some(Transport::Tls));
     }
 }
