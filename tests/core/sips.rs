@@ -1,12 +1,15 @@
-//! `sips:` and TLS routing rules (issue 16, RFC 3261 §26.2.2 as amended by RFC 5630: TLS on
-//! every hop), on virtual time with one and two shards: a `sips:` or `;transport=tls` target
-//! whose address has a plain TCP flow open is never sent over it.
+//! `sips:` and the transport rules left open by issue 16, on virtual time with one and two
+//! shards: a `sips:` or `;transport=tls` target whose address has a plain TCP flow open is never
+//! sent over it (RFC 3261 §26.2.2 as amended by RFC 5630: TLS on every hop); a UDP caller's
+//! final is retransmitted over UDP (Timer G) while sipfork holds a connection to its address
+//! (RFC 3261 §18.2.2, §17.2.1).
 
 use std::net::SocketAddr;
 
 use crate::outbound_tls::{certificates, config, setup};
 use sipfork::core::transport::Transport;
-use sipfork::testing::sim::{PhoneId, World};
+use sipfork::testing::phone::Behaviour;
+use sipfork::testing::sim::{PhoneId, World, DEFAULT_CONFIG};
 use sipfork::time::{ms, secs};
 
 /// A REGISTER without Contact (it only asks for the bindings) for `user` from `addr`: sent
@@ -98,4 +101,53 @@ fn a_next_hop_configured_for_tls_is_not_reached_over_a_plain_tcp_flow_to_its_add
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn timer_g_retransmits_a_udp_callers_final_over_udp_while_it_also_has_a_tcp_connection() {
+    for shards in [1, 2] {
+        let cfg = DEFAULT_CONFIG
+            .replace("shards = 1", &format!("shards = {shards}"))
+            .replace(
+                "listen = \"127.0.0.1:5060\"",
+                "listen = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]",
+            );
+        let mut w = World::new(&cfg, shards, 603);
+        let caller = w.add_phone("caller", "1000", 5071);
+        let dev = w.add_phone("dev", "1002", 5073);
+        w.register(dev, 300);
+        w.behave(dev, Behaviour::reject_after(486, ms(100)));
+        // The caller holds a TCP connection to sipfork (seen by the shard owning 1002)...
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tcp);
+        w.send_raw(caller, query_register("1002", me, "TCP").as_bytes());
+        w.run_for(ms(100));
+        // ...and sends an INVITE over UDP from the same address, never ACKing the 486.
+        w.connect(caller, Transport::Udp);
+        let invite = format!(
+            "INVITE sip:1002@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKnoackg\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:1000@127.0.0.1>;tag=g\r\nTo: <sip:1002@127.0.0.1>\r\n\
+             Call-ID: noack-g\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@{me}>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let (log, kept) = (w.log.len(), w.kept_udp.len());
+        w.send_raw(caller, invite.as_bytes());
+        w.run_for(secs(10));
+        let to_caller = |line: &str| {
+            w.log[log..]
+                .iter()
+                .filter(|t| t.from == w.proxy && t.to == me && t.line.starts_with(line))
+                .count()
+        };
+        let finals = to_caller("SIP/2.0 486");
+        assert!(finals >= 4, "Timer G over UDP: {finals}\n{}", w.dump());
+        // Every answer to the caller (its 100 and each copy of the 486) is marked for UDP.
+        let marked = w.kept_udp[kept..].iter().filter(|&&a| a == me).count();
+        assert_eq!(
+            marked,
+            to_caller("SIP/2.0"),
+            "{shards} shards\n{}",
+            w.dump()
+        );
+    }
 }

@@ -693,13 +693,7 @@ impl Proxy {
         if !allowed {
             return false;
         }
-        cx.out.push(call.upstream, &call.last_response);
-        if call.upstream_transport == crate::core::transport::Transport::Udp
-            && cx.flows.get(call.upstream).is_some()
-        {
-            // Came over UDP from an address sipfork also holds a connection to.
-            cx.out.keep_udp(cx.out.len() - 1, call.upstream);
-        }
+        push_last_response(cx, call);
         if status >= 300 {
             // A failed call holds no policy counts any more.
             call.holds.release();
@@ -733,6 +727,19 @@ impl Proxy {
 }
 
 use call::Server;
+
+/// Queues `call.last_response` for the caller over the transport its request came on: a UDP
+/// caller's answers stay on UDP even while sipfork holds a connection to its address (RFC 3261
+/// §18.2.2), the server transaction's retransmissions (Timer G, §17.2.1) as well as the first.
+fn push_last_response(cx: &mut Cx<'_>, call: &Call) {
+    cx.out.push(call.upstream, &call.last_response);
+    if call.upstream_transport == crate::core::transport::Transport::Udp
+        && cx.flows.get(call.upstream).is_some()
+    {
+        // Came over UDP from an address sipfork also holds a connection to.
+        cx.out.keep_udp(cx.out.len() - 1, call.upstream);
+    }
+}
 
 /// The scheduler handle for one of a call's transactions.
 fn sched<'a>(cx: &'a mut Cx<'_>, call: Key, slot: TxnSlot) -> Sched<'a> {
