@@ -872,6 +872,7 @@ impl Core {
             return proxy.feature_invite(&mut cx, msg, e, from, feature, owner, named);
         }
         let strip_identity = !trusted;
+        let secure = transport::sips::requested(e);
         // Follow-me's stage ring times and the levels its external targets take.
         let (mut stage_rings, mut ext_levels) = (Vec::new(), Vec::new());
         let (targets, plan) = match resolved {
@@ -896,6 +897,9 @@ impl Core {
             }
             Resolved::NotFound => return reply_to(&mut cx, msg, from, 404, "Not Found", b""),
             Resolved::Route(dest, transport) => {
+                if secure && !transport::sips::tls_path(&cx, dest, transport) {
+                    return sips_not_allowed(&mut cx, msg, from);
+                }
                 let target = ForkTarget {
                     uri: std::borrow::Cow::Borrowed(e.request_uri.raw()),
                     dest,
@@ -946,7 +950,9 @@ impl Core {
                     .cfg
                     .followme(number)
                     .filter(|_| !devices_only && !from_cluster);
-                let targets: Vec<ForkTarget> = if let Some(dest) = keepalive.pick(policy.trunk()) {
+                let mut targets: Vec<ForkTarget> = if let Some(dest) =
+                    keepalive.pick(policy.trunk())
+                {
                     // A trunk: its static address, the number as dialled (a DID stays in the
                     // Request-URI and To).
                     let mut uri = b"sip:".to_vec();
@@ -987,7 +993,7 @@ impl Core {
                     targets
                 } else {
                     let mut targets: Vec<ForkTarget> = registrar
-                        .targets(number, Reach::new(cx.cfg, cx.flows))
+                        .targets(number, Reach::new(cx.cfg, cx.flows).secure(secure))
                         .map(|t| ForkTarget {
                             uri: std::borrow::Cow::Borrowed(t.contact),
                             dest: t.dest,
@@ -1010,6 +1016,16 @@ impl Core {
                     }
                     targets
                 };
+                if secure {
+                    // Only sips: targets over TLS (RFC 5630 §5.3; `transport/sips.rs`).
+                    targets.retain(|t| {
+                        transport::outbound::is_sips(&t.uri)
+                            && transport::sips::tls_path(&cx, t.dest, t.transport)
+                    });
+                    if targets.is_empty() {
+                        return sips_not_allowed(&mut cx, msg, from);
+                    }
+                }
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
                 }
@@ -1180,6 +1196,13 @@ impl Core {
     }
 }
 
+/// A `sips:` request none of whose targets is reachable over TLS: 480 with warn-code 380
+/// (RFC 5630 §5.3).
+fn sips_not_allowed(cx: &mut Cx<'_>, msg: &Message<'_>, from: SocketAddr) {
+    let warning = transport::sips::warning(cx, transport::sips::NOT_ALLOWED);
+    reply_to(cx, msg, from, 480, "Temporarily Unavailable", &warning);
+}
+
 /// Allow and Accept rows for answers sipfork gives as the request's destination.
 const ALLOW_ACCEPT: &[u8] = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, NOTIFY, INFO, UPDATE, PRACK, SUBSCRIBE, REFER\r\nAccept: application/sdp\r\n";
 
@@ -1190,14 +1213,18 @@ fn proxy_checks(
     msg: &Message<'_>,
     e: &Essentials<'_>,
 ) -> Option<(u16, &'static str, Vec<u8>)> {
-    // Step 2: a URI scheme we cannot route on (sips needs TLS, which this UDP edge lacks).
-    let scheme_ok = match &e.request_uri {
-        sip::Uri::Sip(u) => !u.secure,
-        sip::Uri::Tel(_) => true,
-        sip::Uri::Other(_) => false,
-    };
-    if !scheme_ok {
+    // Step 2: a URI scheme we cannot route on.
+    if matches!(e.request_uri, sip::Uri::Other(_)) {
         return Some((416, "Unsupported URI Scheme", Vec::new()));
+    }
+    // A sips: request that crossed a hop without TLS (RFC 3261 §26.2.2 as amended by RFC 5630;
+    // 480 with warn-code 381, `transport/sips.rs`). An ACK is never answered.
+    if transport::sips::requested(e)
+        && !transport::sips::arrived_securely(cx)
+        && e.method != Method::Ack
+    {
+        let warning = transport::sips::warning(cx, transport::sips::REQUIRED);
+        return Some((480, "Temporarily Unavailable", warning));
     }
     // Step 3.
     if e.max_forwards == Some(0) {

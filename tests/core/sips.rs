@@ -2,11 +2,14 @@
 //! shards: a `sips:` or `;transport=tls` target whose address has a plain TCP flow open is never
 //! sent over it (RFC 3261 §26.2.2 as amended by RFC 5630: TLS on every hop); a UDP caller's
 //! final is retransmitted over UDP (Timer G) while sipfork holds a connection to its address
-//! (RFC 3261 §18.2.2, §17.2.1).
+//! (RFC 3261 §18.2.2, §17.2.1); a `sips:` Request-URI is accepted over TLS and forwarded only
+//! to `sips:` targets over TLS with a `sips:` Record-Route, else 480 with warn-code 381 (not
+//! over TLS) or 380 (no TLS path to a `sips:` target), RFC 5630.
 
 use std::net::SocketAddr;
 
 use crate::outbound_tls::{certificates, config, setup};
+use crate::transport::{record_routes, top_via};
 use sipfork::core::transport::Transport;
 use sipfork::testing::phone::Behaviour;
 use sipfork::testing::sim::{PhoneId, World, DEFAULT_CONFIG};
@@ -151,3 +154,160 @@ fn timer_g_retransmits_a_udp_callers_final_over_udp_while_it_also_has_a_tcp_conn
         );
     }
 }
+
+// --- A `sips:` Request-URI (RFC 5630): TLS on every hop. ---
+
+/// A `sips:` INVITE for `number` (at our domain) from `from`, its Via naming `transport`.
+fn sips_invite(number: &str, from: SocketAddr, transport: &str, tag: &str) -> String {
+    format!(
+        "INVITE sips:{number}@example.com SIP/2.0\r\nVia: SIP/2.0/{transport} {from};branch=z9hG4bKs{tag}\r\n\
+         Max-Forwards: 70\r\nFrom: <sips:1000@example.com>;tag=s{tag}\r\nTo: <sips:{number}@example.com>\r\n\
+         Call-ID: sips-{tag}@test\r\nCSeq: 1 INVITE\r\nContact: <sips:1000@{from}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The final answer phone `id` got to the INVITE of Call-ID `sips-{tag}@test`: its status and
+/// its Warning row.
+fn answer(w: &World, id: PhoneId, tag: &str) -> (u16, String) {
+    let call_id = format!("Call-ID: sips-{tag}@test");
+    let text = w
+        .phone_ref(id)
+        .inbox
+        .iter()
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .filter(|t| {
+            t.starts_with("SIP/2.0 ") && !t.starts_with("SIP/2.0 1") && t.contains(&call_id)
+        })
+        .last()
+        .unwrap_or_else(|| panic!("no final for {tag}\n{}", w.dump()));
+    let status = text[8..11].parse().unwrap();
+    let warning = text
+        .lines()
+        .find(|l| l.starts_with("Warning:"))
+        .unwrap_or_default()
+        .to_string();
+    (status, warning)
+}
+
+#[test]
+fn a_sips_request_over_tls_reaches_a_sips_contact_over_tls_with_a_sips_record_route() {
+    let dir = certificates("sips-reach");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 604);
+        let (me, dev) = (s.w.phone_ref(s.caller).addr, s.w.phone_ref(s.sips).addr);
+        s.w.connect(s.caller, Transport::Tls);
+        s.w.send_raw(s.caller, sips_invite("1002", me, "TLS", "ok").as_bytes());
+        s.w.run_for(secs(1));
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tls)], "{}", s.w.dump());
+        let invite = &s.w.phone_ref(s.sips).incoming[0].invite;
+        assert!(invite.starts_with(b"INVITE sips:1002@"), "{}", s.w.dump());
+        assert!(
+            top_via(invite).starts_with("Via: SIP/2.0/TLS 127.0.0.1:5061;branch="),
+            "{}",
+            top_via(invite)
+        );
+        // TLS on both sides: one entry, a sips: URI naming the TLS listener.
+        let rr = record_routes(invite);
+        assert_eq!(rr.len(), 1, "{rr:?}");
+        assert!(rr[0].starts_with("<sips:127.0.0.1:5061;lr;"), "{rr:?}");
+        assert!(!rr[0].contains("transport="), "{rr:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sips_request_not_over_tls_gets_480_sips_required() {
+    let dir = certificates("sips-plain");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 605);
+        let me = s.w.phone_ref(s.caller).addr;
+        s.w.send_raw(s.caller, sips_invite("1002", me, "UDP", "udp").as_bytes());
+        s.w.run_for(secs(1));
+        s.w.connect(s.caller, Transport::Tcp);
+        s.w.send_raw(s.caller, sips_invite("1002", me, "TCP", "tcp").as_bytes());
+        s.w.run_for(secs(1));
+        for tag in ["udp", "tcp"] {
+            assert_eq!(
+                answer(&s.w, s.caller, tag),
+                (480, "Warning: 381 127.0.0.1:5061 \"SIPS Required\"".into()),
+                "{shards} shards, over {tag}"
+            );
+        }
+        assert!(s.w.phone_ref(s.sips).incoming.is_empty());
+        assert!(s.w.connects.is_empty(), "{:?}", s.w.connects);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sips_request_without_a_tls_path_to_a_sips_contact_gets_480_sips_not_allowed() {
+    let dir = certificates("sips-none");
+    for shards in [1, 2] {
+        // With TLS out: 1001's Contact is a sip: URI (`;transport=tls`), no target of a sips:
+        // request (RFC 5630 §5.3). Without `peer_ca`: 1002's sips: Contact cannot be reached.
+        for (out, number) in [(true, "1001"), (false, "1002")] {
+            let mut s = setup(&config(shards, &dir, out), shards, 606);
+            let me = s.w.phone_ref(s.caller).addr;
+            s.w.connect(s.caller, Transport::Tls);
+            s.w.send_raw(s.caller, sips_invite(number, me, "TLS", number).as_bytes());
+            s.w.run_for(secs(1));
+            assert_eq!(
+                answer(&s.w, s.caller, number),
+                (
+                    480,
+                    "Warning: 380 127.0.0.1:5061 \"SIPS Not Allowed\"".into()
+                ),
+                "{shards} shards, {number}"
+            );
+            assert!(s.w.phone_ref(s.tls).incoming.is_empty());
+            assert!(s.w.phone_ref(s.sips).incoming.is_empty());
+            assert!(s.w.connects.is_empty(), "{:?}", s.w.connects);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sips_request_goes_to_a_tls_next_hop_and_not_to_a_udp_one() {
+    let dir = certificates("sips-hop");
+    for shards in [1, 2] {
+        let (tls_hop, udp_hop): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:5090".parse().unwrap(),
+            "127.0.0.1:5091".parse().unwrap(),
+        );
+        let cfg = format!(
+            "{}\n[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{tls_hop};transport=tls\"\n\
+             [[routes]]\nprefix = \"01\"\nnext_hop = \"sip:{udp_hop}\"\n",
+            config(shards, &dir, true)
+        );
+        let mut w = World::new(&cfg, shards, 607);
+        let caller = w.add_phone("caller", "1000", 5071);
+        let tls = w.add_phone_at("tls-hop", "0049301234", tls_hop);
+        let udp = w.add_phone_at("udp-hop", "0149301234", udp_hop);
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tls);
+        w.send_raw(
+            caller,
+            sips_invite("0049301234", me, "TLS", "hop").as_bytes(),
+        );
+        w.send_raw(
+            caller,
+            sips_invite("0149301234", me, "TLS", "udphop").as_bytes(),
+        );
+        w.run_for(secs(1));
+        assert_eq!(w.connects, vec![(tls_hop, Transport::Tls)], "{}", w.dump());
+        // The Request-URI as it came: sips:.
+        let invite = &w.phone_ref(tls).incoming[0].invite;
+        assert!(
+            invite.starts_with(b"INVITE sips:0049301234@example.com "),
+            "{}",
+            w.dump()
+        );
+        assert!(record_routes(invite)[0].starts_with("<sips:127.0.0.1:5061;lr;"));
+        assert!(w.phone_ref(udp).incoming.is_empty());
+        assert_eq!(answer(&w, caller, "udphop").0, 480);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+

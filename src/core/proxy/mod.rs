@@ -926,12 +926,16 @@ fn start_branch(
     // transport on both sides: one naming that listener; UDP on both: the shared one.
     let (incoming, outgoing) = (call.upstream_transport, cx.flows.transport_to(target.dest));
     let addr = |t| crate::core::transport::ours::addr_for(cx, t);
-    let double = shared
-        .record_route
-        .and_then(|rr| crate::core::transport::record_route::double(rr, incoming, outgoing, addr));
+    // A sips: request: our entry on a TLS side is sips: too (RFC 5630 §5.3).
+    let secure = req
+        .request_uri_raw()
+        .is_some_and(crate::core::transport::outbound::is_sips);
+    let double = shared.record_route.and_then(|rr| {
+        crate::core::transport::record_route::double(rr, incoming, outgoing, addr, secure)
+    });
     let single = match (&double, shared.record_route) {
         (None, Some(rr)) => {
-            crate::core::transport::record_route::single(rr, outgoing, addr(outgoing))
+            crate::core::transport::record_route::single(rr, outgoing, addr(outgoing), secure)
         }
         _ => None,
     };

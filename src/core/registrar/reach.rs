@@ -12,9 +12,12 @@
 //!   be opened beside it);
 //! - the same for a `sip:` Contact with `;transport=tls` whose address has a plain TCP flow
 //!   open (without TLS out and without such a flow it is still reached over UDP, as
-//!   docs/transports.md says).
+//!   docs/transports.md says);
+//! - a request whose Request-URI is `sips:` ([`Reach::secure`]) reaches only `sips:` Contacts
+//!   (RFC 5630 §5.3: a target registered with a `sip:` Contact is not forwarded to; the proxy
+//!   answers 480 with warn-code 380, `core::transport::sips`), over TLS as above.
 //!
-//! Sans-IO: reads the flow set and a flag.
+//! Sans-IO: reads the flow set and two flags.
 
 use std::net::SocketAddr;
 
@@ -24,11 +27,13 @@ use crate::core::transport::{outbound, Transport};
 
 use super::binding;
 
-/// What a request can reach: the open flows, and whether sipfork opens TLS connections.
+/// What a request can reach: the open flows, whether sipfork opens TLS connections, and
+/// whether the request asks for TLS on every hop (a `sips:` Request-URI).
 #[derive(Clone, Copy, Debug)]
 pub struct Reach<'f> {
     flows: &'f Flows,
     tls_out: bool,
+    secure: bool,
 }
 
 impl<'f> Reach<'f> {
@@ -39,7 +44,16 @@ impl<'f> Reach<'f> {
 
     /// As [`Reach::new`], saying whether TLS out is configured (`tls_out`).
     pub fn with(flows: &'f Flows, tls_out: bool) -> Reach<'f> {
-        Reach { flows, tls_out }
+        Reach {
+            flows,
+            tls_out,
+            secure: false,
+        }
+    }
+
+    /// For a request whose Request-URI is `sips:` when `secure` (RFC 5630).
+    pub fn secure(self, secure: bool) -> Reach<'f> {
+        Reach { secure, ..self }
     }
 
     /// The transport a connection to a binding would be opened with (`Target::transport`:
@@ -58,6 +72,9 @@ impl<'f> Reach<'f> {
                 .is_some_and(|s| s.eq_ignore_ascii_case(b"sip:"))
         {
             return None; // `mailto:` and the like: listed, never a destination
+        }
+        if self.secure && !sips {
+            return None; // RFC 5630 §5.3: a `sip:` Contact is no target of a `sips:` request
         }
         let open = self.flows.get(dest);
         if over.is_flow() {
@@ -135,5 +152,29 @@ mod tests {
         let r = Reach::with(&flows, false);
         assert_eq!(r.binding(sips, dest, Over::Tls), Some(Transport::Udp));
         assert_eq!(r.binding(sips, dest, Over::Udp), Some(Transport::Tls));
+    }
+
+    #[test]
+    fn a_sips_request_reaches_only_sips_contacts_over_tls() {
+        let dest: SocketAddr = "127.0.0.1:5072".parse().unwrap();
+        let mut flows = Flows::new();
+        let sips = b"sips:1001@127.0.0.1:5072";
+        let tls = b"sip:1001@127.0.0.1:5072;transport=tls";
+        let udp = b"sip:1001@127.0.0.1:5072";
+        let r = Reach::with(&flows, true).secure(true);
+        assert_eq!(r.binding(sips, dest, Over::Udp), Some(Transport::Tls));
+        assert_eq!(r.binding(tls, dest, Over::Udp), None);
+        assert_eq!(r.binding(udp, dest, Over::Udp), None);
+        assert_eq!(
+            Reach::with(&flows, false)
+                .secure(true)
+                .binding(sips, dest, Over::Udp),
+            None
+        );
+        flows.seen(dest, Transport::Tls);
+        let r = Reach::with(&flows, false).secure(true);
+        assert_eq!(r.binding(sips, dest, Over::Tls), Some(Transport::Udp));
+        assert_eq!(r.binding(tls, dest, Over::Tls), None);
+        assert_eq!(r.binding(udp, dest, Over::Tls), None);
     }
 }

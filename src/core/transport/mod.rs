@@ -9,6 +9,7 @@ pub mod framer;
 pub mod ours;
 pub mod outbound;
 pub mod record_route;
+pub mod sips;
 
 use std::fmt;
 

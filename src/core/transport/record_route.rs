@@ -36,43 +36,56 @@ fn transport_param(t: Transport) -> &'static [u8] {
 /// Appends our Record-Route URI `rr` (`sip:host:port;lr;...`, as written when the transport does
 /// not change) for the side reached over `t` at our address `addr` (`ours::addr_for`): that
 /// host and port instead of the ones in `rr`, and the `transport` parameter right after them.
-/// With our UDP address for UDP the bytes are `rr`'s.
-pub fn push_for_transport(rr: &[u8], t: Transport, addr: SocketAddr, out: &mut Vec<u8>) {
+/// With our UDP address for UDP the bytes are `rr`'s. The TLS side of a request whose
+/// Request-URI is `sips:` (`secure`) gets a `sips:` URI without `transport` (RFC 5630 §5.3).
+pub fn push_for_transport(
+    rr: &[u8],
+    t: Transport,
+    addr: SocketAddr,
+    secure: bool,
+    out: &mut Vec<u8>,
+) {
     let at = memchr::memchr(b';', rr).unwrap_or(rr.len());
-    out.extend_from_slice(b"sip:");
+    let sips = secure && t == Transport::Tls;
+    out.extend_from_slice(if sips { b"sips:" } else { b"sip:" });
     crate::sip::build::push_hostport(out, addr);
-    out.extend_from_slice(transport_param(t));
+    if !sips {
+        out.extend_from_slice(transport_param(t));
+    }
     out.extend_from_slice(&rr[at..]);
 }
 
 /// The two Record-Route URIs of a request that came in over `incoming` and leaves over
 /// `outgoing` (top first), or `None` when the transports are equal (one entry, `rr` itself);
-/// `addr` says which of our addresses each side's entry names (`ours::addr_for`).
+/// `addr` says which of our addresses each side's entry names (`ours::addr_for`); `secure`:
+/// the request's Request-URI is `sips:` ([`push_for_transport`]).
 pub fn double(
     rr: &[u8],
     incoming: Transport,
     outgoing: Transport,
     addr: impl Fn(Transport) -> SocketAddr,
+    secure: bool,
 ) -> Option<(Vec<u8>, Vec<u8>)> {
     if incoming == outgoing {
         return None;
     }
     let mut top = Vec::with_capacity(rr.len() + 16);
-    push_for_transport(rr, outgoing, addr(outgoing), &mut top);
+    push_for_transport(rr, outgoing, addr(outgoing), secure, &mut top);
     let mut below = Vec::with_capacity(rr.len() + 16);
-    push_for_transport(rr, incoming, addr(incoming), &mut below);
+    push_for_transport(rr, incoming, addr(incoming), secure, &mut below);
     Some((top, below))
 }
 
 /// The one Record-Route URI of a request that comes in and leaves over the same stream
 /// transport `t`: our address on that listener with its `transport` parameter, so the peers'
-/// in-dialog requests come back over a stream too. `None` for UDP (`rr` itself).
-pub fn single(rr: &[u8], t: Transport, addr: SocketAddr) -> Option<Vec<u8>> {
+/// in-dialog requests come back over a stream too. `None` for UDP (`rr` itself). `secure` as
+/// for [`double`].
+pub fn single(rr: &[u8], t: Transport, addr: SocketAddr, secure: bool) -> Option<Vec<u8>> {
     if !t.is_stream() {
         return None;
     }
     let mut one = Vec::with_capacity(rr.len() + 16);
-    push_for_transport(rr, t, addr, &mut one);
+    push_for_transport(rr, t, addr, secure, &mut one);
     Some(one)
 }
 
@@ -113,26 +126,37 @@ mod tests {
     fn the_transport_parameter_goes_after_the_host_and_port() {
         let at = |a: &str| a.parse::<SocketAddr>().unwrap();
         let mut out = Vec::new();
-        push_for_transport(RR, Transport::Tcp, at("127.0.0.1:5060"), &mut out);
+        push_for_transport(RR, Transport::Tcp, at("127.0.0.1:5060"), false, &mut out);
         assert_eq!(text(&out), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
         out.clear();
-        push_for_transport(RR, Transport::Tls, at("127.0.0.1:5061"), &mut out);
+        push_for_transport(RR, Transport::Tls, at("127.0.0.1:5061"), false, &mut out);
         assert_eq!(text(&out), "sip:127.0.0.1:5061;transport=tls;lr;sf=abc");
         out.clear();
-        push_for_transport(RR, Transport::Udp, at("127.0.0.1:5060"), &mut out);
+        push_for_transport(RR, Transport::Udp, at("127.0.0.1:5060"), false, &mut out);
         assert_eq!(out, RR);
         out.clear();
         // A stream listener on another IP address: its host too.
-        push_for_transport(RR, Transport::Tcp, at("127.0.0.2:5070"), &mut out);
+        push_for_transport(RR, Transport::Tcp, at("127.0.0.2:5070"), false, &mut out);
         assert_eq!(text(&out), "sip:127.0.0.2:5070;transport=tcp;lr;sf=abc");
         out.clear();
         push_for_transport(
             b"sip:[::1]:5060;lr",
             Transport::Tcp,
             at("[::1]:5070"),
+            false,
             &mut out,
         );
         assert_eq!(text(&out), "sip:[::1]:5070;transport=tcp;lr");
+        // Toward a sips: Request-URI: a sips: URI on the TLS side, TCP and UDP as they were.
+        out.clear();
+        push_for_transport(RR, Transport::Tls, at("127.0.0.1:5061"), true, &mut out);
+        assert_eq!(text(&out), "sips:127.0.0.1:5061;lr;sf=abc");
+        out.clear();
+        push_for_transport(RR, Transport::Tcp, at("127.0.0.1:5060"), true, &mut out);
+        assert_eq!(text(&out), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
+        out.clear();
+        push_for_transport(RR, Transport::Udp, at("127.0.0.1:5060"), true, &mut out);
+        assert_eq!(out, RR);
     }
 
     #[test]
@@ -144,12 +168,12 @@ mod tests {
                 "127.0.0.1:5060".parse().unwrap()
             }
         };
-        assert!(double(RR, Transport::Tcp, Transport::Tcp, addrs).is_none());
-        assert!(double(RR, Transport::Udp, Transport::Udp, addrs).is_none());
-        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, addrs).unwrap();
+        assert!(double(RR, Transport::Tcp, Transport::Tcp, addrs, false).is_none());
+        assert!(double(RR, Transport::Udp, Transport::Udp, addrs, false).is_none());
+        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, addrs, false).unwrap();
         assert_eq!(text(&top), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
         assert_eq!(below, RR);
-        let (top, below) = double(RR, Transport::Tls, Transport::Udp, addrs).unwrap();
+        let (top, below) = double(RR, Transport::Tls, Transport::Udp, addrs, false).unwrap();
         assert_eq!(top, RR);
         assert_eq!(text(&below), "sip:127.0.0.3:5061;transport=tls;lr;sf=abc");
     }
@@ -161,9 +185,13 @@ mod tests {
         use crate::sip::build::{forward_request, Forward, ViaFix};
         let head = "BYE sip:a@127.0.0.1:5071 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK1\r\n";
         let tail = "From: <sip:b@x>;tag=1\r\nTo: <sip:a@x>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
-        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, |_| {
-            "127.0.0.1:5060".parse().unwrap()
-        })
+        let (top, below) = double(
+            RR,
+            Transport::Udp,
+            Transport::Tcp,
+            |_| "127.0.0.1:5060".parse().unwrap(),
+            false,
+        )
         .unwrap();
         let ours = "<sip:127.0.0.1:5060;transport=tcp;lr;sf=abc>, <sip:127.0.0.1:5060;lr;sf=abc>";
         let cases = [
