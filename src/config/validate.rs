@@ -329,6 +329,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
                 } else if let Some(route) = routes.lookup(t.as_bytes()) {
                     followme::Target::External {
                         next_hop: route.next_hop.addr,
+                        transport: route.next_hop.transport,
                         number: t.into_bytes(),
                     }
                 } else {

@@ -1307,12 +1307,16 @@ fn followme_targets<'r>(
                 Target::External {
                     number: n,
                     next_hop,
+                    transport,
                 } if node.forward_external => {
                     let mut uri = b"sip:".to_vec();
                     uri.extend_from_slice(n);
                     uri.push(b'@');
                     build::push_hostport(&mut uri, *next_hop);
-                    out.push(owned(uri, *next_hop, q, true));
+                    // Over its route's configured transport, as a call to the number would go.
+                    let mut target = owned(uri, *next_hop, q, true);
+                    target.transport = *transport;
+                    out.push(target);
                 }
                 Target::External { number: n, .. } => {
                     skipped.push(crate::core::notice::Notice::ExternalSkipped { number: n.clone() })

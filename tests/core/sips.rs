@@ -311,3 +311,48 @@ fn a_sips_request_goes_to_a_tls_next_hop_and_not_to_a_udp_one() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+// --- Follow-me external targets take their route's configured transport. ---
+
+/// Extension 1000 follows to an external number whose route's next hop is `hop` with
+/// `params`, over a UDP and TCP listener.
+fn followme_config(shards: u16, hop: SocketAddr, params: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]\ndomain = \"example.com\"\n\
+         shards = {shards}\n[registrar]\nmin_expires = 10\n[auth]\nmode = \"none\"\n\
+         [[tenants]]\nname = \"fwd\"\nforward_external = true\n\
+         [[extensions]]\nnumbers = \"1000-1099\"\ntenant = \"fwd\"\n\
+         [[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{hop}{params}\"\n\
+         [[followme]]\nextension = \"1000\"\nstages = [{{ targets = [\"0044201234567\"], ring = 5 }}]\n"
+    )
+}
+
+#[test]
+fn a_followme_external_target_is_reached_over_its_routes_transport() {
+    for shards in [1, 2] {
+        let hop: SocketAddr = "127.0.0.1:5099".parse().unwrap();
+        for (params, want) in [(";transport=tcp", Some(Transport::Tcp)), ("", None)] {
+            let mut w = World::new(&followme_config(shards, hop, params), shards, 608);
+            let caller = w.add_phone("caller", "1001", 5071);
+            let external = w.add_phone_at("external", "0044201234567", hop);
+            // The caller's Request-URI asks for TLS: only the configuration chooses.
+            let me = w.phone_ref(caller).addr;
+            w.send_raw(
+                caller,
+                crate::outbound::raw_invite("sip:1000@example.com;transport=tls", me, "fm", "")
+                    .as_bytes(),
+            );
+            w.run_for(secs(1));
+            let invite = &w.phone_ref(external).incoming[0].invite;
+            match want {
+                Some(t) => {
+                    assert_eq!(w.connects, vec![(hop, t)], "{shards} shards\n{}", w.dump());
+                    assert!(top_via(invite).starts_with("Via: SIP/2.0/TCP "));
+                }
+                None => {
+                    assert!(w.connects.is_empty(), "{:?}", w.connects);
+                    assert!(top_via(invite).starts_with("Via: SIP/2.0/UDP "));
+                }
+            }
+        }
+    }
+}
