@@ -278,12 +278,16 @@ impl Core {
 
     /// (Re)starts the trunk keep-alives for the configuration in force.
     fn configure_keepalive(&mut self, now: Instant) {
-        self.keepalive.configure(
-            &mut self.timers,
-            now,
-            self.cfg.trunk_addresses(),
-            self.cfg.policy.trunk_keepalive,
-        );
+        let cfg = &self.cfg;
+        // Probes go over UDP: a trunk address configured for TCP or TLS is not probed (it
+        // counts as alive; a connection that cannot be opened ends its branch at once).
+        let udp = cfg.trunk_addresses().filter(|&a| {
+            cfg.trunk_at(a)
+                .and_then(|n| cfg.extension(n))
+                .is_none_or(|p| p.trunk_transport(a) == transport::Transport::Udp)
+        });
+        self.keepalive
+            .configure(&mut self.timers, now, udp, cfg.policy.trunk_keepalive);
     }
 
     /// Installs a newer snapshot of the cluster directory (the shard does this before a
@@ -954,8 +958,12 @@ impl Core {
                     keepalive.pick(policy.trunk())
                 {
                     // A trunk: its static address, the number as dialled (a DID stays in the
-                    // Request-URI and To).
-                    let mut uri = b"sip:".to_vec();
+                    // Request-URI and To); sips: for a sips: request (RFC 5630 §5.3).
+                    let mut uri = if secure {
+                        b"sips:".to_vec()
+                    } else {
+                        b"sip:".to_vec()
+                    };
                     uri.extend_from_slice(&number::of_uri(&e.request_uri));
                     uri.push(b'@');
                     build::push_hostport(&mut uri, dest);
@@ -965,7 +973,9 @@ impl Core {
                         q: 1000,
                         registered_at: Instant::ZERO,
                         external: false,
-                        transport: transport::Transport::Udp,
+                        // Its configured transport (`trunk = "sip:IP:port;transport=tls"`),
+                        // never the request's.
+                        transport: policy.trunk_transport(dest),
                     }]
                 } else if let Some(fm) = followme {
                     let tenant = policy.tenant();

@@ -356,3 +356,99 @@ fn a_followme_external_target_is_reached_over_its_routes_transport() {
         }
     }
 }
+
+// --- Trunks reached over TCP or TLS (`trunk = "sip:IP:port;transport=tcp|tls"`). ---
+
+/// [`config`] with TLS out and a TCP listener too, and three trunks: 3000 over TLS, 3001 over
+/// TCP, 3002 over UDP (a bare address).
+fn trunk_config(shards: u16, dir: &std::path::Path) -> String {
+    format!(
+        "{}\n[[extensions]]\nnumbers = \"3000\"\ntrunk = \"sip:127.0.0.1:5090;transport=tls\"\n\
+         [[extensions]]\nnumbers = \"3001\"\ntrunk = [\"sip:127.0.0.1:5092;transport=tcp\"]\n\
+         [[extensions]]\nnumbers = \"3002\"\ntrunk = \"127.0.0.1:5094\"\n",
+        config(shards, dir, true).replace(
+            "\"tls:127.0.0.1:5061\"]",
+            "\"tls:127.0.0.1:5061\", \"tcp:127.0.0.1:5060\"]"
+        )
+    )
+}
+
+#[test]
+fn trunks_are_reached_over_their_configured_transport_only() {
+    let dir = certificates("sips-trunks");
+    for shards in [1, 2] {
+        let mut w = World::new(&trunk_config(shards, &dir), shards, 609);
+        let caller = w.add_phone("caller", "1000", 5071);
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let tls = w.add_phone_at("tls-pbx", "3000", addr(5090));
+        let tcp = w.add_phone_at("tcp-pbx", "3001", addr(5092));
+        let udp = w.add_phone_at("udp-pbx", "3002", addr(5094));
+        let me = w.phone_ref(caller).addr;
+        // Request-URIs naming other transports and maddr: only the configuration chooses.
+        let cases = [
+            ("sip:3000@example.com;transport=udp", "t0"),
+            ("sip:3001@example.com;transport=tls;maddr=127.0.0.99", "t1"),
+            ("sip:3002@example.com;transport=tcp", "t2"),
+        ];
+        for (ruri, tag) in cases {
+            let invite = crate::outbound::raw_invite(ruri, me, tag, "");
+            w.send_raw(caller, invite.as_bytes());
+        }
+        w.run_for(secs(1));
+        let mut connects = w.connects.clone();
+        connects.sort_by_key(|(a, _)| *a);
+        assert_eq!(
+            connects,
+            vec![(addr(5090), Transport::Tls), (addr(5092), Transport::Tcp)],
+            "{shards} shards\n{}",
+            w.dump()
+        );
+        for (pbx, via) in [(tls, "TLS"), (tcp, "TCP"), (udp, "UDP")] {
+            let invite = &w.phone_ref(pbx).incoming[0].invite;
+            let want = format!("Via: SIP/2.0/{via} ");
+            assert!(top_via(invite).starts_with(&want), "{}", top_via(invite));
+        }
+        crate::outbound::nothing_toward_the_third_party(&w);
+        // A sips: request over TLS: the TLS trunk, with a sips: Request-URI; not the UDP one.
+        w.connect(caller, Transport::Tls);
+        w.send_raw(caller, sips_invite("3000", me, "TLS", "trunk").as_bytes());
+        w.send_raw(
+            caller,
+            sips_invite("3002", me, "TLS", "udptrunk").as_bytes(),
+        );
+        w.run_for(secs(1));
+        let invite = &w.phone_ref(tls).incoming[1].invite;
+        assert!(
+            invite.starts_with(b"INVITE sips:3000@127.0.0.1:5090 "),
+            "{}",
+            w.dump()
+        );
+        assert_eq!(answer(&w, caller, "udptrunk").0, 480);
+        assert_eq!(w.phone_ref(udp).incoming.len(), 1);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_trunk_over_tls_needs_peer_ca_and_one_over_tcp_a_tcp_listener() {
+    let dir = certificates("sips-trunkcfg");
+    let tls_trunk =
+        "[[extensions]]\nnumbers = \"3000\"\ntrunk = \"sip:127.0.0.1:5090;transport=tls\"\n";
+    let tcp_trunk =
+        "[[extensions]]\nnumbers = \"3000\"\ntrunk = \"sip:127.0.0.1:5090;transport=tcp\"\n";
+    for (base, trunk) in [
+        (config(1, &dir, false), tls_trunk),
+        (DEFAULT_CONFIG.to_string(), tls_trunk),
+        (DEFAULT_CONFIG.to_string(), tcp_trunk),
+    ] {
+        let err = match sipfork::config::Config::from_toml(&format!("{base}\n{trunk}")) {
+            Ok(_) => panic!("accepted: {trunk}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("extensions[1].trunk"), "{err}");
+        assert!(err.contains("needs a t"), "{err}");
+    }
+    let ok = format!("{}\n{tls_trunk}", config(1, &dir, true));
+    assert!(sipfork::config::Config::from_toml(&ok).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
