@@ -180,18 +180,30 @@ fn a_failed_tls_connect_ends_the_branch_at_once() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A world of [`config`] with TLS out whose route `00` goes to a next hop at 127.0.0.1:5090
+/// configured with `;transport=tls`: the world, the caller (1000), the next hop (a phone for
+/// 0049301234) and its address.
+pub(crate) fn tls_hop_world(
+    shards: u16,
+    dir: &std::path::Path,
+    seed: u64,
+) -> (World, PhoneId, PhoneId, SocketAddr) {
+    let hop: SocketAddr = "127.0.0.1:5090".parse().unwrap();
+    let cfg = format!(
+        "{}\n[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{hop};transport=tls\"\n",
+        config(shards, dir, true)
+    );
+    let mut w = World::new(&cfg, shards, seed);
+    let caller = w.add_phone("caller", "1000", 5071);
+    let trunk = w.add_phone_at("trunk", "0049301234", hop);
+    (w, caller, trunk, hop)
+}
+
 #[test]
 fn a_next_hop_configured_for_tls_is_reached_over_tls() {
     let dir = certificates("hop");
     for shards in [1, 2] {
-        let hop: SocketAddr = "127.0.0.1:5090".parse().unwrap();
-        let cfg = format!(
-            "{}\n[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{hop};transport=tls\"\n",
-            config(shards, &dir, true)
-        );
-        let mut w = World::new(&cfg, shards, 504);
-        let caller = w.add_phone("caller", "1000", 5071);
-        let trunk = w.add_phone_at("trunk", "0049301234", hop);
+        let (mut w, caller, trunk, hop) = tls_hop_world(shards, &dir, 504);
         w.call(caller, "0049301234");
         w.run_for(secs(1));
         assert_eq!(w.connects, vec![(hop, Transport::Tls)], "{}", w.dump());

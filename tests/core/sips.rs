@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use crate::outbound_tls::{certificates, config, setup};
+use crate::outbound_tls::{certificates, config, setup, tls_hop_world};
 use crate::transport::{record_routes, top_via};
 use sipfork::core::transport::Transport;
 use sipfork::testing::phone::Behaviour;
@@ -74,14 +74,7 @@ fn a_tls_or_sips_contact_is_never_reached_over_a_plain_tcp_flow_open_to_its_addr
 fn a_next_hop_configured_for_tls_is_not_reached_over_a_plain_tcp_flow_to_its_address() {
     let dir = certificates("sips-hopflow");
     for shards in [1, 2] {
-        let hop: SocketAddr = "127.0.0.1:5090".parse().unwrap();
-        let cfg = format!(
-            "{}\n[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{hop};transport=tls\"\n",
-            config(shards, &dir, true)
-        );
-        let mut w = World::new(&cfg, shards, 602);
-        let caller = w.add_phone("caller", "1000", 5071);
-        let trunk = w.add_phone_at("trunk", "0049301234", hop);
+        let (mut w, caller, trunk, hop) = tls_hop_world(shards, &dir, 602);
         // The next hop connected to sipfork over plain TCP (a REGISTER for the number makes the
         // shard owning it see the flow; it is no extension of ours: 404).
         w.connect(trunk, Transport::Tcp);
@@ -175,11 +168,9 @@ fn answer(w: &World, id: PhoneId, tag: &str) -> (u16, String) {
         .phone_ref(id)
         .inbox
         .iter()
+        .rev()
         .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-        .filter(|t| {
-            t.starts_with("SIP/2.0 ") && !t.starts_with("SIP/2.0 1") && t.contains(&call_id)
-        })
-        .last()
+        .find(|t| t.starts_with("SIP/2.0 ") && !t.starts_with("SIP/2.0 1") && t.contains(&call_id))
         .unwrap_or_else(|| panic!("no final for {tag}\n{}", w.dump()));
     let status = text[8..11].parse().unwrap();
     let warning = text
