@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant as WallClock};
 
 use criterion::{criterion_group, Criterion, Throughput};
+use sipfork::core::transport::Transport;
 use sipfork::sip::{check_request, check_response, parse};
 use sipfork::testing::forked_call::{CallStats, ForkedCall, Observer, Recorder};
 use sipfork::time::Instant;
@@ -195,10 +196,11 @@ fn warmed(mut fc: ForkedCall) -> ForkedCall {
 }
 
 /// The summary printed before criterion's figures: the best of three rounds (the machine is
-/// shared; interference only ever adds time), with the cost of each kind of datagram.
-fn summary() {
+/// shared; interference only ever adds time), with the cost of each kind of datagram; for the
+/// call as it is, then with the devices on TCP (`forked_call_tcp_devices`: every branch over a
+/// flow, with two Record-Route entries).
+fn summary(name: &str, mut fc: ForkedCall) {
     const CALLS: u64 = 10_000;
-    let mut fc = warmed_driver();
     let live = fc.core().proxy_calls();
     // What the meter's own clock reads and counter loads cost, per entry into the core.
     let mut probe = Meter::default();
@@ -237,7 +239,7 @@ fn summary() {
     let datagrams_in = totals.datagrams_in as f64 / calls;
     let datagrams = (totals.datagrams_in + totals.datagrams_out) as f64 / calls;
     println!(
-        "core/forked_call summary (best of 3 × {CALLS} calls): {:.2} µs in Core per 3-way \
+        "core/{name} summary (best of 3 × {CALLS} calls): {:.2} µs in Core per 3-way \
          forked call ({:.0} datagrams in, {:.0} out, {} from timers; {:.1} entries into Core per \
          call, meter overhead {:.0} ns each subtracted), {:.2} µs per datagram received, {:.2} µs \
          per datagram handled (in + out); {:.1} heap allocations ({:.0} bytes) per call, {:.2} \
@@ -363,7 +365,11 @@ criterion_group!(benches, forked_call, policy_admission);
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs each bench once without it.
     if std::env::args().any(|a| a == "--bench") {
-        summary();
+        summary("forked_call", warmed_driver());
+        summary(
+            "forked_call_tcp_devices",
+            warmed(ForkedCall::new().with_devices_over(Transport::Tcp)),
+        );
     }
     benches();
     Criterion::default().configure_from_args().final_summary();

@@ -23,6 +23,8 @@ have redis-cli || need+=(redis-tools)
 if [[ ${1:-} == --bench ]]; then
   have chromium || need+=(chromium)
   have perf || need+=(linux-perf)
+  # Kamailio's tls module: the anchor over TLS (TRANSPORT=tls loadtest/scripts/bench.sh).
+  [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ]] || need+=(kamailio-tls-modules)
 fi
 SUDO=()
 [[ $(id -u) == 0 ]] || SUDO=(sudo)

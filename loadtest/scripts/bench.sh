@@ -29,6 +29,10 @@
 #                       --transport tcp); sipfork listens on tcp: beside udp:, Kamailio runs
 #                       benches/anchors/kamailio-tcp/kamailio.cfg (the anchor over TCP); labels
 #                       get -tcp. At the end, Kamailio's proxy CPU per call ÷ sipfork's per rate.
+#                       tls: the same over TLS (--transport tls, one self-signed certificate for
+#                       127.0.0.1 in OUT/tls that both proxies serve and the harness trusts);
+#                       Kamailio runs benches/anchors/kamailio-tls/kamailio.cfg (its tls module:
+#                       Debian's kamailio-tls-modules); labels get -tls.
 # Every run: a fresh loopback-only network namespace, the proxy on 127.0.0.1:5060, the harness
 # bounded by the preset's duration and drain (it stops by itself), the proxy stopped by PID.
 set -euo pipefail
@@ -53,15 +57,25 @@ LT=$ROOT/target/$PROFILE/sipfork-load
 source "$ROOT/benches/lib.sh"
 
 TRANSPORT=${TRANSPORT:-udp}
-[[ $TRANSPORT == udp || $TRANSPORT == tcp ]] || { echo "TRANSPORT: udp or tcp" >&2; exit 2; }
-TSUFFIX=""; [[ $TRANSPORT == tcp ]] && TSUFFIX=-tcp
+[[ $TRANSPORT == udp || $TRANSPORT == tcp || $TRANSPORT == tls ]] || { echo "TRANSPORT: udp, tcp or tls" >&2; exit 2; }
+TSUFFIX=""; [[ $TRANSPORT != udp ]] && TSUFFIX=-$TRANSPORT
+TLS_ARGS=()
+if [[ $TRANSPORT == tls ]]; then
+  # The run's certificate (for 127.0.0.1), written once: every proxy serves it, the harness trusts it.
+  "$LT" proxy-config --preset "$PRESET" --transport tls --tls-dir "$OUT/tls" > /dev/null
+  TLS_ARGS=(--tls-ca "$OUT/tls/cert.pem")
+fi
 
-kamailio_dir() {  # the anchor Kamailio, a copy of it that challenges REGISTERs, or its TCP one
-  if [[ $TRANSPORT == tcp ]]; then
-    [[ $1 == *-digest ]] && { echo "TRANSPORT=tcp: no digest Kamailio" >&2; return 1; }
-    local d=$OUT/kamailio-tcp
+kamailio_dir() {  # the anchor Kamailio, a copy of it that challenges REGISTERs, or its TCP/TLS one
+  if [[ $TRANSPORT != udp ]]; then
+    [[ $1 == *-digest ]] && { echo "TRANSPORT=$TRANSPORT: no digest Kamailio" >&2; return 1; }
+    local d=$OUT/kamailio-$TRANSPORT
     mkdir -p "$d"
-    cp "$K/start_kamailio.sh" "$K/stop_kamailio.sh" "$K-tcp/kamailio.cfg" "$d/"
+    cp "$K/start_kamailio.sh" "$K/stop_kamailio.sh" "$K-$TRANSPORT/kamailio.cfg" "$d/"
+    if [[ $TRANSPORT == tls ]]; then
+      printf '[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\nprivate_key = %s\ncertificate = %s\n\n[client:default]\nverify_certificate = no\nrequire_certificate = no\n' \
+        "$OUT/tls/key.pem" "$OUT/tls/cert.pem" > "$d/tls.cfg"
+    fi
     echo "$d"; return
   fi
   [[ $1 == *-digest ]] || { echo "$K"; return; }
@@ -87,13 +101,14 @@ run_one() {
       [[ $PRESET == *digest* ]] && pcfg+=(--digest)
       [[ -n ${PROXY_ARGS:-} ]] && pcfg+=($PROXY_ARGS)
       pcfg+=(--transport "$TRANSPORT")
+      [[ $TRANSPORT == tls ]] && pcfg+=(--tls-dir "$OUT/tls")
       "$LT" proxy-config --preset "$PRESET" "${pcfg[@]}" > "$OUT/$label.sipfork.toml"
       if [[ ${JOURNAL:-0} == 1 ]]; then
         rm -rf "$OUT/$label.data"
         sed -i "/^\[server\]/a data_dir = \"$OUT/$label.data\"" "$OUT/$label.sipfork.toml"
       fi
       ip netns exec $ns "$SF" --config "$OUT/$label.sipfork.toml" > "$OUT/$label.proxy.log" 2>&1 &
-      pid=$!; name="sipfork${TSUFFIX:+ tcp} shards=$SHARDS io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}$([[ ${JOURNAL:-0} == 1 ]] && echo ' journal')"
+      pid=$!; name="sipfork${TSUFFIX:+ $TRANSPORT} shards=$SHARDS io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}$( [[ ${JOURNAL:-0} == 1 ]] && echo ' journal' || true)"
       sleep 0.5 ;;
     kamailio|kamailio-tlsf|kamailio-digest|kamailio-tlsf-digest)
       local mgr="" tag=""; [[ $target == *tlsf* ]] && mgr=tlsf
@@ -101,7 +116,7 @@ run_one() {
       kd=$(kamailio_dir "$target")
       ip netns exec $ns env KAM_CPUS="${PROXY_CPUS:-}" "$kd/start_kamailio.sh" "$KAM_CHILDREN" "$KAM_SHM" $mgr > "$OUT/$label.proxy.log" 2>&1
       pid=$(cat "$kd/run/kamailio.pid")
-      [[ $TRANSPORT == tcp ]] && tag+=" tcp"
+      [[ $TRANSPORT != udp ]] && tag+=" $TRANSPORT"
       name="kamailio ${mgr:-qm}$tag children=$KAM_CHILDREN shm=${KAM_SHM}MB${PROXY_CPUS:+ cpus=$PROXY_CPUS}" ;;
     reflector)
       local rargs=(--io "$IO" --coalesce-us "$COALESCE_US" --secs 900)
@@ -111,7 +126,7 @@ run_one() {
       sleep 0.5 ;;
     *) echo "unknown target $target" >&2; ip netns del $ns; return 1 ;;
   esac
-  local hargs=(--threads "$THREADS" --transport "$TRANSPORT"); [[ -n ${HARNESS_CPUS:-} ]] && hargs+=(--pin "$HARNESS_CPUS")
+  local hargs=(--threads "$THREADS" --transport "$TRANSPORT" "${TLS_ARGS[@]}"); [[ -n ${HARNESS_CPUS:-} ]] && hargs+=(--pin "$HARNESS_CPUS")
   [[ ${SPIN:-0} == 1 ]] && hargs+=(--spin)
   set +e
   ip netns exec $ns "$LT" run --preset "$PRESET" --rate "$rate" --duration "$DUR" "${reflect[@]}" \

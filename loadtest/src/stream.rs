@@ -111,6 +111,8 @@ struct Conn {
     pending: Vec<u8>,
     /// Registered for `EPOLLOUT`.
     want_out: bool,
+    /// In `Conns::to_flush`.
+    queued: bool,
     open: bool,
 }
 
@@ -120,6 +122,8 @@ struct Conns {
     by_local: HashMap<SocketAddr, usize>,
     epoll: i32,
     counters: Arc<StreamCounters>,
+    /// Connections written to since the last flush: flushed once per turn, not per message.
+    to_flush: Vec<usize>,
 }
 
 fn epoll_ctl(epoll: i32, op: i32, fd: i32, events: u32, token: usize) {
@@ -172,6 +176,7 @@ impl Conns {
             by_local: HashMap::with_capacity(endpoints.len()),
             epoll,
             counters,
+            to_flush: Vec::with_capacity(endpoints.len()),
         };
         for &(local, peer) in endpoints {
             let stream = connect(local, peer)?;
@@ -207,6 +212,7 @@ impl Conns {
                 tls,
                 pending: Vec::new(),
                 want_out,
+                queued: false,
                 open: true,
             });
             set.by_local.insert(local, i);
@@ -311,7 +317,9 @@ impl Conns {
             None => c.pending.extend_from_slice(msg),
         }
         self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
-        self.flush(i);
+        if !std::mem::replace(&mut c.queued, true) {
+            self.to_flush.push(i);
+        }
     }
 
     /// Reads what connection `i` has, frames it and hands each message to `agent`.
@@ -407,7 +415,7 @@ impl Conns {
         }
     }
 
-    /// Sends what the agent's outbox holds.
+    /// Sends what the agent's outbox holds: queued per connection, then one write each.
     fn drain(&mut self, agent: &mut Agent) {
         let out = agent.outbox();
         for t in out.transmits() {
@@ -415,6 +423,13 @@ impl Conns {
             self.send(t.from, bytes);
         }
         out.clear();
+        let mut to_flush = std::mem::take(&mut self.to_flush);
+        for &i in &to_flush {
+            self.conns[i].queued = false;
+            self.flush(i);
+        }
+        to_flush.clear();
+        self.to_flush = to_flush;
     }
 }
 

@@ -15,6 +15,11 @@
 //! step checks that the proxy sent exactly the datagrams the script expects, so a figure measured
 //! here is the cost of a call that went right. An [`Observer`] wraps every call into the core
 //! (datagram or timer run) and is where a benchmark starts and stops its clocks and counters.
+//!
+//! [`ForkedCall::with_devices_over`] runs the same script with the devices registered and
+//! answering over TCP (each on its own connection, as the engine hands the core their messages)
+//! while the caller stays on UDP: every branch then goes over a flow and carries a double
+//! Record-Route (RFC 5658), the shape of the stream paths' cost.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -23,6 +28,7 @@ use crate::config::Config;
 use crate::core::io::{Datagram, Inbound};
 use crate::core::shard::ShardId;
 use crate::core::transaction::TimerValues;
+use crate::core::transport::Transport;
 use crate::core::{Core, CoreParams};
 use crate::sip::build::{self, InDialog, Reply, ViaFix};
 use crate::sip::{parse, ContactValue, HeaderName};
@@ -131,6 +137,8 @@ pub struct ForkedCall {
     stats: CallStats,
     /// CDRs the core emitted (`[policy] cdr`), drained after each step like a shard does.
     pub cdrs: u64,
+    /// What the devices register and answer over (the caller is on UDP).
+    devices_over: Transport,
 }
 
 impl Default for ForkedCall {
@@ -157,7 +165,14 @@ impl ForkedCall {
             sent: Vec::new(),
             stats: CallStats::default(),
             cdrs: 0,
+            devices_over: Transport::Udp,
         }
+    }
+
+    /// The devices register and answer over `t` from now on (before the first call).
+    pub fn with_devices_over(mut self, t: Transport) -> Self {
+        self.devices_over = t;
+        self
     }
 
     /// The core (for assertions on its state).
@@ -216,7 +231,11 @@ impl ForkedCall {
             from,
             local: PROXY,
             bytes,
-            transport: crate::core::transport::Transport::Udp,
+            transport: if from == CALLER {
+                Transport::Udp
+            } else {
+                self.devices_over
+            },
         };
         let inbound = obs.around(now, Some((from, bytes)), || core.handle_datagram(now, d));
         assert_eq!(inbound, Inbound::Handled, "one shard handles everything");
@@ -256,15 +275,19 @@ impl ForkedCall {
             return;
         }
         let round = self.calls;
+        let (via, param) = (
+            self.devices_over.via_token(),
+            transport_param(self.devices_over),
+        );
         for i in 0..DEVICES {
             let addr = device(i);
             let register = format!(
                 "REGISTER sip:example.com SIP/2.0\r\n\
-                 Via: SIP/2.0/UDP {addr};branch=z9hG4bK-reg-{i}-{round};rport\r\n\
+                 Via: SIP/2.0/{via} {addr};branch=z9hG4bK-reg-{i}-{round};rport\r\n\
                  Max-Forwards: 70\r\nFrom: <sip:1000@example.com>;tag=reg{i}\r\n\
                  To: <sip:1000@example.com>\r\nCall-ID: reg-{i}@127.0.0.1\r\n\
                  CSeq: {cseq} REGISTER\r\n\
-                 Contact: <sip:1000@{addr};transport=udp>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-00000000000{i}>\"\r\n\
+                 Contact: <sip:1000@{addr};transport={param}>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-00000000000{i}>\"\r\n\
                  Expires: 7200\r\nUser-Agent: DeskPhone/3.2\r\nContent-Length: 0\r\n\r\n",
                 cseq = round + 1,
             );
@@ -301,14 +324,30 @@ impl ForkedCall {
         // Each device rings.
         self.tick(obs);
         for i in 0..DEVICES {
-            let ringing = device_response(&forwarded[i], 180, "Ringing", &tags[i], i, false);
+            let ringing = device_response(
+                &forwarded[i],
+                180,
+                "Ringing",
+                &tags[i],
+                i,
+                false,
+                self.devices_over,
+            );
             self.deliver(obs, device(i), &ringing);
             self.expect_sent("180", &[CALLER]);
         }
 
         // Device 1 answers: the 200 goes upstream, the others are cancelled.
         self.tick(obs);
-        let ok = device_response(&forwarded[WINNER], 200, "OK", &tags[WINNER], WINNER, true);
+        let ok = device_response(
+            &forwarded[WINNER],
+            200,
+            "OK",
+            &tags[WINNER],
+            WINNER,
+            true,
+            self.devices_over,
+        );
         self.deliver(obs, device(WINNER), &ok);
         let losers: Vec<usize> = (0..DEVICES).filter(|&i| i != WINNER).collect();
         let mut to: Vec<SocketAddr> = losers.iter().map(|&i| device(i)).collect();
@@ -327,11 +366,19 @@ impl ForkedCall {
                 .iter()
                 .find(|(a, _)| *a == device(i))
                 .expect("checked by expect_sent");
-            let cancelled = device_response(cancel, 200, "OK", &tags[i], i, false);
+            let cancelled =
+                device_response(cancel, 200, "OK", &tags[i], i, false, self.devices_over);
             self.deliver(obs, device(i), &cancelled);
             self.expect_sent("200 to CANCEL", &[]);
-            let terminated =
-                device_response(&forwarded[i], 487, "Request Terminated", &tags[i], i, false);
+            let terminated = device_response(
+                &forwarded[i],
+                487,
+                "Request Terminated",
+                &tags[i],
+                i,
+                false,
+                self.devices_over,
+            );
             self.deliver(obs, device(i), &terminated);
             self.expect_sent("487", &[device(i)]);
         }
@@ -346,7 +393,15 @@ impl ForkedCall {
         self.deliver(obs, CALLER, &bye);
         let sent = self.expect_sent("BYE", &[device(WINNER)]);
         self.tick(obs);
-        let bye_ok = device_response(&sent[0].1, 200, "OK", &tags[WINNER], WINNER, false);
+        let bye_ok = device_response(
+            &sent[0].1,
+            200,
+            "OK",
+            &tags[WINNER],
+            WINNER,
+            false,
+            self.devices_over,
+        );
         self.deliver(obs, device(WINNER), &bye_ok);
         self.expect_sent("200 to BYE", &[CALLER]);
 
@@ -429,9 +484,15 @@ fn device_response(
     tag: &str,
     i: usize,
     sdp: bool,
+    over: Transport,
 ) -> Vec<u8> {
     let req = parse(req).expect("the proxy sends what parses");
-    let mut extra = format!("Contact: <sip:1000@{};transport=udp>\r\n", device(i)).into_bytes();
+    let mut extra = format!(
+        "Contact: <sip:1000@{};transport={}>\r\n",
+        device(i),
+        transport_param(over)
+    )
+    .into_bytes();
     if status < 300 {
         for h in req.rows(HeaderName::RecordRoute) {
             extra.extend_from_slice(h.row);
@@ -452,6 +513,15 @@ fn device_response(
         &mut out,
     );
     out
+}
+
+/// The `transport` URI parameter's value for `t`.
+fn transport_param(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+        Transport::Tls => "tls",
+    }
 }
 
 /// The caller's ACK or BYE in the dialog the 200 `answer` set up (§12.2.1.1): the answer's

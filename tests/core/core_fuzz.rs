@@ -6,12 +6,20 @@
 //! invariants (every sent datagram parses, calls bounded, nothing left after silence).
 
 use proptest::prelude::*;
+use sipfork::core::transport::Transport;
 use sipfork::testing::core_fuzz::{decode, encode, peers, recorded_call, run};
-use sipfork::testing::forked_call::{CallStats, ForkedCall, CALLER};
+use sipfork::testing::forked_call::{CallStats, ForkedCall, Observer, CALLER};
 use sipfork::testing::phone::Behaviour;
 use sipfork::time::{ms, secs, Duration};
 
 use crate::vectors;
+
+/// What the script's call sends and receives when it goes right.
+const CLEAN_CALL: CallStats = CallStats {
+    datagrams_in: 12,
+    datagrams_out: 15,
+    from_timers: 0,
+};
 
 /// RFC 3261 §16.7, §9.1, §17.1.1.3: per call 12 datagrams in (INVITE, 3 × 180, 200, 2 × 200 to
 /// CANCEL, 2 × 487, ACK, BYE, 200 to BYE) and 15 out (100, 3 × INVITE, 3 × 180, 200, 2 × CANCEL,
@@ -22,19 +30,51 @@ fn forked_call_script_runs_clean_and_leaves_nothing() {
     let mut fc = ForkedCall::new();
     for _ in 0..40 {
         let stats = fc.call(&mut ());
-        assert_eq!(
-            stats,
-            CallStats {
-                datagrams_in: 12,
-                datagrams_out: 15,
-                from_timers: 0
-            }
-        );
+        assert_eq!(stats, CLEAN_CALL);
     }
     assert!(
         fc.core().proxy_calls() > 0,
         "recent calls are still in their timers"
     );
+    fc.idle(&mut (), secs(40));
+    assert_eq!(fc.core().proxy_calls(), 0);
+}
+
+/// The same script with the devices registered and answering over TCP (the caller on UDP):
+/// every INVITE to a device names TCP in our Via and carries our two Record-Route entries
+/// (RFC 5658), the same datagrams go, none from a timer (no retransmission over a stream), and
+/// nothing is left.
+#[test]
+fn forked_call_script_runs_clean_with_the_devices_on_tcp() {
+    #[derive(Default)]
+    struct Invites(Vec<String>);
+    impl Observer for Invites {
+        fn sent(&mut self, datagrams: &[(std::net::SocketAddr, Vec<u8>)]) {
+            for (to, bytes) in datagrams {
+                if *to != CALLER && bytes.starts_with(b"INVITE ") {
+                    self.0.push(String::from_utf8_lossy(bytes).into_owned());
+                }
+            }
+        }
+    }
+    let mut fc = ForkedCall::new().with_devices_over(Transport::Tcp);
+    for _ in 0..20 {
+        let mut invites = Invites::default();
+        let stats = fc.call(&mut invites);
+        assert_eq!(stats, CLEAN_CALL);
+        assert_eq!(invites.0.len(), 3);
+        for invite in &invites.0 {
+            assert!(
+                invite.contains("\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch="),
+                "{invite}"
+            );
+            assert!(
+                invite.contains("\r\nRecord-Route: <sip:127.0.0.1:5060;transport=tcp;lr;sf=")
+                    && invite.matches("\r\nRecord-Route: ").count() == 2,
+                "{invite}"
+            );
+        }
+    }
     fc.idle(&mut (), secs(40));
     assert_eq!(fc.core().proxy_calls(), 0);
 }

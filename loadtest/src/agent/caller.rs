@@ -198,8 +198,7 @@ fn challenged(ctx: &mut Ctx, now: Instant, c: u32, call: &mut CallerCall, msg: &
     });
     call.invite = Some(buf.as_slice().into());
     ctx.give_back(buf);
-    ctx.timers
-        .insert(now + call.invite_interval, Timer::InviteRetransmit(c));
+    ctx.arm_retransmission(now + call.invite_interval, Timer::InviteRetransmit(c));
 }
 
 /// The caller side of an agent.
@@ -279,8 +278,7 @@ impl CallerSide {
             });
             call.invite = Some(buf.as_slice().into());
             ctx.give_back(buf);
-            ctx.timers
-                .insert(now + call.invite_interval, Timer::InviteRetransmit(c));
+            ctx.arm_retransmission(now + call.invite_interval, Timer::InviteRetransmit(c));
             if let Some(after) = ctx.plan.cancel_after_us(c) {
                 ctx.timers
                     .insert(t0 + Duration::from_micros(after), Timer::Cancel(c));
@@ -530,8 +528,7 @@ impl CallerSide {
         dl.bye = Some(buf.as_slice().into());
         dl.bye_interval = ctx.t1();
         ctx.give_back(buf);
-        ctx.timers
-            .insert(now + dl.bye_interval, Timer::ByeRetransmit(c, k as u8));
+        ctx.arm_retransmission(now + dl.bye_interval, Timer::ByeRetransmit(c, k as u8));
     }
 
     /// A caller timer fired.
@@ -567,8 +564,7 @@ impl CallerSide {
                     |p, r| invite_hint(p, c, r),
                 );
                 call.invite_interval *= 2;
-                ctx.timers
-                    .insert(now + call.invite_interval, Timer::InviteRetransmit(c));
+                ctx.arm_retransmission(now + call.invite_interval, Timer::InviteRetransmit(c));
             }
             Timer::Cancel(_) if call.final_status == 0 && !call.cancel_sent.is_set() => {
                 let Some(invite) = call.invite.as_deref() else {
@@ -588,8 +584,7 @@ impl CallerSide {
                 });
                 call.cancel = Some(buf.as_slice().into());
                 ctx.give_back(buf);
-                ctx.timers
-                    .insert(now + call.cancel_interval, Timer::CancelRetransmit(c));
+                ctx.arm_retransmission(now + call.cancel_interval, Timer::CancelRetransmit(c));
             }
             Timer::CancelRetransmit(_) if !call.cancel_answered => {
                 let Some(cancel) = call.cancel.clone() else {
@@ -610,8 +605,7 @@ impl CallerSide {
                     },
                 );
                 call.cancel_interval = (call.cancel_interval * 2).min(t2());
-                ctx.timers
-                    .insert(now + call.cancel_interval, Timer::CancelRetransmit(c));
+                ctx.arm_retransmission(now + call.cancel_interval, Timer::CancelRetransmit(c));
             }
             Timer::Hangup(_) => {
                 call.hangup_armed = false;
@@ -632,8 +626,7 @@ impl CallerSide {
                     in_dialog_hint(p, c, k, Meaning::Bye, bye.len(), r)
                 });
                 dl.bye_interval = (dl.bye_interval * 2).min(t2());
-                ctx.timers
-                    .insert(now + dl.bye_interval, Timer::ByeRetransmit(c, k as u8));
+                ctx.arm_retransmission(now + dl.bye_interval, Timer::ByeRetransmit(c, k as u8));
             }
             _ => {}
         }

@@ -227,6 +227,14 @@ impl Ctx {
         !self.plan.scenario.topology.transport.is_udp()
     }
 
+    /// Arms a retransmission timer (A or E): on an unreliable transport only, since over a
+    /// stream nothing is retransmitted and no give-up rides on these timers.
+    pub fn arm_retransmission(&mut self, at: Instant, timer: Timer) {
+        if !self.reliable() {
+            self.timers.insert(at, timer);
+        }
+    }
+
     /// Whether scenario loss drops this datagram on `leg`.
     pub fn lose(&mut self, leg: Leg) -> bool {
         self.lossy[leg as usize] && self.loss.chance(self.plan.scenario.network.loss)
@@ -463,12 +471,6 @@ impl Handler for Agent {
         while let Some(timer) = self.ctx.timers.poll_expired(now) {
             match timer {
                 Timer::Tick => self.tick(now),
-                // Timers A and E exist on unreliable transports only.
-                Timer::InviteRetransmit(_)
-                | Timer::CancelRetransmit(_)
-                | Timer::ByeRetransmit(..)
-                | Timer::RegisterRetransmit(_)
-                    if self.ctx.reliable() => {}
                 Timer::InviteRetransmit(_)
                 | Timer::Cancel(_)
                 | Timer::CancelRetransmit(_)

@@ -315,8 +315,7 @@ impl RegisterSide {
         });
         reg.msg = Some(buf.as_slice().into());
         ctx.give_back(buf);
-        ctx.timers
-            .insert(now + reg.interval, Timer::RegisterRetransmit(id));
+        ctx.arm_retransmission(now + reg.interval, Timer::RegisterRetransmit(id));
     }
 
     /// Timer E of REGISTER `id`.
@@ -351,7 +350,7 @@ impl RegisterSide {
                 status: 0,
             }
         });
-        ctx.timers.insert(next, Timer::RegisterRetransmit(id));
+        ctx.arm_retransmission(next, Timer::RegisterRetransmit(id));
     }
 
     /// A response to a REGISTER arrived on device socket `d`.

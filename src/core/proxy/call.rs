@@ -150,6 +150,10 @@ pub struct Branch {
     pub role: BranchRole,
     /// Where its requests go.
     pub target: SocketAddr,
+    /// What they go over, decided when the branch was made: the open flow to `target` (TCP,
+    /// TLS), else UDP. Its Via, Record-Route and retransmission rule (none over a stream) and
+    /// those of its CANCEL follow it.
+    pub transport: crate::core::transport::Transport,
     /// The client transaction.
     pub client: Client,
     /// The request as sent (retransmissions, CANCEL and ACK construction); dropped once final.

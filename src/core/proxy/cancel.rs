@@ -131,7 +131,8 @@ impl Proxy {
             s.cancel(&mut branch.timer_c);
             branch.timer_c = Some(s.arm(Timer::C, guard));
         }
-        let reliable = cx.flows.transport_to(branch.target).is_stream();
+        // Over the INVITE's transport (§9.1), as the branch recorded it.
+        let reliable = branch.transport.is_stream();
         let mut s = sched(cx, key, TxnSlot::Cancel(i as u8));
         let txn = ClientNonInvite::start_over(&mut s, reliable);
         branch.cancel = Cancel::Sent { reason, txn, bytes };

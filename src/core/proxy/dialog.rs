@@ -359,7 +359,7 @@ impl Proxy {
         // A deterministic branch, so a retransmitted ACK carries the same one (§16.11).
         let via = &mut self.scratch_via;
         via.clear();
-        write_via_start(cx, dest, via);
+        write_via_start(cx, cx.flows.transport_to(dest), via);
         via.extend_from_slice(b";branch=z9hG4bKsa");
         let d = cx
             .ids
@@ -443,17 +443,19 @@ impl Proxy {
         if j >= usize::from(ACK_BRANCH) {
             return;
         }
+        let transport = cx.flows.transport_to(dest);
         let mut via = Vec::with_capacity(96);
-        write_our_via(cx, dest, call.loop_hash, key, j as u8, &mut via);
+        write_our_via(cx, transport, call.loop_hash, key, j as u8, &mut via);
         let mut bytes = Vec::with_capacity(512);
         build::in_dialog(&InDialog { via: &via, ..bye }, &mut bytes);
         cx.out.push(dest, &bytes);
-        let reliable = cx.flows.transport_to(dest).is_stream();
+        let reliable = transport.is_stream();
         let mut s = sched(cx, key, TxnSlot::Branch(j as u8));
         let client = Client::NonInvite(ClientNonInvite::start_over(&mut s, reliable));
         call.branches.push(Branch {
             role: BranchRole::Bye,
             target: dest,
+            transport,
             client,
             request: Some(bytes.into_boxed_slice()),
             ack: None,
@@ -479,8 +481,14 @@ impl Proxy {
         let Some(leg) = Leg::of(cx, resp, branch.target) else {
             return;
         };
+        // The leg's first hop, which is the branch's target only without a Record-Route below us.
+        let transport = if leg.dest == branch.target {
+            branch.transport
+        } else {
+            cx.flows.transport_to(leg.dest)
+        };
         let mut via = Vec::with_capacity(96);
-        write_our_via(cx, leg.dest, call.loop_hash, key, ACK_BRANCH, &mut via);
+        write_our_via(cx, transport, call.loop_hash, key, ACK_BRANCH, &mut via);
         let routes: Vec<&[u8]> = leg.routes.iter().map(|r| &r[..]).collect();
         cx.out.push_with(leg.dest, |buf| {
             build::in_dialog(

@@ -36,7 +36,7 @@ use crate::core::transaction::server_non_invite::ServerNonInvite;
 use crate::core::transaction::{Sched, Timer, TxnSlot};
 use crate::core::TimerKey;
 use crate::sip::build::{self, Forward, Reply, ViaFix};
-use crate::sip::{Essentials, HeaderName, Message, Method, SipUri, Uri};
+use crate::sip::{Essentials, HeaderName, Message, Method, SipUri};
 use crate::time::Duration;
 
 pub use call::{Branch, BranchRole, Call, CancelReason};
@@ -242,6 +242,8 @@ pub struct Proxy {
     /// Reused buffers for the Via and Record-Route values of forwarded requests.
     scratch_via: Vec<u8>,
     scratch_rr: Vec<u8>,
+    /// A branch's own Record-Route values (`record_route::entries`), reused by every branch.
+    scratch_rr_sides: Vec<u8>,
     /// The answered calls of this shard's extensions (`features.rs`).
     lines: features::Lines,
 }
@@ -598,12 +600,13 @@ impl Proxy {
             cx.ids.write_route_token(key, e.call_id, rr);
         }
         let extra = std::mem::take(&mut call.extra);
-        let shared = Shared {
+        let (drop_first_route, drop_second_route) =
+            crate::core::transport::record_route::routes_to_drop(cx, req);
+        let mut shared = Shared {
             record_route: (!rr.is_empty()).then_some(&rr[..]),
-            drop_first_route: first_route_is_us(cx, req),
-            drop_second_route: crate::core::transport::record_route::second_route_pairs_first(
-                cx, req,
-            ),
+            rr_sides: &mut self.scratch_rr_sides,
+            drop_first_route,
+            drop_second_route,
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
             strip_identity: call.strip_identity,
             extra: &extra,
@@ -612,7 +615,7 @@ impl Proxy {
             if call.branches.len() >= usize::from(u8::MAX) {
                 break;
             }
-            match start_branch(cx, key, call, req, &shared, t, &mut self.scratch_via) {
+            match start_branch(cx, key, call, req, &mut shared, t, &mut self.scratch_via) {
                 Ok(()) => self.events.bump(Event::Branch as usize),
                 Err(failed) => self.events.bump(failed as usize),
             }
@@ -856,25 +859,29 @@ fn contact_destination(msg: &Message<'_>) -> Option<SocketAddr> {
     }
 }
 
-/// Our Via value for branch `branch` of `call`, sent to `dest`: its transport is that of the
-/// hop (TCP or TLS over an open flow to `dest`, else UDP; RFC 3261 §18.1.1).
+/// Our Via value for branch `branch` of `call`, sent over `transport`: that of the hop (TCP or
+/// TLS over an open flow to the destination, else UDP; RFC 3261 §18.1.1).
 fn write_our_via(
     cx: &Cx<'_>,
-    dest: SocketAddr,
+    transport: crate::core::transport::Transport,
     loop_hash: u32,
     call: Key,
     branch: u8,
     out: &mut Vec<u8>,
 ) {
-    write_via_start(cx, dest, out);
+    write_via_start(cx, transport, out);
     out.extend_from_slice(b";branch=");
     cx.ids.write_branch(loop_hash, call, branch, out);
 }
 
-/// `SIP/2.0/<transport> <sent-by>` of our Via toward `dest`: the sent-by is our listener for
-/// that transport (RFC 3261 §18.2.2; `core::transport::ours`).
-pub(super) fn write_via_start(cx: &Cx<'_>, dest: SocketAddr, out: &mut Vec<u8>) {
-    let transport = cx.flows.transport_to(dest);
+/// `SIP/2.0/<transport> <sent-by>` of our Via over `transport` (`cx.flows.transport_to` the
+/// destination): the sent-by is our listener for that transport (RFC 3261 §18.2.2;
+/// `core::transport::ours`).
+pub(super) fn write_via_start(
+    cx: &Cx<'_>,
+    transport: crate::core::transport::Transport,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"SIP/2.0/");
     out.extend_from_slice(transport.via_token().as_bytes());
     out.push(b' ');
@@ -890,6 +897,8 @@ pub const MAX_UDP_REQUEST: usize = 1300;
 /// What every branch of one fork has in common.
 struct Shared<'a> {
     record_route: Option<&'a [u8]>,
+    /// Where each branch writes its own Record-Route values (a reused buffer).
+    rr_sides: &'a mut Vec<u8>,
     drop_first_route: bool,
     drop_second_route: bool,
     max_forwards: u8,
@@ -902,7 +911,7 @@ fn start_branch(
     key: Key,
     call: &mut Call,
     req: &Message<'_>,
-    shared: &Shared<'_>,
+    shared: &mut Shared<'_>,
     target: ForkTarget<'_>,
     via: &mut Vec<u8>,
 ) -> Result<(), Event> {
@@ -915,8 +924,11 @@ fn start_branch(
         failed_branch(call, 503);
         return Err(Event::BranchTransportError);
     };
+    // The branch's transport, looked up once: its Via, Record-Route, size rule, retransmissions
+    // and later its CANCEL follow it.
+    let transport = cx.flows.transport_to(target.dest);
     via.clear();
-    write_our_via(cx, target.dest, call.loop_hash, key, index, via);
+    write_our_via(cx, transport, call.loop_hash, key, index, via);
     // A branch to another node of the cluster: its Request-URI gets the authenticated mark.
     let marked = req
         .call_id()
@@ -924,30 +936,31 @@ fn start_branch(
         .and_then(|cid| crate::core::cluster::mark_uri(cx, &target.uri, target.dest, cid, via));
     // A transport change: two Record-Routes, each naming us on its side (RFC 5658); one stream
     // transport on both sides: one naming that listener; UDP on both: the shared one.
-    let (incoming, outgoing) = (call.upstream_transport, cx.flows.transport_to(target.dest));
+    let (incoming, outgoing) = (call.upstream_transport, transport);
     let addr = |t| crate::core::transport::ours::addr_for(cx, t);
     // A sips: request: our entry on a TLS side is sips: too (RFC 5630 §5.3).
     let secure = req
         .request_uri_raw()
         .is_some_and(crate::core::transport::outbound::is_sips);
-    let double = shared.record_route.and_then(|rr| {
-        crate::core::transport::record_route::double(rr, incoming, outgoing, addr, secure)
-    });
-    let single = match (&double, shared.record_route) {
-        (None, Some(rr)) => {
-            crate::core::transport::record_route::single(rr, outgoing, addr(outgoing), secure)
+    let (record_route, record_route_in) = match shared.record_route {
+        Some(rr) => {
+            let (top, below) = crate::core::transport::record_route::entries(
+                rr,
+                incoming,
+                outgoing,
+                addr,
+                secure,
+                shared.rr_sides,
+            );
+            (Some(top), below)
         }
-        _ => None,
+        None => (None, None),
     };
     let fwd = Forward {
         request_uri: Some(marked.as_deref().unwrap_or(&target.uri)),
         via,
-        record_route: match (&double, &single) {
-            (Some((top, _)), _) => Some(top),
-            (None, Some(one)) => Some(one),
-            (None, None) => shared.record_route,
-        },
-        record_route_in: double.as_ref().map(|(_, below)| &below[..]),
+        record_route,
+        record_route_in,
         drop_first_route: shared.drop_first_route,
         drop_second_route: shared.drop_second_route,
         max_forwards: shared.max_forwards,
@@ -961,9 +974,7 @@ fn start_branch(
     let sent = cx
         .out
         .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf));
-    if sent.len() > MAX_UDP_REQUEST
-        && !cx.flows.transport_to(target.dest).is_stream()
-        && call.upstream_transport.is_stream()
+    if sent.len() > MAX_UDP_REQUEST && !transport.is_stream() && call.upstream_transport.is_stream()
     {
         // A request that came over TCP or TLS would leave over UDP: §18.1.1 would take TCP,
         // but sipfork connects only to targets asking for TCP (one registered over UDP is reached on
@@ -987,7 +998,7 @@ fn start_branch(
         cx.cfg.proxy.timer_c
     };
     // No retransmissions over TCP or TLS (RFC 3261 §17.1.1.2, §17.1.2.2).
-    let reliable = cx.flows.transport_to(target.dest).is_stream();
+    let reliable = transport.is_stream();
     let (client, timer_c) = {
         let mut s = sched(cx, key, slot);
         if call.is_invite {
@@ -1004,6 +1015,7 @@ fn start_branch(
     call.branches.push(Branch {
         role: BranchRole::Forward,
         target: target.dest,
+        transport,
         client,
         request: Some(sent),
         ack: None,
@@ -1031,15 +1043,4 @@ fn failed_branch(call: &mut Call, status: u16) {
             bytes: None,
         });
     }
-}
-
-fn first_route_is_us(cx: &Cx<'_>, req: &Message<'_>) -> bool {
-    req.routes()
-        .next()
-        .and_then(Result::ok)
-        .and_then(|r| match r.uri {
-            Uri::Sip(u) => Some(uri_is_us(cx, &u)),
-            _ => None,
-        })
-        .unwrap_or(false)
 }

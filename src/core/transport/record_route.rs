@@ -55,38 +55,37 @@ pub fn push_for_transport(
     out.extend_from_slice(&rr[at..]);
 }
 
-/// The two Record-Route URIs of a request that came in over `incoming` and leaves over
-/// `outgoing` (top first), or `None` when the transports are equal (one entry, `rr` itself);
-/// `addr` says which of our addresses each side's entry names (`ours::addr_for`); `secure`:
-/// the request's Request-URI is `sips:` ([`push_for_transport`]).
-pub fn double(
-    rr: &[u8],
+/// The Record-Route URIs of a request that came in over `incoming` and leaves over `outgoing`:
+/// the top one, and the one below it on a transport change (RFC 5658). On a change the top one
+/// names our address on the outgoing transport and the one below on the incoming one; on one
+/// stream transport the single entry names that listener with its `transport` parameter, so
+/// the peers' in-dialog requests come back over a stream too; on UDP both sides it is `rr`
+/// itself. `addr` says which of our addresses each side's entry names (`ours::addr_for`);
+/// `secure`: the request's Request-URI is `sips:` ([`push_for_transport`]).
+///
+/// What is written goes into `buf`, cleared first: a branch reuses the proxy's buffer, so no
+/// branch allocates for its entries once the buffer has grown.
+pub fn entries<'a>(
+    rr: &'a [u8],
     incoming: Transport,
     outgoing: Transport,
     addr: impl Fn(Transport) -> SocketAddr,
     secure: bool,
-) -> Option<(Vec<u8>, Vec<u8>)> {
-    if incoming == outgoing {
-        return None;
+    buf: &'a mut Vec<u8>,
+) -> (&'a [u8], Option<&'a [u8]>) {
+    buf.clear();
+    if incoming != outgoing {
+        push_for_transport(rr, outgoing, addr(outgoing), secure, buf);
+        let at = buf.len();
+        push_for_transport(rr, incoming, addr(incoming), secure, buf);
+        let (top, below) = buf.split_at(at);
+        return (top, Some(below));
     }
-    let mut top = Vec::with_capacity(rr.len() + 16);
-    push_for_transport(rr, outgoing, addr(outgoing), secure, &mut top);
-    let mut below = Vec::with_capacity(rr.len() + 16);
-    push_for_transport(rr, incoming, addr(incoming), secure, &mut below);
-    Some((top, below))
-}
-
-/// The one Record-Route URI of a request that comes in and leaves over the same stream
-/// transport `t`: our address on that listener with its `transport` parameter, so the peers'
-/// in-dialog requests come back over a stream too. `None` for UDP (`rr` itself). `secure` as
-/// for [`double`].
-pub fn single(rr: &[u8], t: Transport, addr: SocketAddr, secure: bool) -> Option<Vec<u8>> {
-    if !t.is_stream() {
-        return None;
+    if outgoing.is_stream() {
+        push_for_transport(rr, outgoing, addr(outgoing), secure, buf);
+        return (&buf[..], None);
     }
-    let mut one = Vec::with_capacity(rr.len() + 16);
-    push_for_transport(rr, t, addr, secure, &mut one);
-    Some(one)
+    (rr, None)
 }
 
 /// The route token of a SIP URI that names us, if it has one.
@@ -99,17 +98,35 @@ fn our_token<'b>(cx: &Cx<'_>, uri: &SipUri<'b>) -> Option<&'b [u8]> {
 /// names us with the same route token as the first, which names us too. (Whether that token
 /// verifies is checked once, on the first value, by the in-dialog code.)
 pub fn second_route_pairs_first(cx: &Cx<'_>, req: &Message<'_>) -> bool {
+    routes_to_drop(cx, req).1
+}
+
+/// Which of the first two Route values of `req` are ours, from one parse of each: the first
+/// when it names us (RFC 3261 §16.4), and the second when it is our other entry of a double
+/// Record-Route ([`second_route_pairs_first`]).
+pub fn routes_to_drop(cx: &Cx<'_>, req: &Message<'_>) -> (bool, bool) {
     let mut routes = req.routes();
-    let (Some(Ok(first)), Some(Ok(second))) = (routes.next(), routes.next()) else {
-        return false;
+    let Some(Ok(first)) = routes.next() else {
+        return (false, false);
     };
-    let (Some(first), Some(second)) = (first.uri.as_sip(), second.uri.as_sip()) else {
-        return false;
+    let Some(first) = first.uri.as_sip() else {
+        return (false, false);
     };
-    match (our_token(cx, first), our_token(cx, second)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
+    if !uri_is_us(cx, first) {
+        return (false, false);
     }
+    let Some(Some(token)) = first.param(ROUTE_TOKEN_PARAM) else {
+        return (true, false);
+    };
+    let pairs = match routes.next() {
+        Some(Ok(second)) => second
+            .uri
+            .as_sip()
+            .and_then(|second| our_token(cx, second))
+            .is_some_and(|other| other == token),
+        _ => false,
+    };
+    (true, pairs)
 }
 
 #[cfg(test)]
@@ -120,6 +137,48 @@ mod tests {
 
     fn text(b: &[u8]) -> &str {
         std::str::from_utf8(b).unwrap()
+    }
+
+    /// Our address per transport in these tests: a TLS listener of its own.
+    fn addrs(t: Transport) -> SocketAddr {
+        if t == Transport::Tls {
+            "127.0.0.3:5061".parse().unwrap()
+        } else {
+            "127.0.0.1:5060".parse().unwrap()
+        }
+    }
+
+    /// The two entries on a transport change as owned bytes, `None` without one.
+    fn double(
+        rr: &[u8],
+        incoming: Transport,
+        outgoing: Transport,
+        addr: impl Fn(Transport) -> SocketAddr,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let mut buf = Vec::new();
+        let (top, below) = entries(rr, incoming, outgoing, addr, false, &mut buf);
+        below.map(|below| (top.to_vec(), below.to_vec()))
+    }
+
+    #[test]
+    fn one_entry_without_a_change_and_the_buffer_is_reused() {
+        let mut buf = Vec::new();
+        // UDP on both sides: the shared entry itself, nothing written.
+        let (top, below) = entries(RR, Transport::Udp, Transport::Udp, addrs, false, &mut buf);
+        assert_eq!((top, below), (RR, None));
+        let (top, below) = entries(RR, Transport::Tls, Transport::Tls, addrs, false, &mut buf);
+        assert_eq!(text(top), "sip:127.0.0.3:5061;transport=tls;lr;sf=abc");
+        assert_eq!(below, None);
+        let (top, below) = entries(RR, Transport::Tcp, Transport::Udp, addrs, false, &mut buf);
+        assert_eq!(
+            (top, below.map(text)),
+            (RR, Some("sip:127.0.0.1:5060;transport=tcp;lr;sf=abc"))
+        );
+        // The next branch writes over the same bytes: no allocation once grown.
+        let (cap, at) = (buf.capacity(), buf.as_ptr());
+        let (top, _) = entries(RR, Transport::Udp, Transport::Tcp, addrs, false, &mut buf);
+        assert_eq!(text(top), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
+        assert_eq!((buf.capacity(), buf.as_ptr()), (cap, at));
     }
 
     #[test]
@@ -161,19 +220,12 @@ mod tests {
 
     #[test]
     fn two_entries_only_on_a_change_top_one_for_the_outgoing_side() {
-        let addrs = |t| {
-            if t == Transport::Tls {
-                "127.0.0.3:5061".parse().unwrap()
-            } else {
-                "127.0.0.1:5060".parse().unwrap()
-            }
-        };
-        assert!(double(RR, Transport::Tcp, Transport::Tcp, addrs, false).is_none());
-        assert!(double(RR, Transport::Udp, Transport::Udp, addrs, false).is_none());
-        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, addrs, false).unwrap();
+        assert!(double(RR, Transport::Tcp, Transport::Tcp, addrs).is_none());
+        assert!(double(RR, Transport::Udp, Transport::Udp, addrs).is_none());
+        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, addrs).unwrap();
         assert_eq!(text(&top), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
         assert_eq!(below, RR);
-        let (top, below) = double(RR, Transport::Tls, Transport::Udp, addrs, false).unwrap();
+        let (top, below) = double(RR, Transport::Tls, Transport::Udp, addrs).unwrap();
         assert_eq!(top, RR);
         assert_eq!(text(&below), "sip:127.0.0.3:5061;transport=tls;lr;sf=abc");
     }
@@ -185,13 +237,9 @@ mod tests {
         use crate::sip::build::{forward_request, Forward, ViaFix};
         let head = "BYE sip:a@127.0.0.1:5071 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK1\r\n";
         let tail = "From: <sip:b@x>;tag=1\r\nTo: <sip:a@x>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
-        let (top, below) = double(
-            RR,
-            Transport::Udp,
-            Transport::Tcp,
-            |_| "127.0.0.1:5060".parse().unwrap(),
-            false,
-        )
+        let (top, below) = double(RR, Transport::Udp, Transport::Tcp, |_| {
+            "127.0.0.1:5060".parse().unwrap()
+        })
         .unwrap();
         let ours = "<sip:127.0.0.1:5060;transport=tcp;lr;sf=abc>, <sip:127.0.0.1:5060;lr;sf=abc>";
         let cases = [

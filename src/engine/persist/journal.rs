@@ -399,7 +399,11 @@ impl Journal {
             self.map = None;
             self.unmapped = Some("mapping turned off".into());
         } else if self.map.is_none() {
-            self.map = Some(Mapping::new(self.sync.current(), self.file_len)?);
+            let shared = self.sync.current();
+            // Unmapped, the file may have been cut back below what was once allocated (a failed
+            // write's truncation): a store past its end would fault, so trust only its size now.
+            shared.allocated_at_most(shared.file.metadata()?.len());
+            self.map = Some(Mapping::new(shared, self.file_len)?);
             self.unmapped = None;
         }
         Ok(())

@@ -262,6 +262,8 @@ pub struct Streams {
     closing: Vec<usize>,
     /// The process's connection owners and this shard's id (several shards).
     owners: Option<(Arc<owners::FlowOwners>, ShardId)>,
+    /// This shard's snapshots of that table, for the lookups of [`Streams::divert`].
+    owners_view: Option<owners::View>,
     /// Connections closed since [`Streams::take_gone`]: peer and transport.
     gone: Vec<(SocketAddr, Transport)>,
     /// Connections this shard opened that failed, since [`Streams::take_failed`].
@@ -336,6 +338,7 @@ impl Streams {
             more: false,
             closing: Vec::new(),
             owners: None,
+            owners_view: None,
             gone: Vec::new(),
             failed: Vec::new(),
             outbound: 0,
@@ -348,6 +351,7 @@ impl Streams {
     /// connections, and [`Streams::divert`] hands what goes to another shard's connection to
     /// that shard.
     pub fn share_owners(&mut self, owners: Arc<owners::FlowOwners>, me: ShardId) {
+        self.owners_view = Some(owners::View::of(Arc::clone(&owners)));
         self.owners = Some((owners, me));
     }
 
@@ -636,8 +640,10 @@ impl Streams {
         if self.by_peer.is_empty() && !elsewhere && self.closing.is_empty() && !connects {
             return;
         }
-        // (Cloned only when some connection is open: the count is one shared cache line.)
-        let owners = self.owners.clone().filter(|_| elsewhere);
+        // Moved out while the outbox is walked, so its snapshots can be refreshed (no shared
+        // count is touched: a lookup of an unchanged table writes nothing shared).
+        let me = self.owners.as_ref().map(|(_, me)| *me);
+        let mut view = self.owners_view.take();
         out.retain(|t, bytes| {
             if t.connect == Some(Transport::Udp) {
                 return true;
@@ -645,9 +651,9 @@ impl Streams {
             let slot = match self.by_peer.get(&t.to) {
                 Some(&slot) => slot,
                 None => {
-                    if let Some((owners, me)) = &owners {
-                        match owners.owner(t.to) {
-                            Some(owner) if owner != *me => {
+                    if let (Some(view), Some(me), true) = (view.as_mut(), me, elsewhere) {
+                        match view.owner(t.to) {
+                            Some(owner) if owner != me => {
                                 if relay(owner, t.to, bytes) {
                                     self.stats.relayed += 1;
                                 } else {
@@ -673,6 +679,7 @@ impl Streams {
             }
             false
         });
+        self.owners_view = view;
         for slot in std::mem::take(&mut self.closing) {
             if let Some(why) = self.conns[slot].as_ref().and_then(|c| c.closing) {
                 self.close(slot, why);

@@ -49,6 +49,11 @@ impl SharedFile {
         }
     }
 
+    /// The file holds at most `len` bytes (it was cut back): nothing beyond counts as allocated.
+    pub(super) fn allocated_at_most(&self, len: u64) {
+        self.allocated.fetch_min(len, Ordering::AcqRel);
+    }
+
     /// On the persistence thread: allocates up to what the shard asked for, if it asked. Returns
     /// whether it allocated. A refusal only drops the request: the shard allocates itself when it
     /// reaches the limit, and that refusal is the one reported (it fails a batch).

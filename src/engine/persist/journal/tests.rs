@@ -712,6 +712,33 @@ fn failed_write_drops_the_batch_and_a_rewrite_heals_the_journal() {
     );
 }
 
+/// Mapping turned back on after the file was cut back while unmapped (what a failed write's
+/// truncation does) stores only into what the file holds: it allocates again instead of writing
+/// past the end (which would fault), and every record is recovered.
+#[test]
+fn remapping_after_the_file_was_cut_back_allocates_again() {
+    let dir = TempDir::new("remap-cut");
+    let (mut j, _) = Journal::open(&dir.0, "shard-0").unwrap();
+    j.put(b"1001", b"a").unwrap();
+    j.write_out().unwrap();
+    j.set_mapped(false).unwrap();
+    let written = j.file_len();
+    OpenOptions::new()
+        .write(true)
+        .open(j.path())
+        .unwrap()
+        .set_len(written)
+        .unwrap();
+    j.set_mapped(true).unwrap();
+    for i in 0..64u32 {
+        j.put(format!("2{i:03}").as_bytes(), &[b'x'; 200]).unwrap();
+        j.write_out().unwrap();
+    }
+    drop(j);
+    let (_, live) = Journal::open(&dir.0, "shard-0").unwrap();
+    assert_eq!(live.len(), 65);
+}
+
 /// A failed fdatasync is not retried: the journal reports it until rewritten, and the next
 /// sync round does not call it clean.
 #[test]
