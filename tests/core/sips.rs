@@ -208,6 +208,26 @@ fn a_sips_request_over_tls_reaches_a_sips_contact_over_tls_with_a_sips_record_ro
 }
 
 #[test]
+fn a_sips_request_naming_our_tls_address_as_host_is_ours() {
+    let dir = certificates("sips-host");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 610);
+        let (me, dev) = (s.w.phone_ref(s.caller).addr, s.w.phone_ref(s.sips).addr);
+        s.w.connect(s.caller, Transport::Tls);
+        let invite = sips_invite("1002", me, "TLS", "host").replacen(
+            "INVITE sips:1002@example.com ",
+            "INVITE sips:1002@127.0.0.1:5061 ",
+            1,
+        );
+        s.w.send_raw(s.caller, invite.as_bytes());
+        s.w.run_for(secs(1));
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tls)], "{}", s.w.dump());
+        assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_sips_request_not_over_tls_gets_480_sips_required() {
     let dir = certificates("sips-plain");
     for shards in [1, 2] {
