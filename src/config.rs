@@ -485,12 +485,24 @@ impl Config {
 
     /// True when a request URI host (and port) names this proxy: a configured domain (names
     /// case-insensitively, any port; a trailing dot ignored), or the listen IP with no port or
-    /// the listen port. `host` is as in the URI (`[::1]` for IPv6).
+    /// the listen port, or a `tcp:`/`tls:` listener's IP and port (a wildcard one on the listen
+    /// IP; a phone on TLS names `sips:1001@IP:5061`). `host` is as in the URI (`[::1]` for IPv6).
     pub fn is_local_domain(&self, host: &[u8], port: Option<u16>) -> bool {
         let host = host.strip_suffix(b".").unwrap_or(host);
         if let Some(ip) = parse_host_ip(host).map(|ip| ip.to_canonical()) {
             let listen = self.server.listen;
             if ip == listen.ip().to_canonical() && port.is_none_or(|p| p == listen.port()) {
+                return true;
+            }
+            let stream_listener = |l: &Listener| {
+                let named = if l.addr.ip().is_unspecified() {
+                    listen.ip()
+                } else {
+                    l.addr.ip()
+                };
+                l.transport.is_stream() && port == Some(l.addr.port()) && named.to_canonical() == ip
+            };
+            if self.server.listeners.iter().any(stream_listener) {
                 return true;
             }
             return self.server.domains.contains(&Domain::Ip(ip));

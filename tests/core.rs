@@ -71,6 +71,8 @@ mod rfc4475_proxy;
 mod security;
 #[path = "core/sequences.rs"]
 mod sequences;
+#[path = "core/sips.rs"]
+mod sips;
 #[path = "core/transport.rs"]
 mod transport;
 #[path = "core/vectors.rs"]

@@ -24,6 +24,9 @@ pub enum Target {
         number: Vec<u8>,
         /// Its route's next hop.
         next_hop: SocketAddr,
+        /// The transport its route's next hop is configured with (`;transport=tcp|tls`,
+        /// validated with the route): reached like that next hop.
+        transport: crate::core::transport::Transport,
     },
 }
 

@@ -224,6 +224,9 @@ pub(super) struct ExtensionTable {
     pub tenant: Option<usize>,
     /// A trunk's static addresses (a PBX that never registers), first preferred.
     pub trunk: Vec<std::net::SocketAddr>,
+    /// The transport each of `trunk`'s addresses is reached over (same order): UDP for a bare
+    /// `IP:port`, else its URI's `;transport=tcp|tls`.
+    pub trunk_transports: Vec<crate::core::transport::Transport>,
     /// Simultaneous calls all devices of one number may place.
     pub max_outgoing_calls: Option<u32>,
     /// While a device of the number is in a confirmed call, new calls to it get 486.
@@ -439,6 +442,13 @@ impl<'a> ExtensionPolicy<'a> {
         &self.table.trunk
     }
 
+    /// The transport the trunk's address `addr` is configured with (UDP when not a trunk's).
+    pub fn trunk_transport(&self, addr: std::net::SocketAddr) -> crate::core::transport::Transport {
+        let i = self.table.trunk.iter().position(|&a| a == addr);
+        i.and_then(|i| self.table.trunk_transports.get(i).copied())
+            .unwrap_or(crate::core::transport::Transport::Udp)
+    }
+
     /// Simultaneous calls the number's devices may place (`None`: no limit).
     pub fn max_outgoing_calls(&self) -> Option<u32> {
         self.table.max_outgoing_calls
@@ -541,6 +551,7 @@ mod tests {
             single_answer: None,
             tenant: None,
             trunk: Vec::new(),
+            trunk_transports: Vec::new(),
             max_outgoing_calls: None,
             all_busy: false,
             class_limits: Vec::new(),

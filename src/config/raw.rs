@@ -226,7 +226,7 @@ pub(super) struct RawExtensions {
     pub group_timeout: Option<u64>,
     pub single_answer: Option<bool>,
     pub tenant: Option<String>,
-    pub trunk: Option<OneOrMany<Parsed<SocketAddr>>>,
+    pub trunk: Option<OneOrMany<Parsed<TrunkAddr>>>,
     pub max_outgoing_calls: Option<u32>,
     pub all_busy: Option<bool>,
     pub classes: Option<std::collections::BTreeMap<String, u32>>,
@@ -317,6 +317,26 @@ impl FromConfigStr for Cidr {
     const EXPECTED: &'static str = "a network such as \"10.0.0.0/8\" or an IP address";
     fn from_config_str(text: &str) -> Result<Self, String> {
         parse_cidr(text)
+    }
+}
+
+/// A trunk address: `"IP:port"` (UDP) or a next-hop URI such as
+/// `"sip:IP:port;transport=tls"` (`parse_next_hop`).
+pub(super) struct TrunkAddr(pub NextHop);
+
+impl FromConfigStr for TrunkAddr {
+    const EXPECTED: &'static str =
+        "an address such as \"127.0.0.1:5090\" or a URI such as \"sip:127.0.0.1:5091;transport=tls\"";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        if text.get(..3).is_some_and(|s| s.eq_ignore_ascii_case("sip")) {
+            return parse_next_hop(text).map(TrunkAddr);
+        }
+        let addr = parse_socket_addr(text)?;
+        Ok(TrunkAddr(NextHop {
+            uri: format!("sip:{addr}"),
+            addr,
+            transport: crate::core::transport::Transport::Udp,
+        }))
     }
 }
 

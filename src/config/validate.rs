@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::classes::{DeviceClass, DeviceClasses};
 use super::followme;
 use super::locate::Locator;
-use super::net::{Route, RouteTable, TrustedPeer};
+use super::net::{NextHop, Route, RouteTable, TrustedPeer};
 use super::numbers::{DidRange, ExtensionIndex, ExtensionTable, NumberRange, Secret, MAX_LINES};
 use super::raw::{self, PinSetting, RawConfig};
 use super::tenancy::{Tenancy, TenantSpec, TreeError, MAX_TENANT_DEPTH};
@@ -143,6 +143,25 @@ fn build_tls(
     .map_err(|(key, why)| e.at(key, why))
 }
 
+/// A trunk reached over TCP needs a `tcp:` listener (its in-dialog requests come back to the
+/// Record-Route entry naming it); over TLS a `tls:` listener and `[tls] peer_ca` (never an
+/// unverified connection).
+fn check_trunk_transport(
+    server: &ServerConfig,
+    tls: Option<&super::tls::TlsConfig>,
+    t: crate::core::transport::Transport,
+) -> Result<(), &'static str> {
+    use crate::core::transport::Transport;
+    let listener = server.listeners.iter().any(|l| l.transport == t);
+    match t {
+        Transport::Udp => Ok(()),
+        Transport::Tcp if listener => Ok(()),
+        Transport::Tcp => Err("transport=tcp needs a tcp: listen address"),
+        Transport::Tls if listener && tls.is_some_and(|c| c.connects()) => Ok(()),
+        Transport::Tls => Err("transport=tls needs a tls: listener and [tls] peer_ca (the CA certificates the trunk's certificate must chain to)"),
+    }
+}
+
 fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     let server = build_server(raw.server, e, &mut warnings)?;
@@ -204,7 +223,9 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     for (i, table) in raw.extensions.into_iter().enumerate() {
         let (table, ranges) =
             build_extension_table(i, table, &auth, &tenancy, &device_classes, e, &mut warnings)?;
-        for addr in &table.trunk {
+        for (addr, transport) in table.trunk.iter().zip(&table.trunk_transports) {
+            check_trunk_transport(&server, tls.as_ref(), *transport)
+                .map_err(|why| e.at(&format!("extensions[{i}].trunk"), why))?;
             if trunks.iter().any(|(a, _)| a == addr) {
                 return Err(e.at(
                     &format!("extensions[{i}].trunk"),
@@ -342,6 +363,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
                 } else if let Some(route) = routes.lookup(t.as_bytes()) {
                     followme::Target::External {
                         next_hop: route.next_hop.addr,
+                        transport: route.next_hop.transport,
                         number: t.into_bytes(),
                     }
                 } else {
@@ -856,10 +878,12 @@ fn build_extension_table(
             sha256: sha256.map(|h| h.0),
         },
     };
-    let trunk: Vec<SocketAddr> = t
+    let hops: Vec<NextHop> = t
         .trunk
-        .map(|l| l.0.into_iter().map(|a| a.0).collect())
+        .map(|l| l.0.into_iter().map(|a| a.0 .0).collect())
         .unwrap_or_default();
+    let trunk: Vec<SocketAddr> = hops.iter().map(|h| h.addr).collect();
+    let trunk_transports = hops.iter().map(|h| h.transport).collect();
     if !trunk.is_empty() && count != 1 {
         return Err(e.at(
             &key("trunk"),
@@ -926,6 +950,7 @@ fn build_extension_table(
         single_answer: t.single_answer,
         tenant,
         trunk,
+        trunk_transports,
         max_outgoing_calls: t
             .max_outgoing_calls
             .map(|n| e.in_range(&key("max_outgoing_calls"), n, 0..=100_000, ""))

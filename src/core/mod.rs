@@ -42,7 +42,7 @@ use crate::core::policy::ledger::LineCount;
 use crate::core::policy::Party;
 use crate::core::proxy::{ForkPlan, ForkTarget, Matched, Proxy};
 use crate::core::registrar::location::{NumberKey, Target};
-use crate::core::registrar::{Device, Registrar, Restore};
+use crate::core::registrar::{Device, Reach, Registrar, Restore};
 use crate::core::reply::reply_to;
 use crate::core::shard::ShardId;
 use crate::core::slab::Key;
@@ -278,12 +278,16 @@ impl Core {
 
     /// (Re)starts the trunk keep-alives for the configuration in force.
     fn configure_keepalive(&mut self, now: Instant) {
-        self.keepalive.configure(
-            &mut self.timers,
-            now,
-            self.cfg.trunk_addresses(),
-            self.cfg.policy.trunk_keepalive,
-        );
+        let cfg = &self.cfg;
+        // Probes go over UDP: a trunk address configured for TCP or TLS is not probed (it
+        // counts as alive; a connection that cannot be opened ends its branch at once).
+        let udp = cfg.trunk_addresses().filter(|&a| {
+            cfg.trunk_at(a)
+                .and_then(|n| cfg.extension(n))
+                .is_none_or(|p| p.trunk_transport(a) == transport::Transport::Udp)
+        });
+        self.keepalive
+            .configure(&mut self.timers, now, udp, cfg.policy.trunk_keepalive);
     }
 
     /// Installs a newer snapshot of the cluster directory (the shard does this before a
@@ -525,10 +529,8 @@ impl Core {
 
     /// Where a call to extension `number` goes, best first (q, then most recent registration).
     pub fn targets(&self, number: &[u8]) -> impl Iterator<Item = Target<'_>> + '_ {
-        let cfg = &self.cfg;
         self.registrar
-            .targets(number, &self.flows)
-            .filter(|t| transport::outbound::reachable(cfg, t.contact))
+            .targets(number, Reach::new(&self.cfg, &self.flows))
     }
 
     /// Every live binding as a journal put `(key, value)`: the live set for journal compaction.
@@ -874,6 +876,7 @@ impl Core {
             return proxy.feature_invite(&mut cx, msg, e, from, feature, owner, named);
         }
         let strip_identity = !trusted;
+        let secure = transport::sips::requested(e);
         // Follow-me's stage ring times and the levels its external targets take.
         let (mut stage_rings, mut ext_levels) = (Vec::new(), Vec::new());
         let (targets, plan) = match resolved {
@@ -898,6 +901,9 @@ impl Core {
             }
             Resolved::NotFound => return reply_to(&mut cx, msg, from, 404, "Not Found", b""),
             Resolved::Route(dest, transport) => {
+                if secure && !transport::sips::tls_path(&cx, dest, transport) {
+                    return sips_not_allowed(&mut cx, msg, from);
+                }
                 let target = ForkTarget {
                     uri: std::borrow::Cow::Borrowed(e.request_uri.raw()),
                     dest,
@@ -948,10 +954,16 @@ impl Core {
                     .cfg
                     .followme(number)
                     .filter(|_| !devices_only && !from_cluster);
-                let targets: Vec<ForkTarget> = if let Some(dest) = keepalive.pick(policy.trunk()) {
+                let mut targets: Vec<ForkTarget> = if let Some(dest) =
+                    keepalive.pick(policy.trunk())
+                {
                     // A trunk: its static address, the number as dialled (a DID stays in the
-                    // Request-URI and To).
-                    let mut uri = b"sip:".to_vec();
+                    // Request-URI and To); sips: for a sips: request (RFC 5630 §5.3).
+                    let mut uri = if secure {
+                        b"sips:".to_vec()
+                    } else {
+                        b"sip:".to_vec()
+                    };
                     uri.extend_from_slice(&number::of_uri(&e.request_uri));
                     uri.push(b'@');
                     build::push_hostport(&mut uri, dest);
@@ -961,7 +973,9 @@ impl Core {
                         q: 1000,
                         registered_at: Instant::ZERO,
                         external: false,
-                        transport: transport::Transport::Udp,
+                        // Its configured transport (`trunk = "sip:IP:port;transport=tls"`),
+                        // never the request's.
+                        transport: policy.trunk_transport(dest),
                     }]
                 } else if let Some(fm) = followme {
                     let tenant = policy.tenant();
@@ -989,8 +1003,7 @@ impl Core {
                     targets
                 } else {
                     let mut targets: Vec<ForkTarget> = registrar
-                        .targets(number, cx.flows)
-                        .filter(|t| transport::outbound::reachable(cx.cfg, t.contact))
+                        .targets(number, Reach::new(cx.cfg, cx.flows).secure(secure))
                         .map(|t| ForkTarget {
                             uri: std::borrow::Cow::Borrowed(t.contact),
                             dest: t.dest,
@@ -1013,6 +1026,16 @@ impl Core {
                     }
                     targets
                 };
+                if secure {
+                    // Only sips: targets over TLS (RFC 5630 §5.3; `transport/sips.rs`).
+                    targets.retain(|t| {
+                        transport::outbound::is_sips(&t.uri)
+                            && transport::sips::tls_path(&cx, t.dest, t.transport)
+                    });
+                    if targets.is_empty() {
+                        return sips_not_allowed(&mut cx, msg, from);
+                    }
+                }
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
                 }
@@ -1183,6 +1206,13 @@ impl Core {
     }
 }
 
+/// A `sips:` request none of whose targets is reachable over TLS: 480 with warn-code 380
+/// (RFC 5630 §5.3).
+fn sips_not_allowed(cx: &mut Cx<'_>, msg: &Message<'_>, from: SocketAddr) {
+    let warning = transport::sips::warning(cx, transport::sips::NOT_ALLOWED);
+    reply_to(cx, msg, from, 480, "Temporarily Unavailable", &warning);
+}
+
 /// Allow and Accept rows for answers sipfork gives as the request's destination.
 const ALLOW_ACCEPT: &[u8] = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, NOTIFY, INFO, UPDATE, PRACK, SUBSCRIBE, REFER\r\nAccept: application/sdp\r\n";
 
@@ -1193,14 +1223,18 @@ fn proxy_checks(
     msg: &Message<'_>,
     e: &Essentials<'_>,
 ) -> Option<(u16, &'static str, Vec<u8>)> {
-    // Step 2: a URI scheme we cannot route on (sips needs TLS, which this UDP edge lacks).
-    let scheme_ok = match &e.request_uri {
-        sip::Uri::Sip(u) => !u.secure,
-        sip::Uri::Tel(_) => true,
-        sip::Uri::Other(_) => false,
-    };
-    if !scheme_ok {
+    // Step 2: a URI scheme we cannot route on.
+    if matches!(e.request_uri, sip::Uri::Other(_)) {
         return Some((416, "Unsupported URI Scheme", Vec::new()));
+    }
+    // A sips: request that crossed a hop without TLS (RFC 3261 §26.2.2 as amended by RFC 5630;
+    // 480 with warn-code 381, `transport/sips.rs`). An ACK is never answered.
+    if transport::sips::requested(e)
+        && !transport::sips::arrived_securely(cx)
+        && e.method != Method::Ack
+    {
+        let warning = transport::sips::warning(cx, transport::sips::REQUIRED);
+        return Some((480, "Temporarily Unavailable", warning));
     }
     // Step 3.
     if e.max_forwards == Some(0) {
@@ -1261,9 +1295,7 @@ fn followme_targets<'r>(
         for t in &stage.targets {
             match t {
                 Target::Own => {
-                    let own = registrar
-                        .targets(number, cx.flows)
-                        .filter(|b| transport::outbound::reachable(cx.cfg, b.contact));
+                    let own = registrar.targets(number, Reach::new(cx.cfg, cx.flows));
                     out.extend(own.map(|b| ForkTarget {
                         uri: std::borrow::Cow::Borrowed(b.contact),
                         dest: b.dest,
@@ -1285,12 +1317,16 @@ fn followme_targets<'r>(
                 Target::External {
                     number: n,
                     next_hop,
+                    transport,
                 } if node.forward_external => {
                     let mut uri = b"sip:".to_vec();
                     uri.extend_from_slice(n);
                     uri.push(b'@');
                     build::push_hostport(&mut uri, *next_hop);
-                    out.push(owned(uri, *next_hop, q, true));
+                    // Over its route's configured transport, as a call to the number would go.
+                    let mut target = owned(uri, *next_hop, q, true);
+                    target.transport = *transport;
+                    out.push(target);
                 }
                 Target::External { number: n, .. } => {
                     skipped.push(crate::core::notice::Notice::ExternalSkipped { number: n.clone() })

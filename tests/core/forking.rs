@@ -191,8 +191,9 @@ fn section_16_3_checks_answer_416_420_483_and_482() {
             416,
         ),
         (
+            // sips: over UDP: 480 "SIPS Required" (RFC 5630; tests/core/sips.rs).
             request_with("INVITE", "sips:1000@127.0.0.1:5060", "Max-Forwards: 70\r\n"),
-            416,
+            480,
         ),
         (
             request_with(

@@ -33,7 +33,7 @@ pub(crate) fn certificates(name: &str) -> PathBuf {
 
 /// `shards` shards on UDP 127.0.0.1:5060 and TLS 127.0.0.1:5061, `[tls]` from `dir`, with
 /// `peer_ca` (TLS out) when `out`.
-fn config(shards: u16, dir: &std::path::Path, out: bool) -> String {
+pub(crate) fn config(shards: u16, dir: &std::path::Path, out: bool) -> String {
     let peer_ca = if out {
         format!("peer_ca = \"{}\"\n", dir.join("cert.pem").display())
     } else {
@@ -53,7 +53,7 @@ fn config(shards: u16, dir: &std::path::Path, out: bool) -> String {
 }
 
 /// A REGISTER over UDP from `addr` for `user` with `contact` as its Contact URI.
-fn raw_register(user: &str, addr: SocketAddr, contact: &str) -> String {
+pub(crate) fn raw_register(user: &str, addr: SocketAddr, contact: &str) -> String {
     format!(
         "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKreg{user};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1:5060>;tag=r{user}\r\n\
@@ -62,16 +62,16 @@ fn raw_register(user: &str, addr: SocketAddr, contact: &str) -> String {
     )
 }
 
-struct Setup {
-    w: World,
-    caller: PhoneId,
+pub(crate) struct Setup {
+    pub(crate) w: World,
+    pub(crate) caller: PhoneId,
     /// Extension 1001, registered over UDP with a `;transport=tls` Contact.
-    tls: PhoneId,
+    pub(crate) tls: PhoneId,
     /// Extension 1002, registered over UDP with a `sips:` Contact.
-    sips: PhoneId,
+    pub(crate) sips: PhoneId,
 }
 
-fn setup(cfg: &str, shards: u16, seed: u64) -> Setup {
+pub(crate) fn setup(cfg: &str, shards: u16, seed: u64) -> Setup {
     let mut w = World::new(cfg, shards, seed);
     let caller = w.add_phone("caller", "1000", 5071);
     let tls = w.add_phone("tls-dev", "1001", 5072);
@@ -180,18 +180,30 @@ fn a_failed_tls_connect_ends_the_branch_at_once() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A world of [`config`] with TLS out whose route `00` goes to a next hop at 127.0.0.1:5090
+/// configured with `;transport=tls`: the world, the caller (1000), the next hop (a phone for
+/// 0049301234) and its address.
+pub(crate) fn tls_hop_world(
+    shards: u16,
+    dir: &std::path::Path,
+    seed: u64,
+) -> (World, PhoneId, PhoneId, SocketAddr) {
+    let hop: SocketAddr = "127.0.0.1:5090".parse().unwrap();
+    let cfg = format!(
+        "{}\n[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{hop};transport=tls\"\n",
+        config(shards, dir, true)
+    );
+    let mut w = World::new(&cfg, shards, seed);
+    let caller = w.add_phone("caller", "1000", 5071);
+    let trunk = w.add_phone_at("trunk", "0049301234", hop);
+    (w, caller, trunk, hop)
+}
+
 #[test]
 fn a_next_hop_configured_for_tls_is_reached_over_tls() {
     let dir = certificates("hop");
     for shards in [1, 2] {
-        let hop: SocketAddr = "127.0.0.1:5090".parse().unwrap();
-        let cfg = format!(
-            "{}\n[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{hop};transport=tls\"\n",
-            config(shards, &dir, true)
-        );
-        let mut w = World::new(&cfg, shards, 504);
-        let caller = w.add_phone("caller", "1000", 5071);
-        let trunk = w.add_phone_at("trunk", "0049301234", hop);
+        let (mut w, caller, trunk, hop) = tls_hop_world(shards, &dir, 504);
         w.call(caller, "0049301234");
         w.run_for(secs(1));
         assert_eq!(w.connects, vec![(hop, Transport::Tls)], "{}", w.dump());

@@ -169,7 +169,7 @@ impl Proxy {
             }
         };
         if resend {
-            cx.out.push(call.upstream, &call.last_response);
+            super::push_last_response(cx, call);
         }
         self.reap(cx, key);
     }

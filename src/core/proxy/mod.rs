@@ -615,10 +615,9 @@ impl Proxy {
             if call.branches.len() >= usize::from(u8::MAX) {
                 break;
             }
-            if start_branch(cx, key, call, req, &mut shared, t, &mut self.scratch_via) {
-                self.events.bump(Event::Branch as usize);
-            } else {
-                self.events.bump(Event::BranchTooLarge as usize);
+            match start_branch(cx, key, call, req, &mut shared, t, &mut self.scratch_via) {
+                Ok(()) => self.events.bump(Event::Branch as usize),
+                Err(failed) => self.events.bump(failed as usize),
             }
         }
         call.extra = extra;
@@ -697,13 +696,7 @@ impl Proxy {
         if !allowed {
             return false;
         }
-        cx.out.push(call.upstream, &call.last_response);
-        if call.upstream_transport == crate::core::transport::Transport::Udp
-            && cx.flows.get(call.upstream).is_some()
-        {
-            // Came over UDP from an address sipfork also holds a connection to.
-            cx.out.keep_udp(cx.out.len() - 1, call.upstream);
-        }
+        push_last_response(cx, call);
         if status >= 300 {
             // A failed call holds no policy counts any more.
             call.holds.release();
@@ -737,6 +730,19 @@ impl Proxy {
 }
 
 use call::Server;
+
+/// Queues `call.last_response` for the caller over the transport its request came on: a UDP
+/// caller's answers stay on UDP even while sipfork holds a connection to its address (RFC 3261
+/// §18.2.2), the server transaction's retransmissions (Timer G, §17.2.1) as well as the first.
+fn push_last_response(cx: &mut Cx<'_>, call: &Call) {
+    cx.out.push(call.upstream, &call.last_response);
+    if call.upstream_transport == crate::core::transport::Transport::Udp
+        && cx.flows.get(call.upstream).is_some()
+    {
+        // Came over UDP from an address sipfork also holds a connection to.
+        cx.out.keep_udp(cx.out.len() - 1, call.upstream);
+    }
+}
 
 /// The scheduler handle for one of a call's transactions.
 fn sched<'a>(cx: &'a mut Cx<'_>, call: Key, slot: TxnSlot) -> Sched<'a> {
@@ -908,10 +914,16 @@ fn start_branch(
     shared: &mut Shared<'_>,
     target: ForkTarget<'_>,
     via: &mut Vec<u8>,
-) -> bool {
+) -> Result<(), Event> {
     let index = call.branches.len() as u8;
     // A target asking for TCP: its flow is entered before the Via names the transport.
-    let connect = crate::core::transport::outbound::prepare(cx, target.dest, target.transport);
+    let Ok(connect) = crate::core::transport::outbound::prepare(cx, target.dest, target.transport)
+    else {
+        // A TLS target (a next hop configured so) whose address has a plain TCP flow open:
+        // never over it; the branch fails as a transport error (RFC 3261 §8.1.3.1: 503).
+        failed_branch(call, 503);
+        return Err(Event::BranchTransportError);
+    };
     // The branch's transport, looked up once: its Via, Record-Route, size rule, retransmissions
     // and later its CANCEL follow it.
     let transport = cx.flows.transport_to(target.dest);
@@ -926,6 +938,10 @@ fn start_branch(
     // transport on both sides: one naming that listener; UDP on both: the shared one.
     let (incoming, outgoing) = (call.upstream_transport, transport);
     let addr = |t| crate::core::transport::ours::addr_for(cx, t);
+    // A sips: request: our entry on a TLS side is sips: too (RFC 5630 §5.3).
+    let secure = req
+        .request_uri_raw()
+        .is_some_and(crate::core::transport::outbound::is_sips);
     let (record_route, record_route_in) = match shared.record_route {
         Some(rr) => {
             let (top, below) = crate::core::transport::record_route::entries(
@@ -933,6 +949,7 @@ fn start_branch(
                 incoming,
                 outgoing,
                 addr,
+                secure,
                 shared.rr_sides,
             );
             (Some(top), below)
@@ -966,17 +983,8 @@ fn start_branch(
         // size: its sender chose UDP, and phones send INVITEs just over 1300 bytes (PJSIP's
         // with its SDP, `tests/e2e/features.rs`) that must still ring UDP devices.
         cx.out.pop();
-        if call
-            .best
-            .as_ref()
-            .is_none_or(|b| response::rank(513) < response::rank(b.status))
-        {
-            call.best = Some(call::Candidate {
-                status: 513,
-                bytes: None,
-            });
-        }
-        return false;
+        failed_branch(call, 513);
+        return Err(Event::BranchTooLarge);
     }
     let sent: Box<[u8]> = sent.into();
     if let Some(transport) = connect {
@@ -1020,5 +1028,19 @@ fn start_branch(
         to_tag: None,
         remote_target: None,
     });
-    true
+    Ok(())
+}
+
+/// A branch that could not be sent: `status` is the call's best answer when none is better.
+fn failed_branch(call: &mut Call, status: u16) {
+    if call
+        .best
+        .as_ref()
+        .is_none_or(|b| response::rank(status) < response::rank(b.status))
+    {
+        call.best = Some(call::Candidate {
+            status,
+            bytes: None,
+        });
+    }
 }

@@ -20,11 +20,11 @@ use std::net::SocketAddr;
 
 use crate::config::{NatMode, MAX_NUMBER_WIDTH};
 use crate::core::timer::TimerId;
-use crate::core::transport::flows::Flows;
 use crate::sip::Uri;
 use crate::time::Instant;
 
 use super::binding::{Binding, BindingSpec};
+use super::reach::Reach;
 
 /// An extension number as one integer: numbers of width `w` (1 to 19 digits) map to
 /// `base(w) + value`, where `base(w)` counts every shorter number, so `"7"`, `"07"` and `"007"`
@@ -326,50 +326,31 @@ impl LocationTable {
     /// Where a call to `number` goes: one [`Target`] per `sip:` binding, q descending, then
     /// most recently registered first. Allocates nothing.
     ///
-    /// Bindings with other schemes (`sips:` needs TLS, `mailto:` and the like are no SIP
-    /// destination) are registered and listed but never targeted. An expired binding leaves at
-    /// its timer, which the engine fires in the same loop turn.
-    ///
-    /// A binding registered over TCP or TLS is left out unless its flow is open in `flows`
-    /// (sipfork opens no new connection to it; `core::transport::outbound` connects only to
-    /// bindings registered over UDP whose Contact asks for TCP or TLS). `sips:` Contacts are
-    /// listed here; the core rings them only with TLS out (`outbound::reachable`). A Contact
-    /// asking for WS or WSS is targeted only when it was registered over a WebSocket flow that
-    /// is still open (sipfork never opens a WebSocket).
+    /// Only bindings the request can reach are listed ([`Reach`]): other schemes (`mailto:`
+    /// and the like are no SIP destination) are registered but never targeted, nor is a
+    /// binding registered over TCP or TLS whose flow is closed, nor a `sips:` Contact that
+    /// cannot be reached over TLS. An expired binding leaves at its timer, which the engine
+    /// fires in the same loop turn. A Contact asking for WS or WSS is
+    /// targeted only over the WebSocket it registered on (sipfork never opens one).
     pub fn targets<'a, 'f>(
         &'a self,
         number: &[u8],
-        flows: &'f Flows,
+        reach: Reach<'f>,
     ) -> impl Iterator<Item = Target<'a>> + use<'a, 'f> {
         let bindings = NumberKey::from_digits(number)
             .and_then(|k| self.extensions.get(&k))
             .map_or(&[][..], |e| &e.bindings[..]);
-        bindings
-            .iter()
-            .filter(|b| {
-                let c = b.contact();
-                (c.get(..4).is_some_and(|s| s.eq_ignore_ascii_case(b"sip:"))
-                    || c.get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"sips:")))
-                    && if b.transport().is_flow() {
-                        flows.get(b.dest()).is_some()
-                    } else {
-                        // A WS Contact is reached only over the WebSocket it registered on
-                        // (RFC 7118 §5.2; its host is often `.invalid`): never over UDP.
-                        !crate::core::transport::outbound::wanted(c).is_websocket()
-                    }
-            })
-            .map(|b| Target {
+        bindings.iter().filter_map(move |b| {
+            let transport = reach.binding(b.contact(), b.dest(), b.transport())?;
+            Some(Target {
                 contact: b.contact(),
                 dest: b.dest(),
                 q: b.q(),
                 registered_at: self.instant_at(b.registered_us()),
                 instance: b.instance(),
-                transport: if b.transport().is_flow() {
-                    crate::core::transport::Transport::Udp
-                } else {
-                    crate::core::transport::outbound::wanted(b.contact())
-                },
+                transport,
             })
+        })
     }
 
     /// Approximate heap bytes held: the map's buckets, the binding lists and blocks (a figure
@@ -472,8 +453,9 @@ mod tests {
         ext.insert(binding(3, b"mailto:d@h", None, 5_000_000));
         ext.insert(binding(4, b"SIP:e@h", None, 1_000_000));
         ext.sort();
+        let flows = crate::core::transport::flows::Flows::new();
         let got: Vec<_> = table
-            .targets(b"1001", &Flows::new())
+            .targets(b"1001", Reach::with(&flows, false))
             .map(|t| (t.contact, t.q, t.registered_at))
             .collect();
         let at = |s: u64| Instant::from_micros(s * 1_000_000 - 1_000_000);
@@ -487,8 +469,16 @@ mod tests {
             ]
         );
         assert_eq!(table.binding_count(), 5);
-        assert_eq!(table.targets(b"1002", &Flows::new()).count(), 0);
-        assert_eq!(table.targets(b"not a number", &Flows::new()).count(), 0);
+        assert_eq!(
+            table.targets(b"1002", Reach::with(&flows, false)).count(),
+            0
+        );
+        assert_eq!(
+            table
+                .targets(b"not a number", Reach::with(&flows, false))
+                .count(),
+            0
+        );
     }
 
     #[test]

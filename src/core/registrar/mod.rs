@@ -41,6 +41,7 @@
 pub mod binding;
 pub mod digest;
 pub mod location;
+pub mod reach;
 mod update;
 
 use std::net::SocketAddr;
@@ -51,13 +52,13 @@ use crate::core::context::Cx;
 use crate::core::metrics::{MetricSink, ReasonCounters};
 use crate::core::persist::PersistLog;
 use crate::core::reply::reply_to;
-use crate::core::transport::flows::Flows;
 use crate::core::TimerKey;
 use crate::sip::build::push_u32;
 use crate::sip::{Essentials, Message, Uri};
 
 use self::binding::{parse_key, Binding, BindingSpec, RecordKey, Transport};
 use self::location::{destination, LocationTable, NumberKey, Target};
+pub use self::reach::Reach;
 use self::update::{PlanError, Planned, Rules, Verdict};
 
 /// Why a REGISTER was refused (metric label order = `REJECTS`).
@@ -307,14 +308,14 @@ impl Registrar {
         &self.table
     }
 
-    /// Where a call to extension `number` goes, best first (see [`LocationTable::targets`]).
-    /// A binding registered over TCP or TLS is left out when its flow is not open in `flows`.
+    /// Where a call to extension `number` goes, best first: the bindings `reach` can reach
+    /// (see [`LocationTable::targets`] and [`Reach`]).
     pub fn targets<'a, 'f>(
         &'a self,
         number: &[u8],
-        flows: &'f Flows,
+        reach: Reach<'f>,
     ) -> impl Iterator<Item = Target<'a>> + use<'a, 'f> {
-        self.table.targets(number, flows)
+        self.table.targets(number, reach)
     }
 
     /// Handles a REGISTER that passed [`crate::sip::check_request`] on the shard owning its

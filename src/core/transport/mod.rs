@@ -10,6 +10,7 @@ pub mod framer;
 pub mod ours;
 pub mod outbound;
 pub mod record_route;
+pub mod sips;
 pub mod ws;
 
 use std::fmt;

@@ -15,7 +15,7 @@
 //! `;transport=tls`, is connected to over TLS when a `tls:` listener and `[tls] peer_ca` (the
 //! roots the server's certificate is verified against) are configured. Without them a
 //! `;transport=tls` Contact is reached over UDP as before and a `sips:` Contact is not rung
-//! ([`reachable`]).
+//! (`core::registrar::Reach`).
 
 use std::net::SocketAddr;
 
@@ -52,7 +52,8 @@ fn wants_ws(u: &crate::sip::SipUri<'_>) -> bool {
         .is_some_and(|t| t.eq_ignore_ascii_case(b"ws") || t.eq_ignore_ascii_case(b"wss"))
 }
 
-fn is_sips(uri: &[u8]) -> bool {
+/// Whether `uri` is a `sips:` URI.
+pub fn is_sips(uri: &[u8]) -> bool {
     uri.get(..5)
         .is_some_and(|s| s.eq_ignore_ascii_case(b"sips:"))
 }
@@ -69,28 +70,42 @@ pub fn enabled_for(cfg: &crate::config::Config, t: Transport) -> bool {
     }
 }
 
-/// Whether a registered Contact may be rung: a `sips:` one only when TLS out is configured
-/// (RFC 3261 §26.2.2: a `sips:` target is never reached over a plain transport).
-pub fn reachable(cfg: &crate::config::Config, contact: &[u8]) -> bool {
-    !is_sips(contact) || enabled_for(cfg, Transport::Tls)
+/// Whether a flow over `t` is secured by TLS (what a `sips:` or `;transport=tls` target needs).
+pub fn secure(t: Transport) -> bool {
+    matches!(t, Transport::Tls)
 }
+
+/// A target asking for TLS whose address has a plain TCP flow open: the engine keeps one
+/// connection per peer address, and the request must not go over the plain one (RFC 3261
+/// §26.2.2, RFC 5630: TLS on every hop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoTlsPath;
 
 /// Before a branch toward `dest`, which asks for `wanted`: the transport to connect with, if
 /// the request is to be marked for a connection. `Some(wanted)` while a flow of that transport
 /// is open or being opened (the engine writes to it, or queues the request until it is up);
-/// `None` when a flow of another transport is open (it is used as it is) or `wanted` cannot be
-/// connected. A new flow is entered as open, so the branch's Via, its Record-Route and every
-/// later request to `dest` (CANCEL, ACK, other calls) name and take it until the engine
-/// reports it closed or failed.
-pub fn prepare(cx: &mut Cx<'_>, dest: SocketAddr, wanted: Transport) -> Option<Transport> {
-    if !enabled_for(cx.cfg, wanted) {
-        return None;
+/// `None` when a flow of another transport is open (it is used as it is: TLS for a TCP target
+/// too) or `wanted` cannot be connected. A new flow is entered as open, so the branch's Via,
+/// its Record-Route and every later request to `dest` (CANCEL, ACK, other calls) name and
+/// take it until the engine reports it closed or failed. [`NoTlsPath`] when `wanted` is TLS
+/// and a plain flow is open to `dest`: the branch is not sent.
+pub fn prepare(
+    cx: &mut Cx<'_>,
+    dest: SocketAddr,
+    wanted: Transport,
+) -> Result<Option<Transport>, NoTlsPath> {
+    let open = cx.flows.get(dest);
+    if wanted == Transport::Tls && open.is_some_and(|t| !secure(t)) {
+        return Err(NoTlsPath);
     }
-    match cx.flows.get(dest) {
-        Some(open) if open != wanted => None,
+    if !enabled_for(cx.cfg, wanted) {
+        return Ok(None);
+    }
+    match open {
+        Some(open) if open != wanted => Ok(None),
         _ => {
             cx.flows.seen(dest, wanted);
-            Some(wanted)
+            Ok(Some(wanted))
         }
     }
 }

@@ -38,12 +38,22 @@ fn transport_param(t: Transport) -> &'static [u8] {
 /// Appends our Record-Route URI `rr` (`sip:host:port;lr;...`, as written when the transport does
 /// not change) for the side reached over `t` at our address `addr` (`ours::addr_for`): that
 /// host and port instead of the ones in `rr`, and the `transport` parameter right after them.
-/// With our UDP address for UDP the bytes are `rr`'s.
-pub fn push_for_transport(rr: &[u8], t: Transport, addr: SocketAddr, out: &mut Vec<u8>) {
+/// With our UDP address for UDP the bytes are `rr`'s. The TLS side of a request whose
+/// Request-URI is `sips:` (`secure`) gets a `sips:` URI without `transport` (RFC 5630 §5.3).
+pub fn push_for_transport(
+    rr: &[u8],
+    t: Transport,
+    addr: SocketAddr,
+    secure: bool,
+    out: &mut Vec<u8>,
+) {
     let at = memchr::memchr(b';', rr).unwrap_or(rr.len());
-    out.extend_from_slice(b"sip:");
+    let sips = secure && t == Transport::Tls;
+    out.extend_from_slice(if sips { b"sips:" } else { b"sip:" });
     crate::sip::build::push_hostport(out, addr);
-    out.extend_from_slice(transport_param(t));
+    if !sips {
+        out.extend_from_slice(transport_param(t));
+    }
     out.extend_from_slice(&rr[at..]);
 }
 
@@ -52,7 +62,8 @@ pub fn push_for_transport(rr: &[u8], t: Transport, addr: SocketAddr, out: &mut V
 /// names our address on the outgoing transport and the one below on the incoming one; on one
 /// stream transport the single entry names that listener with its `transport` parameter, so
 /// the peers' in-dialog requests come back over a stream too; on UDP both sides it is `rr`
-/// itself. `addr` says which of our addresses each side's entry names (`ours::addr_for`).
+/// itself. `addr` says which of our addresses each side's entry names (`ours::addr_for`);
+/// `secure`: the request's Request-URI is `sips:` ([`push_for_transport`]).
 ///
 /// What is written goes into `buf`, cleared first: a branch reuses the proxy's buffer, so no
 /// branch allocates for its entries once the buffer has grown.
@@ -61,18 +72,19 @@ pub fn entries<'a>(
     incoming: Transport,
     outgoing: Transport,
     addr: impl Fn(Transport) -> SocketAddr,
+    secure: bool,
     buf: &'a mut Vec<u8>,
 ) -> (&'a [u8], Option<&'a [u8]>) {
     buf.clear();
     if incoming != outgoing {
-        push_for_transport(rr, outgoing, addr(outgoing), buf);
+        push_for_transport(rr, outgoing, addr(outgoing), secure, buf);
         let at = buf.len();
-        push_for_transport(rr, incoming, addr(incoming), buf);
+        push_for_transport(rr, incoming, addr(incoming), secure, buf);
         let (top, below) = buf.split_at(at);
         return (top, Some(below));
     }
     if outgoing.is_stream() {
-        push_for_transport(rr, outgoing, addr(outgoing), buf);
+        push_for_transport(rr, outgoing, addr(outgoing), secure, buf);
         return (&buf[..], None);
     }
     (rr, None)
@@ -146,7 +158,7 @@ mod tests {
         addr: impl Fn(Transport) -> SocketAddr,
     ) -> Option<(Vec<u8>, Vec<u8>)> {
         let mut buf = Vec::new();
-        let (top, below) = entries(rr, incoming, outgoing, addr, &mut buf);
+        let (top, below) = entries(rr, incoming, outgoing, addr, false, &mut buf);
         below.map(|below| (top.to_vec(), below.to_vec()))
     }
 
@@ -154,19 +166,19 @@ mod tests {
     fn one_entry_without_a_change_and_the_buffer_is_reused() {
         let mut buf = Vec::new();
         // UDP on both sides: the shared entry itself, nothing written.
-        let (top, below) = entries(RR, Transport::Udp, Transport::Udp, addrs, &mut buf);
+        let (top, below) = entries(RR, Transport::Udp, Transport::Udp, addrs, false, &mut buf);
         assert_eq!((top, below), (RR, None));
-        let (top, below) = entries(RR, Transport::Tls, Transport::Tls, addrs, &mut buf);
+        let (top, below) = entries(RR, Transport::Tls, Transport::Tls, addrs, false, &mut buf);
         assert_eq!(text(top), "sip:127.0.0.3:5061;transport=tls;lr;sf=abc");
         assert_eq!(below, None);
-        let (top, below) = entries(RR, Transport::Tcp, Transport::Udp, addrs, &mut buf);
+        let (top, below) = entries(RR, Transport::Tcp, Transport::Udp, addrs, false, &mut buf);
         assert_eq!(
             (top, below.map(text)),
             (RR, Some("sip:127.0.0.1:5060;transport=tcp;lr;sf=abc"))
         );
         // The next branch writes over the same bytes: no allocation once grown.
         let (cap, at) = (buf.capacity(), buf.as_ptr());
-        let (top, _) = entries(RR, Transport::Udp, Transport::Tcp, addrs, &mut buf);
+        let (top, _) = entries(RR, Transport::Udp, Transport::Tcp, addrs, false, &mut buf);
         assert_eq!(text(top), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
         assert_eq!((buf.capacity(), buf.as_ptr()), (cap, at));
     }
@@ -175,26 +187,37 @@ mod tests {
     fn the_transport_parameter_goes_after_the_host_and_port() {
         let at = |a: &str| a.parse::<SocketAddr>().unwrap();
         let mut out = Vec::new();
-        push_for_transport(RR, Transport::Tcp, at("127.0.0.1:5060"), &mut out);
+        push_for_transport(RR, Transport::Tcp, at("127.0.0.1:5060"), false, &mut out);
         assert_eq!(text(&out), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
         out.clear();
-        push_for_transport(RR, Transport::Tls, at("127.0.0.1:5061"), &mut out);
+        push_for_transport(RR, Transport::Tls, at("127.0.0.1:5061"), false, &mut out);
         assert_eq!(text(&out), "sip:127.0.0.1:5061;transport=tls;lr;sf=abc");
         out.clear();
-        push_for_transport(RR, Transport::Udp, at("127.0.0.1:5060"), &mut out);
+        push_for_transport(RR, Transport::Udp, at("127.0.0.1:5060"), false, &mut out);
         assert_eq!(out, RR);
         out.clear();
         // A stream listener on another IP address: its host too.
-        push_for_transport(RR, Transport::Tcp, at("127.0.0.2:5070"), &mut out);
+        push_for_transport(RR, Transport::Tcp, at("127.0.0.2:5070"), false, &mut out);
         assert_eq!(text(&out), "sip:127.0.0.2:5070;transport=tcp;lr;sf=abc");
         out.clear();
         push_for_transport(
             b"sip:[::1]:5060;lr",
             Transport::Tcp,
             at("[::1]:5070"),
+            false,
             &mut out,
         );
         assert_eq!(text(&out), "sip:[::1]:5070;transport=tcp;lr");
+        // Toward a sips: Request-URI: a sips: URI on the TLS side, TCP and UDP as they were.
+        out.clear();
+        push_for_transport(RR, Transport::Tls, at("127.0.0.1:5061"), true, &mut out);
+        assert_eq!(text(&out), "sips:127.0.0.1:5061;lr;sf=abc");
+        out.clear();
+        push_for_transport(RR, Transport::Tcp, at("127.0.0.1:5060"), true, &mut out);
+        assert_eq!(text(&out), "sip:127.0.0.1:5060;transport=tcp;lr;sf=abc");
+        out.clear();
+        push_for_transport(RR, Transport::Udp, at("127.0.0.1:5060"), true, &mut out);
+        assert_eq!(out, RR);
     }
 
     #[test]

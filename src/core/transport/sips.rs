@@ -1,0 +1,61 @@
+//! A `sips:` Request-URI (RFC 5630): TLS on every hop from the caller to the callee.
+//!
+//! RFC 3261 §26.2.2, as amended by RFC 5630 Appendix A, makes `sips:` mean that each hop over
+//! which the request is forwarded is secured with TLS, with no last-hop exception. So sipfork:
+//! - accepts a `sips:` request only when it arrived over TLS ([`arrived_securely`]). One that
+//!   came over UDP or plain TCP already crossed a hop without TLS: it gets `480 Temporarily
+//!   Unavailable` with warn-code 381 "SIPS Required" (RFC 5630 §9 registers 380 and 381 for
+//!   refusing on the scheme; §5.3 uses 480 for a proxy's refusals; PJSIP answers a `sips:`
+//!   request over a non-secure transport the same way). RFC 3261 §16.3 step 2's 416 is for a
+//!   scheme the proxy does not understand, which `sips:` no longer is;
+//! - forwards it only to targets reachable over TLS ([`tls_path`]) whose URI is `sips:` (a
+//!   registered `sips:` Contact, RFC 5630 §5.3, chosen by `registrar::Reach`; a route's next hop
+//!   configured with `;transport=tls`, the Request-URI kept as it came). When none is, the
+//!   answer is RFC 5630 §5.3's: `480` with warn-code 380 "SIPS Not Allowed";
+//! - names itself with a `sips:` Record-Route entry on a TLS side
+//!   (`record_route::push_for_transport`), so the dialog's later requests keep TLS (RFC 5630
+//!   §5.3: proxies do not use `transport=tls` for `sips:`).
+//!
+//! Sans-IO: looks at the parsed request, the flow set and the configuration.
+
+use std::net::SocketAddr;
+
+use super::{outbound, Transport};
+use crate::core::context::Cx;
+use crate::sip::{build, Essentials};
+
+/// Whether the request's Request-URI is `sips:`.
+pub fn requested(e: &Essentials<'_>) -> bool {
+    e.request_uri.as_sip().is_some_and(|u| u.secure)
+}
+
+/// Whether the request being handled arrived over TLS.
+pub fn arrived_securely(cx: &Cx<'_>) -> bool {
+    outbound::secure(cx.arrival)
+}
+
+/// Whether a target at `dest` asking for `wanted` is reached over TLS: the flow open to it is
+/// TLS, or none is open and sipfork opens a TLS connection to it (`tls:` listener and
+/// `[tls] peer_ca`).
+pub fn tls_path(cx: &Cx<'_>, dest: SocketAddr, wanted: Transport) -> bool {
+    match cx.flows.get(dest) {
+        Some(open) => outbound::secure(open),
+        None => wanted == Transport::Tls && outbound::enabled_for(cx.cfg, Transport::Tls),
+    }
+}
+
+/// warn-code 381: a `sips:` request that did not arrive over TLS.
+pub const REQUIRED: (u16, &str) = (381, "SIPS Required");
+/// warn-code 380: no target of a `sips:` request can be reached over TLS.
+pub const NOT_ALLOWED: (u16, &str) = (380, "SIPS Not Allowed");
+
+/// The `Warning` row (RFC 3261 §20.43) of a refusal: `code`, our TLS address as warn-agent,
+/// the text.
+pub fn warning(cx: &Cx<'_>, (code, text): (u16, &str)) -> Vec<u8> {
+    let mut row = format!("Warning: {code} ").into_bytes();
+    build::push_hostport(&mut row, super::ours::addr_for(cx, Transport::Tls));
+    row.extend_from_slice(b" \"");
+    row.extend_from_slice(text.as_bytes());
+    row.extend_from_slice(b"\"\r\n");
+    row
+}

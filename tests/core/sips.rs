@@ -1,0 +1,465 @@
+//! `sips:` and the transport rules left open by issue 16, on virtual time with one and two
+//! shards: a `sips:` or `;transport=tls` target whose address has a plain TCP flow open is never
+//! sent over it (RFC 3261 §26.2.2 as amended by RFC 5630: TLS on every hop); a UDP caller's
+//! final is retransmitted over UDP (Timer G) while sipfork holds a connection to its address
+//! (RFC 3261 §18.2.2, §17.2.1); a `sips:` Request-URI is accepted over TLS and forwarded only
+//! to `sips:` targets over TLS with a `sips:` Record-Route, else 480 with warn-code 381 (not
+//! over TLS) or 380 (no TLS path to a `sips:` target), RFC 5630.
+
+use std::net::SocketAddr;
+
+use crate::outbound_tls::{certificates, config, setup, tls_hop_world};
+use crate::transport::{record_routes, top_via};
+use sipfork::core::transport::Transport;
+use sipfork::testing::phone::Behaviour;
+use sipfork::testing::sim::{PhoneId, World, DEFAULT_CONFIG};
+use sipfork::time::{ms, secs};
+
+/// A REGISTER without Contact (it only asks for the bindings) for `user` from `addr`: sent
+/// over a connection, it makes the shard owning `user` see that flow.
+fn query_register(user: &str, addr: SocketAddr, transport: &str) -> String {
+    format!(
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/{transport} {addr};branch=z9hG4bKq{user}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1:5060>;tag=q{user}\r\n\
+         To: <sip:{user}@127.0.0.1:5060>\r\nCall-ID: query-{user}@test\r\nCSeq: 1 REGISTER\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The final statuses of each call phone `id` placed.
+pub(crate) fn finals(w: &World, id: PhoneId) -> Vec<Vec<u16>> {
+    w.phone_ref(id)
+        .outgoing
+        .iter()
+        .map(|o| o.finals())
+        .collect()
+}
+
+#[test]
+fn a_tls_or_sips_contact_is_never_reached_over_a_plain_tcp_flow_open_to_its_address() {
+    let dir = certificates("sips-tcpflow");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 601);
+        // Both devices (registered over UDP, a `;transport=tls` and a `sips:` Contact) also
+        // hold a plain TCP connection to sipfork from the address they registered.
+        for (id, user) in [(s.tls, "1001"), (s.sips, "1002")] {
+            s.w.connect(id, Transport::Tcp);
+            let addr = s.w.phone_ref(id).addr;
+            s.w.send_raw(id, query_register(user, addr, "TCP").as_bytes());
+        }
+        s.w.run_for(ms(100));
+        for number in ["1001", "1002"] {
+            s.w.call(s.caller, number);
+            s.w.run_for(secs(1));
+        }
+        // Neither is rung over the TCP flow, and no TLS connection can be opened beside it:
+        // each was its extension's only device, 480.
+        assert!(
+            s.w.phone_ref(s.tls).incoming.is_empty(),
+            "{shards} shards\n{}",
+            s.w.dump()
+        );
+        assert!(s.w.phone_ref(s.sips).incoming.is_empty(), "{}", s.w.dump());
+        assert!(s.w.connects.is_empty(), "{:?}", s.w.connects);
+        assert_eq!(
+            finals(&s.w, s.caller),
+            vec![vec![480], vec![480]],
+            "{shards} shards"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_next_hop_configured_for_tls_is_not_reached_over_a_plain_tcp_flow_to_its_address() {
+    let dir = certificates("sips-hopflow");
+    for shards in [1, 2] {
+        let (mut w, caller, trunk, hop) = tls_hop_world(shards, &dir, 602);
+        // The next hop connected to sipfork over plain TCP (a REGISTER for the number makes the
+        // shard owning it see the flow; it is no extension of ours: 404).
+        w.connect(trunk, Transport::Tcp);
+        w.send_raw(trunk, query_register("0049301234", hop, "TCP").as_bytes());
+        w.run_for(ms(100));
+        w.call(caller, "0049301234");
+        w.run_for(secs(1));
+        assert!(
+            w.phone_ref(trunk).incoming.is_empty(),
+            "{shards} shards\n{}",
+            w.dump()
+        );
+        assert!(w.connects.is_empty(), "{:?}", w.connects);
+        // A transport error (RFC 3261 §8.1.3.1: 503), relayed as 500 (§16.7).
+        assert_eq!(
+            finals(&w, caller),
+            vec![vec![500]],
+            "{shards} shards\n{}",
+            w.dump()
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn timer_g_retransmits_a_udp_callers_final_over_udp_while_it_also_has_a_tcp_connection() {
+    for shards in [1, 2] {
+        let cfg = DEFAULT_CONFIG
+            .replace("shards = 1", &format!("shards = {shards}"))
+            .replace(
+                "listen = \"127.0.0.1:5060\"",
+                "listen = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]",
+            );
+        let mut w = World::new(&cfg, shards, 603);
+        let caller = w.add_phone("caller", "1000", 5071);
+        let dev = w.add_phone("dev", "1002", 5073);
+        w.register(dev, 300);
+        w.behave(dev, Behaviour::reject_after(486, ms(100)));
+        // The caller holds a TCP connection to sipfork (seen by the shard owning 1002)...
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tcp);
+        w.send_raw(caller, query_register("1002", me, "TCP").as_bytes());
+        w.run_for(ms(100));
+        // ...and sends an INVITE over UDP from the same address, never ACKing the 486.
+        w.connect(caller, Transport::Udp);
+        let invite = format!(
+            "INVITE sip:1002@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKnoackg\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:1000@127.0.0.1>;tag=g\r\nTo: <sip:1002@127.0.0.1>\r\n\
+             Call-ID: noack-g\r\nCSeq: 1 INVITE\r\nContact: <sip:1000@{me}>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let (log, kept) = (w.log.len(), w.kept_udp.len());
+        w.send_raw(caller, invite.as_bytes());
+        w.run_for(secs(10));
+        let to_caller = |line: &str| {
+            w.log[log..]
+                .iter()
+                .filter(|t| t.from == w.proxy && t.to == me && t.line.starts_with(line))
+                .count()
+        };
+        let finals = to_caller("SIP/2.0 486");
+        assert!(finals >= 4, "Timer G over UDP: {finals}\n{}", w.dump());
+        // Every answer to the caller (its 100 and each copy of the 486) is marked for UDP.
+        let marked = w.kept_udp[kept..].iter().filter(|&&a| a == me).count();
+        assert_eq!(
+            marked,
+            to_caller("SIP/2.0"),
+            "{shards} shards\n{}",
+            w.dump()
+        );
+    }
+}
+
+// --- A `sips:` Request-URI (RFC 5630): TLS on every hop. ---
+
+/// A `sips:` INVITE for `number` (at our domain) from `from`, its Via naming `transport`.
+fn sips_invite(number: &str, from: SocketAddr, transport: &str, tag: &str) -> String {
+    format!(
+        "INVITE sips:{number}@example.com SIP/2.0\r\nVia: SIP/2.0/{transport} {from};branch=z9hG4bKs{tag}\r\n\
+         Max-Forwards: 70\r\nFrom: <sips:1000@example.com>;tag=s{tag}\r\nTo: <sips:{number}@example.com>\r\n\
+         Call-ID: sips-{tag}@test\r\nCSeq: 1 INVITE\r\nContact: <sips:1000@{from}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The final answer phone `id` got to the INVITE of Call-ID `sips-{tag}@test`: its status and
+/// its Warning row.
+fn answer(w: &World, id: PhoneId, tag: &str) -> (u16, String) {
+    let call_id = format!("Call-ID: sips-{tag}@test");
+    let text = w
+        .phone_ref(id)
+        .inbox
+        .iter()
+        .rev()
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .find(|t| t.starts_with("SIP/2.0 ") && !t.starts_with("SIP/2.0 1") && t.contains(&call_id))
+        .unwrap_or_else(|| panic!("no final for {tag}\n{}", w.dump()));
+    let status = text[8..11].parse().unwrap();
+    let warning = text
+        .lines()
+        .find(|l| l.starts_with("Warning:"))
+        .unwrap_or_default()
+        .to_string();
+    (status, warning)
+}
+
+#[test]
+fn a_sips_request_over_tls_reaches_a_sips_contact_over_tls_with_a_sips_record_route() {
+    let dir = certificates("sips-reach");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 604);
+        let (me, dev) = (s.w.phone_ref(s.caller).addr, s.w.phone_ref(s.sips).addr);
+        s.w.connect(s.caller, Transport::Tls);
+        s.w.send_raw(s.caller, sips_invite("1002", me, "TLS", "ok").as_bytes());
+        s.w.run_for(secs(1));
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tls)], "{}", s.w.dump());
+        let invite = &s.w.phone_ref(s.sips).incoming[0].invite;
+        assert!(invite.starts_with(b"INVITE sips:1002@"), "{}", s.w.dump());
+        assert!(
+            top_via(invite).starts_with("Via: SIP/2.0/TLS 127.0.0.1:5061;branch="),
+            "{}",
+            top_via(invite)
+        );
+        // TLS on both sides: one entry, a sips: URI naming the TLS listener.
+        let rr = record_routes(invite);
+        assert_eq!(rr.len(), 1, "{rr:?}");
+        assert!(rr[0].starts_with("<sips:127.0.0.1:5061;lr;"), "{rr:?}");
+        assert!(!rr[0].contains("transport="), "{rr:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sips_request_naming_our_tls_address_as_host_is_ours() {
+    let dir = certificates("sips-host");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 610);
+        let (me, dev) = (s.w.phone_ref(s.caller).addr, s.w.phone_ref(s.sips).addr);
+        s.w.connect(s.caller, Transport::Tls);
+        let invite = sips_invite("1002", me, "TLS", "host").replacen(
+            "INVITE sips:1002@example.com ",
+            "INVITE sips:1002@127.0.0.1:5061 ",
+            1,
+        );
+        s.w.send_raw(s.caller, invite.as_bytes());
+        s.w.run_for(secs(1));
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tls)], "{}", s.w.dump());
+        assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sips_request_not_over_tls_gets_480_sips_required() {
+    let dir = certificates("sips-plain");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 605);
+        let me = s.w.phone_ref(s.caller).addr;
+        s.w.send_raw(s.caller, sips_invite("1002", me, "UDP", "udp").as_bytes());
+        s.w.run_for(secs(1));
+        s.w.connect(s.caller, Transport::Tcp);
+        s.w.send_raw(s.caller, sips_invite("1002", me, "TCP", "tcp").as_bytes());
+        s.w.run_for(secs(1));
+        for tag in ["udp", "tcp"] {
+            assert_eq!(
+                answer(&s.w, s.caller, tag),
+                (480, "Warning: 381 127.0.0.1:5061 \"SIPS Required\"".into()),
+                "{shards} shards, over {tag}"
+            );
+        }
+        assert!(s.w.phone_ref(s.sips).incoming.is_empty());
+        assert!(s.w.connects.is_empty(), "{:?}", s.w.connects);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sips_request_without_a_tls_path_to_a_sips_contact_gets_480_sips_not_allowed() {
+    let dir = certificates("sips-none");
+    for shards in [1, 2] {
+        // With TLS out: 1001's Contact is a sip: URI (`;transport=tls`), no target of a sips:
+        // request (RFC 5630 §5.3). Without `peer_ca`: 1002's sips: Contact cannot be reached.
+        for (out, number) in [(true, "1001"), (false, "1002")] {
+            let mut s = setup(&config(shards, &dir, out), shards, 606);
+            let me = s.w.phone_ref(s.caller).addr;
+            s.w.connect(s.caller, Transport::Tls);
+            s.w.send_raw(s.caller, sips_invite(number, me, "TLS", number).as_bytes());
+            s.w.run_for(secs(1));
+            assert_eq!(
+                answer(&s.w, s.caller, number),
+                (
+                    480,
+                    "Warning: 380 127.0.0.1:5061 \"SIPS Not Allowed\"".into()
+                ),
+                "{shards} shards, {number}"
+            );
+            assert!(s.w.phone_ref(s.tls).incoming.is_empty());
+            assert!(s.w.phone_ref(s.sips).incoming.is_empty());
+            assert!(s.w.connects.is_empty(), "{:?}", s.w.connects);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sips_request_goes_to_a_tls_next_hop_and_not_to_a_udp_one() {
+    let dir = certificates("sips-hop");
+    for shards in [1, 2] {
+        let (tls_hop, udp_hop): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:5090".parse().unwrap(),
+            "127.0.0.1:5091".parse().unwrap(),
+        );
+        let cfg = format!(
+            "{}\n[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{tls_hop};transport=tls\"\n\
+             [[routes]]\nprefix = \"01\"\nnext_hop = \"sip:{udp_hop}\"\n",
+            config(shards, &dir, true)
+        );
+        let mut w = World::new(&cfg, shards, 607);
+        let caller = w.add_phone("caller", "1000", 5071);
+        let tls = w.add_phone_at("tls-hop", "0049301234", tls_hop);
+        let udp = w.add_phone_at("udp-hop", "0149301234", udp_hop);
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tls);
+        w.send_raw(
+            caller,
+            sips_invite("0049301234", me, "TLS", "hop").as_bytes(),
+        );
+        w.send_raw(
+            caller,
+            sips_invite("0149301234", me, "TLS", "udphop").as_bytes(),
+        );
+        w.run_for(secs(1));
+        assert_eq!(w.connects, vec![(tls_hop, Transport::Tls)], "{}", w.dump());
+        // The Request-URI as it came: sips:.
+        let invite = &w.phone_ref(tls).incoming[0].invite;
+        assert!(
+            invite.starts_with(b"INVITE sips:0049301234@example.com "),
+            "{}",
+            w.dump()
+        );
+        assert!(record_routes(invite)[0].starts_with("<sips:127.0.0.1:5061;lr;"));
+        assert!(w.phone_ref(udp).incoming.is_empty());
+        assert_eq!(answer(&w, caller, "udphop").0, 480);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// --- Follow-me external targets take their route's configured transport. ---
+
+/// Extension 1000 follows to an external number whose route's next hop is `hop` with
+/// `params`, over a UDP and TCP listener.
+fn followme_config(shards: u16, hop: SocketAddr, params: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]\ndomain = \"example.com\"\n\
+         shards = {shards}\n[registrar]\nmin_expires = 10\n[auth]\nmode = \"none\"\n\
+         [[tenants]]\nname = \"fwd\"\nforward_external = true\n\
+         [[extensions]]\nnumbers = \"1000-1099\"\ntenant = \"fwd\"\n\
+         [[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{hop}{params}\"\n\
+         [[followme]]\nextension = \"1000\"\nstages = [{{ targets = [\"0044201234567\"], ring = 5 }}]\n"
+    )
+}
+
+#[test]
+fn a_followme_external_target_is_reached_over_its_routes_transport() {
+    for shards in [1, 2] {
+        let hop: SocketAddr = "127.0.0.1:5099".parse().unwrap();
+        for (params, want) in [(";transport=tcp", Some(Transport::Tcp)), ("", None)] {
+            let mut w = World::new(&followme_config(shards, hop, params), shards, 608);
+            let caller = w.add_phone("caller", "1001", 5071);
+            let external = w.add_phone_at("external", "0044201234567", hop);
+            // The caller's Request-URI asks for TLS: only the configuration chooses.
+            let me = w.phone_ref(caller).addr;
+            w.send_raw(
+                caller,
+                crate::outbound::raw_invite("sip:1000@example.com;transport=tls", me, "fm", "")
+                    .as_bytes(),
+            );
+            w.run_for(secs(1));
+            let invite = &w.phone_ref(external).incoming[0].invite;
+            match want {
+                Some(t) => {
+                    assert_eq!(w.connects, vec![(hop, t)], "{shards} shards\n{}", w.dump());
+                    assert!(top_via(invite).starts_with("Via: SIP/2.0/TCP "));
+                }
+                None => {
+                    assert!(w.connects.is_empty(), "{:?}", w.connects);
+                    assert!(top_via(invite).starts_with("Via: SIP/2.0/UDP "));
+                }
+            }
+        }
+    }
+}
+
+// --- Trunks reached over TCP or TLS (`trunk = "sip:IP:port;transport=tcp|tls"`). ---
+
+/// [`config`] with TLS out and a TCP listener too, and three trunks: 3000 over TLS, 3001 over
+/// TCP, 3002 over UDP (a bare address).
+fn trunk_config(shards: u16, dir: &std::path::Path) -> String {
+    format!(
+        "{}\n[[extensions]]\nnumbers = \"3000\"\ntrunk = \"sip:127.0.0.1:5090;transport=tls\"\n\
+         [[extensions]]\nnumbers = \"3001\"\ntrunk = [\"sip:127.0.0.1:5092;transport=tcp\"]\n\
+         [[extensions]]\nnumbers = \"3002\"\ntrunk = \"127.0.0.1:5094\"\n",
+        config(shards, dir, true).replace(
+            "\"tls:127.0.0.1:5061\"]",
+            "\"tls:127.0.0.1:5061\", \"tcp:127.0.0.1:5060\"]"
+        )
+    )
+}
+
+#[test]
+fn trunks_are_reached_over_their_configured_transport_only() {
+    let dir = certificates("sips-trunks");
+    for shards in [1, 2] {
+        let mut w = World::new(&trunk_config(shards, &dir), shards, 609);
+        let caller = w.add_phone("caller", "1000", 5071);
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let tls = w.add_phone_at("tls-pbx", "3000", addr(5090));
+        let tcp = w.add_phone_at("tcp-pbx", "3001", addr(5092));
+        let udp = w.add_phone_at("udp-pbx", "3002", addr(5094));
+        let me = w.phone_ref(caller).addr;
+        // Request-URIs naming other transports and maddr: only the configuration chooses.
+        let cases = [
+            ("sip:3000@example.com;transport=udp", "t0"),
+            ("sip:3001@example.com;transport=tls;maddr=127.0.0.99", "t1"),
+            ("sip:3002@example.com;transport=tcp", "t2"),
+        ];
+        for (ruri, tag) in cases {
+            let invite = crate::outbound::raw_invite(ruri, me, tag, "");
+            w.send_raw(caller, invite.as_bytes());
+        }
+        w.run_for(secs(1));
+        let mut connects = w.connects.clone();
+        connects.sort_by_key(|(a, _)| *a);
+        assert_eq!(
+            connects,
+            vec![(addr(5090), Transport::Tls), (addr(5092), Transport::Tcp)],
+            "{shards} shards\n{}",
+            w.dump()
+        );
+        for (pbx, via) in [(tls, "TLS"), (tcp, "TCP"), (udp, "UDP")] {
+            let invite = &w.phone_ref(pbx).incoming[0].invite;
+            let want = format!("Via: SIP/2.0/{via} ");
+            assert!(top_via(invite).starts_with(&want), "{}", top_via(invite));
+        }
+        crate::outbound::nothing_toward_the_third_party(&w);
+        // A sips: request over TLS: the TLS trunk, with a sips: Request-URI; not the UDP one.
+        w.connect(caller, Transport::Tls);
+        w.send_raw(caller, sips_invite("3000", me, "TLS", "trunk").as_bytes());
+        w.send_raw(
+            caller,
+            sips_invite("3002", me, "TLS", "udptrunk").as_bytes(),
+        );
+        w.run_for(secs(1));
+        let invite = &w.phone_ref(tls).incoming[1].invite;
+        assert!(
+            invite.starts_with(b"INVITE sips:3000@127.0.0.1:5090 "),
+            "{}",
+            w.dump()
+        );
+        assert_eq!(answer(&w, caller, "udptrunk").0, 480);
+        assert_eq!(w.phone_ref(udp).incoming.len(), 1);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_trunk_over_tls_needs_peer_ca_and_one_over_tcp_a_tcp_listener() {
+    let dir = certificates("sips-trunkcfg");
+    let tls_trunk =
+        "[[extensions]]\nnumbers = \"3000\"\ntrunk = \"sip:127.0.0.1:5090;transport=tls\"\n";
+    let tcp_trunk =
+        "[[extensions]]\nnumbers = \"3000\"\ntrunk = \"sip:127.0.0.1:5090;transport=tcp\"\n";
+    for (base, trunk) in [
+        (config(1, &dir, false), tls_trunk),
+        (DEFAULT_CONFIG.to_string(), tls_trunk),
+        (DEFAULT_CONFIG.to_string(), tcp_trunk),
+    ] {
+        let err = match sipfork::config::Config::from_toml(&format!("{base}\n{trunk}")) {
+            Ok(_) => panic!("accepted: {trunk}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("extensions[1].trunk"), "{err}");
+        assert!(err.contains("needs a t"), "{err}");
+    }
+    let ok = format!("{}\n{tls_trunk}", config(1, &dir, true));
+    assert!(sipfork::config::Config::from_toml(&ok).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
