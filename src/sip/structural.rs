@@ -24,6 +24,11 @@ pub(crate) struct Cursor<'a> {
     /// Offset of the block past `ahead` whose masks are held in `far`, or `usize::MAX`.
     far_base: usize,
     far: (u64, u64),
+    /// The reader: the block it is in, and that block's masks with the bits before the reader
+    /// cleared (what it has passed).
+    k: usize,
+    eol: u64,
+    colon: u64,
 }
 
 /// What [`Cursor::first_structural`] found first.
@@ -38,16 +43,21 @@ pub(crate) enum Found {
 impl<'a> Cursor<'a> {
     #[inline]
     pub(crate) fn new(b: &'a [u8], kernel: Kernel) -> Self {
-        let mut ahead = [(0, 0); AHEAD_BLOCKS];
-        let ahead_len = kernel.fill(b, &mut ahead);
-        Cursor {
+        let mut cursor = Cursor {
             b,
             kernel,
-            ahead,
-            ahead_len,
+            ahead: [(0, 0); AHEAD_BLOCKS],
+            ahead_len: 0,
             far_base: usize::MAX,
             far: (0, 0),
-        }
+            k: 0,
+            eol: 0,
+            colon: 0,
+        };
+        // Filled in place: the 512-octet array is not built apart and moved in.
+        cursor.ahead_len = kernel.fill(b, &mut cursor.ahead);
+        (cursor.eol, cursor.colon) = cursor.ahead[0];
+        cursor
     }
 
     /// The masks of block `k` (offset `64 k`); octets past the end read as zero, which is no
@@ -78,42 +88,78 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// First set bit at or after `from` in the mask `pick` selects from `(eol, colon)`, with
-    /// whether it is set in the colon mask.
+    /// Moves the reader forward to `pos` (a `pos` behind it leaves it where it is).
     #[inline(always)]
-    fn next(&mut self, from: usize, pick: impl Fn(u64, u64) -> u64) -> Option<(usize, bool)> {
-        let mut k = from / BLOCK;
-        let mut shift = from % BLOCK;
-        loop {
-            if k * BLOCK >= self.b.len() {
+    pub(crate) fn seek(&mut self, pos: usize) {
+        let k = pos / BLOCK;
+        if k != self.k {
+            if k < self.k {
+                return;
+            }
+            (self.eol, self.colon) = self.block(k);
+            self.k = k;
+        }
+        let keep = u64::MAX << (pos % BLOCK);
+        self.eol &= keep;
+        self.colon &= keep;
+    }
+
+    /// Moves the reader to the next block; `false` past the end of the message.
+    #[inline(always)]
+    fn advance(&mut self) -> bool {
+        let k = self.k + 1;
+        if k * BLOCK >= self.b.len() {
+            return false;
+        }
+        (self.eol, self.colon) = self.block(k);
+        self.k = k;
+        true
+    }
+
+    /// The first CR or LF at or after the reader (which stays on it).
+    #[inline(always)]
+    pub(crate) fn next_line_end(&mut self) -> Option<usize> {
+        while self.eol == 0 {
+            if !self.advance() {
                 return None;
             }
-            let (eol, colon) = self.block(k);
-            let m = pick(eol, colon) >> shift;
+        }
+        Some(self.k * BLOCK + self.eol.trailing_zeros() as usize)
+    }
+
+    /// The first colon or line end at or after the reader, whichever comes first (the reader
+    /// stays on it).
+    #[inline(always)]
+    pub(crate) fn next_structural(&mut self) -> Option<Found> {
+        loop {
+            let m = self.eol | self.colon;
             if m != 0 {
-                let bit = shift + m.trailing_zeros() as usize;
-                return Some((k * BLOCK + bit, colon >> bit & 1 != 0));
+                let at = self.k * BLOCK + m.trailing_zeros() as usize;
+                return Some(if self.colon & m & m.wrapping_neg() != 0 {
+                    Found::Colon(at)
+                } else {
+                    Found::LineEnd(at)
+                });
             }
-            k += 1;
-            shift = 0;
+            if !self.advance() {
+                return None;
+            }
         }
     }
 
-    /// Offset of the first CR or LF at or after `from`.
+    /// Offset of the first CR or LF at or after `from` (not behind the reader).
     #[inline(always)]
     pub(crate) fn line_end(&mut self, from: usize) -> Option<usize> {
-        self.next(from, |eol, _| eol).map(|(at, _)| at)
+        self.seek(from);
+        self.next_line_end()
     }
 
-    /// The first colon or line end at or after `from`, whichever comes first.
-    #[inline(always)]
+    /// The first colon or line end at or after `from` (not behind the reader), whichever comes
+    /// first.
+    #[cfg(test)]
     pub(crate) fn first_structural(&mut self, from: usize) -> Option<Found> {
-        let (at, colon) = self.next(from, |eol, colon| eol | colon)?;
-        Some(if colon {
-            Found::Colon(at)
-        } else {
-            Found::LineEnd(at)
-        })
+        self.seek(from);
+        self.next_structural()
     }
 }
 
