@@ -8,6 +8,11 @@
 //! starts with SP or HTAB (a fold). Content-Length is read while indexing; the body is never scanned: it is the next
 //! Content-Length octets, and anything after them in the datagram is discarded (§18.3).
 //!
+//! Nearly every row is `Name: value` + CRLF with one SP after the colon and no other whitespace
+//! around the name or the value, and no fold: the walk checks that shape with two slice reads
+//! and stores the row; any other row takes the general path (`general_name`, `general_value`,
+//! out of line), which checks the same things in the order the errors are reported.
+//!
 //! Line ends are strictly CRLF. A lone LF is rejected rather than tolerated: every row handed
 //! to a builder can then be copied verbatim and stays valid on the wire.
 //!
@@ -22,7 +27,7 @@ use super::error::ParseError;
 use super::header::{Entry, Header, HeaderName};
 use super::method::Method;
 use super::scan::{is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32};
-use super::structural::{Cursor, Found};
+use super::structural::{Cursor, Found, AHEAD_BLOCKS};
 use super::uri::Uri;
 use crate::simd::Kernel;
 
@@ -146,7 +151,8 @@ fn build<'b>(
     if b.len() > usize::from(u16::MAX) {
         return Err(ParseError::MessageTooLarge);
     }
-    let mut cursor = Cursor::new(b, kernel);
+    let mut ahead = [(0, 0); AHEAD_BLOCKS];
+    let mut cursor = Cursor::new(b, kernel, &mut ahead);
     let line_end = match cursor.line_end(0) {
         Some(e) if b.get(e) == Some(&b'\r') && b.get(e + 1) == Some(&b'\n') => e,
         Some(e) if e + 1 < b.len() || b.get(e) == Some(&b'\n') => {

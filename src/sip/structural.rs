@@ -13,14 +13,17 @@ use crate::simd::{padded, Kernel, BLOCK};
 /// holds the header section of nearly every datagram. Blocks past it are classified on demand.
 pub(crate) const AHEAD_BLOCKS: usize = 32;
 
+/// The array a [`Cursor`] fills with the masks of the first [`AHEAD_BLOCKS`] blocks. The
+/// caller holds it (on its stack), so that the cursor is small and no 512-octet array is moved.
+pub(crate) type Ahead = [(u64, u64); AHEAD_BLOCKS];
+
 /// A forward-only reader of the structural masks of `b`: the first [`AHEAD_BLOCKS`] blocks
 /// computed up front, later ones one at a time as the reader reaches them.
 pub(crate) struct Cursor<'a> {
     b: &'a [u8],
     kernel: Kernel,
-    ahead: [(u64, u64); AHEAD_BLOCKS],
-    /// Blocks filled in `ahead`.
-    ahead_len: usize,
+    /// The masks of the blocks computed up front.
+    ahead: &'a [(u64, u64)],
     /// Offset of the block past `ahead` whose masks are held in `far`, or `usize::MAX`.
     far_base: usize,
     far: (u64, u64),
@@ -41,30 +44,29 @@ pub(crate) enum Found {
 }
 
 impl<'a> Cursor<'a> {
+    /// A reader at offset 0 of `b`; `ahead` is filled with the masks of its first blocks.
     #[inline]
-    pub(crate) fn new(b: &'a [u8], kernel: Kernel) -> Self {
-        let mut cursor = Cursor {
+    pub(crate) fn new(b: &'a [u8], kernel: Kernel, ahead: &'a mut Ahead) -> Self {
+        let filled = kernel.fill(b, ahead);
+        let ahead: &'a [(u64, u64)] = ahead.get(..filled).unwrap_or(&[]);
+        let (eol, colon) = ahead.first().copied().unwrap_or((0, 0));
+        Cursor {
             b,
             kernel,
-            ahead: [(0, 0); AHEAD_BLOCKS],
-            ahead_len: 0,
+            ahead,
             far_base: usize::MAX,
             far: (0, 0),
             k: 0,
-            eol: 0,
-            colon: 0,
-        };
-        // Filled in place: the 512-octet array is not built apart and moved in.
-        cursor.ahead_len = kernel.fill(b, &mut cursor.ahead);
-        (cursor.eol, cursor.colon) = cursor.ahead[0];
-        cursor
+            eol,
+            colon,
+        }
     }
 
     /// The masks of block `k` (offset `64 k`); octets past the end read as zero, which is no
     /// structural octet.
     #[inline(always)]
     fn block(&mut self, k: usize) -> (u64, u64) {
-        if let Some(&masks) = self.ahead.get(k).filter(|_| k < self.ahead_len) {
+        if let Some(&masks) = self.ahead.get(k) {
             return masks;
         }
         let base = k * BLOCK;
@@ -171,7 +173,8 @@ mod tests {
     #[test]
     fn cursor_finds_what_a_plain_search_finds() {
         let b = b"Via: a:b\r\nX\r\n\r\n";
-        let mut c = Cursor::new(b, Kernel::detect());
+        let mut ahead = [(0, 0); AHEAD_BLOCKS];
+        let mut c = Cursor::new(b, Kernel::detect(), &mut ahead);
         assert_eq!(c.first_structural(0), Some(Found::Colon(3)));
         assert_eq!(c.line_end(4), Some(8));
         assert_eq!(c.first_structural(10), Some(Found::LineEnd(11)));
@@ -186,7 +189,8 @@ mod tests {
             prop_oneof![Just(b'\r'), Just(b'\n'), Just(b':'), Just(b'a')], 0..3000),
             steps in proptest::collection::vec(0usize..400, 1..20)) {
             for kernel in Kernel::available() {
-                let mut c = Cursor::new(&bytes, kernel);
+                let mut ahead = [(0, 0); AHEAD_BLOCKS];
+                let mut c = Cursor::new(&bytes, kernel, &mut ahead);
                 let mut from = 0;
                 for &step in &steps {
                     from += step;
