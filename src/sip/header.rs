@@ -239,7 +239,7 @@ impl HeaderName {
     /// octets it maps onto a letter or `-` are upper-case letters and CR, and CR is no token
     /// character. `(length, first word)` then selects at most one name; longer names compare
     /// their remaining words too.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn classify(window: &[u8], len: usize) -> HeaderName {
         if len == 1 {
             return window

@@ -8,6 +8,11 @@
 //! starts with SP or HTAB (a fold). Content-Length is read while indexing; the body is never scanned: it is the next
 //! Content-Length octets, and anything after them in the datagram is discarded (§18.3).
 //!
+//! Nearly every row is `Name: value` + CRLF with one SP after the colon and no other whitespace
+//! around the name or the value, and no fold: the walk checks that shape with two slice reads
+//! and stores the row; any other row takes the general path (`general_name`, `general_value`,
+//! out of line), which checks the same things in the order the errors are reported.
+//!
 //! Line ends are strictly CRLF. A lone LF is rejected rather than tolerated: every row handed
 //! to a builder can then be copied verbatim and stays valid on the wire.
 //!
@@ -22,7 +27,7 @@ use super::error::ParseError;
 use super::header::{Entry, Header, HeaderName};
 use super::method::Method;
 use super::scan::{is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32};
-use super::structural::{Cursor, Found};
+use super::structural::{Cursor, Found, AHEAD_BLOCKS};
 use super::uri::Uri;
 use crate::simd::Kernel;
 
@@ -146,7 +151,8 @@ fn build<'b>(
     if b.len() > usize::from(u16::MAX) {
         return Err(ParseError::MessageTooLarge);
     }
-    let mut cursor = Cursor::new(b, kernel);
+    let mut ahead = [(0, 0); AHEAD_BLOCKS];
+    let mut cursor = Cursor::new(b, kernel, &mut ahead);
     let line_end = match cursor.line_end(0) {
         Some(e) if b.get(e) == Some(&b'\r') && b.get(e + 1) == Some(&b'\n') => e,
         Some(e) if e + 1 < b.len() || b.get(e) == Some(&b'\n') => {
@@ -205,13 +211,30 @@ fn build<'b>(
 }
 
 /// Indexes header rows from `pos` to the empty line. Returns the offset of the empty line, or the
-/// error with the offset of the row that caused it.
+/// error with the offset of the row that caused it. `msg.count` is the number of rows indexed
+/// either way (a salvaged request keeps the rows before its first bad one).
 #[inline(always)]
 fn index_rows(
+    b: &[u8],
+    pos: usize,
+    msg: &mut Message<'_>,
+    cursor: &mut Cursor<'_>,
+) -> Result<usize, (ParseError, usize)> {
+    // The row count lives in a register while walking and is stored once.
+    let mut count = 0;
+    let result = walk_rows(b, pos, msg, cursor, &mut count);
+    msg.count = count as u8;
+    result
+}
+
+/// The row walk of [`index_rows`]; `count` is the number of rows stored in `msg.rows`.
+#[inline(always)]
+fn walk_rows(
     b: &[u8],
     mut pos: usize,
     msg: &mut Message<'_>,
     cursor: &mut Cursor<'_>,
+    count: &mut usize,
 ) -> Result<usize, (ParseError, usize)> {
     loop {
         let row_start = pos;
@@ -235,82 +258,59 @@ fn index_rows(
             });
         }
         // The first physical line holds the name and the colon (HCOLON allows no fold): the
-        // first structural octet of the row is its colon, else the row has none.
-        let (colon, first_eol) = match cursor.first_structural(pos) {
-            Some(Found::Colon(colon)) => match cursor.line_end(colon + 1) {
-                Some(eol) => (colon, eol),
-                None => return fail(ParseError::UnterminatedHeaders),
-            },
+        // first structural octet of the row is its colon, else the row has none. The line end
+        // after the colon is the next line-end bit: the reader stays in the masks' block.
+        cursor.seek(pos);
+        let colon = match cursor.next_structural() {
+            Some(Found::Colon(colon)) => colon,
             Some(Found::LineEnd(eol)) => {
                 return fail(crlf_at(b, eol).err().unwrap_or(ParseError::MissingColon))
             }
             None => return fail(ParseError::UnterminatedHeaders),
         };
-        if let Err(e) = crlf_at(b, first_eol) {
-            return fail(e);
-        }
-        let mut name_end = colon;
-        while name_end > pos && b.get(name_end - 1).is_some_and(|&c| is_wsp(c)) {
-            name_end -= 1;
-        }
-        let name_len = name_end - pos;
+        let Some(mut eol) = cursor.next_line_end() else {
+            return fail(ParseError::UnterminatedHeaders);
+        };
+        // Nearly every row is `Name: value` + CRLF with no fold and no other whitespace around
+        // the name or the value: two slice reads check that. Any other row takes the general
+        // path, which checks the same things in the order the errors are reported.
+        let common = matches!(b.get(colon - 1..colon + 3),
+                Some(&[p, b':', b' ', v]) if !is_wsp(p) && !is_lws(v))
+            && matches!(b.get(eol - 1..eol + 3),
+                Some(&[p, b'\r', b'\n', n]) if !is_lws(p) && !is_wsp(n));
+        let name_len = if common {
+            colon - pos
+        } else {
+            match general_name(b, pos, colon, eol) {
+                Ok(name_len) => name_len,
+                Err(e) => return fail(e),
+            }
+        };
         let name = HeaderName::classify(b.get(pos..).unwrap_or(&[]), name_len);
         // A known name matched case-folded words, which only token octets can do (see
         // `HeaderName::classify`); any other name is checked octet by octet.
         if name == HeaderName::Other {
-            if let Some(&bad) = b
-                .get(pos..name_end)
-                .unwrap_or(&[])
-                .iter()
-                .find(|&&c| !is_token(c))
-            {
-                return fail(if is_wsp(bad) {
-                    ParseError::MissingColon
-                } else {
-                    ParseError::BadHeaderName
-                });
-            }
-        }
-        // Folds: a CRLF followed by SP/HTAB continues the row.
-        let mut eol = first_eol;
-        while matches!(b.get(eol + 2), Some(b' ' | b'\t')) {
-            let Some(next) = cursor.line_end(eol + 3) else {
-                return fail(ParseError::UnterminatedHeaders);
-            };
-            if let Err(e) = crlf_at(b, next) {
+            if let Err(e) = check_other_name(b.get(pos..pos + name_len).unwrap_or(&[])) {
                 return fail(e);
             }
-            eol = next;
         }
-        // Trim the value. Nearly every row is `Name: value` without trailing space, so test for
-        // that first: the general loops mispredict on their exit once per row.
-        let mut vs = colon + 1;
-        if b.get(vs) == Some(&b' ') && b.get(vs + 1).is_some_and(|&c| !is_lws(c)) {
-            vs += 1;
+        let (vs, ve) = if common {
+            (colon + 2, eol)
         } else {
-            while vs < eol && b.get(vs).is_some_and(|&c| is_lws(c)) {
-                vs += 1;
-            }
-        }
-        let mut ve = eol;
-        while ve > vs && b.get(ve - 1).is_some_and(|&c| is_lws(c)) {
-            ve -= 1;
-        }
-        if name == HeaderName::ContentLength {
-            let value = b.get(vs..ve).unwrap_or(&[]);
-            let n = match parse_u32(value) {
-                Some(n) => n,
-                None if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
-                    return fail(ParseError::ContentLengthTooLarge)
+            match general_value(b, colon, eol, cursor) {
+                Ok((vs, ve, row_eol)) => {
+                    eol = row_eol;
+                    (vs, ve)
                 }
-                None => return fail(ParseError::BadContentLength),
-            };
-            match msg.content_length {
-                Some(prev) if prev != n => return fail(ParseError::ConflictingContentLength),
-                _ => msg.content_length = Some(n),
+                Err(e) => return fail(e),
+            }
+        };
+        if name == HeaderName::ContentLength {
+            if let Err(e) = content_length(b.get(vs..ve).unwrap_or(&[]), &mut msg.content_length) {
+                return fail(e);
             }
         }
-        let idx = usize::from(msg.count);
+        let idx = *count;
         let Some(slot) = msg.rows.get_mut(idx) else {
             return fail(ParseError::TooManyHeaders);
         };
@@ -326,8 +326,78 @@ fn index_rows(
                 *first = idx as u8;
             }
         }
-        msg.count += 1;
+        *count = idx + 1;
         pos = eol + 2;
+    }
+}
+
+/// The general path of a row's name (see [`walk_rows`]): checks the CRLF that ends the first
+/// line, and returns the name's length without the whitespace before the colon.
+#[inline(never)]
+fn general_name(b: &[u8], pos: usize, colon: usize, eol: usize) -> Result<usize, ParseError> {
+    crlf_at(b, eol)?;
+    let mut name_end = colon;
+    while name_end > pos && b.get(name_end - 1).is_some_and(|&c| is_wsp(c)) {
+        name_end -= 1;
+    }
+    Ok(name_end - pos)
+}
+
+/// A name that is no known one must be all token octets (whitespace inside it means the row
+/// has no colon where one was due).
+#[inline(never)]
+fn check_other_name(name: &[u8]) -> Result<(), ParseError> {
+    match name.iter().find(|&&c| !is_token(c)) {
+        Some(&bad) if is_wsp(bad) => Err(ParseError::MissingColon),
+        Some(_) => Err(ParseError::BadHeaderName),
+        None => Ok(()),
+    }
+}
+
+/// The general path of a row's value (see [`walk_rows`]): follows folds (a CRLF followed by
+/// SP/HTAB continues the row) and trims the value. Returns the value's bounds and the offset of
+/// the CRLF that ends the row.
+#[inline(never)]
+fn general_value(
+    b: &[u8],
+    colon: usize,
+    mut eol: usize,
+    cursor: &mut Cursor<'_>,
+) -> Result<(usize, usize, usize), ParseError> {
+    while matches!(b.get(eol + 2), Some(b' ' | b'\t')) {
+        let next = cursor
+            .line_end(eol + 3)
+            .ok_or(ParseError::UnterminatedHeaders)?;
+        crlf_at(b, next)?;
+        eol = next;
+    }
+    let mut vs = colon + 1;
+    while vs < eol && b.get(vs).is_some_and(|&c| is_lws(c)) {
+        vs += 1;
+    }
+    let mut ve = eol;
+    while ve > vs && b.get(ve - 1).is_some_and(|&c| is_lws(c)) {
+        ve -= 1;
+    }
+    Ok((vs, ve, eol))
+}
+
+/// Reads a Content-Length value into `framing` (equal repeats allowed, RFC 3261 §20.14).
+#[inline(never)]
+fn content_length(value: &[u8], framing: &mut Option<u32>) -> Result<(), ParseError> {
+    let n = match parse_u32(value) {
+        Some(n) => n,
+        None if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+            return Err(ParseError::ContentLengthTooLarge)
+        }
+        None => return Err(ParseError::BadContentLength),
+    };
+    match *framing {
+        Some(prev) if prev != n => Err(ParseError::ConflictingContentLength),
+        _ => {
+            *framing = Some(n);
+            Ok(())
+        }
     }
 }
 

@@ -13,17 +13,25 @@ use crate::simd::{padded, Kernel, BLOCK};
 /// holds the header section of nearly every datagram. Blocks past it are classified on demand.
 pub(crate) const AHEAD_BLOCKS: usize = 32;
 
+/// The array a [`Cursor`] fills with the masks of the first [`AHEAD_BLOCKS`] blocks. The
+/// caller holds it (on its stack), so that the cursor is small and no 512-octet array is moved.
+pub(crate) type Ahead = [(u64, u64); AHEAD_BLOCKS];
+
 /// A forward-only reader of the structural masks of `b`: the first [`AHEAD_BLOCKS`] blocks
 /// computed up front, later ones one at a time as the reader reaches them.
 pub(crate) struct Cursor<'a> {
     b: &'a [u8],
     kernel: Kernel,
-    ahead: [(u64, u64); AHEAD_BLOCKS],
-    /// Blocks filled in `ahead`.
-    ahead_len: usize,
+    /// The masks of the blocks computed up front.
+    ahead: &'a [(u64, u64)],
     /// Offset of the block past `ahead` whose masks are held in `far`, or `usize::MAX`.
     far_base: usize,
     far: (u64, u64),
+    /// The reader: the block it is in, and that block's masks with the bits before the reader
+    /// cleared (what it has passed).
+    k: usize,
+    eol: u64,
+    colon: u64,
 }
 
 /// What [`Cursor::first_structural`] found first.
@@ -36,17 +44,21 @@ pub(crate) enum Found {
 }
 
 impl<'a> Cursor<'a> {
+    /// A reader at offset 0 of `b`; `ahead` is filled with the masks of its first blocks.
     #[inline]
-    pub(crate) fn new(b: &'a [u8], kernel: Kernel) -> Self {
-        let mut ahead = [(0, 0); AHEAD_BLOCKS];
-        let ahead_len = kernel.fill(b, &mut ahead);
+    pub(crate) fn new(b: &'a [u8], kernel: Kernel, ahead: &'a mut Ahead) -> Self {
+        let filled = kernel.fill(b, ahead);
+        let ahead: &'a [(u64, u64)] = ahead.get(..filled).unwrap_or(&[]);
+        let (eol, colon) = ahead.first().copied().unwrap_or((0, 0));
         Cursor {
             b,
             kernel,
             ahead,
-            ahead_len,
             far_base: usize::MAX,
             far: (0, 0),
+            k: 0,
+            eol,
+            colon,
         }
     }
 
@@ -54,7 +66,7 @@ impl<'a> Cursor<'a> {
     /// structural octet.
     #[inline(always)]
     fn block(&mut self, k: usize) -> (u64, u64) {
-        if let Some(&masks) = self.ahead.get(k).filter(|_| k < self.ahead_len) {
+        if let Some(&masks) = self.ahead.get(k) {
             return masks;
         }
         let base = k * BLOCK;
@@ -78,42 +90,78 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// First set bit at or after `from` in the mask `pick` selects from `(eol, colon)`, with
-    /// whether it is set in the colon mask.
+    /// Moves the reader forward to `pos` (a `pos` behind it leaves it where it is).
     #[inline(always)]
-    fn next(&mut self, from: usize, pick: impl Fn(u64, u64) -> u64) -> Option<(usize, bool)> {
-        let mut k = from / BLOCK;
-        let mut shift = from % BLOCK;
-        loop {
-            if k * BLOCK >= self.b.len() {
+    pub(crate) fn seek(&mut self, pos: usize) {
+        let k = pos / BLOCK;
+        if k != self.k {
+            if k < self.k {
+                return;
+            }
+            (self.eol, self.colon) = self.block(k);
+            self.k = k;
+        }
+        let keep = u64::MAX << (pos % BLOCK);
+        self.eol &= keep;
+        self.colon &= keep;
+    }
+
+    /// Moves the reader to the next block; `false` past the end of the message.
+    #[inline(always)]
+    fn advance(&mut self) -> bool {
+        let k = self.k + 1;
+        if k * BLOCK >= self.b.len() {
+            return false;
+        }
+        (self.eol, self.colon) = self.block(k);
+        self.k = k;
+        true
+    }
+
+    /// The first CR or LF at or after the reader (which stays on it).
+    #[inline(always)]
+    pub(crate) fn next_line_end(&mut self) -> Option<usize> {
+        while self.eol == 0 {
+            if !self.advance() {
                 return None;
             }
-            let (eol, colon) = self.block(k);
-            let m = pick(eol, colon) >> shift;
+        }
+        Some(self.k * BLOCK + self.eol.trailing_zeros() as usize)
+    }
+
+    /// The first colon or line end at or after the reader, whichever comes first (the reader
+    /// stays on it).
+    #[inline(always)]
+    pub(crate) fn next_structural(&mut self) -> Option<Found> {
+        loop {
+            let m = self.eol | self.colon;
             if m != 0 {
-                let bit = shift + m.trailing_zeros() as usize;
-                return Some((k * BLOCK + bit, colon >> bit & 1 != 0));
+                let at = self.k * BLOCK + m.trailing_zeros() as usize;
+                return Some(if self.colon & m & m.wrapping_neg() != 0 {
+                    Found::Colon(at)
+                } else {
+                    Found::LineEnd(at)
+                });
             }
-            k += 1;
-            shift = 0;
+            if !self.advance() {
+                return None;
+            }
         }
     }
 
-    /// Offset of the first CR or LF at or after `from`.
+    /// Offset of the first CR or LF at or after `from` (not behind the reader).
     #[inline(always)]
     pub(crate) fn line_end(&mut self, from: usize) -> Option<usize> {
-        self.next(from, |eol, _| eol).map(|(at, _)| at)
+        self.seek(from);
+        self.next_line_end()
     }
 
-    /// The first colon or line end at or after `from`, whichever comes first.
-    #[inline(always)]
+    /// The first colon or line end at or after `from` (not behind the reader), whichever comes
+    /// first.
+    #[cfg(test)]
     pub(crate) fn first_structural(&mut self, from: usize) -> Option<Found> {
-        let (at, colon) = self.next(from, |eol, colon| eol | colon)?;
-        Some(if colon {
-            Found::Colon(at)
-        } else {
-            Found::LineEnd(at)
-        })
+        self.seek(from);
+        self.next_structural()
     }
 }
 
@@ -125,7 +173,8 @@ mod tests {
     #[test]
     fn cursor_finds_what_a_plain_search_finds() {
         let b = b"Via: a:b\r\nX\r\n\r\n";
-        let mut c = Cursor::new(b, Kernel::detect());
+        let mut ahead = [(0, 0); AHEAD_BLOCKS];
+        let mut c = Cursor::new(b, Kernel::detect(), &mut ahead);
         assert_eq!(c.first_structural(0), Some(Found::Colon(3)));
         assert_eq!(c.line_end(4), Some(8));
         assert_eq!(c.first_structural(10), Some(Found::LineEnd(11)));
@@ -140,7 +189,8 @@ mod tests {
             prop_oneof![Just(b'\r'), Just(b'\n'), Just(b':'), Just(b'a')], 0..3000),
             steps in proptest::collection::vec(0usize..400, 1..20)) {
             for kernel in Kernel::available() {
-                let mut c = Cursor::new(&bytes, kernel);
+                let mut ahead = [(0, 0); AHEAD_BLOCKS];
+                let mut c = Cursor::new(&bytes, kernel, &mut ahead);
                 let mut from = 0;
                 for &step in &steps {
                     from += step;
