@@ -159,6 +159,8 @@ fn check_trunk_transport(
         Transport::Tcp => Err("transport=tcp needs a tcp: listen address"),
         Transport::Tls if listener && tls.is_some_and(|c| c.connects()) => Ok(()),
         Transport::Tls => Err("transport=tls needs a tls: listener and [tls] peer_ca (the CA certificates the trunk's certificate must chain to)"),
+        // The next-hop syntax takes udp, tcp or tls only; said here too, for the match's sake.
+        Transport::Ws | Transport::Wss => Err("a trunk is never reached over WebSocket (sipfork opens none)"),
     }
 }
 
