@@ -107,17 +107,6 @@ impl FlowOwners {
     pub fn is_empty(&self) -> bool {
         self.open.load(Ordering::Acquire) == 0
     }
-
-    /// The shard owning the connection with `peer`, if one is open, read under the part's lock
-    /// (shards read through a [`View`] instead).
-    pub fn owner(&self, peer: SocketAddr) -> Option<ShardId> {
-        if self.is_empty() {
-            return None;
-        }
-        let part = &self.parts[part_of(peer)];
-        let map = part.map.read().unwrap_or_else(|e| e.into_inner());
-        map.get(&peer).copied()
-    }
 }
 
 impl Part {
@@ -166,17 +155,19 @@ mod tests {
 
     #[test]
     fn owners_follow_accepts_and_closes() {
-        let t = FlowOwners::new();
+        let t = Arc::new(FlowOwners::new());
+        let mut v = View::of(Arc::clone(&t));
         let p: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        assert_eq!(t.owner(p), None);
+        assert_eq!(v.owner(p), None);
         t.insert(p, ShardId(1));
-        assert_eq!(t.owner(p), Some(ShardId(1)));
+        assert_eq!(v.owner(p), Some(ShardId(1)));
         // A close on a shard that no longer holds the peer leaves the newer owner.
         t.insert(p, ShardId(0));
         t.remove(p, ShardId(1));
-        assert_eq!(t.owner(p), Some(ShardId(0)));
+        assert_eq!(v.owner(p), Some(ShardId(0)));
         t.remove(p, ShardId(0));
-        assert_eq!(t.owner(p), None);
+        assert_eq!(v.owner(p), None);
+        assert!(t.is_empty());
     }
 
     /// A shard's snapshots follow every change made after they were taken, on any part, and a
