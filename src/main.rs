@@ -16,5 +16,10 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
+    // Decay on jemalloc's own thread, so that an idle proxy hands freed pages back after their
+    // decay time too (otherwise decay advances only when the process allocates or frees). Where
+    // it cannot start one, pages still go back at the arena's next use.
+    #[cfg(target_os = "linux")]
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     sipfork::app::cli::main()
 }

@@ -256,22 +256,21 @@ pub fn export_steering(state: &crate::engine::steer::SteeringState, out: &mut Ex
 /// the journal's mapped pages, so a soak compares these to tell live state from allocator
 /// retention. Absent where the allocator gives no statistics.
 pub fn export_heap(out: &mut Exposition) {
-    if let Some(bytes) = crate::engine::os::heap_in_use() {
-        out.add(
-            "sipfork_heap_in_use_bytes",
-            "Heap bytes in use (jemalloc stats.allocated); unlike resident memory it falls when state is freed",
-            &[],
-            Value::Gauge(bytes),
-        );
-    }
-    if let Some(bytes) = crate::engine::os::heap_resident() {
-        out.add(
-            "sipfork_heap_resident_bytes",
-            "Resident bytes of the allocator's pages (jemalloc stats.resident): the heap in use plus freed pages not yet purged",
-            &[],
-            Value::Gauge(bytes),
-        );
-    }
+    let Some(heap) = crate::engine::os::heap_stats() else {
+        return;
+    };
+    out.add(
+        "sipfork_heap_in_use_bytes",
+        "Heap bytes in use (jemalloc stats.allocated); unlike resident memory it falls when state is freed",
+        &[],
+        Value::Gauge(heap.in_use),
+    );
+    out.add(
+        "sipfork_heap_resident_bytes",
+        "Resident bytes of the allocator's pages (jemalloc stats.resident): the heap in use plus freed pages not yet purged",
+        &[],
+        Value::Gauge(heap.resident),
+    );
 }
 
 /// Adds the engine's counters and histograms of every shard (names `sipfork_io_*_total`,

@@ -259,7 +259,12 @@ fn spawn_compaction(shard: ShardId, job: journal::CompactionJob, control: Contro
         .spawn(move || {
             let mut result = job.run();
             // The replay's map of the live set is gone; give its pages back.
-            os::release_free_memory();
+            if !os::release_free_memory() {
+                tracing::warn!(
+                    shard = shard.0,
+                    "the allocator refused to purge freed pages"
+                );
+            }
             loop {
                 match control.post(shard, move |s: &mut Shard, _| s.finish_compaction(result)) {
                     Ok(()) => return,

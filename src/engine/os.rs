@@ -32,58 +32,58 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
 /// decay time: jemalloc's arenas (the binary's allocator, `src/main.rs`) are purged, and glibc's
 /// heap is trimmed (`malloc_trim`: what a process on the system allocator, or a C library in
 /// this one, keeps). For after a rare, large, short-lived allocation such as a compaction's replay.
-pub fn release_free_memory() {
+/// `false` when jemalloc refused the purge (nothing was handed back then).
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer is passed.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     #[cfg(target_os = "linux")]
     {
         // `arena.<MALLCTL_ARENAS_ALL>.purge`: a command without a value.
         const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
         // SAFETY: a NUL-terminated name and no old or new value: jemalloc reads and writes no
         // memory of ours.
-        unsafe {
+        let rc = unsafe {
             tikv_jemalloc_sys::mallctl(
                 PURGE_ALL.as_ptr().cast(),
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
                 0,
-            );
-        }
+            )
+        };
+        rc == 0
     }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer is passed.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    #[cfg(not(target_os = "linux"))]
+    true
 }
 
-/// Heap bytes the allocator has handed out and not had back (jemalloc `stats.allocated`, the
-/// `sipfork` binary's allocator); `None` off Linux. Unlike resident memory it falls when state
-/// is freed.
-pub fn heap_in_use() -> Option<u64> {
+/// The allocator's heap figures, read at one instant (jemalloc's statistics are a snapshot
+/// taken when its epoch advances: once for both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Bytes handed out and not had back (`stats.allocated`): the live state; unlike resident
+    /// memory it falls when state is freed.
+    pub in_use: u64,
+    /// Bytes of the allocator's pages that hold data (`stats.resident`): what the heap costs in
+    /// resident memory, freed-but-not-yet-purged pages included.
+    pub resident: u64,
+}
+
+/// The `sipfork` binary's allocator's figures (jemalloc); `None` off Linux.
+pub fn heap_stats() -> Option<HeapStats> {
     #[cfg(target_os = "linux")]
     {
-        jemalloc_stat(tikv_jemalloc_ctl::stats::allocated::read)
+        tikv_jemalloc_ctl::epoch::advance().ok()?;
+        Some(HeapStats {
+            in_use: tikv_jemalloc_ctl::stats::allocated::read().ok()? as u64,
+            resident: tikv_jemalloc_ctl::stats::resident::read().ok()? as u64,
+        })
     }
     #[cfg(not(target_os = "linux"))]
     None
-}
-
-/// Bytes of the allocator's pages that hold data (jemalloc `stats.resident`): what the heap
-/// costs in resident memory, freed-but-not-yet-purged pages included; `None` off Linux.
-pub fn heap_resident() -> Option<u64> {
-    #[cfg(target_os = "linux")]
-    {
-        jemalloc_stat(tikv_jemalloc_ctl::stats::resident::read)
-    }
-    #[cfg(not(target_os = "linux"))]
-    None
-}
-
-/// One of jemalloc's statistics, as of now (they are a snapshot taken when the epoch advances).
-#[cfg(target_os = "linux")]
-fn jemalloc_stat(read: fn() -> tikv_jemalloc_ctl::Result<usize>) -> Option<u64> {
-    tikv_jemalloc_ctl::epoch::advance().ok()?;
-    read().ok().map(|bytes| bytes as u64)
 }
 
 /// A stop signal that arrived.
@@ -221,14 +221,33 @@ mod tests {
         .unwrap();
     }
 
+    /// A purge is accepted and leaves no dirty page in any arena (freed pages waiting for their
+    /// decay time): what a compaction's replay map leaves is handed back at once.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_purge_hands_freed_pages_back_at_once() {
+        use tikv_jemalloc_ctl::raw;
+        // Many small blocks (a replay map's entries), freed: their pages turn dirty.
+        let blocks: Vec<Box<[u8; 256]>> = (0..100_000).map(|_| Box::new([7u8; 256])).collect();
+        drop(std::hint::black_box(blocks));
+        assert!(release_free_memory(), "jemalloc refused the purge");
+        tikv_jemalloc_ctl::epoch::advance().unwrap();
+        // SAFETY: `stats.arenas.<MALLCTL_ARENAS_ALL>.pdirty` reads a size_t.
+        let dirty: usize = unsafe { raw::read(b"stats.arenas.4096.pdirty\0") }.unwrap();
+        // Other tests allocate and free at the same time: a few of their pages may be dirty
+        // again already, never the 25 MB freed here (6,000 pages).
+        assert!(dirty < 1_000, "{dirty} dirty pages after the purge");
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn heap_in_use_rises_with_live_state_and_falls_when_it_is_freed() {
-        let before = heap_in_use().unwrap();
+        let in_use = || heap_stats().unwrap().in_use;
+        let before = in_use();
         let block = std::hint::black_box(vec![1u8; 64 << 20]);
-        let during = heap_in_use().unwrap();
+        let during = in_use();
         drop(block);
-        let after = heap_in_use().unwrap();
+        let after = in_use();
         // Other tests allocate concurrently: a margin of 16 MiB either way.
         assert!(during >= before + (48 << 20), "{before} -> {during}");
         assert!(after + (48 << 20) <= during, "{during} -> {after}");
