@@ -345,3 +345,28 @@ fn an_in_dialog_request_over_tcp_too_large_for_the_udp_leg_gets_513() {
         }
     }
 }
+
+/// A CANCEL for a branch whose TCP flow closed while it rang leaves over UDP (the engine sends
+/// a message over whatever flow is open when it leaves), so it is retransmitted like any CANCEL
+/// over UDP: a lost 200 to the first copy does not leave the device ringing.
+#[test]
+fn a_cancel_after_the_branchs_tcp_flow_closed_is_retransmitted_over_udp() {
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards), shards, 306);
+        let dev = s.w.phone_ref(s.tcp).addr;
+        let call = s.w.call(s.caller, "1001");
+        s.w.run_for(secs(1));
+        s.w.close_flow(s.tcp);
+        s.w.drop_next(1, "SIP/2.0 ", Some("CANCEL"), Some(dev), None);
+        s.w.cancel(s.caller, call);
+        s.w.run_for(secs(5));
+        assert!(
+            s.w.phone_ref(s.tcp).requests_received("CANCEL") >= 2,
+            "{shards} shards: Timer E over UDP after the flow closed\n{}",
+            s.w.dump()
+        );
+        s.w.run_for(secs(70));
+        assert_eq!(s.w.phone_ref(s.caller).outgoing[call].finals(), vec![487]);
+        assert_eq!(s.w.proxy_calls(), 0, "{}", s.w.dump());
+    }
+}

@@ -131,8 +131,10 @@ impl Proxy {
             s.cancel(&mut branch.timer_c);
             branch.timer_c = Some(s.arm(Timer::C, guard));
         }
-        // Over the INVITE's transport (§9.1), as the branch recorded it.
-        let reliable = branch.transport.is_stream();
+        // Over what it will go over now: the INVITE's flow while it is open (§9.1), and when
+        // that flow has closed, UDP, which needs the retransmissions (the engine sends a message
+        // over whatever flow is open to its address when it leaves).
+        let reliable = cx.flows.transport_to(branch.target).is_stream();
         let mut s = sched(cx, key, TxnSlot::Cancel(i as u8));
         let txn = ClientNonInvite::start_over(&mut s, reliable);
         branch.cancel = Cancel::Sent { reason, txn, bytes };

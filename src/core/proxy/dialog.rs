@@ -481,12 +481,8 @@ impl Proxy {
         let Some(leg) = Leg::of(cx, resp, branch.target) else {
             return;
         };
-        // The leg's first hop, which is the branch's target only without a Record-Route below us.
-        let transport = if leg.dest == branch.target {
-            branch.transport
-        } else {
-            cx.flows.transport_to(leg.dest)
-        };
+        // The flow the ACK will go over when it leaves (the branch's may have closed since).
+        let transport = cx.flows.transport_to(leg.dest);
         let mut via = Vec::with_capacity(96);
         write_our_via(cx, transport, call.loop_hash, key, ACK_BRANCH, &mut via);
         let routes: Vec<&[u8]> = leg.routes.iter().map(|r| &r[..]).collect();
