@@ -571,18 +571,17 @@ impl Core {
         }
     }
 
-    /// The connection the engine opened to `peer` for a request of ours could not be set up
-    /// (refused, unreachable, timed out; `core::transport::outbound`): the flow is forgotten and
-    /// every branch waiting on `peer` ends as a 503 (RFC 3261 §8.1.3.1).
-    pub fn flow_failed(
-        &mut self,
-        now: Instant,
-        peer: SocketAddr,
-        _transport: transport::Transport,
-    ) {
-        self.flows.closed(peer);
+    /// The connection the engine opened to `peer` over `transport` for a request of ours could
+    /// not be set up (refused, unreachable, timed out; `core::transport::outbound`), or a TLS
+    /// transmit found only a plain connection there: that flow is forgotten and every branch
+    /// waiting on `peer` over `transport` ends as a 503 (RFC 3261 §8.1.3.1). A flow of another
+    /// transport to the same address (a plain TCP one a TLS request must not take) stays.
+    pub fn flow_failed(&mut self, now: Instant, peer: SocketAddr, transport: transport::Transport) {
+        if self.flows.get(peer) == Some(transport) {
+            self.flows.closed(peer);
+        }
         let Parts { mut cx, proxy, .. } = self.parts(now);
-        proxy.transport_failed(&mut cx, peer);
+        proxy.transport_failed(&mut cx, peer, transport);
     }
 
     fn dispatch(&mut self, now: Instant, d: Datagram<'_>) -> Inbound {

@@ -370,3 +370,32 @@ fn a_cancel_after_the_branchs_tcp_flow_closed_is_retransmitted_over_udp() {
         assert_eq!(s.w.proxy_calls(), 0, "{}", s.w.dump());
     }
 }
+
+/// A failure the engine reports for TLS to an address (a TLS transmit that found only a plain
+/// connection there) leaves the plain TCP flow to it alone: its ringing branch goes on and the
+/// device registered over it is still rung.
+#[test]
+fn a_tls_failure_to_an_address_leaves_its_plain_tcp_flow_and_branches_alone() {
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards), shards, 307);
+        let dev = s.w.phone_ref(s.tcp).addr;
+        s.w.behave(s.tcp, Behaviour::default());
+        let first = s.w.call(s.caller, "1001");
+        s.w.run_for(secs(1));
+        s.w.fail_connect(dev, Transport::Tls);
+        s.w.run_for(secs(1));
+        assert!(
+            s.w.phone_ref(s.caller).outgoing[first].finals().is_empty(),
+            "{shards} shards: the TCP branch was ended\n{}",
+            s.w.dump()
+        );
+        s.w.call(s.caller, "1001");
+        s.w.run_for(secs(1));
+        assert_eq!(
+            s.w.phone_ref(s.tcp).requests_received("INVITE"),
+            2,
+            "{shards} shards: the device is still rung over its flow\n{}",
+            s.w.dump()
+        );
+    }
+}

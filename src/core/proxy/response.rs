@@ -424,9 +424,14 @@ impl Proxy {
     }
 
     /// The connection to `peer` the engine opened for our requests failed (refused, timed out):
-    /// every branch still waiting on `peer` ends as if it had answered 503 (RFC 3261 §8.1.3.1),
+    /// every branch still waiting on `peer` over that transport ends as if it had answered 503 (RFC 3261 §8.1.3.1),
     /// at once instead of at Timer B/F. Returns how many ended.
-    pub fn transport_failed(&mut self, cx: &mut Cx<'_>, peer: std::net::SocketAddr) -> usize {
+    pub fn transport_failed(
+        &mut self,
+        cx: &mut Cx<'_>,
+        peer: std::net::SocketAddr,
+        transport: crate::core::transport::Transport,
+    ) -> usize {
         let lost: Vec<(Key, usize)> = self
             .calls
             .iter()
@@ -434,7 +439,7 @@ impl Proxy {
                 call.branches
                     .iter()
                     .enumerate()
-                    .filter(|(_, b)| b.target == peer && !b.is_final())
+                    .filter(|(_, b)| b.target == peer && b.transport == transport && !b.is_final())
                     .map(move |(i, _)| (key, i))
             })
             .collect();

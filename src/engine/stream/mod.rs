@@ -576,7 +576,13 @@ impl Streams {
                 self.close_slot_only(old);
             }
             if let Some((owners, me)) = &self.owners {
-                owners.insert(peer, *me);
+                owners.insert(
+                    peer,
+                    *me,
+                    self.conns[slot]
+                        .as_ref()
+                        .map_or(Transport::Tcp, Conn::transport),
+                );
             }
             if self.next_sweep == Instant::FAR_FUTURE {
                 self.next_sweep = now + SWEEP;
@@ -685,12 +691,32 @@ impl Streams {
             if t.connect == Some(Transport::Udp) {
                 return true;
             }
+            // A transmit the core marked for TLS (a `sips:` or `;transport=tls` target) never
+            // goes over a plain connection to its address, here or on another shard, which the
+            // core may not know of (RFC 3261 §26.2.2, RFC 5630): it fails like a refused connect.
+            let plain =
+                |over: Transport| t.connect == Some(Transport::Tls) && over != Transport::Tls;
             let slot = match self.by_peer.get(&t.to) {
-                Some(&slot) => slot,
+                Some(&slot) => {
+                    if self.conns[slot]
+                        .as_ref()
+                        .is_some_and(|c| plain(c.transport()))
+                    {
+                        self.stats.refused_outbound += 1;
+                        self.failed.push((t.to, Transport::Tls));
+                        return false;
+                    }
+                    slot
+                }
                 None => {
                     if let (Some(view), Some(me), true) = (view.as_mut(), me, elsewhere) {
                         match view.owner(t.to) {
-                            Some(owner) if owner != me => {
+                            Some((_, over)) if plain(over) => {
+                                self.stats.refused_outbound += 1;
+                                self.failed.push((t.to, Transport::Tls));
+                                return false;
+                            }
+                            Some((owner, _)) if owner != me => {
                                 if relay(owner, t.to, bytes) {
                                     self.stats.relayed += 1;
                                 } else {
@@ -814,7 +840,7 @@ impl Streams {
         ));
         self.by_peer.insert(peer, slot);
         if let Some((owners, me)) = &self.owners {
-            owners.insert(peer, *me);
+            owners.insert(peer, *me, transport);
         }
         if self.next_sweep == Instant::FAR_FUTURE {
             self.next_sweep = now + SWEEP;

@@ -548,3 +548,48 @@ fn a_handshake_the_server_never_answers_fails_at_the_connect_timeout() {
     engine.shutdown().unwrap();
     drop(listener);
 }
+
+/// A transmit marked for TLS to an address whose only connection is a plain TCP one accepted by
+/// the shards (on this shard or another, which the sending shard's core may not know of) never
+/// goes over it (RFC 3261 §26.2.2, RFC 5630): it fails like a refused connect, reported to
+/// every shard, and the plain peer reads nothing.
+#[test]
+fn a_tls_transmit_never_takes_a_plain_connection_to_its_address() {
+    for (kind, shards) in [(IoKind::Mmsg, 1), (IoKind::Mmsg, 2), (IoKind::Uring, 2)] {
+        // The peer's address, known before it connects: it is the TLS target.
+        let target = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (ours, theirs) = (cert_for("127.0.0.1"), cert_for("127.0.0.1"));
+        let client = client_config("plain-peer", &ours, &theirs);
+        let Some((engine, seen)) =
+            start_tls_dialer(kind, shards, target, Some(client), StreamOptions::default())
+        else {
+            continue;
+        };
+        // The peer connects in over plain TCP from the target address.
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_reuse_address(true).unwrap();
+        sock.bind(&target.into()).unwrap();
+        sock.connect(&engine.stream_addrs()[0].into()).unwrap();
+        let mut plain: TcpStream = sock.into();
+        wait_until("the accept", || total(&engine, |s| s.accepted) == 1);
+        poke(&engine, 4);
+        wait_until("the refusals", || {
+            seen.lock().unwrap().failed.len() >= usize::from(shards)
+        });
+        assert!(seen.lock().unwrap().failed.iter().all(|&p| p == target));
+        assert_eq!(total(&engine, |s| s.sent), 0, "{kind:?} {shards}");
+        assert_eq!(total(&engine, |s| s.relayed), 0, "{kind:?} {shards}");
+        assert_eq!(total(&engine, |s| s.connects), 0, "{kind:?} {shards}");
+        plain.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            matches!(plain.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{kind:?} {shards}: the plain peer was written to"
+        );
+        engine.shutdown().unwrap();
+    }
+}

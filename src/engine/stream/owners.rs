@@ -27,11 +27,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::core::shard::ShardId;
+use crate::core::transport::Transport;
 
 /// Parts of the table (a power of two).
 pub const PARTS: usize = 64;
 
-type Map = HashMap<SocketAddr, ShardId>;
+/// Peer -> the shard owning its connection, and the connection's transport (a transmit that must
+/// go over TLS is never handed to a plain one).
+type Map = HashMap<SocketAddr, (ShardId, Transport)>;
 
 /// One part: a snapshot of its entries and the number of changes made to it.
 #[derive(Debug, Default)]
@@ -79,13 +82,16 @@ impl FlowOwners {
 
     /// `shard` accepted (or opened) a connection with `peer` (a newer connection from the same
     /// peer on another shard takes the entry over).
-    pub fn insert(&self, peer: SocketAddr, shard: ShardId) {
+    pub fn insert(&self, peer: SocketAddr, shard: ShardId, transport: Transport) {
         let part = &self.parts[part_of(peer)];
         let mut map = part.map.write().unwrap_or_else(|e| e.into_inner());
-        if map.get(&peer) == Some(&shard) {
+        if map.get(&peer) == Some(&(shard, transport)) {
             return;
         }
-        if Arc::make_mut(&mut map).insert(peer, shard).is_none() {
+        if Arc::make_mut(&mut map)
+            .insert(peer, (shard, transport))
+            .is_none()
+        {
             self.open.fetch_add(1, Ordering::Release);
         }
         part.generation.fetch_add(1, Ordering::Release);
@@ -95,7 +101,7 @@ impl FlowOwners {
     pub fn remove(&self, peer: SocketAddr, shard: ShardId) {
         let part = &self.parts[part_of(peer)];
         let mut map = part.map.write().unwrap_or_else(|e| e.into_inner());
-        if map.get(&peer) != Some(&shard) {
+        if map.get(&peer).map(|&(owner, _)| owner) != Some(shard) {
             return;
         }
         Arc::make_mut(&mut map).remove(&peer);
@@ -134,9 +140,10 @@ impl View {
         View { table, seen }
     }
 
-    /// The shard owning the connection with `peer`, if one is open: from this view's snapshot
-    /// of `peer`'s part, read again only when that part changed since.
-    pub fn owner(&mut self, peer: SocketAddr) -> Option<ShardId> {
+    /// The shard owning the connection with `peer`, and that connection's transport, if one is
+    /// open: from this view's snapshot of `peer`'s part, read again only when that part changed
+    /// since.
+    pub fn owner(&mut self, peer: SocketAddr) -> Option<(ShardId, Transport)> {
         if self.table.is_empty() {
             return None;
         }
@@ -158,15 +165,19 @@ mod tests {
         let t = Arc::new(FlowOwners::new());
         let mut v = View::of(Arc::clone(&t));
         let p: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        assert_eq!(v.owner(p), None);
-        t.insert(p, ShardId(1));
-        assert_eq!(v.owner(p), Some(ShardId(1)));
+        assert_eq!(v.owner(p).map(|o| o.0), None);
+        t.insert(p, ShardId(1), Transport::Tcp);
+        assert_eq!(v.owner(p).map(|o| o.0), Some(ShardId(1)));
         // A close on a shard that no longer holds the peer leaves the newer owner.
-        t.insert(p, ShardId(0));
+        t.insert(p, ShardId(0), Transport::Tcp);
         t.remove(p, ShardId(1));
-        assert_eq!(v.owner(p), Some(ShardId(0)));
+        assert_eq!(v.owner(p).map(|o| o.0), Some(ShardId(0)));
         t.remove(p, ShardId(0));
-        assert_eq!(v.owner(p), None);
+        assert_eq!(v.owner(p).map(|o| o.0), None);
+        // The connection's transport is recorded with its owner.
+        t.insert(p, ShardId(1), Transport::Tls);
+        assert_eq!(v.owner(p), Some((ShardId(1), Transport::Tls)));
+        t.remove(p, ShardId(1));
         assert!(t.is_empty());
     }
 
@@ -181,14 +192,14 @@ mod tests {
         let peers: Vec<SocketAddr> = (0..500u16)
             .map(|i| SocketAddr::new([127, 0, (i / 250) as u8, 1].into(), 40000 + i))
             .collect();
-        assert!(peers.iter().all(|&p| b.owner(p).is_none()));
+        assert!(peers.iter().all(|&p| b.owner(p).map(|o| o.0).is_none()));
         for &p in peers.iter().step_by(2) {
-            table.insert(p, s0);
+            table.insert(p, s0, Transport::Tcp);
         }
         assert_eq!(table.open.load(Ordering::Relaxed), 250);
         for (i, &p) in peers.iter().enumerate() {
-            assert_eq!(b.owner(p), (i % 2 == 0).then_some(s0), "{p}");
-            assert_eq!(a.owner(p), (i % 2 == 0).then_some(s0), "{p}");
+            assert_eq!(b.owner(p).map(|o| o.0), (i % 2 == 0).then_some(s0), "{p}");
+            assert_eq!(a.owner(p).map(|o| o.0), (i % 2 == 0).then_some(s0), "{p}");
         }
         let snapshots =
             |v: &View| -> Vec<*const Map> { v.seen.iter().map(|(_, m)| Arc::as_ptr(m)).collect() };
@@ -199,17 +210,17 @@ mod tests {
         assert_eq!(before, snapshots(&b));
         // A close, and a reconnection taken over by the other shard.
         table.remove(peers[0], s0);
-        table.insert(peers[2], s1);
+        table.insert(peers[2], s1, Transport::Tcp);
         table.remove(peers[2], s0); // no longer shard 0's: the entry stays
-        assert_eq!(b.owner(peers[0]), None);
-        assert_eq!(a.owner(peers[2]), Some(s1));
-        assert_eq!(b.owner(peers[4]), Some(s0));
+        assert_eq!(b.owner(peers[0]).map(|o| o.0), None);
+        assert_eq!(a.owner(peers[2]).map(|o| o.0), Some(s1));
+        assert_eq!(b.owner(peers[4]).map(|o| o.0), Some(s0));
         for &p in &peers {
             table.remove(p, s0);
             table.remove(p, s1);
         }
         assert!(table.is_empty());
-        assert!(peers.iter().all(|&p| b.owner(p).is_none()));
+        assert!(peers.iter().all(|&p| b.owner(p).map(|o| o.0).is_none()));
     }
 
     /// The race the engine relies on: a connection entered on one shard before a message about
@@ -220,18 +231,18 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
         let mut sending = View::of(Arc::clone(&table));
         // A connection elsewhere, so lookups go past the empty table's shortcut.
-        table.insert("127.0.0.9:1".parse().unwrap(), ShardId(0));
+        table.insert("127.0.0.9:1".parse().unwrap(), ShardId(0), Transport::Tcp);
         let accepting = Arc::clone(&table);
         let writer = std::thread::spawn(move || {
             for i in 0..2000u16 {
                 let p = SocketAddr::new([127, 0, 0, 2].into(), 10000 + i);
-                accepting.insert(p, ShardId(0));
+                accepting.insert(p, ShardId(0), Transport::Tcp);
                 tx.send(p).unwrap();
             }
         });
         let mut seen = 0;
         for p in rx {
-            assert_eq!(sending.owner(p), Some(ShardId(0)), "{p}");
+            assert_eq!(sending.owner(p).map(|o| o.0), Some(ShardId(0)), "{p}");
             seen += 1;
         }
         writer.join().unwrap();
