@@ -2,7 +2,8 @@
 //! listener carries a [`WsConn`] beside (or, for `wss:`, inside) its TLS session. The bytes read
 //! go to the sans-IO codec (`core::transport::ws`) instead of the Content-Length framer; each
 //! WebSocket message is handed to the handler like a datagram (transport `Ws`/`Wss`), and what
-//! is written to the connection leaves as one unmasked text frame per message.
+//! is written to the connection leaves as one unmasked frame per message (text when it is
+//! UTF-8, else binary).
 //!
 //! What the codec asks to send back (the `101` answer, Pongs, keep-alive answers, the answer to
 //! a Close) waits in [`WsConn::pending`] and goes out ahead of the next write, so it is never
@@ -39,13 +40,20 @@ impl WsConn {
         self.codec.push(bytes);
     }
 
-    /// The bytes to write for the SIP message `plain`: what is pending, then `plain` as one text
-    /// frame (an empty `plain` sends only what is pending). Before the handshake is done no
+    /// The bytes to write for the SIP message `plain`: what is pending, then `plain` as one
+    /// frame, text when it is UTF-8 and binary when not (a binary body, a Latin-1 display name:
+    /// a text frame that is not UTF-8 fails the connection, RFC 6455 §8.1; RFC 7118 §5.1 allows
+    /// both). An empty `plain` sends only what is pending; before the handshake is done no
     /// message goes out.
     pub(super) fn wrap(&mut self, plain: &[u8]) -> Vec<u8> {
         let mut out = std::mem::take(&mut self.pending);
         if !plain.is_empty() && self.codec.is_upgraded() {
-            frame(opcode::TEXT, plain, &mut out);
+            let op = if std::str::from_utf8(plain).is_ok() {
+                opcode::TEXT
+            } else {
+                opcode::BINARY
+            };
+            frame(op, plain, &mut out);
         }
         out
     }

@@ -196,3 +196,34 @@ fn refused_upgrades_bad_frames_and_idle_connections_are_closed_and_counted() {
     assert_eq!(total(&engine, |s| s.messages), 0);
     engine.shutdown().unwrap();
 }
+
+#[test]
+fn a_message_that_is_not_utf8_goes_out_as_a_binary_frame() {
+    let Some(engine) = engine(IoKind::Mmsg, None) else {
+        return;
+    };
+    let addr = engine.stream_addrs()[0];
+    let (mut ws, _) =
+        tungstenite::client::client(request(&format!("ws://{addr}/")), connect(addr)).unwrap();
+    // A Latin-1 byte in the body: not UTF-8, so it can only travel as a binary message.
+    let latin1: Vec<u8> = OPTIONS
+        .replace("hello", "h\u{e9}llo")
+        .chars()
+        .map(|c| c as u8)
+        .collect();
+    assert!(std::str::from_utf8(&latin1).is_err());
+    ws.send(Message::binary(latin1.clone())).unwrap();
+    match ws.read().unwrap() {
+        Message::Binary(b) => assert_eq!(&b[..], &latin1[..]),
+        other => panic!("{other:?}"),
+    }
+    // The connection is still open: a UTF-8 message still comes back as text.
+    ws.send(Message::text(OPTIONS)).unwrap();
+    match ws.read().unwrap() {
+        Message::Text(t) => assert_eq!(t.as_str(), OPTIONS),
+        other => panic!("{other:?}"),
+    }
+    wait_for(&engine, 2, |s| s.messages);
+    assert_eq!(total(&engine, |s| s.closed_bad_framing), 0);
+    engine.shutdown().unwrap();
+}
