@@ -94,6 +94,17 @@ fn events(chunks: &[&[u8]]) -> (Vec<Ev>, Option<WsError>) {
     events_with(settings(), chunks)
 }
 
+/// A codec with `s` past a good handshake.
+fn upgraded(s: WsSettings) -> WsCodec {
+    let mut c = WsCodec::new(Arc::new(s));
+    c.push(&good_request());
+    assert!(matches!(
+        c.next_event(Instant::ZERO),
+        Ok(Some(WsEvent::Upgraded(_)))
+    ));
+    c
+}
+
 /// The events after a good handshake.
 fn after_upgrade(frames: &[u8]) -> (Vec<Ev>, Option<WsError>) {
     let (mut ev, err) = events(&[&good_request(), frames]);
@@ -384,16 +395,10 @@ fn garbage_after_the_upgrade_is_a_protocol_error_not_a_message() {
 
 #[test]
 fn more_messages_per_second_than_allowed_close_with_1008() {
-    let s = Arc::new(WsSettings {
+    let mut c = upgraded(WsSettings {
         max_per_second: 3,
         ..WsSettings::default()
     });
-    let mut c = WsCodec::new(s);
-    c.push(&good_request());
-    assert!(matches!(
-        c.next_event(Instant::ZERO),
-        Ok(Some(WsEvent::Upgraded(_)))
-    ));
     for _ in 0..3 {
         c.push(&text(OPTIONS));
         assert!(matches!(
@@ -480,16 +485,10 @@ fn the_sip_subprotocol_is_matched_exactly() {
 
 #[test]
 fn after_a_large_fragmented_message_the_buffers_shrink_back() {
-    let s = Arc::new(WsSettings {
+    let mut c = upgraded(WsSettings {
         max_message: 1 << 20,
         ..WsSettings::default()
     });
-    let mut c = WsCodec::new(s);
-    c.push(&good_request());
-    assert!(matches!(
-        c.next_event(Instant::ZERO),
-        Ok(Some(WsEvent::Upgraded(_)))
-    ));
     // A 300 KiB MESSAGE in three fragments.
     let body = vec![b'a'; 300 << 10];
     let mut msg = format!(
