@@ -133,12 +133,10 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
             })
             .collect(),
         stream_ws: {
-            let settings = Arc::new(crate::core::transport::ws::WsSettings {
-                allowed_origins: cfg.websocket.allowed_origins.clone(),
-                max_handshake: cfg.tcp.max_header_bytes as usize,
-                max_message: cfg.websocket.max_message_bytes as usize,
-                max_per_second: cfg.tcp.max_messages_per_second,
-            });
+            let settings = Arc::new(crate::core::transport::ws::WsSettings::from_config(
+                &cfg.tcp,
+                &cfg.websocket,
+            ));
             s.listeners
                 .iter()
                 .filter(|l| l.transport.is_stream())

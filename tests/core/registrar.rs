@@ -1935,3 +1935,38 @@ fn unavailable_journal_refuses_changes_but_answers_queries() {
     assert_eq!(r.status, 200);
     assert_eq!(b.device_contacts("1003").len(), 1);
 }
+
+/// A binding registered over a connection is restored with the connection's address as its
+/// destination (what it had), never one recomputed from its Contact: under `nat = "auto"` a
+/// Contact naming another port of the same IP would otherwise take over after a restart.
+#[test]
+fn restore_keeps_a_flow_binding_at_its_connection_address() {
+    let mut b = Bench::new(no_auth());
+    let bytes = reg(
+        "1050",
+        "a",
+        1,
+        "Contact: <sip:1050@203.0.113.5:6000;transport=tcp>\r\n",
+    );
+    let bytes = String::from_utf8(bytes)
+        .unwrap()
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let d = Datagram {
+        from: addr(PHONE),
+        local: addr("127.0.0.1:5060"),
+        bytes: bytes.as_bytes(),
+        transport: sipfork::core::transport::Transport::Tcp,
+    };
+    assert_eq!(b.core.handle_datagram(b.now, d), Inbound::Handled);
+    b.drain_persist();
+    let listed = |core: &Core, now| {
+        let d = core.devices(now, b"1050").unwrap();
+        assert_eq!(d.len(), 1, "{d:?}");
+        (d[0].destination, d[0].transport)
+    };
+    assert_eq!(listed(&b.core, b.now), (addr(PHONE), "TCP"));
+    let (key, value) = b.journal.iter().next().unwrap();
+    let mut c = Bench::started_at(no_auth(), WALL_EPOCH_US + 1_000_000);
+    assert_eq!(c.core.restore(c.now, key, value), Restore::Restored);
+    assert_eq!(listed(&c.core, c.now), (addr(PHONE), "TCP"));
+}

@@ -351,3 +351,88 @@ fn a_forged_in_dialog_request_naming_a_ws_third_party_reaches_only_the_browser()
         assert!(s.w.connects.is_empty());
     }
 }
+
+// --- Over a connection the connection is the way to the device: a Contact naming another
+// port on the same IP (which `nat = "auto"` would trust over UDP) never redirects the dialog. ---
+
+#[test]
+fn a_browser_contact_naming_another_device_does_not_redirect_its_dialog() {
+    for shards in [1, 2] {
+        let mut s = setup(shards, 618, Transport::Ws, true);
+        let what = format!("{shards} shards");
+        // After registering, the browser's Contact names the UDP device's address and port.
+        let udp = s.w.phone_ref(s.udp).addr;
+        s.w.phone(s.web).contact_host = Some(udp.to_string());
+        s.w.behave(s.web, Behaviour::answer_after(ms(100)));
+        let call = s.w.call(s.caller, "1001");
+        s.w.run_for(secs(2));
+        assert_eq!(
+            s.w.phone_ref(s.caller).outgoing[call].dialogs.len(),
+            1,
+            "{what}: {}",
+            s.w.dump()
+        );
+        assert_eq!(
+            received(&s.w, s.web, "ACK ").len(),
+            1,
+            "{what}: {}",
+            s.w.dump()
+        );
+        s.w.hang_up(s.caller, call);
+        s.w.run_for(secs(2));
+        assert_eq!(
+            received(&s.w, s.web, "BYE ").len(),
+            1,
+            "{what}: {}",
+            s.w.dump()
+        );
+        // The UDP device got its INVITE, CANCEL and the ACK of its 487, nothing of the
+        // browser's dialog.
+        assert_eq!(
+            received(&s.w, s.udp, "ACK ").len(),
+            1,
+            "{what}: {}",
+            s.w.dump()
+        );
+        assert!(
+            received(&s.w, s.udp, "BYE ").is_empty(),
+            "{what}: {}",
+            s.w.dump()
+        );
+        assert!(s.w.unreachable_sends().is_empty(), "{what}: {}", s.w.dump());
+    }
+}
+
+#[test]
+fn a_calling_browser_contact_naming_another_device_does_not_redirect_its_dialog() {
+    for shards in [1, 2] {
+        let mut s = setup(shards, 619, Transport::Ws, true);
+        let what = format!("{shards} shards");
+        s.w.register(s.caller, 300);
+        s.w.behave(s.caller, Behaviour::answer_after(ms(100)));
+        let udp = s.w.phone_ref(s.udp).addr;
+        s.w.phone(s.web).contact_host = Some(udp.to_string());
+        let call = s.w.call(s.web, "1000");
+        s.w.run_for(secs(2));
+        assert_eq!(
+            s.w.phone_ref(s.web).outgoing[call].dialogs.len(),
+            1,
+            "{what}: {}",
+            s.w.dump()
+        );
+        // The callee hangs up: its BYE reaches the browser over its WebSocket.
+        s.w.hang_up_incoming(s.caller, 0);
+        s.w.run_for(secs(2));
+        let byes = received(&s.w, s.web, "BYE ");
+        assert_eq!(byes.len(), 1, "{what}: {}", s.w.dump());
+        assert!(top_via(byes[0]).starts_with("Via: SIP/2.0/WS 127.0.0.2:8080;"));
+        assert!(
+            received(&s.w, s.udp, "BYE ").is_empty(),
+            "{what}: {}",
+            s.w.dump()
+        );
+        // (Not checked here: the simulated phone sends its own in-dialog requests to the first
+        // Record-Route's address rather than over its WebSocket, which the simulator does not
+        // deliver; only what sipfork sends toward the browser is the point.)
+    }
+}

@@ -507,10 +507,13 @@ impl Proxy {
             record_route: plan.record_route,
             caller_tag: e.from.tag.map_or(0, |t| dialog::tag_hash(cx, t)),
             // The caller's Contact is its leg's remote target only when nothing stands between
-            // (one Via, no Record-Route); behind another proxy the flow is the way back.
-            caller_target: (req.vias().nth(1).is_none() && req.record_routes().next().is_none())
-                .then(|| contact_destination(req))
-                .flatten(),
+            // (one Via, no Record-Route); behind another proxy the flow is the way back, and over
+            // a connection the connection is.
+            caller_target: (!cx.arrival.is_stream()
+                && req.vias().nth(1).is_none()
+                && req.record_routes().next().is_none())
+            .then(|| contact_destination(req))
+            .flatten(),
             strip_identity: plan.strip_identity,
             extra: plan.extra.into(),
             holds: plan.holds,

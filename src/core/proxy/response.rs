@@ -132,8 +132,9 @@ impl Proxy {
             return;
         }
         // The callee's Contact is its leg's remote target only when no proxy below us
-        // record-routed (ours is the only Record-Route); else the flow is the way there.
-        branch.remote_target = (resp.record_routes().nth(1).is_none())
+        // record-routed (ours is the only Record-Route); else the flow is the way there. Over a
+        // connection the connection is the way there, whatever the Contact names.
+        branch.remote_target = (!cx.arrival.is_stream() && resp.record_routes().nth(1).is_none())
             .then(|| super::contact_destination(resp))
             .flatten();
     }

@@ -634,9 +634,14 @@ impl Registrar {
             return Restore::NotProvisioned;
         };
         let mut spec = stored.spec();
-        spec.dest = Uri::parse(stored.contact()).map_or(spec.source, |u| {
-            destination(cx.cfg.registrar.nat, &u, spec.source)
-        });
+        // A binding over a connection is reached at the connection's address (the recorded
+        // source), as when it registered; only a datagram binding's comes from its Contact.
+        spec.dest = match Uri::parse(stored.contact()) {
+            Ok(u) if !spec.transport.is_flow() => {
+                destination(cx.cfg.registrar.nat, &u, spec.source)
+            }
+            _ => spec.source,
+        };
         let mut ext = self.table.extension_or_insert(nkey);
         ext.upsert(&spec);
         ext.sort();

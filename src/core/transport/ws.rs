@@ -19,13 +19,18 @@
 //! (else 1007). A message that is only CRLFs is a keep-alive (CRLFCRLF is answered with a CRLF
 //! message like a stream ping, RFC 5626 §4.4.1; a lone CRLF is skipped). Ping is answered with
 //! Pong, Close with Close and the connection ends. Messages, Pings, Pongs and keep-alives count
-//! toward `max_per_second` (else 1008). What sipfork sends is one unmasked text frame per SIP message.
+//! toward `max_per_second` (else 1008). A peer's Close must carry a code a peer may send
+//! (1000..=1003, 1007..=1011, 3000..=4999, else 1002) and a UTF-8 reason (else 1007). The
+//! `sip` subprotocol is matched exactly (a case-sensitive token). What sipfork sends is one
+//! unmasked frame per SIP message: text when it is UTF-8, binary when not.
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
+use crate::config::websocket::WsConfig;
+use crate::config::TcpConfig;
 use crate::time::Instant;
 
 /// The GUID of RFC 6455 §1.3, appended to the client's key before hashing.
@@ -77,14 +82,23 @@ pub struct WsSettings {
     pub max_per_second: u32,
 }
 
-impl Default for WsSettings {
-    fn default() -> Self {
+impl WsSettings {
+    /// The settings of `[websocket]` with `[tcp]`'s header and rate limits.
+    pub fn from_config(tcp: &TcpConfig, ws: &WsConfig) -> WsSettings {
         WsSettings {
-            allowed_origins: None,
-            max_handshake: 16 << 10,
-            max_message: 80 << 10,
-            max_per_second: 1000,
+            allowed_origins: ws.allowed_origins.clone(),
+            max_handshake: tcp.max_header_bytes as usize,
+            max_message: ws.max_message_bytes as usize,
+            max_per_second: tcp.max_messages_per_second,
         }
+    }
+}
+
+impl Default for WsSettings {
+    /// The settings of the configuration's defaults.
+    fn default() -> Self {
+        let tcp = TcpConfig::default();
+        WsSettings::from_config(&tcp, &WsConfig::defaults(&tcp))
     }
 }
 
@@ -265,11 +279,6 @@ impl WsCodec {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Bytes held (a partial frame or message), for memory accounting.
-    pub fn buffered(&self) -> usize {
-        self.buf.len() - self.consumed + self.message.len()
-    }
-
     /// The next event, `Ok(None)` when more bytes are needed.
     pub fn next_event(&mut self, now: Instant) -> Result<Option<WsEvent<'_>>, WsError> {
         if let Some(e) = self.failed {
@@ -277,7 +286,7 @@ impl WsCodec {
         }
         self.compact();
         if self.message_out {
-            self.message.clear();
+            shrink(&mut self.message);
             self.message_out = false;
         }
         let found = match self.scan(now) {
@@ -306,6 +315,9 @@ impl WsCodec {
         if self.consumed > 0 {
             self.buf.drain(..self.consumed);
             self.consumed = 0;
+            if self.buf.is_empty() {
+                shrink(&mut self.buf);
+            }
         }
     }
 
@@ -344,11 +356,7 @@ impl WsCodec {
             self.consumed = end;
             match op {
                 opcode::CLOSE => {
-                    let code = match end - start {
-                        0 => None,
-                        1 => return Err(WsError::Protocol),
-                        _ => Some(u16::from_be_bytes([self.buf[start], self.buf[start + 1]])),
-                    };
+                    let code = close_code(&self.buf[start..end])?;
                     return Ok(Some(Found::Close(code)));
                 }
                 opcode::PING => {
@@ -388,7 +396,7 @@ impl WsCodec {
                     self.fragmented = None;
                     let kind = classify(first, &self.message)?;
                     if !matches!(kind, Kind::Sip) {
-                        self.message.clear();
+                        shrink(&mut self.message);
                     }
                     match kind {
                         Kind::Skip => continue,
@@ -428,6 +436,19 @@ impl WsCodec {
     }
 }
 
+/// A buffer's capacity kept between messages: one large message does not keep its size for the
+/// rest of the connection.
+pub const KEEP_CAPACITY: usize = 64 << 10;
+
+/// Empties `v`, giving its memory back when it grew over [`KEEP_CAPACITY`].
+pub fn shrink(v: &mut Vec<u8>) {
+    if v.capacity() > KEEP_CAPACITY {
+        *v = Vec::new();
+    } else {
+        v.clear();
+    }
+}
+
 /// What a whole message is.
 enum Kind {
     /// A SIP message.
@@ -460,6 +481,28 @@ fn classify(op: u8, bytes: &[u8]) -> Result<Kind, WsError> {
         }
     }
     Ok(Kind::Sip)
+}
+
+/// The status code of a peer's Close payload (none when empty). RFC 6455 §7.4: a code a peer
+/// may send (1000..=1003, 1007..=1011, 3000..=4999; never 1005, 1006 or 1015, which only name
+/// what an endpoint saw) else a protocol error; the reason after it must be UTF-8 (§5.5.1,
+/// else 1007).
+fn close_code(payload: &[u8]) -> Result<Option<u16>, WsError> {
+    let &[hi, lo, ref reason @ ..] = payload else {
+        return if payload.is_empty() {
+            Ok(None)
+        } else {
+            Err(WsError::Protocol)
+        };
+    };
+    let code = u16::from_be_bytes([hi, lo]);
+    if !matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
+        return Err(WsError::Protocol);
+    }
+    if std::str::from_utf8(reason).is_err() {
+        return Err(WsError::BadPayload);
+    }
+    Ok(Some(code))
 }
 
 /// A frame's header at the front of `bytes`: its length, opcode, FIN bit and payload length;
@@ -556,8 +599,10 @@ fn answer_upgrade(request: &[u8], settings: &WsSettings) -> Result<Vec<u8>, WsEr
             return Err(WsError::Handshake(403));
         }
     }
-    if !has_token("sec-websocket-protocol", b"sip") {
-        return Err(WsError::Handshake(400)); // RFC 7118 §4: the `sip` subprotocol only
+    // RFC 7118 §4: the `sip` subprotocol only, compared exactly as the token we answer
+    // (RFC 6455 §4.2.2: a subprotocol is a case-sensitive token).
+    if !tokens("sec-websocket-protocol").any(|t| t == b"sip") {
+        return Err(WsError::Handshake(400));
     }
     Ok(format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -905,12 +905,8 @@ impl Streams {
         let Some(conn) = self.conns[slot].as_mut() else {
             return Ok(());
         };
-        let framed;
         let plain = match conn.ws.as_mut() {
-            Some(ws) => {
-                framed = ws.wrap(plain);
-                &framed[..]
-            }
+            Some(ws) => ws.wrap(plain),
             None => plain,
         };
         let records;
@@ -994,18 +990,36 @@ impl Streams {
         if now < self.next_sweep {
             return;
         }
+        // An upgraded WebSocket silent for half the idle timeout is pinged once first (ws.rs).
+        let mut ping = Vec::new();
         let idle: Vec<usize> = self
             .conns
             .iter()
             .enumerate()
             .filter_map(|(slot, c)| {
-                c.as_ref()
-                    // (A connection still connecting fails at its own deadline, reported.)
-                    .filter(|c| c.connecting.is_none())
-                    .filter(|c| now.saturating_since(c.last_message) >= self.opts.idle)
-                    .map(|_| slot)
+                let c = c.as_ref()?;
+                // (A connection still connecting fails at its own deadline, reported.)
+                if c.connecting.is_some() {
+                    return None;
+                }
+                let silent = now.saturating_since(c.last_message);
+                if c.ws.as_ref().is_some_and(|ws| ws.wants_ping()) {
+                    if silent >= self.opts.idle / 2 {
+                        ping.push(slot);
+                    }
+                    return None;
+                }
+                (silent >= self.opts.idle).then_some(slot)
             })
             .collect();
+        for slot in ping {
+            if let Some(ws) = self.conns[slot].as_mut().and_then(|c| c.ws.as_mut()) {
+                ws.ping();
+            }
+            if let Err(why) = self.write(slot, b"") {
+                self.close(slot, why);
+            }
+        }
         let late: Vec<usize> = self
             .conns
             .iter()

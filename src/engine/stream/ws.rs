@@ -2,7 +2,12 @@
 //! listener carries a [`WsConn`] beside (or, for `wss:`, inside) its TLS session. The bytes read
 //! go to the sans-IO codec (`core::transport::ws`) instead of the Content-Length framer; each
 //! WebSocket message is handed to the handler like a datagram (transport `Ws`/`Wss`), and what
-//! is written to the connection leaves as one unmasked text frame per message.
+//! is written to the connection leaves as one unmasked frame per message (text when it is
+//! UTF-8, else binary).
+//!
+//! An upgraded connection silent for half the idle timeout gets one Ping (browsers cannot send
+//! Pings, and their SIP stacks' keep-alives are often off); its Pong is activity, and without
+//! an answer the connection closes at the idle timeout as any other.
 //!
 //! What the codec asks to send back (the `101` answer, Pongs, keep-alive answers, the answer to
 //! a Close) waits in [`WsConn::pending`] and goes out ahead of the next write, so it is never
@@ -15,7 +20,7 @@ use std::sync::Arc;
 use super::{Close, Conn, StreamStats};
 use crate::core::io::Datagram;
 use crate::core::transport::ws::{
-    close_frame, frame, opcode, status, WsCodec, WsError, WsEvent, WsSettings,
+    close_frame, frame, opcode, shrink, status, WsCodec, WsError, WsEvent, WsSettings,
 };
 use crate::time::Instant;
 
@@ -25,6 +30,10 @@ pub(super) struct WsConn {
     codec: WsCodec,
     /// Frames (or the handshake answer) to send before anything else.
     pending: Vec<u8>,
+    /// What [`WsConn::wrap`] builds, reused from one message to the next.
+    out: Vec<u8>,
+    /// A keep-alive Ping was sent and nothing came back since.
+    pinged: bool,
 }
 
 impl WsConn {
@@ -32,6 +41,8 @@ impl WsConn {
         Box::new(WsConn {
             codec: WsCodec::new(settings),
             pending: Vec::new(),
+            out: Vec::new(),
+            pinged: false,
         })
     }
 
@@ -39,15 +50,38 @@ impl WsConn {
         self.codec.push(bytes);
     }
 
-    /// The bytes to write for the SIP message `plain`: what is pending, then `plain` as one text
-    /// frame (an empty `plain` sends only what is pending). Before the handshake is done no
+    /// The bytes to write for the SIP message `plain`: what is pending, then `plain` as one
+    /// frame, text when it is UTF-8 and binary when not (a binary body, a Latin-1 display name:
+    /// a text frame that is not UTF-8 fails the connection, RFC 6455 §8.1; RFC 7118 §5.1 allows
+    /// both). An empty `plain` sends only what is pending; before the handshake is done no
     /// message goes out.
-    pub(super) fn wrap(&mut self, plain: &[u8]) -> Vec<u8> {
-        let mut out = std::mem::take(&mut self.pending);
+    pub(super) fn wrap(&mut self, plain: &[u8]) -> &[u8] {
+        shrink(&mut self.out);
+        self.out.extend_from_slice(&self.pending);
+        shrink(&mut self.pending);
         if !plain.is_empty() && self.codec.is_upgraded() {
-            frame(opcode::TEXT, plain, &mut out);
+            let op = if std::str::from_utf8(plain).is_ok() {
+                opcode::TEXT
+            } else {
+                opcode::BINARY
+            };
+            frame(op, plain, &mut self.out);
         }
-        out
+        &self.out
+    }
+
+    /// Whether the keep-alive Ping is due: an upgraded connection silent for half the idle
+    /// timeout that was not pinged since it was last heard from.
+    pub(super) fn wants_ping(&self) -> bool {
+        self.codec.is_upgraded() && !self.pinged
+    }
+
+    /// Queues the keep-alive Ping (sent by the next write): a browser cannot send Pings itself
+    /// and its SIP stack's keep-alives are often off, so the idle timeout would otherwise close
+    /// a quiet but live connection. Its Pong counts as activity.
+    pub(super) fn ping(&mut self) {
+        self.pinged = true;
+        frame(opcode::PING, b"", &mut self.pending);
     }
 
     /// The last bytes of a connection closed for `why`: what is pending, then the refused
@@ -99,6 +133,7 @@ pub(super) fn drain(
                 stats.messages += 1;
                 *delivered += 1;
                 conn.last_message = now;
+                ws.pinged = false;
                 deliver(Datagram {
                     from,
                     local,
@@ -109,15 +144,19 @@ pub(super) fn drain(
             WsEvent::Keepalive => {
                 stats.pings += 1;
                 conn.last_message = now;
+                ws.pinged = false;
                 frame(opcode::TEXT, b"\r\n", &mut ws.pending);
             }
             WsEvent::Ping(payload) => {
                 stats.pings += 1;
                 conn.last_message = now;
-                let payload = payload.to_vec();
-                frame(opcode::PONG, &payload, &mut ws.pending);
+                ws.pinged = false;
+                frame(opcode::PONG, payload, &mut ws.pending);
             }
-            WsEvent::Pong => conn.last_message = now,
+            WsEvent::Pong => {
+                conn.last_message = now;
+                ws.pinged = false;
+            }
             WsEvent::Close(code) => {
                 // Echo the peer's code (RFC 6455 §5.5.1); no code: a Close without one.
                 match code {

@@ -187,12 +187,93 @@ fn refused_upgrades_bad_frames_and_idle_connections_are_closed_and_counted() {
         other => panic!("{other:?}"),
     }
     wait_for(&engine, 1, |s| s.closed_oversize);
-    // Idle: Close 1001 after the idle timeout.
+    // Idle: a Ping at half the idle timeout; unanswered, Close 1001 after the idle timeout.
     let mut raw = upgraded("idle");
     let (got, closed) = read_n(&mut raw, 1 << 16);
     assert!(closed);
-    assert_eq!(got, b"\x88\x02\x03\xe9", "Close 1001");
+    assert_eq!(got, b"\x89\x00\x88\x02\x03\xe9", "Ping, then Close 1001");
     wait_for(&engine, 1, |s| s.closed_idle);
     assert_eq!(total(&engine, |s| s.messages), 0);
+    engine.shutdown().unwrap();
+}
+
+#[test]
+fn a_message_that_is_not_utf8_goes_out_as_a_binary_frame() {
+    let Some(engine) = engine(IoKind::Mmsg, None) else {
+        return;
+    };
+    let addr = engine.stream_addrs()[0];
+    let (mut ws, _) =
+        tungstenite::client::client(request(&format!("ws://{addr}/")), connect(addr)).unwrap();
+    // A Latin-1 byte in the body: not UTF-8, so it can only travel as a binary message.
+    let latin1: Vec<u8> = OPTIONS
+        .replace("hello", "h\u{e9}llo")
+        .chars()
+        .map(|c| c as u8)
+        .collect();
+    assert!(std::str::from_utf8(&latin1).is_err());
+    ws.send(Message::binary(latin1.clone())).unwrap();
+    match ws.read().unwrap() {
+        Message::Binary(b) => assert_eq!(&b[..], &latin1[..]),
+        other => panic!("{other:?}"),
+    }
+    // The connection is still open: a UTF-8 message still comes back as text.
+    ws.send(Message::text(OPTIONS)).unwrap();
+    match ws.read().unwrap() {
+        Message::Text(t) => assert_eq!(t.as_str(), OPTIONS),
+        other => panic!("{other:?}"),
+    }
+    wait_for(&engine, 2, |s| s.messages);
+    assert_eq!(total(&engine, |s| s.closed_bad_framing), 0);
+    engine.shutdown().unwrap();
+}
+
+#[test]
+fn a_quiet_client_that_answers_our_pings_stays_open_past_the_idle_timeout() {
+    let Some(engine) = engine(IoKind::Mmsg, None) else {
+        return;
+    };
+    let addr = engine.stream_addrs()[0];
+    let stream = connect(addr);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let (mut ws, _) =
+        tungstenite::client::client(request(&format!("ws://{addr}/")), stream).unwrap();
+    // Silent (but answering Pings, as a browser does) for several idle timeouts of 400 ms.
+    let until = std::time::Instant::now() + Duration::from_millis(3500);
+    let mut pings = 0;
+    while std::time::Instant::now() < until {
+        match ws.read() {
+            Ok(Message::Ping(_)) => pings += 1, // tungstenite queues the Pong, sent on the next read
+            Ok(other) => panic!("{other:?}"),
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("closed after {pings} pings: {e}"),
+        }
+    }
+    assert!(pings >= 2, "{pings}");
+    ws.send(Message::text(OPTIONS)).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                assert_eq!(t.as_str(), OPTIONS);
+                break;
+            }
+            Ok(Message::Ping(_)) => {}
+            Err(tungstenite::Error::Io(e))
+                if std::time::Instant::now() < until
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(total(&engine, |s| s.closed_idle), 0);
     engine.shutdown().unwrap();
 }

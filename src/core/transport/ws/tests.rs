@@ -94,6 +94,17 @@ fn events(chunks: &[&[u8]]) -> (Vec<Ev>, Option<WsError>) {
     events_with(settings(), chunks)
 }
 
+/// A codec with `s` past a good handshake.
+fn upgraded(s: WsSettings) -> WsCodec {
+    let mut c = WsCodec::new(Arc::new(s));
+    c.push(&good_request());
+    assert!(matches!(
+        c.next_event(Instant::ZERO),
+        Ok(Some(WsEvent::Upgraded(_)))
+    ));
+    c
+}
+
 /// The events after a good handshake.
 fn after_upgrade(frames: &[u8]) -> (Vec<Ev>, Option<WsError>) {
     let (mut ev, err) = events(&[&good_request(), frames]);
@@ -384,16 +395,10 @@ fn garbage_after_the_upgrade_is_a_protocol_error_not_a_message() {
 
 #[test]
 fn more_messages_per_second_than_allowed_close_with_1008() {
-    let s = Arc::new(WsSettings {
+    let mut c = upgraded(WsSettings {
         max_per_second: 3,
         ..WsSettings::default()
     });
-    let mut c = WsCodec::new(s);
-    c.push(&good_request());
-    assert!(matches!(
-        c.next_event(Instant::ZERO),
-        Ok(Some(WsEvent::Upgraded(_)))
-    ));
     for _ in 0..3 {
         c.push(&text(OPTIONS));
         assert!(matches!(
@@ -439,4 +444,82 @@ fn our_frames_are_unmasked_final_and_sized_by_the_shortest_length() {
         assert_eq!(out[1] & 0x80, 0, "unmasked");
     }
     assert_eq!(close_frame(1002), b"\x88\x02\x03\xea");
+}
+
+#[test]
+fn a_close_code_a_peer_may_not_send_or_a_reason_not_utf8_is_refused() {
+    let close = |payload: &[u8]| after_upgrade(&client_frame(0x80 | opcode::CLOSE, payload));
+    for code in [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999,
+    ] {
+        assert_eq!(
+            close(&code.to_be_bytes()),
+            (vec![Ev::Close(Some(code))], None)
+        );
+    }
+    // Reserved, or only for what an endpoint saw (1005, 1006, 1015): never echoed.
+    for code in [0u16, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000, 65535] {
+        assert_eq!(
+            close(&code.to_be_bytes()),
+            (vec![], Some(WsError::Protocol)),
+            "{code}"
+        );
+    }
+    let mut with_reason = 1000u16.to_be_bytes().to_vec();
+    with_reason.extend_from_slice("bye \u{e9}".as_bytes());
+    assert_eq!(close(&with_reason), (vec![Ev::Close(Some(1000))], None));
+    let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+    bad_reason.extend_from_slice(b"bye \xe9");
+    assert_eq!(close(&bad_reason), (vec![], Some(WsError::BadPayload)));
+}
+
+#[test]
+fn the_sip_subprotocol_is_matched_exactly() {
+    for other in ["SIP", "Sip", "sips", "sip2"] {
+        let req = upgrade_request(&format!("Sec-WebSocket-Protocol: {other}\r\n"));
+        assert_eq!(events(&[&req]).1, Some(WsError::Handshake(400)), "{other}");
+    }
+    let req = upgrade_request("Sec-WebSocket-Protocol: chat, sip\r\n");
+    assert!(matches!(events(&[&req]).0[..], [Ev::Up(_)]));
+}
+
+#[test]
+fn after_a_large_fragmented_message_the_buffers_shrink_back() {
+    let mut c = upgraded(WsSettings {
+        max_message: 1 << 20,
+        ..WsSettings::default()
+    });
+    // A 300 KiB MESSAGE in three fragments.
+    let body = vec![b'a'; 300 << 10];
+    let mut msg = format!(
+        "MESSAGE sip:1000@example.com SIP/2.0\r\nVia: SIP/2.0/WS x.invalid;branch=z9hG4bK4\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    msg.extend_from_slice(&body);
+    let third = msg.len() / 3;
+    let mut frames = client_frame(opcode::TEXT, &msg[..third]);
+    frames.extend(client_frame(opcode::CONTINUATION, &msg[third..2 * third]));
+    frames.extend(client_frame(0x80 | opcode::CONTINUATION, &msg[2 * third..]));
+    c.push(&frames);
+    match c.next_event(Instant::ZERO) {
+        Ok(Some(WsEvent::Message(m))) => assert_eq!(m, &msg[..]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.next_event(Instant::ZERO), Ok(None));
+    assert!(
+        c.message.capacity() <= KEEP_CAPACITY,
+        "{}",
+        c.message.capacity()
+    );
+    // The next small message leaves the read buffer small too.
+    c.push(&text(OPTIONS));
+    assert!(matches!(
+        c.next_event(Instant::ZERO),
+        Ok(Some(WsEvent::Message(_)))
+    ));
+    assert_eq!(c.next_event(Instant::ZERO), Ok(None));
+    c.push(&text(OPTIONS));
+    assert!(c.buf.capacity() <= KEEP_CAPACITY, "{}", c.buf.capacity());
 }
