@@ -322,6 +322,73 @@ fn a_sips_request_goes_to_a_tls_next_hop_and_not_to_a_udp_one() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A header row of `text` starting with `name`, without it.
+fn row<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn a_sips_dialogs_requests_never_reach_a_leg_whose_tls_connection_closed_in_cleartext() {
+    let dir = certificates("sips-dialog");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 611);
+        let (me, dev) = (s.w.phone_ref(s.caller).addr, s.w.phone_ref(s.sips).addr);
+        s.w.behave(s.sips, Behaviour::answer_after(ms(100)));
+        s.w.connect(s.caller, Transport::Tls);
+        s.w.send_raw(s.caller, sips_invite("1002", me, "TLS", "dlg").as_bytes());
+        s.w.run_for(secs(1));
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tls)], "{}", s.w.dump());
+        let ok =
+            s.w.phone_ref(s.caller)
+                .inbox
+                .iter()
+                .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+                .find(|t| t.starts_with("SIP/2.0 200"))
+                .unwrap_or_else(|| panic!("no 200\n{}", s.w.dump()));
+        let (rr, to) = (row(&ok, "Record-Route: "), row(&ok, "To: "));
+        // The device's TLS connection closes: sipfork would reach it over UDP from now on.
+        s.w.close_flow(s.sips);
+        let log = s.w.log.len();
+        let in_dialog = |method: &str, cseq: u32| {
+            format!(
+                "{method} sips:1002@{dev} SIP/2.0\r\nVia: SIP/2.0/TLS {me};branch=z9hG4bKd{method}\r\n\
+                 Max-Forwards: 70\r\nRoute: {rr}\r\nFrom: <sips:1000@example.com>;tag=sdlg\r\n\
+                 To: {to}\r\nCall-ID: sips-dlg@test\r\nCSeq: {cseq} {method}\r\n\
+                 Content-Length: 0\r\n\r\n"
+            )
+        };
+        s.w.send_raw(s.caller, in_dialog("ACK", 1).as_bytes());
+        s.w.send_raw(s.caller, in_dialog("BYE", 2).as_bytes());
+        s.w.run_for(secs(1));
+        let leaked: Vec<_> = s.w.log[log..]
+            .iter()
+            .filter(|t| t.from == s.w.proxy && t.to == dev)
+            .map(|t| t.line.clone())
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "{shards} shards: {leaked:?}\n{}",
+            s.w.dump()
+        );
+        // The BYE is answered: 480, no TLS path (RFC 5630 §5.3).
+        let bye =
+            s.w.phone_ref(s.caller)
+                .inbox
+                .iter()
+                .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+                .find(|t| t.starts_with("SIP/2.0 ") && t.contains("CSeq: 2 BYE"))
+                .unwrap_or_else(|| panic!("{shards} shards: BYE unanswered\n{}", s.w.dump()));
+        assert!(bye.starts_with("SIP/2.0 480 "), "{bye}");
+        assert_eq!(
+            row(&bye, "Warning: "),
+            "380 127.0.0.1:5061 \"SIPS Not Allowed\""
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 // --- Follow-me external targets take their route's configured transport. ---
 
 /// Extension 1000 follows to an external number whose route's next hop is `hop` with

@@ -610,6 +610,7 @@ impl Proxy {
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
             strip_identity: call.strip_identity,
             extra: &extra,
+            secure: crate::core::transport::sips::requested(e),
         };
         for t in targets {
             if call.branches.len() >= usize::from(u8::MAX) {
@@ -904,6 +905,8 @@ struct Shared<'a> {
     max_forwards: u8,
     strip_identity: bool,
     extra: &'a [u8],
+    /// A `sips:` request: every branch goes over TLS (RFC 5630; `transport/sips.rs`).
+    secure: bool,
 }
 
 fn start_branch(
@@ -916,6 +919,13 @@ fn start_branch(
     via: &mut Vec<u8>,
 ) -> Result<(), Event> {
     let index = call.branches.len() as u8;
+    // A sips: request leaves over TLS only, whatever the group, stage or dialog: a later
+    // q-group's device whose connection closed, an in-dialog request to a leg no longer
+    // reached over TLS. The branch fails; alone, the caller gets 480 with warn-code 380.
+    if shared.secure && !crate::core::transport::sips::tls_path(cx, target.dest, target.transport) {
+        failed_branch(call, 480);
+        return Err(Event::BranchTransportError);
+    }
     // A target asking for TCP: its flow is entered before the Via names the transport.
     let Ok(connect) = crate::core::transport::outbound::prepare(cx, target.dest, target.transport)
     else {
@@ -939,9 +949,7 @@ fn start_branch(
     let (incoming, outgoing) = (call.upstream_transport, transport);
     let addr = |t| crate::core::transport::ours::addr_for(cx, t);
     // A sips: request: our entry on a TLS side is sips: too (RFC 5630 §5.3).
-    let secure = req
-        .request_uri_raw()
-        .is_some_and(crate::core::transport::outbound::is_sips);
+    let secure = shared.secure;
     let (record_route, record_route_in) = match shared.record_route {
         Some(rr) => {
             let (top, below) = crate::core::transport::record_route::entries(

@@ -503,6 +503,15 @@ impl Proxy {
                 status: 513,
                 bytes: None,
             }) => self.respond_local(cx, key, 513, "Message Too Large", b""),
+            // A sips: request with no TLS path to its next hop (`start_branch`; RFC 5630 §5.3).
+            Some(Candidate {
+                status: 480,
+                bytes: None,
+            }) => {
+                use crate::core::transport::sips;
+                let warning = sips::warning(cx, sips::NOT_ALLOWED);
+                self.respond_local(cx, key, 480, "Temporarily Unavailable", &warning)
+            }
             Some(Candidate { status: 408, .. }) | None => {
                 self.respond_local(cx, key, 408, "Request Timeout", b"")
             }
