@@ -583,10 +583,27 @@ fn tenants_trunks_dids_and_emergency_numbers() {
     assert_eq!(c.extension(b"1000").unwrap().tenant(), org);
     assert_eq!(c.extension(b"3000").unwrap().trunk().len(), 2);
     assert_eq!(
-        c.trunk_at("127.0.0.3:5060".parse().unwrap()),
+        c.trunk_at(
+            "127.0.0.3:5060".parse().unwrap(),
+            crate::core::transport::Transport::Udp
+        ),
         Some(&b"3000"[..])
     );
-    assert_eq!(c.trunk_at("127.0.0.3:5061".parse().unwrap()), None);
+    assert_eq!(
+        c.trunk_at(
+            "127.0.0.3:5060".parse().unwrap(),
+            crate::core::transport::Transport::Tcp
+        ),
+        Some(&b"3000"[..]),
+        "a UDP trunk over TCP too"
+    );
+    assert_eq!(
+        c.trunk_at(
+            "127.0.0.3:5061".parse().unwrap(),
+            crate::core::transport::Transport::Udp
+        ),
+        None
+    );
     assert_eq!(c.did(b"+31201234567"), Some(&b"3000"[..]));
     assert_eq!(c.did(b"31201234567"), None, "the + is part of the number");
     assert_eq!(c.did(b"+3120123456"), None);

@@ -221,21 +221,21 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     }
 
     let mut tables = Vec::with_capacity(raw.extensions.len());
-    let mut trunks: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    let mut trunks: Vec<(SocketAddr, crate::core::transport::Transport, Vec<u8>)> = Vec::new();
     for (i, table) in raw.extensions.into_iter().enumerate() {
         let (table, ranges) =
             build_extension_table(i, table, &auth, &tenancy, &device_classes, e, &mut warnings)?;
         for (addr, transport) in table.trunk.iter().zip(&table.trunk_transports) {
             check_trunk_transport(&server, tls.as_ref(), *transport)
                 .map_err(|why| e.at(&format!("extensions[{i}].trunk"), why))?;
-            if trunks.iter().any(|(a, _)| a == addr) {
+            if trunks.iter().any(|(a, ..)| a == addr) {
                 return Err(e.at(
                     &format!("extensions[{i}].trunk"),
                     format!("{addr} is already another trunk's address: a trunk is known by its address"),
                 ));
             }
             if let Some(r) = ranges.first() {
-                trunks.push((*addr, r.to_string().into_bytes()));
+                trunks.push((*addr, *transport, r.to_string().into_bytes()));
             }
         }
         tables.push((table, ranges));

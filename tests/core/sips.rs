@@ -508,6 +508,70 @@ fn trunks_are_reached_over_their_configured_transport_only() {
 }
 
 #[test]
+fn a_trunk_configured_over_tls_or_tcp_is_known_only_over_that_transport() {
+    let dir = certificates("sips-trunkfrom");
+    for shards in [1, 2] {
+        // Digest: a trunk is authenticated by its address, a stranger is challenged.
+        let cfg = trunk_config(shards, &dir)
+            .replace(
+                "mode = \"none\"",
+                "mode = \"digest\"\nrealm = \"example.com\"",
+            )
+            .replace(
+                "numbers = \"1000-1099\"",
+                "numbers = \"1000-1099\"\npassword = \"pw-{number}\"",
+            );
+        let mut w = World::new(&cfg, shards, 612);
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let tls = w.add_phone_at("tls-pbx", "3000", addr(5090));
+        let tcp = w.add_phone_at("tcp-pbx", "3001", addr(5092));
+        let udp = w.add_phone_at("udp-pbx", "3002", addr(5094));
+        let status = |w: &World, id: PhoneId, tag: &str| {
+            let call_id = format!("Call-ID: raw-{tag}@test");
+            w.phone_ref(id)
+                .inbox
+                .iter()
+                .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+                .find(|t| {
+                    t.starts_with("SIP/2.0 ") && !t.starts_with("SIP/2.0 1") && t.contains(&call_id)
+                })
+                .map(|t| t[8..11].to_string())
+                .unwrap_or_else(|| panic!("no final for {tag}\n{}", w.dump()))
+        };
+        let invite = |from: SocketAddr, tag: &str, via: &str| {
+            crate::outbound::raw_invite("sip:1001@example.com", from, tag, "").replacen(
+                "SIP/2.0/UDP",
+                &format!("SIP/2.0/{via}"),
+                1,
+            )
+        };
+        // Over UDP from the TLS and TCP trunks' addresses: strangers, challenged. The UDP
+        // trunk is one over UDP and over a connection.
+        w.send_raw(tls, invite(addr(5090), "tlsudp", "UDP").as_bytes());
+        w.send_raw(tcp, invite(addr(5092), "tcpudp", "UDP").as_bytes());
+        w.send_raw(udp, invite(addr(5094), "udpudp", "UDP").as_bytes());
+        w.run_for(secs(1));
+        assert_eq!(status(&w, tls, "tlsudp"), "407", "{shards} shards");
+        assert_eq!(status(&w, tcp, "tcpudp"), "407", "{shards} shards");
+        // 1001 is not registered: a trunk's call gets that far.
+        assert_eq!(status(&w, udp, "udpudp"), "480", "{shards} shards");
+        // Over their configured transports: trunks.
+        for (id, a, t, via) in [
+            (tls, addr(5090), Transport::Tls, "TLS"),
+            (tcp, addr(5092), Transport::Tcp, "TCP"),
+            (udp, addr(5094), Transport::Tcp, "TCP"),
+        ] {
+            w.connect(id, t);
+            let tag = format!("{via}{}", a.port());
+            w.send_raw(id, invite(a, &tag, via).as_bytes());
+            w.run_for(secs(1));
+            assert_eq!(status(&w, id, &tag), "480", "{shards} shards, {a}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_trunk_over_tls_needs_peer_ca_and_one_over_tcp_a_tcp_listener() {
     let dir = certificates("sips-trunkcfg");
     let tls_trunk =
