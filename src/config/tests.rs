@@ -152,6 +152,12 @@ fn bad_values_name_key_line_and_what_is_expected() {
     ));
     assert_eq!(key, "routes[0].next_hop");
     assert!(why.contains("DNS"), "{why}");
+    // A next hop over TCP without a tcp: listener would leave as cleartext UDP.
+    let (key, _, why) = parse_err(&with(
+        "[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:127.0.0.1:5080;transport=tcp\"\n",
+    ));
+    assert_eq!(key, "routes[0].next_hop");
+    assert!(why.contains("needs a tcp: listen"), "{why}");
     let (key, _, _) = parse_err(&with(
         "[[extensions]]\nnumbers = \"1000\"\nha1_md5 = \"abc\"\n",
     ));

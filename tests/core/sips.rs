@@ -594,3 +594,32 @@ fn a_trunk_over_tls_needs_peer_ca_and_one_over_tcp_a_tcp_listener() {
     assert!(sipfork::config::Config::from_toml(&ok).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_route_next_hop_over_tls_or_tcp_needs_what_a_trunk_over_it_needs() {
+    let dir = certificates("sips-routecfg");
+    let route = |t: &str| {
+        format!("[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:127.0.0.1:5090;transport={t}\"\n")
+    };
+    // [tls] with peer_ca but no tls: listener; no peer_ca; no [tls]; no tcp: listener.
+    let no_tls_listener = config(1, &dir, true).replace(
+        "[\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]",
+        "[\"udp:127.0.0.1:5060\"]",
+    );
+    for (base, t) in [
+        (no_tls_listener, "tls"),
+        (config(1, &dir, false), "tls"),
+        (DEFAULT_CONFIG.to_string(), "tls"),
+        (DEFAULT_CONFIG.to_string(), "tcp"),
+    ] {
+        let err = match sipfork::config::Config::from_toml(&format!("{base}\n{}", route(t))) {
+            Ok(_) => panic!("accepted: {t}\n{base}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("routes[0].next_hop"), "{err}");
+        assert!(err.contains(&format!("transport={t} needs a")), "{err}");
+    }
+    let ok = format!("{}\n{}", config(1, &dir, true), route("tls"));
+    assert!(sipfork::config::Config::from_toml(&ok).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
