@@ -823,11 +823,7 @@ pub fn is_loop(cx: &Cx<'_>, e: &Essentials<'_>, req: &Message<'_>) -> bool {
 
 fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
     // The default port is 5061 for TLS (RFC 3261 §18.2.2), 5060 otherwise.
-    let default = if via.transport.eq_ignore_ascii_case(b"TLS") {
-        5061
-    } else {
-        5060
-    };
+    let default = crate::sip::uri::default_port(via.transport.eq_ignore_ascii_case(b"TLS"));
     via.host.ip().is_some_and(|ip| {
         crate::core::transport::ours::is_ours(cx, ip, via.port.unwrap_or(default))
     })
@@ -836,7 +832,7 @@ fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
 /// Does this URI name this proxy (§16.4): our address, or a domain we serve? (A Record-Route
 /// token proves nothing by its presence; `dialog.rs` checks its MAC.)
 pub fn uri_is_us(cx: &Cx<'_>, uri: &SipUri<'_>) -> bool {
-    let port = uri.port.unwrap_or(5060);
+    let port = uri.port.unwrap_or_else(|| uri.default_port());
     match uri.host.ip() {
         Some(ip) => crate::core::transport::ours::is_ours(cx, ip, port),
         None => cx.cfg.is_local_domain(uri.host_raw, uri.port),
@@ -849,7 +845,10 @@ pub fn uri_destination(uri: &SipUri<'_>) -> Option<SocketAddr> {
         Some(m) => crate::sip::uri::parse_ip(m)?,
         None => uri.host.ip()?,
     };
-    Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+    Some(SocketAddr::new(
+        ip,
+        uri.port.unwrap_or_else(|| uri.default_port()),
+    ))
 }
 
 /// Where the first Contact of `msg` (a remote target) points, when it is an IP literal.
