@@ -320,8 +320,9 @@ impl Proxy {
         if !self.send_upstream(cx, key, status) {
             // RFC 6026: in Accepted the server transaction lets more 2xx pass; after Timer L
             // a 2xx retransmission is still forwarded statelessly.
+            // Through the one helper: a UDP caller's 2xx stays on UDP (`push_last_response`).
             if let Some(call) = self.calls.get(key) {
-                cx.out.push(call.upstream, &call.last_response);
+                super::push_last_response(cx, call);
             }
         }
     }
