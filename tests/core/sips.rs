@@ -160,18 +160,28 @@ fn sips_invite(number: &str, from: SocketAddr, transport: &str, tag: &str) -> St
     )
 }
 
-/// The final answer phone `id` got to the INVITE of Call-ID `sips-{tag}@test`: its status and
-/// its Warning row.
-fn answer(w: &World, id: PhoneId, tag: &str) -> (u16, String) {
-    let call_id = format!("Call-ID: sips-{tag}@test");
-    let text = w
-        .phone_ref(id)
+/// The last message phone `id` got that `wanted` accepts, as text.
+fn last_received(w: &World, id: PhoneId, wanted: impl Fn(&str) -> bool) -> Option<String> {
+    w.phone_ref(id)
         .inbox
         .iter()
         .rev()
         .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-        .find(|t| t.starts_with("SIP/2.0 ") && !t.starts_with("SIP/2.0 1") && t.contains(&call_id))
-        .unwrap_or_else(|| panic!("no final for {tag}\n{}", w.dump()));
+        .find(|t| wanted(t))
+}
+
+/// The last final response phone `id` got that contains `row`.
+fn final_for(w: &World, id: PhoneId, row: &str) -> String {
+    last_received(w, id, |t| {
+        t.starts_with("SIP/2.0 ") && !t.starts_with("SIP/2.0 1") && t.contains(row)
+    })
+    .unwrap_or_else(|| panic!("no final with {row}\n{}", w.dump()))
+}
+
+/// The final answer phone `id` got to the INVITE of Call-ID `sips-{tag}@test`: its status and
+/// its Warning row.
+fn answer(w: &World, id: PhoneId, tag: &str) -> (u16, String) {
+    let text = final_for(w, id, &format!("Call-ID: sips-{tag}@test"));
     let status = text[8..11].parse().unwrap();
     let warning = text
         .lines()
@@ -340,13 +350,8 @@ fn a_sips_dialogs_requests_never_reach_a_leg_whose_tls_connection_closed_in_clea
         s.w.send_raw(s.caller, sips_invite("1002", me, "TLS", "dlg").as_bytes());
         s.w.run_for(secs(1));
         assert_eq!(s.w.connects, vec![(dev, Transport::Tls)], "{}", s.w.dump());
-        let ok =
-            s.w.phone_ref(s.caller)
-                .inbox
-                .iter()
-                .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-                .find(|t| t.starts_with("SIP/2.0 200"))
-                .unwrap_or_else(|| panic!("no 200\n{}", s.w.dump()));
+        let ok = final_for(&s.w, s.caller, "CSeq: 1 INVITE");
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
         let (rr, to) = (row(&ok, "Record-Route: "), row(&ok, "To: "));
         // The device's TLS connection closes: sipfork would reach it over UDP from now on.
         s.w.close_flow(s.sips);
@@ -373,13 +378,7 @@ fn a_sips_dialogs_requests_never_reach_a_leg_whose_tls_connection_closed_in_clea
             s.w.dump()
         );
         // The BYE is answered: 480, no TLS path (RFC 5630 §5.3).
-        let bye =
-            s.w.phone_ref(s.caller)
-                .inbox
-                .iter()
-                .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-                .find(|t| t.starts_with("SIP/2.0 ") && t.contains("CSeq: 2 BYE"))
-                .unwrap_or_else(|| panic!("{shards} shards: BYE unanswered\n{}", s.w.dump()));
+        let bye = final_for(&s.w, s.caller, "CSeq: 2 BYE");
         assert!(bye.starts_with("SIP/2.0 480 "), "{bye}");
         assert_eq!(
             row(&bye, "Warning: "),
@@ -527,16 +526,7 @@ fn a_trunk_configured_over_tls_or_tcp_is_known_only_over_that_transport() {
         let tcp = w.add_phone_at("tcp-pbx", "3001", addr(5092));
         let udp = w.add_phone_at("udp-pbx", "3002", addr(5094));
         let status = |w: &World, id: PhoneId, tag: &str| {
-            let call_id = format!("Call-ID: raw-{tag}@test");
-            w.phone_ref(id)
-                .inbox
-                .iter()
-                .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-                .find(|t| {
-                    t.starts_with("SIP/2.0 ") && !t.starts_with("SIP/2.0 1") && t.contains(&call_id)
-                })
-                .map(|t| t[8..11].to_string())
-                .unwrap_or_else(|| panic!("no final for {tag}\n{}", w.dump()))
+            final_for(w, id, &format!("Call-ID: raw-{tag}@test"))[8..11].to_string()
         };
         let invite = |from: SocketAddr, tag: &str, via: &str| {
             crate::outbound::raw_invite("sip:1001@example.com", from, tag, "").replacen(
