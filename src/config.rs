@@ -341,8 +341,13 @@ pub struct Config {
     pub overload: overload::OverloadConfig,
     /// Live public calls per tenancy level, shared by every shard of the process.
     pub ledger: std::sync::Arc<crate::core::policy::ledger::Ledger>,
-    /// Trunk source addresses and the number of the trunk extension each belongs to.
-    trunks: Vec<(std::net::SocketAddr, Vec<u8>)>,
+    /// Trunk source addresses, the transport each is configured with and the number of the
+    /// trunk extension each belongs to.
+    trunks: Vec<(
+        std::net::SocketAddr,
+        crate::core::transport::Transport,
+        Vec<u8>,
+    )>,
     dids: Vec<DidRange>,
     followme: std::collections::HashMap<Vec<u8>, followme::FollowMe>,
     /// `[[device_classes]]`.
@@ -409,19 +414,40 @@ impl Config {
 
     /// Every configured trunk address, in configuration order (OPTIONS keep-alives).
     pub fn trunk_addresses(&self) -> impl Iterator<Item = std::net::SocketAddr> + '_ {
-        self.trunks.iter().map(|(a, _)| *a)
+        self.trunks.iter().map(|(a, ..)| *a)
+    }
+
+    /// The transport trunk address `addr` is configured with (`None`: no trunk's address).
+    pub fn trunk_transport_at(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Option<crate::core::transport::Transport> {
+        self.trunks
+            .iter()
+            .find(|(a, ..)| *a == addr)
+            .map(|(_, t, _)| *t)
     }
 
     /// The number of the trunk (a PBX at a static address) that sends from `source` (IP and
-    /// port, as configured): its requests are authenticated by that address.
-    pub fn trunk_at(&self, source: std::net::SocketAddr) -> Option<&[u8]> {
+    /// port, as configured) over `arrival`: its requests are authenticated by that address.
+    /// A trunk configured with `;transport=tcp` or `tls` is one only over that transport (a
+    /// UDP datagram with its source address proves nothing); one configured for UDP is one
+    /// over any transport (RFC 3261 §18.1.1 sends a large request over TCP, and a connection
+    /// proves its source address better than a datagram does).
+    pub fn trunk_at(
+        &self,
+        source: std::net::SocketAddr,
+        arrival: crate::core::transport::Transport,
+    ) -> Option<&[u8]> {
         if self.trunks.is_empty() {
             return None;
         }
         self.trunks
             .iter()
-            .find(|(a, _)| *a == source)
-            .map(|(_, n)| n.as_slice())
+            .find(|(a, t, _)| {
+                *a == source && (*t == arrival || *t == crate::core::transport::Transport::Udp)
+            })
+            .map(|(.., n)| n.as_slice())
     }
 
     /// The policy of a provisioned number (the user part of a request URI), or `None`.

@@ -214,7 +214,12 @@ pub(super) fn parse_next_hop(text: &str) -> Result<NextHop, String> {
     })?;
     Ok(NextHop {
         uri: text.to_owned(),
-        addr: SocketAddr::new(ip, port.unwrap_or(5060)),
+        addr: SocketAddr::new(
+            ip,
+            port.unwrap_or_else(|| {
+                crate::sip::uri::default_port(transport == crate::core::transport::Transport::Tls)
+            }),
+        ),
         transport,
     })
 }
@@ -341,6 +346,15 @@ mod tests {
         assert_eq!(
             parse_next_hop("sip:[::1]").unwrap().addr,
             "[::1]:5060".parse().unwrap()
+        );
+        // Over TLS without a port: 5061 (RFC 3261 §19.1.2).
+        assert_eq!(
+            parse_next_hop("sip:10.0.0.1;transport=TLS").unwrap().addr,
+            "10.0.0.1:5061".parse().unwrap()
+        );
+        assert_eq!(
+            parse_next_hop("sip:10.0.0.1;transport=tcp").unwrap().addr,
+            "10.0.0.1:5060".parse().unwrap()
         );
         for (bad, why) in [
             ("sip:gw.example.com", "DNS"),

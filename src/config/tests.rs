@@ -152,6 +152,12 @@ fn bad_values_name_key_line_and_what_is_expected() {
     ));
     assert_eq!(key, "routes[0].next_hop");
     assert!(why.contains("DNS"), "{why}");
+    // A next hop over TCP without a tcp: listener would leave as cleartext UDP.
+    let (key, _, why) = parse_err(&with(
+        "[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:127.0.0.1:5080;transport=tcp\"\n",
+    ));
+    assert_eq!(key, "routes[0].next_hop");
+    assert!(why.contains("needs a tcp: listen"), "{why}");
     let (key, _, _) = parse_err(&with(
         "[[extensions]]\nnumbers = \"1000\"\nha1_md5 = \"abc\"\n",
     ));
@@ -583,10 +589,27 @@ fn tenants_trunks_dids_and_emergency_numbers() {
     assert_eq!(c.extension(b"1000").unwrap().tenant(), org);
     assert_eq!(c.extension(b"3000").unwrap().trunk().len(), 2);
     assert_eq!(
-        c.trunk_at("127.0.0.3:5060".parse().unwrap()),
+        c.trunk_at(
+            "127.0.0.3:5060".parse().unwrap(),
+            crate::core::transport::Transport::Udp
+        ),
         Some(&b"3000"[..])
     );
-    assert_eq!(c.trunk_at("127.0.0.3:5061".parse().unwrap()), None);
+    assert_eq!(
+        c.trunk_at(
+            "127.0.0.3:5060".parse().unwrap(),
+            crate::core::transport::Transport::Tcp
+        ),
+        Some(&b"3000"[..]),
+        "a UDP trunk over TCP too"
+    );
+    assert_eq!(
+        c.trunk_at(
+            "127.0.0.3:5061".parse().unwrap(),
+            crate::core::transport::Transport::Udp
+        ),
+        None
+    );
     assert_eq!(c.did(b"+31201234567"), Some(&b"3000"[..]));
     assert_eq!(c.did(b"31201234567"), None, "the + is part of the number");
     assert_eq!(c.did(b"+3120123456"), None);

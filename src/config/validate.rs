@@ -143,22 +143,21 @@ fn build_tls(
     .map_err(|(key, why)| e.at(key, why))
 }
 
-/// A trunk reached over TCP needs a `tcp:` listener (its in-dialog requests come back to the
-/// Record-Route entry naming it); over TLS a `tls:` listener and `[tls] peer_ca` (never an
-/// unverified connection).
+/// A trunk or route next hop reached over TCP needs a `tcp:` listener (its in-dialog requests
+/// come back to the Record-Route entry naming it); over TLS a `tls:` listener and
+/// `[tls] peer_ca` (never an unverified connection). Else it would leave as cleartext UDP.
 fn check_trunk_transport(
     server: &ServerConfig,
     tls: Option<&super::tls::TlsConfig>,
     t: crate::core::transport::Transport,
 ) -> Result<(), &'static str> {
     use crate::core::transport::Transport;
-    let listener = server.listeners.iter().any(|l| l.transport == t);
+    let ok = crate::core::transport::outbound::can_connect(&server.listeners, tls, t);
     match t {
         Transport::Udp => Ok(()),
-        Transport::Tcp if listener => Ok(()),
+        Transport::Tcp | Transport::Tls if ok => Ok(()),
         Transport::Tcp => Err("transport=tcp needs a tcp: listen address"),
-        Transport::Tls if listener && tls.is_some_and(|c| c.connects()) => Ok(()),
-        Transport::Tls => Err("transport=tls needs a tls: listener and [tls] peer_ca (the CA certificates the trunk's certificate must chain to)"),
+        Transport::Tls => Err("transport=tls needs a tls: listener and [tls] peer_ca (the CA certificates the peer's certificate must chain to)"),
         // The next-hop syntax takes udp, tcp or tls only; said here too, for the match's sake.
         Transport::Ws | Transport::Wss => Err("a trunk is never reached over WebSocket (sipfork opens none)"),
     }
@@ -221,21 +220,21 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     }
 
     let mut tables = Vec::with_capacity(raw.extensions.len());
-    let mut trunks: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    let mut trunks: Vec<(SocketAddr, crate::core::transport::Transport, Vec<u8>)> = Vec::new();
     for (i, table) in raw.extensions.into_iter().enumerate() {
         let (table, ranges) =
             build_extension_table(i, table, &auth, &tenancy, &device_classes, e, &mut warnings)?;
         for (addr, transport) in table.trunk.iter().zip(&table.trunk_transports) {
             check_trunk_transport(&server, tls.as_ref(), *transport)
                 .map_err(|why| e.at(&format!("extensions[{i}].trunk"), why))?;
-            if trunks.iter().any(|(a, _)| a == addr) {
+            if trunks.iter().any(|(a, ..)| a == addr) {
                 return Err(e.at(
                     &format!("extensions[{i}].trunk"),
                     format!("{addr} is already another trunk's address: a trunk is known by its address"),
                 ));
             }
             if let Some(r) = ranges.first() {
-                trunks.push((*addr, r.to_string().into_bytes()));
+                trunks.push((*addr, *transport, r.to_string().into_bytes()));
             }
         }
         tables.push((table, ranges));
@@ -305,17 +304,11 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         });
     }
 
-    // TLS out is never unverified: a next hop over TLS needs a tls: listener (its Record-Route
-    // entry names it) and [tls] peer_ca (the roots its certificate must chain to).
+    // A next hop over TLS needs a tls: listener (its Record-Route entry names it) and
+    // [tls] peer_ca (TLS out is never unverified); over TCP a tcp: listener. As for trunks.
     for (i, r) in raw.routes.iter().enumerate() {
-        if r.next_hop.0.transport == crate::core::transport::Transport::Tls
-            && !tls.as_ref().is_some_and(|t| t.connects())
-        {
-            return Err(e.at(
-                &format!("routes[{i}].next_hop"),
-                "transport=tls needs a tls: listener and [tls] peer_ca (the CA certificates the next hop's certificate must chain to)",
-            ));
-        }
+        check_trunk_transport(&server, tls.as_ref(), r.next_hop.0.transport)
+            .map_err(|why| e.at(&format!("routes[{i}].next_hop"), why))?;
     }
     let routes: Vec<Route> = raw
         .routes

@@ -281,11 +281,9 @@ impl Core {
         let cfg = &self.cfg;
         // Probes go over UDP: a trunk address configured for TCP or TLS is not probed (it
         // counts as alive; a connection that cannot be opened ends its branch at once).
-        let udp = cfg.trunk_addresses().filter(|&a| {
-            cfg.trunk_at(a)
-                .and_then(|n| cfg.extension(n))
-                .is_none_or(|p| p.trunk_transport(a) == transport::Transport::Udp)
-        });
+        let udp = cfg
+            .trunk_addresses()
+            .filter(|&a| cfg.trunk_transport_at(a) == Some(transport::Transport::Udp));
         self.keepalive
             .configure(&mut self.timers, now, udp, cfg.policy.trunk_keepalive);
     }
@@ -591,7 +589,7 @@ impl Core {
             && !self
                 .overload
                 .source_within_rate(&self.cfg.overload, now, d.from.ip())
-            && !overload::exempt_source(&self.cfg, self.env.local, d.from, d.bytes)
+            && !overload::exempt_source(&self.cfg, self.env.local, d.from, d.transport, d.bytes)
         {
             self.overload.count_rate_limited();
             return Inbound::Handled;
@@ -808,7 +806,7 @@ impl Core {
         let trusted = trusted || from_cluster;
         let resolved = resolve(&cx, e);
         // A trunk (a PBX at a static address) is authenticated by that address.
-        let trunk = cx.cfg.trunk_at(from);
+        let trunk = cx.cfg.trunk_at(from, cx.arrival);
         // Identity rows to add toward a trusted next hop (RFC 3325).
         let mut asserted = Vec::new();
         // Who places the call: its number when it is one of ours.

@@ -548,6 +548,17 @@ impl<'b> SipUri<'b> {
         self.param("transport").flatten()
     }
 
+    /// The port requests for this URI go to when it names none (RFC 3261 §19.1.2): 5061 for a
+    /// `sips:` URI or one with `;transport=tls`, else 5060.
+    pub fn default_port(&self) -> u16 {
+        default_port(
+            self.secure
+                || self
+                    .transport()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(b"tls")),
+        )
+    }
+
     /// Is the `lr` parameter present (RFC 3261 §19.1.1 loose routing)?
     pub fn lr(&self) -> bool {
         self.param("lr").is_some()
@@ -660,6 +671,15 @@ impl TelUri<'_> {
     }
 }
 
+/// RFC 3261 §19.1.2's default port: 5061 over TLS, else 5060 (the URI's, a Via's sent-by).
+pub fn default_port(tls: bool) -> u16 {
+    if tls {
+        5061
+    } else {
+        5060
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,6 +689,34 @@ mod tests {
             Ok(Uri::Sip(u)) => u,
             other => panic!("{s}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_default_port_is_5061_for_sips_and_transport_tls_else_5060() {
+        for (uri, port) in [
+            ("sips:1002@127.0.0.1", 5061),
+            ("SIPS:1002@127.0.0.1;transport=tcp", 5061),
+            ("sip:1002@127.0.0.1;transport=TLS", 5061),
+            ("sip:1002@127.0.0.1;transport=tcp", 5060),
+            ("sip:1002@127.0.0.1", 5060),
+        ] {
+            assert_eq!(sip(uri).default_port(), port, "{uri}");
+            // Where the proxy sends it, and what the registrar stores for such a Contact.
+            let want = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            assert_eq!(crate::core::proxy::uri_destination(&sip(uri)), Some(want));
+            let source = "127.0.0.1:40000".parse().unwrap();
+            let contact = Uri::parse(uri.as_bytes()).unwrap();
+            assert_eq!(
+                crate::core::registrar::location::destination(
+                    crate::config::NatMode::Auto,
+                    &contact,
+                    source
+                ),
+                want,
+                "{uri}"
+            );
+        }
+        assert_eq!(sip("sips:1002@127.0.0.1:5070").default_port(), 5061);
     }
 
     #[test]

@@ -160,18 +160,28 @@ fn sips_invite(number: &str, from: SocketAddr, transport: &str, tag: &str) -> St
     )
 }
 
-/// The final answer phone `id` got to the INVITE of Call-ID `sips-{tag}@test`: its status and
-/// its Warning row.
-fn answer(w: &World, id: PhoneId, tag: &str) -> (u16, String) {
-    let call_id = format!("Call-ID: sips-{tag}@test");
-    let text = w
-        .phone_ref(id)
+/// The last message phone `id` got that `wanted` accepts, as text.
+fn last_received(w: &World, id: PhoneId, wanted: impl Fn(&str) -> bool) -> Option<String> {
+    w.phone_ref(id)
         .inbox
         .iter()
         .rev()
         .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-        .find(|t| t.starts_with("SIP/2.0 ") && !t.starts_with("SIP/2.0 1") && t.contains(&call_id))
-        .unwrap_or_else(|| panic!("no final for {tag}\n{}", w.dump()));
+        .find(|t| wanted(t))
+}
+
+/// The last final response phone `id` got that contains `row`.
+fn final_for(w: &World, id: PhoneId, row: &str) -> String {
+    last_received(w, id, |t| {
+        t.starts_with("SIP/2.0 ") && !t.starts_with("SIP/2.0 1") && t.contains(row)
+    })
+    .unwrap_or_else(|| panic!("no final with {row}\n{}", w.dump()))
+}
+
+/// The final answer phone `id` got to the INVITE of Call-ID `sips-{tag}@test`: its status and
+/// its Warning row.
+fn answer(w: &World, id: PhoneId, tag: &str) -> (u16, String) {
+    let text = final_for(w, id, &format!("Call-ID: sips-{tag}@test"));
     let status = text[8..11].parse().unwrap();
     let warning = text
         .lines()
@@ -322,6 +332,62 @@ fn a_sips_request_goes_to_a_tls_next_hop_and_not_to_a_udp_one() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A header row of `text` starting with `name`, without it.
+fn row<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn a_sips_dialogs_requests_never_reach_a_leg_whose_tls_connection_closed_in_cleartext() {
+    let dir = certificates("sips-dialog");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 611);
+        let (me, dev) = (s.w.phone_ref(s.caller).addr, s.w.phone_ref(s.sips).addr);
+        s.w.behave(s.sips, Behaviour::answer_after(ms(100)));
+        s.w.connect(s.caller, Transport::Tls);
+        s.w.send_raw(s.caller, sips_invite("1002", me, "TLS", "dlg").as_bytes());
+        s.w.run_for(secs(1));
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tls)], "{}", s.w.dump());
+        let ok = final_for(&s.w, s.caller, "CSeq: 1 INVITE");
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        let (rr, to) = (row(&ok, "Record-Route: "), row(&ok, "To: "));
+        // The device's TLS connection closes: sipfork would reach it over UDP from now on.
+        s.w.close_flow(s.sips);
+        let log = s.w.log.len();
+        let in_dialog = |method: &str, cseq: u32| {
+            format!(
+                "{method} sips:1002@{dev} SIP/2.0\r\nVia: SIP/2.0/TLS {me};branch=z9hG4bKd{method}\r\n\
+                 Max-Forwards: 70\r\nRoute: {rr}\r\nFrom: <sips:1000@example.com>;tag=sdlg\r\n\
+                 To: {to}\r\nCall-ID: sips-dlg@test\r\nCSeq: {cseq} {method}\r\n\
+                 Content-Length: 0\r\n\r\n"
+            )
+        };
+        s.w.send_raw(s.caller, in_dialog("ACK", 1).as_bytes());
+        s.w.send_raw(s.caller, in_dialog("BYE", 2).as_bytes());
+        s.w.run_for(secs(1));
+        let leaked: Vec<_> = s.w.log[log..]
+            .iter()
+            .filter(|t| t.from == s.w.proxy && t.to == dev)
+            .map(|t| t.line.clone())
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "{shards} shards: {leaked:?}\n{}",
+            s.w.dump()
+        );
+        // The BYE is answered: 480, no TLS path (RFC 5630 §5.3).
+        let bye = final_for(&s.w, s.caller, "CSeq: 2 BYE");
+        assert!(bye.starts_with("SIP/2.0 480 "), "{bye}");
+        assert_eq!(
+            row(&bye, "Warning: "),
+            "380 127.0.0.1:5061 \"SIPS Not Allowed\""
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 // --- Follow-me external targets take their route's configured transport. ---
 
 /// Extension 1000 follows to an external number whose route's next hop is `hop` with
@@ -441,6 +507,61 @@ fn trunks_are_reached_over_their_configured_transport_only() {
 }
 
 #[test]
+fn a_trunk_configured_over_tls_or_tcp_is_known_only_over_that_transport() {
+    let dir = certificates("sips-trunkfrom");
+    for shards in [1, 2] {
+        // Digest: a trunk is authenticated by its address, a stranger is challenged.
+        let cfg = trunk_config(shards, &dir)
+            .replace(
+                "mode = \"none\"",
+                "mode = \"digest\"\nrealm = \"example.com\"",
+            )
+            .replace(
+                "numbers = \"1000-1099\"",
+                "numbers = \"1000-1099\"\npassword = \"pw-{number}\"",
+            );
+        let mut w = World::new(&cfg, shards, 612);
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let tls = w.add_phone_at("tls-pbx", "3000", addr(5090));
+        let tcp = w.add_phone_at("tcp-pbx", "3001", addr(5092));
+        let udp = w.add_phone_at("udp-pbx", "3002", addr(5094));
+        let status = |w: &World, id: PhoneId, tag: &str| {
+            final_for(w, id, &format!("Call-ID: raw-{tag}@test"))[8..11].to_string()
+        };
+        let invite = |from: SocketAddr, tag: &str, via: &str| {
+            crate::outbound::raw_invite("sip:1001@example.com", from, tag, "").replacen(
+                "SIP/2.0/UDP",
+                &format!("SIP/2.0/{via}"),
+                1,
+            )
+        };
+        // Over UDP from the TLS and TCP trunks' addresses: strangers, challenged. The UDP
+        // trunk is one over UDP and over a connection.
+        w.send_raw(tls, invite(addr(5090), "tlsudp", "UDP").as_bytes());
+        w.send_raw(tcp, invite(addr(5092), "tcpudp", "UDP").as_bytes());
+        w.send_raw(udp, invite(addr(5094), "udpudp", "UDP").as_bytes());
+        w.run_for(secs(1));
+        assert_eq!(status(&w, tls, "tlsudp"), "407", "{shards} shards");
+        assert_eq!(status(&w, tcp, "tcpudp"), "407", "{shards} shards");
+        // 1001 is not registered: a trunk's call gets that far.
+        assert_eq!(status(&w, udp, "udpudp"), "480", "{shards} shards");
+        // Over their configured transports: trunks.
+        for (id, a, t, via) in [
+            (tls, addr(5090), Transport::Tls, "TLS"),
+            (tcp, addr(5092), Transport::Tcp, "TCP"),
+            (udp, addr(5094), Transport::Tcp, "TCP"),
+        ] {
+            w.connect(id, t);
+            let tag = format!("{via}{}", a.port());
+            w.send_raw(id, invite(a, &tag, via).as_bytes());
+            w.run_for(secs(1));
+            assert_eq!(status(&w, id, &tag), "480", "{shards} shards, {a}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_trunk_over_tls_needs_peer_ca_and_one_over_tcp_a_tcp_listener() {
     let dir = certificates("sips-trunkcfg");
     let tls_trunk =
@@ -460,6 +581,35 @@ fn a_trunk_over_tls_needs_peer_ca_and_one_over_tcp_a_tcp_listener() {
         assert!(err.contains("needs a t"), "{err}");
     }
     let ok = format!("{}\n{tls_trunk}", config(1, &dir, true));
+    assert!(sipfork::config::Config::from_toml(&ok).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_route_next_hop_over_tls_or_tcp_needs_what_a_trunk_over_it_needs() {
+    let dir = certificates("sips-routecfg");
+    let route = |t: &str| {
+        format!("[[routes]]\nprefix = \"00\"\nnext_hop = \"sip:127.0.0.1:5090;transport={t}\"\n")
+    };
+    // [tls] with peer_ca but no tls: listener; no peer_ca; no [tls]; no tcp: listener.
+    let no_tls_listener = config(1, &dir, true).replace(
+        "[\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]",
+        "[\"udp:127.0.0.1:5060\"]",
+    );
+    for (base, t) in [
+        (no_tls_listener, "tls"),
+        (config(1, &dir, false), "tls"),
+        (DEFAULT_CONFIG.to_string(), "tls"),
+        (DEFAULT_CONFIG.to_string(), "tcp"),
+    ] {
+        let err = match sipfork::config::Config::from_toml(&format!("{base}\n{}", route(t))) {
+            Ok(_) => panic!("accepted: {t}\n{base}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("routes[0].next_hop"), "{err}");
+        assert!(err.contains(&format!("transport={t} needs a")), "{err}");
+    }
+    let ok = format!("{}\n{}", config(1, &dir, true), route("tls"));
     assert!(sipfork::config::Config::from_toml(&ok).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }

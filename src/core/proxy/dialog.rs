@@ -355,6 +355,18 @@ impl Proxy {
         else {
             return self.count(Event::AckDropped);
         };
+        // A sips: ACK crosses TLS hops only (RFC 5630): one that came, or would leave, without
+        // TLS is dropped (a leg whose connection closed is never reached in cleartext).
+        if crate::core::transport::sips::requested(e)
+            && (!crate::core::transport::sips::arrived_securely(cx)
+                || !crate::core::transport::sips::tls_path(
+                    cx,
+                    dest,
+                    crate::core::transport::Transport::Udp,
+                ))
+        {
+            return self.count(Event::AckDropped);
+        }
         self.count(Event::AckForwarded);
         // A deterministic branch, so a retransmitted ACK carries the same one (§16.11).
         let via = &mut self.scratch_via;

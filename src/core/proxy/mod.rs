@@ -613,6 +613,7 @@ impl Proxy {
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
             strip_identity: call.strip_identity,
             extra: &extra,
+            secure: crate::core::transport::sips::requested(e),
         };
         for t in targets {
             if call.branches.len() >= usize::from(u8::MAX) {
@@ -825,11 +826,7 @@ pub fn is_loop(cx: &Cx<'_>, e: &Essentials<'_>, req: &Message<'_>) -> bool {
 
 fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
     // The default port is 5061 for TLS (RFC 3261 §18.2.2), 5060 otherwise.
-    let default = if via.transport.eq_ignore_ascii_case(b"TLS") {
-        5061
-    } else {
-        5060
-    };
+    let default = crate::sip::uri::default_port(via.transport.eq_ignore_ascii_case(b"TLS"));
     via.host.ip().is_some_and(|ip| {
         crate::core::transport::ours::is_ours(cx, ip, via.port.unwrap_or(default))
     })
@@ -838,7 +835,7 @@ fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
 /// Does this URI name this proxy (§16.4): our address, or a domain we serve? (A Record-Route
 /// token proves nothing by its presence; `dialog.rs` checks its MAC.)
 pub fn uri_is_us(cx: &Cx<'_>, uri: &SipUri<'_>) -> bool {
-    let port = uri.port.unwrap_or(5060);
+    let port = uri.port.unwrap_or_else(|| uri.default_port());
     match uri.host.ip() {
         Some(ip) => crate::core::transport::ours::is_ours(cx, ip, port),
         None => cx.cfg.is_local_domain(uri.host_raw, uri.port),
@@ -851,7 +848,10 @@ pub fn uri_destination(uri: &SipUri<'_>) -> Option<SocketAddr> {
         Some(m) => crate::sip::uri::parse_ip(m)?,
         None => uri.host.ip()?,
     };
-    Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+    Some(SocketAddr::new(
+        ip,
+        uri.port.unwrap_or_else(|| uri.default_port()),
+    ))
 }
 
 /// Where the first Contact of `msg` (a remote target) points, when it is an IP literal.
@@ -907,6 +907,8 @@ struct Shared<'a> {
     max_forwards: u8,
     strip_identity: bool,
     extra: &'a [u8],
+    /// A `sips:` request: every branch goes over TLS (RFC 5630; `transport/sips.rs`).
+    secure: bool,
 }
 
 fn start_branch(
@@ -919,6 +921,13 @@ fn start_branch(
     via: &mut Vec<u8>,
 ) -> Result<(), Event> {
     let index = call.branches.len() as u8;
+    // A sips: request leaves over TLS only, whatever the group, stage or dialog: a later
+    // q-group's device whose connection closed, an in-dialog request to a leg no longer
+    // reached over TLS. The branch fails; alone, the caller gets 480 with warn-code 380.
+    if shared.secure && !crate::core::transport::sips::tls_path(cx, target.dest, target.transport) {
+        failed_branch(call, 480);
+        return Err(Event::BranchTransportError);
+    }
     // A target asking for TCP: its flow is entered before the Via names the transport.
     let Ok(connect) = crate::core::transport::outbound::prepare(cx, target.dest, target.transport)
     else {
@@ -942,9 +951,7 @@ fn start_branch(
     let (incoming, outgoing) = (call.upstream_transport, transport);
     let addr = |t| crate::core::transport::ours::addr_for(cx, t);
     // A sips: request: our entry on a TLS side is sips: too (RFC 5630 §5.3).
-    let secure = req
-        .request_uri_raw()
-        .is_some_and(crate::core::transport::outbound::is_sips);
+    let secure = shared.secure;
     let (record_route, record_route_in) = match shared.record_route {
         Some(rr) => {
             let (top, below) = crate::core::transport::record_route::entries(

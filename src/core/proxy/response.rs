@@ -321,8 +321,9 @@ impl Proxy {
         if !self.send_upstream(cx, key, status) {
             // RFC 6026: in Accepted the server transaction lets more 2xx pass; after Timer L
             // a 2xx retransmission is still forwarded statelessly.
+            // Through the one helper: a UDP caller's 2xx stays on UDP (`push_last_response`).
             if let Some(call) = self.calls.get(key) {
-                cx.out.push(call.upstream, &call.last_response);
+                super::push_last_response(cx, call);
             }
         }
     }
@@ -509,6 +510,15 @@ impl Proxy {
                 status: 513,
                 bytes: None,
             }) => self.respond_local(cx, key, 513, "Message Too Large", b""),
+            // A sips: request with no TLS path to its next hop (`start_branch`; RFC 5630 §5.3).
+            Some(Candidate {
+                status: 480,
+                bytes: None,
+            }) => {
+                use crate::core::transport::sips;
+                let warning = sips::warning(cx, sips::NOT_ALLOWED);
+                self.respond_local(cx, key, 480, "Temporarily Unavailable", &warning)
+            }
             Some(Candidate { status: 408, .. }) | None => {
                 self.respond_local(cx, key, 408, "Request Timeout", b"")
             }

@@ -376,8 +376,10 @@ impl LocationTable {
 pub fn destination(nat: NatMode, contact: &Uri<'_>, source: SocketAddr) -> SocketAddr {
     let contact_addr = contact.as_sip().and_then(|u| {
         let ip = u.host.ip()?;
-        let default_port = if u.secure { 5061 } else { 5060 };
-        Some(SocketAddr::new(ip, u.port.unwrap_or(default_port)))
+        Some(SocketAddr::new(
+            ip,
+            u.port.unwrap_or_else(|| u.default_port()),
+        ))
     });
     match (nat, contact_addr) {
         (NatMode::Flow, _) | (_, None) => source,

@@ -62,11 +62,21 @@ pub fn is_sips(uri: &[u8]) -> bool {
 /// a `tls:` one and `[tls] peer_ca` for TLS (never an unverified connection); never for WS or
 /// WSS (RFC 7118: clients connect in; a device is reached over the connection it opened).
 pub fn enabled_for(cfg: &crate::config::Config, t: Transport) -> bool {
-    let listener = cfg.server.listeners.iter().any(|l| l.transport == t);
+    can_connect(&cfg.server.listeners, cfg.tls.as_ref(), t)
+}
+
+/// [`enabled_for`] on the parts it looks at, for validation before the `Config` is built
+/// (a trunk's or a route next hop's transport).
+pub fn can_connect(
+    listeners: &[crate::config::Listener],
+    tls: Option<&crate::config::tls::TlsConfig>,
+    t: Transport,
+) -> bool {
+    let listener = listeners.iter().any(|l| l.transport == t);
     match t {
         Transport::Udp | Transport::Ws | Transport::Wss => false,
         Transport::Tcp => listener,
-        Transport::Tls => listener && cfg.tls.as_ref().is_some_and(|c| c.connects()),
+        Transport::Tls => listener && tls.is_some_and(|c| c.connects()),
     }
 }
 
