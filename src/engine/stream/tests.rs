@@ -14,13 +14,18 @@ use crate::engine::{start, Engine, EngineConfig, EngineError, Pinning};
 const OPTIONS: &[u8] = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\nhello";
 
 fn engine(kind: IoKind, opts: StreamOptions) -> Option<Engine<Reflector>> {
-    let cfg = EngineConfig {
+    reflector(EngineConfig {
         io: kind,
         pinning: Pinning::Off,
         stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
         stream_options: opts,
         ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), 2)
-    };
+    })
+}
+
+/// `cfg`'s shards running a reflector each (`None`: io_uring is not available here).
+pub(super) fn reflector(cfg: EngineConfig) -> Option<Engine<Reflector>> {
+    let kind = cfg.io;
     match start(cfg, |_, _| Reflector::new(1)) {
         Ok(e) => Some(e),
         Err(e @ EngineError::Backend { .. }) if kind == IoKind::Uring => {
@@ -31,7 +36,7 @@ fn engine(kind: IoKind, opts: StreamOptions) -> Option<Engine<Reflector>> {
     }
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
+pub(super) fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s

@@ -5,19 +5,18 @@
 //! 1002, an oversize message a Close 1009, each closed and counted.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tungstenite::client::IntoClientRequest;
 use tungstenite::Message;
 
-use super::tests::{read_n, total, wait_for};
+use super::tests::{connect, read_n, reflector, total, wait_for};
 use super::StreamOptions;
 use crate::core::transport::ws::WsSettings;
 use crate::engine::io::IoKind;
 use crate::engine::shard::Reflector;
-use crate::engine::{start, Engine, EngineConfig, EngineError, Pinning};
+use crate::engine::{Engine, EngineConfig, Pinning};
 
 const OPTIONS: &str = "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\nhello";
 
@@ -29,7 +28,7 @@ fn settings() -> Arc<WsSettings> {
 }
 
 fn engine(kind: IoKind, tls: Option<Arc<rustls::ServerConfig>>) -> Option<Engine<Reflector>> {
-    let cfg = EngineConfig {
+    reflector(EngineConfig {
         io: kind,
         pinning: Pinning::Off,
         stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
@@ -40,21 +39,7 @@ fn engine(kind: IoKind, tls: Option<Arc<rustls::ServerConfig>>) -> Option<Engine
             ..StreamOptions::default()
         },
         ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), 2)
-    };
-    match start(cfg, |_, _| Reflector::new(1)) {
-        Ok(e) => Some(e),
-        Err(e @ EngineError::Backend { .. }) if kind == IoKind::Uring => {
-            eprintln!("skipping the io_uring run: {e}");
-            None
-        }
-        Err(e) => panic!("{kind:?}: {e}"),
-    }
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
+    })
 }
 
 fn request(url: &str) -> tungstenite::handshake::client::Request {
