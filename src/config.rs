@@ -238,6 +238,28 @@ pub struct ServerConfig {
     pub xdp_mode: crate::engine::io::xdp::XdpMode,
 }
 
+impl ServerConfig {
+    /// The IP a listener on `ip` is reached at: `ip`, or our UDP address's IP (`udp`) for a
+    /// wildcard listener, which names no host.
+    pub fn named_ip(ip: IpAddr, udp: IpAddr) -> IpAddr {
+        if ip.is_unspecified() {
+            udp
+        } else {
+            ip
+        }
+    }
+
+    /// Whether `ip`:`port` is one of our `tcp:`/`tls:`/`ws:`/`wss:` listeners (a wildcard one
+    /// at our UDP IP, `udp`, as Via and Record-Route name it).
+    pub fn is_stream_listener(&self, ip: IpAddr, port: u16, udp: IpAddr) -> bool {
+        self.listeners.iter().any(|l| {
+            l.transport.is_stream()
+                && l.addr.port() == port
+                && Self::named_ip(l.addr.ip(), udp).to_canonical() == ip.to_canonical()
+        })
+    }
+}
+
 /// `[registrar]`.
 #[derive(Clone, Debug)]
 pub struct RegistrarConfig {
@@ -520,15 +542,7 @@ impl Config {
             if ip == listen.ip().to_canonical() && port.is_none_or(|p| p == listen.port()) {
                 return true;
             }
-            let stream_listener = |l: &Listener| {
-                let named = if l.addr.ip().is_unspecified() {
-                    listen.ip()
-                } else {
-                    l.addr.ip()
-                };
-                l.transport.is_stream() && port == Some(l.addr.port()) && named.to_canonical() == ip
-            };
-            if self.server.listeners.iter().any(stream_listener) {
+            if port.is_some_and(|p| self.server.is_stream_listener(ip, p, listen.ip())) {
                 return true;
             }
             return self.server.domains.contains(&Domain::Ip(ip));

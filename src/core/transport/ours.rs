@@ -24,20 +24,17 @@ pub fn addr_for(cx: &Cx<'_>, t: Transport) -> SocketAddr {
     }
 }
 
-/// The IP a listener on `ip` is reached at: `ip`, or our UDP IP for a wildcard listener.
+/// The IP a listener on `ip` is reached at (`ServerConfig::named_ip`).
 fn named_ip(cx: &Cx<'_>, ip: IpAddr) -> IpAddr {
-    if ip.is_unspecified() {
-        cx.env.local.ip()
-    } else {
-        ip
-    }
+    crate::config::ServerConfig::named_ip(ip, cx.env.local.ip())
 }
 
 /// Whether `ip`:`port` is one of our listeners: the UDP address, or a `tcp:`/`tls:` listener
 /// (a wildcard one on our UDP IP, as [`addr_for`] names it).
 pub fn is_ours(cx: &Cx<'_>, ip: IpAddr, port: u16) -> bool {
     (ip == cx.env.local.ip() && port == cx.env.local.port())
-        || cx.cfg.server.listeners.iter().any(|l| {
-            l.transport.is_stream() && l.addr.port() == port && named_ip(cx, l.addr.ip()) == ip
-        })
+        || cx
+            .cfg
+            .server
+            .is_stream_listener(ip, port, cx.env.local.ip())
 }
