@@ -336,6 +336,7 @@ impl FromConfigStr for TrunkAddr {
             uri: format!("sip:{addr}"),
             addr,
             transport: crate::core::transport::Transport::Udp,
+            name: None,
         }))
     }
 }
