@@ -392,6 +392,7 @@ impl Conns {
                                 local: c.local,
                                 bytes,
                                 transport,
+                                peer_cert: None,
                             },
                         );
                     }
