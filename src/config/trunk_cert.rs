@@ -103,3 +103,197 @@ impl Config {
             .map(|(.., n)| n.as_slice())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::config::{Config, ConfigError};
+    use crate::core::io::Datagram;
+    use crate::core::transport::peer_cert::CertNames;
+    use crate::core::transport::Transport;
+
+    /// A directory with a self-signed certificate (`cert.pem`, `key.pem`).
+    fn dir(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("sipfork-trunk-cert-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), c.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), c.key_pair.serialize_pem()).unwrap();
+        dir
+    }
+
+    /// Trunk 3000 at 192.0.2.10:5060 named by `names` (a TOML array); trunk 3001 at
+    /// 192.0.2.11:5060 without names; `listen` and `tls` as given.
+    fn text(listen: &str, tls: &str, names: &str) -> String {
+        format!(
+            "[server]\nlisten = {listen}\n[auth]\nmode = \"none\"\n\
+             [[extensions]]\nnumbers = \"3000\"\ntrunk = \"192.0.2.10:5060\"\ntrunk_certificate = {names}\n\
+             [[extensions]]\nnumbers = \"3001\"\ntrunk = \"192.0.2.11:5060\"\n{tls}"
+        )
+    }
+
+    const LISTEN: &str = "[\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]";
+
+    fn tls(dir: &std::path::Path, ca: bool) -> String {
+        let cert = dir.join("cert.pem");
+        let ca = if ca {
+            format!("ca = \"{}\"\n", cert.display())
+        } else {
+            String::new()
+        };
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n{ca}",
+            cert.display(),
+            dir.join("key.pem").display()
+        )
+    }
+
+    fn error(text: &str) -> (String, String) {
+        match Config::from_toml(text) {
+            Err(ConfigError::Invalid { key, why, .. }) => (key, why),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn cert(names: &[&str]) -> Arc<CertNames> {
+        Arc::new(CertNames::from_certificate(
+            names.iter().copied(),
+            [],
+            Vec::new,
+        ))
+    }
+
+    #[test]
+    fn names_need_a_tls_listener_a_ca_and_a_trunk_and_identify_one_trunk() {
+        let d = dir("validate");
+        let ok = Config::from_toml(&text(LISTEN, &tls(&d, true), "\"PBX1.example.net\""))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<_> = ok.trunk_certificates.iter().map(|(n, _)| &**n).collect();
+        assert_eq!(names, ["pbx1.example.net"]);
+        let key = "extensions[0].trunk_certificate";
+        // Without [tls] ca no client certificate is asked for.
+        let (k, why) = error(&text(LISTEN, &tls(&d, false), "[\"pbx1.example.net\"]"));
+        assert_eq!((k.as_str(), why.contains("[tls] ca")), (key, true), "{why}");
+        // Without a tls: listener no TLS connection arrives (a [tls] section alone is not one).
+        let (k, why) = error(&text(
+            "[\"udp:127.0.0.1:5060\"]",
+            &tls(&d, true),
+            "[\"pbx1.example.net\"]",
+        ));
+        assert_eq!((k.as_str(), why.contains("tls:")), (key, true), "{why}");
+        // A wss: listener takes TLS too.
+        Config::from_toml(&text(
+            "[\"udp:127.0.0.1:5060\", \"wss:127.0.0.1:5062\"]",
+            &tls(&d, true),
+            "[\"pbx1.example.net\"]",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        // Not a host name; a wildcard; none at all.
+        for bad in ["[\"pbx 1\"]", "[\"*.example.net\"]", "[]"] {
+            let (k, _) = error(&text(LISTEN, &tls(&d, true), bad));
+            assert_eq!(k, key, "{bad}");
+        }
+        // A name belongs to one trunk.
+        let twice = text(LISTEN, &tls(&d, true), "[\"pbx1.example.net\"]").replace(
+            "trunk = \"192.0.2.11:5060\"\n",
+            "trunk = \"192.0.2.11:5060\"\ntrunk_certificate = \"PBX1.example.net.\"\n",
+        );
+        let (k, why) = error(&twice);
+        assert_eq!(k, "extensions[1].trunk_certificate");
+        assert!(why.contains("already"), "{why}");
+        // Only a trunk has one.
+        let device = text(LISTEN, &tls(&d, true), "[\"pbx1.example.net\"]")
+            + "[[extensions]]\nnumbers = \"1000\"\ntrunk_certificate = \"dev.example.net\"\n";
+        let (k, why) = error(&device);
+        assert_eq!(k, "extensions[2].trunk_certificate");
+        assert!(why.contains("trunk ="), "{why}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_reload_applies_changed_names_without_restarting_the_counters() {
+        let d = dir("reload");
+        let old = Config::from_toml(&text(LISTEN, &tls(&d, true), "\"pbx1.example.net\"")).unwrap();
+        let new = Config::from_toml(&text(LISTEN, &tls(&d, true), "\"pbx9.example.net\"")).unwrap();
+        let diff = crate::app::reload::diff(&old, &new);
+        assert_eq!(diff.applied, ["trunks and dids"]);
+        assert!(
+            !diff.counters_restart && diff.need_restart.is_empty(),
+            "{diff:?}"
+        );
+        let merged = crate::app::reload::applicable(&old, new);
+        let from = "198.51.100.7:40000".parse().unwrap();
+        let pbx9 = cert(&["pbx9.example.net"]);
+        assert_eq!(
+            merged.trunk_of(from, Transport::Tls, Some(&pbx9)),
+            Some(&b"3000"[..])
+        );
+        assert_eq!(
+            merged.trunk_of(from, Transport::Tls, Some(&cert(&["pbx1.example.net"]))),
+            None
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_trunk_is_its_certificate_not_its_address() {
+        let d = dir("decide");
+        let cfg = Config::from_toml(&text(
+            LISTEN,
+            &tls(&d, true),
+            "[\"pbx1.example.net\", \"pbx1b.example.net\"]",
+        ))
+        .unwrap();
+        let own: std::net::SocketAddr = "192.0.2.10:5060".parse().unwrap();
+        let cloud: std::net::SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let good = cert(&["pbx1b.example.net"]);
+        let other = cert(&["pbx2.example.net"]);
+        let trunk = Some(&b"3000"[..]);
+        // Its certificate over TLS or WSS, from any address.
+        assert_eq!(cfg.trunk_of(cloud, Transport::Tls, Some(&good)), trunk);
+        assert_eq!(cfg.trunk_of(cloud, Transport::Wss, Some(&good)), trunk);
+        assert_eq!(cfg.trunk_of(own, Transport::Tls, Some(&good)), trunk);
+        // Its address without it: over UDP, TCP, TLS without or with another certificate.
+        for (arrival, c) in [
+            (Transport::Udp, None),
+            (Transport::Tcp, None),
+            (Transport::Tls, None),
+            (Transport::Tls, Some(&other)),
+            // (A certificate can only come over TLS; one said to come over TCP counts for nothing.)
+            (Transport::Tcp, Some(&good)),
+        ] {
+            assert_eq!(
+                cfg.trunk_of(own, arrival, c.map(|c| &**c)),
+                None,
+                "{arrival:?}"
+            );
+            assert_eq!(cfg.trunk_at(own, arrival), None);
+        }
+        // A trunk without names: by its address, as before.
+        let plain: std::net::SocketAddr = "192.0.2.11:5060".parse().unwrap();
+        assert_eq!(
+            cfg.trunk_of(plain, Transport::Udp, None),
+            Some(&b"3001"[..])
+        );
+        assert_eq!(cfg.trunk_at(plain, Transport::Udp), Some(&b"3001"[..]));
+        // The per-source limit's exemption asks the same question.
+        let local = "127.0.0.1:5060".parse().unwrap();
+        let bytes = b"INVITE sip:0049@example.com SIP/2.0\r\n\r\n";
+        let datagram = |from, transport, peer_cert| Datagram {
+            from,
+            local,
+            bytes,
+            transport,
+            peer_cert,
+        };
+        let exempt = |d| crate::core::overload::exempt_source(&cfg, local, &d);
+        assert!(exempt(datagram(cloud, Transport::Tls, Some(&good))));
+        assert!(!exempt(datagram(cloud, Transport::Tls, Some(&other))));
+        assert!(!exempt(datagram(own, Transport::Udp, None)));
+        assert!(!exempt(datagram(own, Transport::Tls, None)));
+        assert!(exempt(datagram(plain, Transport::Udp, None)));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
