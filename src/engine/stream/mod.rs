@@ -1256,4 +1256,7 @@ mod tests;
 mod outbound_tests;
 
 #[cfg(test)]
+mod client_cert_tests;
+
+#[cfg(test)]
 mod ws_tests;
