@@ -19,14 +19,7 @@ const HOP_PORT: u16 = 5080;
 /// Digest on for 1000-1099; trunk 3000 at 127.0.0.1:5090 known by `pbx1.example.net`, trunk
 /// 3001 at 127.0.0.1:5091 known by its address; TLS listener with `[tls] ca`.
 fn config(name: &str) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "sipfork-core-trunk-cert-{name}-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), c.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), c.key_pair.serialize_pem()).unwrap();
+    let dir = crate::outbound_tls::certificates(&format!("trunk-cert-{name}"));
     let pem = dir.join("cert.pem");
     format!(
         r#"
