@@ -5,7 +5,7 @@
 //! REGISTERs unanswered, retransmits none (a lost answer is counted), and stops after `SECS`.
 //!
 //! usage: register_load SERVER FIRST COUNT [CONTACTS=3] [WINDOW=256] [SECS=120]
-//! Prints one line: sent, 200s, other answers, unanswered, seconds, rate.
+//! Prints one line: sent, 200s, other answers, unanswered, seconds, rate, other answers by code.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -65,6 +65,8 @@ fn main() {
     let (mut sent, mut ok, mut other, mut outstanding) = (0u64, 0u64, 0u64, 0u64);
     let mut buf = vec![0u8; 65_535];
     let mut idle_timeouts = 0;
+    // The other answers by status code (a 503 from shedding reads differently from a 500).
+    let mut other_codes = std::collections::BTreeMap::<String, u64>::new();
     while (sent < count || outstanding > 0) && Instant::now() < deadline {
         while sent < count && outstanding < window {
             let msg = register(server, me, first + sent, contacts);
@@ -80,6 +82,14 @@ fn main() {
                     ok += 1;
                 } else {
                     other += 1;
+                    let code = buf[..n].get(8..11).unwrap_or(b"???");
+                    if other == 1 {
+                        let line = buf[..n].split(|&b| b == b'\r').next().unwrap_or(b"");
+                        eprintln!("first other answer: {}", String::from_utf8_lossy(line));
+                    }
+                    *other_codes
+                        .entry(String::from_utf8_lossy(code).into_owned())
+                        .or_default() += 1;
                 }
             }
             Err(_) => {
@@ -94,7 +104,7 @@ fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "sent={sent} ok={ok} other={other} unanswered={} secs={elapsed:.1} rate={:.0}/s",
+        "sent={sent} ok={ok} other={other} unanswered={} secs={elapsed:.1} rate={:.0}/s other_codes={other_codes:?}",
         sent - ok - other,
         sent as f64 / elapsed
     );

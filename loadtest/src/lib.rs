@@ -37,3 +37,4 @@ pub mod stream;
 pub mod sweep;
 pub mod verdict;
 pub mod wire;
+pub mod ws;

@@ -84,6 +84,8 @@ enum TransportArg {
     Udp,
     Tcp,
     Tls,
+    Ws,
+    Wss,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -179,8 +181,9 @@ struct ScenarioArgs {
     /// (k mod N)-th address (a cluster: calls to one node, devices on several).
     #[arg(long, value_name = "ADDR[,ADDR]", value_delimiter = ',')]
     register_at: Vec<SocketAddr>,
-    /// What the devices and callers talk to the proxy over: one UDP socket each, or one TCP or
-    /// TLS connection each from its own port (proxy-config: the proxy listens on it too).
+    /// What the devices and callers talk to the proxy over: one UDP socket each, or one TCP,
+    /// TLS, WebSocket or secure WebSocket connection each from its own port (proxy-config: the
+    /// proxy listens on it too).
     #[arg(long, value_enum)]
     transport: Option<TransportArg>,
     /// This is harness instance i of N against one proxy (its own extensions, ports and 1/N of
@@ -226,6 +229,8 @@ impl ScenarioArgs {
                 TransportArg::Udp => Transport::Udp,
                 TransportArg::Tcp => Transport::Tcp,
                 TransportArg::Tls => Transport::Tls,
+                TransportArg::Ws => Transport::Ws,
+                TransportArg::Wss => Transport::Wss,
             };
         }
         s.network.loss = self.loss.unwrap_or(s.network.loss);
@@ -307,7 +312,7 @@ struct RunArgs {
     /// Where the JSON lines go (`-`: stdout; default OUT/LABEL.stats.jsonl).
     #[arg(long, value_name = "PATH")]
     stats_file: Option<PathBuf>,
-    /// `--transport tls`: PEM file of the certificate(s) to trust (proxy-config --tls-dir
+    /// `--transport tls|wss`: PEM file of the certificate(s) to trust (proxy-config --tls-dir
     /// writes DIR/cert.pem).
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<PathBuf>,
@@ -375,7 +380,7 @@ struct ProxyConfigArgs {
     /// fork = "q-groups".
     #[arg(long)]
     q_groups: bool,
-    /// With `--transport tls`: write a self-signed certificate for the target's IP into
+    /// With `--transport tls|wss`: write a self-signed certificate for the target's IP into
     /// DIR/cert.pem and DIR/key.pem, named by the config's `[tls]` (the harness's --tls-ca is
     /// DIR/cert.pem).
     #[arg(long, value_name = "DIR")]
@@ -732,15 +737,15 @@ fn cmd_proxy_config(a: ProxyConfigArgs) {
         algorithms: None,
         tls: None,
     };
-    let o = match (s.topology.transport, &a.tls_dir) {
-        (Transport::Tls, Some(dir)) => ProxyOptions {
+    let o = match (s.topology.transport.is_tls(), &a.tls_dir) {
+        (true, Some(dir)) => ProxyOptions {
             tls: Some(
                 sipfork_load::sim::write_self_signed(dir, a.target.ip())
                     .unwrap_or_else(|e| fail(e)),
             ),
             ..o
         },
-        (Transport::Tls, None) => fail("proxy-config --transport tls needs --tls-dir DIR"),
+        (true, None) => fail("proxy-config --transport tls|wss needs --tls-dir DIR"),
         _ => o,
     };
     let plan = Plan::new(s, a.target, false, 0).unwrap_or_else(|e| fail(e));

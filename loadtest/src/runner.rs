@@ -282,6 +282,7 @@ fn engine_for(
         return StreamThread::start(
             endpoints,
             streams.tls.clone(),
+            plan.scenario.topology.transport.is_ws(),
             Arc::clone(&streams.counters),
             pin,
             make,
@@ -370,11 +371,12 @@ pub fn run(o: RunOptions) -> Result<RunResult, String> {
         return Err("reflector mode runs over UDP only".into());
     }
     let streams = Streams {
-        tls: match (transport, &o.tls_ca) {
-            (crate::scenario::Transport::Tls, Some(ca)) => Some(crate::stream::tls_client(ca)?),
-            (crate::scenario::Transport::Tls, None) => {
+        tls: match (transport.is_tls(), &o.tls_ca) {
+            (true, Some(ca)) => Some(crate::stream::tls_client(ca)?),
+            (true, None) => {
                 return Err(
-                    "--transport tls needs --tls-ca FILE (the proxy's CA or certificate)".into(),
+                    "--transport tls|wss needs --tls-ca FILE (the proxy's CA or certificate)"
+                        .into(),
                 )
             }
             _ => None,

@@ -147,6 +147,10 @@ pub enum Transport {
     Tcp,
     /// TLS on such a connection.
     Tls,
+    /// WebSocket on such a connection (RFC 7118), one SIP message per WebSocket message.
+    Ws,
+    /// WebSocket on TLS.
+    Wss,
 }
 
 impl Transport {
@@ -161,6 +165,8 @@ impl Transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
         }
     }
 
@@ -171,6 +177,8 @@ impl Transport {
             Transport::Udp => "",
             Transport::Tcp => ";transport=tcp",
             Transport::Tls => ";transport=tls",
+            // RFC 7118 §5.2: `ws` for WS and WSS alike.
+            Transport::Ws | Transport::Wss => ";transport=ws",
         }
     }
 
@@ -180,7 +188,19 @@ impl Transport {
             Transport::Udp => sipfork::core::transport::Transport::Udp,
             Transport::Tcp => sipfork::core::transport::Transport::Tcp,
             Transport::Tls => sipfork::core::transport::Transport::Tls,
+            Transport::Ws => sipfork::core::transport::Transport::Ws,
+            Transport::Wss => sipfork::core::transport::Transport::Wss,
         }
+    }
+
+    /// Whether it runs on TLS (the harness needs `--tls-ca`, proxy-config `--tls-dir`).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
+    /// Whether it is WebSocket.
+    pub fn is_ws(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The harness on TCP or TLS (`--transport tcp|tls`): the same sans-IO [`Agent`] as over UDP,
-//! driven by a loop of its own that owns one connection per device and per caller.
+//! The harness on TCP, TLS, WS or WSS (`--transport tcp|tls|ws|wss`): the same sans-IO [`Agent`]
+//! as over UDP, driven by a loop of its own that owns one connection per device and per caller.
 //!
 //! Every device and every caller connects from its own local address (the port the plan gives
 //! it, bound before `connect`), so a device's Contact is its connection's address and the proxy
@@ -9,7 +9,8 @@
 //! connection bound to `X`, whatever its destination (the proxy is the only peer); what a
 //! connection delivers is framed by Content-Length (sipfork's own
 //! `core::transport::framer`) and handed to the agent as a datagram that arrived on `X` from
-//! the proxy.
+//! the proxy. Over WebSocket the connection opens with the upgrade and each message is one
+//! WebSocket message instead ([`crate::ws`]).
 //!
 //! One thread per agent (one with every connection, or devices and callers apart with
 //! `--threads 2`), one level-triggered epoll set. TLS: a rustls client session per connection
@@ -37,6 +38,7 @@ use sipfork::engine::shard::Handler;
 
 use crate::agent::Agent;
 use crate::scenario::Transport;
+use crate::ws::{WsClient, WsIn};
 
 /// Connection counters of a stream run (in the result's `harness.io_counters`, `stream_*`).
 #[derive(Debug, Default)]
@@ -106,9 +108,13 @@ struct Conn {
     peer: SocketAddr,
     framer: Framer,
     tls: Option<rustls::ClientConnection>,
+    /// The WebSocket layer (`--transport ws|wss`), inside TLS where there is TLS.
+    ws: Option<WsClient>,
     /// Bytes written by the agent that the socket did not take yet (plain TCP; a TLS session
     /// holds its own).
     pending: Vec<u8>,
+    /// A WebSocket frame being built (reused).
+    frame_buf: Vec<u8>,
     /// Registered for `EPOLLOUT`.
     want_out: bool,
     /// In `Conns::to_flush`.
@@ -160,10 +166,34 @@ fn connect(local: SocketAddr, peer: SocketAddr) -> Result<TcpStream, String> {
     Ok(s.into())
 }
 
+impl Conn {
+    /// Queues bytes for the wire (into the TLS session where there is one); false when the
+    /// session refuses them.
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        match &mut self.tls {
+            Some(tls) => tls.writer().write_all(bytes).is_ok(),
+            None => {
+                self.pending.extend_from_slice(bytes);
+                true
+            }
+        }
+    }
+}
+
+/// Hands bytes read off the wire (after TLS) to a connection's framing layer (fields apart from
+/// its `Conn`, whose TLS session is borrowed while it reads).
+fn received(ws: &mut Option<WsClient>, framer: &mut Framer, bytes: &[u8]) {
+    match ws {
+        Some(ws) => ws.push(bytes),
+        None => framer.push(bytes),
+    }
+}
+
 impl Conns {
     fn open(
         endpoints: &[(SocketAddr, SocketAddr)],
         tls: Option<&Arc<rustls::ClientConfig>>,
+        ws: bool,
         counters: Arc<StreamCounters>,
     ) -> Result<Conns, String> {
         // SAFETY: plain epoll_create1; the descriptor is closed in Drop.
@@ -191,12 +221,15 @@ impl Conns {
                 None => None,
             };
             let i = set.conns.len();
-            let want_out = tls.is_some();
+            // The upgrade request goes first, as the loop's first write.
+            let mut upgrade = Vec::new();
+            let ws = ws.then(|| WsClient::start(&peer.to_string(), i as u32, &mut upgrade));
+            let want_out = tls.is_some() || ws.is_some();
             epoll_ctl(
                 epoll,
                 libc::EPOLL_CTL_ADD,
                 stream.as_raw_fd(),
-                if tls.is_some() { IN_OUT } else { IN },
+                if want_out { IN_OUT } else { IN },
                 i,
             );
             set.conns.push(Conn {
@@ -210,12 +243,17 @@ impl Conns {
                     max_per_second: u32::MAX,
                 }),
                 tls,
+                ws,
                 pending: Vec::new(),
+                frame_buf: Vec::new(),
                 want_out,
                 queued: false,
                 open: true,
             });
             set.by_local.insert(local, i);
+            if !upgrade.is_empty() && !set.conns[i].write(&upgrade) {
+                return Err(format!("TLS {local}: the upgrade request was refused"));
+            }
             set.counters.connected.fetch_add(1, Ordering::Relaxed);
         }
         Ok(set)
@@ -307,29 +345,44 @@ impl Conns {
             self.counters.unsent.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match &mut c.tls {
-            Some(tls) => {
-                if tls.writer().write_all(msg).is_err() {
-                    self.close(i, true);
-                    return;
-                }
+        let written = match &mut c.ws {
+            Some(ws) => {
+                let mut framed = std::mem::take(&mut c.frame_buf);
+                ws.send(msg, &mut framed);
+                let ok = c.write(&framed);
+                framed.clear();
+                c.frame_buf = framed;
+                ok
             }
-            None => c.pending.extend_from_slice(msg),
+            None => c.write(msg),
+        };
+        if !written {
+            self.close(i, true);
+            return;
         }
         self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
-        if !std::mem::replace(&mut c.queued, true) {
+        self.queue_flush(i);
+    }
+
+    /// Has connection `i` flushed at the end of this turn.
+    fn queue_flush(&mut self, i: usize) {
+        if !std::mem::replace(&mut self.conns[i].queued, true) {
             self.to_flush.push(i);
         }
     }
 
     /// Reads what connection `i` has, frames it and hands each message to `agent`.
     fn read(&mut self, i: usize, clock: &Clock, agent: &mut Agent, buf: &mut [u8]) {
-        let transport = if self.conns[i].tls.is_some() {
-            Transport::Tls
-        } else {
-            Transport::Tcp
+        let c = &self.conns[i];
+        let transport = match (c.tls.is_some(), c.ws.is_some()) {
+            (false, false) => Transport::Tcp,
+            (true, false) => Transport::Tls,
+            (false, true) => Transport::Ws,
+            (true, true) => Transport::Wss,
         }
         .core();
+        // Whether something (the held frames, a pong) waits to be written after this read.
+        let mut answered = false;
         let mut eof = false;
         let mut bad = false;
         {
@@ -355,7 +408,7 @@ impl Conns {
                                         eof = true;
                                         break;
                                     }
-                                    Ok(n) => c.framer.push(&buf[..n]),
+                                    Ok(n) => received(&mut c.ws, &mut c.framer, &buf[..n]),
                                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                                     Err(_) => {
                                         eof = true;
@@ -370,7 +423,7 @@ impl Conns {
                     },
                     None => match c.stream.read(buf) {
                         Ok(0) => eof = true,
-                        Ok(n) => c.framer.push(&buf[..n]),
+                        Ok(n) => received(&mut c.ws, &mut c.framer, &buf[..n]),
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                         Err(_) => eof = true,
@@ -381,7 +434,51 @@ impl Conns {
                 }
             }
             let now = clock.now();
-            loop {
+            while let Some(ws) = &mut c.ws {
+                let mut out = std::mem::take(&mut c.frame_buf);
+                let event = ws.next(&mut out);
+                if let Ok(Some(WsIn::Upgraded)) = event {
+                    out.extend_from_slice(&ws.take_held());
+                }
+                if !out.is_empty() {
+                    answered = true;
+                    if !c.write(&out) {
+                        bad = true;
+                    }
+                }
+                out.clear();
+                c.frame_buf = out;
+                match event {
+                    Ok(Some(WsIn::Message)) => {
+                        self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+                        let bytes = c.ws.as_ref().map_or(&[][..], |ws| ws.message());
+                        agent.handle_datagram(
+                            now,
+                            Datagram {
+                                from: c.peer,
+                                local: c.local,
+                                bytes,
+                                transport,
+                                peer_cert: None,
+                            },
+                        );
+                    }
+                    Ok(Some(WsIn::Upgraded)) => {}
+                    Ok(Some(WsIn::Closed)) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        bad = true;
+                        break;
+                    }
+                }
+                if bad {
+                    break;
+                }
+            }
+            while c.ws.is_none() {
                 match c.framer.next_frame(now) {
                     Ok(Some(Frame::Message(bytes))) => {
                         self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -409,9 +506,13 @@ impl Conns {
         if bad {
             self.close(i, true);
         } else if eof {
+            if answered {
+                // The close's echo goes out before the connection ends.
+                self.flush(i);
+            }
             self.close(i, false);
-        } else if self.conns[i].tls.is_some() {
-            // The session may have handshake records or held messages to send now.
+        } else if self.conns[i].tls.is_some() || answered {
+            // The session may have handshake records, held messages or a pong to send now.
             self.flush(i);
         }
     }
@@ -456,6 +557,7 @@ impl StreamThread {
     pub fn start(
         endpoints: Vec<(SocketAddr, SocketAddr)>,
         tls: Option<Arc<rustls::ClientConfig>>,
+        ws: bool,
         counters: Arc<StreamCounters>,
         pin: Option<usize>,
         make: impl FnOnce(&Clock) -> Agent + Send + 'static,
@@ -469,7 +571,7 @@ impl StreamThread {
                 if let Some(cpu) = pin {
                     core_pin(cpu);
                 }
-                let mut conns = match Conns::open(&endpoints, tls.as_ref(), counters) {
+                let mut conns = match Conns::open(&endpoints, tls.as_ref(), ws, counters) {
                     Ok(c) => {
                         let _ = ready_tx.send(Ok(()));
                         c

@@ -1,6 +1,6 @@
-//! `--transport tcp|tls` against the real sipfork binary: fork3 for a few seconds, every device
-//! and the caller on a TCP (TLS) connection of its own, in a fresh network namespace with only
-//! loopback.
+//! `--transport tcp|tls|ws|wss` against the real sipfork binary: fork3 for a few seconds, every
+//! device and the caller on a TCP (TLS, WebSocket, secure WebSocket) connection of its own, in a
+//! fresh network namespace with only loopback.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,7 +75,7 @@ fn fork3_over(transport: &str) -> Option<RunResult> {
     std::fs::create_dir_all(&dir).unwrap();
     let ns = Netns::new(transport);
     let args = format!("--preset fork3 --extensions 50 --transport {transport}");
-    let (config_args, run_args) = if transport == "tls" {
+    let (config_args, run_args) = if transport == "tls" || transport == "wss" {
         (
             format!("--tls-dir {}", dir.join("tls").display()),
             format!("--tls-ca {}", dir.join("tls/cert.pem").display()),
@@ -154,5 +154,19 @@ fn fork3_over_tcp_against_the_sipfork_binary_fails_no_call() {
 fn fork3_over_tls_against_the_sipfork_binary_fails_no_call() {
     if let Some(r) = fork3_over("tls") {
         assert_eq!(r.scenario.topology.transport, Transport::Tls);
+    }
+}
+
+#[test]
+fn fork3_over_ws_against_the_sipfork_binary_fails_no_call() {
+    if let Some(r) = fork3_over("ws") {
+        assert_eq!(r.scenario.topology.transport, Transport::Ws);
+    }
+}
+
+#[test]
+fn fork3_over_wss_against_the_sipfork_binary_fails_no_call() {
+    if let Some(r) = fork3_over("wss") {
+        assert_eq!(r.scenario.topology.transport, Transport::Wss);
     }
 }

@@ -242,6 +242,7 @@ impl Reloader {
                     .map(|t| crate::engine::stream::TlsRenewal {
                         server: Arc::clone(&t.server),
                         client: t.client.clone(),
+                        names: Arc::new(t.peer_names.clone()),
                     })
             })
             .flatten();

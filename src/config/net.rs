@@ -162,9 +162,12 @@ pub struct NextHop {
     /// listen address); `;transport=tls`: over a TLS connection (needs a `tls:` listen address
     /// and `[tls] peer_ca`); otherwise UDP.
     pub transport: crate::core::transport::Transport,
+    /// The host name the URI gives instead of an IP address (resolved to `addr` when the
+    /// configuration is loaded): over TLS, the name the server's certificate must carry.
+    pub name: Option<String>,
 }
 
-/// Parses `sip:IP[:port][;params]`. Host names are refused: the proxy resolves no DNS.
+/// Parses `sip:HOST[:port][;params]`. A host name is resolved here, once ([`resolve_host`]).
 pub(super) fn parse_next_hop(text: &str) -> Result<NextHop, String> {
     if text
         .get(..5)
@@ -209,19 +212,46 @@ pub(super) fn parse_next_hop(text: &str) -> Result<NextHop, String> {
     }
     let (host, port) = split_host_port(hostport)
         .ok_or_else(|| format!("{text:?}: the port must be a number from 1 to 65535"))?;
-    let ip = parse_host_ip(host.as_bytes()).ok_or_else(|| {
-        format!("{text:?}: the next hop must be an IP address (sipfork does not resolve DNS names)")
-    })?;
+    let port = port.unwrap_or_else(|| {
+        crate::sip::uri::default_port(transport == crate::core::transport::Transport::Tls)
+    });
+    let (ip, name) = match parse_host_ip(host.as_bytes()) {
+        Some(ip) => (ip, None),
+        None => (
+            resolve_host(host).map_err(|why| format!("{text:?}: {why}"))?,
+            Some(host.to_ascii_lowercase()),
+        ),
+    };
     Ok(NextHop {
         uri: text.to_owned(),
-        addr: SocketAddr::new(
-            ip,
-            port.unwrap_or_else(|| {
-                crate::sip::uri::default_port(transport == crate::core::transport::Transport::Tls)
-            }),
-        ),
+        addr: SocketAddr::new(ip, port),
         transport,
+        name,
     })
+}
+
+/// A next hop's host name resolved through the system resolver (A/AAAA: `/etc/hosts`, DNS), at
+/// load and at each reload only — never per request, so a name whose addresses change needs a
+/// reload; no NAPTR/SRV (RFC 3263): the URI's port, or the transport's default, is the port.
+/// The first IPv4 address, else the first IPv6 one.
+fn resolve_host(host: &str) -> Result<IpAddr, String> {
+    // The same rules as a TLS server name (RFC 1123 labels), which it becomes over TLS.
+    if rustls::pki_types::ServerName::try_from(host)
+        .ok()
+        .is_none_or(|n| !matches!(n, rustls::pki_types::ServerName::DnsName(_)))
+    {
+        return Err(format!("{host:?} is neither an IP address nor a host name"));
+    }
+    let found: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+        .map_err(|e| format!("the host name {host:?} does not resolve: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    found
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("the host name {host:?} resolves to no address"))
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`; `None` when a port is present but invalid.
@@ -357,7 +387,10 @@ mod tests {
             "10.0.0.1:5060".parse().unwrap()
         );
         for (bad, why) in [
-            ("sip:gw.example.com", "DNS"),
+            (
+                "sip:gw_example!com",
+                "neither an IP address nor a host name",
+            ),
             ("sips:10.0.0.1", "TLS"),
             ("10.0.0.1:5060", "SIP URI"),
             ("sip:10.0.0.1:0", "port"),
@@ -416,11 +449,34 @@ mod tests {
     }
 
     #[test]
+    fn a_host_name_is_resolved_once_and_kept_as_the_tls_name() {
+        // `localhost` is in every /etc/hosts: no DNS server is asked.
+        let hop = parse_next_hop("sip:LocalHost:5091;transport=tls").unwrap();
+        assert_eq!(
+            hop.addr,
+            SocketAddr::from(([127, 0, 0, 1], 5091)),
+            "IPv4 first"
+        );
+        assert_eq!(hop.name.as_deref(), Some("localhost"));
+        assert_eq!(hop.uri, "sip:LocalHost:5091;transport=tls");
+        // Without a port: the transport's default.
+        let hop = parse_next_hop("sip:localhost;transport=tls").unwrap();
+        assert_eq!(hop.addr.port(), 5061);
+        assert_eq!(parse_next_hop("sip:127.0.0.1:5080").unwrap().name, None);
+        // A host that is no name at all is refused as such, before any resolver is asked (a
+        // name that does not resolve: `tests/e2e/cli.rs`, in a namespace, since the resolver
+        // would ask a DNS server).
+        let e = parse_next_hop("sip:bad_host!:5080").unwrap_err();
+        assert!(e.contains("neither an IP address nor a host name"), "{e}");
+    }
+
+    #[test]
     fn longest_prefix_wins() {
         let hop = |port: u16| NextHop {
             uri: format!("sip:127.0.0.1:{port}"),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             transport: crate::core::transport::Transport::Udp,
+            name: None,
         };
         let route = |prefix: &str, port| Route {
             prefix: prefix.into(),

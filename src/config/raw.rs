@@ -337,6 +337,7 @@ impl FromConfigStr for TrunkAddr {
             uri: format!("sip:{addr}"),
             addr,
             transport: crate::core::transport::Transport::Udp,
+            name: None,
         }))
     }
 }

@@ -7,14 +7,18 @@
 //! `peer_ca` names the roots the servers sipfork connects to over TLS must chain to (TLS out:
 //! `;transport=tls` and `sips:` targets); without it sipfork opens no TLS connection (never an
 //! unverified one). The same `cert`/`key` are presented when such a server asks for a client
-//! certificate (mutual TLS toward trunks).
+//! certificate (mutual TLS toward trunks). A next hop or trunk written with a host name
+//! (`sip:sbc.example.net;transport=tls`) must present a certificate for that name (RFC 5922
+//! §7.2), which is also sent as SNI; one written with an IP address, a certificate for the IP.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use sha2::{Digest, Sha256};
 
@@ -31,6 +35,9 @@ pub struct TlsConfig {
     pub peer_ca: Option<PathBuf>,
     /// The rustls client configuration for TLS out (with `peer_ca`).
     pub client: Option<Arc<rustls::ClientConfig>>,
+    /// The TLS next hops and trunks configured by host name: the name their certificate must
+    /// carry (and the SNI sent). Any other TLS peer is verified against its IP address.
+    pub peer_names: BTreeMap<SocketAddr, ServerName<'static>>,
     /// The rustls server configuration built from them (TLS 1.2 and 1.3, ring provider).
     pub server: Arc<rustls::ServerConfig>,
     /// SHA-256 of the files' contents, so a reload sees a renewed certificate as a change.
@@ -44,6 +51,8 @@ impl fmt::Debug for TlsConfig {
             .field("key", &self.key)
             .field("ca", &self.ca)
             .field("peer_ca", &self.peer_ca)
+            // In the Debug text, which a reload compares: a renamed peer renews the shards'.
+            .field("peer_names", &self.peer_names)
             .field("fingerprint", &hex(&self.fingerprint[..8]))
             .finish_non_exhaustive()
     }
@@ -159,6 +168,7 @@ pub(super) fn load(
         ca,
         peer_ca,
         client,
+        peer_names: BTreeMap::new(),
         server: Arc::new(server),
         fingerprint: h.finalize().into(),
     })
@@ -316,6 +326,26 @@ mod tests {
             ok.route_for(b"0049").unwrap().next_hop.transport,
             crate::core::transport::Transport::Tls
         );
+        assert!(
+            ok.tls.as_ref().unwrap().peer_names.is_empty(),
+            "by IP: no name"
+        );
+        // Written with a host name, the next hop's address verifies that name; changing it (the
+        // route alone) renews the shards' TLS settings on reload.
+        let named = load(
+            &dir,
+            &format!("{with_text}{}", route.replace("127.0.0.1", "localhost")),
+        )
+        .unwrap();
+        let names = &named.tls.as_ref().unwrap().peer_names;
+        let addr: std::net::SocketAddr = "127.0.0.1:5091".parse().unwrap();
+        assert_eq!(
+            names.get(&addr),
+            Some(&rustls::pki_types::ServerName::try_from("localhost").unwrap())
+        );
+        assert!(crate::app::reload::diff(&ok, &named)
+            .applied
+            .contains(&"tls"));
         // A bad peer_ca names its key.
         for bad in ["missing.pem", "key.pem"] {
             match load(&dir, &format!("{text}peer_ca = \"{bad}\"\n")) {

@@ -20,6 +20,7 @@ use super::{
     MIN_ADMIN_TOKEN,
 };
 use crate::core::registrar::digest::Algorithm;
+use crate::core::transport::Transport;
 
 /// Builds [`ConfigError::Invalid`] for a key path, finding its line.
 struct Errors<'a> {
@@ -166,7 +167,9 @@ fn check_trunk_transport(
 fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     let server = build_server(raw.server, e, &mut warnings)?;
-    let tls = build_tls(raw.tls, &server, e, &mut warnings)?;
+    let mut tls = build_tls(raw.tls, &server, e, &mut warnings)?;
+    // TLS peers written with a host name: (key, address, name).
+    let mut tls_names: Vec<(String, SocketAddr, String)> = Vec::new();
     let tcp = super::listen::build_tcp(&raw.tcp).map_err(|(key, why)| e.at(key, why))?;
     let websocket =
         super::websocket::build(raw.websocket, &tcp).map_err(|(key, why)| e.at(key, why))?;
@@ -224,8 +227,14 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let mut trunk_certificates = Vec::new();
     for (i, mut table) in raw.extensions.into_iter().enumerate() {
         let cert_names = table.trunk_certificate.take();
-        let (table, ranges) =
-            build_extension_table(i, table, &auth, &tenancy, &device_classes, e, &mut warnings)?;
+        let (table, ranges) = build_extension_table(
+            i,
+            table,
+            (&auth, &tenancy, &device_classes),
+            e,
+            &mut warnings,
+            &mut tls_names,
+        )?;
         if let Some(names) = cert_names {
             let number = ranges.first().map(|r| r.to_string().into_bytes());
             let number = number.as_deref().filter(|_| !table.trunk.is_empty());
@@ -322,8 +331,15 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     // A next hop over TLS needs a tls: listener (its Record-Route entry names it) and
     // [tls] peer_ca (TLS out is never unverified); over TCP a tcp: listener. As for trunks.
     for (i, r) in raw.routes.iter().enumerate() {
-        check_trunk_transport(&server, tls.as_ref(), r.next_hop.0.transport)
+        let hop = &r.next_hop.0;
+        check_trunk_transport(&server, tls.as_ref(), hop.transport)
             .map_err(|why| e.at(&format!("routes[{i}].next_hop"), why))?;
+        if let (Some(name), Transport::Tls) = (&hop.name, hop.transport) {
+            tls_names.push((format!("routes[{i}].next_hop"), hop.addr, name.clone()));
+        }
+    }
+    if let Some(tls) = tls.as_mut() {
+        tls.peer_names = tls_peer_names(tls_names, e)?;
     }
     let routes: Vec<Route> = raw
         .routes
@@ -841,14 +857,44 @@ fn build_proxy(p: raw::RawProxy, e: &Errors<'_>) -> Result<ProxyConfig, ConfigEr
     })
 }
 
+/// One verified name per TLS peer address: a connection to an address is checked against one
+/// certificate name, so two names for one address cannot both hold.
+fn tls_peer_names(
+    names: Vec<(String, SocketAddr, String)>,
+    e: &Errors<'_>,
+) -> Result<
+    std::collections::BTreeMap<SocketAddr, rustls::pki_types::ServerName<'static>>,
+    ConfigError,
+> {
+    let mut map = std::collections::BTreeMap::new();
+    let mut named: std::collections::BTreeMap<SocketAddr, String> = Default::default();
+    for (key, addr, name) in names {
+        match named.get(&addr) {
+            Some(other) if *other != name => {
+                return Err(e.at(
+                    &key,
+                    format!("{name:?} resolves to {addr}, which is also {other:?}: a TLS peer address has one certificate name"),
+                ))
+            }
+            Some(_) => continue,
+            None => {}
+        }
+        // Checked as a server name when the URI was parsed.
+        let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+            .map_err(|why| e.at(&key, format!("{name:?}: {why}")))?;
+        map.insert(addr, server_name);
+        named.insert(addr, name);
+    }
+    Ok(map)
+}
+
 fn build_extension_table(
     i: usize,
     t: raw::RawExtensions,
-    auth: &AuthConfig,
-    tenancy: &Tenancy,
-    device_classes: &DeviceClasses,
+    (auth, tenancy, device_classes): (&AuthConfig, &Tenancy, &DeviceClasses),
     e: &Errors<'_>,
     warnings: &mut Vec<String>,
+    tls_names: &mut Vec<(String, SocketAddr, String)>,
 ) -> Result<(ExtensionTable, Vec<NumberRange>), ConfigError> {
     let key = |name: &str| format!("extensions[{i}].{name}");
     let ranges = t.numbers.0;
@@ -893,6 +939,11 @@ fn build_extension_table(
         .trunk
         .map(|l| l.0.into_iter().map(|a| a.0 .0).collect())
         .unwrap_or_default();
+    for h in &hops {
+        if let (Some(name), Transport::Tls) = (&h.name, h.transport) {
+            tls_names.push((key("trunk"), h.addr, name.clone()));
+        }
+    }
     let trunk: Vec<SocketAddr> = hops.iter().map(|h| h.addr).collect();
     let trunk_transports = hops.iter().map(|h| h.transport).collect();
     if !trunk.is_empty() && count != 1 {
@@ -983,4 +1034,48 @@ fn build_extension_table(
             .collect::<Result<_, ConfigError>>()?,
     };
     Ok((table, ranges))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_peer_address_has_one_certificate_name() {
+        let locator = Locator::new("");
+        let e = Errors {
+            locator: &locator,
+            file: None,
+        };
+        let addr: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:5062".parse().unwrap();
+        let entry = |key: &str, addr, name: &str| (key.to_owned(), addr, name.to_owned());
+        // The same name twice (a trunk and a route to one SBC), and another address: kept.
+        let map = tls_peer_names(
+            vec![
+                entry("routes[0].next_hop", addr, "sbc.example.net"),
+                entry("extensions[0].trunk", addr, "sbc.example.net"),
+                entry("routes[1].next_hop", other, "sbc2.example.net"),
+            ],
+            &e,
+        )
+        .unwrap();
+        assert_eq!(map.len(), 2);
+        assert_eq!(
+            map[&addr],
+            rustls::pki_types::ServerName::try_from("sbc.example.net").unwrap()
+        );
+        // Two names for one address: refused, naming the second entry.
+        let err = tls_peer_names(
+            vec![
+                entry("routes[0].next_hop", addr, "sbc.example.net"),
+                entry("routes[1].next_hop", addr, "other.example.net"),
+            ],
+            &e,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("routes[1].next_hop"), "{err}");
+        assert!(err.contains("one certificate name"), "{err}");
+    }
 }

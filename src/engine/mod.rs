@@ -78,6 +78,9 @@ pub struct EngineConfig {
     pub stream_options: stream::StreamOptions,
     /// The client configuration of TLS connections the shards open (`[tls] peer_ca`).
     pub stream_tls_client: Option<Arc<rustls::ClientConfig>>,
+    /// The server name a TLS connection to each of these addresses verifies (and sends as
+    /// SNI); any other address is verified as an IP address (`TlsConfig::peer_names`).
+    pub stream_tls_names: stream::TlsPeerNames,
 }
 
 impl EngineConfig {
@@ -98,6 +101,7 @@ impl EngineConfig {
             stream_ws: Vec::new(),
             stream_options: stream::StreamOptions::default(),
             stream_tls_client: None,
+            stream_tls_names: stream::TlsPeerNames::default(),
         }
     }
 }
@@ -306,6 +310,7 @@ where
             .collect();
         let stream_options = config.stream_options;
         let tls_client = config.stream_tls_client.clone();
+        let tls_names = config.stream_tls_names.clone();
         let stream_ws = config.stream_ws.clone();
         let flow_owners = flow_owners.clone();
         let spawned = std::thread::Builder::new()
@@ -327,6 +332,7 @@ where
                     match stream::Streams::new(shard_streams, stream_options) {
                         Ok(mut s) => {
                             s.set_tls_client(tls_client);
+                            s.set_tls_peer_names(tls_names);
                             s.set_websocket(stream_ws);
                             if let Some(owners) = flow_owners {
                                 s.share_owners(owners, id);

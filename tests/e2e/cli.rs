@@ -137,3 +137,37 @@ fn licensing_and_tenant_views() {
     assert_eq!(one["public_calls"], 0);
     assert_eq!(app.get("/tenants/nobody").unwrap().0, 404);
 }
+
+/// A next hop or trunk may be written with a host name, resolved when the configuration is
+/// loaded: `localhost` (from /etc/hosts) passes; a name that does not resolve is refused with the
+/// key and the reason. Inside a fresh namespace with only loopback, so the resolver's query for
+/// the unknown name cannot leave the box.
+#[test]
+fn next_hop_host_names_resolve_at_load_or_the_config_is_refused() {
+    if !crate::netns::inside() {
+        crate::netns::run_inside(
+            "dns",
+            "cli::next_hop_host_names_resolve_at_load_or_the_config_is_refused",
+            &[],
+        );
+        return;
+    }
+    let dir = Scratch::new("host-names");
+    let config = |host: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:5060\"\n[auth]\nmode = \"none\"\n\
+             [[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{host}:5080\"\n\
+             [[extensions]]\nnumbers = \"2000\"\ntrunk = [\"sip:{host}:5090\"]\n"
+        )
+    };
+    let good = dir.0.join("localhost.toml");
+    std::fs::write(&good, config("localhost")).unwrap();
+    let (code, out, err) = run_cli(&["check-config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let bad = dir.0.join("unknown.toml");
+    std::fs::write(&bad, config("sbc.sipfork-test.invalid")).unwrap();
+    let (code, out, err) = run_cli(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("routes[0].next_hop"), "{err}");
+    assert!(err.contains("does not resolve"), "{err}");
+}

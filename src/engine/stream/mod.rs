@@ -312,9 +312,16 @@ pub struct Streams {
     /// The client configuration of TLS connections this shard opens (`[tls] peer_ca`); `None`:
     /// none is opened.
     tls_client: Option<Arc<rustls::ClientConfig>>,
+    /// The names TLS connections to these addresses verify ([`TlsPeerNames`]).
+    tls_names: TlsPeerNames,
     /// For each listener (by index): the WebSocket settings when it serves WebSocket.
     websocket: Vec<Option<Arc<crate::core::transport::ws::WsSettings>>>,
 }
+
+/// The server name a TLS connection this shard opens to each address must verify (a next hop or
+/// trunk configured by host name; also sent as SNI). Any other address: its IP address.
+pub type TlsPeerNames =
+    Arc<std::collections::BTreeMap<SocketAddr, rustls::pki_types::ServerName<'static>>>;
 
 /// A reload's new `[tls]` for the shards: the listeners' server configuration and the client
 /// configuration of the TLS connections they open.
@@ -324,6 +331,8 @@ pub struct TlsRenewal {
     pub server: Arc<rustls::ServerConfig>,
     /// For TLS connections opened from now on (`None`: no more TLS out).
     pub client: Option<Arc<rustls::ClientConfig>>,
+    /// The names those connections verify.
+    pub names: TlsPeerNames,
 }
 
 impl std::fmt::Debug for Streams {
@@ -383,6 +392,7 @@ impl Streams {
             outbound: 0,
             now: Instant::ZERO,
             tls_client: None,
+            tls_names: TlsPeerNames::default(),
             websocket: Vec::new(),
         })
     }
@@ -399,6 +409,12 @@ impl Streams {
     /// certificate with `config`; `None`: no TLS connection is opened (a TLS transmit fails).
     pub fn set_tls_client(&mut self, config: Option<Arc<rustls::ClientConfig>>) {
         self.tls_client = config;
+    }
+
+    /// TLS connections this shard opens from now on to an address of `names` verify (and send
+    /// as SNI) its name instead of the IP address.
+    pub fn set_tls_peer_names(&mut self, names: TlsPeerNames) {
+        self.tls_names = names;
     }
 
     /// Marks listeners (by index, as given to [`Streams::new`]) that serve WebSocket (RFC 7118):
@@ -422,6 +438,7 @@ impl Streams {
             *tls = Arc::clone(&renewal.server);
         }
         self.tls_client = renewal.client;
+        self.tls_names = renewal.names;
     }
 
     /// The connections closed since the last call, with their transports (the engine tells
@@ -771,8 +788,9 @@ impl Streams {
     }
 
     /// Opens a connection to `peer` for a transmit the core marked (TCP, or TLS with a client
-    /// configuration: a rustls client session whose server name is `peer`'s IP address, so the
-    /// server's certificate must carry that IP address): non-blocking, entered in the owners
+    /// configuration: a rustls client session whose server name is the host name `peer` was
+    /// configured with, else `peer`'s IP address, which the server's certificate must carry):
+    /// non-blocking, entered in the owners
     /// table like an accepted one, its writes queued until it is up (with TLS: encrypted once
     /// the handshake is done). `None` when it could not even start (over `max_outbound`, no TLS
     /// client configuration, or the socket calls failed): the failure is reported.
@@ -780,7 +798,10 @@ impl Streams {
         let tls = match (transport, &self.tls_client) {
             (Transport::Tcp, _) => None,
             (Transport::Tls, Some(config)) => {
-                let name = rustls::pki_types::ServerName::IpAddress(peer.ip().into());
+                let name =
+                    self.tls_names.get(&peer).cloned().unwrap_or_else(|| {
+                        rustls::pki_types::ServerName::IpAddress(peer.ip().into())
+                    });
                 rustls::ClientConnection::new(Arc::clone(config), name)
                     .ok()
                     .map(|c| Box::new(rustls::Connection::Client(c)))

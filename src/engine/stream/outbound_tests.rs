@@ -334,6 +334,14 @@ fn cert_for(ip: &str) -> Cert {
 /// The rustls client configuration `[tls]` builds with `cert`/`key` = `ours` and `peer_ca` =
 /// `trusted` (through the configuration loader, as the binary does).
 fn client_config(name: &str, ours: &Cert, trusted: &Cert) -> Arc<rustls::ClientConfig> {
+    configured(name, ours, trusted, "")
+        .stream_tls_client
+        .expect("a client configuration")
+}
+
+/// The engine settings of a configuration with `[tls]` as [`client_config`]'s and `more`
+/// (routes, trunks) after it.
+fn configured(name: &str, ours: &Cert, trusted: &Cert, more: &str) -> EngineConfig {
     let dir = std::env::temp_dir().join(format!("sipfork-tls-out-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cert.pem"), &ours.pem).unwrap();
@@ -341,14 +349,13 @@ fn client_config(name: &str, ours: &Cert, trusted: &Cert) -> Arc<rustls::ClientC
     std::fs::write(dir.join("peer.pem"), &trusted.pem).unwrap();
     let toml = format!(
         "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n[auth]\nmode = \"none\"\n\
-         [tls]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\npeer_ca = \"{0}/peer.pem\"\n",
+         [tls]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\npeer_ca = \"{0}/peer.pem\"\n{more}",
         dir.display()
     );
     let cfg = crate::config::Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}"));
     std::fs::remove_dir_all(&dir).unwrap();
-    let tls = cfg.tls.expect("[tls]");
-    assert!(tls.connects());
-    tls.client.clone().expect("a client configuration")
+    assert!(cfg.tls.as_ref().expect("[tls]").connects());
+    crate::app::engine_config(&cfg)
 }
 
 fn start_tls_dialer(
@@ -591,5 +598,64 @@ fn a_tls_transmit_never_takes_a_plain_connection_to_its_address() {
             "{kind:?} {shards}: the plain peer was written to"
         );
         engine.shutdown().unwrap();
+    }
+}
+
+/// A TLS next hop configured by host name (`sip:localhost:PORT;transport=tls`) is verified
+/// against that name, which is sent as SNI: a certificate naming only `localhost` (no IP
+/// address) passes. Written by IP address, the same certificate fails and nothing is sent.
+#[test]
+fn a_next_hop_named_by_host_verifies_that_name_and_sends_it_as_sni() {
+    let ours = cert_for("127.0.0.1");
+    let theirs = cert_for("localhost");
+    for (kind, shards) in [(IoKind::Mmsg, 1), (IoKind::Mmsg, 2), (IoKind::Uring, 2)] {
+        for by_name in [true, false] {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let target = listener.local_addr().unwrap();
+            let host = if by_name { "localhost" } else { "127.0.0.1" };
+            let route = format!(
+                "[[routes]]\nprefix = \"\"\nnext_hop = \"sip:{host}:{};transport=tls\"\n",
+                target.port()
+            );
+            let from_config = configured("named", &ours, &theirs, &route);
+            assert_eq!(from_config.stream_tls_names.len(), usize::from(by_name));
+            let cfg = EngineConfig {
+                io: kind,
+                pinning: Pinning::Off,
+                stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
+                ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), shards)
+            };
+            let cfg = EngineConfig {
+                stream_tls_client: from_config.stream_tls_client,
+                stream_tls_names: from_config.stream_tls_names,
+                ..cfg
+            };
+            let Some((engine, seen)) = launch(cfg, target, true, Transport::Tls) else {
+                continue;
+            };
+            poke(&engine, 1);
+            let (sock, _) = listener.accept().unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let session = rustls::ServerConnection::new(server_config(&theirs, None)).unwrap();
+            let mut tls = rustls::StreamOwned::new(session, sock);
+            let mut got = vec![0u8; MSG.len()];
+            let read = tls.read_exact(&mut got);
+            if by_name {
+                read.unwrap();
+                assert_eq!(got, MSG, "{kind:?}");
+                assert_eq!(tls.conn.server_name(), Some("localhost"), "{kind:?}");
+                assert!(seen.lock().unwrap().failed.is_empty());
+            } else {
+                assert!(
+                    read.is_err(),
+                    "{kind:?}: verified against an IP it does not name"
+                );
+                wait_until("the failure reports", || {
+                    seen.lock().unwrap().failed.len() == usize::from(shards)
+                });
+                assert_eq!(total(&engine, |s| s.closed_tls), 1, "{kind:?}");
+            }
+            engine.shutdown().unwrap();
+        }
     }
 }
