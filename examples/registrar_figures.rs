@@ -176,6 +176,7 @@ fn handle_quiet(core: &mut Core, from: SocketAddr, bytes: &[u8]) {
             local: "127.0.0.1:5060".parse().expect("address"),
             bytes,
             transport: sipfork::core::transport::Transport::Udp,
+            peer_cert: None,
         },
     );
     core.drain_persist(|_| {});
@@ -190,6 +191,7 @@ fn handle(core: &mut Core, from: SocketAddr, bytes: &[u8]) -> u16 {
             local: "127.0.0.1:5060".parse().expect("address"),
             bytes,
             transport: sipfork::core::transport::Transport::Udp,
+            peer_cert: None,
         },
     );
     core.drain_persist(|_| {});
@@ -297,6 +299,7 @@ fn timing(digest: bool) {
                     local: "127.0.0.1:5060".parse().expect("address"),
                     bytes: &buf,
                     transport: sipfork::core::transport::Transport::Udp,
+                    peer_cert: None,
                 },
             );
             let out = core.outbox();

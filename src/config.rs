@@ -32,6 +32,7 @@ mod raw;
 mod summary;
 pub mod tenancy;
 pub mod tls;
+mod trunk_cert;
 mod validate;
 pub mod websocket;
 
@@ -370,6 +371,8 @@ pub struct Config {
         crate::core::transport::Transport,
         Vec<u8>,
     )>,
+    /// `trunk_certificate` names and the trunk number each identifies (`trunk_cert`).
+    trunk_certificates: trunk_cert::TrunkNames,
     dids: Vec<DidRange>,
     followme: std::collections::HashMap<Vec<u8>, followme::FollowMe>,
     /// `[[device_classes]]`.
@@ -456,20 +459,14 @@ impl Config {
     /// UDP datagram with its source address proves nothing); one configured for UDP is one
     /// over any transport (RFC 3261 §18.1.1 sends a large request over TCP, and a connection
     /// proves its source address better than a datagram does).
+    /// A trunk with `trunk_certificate` is recognised only by its certificate
+    /// ([`Config::trunk_of`], which this is without one).
     pub fn trunk_at(
         &self,
         source: std::net::SocketAddr,
         arrival: crate::core::transport::Transport,
     ) -> Option<&[u8]> {
-        if self.trunks.is_empty() {
-            return None;
-        }
-        self.trunks
-            .iter()
-            .find(|(a, t, _)| {
-                *a == source && (*t == arrival || *t == crate::core::transport::Transport::Udp)
-            })
-            .map(|(.., n)| n.as_slice())
+        self.trunk_of(source, arrival, None)
     }
 
     /// The policy of a provisioned number (the user part of a request URI), or `None`.
@@ -572,7 +569,10 @@ impl Config {
             ("extensions", format!("{:?}", self.extensions)),
             (
                 "trunks and dids",
-                format!("{:?}{:?}", self.trunks, self.dids),
+                format!(
+                    "{:?}{:?}{:?}",
+                    self.trunks, self.dids, self.trunk_certificates
+                ),
             ),
             ("followme", format!("{:?}", sorted_debug(&self.followme))),
             ("trusted", format!("{:?}", self.trusted)),

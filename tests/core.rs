@@ -18,6 +18,8 @@
 //! - `websocket`: browsers registered over WS/WSS flows reached only over them, the `web`
 //!   class, and attacks naming `;transport=ws` (issue 16 point 6).
 //! - `ws_fuzz`: the `ws_framer` fuzz target on its committed seeds and proptest input.
+//! - `trunk_certificate`: a trunk recognised by its TLS client certificate from any address,
+//!   and not by its address alone (issue 16 point 1).
 //! - `transport`: bindings over TCP/TLS flows, the Via transport toward a flow, closed flows
 //!   (480), requests too large for UDP (513) on virtual time (issue 16).
 //! - `outbound`: connections sipfork opens to `;transport=tcp` devices and next hops, connect
@@ -75,6 +77,8 @@ mod sequences;
 mod sips;
 #[path = "core/transport.rs"]
 mod transport;
+#[path = "core/trunk_certificate.rs"]
+mod trunk_certificate;
 #[path = "core/vectors.rs"]
 mod vectors;
 #[path = "core/websocket.rs"]

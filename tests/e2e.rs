@@ -41,6 +41,8 @@
 //! - `tls`: a rustls client registering over TLS and forked to beside a UDP device; a renewed
 //!   certificate reaching new connections on SIGHUP while the open one keeps its session; a
 //!   broken renewal refused.
+//! - `tls_trunk`: a trunk recognised by its TLS client certificate (issue 16 point 1): its
+//!   certificate from any address calls out as the trunk, none gets 407, another CA's is refused.
 //! - `websocket`: browser-like WebSocket clients (tungstenite) registered over `ws:` and `wss:`
 //!   beside a UDP device; a UDP caller rings all three, the WS one answers (ACK and BYE over
 //!   its WebSocket), the others get their CANCEL (in a network namespace of its own).
@@ -96,6 +98,8 @@ mod websocket;
 mod tls;
 #[path = "e2e/tls_out.rs"]
 mod tls_out;
+#[path = "e2e/tls_trunk.rs"]
+mod tls_trunk;
 #[path = "../loadtest/tests/common/netns.rs"]
 #[allow(dead_code)]
 mod veth;

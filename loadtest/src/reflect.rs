@@ -197,6 +197,7 @@ mod tests {
             local: from,
             bytes: &hinted,
             transport: sipfork::core::transport::Transport::Udp,
+            peer_cert: None,
         };
         r.handle_datagram(Instant::ZERO, d);
         let out: Vec<(SocketAddr, Vec<u8>)> =
@@ -219,6 +220,7 @@ mod tests {
                 local: from,
                 bytes: msg,
                 transport: sipfork::core::transport::Transport::Udp,
+                peer_cert: None,
             },
         );
         assert_eq!(r.stats.without_hint, 1);

@@ -365,6 +365,7 @@ impl Sim {
                 local: self.proxy_addr,
                 bytes: &f.bytes,
                 transport: sipfork::core::transport::Transport::Udp,
+                peer_cert: None,
             };
             match &mut self.proxy {
                 Proxy::Sipfork(cores) => {
@@ -398,6 +399,7 @@ impl Sim {
                 local: f.to,
                 bytes: &f.bytes,
                 transport: sipfork::core::transport::Transport::Udp,
+                peer_cert: None,
             };
             self.agents[i].handle_datagram(self.now, d);
             self.flush_agent(i);

@@ -459,6 +459,7 @@ impl Conns {
                                 local: c.local,
                                 bytes,
                                 transport,
+                                peer_cert: None,
                             },
                         );
                     }
@@ -488,6 +489,7 @@ impl Conns {
                                 local: c.local,
                                 bytes,
                                 transport,
+                                peer_cert: None,
                             },
                         );
                     }

@@ -227,6 +227,7 @@ pub(super) struct RawExtensions {
     pub single_answer: Option<bool>,
     pub tenant: Option<String>,
     pub trunk: Option<OneOrMany<Parsed<TrunkAddr>>>,
+    pub trunk_certificate: Option<OneOrMany<String>>,
     pub max_outgoing_calls: Option<u32>,
     pub all_busy: Option<bool>,
     pub classes: Option<std::collections::BTreeMap<String, u32>>,

@@ -224,7 +224,9 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
 
     let mut tables = Vec::with_capacity(raw.extensions.len());
     let mut trunks: Vec<(SocketAddr, crate::core::transport::Transport, Vec<u8>)> = Vec::new();
-    for (i, table) in raw.extensions.into_iter().enumerate() {
+    let mut trunk_certificates = Vec::new();
+    for (i, mut table) in raw.extensions.into_iter().enumerate() {
+        let cert_names = table.trunk_certificate.take();
         let (table, ranges) = build_extension_table(
             i,
             table,
@@ -233,6 +235,19 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
             &mut warnings,
             &mut tls_names,
         )?;
+        if let Some(names) = cert_names {
+            let number = ranges.first().map(|r| r.to_string().into_bytes());
+            let number = number.as_deref().filter(|_| !table.trunk.is_empty());
+            super::trunk_cert::add(
+                i,
+                names.0,
+                number,
+                &server,
+                tls.as_ref(),
+                &mut trunk_certificates,
+            )
+            .map_err(|(key, why)| e.at(&key, why))?;
+        }
         for (addr, transport) in table.trunk.iter().zip(&table.trunk_transports) {
             check_trunk_transport(&server, tls.as_ref(), *transport)
                 .map_err(|why| e.at(&format!("extensions[{i}].trunk"), why))?;
@@ -423,6 +438,7 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
         )),
         tenancy,
         trunks,
+        trunk_certificates,
         dids,
         followme,
         device_classes,

@@ -22,6 +22,9 @@ pub struct Datagram<'a> {
     pub bytes: &'a [u8],
     /// What it came on: [`Transport::Udp`], or the stream whose peer is `from`.
     pub transport: Transport,
+    /// Over TLS (or WSS): the names of the client certificate the connection's peer presented
+    /// and the listener verified (`None` for every other message).
+    pub peer_cert: Option<&'a crate::core::transport::peer_cert::PeerCert>,
 }
 
 impl<'a> Datagram<'a> {
@@ -32,6 +35,7 @@ impl<'a> Datagram<'a> {
             local,
             bytes,
             transport: Transport::Udp,
+            peer_cert: None,
         }
     }
 }

@@ -589,7 +589,7 @@ impl Core {
             && !self
                 .overload
                 .source_within_rate(&self.cfg.overload, now, d.from.ip())
-            && !overload::exempt_source(&self.cfg, self.env.local, d.from, d.transport, d.bytes)
+            && !overload::exempt_source(&self.cfg, self.env.local, &d)
         {
             self.overload.count_rate_limited();
             return Inbound::Handled;
@@ -610,7 +610,7 @@ impl Core {
         if msg.is_request() {
             self.metrics.requests += 1;
             match sip::check_request(&msg) {
-                Ok(e) => self.handle_request(now, &msg, &e, d.from),
+                Ok(e) => self.handle_request(now, &msg, &e, d.from, d.peer_cert),
                 // An ACK is never answered (RFC 3261 §17.2.1): a broken one is only counted.
                 Err(_) if msg.method() == Some(Method::Ack) => self.refuse(Refusal::InvalidRequest),
                 Err(err) => {
@@ -695,6 +695,7 @@ impl Core {
         msg: &Message<'_>,
         e: &Essentials<'_>,
         from: SocketAddr,
+        cert: Option<&transport::peer_cert::PeerCert>,
     ) {
         let drain = self.drain;
         // Shedding (`overload`): decided before any handler runs; a new INVITE is refused where
@@ -805,8 +806,9 @@ impl Core {
         };
         let trusted = trusted || from_cluster;
         let resolved = resolve(&cx, e);
-        // A trunk (a PBX at a static address) is authenticated by that address.
-        let trunk = cx.cfg.trunk_at(from, cx.arrival);
+        // A trunk (a PBX at a static address) is authenticated by that address, or by its
+        // TLS client certificate (`trunk_certificate`).
+        let trunk = cx.cfg.trunk_of(from, cx.arrival, cert.map(|c| &**c));
         // Identity rows to add toward a trusted next hop (RFC 3325).
         let mut asserted = Vec::new();
         // Who places the call: its number when it is one of ours.

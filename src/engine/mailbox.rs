@@ -116,6 +116,9 @@ pub struct Letter {
     pub bytes: Vec<u8>,
     /// What the letter carries.
     pub kind: LetterKind,
+    /// An inbound message's verified client certificate names (`Datagram::peer_cert`): a
+    /// shared handle, not a copy.
+    pub peer_cert: Option<crate::core::transport::peer_cert::PeerCert>,
 }
 
 /// What a [`Letter`] carries.
@@ -146,6 +149,7 @@ impl Letter {
                 LetterKind::Inbound(t) | LetterKind::FlowClosed(t) | LetterKind::FlowFailed(t) => t,
                 LetterKind::Transmit | LetterKind::Note(_) => Transport::Udp,
             },
+            peer_cert: self.peer_cert.as_ref(),
         }
     }
 }
@@ -292,13 +296,12 @@ impl Mailbox {
     /// batch of hand-offs costs at most one eventfd write per target. Returns false (and counts
     /// the drop) when the ring is full or `to` is not another shard.
     pub fn send(&mut self, to: ShardId, d: Datagram<'_>) -> bool {
-        self.post(
-            to,
-            LetterKind::Inbound(d.transport),
-            d.from,
-            d.local,
-            d.bytes,
-        )
+        let kind = LetterKind::Inbound(d.transport);
+        let Some((to, mut letter)) = self.letter(to, kind, d.from, d.local, d.bytes) else {
+            return false;
+        };
+        letter.peer_cert = d.peer_cert.cloned();
+        self.push_or_drop(to, letter)
     }
 
     /// Copies a core-to-core note (`Core::drain_shard_notes`) onto the ring towards `to`. A
@@ -322,6 +325,11 @@ impl Mailbox {
         let Some((to, letter)) = self.letter(to, kind, peer, local, payload) else {
             return false;
         };
+        self.push_or_drop(to, letter)
+    }
+
+    /// Pushes `letter` towards `to`; a full ring drops it (counted).
+    fn push_or_drop(&mut self, to: usize, letter: Letter) -> bool {
         match self.push(to, letter) {
             Ok(()) => true,
             Err(letter) => {
@@ -386,6 +394,7 @@ impl Mailbox {
             local,
             bytes,
             kind,
+            peer_cert: None,
         };
         Some((to, letter))
     }
@@ -503,6 +512,7 @@ mod tests {
             local: "127.0.0.1:2".parse().unwrap(),
             bytes,
             transport: crate::core::transport::Transport::Udp,
+            peer_cert: None,
         }
     }
 

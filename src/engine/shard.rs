@@ -270,6 +270,7 @@ pub fn run<H: Handler>(mut handler: H, parts: ShardParts<H>) -> H {
                 local: d.local,
                 bytes: d.bytes,
                 transport: crate::core::transport::Transport::Udp,
+                peer_cert: None,
             };
             if d.truncated {
                 return handler.handle_oversize(now, datagram);

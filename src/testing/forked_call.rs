@@ -236,6 +236,7 @@ impl ForkedCall {
             } else {
                 self.devices_over
             },
+            peer_cert: None,
         };
         let inbound = obs.around(now, Some((from, bytes)), || core.handle_datagram(now, d));
         assert_eq!(inbound, Inbound::Handled, "one shard handles everything");

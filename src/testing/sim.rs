@@ -131,6 +131,9 @@ pub struct World {
     pub cdrs: Vec<crate::core::cdr::Cdr>,
     /// Phones connected over TCP or TLS ([`World::connect`]): what their messages arrive on.
     streams: std::collections::HashMap<SocketAddr, Transport>,
+    /// The verified client certificate names of a phone's TLS connection
+    /// ([`World::connect_with_certificate`]).
+    certs: std::collections::HashMap<SocketAddr, crate::core::transport::peer_cert::PeerCert>,
     /// Every connection a core asked the engine to open (`Transmit::connect`), in order: the
     /// destination and transport. A phone at the destination accepts it (its messages then
     /// arrive over it); any other destination refuses it (the core is told at once, as the
@@ -204,6 +207,7 @@ impl World {
             max_datagram: crate::engine::io::IoOptions::default().max_datagram,
             cdrs: Vec::new(),
             streams: std::collections::HashMap::new(),
+            certs: std::collections::HashMap::new(),
             connects: Vec::new(),
             connect_silent: Vec::new(),
             connect_refused: Vec::new(),
@@ -396,6 +400,7 @@ impl World {
                     local: self.proxy,
                     bytes: &bytes[..self.max_datagram],
                     transport: Transport::Udp,
+                    peer_cert: None,
                 };
                 self.cores[shard].handle_oversize(self.now, d);
                 self.flush_core(shard);
@@ -408,6 +413,7 @@ impl World {
                     local: self.proxy,
                     bytes,
                     transport,
+                    peer_cert: self.certs.get(&from),
                 };
                 match self.cores[shard].handle_datagram(self.now, d) {
                     Inbound::Handled => break,
@@ -615,10 +621,23 @@ impl World {
         self.streams.insert(self.phones[id.0].addr, transport);
     }
 
+    /// As [`World::connect`], over a connection whose peer presented a client certificate
+    /// with SAN dNSNames `names` that the listener verified (the engine's `client_cert`).
+    pub fn connect_with_certificate(&mut self, id: PhoneId, transport: Transport, names: &[&str]) {
+        let names = crate::core::transport::peer_cert::CertNames::from_certificate(
+            names.iter().copied(),
+            [],
+            Vec::new,
+        );
+        self.certs.insert(self.phones[id.0].addr, Arc::new(names));
+        self.connect(id, transport);
+    }
+
     /// Phone `id`'s connection closes: every core is told, as the engine tells every shard;
     /// the phone's later messages arrive over UDP until it connects again.
     pub fn close_flow(&mut self, id: PhoneId) {
         let peer = self.phones[id.0].addr;
+        self.certs.remove(&peer);
         if let Some(transport) = self.streams.remove(&peer) {
             for core in &mut self.cores {
                 core.flow_closed(self.now, peer, transport);

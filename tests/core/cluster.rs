@@ -223,6 +223,7 @@ impl Net {
                         local: to,
                         bytes: &bytes,
                         transport: sipfork::core::transport::Transport::Udp,
+                        peer_cert: None,
                     },
                 );
                 assert!(matches!(r, Inbound::Handled));

@@ -107,6 +107,7 @@ impl Bench {
             local: addr("127.0.0.1:5060"),
             bytes,
             transport: sipfork::core::transport::Transport::Udp,
+            peer_cert: None,
         };
         assert_eq!(self.core.handle_datagram(self.now, d), Inbound::Handled);
     }
@@ -1956,6 +1957,7 @@ fn restore_keeps_a_flow_binding_at_its_connection_address() {
         local: addr("127.0.0.1:5060"),
         bytes: bytes.as_bytes(),
         transport: sipfork::core::transport::Transport::Tcp,
+        peer_cert: None,
     };
     assert_eq!(b.core.handle_datagram(b.now, d), Inbound::Handled);
     b.drain_persist();

@@ -132,6 +132,7 @@ impl Edge {
                 local: addr("127.0.0.1:5060"),
                 bytes,
                 transport: sipfork::core::transport::Transport::Udp,
+                peer_cert: None,
             };
             let r = self.cores[shard].handle_datagram(self.now, d);
             out.extend(self.flush(shard));

@@ -367,17 +367,14 @@ pub fn mark_response(cx: &mut Cx<'_>, bytes: &mut Vec<u8>) {
 /// Whether a datagram from `from` is exempt from the per-source limit once over it: sipfork
 /// itself and the host's own loopback addresses (local tools, the load harness), trusted peers, trunks and route next hops, and requests to an emergency number (the
 /// Request-URI of the first line, parsed on its own).
-pub fn exempt_source(
-    cfg: &Config,
-    local: SocketAddr,
-    from: SocketAddr,
-    arrival: crate::core::transport::Transport,
-    datagram: &[u8],
-) -> bool {
+pub fn exempt_source(cfg: &Config, local: SocketAddr, d: &crate::core::io::Datagram<'_>) -> bool {
+    let (from, datagram) = (d.from, d.bytes);
     from == local
         || from.ip().is_loopback()
         || cfg.is_trusted(from.ip())
-        || cfg.trunk_at(from, arrival).is_some()
+        || cfg
+            .trunk_of(from, d.transport, d.peer_cert.map(|c| &**c))
+            .is_some()
         || cfg.is_route_hop(from.ip())
         || request_uri_of(datagram)
             .and_then(|u| crate::sip::Uri::parse(u).ok())

@@ -9,6 +9,7 @@ pub mod flows;
 pub mod framer;
 pub mod ours;
 pub mod outbound;
+pub mod peer_cert;
 pub mod record_route;
 pub mod sips;
 pub mod ws;

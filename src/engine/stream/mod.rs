@@ -24,6 +24,7 @@
 //! RFC 7118 instead of Content-Length framing: see [`ws`].
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod client_cert;
 pub mod owners;
 mod ws;
 
@@ -141,6 +142,12 @@ pub struct StreamStats {
     /// WebSocket upgrades refused with a 4xx (no `sip` subprotocol, a bad version or key, an
     /// Origin not allowed, not a WebSocket upgrade); one over the size limit counts as oversize.
     pub ws_refused,
+    /// TLS connections whose peer presented a client certificate that verified against
+    /// `[tls] ca` (its names identify a trunk with `trunk_certificate`).
+    pub client_cert_verified,
+    /// TLS handshakes refused for the client certificate presented (not issued by `[tls] ca`,
+    /// expired, not for client use, malformed).
+    pub client_cert_refused,
 }
 }
 
@@ -206,6 +213,11 @@ struct Conn {
     outbound: bool,
     /// Accepted on a WebSocket listener: WebSocket framing instead of the framer's.
     ws: Option<Box<ws::WsConn>>,
+    /// Accepted on a TLS listener: the names of the client certificate the peer presented and
+    /// the listener verified, read once when the handshake is done (`client_cert`).
+    peer_cert: Option<crate::core::transport::peer_cert::PeerCert>,
+    /// Whether the handshake's client certificate has been looked at.
+    cert_read: bool,
 }
 
 impl Conn {
@@ -233,6 +245,8 @@ impl Conn {
             connecting,
             outbound: connecting.is_some(),
             ws: None,
+            peer_cert: None,
+            cert_read: false,
         }
     }
 
@@ -631,7 +645,13 @@ impl Streams {
             match conn.tls.as_mut() {
                 None => conn.push(&self.read_buf[..n]),
                 Some(tls) => {
-                    let plain = decrypt(tls, &self.read_buf[..n])?;
+                    let plain = decrypt(tls, &self.read_buf[..n])
+                        .inspect_err(|e| client_cert::count_refused(tls, e, &mut self.stats))
+                        .map_err(|_| Close::Tls)?;
+                    if !conn.cert_read && !tls.is_handshaking() {
+                        conn.cert_read = true;
+                        conn.peer_cert = client_cert::names(tls, &mut self.stats);
+                    }
                     conn.push(&plain);
                 }
             }
@@ -1212,6 +1232,7 @@ fn drain(
                     local: conn.local,
                     bytes,
                     transport,
+                    peer_cert: conn.peer_cert.as_ref(),
                 });
             }
             Err(e) => return Err(Close::Framing(e)),
@@ -1219,16 +1240,20 @@ fn drain(
     }
 }
 
-/// Feeds TLS records read from the socket to the session and returns the plaintext they carried.
-fn decrypt(tls: &mut rustls::Connection, mut records: &[u8]) -> Result<Vec<u8>, Close> {
+/// Feeds TLS records read from the socket to the session and returns the plaintext they carried
+/// (an error: the TLS session failed, `Some` with rustls' reason when it gave one).
+fn decrypt(
+    tls: &mut rustls::Connection,
+    mut records: &[u8],
+) -> Result<Vec<u8>, Option<rustls::Error>> {
     let mut plain = Vec::new();
     while !records.is_empty() {
-        tls.read_tls(&mut records).map_err(|_| Close::Tls)?;
-        tls.process_new_packets().map_err(|_| Close::Tls)?;
+        tls.read_tls(&mut records).map_err(|_| None)?;
+        tls.process_new_packets().map_err(Some)?;
         match tls.reader().read_to_end(&mut plain) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Err(Close::Tls),
+            Err(_) => return Err(None),
         }
     }
     Ok(plain)
@@ -1250,6 +1275,9 @@ mod tests;
 
 #[cfg(test)]
 mod outbound_tests;
+
+#[cfg(test)]
+mod client_cert_tests;
 
 #[cfg(test)]
 mod ws_tests;

@@ -57,16 +57,12 @@ pub(super) fn read_n(s: &mut TcpStream, want: usize) -> (Vec<u8>, bool) {
     (got, false)
 }
 
-pub(super) fn total(engine: &Engine<Reflector>, f: impl Fn(&super::StreamStats) -> u64) -> u64 {
+pub(super) fn total<H>(engine: &Engine<H>, f: impl Fn(&super::StreamStats) -> u64) -> u64 {
     engine.stats().iter().map(|s| f(&s.streams)).sum()
 }
 
 /// Waits (bounded) until a counter reaches `want` (the shards publish once per turn).
-pub(super) fn wait_for(
-    engine: &Engine<Reflector>,
-    want: u64,
-    f: impl Fn(&super::StreamStats) -> u64,
-) {
+pub(super) fn wait_for<H>(engine: &Engine<H>, want: u64, f: impl Fn(&super::StreamStats) -> u64) {
     for _ in 0..200 {
         if total(engine, &f) >= want {
             return;

@@ -139,6 +139,7 @@ pub(super) fn drain(
                     local,
                     bytes,
                     transport,
+                    peer_cert: conn.peer_cert.as_ref(),
                 });
             }
             WsEvent::Keepalive => {
