@@ -41,6 +41,9 @@
 //! - `tls`: a rustls client registering over TLS and forked to beside a UDP device; a renewed
 //!   certificate reaching new connections on SIGHUP while the open one keeps its session; a
 //!   broken renewal refused.
+//! - `trunk_keepalive`: OPTIONS keep-alives to TLS trunk addresses over connections sipfork
+//!   opens (a test-side rustls PBX answers them and then takes the call on that connection), a
+//!   refused address dead at once, nothing over UDP to either (both backends).
 //! - `websocket`: browser-like WebSocket clients (tungstenite) registered over `ws:` and `wss:`
 //!   beside a UDP device; a UDP caller rings all three, the WS one answers (ACK and BYE over
 //!   its WebSocket), the others get their CANCEL (in a network namespace of its own).
@@ -96,6 +99,8 @@ mod websocket;
 mod tls;
 #[path = "e2e/tls_out.rs"]
 mod tls_out;
+#[path = "e2e/trunk_keepalive.rs"]
+mod trunk_keepalive;
 #[path = "../loadtest/tests/common/netns.rs"]
 #[allow(dead_code)]
 mod veth;
