@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::{free_port, Appliance, Io, Scratch, Setup};
-use crate::tcp::{answer, final_over_udp, invite};
+use crate::tcp::{answer, final_over_udp, invite, take_message};
 use crate::tls::write_certificate;
 
 /// What the PBX's connections carried: (connection number, message), in order.
@@ -85,18 +85,7 @@ fn serve(n: usize, mut tls: impl Read + Write, seen: Seen) {
     let mut pending = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
-        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
-            let body = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if pending.len() < end + 4 + body {
-                break;
-            }
-            let msg: Vec<u8> = pending.drain(..end + 4 + body).collect();
-            let msg = String::from_utf8_lossy(&msg).into_owned();
+        while let Some(msg) = take_message(&mut pending) {
             let reply = if msg.starts_with("OPTIONS ") {
                 Some(answer(&msg, "200 OK"))
             } else if msg.starts_with("INVITE ") {
