@@ -49,6 +49,8 @@ mod followme;
 mod forking;
 #[path = "core/keepalive.rs"]
 mod keepalive;
+#[path = "core/keepalive_stream.rs"]
+mod keepalive_stream;
 #[path = "core/outbound.rs"]
 mod outbound;
 #[path = "core/outbound_tls.rs"]

@@ -43,6 +43,9 @@
 //!   broken renewal refused.
 //! - `tls_trunk`: a trunk recognised by its TLS client certificate (issue 16 point 1): its
 //!   certificate from any address calls out as the trunk, none gets 407, another CA's is refused.
+//! - `trunk_keepalive`: OPTIONS keep-alives to TLS trunk addresses over connections sipfork
+//!   opens (a test-side rustls PBX answers them and then takes the call on that connection), a
+//!   refused address dead at once, nothing over UDP to either (both backends).
 //! - `websocket`: browser-like WebSocket clients (tungstenite) registered over `ws:` and `wss:`
 //!   beside a UDP device; a UDP caller rings all three, the WS one answers (ACK and BYE over
 //!   its WebSocket), the others get their CANCEL (in a network namespace of its own).
@@ -100,6 +103,8 @@ mod tls;
 mod tls_out;
 #[path = "e2e/tls_trunk.rs"]
 mod tls_trunk;
+#[path = "e2e/trunk_keepalive.rs"]
+mod trunk_keepalive;
 #[path = "../loadtest/tests/common/netns.rs"]
 #[allow(dead_code)]
 mod veth;

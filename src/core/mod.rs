@@ -279,13 +279,13 @@ impl Core {
     /// (Re)starts the trunk keep-alives for the configuration in force.
     fn configure_keepalive(&mut self, now: Instant) {
         let cfg = &self.cfg;
-        // Probes go over UDP: a trunk address configured for TCP or TLS is not probed (it
-        // counts as alive; a connection that cannot be opened ends its branch at once).
-        let udp = cfg
-            .trunk_addresses()
-            .filter(|&a| cfg.trunk_transport_at(a) == Some(transport::Transport::Udp));
+        // Each address over its configured transport (`policy::keepalive`).
+        let addrs = cfg.trunk_addresses().map(|a| {
+            let t = cfg.trunk_transport_at(a);
+            (a, t.unwrap_or(transport::Transport::Udp))
+        });
         self.keepalive
-            .configure(&mut self.timers, now, udp, cfg.policy.trunk_keepalive);
+            .configure(&mut self.timers, now, addrs, cfg.policy.trunk_keepalive);
     }
 
     /// Installs a newer snapshot of the cluster directory (the shard does this before a
@@ -578,8 +578,14 @@ impl Core {
         if self.flows.get(peer) == Some(transport) {
             self.flows.closed(peer);
         }
-        let Parts { mut cx, proxy, .. } = self.parts(now);
+        let Parts {
+            mut cx,
+            proxy,
+            keepalive,
+            ..
+        } = self.parts(now);
         proxy.transport_failed(&mut cx, peer, transport);
+        keepalive.transport_failed(&mut cx, peer, transport);
     }
 
     fn dispatch(&mut self, now: Instant, d: Datagram<'_>) -> Inbound {
@@ -635,7 +641,9 @@ impl Core {
                             let Parts {
                                 mut cx, keepalive, ..
                             } = self.parts(now);
-                            keepalive.on_response(&mut cx, ours);
+                            if !keepalive.on_response(&mut cx, ours, d.from) {
+                                self.refuse(Refusal::StrayResponse);
+                            }
                         }
                         Some(ours) => {
                             let Parts { mut cx, proxy, .. } = self.parts(now);

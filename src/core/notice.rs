@@ -44,6 +44,14 @@ pub enum Notice {
         /// The trunk address.
         addr: std::net::SocketAddr,
     },
+    /// A trunk address reached over TCP or TLS could not be connected to (refused,
+    /// unreachable, timed out, a failed TLS handshake): calls skip it.
+    TrunkUnreachable {
+        /// The trunk address.
+        addr: std::net::SocketAddr,
+        /// Its configured transport.
+        transport: crate::core::transport::Transport,
+    },
     /// A trunk address marked dead answered again.
     TrunkUp {
         /// The trunk address.
@@ -96,6 +104,12 @@ impl fmt::Display for Notice {
             ),
             Notice::TrunkDown { addr } => {
                 write!(f, "trunk address {addr} down: no answer to OPTIONS")
+            }
+            Notice::TrunkUnreachable { addr, transport } => {
+                write!(
+                    f,
+                    "trunk address {addr} down: {transport} connection failed"
+                )
             }
             Notice::TrunkUp { addr } => write!(f, "trunk address {addr} up again"),
         }

@@ -222,22 +222,29 @@ pub(crate) fn invite(
 pub(crate) fn read_message(s: &mut impl Read, pending: &mut Vec<u8>) -> String {
     let mut buf = [0u8; 8192];
     loop {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&pending[..end]).to_string();
-            let body = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if pending.len() >= end + 4 + body {
-                let msg: Vec<u8> = pending.drain(..end + 4 + body).collect();
-                return String::from_utf8_lossy(&msg).into_owned();
-            }
+        if let Some(msg) = take_message(pending) {
+            return msg;
         }
         let n = s.read(&mut buf).expect("read a message");
         assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(pending));
         pending.extend_from_slice(&buf[..n]);
     }
+}
+
+/// The first whole message in `pending` (header block and Content-Length body), taken out.
+pub(crate) fn take_message(pending: &mut Vec<u8>) -> Option<String> {
+    let end = pending.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&pending[..end]).to_string();
+    let body = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    if pending.len() < end + 4 + body {
+        return None;
+    }
+    let msg: Vec<u8> = pending.drain(..end + 4 + body).collect();
+    Some(String::from_utf8_lossy(&msg).into_owned())
 }
 
 /// The next INVITE on a connection (the ACKs of earlier failed calls are skipped).

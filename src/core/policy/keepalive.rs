@@ -1,14 +1,24 @@
 //! OPTIONS keep-alives to trunk addresses (`[policy] trunk_keepalive`): each shard probes every
 //! configured trunk address on its own timer and keeps its own view of which answer. A probe
-//! is an OPTIONS sent like a non-INVITE client transaction over UDP (retransmitted at T1,
-//! doubling up to T2); **any** response marks the address alive, no response within Timer F
-//! (64·T1) marks it dead. A call to a trunk goes to the first of its addresses this shard sees
-//! alive; when every address is dead it still goes to the first (a dead mark is up to one
-//! interval old, and a PBX that came back takes the call; sipfork does not answer 503 for it).
+//! is an OPTIONS sent like a non-INVITE client transaction over the address's configured
+//! transport: over UDP retransmitted at T1, doubling up to T2; over TCP or TLS (`trunk =
+//! "sip:IP:port;transport=tcp|tls"`) sent once (RFC 3261 §17.1.2.1: Timer E over UDP only),
+//! through the connection path a call to the trunk takes ([`outbound::prepare`]: the open
+//! connection if there is one, else the engine connects, TLS verified against `[tls]
+//! peer_ca`), so a trunk's calls and probes share one connection and a probe on an idle one is
+//! its keep-alive. **Any** response marks the address alive, no response within Timer F
+//! (64·T1) marks it dead, and so does a connection to it that cannot be opened (refused,
+//! unreachable, timed out, a failed TLS handshake: [`Keepalive::transport_failed`], at once). A
+//! call to a trunk goes to the first of its addresses this shard sees alive; when every address
+//! is dead it still goes to the first (a dead mark is up to one interval old, and a PBX that
+//! came back takes the call; sipfork does not answer 503 for it).
 //!
-//! Egress rule: probes go only to configured trunk addresses. Their Via branch is one of ours
-//! (MAC, shard), on a call index no call ever has ([`PROBE_CALL`]), so the response reaches the
-//! probing shard and nothing else matches it.
+//! Egress rule: probes go only to configured trunk addresses, and a TCP or TLS address is never
+//! probed over UDP. Their Via branch is one of ours (MAC, shard), on a call index no call ever
+//! has ([`PROBE_CALL`]), so the response reaches the probing shard and nothing else matches it.
+//! An answer counts only from the probed address over the transport the probe went out on (the
+//! engine keeps one connection per peer address, so that is the probe's connection): a forged
+//! datagram with the branch, or a response over another connection, proves nothing.
 
 use std::net::SocketAddr;
 
@@ -18,6 +28,7 @@ use crate::core::metrics::MetricSink;
 use crate::core::notice::Notice;
 use crate::core::slab::Key;
 use crate::core::timer::{TimerId, TimerWheel};
+use crate::core::transport::{outbound, Transport};
 use crate::core::TimerKey;
 use crate::sip::build::{self, InDialog};
 use crate::time::{Duration, Instant};
@@ -31,11 +42,24 @@ pub const MAX_PROBED: usize = 250;
 #[derive(Debug)]
 struct Probe {
     addr: SocketAddr,
+    /// The transport the address is configured with.
+    transport: Transport,
     alive: bool,
-    /// The probe in flight: its generation, when it was first sent, its bytes, the current
-    /// retransmit interval.
-    pending: Option<(u32, Instant, Box<[u8]>, Duration)>,
+    /// What the latest probe went over: the transport its answer must arrive on.
+    over: Transport,
+    pending: Option<Pending>,
     timer: Option<TimerId>,
+}
+
+/// The probe in flight.
+#[derive(Debug)]
+struct Pending {
+    generation: u32,
+    /// When it was first sent.
+    sent: Instant,
+    bytes: Box<[u8]>,
+    /// The current retransmit interval (UDP).
+    every: Duration,
 }
 
 /// One shard's keep-alive state.
@@ -46,22 +70,27 @@ pub struct Keepalive {
     generation: u32,
     sent: u64,
     answered: u64,
+    connect_failures: u64,
 }
 
 impl Keepalive {
-    /// Probes `addrs` every `interval` (`None`: no probes, every address counts as alive).
-    /// Called at start and on every reload; state is kept for addresses that stay.
+    /// Probes `addrs` (each with its configured transport) every `interval` (`None`: no
+    /// probes, every address counts as alive). Called at start and on every reload; state is
+    /// kept while the addresses and their transports stay.
     pub fn configure(
         &mut self,
         timers: &mut TimerWheel<TimerKey>,
         now: Instant,
-        addrs: impl Iterator<Item = SocketAddr>,
+        addrs: impl Iterator<Item = (SocketAddr, Transport)>,
         interval: Option<Duration>,
     ) {
-        let addrs: Vec<SocketAddr> = addrs.take(MAX_PROBED).collect();
+        let addrs: Vec<(SocketAddr, Transport)> = addrs.take(MAX_PROBED).collect();
         let same = interval == self.interval
             && addrs.len() == self.probes.len()
-            && addrs.iter().zip(&self.probes).all(|(a, p)| *a == p.addr);
+            && addrs
+                .iter()
+                .zip(&self.probes)
+                .all(|(a, p)| *a == (p.addr, p.transport));
         if same {
             return;
         }
@@ -74,11 +103,13 @@ impl Keepalive {
         if interval.is_none() {
             return;
         }
-        for (i, addr) in addrs.into_iter().enumerate() {
+        for (i, (addr, transport)) in addrs.into_iter().enumerate() {
             let timer = Some(timers.insert(now, TimerKey::Keepalive { probe: i as u8 }));
             self.probes.push(Probe {
                 addr,
+                transport,
                 alive: true,
+                over: transport,
                 pending: None,
                 timer,
             });
@@ -102,7 +133,7 @@ impl Keepalive {
             .or_else(|| addrs.first().copied())
     }
 
-    /// Probe `i`'s timer: send a new probe, retransmit, or give up on the one in flight.
+    /// Probe `i`'s timer: send a new probe, retransmit (UDP), or give up on the one in flight.
     pub fn on_timer(&mut self, cx: &mut Cx<'_>, i: u8) {
         let Some(interval) = self.interval else {
             return;
@@ -114,53 +145,83 @@ impl Keepalive {
         };
         p.timer = None;
         let next = match p.pending.take() {
-            Some((_, sent, _, _)) if cx.now >= sent + timer_f => {
+            Some(q) if cx.now >= q.sent + timer_f => {
                 // Timer F: no answer.
                 if p.alive {
                     p.alive = false;
                     cx.notices.push(Notice::TrunkDown { addr: p.addr });
                 }
-                (sent + interval).max(cx.now)
+                (q.sent + interval).max(cx.now)
             }
-            Some((generation, sent, bytes, every)) => {
-                cx.out.push(p.addr, &bytes);
-                let every = (every * 2).min(t2);
-                let at = (cx.now + every).min(sent + timer_f);
-                p.pending = Some((generation, sent, bytes, every));
+            // Over a connection: no retransmissions, Timer F only.
+            Some(q) if p.over.is_stream() => {
+                let at = q.sent + timer_f;
+                p.pending = Some(q);
                 at
             }
-            None => {
-                self.generation = self.generation.wrapping_add(1);
-                let bytes = probe_bytes(cx, p.addr, i, self.generation);
-                cx.out.push(p.addr, &bytes);
-                self.sent += 1;
-                p.pending = Some((self.generation, cx.now, bytes, t1));
-                cx.now + t1
+            Some(mut q) => {
+                cx.out.push(p.addr, &q.bytes);
+                q.every = (q.every * 2).min(t2);
+                let at = (cx.now + q.every).min(q.sent + timer_f);
+                p.pending = Some(q);
+                at
             }
+            None => match route(cx, p.addr, p.transport) {
+                Some((over, connect)) => {
+                    self.generation = self.generation.wrapping_add(1);
+                    let bytes = probe_bytes(cx, p, over, i, self.generation);
+                    cx.out.push(p.addr, &bytes);
+                    if let Some(t) = connect {
+                        cx.out.connect_last(t);
+                    }
+                    self.sent += 1;
+                    p.over = over;
+                    p.pending = Some(Pending {
+                        generation: self.generation,
+                        sent: cx.now,
+                        bytes,
+                        every: t1,
+                    });
+                    cx.now + if over.is_stream() { timer_f } else { t1 }
+                }
+                None => {
+                    // It cannot leave over its transport: dead, as a failed connect.
+                    self.connect_failures += 1;
+                    p.mark_unreachable(cx);
+                    cx.now + interval
+                }
+            },
         };
         p.timer = Some(cx.timers.insert(next, TimerKey::Keepalive { probe: i }));
     }
 
-    /// A response to one of this shard's probes (`ours.call.index == PROBE_CALL`): the address
-    /// is alive. Stale generations (an older probe's late answer) count too: it answered.
-    pub fn on_response(&mut self, cx: &mut Cx<'_>, ours: OurBranch) {
+    /// A response to one of this shard's probes (`ours.call.index == PROBE_CALL`) that came
+    /// from `from` over `cx.arrival`: the address is alive when that is the probed address over
+    /// the transport the probe went out on (returns whether the response was taken). Stale
+    /// generations (an older probe's late answer) count too: it answered.
+    pub fn on_response(&mut self, cx: &mut Cx<'_>, ours: OurBranch, from: SocketAddr) -> bool {
         let Some(interval) = self.interval else {
-            return;
+            return false;
         };
         let Some(p) = self.probes.get_mut(usize::from(ours.branch)) else {
-            return;
+            return false;
         };
+        // Another address, or the trunk's address over another transport (a datagram with a
+        // TLS trunk's source address is anybody's): not the trunk's answer.
+        if from != p.addr || cx.arrival != p.over {
+            return false;
+        }
         if !p.alive {
             p.alive = true;
             cx.notices.push(Notice::TrunkUp { addr: p.addr });
         }
-        let Some((generation, sent, _, _)) = &p.pending else {
-            return;
+        let Some(q) = &p.pending else {
+            return true;
         };
-        if *generation != ours.call.generation {
-            return;
+        if q.generation != ours.call.generation {
+            return true;
         }
-        let next = *sent + interval;
+        let next = q.sent + interval;
         p.pending = None;
         self.answered += 1;
         if let Some(id) = p.timer.take() {
@@ -170,6 +231,38 @@ impl Keepalive {
             cx.timers
                 .insert(next.max(cx.now), TimerKey::Keepalive { probe: ours.branch }),
         );
+        true
+    }
+
+    /// The engine could not open a `transport` connection to `peer` (refused, unreachable,
+    /// timed out, a failed TLS handshake; for a probe or a call, on any shard): a trunk address
+    /// reached over that transport is dead at once, and a probe waiting on it ends (the next
+    /// one goes one interval after it).
+    pub fn transport_failed(&mut self, cx: &mut Cx<'_>, peer: SocketAddr, transport: Transport) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        if !transport.is_stream() {
+            return;
+        }
+        for (i, p) in self.probes.iter_mut().enumerate() {
+            if p.addr != peer || (p.transport != transport && p.over != transport) {
+                continue;
+            }
+            let waiting = p.over == transport;
+            if let Some(q) = p.pending.take_if(|_| waiting) {
+                self.connect_failures += 1;
+                if let Some(id) = p.timer.take() {
+                    cx.timers.cancel(id);
+                }
+                let next = (q.sent + interval).max(cx.now);
+                p.timer = Some(
+                    cx.timers
+                        .insert(next, TimerKey::Keepalive { probe: i as u8 }),
+                );
+            }
+            p.mark_unreachable(cx);
+        }
     }
 
     /// Writes the probe counters and the dead addresses gauge.
@@ -186,18 +279,58 @@ impl Keepalive {
             labels,
             self.answered,
         );
+        sink.counter(
+            "sipfork_trunk_probe_connect_failures_total",
+            "OPTIONS keep-alives to TCP/TLS trunk addresses whose connection could not be opened \
+             (refused, unreachable, timed out, TLS handshake failed) or that could not leave \
+             over the trunk's transport; the address is marked dead at once",
+            labels,
+            self.connect_failures,
+        );
         sink.gauge(
             "sipfork_trunk_addresses_dead",
-            "Trunk addresses this shard marks dead (no answer to a keep-alive within Timer F)",
+            "Trunk addresses this shard marks dead (no answer to a keep-alive within Timer F, \
+             or a TCP/TLS connection to it that could not be opened)",
             labels,
             self.probes.iter().filter(|p| !p.alive).count() as u64,
         );
     }
 }
 
-fn probe_bytes(cx: &mut Cx<'_>, addr: SocketAddr, i: u8, generation: u32) -> Box<[u8]> {
-    let mut via = b"SIP/2.0/UDP ".to_vec();
-    build::push_hostport(&mut via, cx.env.local);
+impl Probe {
+    /// Its TCP or TLS connection could not be opened: dead.
+    fn mark_unreachable(&mut self, cx: &mut Cx<'_>) {
+        if self.alive {
+            self.alive = false;
+            cx.notices.push(Notice::TrunkUnreachable {
+                addr: self.addr,
+                transport: self.transport,
+            });
+        }
+    }
+}
+
+/// How a probe to `addr`, configured over `wanted`, leaves, as a call's branch to it would
+/// ([`outbound::prepare`]): the transport its Via names and the connection mark. `None` when
+/// it cannot leave over `wanted`: a TLS address with a plain TCP flow open, or a TCP/TLS
+/// address with no flow open that this configuration cannot connect to (never over UDP).
+fn route(
+    cx: &mut Cx<'_>,
+    addr: SocketAddr,
+    wanted: Transport,
+) -> Option<(Transport, Option<Transport>)> {
+    let connect = outbound::prepare(cx, addr, wanted).ok()?;
+    let over = cx.flows.transport_to(addr);
+    if wanted.is_stream() && !over.is_stream() {
+        return None;
+    }
+    Some((over, connect))
+}
+
+fn probe_bytes(cx: &mut Cx<'_>, p: &Probe, over: Transport, i: u8, generation: u32) -> Box<[u8]> {
+    let addr = p.addr;
+    let mut via = Vec::with_capacity(96);
+    crate::core::proxy::write_via_start(cx, over, &mut via);
     via.extend_from_slice(b";branch=");
     let key = Key {
         index: PROBE_CALL,
@@ -206,6 +339,10 @@ fn probe_bytes(cx: &mut Cx<'_>, addr: SocketAddr, i: u8, generation: u32) -> Box
     cx.ids.write_branch(0, key, i, &mut via);
     let mut target = b"sip:".to_vec();
     build::push_hostport(&mut target, addr);
+    if p.transport.is_stream() {
+        target.extend_from_slice(b";transport=");
+        target.extend_from_slice(p.transport.param().as_bytes());
+    }
     let mut from = b"<sip:keepalive@".to_vec();
     build::push_hostport(&mut from, cx.env.local);
     from.extend_from_slice(b">;tag=");
