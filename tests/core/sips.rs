@@ -613,3 +613,140 @@ fn a_route_next_hop_over_tls_or_tcp_needs_what_a_trunk_over_it_needs() {
     assert!(sipfork::config::Config::from_toml(&ok).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// --- sipfork's own requests inside a `sips:` call (RFC 5630: TLS on every hop). ---
+
+/// The sum of `sipfork_proxy_events_total{reason}` over every shard.
+fn proxy_event(w: &World, reason: &str) -> u64 {
+    w.cores()
+        .iter()
+        .map(|core| {
+            let mut sink = sipfork::core::metrics::MetricSink::default();
+            core.export_metrics(&mut sink);
+            sink.samples
+                .iter()
+                .filter(|s| {
+                    s.name == "sipfork_proxy_events_total"
+                        && s.labels.iter().any(|(k, v)| *k == "reason" && v == reason)
+                })
+                .map(|s| s.value)
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// What sipfork sent to `to` from log entry `since` on: each message's first line.
+fn sent_to(w: &World, since: usize, to: SocketAddr) -> Vec<String> {
+    w.log[since..]
+        .iter()
+        .filter(|t| t.from == w.proxy && t.to == to)
+        .map(|t| t.line.clone())
+        .collect()
+}
+
+#[test]
+fn the_max_call_bye_of_a_sips_dialog_never_reaches_a_leg_whose_tls_connection_closed() {
+    let dir = certificates("sips-maxbye");
+    for shards in [1, 2] {
+        let cfg = format!(
+            "{}[policy]\nmax_call_seconds = 60\n",
+            config(shards, &dir, true)
+        );
+        let mut s = setup(&cfg, shards, 613);
+        let (me, dev) = (s.w.phone_ref(s.caller).addr, s.w.phone_ref(s.sips).addr);
+        s.w.behave(s.sips, Behaviour::answer_after(ms(100)));
+        s.w.connect(s.caller, Transport::Tls);
+        s.w.send_raw(
+            s.caller,
+            sips_invite("1002", me, "TLS", "maxbye").as_bytes(),
+        );
+        s.w.run_for(secs(1));
+        let ok = final_for(&s.w, s.caller, "CSeq: 1 INVITE");
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        // The device's TLS connection closes; the caller's stays.
+        s.w.close_flow(s.sips);
+        let (log, errors) = (s.w.log.len(), proxy_event(&s.w, "branch_transport_error"));
+        s.w.run_for(secs(61));
+        // The caller (still over TLS) gets its BYE; the device nothing in cleartext.
+        let to_caller = sent_to(&s.w, log, me);
+        assert!(
+            to_caller.iter().any(|l| l.starts_with("BYE sips:1000@")),
+            "{shards} shards: {to_caller:?}\n{}",
+            s.w.dump()
+        );
+        let leaked = sent_to(&s.w, log, dev);
+        assert!(
+            leaked.is_empty(),
+            "{shards} shards: {leaked:?}\n{}",
+            s.w.dump()
+        );
+        // Counted, and the dialog ended all the same.
+        assert_eq!(
+            proxy_event(&s.w, "branch_transport_error"),
+            errors + 1,
+            "{shards} shards"
+        );
+        assert_eq!(proxy_event(&s.w, "dialog_expired"), 1, "{shards} shards");
+        let dialogs: u64 = s.w.cores().iter().map(|c| c.proxy_dialogs()).sum();
+        assert_eq!(dialogs, 0, "{shards} shards");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_late_2xx_of_a_sips_call_whose_tls_connection_closed_gets_no_cleartext_ack_cancel_or_bye() {
+    let dir = certificates("sips-teardown");
+    for shards in [1, 2] {
+        let cfg = config(shards, &dir, true).replace(
+            "numbers = \"1000-1099\"",
+            "numbers = \"1000-1099\"\nsingle_answer = true",
+        );
+        let mut s = setup(&cfg, shards, 614);
+        // A second device of 1002 with a sips: Contact.
+        let late = s.w.add_phone("sips-dev2", "1002", 5074);
+        let late_addr = s.w.phone_ref(late).addr;
+        s.w.send_raw(
+            late,
+            crate::outbound_tls::raw_register("1002", late_addr, &format!("sips:1002@{late_addr}"))
+                .replace("reg-1002@test", "reg-1002b@test")
+                .as_bytes(),
+        );
+        s.w.run_for(ms(100));
+        assert_eq!(s.w.phone_ref(late).statuses(), vec![200], "{}", s.w.dump());
+        // 1002's first device answers; the second a millisecond later, after its TLS
+        // connection closed: its 2xx comes over UDP and is torn down.
+        s.w.behave(s.sips, Behaviour::answer_after(ms(100)));
+        s.w.behave(late, Behaviour::answer_after(ms(101)));
+        let me = s.w.phone_ref(s.caller).addr;
+        s.w.connect(s.caller, Transport::Tls);
+        s.w.send_raw(s.caller, sips_invite("1002", me, "TLS", "late").as_bytes());
+        s.w.run_for(ms(50));
+        assert_eq!(s.w.phone_ref(late).incoming.len(), 1, "{}", s.w.dump());
+        s.w.close_flow(late);
+        let (log, torn) = (s.w.log.len(), proxy_event(&s.w, "late_answer_torn_down"));
+        s.w.run_for(secs(2));
+        let ok = final_for(&s.w, s.caller, "CSeq: 1 INVITE");
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        assert_eq!(
+            s.w.phone_ref(late).incoming[0].final_status,
+            Some(200),
+            "{}",
+            s.w.dump()
+        );
+        assert_eq!(
+            proxy_event(&s.w, "late_answer_torn_down"),
+            torn + 1,
+            "{shards} shards\n{}",
+            s.w.dump()
+        );
+        let leaked = sent_to(&s.w, log, late_addr);
+        assert!(
+            leaked.is_empty(),
+            "{shards} shards: {leaked:?}\n{}",
+            s.w.dump()
+        );
+        // The winner's dialog is untouched.
+        assert!(!s.w.phone_ref(s.sips).incoming[0].bye, "{}", s.w.dump());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -520,6 +520,7 @@ impl Proxy {
             cdr: plan.cdr,
             ends: None,
             feature: None,
+            secure: crate::core::transport::sips::requested(e),
         };
         let key = self.calls.insert(call);
         self.index.insert(server_key, key);
