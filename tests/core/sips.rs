@@ -830,3 +830,78 @@ fn a_later_q_group_of_a_sips_call_rings_only_the_devices_still_reached_over_tls(
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_sip_contact_reached_over_tls_is_no_target_of_a_sips_request_only_a_sips_one_is() {
+    let dir = certificates("sips-sipcontact");
+    for shards in [1, 2] {
+        // 1002 rings its devices; 1003 follows me to its own devices first.
+        let cfg = format!(
+            "{}[[followme]]\nextension = \"1003\"\nstages = [{{ targets = [\"self\"], ring = 5 }}]\n",
+            config(shards, &dir, true)
+        );
+        let mut w = World::new(&cfg, shards, 616);
+        let caller = w.add_phone("caller", "1000", 5071);
+        let mut phones = Vec::new();
+        for (number, port) in [("1002", 5080), ("1003", 5090)] {
+            // A sip: Contact registered over its own TLS connection, and one asking for TLS;
+            // a sips: Contact registered over UDP, reached over a TLS connection sipfork opens.
+            let over_tls = w.add_phone("sip-over-tls", number, port);
+            let wants_tls = w.add_phone("sip-transport-tls", number, port + 1);
+            let sips = w.add_phone("sips", number, port + 2);
+            w.connect(over_tls, Transport::Tls);
+            let contact = |w: &World, id: PhoneId, scheme: &str, params: &str| {
+                format!("{scheme}:{number}@{}{params}", w.phone_ref(id).addr)
+            };
+            for (id, via, uri) in [
+                (over_tls, "TLS", contact(&w, over_tls, "sip", "")),
+                (wants_tls, "UDP", contact(&w, wants_tls, "sip", ";transport=tls")),
+                (sips, "UDP", contact(&w, sips, "sips", "")),
+            ] {
+                let addr = w.phone_ref(id).addr;
+                let register = crate::outbound_tls::raw_register(number, addr, &uri)
+                    .replacen("SIP/2.0/UDP", &format!("SIP/2.0/{via}"), 1)
+                    .replace(
+                        &format!("reg-{number}@test"),
+                        &format!("reg-{number}-{}@test", addr.port()),
+                    );
+                w.send_raw(id, register.as_bytes());
+                w.run_for(ms(50));
+                assert_eq!(w.phone_ref(id).statuses(), vec![200], "{}", w.dump());
+            }
+            phones.push((number, over_tls, wants_tls, sips));
+        }
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tls);
+        for &(number, over_tls, wants_tls, sips) in &phones {
+            // A sips: request: the sips: Contact only.
+            let tag = format!("only{number}");
+            w.send_raw(caller, sips_invite(number, me, "TLS", &tag).as_bytes());
+            w.run_for(ms(500));
+            assert_eq!(w.phone_ref(sips).incoming.len(), 1, "{}", w.dump());
+            let invite = &w.phone_ref(sips).incoming[0].invite;
+            assert!(invite.starts_with(b"INVITE sips:"), "{}", w.dump());
+            for id in [over_tls, wants_tls] {
+                assert!(
+                    w.phone_ref(id).incoming.is_empty(),
+                    "{shards} shards, {number}\n{}",
+                    w.dump()
+                );
+            }
+            // A sip: request over the same connection rings all three: the sip: Contacts are
+            // reachable over TLS, just not for a sips: request.
+            let tag = format!("all{number}");
+            let invite = sips_invite(number, me, "TLS", &tag).replacen("INVITE sips:", "INVITE sip:", 1);
+            w.send_raw(caller, invite.as_bytes());
+            w.run_for(ms(500));
+            for id in [over_tls, wants_tls, sips] {
+                assert!(
+                    !w.phone_ref(id).incoming.is_empty(),
+                    "{shards} shards, {number}\n{}",
+                    w.dump()
+                );
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
