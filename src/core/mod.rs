@@ -951,9 +951,7 @@ impl Core {
                     .cfg
                     .followme(number)
                     .filter(|_| !devices_only && !from_cluster);
-                let mut targets: Vec<ForkTarget> = if let Some(dest) =
-                    keepalive.pick(policy.trunk())
-                {
+                let targets: Vec<ForkTarget> = if let Some(dest) = keepalive.pick(policy.trunk()) {
                     // A trunk: its static address, the number as dialled (a DID stays in the
                     // Request-URI and To); sips: for a sips: request (RFC 5630 §5.3).
                     let mut uri = if secure {
@@ -985,15 +983,20 @@ impl Core {
                         number,
                         fm,
                         tenant,
+                        secure,
                         &mut stage_rings,
                         &mut skipped,
                     );
                     cx.notices.append(&mut skipped);
                     plan.stage_rings = Some(&stage_rings);
-                    // A stage's `self` rings the extension's devices on the other nodes too.
-                    if let (Some(c), Some(dir), Method::Invite) =
-                        (cx.cfg.cluster.as_ref(), cluster.directory(), e.method)
-                    {
+                    // A stage's `self` rings the extension's devices on the other nodes too
+                    // (never for a sips: request: nodes are reached over UDP).
+                    if let (Some(c), Some(dir), Method::Invite, false) = (
+                        cx.cfg.cluster.as_ref(),
+                        cluster.directory(),
+                        e.method,
+                        secure,
+                    ) {
                         cluster.branches +=
                             cluster::followme_targets(c, dir, number, fm, &mut targets);
                     }
@@ -1013,25 +1016,22 @@ impl Core {
                     // One branch per other node holding the number; a cluster branch rings
                     // local devices only (no loops). A follow-me stage's spiral to another
                     // extension rings that extension's devices on every node.
+                    // Never for a sips: request (nodes are reached over UDP).
                     if let (Some(c), Some(dir), false, Method::Invite) = (
                         cx.cfg.cluster.as_ref(),
                         cluster.directory(),
-                        from_cluster || (spiral && !devices_only),
+                        from_cluster || (spiral && !devices_only) || secure,
                         e.method,
                     ) {
                         cluster.branches += cluster::remote_targets(c, dir, number, &mut targets);
                     }
                     targets
                 };
-                if secure {
-                    // Only sips: targets over TLS (RFC 5630 §5.3; `transport/sips.rs`).
-                    targets.retain(|t| {
-                        transport::outbound::is_sips(&t.uri)
-                            && transport::sips::tls_path(&cx, t.dest, t.transport)
-                    });
-                    if targets.is_empty() {
-                        return sips_not_allowed(&mut cx, msg, from);
-                    }
+                // A sips: request's devices are only sips: Contacts over TLS (`registrar::Reach`,
+                // RFC 5630 §5.3); a trunk or a follow-me target without a TLS path fails as its
+                // branch starts (`proxy::start_branch`).
+                if targets.is_empty() && secure {
+                    return sips_not_allowed(&mut cx, msg, from);
                 }
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
@@ -1273,6 +1273,7 @@ fn followme_targets<'r>(
     number: &[u8],
     fm: &crate::config::followme::FollowMe,
     tenant: usize,
+    secure: bool,
     rings: &mut Vec<crate::time::Duration>,
     skipped: &mut Vec<crate::core::notice::Notice>,
 ) -> Vec<ForkTarget<'r>> {
@@ -1292,7 +1293,8 @@ fn followme_targets<'r>(
         for t in &stage.targets {
             match t {
                 Target::Own => {
-                    let own = registrar.targets(number, Reach::new(cx.cfg, cx.flows));
+                    let reach = Reach::new(cx.cfg, cx.flows).secure(secure);
+                    let own = registrar.targets(number, reach);
                     out.extend(own.map(|b| ForkTarget {
                         uri: std::borrow::Cow::Borrowed(b.contact),
                         dest: b.dest,
@@ -1302,6 +1304,8 @@ fn followme_targets<'r>(
                         transport: b.transport,
                     }))
                 }
+                // A spiral to ourselves over UDP: no target of a sips: request.
+                Target::Extension(_) if secure => {}
                 Target::Extension(other) => {
                     let mut uri = b"sip:".to_vec();
                     uri.extend_from_slice(other);
@@ -1311,6 +1315,8 @@ fn followme_targets<'r>(
                     uri.extend_from_slice(DEVICES_ONLY_PARAM.as_bytes());
                     out.push(owned(uri, cx.env.local, q, false));
                 }
+                // Built as sip: URIs: no target of a sips: request.
+                Target::External { .. } if secure => {}
                 Target::External {
                     number: n,
                     next_hop,
@@ -1332,7 +1338,7 @@ fn followme_targets<'r>(
         }
         rings.push(stage.ring);
     }
-    if let (Some((uri, dest)), true) = (&fm.voicemail, node.voicemail) {
+    if let (Some((uri, dest)), true, false) = (&fm.voicemail, node.voicemail, secure) {
         let q = 1000u16.saturating_sub(fm.stages.len() as u16);
         out.push(owned(uri.as_bytes().to_vec(), *dest, q, false));
         rings.push(cx.cfg.proxy.timer_c);

@@ -855,7 +855,11 @@ fn a_sip_contact_reached_over_tls_is_no_target_of_a_sips_request_only_a_sips_one
             };
             for (id, via, uri) in [
                 (over_tls, "TLS", contact(&w, over_tls, "sip", "")),
-                (wants_tls, "UDP", contact(&w, wants_tls, "sip", ";transport=tls")),
+                (
+                    wants_tls,
+                    "UDP",
+                    contact(&w, wants_tls, "sip", ";transport=tls"),
+                ),
                 (sips, "UDP", contact(&w, sips, "sips", "")),
             ] {
                 let addr = w.phone_ref(id).addr;
@@ -891,7 +895,8 @@ fn a_sip_contact_reached_over_tls_is_no_target_of_a_sips_request_only_a_sips_one
             // A sip: request over the same connection rings all three: the sip: Contacts are
             // reachable over TLS, just not for a sips: request.
             let tag = format!("all{number}");
-            let invite = sips_invite(number, me, "TLS", &tag).replacen("INVITE sips:", "INVITE sip:", 1);
+            let invite =
+                sips_invite(number, me, "TLS", &tag).replacen("INVITE sips:", "INVITE sip:", 1);
             w.send_raw(caller, invite.as_bytes());
             w.run_for(ms(500));
             for id in [over_tls, wants_tls, sips] {
