@@ -910,3 +910,78 @@ fn a_sip_contact_reached_over_tls_is_no_target_of_a_sips_request_only_a_sips_one
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_sips_contact_registered_over_wss_is_a_target_of_a_sips_request_and_over_ws_it_is_not() {
+    let dir = certificates("sips-wss");
+    for shards in [1, 2] {
+        let cfg = config(shards, &dir, true).replace(
+            "\"tls:127.0.0.1:5061\"]",
+            "\"tls:127.0.0.1:5061\", \"ws:127.0.0.2:8080\", \"wss:127.0.0.2:8443\"]",
+        );
+        let mut w = World::new(&cfg, shards, 617);
+        let caller = w.add_phone("caller", "1000", 5071);
+        // Browsers (RFC 7118 §5.2: a `.invalid` host) with sips: Contacts: 1004 over WSS,
+        // 1005 over WS.
+        let wss = w.add_phone("wss-browser", "1004", 50_124);
+        let ws = w.add_phone("ws-browser", "1005", 50_125);
+        for (id, number, t, via) in [
+            (wss, "1004", Transport::Wss, "WSS"),
+            (ws, "1005", Transport::Ws, "WS"),
+        ] {
+            w.connect(id, t);
+            let addr = w.phone_ref(id).addr;
+            let contact = format!("sips:{number}@df7jal23ls0d.invalid;transport=ws");
+            let register = crate::outbound_tls::raw_register(number, addr, &contact).replacen(
+                "SIP/2.0/UDP",
+                &format!("SIP/2.0/{via}"),
+                1,
+            );
+            w.send_raw(id, register.as_bytes());
+            w.run_for(ms(50));
+            assert_eq!(w.phone_ref(id).statuses(), vec![200], "{}", w.dump());
+        }
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tls);
+        w.send_raw(caller, sips_invite("1004", me, "TLS", "wss").as_bytes());
+        w.send_raw(caller, sips_invite("1005", me, "TLS", "ws").as_bytes());
+        w.run_for(ms(500));
+        // WSS is TLS: rung over its WebSocket, with a sips: Request-URI.
+        assert_eq!(w.phone_ref(wss).incoming.len(), 1, "{}", w.dump());
+        let invite = &w.phone_ref(wss).incoming[0].invite;
+        assert!(invite.starts_with(b"INVITE sips:1004@"), "{}", w.dump());
+        assert!(
+            top_via(invite).starts_with("Via: SIP/2.0/WSS 127.0.0.2:8443;"),
+            "{}",
+            top_via(invite)
+        );
+        // WS is not: never rung, 480 with warn-code 380.
+        assert!(w.phone_ref(ws).incoming.is_empty(), "{}", w.dump());
+        assert_eq!(
+            answer(&w, caller, "ws"),
+            (
+                480,
+                "Warning: 380 127.0.0.1:5061 \"SIPS Not Allowed\"".into()
+            ),
+            "{shards} shards"
+        );
+        assert!(w.connects.is_empty(), "{:?}", w.connects);
+        // A sips: request from the WSS browser arrived over TLS (380: no TLS path to 1005);
+        // from the WS one it did not (381).
+        for (id, from, tag, code) in [(wss, "1004", "fromwss", 380), (ws, "1005", "fromws", 381)] {
+            let addr = w.phone_ref(id).addr;
+            let via = if id == wss { "WSS" } else { "WS" };
+            let invite =
+                sips_invite("1005", addr, via, tag).replace("sips:1000@", &format!("sips:{from}@"));
+            w.send_raw(id, invite.as_bytes());
+            w.run_for(ms(500));
+            let (status, warning) = answer(&w, id, tag);
+            assert_eq!(status, 480, "{shards} shards, {tag}");
+            assert!(
+                warning.starts_with(&format!("Warning: {code} ")),
+                "{warning}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
