@@ -985,3 +985,52 @@ fn a_sips_contact_registered_over_wss_is_a_target_of_a_sips_request_and_over_ws_
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// --- A `sip:` request to a device registered with a `sips:` Contact (RFC 5630 §5.3). ---
+
+#[test]
+fn a_sip_request_to_a_sips_contact_goes_over_tls_with_a_sip_request_uri() {
+    let dir = certificates("sips-sipreq");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 618);
+        // A second device of 1002 registered over its own TLS connection with a sips: Contact.
+        let own = s.w.add_phone("sips-own-tls", "1002", 5074);
+        let own_addr = s.w.phone_ref(own).addr;
+        s.w.connect(own, Transport::Tls);
+        s.w.send_raw(
+            own,
+            sips_register("1002", own_addr, "TLS", "1.0").as_bytes(),
+        );
+        s.w.run_for(ms(100));
+        assert_eq!(s.w.phone_ref(own).statuses(), vec![200], "{}", s.w.dump());
+        // A plain sip: call from a UDP caller.
+        let dev = s.w.phone_ref(s.sips).addr;
+        s.w.call(s.caller, "1002");
+        s.w.run_for(secs(1));
+        // The UDP-registered one over a TLS connection sipfork opens; both get the scheme
+        // replaced (never a sips: Request-URI for a sip: request), the rest of the URI as is.
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tls)], "{}", s.w.dump());
+        for (id, addr) in [(s.sips, dev), (own, own_addr)] {
+            let invite = &s.w.phone_ref(id).incoming[0].invite;
+            let line = format!("INVITE sip:1002@{addr} SIP/2.0\r\n");
+            assert!(
+                invite.starts_with(line.as_bytes()),
+                "{shards} shards\n{}",
+                String::from_utf8_lossy(invite)
+            );
+            assert!(
+                top_via(invite).starts_with("Via: SIP/2.0/TLS 127.0.0.1:5061;"),
+                "{}",
+                top_via(invite)
+            );
+            // A sip: request's Record-Route stays sip: (RFC 5630 §5.1.2: else the device's
+            // Contact would have to be sips:).
+            assert!(
+                record_routes(invite).iter().all(|r| r.starts_with("<sip:")),
+                "{:?}",
+                record_routes(invite)
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

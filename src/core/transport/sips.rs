@@ -18,6 +18,7 @@
 //!
 //! Sans-IO: looks at the parsed request, the flow set and the configuration.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use super::{outbound, Transport};
@@ -51,6 +52,22 @@ pub fn tls_path(cx: &Cx<'_>, dest: SocketAddr, wanted: Transport) -> bool {
 /// would break RFC 5630's TLS on every hop.
 pub fn may_send(cx: &Cx<'_>, secure: bool, dest: SocketAddr) -> bool {
     !secure || cx.flows.get(dest).is_some_and(outbound::secure)
+}
+
+/// The Request-URI of a branch toward target `uri`: for a `sip:` request (`!secure`) a `sips:`
+/// target's scheme becomes `sip:`, the rest of the URI as is (RFC 5630 §5.3: a proxy never
+/// forwards a `sip:` request to a `sips:` Request-URI; a device registered with a `sips:`
+/// Contact still gets it over TLS, as `registrar::Reach` reaches that Contact).
+pub fn branch_uri(uri: &[u8], secure: bool) -> Cow<'_, [u8]> {
+    match uri.get(5..) {
+        Some(rest) if !secure && outbound::is_sips(uri) => {
+            let mut out = Vec::with_capacity(uri.len() - 1);
+            out.extend_from_slice(b"sip:");
+            out.extend_from_slice(rest);
+            Cow::Owned(out)
+        }
+        _ => Cow::Borrowed(uri),
+    }
 }
 
 /// warn-code 381: a `sips:` request that did not arrive over TLS.
