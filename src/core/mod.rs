@@ -954,11 +954,7 @@ impl Core {
                 let targets: Vec<ForkTarget> = if let Some(dest) = keepalive.pick(policy.trunk()) {
                     // A trunk: its static address, the number as dialled (a DID stays in the
                     // Request-URI and To); sips: for a sips: request (RFC 5630 §5.3).
-                    let mut uri = if secure {
-                        b"sips:".to_vec()
-                    } else {
-                        b"sip:".to_vec()
-                    };
+                    let mut uri = transport::sips::scheme(secure).to_vec();
                     uri.extend_from_slice(&number::of_uri(&e.request_uri));
                     uri.push(b'@');
                     build::push_hostport(&mut uri, dest);
@@ -1315,14 +1311,14 @@ fn followme_targets<'r>(
                     uri.extend_from_slice(DEVICES_ONLY_PARAM.as_bytes());
                     out.push(owned(uri, cx.env.local, q, false));
                 }
-                // Built as sip: URIs: no target of a sips: request.
-                Target::External { .. } if secure => {}
                 Target::External {
                     number: n,
                     next_hop,
                     transport,
                 } if node.forward_external => {
-                    let mut uri = b"sip:".to_vec();
+                    // sips: for a sips: request, which then takes TLS or fails
+                    // (`proxy::start_branch`; RFC 5630 §5.3).
+                    let mut uri = transport::sips::scheme(secure).to_vec();
                     uri.extend_from_slice(n);
                     uri.push(b'@');
                     build::push_hostport(&mut uri, *next_hop);
@@ -1338,9 +1334,19 @@ fn followme_targets<'r>(
         }
         rings.push(stage.ring);
     }
-    if let (Some((uri, dest)), true, false) = (&fm.voicemail, node.voicemail, secure) {
+    if let (Some((uri, dest)), true) = (&fm.voicemail, node.voicemail) {
         let q = 1000u16.saturating_sub(fm.stages.len() as u16);
-        out.push(owned(uri.as_bytes().to_vec(), *dest, q, false));
+        // Configured as `sip:…`: `sips:…` for a sips: request, like an external target.
+        let rest = uri.as_bytes().get(4..).unwrap_or_default();
+        let mut target = owned(
+            [transport::sips::scheme(secure), rest].concat(),
+            *dest,
+            q,
+            false,
+        );
+        // Over what its URI asks for (`;transport=tls|tcp`), as a registered Contact is.
+        target.transport = transport::outbound::wanted(uri.as_bytes());
+        out.push(target);
         rings.push(cx.cfg.proxy.timer_c);
     }
     out

@@ -1034,3 +1034,121 @@ fn a_sip_request_to_a_sips_contact_goes_over_tls_with_a_sip_request_uri() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// --- Follow-me's external targets and voicemail on a `sips:` request. ---
+
+/// 1003 follows me to an external number (route next hop `hop` with `params`), then to
+/// voicemail at `vm` (its URI with `params` too); UDP and TLS listeners, TLS out.
+fn sips_followme_config(shards: u16, dir: &std::path::Path, params: &str) -> String {
+    let (hop, vm) = ("127.0.0.1:5099", "127.0.0.1:5098");
+    format!(
+        "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n\
+         domain = \"example.com\"\nshards = {shards}\n[registrar]\nmin_expires = 10\n\
+         [auth]\nmode = \"none\"\n[[tenants]]\nname = \"fwd\"\nforward_external = true\n\
+         voicemail = true\n[[extensions]]\nnumbers = \"1000-1099\"\ntenant = \"fwd\"\n\
+         [[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{hop}{params}\"\n\
+         [[followme]]\nextension = \"1003\"\nvoicemail = \"sip:vm@{vm}{params}\"\n\
+         stages = [{{ targets = [\"0044201234567\"], ring = 2 }}]\n\
+         [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\npeer_ca = \"{cert}\"\n",
+        cert = dir.join("cert.pem").display(),
+        key = dir.join("key.pem").display(),
+    )
+}
+
+#[test]
+fn a_sips_request_reaches_followme_external_targets_and_voicemail_over_tls_or_gets_480() {
+    let dir = certificates("sips-followme");
+    let (hop, vm): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:5099".parse().unwrap(),
+        "127.0.0.1:5098".parse().unwrap(),
+    );
+    for shards in [1, 2] {
+        // Both configured for TLS: each stage takes TLS, with a sips: Request-URI.
+        let mut w = World::new(
+            &sips_followme_config(shards, &dir, ";transport=tls"),
+            shards,
+            619,
+        );
+        let caller = w.add_phone("caller", "1000", 5071);
+        let external = w.add_phone_at("external", "0044201234567", hop);
+        let mailbox = w.add_phone_at("voicemail", "vm", vm);
+        w.behave(external, Behaviour::silent());
+        w.behave(mailbox, Behaviour::answer_after(ms(100)));
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tls);
+        w.send_raw(caller, sips_invite("1003", me, "TLS", "fmtls").as_bytes());
+        w.run_for(secs(4));
+        assert_eq!(
+            w.connects,
+            vec![(hop, Transport::Tls), (vm, Transport::Tls)],
+            "{shards} shards\n{}",
+            w.dump()
+        );
+        let invite = &w.phone_ref(external).incoming[0].invite;
+        assert!(
+            invite.starts_with(b"INVITE sips:0044201234567@127.0.0.1:5099 "),
+            "{}",
+            w.dump()
+        );
+        assert!(top_via(invite).starts_with("Via: SIP/2.0/TLS "));
+        let invite = &w.phone_ref(mailbox).incoming[0].invite;
+        assert!(
+            invite.starts_with(b"INVITE sips:vm@127.0.0.1:5098;transport=tls "),
+            "{}",
+            w.dump()
+        );
+        assert!(top_via(invite).starts_with("Via: SIP/2.0/TLS "));
+        let ok = final_for(&w, caller, "CSeq: 1 INVITE");
+        assert!(ok.starts_with("SIP/2.0 200"), "{shards} shards: {ok}");
+
+        // A sip: call from a UDP caller: the same TLS connections, sip: Request-URIs (the
+        // voicemail URI's `;transport=tls` is followed whatever the request's scheme).
+        let mut w = World::new(
+            &sips_followme_config(shards, &dir, ";transport=tls"),
+            shards,
+            621,
+        );
+        let caller = w.add_phone("caller", "1000", 5071);
+        let external = w.add_phone_at("external", "0044201234567", hop);
+        let mailbox = w.add_phone_at("voicemail", "vm", vm);
+        w.behave(external, Behaviour::silent());
+        w.behave(mailbox, Behaviour::answer_after(ms(100)));
+        let call = w.call(caller, "1003");
+        w.run_for(secs(4));
+        assert_eq!(
+            w.connects,
+            vec![(hop, Transport::Tls), (vm, Transport::Tls)],
+            "{shards} shards\n{}",
+            w.dump()
+        );
+        let invite = &w.phone_ref(mailbox).incoming[0].invite;
+        assert!(
+            invite.starts_with(b"INVITE sip:vm@127.0.0.1:5098;transport=tls "),
+            "{}",
+            w.dump()
+        );
+        assert_eq!(w.phone_ref(caller).outgoing[call].finals(), vec![200]);
+
+        // Over UDP (neither asks for TLS): neither is sent anything; 480 with warn-code 380.
+        let mut w = World::new(&sips_followme_config(shards, &dir, ""), shards, 620);
+        let caller = w.add_phone("caller", "1000", 5071);
+        let external = w.add_phone_at("external", "0044201234567", hop);
+        let mailbox = w.add_phone_at("voicemail", "vm", vm);
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tls);
+        w.send_raw(caller, sips_invite("1003", me, "TLS", "fmudp").as_bytes());
+        w.run_for(secs(4));
+        assert!(w.phone_ref(external).incoming.is_empty(), "{}", w.dump());
+        assert!(w.phone_ref(mailbox).incoming.is_empty(), "{}", w.dump());
+        assert!(w.connects.is_empty(), "{:?}", w.connects);
+        assert_eq!(
+            answer(&w, caller, "fmudp"),
+            (
+                480,
+                "Warning: 380 127.0.0.1:5061 \"SIPS Not Allowed\"".into()
+            ),
+            "{shards} shards"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

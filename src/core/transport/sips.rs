@@ -70,6 +70,16 @@ pub fn branch_uri(uri: &[u8], secure: bool) -> Cow<'_, [u8]> {
     }
 }
 
+/// The scheme of a Request-URI sipfork builds itself (a trunk's, a follow-me external target's,
+/// voicemail's): `sips:` for a `sips:` request (RFC 5630 §5.3), else `sip:`.
+pub fn scheme(secure: bool) -> &'static [u8] {
+    if secure {
+        b"sips:"
+    } else {
+        b"sip:"
+    }
+}
+
 /// warn-code 381: a `sips:` request that did not arrive over TLS.
 pub const REQUIRED: (u16, &str) = (381, "SIPS Required");
 /// warn-code 380: no target of a `sips:` request can be reached over TLS.
