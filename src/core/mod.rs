@@ -1263,6 +1263,7 @@ const DEVICES_ONLY_PARAM: &str = "sfdev";
 /// devices, never its follow-me or voicemail); external numbers through their route, only if
 /// `forward_external` holds on the forwarding extension's tenant chain; voicemail last, only if
 /// the chain allows voicemail.
+#[allow(clippy::too_many_arguments)] // `secure`: a sips: request's targets (RFC 5630)
 fn followme_targets<'r>(
     cx: &Cx<'_>,
     registrar: &'r Registrar,

@@ -705,14 +705,7 @@ fn a_late_2xx_of_a_sips_call_whose_tls_connection_closed_gets_no_cleartext_ack_c
         // A second device of 1002 with a sips: Contact.
         let late = s.w.add_phone("sips-dev2", "1002", 5074);
         let late_addr = s.w.phone_ref(late).addr;
-        s.w.send_raw(
-            late,
-            crate::outbound_tls::raw_register("1002", late_addr, &format!("sips:1002@{late_addr}"))
-                .replace("reg-1002@test", "reg-1002b@test")
-                .as_bytes(),
-        );
-        s.w.run_for(ms(100));
-        assert_eq!(s.w.phone_ref(late).statuses(), vec![200], "{}", s.w.dump());
+        register_sips(&mut s.w, late, "1002", "UDP", "");
         // 1002's first device answers; the second a millisecond later, after its TLS
         // connection closed: its 2xx comes over UDP and is torn down.
         s.w.behave(s.sips, Behaviour::answer_after(ms(100)));
@@ -751,15 +744,31 @@ fn a_late_2xx_of_a_sips_call_whose_tls_connection_closed_gets_no_cleartext_ack_c
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A REGISTER of `user` from `addr` over `transport` with a `sips:` Contact at `q`.
-fn sips_register(user: &str, addr: SocketAddr, transport: &str, q: &str) -> String {
-    crate::outbound_tls::raw_register(user, addr, &format!("sips:{user}@{addr}"))
-        .replacen("SIP/2.0/UDP", &format!("SIP/2.0/{transport}"), 1)
+/// Phone `id` registers `user` with Contact `contact` (`q` its q-value, if any), its REGISTER's
+/// Via naming `via` and its Call-ID its own, and gets 200.
+fn register_contact(w: &mut World, id: PhoneId, user: &str, contact: &str, via: &str, q: &str) {
+    let addr = w.phone_ref(id).addr;
+    let q = if q.is_empty() {
+        String::new()
+    } else {
+        format!(";q={q}")
+    };
+    let register = crate::outbound_tls::raw_register(user, addr, contact)
+        .replacen("SIP/2.0/UDP", &format!("SIP/2.0/{via}"), 1)
         .replace(
             &format!("reg-{user}@test"),
             &format!("reg-{user}-{}@test", addr.port()),
         )
-        .replace(">\r\nExpires", &format!(">;q={q}\r\nExpires"))
+        .replace(">\r\nExpires", &format!(">{q}\r\nExpires"));
+    w.send_raw(id, register.as_bytes());
+    w.run_for(ms(50));
+    assert_eq!(w.phone_ref(id).statuses(), vec![200], "{}", w.dump());
+}
+
+/// [`register_contact`] with the phone's own `sips:` URI as Contact.
+fn register_sips(w: &mut World, id: PhoneId, user: &str, via: &str, q: &str) {
+    let contact = format!("sips:{user}@{}", w.phone_ref(id).addr);
+    register_contact(w, id, user, &contact, via, q);
 }
 
 #[test]
@@ -790,10 +799,7 @@ fn a_later_q_group_of_a_sips_call_rings_only_the_devices_still_reached_over_tls(
             (tcp, "UDP", "0.5"),
             (tls, "UDP", "0.5"),
         ] {
-            let addr = w.phone_ref(id).addr;
-            w.send_raw(id, sips_register("1002", addr, via, q).as_bytes());
-            w.run_for(ms(50));
-            assert_eq!(w.phone_ref(id).statuses(), vec![200], "{}", w.dump());
+            register_sips(&mut w, id, "1002", via, q);
         }
         let me = w.phone_ref(caller).addr;
         w.connect(caller, Transport::Tls);
@@ -862,16 +868,7 @@ fn a_sip_contact_reached_over_tls_is_no_target_of_a_sips_request_only_a_sips_one
                 ),
                 (sips, "UDP", contact(&w, sips, "sips", "")),
             ] {
-                let addr = w.phone_ref(id).addr;
-                let register = crate::outbound_tls::raw_register(number, addr, &uri)
-                    .replacen("SIP/2.0/UDP", &format!("SIP/2.0/{via}"), 1)
-                    .replace(
-                        &format!("reg-{number}@test"),
-                        &format!("reg-{number}-{}@test", addr.port()),
-                    );
-                w.send_raw(id, register.as_bytes());
-                w.run_for(ms(50));
-                assert_eq!(w.phone_ref(id).statuses(), vec![200], "{}", w.dump());
+                register_contact(&mut w, id, number, &uri, via, "");
             }
             phones.push((number, over_tls, wants_tls, sips));
         }
@@ -930,16 +927,8 @@ fn a_sips_contact_registered_over_wss_is_a_target_of_a_sips_request_and_over_ws_
             (ws, "1005", Transport::Ws, "WS"),
         ] {
             w.connect(id, t);
-            let addr = w.phone_ref(id).addr;
             let contact = format!("sips:{number}@df7jal23ls0d.invalid;transport=ws");
-            let register = crate::outbound_tls::raw_register(number, addr, &contact).replacen(
-                "SIP/2.0/UDP",
-                &format!("SIP/2.0/{via}"),
-                1,
-            );
-            w.send_raw(id, register.as_bytes());
-            w.run_for(ms(50));
-            assert_eq!(w.phone_ref(id).statuses(), vec![200], "{}", w.dump());
+            register_contact(&mut w, id, number, &contact, via, "");
         }
         let me = w.phone_ref(caller).addr;
         w.connect(caller, Transport::Tls);
@@ -997,12 +986,7 @@ fn a_sip_request_to_a_sips_contact_goes_over_tls_with_a_sip_request_uri() {
         let own = s.w.add_phone("sips-own-tls", "1002", 5074);
         let own_addr = s.w.phone_ref(own).addr;
         s.w.connect(own, Transport::Tls);
-        s.w.send_raw(
-            own,
-            sips_register("1002", own_addr, "TLS", "1.0").as_bytes(),
-        );
-        s.w.run_for(ms(100));
-        assert_eq!(s.w.phone_ref(own).statuses(), vec![200], "{}", s.w.dump());
+        register_sips(&mut s.w, own, "1002", "TLS", "");
         // A plain sip: call from a UDP caller.
         let dev = s.w.phone_ref(s.sips).addr;
         s.w.call(s.caller, "1002");
@@ -1055,6 +1039,38 @@ fn sips_followme_config(shards: u16, dir: &std::path::Path, params: &str) -> Str
     )
 }
 
+/// A world on [`sips_followme_config`] with `params`: caller 1000, the external number at its
+/// next hop (never answers) and the voicemail (answers), all over TLS for `params` =
+/// `;transport=tls`. The caller calls 1003: a `sips:` INVITE over TLS when `sips`, else a
+/// `sip:` one over UDP. Four seconds later: the world, the caller, the external, the mailbox.
+fn followme_call(
+    shards: u16,
+    dir: &std::path::Path,
+    params: &str,
+    sips: bool,
+    seed: u64,
+) -> (World, PhoneId, PhoneId, PhoneId) {
+    let mut w = World::new(&sips_followme_config(shards, dir, params), shards, seed);
+    let caller = w.add_phone("caller", "1000", 5071);
+    let external = w.add_phone_at(
+        "external",
+        "0044201234567",
+        "127.0.0.1:5099".parse().unwrap(),
+    );
+    let mailbox = w.add_phone_at("voicemail", "vm", "127.0.0.1:5098".parse().unwrap());
+    w.behave(external, Behaviour::silent());
+    w.behave(mailbox, Behaviour::answer_after(ms(100)));
+    if sips {
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tls);
+        w.send_raw(caller, sips_invite("1003", me, "TLS", "fm").as_bytes());
+    } else {
+        w.call(caller, "1003");
+    }
+    w.run_for(secs(4));
+    (w, caller, external, mailbox)
+}
+
 #[test]
 fn a_sips_request_reaches_followme_external_targets_and_voicemail_over_tls_or_gets_480() {
     let dir = certificates("sips-followme");
@@ -1063,86 +1079,38 @@ fn a_sips_request_reaches_followme_external_targets_and_voicemail_over_tls_or_ge
         "127.0.0.1:5098".parse().unwrap(),
     );
     for shards in [1, 2] {
-        // Both configured for TLS: each stage takes TLS, with a sips: Request-URI.
-        let mut w = World::new(
-            &sips_followme_config(shards, &dir, ";transport=tls"),
-            shards,
-            619,
-        );
-        let caller = w.add_phone("caller", "1000", 5071);
-        let external = w.add_phone_at("external", "0044201234567", hop);
-        let mailbox = w.add_phone_at("voicemail", "vm", vm);
-        w.behave(external, Behaviour::silent());
-        w.behave(mailbox, Behaviour::answer_after(ms(100)));
-        let me = w.phone_ref(caller).addr;
-        w.connect(caller, Transport::Tls);
-        w.send_raw(caller, sips_invite("1003", me, "TLS", "fmtls").as_bytes());
-        w.run_for(secs(4));
-        assert_eq!(
-            w.connects,
-            vec![(hop, Transport::Tls), (vm, Transport::Tls)],
-            "{shards} shards\n{}",
-            w.dump()
-        );
-        let invite = &w.phone_ref(external).incoming[0].invite;
-        assert!(
-            invite.starts_with(b"INVITE sips:0044201234567@127.0.0.1:5099 "),
-            "{}",
-            w.dump()
-        );
-        assert!(top_via(invite).starts_with("Via: SIP/2.0/TLS "));
-        let invite = &w.phone_ref(mailbox).incoming[0].invite;
-        assert!(
-            invite.starts_with(b"INVITE sips:vm@127.0.0.1:5098;transport=tls "),
-            "{}",
-            w.dump()
-        );
-        assert!(top_via(invite).starts_with("Via: SIP/2.0/TLS "));
-        let ok = final_for(&w, caller, "CSeq: 1 INVITE");
-        assert!(ok.starts_with("SIP/2.0 200"), "{shards} shards: {ok}");
-
-        // A sip: call from a UDP caller: the same TLS connections, sip: Request-URIs (the
-        // voicemail URI's `;transport=tls` is followed whatever the request's scheme).
-        let mut w = World::new(
-            &sips_followme_config(shards, &dir, ";transport=tls"),
-            shards,
-            621,
-        );
-        let caller = w.add_phone("caller", "1000", 5071);
-        let external = w.add_phone_at("external", "0044201234567", hop);
-        let mailbox = w.add_phone_at("voicemail", "vm", vm);
-        w.behave(external, Behaviour::silent());
-        w.behave(mailbox, Behaviour::answer_after(ms(100)));
-        let call = w.call(caller, "1003");
-        w.run_for(secs(4));
-        assert_eq!(
-            w.connects,
-            vec![(hop, Transport::Tls), (vm, Transport::Tls)],
-            "{shards} shards\n{}",
-            w.dump()
-        );
-        let invite = &w.phone_ref(mailbox).incoming[0].invite;
-        assert!(
-            invite.starts_with(b"INVITE sip:vm@127.0.0.1:5098;transport=tls "),
-            "{}",
-            w.dump()
-        );
-        assert_eq!(w.phone_ref(caller).outgoing[call].finals(), vec![200]);
-
+        // Both configured for TLS: each stage takes TLS, with a sips: Request-URI; a sip: call
+        // takes the same TLS connections with sip: Request-URIs (the voicemail URI's
+        // `;transport=tls` is followed whatever the request's scheme).
+        for (sips, seed) in [(true, 619), (false, 621)] {
+            let (w, caller, external, mailbox) =
+                followme_call(shards, &dir, ";transport=tls", sips, seed);
+            assert_eq!(
+                w.connects,
+                vec![(hop, Transport::Tls), (vm, Transport::Tls)],
+                "{shards} shards\n{}",
+                w.dump()
+            );
+            let scheme = if sips { "sips" } else { "sip" };
+            for (id, uri) in [
+                (external, "0044201234567@127.0.0.1:5099"),
+                (mailbox, "vm@127.0.0.1:5098;transport=tls"),
+            ] {
+                let invite = &w.phone_ref(id).incoming[0].invite;
+                let line = format!("INVITE {scheme}:{uri} ");
+                assert!(invite.starts_with(line.as_bytes()), "{}", w.dump());
+                assert!(top_via(invite).starts_with("Via: SIP/2.0/TLS "));
+            }
+            let ok = final_for(&w, caller, "CSeq: 1 INVITE");
+            assert!(ok.starts_with("SIP/2.0 200"), "{shards} shards: {ok}");
+        }
         // Over UDP (neither asks for TLS): neither is sent anything; 480 with warn-code 380.
-        let mut w = World::new(&sips_followme_config(shards, &dir, ""), shards, 620);
-        let caller = w.add_phone("caller", "1000", 5071);
-        let external = w.add_phone_at("external", "0044201234567", hop);
-        let mailbox = w.add_phone_at("voicemail", "vm", vm);
-        let me = w.phone_ref(caller).addr;
-        w.connect(caller, Transport::Tls);
-        w.send_raw(caller, sips_invite("1003", me, "TLS", "fmudp").as_bytes());
-        w.run_for(secs(4));
+        let (w, caller, external, mailbox) = followme_call(shards, &dir, "", true, 620);
         assert!(w.phone_ref(external).incoming.is_empty(), "{}", w.dump());
         assert!(w.phone_ref(mailbox).incoming.is_empty(), "{}", w.dump());
         assert!(w.connects.is_empty(), "{:?}", w.connects);
         assert_eq!(
-            answer(&w, caller, "fmudp"),
+            answer(&w, caller, "fm"),
             (
                 480,
                 "Warning: 380 127.0.0.1:5061 \"SIPS Not Allowed\"".into()
