@@ -1120,3 +1120,34 @@ fn a_sips_request_reaches_followme_external_targets_and_voicemail_over_tls_or_ge
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_sips_branchs_final_after_its_tls_connection_closed_gets_no_cleartext_ack() {
+    let dir = certificates("sips-ack");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 622);
+        // 1002's device rejects the call after its TLS connection closed: the 486 comes over
+        // UDP, and the transaction's ACK would go back over UDP.
+        s.w.behave(s.sips, Behaviour::reject_after(486, ms(200)));
+        let (me, dev) = (s.w.phone_ref(s.caller).addr, s.w.phone_ref(s.sips).addr);
+        s.w.connect(s.caller, Transport::Tls);
+        s.w.send_raw(s.caller, sips_invite("1002", me, "TLS", "ack").as_bytes());
+        s.w.run_for(ms(100));
+        assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+        s.w.close_flow(s.sips);
+        let (log, dropped) = (s.w.log.len(), proxy_event(&s.w, "ack_dropped"));
+        s.w.run_for(secs(2));
+        assert_eq!(answer(&s.w, s.caller, "ack").0, 486, "{}", s.w.dump());
+        let leaked = sent_to(&s.w, log, dev);
+        assert!(
+            leaked.is_empty(),
+            "{shards} shards: {leaked:?}\n{}",
+            s.w.dump()
+        );
+        assert!(
+            proxy_event(&s.w, "ack_dropped") > dropped,
+            "{shards} shards"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

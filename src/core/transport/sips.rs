@@ -45,11 +45,11 @@ pub fn tls_path(cx: &Cx<'_>, dest: SocketAddr, wanted: Transport) -> bool {
     }
 }
 
-/// Whether a request sipfork sends itself (a CANCEL, the ACK and BYE of a torn-down 2xx, a
-/// maximum-duration BYE) may leave toward `dest`: always unless it belongs to a `sips:` call or
-/// names a `sips:` target (`secure`), and then only over the TLS flow open to `dest` (such a
-/// request never opens a connection). One that may not is not sent at all: a cleartext copy
-/// would break RFC 5630's TLS on every hop.
+/// Whether a request sipfork sends itself (a CANCEL, a non-2xx final's ACK, the ACK and BYE of
+/// a torn-down 2xx, a maximum-duration BYE) may leave toward `dest`: always unless it belongs
+/// to a `sips:` call or names a `sips:` target (`secure`), and then only over the TLS flow
+/// open to `dest` (such a request never opens a connection). One that may not is not sent at
+/// all: a cleartext copy would break RFC 5630's TLS on every hop.
 pub fn may_send(cx: &Cx<'_>, secure: bool, dest: SocketAddr) -> bool {
     !secure || cx.flows.get(dest).is_some_and(outbound::secure)
 }
