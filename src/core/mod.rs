@@ -961,16 +961,10 @@ impl Core {
                     .cfg
                     .followme(number)
                     .filter(|_| !devices_only && !from_cluster);
-                let mut targets: Vec<ForkTarget> = if let Some(dest) =
-                    keepalive.pick(policy.trunk())
-                {
+                let targets: Vec<ForkTarget> = if let Some(dest) = keepalive.pick(policy.trunk()) {
                     // A trunk: its static address, the number as dialled (a DID stays in the
                     // Request-URI and To); sips: for a sips: request (RFC 5630 §5.3).
-                    let mut uri = if secure {
-                        b"sips:".to_vec()
-                    } else {
-                        b"sip:".to_vec()
-                    };
+                    let mut uri = transport::sips::scheme(secure).to_vec();
                     uri.extend_from_slice(&number::of_uri(&e.request_uri));
                     uri.push(b'@');
                     build::push_hostport(&mut uri, dest);
@@ -995,15 +989,20 @@ impl Core {
                         number,
                         fm,
                         tenant,
+                        secure,
                         &mut stage_rings,
                         &mut skipped,
                     );
                     cx.notices.append(&mut skipped);
                     plan.stage_rings = Some(&stage_rings);
-                    // A stage's `self` rings the extension's devices on the other nodes too.
-                    if let (Some(c), Some(dir), Method::Invite) =
-                        (cx.cfg.cluster.as_ref(), cluster.directory(), e.method)
-                    {
+                    // A stage's `self` rings the extension's devices on the other nodes too
+                    // (never for a sips: request: nodes are reached over UDP).
+                    if let (Some(c), Some(dir), Method::Invite, false) = (
+                        cx.cfg.cluster.as_ref(),
+                        cluster.directory(),
+                        e.method,
+                        secure,
+                    ) {
                         cluster.branches +=
                             cluster::followme_targets(c, dir, number, fm, &mut targets);
                     }
@@ -1023,25 +1022,22 @@ impl Core {
                     // One branch per other node holding the number; a cluster branch rings
                     // local devices only (no loops). A follow-me stage's spiral to another
                     // extension rings that extension's devices on every node.
+                    // Never for a sips: request (nodes are reached over UDP).
                     if let (Some(c), Some(dir), false, Method::Invite) = (
                         cx.cfg.cluster.as_ref(),
                         cluster.directory(),
-                        from_cluster || (spiral && !devices_only),
+                        from_cluster || (spiral && !devices_only) || secure,
                         e.method,
                     ) {
                         cluster.branches += cluster::remote_targets(c, dir, number, &mut targets);
                     }
                     targets
                 };
-                if secure {
-                    // Only sips: targets over TLS (RFC 5630 §5.3; `transport/sips.rs`).
-                    targets.retain(|t| {
-                        transport::outbound::is_sips(&t.uri)
-                            && transport::sips::tls_path(&cx, t.dest, t.transport)
-                    });
-                    if targets.is_empty() {
-                        return sips_not_allowed(&mut cx, msg, from);
-                    }
+                // A sips: request's devices are only sips: Contacts over TLS (`registrar::Reach`,
+                // RFC 5630 §5.3); a trunk or a follow-me target without a TLS path fails as its
+                // branch starts (`proxy::start_branch`).
+                if targets.is_empty() && secure {
+                    return sips_not_allowed(&mut cx, msg, from);
                 }
                 if targets.is_empty() {
                     return reply_to(&mut cx, msg, from, 480, "Temporarily Unavailable", b"");
@@ -1277,12 +1273,14 @@ const DEVICES_ONLY_PARAM: &str = "sfdev";
 /// devices, never its follow-me or voicemail); external numbers through their route, only if
 /// `forward_external` holds on the forwarding extension's tenant chain; voicemail last, only if
 /// the chain allows voicemail.
+#[allow(clippy::too_many_arguments)] // `secure`: a sips: request's targets (RFC 5630)
 fn followme_targets<'r>(
     cx: &Cx<'_>,
     registrar: &'r Registrar,
     number: &[u8],
     fm: &crate::config::followme::FollowMe,
     tenant: usize,
+    secure: bool,
     rings: &mut Vec<crate::time::Duration>,
     skipped: &mut Vec<crate::core::notice::Notice>,
 ) -> Vec<ForkTarget<'r>> {
@@ -1302,7 +1300,8 @@ fn followme_targets<'r>(
         for t in &stage.targets {
             match t {
                 Target::Own => {
-                    let own = registrar.targets(number, Reach::new(cx.cfg, cx.flows));
+                    let reach = Reach::new(cx.cfg, cx.flows).secure(secure);
+                    let own = registrar.targets(number, reach);
                     out.extend(own.map(|b| ForkTarget {
                         uri: std::borrow::Cow::Borrowed(b.contact),
                         dest: b.dest,
@@ -1312,6 +1311,8 @@ fn followme_targets<'r>(
                         transport: b.transport,
                     }))
                 }
+                // A spiral to ourselves over UDP: no target of a sips: request.
+                Target::Extension(_) if secure => {}
                 Target::Extension(other) => {
                     let mut uri = b"sip:".to_vec();
                     uri.extend_from_slice(other);
@@ -1326,7 +1327,9 @@ fn followme_targets<'r>(
                     next_hop,
                     transport,
                 } if node.forward_external => {
-                    let mut uri = b"sip:".to_vec();
+                    // sips: for a sips: request, which then takes TLS or fails
+                    // (`proxy::start_branch`; RFC 5630 §5.3).
+                    let mut uri = transport::sips::scheme(secure).to_vec();
                     uri.extend_from_slice(n);
                     uri.push(b'@');
                     build::push_hostport(&mut uri, *next_hop);
@@ -1344,7 +1347,17 @@ fn followme_targets<'r>(
     }
     if let (Some((uri, dest)), true) = (&fm.voicemail, node.voicemail) {
         let q = 1000u16.saturating_sub(fm.stages.len() as u16);
-        out.push(owned(uri.as_bytes().to_vec(), *dest, q, false));
+        // Configured as `sip:…`: `sips:…` for a sips: request, like an external target.
+        let rest = uri.as_bytes().get(4..).unwrap_or_default();
+        let mut target = owned(
+            [transport::sips::scheme(secure), rest].concat(),
+            *dest,
+            q,
+            false,
+        );
+        // Over what its URI asks for (`;transport=tls|tcp`), as a registered Contact is.
+        target.transport = transport::outbound::wanted(uri.as_bytes());
+        out.push(target);
         rings.push(cx.cfg.proxy.timer_c);
     }
     out

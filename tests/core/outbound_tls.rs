@@ -126,7 +126,8 @@ fn tls_and_sips_contacts_are_reached_over_tls_connections_sipfork_opens() {
         s.w.run_for(secs(2));
         assert_eq!(s.w.phone_ref(s.tls).incoming.len(), 2, "{}", s.w.dump());
         assert_eq!(s.w.connects.len(), 1, "{:?}", s.w.connects);
-        // A sips: Contact: its own TLS connection, the sips: URI as Request-URI.
+        // A sips: Contact: its own TLS connection; a sip: request gets a sip: Request-URI
+        // (RFC 5630 §5.3).
         s.w.call(s.caller, "1002");
         s.w.run_for(secs(2));
         assert_eq!(
@@ -135,7 +136,7 @@ fn tls_and_sips_contacts_are_reached_over_tls_connections_sipfork_opens() {
             "{shards} shards"
         );
         let invite = &s.w.phone_ref(s.sips).incoming[0].invite;
-        assert!(invite.starts_with(b"INVITE sips:1002@"), "{}", s.w.dump());
+        assert!(invite.starts_with(b"INVITE sip:1002@"), "{}", s.w.dump());
         check_tls_branch(invite);
     }
     std::fs::remove_dir_all(&dir).unwrap();

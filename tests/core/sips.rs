@@ -613,3 +613,541 @@ fn a_route_next_hop_over_tls_or_tcp_needs_what_a_trunk_over_it_needs() {
     assert!(sipfork::config::Config::from_toml(&ok).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// --- sipfork's own requests inside a `sips:` call (RFC 5630: TLS on every hop). ---
+
+/// The sum of `sipfork_proxy_events_total{reason}` over every shard.
+fn proxy_event(w: &World, reason: &str) -> u64 {
+    w.cores()
+        .iter()
+        .map(|core| {
+            let mut sink = sipfork::core::metrics::MetricSink::default();
+            core.export_metrics(&mut sink);
+            sink.samples
+                .iter()
+                .filter(|s| {
+                    s.name == "sipfork_proxy_events_total"
+                        && s.labels.iter().any(|(k, v)| *k == "reason" && v == reason)
+                })
+                .map(|s| s.value)
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// What sipfork sent to `to` from log entry `since` on: each message's first line.
+fn sent_to(w: &World, since: usize, to: SocketAddr) -> Vec<String> {
+    w.log[since..]
+        .iter()
+        .filter(|t| t.from == w.proxy && t.to == to)
+        .map(|t| t.line.clone())
+        .collect()
+}
+
+#[test]
+fn the_max_call_bye_of_a_sips_dialog_never_reaches_a_leg_whose_tls_connection_closed() {
+    let dir = certificates("sips-maxbye");
+    for shards in [1, 2] {
+        let cfg = format!(
+            "{}[policy]\nmax_call_seconds = 60\n",
+            config(shards, &dir, true)
+        );
+        let mut s = setup(&cfg, shards, 613);
+        let (me, dev) = (s.w.phone_ref(s.caller).addr, s.w.phone_ref(s.sips).addr);
+        s.w.behave(s.sips, Behaviour::answer_after(ms(100)));
+        s.w.connect(s.caller, Transport::Tls);
+        s.w.send_raw(
+            s.caller,
+            sips_invite("1002", me, "TLS", "maxbye").as_bytes(),
+        );
+        s.w.run_for(secs(1));
+        let ok = final_for(&s.w, s.caller, "CSeq: 1 INVITE");
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        // The device's TLS connection closes; the caller's stays.
+        s.w.close_flow(s.sips);
+        let (log, errors) = (s.w.log.len(), proxy_event(&s.w, "branch_transport_error"));
+        s.w.run_for(secs(61));
+        // The caller (still over TLS) gets its BYE; the device nothing in cleartext.
+        let to_caller = sent_to(&s.w, log, me);
+        assert!(
+            to_caller.iter().any(|l| l.starts_with("BYE sips:1000@")),
+            "{shards} shards: {to_caller:?}\n{}",
+            s.w.dump()
+        );
+        let leaked = sent_to(&s.w, log, dev);
+        assert!(
+            leaked.is_empty(),
+            "{shards} shards: {leaked:?}\n{}",
+            s.w.dump()
+        );
+        // Counted, and the dialog ended all the same.
+        assert_eq!(
+            proxy_event(&s.w, "branch_transport_error"),
+            errors + 1,
+            "{shards} shards"
+        );
+        assert_eq!(proxy_event(&s.w, "dialog_expired"), 1, "{shards} shards");
+        let dialogs: u64 = s.w.cores().iter().map(|c| c.proxy_dialogs()).sum();
+        assert_eq!(dialogs, 0, "{shards} shards");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_late_2xx_of_a_sips_call_whose_tls_connection_closed_gets_no_cleartext_ack_cancel_or_bye() {
+    let dir = certificates("sips-teardown");
+    for shards in [1, 2] {
+        let cfg = config(shards, &dir, true).replace(
+            "numbers = \"1000-1099\"",
+            "numbers = \"1000-1099\"\nsingle_answer = true",
+        );
+        let mut s = setup(&cfg, shards, 614);
+        // A second device of 1002 with a sips: Contact.
+        let late = s.w.add_phone("sips-dev2", "1002", 5074);
+        let late_addr = s.w.phone_ref(late).addr;
+        register_sips(&mut s.w, late, "1002", "UDP", "");
+        // 1002's first device answers; the second a millisecond later, after its TLS
+        // connection closed: its 2xx comes over UDP and is torn down.
+        s.w.behave(s.sips, Behaviour::answer_after(ms(100)));
+        s.w.behave(late, Behaviour::answer_after(ms(101)));
+        let me = s.w.phone_ref(s.caller).addr;
+        s.w.connect(s.caller, Transport::Tls);
+        s.w.send_raw(s.caller, sips_invite("1002", me, "TLS", "late").as_bytes());
+        s.w.run_for(ms(50));
+        assert_eq!(s.w.phone_ref(late).incoming.len(), 1, "{}", s.w.dump());
+        s.w.close_flow(late);
+        let (log, torn) = (s.w.log.len(), proxy_event(&s.w, "late_answer_torn_down"));
+        s.w.run_for(secs(2));
+        let ok = final_for(&s.w, s.caller, "CSeq: 1 INVITE");
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        assert_eq!(
+            s.w.phone_ref(late).incoming[0].final_status,
+            Some(200),
+            "{}",
+            s.w.dump()
+        );
+        assert_eq!(
+            proxy_event(&s.w, "late_answer_torn_down"),
+            torn + 1,
+            "{shards} shards\n{}",
+            s.w.dump()
+        );
+        let leaked = sent_to(&s.w, log, late_addr);
+        assert!(
+            leaked.is_empty(),
+            "{shards} shards: {leaked:?}\n{}",
+            s.w.dump()
+        );
+        // The winner's dialog is untouched.
+        assert!(!s.w.phone_ref(s.sips).incoming[0].bye, "{}", s.w.dump());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Phone `id` registers `user` with Contact `contact` (`q` its q-value, if any), its REGISTER's
+/// Via naming `via` and its Call-ID its own, and gets 200.
+fn register_contact(w: &mut World, id: PhoneId, user: &str, contact: &str, via: &str, q: &str) {
+    let addr = w.phone_ref(id).addr;
+    let q = if q.is_empty() {
+        String::new()
+    } else {
+        format!(";q={q}")
+    };
+    let register = crate::outbound_tls::raw_register(user, addr, contact)
+        .replacen("SIP/2.0/UDP", &format!("SIP/2.0/{via}"), 1)
+        .replace(
+            &format!("reg-{user}@test"),
+            &format!("reg-{user}-{}@test", addr.port()),
+        )
+        .replace(">\r\nExpires", &format!(">{q}\r\nExpires"));
+    w.send_raw(id, register.as_bytes());
+    w.run_for(ms(50));
+    assert_eq!(w.phone_ref(id).statuses(), vec![200], "{}", w.dump());
+}
+
+/// [`register_contact`] with the phone's own `sips:` URI as Contact.
+fn register_sips(w: &mut World, id: PhoneId, user: &str, via: &str, q: &str) {
+    let contact = format!("sips:{user}@{}", w.phone_ref(id).addr);
+    register_contact(w, id, user, &contact, via, q);
+}
+
+#[test]
+fn a_later_q_group_of_a_sips_call_rings_only_the_devices_still_reached_over_tls() {
+    let dir = certificates("sips-qgroups");
+    for shards in [1, 2] {
+        let cfg = config(shards, &dir, true).replace(
+            "numbers = \"1000-1099\"",
+            "numbers = \"1000-1099\"\nfork = \"q-groups\"\ngroup_timeout = 2",
+        );
+        let mut w = World::new(&cfg, shards, 615);
+        let caller = w.add_phone("caller", "1000", 5071);
+        // q=1.0: a device reached over a TLS connection sipfork opens; it never answers.
+        let first = w.add_phone("first", "1002", 5080);
+        // q=0.5: one registered over its own TLS connection, which closes while the first
+        // group rings (reached only over UDP then); one registered over UDP whose address
+        // opens a plain TCP connection meanwhile (the one connection per address is TCP); one
+        // reached over a TLS connection sipfork opens.
+        let closed = w.add_phone("closed", "1002", 5081);
+        let tcp = w.add_phone("tcp", "1002", 5082);
+        let tls = w.add_phone("tls", "1002", 5083);
+        w.behave(first, Behaviour::silent());
+        w.behave(tls, Behaviour::answer_after(ms(100)));
+        w.connect(closed, Transport::Tls);
+        for (id, via, q) in [
+            (first, "UDP", "1.0"),
+            (closed, "TLS", "0.5"),
+            (tcp, "UDP", "0.5"),
+            (tls, "UDP", "0.5"),
+        ] {
+            register_sips(&mut w, id, "1002", via, q);
+        }
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tls);
+        w.send_raw(caller, sips_invite("1002", me, "TLS", "qg").as_bytes());
+        w.run_for(ms(500));
+        // The first group only: the q=1.0 device rings.
+        assert_eq!(w.phone_ref(first).incoming.len(), 1, "{}", w.dump());
+        for id in [closed, tcp, tls] {
+            assert!(w.phone_ref(id).incoming.is_empty(), "{}", w.dump());
+        }
+        w.close_flow(closed);
+        let tcp_addr = w.phone_ref(tcp).addr;
+        w.connect(tcp, Transport::Tcp);
+        w.send_raw(tcp, query_register("1002", tcp_addr, "TCP").as_bytes());
+        let log = w.log.len();
+        w.run_for(secs(3));
+        // The second group: only the device still reached over TLS gets the INVITE, and
+        // answers the call.
+        assert_eq!(w.phone_ref(tls).incoming.len(), 1, "{}", w.dump());
+        for id in [closed, tcp] {
+            let addr = w.phone_ref(id).addr;
+            let sent: Vec<_> = sent_to(&w, log, addr)
+                .into_iter()
+                .filter(|l| l.starts_with("INVITE"))
+                .collect();
+            assert!(
+                sent.is_empty() && w.phone_ref(id).incoming.is_empty(),
+                "{shards} shards: {sent:?}\n{}",
+                w.dump()
+            );
+        }
+        let ok = final_for(&w, caller, "CSeq: 1 INVITE");
+        assert!(ok.starts_with("SIP/2.0 200"), "{shards} shards: {ok}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sip_contact_reached_over_tls_is_no_target_of_a_sips_request_only_a_sips_one_is() {
+    let dir = certificates("sips-sipcontact");
+    for shards in [1, 2] {
+        // 1002 rings its devices; 1003 follows me to its own devices first.
+        let cfg = format!(
+            "{}[[followme]]\nextension = \"1003\"\nstages = [{{ targets = [\"self\"], ring = 5 }}]\n",
+            config(shards, &dir, true)
+        );
+        let mut w = World::new(&cfg, shards, 616);
+        let caller = w.add_phone("caller", "1000", 5071);
+        let mut phones = Vec::new();
+        for (number, port) in [("1002", 5080), ("1003", 5090)] {
+            // A sip: Contact registered over its own TLS connection, and one asking for TLS;
+            // a sips: Contact registered over UDP, reached over a TLS connection sipfork opens.
+            let over_tls = w.add_phone("sip-over-tls", number, port);
+            let wants_tls = w.add_phone("sip-transport-tls", number, port + 1);
+            let sips = w.add_phone("sips", number, port + 2);
+            w.connect(over_tls, Transport::Tls);
+            let contact = |w: &World, id: PhoneId, scheme: &str, params: &str| {
+                format!("{scheme}:{number}@{}{params}", w.phone_ref(id).addr)
+            };
+            for (id, via, uri) in [
+                (over_tls, "TLS", contact(&w, over_tls, "sip", "")),
+                (
+                    wants_tls,
+                    "UDP",
+                    contact(&w, wants_tls, "sip", ";transport=tls"),
+                ),
+                (sips, "UDP", contact(&w, sips, "sips", "")),
+            ] {
+                register_contact(&mut w, id, number, &uri, via, "");
+            }
+            phones.push((number, over_tls, wants_tls, sips));
+        }
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tls);
+        for &(number, over_tls, wants_tls, sips) in &phones {
+            // A sips: request: the sips: Contact only.
+            let tag = format!("only{number}");
+            w.send_raw(caller, sips_invite(number, me, "TLS", &tag).as_bytes());
+            w.run_for(ms(500));
+            assert_eq!(w.phone_ref(sips).incoming.len(), 1, "{}", w.dump());
+            let invite = &w.phone_ref(sips).incoming[0].invite;
+            assert!(invite.starts_with(b"INVITE sips:"), "{}", w.dump());
+            for id in [over_tls, wants_tls] {
+                assert!(
+                    w.phone_ref(id).incoming.is_empty(),
+                    "{shards} shards, {number}\n{}",
+                    w.dump()
+                );
+            }
+            // A sip: request over the same connection rings all three: the sip: Contacts are
+            // reachable over TLS, just not for a sips: request.
+            let tag = format!("all{number}");
+            let invite =
+                sips_invite(number, me, "TLS", &tag).replacen("INVITE sips:", "INVITE sip:", 1);
+            w.send_raw(caller, invite.as_bytes());
+            w.run_for(ms(500));
+            for id in [over_tls, wants_tls, sips] {
+                assert!(
+                    !w.phone_ref(id).incoming.is_empty(),
+                    "{shards} shards, {number}\n{}",
+                    w.dump()
+                );
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sips_contact_registered_over_wss_is_a_target_of_a_sips_request_and_over_ws_it_is_not() {
+    let dir = certificates("sips-wss");
+    for shards in [1, 2] {
+        let cfg = config(shards, &dir, true).replace(
+            "\"tls:127.0.0.1:5061\"]",
+            "\"tls:127.0.0.1:5061\", \"ws:127.0.0.2:8080\", \"wss:127.0.0.2:8443\"]",
+        );
+        let mut w = World::new(&cfg, shards, 617);
+        let caller = w.add_phone("caller", "1000", 5071);
+        // Browsers (RFC 7118 §5.2: a `.invalid` host) with sips: Contacts: 1004 over WSS,
+        // 1005 over WS.
+        let wss = w.add_phone("wss-browser", "1004", 50_124);
+        let ws = w.add_phone("ws-browser", "1005", 50_125);
+        for (id, number, t, via) in [
+            (wss, "1004", Transport::Wss, "WSS"),
+            (ws, "1005", Transport::Ws, "WS"),
+        ] {
+            w.connect(id, t);
+            let contact = format!("sips:{number}@df7jal23ls0d.invalid;transport=ws");
+            register_contact(&mut w, id, number, &contact, via, "");
+        }
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tls);
+        w.send_raw(caller, sips_invite("1004", me, "TLS", "wss").as_bytes());
+        w.send_raw(caller, sips_invite("1005", me, "TLS", "ws").as_bytes());
+        w.run_for(ms(500));
+        // WSS is TLS: rung over its WebSocket, with a sips: Request-URI.
+        assert_eq!(w.phone_ref(wss).incoming.len(), 1, "{}", w.dump());
+        let invite = &w.phone_ref(wss).incoming[0].invite;
+        assert!(invite.starts_with(b"INVITE sips:1004@"), "{}", w.dump());
+        assert!(
+            top_via(invite).starts_with("Via: SIP/2.0/WSS 127.0.0.2:8443;"),
+            "{}",
+            top_via(invite)
+        );
+        // WS is not: never rung, 480 with warn-code 380.
+        assert!(w.phone_ref(ws).incoming.is_empty(), "{}", w.dump());
+        assert_eq!(
+            answer(&w, caller, "ws"),
+            (
+                480,
+                "Warning: 380 127.0.0.1:5061 \"SIPS Not Allowed\"".into()
+            ),
+            "{shards} shards"
+        );
+        assert!(w.connects.is_empty(), "{:?}", w.connects);
+        // A sips: request from the WSS browser arrived over TLS (380: no TLS path to 1005);
+        // from the WS one it did not (381).
+        for (id, from, tag, code) in [(wss, "1004", "fromwss", 380), (ws, "1005", "fromws", 381)] {
+            let addr = w.phone_ref(id).addr;
+            let via = if id == wss { "WSS" } else { "WS" };
+            let invite =
+                sips_invite("1005", addr, via, tag).replace("sips:1000@", &format!("sips:{from}@"));
+            w.send_raw(id, invite.as_bytes());
+            w.run_for(ms(500));
+            let (status, warning) = answer(&w, id, tag);
+            assert_eq!(status, 480, "{shards} shards, {tag}");
+            assert!(
+                warning.starts_with(&format!("Warning: {code} ")),
+                "{warning}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// --- A `sip:` request to a device registered with a `sips:` Contact (RFC 5630 §5.3). ---
+
+#[test]
+fn a_sip_request_to_a_sips_contact_goes_over_tls_with_a_sip_request_uri() {
+    let dir = certificates("sips-sipreq");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 618);
+        // A second device of 1002 registered over its own TLS connection with a sips: Contact.
+        let own = s.w.add_phone("sips-own-tls", "1002", 5074);
+        let own_addr = s.w.phone_ref(own).addr;
+        s.w.connect(own, Transport::Tls);
+        register_sips(&mut s.w, own, "1002", "TLS", "");
+        // A plain sip: call from a UDP caller.
+        let dev = s.w.phone_ref(s.sips).addr;
+        s.w.call(s.caller, "1002");
+        s.w.run_for(secs(1));
+        // The UDP-registered one over a TLS connection sipfork opens; both get the scheme
+        // replaced (never a sips: Request-URI for a sip: request), the rest of the URI as is.
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tls)], "{}", s.w.dump());
+        for (id, addr) in [(s.sips, dev), (own, own_addr)] {
+            let invite = &s.w.phone_ref(id).incoming[0].invite;
+            let line = format!("INVITE sip:1002@{addr} SIP/2.0\r\n");
+            assert!(
+                invite.starts_with(line.as_bytes()),
+                "{shards} shards\n{}",
+                String::from_utf8_lossy(invite)
+            );
+            assert!(
+                top_via(invite).starts_with("Via: SIP/2.0/TLS 127.0.0.1:5061;"),
+                "{}",
+                top_via(invite)
+            );
+            // A sip: request's Record-Route stays sip: (RFC 5630 §5.1.2: else the device's
+            // Contact would have to be sips:).
+            assert!(
+                record_routes(invite).iter().all(|r| r.starts_with("<sip:")),
+                "{:?}",
+                record_routes(invite)
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// --- Follow-me's external targets and voicemail on a `sips:` request. ---
+
+/// 1003 follows me to an external number (route next hop `hop` with `params`), then to
+/// voicemail at `vm` (its URI with `params` too); UDP and TLS listeners, TLS out.
+fn sips_followme_config(shards: u16, dir: &std::path::Path, params: &str) -> String {
+    let (hop, vm) = ("127.0.0.1:5099", "127.0.0.1:5098");
+    format!(
+        "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n\
+         domain = \"example.com\"\nshards = {shards}\n[registrar]\nmin_expires = 10\n\
+         [auth]\nmode = \"none\"\n[[tenants]]\nname = \"fwd\"\nforward_external = true\n\
+         voicemail = true\n[[extensions]]\nnumbers = \"1000-1099\"\ntenant = \"fwd\"\n\
+         [[routes]]\nprefix = \"00\"\nnext_hop = \"sip:{hop}{params}\"\n\
+         [[followme]]\nextension = \"1003\"\nvoicemail = \"sip:vm@{vm}{params}\"\n\
+         stages = [{{ targets = [\"0044201234567\"], ring = 2 }}]\n\
+         [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\npeer_ca = \"{cert}\"\n",
+        cert = dir.join("cert.pem").display(),
+        key = dir.join("key.pem").display(),
+    )
+}
+
+/// A world on [`sips_followme_config`] with `params`: caller 1000, the external number at its
+/// next hop (never answers) and the voicemail (answers), all over TLS for `params` =
+/// `;transport=tls`. The caller calls 1003: a `sips:` INVITE over TLS when `sips`, else a
+/// `sip:` one over UDP. Four seconds later: the world, the caller, the external, the mailbox.
+fn followme_call(
+    shards: u16,
+    dir: &std::path::Path,
+    params: &str,
+    sips: bool,
+    seed: u64,
+) -> (World, PhoneId, PhoneId, PhoneId) {
+    let mut w = World::new(&sips_followme_config(shards, dir, params), shards, seed);
+    let caller = w.add_phone("caller", "1000", 5071);
+    let external = w.add_phone_at(
+        "external",
+        "0044201234567",
+        "127.0.0.1:5099".parse().unwrap(),
+    );
+    let mailbox = w.add_phone_at("voicemail", "vm", "127.0.0.1:5098".parse().unwrap());
+    w.behave(external, Behaviour::silent());
+    w.behave(mailbox, Behaviour::answer_after(ms(100)));
+    if sips {
+        let me = w.phone_ref(caller).addr;
+        w.connect(caller, Transport::Tls);
+        w.send_raw(caller, sips_invite("1003", me, "TLS", "fm").as_bytes());
+    } else {
+        w.call(caller, "1003");
+    }
+    w.run_for(secs(4));
+    (w, caller, external, mailbox)
+}
+
+#[test]
+fn a_sips_request_reaches_followme_external_targets_and_voicemail_over_tls_or_gets_480() {
+    let dir = certificates("sips-followme");
+    let (hop, vm): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:5099".parse().unwrap(),
+        "127.0.0.1:5098".parse().unwrap(),
+    );
+    for shards in [1, 2] {
+        // Both configured for TLS: each stage takes TLS, with a sips: Request-URI; a sip: call
+        // takes the same TLS connections with sip: Request-URIs (the voicemail URI's
+        // `;transport=tls` is followed whatever the request's scheme).
+        for (sips, seed) in [(true, 619), (false, 621)] {
+            let (w, caller, external, mailbox) =
+                followme_call(shards, &dir, ";transport=tls", sips, seed);
+            assert_eq!(
+                w.connects,
+                vec![(hop, Transport::Tls), (vm, Transport::Tls)],
+                "{shards} shards\n{}",
+                w.dump()
+            );
+            let scheme = if sips { "sips" } else { "sip" };
+            for (id, uri) in [
+                (external, "0044201234567@127.0.0.1:5099"),
+                (mailbox, "vm@127.0.0.1:5098;transport=tls"),
+            ] {
+                let invite = &w.phone_ref(id).incoming[0].invite;
+                let line = format!("INVITE {scheme}:{uri} ");
+                assert!(invite.starts_with(line.as_bytes()), "{}", w.dump());
+                assert!(top_via(invite).starts_with("Via: SIP/2.0/TLS "));
+            }
+            let ok = final_for(&w, caller, "CSeq: 1 INVITE");
+            assert!(ok.starts_with("SIP/2.0 200"), "{shards} shards: {ok}");
+        }
+        // Over UDP (neither asks for TLS): neither is sent anything; 480 with warn-code 380.
+        let (w, caller, external, mailbox) = followme_call(shards, &dir, "", true, 620);
+        assert!(w.phone_ref(external).incoming.is_empty(), "{}", w.dump());
+        assert!(w.phone_ref(mailbox).incoming.is_empty(), "{}", w.dump());
+        assert!(w.connects.is_empty(), "{:?}", w.connects);
+        assert_eq!(
+            answer(&w, caller, "fm"),
+            (
+                480,
+                "Warning: 380 127.0.0.1:5061 \"SIPS Not Allowed\"".into()
+            ),
+            "{shards} shards"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_sips_branchs_final_after_its_tls_connection_closed_gets_no_cleartext_ack() {
+    let dir = certificates("sips-ack");
+    for shards in [1, 2] {
+        let mut s = setup(&config(shards, &dir, true), shards, 622);
+        // 1002's device rejects the call after its TLS connection closed: the 486 comes over
+        // UDP, and the transaction's ACK would go back over UDP.
+        s.w.behave(s.sips, Behaviour::reject_after(486, ms(200)));
+        let (me, dev) = (s.w.phone_ref(s.caller).addr, s.w.phone_ref(s.sips).addr);
+        s.w.connect(s.caller, Transport::Tls);
+        s.w.send_raw(s.caller, sips_invite("1002", me, "TLS", "ack").as_bytes());
+        s.w.run_for(ms(100));
+        assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+        s.w.close_flow(s.sips);
+        let (log, dropped) = (s.w.log.len(), proxy_event(&s.w, "ack_dropped"));
+        s.w.run_for(secs(2));
+        assert_eq!(answer(&s.w, s.caller, "ack").0, 486, "{}", s.w.dump());
+        let leaked = sent_to(&s.w, log, dev);
+        assert!(
+            leaked.is_empty(),
+            "{shards} shards: {leaked:?}\n{}",
+            s.w.dump()
+        );
+        assert!(
+            proxy_event(&s.w, "ack_dropped") > dropped,
+            "{shards} shards"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

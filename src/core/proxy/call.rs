@@ -314,6 +314,10 @@ pub struct Call {
     pub ends: Option<Box<super::dialog::expiry::Ends>>,
     /// A move or join this call carries out (`features.rs`).
     pub feature: Option<Box<super::features::Pending>>,
+    /// Its request's Request-URI was `sips:` (RFC 5630): the requests sipfork sends itself in
+    /// this call (CANCEL, ACKs, the BYE of a torn-down 2xx, the maximum-duration BYEs) leave
+    /// over TLS only (`transport::sips::may_send`).
+    pub secure: bool,
 }
 
 impl Call {

@@ -113,12 +113,18 @@ impl Proxy {
         let Ok(sent) = crate::sip::parse(sent) else {
             return;
         };
-        let bytes: Box<[u8]> = cx
-            .out
-            .push_with(branch.target, |buf| {
-                build::cancel_for(&sent, reason.header_value(), buf)
-            })
-            .into();
+        // A sips: call's branch no longer reached over TLS: no cleartext CANCEL (RFC 5630);
+        // Timer C's guard below still ends the branch if no final comes.
+        let blocked = !crate::core::transport::sips::may_send(cx, call.secure, branch.target);
+        let bytes: Box<[u8]> = if blocked {
+            Box::default()
+        } else {
+            cx.out
+                .push_with(branch.target, |buf| {
+                    build::cancel_for(&sent, reason.header_value(), buf)
+                })
+                .into()
+        };
         {
             //= rfc3261#section-9.1
             //# If no final response has been received after 64*T1 seconds, the client SHOULD
@@ -130,6 +136,10 @@ impl Proxy {
             let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
             s.cancel(&mut branch.timer_c);
             branch.timer_c = Some(s.arm(Timer::C, guard));
+        }
+        if blocked {
+            branch.cancel = Cancel::Done(reason);
+            return self.count(Event::BranchTransportError);
         }
         // Over what it will go over now: the INVITE's flow while it is open (§9.1), and when
         // that flow has closed, UDP, which needs the retransmissions (the engine sends a message

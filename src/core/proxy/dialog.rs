@@ -455,6 +455,12 @@ impl Proxy {
         if j >= usize::from(ACK_BRANCH) {
             return;
         }
+        // A sips: dialog's leg no longer reached over TLS gets nothing (RFC 5630); the dialog
+        // ends all the same.
+        let secure = call.secure || crate::core::transport::outbound::is_sips(bye.target);
+        if !crate::core::transport::sips::may_send(cx, secure, dest) {
+            return self.count(Event::BranchTransportError);
+        }
         let transport = cx.flows.transport_to(dest);
         let mut via = Vec::with_capacity(96);
         write_our_via(cx, transport, call.loop_hash, key, j as u8, &mut via);
@@ -493,6 +499,11 @@ impl Proxy {
         let Some(leg) = Leg::of(cx, resp, branch.target) else {
             return;
         };
+        // Never a cleartext ACK in a sips: call (RFC 5630).
+        let secure = call.secure || crate::core::transport::outbound::is_sips(leg.contact);
+        if !crate::core::transport::sips::may_send(cx, secure, leg.dest) {
+            return self.count(Event::AckDropped);
+        }
         // The flow the ACK will go over when it leaves (the branch's may have closed since).
         let transport = cx.flows.transport_to(leg.dest);
         let mut via = Vec::with_capacity(96);

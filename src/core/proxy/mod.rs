@@ -520,6 +520,7 @@ impl Proxy {
             cdr: plan.cdr,
             ends: None,
             feature: None,
+            secure: crate::core::transport::sips::requested(e),
         };
         let key = self.calls.insert(call);
         self.index.insert(server_key, key);
@@ -941,11 +942,13 @@ fn start_branch(
     let transport = cx.flows.transport_to(target.dest);
     via.clear();
     write_our_via(cx, transport, call.loop_hash, key, index, via);
+    // A sips: target of a sip: request gets a sip: Request-URI (RFC 5630 §5.3).
+    let uri = crate::core::transport::sips::branch_uri(&target.uri, shared.secure);
     // A branch to another node of the cluster: its Request-URI gets the authenticated mark.
     let marked = req
         .call_id()
         .ok()
-        .and_then(|cid| crate::core::cluster::mark_uri(cx, &target.uri, target.dest, cid, via));
+        .and_then(|cid| crate::core::cluster::mark_uri(cx, &uri, target.dest, cid, via));
     // A transport change: two Record-Routes, each naming us on its side (RFC 5658); one stream
     // transport on both sides: one naming that listener; UDP on both: the shared one.
     let (incoming, outgoing) = (call.upstream_transport, transport);
@@ -967,7 +970,7 @@ fn start_branch(
         None => (None, None),
     };
     let fwd = Forward {
-        request_uri: Some(marked.as_deref().unwrap_or(&target.uri)),
+        request_uri: Some(marked.as_deref().unwrap_or(&uri)),
         via,
         record_route,
         record_route_in,

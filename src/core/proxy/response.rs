@@ -32,6 +32,7 @@ impl Proxy {
         let Some(call) = self.calls.get_mut(key) else {
             return self.count(Event::StrayResponse);
         };
+        let secure = call.secure;
         let Some(branch) = call.branches.get_mut(i) else {
             return self.count(Event::StrayResponse);
         };
@@ -65,6 +66,12 @@ impl Proxy {
                 let mut s = sched(cx, key, TxnSlot::Branch(ours.branch));
                 let verdict = t.on_response(status, &mut s);
                 match verdict {
+                    InviteVerdict::AckAndPassUp
+                        if !crate::core::transport::sips::may_send(cx, secure, branch.target) =>
+                    {
+                        // A sips: branch no longer reached over TLS: no cleartext ACK (RFC 5630).
+                        self.events.bump(Event::AckDropped as usize);
+                    }
                     InviteVerdict::AckAndPassUp => {
                         if let Some(Ok(sent)) = branch.request.as_deref().map(crate::sip::parse) {
                             let ack = cx

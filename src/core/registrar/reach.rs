@@ -6,7 +6,7 @@
 //! while that flow is open), else at its destination as its Contact asks
 //! ([`crate::core::transport::outbound`]). What `sips:` adds (RFC 3261 §26.2.2 as amended by
 //! RFC 5630 Appendix A: TLS on every hop, no last-hop exception):
-//! - a `sips:` Contact is reached over TLS only: its own TLS connection, or one sipfork opens
+//! - a `sips:` Contact is reached over TLS only: its own TLS (or WSS) connection, or one sipfork opens
 //!   (`tls:` listener and `[tls] peer_ca`); never over UDP or a plain TCP flow, even one that is
 //!   open to its address (the engine keeps one connection per peer address, so a TLS one cannot
 //!   be opened beside it);

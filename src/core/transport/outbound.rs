@@ -80,9 +80,10 @@ pub fn can_connect(
     }
 }
 
-/// Whether a flow over `t` is secured by TLS (what a `sips:` or `;transport=tls` target needs).
+/// Whether a flow over `t` is secured by TLS (what a `sips:` or `;transport=tls` target needs):
+/// TLS, or a WebSocket over TLS (WSS, RFC 7118; a `ws:` one is cleartext).
 pub fn secure(t: Transport) -> bool {
-    matches!(t, Transport::Tls)
+    matches!(t, Transport::Tls | Transport::Wss)
 }
 
 /// A target asking for TLS whose address has a plain TCP flow open: the engine keeps one

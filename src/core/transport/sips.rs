@@ -18,6 +18,7 @@
 //!
 //! Sans-IO: looks at the parsed request, the flow set and the configuration.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use super::{outbound, Transport};
@@ -41,6 +42,41 @@ pub fn tls_path(cx: &Cx<'_>, dest: SocketAddr, wanted: Transport) -> bool {
     match cx.flows.get(dest) {
         Some(open) => outbound::secure(open),
         None => wanted == Transport::Tls && outbound::enabled_for(cx.cfg, Transport::Tls),
+    }
+}
+
+/// Whether a request sipfork sends itself (a CANCEL, a non-2xx final's ACK, the ACK and BYE of
+/// a torn-down 2xx, a maximum-duration BYE) may leave toward `dest`: always unless it belongs
+/// to a `sips:` call or names a `sips:` target (`secure`), and then only over the TLS flow
+/// open to `dest` (such a request never opens a connection). One that may not is not sent at
+/// all: a cleartext copy would break RFC 5630's TLS on every hop.
+pub fn may_send(cx: &Cx<'_>, secure: bool, dest: SocketAddr) -> bool {
+    !secure || cx.flows.get(dest).is_some_and(outbound::secure)
+}
+
+/// The Request-URI of a branch toward target `uri`: for a `sip:` request (`!secure`) a `sips:`
+/// target's scheme becomes `sip:`, the rest of the URI as is (RFC 5630 §5.3: a proxy never
+/// forwards a `sip:` request to a `sips:` Request-URI; a device registered with a `sips:`
+/// Contact still gets it over TLS, as `registrar::Reach` reaches that Contact).
+pub fn branch_uri(uri: &[u8], secure: bool) -> Cow<'_, [u8]> {
+    match uri.get(5..) {
+        Some(rest) if !secure && outbound::is_sips(uri) => {
+            let mut out = Vec::with_capacity(uri.len() - 1);
+            out.extend_from_slice(b"sip:");
+            out.extend_from_slice(rest);
+            Cow::Owned(out)
+        }
+        _ => Cow::Borrowed(uri),
+    }
+}
+
+/// The scheme of a Request-URI sipfork builds itself (a trunk's, a follow-me external target's,
+/// voicemail's): `sips:` for a `sips:` request (RFC 5630 §5.3), else `sip:`.
+pub fn scheme(secure: bool) -> &'static [u8] {
+    if secure {
+        b"sips:"
+    } else {
+        b"sip:"
     }
 }
 
