@@ -158,11 +158,7 @@ mod tests {
     }
 
     fn cert(names: &[&str]) -> Arc<CertNames> {
-        Arc::new(CertNames::from_certificate(
-            names.iter().copied(),
-            [],
-            Vec::new,
-        ))
+        Arc::new(CertNames::from_certificate(names.iter().copied()))
     }
 
     #[test]

@@ -624,11 +624,8 @@ impl World {
     /// As [`World::connect`], over a connection whose peer presented a client certificate
     /// with SAN dNSNames `names` that the listener verified (the engine's `client_cert`).
     pub fn connect_with_certificate(&mut self, id: PhoneId, transport: Transport, names: &[&str]) {
-        let names = crate::core::transport::peer_cert::CertNames::from_certificate(
-            names.iter().copied(),
-            [],
-            Vec::new,
-        );
+        let names =
+            crate::core::transport::peer_cert::CertNames::from_certificate(names.iter().copied());
         self.certs.insert(self.phones[id.0].addr, Arc::new(names));
         self.connect(id, transport);
     }

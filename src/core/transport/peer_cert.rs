@@ -2,10 +2,14 @@
 //! certificate that the listener verified against `[tls] ca` (the engine reads them once, right
 //! after the handshake, and hands them in with every message of that connection).
 //!
-//! Which names count follows RFC 5922 §7.1: each SAN `dNSName`, and the host of each SAN URI of
-//! scheme `sip`; the subject's Common Name only when the certificate carries neither. Names are
-//! compared whole and case-insensitively (§7.2): a wildcard name in a certificate (`*.example.net`)
-//! matches nothing, so a wildcard certificate never speaks for one trunk.
+//! Only the SAN `dNSName`s count: they are the one kind of name that the verifier holds to an
+//! issuing CA's name constraints (webpki checks the constraints on dNSName and IP address SANs,
+//! never on the subject's Common Name, and not on a URI SAN when the CA is limited to DNS names),
+//! so an intermediate limited to `*.customer.example` cannot make a certificate that names
+//! `pbx1.example.net` here. RFC 5922 §7.1 would also take the host of a SAN `sip:` URI and, without
+//! SANs, the Common Name; both are left out on purpose. Names are compared whole and
+//! case-insensitively (§7.2): a wildcard name in a certificate (`*.example.net`) matches nothing,
+//! so a wildcard certificate never speaks for one trunk.
 
 use std::sync::Arc;
 
@@ -20,23 +24,10 @@ pub struct CertNames {
 pub type PeerCert = Arc<CertNames>;
 
 impl CertNames {
-    /// The identity of a certificate with SAN `dns` names, SAN `uris`, and subject Common Names
-    /// `cn` (looked at only when the SANs name nothing). Names that are not host names are left
-    /// out.
-    pub fn from_certificate<'n>(
-        dns: impl IntoIterator<Item = &'n str>,
-        uris: impl IntoIterator<Item = &'n str>,
-        cn: impl FnOnce() -> Vec<String>,
-    ) -> CertNames {
+    /// The identity of a certificate with SAN dNSNames `dns` (the only names that count, see the
+    /// module docs). Names that are not host names (wildcards among them) are left out.
+    pub fn from_certificate<'n>(dns: impl IntoIterator<Item = &'n str>) -> CertNames {
         let mut names: Vec<Box<str>> = dns.into_iter().filter_map(host_name).collect();
-        names.extend(
-            uris.into_iter()
-                .filter_map(sip_uri_host)
-                .filter_map(host_name),
-        );
-        if names.is_empty() {
-            names.extend(cn().iter().filter_map(|n| host_name(n)));
-        }
         names.sort();
         names.dedup();
         CertNames {
@@ -72,21 +63,6 @@ pub fn host_name(name: &str) -> Option<Box<str>> {
     good.then(|| name.to_ascii_lowercase().into_boxed_str())
 }
 
-/// The host of a SAN URI of scheme `sip` without a user part (RFC 5922 §7.1: `sip:example.net`);
-/// `None` for any other URI.
-fn sip_uri_host(uri: &str) -> Option<&str> {
-    let scheme = uri.get(..4)?;
-    if !scheme.eq_ignore_ascii_case("sip:") {
-        return None;
-    }
-    let rest = &uri[4..];
-    if rest.contains('@') {
-        return None;
-    }
-    let end = rest.find([':', ';', '?']).unwrap_or(rest.len());
-    Some(&rest[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,24 +72,18 @@ mod tests {
     }
 
     #[test]
-    fn san_names_and_sip_uris_count_and_the_cn_only_without_them() {
-        let c = CertNames::from_certificate(
-            ["PBX1.Example.NET.", "*.example.net", "bad name"],
-            [
-                "sip:edge.example.net;transport=tls",
-                "sip:alice@example.net",
-                "https://x.example",
-            ],
-            || vec!["cn.example.net".into()],
-        );
-        assert_eq!(names(&c), ["edge.example.net", "pbx1.example.net"]);
+    fn san_dns_names_count_wildcards_do_not() {
+        let c = CertNames::from_certificate([
+            "PBX1.Example.NET.",
+            "*.example.net",
+            "bad name",
+            "pbx1.example.net",
+        ]);
+        assert_eq!(names(&c), ["pbx1.example.net"]);
         assert!(c.contains("pbx1.example.net"));
         // A wildcard matches nothing (RFC 5922 §7.2), not even a name under it.
         assert!(!c.contains("other.example.net"));
-        assert!(!c.contains("cn.example.net"));
-        let cn_only = CertNames::from_certificate([], [], || vec!["PBX2.example.net".into()]);
-        assert_eq!(names(&cn_only), ["pbx2.example.net"]);
-        let wildcard_only = CertNames::from_certificate(["*.example.net"], [], Vec::new);
+        let wildcard_only = CertNames::from_certificate(["*.example.net"]);
         assert!(wildcard_only.names().is_empty());
     }
 
