@@ -233,6 +233,11 @@ impl Reloader {
         let diff = diff(&current, &loaded);
         let next = Arc::new(applicable(&current, loaded));
         // A renewed certificate: the shards' TLS listeners take it with the configuration.
+        // Another CA: the connections whose client certificate the old one vouched for close.
+        let ca_changed = match (&current.tls, &next.tls) {
+            (Some(old), Some(new)) => !old.same_ca(new),
+            _ => false,
+        };
         let tls = diff
             .applied
             .contains(&"tls")
@@ -243,6 +248,7 @@ impl Reloader {
                         server: Arc::clone(&t.server),
                         client: t.client.clone(),
                         names: Arc::new(t.peer_names.clone()),
+                        ca_changed,
                     })
             })
             .flatten();

@@ -42,6 +42,9 @@ pub struct TlsConfig {
     pub server: Arc<rustls::ServerConfig>,
     /// SHA-256 of the files' contents, so a reload sees a renewed certificate as a change.
     fingerprint: [u8; 32],
+    /// SHA-256 of the `ca` file's contents (`None` without `ca`): a reload that changes it
+    /// closes the connections whose client certificate the old CA vouched for.
+    ca_fingerprint: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -62,6 +65,12 @@ impl TlsConfig {
     /// Whether client certificates are requested (and verified against `ca` when presented).
     pub fn verifies_clients(&self) -> bool {
         self.ca.is_some()
+    }
+
+    /// Whether `other` verifies client certificates against the same CA certificates (the same
+    /// contents of `ca`, wherever the file is; or neither has `ca`).
+    pub fn same_ca(&self, other: &TlsConfig) -> bool {
+        self.ca_fingerprint == other.ca_fingerprint
     }
 
     /// Whether sipfork opens TLS connections (`peer_ca` is set).
@@ -171,6 +180,7 @@ pub(super) fn load(
         peer_names: BTreeMap::new(),
         server: Arc::new(server),
         fingerprint: h.finalize().into(),
+        ca_fingerprint: ca_pem.as_ref().map(|pem| Sha256::digest(pem).into()),
     })
 }
 
@@ -261,6 +271,29 @@ mod tests {
         assert!(with_ca.tls.unwrap().verifies_clients());
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&renewed).unwrap();
+    }
+
+    #[test]
+    fn a_changed_ca_file_is_a_changed_ca_and_a_renewed_certificate_is_not() {
+        let dir = certificate_dir("same-ca");
+        let other = certificate_dir("other-ca");
+        let text =
+            format!("{LISTEN}[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\nca = \"ca.pem\"\n");
+        std::fs::copy(dir.join("cert.pem"), dir.join("ca.pem")).unwrap();
+        let tls = |c: &Config| c.tls.clone().expect("[tls] loaded");
+        let first = tls(&load(&dir, &text).unwrap());
+        assert!(first.same_ca(&tls(&load(&dir, &text).unwrap())));
+        // Another server certificate, the same CA.
+        std::fs::copy(other.join("cert.pem"), dir.join("cert.pem")).unwrap();
+        std::fs::copy(other.join("key.pem"), dir.join("key.pem")).unwrap();
+        assert!(first.same_ca(&tls(&load(&dir, &text).unwrap())));
+        // The same path, another CA in it; and no CA at all.
+        std::fs::copy(other.join("cert.pem"), dir.join("ca.pem")).unwrap();
+        assert!(!first.same_ca(&tls(&load(&dir, &text).unwrap())));
+        let no_ca = format!("{LISTEN}[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n");
+        assert!(!first.same_ca(&tls(&load(&dir, &no_ca).unwrap())));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&other).unwrap();
     }
 
     #[test]

@@ -30,6 +30,8 @@ struct Recorder {
     cfg: Arc<Config>,
     seen: Seen,
     outbox: Outbox,
+    /// A renewal a control job handed over (a reload's), for the engine to take.
+    renewal: Option<crate::engine::stream::TlsRenewal>,
 }
 
 impl Handler for Recorder {
@@ -60,6 +62,9 @@ impl Handler for Recorder {
     }
     fn outbox(&mut self) -> &mut Outbox {
         &mut self.outbox
+    }
+    fn take_tls_renewal(&mut self) -> Option<crate::engine::stream::TlsRenewal> {
+        self.renewal.take()
     }
 }
 
@@ -151,6 +156,99 @@ fn ask(tls: &mut impl ReadWrite) -> Vec<String> {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
+/// A `[tls]` config with `ca` at `dir/ca_file` for the trunk of `pbx1.example.net`.
+fn trunk_config(dir: &std::path::Path, ca_file: &str) -> Arc<Config> {
+    Arc::new(
+        Config::from_toml(&format!(
+            "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n[auth]\nmode = \"none\"\n\
+             [[extensions]]\nnumbers = \"3000\"\ntrunk = \"127.0.0.1:5090\"\ntrunk_certificate = \"pbx1.example.net\"\n\
+             [tls]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\nca = \"{0}/{ca_file}\"\n",
+            dir.display()
+        ))
+        .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+#[test]
+fn a_renewal_with_another_ca_closes_the_connections_the_old_one_vouched_for() {
+    let dir = std::env::temp_dir().join(format!("sipfork-ca-renewal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = issue(&[], true, None);
+    let server = issue(&["127.0.0.1"], false, Some(&ca));
+    let pbx = issue(&["pbx1.example.net"], false, Some(&ca));
+    let new_ca = issue(&[], true, None);
+    let new_pbx = issue(&["pbx1.example.net"], false, Some(&new_ca));
+    std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+    std::fs::write(dir.join("new-ca.pem"), &new_ca.pem).unwrap();
+    std::fs::write(dir.join("cert.pem"), &server.pem).unwrap();
+    std::fs::write(dir.join("key.pem"), server.key.serialize_pem()).unwrap();
+    let cfg = trunk_config(&dir, "ca.pem");
+    let renewed = trunk_config(&dir, "new-ca.pem");
+    let renewal = |cfg: &Config, ca_changed| crate::engine::stream::TlsRenewal {
+        server: Arc::clone(&cfg.tls.as_ref().unwrap().server),
+        client: None,
+        names: Default::default(),
+        ca_changed,
+    };
+    for kind in [IoKind::Mmsg, IoKind::Uring] {
+        let engine_cfg = EngineConfig {
+            io: kind,
+            pinning: Pinning::Off,
+            stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            stream_tls: vec![Some(Arc::clone(&cfg.tls.as_ref().unwrap().server))],
+            ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), 2)
+        };
+        let c = Arc::clone(&cfg);
+        let engine = match start(engine_cfg, move |me, _| Recorder {
+            me,
+            cfg: Arc::clone(&c),
+            seen: Seen::default(),
+            outbox: Outbox::new(),
+            renewal: None,
+        }) {
+            Ok(e) => e,
+            Err(e @ crate::engine::EngineError::Backend { .. }) if kind == IoKind::Uring => {
+                eprintln!("skipping the io_uring run: {e}");
+                continue;
+            }
+            Err(e) => panic!("{kind:?}: {e}"),
+        };
+        let addr = engine.stream_addrs()[0];
+        let renew = |r: crate::engine::stream::TlsRenewal| {
+            engine
+                .controller()
+                .ask_all(
+                    move |h: &mut Recorder, _| h.renewal = Some(r.clone()),
+                    std::time::Duration::from_secs(5),
+                )
+                .unwrap();
+        };
+        let mut trunk = client(addr, &ca, Some(&pbx));
+        assert_eq!(ask(&mut trunk), ["0 3000", "1 3000"], "{kind:?}");
+        let mut phone = client(addr, &ca, None);
+        assert_eq!(ask(&mut phone), ["0 stranger", "1 stranger"], "{kind:?}");
+        // A renewal with the same CA (a new server certificate, say) keeps both connections.
+        renew(renewal(&cfg, false));
+        assert_eq!(ask(&mut trunk), ["0 3000", "1 3000"], "{kind:?}");
+        assert_eq!(total(&engine, |s| s.closed_ca_changed), 0, "{kind:?}");
+        // Another CA: the trunk's connection closes, counted; the phone's (no certificate) stays.
+        renew(renewal(&renewed, true));
+        wait_for(&engine, 1, |s| s.closed_ca_changed);
+        let mut buf = [0u8; 64];
+        assert!(!matches!(trunk.read(&mut buf), Ok(n) if n > 0), "{kind:?}");
+        assert_eq!(ask(&mut phone), ["0 stranger", "1 stranger"], "{kind:?}");
+        // The old CA's certificate no longer gets in; the new CA's is the trunk.
+        let mut old = client(addr, &ca, Some(&pbx));
+        let _ = old.write_all(&message(0));
+        assert!(!matches!(old.read(&mut buf), Ok(n) if n > 0), "{kind:?}");
+        let mut again = client(addr, &ca, Some(&new_pbx));
+        assert_eq!(ask(&mut again), ["0 3000", "1 3000"], "{kind:?}");
+        assert_eq!(total(&engine, |s| s.closed_ca_changed), 1, "{kind:?}");
+        engine.shutdown().unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn the_verified_certificates_names_reach_the_handler_on_every_shard() {
     let dir = std::env::temp_dir().join(format!("sipfork-client-cert-{}", std::process::id()));
@@ -188,6 +286,7 @@ fn the_verified_certificates_names_reach_the_handler_on_every_shard() {
             cfg: Arc::clone(&c),
             seen: Arc::clone(&s),
             outbox: Outbox::new(),
+            renewal: None,
         }) {
             Ok(e) => e,
             Err(e @ crate::engine::EngineError::Backend { .. }) if kind == IoKind::Uring => {

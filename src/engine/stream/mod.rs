@@ -148,6 +148,9 @@ pub struct StreamStats {
     /// TLS handshakes refused for the client certificate presented (not issued by `[tls] ca`,
     /// expired, not for client use, malformed).
     pub client_cert_refused,
+    /// Accepted TLS connections closed because a reload changed `[tls] ca` (their client
+    /// certificate, or the handshake under way, was verified against the old CA).
+    pub closed_ca_changed,
 }
 }
 
@@ -278,6 +281,8 @@ enum Close {
     Tls,
     /// A WebSocket handshake refused, or a bad WebSocket frame or message.
     Ws(crate::core::transport::ws::WsError),
+    /// A reload changed `[tls] ca`, and the old CA verified the connection's client certificate.
+    CaChanged,
 }
 
 /// A shard's TCP listeners and connections.
@@ -333,6 +338,9 @@ pub struct TlsRenewal {
     pub client: Option<Arc<rustls::ClientConfig>>,
     /// The names those connections verify.
     pub names: TlsPeerNames,
+    /// `[tls] ca` changed: the accepted connections whose client certificate the old CA
+    /// verified are closed (their peer reconnects and is verified against the new one).
+    pub ca_changed: bool,
 }
 
 impl std::fmt::Debug for Streams {
@@ -428,8 +436,28 @@ impl Streams {
 
     /// Connections accepted on this shard's TLS listeners, and TLS connections it opens, from
     /// now on get the renewed configurations (handed over by a reload); open connections keep
-    /// their session.
+    /// their session, except, when the CA changed, accepted ones that presented a client
+    /// certificate or are still in their handshake (verified against the old CA): those close.
     pub fn renew_tls(&mut self, renewal: TlsRenewal) {
+        if renewal.ca_changed {
+            let vouched: Vec<usize> = (self.conns.iter().enumerate())
+                .filter_map(|(slot, c)| {
+                    let c = c.as_ref()?;
+                    let accepted_tls = !c.outbound && c.tls.as_ref().is_some();
+                    let handshaking = c.tls.as_ref().is_some_and(|t| t.is_handshaking());
+                    (c.peer_cert.is_some() || (accepted_tls && handshaking)).then_some(slot)
+                })
+                .collect();
+            if !vouched.is_empty() {
+                tracing::info!(
+                    connections = vouched.len(),
+                    "[tls] ca changed: closing the connections verified against the old CA"
+                );
+            }
+            for slot in vouched {
+                self.close(slot, Close::CaChanged);
+            }
+        }
         for tls in self
             .listeners
             .iter_mut()
@@ -1112,6 +1140,7 @@ impl Streams {
             Close::Idle => self.stats.closed_idle += 1,
             Close::Unsent => self.stats.closed_unsent += 1,
             Close::Tls => self.stats.closed_tls += 1,
+            Close::CaChanged => self.stats.closed_ca_changed += 1,
             Close::Framing(e) if e.is_oversize() => self.stats.closed_oversize += 1,
             Close::Framing(FrameError::TooManyMessages) => self.stats.closed_over_limit += 1,
             Close::Framing(_) => self.stats.closed_bad_framing += 1,
