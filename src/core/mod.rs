@@ -729,8 +729,12 @@ impl Core {
         // extension's devices); it was authenticated and admitted on its first pass.
         let spiral = from == self.env.local;
         let trusted = spiral || self.cfg.is_trusted(from.ip());
+        // A trunk recognised by its certificate is never shut out with its address: a stranger
+        // guessing passwords from the same NAT or cloud address does not block it.
+        let (cfg, arrival) = (&self.cfg, self.arrival);
+        let is_trunk = || cfg.trunk_of(from, arrival, cert.map(|c| &**c)).is_some();
         if !trusted
-            && self.auth.source_blocked(now, from)
+            && self.auth.source_blocked(now, from, is_trunk)
             && !self
                 .cfg
                 .policy

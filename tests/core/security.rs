@@ -123,6 +123,18 @@ impl Edge {
     /// Hands `bytes` from `from` to the shard the kernel would pick (here: the first), and on to
     /// the owner; returns what the core sent.
     pub(super) fn send(&mut self, from: &str, bytes: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.send_over(from, bytes, sipfork::core::transport::Transport::Udp, None)
+    }
+
+    /// As [`Edge::send`], over a connection of `transport` whose peer presented the verified
+    /// client certificate `cert` (when given).
+    pub(super) fn send_over(
+        &mut self,
+        from: &str,
+        bytes: &[u8],
+        transport: sipfork::core::transport::Transport,
+        cert: Option<&sipfork::core::transport::peer_cert::PeerCert>,
+    ) -> Vec<(SocketAddr, Vec<u8>)> {
         self.now += ms(1);
         let mut shard = 0;
         let mut out = Vec::new();
@@ -131,8 +143,8 @@ impl Edge {
                 from: addr(from),
                 local: addr("127.0.0.1:5060"),
                 bytes,
-                transport: sipfork::core::transport::Transport::Udp,
-                peer_cert: None,
+                transport,
+                peer_cert: cert,
             };
             let r = self.cores[shard].handle_datagram(self.now, d);
             out.extend(self.flush(shard));
@@ -597,9 +609,14 @@ fn password_guessing_is_blocked_and_ends_after_the_block() {
 /// Wrong passwords for ten usernames in turn from the attacker, until it gets no answer (five
 /// times the limit blocks the whole address).
 fn guess_until_the_address_is_blocked(e: &mut Edge) {
+    guess_from_until_blocked(e, ATTACKER);
+}
+
+/// As [`guess_until_the_address_is_blocked`], from `attacker`.
+pub(super) fn guess_from_until_blocked(e: &mut Edge, attacker: &str) {
     for i in 0..50u32 {
         let user = format!("{}", 1000 + i % 10);
-        let r = e.register(ATTACKER, &user, "sip:x@127.0.0.66", "");
+        let r = e.register(attacker, &user, "sip:x@127.0.0.66", "");
         if r.status != 401 {
             break;
         }
@@ -612,7 +629,7 @@ fn guess_until_the_address_is_blocked(e: &mut Edge) {
             &r.nonce(),
             1,
         );
-        e.register(ATTACKER, &user, "sip:x@127.0.0.66", &auth);
+        e.register(attacker, &user, "sip:x@127.0.0.66", &auth);
     }
 }
 

@@ -170,3 +170,58 @@ fn a_trunk_without_a_certificate_name_is_still_known_by_its_address() {
         Some("P-Asserted-Identity: <sip:3000@example.com>")
     );
 }
+
+/// A stranger guessing passwords from the address a certificate trunk connects from (a shared
+/// NAT or cloud address) gets that address blocked, but not the trunk: its requests are still
+/// the trunk's, while the same address without the certificate stays blocked.
+#[test]
+fn a_guesser_behind_the_trunks_address_does_not_get_the_trunk_blocked() {
+    use crate::security::{guess_from_until_blocked, request, Edge};
+    use sipfork::core::transport::peer_cert::CertNames;
+    use std::sync::Arc;
+
+    let config = config("guesser").replace(
+        "realm = \"example.com\"\n",
+        "realm = \"example.com\"\nalgorithms = [\"MD5\"]\n",
+    );
+    let mut e = Edge::new(&config, 1);
+    let (guesser, pbx) = ("127.0.0.66:5060", "127.0.0.66:6000");
+    guess_from_until_blocked(&mut e, guesser);
+    let options = request(
+        "OPTIONS",
+        "sip:1000@example.com",
+        guesser,
+        "1001",
+        "",
+        "o",
+        "",
+    );
+    assert!(
+        e.send(guesser, &options).is_empty(),
+        "the address is blocked"
+    );
+    let cert = Arc::new(CertNames::from_certificate(["pbx1.example.net"]));
+    let invite = |call_id: &str| {
+        request(
+            "INVITE",
+            "sip:0049301234@example.com",
+            pbx,
+            "3000",
+            "",
+            call_id,
+            "",
+        )
+    };
+    // Without the certificate the trunk's connection is the blocked address: dropped.
+    let out = e.send_over(pbx, &invite("plain"), Transport::Tls, None);
+    assert!(out.is_empty(), "{}", crate::security::dump(&out));
+    // With it, the call goes to the carrier, as the trunk's.
+    let out = e.send_over(pbx, &invite("trunk"), Transport::Tls, Some(&cert));
+    let hop: std::net::SocketAddr = ([127, 0, 0, 1], HOP_PORT).into();
+    let forwarded: Vec<_> = out.iter().filter(|(to, _)| *to == hop).collect();
+    assert_eq!(forwarded.len(), 1, "{}", crate::security::dump(&out));
+    assert_eq!(
+        asserted(&forwarded[0].1).as_deref(),
+        Some("P-Asserted-Identity: <sip:3000@example.com>")
+    );
+}

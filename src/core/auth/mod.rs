@@ -151,8 +151,16 @@ impl Auth {
     }
 
     /// Is the sender's address blocked as a whole? (Checked before any work on its requests.)
-    pub fn source_blocked(&mut self, now: crate::time::Instant, source: SocketAddr) -> bool {
-        let blocked = self.throttle.check(now, source.ip(), None) == Some(Blocked::Source);
+    /// `exempt` is asked only when the address is blocked: a request it exempts (a certificate
+    /// trunk's, which a guesser behind the same address must not shut out) is not.
+    pub fn source_blocked(
+        &mut self,
+        now: crate::time::Instant,
+        source: SocketAddr,
+        exempt: impl FnOnce() -> bool,
+    ) -> bool {
+        let blocked =
+            self.throttle.check(now, source.ip(), None) == Some(Blocked::Source) && !exempt();
         if blocked {
             self.blocked_requests[1] += 1;
         }
