@@ -453,22 +453,6 @@ impl Config {
             .map(|(_, t, _)| *t)
     }
 
-    /// The number of the trunk (a PBX at a static address) that sends from `source` (IP and
-    /// port, as configured) over `arrival`: its requests are authenticated by that address.
-    /// A trunk configured with `;transport=tcp` or `tls` is one only over that transport (a
-    /// UDP datagram with its source address proves nothing); one configured for UDP is one
-    /// over any transport (RFC 3261 §18.1.1 sends a large request over TCP, and a connection
-    /// proves its source address better than a datagram does).
-    /// A trunk with `trunk_certificate` is recognised only by its certificate
-    /// ([`Config::trunk_of`], which this is without one).
-    pub fn trunk_at(
-        &self,
-        source: std::net::SocketAddr,
-        arrival: crate::core::transport::Transport,
-    ) -> Option<&[u8]> {
-        self.trunk_of(source, arrival, None)
-    }
-
     /// The policy of a provisioned number (the user part of a request URI), or `None`.
     /// One binary search over the ranges; nothing is allocated.
     pub fn extension(&self, number: &[u8]) -> Option<ExtensionPolicy<'_>> {

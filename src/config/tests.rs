@@ -592,24 +592,27 @@ fn tenants_trunks_dids_and_emergency_numbers() {
     assert_eq!(c.extension(b"1000").unwrap().tenant(), org);
     assert_eq!(c.extension(b"3000").unwrap().trunk().len(), 2);
     assert_eq!(
-        c.trunk_at(
+        c.trunk_of(
             "127.0.0.3:5060".parse().unwrap(),
-            crate::core::transport::Transport::Udp
+            crate::core::transport::Transport::Udp,
+            None
         ),
         Some(&b"3000"[..])
     );
     assert_eq!(
-        c.trunk_at(
+        c.trunk_of(
             "127.0.0.3:5060".parse().unwrap(),
-            crate::core::transport::Transport::Tcp
+            crate::core::transport::Transport::Tcp,
+            None
         ),
         Some(&b"3000"[..]),
         "a UDP trunk over TCP too"
     );
     assert_eq!(
-        c.trunk_at(
+        c.trunk_of(
             "127.0.0.3:5061".parse().unwrap(),
-            crate::core::transport::Transport::Udp
+            crate::core::transport::Transport::Udp,
+            None
         ),
         None
     );
