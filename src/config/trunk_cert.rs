@@ -1,6 +1,6 @@
-//! `trunk_certificate` on a trunk's `[[extensions]]` entry: the names (RFC 5922 §7.1: a SAN
-//! dNSName, the host of a SAN `sip:` URI, or the subject CN of a certificate without those) of
-//! the client certificate the trunk presents over TLS. Such a trunk is recognised by a TLS (or
+//! `trunk_certificate` on a trunk's `[[extensions]]` entry: the names (SAN dNSNames only, the
+//! names a CA's name constraints hold: `core::transport::peer_cert`) of the client certificate
+//! the trunk presents over TLS. Such a trunk is recognised by a TLS (or
 //! WSS) connection whose verified certificate carries one of the names, from any source
 //! address, and no longer by its address alone; [`Config::trunk_of`] is the one decision every
 //! "is this request the trunk's" question asks (authentication, overload exemptions).
