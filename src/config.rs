@@ -364,12 +364,14 @@ pub struct Config {
     pub overload: overload::OverloadConfig,
     /// Live public calls per tenancy level, shared by every shard of the process.
     pub ledger: std::sync::Arc<crate::core::policy::ledger::Ledger>,
-    /// Trunk source addresses, the transport each is configured with and the number of the
-    /// trunk extension each belongs to.
+    /// Trunk source addresses, the transport each is configured with, the number of the
+    /// trunk extension each belongs to, and whether that trunk is known by its certificate
+    /// (`trunk_certificate`; then never by the address).
     trunks: Vec<(
         std::net::SocketAddr,
         crate::core::transport::Transport,
         Vec<u8>,
+        bool,
     )>,
     /// `trunk_certificate` names and the trunk number each identifies (`trunk_cert`).
     trunk_certificates: trunk_cert::TrunkNames,
@@ -450,7 +452,7 @@ impl Config {
         self.trunks
             .iter()
             .find(|(a, ..)| *a == addr)
-            .map(|(_, t, _)| *t)
+            .map(|(_, t, ..)| *t)
     }
 
     /// The policy of a provisioned number (the user part of a request URI), or `None`.

@@ -99,12 +99,10 @@ impl Config {
         }
         self.trunks
             .iter()
-            .find(|(a, t, number)| {
-                *a == source
-                    && (*t == arrival || *t == Transport::Udp)
-                    && !self.trunk_certificates.iter().any(|(_, n)| n == number)
+            .find(|(a, t, _, by_certificate)| {
+                *a == source && (*t == arrival || *t == Transport::Udp) && !by_certificate
             })
-            .map(|(.., n)| n.as_slice())
+            .map(|(_, _, n, _)| n.as_slice())
     }
 }
 

@@ -223,7 +223,8 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     }
 
     let mut tables = Vec::with_capacity(raw.extensions.len());
-    let mut trunks: Vec<(SocketAddr, crate::core::transport::Transport, Vec<u8>)> = Vec::new();
+    let mut trunks: Vec<(SocketAddr, crate::core::transport::Transport, Vec<u8>, bool)> =
+        Vec::new();
     let mut trunk_certificates = Vec::new();
     for (i, mut table) in raw.extensions.into_iter().enumerate() {
         let cert_names = table.trunk_certificate.take();
@@ -235,13 +236,14 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
             &mut warnings,
             &mut tls_names,
         )?;
+        // The trunk's number, written once for its names and addresses.
+        let number = ranges.first().map(|r| r.to_string().into_bytes());
+        let by_certificate = cert_names.is_some();
         if let Some(names) = cert_names {
-            let number = ranges.first().map(|r| r.to_string().into_bytes());
-            let number = number.as_deref().filter(|_| !table.trunk.is_empty());
             super::trunk_cert::add(
                 i,
                 names.0,
-                number,
+                number.as_deref().filter(|_| !table.trunk.is_empty()),
                 &server,
                 tls.as_ref(),
                 &mut trunk_certificates,
@@ -257,8 +259,8 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
                     format!("{addr} is already another trunk's address: a trunk is known by its address"),
                 ));
             }
-            if let Some(r) = ranges.first() {
-                trunks.push((*addr, *transport, r.to_string().into_bytes()));
+            if let Some(number) = &number {
+                trunks.push((*addr, *transport, number.clone(), by_certificate));
             }
         }
         tables.push((table, ranges));
