@@ -219,8 +219,6 @@ struct Conn {
     /// Accepted on a TLS listener: the names of the client certificate the peer presented and
     /// the listener verified, read once when the handshake is done (`client_cert`).
     peer_cert: Option<crate::core::transport::peer_cert::PeerCert>,
-    /// Whether the handshake's client certificate has been looked at.
-    cert_read: bool,
 }
 
 impl Conn {
@@ -249,7 +247,6 @@ impl Conn {
             outbound: connecting.is_some(),
             ws: None,
             peer_cert: None,
-            cert_read: false,
         }
     }
 
@@ -673,11 +670,12 @@ impl Streams {
             match conn.tls.as_mut() {
                 None => conn.push(&self.read_buf[..n]),
                 Some(tls) => {
+                    let was_handshaking = tls.is_handshaking();
                     let plain = decrypt(tls, &self.read_buf[..n])
                         .inspect_err(|e| client_cert::count_refused(tls, e, &mut self.stats))
                         .map_err(|_| Close::Tls)?;
-                    if !conn.cert_read && !tls.is_handshaking() {
-                        conn.cert_read = true;
+                    // The handshake ends once, here (the records it reads are decrypted here).
+                    if was_handshaking && !tls.is_handshaking() {
                         conn.peer_cert = client_cert::names(tls, &mut self.stats);
                     }
                     conn.push(&plain);
