@@ -17,7 +17,7 @@ use crate::core::io::{Datagram, Inbound, Outbox};
 use crate::core::shard::ShardId;
 use crate::engine::io::IoKind;
 use crate::engine::shard::Handler;
-use crate::engine::{start, EngineConfig, Pinning};
+use crate::engine::{start, Engine, EngineConfig, Pinning};
 use crate::time::Instant;
 
 /// What a handler saw: its shard, the message's last byte, the certificate names, the trunk.
@@ -156,6 +156,19 @@ fn ask(tls: &mut impl ReadWrite) -> Vec<String> {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
+/// A fresh directory holding `ca.pem` and a server certificate it issued for 127.0.0.1
+/// (`cert.pem`, `key.pem`); the CA.
+fn certificate_dir(name: &str) -> (std::path::PathBuf, Issued) {
+    let dir = std::env::temp_dir().join(format!("sipfork-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = issue(&[], true, None);
+    let server = issue(&["127.0.0.1"], false, Some(&ca));
+    std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+    std::fs::write(dir.join("cert.pem"), &server.pem).unwrap();
+    std::fs::write(dir.join("key.pem"), server.key.serialize_pem()).unwrap();
+    (dir, ca)
+}
+
 /// A `[tls]` config with `ca` at `dir/ca_file` for the trunk of `pbx1.example.net`.
 fn trunk_config(dir: &std::path::Path, ca_file: &str) -> Arc<Config> {
     Arc::new(
@@ -169,19 +182,40 @@ fn trunk_config(dir: &std::path::Path, ca_file: &str) -> Arc<Config> {
     )
 }
 
+/// Two shards of `kind` with a TLS listener of `cfg`'s `[tls]`, recording into `seen`; `None`
+/// when the kernel has no io_uring.
+fn start_recorders(kind: IoKind, cfg: &Arc<Config>, seen: &Seen) -> Option<Engine<Recorder>> {
+    let engine_cfg = EngineConfig {
+        io: kind,
+        pinning: Pinning::Off,
+        stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
+        stream_tls: vec![Some(Arc::clone(&cfg.tls.as_ref().unwrap().server))],
+        ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), 2)
+    };
+    let (c, s) = (Arc::clone(cfg), Arc::clone(seen));
+    match start(engine_cfg, move |me, _| Recorder {
+        me,
+        cfg: Arc::clone(&c),
+        seen: Arc::clone(&s),
+        outbox: Outbox::new(),
+        renewal: None,
+    }) {
+        Ok(e) => Some(e),
+        Err(e @ crate::engine::EngineError::Backend { .. }) if kind == IoKind::Uring => {
+            eprintln!("skipping the io_uring run: {e}");
+            None
+        }
+        Err(e) => panic!("{kind:?}: {e}"),
+    }
+}
+
 #[test]
 fn a_renewal_with_another_ca_closes_the_connections_the_old_one_vouched_for() {
-    let dir = std::env::temp_dir().join(format!("sipfork-ca-renewal-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = issue(&[], true, None);
-    let server = issue(&["127.0.0.1"], false, Some(&ca));
+    let (dir, ca) = certificate_dir("ca-renewal");
     let pbx = issue(&["pbx1.example.net"], false, Some(&ca));
     let new_ca = issue(&[], true, None);
     let new_pbx = issue(&["pbx1.example.net"], false, Some(&new_ca));
-    std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
     std::fs::write(dir.join("new-ca.pem"), &new_ca.pem).unwrap();
-    std::fs::write(dir.join("cert.pem"), &server.pem).unwrap();
-    std::fs::write(dir.join("key.pem"), server.key.serialize_pem()).unwrap();
     let cfg = trunk_config(&dir, "ca.pem");
     let renewed = trunk_config(&dir, "new-ca.pem");
     let renewal = |cfg: &Config, ca_changed| crate::engine::stream::TlsRenewal {
@@ -191,27 +225,8 @@ fn a_renewal_with_another_ca_closes_the_connections_the_old_one_vouched_for() {
         ca_changed,
     };
     for kind in [IoKind::Mmsg, IoKind::Uring] {
-        let engine_cfg = EngineConfig {
-            io: kind,
-            pinning: Pinning::Off,
-            stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
-            stream_tls: vec![Some(Arc::clone(&cfg.tls.as_ref().unwrap().server))],
-            ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), 2)
-        };
-        let c = Arc::clone(&cfg);
-        let engine = match start(engine_cfg, move |me, _| Recorder {
-            me,
-            cfg: Arc::clone(&c),
-            seen: Seen::default(),
-            outbox: Outbox::new(),
-            renewal: None,
-        }) {
-            Ok(e) => e,
-            Err(e @ crate::engine::EngineError::Backend { .. }) if kind == IoKind::Uring => {
-                eprintln!("skipping the io_uring run: {e}");
-                continue;
-            }
-            Err(e) => panic!("{kind:?}: {e}"),
+        let Some(engine) = start_recorders(kind, &cfg, &Seen::default()) else {
+            continue;
         };
         let addr = engine.stream_addrs()[0];
         let renew = |r: crate::engine::stream::TlsRenewal| {
@@ -251,49 +266,15 @@ fn a_renewal_with_another_ca_closes_the_connections_the_old_one_vouched_for() {
 
 #[test]
 fn the_verified_certificates_names_reach_the_handler_on_every_shard() {
-    let dir = std::env::temp_dir().join(format!("sipfork-client-cert-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = issue(&[], true, None);
-    let server = issue(&["127.0.0.1"], false, Some(&ca));
+    let (dir, ca) = certificate_dir("client-cert");
     let pbx = issue(&["pbx1.example.net"], false, Some(&ca));
     let rogue_ca = issue(&[], true, None);
     let rogue = issue(&["pbx1.example.net"], false, Some(&rogue_ca));
-    std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
-    std::fs::write(dir.join("cert.pem"), &server.pem).unwrap();
-    std::fs::write(dir.join("key.pem"), server.key.serialize_pem()).unwrap();
-    let cfg = Arc::new(
-        Config::from_toml(&format!(
-            "[server]\nlisten = [\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n[auth]\nmode = \"none\"\n\
-             [[extensions]]\nnumbers = \"3000\"\ntrunk = \"127.0.0.1:5090\"\ntrunk_certificate = \"pbx1.example.net\"\n\
-             [tls]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\nca = \"{0}/ca.pem\"\n",
-            dir.display()
-        ))
-        .unwrap_or_else(|e| panic!("{e}")),
-    );
-    let tls_server = Arc::clone(&cfg.tls.as_ref().unwrap().server);
+    let cfg = trunk_config(&dir, "ca.pem");
     for kind in [IoKind::Mmsg, IoKind::Uring] {
         let seen: Seen = Arc::default();
-        let engine_cfg = EngineConfig {
-            io: kind,
-            pinning: Pinning::Off,
-            stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
-            stream_tls: vec![Some(Arc::clone(&tls_server))],
-            ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), 2)
-        };
-        let (c, s) = (Arc::clone(&cfg), Arc::clone(&seen));
-        let engine = match start(engine_cfg, move |me, _| Recorder {
-            me,
-            cfg: Arc::clone(&c),
-            seen: Arc::clone(&s),
-            outbox: Outbox::new(),
-            renewal: None,
-        }) {
-            Ok(e) => e,
-            Err(e @ crate::engine::EngineError::Backend { .. }) if kind == IoKind::Uring => {
-                eprintln!("skipping the io_uring run: {e}");
-                continue;
-            }
-            Err(e) => panic!("{kind:?}: {e}"),
+        let Some(engine) = start_recorders(kind, &cfg, &seen) else {
+            continue;
         };
         let addr = engine.stream_addrs()[0];
         // The trunk's certificate, from an address that is not the trunk's: both messages (one
