@@ -659,3 +659,53 @@ fn a_next_hop_named_by_host_verifies_that_name_and_sends_it_as_sni() {
         }
     }
 }
+
+/// RFC 5922 §7.2 toward a peer named by host name: its certificate must carry that exact name as
+/// a `dNSName`; a wildcard (`*.example.net`), which rustls' own check accepts, or another name
+/// fails the handshake and nothing is sent.
+#[test]
+fn a_named_peer_needs_its_exact_name_not_a_wildcard() {
+    let ours = cert_for("127.0.0.1");
+    for (cert_name, passes) in [
+        ("sbc.example.net", true),
+        ("*.example.net", false),
+        ("other.example.net", false),
+    ] {
+        let theirs = cert_for(cert_name);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let client = configured("exact", &ours, &theirs, "").stream_tls_client;
+        let names = [(
+            target,
+            rustls::pki_types::ServerName::try_from("sbc.example.net").unwrap(),
+        )];
+        let cfg = EngineConfig {
+            io: IoKind::Mmsg,
+            pinning: Pinning::Off,
+            stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            stream_tls_client: client,
+            stream_tls_names: Arc::new(names.into_iter().collect()),
+            ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), 1)
+        };
+        let (engine, seen) = launch(cfg, target, true, Transport::Tls).expect("mmsg");
+        poke(&engine, 1);
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let session = rustls::ServerConnection::new(server_config(&theirs, None)).unwrap();
+        let mut tls = rustls::StreamOwned::new(session, sock);
+        let mut got = vec![0u8; MSG.len()];
+        let read = tls.read_exact(&mut got);
+        if passes {
+            read.unwrap();
+            assert_eq!(got, MSG);
+            assert_eq!(tls.conn.server_name(), Some("sbc.example.net"));
+        } else {
+            assert!(read.is_err(), "{cert_name}: accepted");
+            wait_until("the failure report", || {
+                seen.lock().unwrap().failed.len() == 1
+            });
+            assert_eq!(total(&engine, |s| s.closed_tls), 1, "{cert_name}");
+        }
+        engine.shutdown().unwrap();
+    }
+}
