@@ -37,7 +37,7 @@ pub struct TlsConfig {
     pub client: Option<Arc<rustls::ClientConfig>>,
     /// The TLS next hops and trunks configured by host name: the name their certificate must
     /// carry (and the SNI sent). Any other TLS peer is verified against its IP address.
-    pub peer_names: BTreeMap<SocketAddr, ServerName<'static>>,
+    pub peer_names: Arc<BTreeMap<SocketAddr, ServerName<'static>>>,
     /// The rustls server configuration built from them (TLS 1.2 and 1.3, ring provider).
     pub server: Arc<rustls::ServerConfig>,
     /// SHA-256 of the files' contents, so a reload sees a renewed certificate as a change.
@@ -175,7 +175,7 @@ pub(super) fn load(
         ca,
         peer_ca,
         client,
-        peer_names: BTreeMap::new(),
+        peer_names: Arc::default(),
         server: Arc::new(server),
         fingerprint: h.finalize().into(),
     })
