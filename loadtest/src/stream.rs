@@ -55,6 +55,8 @@ pub struct StreamCounters {
     pub messages_in: AtomicU64,
     /// Messages written.
     pub messages_out: AtomicU64,
+    /// A connection's protocol failure has been printed (the first of the run only).
+    told_bad: AtomicBool,
 }
 
 impl StreamCounters {
@@ -469,7 +471,11 @@ impl Conns {
                         break;
                     }
                     Ok(None) => break,
-                    Err(_) => {
+                    Err(why) => {
+                        // The first such failure of the run is told (the rest are counted).
+                        if !self.counters.told_bad.swap(true, Ordering::Relaxed) {
+                            eprintln!("harness: WebSocket {} closed: {why}", c.local);
+                        }
                         bad = true;
                         break;
                     }

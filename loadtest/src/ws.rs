@@ -30,10 +30,14 @@ pub struct WsClient {
     upgraded: bool,
     /// Frames written before the 101.
     held: Vec<u8>,
-    /// Received bytes not decoded yet.
+    /// Received bytes; those before `consumed` are decoded (dropped on the next push, so a read
+    /// of many frames is not shifted once per frame).
     input: Vec<u8>,
+    consumed: usize,
     /// A fragmented message so far.
     partial: Vec<u8>,
+    /// Inside a fragmented message (its first frame came without FIN).
+    fragmented: bool,
     /// The message decoded last.
     message: Vec<u8>,
     /// xorshift state for the frame masks (a client masks every frame, RFC 6455 §5.3).
@@ -57,9 +61,12 @@ impl WsClient {
             upgraded: false,
             held: Vec::new(),
             input: Vec::new(),
+            consumed: 0,
             partial: Vec::new(),
+            fragmented: false,
             message: Vec::new(),
-            mask: seed | 1,
+            // Spread the seeds: neighbouring connections must not share a mask sequence.
+            mask: seed.wrapping_mul(0x9E37_79B9) | 1,
         }
     }
 
@@ -70,11 +77,17 @@ impl WsClient {
 
     /// Frames `msg` into `out` once upgraded, else into the held frames.
     pub fn send(&mut self, msg: &[u8], out: &mut Vec<u8>) {
+        let mask = self.next_mask();
         let to = if self.upgraded { out } else { &mut self.held };
+        frame(OpCode::Data(Data::Text), msg, mask, to);
+    }
+
+    /// A fresh mask for each frame (RFC 6455 §5.3; a load harness needs no cryptographic one).
+    fn next_mask(&mut self) -> [u8; 4] {
         self.mask ^= self.mask << 13;
         self.mask ^= self.mask >> 17;
         self.mask ^= self.mask << 5;
-        frame(OpCode::Data(Data::Text), msg, self.mask.to_be_bytes(), to);
+        self.mask.to_be_bytes()
     }
 
     /// The frames held until the 101.
@@ -84,6 +97,8 @@ impl WsClient {
 
     /// Adds bytes received from the proxy.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.input.drain(..self.consumed);
+        self.consumed = 0;
         self.input.extend_from_slice(bytes);
     }
 
@@ -99,13 +114,13 @@ impl WsClient {
             return self.handshake();
         }
         loop {
-            let mut cursor = Cursor::new(&self.input[..]);
+            let mut cursor = Cursor::new(&self.input[self.consumed..]);
             let Some((header, len)) =
                 FrameHeader::parse(&mut cursor).map_err(|e| format!("frame: {e}"))?
             else {
                 return Ok(None);
             };
-            let start = cursor.position() as usize;
+            let start = self.consumed + cursor.position() as usize;
             if len > MAX_MESSAGE as u64 {
                 return Err(format!("a {len}-byte frame"));
             }
@@ -113,32 +128,45 @@ impl WsClient {
             if self.input.len() < end {
                 return Ok(None);
             }
+            // What a server may not send (RFC 6455 §5.1–§5.5): a masked frame, RSV bits (no
+            // extension was agreed), a fragmented or long control frame.
             if header.mask.is_some() {
                 return Err("a masked frame from the server".into());
             }
-            let payload = &self.input[start..end];
+            if header.rsv1 || header.rsv2 || header.rsv3 {
+                return Err("RSV bits without an extension".into());
+            }
+            if matches!(header.opcode, OpCode::Control(_)) && (!header.is_final || len > 125) {
+                return Err("a fragmented or long control frame".into());
+            }
+            let (mask, payload) = (self.next_mask(), &self.input[start..end]);
             let event = match header.opcode {
-                OpCode::Data(Data::Text | Data::Binary | Data::Continue) => {
+                OpCode::Data(data) => {
+                    // A continuation only inside a message; a new message only outside one.
+                    let continues = data == Data::Continue;
+                    if continues != self.fragmented {
+                        return Err(format!("{data:?} frame out of place"));
+                    }
                     if self.partial.len() + payload.len() > MAX_MESSAGE {
                         return Err("an oversize message".into());
                     }
                     self.partial.extend_from_slice(payload);
+                    self.fragmented = !header.is_final;
                     header.is_final.then_some(WsIn::Message)
                 }
                 OpCode::Control(Control::Ping) => {
-                    let mask = self.mask.rotate_left(7).to_be_bytes();
                     frame(OpCode::Control(Control::Pong), payload, mask, out);
                     None
                 }
                 OpCode::Control(Control::Pong) => None,
                 OpCode::Control(Control::Close) => {
                     let code = payload.get(..2).unwrap_or(&[]);
-                    frame(OpCode::Control(Control::Close), code, [7, 7, 7, 7], out);
+                    frame(OpCode::Control(Control::Close), code, mask, out);
                     Some(WsIn::Closed)
                 }
-                other => return Err(format!("opcode {other:?}")),
+                OpCode::Control(other) => return Err(format!("opcode {other:?}")),
             };
-            self.input.drain(..end);
+            self.consumed = end;
             if event == Some(WsIn::Message) {
                 self.message.clear();
                 std::mem::swap(&mut self.message, &mut self.partial);
@@ -153,7 +181,7 @@ impl WsClient {
     fn handshake(&mut self) -> Result<Option<WsIn>, String> {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut headers);
-        let used = match response.parse(&self.input) {
+        let used = match response.parse(&self.input[self.consumed..]) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(format!("upgrade answer: {e}")),
@@ -175,7 +203,17 @@ impl WsClient {
         if header("Sec-WebSocket-Protocol") != Some(b"sip".as_slice()) {
             return Err("no Sec-WebSocket-Protocol: sip".into());
         }
-        self.input.drain(..used);
+        // RFC 6455 §4.1: without these the client must fail the connection.
+        let has = |name: &str, token: &str| {
+            header(name).is_some_and(|v| {
+                v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            })
+        };
+        if !has("Upgrade", "websocket") || !has("Connection", "Upgrade") {
+            return Err("no Upgrade: websocket / Connection: Upgrade".into());
+        }
+        self.consumed = used;
         self.upgraded = true;
         Ok(Some(WsIn::Upgraded))
     }
@@ -197,11 +235,16 @@ fn frame(opcode: OpCode, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    /// An unmasked server frame with a short payload.
+    /// An unmasked server frame.
     fn server_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![opcode | if fin { 0x80 } else { 0 }];
-        assert!(payload.len() < 126);
-        v.push(payload.len() as u8);
+        match u16::try_from(payload.len()).unwrap() {
+            n @ 0..=125 => v.push(n as u8),
+            n => {
+                v.push(126);
+                v.extend_from_slice(&n.to_be_bytes());
+            }
+        }
         v.extend_from_slice(payload);
         v
     }
@@ -284,5 +327,26 @@ mod tests {
         let mut ws = WsClient::start("h", 1, &mut out);
         ws.push(b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: nope\r\n\r\n");
         assert!(ws.next(&mut out).is_err());
+        // Right key and protocol, but no Upgrade/Connection rows.
+        let mut ws = WsClient::start("h", 1, &mut out);
+        let accept = tungstenite::handshake::derive_accept_key(ws.key.as_bytes());
+        ws.push(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\
+                 Sec-WebSocket-Protocol: sip\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert!(ws.next(&mut out).is_err());
+        // A continuation with no message begun; a long ping; RSV bits.
+        for bad in [
+            server_frame(0x0, true, b"x"),
+            server_frame(0x9, true, &[0; 126]),
+            server_frame(0x1 | 0x40, true, b"x"),
+        ] {
+            let (mut ws, mut out) = upgraded();
+            ws.push(&bad);
+            assert!(ws.next(&mut out).is_err(), "{:x?}", &bad[..2]);
+        }
     }
 }

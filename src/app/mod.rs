@@ -145,12 +145,11 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
         },
         stream_options: crate::engine::stream::StreamOptions::from_config(&cfg.tcp),
         stream_tls_client: cfg.tls.as_ref().and_then(|t| t.client.clone()),
-        stream_tls_names: Arc::new(
-            cfg.tls
-                .as_ref()
-                .map(|t| t.peer_names.clone())
-                .unwrap_or_default(),
-        ),
+        stream_tls_names: cfg
+            .tls
+            .as_ref()
+            .map(|t| Arc::clone(&t.peer_names))
+            .unwrap_or_default(),
         ..EngineConfig::new(s.listen, s.shards)
     }
 }

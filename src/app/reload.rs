@@ -224,12 +224,14 @@ impl Reloader {
     }
 
     fn try_reload(&self) -> Result<Report, ReloadError> {
-        // Held throughout, so two reloads never interleave their swaps.
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read (and its host names resolved) before the lock: a slow resolver must not hold up
+        // the admin API's readers of the running configuration.
         let loaded = Config::load(&self.path)?;
         for warning in loaded.warnings() {
             tracing::warn!("{warning}");
         }
+        // Held from here on, so two reloads never interleave their swaps.
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         let diff = diff(&current, &loaded);
         let next = Arc::new(applicable(&current, loaded));
         // A renewed certificate: the shards' TLS listeners take it with the configuration.
@@ -247,7 +249,7 @@ impl Reloader {
                     .map(|t| crate::engine::stream::TlsRenewal {
                         server: Arc::clone(&t.server),
                         client: t.client.clone(),
-                        names: Arc::new(t.peer_names.clone()),
+                        names: Arc::clone(&t.peer_names),
                         ca_changed,
                     })
             })

@@ -163,8 +163,9 @@ pub struct NextHop {
     /// and `[tls] peer_ca`); otherwise UDP.
     pub transport: crate::core::transport::Transport,
     /// The host name the URI gives instead of an IP address (resolved to `addr` when the
-    /// configuration is loaded): over TLS, the name the server's certificate must carry.
-    pub name: Option<String>,
+    /// configuration is loaded; lower case): over TLS, the name the server's certificate must
+    /// carry.
+    pub name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// Parses `sip:HOST[:port][;params]`. A host name is resolved here, once ([`resolve_host`]).
@@ -217,10 +218,10 @@ pub(super) fn parse_next_hop(text: &str) -> Result<NextHop, String> {
     });
     let (ip, name) = match parse_host_ip(host.as_bytes()) {
         Some(ip) => (ip, None),
-        None => (
-            resolve_host(host).map_err(|why| format!("{text:?}: {why}"))?,
-            Some(host.to_ascii_lowercase()),
-        ),
+        None => {
+            let (ip, name) = resolve_host(host).map_err(|why| format!("{text:?}: {why}"))?;
+            (ip, Some(name))
+        }
     };
     Ok(NextHop {
         uri: text.to_owned(),
@@ -233,25 +234,26 @@ pub(super) fn parse_next_hop(text: &str) -> Result<NextHop, String> {
 /// A next hop's host name resolved through the system resolver (A/AAAA: `/etc/hosts`, DNS), at
 /// load and at each reload only — never per request, so a name whose addresses change needs a
 /// reload; no NAPTR/SRV (RFC 3263): the URI's port, or the transport's default, is the port.
-/// The first IPv4 address, else the first IPv6 one.
-fn resolve_host(host: &str) -> Result<IpAddr, String> {
-    // The same rules as a TLS server name (RFC 1123 labels), which it becomes over TLS.
-    if rustls::pki_types::ServerName::try_from(host)
-        .ok()
-        .is_none_or(|n| !matches!(n, rustls::pki_types::ServerName::DnsName(_)))
-    {
-        return Err(format!("{host:?} is neither an IP address nor a host name"));
-    }
+/// The lowest IPv4 address, else the lowest IPv6 one (not the resolver's first: round-robin DNS
+/// rotates the order, and a reload would move the peer for nothing). Returns the name too, as
+/// the TLS server name it becomes (lower case).
+fn resolve_host(host: &str) -> Result<(IpAddr, rustls::pki_types::ServerName<'static>), String> {
+    // The same rules as a TLS server name (RFC 1123 labels), which it becomes over TLS; a
+    // trailing dot (a fully qualified name) names the same host.
+    let canonical = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let name = match rustls::pki_types::ServerName::try_from(canonical) {
+        Ok(name @ rustls::pki_types::ServerName::DnsName(_)) => name,
+        _ => return Err(format!("{host:?} is neither an IP address nor a host name")),
+    };
     let found: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
         .map_err(|e| format!("the host name {host:?} does not resolve: {e}"))?
         .map(|a| a.ip())
         .collect();
-    found
-        .iter()
-        .find(|ip| ip.is_ipv4())
-        .or(found.first())
-        .copied()
-        .ok_or_else(|| format!("the host name {host:?} resolves to no address"))
+    let lowest = |v4: bool| found.iter().filter(|ip| ip.is_ipv4() == v4).min().copied();
+    let ip = lowest(true)
+        .or_else(|| lowest(false))
+        .ok_or_else(|| format!("the host name {host:?} resolves to no address"))?;
+    Ok((ip, name))
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`; `None` when a port is present but invalid.
@@ -457,7 +459,10 @@ mod tests {
             SocketAddr::from(([127, 0, 0, 1], 5091)),
             "IPv4 first"
         );
-        assert_eq!(hop.name.as_deref(), Some("localhost"));
+        assert_eq!(
+            hop.name,
+            Some(rustls::pki_types::ServerName::try_from("localhost").unwrap())
+        );
         assert_eq!(hop.uri, "sip:LocalHost:5091;transport=tls");
         // Without a port: the transport's default.
         let hop = parse_next_hop("sip:localhost;transport=tls").unwrap();
@@ -467,6 +472,8 @@ mod tests {
         // name that does not resolve: `tests/e2e/cli.rs`, in a namespace, since the resolver
         // would ask a DNS server).
         let e = parse_next_hop("sip:bad_host!:5080").unwrap_err();
+        assert!(e.contains("neither an IP address nor a host name"), "{e}");
+        let e = parse_next_hop("sip:.:5080").unwrap_err();
         assert!(e.contains("neither an IP address nor a host name"), "{e}");
     }
 

@@ -37,7 +37,7 @@ pub struct TlsConfig {
     pub client: Option<Arc<rustls::ClientConfig>>,
     /// The TLS next hops and trunks configured by host name: the name their certificate must
     /// carry (and the SNI sent). Any other TLS peer is verified against its IP address.
-    pub peer_names: BTreeMap<SocketAddr, ServerName<'static>>,
+    pub peer_names: Arc<BTreeMap<SocketAddr, ServerName<'static>>>,
     /// The rustls server configuration built from them (TLS 1.2 and 1.3, ring provider).
     pub server: Arc<rustls::ServerConfig>,
     /// SHA-256 of the files' contents, so a reload sees a renewed certificate as a change.
@@ -135,10 +135,17 @@ pub(super) fn load(
     let client = match (&peer_ca, &peer_ca_pem) {
         (Some(path), Some(pem)) => {
             let roots = root_store("tls.peer_ca", path, pem)?;
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::clone(&provider),
+            )
+            .build()
+            .map_err(|e| ("tls.peer_ca", format!("{}: {e}", path.display())))?;
             let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
                 .map_err(|e| ("tls", format!("TLS versions: {e}")))?
-                .with_root_certificates(roots)
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ExactNames(webpki)))
                 // Presented only when the server asks (mutual TLS toward a trunk).
                 .with_client_auth_cert(chain.clone(), private.clone_key())
                 .map_err(|e| {
@@ -177,11 +184,71 @@ pub(super) fn load(
         ca,
         peer_ca,
         client,
-        peer_names: BTreeMap::new(),
+        peer_names: Arc::default(),
         server: Arc::new(server),
         fingerprint: h.finalize().into(),
         ca_fingerprint: ca_pem.as_ref().map(|pem| Sha256::digest(pem).into()),
     })
+}
+
+/// The server certificate check of TLS out: rustls' own (chain to `peer_ca`, validity, the name
+/// or IP address), and for a peer named by host name a `dNSName` equal to it — RFC 5922 §7.2
+/// matches no wildcard, which webpki would accept (`*.example.net` for `sbc.example.net`).
+#[derive(Debug)]
+struct ExactNames(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ExactNames {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified =
+            self.0
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        if let ServerName::DnsName(name) = server_name {
+            let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+            })?;
+            // A trailing dot names the same host.
+            let exact = cert.valid_dns_names().any(|n| {
+                n.strip_suffix('.')
+                    .unwrap_or(n)
+                    .eq_ignore_ascii_case(name.as_ref().trim_end_matches('.'))
+            });
+            if !exact {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName,
+                ));
+            }
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// The CA certificates of a PEM file as rustls roots (`name`: the key named in errors).

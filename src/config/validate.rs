@@ -1,9 +1,12 @@
 //! From the deserialized file to a [`Config`]: ranges, defaults and checks across keys. Every
 //! error names the key the operator wrote and its line.
 
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::classes::{DeviceClass, DeviceClasses};
@@ -21,6 +24,7 @@ use super::{
 };
 use crate::core::registrar::digest::Algorithm;
 use crate::core::transport::Transport;
+use rustls::pki_types::ServerName;
 
 /// Builds [`ConfigError::Invalid`] for a key path, finding its line.
 struct Errors<'a> {
@@ -168,8 +172,8 @@ fn build(raw: RawConfig, e: &Errors<'_>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     let server = build_server(raw.server, e, &mut warnings)?;
     let mut tls = build_tls(raw.tls, &server, e, &mut warnings)?;
-    // TLS peers written with a host name: (key, address, name).
-    let mut tls_names: Vec<(String, SocketAddr, String)> = Vec::new();
+    // TLS peers written with a host name.
+    let mut tls_names: Vec<TlsPeerName> = Vec::new();
     let tcp = super::listen::build_tcp(&raw.tcp).map_err(|(key, why)| e.at(key, why))?;
     let websocket =
         super::websocket::build(raw.websocket, &tcp).map_err(|(key, why)| e.at(key, why))?;
@@ -859,35 +863,35 @@ fn build_proxy(p: raw::RawProxy, e: &Errors<'_>) -> Result<ProxyConfig, ConfigEr
     })
 }
 
+/// A TLS peer written with a host name: the key it was written at, its address, the name.
+type TlsPeerName = (String, SocketAddr, ServerName<'static>);
+
 /// One verified name per TLS peer address: a connection to an address is checked against one
 /// certificate name, so two names for one address cannot both hold.
 fn tls_peer_names(
-    names: Vec<(String, SocketAddr, String)>,
+    names: Vec<TlsPeerName>,
     e: &Errors<'_>,
-) -> Result<
-    std::collections::BTreeMap<SocketAddr, rustls::pki_types::ServerName<'static>>,
-    ConfigError,
-> {
-    let mut map = std::collections::BTreeMap::new();
-    let mut named: std::collections::BTreeMap<SocketAddr, String> = Default::default();
+) -> Result<Arc<BTreeMap<SocketAddr, ServerName<'static>>>, ConfigError> {
+    let mut map = BTreeMap::new();
     for (key, addr, name) in names {
-        match named.get(&addr) {
-            Some(other) if *other != name => {
+        match map.entry(addr) {
+            Entry::Vacant(v) => {
+                v.insert(name);
+            }
+            Entry::Occupied(o) if *o.get() != name => {
                 return Err(e.at(
                     &key,
-                    format!("{name:?} resolves to {addr}, which is also {other:?}: a TLS peer address has one certificate name"),
+                    format!(
+                        "{:?} resolves to {addr}, which is also {:?}: a TLS peer address has one certificate name",
+                        name.to_str(),
+                        o.get().to_str()
+                    ),
                 ))
             }
-            Some(_) => continue,
-            None => {}
+            Entry::Occupied(_) => {}
         }
-        // Checked as a server name when the URI was parsed.
-        let server_name = rustls::pki_types::ServerName::try_from(name.clone())
-            .map_err(|why| e.at(&key, format!("{name:?}: {why}")))?;
-        map.insert(addr, server_name);
-        named.insert(addr, name);
     }
-    Ok(map)
+    Ok(Arc::new(map))
 }
 
 fn build_extension_table(
@@ -896,7 +900,7 @@ fn build_extension_table(
     (auth, tenancy, device_classes): (&AuthConfig, &Tenancy, &DeviceClasses),
     e: &Errors<'_>,
     warnings: &mut Vec<String>,
-    tls_names: &mut Vec<(String, SocketAddr, String)>,
+    tls_names: &mut Vec<TlsPeerName>,
 ) -> Result<(ExtensionTable, Vec<NumberRange>), ConfigError> {
     let key = |name: &str| format!("extensions[{i}].{name}");
     let ranges = t.numbers.0;
@@ -1051,7 +1055,10 @@ mod tests {
         };
         let addr: SocketAddr = "127.0.0.1:5061".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:5062".parse().unwrap();
-        let entry = |key: &str, addr, name: &str| (key.to_owned(), addr, name.to_owned());
+        let entry = |key: &str, addr, name: &str| {
+            let name = ServerName::try_from(name.to_owned()).unwrap();
+            (key.to_owned(), addr, name)
+        };
         // The same name twice (a trunk and a route to one SBC), and another address: kept.
         let map = tls_peer_names(
             vec![
@@ -1063,10 +1070,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(map.len(), 2);
-        assert_eq!(
-            map[&addr],
-            rustls::pki_types::ServerName::try_from("sbc.example.net").unwrap()
-        );
+        assert_eq!(map[&addr], ServerName::try_from("sbc.example.net").unwrap());
         // Two names for one address: refused, naming the second entry.
         let err = tls_peer_names(
             vec![

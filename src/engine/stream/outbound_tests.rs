@@ -38,6 +38,8 @@ struct Dialer {
     marked: bool,
     transport: Transport,
     seen: Arc<Mutex<Seen>>,
+    /// A renewal handed to the shard after its next control job (as a reload does).
+    renewal: Option<super::TlsRenewal>,
 }
 
 impl Handler for Dialer {
@@ -78,6 +80,10 @@ impl Handler for Dialer {
     fn outbox(&mut self) -> &mut Outbox {
         &mut self.outbox
     }
+
+    fn take_tls_renewal(&mut self) -> Option<super::TlsRenewal> {
+        self.renewal.take()
+    }
 }
 
 const MSG: &[u8] = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK1\r\nContent-Length: 2\r\n\r\nhi";
@@ -115,6 +121,7 @@ fn launch(
         marked,
         transport,
         seen: Arc::clone(&shared),
+        renewal: None,
     }) {
         Ok(e) => Some((e, seen)),
         Err(e @ EngineError::Backend { .. }) if kind == IoKind::Uring => {
@@ -658,4 +665,112 @@ fn a_next_hop_named_by_host_verifies_that_name_and_sends_it_as_sni() {
             engine.shutdown().unwrap();
         }
     }
+}
+
+/// RFC 5922 §7.2 toward a peer named by host name: its certificate must carry that exact name as
+/// a `dNSName`; a wildcard (`*.example.net`), which rustls' own check accepts, or another name
+/// fails the handshake and nothing is sent.
+#[test]
+fn a_named_peer_needs_its_exact_name_not_a_wildcard() {
+    let ours = cert_for("127.0.0.1");
+    for (cert_name, passes) in [
+        ("sbc.example.net", true),
+        ("*.example.net", false),
+        ("other.example.net", false),
+    ] {
+        let theirs = cert_for(cert_name);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let client = configured("exact", &ours, &theirs, "").stream_tls_client;
+        let names = [(
+            target,
+            rustls::pki_types::ServerName::try_from("sbc.example.net").unwrap(),
+        )];
+        let cfg = EngineConfig {
+            io: IoKind::Mmsg,
+            pinning: Pinning::Off,
+            stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            stream_tls_client: client,
+            stream_tls_names: Arc::new(names.into_iter().collect()),
+            ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), 1)
+        };
+        let (engine, seen) = launch(cfg, target, true, Transport::Tls).expect("mmsg");
+        poke(&engine, 1);
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let session = rustls::ServerConnection::new(server_config(&theirs, None)).unwrap();
+        let mut tls = rustls::StreamOwned::new(session, sock);
+        let mut got = vec![0u8; MSG.len()];
+        let read = tls.read_exact(&mut got);
+        if passes {
+            read.unwrap();
+            assert_eq!(got, MSG);
+            assert_eq!(tls.conn.server_name(), Some("sbc.example.net"));
+        } else {
+            assert!(read.is_err(), "{cert_name}: accepted");
+            wait_until("the failure report", || {
+                seen.lock().unwrap().failed.len() == 1
+            });
+            assert_eq!(total(&engine, |s| s.closed_tls), 1, "{cert_name}");
+        }
+        engine.shutdown().unwrap();
+    }
+}
+
+/// A reload that renames a TLS peer reaches the shard: connections opened after the renewal
+/// verify (and send as SNI) the new name; before it the old name fails against the certificate.
+#[test]
+fn a_renewal_hands_the_new_peer_names_to_the_next_connection() {
+    let ours = cert_for("127.0.0.1");
+    let theirs = cert_for("second.example.net");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let client = configured("renamed", &ours, &theirs, "").stream_tls_client;
+    let named = |name: &str| -> super::TlsPeerNames {
+        let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        Arc::new([(target, name)].into_iter().collect())
+    };
+    let cfg = EngineConfig {
+        io: IoKind::Mmsg,
+        pinning: Pinning::Off,
+        stream_listen: vec!["127.0.0.1:0".parse().unwrap()],
+        stream_tls_client: client.clone(),
+        stream_tls_names: named("first.example.net"),
+        ..EngineConfig::new("127.0.0.1:0".parse().unwrap(), 1)
+    };
+    let (engine, seen) = launch(cfg, target, true, Transport::Tls).expect("mmsg");
+    let server = server_config(&theirs, None);
+    let serve = |listener: &TcpListener| {
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let session = rustls::ServerConnection::new(Arc::clone(&server)).unwrap();
+        rustls::StreamOwned::new(session, sock)
+    };
+    poke(&engine, 1);
+    let mut first = serve(&listener);
+    let mut got = vec![0u8; MSG.len()];
+    assert!(first.read_exact(&mut got).is_err(), "the old name passed");
+    wait_until("the failure report", || {
+        seen.lock().unwrap().failed.len() == 1
+    });
+    let renewal = super::TlsRenewal {
+        server: Arc::clone(&server),
+        client,
+        names: named("second.example.net"),
+        ca_changed: false,
+    };
+    engine
+        .controller()
+        .ask(crate::core::shard::ShardId(0), move |h: &mut Dialer, _| {
+            h.renewal = Some(renewal)
+        })
+        .unwrap()
+        .wait(Duration::from_secs(5))
+        .unwrap();
+    poke(&engine, 1);
+    let mut second = serve(&listener);
+    second.read_exact(&mut got).unwrap();
+    assert_eq!(got, MSG);
+    assert_eq!(second.conn.server_name(), Some("second.example.net"));
+    engine.shutdown().unwrap();
 }
