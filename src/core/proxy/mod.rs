@@ -922,10 +922,12 @@ fn start_branch(
     via: &mut Vec<u8>,
 ) -> Result<(), Event> {
     let index = call.branches.len() as u8;
-    // A sips: request leaves over TLS only, whatever the group, stage or dialog: a later
-    // q-group's device whose connection closed, an in-dialog request to a leg no longer
-    // reached over TLS. The branch fails; alone, the caller gets 480 with warn-code 380.
-    if shared.secure && !crate::core::transport::sips::tls_path(cx, target.dest, target.transport) {
+    // A sips: request, or a sips: target of a sip: one, leaves over TLS only, whatever the
+    // group, stage or dialog: a later q-group's device whose connection closed, an in-dialog
+    // request to a leg no longer reached over TLS. The branch fails; alone, the caller gets
+    // 480 with warn-code 380.
+    let tls_only = shared.secure || crate::core::transport::outbound::is_sips(&target.uri);
+    if tls_only && !crate::core::transport::sips::tls_path(cx, target.dest, target.transport) {
         failed_branch(call, 480);
         return Err(Event::BranchTransportError);
     }
