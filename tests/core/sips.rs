@@ -1220,3 +1220,52 @@ fn a_sips_branchs_final_after_its_tls_connection_closed_gets_no_cleartext_ack() 
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// --- A `sip:` call's own requests to a device reached over TLS (one rule: the branch went over
+// TLS). ---
+
+#[test]
+fn a_sip_calls_ack_and_cancel_never_reach_a_sips_device_whose_tls_connection_closed() {
+    let dir = certificates("sips-sipleg");
+    for shards in [1, 2] {
+        // A non-2xx final after the device's TLS connection closed: its ACK is not sent.
+        let mut s = setup(&config(shards, &dir, true), shards, 624);
+        s.w.behave(s.sips, Behaviour::reject_after(486, ms(200)));
+        let dev = s.w.phone_ref(s.sips).addr;
+        let call = s.w.call(s.caller, "1002");
+        s.w.run_for(ms(100));
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tls)], "{}", s.w.dump());
+        assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+        s.w.close_flow(s.sips);
+        let (log, dropped) = (s.w.log.len(), proxy_event(&s.w, "ack_dropped"));
+        s.w.run_for(secs(2));
+        let finals = s.w.phone_ref(s.caller).outgoing[call].finals();
+        assert_eq!(finals, vec![486], "{}", s.w.dump());
+        let leaked = sent_to(&s.w, log, dev);
+        assert!(leaked.is_empty(), "{shards} shards: {leaked:?}");
+        assert!(
+            proxy_event(&s.w, "ack_dropped") > dropped,
+            "{shards} shards"
+        );
+
+        // The caller cancels after the device's TLS connection closed: no CANCEL to it.
+        let mut s = setup(&config(shards, &dir, true), shards, 625);
+        let call = s.w.call(s.caller, "1002");
+        s.w.run_for(ms(100));
+        assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+        s.w.close_flow(s.sips);
+        let (log, errors) = (s.w.log.len(), proxy_event(&s.w, "branch_transport_error"));
+        s.w.cancel(s.caller, call);
+        s.w.run_for(secs(40));
+        let leaked = sent_to(&s.w, log, dev);
+        assert!(
+            leaked.is_empty(),
+            "{shards} shards: {leaked:?}\n{}",
+            s.w.dump()
+        );
+        assert_eq!(proxy_event(&s.w, "branch_transport_error"), errors + 1);
+        let finals = s.w.phone_ref(s.caller).outgoing[call].finals();
+        assert_eq!(finals, vec![487], "{shards} shards\n{}", s.w.dump());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -113,9 +113,11 @@ impl Proxy {
         let Ok(sent) = crate::sip::parse(sent) else {
             return;
         };
-        // A sips: call's branch no longer reached over TLS: no cleartext CANCEL (RFC 5630);
-        // Timer C's guard below still ends the branch if no final comes.
-        let blocked = !crate::core::transport::sips::may_send(cx, call.secure, branch.target);
+        // A branch that went over TLS (or of a sips: call) no longer reached over TLS: no
+        // cleartext CANCEL (RFC 5630); Timer C's guard below still ends the branch if no final
+        // comes.
+        let tls_only = super::call::tls_only(call.secure, branch.transport);
+        let blocked = !crate::core::transport::sips::may_send(cx, tls_only, branch.target);
         let bytes: Box<[u8]> = if blocked {
             Box::default()
         } else {

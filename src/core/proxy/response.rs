@@ -67,9 +67,14 @@ impl Proxy {
                 let verdict = t.on_response(status, &mut s);
                 match verdict {
                     InviteVerdict::AckAndPassUp
-                        if !crate::core::transport::sips::may_send(cx, secure, branch.target) =>
+                        if !crate::core::transport::sips::may_send(
+                            cx,
+                            super::call::tls_only(secure, branch.transport),
+                            branch.target,
+                        ) =>
                     {
-                        // A sips: branch no longer reached over TLS: no cleartext ACK (RFC 5630).
+                        // A branch that went over TLS (or of a sips: call) no longer reached
+                        // over TLS: no cleartext ACK (RFC 5630).
                         self.events.bump(Event::AckDropped as usize);
                     }
                     InviteVerdict::AckAndPassUp => {
