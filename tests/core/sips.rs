@@ -1269,3 +1269,58 @@ fn a_sip_calls_ack_and_cancel_never_reach_a_sips_device_whose_tls_connection_clo
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// --- Responses to a caller whose connection closed (RFC 3261 §18.2.2: never over UDP). ---
+
+#[test]
+fn responses_never_reach_a_stream_caller_whose_connection_closed_over_udp() {
+    let dir = certificates("sips-callerclosed");
+    for shards in [1, 2] {
+        let cfg = config(shards, &dir, true).replace(
+            "\"tls:127.0.0.1:5061\"]",
+            "\"tls:127.0.0.1:5061\", \"tcp:127.0.0.1:5060\"]",
+        );
+        // A sips: call over TLS and a sip: call over TCP; the caller's connection closes while
+        // 1002 rings; 1002 answers later.
+        for (transport, via, scheme) in [
+            (Transport::Tls, "TLS", "sips:"),
+            (Transport::Tcp, "TCP", "sip:"),
+        ] {
+            let mut s = setup(&cfg, shards, 627);
+            s.w.behave(s.sips, Behaviour::answer_after(ms(500)));
+            let me = s.w.phone_ref(s.caller).addr;
+            s.w.connect(s.caller, transport);
+            let invite = sips_invite("1002", me, via, "gone").replacen(
+                "INVITE sips:",
+                &format!("INVITE {scheme}"),
+                1,
+            );
+            s.w.send_raw(s.caller, invite.as_bytes());
+            s.w.run_for(ms(100));
+            assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+            s.w.close_flow(s.caller);
+            let (log, unsent) = (
+                s.w.log.len(),
+                proxy_event(&s.w, "response_connection_closed"),
+            );
+            s.w.run_for(secs(2));
+            assert_eq!(
+                s.w.phone_ref(s.sips).incoming[0].final_status,
+                Some(200),
+                "{}",
+                s.w.dump()
+            );
+            let leaked = sent_to(&s.w, log, me);
+            assert!(
+                leaked.is_empty(),
+                "{shards} shards, {via}: {leaked:?}\n{}",
+                s.w.dump()
+            );
+            assert!(
+                proxy_event(&s.w, "response_connection_closed") > unsent,
+                "{shards} shards, {via}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

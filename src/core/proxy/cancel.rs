@@ -182,8 +182,8 @@ impl Proxy {
                 false
             }
         };
-        if resend {
-            super::push_last_response(cx, call);
+        if resend && !super::push_last_response(cx, call) {
+            self.events.bump(Event::ResponseConnectionClosed as usize);
         }
         self.reap(cx, key);
     }

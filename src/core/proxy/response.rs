@@ -335,7 +335,9 @@ impl Proxy {
             // a 2xx retransmission is still forwarded statelessly.
             // Through the one helper: a UDP caller's 2xx stays on UDP (`push_last_response`).
             if let Some(call) = self.calls.get(key) {
-                super::push_last_response(cx, call);
+                if !super::push_last_response(cx, call) {
+                    self.events.bump(Event::ResponseConnectionClosed as usize);
+                }
             }
         }
     }
