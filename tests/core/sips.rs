@@ -707,9 +707,17 @@ fn a_late_2xx_of_a_sips_call_whose_tls_connection_closed_gets_no_cleartext_ack_c
         let late_addr = s.w.phone_ref(late).addr;
         register_sips(&mut s.w, late, "1002", "UDP", "");
         // 1002's first device answers; the second a millisecond later, after its TLS
-        // connection closed: its 2xx comes over UDP and is torn down.
+        // connection closed: its 2xx comes over UDP and is torn down. It never rang, so its
+        // CANCEL was still waiting for a provisional (one that may not be sent would end the
+        // branch at once, and a later 2xx would find no transaction).
         s.w.behave(s.sips, Behaviour::answer_after(ms(100)));
-        s.w.behave(late, Behaviour::answer_after(ms(101)));
+        s.w.behave(
+            late,
+            Behaviour {
+                ring_after: None,
+                ..Behaviour::answer_after(ms(101))
+            },
+        );
         let me = s.w.phone_ref(s.caller).addr;
         s.w.connect(s.caller, Transport::Tls);
         s.w.send_raw(s.caller, sips_invite("1002", me, "TLS", "late").as_bytes());
@@ -1266,6 +1274,63 @@ fn a_sip_calls_ack_and_cancel_never_reach_a_sips_device_whose_tls_connection_clo
         assert_eq!(proxy_event(&s.w, "branch_transport_error"), errors + 1);
         let finals = s.w.phone_ref(s.caller).outgoing[call].finals();
         assert_eq!(finals, vec![487], "{shards} shards\n{}", s.w.dump());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The CANCEL of [`sips_invite`]'s INVITE `text`.
+fn cancel_of(invite: &str) -> String {
+    let contact = invite
+        .split("\r\n")
+        .find(|l| l.starts_with("Contact:"))
+        .unwrap();
+    invite
+        .replacen("INVITE ", "CANCEL ", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace(&format!("{contact}\r\n"), "")
+}
+
+#[test]
+fn a_cancel_that_may_not_be_sent_ends_its_branch_and_the_caller_gets_487_at_once() {
+    let dir = certificates("sips-cancel487");
+    for shards in [1, 2] {
+        // A sip: call from UDP and a sips: call over TLS, each to 1002's device reached over a
+        // TLS connection sipfork opened; the connection closes while it rings.
+        for sips in [false, true] {
+            let mut s = setup(&config(shards, &dir, true), shards, 626);
+            let me = s.w.phone_ref(s.caller).addr;
+            let invite = sips_invite("1002", me, "TLS", "c487");
+            let call = if sips {
+                s.w.connect(s.caller, Transport::Tls);
+                s.w.send_raw(s.caller, invite.as_bytes());
+                None
+            } else {
+                Some(s.w.call(s.caller, "1002"))
+            };
+            s.w.run_for(ms(100));
+            assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+            s.w.close_flow(s.sips);
+            match call {
+                Some(call) => s.w.cancel(s.caller, call),
+                None => s.w.send_raw(s.caller, cancel_of(&invite).as_bytes()),
+            }
+            // 487 at once, not after Timer C's 64·T1 guard (DECISIONS: 487 as soon as every
+            // branch that had a provisional has ended).
+            s.w.run_for(secs(1));
+            let status = match call {
+                Some(call) => s.w.phone_ref(s.caller).outgoing[call].finals(),
+                None => {
+                    let text = final_for(&s.w, s.caller, "CSeq: 1 INVITE");
+                    vec![text[8..11].parse::<u16>().unwrap()]
+                }
+            };
+            assert_eq!(
+                status,
+                vec![487],
+                "{shards} shards, sips {sips}\n{}",
+                s.w.dump()
+            );
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -404,14 +404,23 @@ impl Proxy {
 
     /// A branch ended without a response: `status` 408 (timeout) or 503 (transport error).
     pub(super) fn branch_lost(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, status: u16) {
+        if self.end_branch(cx, key, i, status) {
+            self.complete(cx, key);
+        }
+    }
+
+    /// [`Proxy::branch_lost`] without deciding what the call does next: ends branch `i` as if
+    /// it answered `status` (ranked unless the branch was cancelled). Returns whether it ended
+    /// now.
+    pub(super) fn end_branch(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, status: u16) -> bool {
         let Some(call) = self.calls.get_mut(key) else {
-            return;
+            return false;
         };
         let Some(branch) = call.branches.get_mut(i) else {
-            return;
+            return false;
         };
         if branch.is_final() {
-            return;
+            return false;
         }
         branch.final_status = Some(status);
         branch.request = None;
@@ -436,7 +445,7 @@ impl Proxy {
                 bytes: None,
             });
         }
-        self.complete(cx, key);
+        true
     }
 
     /// The connection to `peer` the engine opened for our requests failed (refused, timed out):
