@@ -265,6 +265,34 @@ impl Keepalive {
         }
     }
 
+    /// The engine closed the `transport` connection with `peer` (on any shard): a probe in
+    /// flight on it can no longer be answered, so it is dropped and the next one goes at once
+    /// (over a new connection), with no dead mark; a trunk that closed an idle connection is
+    /// not dead. At most one such probe per T1 after the dropped one, so a peer that closes
+    /// every connection at once is not probed in a loop; each new probe still gets its Timer F.
+    pub fn flow_closed(&mut self, cx: &mut Cx<'_>, peer: SocketAddr, transport: Transport) {
+        if self.interval.is_none() || !transport.is_stream() {
+            return;
+        }
+        let t1 = cx.env.timers.t1;
+        for (i, p) in self.probes.iter_mut().enumerate() {
+            if p.addr != peer || p.over != transport {
+                continue;
+            }
+            let Some(q) = p.pending.take() else {
+                continue;
+            };
+            if let Some(id) = p.timer.take() {
+                cx.timers.cancel(id);
+            }
+            let next = (q.sent + t1).max(cx.now);
+            p.timer = Some(
+                cx.timers
+                    .insert(next, TimerKey::Keepalive { probe: i as u8 }),
+            );
+        }
+    }
+
     /// Writes the probe counters and the dead addresses gauge.
     pub fn export_metrics(&self, sink: &mut MetricSink, labels: &[(&'static str, &str)]) {
         sink.counter(
