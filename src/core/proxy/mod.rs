@@ -618,7 +618,6 @@ impl Proxy {
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
             strip_identity: call.strip_identity,
             extra: &extra,
-            secure: crate::core::transport::sips::requested(e),
         };
         for t in targets {
             if call.branches.len() >= usize::from(u8::MAX) {
@@ -925,8 +924,6 @@ struct Shared<'a> {
     max_forwards: u8,
     strip_identity: bool,
     extra: &'a [u8],
-    /// A `sips:` request: every branch goes over TLS (RFC 5630; `transport/sips.rs`).
-    secure: bool,
 }
 
 fn start_branch(
@@ -943,7 +940,7 @@ fn start_branch(
     // group, stage or dialog: a later q-group's device whose connection closed, an in-dialog
     // request to a leg no longer reached over TLS. The branch fails; alone, the caller gets
     // 480 with warn-code 380.
-    let tls_only = shared.secure || crate::core::transport::outbound::is_sips(&target.uri);
+    let tls_only = call.secure || crate::core::transport::outbound::is_sips(&target.uri);
     if tls_only && !crate::core::transport::sips::tls_path(cx, target.dest, target.transport) {
         failed_branch(call, 480);
         return Err(Event::BranchTransportError);
@@ -962,7 +959,7 @@ fn start_branch(
     via.clear();
     write_our_via(cx, transport, call.loop_hash, key, index, via);
     // A sips: target of a sip: request gets a sip: Request-URI (RFC 5630 §5.3).
-    let uri = crate::core::transport::sips::branch_uri(&target.uri, shared.secure);
+    let uri = crate::core::transport::sips::branch_uri(&target.uri, call.secure);
     // A branch to another node of the cluster: its Request-URI gets the authenticated mark.
     let marked = req
         .call_id()
@@ -973,7 +970,7 @@ fn start_branch(
     let (incoming, outgoing) = (call.upstream_transport, transport);
     let addr = |t| crate::core::transport::ours::addr_for(cx, t);
     // A sips: request: our entry on a TLS side is sips: too (RFC 5630 §5.3).
-    let secure = shared.secure;
+    let secure = call.secure;
     let (record_route, record_route_in) = match shared.record_route {
         Some(rr) => {
             let (top, below) = crate::core::transport::record_route::entries(
