@@ -779,15 +779,19 @@ fn register_sips(w: &mut World, id: PhoneId, user: &str, via: &str, q: &str) {
     register_contact(w, id, user, &contact, via, q);
 }
 
-#[test]
-fn a_later_q_group_of_a_sips_call_rings_only_the_devices_still_reached_over_tls() {
-    let dir = certificates("sips-qgroups");
+/// 1002 rings in q-groups: a silent device first, then three with `sips:` Contacts, one of
+/// which lost its TLS connection and one whose address opened a plain TCP one meanwhile. A
+/// `sips:` call (`scheme`) or a `sip:` one: either way the second group rings only the device
+/// still reached over TLS (RFC 5630 §5.3: a `sips:` target of a `sip:` request too), never one
+/// over UDP in cleartext.
+fn later_q_group_rings_only_tls(scheme: &str, seed: u64) {
+    let dir = certificates(&format!("{scheme}-qgroups"));
     for shards in [1, 2] {
         let cfg = config(shards, &dir, true).replace(
             "numbers = \"1000-1099\"",
             "numbers = \"1000-1099\"\nfork = \"q-groups\"\ngroup_timeout = 2",
         );
-        let mut w = World::new(&cfg, shards, 615);
+        let mut w = World::new(&cfg, shards, seed);
         let caller = w.add_phone("caller", "1000", 5071);
         // q=1.0: a device reached over a TLS connection sipfork opens; it never answers.
         let first = w.add_phone("first", "1002", 5080);
@@ -811,7 +815,12 @@ fn a_later_q_group_of_a_sips_call_rings_only_the_devices_still_reached_over_tls(
         }
         let me = w.phone_ref(caller).addr;
         w.connect(caller, Transport::Tls);
-        w.send_raw(caller, sips_invite("1002", me, "TLS", "qg").as_bytes());
+        let invite = sips_invite("1002", me, "TLS", "qg").replacen(
+            "INVITE sips:",
+            &format!("INVITE {scheme}:"),
+            1,
+        );
+        w.send_raw(caller, invite.as_bytes());
         w.run_for(ms(500));
         // The first group only: the q=1.0 device rings.
         assert_eq!(w.phone_ref(first).incoming.len(), 1, "{}", w.dump());
@@ -835,83 +844,27 @@ fn a_later_q_group_of_a_sips_call_rings_only_the_devices_still_reached_over_tls(
                 .collect();
             assert!(
                 sent.is_empty() && w.phone_ref(id).incoming.is_empty(),
-                "{shards} shards: {sent:?}\n{}",
+                "{scheme}, {shards} shards: {sent:?}\n{}",
                 w.dump()
             );
         }
         let ok = final_for(&w, caller, "CSeq: 1 INVITE");
-        assert!(ok.starts_with("SIP/2.0 200"), "{shards} shards: {ok}");
+        assert!(
+            ok.starts_with("SIP/2.0 200"),
+            "{scheme}, {shards} shards: {ok}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
+fn a_later_q_group_of_a_sips_call_rings_only_the_devices_still_reached_over_tls() {
+    later_q_group_rings_only_tls("sips", 615);
+}
+
+#[test]
 fn a_later_q_group_of_a_sip_call_never_reaches_a_sips_contact_whose_tls_connection_closed() {
-    let dir = certificates("sips-qgroups-sip");
-    for shards in [1, 2] {
-        let cfg = config(shards, &dir, true).replace(
-            "numbers = \"1000-1099\"",
-            "numbers = \"1000-1099\"\nfork = \"q-groups\"\ngroup_timeout = 2",
-        );
-        let mut w = World::new(&cfg, shards, 623);
-        let caller = w.add_phone("caller", "1000", 5071);
-        // q=1.0: a device reached over a TLS connection sipfork opens; it never answers.
-        let first = w.add_phone("first", "1002", 5080);
-        // q=0.5: one registered over its own TLS connection, which closes while the first
-        // group rings (reached only over UDP then); one registered over UDP whose address
-        // opens a plain TCP connection meanwhile (the one connection per address is TCP); one
-        // reached over a TLS connection sipfork opens.
-        let closed = w.add_phone("closed", "1002", 5081);
-        let tcp = w.add_phone("tcp", "1002", 5082);
-        let tls = w.add_phone("tls", "1002", 5083);
-        w.behave(first, Behaviour::silent());
-        w.behave(tls, Behaviour::answer_after(ms(100)));
-        w.connect(closed, Transport::Tls);
-        for (id, via, q) in [
-            (first, "UDP", "1.0"),
-            (closed, "TLS", "0.5"),
-            (tcp, "UDP", "0.5"),
-            (tls, "UDP", "0.5"),
-        ] {
-            register_sips(&mut w, id, "1002", via, q);
-        }
-        let me = w.phone_ref(caller).addr;
-        w.connect(caller, Transport::Tls);
-        // A sip: request: its sips: targets still go over TLS only (RFC 5630 §5.3).
-        let invite =
-            sips_invite("1002", me, "TLS", "qgsip").replacen("INVITE sips:", "INVITE sip:", 1);
-        w.send_raw(caller, invite.as_bytes());
-        w.run_for(ms(500));
-        // The first group only: the q=1.0 device rings.
-        assert_eq!(w.phone_ref(first).incoming.len(), 1, "{}", w.dump());
-        for id in [closed, tcp, tls] {
-            assert!(w.phone_ref(id).incoming.is_empty(), "{}", w.dump());
-        }
-        w.close_flow(closed);
-        let tcp_addr = w.phone_ref(tcp).addr;
-        w.connect(tcp, Transport::Tcp);
-        w.send_raw(tcp, query_register("1002", tcp_addr, "TCP").as_bytes());
-        let log = w.log.len();
-        w.run_for(secs(3));
-        // The second group: only the device still reached over TLS gets the INVITE (never
-        // over UDP in cleartext to the one whose connection closed), and answers the call.
-        assert_eq!(w.phone_ref(tls).incoming.len(), 1, "{}", w.dump());
-        for id in [closed, tcp] {
-            let addr = w.phone_ref(id).addr;
-            let sent: Vec<_> = sent_to(&w, log, addr)
-                .into_iter()
-                .filter(|l| l.starts_with("INVITE"))
-                .collect();
-            assert!(
-                sent.is_empty() && w.phone_ref(id).incoming.is_empty(),
-                "{shards} shards: {sent:?}\n{}",
-                w.dump()
-            );
-        }
-        let ok = final_for(&w, caller, "CSeq: 1 INVITE");
-        assert!(ok.starts_with("SIP/2.0 200"), "{shards} shards: {ok}");
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
+    later_q_group_rings_only_tls("sip", 623);
 }
 
 #[test]

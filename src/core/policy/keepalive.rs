@@ -252,14 +252,7 @@ impl Keepalive {
             let waiting = p.over == transport;
             if let Some(q) = p.pending.take_if(|_| waiting) {
                 self.connect_failures += 1;
-                if let Some(id) = p.timer.take() {
-                    cx.timers.cancel(id);
-                }
-                let next = (q.sent + interval).max(cx.now);
-                p.timer = Some(
-                    cx.timers
-                        .insert(next, TimerKey::Keepalive { probe: i as u8 }),
-                );
+                p.rearm(cx, i, (q.sent + interval).max(cx.now));
             }
             p.mark_unreachable(cx);
         }
@@ -279,17 +272,9 @@ impl Keepalive {
             if p.addr != peer || p.over != transport {
                 continue;
             }
-            let Some(q) = p.pending.take() else {
-                continue;
-            };
-            if let Some(id) = p.timer.take() {
-                cx.timers.cancel(id);
+            if let Some(q) = p.pending.take() {
+                p.rearm(cx, i, (q.sent + t1).max(cx.now));
             }
-            let next = (q.sent + t1).max(cx.now);
-            p.timer = Some(
-                cx.timers
-                    .insert(next, TimerKey::Keepalive { probe: i as u8 }),
-            );
         }
     }
 
@@ -326,6 +311,14 @@ impl Keepalive {
 }
 
 impl Probe {
+    /// Probe `i`'s timer fires at `at` instead.
+    fn rearm(&mut self, cx: &mut Cx<'_>, i: usize, at: Instant) {
+        if let Some(id) = self.timer.take() {
+            cx.timers.cancel(id);
+        }
+        self.timer = Some(cx.timers.insert(at, TimerKey::Keepalive { probe: i as u8 }));
+    }
+
     /// Its TCP or TLS connection could not be opened: dead.
     fn mark_unreachable(&mut self, cx: &mut Cx<'_>) {
         if self.alive {
