@@ -557,16 +557,17 @@ impl Core {
 
     /// The engine closed the connection with `peer` (on whichever shard owned it; the engine
     /// tells every shard): bindings registered over it are no longer targeted (a call to an
-    /// extension left without a reachable device gets 480).
-    pub fn flow_closed(
-        &mut self,
-        _now: Instant,
-        peer: SocketAddr,
-        transport: transport::Transport,
-    ) {
-        if transport.is_stream() {
-            self.flows.closed(peer);
+    /// extension left without a reachable device gets 480), and a trunk keep-alive in flight
+    /// on it is sent again at once (`Keepalive::flow_closed`).
+    pub fn flow_closed(&mut self, now: Instant, peer: SocketAddr, transport: transport::Transport) {
+        if !transport.is_stream() {
+            return;
         }
+        self.flows.closed(peer);
+        let Parts {
+            mut cx, keepalive, ..
+        } = self.parts(now);
+        keepalive.flow_closed(&mut cx, peer, transport);
     }
 
     /// The connection the engine opened to `peer` over `transport` for a request of ours could

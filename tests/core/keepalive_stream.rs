@@ -330,8 +330,12 @@ fn a_probe_answer_counts_only_from_the_trunk_over_the_probes_transport() {
         e.w.connect(evil, Transport::Tls);
         forge(&mut e, evil, "another address over TLS");
         let tls = e.tls;
+        // The probe in flight is sent again at once when its connection closes: that connect
+        // is refused here, so the PBX's address has no connection while it sends over UDP.
+        e.w.connect_refused.push(addr(TLS_PBX));
         e.w.close_flow(tls);
         forge(&mut e, tls, "the trunk's address over UDP");
+        e.w.connect_refused.clear();
         assert_eq!(e.metric("sipfork_trunk_probes_answered_total"), 4 * n);
         assert_eq!(stray_responses(&e), stray + 3 * n, "counted as strays");
         assert_eq!(e.call_lands_on(), e.tcp, "{shards} shards");
@@ -347,7 +351,45 @@ fn a_probe_answer_counts_only_from_the_trunk_over_the_probes_transport() {
             "{}",
             e.w.dump()
         );
-        assert_eq!(e.metric("sipfork_trunk_probes_answered_total"), 5 * n);
+        // The probes they answer were dropped when the connection closed: a late answer marks
+        // the address alive but is no answered probe.
+        assert_eq!(e.metric("sipfork_trunk_probes_answered_total"), 4 * n);
+        assert_eq!(e.call_lands_on(), e.tls, "{shards} shards");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_probe_on_a_connection_that_closes_is_sent_again_and_the_trunk_stays_alive() {
+    let dir = certificates("ka-closed");
+    for shards in [1, 2] {
+        let mut e = edge(shards, &dir, 705);
+        let n = usize::from(shards);
+        // The first probe to the TLS PBX gets no answer: its connection closes first.
+        e.w.drop_next(n, "SIP/2.0 ", Some("OPTIONS"), Some(addr(TLS_PBX)), None);
+        e.w.run_for(ms(500));
+        assert_eq!(e.options_to(e.tls).len(), n, "{}", e.w.dump());
+        let tls = e.tls;
+        e.w.close_flow(tls);
+        // The probe is sent again at once over a new connection, and answered.
+        e.w.run_for(secs(1));
+        assert_eq!(
+            e.options_to(e.tls).len(),
+            2 * n,
+            "{shards} shards\n{}",
+            e.w.dump()
+        );
+        let tls_connects = e.w.connects.iter().filter(|c| c.0 == addr(TLS_PBX)).count();
+        assert_eq!(tls_connects, 2, "{:?}", e.w.connects);
+        // Never marked dead: no Timer F on the closed connection's probe.
+        e.w.run_for(secs(33));
+        assert_eq!(
+            e.metric("sipfork_trunk_addresses_dead"),
+            0,
+            "{shards} shards\n{}",
+            e.w.dump()
+        );
+        assert_eq!(e.metric("sipfork_trunk_probe_connect_failures_total"), 0);
         assert_eq!(e.call_lands_on(), e.tls, "{shards} shards");
     }
     std::fs::remove_dir_all(&dir).unwrap();

@@ -707,9 +707,17 @@ fn a_late_2xx_of_a_sips_call_whose_tls_connection_closed_gets_no_cleartext_ack_c
         let late_addr = s.w.phone_ref(late).addr;
         register_sips(&mut s.w, late, "1002", "UDP", "");
         // 1002's first device answers; the second a millisecond later, after its TLS
-        // connection closed: its 2xx comes over UDP and is torn down.
+        // connection closed: its 2xx comes over UDP and is torn down. It never rang, so its
+        // CANCEL was still waiting for a provisional (one that may not be sent would end the
+        // branch at once, and a later 2xx would find no transaction).
         s.w.behave(s.sips, Behaviour::answer_after(ms(100)));
-        s.w.behave(late, Behaviour::answer_after(ms(101)));
+        s.w.behave(
+            late,
+            Behaviour {
+                ring_after: None,
+                ..Behaviour::answer_after(ms(101))
+            },
+        );
         let me = s.w.phone_ref(s.caller).addr;
         s.w.connect(s.caller, Transport::Tls);
         s.w.send_raw(s.caller, sips_invite("1002", me, "TLS", "late").as_bytes());
@@ -771,15 +779,19 @@ fn register_sips(w: &mut World, id: PhoneId, user: &str, via: &str, q: &str) {
     register_contact(w, id, user, &contact, via, q);
 }
 
-#[test]
-fn a_later_q_group_of_a_sips_call_rings_only_the_devices_still_reached_over_tls() {
-    let dir = certificates("sips-qgroups");
+/// 1002 rings in q-groups: a silent device first, then three with `sips:` Contacts, one of
+/// which lost its TLS connection and one whose address opened a plain TCP one meanwhile. A
+/// `sips:` call (`scheme`) or a `sip:` one: either way the second group rings only the device
+/// still reached over TLS (RFC 5630 §5.3: a `sips:` target of a `sip:` request too), never one
+/// over UDP in cleartext.
+fn later_q_group_rings_only_tls(scheme: &str, seed: u64) {
+    let dir = certificates(&format!("{scheme}-qgroups"));
     for shards in [1, 2] {
         let cfg = config(shards, &dir, true).replace(
             "numbers = \"1000-1099\"",
             "numbers = \"1000-1099\"\nfork = \"q-groups\"\ngroup_timeout = 2",
         );
-        let mut w = World::new(&cfg, shards, 615);
+        let mut w = World::new(&cfg, shards, seed);
         let caller = w.add_phone("caller", "1000", 5071);
         // q=1.0: a device reached over a TLS connection sipfork opens; it never answers.
         let first = w.add_phone("first", "1002", 5080);
@@ -803,7 +815,12 @@ fn a_later_q_group_of_a_sips_call_rings_only_the_devices_still_reached_over_tls(
         }
         let me = w.phone_ref(caller).addr;
         w.connect(caller, Transport::Tls);
-        w.send_raw(caller, sips_invite("1002", me, "TLS", "qg").as_bytes());
+        let invite = sips_invite("1002", me, "TLS", "qg").replacen(
+            "INVITE sips:",
+            &format!("INVITE {scheme}:"),
+            1,
+        );
+        w.send_raw(caller, invite.as_bytes());
         w.run_for(ms(500));
         // The first group only: the q=1.0 device rings.
         assert_eq!(w.phone_ref(first).incoming.len(), 1, "{}", w.dump());
@@ -827,14 +844,27 @@ fn a_later_q_group_of_a_sips_call_rings_only_the_devices_still_reached_over_tls(
                 .collect();
             assert!(
                 sent.is_empty() && w.phone_ref(id).incoming.is_empty(),
-                "{shards} shards: {sent:?}\n{}",
+                "{scheme}, {shards} shards: {sent:?}\n{}",
                 w.dump()
             );
         }
         let ok = final_for(&w, caller, "CSeq: 1 INVITE");
-        assert!(ok.starts_with("SIP/2.0 200"), "{shards} shards: {ok}");
+        assert!(
+            ok.starts_with("SIP/2.0 200"),
+            "{scheme}, {shards} shards: {ok}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_later_q_group_of_a_sips_call_rings_only_the_devices_still_reached_over_tls() {
+    later_q_group_rings_only_tls("sips", 615);
+}
+
+#[test]
+fn a_later_q_group_of_a_sip_call_never_reaches_a_sips_contact_whose_tls_connection_closed() {
+    later_q_group_rings_only_tls("sip", 623);
 }
 
 #[test]
@@ -1148,6 +1178,167 @@ fn a_sips_branchs_final_after_its_tls_connection_closed_gets_no_cleartext_ack() 
             proxy_event(&s.w, "ack_dropped") > dropped,
             "{shards} shards"
         );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// --- A `sip:` call's own requests to a device reached over TLS (one rule: the branch went over
+// TLS). ---
+
+#[test]
+fn a_sip_calls_ack_and_cancel_never_reach_a_sips_device_whose_tls_connection_closed() {
+    let dir = certificates("sips-sipleg");
+    for shards in [1, 2] {
+        // A non-2xx final after the device's TLS connection closed: its ACK is not sent.
+        let mut s = setup(&config(shards, &dir, true), shards, 624);
+        s.w.behave(s.sips, Behaviour::reject_after(486, ms(200)));
+        let dev = s.w.phone_ref(s.sips).addr;
+        let call = s.w.call(s.caller, "1002");
+        s.w.run_for(ms(100));
+        assert_eq!(s.w.connects, vec![(dev, Transport::Tls)], "{}", s.w.dump());
+        assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+        s.w.close_flow(s.sips);
+        let (log, dropped) = (s.w.log.len(), proxy_event(&s.w, "ack_dropped"));
+        s.w.run_for(secs(2));
+        let finals = s.w.phone_ref(s.caller).outgoing[call].finals();
+        assert_eq!(finals, vec![486], "{}", s.w.dump());
+        let leaked = sent_to(&s.w, log, dev);
+        assert!(leaked.is_empty(), "{shards} shards: {leaked:?}");
+        assert!(
+            proxy_event(&s.w, "ack_dropped") > dropped,
+            "{shards} shards"
+        );
+
+        // The caller cancels after the device's TLS connection closed: no CANCEL to it.
+        let mut s = setup(&config(shards, &dir, true), shards, 625);
+        let call = s.w.call(s.caller, "1002");
+        s.w.run_for(ms(100));
+        assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+        s.w.close_flow(s.sips);
+        let (log, errors) = (s.w.log.len(), proxy_event(&s.w, "branch_transport_error"));
+        s.w.cancel(s.caller, call);
+        s.w.run_for(secs(40));
+        let leaked = sent_to(&s.w, log, dev);
+        assert!(
+            leaked.is_empty(),
+            "{shards} shards: {leaked:?}\n{}",
+            s.w.dump()
+        );
+        assert_eq!(proxy_event(&s.w, "branch_transport_error"), errors + 1);
+        let finals = s.w.phone_ref(s.caller).outgoing[call].finals();
+        assert_eq!(finals, vec![487], "{shards} shards\n{}", s.w.dump());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The CANCEL of [`sips_invite`]'s INVITE `text`.
+fn cancel_of(invite: &str) -> String {
+    let contact = invite
+        .split("\r\n")
+        .find(|l| l.starts_with("Contact:"))
+        .unwrap();
+    invite
+        .replacen("INVITE ", "CANCEL ", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace(&format!("{contact}\r\n"), "")
+}
+
+#[test]
+fn a_cancel_that_may_not_be_sent_ends_its_branch_and_the_caller_gets_487_at_once() {
+    let dir = certificates("sips-cancel487");
+    for shards in [1, 2] {
+        // A sip: call from UDP and a sips: call over TLS, each to 1002's device reached over a
+        // TLS connection sipfork opened; the connection closes while it rings.
+        for sips in [false, true] {
+            let mut s = setup(&config(shards, &dir, true), shards, 626);
+            let me = s.w.phone_ref(s.caller).addr;
+            let invite = sips_invite("1002", me, "TLS", "c487");
+            let call = if sips {
+                s.w.connect(s.caller, Transport::Tls);
+                s.w.send_raw(s.caller, invite.as_bytes());
+                None
+            } else {
+                Some(s.w.call(s.caller, "1002"))
+            };
+            s.w.run_for(ms(100));
+            assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+            s.w.close_flow(s.sips);
+            match call {
+                Some(call) => s.w.cancel(s.caller, call),
+                None => s.w.send_raw(s.caller, cancel_of(&invite).as_bytes()),
+            }
+            // 487 at once, not after Timer C's 64·T1 guard (DECISIONS: 487 as soon as every
+            // branch that had a provisional has ended).
+            s.w.run_for(secs(1));
+            let status = match call {
+                Some(call) => s.w.phone_ref(s.caller).outgoing[call].finals(),
+                None => {
+                    let text = final_for(&s.w, s.caller, "CSeq: 1 INVITE");
+                    vec![text[8..11].parse::<u16>().unwrap()]
+                }
+            };
+            assert_eq!(
+                status,
+                vec![487],
+                "{shards} shards, sips {sips}\n{}",
+                s.w.dump()
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// --- Responses to a caller whose connection closed (RFC 3261 §18.2.2: never over UDP). ---
+
+#[test]
+fn responses_never_reach_a_stream_caller_whose_connection_closed_over_udp() {
+    let dir = certificates("sips-callerclosed");
+    for shards in [1, 2] {
+        let cfg = config(shards, &dir, true).replace(
+            "\"tls:127.0.0.1:5061\"]",
+            "\"tls:127.0.0.1:5061\", \"tcp:127.0.0.1:5060\"]",
+        );
+        // A sips: call over TLS and a sip: call over TCP; the caller's connection closes while
+        // 1002 rings; 1002 answers later.
+        for (transport, via, scheme) in [
+            (Transport::Tls, "TLS", "sips:"),
+            (Transport::Tcp, "TCP", "sip:"),
+        ] {
+            let mut s = setup(&cfg, shards, 627);
+            s.w.behave(s.sips, Behaviour::answer_after(ms(500)));
+            let me = s.w.phone_ref(s.caller).addr;
+            s.w.connect(s.caller, transport);
+            let invite = sips_invite("1002", me, via, "gone").replacen(
+                "INVITE sips:",
+                &format!("INVITE {scheme}"),
+                1,
+            );
+            s.w.send_raw(s.caller, invite.as_bytes());
+            s.w.run_for(ms(100));
+            assert_eq!(s.w.phone_ref(s.sips).incoming.len(), 1, "{}", s.w.dump());
+            s.w.close_flow(s.caller);
+            let (log, unsent) = (
+                s.w.log.len(),
+                proxy_event(&s.w, "response_connection_closed"),
+            );
+            s.w.run_for(secs(2));
+            assert_eq!(
+                s.w.phone_ref(s.sips).incoming[0].final_status,
+                Some(200),
+                "{}",
+                s.w.dump()
+            );
+            let leaked = sent_to(&s.w, log, me);
+            assert!(
+                leaked.is_empty(),
+                "{shards} shards, {via}: {leaked:?}\n{}",
+                s.w.dump()
+            );
+            assert!(
+                proxy_event(&s.w, "response_connection_closed") > unsent,
+                "{shards} shards, {via}"
+            );
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

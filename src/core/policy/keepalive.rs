@@ -252,16 +252,29 @@ impl Keepalive {
             let waiting = p.over == transport;
             if let Some(q) = p.pending.take_if(|_| waiting) {
                 self.connect_failures += 1;
-                if let Some(id) = p.timer.take() {
-                    cx.timers.cancel(id);
-                }
-                let next = (q.sent + interval).max(cx.now);
-                p.timer = Some(
-                    cx.timers
-                        .insert(next, TimerKey::Keepalive { probe: i as u8 }),
-                );
+                p.rearm(cx, i, (q.sent + interval).max(cx.now));
             }
             p.mark_unreachable(cx);
+        }
+    }
+
+    /// The engine closed the `transport` connection with `peer` (on any shard): a probe in
+    /// flight on it can no longer be answered, so it is dropped and the next one goes at once
+    /// (over a new connection), with no dead mark; a trunk that closed an idle connection is
+    /// not dead. At most one such probe per T1 after the dropped one, so a peer that closes
+    /// every connection at once is not probed in a loop; each new probe still gets its Timer F.
+    pub fn flow_closed(&mut self, cx: &mut Cx<'_>, peer: SocketAddr, transport: Transport) {
+        if self.interval.is_none() || !transport.is_stream() {
+            return;
+        }
+        let t1 = cx.env.timers.t1;
+        for (i, p) in self.probes.iter_mut().enumerate() {
+            if p.addr != peer || p.over != transport {
+                continue;
+            }
+            if let Some(q) = p.pending.take() {
+                p.rearm(cx, i, (q.sent + t1).max(cx.now));
+            }
         }
     }
 
@@ -298,6 +311,14 @@ impl Keepalive {
 }
 
 impl Probe {
+    /// Probe `i`'s timer fires at `at` instead.
+    fn rearm(&mut self, cx: &mut Cx<'_>, i: usize, at: Instant) {
+        if let Some(id) = self.timer.take() {
+            cx.timers.cancel(id);
+        }
+        self.timer = Some(cx.timers.insert(at, TimerKey::Keepalive { probe: i as u8 }));
+    }
+
     /// Its TCP or TLS connection could not be opened: dead.
     fn mark_unreachable(&mut self, cx: &mut Cx<'_>) {
         if self.alive {

@@ -320,6 +320,15 @@ pub struct Call {
     pub secure: bool,
 }
 
+/// Whether a request sipfork sends itself on a leg (a CANCEL, a non-2xx final's ACK, the ACK
+/// and BYE of a torn-down 2xx, a maximum-duration BYE) leaves over TLS only
+/// (`transport::sips::may_send`): the call is `sips:` (`secure`), or the leg went over TLS or
+/// WSS (`leg`: the branch's transport, [`Call::leg_transport`]). One rule for every such
+/// request: a leg that went over TLS never gets a cleartext copy once its connection closed.
+pub fn tls_only(secure: bool, leg: crate::core::transport::Transport) -> bool {
+    secure || crate::core::transport::outbound::secure(leg)
+}
+
 impl Call {
     /// Is everything of this call over, so it can be freed?
     pub fn is_finished(&self) -> bool {
@@ -333,6 +342,18 @@ impl Call {
         let (targets, ring) = self.pending_groups.pop()?;
         self.group_timeout = ring;
         Some(targets)
+    }
+
+    /// The transport of this call's leg at `dest`: the caller's request's when `dest` is the
+    /// caller, else the first branch forwarded to `dest`; UDP when neither is.
+    pub fn leg_transport(&self, dest: SocketAddr) -> crate::core::transport::Transport {
+        if dest == self.upstream {
+            return self.upstream_transport;
+        }
+        self.branches
+            .iter()
+            .find(|b| b.role == BranchRole::Forward && b.target == dest)
+            .map_or(crate::core::transport::Transport::Udp, |b| b.transport)
     }
 
     /// Are branches still ringing (no final yet)?

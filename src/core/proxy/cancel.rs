@@ -113,18 +113,28 @@ impl Proxy {
         let Ok(sent) = crate::sip::parse(sent) else {
             return;
         };
-        // A sips: call's branch no longer reached over TLS: no cleartext CANCEL (RFC 5630);
-        // Timer C's guard below still ends the branch if no final comes.
-        let blocked = !crate::core::transport::sips::may_send(cx, call.secure, branch.target);
-        let bytes: Box<[u8]> = if blocked {
-            Box::default()
-        } else {
-            cx.out
-                .push_with(branch.target, |buf| {
-                    build::cancel_for(&sent, reason.header_value(), buf)
-                })
-                .into()
-        };
+        // A branch that went over TLS (or of a sips: call) no longer reached over TLS: no
+        // cleartext CANCEL (RFC 5630). The branch ends at once, given up (its 503 is never the
+        // call's answer): a cancelled call's 487 does not wait for Timer C's guard (DECISIONS:
+        // 487 as soon as every branch that had a provisional has ended).
+        let tls_only = super::call::tls_only(call.secure, branch.transport);
+        if !crate::core::transport::sips::may_send(cx, tls_only, branch.target) {
+            branch.cancel = Cancel::Done(reason);
+            self.count(Event::BranchTransportError);
+            // A group timeout cancelling its group's branches starts the next group (or
+            // answers) itself; a CANCEL that waited for this provisional ends it here.
+            let decide = pending || reason != CancelReason::GroupTimeout;
+            if self.end_branch(cx, key, i, 503) && decide {
+                self.complete(cx, key);
+            }
+            return;
+        }
+        let bytes: Box<[u8]> = cx
+            .out
+            .push_with(branch.target, |buf| {
+                build::cancel_for(&sent, reason.header_value(), buf)
+            })
+            .into();
         {
             //= rfc3261#section-9.1
             //# If no final response has been received after 64*T1 seconds, the client SHOULD
@@ -136,10 +146,6 @@ impl Proxy {
             let mut s = sched(cx, key, TxnSlot::Branch(i as u8));
             s.cancel(&mut branch.timer_c);
             branch.timer_c = Some(s.arm(Timer::C, guard));
-        }
-        if blocked {
-            branch.cancel = Cancel::Done(reason);
-            return self.count(Event::BranchTransportError);
         }
         // Over what it will go over now: the INVITE's flow while it is open (§9.1), and when
         // that flow has closed, UDP, which needs the retransmissions (the engine sends a message
@@ -180,8 +186,8 @@ impl Proxy {
                 false
             }
         };
-        if resend {
-            super::push_last_response(cx, call);
+        if resend && !super::push_last_response(cx, call) {
+            self.events.bump(Event::ResponseConnectionClosed as usize);
         }
         self.reap(cx, key);
     }

@@ -457,7 +457,8 @@ impl Proxy {
         }
         // A sips: dialog's leg no longer reached over TLS gets nothing (RFC 5630); the dialog
         // ends all the same.
-        let secure = call.secure || crate::core::transport::outbound::is_sips(bye.target);
+        let secure = super::call::tls_only(call.secure, call.leg_transport(dest))
+            || crate::core::transport::outbound::is_sips(bye.target);
         if !crate::core::transport::sips::may_send(cx, secure, dest) {
             return self.count(Event::BranchTransportError);
         }
@@ -499,8 +500,9 @@ impl Proxy {
         let Some(leg) = Leg::of(cx, resp, branch.target) else {
             return;
         };
-        // Never a cleartext ACK in a sips: call (RFC 5630).
-        let secure = call.secure || crate::core::transport::outbound::is_sips(leg.contact);
+        // Never a cleartext ACK on a leg that went over TLS or in a sips: call (RFC 5630).
+        let secure = super::call::tls_only(call.secure, branch.transport)
+            || crate::core::transport::outbound::is_sips(leg.contact);
         if !crate::core::transport::sips::may_send(cx, secure, leg.dest) {
             return self.count(Event::AckDropped);
         }

@@ -177,9 +177,12 @@ pub(crate) enum Event {
     /// A branch ended by a connection to its target that could not be opened (503, RFC 3261
     /// §8.1.3.1).
     BranchTransportError,
+    /// A response for a caller whose request came over a connection that has closed: not sent
+    /// (RFC 3261 §18.2.2: never over UDP instead).
+    ResponseConnectionClosed,
 }
 
-const EVENTS: [&str; 30] = [
+const EVENTS: [&str; 31] = [
     "call",
     "non_invite_request",
     "branch",
@@ -210,6 +213,7 @@ const EVENTS: [&str; 30] = [
     "external_refused",
     "branch_too_large",
     "branch_transport_error",
+    "response_connection_closed",
 ];
 
 /// Keys are already keyed 128-bit digests: hashing them again would only cost time.
@@ -237,7 +241,7 @@ impl Hasher for PassThrough {
 pub struct Proxy {
     calls: Slab<Call>,
     index: HashMap<u128, Key, BuildHasherDefault<PassThrough>>,
-    events: ReasonCounters<30>,
+    events: ReasonCounters<31>,
     dialogs: u64,
     /// Reused buffers for the Via and Record-Route values of forwarded requests.
     scratch_via: Vec<u8>,
@@ -614,7 +618,6 @@ impl Proxy {
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
             strip_identity: call.strip_identity,
             extra: &extra,
-            secure: crate::core::transport::sips::requested(e),
         };
         for t in targets {
             if call.branches.len() >= usize::from(u8::MAX) {
@@ -701,7 +704,9 @@ impl Proxy {
         if !allowed {
             return false;
         }
-        push_last_response(cx, call);
+        if !push_last_response(cx, call) {
+            self.events.bump(Event::ResponseConnectionClosed as usize);
+        }
         if status >= 300 {
             // A failed call holds no policy counts any more.
             call.holds.release();
@@ -739,7 +744,17 @@ use call::Server;
 /// Queues `call.last_response` for the caller over the transport its request came on: a UDP
 /// caller's answers stay on UDP even while sipfork holds a connection to its address (RFC 3261
 /// §18.2.2), the server transaction's retransmissions (Timer G, §17.2.1) as well as the first.
-fn push_last_response(cx: &mut Cx<'_>, call: &Call) {
+/// A caller whose request came over a connection (TCP, TLS, WS, WSS) no longer open gets
+/// nothing: §18.2.2 sends such a response over a new connection to the Via's address or not
+/// at all, never over UDP (a TLS caller's would leave in cleartext), and sipfork opens no
+/// connection to an address a request names itself (`transport::outbound`). Returns whether
+/// it was queued.
+#[must_use]
+fn push_last_response(cx: &mut Cx<'_>, call: &Call) -> bool {
+    let transport = call.upstream_transport;
+    if transport.is_stream() && cx.flows.get(call.upstream) != Some(transport) {
+        return false;
+    }
     cx.out.push(call.upstream, &call.last_response);
     if call.upstream_transport == crate::core::transport::Transport::Udp
         && cx.flows.get(call.upstream).is_some()
@@ -747,6 +762,7 @@ fn push_last_response(cx: &mut Cx<'_>, call: &Call) {
         // Came over UDP from an address sipfork also holds a connection to.
         cx.out.keep_udp(cx.out.len() - 1, call.upstream);
     }
+    true
 }
 
 /// The scheduler handle for one of a call's transactions.
@@ -908,8 +924,6 @@ struct Shared<'a> {
     max_forwards: u8,
     strip_identity: bool,
     extra: &'a [u8],
-    /// A `sips:` request: every branch goes over TLS (RFC 5630; `transport/sips.rs`).
-    secure: bool,
 }
 
 fn start_branch(
@@ -922,10 +936,12 @@ fn start_branch(
     via: &mut Vec<u8>,
 ) -> Result<(), Event> {
     let index = call.branches.len() as u8;
-    // A sips: request leaves over TLS only, whatever the group, stage or dialog: a later
-    // q-group's device whose connection closed, an in-dialog request to a leg no longer
-    // reached over TLS. The branch fails; alone, the caller gets 480 with warn-code 380.
-    if shared.secure && !crate::core::transport::sips::tls_path(cx, target.dest, target.transport) {
+    // A sips: request, or a sips: target of a sip: one, leaves over TLS only, whatever the
+    // group, stage or dialog: a later q-group's device whose connection closed, an in-dialog
+    // request to a leg no longer reached over TLS. The branch fails; alone, the caller gets
+    // 480 with warn-code 380.
+    let tls_only = call.secure || crate::core::transport::outbound::is_sips(&target.uri);
+    if tls_only && !crate::core::transport::sips::tls_path(cx, target.dest, target.transport) {
         failed_branch(call, 480);
         return Err(Event::BranchTransportError);
     }
@@ -943,7 +959,7 @@ fn start_branch(
     via.clear();
     write_our_via(cx, transport, call.loop_hash, key, index, via);
     // A sips: target of a sip: request gets a sip: Request-URI (RFC 5630 §5.3).
-    let uri = crate::core::transport::sips::branch_uri(&target.uri, shared.secure);
+    let uri = crate::core::transport::sips::branch_uri(&target.uri, call.secure);
     // A branch to another node of the cluster: its Request-URI gets the authenticated mark.
     let marked = req
         .call_id()
@@ -954,7 +970,7 @@ fn start_branch(
     let (incoming, outgoing) = (call.upstream_transport, transport);
     let addr = |t| crate::core::transport::ours::addr_for(cx, t);
     // A sips: request: our entry on a TLS side is sips: too (RFC 5630 §5.3).
-    let secure = shared.secure;
+    let secure = call.secure;
     let (record_route, record_route_in) = match shared.record_route {
         Some(rr) => {
             let (top, below) = crate::core::transport::record_route::entries(

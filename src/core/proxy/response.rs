@@ -67,9 +67,14 @@ impl Proxy {
                 let verdict = t.on_response(status, &mut s);
                 match verdict {
                     InviteVerdict::AckAndPassUp
-                        if !crate::core::transport::sips::may_send(cx, secure, branch.target) =>
+                        if !crate::core::transport::sips::may_send(
+                            cx,
+                            super::call::tls_only(secure, branch.transport),
+                            branch.target,
+                        ) =>
                     {
-                        // A sips: branch no longer reached over TLS: no cleartext ACK (RFC 5630).
+                        // A branch that went over TLS (or of a sips: call) no longer reached
+                        // over TLS: no cleartext ACK (RFC 5630).
                         self.events.bump(Event::AckDropped as usize);
                     }
                     InviteVerdict::AckAndPassUp => {
@@ -330,7 +335,9 @@ impl Proxy {
             // a 2xx retransmission is still forwarded statelessly.
             // Through the one helper: a UDP caller's 2xx stays on UDP (`push_last_response`).
             if let Some(call) = self.calls.get(key) {
-                super::push_last_response(cx, call);
+                if !super::push_last_response(cx, call) {
+                    self.events.bump(Event::ResponseConnectionClosed as usize);
+                }
             }
         }
     }
@@ -397,14 +404,23 @@ impl Proxy {
 
     /// A branch ended without a response: `status` 408 (timeout) or 503 (transport error).
     pub(super) fn branch_lost(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, status: u16) {
+        if self.end_branch(cx, key, i, status) {
+            self.complete(cx, key);
+        }
+    }
+
+    /// [`Proxy::branch_lost`] without deciding what the call does next: ends branch `i` as if
+    /// it answered `status` (ranked unless the branch was cancelled). Returns whether it ended
+    /// now.
+    pub(super) fn end_branch(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, status: u16) -> bool {
         let Some(call) = self.calls.get_mut(key) else {
-            return;
+            return false;
         };
         let Some(branch) = call.branches.get_mut(i) else {
-            return;
+            return false;
         };
         if branch.is_final() {
-            return;
+            return false;
         }
         branch.final_status = Some(status);
         branch.request = None;
@@ -429,7 +445,7 @@ impl Proxy {
                 bytes: None,
             });
         }
-        self.complete(cx, key);
+        true
     }
 
     /// The connection to `peer` the engine opened for our requests failed (refused, timed out):
