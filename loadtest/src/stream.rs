@@ -182,6 +182,27 @@ impl Conn {
     }
 }
 
+/// Hands one whole message of a connection (`(proxy, local address, transport)`) to the agent.
+fn deliver(
+    counters: &StreamCounters,
+    agent: &mut Agent,
+    now: sipfork::time::Instant,
+    (from, local, transport): (SocketAddr, SocketAddr, sipfork::core::transport::Transport),
+    bytes: &[u8],
+) {
+    counters.messages_in.fetch_add(1, Ordering::Relaxed);
+    agent.handle_datagram(
+        now,
+        Datagram {
+            from,
+            local,
+            bytes,
+            transport,
+            peer_cert: None,
+        },
+    );
+}
+
 /// Hands bytes read off the wire (after TLS) to a connection's framing layer (fields apart from
 /// its `Conn`, whose TLS session is borrowed while it reads).
 fn received(ws: &mut Option<WsClient>, framer: &mut Framer, bytes: &[u8]) {
@@ -452,17 +473,13 @@ impl Conns {
                 c.frame_buf = out;
                 match event {
                     Ok(Some(WsIn::Message)) => {
-                        self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
                         let bytes = c.ws.as_ref().map_or(&[][..], |ws| ws.message());
-                        agent.handle_datagram(
+                        deliver(
+                            &self.counters,
+                            agent,
                             now,
-                            Datagram {
-                                from: c.peer,
-                                local: c.local,
-                                bytes,
-                                transport,
-                                peer_cert: None,
-                            },
+                            (c.peer, c.local, transport),
+                            bytes,
                         );
                     }
                     Ok(Some(WsIn::Upgraded)) => {}
@@ -487,16 +504,12 @@ impl Conns {
             while c.ws.is_none() {
                 match c.framer.next_frame(now) {
                     Ok(Some(Frame::Message(bytes))) => {
-                        self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-                        agent.handle_datagram(
+                        deliver(
+                            &self.counters,
+                            agent,
                             now,
-                            Datagram {
-                                from: c.peer,
-                                local: c.local,
-                                bytes,
-                                transport,
-                                peer_cert: None,
-                            },
+                            (c.peer, c.local, transport),
+                            bytes,
                         );
                     }
                     // A pong (or a ping) from the proxy: nothing to answer.

@@ -424,6 +424,17 @@ fn server_config(cert: &Cert, client_ca: Option<&Cert>) -> Arc<rustls::ServerCon
     )
 }
 
+/// The next connection on `listener`, served as TLS with `server` (5-s read timeout).
+fn accept_tls(
+    listener: &TcpListener,
+    server: &Arc<rustls::ServerConfig>,
+) -> rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    let (sock, _) = listener.accept().unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let session = rustls::ServerConnection::new(Arc::clone(server)).unwrap();
+    rustls::StreamOwned::new(session, sock)
+}
+
 #[test]
 fn a_tls_target_gets_a_verified_tls_connection_with_our_client_certificate() {
     let ours = cert_for("127.0.0.1");
@@ -437,10 +448,7 @@ fn a_tls_target_gets_a_verified_tls_connection_with_our_client_certificate() {
             continue;
         };
         poke(&engine, 1);
-        let (sock, _) = listener.accept().unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let session = rustls::ServerConnection::new(Arc::clone(&server)).unwrap();
-        let mut tls = rustls::StreamOwned::new(session, sock);
+        let mut tls = accept_tls(&listener, &server);
         let mut got = vec![0u8; MSG.len()];
         tls.read_exact(&mut got).unwrap();
         assert_eq!(got, MSG, "{kind:?}");
@@ -641,10 +649,7 @@ fn a_next_hop_named_by_host_verifies_that_name_and_sends_it_as_sni() {
                 continue;
             };
             poke(&engine, 1);
-            let (sock, _) = listener.accept().unwrap();
-            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let session = rustls::ServerConnection::new(server_config(&theirs, None)).unwrap();
-            let mut tls = rustls::StreamOwned::new(session, sock);
+            let mut tls = accept_tls(&listener, &server_config(&theirs, None));
             let mut got = vec![0u8; MSG.len()];
             let read = tls.read_exact(&mut got);
             if by_name {
@@ -696,10 +701,7 @@ fn a_named_peer_needs_its_exact_name_not_a_wildcard() {
         };
         let (engine, seen) = launch(cfg, target, true, Transport::Tls).expect("mmsg");
         poke(&engine, 1);
-        let (sock, _) = listener.accept().unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let session = rustls::ServerConnection::new(server_config(&theirs, None)).unwrap();
-        let mut tls = rustls::StreamOwned::new(session, sock);
+        let mut tls = accept_tls(&listener, &server_config(&theirs, None));
         let mut got = vec![0u8; MSG.len()];
         let read = tls.read_exact(&mut got);
         if passes {
@@ -740,14 +742,8 @@ fn a_renewal_hands_the_new_peer_names_to_the_next_connection() {
     };
     let (engine, seen) = launch(cfg, target, true, Transport::Tls).expect("mmsg");
     let server = server_config(&theirs, None);
-    let serve = |listener: &TcpListener| {
-        let (sock, _) = listener.accept().unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let session = rustls::ServerConnection::new(Arc::clone(&server)).unwrap();
-        rustls::StreamOwned::new(session, sock)
-    };
     poke(&engine, 1);
-    let mut first = serve(&listener);
+    let mut first = accept_tls(&listener, &server);
     let mut got = vec![0u8; MSG.len()];
     assert!(first.read_exact(&mut got).is_err(), "the old name passed");
     wait_until("the failure report", || {
@@ -768,7 +764,7 @@ fn a_renewal_hands_the_new_peer_names_to_the_next_connection() {
         .wait(Duration::from_secs(5))
         .unwrap();
     poke(&engine, 1);
-    let mut second = serve(&listener);
+    let mut second = accept_tls(&listener, &server);
     second.read_exact(&mut got).unwrap();
     assert_eq!(got, MSG);
     assert_eq!(second.conn.server_name(), Some("second.example.net"));
