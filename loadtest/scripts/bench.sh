@@ -49,6 +49,8 @@ QUIET_BUSY=${QUIET_BUSY:-20}; QUIET_WAIT=${QUIET_WAIT:-600}
 MAX_OTHER=${MAX_OTHER:-15}; RETRIES=${RETRIES:-2}
 OUT=${OUT:-$ROOT/loadtest/runs/$(date +%Y%m%d_%H%M%S)}
 mkdir -p "$OUT"
+# Absolute: the proxy configs name OUT/…data as data_dir, which sipfork reads relative to the config file.
+OUT=$(cd "$OUT" && pwd)
 (cd "$ROOT" && cargo build --profile "$PROFILE" --quiet -p sipfork -p sipfork-load)
 SF=$ROOT/target/$PROFILE/sipfork
 LT=$ROOT/target/$PROFILE/sipfork-load
