@@ -245,7 +245,40 @@ pub(crate) fn nothing_toward_the_third_party(w: &World) {
     assert!(w.log.iter().all(|t| t.to != third), "{}", w.dump());
 }
 
-fn received<'a>(w: &'a World, id: PhoneId, start: &str) -> Vec<&'a [u8]> {
+/// The caller's two in-dialog BYEs toward a third party (`THIRD`, with `;transport=PARAM` on its
+/// Request-URI and last Route): first with forged Record-Route tokens, then with the real ones
+/// from the caller's 200 `ok`. The route set is the Record-Route list reversed.
+pub(crate) fn third_party_byes(ok: &[u8], caller: SocketAddr, param: &str) -> [String; 2] {
+    let m = parse(ok).expect("parses");
+    let rr = record_routes(ok);
+    assert_eq!(rr.len(), 2, "{rr:?}");
+    let call_id = String::from_utf8_lossy(m.call_id().expect("Call-ID")).into_owned();
+    let from = String::from_utf8_lossy(m.first_value(HeaderName::From).expect("From")).into_owned();
+    let to = String::from_utf8_lossy(m.first_value(HeaderName::To).expect("To")).into_owned();
+    let forged: Vec<String> = rr
+        .iter()
+        .map(|v| {
+            let at = v.find(";sf=").unwrap() + 4;
+            format!("{}0000.1.1.0123456789abcdef>", &v[..at])
+        })
+        .collect();
+    let sets = [forged, rr];
+    std::array::from_fn(|i| {
+        let entries = &sets[i];
+        format!(
+            "BYE sip:1001@{THIRD};transport={param} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {caller};branch=z9hG4bK{param}third{i};rport\r\n\
+             Route: {}, {}, <sip:{THIRD};transport={param};lr>\r\n\
+             Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\n\
+             Call-ID: {call_id}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
+            entries[1],
+            entries[0],
+            20 + i
+        )
+    })
+}
+
+pub(crate) fn received<'a>(w: &'a World, id: PhoneId, start: &str) -> Vec<&'a [u8]> {
     w.phone_ref(id)
         .inbox
         .iter()
@@ -264,35 +297,10 @@ fn a_forged_in_dialog_request_naming_a_tcp_third_party_opens_no_connection() {
         s.w.run_for(secs(2));
         assert_eq!(s.w.phone_ref(s.caller).outgoing[call].dialogs.len(), 1);
         let ok = received(&s.w, s.caller, "SIP/2.0 200")[0].to_vec();
-        let m = parse(&ok).expect("parses");
-        let rr = record_routes(&ok);
-        assert_eq!(rr.len(), 2, "{rr:?}");
-        let call_id = String::from_utf8_lossy(m.call_id().expect("Call-ID")).into_owned();
-        let from =
-            String::from_utf8_lossy(m.first_value(HeaderName::From).expect("From")).into_owned();
-        let to = String::from_utf8_lossy(m.first_value(HeaderName::To).expect("To")).into_owned();
         let caller = s.w.phone_ref(s.caller).addr;
-        let bad_rr: Vec<String> = rr
-            .iter()
-            .map(|v| {
-                let at = v.find(";sf=").unwrap() + 4;
-                format!("{}0000.1.1.0123456789abcdef>", &v[..at])
-            })
-            .collect();
-        // The caller's route set is the Record-Route list reversed; a third party with
-        // `;transport=tcp` follows it, and is the Request-URI. Forged tokens first (481 or
-        // 403, nothing sent on), then the real ones (the request goes to the device's flow).
-        for (i, entries) in [&bad_rr, &rr].into_iter().enumerate() {
-            let bye = format!(
-                "BYE sip:1001@{THIRD};transport=tcp SIP/2.0\r\n\
-                 Via: SIP/2.0/UDP {caller};branch=z9hG4bKthird{i};rport\r\n\
-                 Route: {}, {}, <sip:{THIRD};transport=tcp;lr>\r\n\
-                 Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\n\
-                 Call-ID: {call_id}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
-                entries[1],
-                entries[0],
-                20 + i
-            );
+        // A third party with `;transport=tcp`: forged tokens first (481 or 403, nothing sent
+        // on), then the real ones (the request goes to the device's flow).
+        for bye in third_party_byes(&ok, caller, "tcp") {
             s.w.send_raw(s.caller, bye.as_bytes());
             s.w.run_for(secs(1));
             nothing_toward_the_third_party(&s.w);

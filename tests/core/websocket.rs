@@ -11,7 +11,9 @@
 
 use std::net::SocketAddr;
 
-use crate::outbound::{none_connects, nothing_toward_the_third_party, raw_invite, THIRD};
+use crate::outbound::{
+    none_connects, nothing_toward_the_third_party, raw_invite, received, third_party_byes, THIRD,
+};
 use crate::outbound_tls::certificates;
 use crate::transport::{record_routes, top_via};
 use sipfork::core::transport::Transport;
@@ -85,15 +87,6 @@ fn devices(w: &World, number: &[u8]) -> Vec<sipfork::core::registrar::Device> {
         .iter()
         .find_map(|c| c.devices(w.now(), number).filter(|d| !d.is_empty()))
         .unwrap_or_default()
-}
-
-fn received<'a>(w: &'a World, id: PhoneId, start: &str) -> Vec<&'a [u8]> {
-    w.phone_ref(id)
-        .inbox
-        .iter()
-        .map(|(_, b)| &b[..])
-        .filter(|b| b.starts_with(start.as_bytes()))
-        .collect()
 }
 
 #[test]
@@ -312,35 +305,11 @@ fn a_forged_in_dialog_request_naming_a_ws_third_party_reaches_only_the_browser()
         s.w.run_for(secs(2));
         assert_eq!(s.w.phone_ref(s.caller).outgoing[call].dialogs.len(), 1);
         let ok = received(&s.w, s.caller, "SIP/2.0 200")[0].to_vec();
-        let m = parse(&ok).expect("parses");
-        let rr = record_routes(&ok);
-        assert_eq!(rr.len(), 2, "{rr:?}");
-        let call_id = String::from_utf8_lossy(m.call_id().expect("Call-ID")).into_owned();
-        let from =
-            String::from_utf8_lossy(m.first_value(HeaderName::From).expect("From")).into_owned();
-        let to = String::from_utf8_lossy(m.first_value(HeaderName::To).expect("To")).into_owned();
         let caller = s.w.phone_ref(s.caller).addr;
-        let bad_rr: Vec<String> = rr
-            .iter()
-            .map(|v| {
-                let at = v.find(";sf=").unwrap() + 4;
-                format!("{}0000.1.1.0123456789abcdef>", &v[..at])
-            })
-            .collect();
-        // Forged tokens first (refused, nothing sent on), then the real ones: the request
-        // goes to the browser's flow, never to the third party its Request-URI and last Route
-        // name with `;transport=ws`.
-        for (i, entries) in [&bad_rr, &rr].into_iter().enumerate() {
-            let bye = format!(
-                "BYE sip:1001@{THIRD};transport=ws SIP/2.0\r\n\
-                 Via: SIP/2.0/UDP {caller};branch=z9hG4bKwsthird{i};rport\r\n\
-                 Route: {}, {}, <sip:{THIRD};transport=ws;lr>\r\n\
-                 Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\n\
-                 Call-ID: {call_id}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
-                entries[1],
-                entries[0],
-                20 + i
-            );
+        // Forged tokens first (refused, nothing sent on), then the real ones: the request goes
+        // to the browser's flow, never to the third party its Request-URI and last Route name
+        // with `;transport=ws`.
+        for bye in third_party_byes(&ok, caller, "ws") {
             s.w.send_raw(s.caller, bye.as_bytes());
             s.w.run_for(secs(1));
             nothing_toward_the_third_party(&s.w);
