@@ -11,7 +11,7 @@ pub mod server_invite;
 pub mod server_non_invite;
 pub mod timers;
 
-pub use timers::{Sched, Timer, TimerValues, TxnSlot};
+pub use timers::{Sched, Timer, TimerValues, TxnSlot, LINGER_GRID};
 
 #[cfg(test)]
 mod tests;

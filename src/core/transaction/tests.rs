@@ -4,7 +4,7 @@ use super::client_invite::{self, ClientInvite};
 use super::client_non_invite::{self, ClientNonInvite};
 use super::server_invite::{self, ServerInvite};
 use super::server_non_invite::{self, ServerNonInvite};
-use super::{Sched, Timer, TimerValues, TxnSlot};
+use super::{Sched, Timer, TimerValues, TxnSlot, LINGER_GRID};
 use crate::core::slab::Key;
 use crate::core::timer::TimerWheel;
 use crate::core::TimerKey;
@@ -47,6 +47,12 @@ impl Bench {
         }
         self.now = until;
     }
+}
+
+/// `ms` rounded up to the grid that lingering timers (D, I, J, K, L, M) fire on.
+fn lingered(ms: u64) -> u64 {
+    let grid = LINGER_GRID.as_millis() as u64;
+    ms.div_ceil(grid) * grid
 }
 
 fn at_ms(t: Instant) -> u64 {
@@ -196,7 +202,11 @@ fn invite_server_resends_final_on_g_until_ack_then_absorbs_for_timer_i() {
     });
     assert_eq!(
         fired,
-        vec![(Timer::I, server_invite::OnTimer::Terminated, 12_600)]
+        vec![(
+            Timer::I,
+            server_invite::OnTimer::Terminated,
+            lingered(12_600)
+        )]
     );
     assert!(b.wheel.is_empty());
 }
@@ -285,7 +295,11 @@ fn non_invite_client_proceeding_retransmits_every_t2_and_final_completes() {
     });
     assert_eq!(
         fired,
-        vec![(Timer::K, client_non_invite::OnTimer::Terminated, 14_000)]
+        vec![(
+            Timer::K,
+            client_non_invite::OnTimer::Terminated,
+            lingered(14_000)
+        )]
     );
 }
 
@@ -417,5 +431,43 @@ fn reliable_invite_server_never_retransmits_its_final() {
     assert_eq!(
         log,
         vec![(50, Timer::I, server_invite::OnTimer::Terminated)]
+    );
+}
+
+#[test]
+fn lingering_timers_end_together_on_the_grid_and_retransmissions_stay_exact() {
+    let mut b = Bench::new();
+    let mut armed = Vec::new();
+    // Three calls end a wait within one grid step; a retransmission timer is armed beside them.
+    for (at, timer) in [(1, Timer::K), (9, Timer::J), (20, Timer::D), (21, Timer::E)] {
+        b.now = Instant::ZERO + ms(at);
+        let after = match timer {
+            Timer::K => TimerValues::default().t4,
+            Timer::E => TimerValues::default().t1,
+            _ => secs(32),
+        };
+        armed.push(b.sched().arm(timer, after));
+    }
+    // Over a reliable transport the wait is zero: it ends at once, not at the next grid step.
+    b.now = Instant::ZERO + ms(22);
+    b.sched().arm(Timer::K, ms(0));
+    let mut fired = Vec::new();
+    b.fire_until(Instant::ZERO + secs(40), |timer, s| {
+        fired.push((timer, at_ms(s.now)))
+    });
+    assert_eq!(
+        fired,
+        vec![
+            (Timer::K, 22),
+            (Timer::E, 521),
+            (Timer::K, lingered(5_001)),
+            (Timer::J, lingered(32_009)),
+            (Timer::D, lingered(32_020)),
+        ]
+    );
+    assert_eq!(lingered(32_009), lingered(32_020), "one wake-up ends both");
+    assert!(lingered(5_001) - 5_001 < LINGER_GRID.as_millis() as u64);
+    assert!(
+        !Timer::A.lingers() && !Timer::B.lingers() && !Timer::G.lingers() && Timer::M.lingers()
     );
 }

@@ -72,6 +72,29 @@ pub enum Timer {
     M,
 }
 
+impl Timer {
+    /// Whether the timer only ends a wait that absorbs retransmissions (D, I, J, K, L, M): its
+    /// firing sends nothing and frees state, so firing it a little late changes nothing on the
+    /// wire (RFC 3261 gives these as lower bounds: "at least 32 s", T4, 64·T1).
+    pub fn lingers(self) -> bool {
+        matches!(
+            self,
+            Timer::D | Timer::I | Timer::J | Timer::K | Timer::L | Timer::M
+        )
+    }
+}
+
+/// Lingering timers are rounded up to this grid: at a thousand calls a second each call ends
+/// about eight such waits, and exact deadlines would wake an idle shard for almost every one;
+/// on the grid they end together, one wake-up per grid step at most.
+pub const LINGER_GRID: Duration = Duration::from_millis(32);
+
+/// `at` rounded up to the next multiple of `grid` (since the clock's zero).
+fn round_up(at: Instant, grid: Duration) -> Instant {
+    let g = grid.as_micros() as u64;
+    Instant::from_micros(at.as_micros().div_ceil(g) * g)
+}
+
 /// Which transaction of a call a timer belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TxnSlot {
@@ -98,14 +121,19 @@ pub struct Sched<'a> {
 }
 
 impl Sched<'_> {
-    /// Arms `timer` to fire `after` from now.
+    /// Arms `timer` to fire `after` from now; a lingering timer (see [`Timer::lingers`]) fires
+    /// at the next multiple of [`LINGER_GRID`] at or after that.
     pub fn arm(&mut self, timer: Timer, after: Duration) -> TimerId {
         let key = TimerKey::Txn {
             call: self.call,
             slot: self.slot,
             timer,
         };
-        self.wheel.insert(self.now + after, key)
+        let mut at = self.now + after;
+        if timer.lingers() && after > Duration::ZERO {
+            at = round_up(at, LINGER_GRID);
+        }
+        self.wheel.insert(at, key)
     }
 
     /// Cancels a timer if armed, and forgets its id.
