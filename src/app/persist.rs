@@ -100,6 +100,7 @@ pub struct PersistStats {
     syncs: AtomicU64,
     sync_errors: AtomicU64,
     sync_rounds: AtomicU64,
+    zeroing_failures: AtomicU64,
     slowest_sync_us: AtomicU64,
     fsync_us: PublishedHistogram<{ FSYNC_US_BOUNDS.len() }>,
 }
@@ -144,6 +145,12 @@ impl PersistStats {
             "Group commit rounds (one every 10 ms)",
             &[],
             self.sync_rounds.load(Ordering::Relaxed),
+        );
+        sink.counter(
+            "sipfork_journal_zeroing_failures_total",
+            "Failed zeroings of journal space allocated ahead (the space stays allocated; only its first group commits cost more)",
+            &[],
+            self.zeroing_failures.load(Ordering::Relaxed),
         );
     }
 }
@@ -242,6 +249,11 @@ fn sync_round(handles: &[SyncHandle], stats: &PersistStats, fsync: &mut FsyncHis
                 if n.is_power_of_two() {
                     tracing::error!(shard = i, error = %e, count = n, "journal fdatasync failed");
                 }
+            }
+        }
+        if let Some((n, error)) = handle.take_zeroing_failures() {
+            if stats.zeroing_failures.fetch_add(n, Ordering::Relaxed) == 0 {
+                tracing::warn!(shard = i, %error, "zeroing journal space allocated ahead failed (it stays allocated; logged once)");
             }
         }
     }

@@ -92,7 +92,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 mod background;
 mod mapped;
 pub use background::{Compacted, CompactionJob};
-pub use mapped::SEGMENT;
+pub use mapped::{BRIDGE, SEGMENT};
 use mapped::{Mapping, SharedFile};
 
 /// First bytes of every journal file.
@@ -165,6 +165,12 @@ struct SyncShared {
     /// the dirty pages, so syncing again could "succeed" over lost data. The shard rewrites the
     /// journal from its live bindings instead; until then the journal is unhealthy.
     sync_failed: Mutex<Option<String>>,
+    /// Whether ranges allocated ahead are zeroed before they are published (`mapped.rs`,
+    /// "Written zeros"); on unless turned off for a measurement.
+    zero_ahead: AtomicBool,
+    /// Zeroing failures not yet taken by [`SyncHandle::take_zeroing_failures`], and the first
+    /// one's error.
+    zero_failures: Mutex<(u64, Option<String>)>,
 }
 
 impl SyncShared {
@@ -193,9 +199,11 @@ impl SyncHandle {
     /// sync set the flag again and are covered by the next call. A failed sync is not retried:
     /// it marks the journal unhealthy ([`Journal::problem`]) until the shard rewrote it.
     ///
-    /// It also allocates the mapped file ahead of the shard when the shard asked for it (see
-    /// `mapped.rs`); a refused allocation is not an error here: the shard allocates itself when
-    /// it needs the space, and reports that refusal.
+    /// It also allocates the mapped file ahead of the shard when the shard asked for it, and
+    /// makes that range written (zeros and one more `fdatasync`, see `mapped.rs`) before the
+    /// shard may store into it; a refused allocation is not an error here: the shard allocates
+    /// itself when it needs the space, and reports that refusal. A failed zeroing is not one
+    /// either (the range is allocated): it is counted ([`Self::take_zeroing_failures`]).
     pub fn sync_if_dirty(&self) -> io::Result<bool> {
         let dir_dirty = self.shared.dir_dirty.swap(false, Ordering::AcqRel);
         let dirty = self.shared.dirty.swap(false, Ordering::AcqRel);
@@ -208,7 +216,23 @@ impl SyncHandle {
                 return Err(e);
             }
         }
-        let _ = file.extend_ahead();
+        match file.extend_ahead(self.shared.zero_ahead.load(Ordering::Relaxed)) {
+            Ok(ahead) => {
+                if let Some(e) = ahead.zero_error {
+                    let mut failures = self
+                        .shared
+                        .zero_failures
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    failures.0 += 1;
+                    failures.1.get_or_insert_with(|| e.to_string());
+                }
+            }
+            Err(e) => {
+                self.shared.fail("journal fdatasync", &e);
+                return Err(e);
+            }
+        }
         // The renamed file's data first, then the directory entry that names it.
         if dir_dirty {
             if let Err(e) = sync_dir(&self.shared.dir) {
@@ -217,6 +241,22 @@ impl SyncHandle {
             }
         }
         Ok(dirty || dir_dirty)
+    }
+}
+
+impl SyncHandle {
+    /// Failed zeroings of ranges allocated ahead since the last call, and the first one's error
+    /// (`None`: none). Each leaves its range allocated but unwritten: a cost, not a loss.
+    pub fn take_zeroing_failures(&self) -> Option<(u64, String)> {
+        let mut failures = self
+            .shared
+            .zero_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match std::mem::take(&mut *failures) {
+            (0, _) => None,
+            (n, first) => Some((n, first.unwrap_or_default())),
+        }
     }
 }
 
@@ -295,6 +335,8 @@ impl Journal {
             dir_dirty: AtomicBool::new(false),
             dir: dir.to_owned(),
             sync_failed: Mutex::new(None),
+            zero_ahead: AtomicBool::new(true),
+            zero_failures: Mutex::new((0, None)),
         });
         let (map, unmapped) = match Mapping::new(shared, file_len) {
             Ok(map) => (Some(map), None),
@@ -407,6 +449,13 @@ impl Journal {
             self.unmapped = None;
         }
         Ok(())
+    }
+
+    /// Whether the persistence thread zeroes the ranges it allocates ahead before the shard may
+    /// store into them (on by default; off leaves them unwritten extents, as `fallocate` made
+    /// them: for measurements).
+    pub fn set_zero_ahead(&mut self, on: bool) {
+        self.sync.zero_ahead.store(on, Ordering::Relaxed);
     }
 
     /// `fdatasync` on the caller's thread (shutdown, tests); the hot path uses [`SyncHandle`].
