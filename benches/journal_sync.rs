@@ -33,7 +33,10 @@ fn thread_cpu() -> (Duration, Duration) {
     // SAFETY: clock_gettime and getrusage fill the structs they are given.
     let (ts, ru) = unsafe {
         let mut ts: libc::timespec = std::mem::zeroed();
-        assert_eq!(libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts), 0);
+        assert_eq!(
+            libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts),
+            0
+        );
         let mut ru: libc::rusage = std::mem::zeroed();
         assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut ru), 0);
         (ts, ru)

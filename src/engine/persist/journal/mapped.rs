@@ -118,7 +118,9 @@ impl SharedFile {
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
-        self.extending.lock().unwrap_or_else(PoisonError::into_inner)
+        self.extending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Makes `..to` the published limit (never lowers it); the caller holds `extending`.
@@ -130,6 +132,12 @@ impl SharedFile {
     #[cfg(test)]
     pub(super) fn published(&self) -> u64 {
         self.allocated.load(Ordering::Acquire)
+    }
+
+    /// Unmapped, the journal is about to `pwrite` `..end`: publishes it first, so that a zeroing
+    /// of space allocated ahead (asked for while the journal was mapped) never writes over it.
+    pub(super) fn claim(&self, end: u64) {
+        self.publish(&self.lock(), end);
     }
 
     /// The file holds at most `len` bytes (it was cut back): nothing beyond counts as allocated.
@@ -152,9 +160,9 @@ impl SharedFile {
             return Ok(Ahead::default());
         }
         if fallocate(&self.file, 0, have, wanted).is_err() {
-            let _ =
-                self.wanted
-                    .compare_exchange(wanted, 0, Ordering::AcqRel, Ordering::Relaxed);
+            let _ = self
+                .wanted
+                .compare_exchange(wanted, 0, Ordering::AcqRel, Ordering::Relaxed);
             return Ok(Ahead::default());
         }
         let mut ahead = Ahead::default();
@@ -372,9 +380,7 @@ impl Mapping {
             // this publication or sees it and skips what it covers (module doc).
             let shared = Arc::clone(&self.shared);
             let held = shared.lock();
-            self.allocated = self
-                .allocated
-                .max(shared.allocated.load(Ordering::Acquire));
+            self.allocated = self.allocated.max(shared.allocated.load(Ordering::Acquire));
             if end > self.allocated {
                 let bridge = round_up(end, BRIDGE);
                 let target = match self.fallocate(bridge) {
