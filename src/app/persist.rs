@@ -6,7 +6,8 @@
 //!   journal records to the kernel before it sends the turn's datagrams, by copying them into
 //!   its journal's shared mapping (the page cache; no syscall) or, where the file system cannot
 //!   allocate ahead, with one `pwrite(2)`. Each sync round also allocates the mapped journals a
-//!   segment ahead of the shards (`fallocate`), so a shard rarely allocates itself.
+//!   segment ahead of the shards (`fallocate`, then zeros written over it and one `fdatasync`,
+//!   so later group commits convert no unwritten extents), so a shard rarely allocates itself.
 //! - Power loss or a kernel crash loses what was written since the last group commit: the
 //!   persistence thread `fdatasync`s every shard's journal every [`SYNC_INTERVAL`] (10 ms), so a
 //!   binding is durable at most 10 ms plus one `fdatasync` (typically 1–10 ms on SSDs) after its

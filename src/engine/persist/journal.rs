@@ -30,9 +30,10 @@
 //! logical end: the mapping *is* the page cache, so no syscall is needed for `kill -9` safety.
 //! Stores into the mapping never go past what `fallocate` has allocated (a store past the end of
 //! the file, or into a hole the file system cannot fill, would be a SIGBUS): the persistence
-//! thread allocates [`SEGMENT`]s ahead of the shard, and a batch that would cross the allocated
-//! limit anyway makes the shard call `fallocate` itself before copying (a segment; where the
-//! file system cannot give one, just the pages the batch needs). A refused allocation (ENOSPC,
+//! thread allocates [`SEGMENT`]s ahead of the shard (and writes zeros over them before the shard
+//! may store there, so that the group commits have no unwritten extents to convert), and a batch
+//! that would cross the allocated limit anyway makes the shard call `fallocate` itself before
+//! copying (a [`BRIDGE`]; where the file system cannot give one, just the pages the batch needs). A refused allocation (ENOSPC,
 //! EIO) fails `write_out` before any byte of the batch is copied, exactly as a failed `write(2)`
 //! did: the caller rolls back and refuses the REGISTERs behind it. Where the file system has no
 //! `fallocate` (EOPNOTSUPP) or `mmap` fails, the journal appends with one `pwrite(2)` per turn

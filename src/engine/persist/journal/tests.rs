@@ -1174,6 +1174,37 @@ fn append_until(j: &mut Journal, upto: u64, n: &mut usize, model: &mut BTreeMap<
     }
 }
 
+/// Reopens journal `name` in `dir`: it holds exactly `model`, with nothing torn or damaged.
+fn assert_reopens_clean(dir: &Path, name: &str, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    let (j, live) = Journal::open(dir, name).unwrap();
+    let live = sorted(live);
+    let lost: Vec<_> = model
+        .keys()
+        .filter(|k| !live.contains_key(*k))
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(lost, Vec::<String>::new(), "{name}: records lost (zeroed?)");
+    assert_eq!(&live, model, "{name}");
+    assert_eq!(j.discarded_on_open(), 0, "{name}");
+    assert!(j.corrupt_on_open().is_none(), "{name}");
+}
+
+/// What a journal should hold after replay.
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// A fresh journal `s` in a scratch directory (compaction off) holding its first records, the
+/// shard's bridge allocated: (dir, journal, sync handle, records so far, model).
+fn bridged(label: &str) -> (TempDir, Journal, SyncHandle, usize, Model) {
+    let dir = TempDir::new(label);
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    j.set_compaction_min_bytes(u64::MAX);
+    let handle = j.sync_handle();
+    let (mut n, mut model) = (0, BTreeMap::new());
+    append_until(&mut j, 1000, &mut n, &mut model);
+    assert_eq!(j.sync.current().published(), BRIDGE);
+    (dir, j, handle, n, model)
+}
+
 /// The sync round allocates two segments ahead and makes them written (zeros, synced) before it
 /// publishes them: FIEMAP shows no unwritten extent above the bridge the shard allocated itself
 /// (which stays unwritten past what was stored, as does the same range when zeroing is off: the
@@ -1216,10 +1247,7 @@ fn the_sync_round_zeroes_what_it_allocates_ahead_and_records_around_it_survive()
         append_until(&mut j, BRIDGE + 64 * 1024, &mut n, &mut model);
         assert!(handle.sync_if_dirty().unwrap());
         drop(j);
-        let (j, live) = Journal::open(&dir.0, name).unwrap();
-        assert_eq!(sorted(live), model, "{name}");
-        assert_eq!(j.discarded_on_open(), 0);
-        assert!(j.corrupt_on_open().is_none());
+        assert_reopens_clean(&dir.0, name, &model);
     }
     if let [zeroed, unzeroed] = &unwritten_above_bridge[..] {
         assert!(zeroed.is_empty());
@@ -1239,11 +1267,7 @@ fn the_sync_round_zeroes_what_it_allocates_ahead_and_records_around_it_survive()
 #[test]
 fn a_batch_crossing_the_limit_during_the_zeroing_is_never_zeroed() {
     use std::sync::mpsc;
-    let dir = TempDir::new("zero-race");
-    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
-    j.set_compaction_min_bytes(u64::MAX);
-    let (mut n, mut model) = (0, BTreeMap::new());
-    append_until(&mut j, 1000, &mut n, &mut model);
+    let (dir, mut j, handle, mut n, mut model) = bridged("zero-race");
     assert_eq!(j.map.as_ref().unwrap().allocated(), BRIDGE);
     let shared = j.sync.current();
     let (reached, at_rx) = mpsc::channel();
@@ -1255,7 +1279,6 @@ fn a_batch_crossing_the_limit_during_the_zeroing_is_never_zeroed() {
             go_rx.recv().unwrap();
         }
     })));
-    let handle = j.sync_handle();
     let round = std::thread::spawn(move || handle.sync_if_dirty());
     let zeroed_to = at_rx.recv().unwrap();
     assert!(zeroed_to > BRIDGE && zeroed_to < 2 * SEGMENT);
@@ -1282,32 +1305,14 @@ fn a_batch_crossing_the_limit_during_the_zeroing_is_never_zeroed() {
     }
     append_until(&mut j, shard_limit + 4096, &mut n, &mut model);
     drop(j);
-    let (j, live) = Journal::open(&dir.0, "s").unwrap();
-    let live = sorted(live);
-    let lost: Vec<_> = model
-        .keys()
-        .filter(|k| !live.contains_key(*k))
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .collect();
-    assert_eq!(
-        lost,
-        Vec::<String>::new(),
-        "records zeroed by the sync round"
-    );
-    assert_eq!(live, model);
-    assert_eq!(j.discarded_on_open(), 0);
-    assert!(j.corrupt_on_open().is_none());
+    assert_reopens_clean(&dir.0, "s", &model);
 }
 
 /// Zeroing is an optimisation: when its writes fail (here an injected EIO) the allocated range
 /// is published anyway, the failure is counted once, and the journal stays healthy.
 #[test]
 fn a_failed_zeroing_still_publishes_the_allocated_range() {
-    let dir = TempDir::new("zero-fail");
-    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
-    let handle = j.sync_handle();
-    let (mut n, mut model) = (0, BTreeMap::new());
-    append_until(&mut j, 1000, &mut n, &mut model);
+    let (dir, mut j, handle, mut n, mut model) = bridged("zero-fail");
     j.sync
         .current()
         .zero_fail
@@ -1324,8 +1329,7 @@ fn a_failed_zeroing_still_publishes_the_allocated_range() {
     append_until(&mut j, BRIDGE + 4096, &mut n, &mut model);
     assert_eq!(j.map.as_ref().unwrap().inject.len(), 4);
     drop(j);
-    let (_, live) = Journal::open(&dir.0, "s").unwrap();
-    assert_eq!(sorted(live), model);
+    assert_reopens_clean(&dir.0, "s", &model);
 }
 
 /// Appends with `pwrite(2)` (the journal unmapped after it asked for space ahead) go past the
@@ -1333,24 +1337,11 @@ fn a_failed_zeroing_still_publishes_the_allocated_range() {
 /// round's zeroing of the space it allocates skips them.
 #[test]
 fn pwrite_appends_past_the_limit_are_never_zeroed() {
-    let dir = TempDir::new("zero-pwrite");
-    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
-    j.set_compaction_min_bytes(u64::MAX);
-    let handle = j.sync_handle();
-    let (mut n, mut model) = (0, BTreeMap::new());
-    append_until(&mut j, 1000, &mut n, &mut model);
-    assert_eq!(j.sync.current().published(), BRIDGE);
+    let (dir, mut j, handle, mut n, mut model) = bridged("zero-pwrite");
     j.set_mapped(false).unwrap();
     append_until(&mut j, BRIDGE + 64 * 1024, &mut n, &mut model);
     assert!(handle.sync_if_dirty().unwrap());
     assert_eq!(j.sync.current().published(), 2 * SEGMENT);
     drop(j);
-    let (j, live) = Journal::open(&dir.0, "s").unwrap();
-    assert_eq!(
-        sorted(live).len(),
-        model.len(),
-        "records zeroed by the sync round"
-    );
-    assert_eq!(j.discarded_on_open(), 0);
-    assert!(j.corrupt_on_open().is_none());
+    assert_reopens_clean(&dir.0, "s", &model);
 }
