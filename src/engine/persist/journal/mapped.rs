@@ -190,44 +190,39 @@ impl SharedFile {
         const ZEROS: [u8; PAGE as usize] = [0; PAGE as usize];
         let mut zeroed = 0;
         let mut at = from;
-        while at < to {
-            let fast = !NO_WRITE_ZEROES.load(Ordering::Relaxed);
-            // Page-aligned steps (the first one may be short).
-            let step = if fast { WRITE_ZEROES_CHUNK } else { PAGE };
-            let end = (round_up(at + 1, step)).min(to);
-            {
-                let held = self.lock();
-                // The shard may have published a limit above `at` since: it may store below it.
-                let start = at.max(self.allocated.load(Ordering::Acquire));
-                if start < end {
-                    #[cfg(test)]
-                    if let errno @ 1.. = self.zero_fail.load(Ordering::Relaxed) {
-                        return Err((zeroed, io::Error::from_raw_os_error(errno)));
-                    }
-                    let done = if fast {
-                        match fallocate(&self.file, FALLOC_FL_WRITE_ZEROES, start, end) {
-                            Err(e)
-                                if matches!(
-                                    e.raw_os_error(),
-                                    Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
-                                ) =>
-                            {
-                                NO_WRITE_ZEROES.store(true, Ordering::Relaxed);
-                                // This stretch again, with pwrite.
-                                continue;
-                            }
-                            other => other,
-                        }
-                    } else {
-                        self.file
-                            .write_all_at(&ZEROS[..(end - start) as usize], start)
-                    };
-                    drop(held);
-                    if let Err(e) = done {
-                        return Err((zeroed, e));
-                    }
-                    zeroed += end - start;
+        loop {
+            let held = self.lock();
+            // The shard may have published a limit above `at` since: it may store below it.
+            let start = at.max(self.allocated.load(Ordering::Acquire));
+            if start >= to {
+                break;
+            }
+            // `FALLOC_FL_WRITE_ZEROES` only from a page boundary: a partial page (records below
+            // it) is written through the page cache, not invalidated.
+            let fast = !NO_WRITE_ZEROES.load(Ordering::Relaxed) && start % PAGE == 0;
+            let end = round_up(start + 1, if fast { WRITE_ZEROES_CHUNK } else { PAGE }).min(to);
+            #[cfg(test)]
+            if let errno @ 1.. = self.zero_fail.load(Ordering::Relaxed) {
+                return Err((zeroed, io::Error::from_raw_os_error(errno)));
+            }
+            let done = if fast {
+                fallocate(&self.file, FALLOC_FL_WRITE_ZEROES, start, end)
+            } else {
+                self.file
+                    .write_all_at(&ZEROS[..(end - start) as usize], start)
+            };
+            drop(held);
+            match done {
+                Ok(()) => zeroed += end - start,
+                Err(e)
+                    if fast
+                        && matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) =>
+                {
+                    // Not here: this stretch again, and every later one, with pwrite.
+                    NO_WRITE_ZEROES.store(true, Ordering::Relaxed);
+                    continue;
                 }
+                Err(e) => return Err((zeroed, e)),
             }
             at = end;
             #[cfg(test)]
