@@ -3,8 +3,11 @@
 //! appended with `pwrite(2)` (the fallback, and what the journal did before it was mapped) and
 //! copied into the shared mapping, in the same run. A thread plays the persistence thread
 //! beside both, as in the appliance: every 10 ms it `fdatasync`s (and, for the mapping,
-//! allocates the next segment ahead), so the figures include what writeback costs the shard
-//! (a mapped page cleaned by writeback faults again on its next store).
+//! allocates the next segment ahead, written as zeros), so the figures include what writeback
+//! costs the shard (a mapped page cleaned by writeback faults again on its next store).
+//! `mmap_per_turn_unwritten` leaves the space allocated ahead as `fallocate` makes it
+//! (unwritten extents, as before the zeroing); the persistence thread's own cost per
+//! `fdatasync` is `benches/journal_sync.rs`.
 //!
 //! The journal lives in the system temp dir (`TMPDIR`); each journal is replaced by a fresh one
 //! after 64 MiB so the file stays bounded.
@@ -30,12 +33,13 @@ struct Bench {
     stop: Arc<AtomicBool>,
     syncer: Option<std::thread::JoinHandle<()>>,
     mapped: bool,
+    zero: bool,
 }
 
 impl Bench {
-    fn new(mapped: bool) -> Bench {
+    fn new(mapped: bool, zero: bool) -> Bench {
         let dir = std::env::temp_dir().join(format!(
-            "sipfork-bench-journal-{}-{mapped}",
+            "sipfork-bench-journal-{}-{mapped}-{zero}",
             std::process::id()
         ));
         let mut b = Bench {
@@ -44,6 +48,7 @@ impl Bench {
             stop: Arc::new(AtomicBool::new(false)),
             syncer: None,
             mapped,
+            zero,
         };
         b.fresh();
         b
@@ -57,6 +62,7 @@ impl Bench {
         let (mut j, _) = Journal::open(&self.dir, "bench").expect("open the journal");
         j.set_compaction_min_bytes(u64::MAX);
         j.set_mapped(self.mapped).expect("choose the append path");
+        j.set_zero_ahead(self.zero);
         assert_eq!(j.mapped().is_ok(), self.mapped, "{:?}", j.mapped());
         let handle = j.sync_handle();
         let stop = Arc::new(AtomicBool::new(false));
@@ -91,8 +97,12 @@ fn journal(c: &mut Criterion) {
     let mut group = c.benchmark_group("journal");
     group.throughput(Throughput::Elements(1));
     let value = vec![b'x'; VALUE_LEN];
-    for (name, mapped) in [("pwrite_per_turn", false), ("mmap_per_turn", true)] {
-        let mut bench = Bench::new(mapped);
+    for (name, mapped, zero) in [
+        ("pwrite_per_turn", false, true),
+        ("mmap_per_turn_unwritten", true, false),
+        ("mmap_per_turn", true, true),
+    ] {
+        let mut bench = Bench::new(mapped, zero);
         let mut n: u64 = 0;
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {

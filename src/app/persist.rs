@@ -6,7 +6,8 @@
 //!   journal records to the kernel before it sends the turn's datagrams, by copying them into
 //!   its journal's shared mapping (the page cache; no syscall) or, where the file system cannot
 //!   allocate ahead, with one `pwrite(2)`. Each sync round also allocates the mapped journals a
-//!   segment ahead of the shards (`fallocate`), so a shard rarely allocates itself.
+//!   segment ahead of the shards (`fallocate`, then zeros written over it and one `fdatasync`,
+//!   so later group commits convert no unwritten extents), so a shard rarely allocates itself.
 //! - Power loss or a kernel crash loses what was written since the last group commit: the
 //!   persistence thread `fdatasync`s every shard's journal every [`SYNC_INTERVAL`] (10 ms), so a
 //!   binding is durable at most 10 ms plus one `fdatasync` (typically 1–10 ms on SSDs) after its
@@ -100,6 +101,7 @@ pub struct PersistStats {
     syncs: AtomicU64,
     sync_errors: AtomicU64,
     sync_rounds: AtomicU64,
+    zeroing_failures: AtomicU64,
     slowest_sync_us: AtomicU64,
     fsync_us: PublishedHistogram<{ FSYNC_US_BOUNDS.len() }>,
 }
@@ -144,6 +146,12 @@ impl PersistStats {
             "Group commit rounds (one every 10 ms)",
             &[],
             self.sync_rounds.load(Ordering::Relaxed),
+        );
+        sink.counter(
+            "sipfork_journal_zeroing_failures_total",
+            "Failed zeroings of journal space allocated ahead (the space stays allocated; only its first group commits cost more)",
+            &[],
+            self.zeroing_failures.load(Ordering::Relaxed),
         );
     }
 }
@@ -242,6 +250,11 @@ fn sync_round(handles: &[SyncHandle], stats: &PersistStats, fsync: &mut FsyncHis
                 if n.is_power_of_two() {
                     tracing::error!(shard = i, error = %e, count = n, "journal fdatasync failed");
                 }
+            }
+        }
+        if let Some((n, error)) = handle.take_zeroing_failures() {
+            if stats.zeroing_failures.fetch_add(n, Ordering::Relaxed) == 0 {
+                tracing::warn!(shard = i, %error, "zeroing journal space allocated ahead failed (it stays allocated; logged once)");
             }
         }
     }

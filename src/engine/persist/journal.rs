@@ -30,9 +30,10 @@
 //! logical end: the mapping *is* the page cache, so no syscall is needed for `kill -9` safety.
 //! Stores into the mapping never go past what `fallocate` has allocated (a store past the end of
 //! the file, or into a hole the file system cannot fill, would be a SIGBUS): the persistence
-//! thread allocates [`SEGMENT`]s ahead of the shard, and a batch that would cross the allocated
-//! limit anyway makes the shard call `fallocate` itself before copying (a segment; where the
-//! file system cannot give one, just the pages the batch needs). A refused allocation (ENOSPC,
+//! thread allocates [`SEGMENT`]s ahead of the shard (and writes zeros over them before the shard
+//! may store there, so that the group commits have no unwritten extents to convert), and a batch
+//! that would cross the allocated limit anyway makes the shard call `fallocate` itself before
+//! copying (a [`BRIDGE`]; where the file system cannot give one, just the pages the batch needs). A refused allocation (ENOSPC,
 //! EIO) fails `write_out` before any byte of the batch is copied, exactly as a failed `write(2)`
 //! did: the caller rolls back and refuses the REGISTERs behind it. Where the file system has no
 //! `fallocate` (EOPNOTSUPP) or `mmap` fails, the journal appends with one `pwrite(2)` per turn
@@ -92,8 +93,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 mod background;
 mod mapped;
 pub use background::{Compacted, CompactionJob};
-pub use mapped::SEGMENT;
 use mapped::{Mapping, SharedFile};
+pub use mapped::{BRIDGE, SEGMENT};
 
 /// First bytes of every journal file.
 pub const MAGIC: [u8; 8] = *b"SIPFKJNL";
@@ -165,6 +166,12 @@ struct SyncShared {
     /// the dirty pages, so syncing again could "succeed" over lost data. The shard rewrites the
     /// journal from its live bindings instead; until then the journal is unhealthy.
     sync_failed: Mutex<Option<String>>,
+    /// Whether ranges allocated ahead are zeroed before they are published (`mapped.rs`,
+    /// "Written zeros"); on unless turned off for a measurement.
+    zero_ahead: AtomicBool,
+    /// Zeroing failures not yet taken by [`SyncHandle::take_zeroing_failures`], and the first
+    /// one's error.
+    zero_failures: Mutex<(u64, Option<String>)>,
 }
 
 impl SyncShared {
@@ -193,9 +200,11 @@ impl SyncHandle {
     /// sync set the flag again and are covered by the next call. A failed sync is not retried:
     /// it marks the journal unhealthy ([`Journal::problem`]) until the shard rewrote it.
     ///
-    /// It also allocates the mapped file ahead of the shard when the shard asked for it (see
-    /// `mapped.rs`); a refused allocation is not an error here: the shard allocates itself when
-    /// it needs the space, and reports that refusal.
+    /// It also allocates the mapped file ahead of the shard when the shard asked for it, and
+    /// makes that range written (zeros and one more `fdatasync`, see `mapped.rs`) before the
+    /// shard may store into it; a refused allocation is not an error here: the shard allocates
+    /// itself when it needs the space, and reports that refusal. A failed zeroing is not one
+    /// either (the range is allocated): it is counted ([`Self::take_zeroing_failures`]).
     pub fn sync_if_dirty(&self) -> io::Result<bool> {
         let dir_dirty = self.shared.dir_dirty.swap(false, Ordering::AcqRel);
         let dirty = self.shared.dirty.swap(false, Ordering::AcqRel);
@@ -208,7 +217,23 @@ impl SyncHandle {
                 return Err(e);
             }
         }
-        let _ = file.extend_ahead();
+        match file.extend_ahead(self.shared.zero_ahead.load(Ordering::Relaxed)) {
+            Ok(ahead) => {
+                if let Some(e) = ahead.zero_error {
+                    let mut failures = self
+                        .shared
+                        .zero_failures
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    failures.0 += 1;
+                    failures.1.get_or_insert_with(|| e.to_string());
+                }
+            }
+            Err(e) => {
+                self.shared.fail("journal fdatasync", &e);
+                return Err(e);
+            }
+        }
         // The renamed file's data first, then the directory entry that names it.
         if dir_dirty {
             if let Err(e) = sync_dir(&self.shared.dir) {
@@ -217,6 +242,22 @@ impl SyncHandle {
             }
         }
         Ok(dirty || dir_dirty)
+    }
+}
+
+impl SyncHandle {
+    /// Failed zeroings of ranges allocated ahead since the last call, and the first one's error
+    /// (`None`: none). Each leaves its range allocated but unwritten: a cost, not a loss.
+    pub fn take_zeroing_failures(&self) -> Option<(u64, String)> {
+        let mut failures = self
+            .shared
+            .zero_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match std::mem::take(&mut *failures) {
+            (0, _) => None,
+            (n, first) => Some((n, first.unwrap_or_default())),
+        }
     }
 }
 
@@ -295,6 +336,8 @@ impl Journal {
             dir_dirty: AtomicBool::new(false),
             dir: dir.to_owned(),
             sync_failed: Mutex::new(None),
+            zero_ahead: AtomicBool::new(true),
+            zero_failures: Mutex::new((0, None)),
         });
         let (map, unmapped) = match Mapping::new(shared, file_len) {
             Ok(map) => (Some(map), None),
@@ -362,6 +405,10 @@ impl Journal {
                 }
             }
         }
+        // Zeroing skips what is published (`mapped.rs`): the bytes are claimed before written.
+        self.sync
+            .current()
+            .claim(self.file_len + self.buf.len() as u64);
         if let Err(e) = self.file.write_all_at(&self.buf, self.file_len) {
             self.buf.clear();
             // A partial write would sit between good records and the next batch: cut it off.
@@ -407,6 +454,13 @@ impl Journal {
             self.unmapped = None;
         }
         Ok(())
+    }
+
+    /// Whether the persistence thread zeroes the ranges it allocates ahead before the shard may
+    /// store into them (on by default; off leaves them unwritten extents, as `fallocate` made
+    /// them: for measurements).
+    pub fn set_zero_ahead(&mut self, on: bool) {
+        self.sync.zero_ahead.store(on, Ordering::Relaxed);
     }
 
     /// `fdatasync` on the caller's thread (shutdown, tests); the hot path uses [`SyncHandle`].

@@ -8,21 +8,56 @@
 //! [`SharedFile::allocated`]: bytes `fallocate` has returned success for. The persistence thread
 //! keeps that limit one to two [`SEGMENT`]s ahead of the logical end
 //! ([`SharedFile::extend_ahead`], asked for by the shard through [`SharedFile::wanted`]); when a
-//! batch would cross it anyway, the shard allocates itself before copying (a segment, or just the
-//! pages the batch needs when the file system cannot give a segment), and a refusal (ENOSPC, EIO)
+//! batch would cross it anyway, the shard allocates itself before copying (a [`BRIDGE`], or just
+//! the pages the batch needs when the file system cannot give one), and a refusal (ENOSPC, EIO)
 //! fails the batch before any byte of it is copied, exactly like a failed `write(2)`.
+//!
+//! # Written zeros
+//! `fallocate` leaves *unwritten* extents: blocks reserved, data not yet valid on disk. Each
+//! `fdatasync` after stores into such a range must convert the stored part to written extents
+//! and write that metadata (on ext4 `ext4_write_inode`, about a third of the sync's CPU). So the
+//! persistence thread, after allocating a range ahead and before publishing it, makes its blocks
+//! written: `fallocate(FALLOC_FL_WRITE_ZEROES)` where the file system and device have it (Linux
+//! 6.17+; remembered as unsupported after the first EOPNOTSUPP or EINVAL), else zeros in 4 KiB
+//! `pwrite`s (small writes keep 4 KiB folios in the page cache; one large write makes large
+//! folios, and each later store through the mapping then dirties, and writeback writes, a whole
+//! large folio), then one `fdatasync`; the group commits after it have no extents to convert.
+//! Zeroing is an optimisation: when it fails the range is still allocated, and is published
+//! anyway (the failure is counted: [`Ahead::zero_error`]).
+//!
+//! The shard's own allocation (a batch crossing the limit) does not zero: it must not wait on a
+//! disk. It allocates only a [`BRIDGE`] (a few hundred ms of appends) so that little of a file is
+//! ever left unwritten: the persistence thread zeroes the segments after it. Zeroing must never
+//! overwrite a record, and the shard may publish a higher limit (and then store below it) while
+//! the persistence thread is zeroing the range: so every publication of [`SharedFile::allocated`]
+//! and every zeroing write (one page, or one chunk of `FALLOC_FL_WRITE_ZEROES`) is made under
+//! one mutex, and a zeroing write only touches bytes at or above the limit it reads under that
+//! mutex. A shard that crosses the limit during a zeroing waits for at most one such write, and
+//! the zeroing skips what the shard took. (The alternative, the shard waiting for the whole
+//! zeroing and its `fdatasync`, would stall the shard's turn behind the disk.)
 
 #[cfg(test)]
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Allocation step ahead of the logical end.
 pub const SEGMENT: u64 = 8 << 20;
+/// What the shard allocates itself when a batch crosses the allocated limit (left unwritten: the
+/// persistence thread zeroes the segments above it).
+pub const BRIDGE: u64 = 256 << 10;
+/// `FALLOC_FL_WRITE_ZEROES` (Linux 6.17): zeroes a range on the device and leaves its extents
+/// written, without the page cache.
+const FALLOC_FL_WRITE_ZEROES: libc::c_int = 0x80;
+/// Bytes zeroed per `FALLOC_FL_WRITE_ZEROES` call (the most a shard can wait behind one).
+const WRITE_ZEROES_CHUNK: u64 = 1 << 20;
+/// Set once `FALLOC_FL_WRITE_ZEROES` was refused as unknown or unsupported: not tried again.
+static NO_WRITE_ZEROES: AtomicBool = AtomicBool::new(false);
 /// Smallest address-space reservation of a mapping (grown by doubling, with `mremap`).
 const MIN_RESERVATION: u64 = 64 << 20;
 const PAGE: u64 = 4096;
@@ -37,6 +72,34 @@ pub(super) struct SharedFile {
     allocated: AtomicU64,
     /// Allocation the shard asks the persistence thread for (0: none).
     wanted: AtomicU64,
+    /// Held to publish `allocated` and for each zeroing write (see the module doc).
+    extending: Mutex<()>,
+    /// Tests: called between zeroing writes with the offset zeroed up to (no lock held).
+    #[cfg(test)]
+    pub(super) zero_hook: Mutex<Option<ZeroHook>>,
+    /// Tests: an errno every zeroing write returns instead of writing (0: none).
+    #[cfg(test)]
+    pub(super) zero_fail: std::sync::atomic::AtomicI32,
+}
+
+/// Tests: what [`SharedFile::zero`] calls between its writes.
+#[cfg(test)]
+pub(super) struct ZeroHook(pub(super) Box<dyn FnMut(u64) + Send>);
+
+#[cfg(test)]
+impl std::fmt::Debug for ZeroHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ZeroHook")
+    }
+}
+
+/// What one [`SharedFile::extend_ahead`] did.
+#[derive(Debug, Default)]
+pub(super) struct Ahead {
+    /// Bytes made written (zeros) before publishing.
+    pub(super) zeroed: u64,
+    /// Zeroing failed part-way (the range was published anyway: it is allocated).
+    pub(super) zero_error: Option<io::Error>,
 }
 
 impl SharedFile {
@@ -46,35 +109,133 @@ impl SharedFile {
             file,
             allocated: AtomicU64::new(len),
             wanted: AtomicU64::new(0),
+            extending: Mutex::new(()),
+            #[cfg(test)]
+            zero_hook: Mutex::new(None),
+            #[cfg(test)]
+            zero_fail: std::sync::atomic::AtomicI32::new(0),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.extending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes `..to` the published limit (never lowers it); the caller holds `extending`.
+    fn publish(&self, _held: &MutexGuard<'_, ()>, to: u64) {
+        self.allocated.fetch_max(to, Ordering::AcqRel);
+    }
+
+    /// The published limit.
+    #[cfg(test)]
+    pub(super) fn published(&self) -> u64 {
+        self.allocated.load(Ordering::Acquire)
+    }
+
+    /// Unmapped, the journal is about to `pwrite` `..end`: publishes it first, so that a zeroing
+    /// of space allocated ahead (asked for while the journal was mapped) never writes over it.
+    pub(super) fn claim(&self, end: u64) {
+        self.publish(&self.lock(), end);
     }
 
     /// The file holds at most `len` bytes (it was cut back): nothing beyond counts as allocated.
     pub(super) fn allocated_at_most(&self, len: u64) {
+        let _held = self.lock();
         self.allocated.fetch_min(len, Ordering::AcqRel);
     }
 
-    /// On the persistence thread: allocates up to what the shard asked for, if it asked. Returns
-    /// whether it allocated. A refusal only drops the request: the shard allocates itself when it
-    /// reaches the limit, and that refusal is the one reported (it fails a batch).
-    pub(super) fn extend_ahead(&self) -> io::Result<bool> {
+    /// On the persistence thread: allocates up to what the shard asked for, if it asked, makes
+    /// the new range's blocks written (zeros, then one `fdatasync`) and publishes it. A refused
+    /// allocation only drops the request: the shard allocates itself when it reaches the limit,
+    /// and that refusal is the one reported (it fails a batch). The error is a failed
+    /// `fdatasync`, which is the journal's (it may have dropped the shard's dirty pages too); the
+    /// range is published before it is returned. `zero: false` publishes the range as
+    /// `fallocate` left it (unwritten; for measurements).
+    pub(super) fn extend_ahead(&self, zero: bool) -> io::Result<Ahead> {
         let wanted = self.wanted.load(Ordering::Acquire);
         let have = self.allocated.load(Ordering::Acquire);
         if wanted <= have {
-            return Ok(false);
+            return Ok(Ahead::default());
         }
-        match fallocate(&self.file, have, wanted) {
-            Ok(()) => {
-                self.allocated.fetch_max(wanted, Ordering::AcqRel);
-                Ok(true)
+        if fallocate(&self.file, 0, have, wanted).is_err() {
+            let _ = self
+                .wanted
+                .compare_exchange(wanted, 0, Ordering::AcqRel, Ordering::Relaxed);
+            return Ok(Ahead::default());
+        }
+        let mut ahead = Ahead::default();
+        let mut synced = Ok(());
+        if zero {
+            match self.zero(have, wanted) {
+                Ok(n) => ahead.zeroed = n,
+                Err((n, e)) => {
+                    ahead.zeroed = n;
+                    ahead.zero_error = Some(e);
+                }
             }
-            Err(e) => {
-                let _ =
-                    self.wanted
-                        .compare_exchange(wanted, 0, Ordering::AcqRel, Ordering::Relaxed);
+            if ahead.zeroed > 0 {
+                synced = self.file.sync_data();
+            }
+        }
+        self.publish(&self.lock(), wanted);
+        synced.map(|()| ahead)
+    }
+
+    /// Writes zeros over `from..to` (allocated, not yet published), skipping whatever lies below
+    /// the published limit when each write is made. Returns the bytes zeroed, and on failure
+    /// also the error.
+    fn zero(&self, from: u64, to: u64) -> Result<u64, (u64, io::Error)> {
+        const ZEROS: [u8; PAGE as usize] = [0; PAGE as usize];
+        let mut zeroed = 0;
+        let mut at = from;
+        loop {
+            let held = self.lock();
+            // The shard may have published a limit above `at` since: it may store below it.
+            let start = at.max(self.allocated.load(Ordering::Acquire));
+            if start >= to {
+                break;
+            }
+            // `FALLOC_FL_WRITE_ZEROES` only from a page boundary: a partial page (records below
+            // it) is written through the page cache, not invalidated.
+            let fast = !NO_WRITE_ZEROES.load(Ordering::Relaxed) && start % PAGE == 0;
+            let end = round_up(start + 1, if fast { WRITE_ZEROES_CHUNK } else { PAGE }).min(to);
+            #[cfg(test)]
+            if let errno @ 1.. = self.zero_fail.load(Ordering::Relaxed) {
+                return Err((zeroed, io::Error::from_raw_os_error(errno)));
+            }
+            let done = if fast {
+                fallocate(&self.file, FALLOC_FL_WRITE_ZEROES, start, end)
+            } else {
+                self.file
+                    .write_all_at(&ZEROS[..(end - start) as usize], start)
+            };
+            drop(held);
+            match done {
+                Ok(()) => zeroed += end - start,
                 Err(e)
+                    if fast
+                        && matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) =>
+                {
+                    // Not here: this stretch again, and every later one, with pwrite.
+                    NO_WRITE_ZEROES.store(true, Ordering::Relaxed);
+                    continue;
+                }
+                Err(e) => return Err((zeroed, e)),
+            }
+            at = end;
+            #[cfg(test)]
+            if let Some(hook) = self
+                .zero_hook
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+            {
+                (hook.0)(at);
             }
         }
+        Ok(zeroed)
     }
 }
 
@@ -87,7 +248,7 @@ pub(super) fn unsupported(e: &io::Error) -> bool {
     )
 }
 
-fn fallocate(file: &File, from: u64, to: u64) -> io::Result<()> {
+fn fallocate(file: &File, mode: libc::c_int, from: u64, to: u64) -> io::Result<()> {
     let (Ok(offset), Ok(len)) = (
         libc::off_t::try_from(from),
         libc::off_t::try_from(to - from),
@@ -96,7 +257,7 @@ fn fallocate(file: &File, from: u64, to: u64) -> io::Result<()> {
     };
     loop {
         // SAFETY: plain syscall on an open descriptor.
-        if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
+        if unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) } == 0 {
             return Ok(());
         }
         let e = io::Error::last_os_error();
@@ -205,25 +366,30 @@ impl Mapping {
         }
     }
 
-    /// Makes `..end` writable: allocates (a segment; just the pages needed when the file system
-    /// cannot give a segment) and grows the mapping.
+    /// Makes `..end` writable: allocates (a [`BRIDGE`]; just the pages needed when the file
+    /// system cannot give that) and grows the mapping. It does not zero (a shard must not wait on
+    /// the disk): the persistence thread zeroes the segments above.
     fn make_room(&mut self, end: u64) -> io::Result<()> {
-        self.allocated = self
-            .allocated
-            .max(self.shared.allocated.load(Ordering::Acquire));
         if end > self.allocated {
-            let segment = round_up(end, SEGMENT);
-            let target = match self.fallocate(segment) {
-                Ok(()) => segment,
-                Err(e) if unsupported(&e) => return Err(e),
-                Err(_) => {
-                    let pages = round_up(end, PAGE);
-                    self.fallocate(pages)?;
-                    pages
-                }
-            };
-            self.allocated = target;
-            self.shared.allocated.fetch_max(target, Ordering::AcqRel);
+            // Under the mutex: a zeroing write of the persistence thread is either done before
+            // this publication or sees it and skips what it covers (module doc).
+            let shared = Arc::clone(&self.shared);
+            let held = shared.lock();
+            self.allocated = self.allocated.max(shared.allocated.load(Ordering::Acquire));
+            if end > self.allocated {
+                let bridge = round_up(end, BRIDGE);
+                let target = match self.fallocate(bridge) {
+                    Ok(()) => bridge,
+                    Err(e) if unsupported(&e) => return Err(e),
+                    Err(_) => {
+                        let pages = round_up(end, PAGE);
+                        self.fallocate(pages)?;
+                        pages
+                    }
+                };
+                self.allocated = target;
+                shared.publish(&held, target);
+            }
         }
         if end > self.len {
             let len = end.saturating_mul(2).next_power_of_two();
@@ -253,7 +419,7 @@ impl Mapping {
         if let Some(errno) = self.inject.pop_front() {
             return Err(io::Error::from_raw_os_error(errno));
         }
-        fallocate(&self.shared.file, self.allocated, to)
+        fallocate(&self.shared.file, 0, self.allocated, to)
     }
 
     /// Bytes the journal thread may write without allocating.
