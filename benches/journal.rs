@@ -71,6 +71,9 @@ impl Bench {
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(10));
                 handle.sync_if_dirty().expect("fdatasync");
+                // The allocator thread's work, here on the same thread (as in the appliance, never
+                // on the shard's).
+                handle.allocate_ahead().expect("fdatasync of the zeros");
             }
         }));
         self.stop = stop;

@@ -5,9 +5,11 @@
 //! - `kill -9` (or a panic, or the OOM killer) loses nothing whose answer left: a shard hands its
 //!   journal records to the kernel before it sends the turn's datagrams, by copying them into
 //!   its journal's shared mapping (the page cache; no syscall) or, where the file system cannot
-//!   allocate ahead, with one `pwrite(2)`. Each sync round also allocates the mapped journals a
-//!   segment ahead of the shards (`fallocate`, then zeros written over it and one `fdatasync`,
-//!   so later group commits convert no unwritten extents), so a shard rarely allocates itself.
+//!   allocate ahead, with one `pwrite(2)`. When a shard nears the end of its allocated space, the
+//!   sync round hands the allocation of the next segment to the allocator thread (`fallocate`,
+//!   then zeros written over it and one `fdatasync`, so later group commits convert no unwritten
+//!   extents; tens of milliseconds, which must not stretch the group commit), so a shard rarely
+//!   allocates itself.
 //! - Power loss or a kernel crash loses what was written since the last group commit: the
 //!   persistence thread `fdatasync`s every shard's journal every [`SYNC_INTERVAL`] (10 ms), so a
 //!   binding is durable at most 10 ms plus one `fdatasync` (typically 1–10 ms on SSDs) after its
@@ -22,7 +24,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -161,6 +163,7 @@ impl PersistStats {
 pub struct Persistence {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    allocator: Option<JoinHandle<()>>,
     stats: Arc<PersistStats>,
 }
 
@@ -174,15 +177,30 @@ impl Persistence {
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(PersistStats::default());
+        let (ahead_tx, ahead_rx) = mpsc::channel();
+        let pending: Arc<[AtomicBool]> =
+            (0..handles.len()).map(|_| AtomicBool::new(false)).collect();
+        let allocator = {
+            let (handles, stats, pending) =
+                (handles.clone(), Arc::clone(&stats), Arc::clone(&pending));
+            std::thread::Builder::new()
+                .name("sipfork-allocate".into())
+                .spawn(move || allocator_loop(&handles, &ahead_rx, &pending, &stats))?
+        };
+        let ahead = AheadRequests {
+            tx: ahead_tx,
+            pending,
+        };
         let thread = {
             let (stop, stats) = (Arc::clone(&stop), Arc::clone(&stats));
             std::thread::Builder::new()
                 .name("sipfork-persist".into())
-                .spawn(move || persistence_loop(&handles, &jobs, &control, &stop, &stats))?
+                .spawn(move || persistence_loop(&handles, &jobs, &control, &stop, &stats, ahead))?
         };
         Ok(Self {
             stop,
             thread: Some(thread),
+            allocator: Some(allocator),
             stats,
         })
     }
@@ -198,6 +216,10 @@ impl Persistence {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // The persistence thread held the last requester: the allocator ends its job and exits.
+        if let Some(t) = self.allocator.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -207,6 +229,7 @@ fn persistence_loop(
     control: &Controller<Shard>,
     stop: &AtomicBool,
     stats: &PersistStats,
+    ahead: AheadRequests,
 ) {
     let mut next_sync = Instant::now() + SYNC_INTERVAL;
     let mut jobs_open = true;
@@ -216,6 +239,7 @@ fn persistence_loop(
         let now = Instant::now();
         if now >= next_sync || stopping {
             sync_round(handles, stats, &mut fsync);
+            ask_for_space_ahead(handles, &ahead);
             next_sync = Instant::now() + SYNC_INTERVAL;
         }
         if stopping {
@@ -252,16 +276,57 @@ fn sync_round(handles: &[SyncHandle], stats: &PersistStats, fsync: &mut FsyncHis
                 }
             }
         }
-        if let Some((n, error)) = handle.take_zeroing_failures() {
-            if stats.zeroing_failures.fetch_add(n, Ordering::Relaxed) == 0 {
-                tracing::warn!(shard = i, %error, "zeroing journal space allocated ahead failed (it stays allocated; logged once)");
-            }
-        }
     }
     stats.sync_rounds.fetch_add(1, Ordering::Relaxed);
     stats
         .slowest_sync_us
         .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
+
+/// The persistence thread's line to the allocator thread (dropped with it, which ends the
+/// allocator).
+struct AheadRequests {
+    tx: Sender<usize>,
+    /// One per handle: asked for and not yet done (at most one request per journal in flight).
+    pending: Arc<[AtomicBool]>,
+}
+
+/// After a sync round: each journal whose shard asked for space ahead (two atomic loads per
+/// journal) goes to the allocator thread, once.
+fn ask_for_space_ahead(handles: &[SyncHandle], ahead: &AheadRequests) {
+    for (i, handle) in handles.iter().enumerate() {
+        if handle.wants_space_ahead() && !ahead.pending[i].swap(true, Ordering::AcqRel) {
+            let _ = ahead.tx.send(i);
+        }
+    }
+}
+
+/// The allocator thread: allocates and zeroes the segments ahead that the sync rounds ask for
+/// (`SyncHandle::allocate_ahead`), so that the group commit never waits behind a zeroing. It
+/// sleeps on its channel; it ends when the persistence thread has stopped (only it sends).
+fn allocator_loop(
+    handles: &[SyncHandle],
+    requests: &Receiver<usize>,
+    pending: &[AtomicBool],
+    stats: &PersistStats,
+) {
+    while let Ok(i) = requests.recv() {
+        let handle = &handles[i];
+        if let Err(e) = handle.allocate_ahead() {
+            // The zeros' fdatasync failed: the journal is unhealthy until rewritten, as after a
+            // failed group commit.
+            let n = stats.sync_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::error!(shard = i, error = %e, count = n, "journal fdatasync failed");
+            }
+        }
+        if let Some((n, error)) = handle.take_zeroing_failures() {
+            if stats.zeroing_failures.fetch_add(n, Ordering::Relaxed) == 0 {
+                tracing::warn!(shard = i, %error, "zeroing journal space allocated ahead failed (it stays allocated; logged once)");
+            }
+        }
+        pending[i].store(false, Ordering::Release);
+    }
 }
 
 /// Runs one compaction job on its own thread (it reads and writes a whole journal, which must not

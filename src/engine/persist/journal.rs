@@ -199,37 +199,13 @@ impl SyncHandle {
     /// after a background compaction's rename); returns whether it synced. Writes racing with the
     /// sync set the flag again and are covered by the next call. A failed sync is not retried:
     /// it marks the journal unhealthy ([`Journal::problem`]) until the shard rewrote it.
-    ///
-    /// It also allocates the mapped file ahead of the shard when the shard asked for it, and
-    /// makes that range written (zeros and one more `fdatasync`, see `mapped.rs`) before the
-    /// shard may store into it; a refused allocation is not an error here: the shard allocates
-    /// itself when it needs the space, and reports that refusal. A failed zeroing is not one
-    /// either (the range is allocated): it is counted ([`Self::take_zeroing_failures`]).
     pub fn sync_if_dirty(&self) -> io::Result<bool> {
         let dir_dirty = self.shared.dir_dirty.swap(false, Ordering::AcqRel);
         let dirty = self.shared.dirty.swap(false, Ordering::AcqRel);
-        let file = self.shared.current();
         if dirty {
             // Pages stored through the shared mapping are the file's page cache: fdatasync
             // writes them back like pages written with write(2).
-            if let Err(e) = file.file.sync_data() {
-                self.shared.fail("journal fdatasync", &e);
-                return Err(e);
-            }
-        }
-        match file.extend_ahead(self.shared.zero_ahead.load(Ordering::Relaxed)) {
-            Ok(ahead) => {
-                if let Some(e) = ahead.zero_error {
-                    let mut failures = self
-                        .shared
-                        .zero_failures
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    failures.0 += 1;
-                    failures.1.get_or_insert_with(|| e.to_string());
-                }
-            }
-            Err(e) => {
+            if let Err(e) = self.shared.current().file.sync_data() {
                 self.shared.fail("journal fdatasync", &e);
                 return Err(e);
             }
@@ -242,6 +218,45 @@ impl SyncHandle {
             }
         }
         Ok(dirty || dir_dirty)
+    }
+
+    /// Whether the shard asked for space ahead that is not allocated yet (two atomic loads: the
+    /// group commit asks every round, and hands the work to [`Self::allocate_ahead`] elsewhere).
+    pub fn wants_space_ahead(&self) -> bool {
+        self.shared.current().wants_extension()
+    }
+
+    /// Allocates the mapped file ahead of the shard when the shard asked for it, and makes that
+    /// range written (zeros and one `fdatasync`, see `mapped.rs`) before the shard may store into
+    /// it; returns whether it allocated. Off the group commit's thread: zeroing a segment takes
+    /// tens of milliseconds, which would stretch the group commit's 10 ms. A refused allocation
+    /// is not an error here (the shard allocates itself when it needs the space, and reports
+    /// that refusal), nor is a failed zeroing (the range is allocated; it is counted:
+    /// [`Self::take_zeroing_failures`]). A failed `fdatasync` is the journal's, as in
+    /// [`Self::sync_if_dirty`] (it may have dropped the shard's dirty pages too).
+    pub fn allocate_ahead(&self) -> io::Result<bool> {
+        match self
+            .shared
+            .current()
+            .extend_ahead(self.shared.zero_ahead.load(Ordering::Relaxed))
+        {
+            Ok(ahead) => {
+                if let Some(e) = ahead.zero_error {
+                    let mut failures = self
+                        .shared
+                        .zero_failures
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    failures.0 += 1;
+                    failures.1.get_or_insert_with(|| e.to_string());
+                }
+                Ok(ahead.allocated)
+            }
+            Err(e) => {
+                self.shared.fail("journal fdatasync", &e);
+                Err(e)
+            }
+        }
     }
 }
 

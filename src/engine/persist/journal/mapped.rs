@@ -6,6 +6,7 @@
 //! no syscall. A store into a mapped page past the file's end, or into a page the file system
 //! cannot back (a hole on a full disk), raises SIGBUS, so the mapping is only ever written below
 //! [`SharedFile::allocated`]: bytes `fallocate` has returned success for. The persistence thread
+//! (through its allocator thread, `app/persist.rs`, so that zeroing never delays a group commit)
 //! keeps that limit one to two [`SEGMENT`]s ahead of the logical end
 //! ([`SharedFile::extend_ahead`], asked for by the shard through [`SharedFile::wanted`]); when a
 //! batch would cross it anyway, the shard allocates itself before copying (a [`BRIDGE`], or just
@@ -96,6 +97,8 @@ impl std::fmt::Debug for ZeroHook {
 /// What one [`SharedFile::extend_ahead`] did.
 #[derive(Debug, Default)]
 pub(super) struct Ahead {
+    /// A range was allocated and published.
+    pub(super) allocated: bool,
     /// Bytes made written (zeros) before publishing.
     pub(super) zeroed: u64,
     /// Zeroing failed part-way (the range was published anyway: it is allocated).
@@ -146,10 +149,16 @@ impl SharedFile {
         self.allocated.fetch_min(len, Ordering::AcqRel);
     }
 
-    /// On the persistence thread: allocates up to what the shard asked for, if it asked, makes
-    /// the new range's blocks written (zeros, then one `fdatasync`) and publishes it. A refused
-    /// allocation only drops the request: the shard allocates itself when it reaches the limit,
-    /// and that refusal is the one reported (it fails a batch). The error is a failed
+    /// Whether the shard asked for more than is allocated.
+    pub(super) fn wants_extension(&self) -> bool {
+        self.wanted.load(Ordering::Acquire) > self.allocated.load(Ordering::Acquire)
+    }
+
+    /// Off the shard (the persistence thread's allocator thread): allocates up to what the shard
+    /// asked for, if it asked, makes the new range's blocks written (zeros, then one
+    /// `fdatasync`) and publishes it. A refused allocation only drops the request: the shard
+    /// allocates itself when it reaches the limit, and that refusal is the one reported (it
+    /// fails a batch). The error is a failed
     /// `fdatasync`, which is the journal's (it may have dropped the shard's dirty pages too); the
     /// range is published before it is returned. `zero: false` publishes the range as
     /// `fallocate` left it (unwritten; for measurements).
@@ -180,6 +189,7 @@ impl SharedFile {
             }
         }
         self.publish(&self.lock(), wanted);
+        ahead.allocated = true;
         synced.map(|()| ahead)
     }
 

@@ -980,11 +980,11 @@ fn without_fallocate_the_journal_falls_back_to_pwrite() {
     assert_eq!(sorted(live), BTreeMap::from([kv("1002", "b")]));
 }
 
-/// The persistence thread's round allocates the next segment before the shard reaches it, so
+/// The allocator (asked by the persistence thread's round) allocates the next segment before the shard reaches it, so
 /// the shard never allocates on its path: here every allocation the shard itself would make is
 /// refused, and crossing into the second segment still succeeds.
 #[test]
-fn the_sync_round_allocates_ahead_of_the_shard() {
+fn the_allocator_allocates_ahead_of_the_shard() {
     let dir = TempDir::new("ahead");
     let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
     j.set_compaction_min_bytes(u64::MAX);
@@ -998,6 +998,7 @@ fn the_sync_round_allocates_ahead_of_the_shard() {
         n += 1;
     }
     handle.sync_if_dirty().unwrap();
+    assert!(handle.allocate_ahead().unwrap());
     assert_eq!(fs::metadata(j.path()).unwrap().len(), 2 * SEGMENT);
     j.map.as_mut().unwrap().inject.extend([libc::ENOSPC; 8]);
     while j.file_len() < SEGMENT + 4096 {
@@ -1205,13 +1206,13 @@ fn bridged(label: &str) -> (TempDir, Journal, SyncHandle, usize, Model) {
     (dir, j, handle, n, model)
 }
 
-/// The sync round allocates two segments ahead and makes them written (zeros, synced) before it
+/// The allocator (after a sync round asked it) allocates two segments ahead and makes them written (zeros, synced) before it
 /// publishes them: FIEMAP shows no unwritten extent above the bridge the shard allocated itself
 /// (which stays unwritten past what was stored, as does the same range when zeroing is off: the
 /// check sees the difference). Records stored before and after the extension survive a reopen,
 /// and the zeroed range is the end of the log, not damage.
 #[test]
-fn the_sync_round_zeroes_what_it_allocates_ahead_and_records_around_it_survive() {
+fn the_allocator_zeroes_what_it_allocates_ahead_and_records_around_it_survive() {
     let dir = TempDir::new("zero-ahead");
     let mut unwritten_above_bridge = Vec::new();
     for zero in [true, false] {
@@ -1224,6 +1225,7 @@ fn the_sync_round_zeroes_what_it_allocates_ahead_and_records_around_it_survive()
         append_until(&mut j, 20_000, &mut n, &mut model);
         assert_eq!(fs::metadata(j.path()).unwrap().len(), BRIDGE);
         assert!(handle.sync_if_dirty().unwrap());
+        assert!(handle.allocate_ahead().unwrap());
         assert_eq!(fs::metadata(j.path()).unwrap().len(), 2 * SEGMENT);
         assert_eq!(j.sync.current().published(), 2 * SEGMENT);
         assert_eq!(handle.take_zeroing_failures(), None);
@@ -1258,7 +1260,7 @@ fn the_sync_round_zeroes_what_it_allocates_ahead_and_records_around_it_survive()
     }
 }
 
-/// The race the mutex prevents: the sync round is zeroing the range it allocated (not yet
+/// The race the mutex prevents: the allocator is zeroing the range it allocated (not yet
 /// published) when the shard's batch crosses the allocated limit, allocates itself and stores
 /// records there. Driven deterministically: the zeroing stops after its first write (a test
 /// hook, no lock held) while the shard writes a batch reaching well past that point; then the
@@ -1279,7 +1281,7 @@ fn a_batch_crossing_the_limit_during_the_zeroing_is_never_zeroed() {
             go_rx.recv().unwrap();
         }
     })));
-    let round = std::thread::spawn(move || handle.sync_if_dirty());
+    let round = std::thread::spawn(move || handle.allocate_ahead());
     let zeroed_to = at_rx.recv().unwrap();
     assert!(zeroed_to > BRIDGE && zeroed_to < 2 * SEGMENT);
     assert_eq!(shared.published(), BRIDGE, "not yet published");
@@ -1318,6 +1320,7 @@ fn a_failed_zeroing_still_publishes_the_allocated_range() {
         .zero_fail
         .store(libc::EIO, Ordering::Relaxed);
     assert!(handle.sync_if_dirty().unwrap());
+    assert!(handle.allocate_ahead().unwrap());
     assert_eq!(j.sync.current().published(), 2 * SEGMENT);
     let (count, error) = handle.take_zeroing_failures().unwrap();
     assert_eq!(count, 1);
@@ -1334,13 +1337,14 @@ fn a_failed_zeroing_still_publishes_the_allocated_range() {
 
 /// Appends with `pwrite(2)` (the journal unmapped after it asked for space ahead) go past the
 /// published limit without the mapping's allocation: they claim their bytes first, so the sync
-/// round's zeroing of the space it allocates skips them.
+/// allocator's zeroing of the space it allocates skips them.
 #[test]
 fn pwrite_appends_past_the_limit_are_never_zeroed() {
     let (dir, mut j, handle, mut n, mut model) = bridged("zero-pwrite");
     j.set_mapped(false).unwrap();
     append_until(&mut j, BRIDGE + 64 * 1024, &mut n, &mut model);
     assert!(handle.sync_if_dirty().unwrap());
+    assert!(handle.allocate_ahead().unwrap());
     assert_eq!(j.sync.current().published(), 2 * SEGMENT);
     drop(j);
     assert_reopens_clean(&dir.0, "s", &model);
