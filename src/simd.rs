@@ -61,7 +61,7 @@ impl Kernel {
 
     /// `(line ends, colons)` of one 64-octet block: bit `i` is set when octet `i` is CR or LF,
     /// respectively `:`.
-    #[cfg(test)]
+    #[inline]
     pub(crate) fn masks(self, block: &[u8; BLOCK]) -> (u64, u64) {
         match self {
             Kernel::Scalar => scalar(block),

@@ -27,7 +27,7 @@ use super::error::ParseError;
 use super::header::{Entry, Header, HeaderName};
 use super::method::Method;
 use super::scan::{is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32};
-use super::structural::{Cursor, Found, CHUNK};
+use super::structural::{Cursor, Found, AHEAD_BLOCKS};
 use super::uri::Uri;
 use crate::simd::Kernel;
 
@@ -151,8 +151,8 @@ fn build<'b>(
     if b.len() > usize::from(u16::MAX) {
         return Err(ParseError::MessageTooLarge);
     }
-    let mut chunk = [(0, 0); CHUNK];
-    let mut cursor = Cursor::new(b, kernel, &mut chunk);
+    let mut ahead = [(0, 0); AHEAD_BLOCKS];
+    let mut cursor = Cursor::new(b, kernel, &mut ahead);
     let line_end = match cursor.line_end(0) {
         Some(e) if b.get(e) == Some(&b'\r') && b.get(e + 1) == Some(&b'\n') => e,
         Some(e) if e + 1 < b.len() || b.get(e) == Some(&b'\n') => {
@@ -228,13 +228,6 @@ fn index_rows(
 }
 
 /// The row walk of [`index_rows`]; `count` is the number of rows stored in `msg.rows`.
-///
-/// Runs of common rows (`Name: value` + CRLF, see [`common_rows`]) are indexed in two tight
-/// loops, bounds first and names after; the first row that is not common (the empty line
-/// included) goes through [`general_row`], which checks everything in the order the errors are
-/// reported. The common rows can only fail their name check or Content-Length, which
-/// [`name_rows`] checks in row order before the general row is looked at, so the first error
-/// is the one a row-by-row walk reports.
 #[inline(always)]
 fn walk_rows(
     b: &[u8],
@@ -244,33 +237,107 @@ fn walk_rows(
     count: &mut usize,
 ) -> Result<usize, (ParseError, usize)> {
     loop {
-        let from = *count;
-        pos = common_rows(b, pos, &mut msg.rows, cursor, count);
-        if let Err((e, j)) = name_rows(b, msg, from, *count) {
-            *count = j;
-            let start = msg.rows.get(j).map_or(pos, |r| usize::from(r.start));
-            return Err((e, start));
+        let row_start = pos;
+        let fail = |e: ParseError| Err((e, row_start));
+        let Some(&c0) = b.get(pos) else {
+            return fail(ParseError::UnterminatedHeaders);
+        };
+        if c0 == b'\r' {
+            return match b.get(pos + 1) {
+                Some(b'\n') => Ok(pos),
+                None => fail(ParseError::UnterminatedHeaders),
+                Some(_) => fail(ParseError::BadLineEnd),
+            };
         }
-        // The common walk may have read past this row's block before it gave up on it.
-        cursor.rewind(pos);
-        match general_row(b, pos, msg, cursor, count)? {
-            Row::End(header_end) => return Ok(header_end),
-            Row::Next(next) => pos = next,
+        if !is_token(c0) {
+            // A row starts with a name; a leading SP/HTAB here would continue no row.
+            return fail(if c0 == b'\n' {
+                ParseError::BadLineEnd
+            } else {
+                ParseError::BadHeaderName
+            });
         }
+        // The first physical line holds the name and the colon (HCOLON allows no fold): the
+        // first structural octet of the row is its colon, else the row has none. The line end
+        // after the colon is the next line-end bit: the reader stays in the masks' block.
+        cursor.seek(pos);
+        let colon = match cursor.next_structural() {
+            Some(Found::Colon(colon)) => colon,
+            Some(Found::LineEnd(eol)) => {
+                return fail(crlf_at(b, eol).err().unwrap_or(ParseError::MissingColon))
+            }
+            None => return fail(ParseError::UnterminatedHeaders),
+        };
+        let Some(mut eol) = cursor.next_line_end() else {
+            return fail(ParseError::UnterminatedHeaders);
+        };
+        // Nearly every row is `Name: value` + CRLF with no fold and no other whitespace around
+        // the name or the value: two slice reads check that. Any other row takes the general
+        // path, which checks the same things in the order the errors are reported.
+        let common = is_common(b, colon, eol);
+        // The lib's tests (random datagrams among them) hold the fast path to the general one.
+        #[cfg(test)]
+        if common {
+            assert_eq!(general_name(b, pos, colon, eol), Ok(colon - pos));
+            // No fold follows a common row, so the general path does not move the cursor.
+            assert_eq!(general_value(b, colon, eol), Ok((colon + 2, eol, eol)));
+        }
+        let name_len = if common {
+            colon - pos
+        } else {
+            match general_name(b, pos, colon, eol) {
+                Ok(name_len) => name_len,
+                Err(e) => return fail(e),
+            }
+        };
+        let name = HeaderName::classify(b.get(pos..).unwrap_or(&[]), name_len);
+        // A known name matched case-folded words, which only token octets can do (see
+        // `HeaderName::classify`); any other name is checked octet by octet.
+        if name == HeaderName::Other {
+            if let Err(e) = check_other_name(b.get(pos..pos + name_len).unwrap_or(&[])) {
+                return fail(e);
+            }
+        }
+        let (vs, ve) = if common {
+            (colon + 2, eol)
+        } else {
+            match general_value(b, colon, eol) {
+                Ok((vs, ve, row_eol)) => {
+                    eol = row_eol;
+                    (vs, ve)
+                }
+                Err(e) => return fail(e),
+            }
+        };
+        if name == HeaderName::ContentLength {
+            if let Err(e) = content_length(b.get(vs..ve).unwrap_or(&[]), &mut msg.content_length) {
+                return fail(e);
+            }
+        }
+        let idx = *count;
+        let Some(slot) = msg.rows.get_mut(idx) else {
+            return fail(ParseError::TooManyHeaders);
+        };
+        *slot = Entry {
+            start: row_start as u16,
+            value_start: vs as u16,
+            value_end: ve as u16,
+            name_len: name_len.min(255) as u8,
+            name,
+        };
+        if let Some(first) = msg.first.get_mut(name.index()) {
+            if *first == NO_ROW {
+                *first = idx as u8;
+            }
+        }
+        *count = idx + 1;
+        pos = eol + 2;
     }
-}
-
-/// Where [`general_row`] leaves the walk.
-enum Row {
-    /// The empty line is at this offset.
-    End(usize),
-    /// The next row starts at this offset.
-    Next(usize),
 }
 
 /// Is the row with its colon at `colon` and its first line end at `eol` a common row: one SP
 /// after the colon, no whitespace before the colon or at the value's ends, CRLF, and no fold
-/// after it? (Two 4-octet words, `[p, ':', SP, v]` and `[p, CR, LF, n]`.)
+/// after it? Two 4-octet words: `[p, ':', SP, v]` and `[p, CR, LF, n]`.
 #[inline(always)]
 fn is_common(b: &[u8], colon: usize, eol: usize) -> bool {
     let word = |at: usize| -> Option<u32> {
@@ -290,199 +357,6 @@ fn is_common(b: &[u8], colon: usize, eol: usize) -> bool {
         && !is_lws(value_first)
         && !is_lws(value_last)
         && !is_wsp(next)
-}
-
-/// Stores the bounds of the common rows from `pos` on (name not yet classified); returns the
-/// offset of the first row that is not common, or that no longer fits the index.
-#[inline(always)]
-fn common_rows(
-    b: &[u8],
-    mut pos: usize,
-    rows: &mut [Entry; MAX_ROWS],
-    cursor: &mut Cursor<'_>,
-    count: &mut usize,
-) -> usize {
-    let mut n = *count;
-    while let Some(slot) = rows.get_mut(n) {
-        // A name starts with a token octet (the empty line's CR is none).
-        if !b.get(pos).is_some_and(|&c| is_token(c)) {
-            break;
-        }
-        cursor.seek(pos);
-        let Some(Found::Colon(colon)) = cursor.next_structural() else {
-            break;
-        };
-        let Some(eol) = cursor.next_line_end() else {
-            break;
-        };
-        if !is_common(b, colon, eol) {
-            break;
-        }
-        // The lib's tests (random datagrams among them) hold the common rows to the general
-        // path.
-        #[cfg(test)]
-        {
-            assert_eq!(general_name(b, pos, colon, eol), Ok(colon - pos));
-            assert_eq!(general_value(b, colon, eol), Ok((colon + 2, eol, eol)));
-        }
-        *slot = Entry {
-            start: pos as u16,
-            value_start: (colon + 2) as u16,
-            value_end: eol as u16,
-            name_len: (colon - pos).min(255) as u8,
-            name: HeaderName::Other,
-        };
-        n += 1;
-        pos = eol + 2;
-    }
-    *count = n;
-    pos
-}
-
-/// Classifies the names of the common rows `from..to` that [`common_rows`] stored, checks the
-/// names that are no known one, and reads Content-Length; the first failure with its row index.
-#[inline(always)]
-fn name_rows(
-    b: &[u8],
-    msg: &mut Message<'_>,
-    from: usize,
-    to: usize,
-) -> Result<(), (ParseError, usize)> {
-    for j in from..to {
-        let Some(row) = msg.rows.get_mut(j) else {
-            break;
-        };
-        let start = usize::from(row.start);
-        // A common row's name ends two octets before its value.
-        let name_len = usize::from(row.value_start) - 2 - start;
-        let name = HeaderName::classify(b.get(start..).unwrap_or(&[]), name_len);
-        if name == HeaderName::Other {
-            check_other_name(b.get(start..start + name_len).unwrap_or(&[])).map_err(|e| (e, j))?;
-        }
-        row.name = name;
-        if name == HeaderName::ContentLength {
-            let value = b
-                .get(usize::from(row.value_start)..usize::from(row.value_end))
-                .unwrap_or(&[]);
-            content_length(value, &mut msg.content_length).map_err(|e| (e, j))?;
-        }
-        if let Some(first) = msg.first.get_mut(name.index()) {
-            if *first == NO_ROW {
-                *first = j as u8;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One row at `pos` by the general path: every shape, every error, in the order they are
-/// reported; a common row is stored too.
-#[inline(never)]
-fn general_row(
-    b: &[u8],
-    pos: usize,
-    msg: &mut Message<'_>,
-    cursor: &mut Cursor<'_>,
-    count: &mut usize,
-) -> Result<Row, (ParseError, usize)> {
-    let row_start = pos;
-    let fail = |e: ParseError| Err((e, row_start));
-    let Some(&c0) = b.get(pos) else {
-        return fail(ParseError::UnterminatedHeaders);
-    };
-    if c0 == b'\r' {
-        return match b.get(pos + 1) {
-            Some(b'\n') => Ok(Row::End(pos)),
-            None => fail(ParseError::UnterminatedHeaders),
-            Some(_) => fail(ParseError::BadLineEnd),
-        };
-    }
-    if !is_token(c0) {
-        // A row starts with a name; a leading SP/HTAB here would continue no row.
-        return fail(if c0 == b'\n' {
-            ParseError::BadLineEnd
-        } else {
-            ParseError::BadHeaderName
-        });
-    }
-    // The first physical line holds the name and the colon (HCOLON allows no fold): the
-    // first structural octet of the row is its colon, else the row has none. The line end
-    // after the colon is the next line-end bit: the reader stays in the masks' block.
-    cursor.seek(pos);
-    let colon = match cursor.next_structural() {
-        Some(Found::Colon(colon)) => colon,
-        Some(Found::LineEnd(eol)) => {
-            return fail(crlf_at(b, eol).err().unwrap_or(ParseError::MissingColon))
-        }
-        None => return fail(ParseError::UnterminatedHeaders),
-    };
-    let Some(mut eol) = cursor.next_line_end() else {
-        return fail(ParseError::UnterminatedHeaders);
-    };
-    // Nearly every row is `Name: value` + CRLF with no fold and no other whitespace around
-    // the name or the value: two slice reads check that. Any other row takes the general
-    // path, which checks the same things in the order the errors are reported.
-    let common = matches!(b.get(colon - 1..colon + 3),
-            Some(&[p, b':', b' ', v]) if !is_wsp(p) && !is_lws(v))
-        && matches!(b.get(eol - 1..eol + 3),
-            Some(&[p, b'\r', b'\n', n]) if !is_lws(p) && !is_wsp(n));
-    // The lib's tests (random datagrams among them) hold the fast path to the general one.
-    #[cfg(test)]
-    if common {
-        assert_eq!(general_name(b, pos, colon, eol), Ok(colon - pos));
-        // No fold follows a common row, so the general path does not move the cursor.
-        assert_eq!(general_value(b, colon, eol), Ok((colon + 2, eol, eol)));
-    }
-    let name_len = if common {
-        colon - pos
-    } else {
-        match general_name(b, pos, colon, eol) {
-            Ok(name_len) => name_len,
-            Err(e) => return fail(e),
-        }
-    };
-    let name = HeaderName::classify(b.get(pos..).unwrap_or(&[]), name_len);
-    // A known name matched case-folded words, which only token octets can do (see
-    // `HeaderName::classify`); any other name is checked octet by octet.
-    if name == HeaderName::Other {
-        if let Err(e) = check_other_name(b.get(pos..pos + name_len).unwrap_or(&[])) {
-            return fail(e);
-        }
-    }
-    let (vs, ve) = if common {
-        (colon + 2, eol)
-    } else {
-        match general_value(b, colon, eol) {
-            Ok((vs, ve, row_eol)) => {
-                eol = row_eol;
-                (vs, ve)
-            }
-            Err(e) => return fail(e),
-        }
-    };
-    if name == HeaderName::ContentLength {
-        if let Err(e) = content_length(b.get(vs..ve).unwrap_or(&[]), &mut msg.content_length) {
-            return fail(e);
-        }
-    }
-    let idx = *count;
-    let Some(slot) = msg.rows.get_mut(idx) else {
-        return fail(ParseError::TooManyHeaders);
-    };
-    *slot = Entry {
-        start: row_start as u16,
-        value_start: vs as u16,
-        value_end: ve as u16,
-        name_len: name_len.min(255) as u8,
-        name,
-    };
-    if let Some(first) = msg.first.get_mut(name.index()) {
-        if *first == NO_ROW {
-            *first = idx as u8;
-        }
-    }
-    *count = idx + 1;
-    Ok(Row::Next(eol + 2))
 }
 
 /// The general path of a row's name (see [`walk_rows`]): checks the CRLF that ends the first
@@ -519,7 +393,7 @@ fn general_value(
 ) -> Result<(usize, usize, usize), ParseError> {
     while matches!(b.get(eol + 2), Some(b' ' | b'\t')) {
         // Folds are rare: a plain search finds their line ends, so that the row walk's cursor
-        // never leaves registers for this call.
+        // is not handed to this call (it stays in registers).
         let next = memchr2(b'\r', b'\n', b.get(eol + 3..).unwrap_or(&[]))
             .map(|n| eol + 3 + n)
             .ok_or(ParseError::UnterminatedHeaders)?;

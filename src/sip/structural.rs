@@ -4,27 +4,29 @@
 //! The row indexer (`message::index_rows`) walks these masks with a forward-only [`Cursor`]:
 //! the first structural bit from a row's start is its colon (or, if it is a CR/LF, the row has
 //! none), the next line-end bit after the colon ends the physical line, and folds and the next
-//! row continue from there. Blocks are classified [`CHUNK`] at a time (one call of the kernel)
-//! when the walk reaches them, so the body is never classified.
+//! row continue from there. The first [`AHEAD_BLOCKS`] blocks are classified up front in one
+//! call; later blocks one at a time when the walk reaches them. The body is rarely touched.
 
-use crate::simd::{Kernel, BLOCK};
+use crate::simd::{padded, Kernel, BLOCK};
 
-/// Blocks whose masks a [`Cursor`] computes in one call of the kernel: 256 octets. The header
-/// section of a typical request takes two or three such calls; the body is never classified.
-pub(crate) const CHUNK: usize = 4;
+/// Blocks whose masks a [`Cursor`] computes up front, in one call of the kernel: 2 KiB, which
+/// holds the header section of nearly every datagram. Blocks past it are classified on demand.
+pub(crate) const AHEAD_BLOCKS: usize = 32;
 
-/// The masks of [`CHUNK`] blocks that a [`Cursor`] fills; the caller holds it (on its stack,
-/// apart from the cursor, so that the cursor's own fields can live in registers).
-pub(crate) type Chunk = [(u64, u64); CHUNK];
+/// The array a [`Cursor`] fills with the masks of the first [`AHEAD_BLOCKS`] blocks. The
+/// caller holds it (on its stack), so that the cursor is small and no 512-octet array is moved.
+pub(crate) type Ahead = [(u64, u64); AHEAD_BLOCKS];
 
-/// A forward-only reader of the structural masks of `b`, computed [`CHUNK`] blocks at a time as
-/// the reader reaches them.
+/// A forward-only reader of the structural masks of `b`: the first [`AHEAD_BLOCKS`] blocks
+/// computed up front, later ones one at a time as the reader reaches them.
 pub(crate) struct Cursor<'a> {
     b: &'a [u8],
     kernel: Kernel,
-    /// The masks of blocks `base .. base + CHUNK` (zero past the end of `b`).
-    chunk: &'a mut Chunk,
-    base: usize,
+    /// The masks of the blocks computed up front.
+    ahead: &'a [(u64, u64)],
+    /// Offset of the block past `ahead` whose masks are held in `far`, or `usize::MAX`.
+    far_base: usize,
+    far: (u64, u64),
     /// The reader: the block it is in, and that block's masks with the bits before the reader
     /// cleared (what it has passed).
     k: usize,
@@ -41,25 +43,32 @@ pub(crate) enum Found {
     LineEnd(usize),
 }
 
-/// Fills `chunk` with the masks of the [`CHUNK`] blocks from offset `64 k` of `b` (zero past
-/// its end).
+/// The masks of the block at offset `base` of `b` (zero-padded past its end). The cursor's
+/// fields are passed by value, so that the cursor itself never leaves registers for this call.
 #[inline(never)]
-fn fill_chunk(b: &[u8], kernel: Kernel, k: usize, chunk: &mut Chunk) {
-    *chunk = [(0, 0); CHUNK];
-    kernel.fill(b.get(k * BLOCK..).unwrap_or(&[]), chunk);
+fn load(b: &[u8], kernel: Kernel, base: usize) -> (u64, u64) {
+    match b.get(base..base + BLOCK) {
+        Some(whole) => {
+            let block: &[u8; BLOCK] = whole.try_into().unwrap_or(&[0; BLOCK]);
+            kernel.masks(block)
+        }
+        None => kernel.masks(&padded(b.get(base..).unwrap_or(&[]))),
+    }
 }
 
 impl<'a> Cursor<'a> {
-    /// A reader at offset 0 of `b`; `chunk` holds the masks of the blocks it is reading.
-    #[inline(always)]
-    pub(crate) fn new(b: &'a [u8], kernel: Kernel, chunk: &'a mut Chunk) -> Self {
-        fill_chunk(b, kernel, 0, chunk);
-        let [(eol, colon), ..] = *chunk;
+    /// A reader at offset 0 of `b`; `ahead` is filled with the masks of its first blocks.
+    #[inline]
+    pub(crate) fn new(b: &'a [u8], kernel: Kernel, ahead: &'a mut Ahead) -> Self {
+        let filled = kernel.fill(b, ahead);
+        let ahead: &'a [(u64, u64)] = ahead.get(..filled).unwrap_or(&[]);
+        let (eol, colon) = ahead.first().copied().unwrap_or((0, 0));
         Cursor {
             b,
             kernel,
-            chunk,
-            base: 0,
+            ahead,
+            far_base: usize::MAX,
+            far: (0, 0),
             k: 0,
             eol,
             colon,
@@ -70,13 +79,15 @@ impl<'a> Cursor<'a> {
     /// structural octet.
     #[inline(always)]
     fn block(&mut self, k: usize) -> (u64, u64) {
-        if let Some(&masks) = self.chunk.get(k.wrapping_sub(self.base)) {
+        if let Some(&masks) = self.ahead.get(k) {
             return masks;
         }
-        fill_chunk(self.b, self.kernel, k, self.chunk);
-        self.base = k;
-        let [first, ..] = *self.chunk;
-        first
+        let base = k * BLOCK;
+        if base != self.far_base {
+            self.far = load(self.b, self.kernel, base);
+            self.far_base = base;
+        }
+        self.far
     }
 
     /// Moves the reader forward to `pos` (a `pos` behind it leaves it where it is).
@@ -90,17 +101,6 @@ impl<'a> Cursor<'a> {
             (self.eol, self.colon) = self.block(k);
             self.k = k;
         }
-        let keep = u64::MAX << (pos % BLOCK);
-        self.eol &= keep;
-        self.colon &= keep;
-    }
-
-    /// Moves the reader to `pos`, behind it or not.
-    #[inline(always)]
-    pub(crate) fn rewind(&mut self, pos: usize) {
-        let k = pos / BLOCK;
-        (self.eol, self.colon) = self.block(k);
-        self.k = k;
         let keep = u64::MAX << (pos % BLOCK);
         self.eol &= keep;
         self.colon &= keep;
@@ -173,8 +173,8 @@ mod tests {
     #[test]
     fn cursor_finds_what_a_plain_search_finds() {
         let b = b"Via: a:b\r\nX\r\n\r\n";
-        let mut chunk = [(0, 0); CHUNK];
-        let mut c = Cursor::new(b, Kernel::detect(), &mut chunk);
+        let mut ahead = [(0, 0); AHEAD_BLOCKS];
+        let mut c = Cursor::new(b, Kernel::detect(), &mut ahead);
         assert_eq!(c.first_structural(0), Some(Found::Colon(3)));
         assert_eq!(c.line_end(4), Some(8));
         assert_eq!(c.first_structural(10), Some(Found::LineEnd(11)));
@@ -189,8 +189,8 @@ mod tests {
             prop_oneof![Just(b'\r'), Just(b'\n'), Just(b':'), Just(b'a')], 0..3000),
             steps in proptest::collection::vec(0usize..400, 1..20)) {
             for kernel in Kernel::available() {
-                let mut chunk = [(0, 0); CHUNK];
-                let mut c = Cursor::new(&bytes, kernel, &mut chunk);
+                let mut ahead = [(0, 0); AHEAD_BLOCKS];
+                let mut c = Cursor::new(&bytes, kernel, &mut ahead);
                 // Queries never go behind the reader (the cursor's contract, and how the row
                 // walk uses it): a step lands at or after where the last line end left it.
                 let (mut from, mut reader) = (0, 0);
