@@ -24,9 +24,6 @@ pub(crate) struct Cursor<'a> {
     kernel: Kernel,
     /// The masks of the blocks computed up front.
     ahead: &'a [(u64, u64)],
-    /// Offset of the block past `ahead` whose masks are held in `far`, or `usize::MAX`.
-    far_base: usize,
-    far: (u64, u64),
     /// The reader: the block it is in, and that block's masks with the bits before the reader
     /// cleared (what it has passed).
     k: usize,
@@ -67,8 +64,6 @@ impl<'a> Cursor<'a> {
             b,
             kernel,
             ahead,
-            far_base: usize::MAX,
-            far: (0, 0),
             k: 0,
             eol,
             colon,
@@ -78,16 +73,11 @@ impl<'a> Cursor<'a> {
     /// The masks of block `k` (offset `64 k`); octets past the end read as zero, which is no
     /// structural octet.
     #[inline(always)]
-    fn block(&mut self, k: usize) -> (u64, u64) {
-        if let Some(&masks) = self.ahead.get(k) {
-            return masks;
+    fn block(&self, k: usize) -> (u64, u64) {
+        match self.ahead.get(k) {
+            Some(&masks) => masks,
+            None => load(self.b, self.kernel, k * BLOCK),
         }
-        let base = k * BLOCK;
-        if base != self.far_base {
-            self.far = load(self.b, self.kernel, base);
-            self.far_base = base;
-        }
-        self.far
     }
 
     /// Moves the reader forward to `pos` (a `pos` behind it leaves it where it is).
@@ -110,10 +100,12 @@ impl<'a> Cursor<'a> {
     #[inline(always)]
     fn advance(&mut self) -> bool {
         let k = self.k + 1;
-        if k * BLOCK >= self.b.len() {
-            return false;
-        }
-        (self.eol, self.colon) = self.block(k);
+        // A block computed up front lies inside the message; past them, check.
+        (self.eol, self.colon) = match self.ahead.get(k) {
+            Some(&masks) => masks,
+            None if k * BLOCK >= self.b.len() => return false,
+            None => load(self.b, self.kernel, k * BLOCK),
+        };
         self.k = k;
         true
     }
