@@ -545,13 +545,19 @@ fn lower_word(window: &[u8], len: usize, i: usize) -> u64 {
             u64::from_le_bytes(buf)
         }
     };
-    let keep = if n >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (8 * n)) - 1
-    };
-    (raw & keep) | 0x2020_2020_2020_2020
+    (raw & KEEP[n]) | 0x2020_2020_2020_2020
 }
+
+/// `KEEP[n]`: the low `n` octets of a word (a load instead of a shift and two selects).
+const KEEP: [u64; 9] = {
+    let mut keep = [u64::MAX; 9];
+    let mut n = 0;
+    while n < 8 {
+        keep[n] = (1u64 << (8 * n)) - 1;
+        n += 1;
+    }
+    keep
+};
 
 /// One row of the fixed-capacity index: 16-bit offsets into the message bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

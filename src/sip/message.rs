@@ -21,7 +21,7 @@
 
 use core::ops::Range;
 
-use memchr::memchr;
+use memchr::{memchr, memchr2};
 
 use super::error::ParseError;
 use super::header::{Entry, Header, HeaderName};
@@ -274,19 +274,13 @@ fn walk_rows(
         // Nearly every row is `Name: value` + CRLF with no fold and no other whitespace around
         // the name or the value: two slice reads check that. Any other row takes the general
         // path, which checks the same things in the order the errors are reported.
-        let common = matches!(b.get(colon - 1..colon + 3),
-                Some(&[p, b':', b' ', v]) if !is_wsp(p) && !is_lws(v))
-            && matches!(b.get(eol - 1..eol + 3),
-                Some(&[p, b'\r', b'\n', n]) if !is_lws(p) && !is_wsp(n));
+        let common = is_common(b, colon, eol);
         // The lib's tests (random datagrams among them) hold the fast path to the general one.
         #[cfg(test)]
         if common {
             assert_eq!(general_name(b, pos, colon, eol), Ok(colon - pos));
             // No fold follows a common row, so the general path does not move the cursor.
-            assert_eq!(
-                general_value(b, colon, eol, cursor),
-                Ok((colon + 2, eol, eol))
-            );
+            assert_eq!(general_value(b, colon, eol), Ok((colon + 2, eol, eol)));
         }
         let name_len = if common {
             colon - pos
@@ -307,7 +301,7 @@ fn walk_rows(
         let (vs, ve) = if common {
             (colon + 2, eol)
         } else {
-            match general_value(b, colon, eol, cursor) {
+            match general_value(b, colon, eol) {
                 Ok((vs, ve, row_eol)) => {
                     eol = row_eol;
                     (vs, ve)
@@ -341,6 +335,30 @@ fn walk_rows(
     }
 }
 
+/// Is the row with its colon at `colon` and its first line end at `eol` a common row: one SP
+/// after the colon, no whitespace before the colon or at the value's ends, CRLF, and no fold
+/// after it? Two 4-octet words: `[p, ':', SP, v]` and `[p, CR, LF, n]`.
+#[inline(always)]
+fn is_common(b: &[u8], colon: usize, eol: usize) -> bool {
+    let word = |at: usize| -> Option<u32> {
+        let w: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(u32::from_le_bytes(w))
+    };
+    let (Some(around_colon), Some(around_eol)) =
+        (word(colon.wrapping_sub(1)), word(eol.wrapping_sub(1)))
+    else {
+        return false;
+    };
+    let [before_colon, _, _, value_first] = around_colon.to_le_bytes();
+    let [value_last, _, _, next] = around_eol.to_le_bytes();
+    around_colon & 0x00ff_ff00 == 0x0020_3a00
+        && around_eol & 0x00ff_ff00 == 0x000a_0d00
+        && !is_wsp(before_colon)
+        && !is_lws(value_first)
+        && !is_lws(value_last)
+        && !is_wsp(next)
+}
+
 /// The general path of a row's name (see [`walk_rows`]): checks the CRLF that ends the first
 /// line, and returns the name's length without the whitespace before the colon.
 #[inline(never)]
@@ -372,11 +390,12 @@ fn general_value(
     b: &[u8],
     colon: usize,
     mut eol: usize,
-    cursor: &mut Cursor<'_>,
 ) -> Result<(usize, usize, usize), ParseError> {
     while matches!(b.get(eol + 2), Some(b' ' | b'\t')) {
-        let next = cursor
-            .line_end(eol + 3)
+        // Folds are rare: a plain search finds their line ends, so that the row walk's cursor
+        // is not handed to this call (it stays in registers).
+        let next = memchr2(b'\r', b'\n', b.get(eol + 3..).unwrap_or(&[]))
+            .map(|n| eol + 3 + n)
             .ok_or(ParseError::UnterminatedHeaders)?;
         crlf_at(b, next)?;
         eol = next;
@@ -422,7 +441,123 @@ fn crlf_at(b: &[u8], e: usize) -> Result<(), ParseError> {
 }
 
 /// Parses a Request-Line or Status-Line (without its CRLF).
+///
+/// The common shapes (`METHOD sip:opaque SIP/2.0`, `SIP/2.0 NNN reason`) are recognised with a
+/// few word compares ([`common_request_line`], [`common_status_line`]); anything else, and every
+/// error, takes the general path, so the errors are the ones it always reported.
+#[inline(always)]
 fn start_line(line: &[u8]) -> Result<Line, ParseError> {
+    match common_request_line(line).or_else(|| common_status_line(line)) {
+        Some(l) => Ok(l),
+        None => general_start_line(line),
+    }
+}
+
+/// `SIP/2.0` with the letters case-folded (an OR of 0x20 into the three letter octets only, so
+/// that no other octet can fold onto the text), as a little-endian word read from `line[at..]`:
+/// `" SIP/2.0"` (a request's tail) or `"SIP/2.0 "` (a status line's head).
+const LETTERS_AT_1: u64 = 0x2020_2000;
+const LETTERS_AT_0: u64 = 0x0020_2020;
+
+/// The little-endian word of the 8 octets of `b` at `at`, if there are 8.
+#[inline(always)]
+fn word_at(b: &[u8], at: usize) -> Option<u64> {
+    let w: [u8; 8] = b.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(w))
+}
+
+/// `Method SP sip:opaque SP SIP/2.0` with a `sip` Request-URI: the Line the general path gives
+/// it, or `None` (then the general path decides).
+#[inline(always)]
+fn common_request_line(line: &[u8]) -> Option<Line> {
+    let tail = line.len().checked_sub(8)?;
+    if word_at(line, tail)? | LETTERS_AT_1 != u64::from_le_bytes(*b" sip/2.0") {
+        return None;
+    }
+    let method_end = line.iter().position(|&c| !is_token(c))?;
+    if method_end == 0 || line.get(method_end) != Some(&b' ') {
+        return None;
+    }
+    let uri_start = method_end + 1;
+    let uri = line.get(uri_start..tail)?;
+    // `sip:` and at least one opaque octet; SP is no opaque octet, so the URI ends at `tail`.
+    let scheme: [u8; 4] = uri.get(..4)?.try_into().ok()?;
+    if u32::from_le_bytes(scheme) | 0x0020_2020 != u32::from_le_bytes(*b"sip:")
+        || !all_opaque(uri.get(4..).filter(|rest| !rest.is_empty())?)
+    {
+        return None;
+    }
+    Some(Line::Request {
+        method_end: method_end as u16,
+        uri_start: uri_start as u16,
+        uri_end: tail as u16,
+    })
+}
+
+/// `SIP/2.0 NNN` + end or SP + reason, NNN in 100..=699: the Line the general path gives it.
+#[inline(always)]
+fn common_status_line(line: &[u8]) -> Option<Line> {
+    if word_at(line, 0)? | LETTERS_AT_0 != u64::from_le_bytes(*b"sip/2.0 ") {
+        return None;
+    }
+    let code: [u8; 3] = line.get(8..11)?.try_into().ok()?;
+    if !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let status = code
+        .iter()
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    if !(100..=699).contains(&status) {
+        return None;
+    }
+    let reason_start = match line.get(11) {
+        None => 11,
+        Some(b' ') => 12,
+        Some(_) => return None,
+    };
+    Some(Line::Response {
+        status,
+        reason_start: reason_start as u16,
+    })
+}
+
+/// Is every octet of `s` an `opaque` URI octet (`scan::is_opaque`: above SP, not DEL, `<`,
+/// `>` or `"`)? Eight octets at a time: for a word `x`, `(x - 0x01..01 * n) & !x & 0x80..80` is
+/// non-zero exactly when some octet of `x` is below `n` (n <= 0x80), and an octet equal to `k`
+/// is a zero octet of `x ^ k..k`.
+#[inline(always)]
+fn all_opaque(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    #[inline(always)]
+    fn below(x: u64, n: u8) -> u64 {
+        x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
+    }
+    #[inline(always)]
+    fn bad(x: u64) -> u64 {
+        below(x, 0x21)
+            | below(x ^ (ONES * 0x7f), 1)
+            | below(x ^ (ONES * u64::from(b'<')), 1)
+            | below(x ^ (ONES * u64::from(b'>')), 1)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+    }
+    let Some(last) = s.len().checked_sub(8) else {
+        return s.iter().all(|&c| is_opaque(c));
+    };
+    let mut acc = 0;
+    let mut at = 0;
+    while at < last {
+        acc |= word_at(s, at).map_or(HIGH, bad);
+        at += 8;
+    }
+    // The last word overlaps the previous one rather than reading past the end.
+    acc |= word_at(s, last).map_or(HIGH, bad);
+    acc == 0
+}
+
+/// The general path of [`start_line`]: every shape, every error.
+#[inline(never)]
+fn general_start_line(line: &[u8]) -> Result<Line, ParseError> {
     if line
         .get(..4)
         .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
@@ -830,6 +965,19 @@ mod tests {
             })
     }
 
+    #[test]
+    fn all_opaque_sees_every_octet_at_every_position() {
+        for len in 0..=20 {
+            for at in 0..len {
+                for octet in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = octet;
+                    assert_eq!(all_opaque(&s), is_opaque(octet), "{len} {at} {octet}");
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -843,6 +991,38 @@ mod tests {
                     prop_assert_eq!(&snapshot(&d, salvage, kernel), &expected, "{:?}", kernel);
                 }
             }
+        }
+
+        /// The start line's common shapes give what the general path gives, on start lines
+        /// near the common shapes (case, spaces, schemes, versions, codes and URI octets
+        /// varied) and on any octets.
+        #[test]
+        fn common_start_lines_match_the_general_path(
+            method in prop_oneof![Just("INVITE"), Just("ACK"), Just(""), Just("IN VITE"), Just("<x>")],
+            scheme in prop_oneof![Just("sip:"), Just("SiP:"), Just("sips:"), Just("tel:"), Just("sip"), Just("s1p:")],
+            uri in proptest::collection::vec(prop_oneof![
+                Just(b'a'), Just(b'@'), Just(b' '), Just(b'<'), Just(b'>'), Just(b'"'),
+                Just(0x7f), Just(0x80), Just(0x21), Just(0x20), Just(0x1f), Just(0xff), any::<u8>()], 0..40),
+            version in prop_oneof![Just("SIP/2.0"), Just("sip/2.0"), Just("SIP/2.1"), Just("SIP/20"),
+                Just("SIP/2.0 "), Just("SIP/2\x000"), Just("SIO/2.0"), Just("SIP/2.0\t")],
+            code in prop_oneof![Just("180"), Just("099"), Just("700"), Just("18"), Just("1800"), Just("2x0")],
+            reason in prop_oneof![Just(""), Just(" "), Just(" Ringing"), Just("x")],
+            any_line in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut request = format!("{method} {scheme}").into_bytes();
+            request.extend_from_slice(&uri);
+            request.extend_from_slice(format!(" {version}").as_bytes());
+            let status = format!("{version} {code}{reason}").into_bytes();
+            for line in [&request, &status, &any_line] {
+                prop_assert_eq!(start_line(line), general_start_line(line), "{:?}", line);
+            }
+        }
+
+        /// The word-at-a-time opaque check agrees with the octet table.
+        #[test]
+        fn all_opaque_matches_the_table(s in proptest::collection::vec(
+            prop_oneof![20 => Just(b'a'), 1 => any::<u8>()], 0..70)) {
+            prop_assert_eq!(all_opaque(&s), s.iter().all(|&c| is_opaque(c)));
         }
 
         /// The same on arbitrary octets.

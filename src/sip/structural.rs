@@ -24,9 +24,6 @@ pub(crate) struct Cursor<'a> {
     kernel: Kernel,
     /// The masks of the blocks computed up front.
     ahead: &'a [(u64, u64)],
-    /// Offset of the block past `ahead` whose masks are held in `far`, or `usize::MAX`.
-    far_base: usize,
-    far: (u64, u64),
     /// The reader: the block it is in, and that block's masks with the bits before the reader
     /// cleared (what it has passed).
     k: usize,
@@ -43,6 +40,19 @@ pub(crate) enum Found {
     LineEnd(usize),
 }
 
+/// The masks of the block at offset `base` of `b` (zero-padded past its end). The cursor's
+/// fields are passed by value, so that the cursor itself never leaves registers for this call.
+#[inline(never)]
+fn load(b: &[u8], kernel: Kernel, base: usize) -> (u64, u64) {
+    match b.get(base..base + BLOCK) {
+        Some(whole) => {
+            let block: &[u8; BLOCK] = whole.try_into().unwrap_or(&[0; BLOCK]);
+            kernel.masks(block)
+        }
+        None => kernel.masks(&padded(b.get(base..).unwrap_or(&[]))),
+    }
+}
+
 impl<'a> Cursor<'a> {
     /// A reader at offset 0 of `b`; `ahead` is filled with the masks of its first blocks.
     #[inline]
@@ -54,8 +64,6 @@ impl<'a> Cursor<'a> {
             b,
             kernel,
             ahead,
-            far_base: usize::MAX,
-            far: (0, 0),
             k: 0,
             eol,
             colon,
@@ -65,28 +73,10 @@ impl<'a> Cursor<'a> {
     /// The masks of block `k` (offset `64 k`); octets past the end read as zero, which is no
     /// structural octet.
     #[inline(always)]
-    fn block(&mut self, k: usize) -> (u64, u64) {
-        if let Some(&masks) = self.ahead.get(k) {
-            return masks;
-        }
-        let base = k * BLOCK;
-        if base != self.far_base {
-            self.far = self.load(base);
-            self.far_base = base;
-        }
-        self.far
-    }
-
-    #[inline(never)]
-    fn load(&self, base: usize) -> (u64, u64) {
-        match self.b.get(base..base + BLOCK) {
-            Some(whole) => {
-                let block: &[u8; BLOCK] = whole.try_into().unwrap_or(&[0; BLOCK]);
-                self.kernel.masks(block)
-            }
-            None => self
-                .kernel
-                .masks(&padded(self.b.get(base..).unwrap_or(&[]))),
+    fn block(&self, k: usize) -> (u64, u64) {
+        match self.ahead.get(k) {
+            Some(&masks) => masks,
+            None => load(self.b, self.kernel, k * BLOCK),
         }
     }
 
@@ -110,10 +100,12 @@ impl<'a> Cursor<'a> {
     #[inline(always)]
     fn advance(&mut self) -> bool {
         let k = self.k + 1;
-        if k * BLOCK >= self.b.len() {
-            return false;
-        }
-        (self.eol, self.colon) = self.block(k);
+        // A block computed up front lies inside the message; past them, check.
+        (self.eol, self.colon) = match self.ahead.get(k) {
+            Some(&masks) => masks,
+            None if k * BLOCK >= self.b.len() => return false,
+            None => load(self.b, self.kernel, k * BLOCK),
+        };
         self.k = k;
         true
     }
