@@ -1,0 +1,12 @@
+#!/bin/bash
+# Medians of three, shipped shape (2 shards + journal) and 1 shard + journal, beside the
+# null reflector and Kamailio tlsf, with the previous build (BASE tree, at e140cea) interleaved.
+# usage: run.sh OUT BASE_TREE
+set -euo pipefail
+OUT=${1:?out}; BASE=${2:?base tree}
+cd /work/main
+for r in 1 2 3; do
+  OUT=$OUT PROFILE=ci SHARDS=2 JOURNAL=1 SUFFIX=-s2j-$r loadtest/scripts/bench.sh "sipfork reflector kamailio-tlsf" "1000 3000" 20
+  OUT=$OUT PROFILE=ci SHARDS=2 JOURNAL=1 SUFFIX=-base-s2j-$r "$BASE/loadtest/scripts/bench.sh" "sipfork" "1000 3000" 20
+  OUT=$OUT PROFILE=ci SHARDS=1 JOURNAL=1 SUFFIX=-s1j-$r loadtest/scripts/bench.sh "sipfork" "1000 3000" 20
+done
