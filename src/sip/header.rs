@@ -231,9 +231,10 @@ impl HeaderName {
         }
     }
 
-    /// Classifies the first `len` octets of `window`, which must all be token characters (the
-    /// indexer has checked them); `window` may extend past the name so that the name can be read
-    /// in whole 8-octet words.
+    /// Classifies the first `len` octets of `window`, which must hold no CR (the row walk calls
+    /// it on the octets before a row's colon, its first structural octet, and checks a name it
+    /// does not know octet by octet afterwards); `window` may extend past the name so that the
+    /// name can be read in whole 8-octet words.
     ///
     /// OR-ing 0x20 into every octet folds case exactly for token characters: the only other
     /// octets it maps onto a letter or `-` are upper-case letters and CR, and CR is no token

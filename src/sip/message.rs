@@ -9,8 +9,8 @@
 //! Content-Length octets, and anything after them in the datagram is discarded (§18.3).
 //!
 //! Nearly every row is `Name: value` + CRLF with one SP after the colon and no other whitespace
-//! around the name or the value, and no fold: the walk checks that shape with two slice reads
-//! and stores the row; any other row takes the general path (`general_name`, `general_value`,
+//! around the name or the value, and no fold: the walk checks that shape with two 4-octet
+//! words (`is_common`) and stores the row; any other row takes the general path (`general_name`, `general_value`,
 //! out of line), which checks the same things in the order the errors are reported.
 //!
 //! Line ends are strictly CRLF. A lone LF is rejected rather than tolerated: every row handed
@@ -21,12 +21,12 @@
 
 use core::ops::Range;
 
-use memchr::{memchr, memchr2};
+use memchr::memchr;
 
 use super::error::ParseError;
 use super::header::{Entry, Header, HeaderName};
 use super::method::Method;
-use super::scan::{is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32};
+use super::scan::{find_line_end, is_lws, is_opaque, is_scheme, is_token, is_wsp, parse_u32};
 use super::structural::{Cursor, Found, AHEAD_BLOCKS};
 use super::uri::Uri;
 use crate::simd::Kernel;
@@ -272,14 +272,14 @@ fn walk_rows(
             return fail(ParseError::UnterminatedHeaders);
         };
         // Nearly every row is `Name: value` + CRLF with no fold and no other whitespace around
-        // the name or the value: two slice reads check that. Any other row takes the general
+        // the name or the value: two 4-octet words check that. Any other row takes the general
         // path, which checks the same things in the order the errors are reported.
         let common = is_common(b, colon, eol);
         // The lib's tests (random datagrams among them) hold the fast path to the general one.
         #[cfg(test)]
         if common {
             assert_eq!(general_name(b, pos, colon, eol), Ok(colon - pos));
-            // No fold follows a common row, so the general path does not move the cursor.
+            // No fold follows a common row, so the general path returns `eol` unchanged.
             assert_eq!(general_value(b, colon, eol), Ok((colon + 2, eol, eol)));
         }
         let name_len = if common {
@@ -291,8 +291,10 @@ fn walk_rows(
             }
         };
         let name = HeaderName::classify(b.get(pos..).unwrap_or(&[]), name_len);
-        // A known name matched case-folded words, which only token octets can do (see
-        // `HeaderName::classify`); any other name is checked octet by octet.
+        // A known name matched case-folded words. Folding (OR 0x20) maps only letters and CR
+        // onto letters or `-`, and no CR lies before the colon, the row's first structural
+        // octet; so a match is a token name (see `HeaderName::classify`). Any other name is
+        // checked octet by octet.
         if name == HeaderName::Other {
             if let Err(e) = check_other_name(b.get(pos..pos + name_len).unwrap_or(&[])) {
                 return fail(e);
@@ -394,9 +396,7 @@ fn general_value(
     while matches!(b.get(eol + 2), Some(b' ' | b'\t')) {
         // Folds are rare: a plain search finds their line ends, so that the row walk's cursor
         // is not handed to this call (it stays in registers).
-        let next = memchr2(b'\r', b'\n', b.get(eol + 3..).unwrap_or(&[]))
-            .map(|n| eol + 3 + n)
-            .ok_or(ParseError::UnterminatedHeaders)?;
+        let next = find_line_end(b, eol + 3).ok_or(ParseError::UnterminatedHeaders)?;
         crlf_at(b, next)?;
         eol = next;
     }
@@ -442,15 +442,19 @@ fn crlf_at(b: &[u8], e: usize) -> Result<(), ParseError> {
 
 /// Parses a Request-Line or Status-Line (without its CRLF).
 ///
-/// The common shapes (`METHOD sip:opaque SIP/2.0`, `SIP/2.0 NNN reason`) are recognised with a
-/// few word compares ([`common_request_line`], [`common_status_line`]); anything else, and every
-/// error, takes the general path, so the errors are the ones it always reported.
+/// The common shapes are recognised with a few word compares: `METHOD sip:opaque SIP/2.0`
+/// ([`common_request_line`]), and a status line that starts `SIP/2.0 ` (the general path would
+/// find its SP at 7 and accept the version: only the code and the reason are left to check);
+/// anything else takes the general path, so the errors are the ones it always reported.
 #[inline(always)]
 fn start_line(line: &[u8]) -> Result<Line, ParseError> {
-    match common_request_line(line).or_else(|| common_status_line(line)) {
-        Some(l) => Ok(l),
-        None => general_start_line(line),
+    if let Some(l) = common_request_line(line) {
+        return Ok(l);
     }
+    if word_at(line, 0).is_some_and(|w| w | LETTERS_AT_0 == u64::from_le_bytes(*b"sip/2.0 ")) {
+        return code_and_reason(line, 7);
+    }
+    general_start_line(line)
 }
 
 /// `SIP/2.0` with the letters case-folded (an OR of 0x20 into the three letter octets only, so
@@ -491,33 +495,6 @@ fn common_request_line(line: &[u8]) -> Option<Line> {
         method_end: method_end as u16,
         uri_start: uri_start as u16,
         uri_end: tail as u16,
-    })
-}
-
-/// `SIP/2.0 NNN` + end or SP + reason, NNN in 100..=699: the Line the general path gives it.
-#[inline(always)]
-fn common_status_line(line: &[u8]) -> Option<Line> {
-    if word_at(line, 0)? | LETTERS_AT_0 != u64::from_le_bytes(*b"sip/2.0 ") {
-        return None;
-    }
-    let code: [u8; 3] = line.get(8..11)?.try_into().ok()?;
-    if !code.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let status = code
-        .iter()
-        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
-    if !(100..=699).contains(&status) {
-        return None;
-    }
-    let reason_start = match line.get(11) {
-        None => 11,
-        Some(b' ') => 12,
-        Some(_) => return None,
-    };
-    Some(Line::Response {
-        status,
-        reason_start: reason_start as u16,
     })
 }
 
@@ -593,6 +570,13 @@ fn general_start_line(line: &[u8]) -> Result<Line, ParseError> {
 fn status_line(line: &[u8]) -> Result<Line, ParseError> {
     let sp = memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
     version(line.get(..sp).unwrap_or(&[]))?;
+    code_and_reason(line, sp)
+}
+
+/// The rest of a Status-Line whose version (up to the SP at `sp`) was accepted: a three-digit
+/// code in 100..=699, then the end or SP and the reason.
+#[inline(always)]
+fn code_and_reason(line: &[u8], sp: usize) -> Result<Line, ParseError> {
     let code = line.get(sp + 1..sp + 4).ok_or(ParseError::BadStatusCode)?;
     if !code.iter().all(u8::is_ascii_digit) {
         return Err(ParseError::BadStatusCode);
@@ -963,6 +947,62 @@ mod tests {
                 d.extend_from_slice(body);
                 d
             })
+    }
+
+    /// The start line's word-compare paths against the general path, exhaustively near the
+    /// common shapes: each base line takes a fast path, then every octet value replaces or is
+    /// inserted at every position, every octet is deleted, and every prefix and suffix is cut.
+    #[test]
+    fn fast_start_lines_match_the_general_path_on_every_one_octet_change() {
+        let bases: [&[u8]; 5] = [
+            b"INVITE sip:bob@example.com;transport=udp SIP/2.0",
+            b"ACK sip:a SIP/2.0",
+            b"SIP/2.0 180 Ringing",
+            b"SIP/2.0 200",
+            b"sip/2.0 487 Request Terminated",
+        ];
+        let mut fast = 0;
+        for base in bases {
+            let status = word_at(base, 0)
+                .is_some_and(|w| w | LETTERS_AT_0 == u64::from_le_bytes(*b"sip/2.0 "));
+            assert!(common_request_line(base).is_some() || status, "{base:?}");
+            let mut lines: Vec<Vec<u8>> = Vec::new();
+            for at in 0..=base.len() {
+                lines.push(base[..at].to_vec());
+                lines.push(base[at..].to_vec());
+                if at < base.len() {
+                    let mut deleted = base.to_vec();
+                    deleted.remove(at);
+                    lines.push(deleted);
+                }
+                for octet in 0..=255u8 {
+                    let mut inserted = base.to_vec();
+                    inserted.insert(at, octet);
+                    lines.push(inserted);
+                    if at < base.len() {
+                        let mut replaced = base.to_vec();
+                        replaced[at] = octet;
+                        lines.push(replaced);
+                    }
+                }
+            }
+            for line in &lines {
+                assert_eq!(
+                    start_line(line),
+                    general_start_line(line),
+                    "{:?}",
+                    String::from_utf8_lossy(line)
+                );
+                if let Some(l) = common_request_line(line) {
+                    fast += 1;
+                    assert_eq!(Ok(l), general_start_line(line));
+                }
+            }
+        }
+        assert!(
+            fast > 10_000,
+            "the request fast path was taken {fast} times"
+        );
     }
 
     #[test]
