@@ -11,9 +11,11 @@
 //!   extents; tens of milliseconds, which must not stretch the group commit), so a shard rarely
 //!   allocates itself.
 //! - Power loss or a kernel crash loses what was written since the last group commit: the
-//!   persistence thread `fdatasync`s every shard's journal every [`SYNC_INTERVAL`] (10 ms), so a
-//!   binding is durable at most 10 ms plus one `fdatasync` (typically 1–10 ms on SSDs) after its
-//!   200 OK left. The phone re-registers and the binding comes back.
+//!   persistence thread `fdatasync`s every shard's journal that changed every [`SYNC_INTERVAL`]
+//!   (10 ms), so a binding is durable at most 10 ms plus one `fdatasync` (typically 1–10 ms on
+//!   SSDs) after its 200 OK left. The phone re-registers and the binding comes back. While every
+//!   journal is clean the thread sleeps; the first write after that wakes it (a [`Doorbell`]) and
+//!   is synced at once.
 //!
 //! # Recovery
 //! Each shard's journal is `DATA_DIR/shard-I-of-N.journal`. At start every journal in the
@@ -24,7 +26,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,7 +39,7 @@ use crate::engine::control::{ControlError, Controller};
 use crate::engine::counters::{Histogram, PublishedHistogram};
 use crate::engine::os;
 use crate::engine::persist::journal::{self, Records};
-use crate::engine::persist::{Journal, SyncHandle};
+use crate::engine::persist::{Doorbell, Journal, SyncHandle};
 
 /// How often the persistence thread group-commits (fdatasync) the journals.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(10);
@@ -214,6 +216,7 @@ impl Persistence {
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
         // The persistence thread held the last requester: the allocator ends its job and exits.
@@ -231,39 +234,56 @@ fn persistence_loop(
     stats: &PersistStats,
     ahead: AheadRequests,
 ) {
+    // While every journal is clean the thread sleeps until a shard writes (no wake-up every
+    // 10 ms on an appliance without registrations); the shards ring this bell.
+    let bell = Arc::new(Doorbell::new(std::thread::current()));
+    for handle in handles {
+        handle.attach_doorbell(Arc::clone(&bell));
+    }
     let mut next_sync = Instant::now() + SYNC_INTERVAL;
-    let mut jobs_open = true;
     let mut fsync = FsyncHistogram::default();
     loop {
         let stopping = stop.load(Ordering::SeqCst);
-        let now = Instant::now();
-        if now >= next_sync || stopping {
-            sync_round(handles, stats, &mut fsync);
-            ask_for_space_ahead(handles, &ahead);
+        if Instant::now() >= next_sync || stopping {
+            let synced = sync_round(handles, stats, &mut fsync);
+            if !stopping {
+                ask_for_space_ahead(handles, &ahead);
+            }
             next_sync = Instant::now() + SYNC_INTERVAL;
+            if !synced && !stopping {
+                bell.arm();
+                if !handles.iter().any(SyncHandle::is_dirty) {
+                    // Until the first write after this look (it rings), a compaction job (its
+                    // sender rings), or `Persistence::stop` (it unparks).
+                    std::thread::park();
+                    // A write woke it: its 200 OK may be on its way, sync at once.
+                    next_sync = Instant::now();
+                }
+                bell.disarm();
+            }
         }
         if stopping {
             return;
         }
-        let wait = next_sync.saturating_duration_since(Instant::now());
-        if !jobs_open {
-            std::thread::sleep(wait);
-            continue;
+        while let Ok((shard, job)) = jobs.try_recv() {
+            spawn_compaction(shard, job, control.clone());
         }
-        match jobs.recv_timeout(wait) {
-            Ok((shard, job)) => spawn_compaction(shard, job, control.clone()),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => jobs_open = false,
+        let wait = next_sync.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            std::thread::park_timeout(wait);
         }
     }
 }
 
-fn sync_round(handles: &[SyncHandle], stats: &PersistStats, fsync: &mut FsyncHistogram) {
+/// One group commit over every journal; returns whether any journal had something to sync.
+fn sync_round(handles: &[SyncHandle], stats: &PersistStats, fsync: &mut FsyncHistogram) -> bool {
     let started = Instant::now();
+    let mut synced = false;
     for (i, handle) in handles.iter().enumerate() {
         let one = Instant::now();
         match handle.sync_if_dirty() {
             Ok(true) => {
+                synced = true;
                 stats.syncs.fetch_add(1, Ordering::Relaxed);
                 fsync.observe(&FSYNC_US_BOUNDS, one.elapsed().as_micros() as u64);
                 stats.fsync_us.store(fsync);
@@ -281,6 +301,7 @@ fn sync_round(handles: &[SyncHandle], stats: &PersistStats, fsync: &mut FsyncHis
     stats
         .slowest_sync_us
         .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    synced
 }
 
 /// The persistence thread's line to the allocator thread (dropped with it, which ends the

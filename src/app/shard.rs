@@ -154,6 +154,8 @@ impl ShardJournal {
             let _ = self
                 .journal
                 .finish_compaction(Err(std::io::Error::other("no compaction worker")));
+        } else {
+            self.journal.wake_persistence();
         }
     }
 

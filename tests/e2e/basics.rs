@@ -32,7 +32,8 @@ fn answers_options_reports_its_backend_and_stops_cleanly_on_sigterm() {
             "{page}"
         );
         assert!(metric_sum(&page, "sipfork_loop_control_jobs_total") >= 2);
-        // The group commit runs every 10 ms whether or not anything was written.
+        // The first group commit round runs 10 ms after start (then it sleeps while nothing
+        // is written).
         let t0 = std::time::Instant::now();
         while app.metric_sum("sipfork_journal_sync_rounds_total") == 0 {
             assert!(

@@ -75,7 +75,8 @@ pub enum Timer {
 impl Timer {
     /// Whether the timer only ends a wait that absorbs retransmissions (D, I, J, K, L, M): its
     /// firing sends nothing and frees state, so firing it a little late changes nothing on the
-    /// wire (RFC 3261 gives these as lower bounds: "at least 32 s", T4, 64·T1).
+    /// wire (a late retransmission meanwhile is absorbed or answered as it would have been just
+    /// before; for Timer D RFC 3261 says "at least 32 s" outright).
     pub fn lingers(self) -> bool {
         matches!(
             self,

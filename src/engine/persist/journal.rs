@@ -88,7 +88,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 mod background;
 mod mapped;
@@ -172,9 +172,32 @@ struct SyncShared {
     /// Zeroing failures not yet taken by [`SyncHandle::take_zeroing_failures`], and the first
     /// one's error.
     zero_failures: Mutex<(u64, Option<String>)>,
+    /// Rung when the journal turns dirty, for a persistence thread that sleeps while every
+    /// journal is clean ([`SyncHandle::attach_doorbell`]).
+    doorbell: OnceLock<Arc<Doorbell>>,
 }
 
 impl SyncShared {
+    /// Something was written (and, with `dir`, renamed) that the next group commit must sync;
+    /// the first change after a sync wakes a sleeping persistence thread.
+    fn mark_dirty(&self, dir: bool) {
+        if dir {
+            self.dir_dirty.store(true, Ordering::SeqCst);
+        }
+        // SeqCst with `Doorbell::arm` and `SyncHandle::is_dirty`: either the sleeper sees this
+        // store on its last look, or this sees it armed and wakes it.
+        let was_dirty = self.dirty.swap(true, Ordering::SeqCst);
+        if !was_dirty || dir {
+            self.wake_persistence();
+        }
+    }
+
+    fn wake_persistence(&self) {
+        if let Some(bell) = self.doorbell.get() {
+            bell.ring();
+        }
+    }
+
     /// The journal's current file.
     fn current(&self) -> Arc<SharedFile> {
         Arc::clone(&self.file.lock().unwrap_or_else(PoisonError::into_inner))
@@ -185,6 +208,44 @@ impl SyncShared {
             .sync_failed
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(format!("{what} failed: {e}"));
+    }
+}
+
+/// How a shard wakes a persistence thread that sleeps while every journal is clean: the sleeper
+/// arms the bell, takes a last look at every journal ([`SyncHandle::is_dirty`]) and parks; the
+/// first write after a sync rings it (a load of one flag per first write, an `unpark` only when
+/// it sleeps).
+#[derive(Debug)]
+pub struct Doorbell {
+    armed: AtomicBool,
+    sleeper: std::thread::Thread,
+}
+
+impl Doorbell {
+    /// A bell that wakes `sleeper`.
+    pub fn new(sleeper: std::thread::Thread) -> Self {
+        Doorbell {
+            armed: AtomicBool::new(false),
+            sleeper,
+        }
+    }
+
+    /// Before the sleeper's last look: a ring from now on unparks it.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// After the sleeper woke (or decided not to sleep).
+    pub fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+    }
+
+    /// Wakes the sleeper if it armed the bell (the `unpark` token also covers a ring that comes
+    /// between its last look and its `park`).
+    pub fn ring(&self) {
+        if self.armed.load(Ordering::SeqCst) && self.armed.swap(false, Ordering::SeqCst) {
+            self.sleeper.unpark();
+        }
     }
 }
 
@@ -218,6 +279,18 @@ impl SyncHandle {
             }
         }
         Ok(dirty || dir_dirty)
+    }
+
+    /// Whether the next [`Self::sync_if_dirty`] has work (the persistence thread's last look
+    /// before it sleeps).
+    pub fn is_dirty(&self) -> bool {
+        self.shared.dirty.load(Ordering::SeqCst) || self.shared.dir_dirty.load(Ordering::SeqCst)
+    }
+
+    /// From now on the journal's first change after a sync rings `bell` (once per journal; a
+    /// second bell is ignored).
+    pub fn attach_doorbell(&self, bell: Arc<Doorbell>) {
+        let _ = self.shared.doorbell.set(bell);
     }
 
     /// Whether the shard asked for space ahead that is not allocated yet (two atomic loads: the
@@ -353,6 +426,7 @@ impl Journal {
             sync_failed: Mutex::new(None),
             zero_ahead: AtomicBool::new(true),
             zero_failures: Mutex::new((0, None)),
+            doorbell: OnceLock::new(),
         });
         let (map, unmapped) = match Mapping::new(shared, file_len) {
             Ok(map) => (Some(map), None),
@@ -443,7 +517,7 @@ impl Journal {
         self.follow_compaction(&batch);
         self.buf = batch;
         self.buf.clear();
-        self.sync.dirty.store(true, Ordering::Release);
+        self.sync.mark_dirty(false);
     }
 
     /// Whether appends go through the shared mapping (else `pwrite(2)`), and why not.
@@ -476,6 +550,12 @@ impl Journal {
     /// them: for measurements).
     pub fn set_zero_ahead(&mut self, on: bool) {
         self.sync.zero_ahead.store(on, Ordering::Relaxed);
+    }
+
+    /// Wakes the persistence thread if it sleeps (after handing it work other than records,
+    /// such as a compaction job).
+    pub fn wake_persistence(&self) {
+        self.sync.wake_persistence();
     }
 
     /// `fdatasync` on the caller's thread (shutdown, tests); the hot path uses [`SyncHandle`].

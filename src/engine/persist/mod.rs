@@ -9,5 +9,5 @@
 pub mod journal;
 pub mod lock;
 
-pub use journal::{Journal, SyncHandle};
+pub use journal::{Doorbell, Journal, SyncHandle};
 pub use lock::{lock_dir, DirLock, LockError};

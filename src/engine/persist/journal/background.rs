@@ -17,7 +17,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 use super::{journal_path, replay, tmp_path, write_tmp, Journal, Records};
 
@@ -263,8 +262,7 @@ impl Journal {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
-        self.sync.dirty.store(true, Ordering::Release);
-        self.sync.dir_dirty.store(true, Ordering::Release);
+        self.sync.mark_dirty(true);
         Ok(())
     }
 

@@ -1349,3 +1349,42 @@ fn pwrite_appends_past_the_limit_are_never_zeroed() {
     drop(j);
     assert_reopens_clean(&dir.0, "s", &model);
 }
+
+/// A persistence thread asleep with every journal clean is woken by the first write after its
+/// last look (the doorbell), not by a timeout: without the ring it would sleep 10 s.
+#[test]
+fn the_first_write_after_a_sync_wakes_a_sleeping_persistence_thread() {
+    use std::time::{Duration, Instant};
+    let dir = TempDir::new("doorbell");
+    let (mut j, _) = Journal::open(&dir.0, "s").unwrap();
+    let handle = j.sync_handle();
+    let (looked, looked_rx) = std::sync::mpsc::channel();
+    let sleeper = std::thread::spawn(move || {
+        let bell = Arc::new(Doorbell::new(std::thread::current()));
+        handle.attach_doorbell(Arc::clone(&bell));
+        handle.sync_if_dirty().unwrap();
+        bell.arm();
+        assert!(!handle.is_dirty(), "clean at the last look");
+        looked.send(()).unwrap();
+        let asleep = Instant::now();
+        // `park` may return early; only the ring may end the wait before its 10 s.
+        while !handle.is_dirty() && asleep.elapsed() < Duration::from_secs(10) {
+            std::thread::park_timeout(Duration::from_secs(10));
+        }
+        bell.disarm();
+        (asleep.elapsed(), handle.sync_if_dirty().unwrap())
+    });
+    looked_rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    j.put(b"1000", b"binding").unwrap();
+    j.write_out().unwrap();
+    let (slept, synced) = sleeper.join().unwrap();
+    assert!(synced, "the write was synced");
+    assert!(
+        slept < Duration::from_secs(5),
+        "woken by the write, slept {slept:?}"
+    );
+    drop(j);
+    let (_, live) = Journal::open(&dir.0, "s").unwrap();
+    assert_eq!(live.len(), 1);
+}
