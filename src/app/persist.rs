@@ -147,7 +147,7 @@ impl PersistStats {
         );
         sink.counter(
             "sipfork_journal_sync_rounds_total",
-            "Group commit rounds (one every 10 ms)",
+            "Group commit rounds (one every 10 ms while a journal changes; none while all are clean)",
             &[],
             self.sync_rounds.load(Ordering::Relaxed),
         );
