@@ -333,17 +333,21 @@ fn allocator_loop(
 ) {
     while let Ok(i) = requests.recv() {
         let handle = &handles[i];
-        if let Err(e) = handle.allocate_ahead() {
-            // The zeros' fdatasync failed: the journal is unhealthy until rewritten, as after a
-            // failed group commit.
-            let n = stats.sync_errors.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::error!(shard = i, error = %e, count = n, "journal fdatasync failed");
+        match handle.allocate_ahead() {
+            Ok(ahead) => {
+                if let Some(error) = ahead.zero_error {
+                    if stats.zeroing_failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(shard = i, %error, "zeroing journal space allocated ahead failed (it stays allocated; logged once)");
+                    }
+                }
             }
-        }
-        if let Some((n, error)) = handle.take_zeroing_failures() {
-            if stats.zeroing_failures.fetch_add(n, Ordering::Relaxed) == 0 {
-                tracing::warn!(shard = i, %error, "zeroing journal space allocated ahead failed (it stays allocated; logged once)");
+            Err(e) => {
+                // The zeros' fdatasync failed: the journal is unhealthy until rewritten, as after
+                // a failed group commit.
+                let n = stats.sync_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::error!(shard = i, error = %e, count = n, "journal fdatasync failed");
+                }
             }
         }
         pending[i].store(false, Ordering::Release);

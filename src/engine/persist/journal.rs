@@ -93,8 +93,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 mod background;
 mod mapped;
 pub use background::{Compacted, CompactionJob};
+pub use mapped::{Ahead, BRIDGE, SEGMENT};
 use mapped::{Mapping, SharedFile};
-pub use mapped::{BRIDGE, SEGMENT};
 
 /// First bytes of every journal file.
 pub const MAGIC: [u8; 8] = *b"SIPFKJNL";
@@ -169,9 +169,6 @@ struct SyncShared {
     /// Whether ranges allocated ahead are zeroed before they are published (`mapped.rs`,
     /// "Written zeros"); on unless turned off for a measurement.
     zero_ahead: AtomicBool,
-    /// Zeroing failures not yet taken by [`SyncHandle::take_zeroing_failures`], and the first
-    /// one's error.
-    zero_failures: Mutex<(u64, Option<String>)>,
     /// Rung when the journal turns dirty, for a persistence thread that sleeps while every
     /// journal is clean ([`SyncHandle::attach_doorbell`]).
     doorbell: OnceLock<Arc<Doorbell>>,
@@ -301,51 +298,17 @@ impl SyncHandle {
 
     /// Allocates the mapped file ahead of the shard when the shard asked for it, and makes that
     /// range written (zeros and one `fdatasync`, see `mapped.rs`) before the shard may store into
-    /// it; returns whether it allocated. Off the group commit's thread: zeroing a segment takes
-    /// tens of milliseconds, which would stretch the group commit's 10 ms. A refused allocation
-    /// is not an error here (the shard allocates itself when it needs the space, and reports
-    /// that refusal), nor is a failed zeroing (the range is allocated; it is counted:
-    /// [`Self::take_zeroing_failures`]). A failed `fdatasync` is the journal's, as in
-    /// [`Self::sync_if_dirty`] (it may have dropped the shard's dirty pages too).
-    pub fn allocate_ahead(&self) -> io::Result<bool> {
-        match self
-            .shared
+    /// it. Off the group commit's thread: zeroing a segment takes tens of milliseconds, which
+    /// would stretch the group commit's 10 ms. A refused allocation is not an error here (the
+    /// shard allocates itself when it needs the space, and reports that refusal), nor is a
+    /// failed zeroing (the range is allocated: [`Ahead::zero_error`]). A failed `fdatasync` is
+    /// the journal's, as in [`Self::sync_if_dirty`] (it may have dropped the shard's dirty pages
+    /// too).
+    pub fn allocate_ahead(&self) -> io::Result<Ahead> {
+        self.shared
             .current()
             .extend_ahead(self.shared.zero_ahead.load(Ordering::Relaxed))
-        {
-            Ok(ahead) => {
-                if let Some(e) = ahead.zero_error {
-                    let mut failures = self
-                        .shared
-                        .zero_failures
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    failures.0 += 1;
-                    failures.1.get_or_insert_with(|| e.to_string());
-                }
-                Ok(ahead.allocated)
-            }
-            Err(e) => {
-                self.shared.fail("journal fdatasync", &e);
-                Err(e)
-            }
-        }
-    }
-}
-
-impl SyncHandle {
-    /// Failed zeroings of ranges allocated ahead since the last call, and the first one's error
-    /// (`None`: none). Each leaves its range allocated but unwritten: a cost, not a loss.
-    pub fn take_zeroing_failures(&self) -> Option<(u64, String)> {
-        let mut failures = self
-            .shared
-            .zero_failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match std::mem::take(&mut *failures) {
-            (0, _) => None,
-            (n, first) => Some((n, first.unwrap_or_default())),
-        }
+            .inspect_err(|e| self.shared.fail("journal fdatasync", e))
     }
 }
 
@@ -425,7 +388,6 @@ impl Journal {
             dir: dir.to_owned(),
             sync_failed: Mutex::new(None),
             zero_ahead: AtomicBool::new(true),
-            zero_failures: Mutex::new((0, None)),
             doorbell: OnceLock::new(),
         });
         let (map, unmapped) = match Mapping::new(shared, file_len) {

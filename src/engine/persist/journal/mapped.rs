@@ -93,15 +93,16 @@ impl std::fmt::Debug for ZeroHook {
     }
 }
 
-/// What one [`SharedFile::extend_ahead`] did.
+/// What one allocation ahead did ([`SharedFile::extend_ahead`], `SyncHandle::allocate_ahead`).
 #[derive(Debug, Default)]
-pub(super) struct Ahead {
+pub struct Ahead {
     /// A range was allocated and published.
-    pub(super) allocated: bool,
+    pub allocated: bool,
     /// Bytes made written (zeros) before publishing.
-    pub(super) zeroed: u64,
-    /// Zeroing failed part-way (the range was published anyway: it is allocated).
-    pub(super) zero_error: Option<io::Error>,
+    pub zeroed: u64,
+    /// Zeroing failed part-way: the range was published anyway (it is allocated), and only its
+    /// group commits cost what they did before zeroing.
+    pub zero_error: Option<io::Error>,
 }
 
 impl SharedFile {

@@ -998,7 +998,7 @@ fn the_allocator_allocates_ahead_of_the_shard() {
         n += 1;
     }
     handle.sync_if_dirty().unwrap();
-    assert!(handle.allocate_ahead().unwrap());
+    assert!(handle.allocate_ahead().unwrap().allocated);
     assert_eq!(fs::metadata(j.path()).unwrap().len(), 2 * SEGMENT);
     j.map.as_mut().unwrap().inject.extend([libc::ENOSPC; 8]);
     while j.file_len() < SEGMENT + 4096 {
@@ -1225,10 +1225,10 @@ fn the_allocator_zeroes_what_it_allocates_ahead_and_records_around_it_survive() 
         append_until(&mut j, 20_000, &mut n, &mut model);
         assert_eq!(fs::metadata(j.path()).unwrap().len(), BRIDGE);
         assert!(handle.sync_if_dirty().unwrap());
-        assert!(handle.allocate_ahead().unwrap());
+        let ahead = handle.allocate_ahead().unwrap();
+        assert!(ahead.allocated && ahead.zero_error.is_none());
         assert_eq!(fs::metadata(j.path()).unwrap().len(), 2 * SEGMENT);
         assert_eq!(j.sync.current().published(), 2 * SEGMENT);
-        assert_eq!(handle.take_zeroing_failures(), None);
         let file = File::open(j.path()).unwrap();
         match unwritten_extents(&file, 0, 2 * SEGMENT) {
             None => eprintln!("skipping the extent check: no FIEMAP on this file system"),
@@ -1300,7 +1300,7 @@ fn a_batch_crossing_the_limit_during_the_zeroing_is_never_zeroed() {
         "the shard allocated itself"
     );
     go.send(()).unwrap();
-    assert!(round.join().unwrap().unwrap());
+    assert!(round.join().unwrap().unwrap().allocated);
     assert_eq!(shared.published(), 2 * SEGMENT);
     if let Some(unwritten) = unwritten_extents(&shared.file, shard_limit, 2 * SEGMENT) {
         assert_eq!(unwritten, [], "the range above the shard's limit is zeroed");
@@ -1320,12 +1320,11 @@ fn a_failed_zeroing_still_publishes_the_allocated_range() {
         .zero_fail
         .store(libc::EIO, Ordering::Relaxed);
     assert!(handle.sync_if_dirty().unwrap());
-    assert!(handle.allocate_ahead().unwrap());
+    let ahead = handle.allocate_ahead().unwrap();
+    assert!(ahead.allocated);
     assert_eq!(j.sync.current().published(), 2 * SEGMENT);
-    let (count, error) = handle.take_zeroing_failures().unwrap();
-    assert_eq!(count, 1);
+    let error = ahead.zero_error.expect("the zeroing failed").to_string();
     assert!(error.contains("Input/output error"), "{error}");
-    assert_eq!(handle.take_zeroing_failures(), None);
     assert_eq!(j.problem(), None);
     // The shard uses the published range without allocating.
     j.map.as_mut().unwrap().inject.extend([libc::ENOSPC; 4]);
@@ -1344,7 +1343,7 @@ fn pwrite_appends_past_the_limit_are_never_zeroed() {
     j.set_mapped(false).unwrap();
     append_until(&mut j, BRIDGE + 64 * 1024, &mut n, &mut model);
     assert!(handle.sync_if_dirty().unwrap());
-    assert!(handle.allocate_ahead().unwrap());
+    assert!(handle.allocate_ahead().unwrap().allocated);
     assert_eq!(j.sync.current().published(), 2 * SEGMENT);
     drop(j);
     assert_reopens_clean(&dir.0, "s", &model);
