@@ -312,8 +312,8 @@ struct AheadRequests {
     pending: Arc<[AtomicBool]>,
 }
 
-/// After a sync round: each journal whose shard asked for space ahead (two atomic loads per
-/// journal) goes to the allocator thread, once.
+/// After a sync round: each journal whose shard asked for space ahead
+/// (`SyncHandle::wants_space_ahead`) goes to the allocator thread, once.
 fn ask_for_space_ahead(handles: &[SyncHandle], ahead: &AheadRequests) {
     for (i, handle) in handles.iter().enumerate() {
         if handle.wants_space_ahead() && !ahead.pending[i].swap(true, Ordering::AcqRel) {

@@ -2,6 +2,7 @@
 
 use crate::harness::{each_backend, metric_sum, Setup};
 use crate::phone::Phone;
+use crate::registrar::contact;
 
 #[test]
 fn answers_options_reports_its_backend_and_stops_cleanly_on_sigterm() {
@@ -41,6 +42,30 @@ fn answers_options_reports_its_backend_and_stops_cleanly_on_sigterm() {
                 "no group commit round"
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // With every journal clean the persistence thread sleeps: no rounds every 10 ms...
+        let ms = std::time::Duration::from_millis;
+        let mut rounds = app.metric_sum("sipfork_journal_sync_rounds_total");
+        loop {
+            std::thread::sleep(ms(150));
+            let now = app.metric_sum("sipfork_journal_sync_rounds_total");
+            if now == rounds {
+                break;
+            }
+            assert!(
+                t0.elapsed() < ms(3000),
+                "the group commit never went to sleep"
+            );
+            rounds = now;
+        }
+        // ...and the first binding after that wakes it: the binding is fsynced at once.
+        let syncs = app.metric_sum("sipfork_journal_syncs_total");
+        let req = phone.register("1000", &[contact(&phone.contact_uri("1000"), "")], "");
+        assert_eq!(phone.transact(&req).status, 200);
+        let woke = std::time::Instant::now();
+        while app.metric_sum("sipfork_journal_syncs_total") == syncs {
+            assert!(woke.elapsed() < ms(1000), "the binding was not synced");
+            std::thread::sleep(ms(2));
         }
         // Start-up names each shard's backend in the log too.
         let log = app.log();

@@ -290,8 +290,9 @@ impl SyncHandle {
         let _ = self.shared.doorbell.set(bell);
     }
 
-    /// Whether the shard asked for space ahead that is not allocated yet (two atomic loads: the
-    /// group commit asks every round, and hands the work to [`Self::allocate_ahead`] elsewhere).
+    /// Whether the shard asked for space ahead that is not allocated yet (the current file's
+    /// `Arc` under its lock, then two atomic loads: the group commit asks every round, and hands
+    /// the work to [`Self::allocate_ahead`] elsewhere).
     pub fn wants_space_ahead(&self) -> bool {
         self.shared.current().wants_extension()
     }
