@@ -305,11 +305,24 @@ impl SyncHandle {
     /// failed zeroing (the range is allocated: [`Ahead::zero_error`]). A failed `fdatasync` is
     /// the journal's, as in [`Self::sync_if_dirty`] (it may have dropped the shard's dirty pages
     /// too).
+    ///
+    /// Unless a compaction replaced the file while it was zeroed: the new file holds every
+    /// record and the group commit syncs it, so a failed sync of the old, unlinked file's zeros
+    /// is only a failed zeroing ([`Ahead::zero_error`]).
     pub fn allocate_ahead(&self) -> io::Result<Ahead> {
-        self.shared
-            .current()
-            .extend_ahead(self.shared.zero_ahead.load(Ordering::Relaxed))
-            .inspect_err(|e| self.shared.fail("journal fdatasync", e))
+        let file = self.shared.current();
+        let (mut ahead, synced) = file.extend_ahead(self.shared.zero_ahead.load(Ordering::Relaxed));
+        match synced {
+            Ok(()) => Ok(ahead),
+            Err(e) if !Arc::ptr_eq(&file, &self.shared.current()) => {
+                ahead.zero_error = Some(e);
+                Ok(ahead)
+            }
+            Err(e) => {
+                self.shared.fail("journal fdatasync", &e);
+                Err(e)
+            }
+        }
     }
 }
 

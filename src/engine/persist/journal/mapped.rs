@@ -80,6 +80,9 @@ pub(super) struct SharedFile {
     /// Tests: an errno every zeroing write returns instead of writing (0: none).
     #[cfg(test)]
     pub(super) zero_fail: std::sync::atomic::AtomicI32,
+    /// Tests: an errno the zeros' `fdatasync` returns instead of syncing (0: none).
+    #[cfg(test)]
+    pub(super) zero_sync_fail: std::sync::atomic::AtomicI32,
 }
 
 /// Tests: what [`SharedFile::zero`] calls between its writes.
@@ -101,7 +104,8 @@ pub struct Ahead {
     /// Bytes made written (zeros) before publishing.
     pub zeroed: u64,
     /// Zeroing failed part-way: the range was published anyway (it is allocated), and only its
-    /// group commits cost what they did before zeroing.
+    /// group commits cost what they did before zeroing. Also the failed `fdatasync` of zeros
+    /// written into a file that a compaction replaced meanwhile (no record is lost with it).
     pub zero_error: Option<io::Error>,
 }
 
@@ -117,6 +121,8 @@ impl SharedFile {
             zero_hook: Mutex::new(None),
             #[cfg(test)]
             zero_fail: std::sync::atomic::AtomicI32::new(0),
+            #[cfg(test)]
+            zero_sync_fail: std::sync::atomic::AtomicI32::new(0),
         }
     }
 
@@ -158,23 +164,24 @@ impl SharedFile {
     /// asked for, if it asked, makes the new range's blocks written (zeros, then one
     /// `fdatasync`) and publishes it. A refused allocation only drops the request: the shard
     /// allocates itself when it reaches the limit, and that refusal is the one reported (it
-    /// fails a batch). The error is a failed
-    /// `fdatasync`, which is the journal's (it may have dropped the shard's dirty pages too); the
-    /// range is published before it is returned. `zero: false` publishes the range as
-    /// `fallocate` left it (unwritten; for measurements).
-    pub(super) fn extend_ahead(&self, zero: bool) -> io::Result<Ahead> {
+    /// fails a batch). Returns what it did, and the result of the zeros' `fdatasync` (`Ok` when
+    /// none was due), the range published either way: a failed sync is the journal's (it may
+    /// have dropped the shard's dirty pages too) while this file is still the journal
+    /// (`SyncHandle::allocate_ahead` decides). `zero: false` publishes the range as `fallocate`
+    /// left it (unwritten; for measurements).
+    pub(super) fn extend_ahead(&self, zero: bool) -> (Ahead, io::Result<()>) {
         let wanted = self.wanted.load(Ordering::Acquire);
         let have = self.allocated.load(Ordering::Acquire);
+        let mut ahead = Ahead::default();
         if wanted <= have {
-            return Ok(Ahead::default());
+            return (ahead, Ok(()));
         }
         if fallocate(&self.file, have, wanted).is_err() {
             let _ = self
                 .wanted
                 .compare_exchange(wanted, 0, Ordering::AcqRel, Ordering::Relaxed);
-            return Ok(Ahead::default());
+            return (ahead, Ok(()));
         }
-        let mut ahead = Ahead::default();
         let mut synced = Ok(());
         if zero {
             match self.zero(have, wanted) {
@@ -185,12 +192,20 @@ impl SharedFile {
                 }
             }
             if ahead.zeroed > 0 {
-                synced = self.file.sync_data();
+                synced = self.sync_zeros();
             }
         }
         self.publish(&self.lock(), wanted);
         ahead.allocated = true;
-        synced.map(|()| ahead)
+        (ahead, synced)
+    }
+
+    fn sync_zeros(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if let errno @ 1.. = self.zero_sync_fail.load(Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        self.file.sync_data()
     }
 
     /// Writes zeros over `from..to` (allocated, not yet published), skipping whatever lies below

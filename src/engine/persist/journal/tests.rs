@@ -1334,6 +1334,59 @@ fn a_failed_zeroing_still_publishes_the_allocated_range() {
     assert_reopens_clean(&dir.0, "s", &model);
 }
 
+/// The zeros' `fdatasync` fails (an injected EIO). While the zeroed file is still the journal,
+/// that is the journal's failed sync: unhealthy until rewritten. When a compaction replaced the
+/// file during the zeroing (driven deterministically: the zeroing waits after its first write
+/// while the shard compacts), the new file holds every record and the group commit syncs it, so
+/// the journal stays healthy and the failure is reported as a failed zeroing.
+#[test]
+fn a_failed_sync_of_zeros_in_a_replaced_file_leaves_the_journal_healthy() {
+    use std::sync::mpsc;
+    for replaced in [false, true] {
+        let label = if replaced {
+            "zero-replaced"
+        } else {
+            "zero-current"
+        };
+        let (dir, mut j, handle, mut n, mut model) = bridged(label);
+        let old = j.sync.current();
+        old.zero_sync_fail.store(libc::EIO, Ordering::Relaxed);
+        let (reached, reached_rx) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let mut first = true;
+        *old.zero_hook.lock().unwrap() = Some(mapped::ZeroHook(Box::new(move |_| {
+            if std::mem::take(&mut first) {
+                reached.send(()).unwrap();
+                go_rx.recv().unwrap();
+            }
+        })));
+        assert!(handle.sync_if_dirty().unwrap());
+        let round = std::thread::spawn(move || handle.allocate_ahead());
+        reached_rx.recv().unwrap();
+        if replaced {
+            let job = j.begin_compaction().unwrap();
+            assert!(j.finish_compaction(job.run()).unwrap().is_none());
+            assert!(!Arc::ptr_eq(&old, &j.sync.current()), "a new file");
+        }
+        go.send(()).unwrap();
+        let ahead = round.join().unwrap();
+        if replaced {
+            let ahead = ahead.expect("not the journal's failure");
+            assert!(ahead.allocated);
+            let error = ahead.zero_error.expect("reported as a failed zeroing");
+            assert_eq!(error.raw_os_error(), Some(libc::EIO));
+            assert_eq!(j.problem(), None);
+            let past = j.file_len() + 4096;
+            append_until(&mut j, past, &mut n, &mut model);
+        } else {
+            assert_eq!(ahead.unwrap_err().raw_os_error(), Some(libc::EIO));
+            assert!(j.problem().unwrap().contains("fdatasync failed"));
+        }
+        drop(j);
+        assert_reopens_clean(&dir.0, "s", &model);
+    }
+}
+
 /// Appends with `pwrite(2)` (the journal unmapped after it asked for space ahead) go past the
 /// published limit without the mapping's allocation: they claim their bytes first, so the sync
 /// allocator's zeroing of the space it allocates skips them.
