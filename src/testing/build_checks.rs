@@ -664,6 +664,13 @@ pub fn exercise_builders(msg: &Message<'_>, variant: u8) {
     };
     let mut sent = Vec::new();
     build::forward_request(msg, &fwd, &mut sent);
+    // Given the top Via as parsed, the same bytes.
+    let mut sent_with = Vec::new();
+    build::forward_request_with(msg, &fwd, Some(&e.top_via), &mut sent_with);
+    assert_eq!(
+        sent_with, sent,
+        "forward_request_with: other bytes than forward_request"
+    );
     check_forward_request(msg, &fwd, &sent);
     let Ok(sent_msg) = parse(&sent) else { return };
 

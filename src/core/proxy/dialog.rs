@@ -381,7 +381,7 @@ impl Proxy {
         let drop_second_route =
             crate::core::transport::record_route::second_route_pairs_first(cx, req);
         cx.out.push_with(dest, |buf| {
-            build::forward_request(
+            build::forward_request_with(
                 req,
                 &Forward {
                     request_uri: None,
@@ -396,6 +396,7 @@ impl Proxy {
                     strip_identity: false,
                     consume_realm: None,
                 },
+                Some(&e.top_via),
                 buf,
             )
         });

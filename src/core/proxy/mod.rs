@@ -535,7 +535,8 @@ impl Proxy {
         });
         if is_invite {
             // §16.2 / §17.2.1: 100 Trying at once quenches the caller's retransmissions.
-            self.respond_local(cx, key, 100, "Trying", b"");
+            // From the request as parsed on arrival (the call stores a copy of its bytes).
+            self.respond_to(cx, key, req, 100, "Trying", b"");
         }
         self.fork(cx, key, req, e, first);
         self.after_fork(cx, key);
@@ -618,6 +619,7 @@ impl Proxy {
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
             strip_identity: call.strip_identity,
             extra: &extra,
+            top_via: &e.top_via,
         };
         for t in targets {
             if call.branches.len() >= usize::from(u8::MAX) {
@@ -665,22 +667,41 @@ impl Proxy {
         let Ok(req) = crate::sip::parse(request) else {
             return;
         };
-        let tag = cx.ids.tag();
-        let mut bytes = std::mem::take(&mut call.last_response);
-        bytes.clear();
-        build::response(
+        write_local(
+            cx,
             &req,
-            &Reply {
-                status,
-                reason,
-                fix: call.fix,
-                to_tag: (status > 100).then_some(&tag[..]),
-                extra,
-                body: None,
-            },
-            &mut bytes,
+            call.fix,
+            &mut call.last_response,
+            status,
+            reason,
+            extra,
         );
-        call.last_response = bytes;
+        self.send_upstream(cx, key, status);
+    }
+
+    /// [`Proxy::respond_local`] from the call's request as already parsed (`req`: the request
+    /// whose bytes the call stores).
+    fn respond_to(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        req: &Message<'_>,
+        status: u16,
+        reason: &str,
+        extra: &[u8],
+    ) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        write_local(
+            cx,
+            req,
+            call.fix,
+            &mut call.last_response,
+            status,
+            reason,
+            extra,
+        );
         self.send_upstream(cx, key, status);
     }
 
@@ -737,6 +758,32 @@ impl Proxy {
         }
         true
     }
+}
+
+/// Writes sipfork's own response `status` to `req` into `last_response` (its buffer reused).
+fn write_local(
+    cx: &mut Cx<'_>,
+    req: &Message<'_>,
+    fix: ViaFix,
+    last_response: &mut Vec<u8>,
+    status: u16,
+    reason: &str,
+    extra: &[u8],
+) {
+    let tag = cx.ids.tag();
+    last_response.clear();
+    build::response(
+        req,
+        &Reply {
+            status,
+            reason,
+            fix,
+            to_tag: (status > 100).then_some(&tag[..]),
+            extra,
+            body: None,
+        },
+        last_response,
+    );
 }
 
 use call::Server;
@@ -831,13 +878,17 @@ fn loop_hash(ids: &Ids, e: &Essentials<'_>, req: &Message<'_>) -> u32 {
 /// §16.3 step 4: has this request been through us before with the same identity (a loop, not a
 /// spiral)?
 pub fn is_loop(cx: &Cx<'_>, e: &Essentials<'_>, req: &Message<'_>) -> bool {
-    let hash = loop_hash(cx.ids, e, req);
+    // The request's own hash is worked out only once a Via of ours is found (rare: a spiral
+    // or a loop), not for every request.
+    let mut hash = None;
     req.vias().filter_map(Result::ok).any(|via| {
         sent_by_is_us(cx, &via)
             && via
                 .branch
                 .and_then(|b| cx.ids.read_branch(b, cx.env.shards))
-                .is_some_and(|ours| ours.loop_hash == hash)
+                .is_some_and(|ours| {
+                    ours.loop_hash == *hash.get_or_insert_with(|| loop_hash(cx.ids, e, req))
+                })
     })
 }
 
@@ -924,6 +975,8 @@ struct Shared<'a> {
     max_forwards: u8,
     strip_identity: bool,
     extra: &'a [u8],
+    /// The request's top Via as parsed once (`Essentials`), for the `received`/`rport` fix.
+    top_via: &'a crate::sip::Via<'a>,
 }
 
 fn start_branch(
@@ -1000,9 +1053,9 @@ fn start_branch(
             .then_some(cx.cfg.auth.realm.as_bytes()),
     };
     // Built once, straight into the outbox; the branch keeps an exact-size copy.
-    let sent = cx
-        .out
-        .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf));
+    let sent = cx.out.push_with(target.dest, |buf| {
+        build::forward_request_with(req, &fwd, Some(shared.top_via), buf)
+    });
     if sent.len() > MAX_UDP_REQUEST && !transport.is_stream() && call.upstream_transport.is_stream()
     {
         // A request that came over TCP or TLS would leave over UDP: §18.1.1 would take TCP,
