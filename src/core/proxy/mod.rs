@@ -514,7 +514,7 @@ impl Proxy {
             // (one Via, no Record-Route); behind another proxy the flow is the way back, and over
             // a connection the connection is.
             caller_target: (!cx.arrival.is_stream()
-                && req.vias().nth(1).is_none()
+                && !has_second_via(req, &e.top_via)
                 && req.record_routes().next().is_none())
             .then(|| contact_destination(req))
             .flatten(),
@@ -892,6 +892,27 @@ pub fn is_loop(cx: &Cx<'_>, e: &Essentials<'_>, req: &Message<'_>) -> bool {
     })
 }
 
+/// `req.vias().nth(1).is_some()` for a request whose top Via parsed as `top`, without parsing
+/// the top Via again: after a well-formed first value comes the end of its row (then a second
+/// value is a second Via row) or a comma (a second value in the same row).
+fn has_second_via(req: &Message<'_>, top: &crate::sip::Via<'_>) -> bool {
+    let Some(row) = req.first(HeaderName::Via) else {
+        return false;
+    };
+    let rest = (top.raw.as_ptr() as usize)
+        .checked_sub(row.value.as_ptr() as usize)
+        .and_then(|start| start.checked_add(top.raw.len()))
+        .and_then(|end| row.value.get(end..));
+    match rest {
+        Some(rest) => {
+            !rest.iter().all(|&b| crate::sip::scan::is_lws(b))
+                || req.rows(HeaderName::Via).nth(1).is_some()
+        }
+        // Not a value of that row (never for `Essentials::top_via`): ask the list itself.
+        None => req.vias().nth(1).is_some(),
+    }
+}
+
 fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
     // The default port is 5061 for TLS (RFC 3261 §18.2.2), 5060 otherwise.
     let default = crate::sip::uri::default_port(via.transport.eq_ignore_ascii_case(b"TLS"));
@@ -1124,5 +1145,44 @@ fn failed_branch(call: &mut Call, status: u16) {
             status,
             bytes: None,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_second_via;
+
+    #[test]
+    fn second_via_found_as_the_list_finds_it() {
+        for rows in [
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1 \r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1 ,SIP/2.0/UDP b\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\n ,SIP/2.0/UDP b\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\nv: SIP/2.0/UDP b\r\n",
+            "v: SIP/2.0/UDP a;branch=z9hG4bK1\r\nMax-Forwards: 70\r\nVia: SIP/2.0/UDP b\r\n",
+        ] {
+            let text = format!(
+                "INVITE sip:b@x SIP/2.0\r\n{rows}From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\n\
+                 Call-ID: c\r\nCSeq: 1 INVITE\r\n\r\n"
+            );
+            let m = crate::sip::parse(text.as_bytes()).unwrap();
+            let e = crate::sip::check_request(&m).unwrap();
+            assert_eq!(
+                has_second_via(&m, &e.top_via),
+                m.vias().nth(1).is_some(),
+                "{rows:?}"
+            );
+            // A Via parsed from other bytes is not taken for this row's.
+            let copy = text.clone();
+            let other = crate::sip::parse(copy.as_bytes()).unwrap();
+            let other_top = other.top_via().unwrap();
+            assert_eq!(
+                has_second_via(&m, &other_top),
+                m.vias().nth(1).is_some(),
+                "{rows:?}"
+            );
+        }
     }
 }
