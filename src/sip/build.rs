@@ -37,12 +37,26 @@ pub fn push_host(out: &mut Vec<u8>, ip: IpAddr) {
         // our Via, Record-Route), and the formatting machinery costs more than the rest of a
         // Via fix.
         IpAddr::V4(v4) => {
+            // Into a stack buffer first: one copy into `out` instead of seven.
+            let mut buf = [0u8; 15];
+            let mut n = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    buf[n] = b'.';
+                    n += 1;
                 }
-                push_u32(out, u32::from(octet));
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
             }
+            out.extend_from_slice(&buf[..n]);
         }
         IpAddr::V6(v6) => {
             use std::io::Write;
@@ -305,6 +319,17 @@ pub struct Reply<'a> {
 /// with the fix applied), From, To (with the tag added when the request's To has none), Call-ID
 /// and CSeq copied byte for byte, then the extra rows, then the body.
 pub fn response(req: &Message<'_>, reply: &Reply<'_>, out: &mut Vec<u8>) {
+    response_with(req, reply, None, out)
+}
+
+/// [`response`] given `req`'s top Via as the caller already parsed it (as
+/// [`forward_request_with`]): the same bytes, without parsing that Via again for `reply.fix`.
+pub fn response_with(
+    req: &Message<'_>,
+    reply: &Reply<'_>,
+    known_via: Option<&Via<'_>>,
+    out: &mut Vec<u8>,
+) {
     let Reply {
         status,
         reason,
@@ -324,7 +349,7 @@ pub fn response(req: &Message<'_>, reply: &Reply<'_>, out: &mut Vec<u8>) {
         match h.name {
             HeaderName::Via if top_via => {
                 rows.flush(out);
-                push_fixed_top_via(out, &h, fix, None);
+                push_fixed_top_via(out, &h, fix, known_via);
                 top_via = false;
             }
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
@@ -687,6 +712,27 @@ v=0\n";
         assert_eq!(r.first_value(HeaderName::RetryAfter), Some(&b"5"[..]));
         assert!(r.first(HeaderName::Route).is_none());
         assert_eq!(r.body(), b"");
+    }
+
+    #[test]
+    fn hosts_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "127.0.0.1",
+            "192.0.2.255",
+            "255.255.255.255",
+            "10.200.30.4",
+        ] {
+            let v4: std::net::Ipv4Addr = ip.parse().unwrap();
+            let mut out = b"x".to_vec();
+            push_host(&mut out, IpAddr::V4(v4));
+            assert_eq!(out, format!("x{v4}").into_bytes());
+        }
+        let mut out = Vec::new();
+        push_host(&mut out, "2001:db8::1".parse().unwrap());
+        assert_eq!(out, b"[2001:db8::1]");
     }
 
     #[test]

@@ -639,6 +639,10 @@ pub fn exercise_builders(msg: &Message<'_>, variant: u8) {
     build::response(msg, &reply, &mut out);
     check_response_to(msg, &reply, &out);
     let Ok(e) = check_request(msg) else { return };
+    // Given the top Via as parsed, the same bytes.
+    let mut out_with = Vec::new();
+    build::response_with(msg, &reply, Some(&e.top_via), &mut out_with);
+    assert_eq!(out_with, out, "response_with: other bytes than response");
 
     let mut via = b"SIP/2.0/UDP ".to_vec();
     via.extend_from_slice(LOCAL);

@@ -536,7 +536,7 @@ impl Proxy {
         if is_invite {
             // §16.2 / §17.2.1: 100 Trying at once quenches the caller's retransmissions.
             // From the request as parsed on arrival (the call stores a copy of its bytes).
-            self.respond_to(cx, key, req, 100, "Trying", b"");
+            self.respond_to(cx, key, (req, e), 100, "Trying", b"");
         }
         self.fork(cx, key, req, e, first);
         self.after_fork(cx, key);
@@ -670,6 +670,7 @@ impl Proxy {
         write_local(
             cx,
             &req,
+            None,
             call.fix,
             &mut call.last_response,
             status,
@@ -680,12 +681,12 @@ impl Proxy {
     }
 
     /// [`Proxy::respond_local`] from the call's request as already parsed (`req`: the request
-    /// whose bytes the call stores).
+    /// whose bytes the call stores; `e`: its essentials).
     fn respond_to(
         &mut self,
         cx: &mut Cx<'_>,
         key: Key,
-        req: &Message<'_>,
+        (req, e): (&Message<'_>, &Essentials<'_>),
         status: u16,
         reason: &str,
         extra: &[u8],
@@ -696,6 +697,7 @@ impl Proxy {
         write_local(
             cx,
             req,
+            Some(&e.top_via),
             call.fix,
             &mut call.last_response,
             status,
@@ -760,10 +762,13 @@ impl Proxy {
     }
 }
 
-/// Writes sipfork's own response `status` to `req` into `last_response` (its buffer reused).
+/// Writes sipfork's own response `status` to `req` into `last_response` (its buffer reused);
+/// `top_via`: `req`'s top Via when already parsed.
+#[allow(clippy::too_many_arguments)]
 fn write_local(
     cx: &mut Cx<'_>,
     req: &Message<'_>,
+    top_via: Option<&crate::sip::Via<'_>>,
     fix: ViaFix,
     last_response: &mut Vec<u8>,
     status: u16,
@@ -772,7 +777,7 @@ fn write_local(
 ) {
     let tag = cx.ids.tag();
     last_response.clear();
-    build::response(
+    build::response_with(
         req,
         &Reply {
             status,
@@ -782,6 +787,7 @@ fn write_local(
             extra,
             body: None,
         },
+        top_via,
         last_response,
     );
 }

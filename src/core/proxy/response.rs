@@ -117,7 +117,7 @@ impl Proxy {
         }
         match status {
             100..=199 => self.provisional(cx, key, i, resp, status),
-            200..=299 => self.success(cx, key, i, resp, status),
+            200..=299 => self.success(cx, key, i, resp, to_tag, status),
             _ => self.failure(cx, key, i, resp, status),
         }
     }
@@ -212,7 +212,15 @@ impl Proxy {
         self.send_upstream(cx, key, status);
     }
 
-    fn success(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>, status: u16) {
+    fn success(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        i: usize,
+        resp: &Message<'_>,
+        to_tag: Option<&[u8]>,
+        status: u16,
+    ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -291,7 +299,7 @@ impl Proxy {
             self.note_answer(cx, key, i, resp, req.as_ref());
             self.restore_request(key, request);
             self.forward_2xx(cx, key, resp);
-            self.add_dialog(cx, key, i, resp);
+            self.add_dialog(cx, key, i, to_tag);
             self.session_rearm(cx, session);
             if outcome == Outcome::Pending {
                 self.answered(cx, key, i);
