@@ -26,7 +26,7 @@ use crate::core::cdr::{self, Cause};
 use crate::core::context::Cx;
 use crate::core::ids::Ids;
 use crate::core::metrics::{MetricSink, ReasonCounters};
-use crate::core::reply::response_destination;
+use crate::core::reply::{response_destination, write_answer, Answer};
 use crate::core::route::ROUTE_TOKEN_PARAM;
 use crate::core::slab::{Key, Slab};
 use crate::core::transaction::client_invite::ClientInvite;
@@ -35,7 +35,7 @@ use crate::core::transaction::server_invite::ServerInvite;
 use crate::core::transaction::server_non_invite::ServerNonInvite;
 use crate::core::transaction::{Sched, Timer, TxnSlot};
 use crate::core::TimerKey;
-use crate::sip::build::{self, Forward, Reply, ViaFix};
+use crate::sip::build::{self, Forward, ViaFix};
 use crate::sip::{Essentials, HeaderName, Message, Method, SipUri};
 use crate::time::Duration;
 
@@ -536,7 +536,12 @@ impl Proxy {
         if is_invite {
             // §16.2 / §17.2.1: 100 Trying at once quenches the caller's retransmissions.
             // From the request as parsed on arrival (the call stores a copy of its bytes).
-            self.respond_to(cx, key, (req, e), 100, "Trying", b"");
+            let trying = Answer {
+                status: 100,
+                reason: "Trying",
+                extra: b"",
+            };
+            self.respond_to(cx, key, (req, e), trying);
         }
         self.fork(cx, key, req, e, first);
         self.after_fork(cx, key);
@@ -667,16 +672,15 @@ impl Proxy {
         let Ok(req) = crate::sip::parse(request) else {
             return;
         };
-        write_local(
-            cx,
-            &req,
-            None,
-            call.fix,
-            &mut call.last_response,
+        let tag = cx.ids.tag();
+        let answer = Answer {
             status,
             reason,
             extra,
-        );
+        };
+        let last = &mut call.last_response;
+        last.clear();
+        write_answer(&req, None, call.fix, &tag, answer, last);
         self.send_upstream(cx, key, status);
     }
 
@@ -687,24 +691,16 @@ impl Proxy {
         cx: &mut Cx<'_>,
         key: Key,
         (req, e): (&Message<'_>, &Essentials<'_>),
-        status: u16,
-        reason: &str,
-        extra: &[u8],
+        answer: Answer<'_>,
     ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
-        write_local(
-            cx,
-            req,
-            Some(&e.top_via),
-            call.fix,
-            &mut call.last_response,
-            status,
-            reason,
-            extra,
-        );
-        self.send_upstream(cx, key, status);
+        let tag = cx.ids.tag();
+        let last = &mut call.last_response;
+        last.clear();
+        write_answer(req, Some(&e.top_via), call.fix, &tag, answer, last);
+        self.send_upstream(cx, key, answer.status);
     }
 
     /// Sends `call.last_response` (status `status`) upstream if the server transaction allows
@@ -760,36 +756,6 @@ impl Proxy {
         }
         true
     }
-}
-
-/// Writes sipfork's own response `status` to `req` into `last_response` (its buffer reused);
-/// `top_via`: `req`'s top Via when already parsed.
-#[allow(clippy::too_many_arguments)]
-fn write_local(
-    cx: &mut Cx<'_>,
-    req: &Message<'_>,
-    top_via: Option<&crate::sip::Via<'_>>,
-    fix: ViaFix,
-    last_response: &mut Vec<u8>,
-    status: u16,
-    reason: &str,
-    extra: &[u8],
-) {
-    let tag = cx.ids.tag();
-    last_response.clear();
-    build::response_with(
-        req,
-        &Reply {
-            status,
-            reason,
-            fix,
-            to_tag: (status > 100).then_some(&tag[..]),
-            extra,
-            body: None,
-        },
-        top_via,
-        last_response,
-    );
 }
 
 use call::Server;
