@@ -34,20 +34,52 @@ pub fn reply_to(
         .map(|via| ViaFix::for_source(&via, from))
         .unwrap_or_default();
     let tag = cx.ids.tag();
-    cx.out.push_with(dest, |buf| {
-        build::response(
-            req,
-            &Reply {
-                status,
-                reason,
-                fix,
-                to_tag: (status > 100).then_some(&tag[..]),
-                extra,
-                body: None,
-            },
-            buf,
-        )
-    });
+    let answer = Answer {
+        status,
+        reason,
+        extra,
+    };
+    cx.out
+        .push_with(dest, |buf| write_answer(req, None, fix, &tag, answer, buf));
+}
+
+/// A response sipfork writes itself, without a body.
+#[derive(Clone, Copy)]
+pub(crate) struct Answer<'a> {
+    pub status: u16,
+    pub reason: &'a str,
+    /// Extra header rows (each ending in CRLF).
+    pub extra: &'a [u8],
+}
+
+/// Appends `answer` to `req`: the top Via fixed by `fix` (`top_via`: that Via as already
+/// parsed), the To tag `tag` added above 100.
+pub(crate) fn write_answer(
+    req: &Message<'_>,
+    top_via: Option<&Via<'_>>,
+    fix: ViaFix,
+    tag: &[u8],
+    answer: Answer<'_>,
+    out: &mut Vec<u8>,
+) {
+    let Answer {
+        status,
+        reason,
+        extra,
+    } = answer;
+    build::response_with(
+        req,
+        &Reply {
+            status,
+            reason,
+            fix,
+            to_tag: (status > 100).then_some(tag),
+            extra,
+            body: None,
+        },
+        top_via,
+        out,
+    )
 }
 
 /// `481 Call/Transaction Does Not Exist` for a request that names no transaction or dialog of

@@ -11,6 +11,7 @@
 use std::net::IpAddr;
 
 use super::header::{CommaSplit, Header, HeaderName};
+use super::headers::via::Via;
 use super::message::Message;
 
 /// Appends `n` in decimal.
@@ -36,12 +37,26 @@ pub fn push_host(out: &mut Vec<u8>, ip: IpAddr) {
         // our Via, Record-Route), and the formatting machinery costs more than the rest of a
         // Via fix.
         IpAddr::V4(v4) => {
+            // Into a stack buffer first: one copy into `out` instead of seven.
+            let mut buf = [0u8; 15];
+            let mut n = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    buf[n] = b'.';
+                    n += 1;
                 }
-                push_u32(out, u32::from(octet));
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
             }
+            out.extend_from_slice(&buf[..n]);
         }
         IpAddr::V6(v6) => {
             use std::io::Write;
@@ -76,6 +91,24 @@ fn sub_range(row: &[u8], sub: &[u8]) -> Option<(usize, usize)> {
     let start = (sub.as_ptr() as usize).checked_sub(row.as_ptr() as usize)?;
     let end = start.checked_add(sub.len())?;
     (end <= row.len()).then_some((start, end))
+}
+
+/// Is `via` the parse of the first value of row `h`: its octets start where the value does,
+/// after any leading whitespace (what `parse_via` on `h.value` reads)?
+fn is_first_value(h: &Header<'_>, via: &Via<'_>) -> bool {
+    let lead = h
+        .value
+        .iter()
+        .take_while(|&&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .count();
+    let same = sub_range(h.value, via.raw).is_some_and(|(start, _)| start == lead);
+    debug_assert!(
+        !same
+            || super::headers::via::parse_via(&mut super::scan::Cursor::new(h.value))
+                .is_ok_and(|v| v == *via),
+        "a Via given for the top row is that row's first value as parsed"
+    );
+    same
 }
 
 /// Rows copied verbatim, gathered into runs of adjacent rows of the source message so that each
@@ -202,14 +235,20 @@ impl ViaFix {
 
 /// Copies the first Via row, applying `fix` to its first value (replace a bare `rport` by
 /// `rport=PORT`; write `received=IP`, in place of any `received` the sender put there).
-fn push_fixed_top_via(out: &mut Vec<u8>, h: &Header<'_>, fix: ViaFix) {
+///
+/// `known` is the caller's parse of the same value (`Essentials::top_via`), used instead of
+/// parsing the row again when it is the first value of this very row.
+fn push_fixed_top_via(out: &mut Vec<u8>, h: &Header<'_>, fix: ViaFix, known: Option<&Via<'_>>) {
     if fix.is_noop() {
         out.extend_from_slice(h.row);
         return;
     }
     // The first via-parm ends where its parser stops (the same end `Message::top_via` reads),
     // so the row is not scanned for commas first.
-    let parsed = super::headers::via::parse_via(&mut super::scan::Cursor::new(h.value));
+    let parsed = match known.filter(|v| is_first_value(h, v)) {
+        Some(via) => Ok(*via),
+        None => super::headers::via::parse_via(&mut super::scan::Cursor::new(h.value)),
+    };
     let Some((via, (_, first_end))) = parsed
         .ok()
         .and_then(|via| Some((via, sub_range(h.row, via.raw)?)))
@@ -280,6 +319,17 @@ pub struct Reply<'a> {
 /// with the fix applied), From, To (with the tag added when the request's To has none), Call-ID
 /// and CSeq copied byte for byte, then the extra rows, then the body.
 pub fn response(req: &Message<'_>, reply: &Reply<'_>, out: &mut Vec<u8>) {
+    response_with(req, reply, None, out)
+}
+
+/// [`response`] given `req`'s top Via as the caller already parsed it (as
+/// [`forward_request_with`]): the same bytes, without parsing that Via again for `reply.fix`.
+pub fn response_with(
+    req: &Message<'_>,
+    reply: &Reply<'_>,
+    known_via: Option<&Via<'_>>,
+    out: &mut Vec<u8>,
+) {
     let Reply {
         status,
         reason,
@@ -299,7 +349,7 @@ pub fn response(req: &Message<'_>, reply: &Reply<'_>, out: &mut Vec<u8>) {
         match h.name {
             HeaderName::Via if top_via => {
                 rows.flush(out);
-                push_fixed_top_via(out, &h, fix);
+                push_fixed_top_via(out, &h, fix, known_via);
                 top_via = false;
             }
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
@@ -391,6 +441,19 @@ pub fn credentials_for_realm(h: &Header<'_>, realm: &[u8]) -> bool {
 
 /// Appends `req` forwarded as `fwd` says; everything else is copied byte for byte.
 pub fn forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &mut Vec<u8>) {
+    forward_request_with(req, fwd, None, out)
+}
+
+/// [`forward_request`] given `req`'s top Via as the caller already parsed it
+/// (`Essentials::top_via`), so applying `fwd.fix` does not parse it again. The bytes are the
+/// same as [`forward_request`]'s; a Via that is not the first value of `req`'s first Via row
+/// is not used.
+pub fn forward_request_with(
+    req: &Message<'_>,
+    fwd: &Forward<'_>,
+    known_via: Option<&Via<'_>>,
+    out: &mut Vec<u8>,
+) {
     let (method, uri) = match req.kind() {
         super::Kind::Request { method, uri } => (method, uri),
         super::Kind::Response { .. } => return,
@@ -420,7 +483,7 @@ pub fn forward_request(req: &Message<'_>, fwd: &Forward<'_>, out: &mut Vec<u8>) 
         match h.name {
             HeaderName::Via if top_via => {
                 rows.flush(out);
-                push_fixed_top_via(out, &h, fwd.fix);
+                push_fixed_top_via(out, &h, fwd.fix, known_via);
                 top_via = false;
             }
             HeaderName::MaxForwards => {
@@ -649,6 +712,65 @@ v=0\n";
         assert_eq!(r.first_value(HeaderName::RetryAfter), Some(&b"5"[..]));
         assert!(r.first(HeaderName::Route).is_none());
         assert_eq!(r.body(), b"");
+    }
+
+    #[test]
+    fn hosts_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "127.0.0.1",
+            "192.0.2.255",
+            "255.255.255.255",
+            "10.200.30.4",
+        ] {
+            let v4: std::net::Ipv4Addr = ip.parse().unwrap();
+            let mut out = b"x".to_vec();
+            push_host(&mut out, IpAddr::V4(v4));
+            assert_eq!(out, format!("x{v4}").into_bytes());
+        }
+        let mut out = Vec::new();
+        push_host(&mut out, "2001:db8::1".parse().unwrap());
+        assert_eq!(out, b"[2001:db8::1]");
+    }
+
+    #[test]
+    fn top_via_given_parsed_or_not_forwards_the_same_bytes() {
+        let req = parse(INVITE).unwrap();
+        let via = req.top_via().unwrap();
+        // A Via that is not the top row's first value (a copy of it elsewhere) is not used.
+        let copy = INVITE.to_vec();
+        let other = parse(&copy).unwrap();
+        let other_via = other.top_via().unwrap();
+        let forward = |top_via: Option<&Via<'_>>| {
+            let mut out = Vec::new();
+            forward_request_with(
+                &req,
+                &Forward {
+                    request_uri: None,
+                    via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf1",
+                    record_route: None,
+                    record_route_in: None,
+                    drop_first_route: false,
+                    drop_second_route: false,
+                    max_forwards: 69,
+                    fix: ViaFix::for_source(&via, src()),
+                    extra: b"",
+                    strip_identity: false,
+                    consume_realm: None,
+                },
+                top_via,
+                &mut out,
+            );
+            out
+        };
+        let parsed_here = forward(None);
+        assert!(parsed_here
+            .windows(22)
+            .any(|w| w == b"received=192.168.1.5\r\n"));
+        assert_eq!(forward(Some(&via)), parsed_here);
+        assert_eq!(forward(Some(&other_via)), parsed_here);
     }
 
     #[test]

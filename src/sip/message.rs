@@ -763,6 +763,21 @@ impl<'b> Message<'b> {
             .map(move |i| self.row_at(i))
     }
 
+    /// Is there a row of `name`? (`first(name).is_some()` without building the row.)
+    pub fn has(&self, name: HeaderName) -> bool {
+        self.first_index(name).is_some()
+    }
+
+    /// Is there more than one row of `name`? (`rows(name).nth(1).is_some()` without building
+    /// rows.)
+    pub fn repeats(&self, name: HeaderName) -> bool {
+        self.first_index(name).is_some_and(|first| {
+            self.rows
+                .get(first + 1..usize::from(self.count))
+                .is_some_and(|rest| rest.iter().any(|e| e.name == name))
+        })
+    }
+
     /// The first row of a header name.
     pub fn first(&self, name: HeaderName) -> Option<Header<'b>> {
         self.first_index(name).map(|i| self.row_at(i))

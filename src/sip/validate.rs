@@ -79,13 +79,10 @@ const SINGLE_VALUED: [HeaderName; 6] = [
 ];
 
 fn check_header_counts(msg: &Message<'_>) -> Result<(), ParseError> {
-    if let Some(&missing) = MANDATORY.iter().find(|&&name| msg.first(name).is_none()) {
+    if let Some(&missing) = MANDATORY.iter().find(|&&name| !msg.has(name)) {
         return Err(ParseError::MissingHeader(missing));
     }
-    if let Some(&repeated) = SINGLE_VALUED
-        .iter()
-        .find(|&&name| msg.rows(name).nth(1).is_some())
-    {
+    if let Some(&repeated) = SINGLE_VALUED.iter().find(|&&name| msg.repeats(name)) {
         return Err(ParseError::RepeatedHeader(repeated));
     }
     Ok(())

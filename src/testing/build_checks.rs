@@ -639,6 +639,10 @@ pub fn exercise_builders(msg: &Message<'_>, variant: u8) {
     build::response(msg, &reply, &mut out);
     check_response_to(msg, &reply, &out);
     let Ok(e) = check_request(msg) else { return };
+    // Given the top Via as parsed, the same bytes.
+    let mut out_with = Vec::new();
+    build::response_with(msg, &reply, Some(&e.top_via), &mut out_with);
+    assert_eq!(out_with, out, "response_with: other bytes than response");
 
     let mut via = b"SIP/2.0/UDP ".to_vec();
     via.extend_from_slice(LOCAL);
@@ -664,6 +668,13 @@ pub fn exercise_builders(msg: &Message<'_>, variant: u8) {
     };
     let mut sent = Vec::new();
     build::forward_request(msg, &fwd, &mut sent);
+    // Given the top Via as parsed, the same bytes.
+    let mut sent_with = Vec::new();
+    build::forward_request_with(msg, &fwd, Some(&e.top_via), &mut sent_with);
+    assert_eq!(
+        sent_with, sent,
+        "forward_request_with: other bytes than forward_request"
+    );
     check_forward_request(msg, &fwd, &sent);
     let Ok(sent_msg) = parse(&sent) else { return };
 

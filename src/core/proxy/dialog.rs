@@ -103,11 +103,16 @@ fn other_leg(
 ) -> Option<SocketAddr> {
     let nat = cx.cfg.registrar.nat;
     let caller_leg = leg_destination(nat, call.upstream, call.caller_target);
+    // Both tags hashed once, for the one-dialog check and the lookup below alike.
+    let hashes = e
+        .from
+        .tag
+        .zip(e.to.tag)
+        .map(|(f, t)| (tag_hash(cx, f), tag_hash(cx, t)));
     if let [only] = call.dialogs[..] {
         let b = call.branches.get(usize::from(only.branch))?;
         let callee_leg = leg_destination(nat, b.target, b.remote_target);
-        let tags_fit = e.from.tag.zip(e.to.tag).is_some_and(|(f, t)| {
-            let (f, t) = (tag_hash(cx, f), tag_hash(cx, t));
+        let tags_fit = hashes.is_some_and(|(f, t)| {
             (f == call.caller_tag && t == only.to_tag) || (t == call.caller_tag && f == only.to_tag)
         });
         if !tags_fit {
@@ -120,8 +125,7 @@ fn other_leg(
             };
         }
     }
-    let from_tag = tag_hash(cx, e.from.tag?);
-    let to_tag = tag_hash(cx, e.to.tag?);
+    let (from_tag, to_tag) = hashes?;
     let callee = |tag: u64| {
         // A confirmed dialog first; else an early one (PRACK, UPDATE before the answer).
         call.dialogs
@@ -146,13 +150,14 @@ fn other_leg(
 }
 
 impl Proxy {
-    /// Records the dialog a forwarded 2xx of branch `branch` established.
+    /// Records the dialog a forwarded 2xx of branch `branch` established (`to_tag`: its To
+    /// tag, as `check_response` parsed it).
     pub(super) fn add_dialog(
         &mut self,
         cx: &mut Cx<'_>,
         key: Key,
         branch: usize,
-        resp: &Message<'_>,
+        to_tag: Option<&[u8]>,
     ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
@@ -160,8 +165,7 @@ impl Proxy {
         if !call.is_invite || !call.record_route {
             return;
         }
-        let Ok(to) = resp.to() else { return };
-        let Some(tag) = to.tag else { return };
+        let Some(tag) = to_tag else { return };
         let h = tag_hash(cx, tag);
         if call.dialogs.iter().any(|d| d.to_tag == h) {
             return;
@@ -381,7 +385,7 @@ impl Proxy {
         let drop_second_route =
             crate::core::transport::record_route::second_route_pairs_first(cx, req);
         cx.out.push_with(dest, |buf| {
-            build::forward_request(
+            build::forward_request_with(
                 req,
                 &Forward {
                     request_uri: None,
@@ -396,6 +400,7 @@ impl Proxy {
                     strip_identity: false,
                     consume_realm: None,
                 },
+                Some(&e.top_via),
                 buf,
             )
         });

@@ -26,7 +26,7 @@ use crate::core::cdr::{self, Cause};
 use crate::core::context::Cx;
 use crate::core::ids::Ids;
 use crate::core::metrics::{MetricSink, ReasonCounters};
-use crate::core::reply::response_destination;
+use crate::core::reply::{response_destination, write_answer, Answer};
 use crate::core::route::ROUTE_TOKEN_PARAM;
 use crate::core::slab::{Key, Slab};
 use crate::core::transaction::client_invite::ClientInvite;
@@ -35,7 +35,7 @@ use crate::core::transaction::server_invite::ServerInvite;
 use crate::core::transaction::server_non_invite::ServerNonInvite;
 use crate::core::transaction::{Sched, Timer, TxnSlot};
 use crate::core::TimerKey;
-use crate::sip::build::{self, Forward, Reply, ViaFix};
+use crate::sip::build::{self, Forward, ViaFix};
 use crate::sip::{Essentials, HeaderName, Message, Method, SipUri};
 use crate::time::Duration;
 
@@ -514,7 +514,7 @@ impl Proxy {
             // (one Via, no Record-Route); behind another proxy the flow is the way back, and over
             // a connection the connection is.
             caller_target: (!cx.arrival.is_stream()
-                && req.vias().nth(1).is_none()
+                && !has_second_via(req, &e.top_via)
                 && req.record_routes().next().is_none())
             .then(|| contact_destination(req))
             .flatten(),
@@ -535,7 +535,13 @@ impl Proxy {
         });
         if is_invite {
             // §16.2 / §17.2.1: 100 Trying at once quenches the caller's retransmissions.
-            self.respond_local(cx, key, 100, "Trying", b"");
+            // From the request as parsed on arrival (the call stores a copy of its bytes).
+            let trying = Answer {
+                status: 100,
+                reason: "Trying",
+                extra: b"",
+            };
+            self.respond_to(cx, key, (req, e), trying);
         }
         self.fork(cx, key, req, e, first);
         self.after_fork(cx, key);
@@ -618,6 +624,7 @@ impl Proxy {
             max_forwards: e.max_forwards.map_or(70, |m| m.saturating_sub(1)),
             strip_identity: call.strip_identity,
             extra: &extra,
+            top_via: &e.top_via,
         };
         for t in targets {
             if call.branches.len() >= usize::from(u8::MAX) {
@@ -666,22 +673,34 @@ impl Proxy {
             return;
         };
         let tag = cx.ids.tag();
-        let mut bytes = std::mem::take(&mut call.last_response);
-        bytes.clear();
-        build::response(
-            &req,
-            &Reply {
-                status,
-                reason,
-                fix: call.fix,
-                to_tag: (status > 100).then_some(&tag[..]),
-                extra,
-                body: None,
-            },
-            &mut bytes,
-        );
-        call.last_response = bytes;
+        let answer = Answer {
+            status,
+            reason,
+            extra,
+        };
+        let last = &mut call.last_response;
+        last.clear();
+        write_answer(&req, None, call.fix, &tag, answer, last);
         self.send_upstream(cx, key, status);
+    }
+
+    /// [`Proxy::respond_local`] from the call's request as already parsed (`req`: the request
+    /// whose bytes the call stores; `e`: its essentials).
+    fn respond_to(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        (req, e): (&Message<'_>, &Essentials<'_>),
+        answer: Answer<'_>,
+    ) {
+        let Some(call) = self.calls.get_mut(key) else {
+            return;
+        };
+        let tag = cx.ids.tag();
+        let last = &mut call.last_response;
+        last.clear();
+        write_answer(req, Some(&e.top_via), call.fix, &tag, answer, last);
+        self.send_upstream(cx, key, answer.status);
     }
 
     /// Sends `call.last_response` (status `status`) upstream if the server transaction allows
@@ -831,14 +850,39 @@ fn loop_hash(ids: &Ids, e: &Essentials<'_>, req: &Message<'_>) -> u32 {
 /// §16.3 step 4: has this request been through us before with the same identity (a loop, not a
 /// spiral)?
 pub fn is_loop(cx: &Cx<'_>, e: &Essentials<'_>, req: &Message<'_>) -> bool {
-    let hash = loop_hash(cx.ids, e, req);
+    // The request's own hash is worked out only once a Via of ours is found (rare: a spiral
+    // or a loop), not for every request.
+    let mut hash = None;
     req.vias().filter_map(Result::ok).any(|via| {
         sent_by_is_us(cx, &via)
             && via
                 .branch
                 .and_then(|b| cx.ids.read_branch(b, cx.env.shards))
-                .is_some_and(|ours| ours.loop_hash == hash)
+                .is_some_and(|ours| {
+                    ours.loop_hash == *hash.get_or_insert_with(|| loop_hash(cx.ids, e, req))
+                })
     })
+}
+
+/// `req.vias().nth(1).is_some()` for a request whose top Via parsed as `top`, without parsing
+/// the top Via again: after a well-formed first value comes the end of its row (then a second
+/// value is a second Via row) or a comma (a second value in the same row).
+fn has_second_via(req: &Message<'_>, top: &crate::sip::Via<'_>) -> bool {
+    let Some(row) = req.first(HeaderName::Via) else {
+        return false;
+    };
+    let rest = (top.raw.as_ptr() as usize)
+        .checked_sub(row.value.as_ptr() as usize)
+        .and_then(|start| start.checked_add(top.raw.len()))
+        .and_then(|end| row.value.get(end..));
+    match rest {
+        Some(rest) => {
+            !rest.iter().all(|&b| crate::sip::scan::is_lws(b))
+                || req.rows(HeaderName::Via).nth(1).is_some()
+        }
+        // Not a value of that row (never for `Essentials::top_via`): ask the list itself.
+        None => req.vias().nth(1).is_some(),
+    }
 }
 
 fn sent_by_is_us(cx: &Cx<'_>, via: &crate::sip::Via<'_>) -> bool {
@@ -924,6 +968,8 @@ struct Shared<'a> {
     max_forwards: u8,
     strip_identity: bool,
     extra: &'a [u8],
+    /// The request's top Via as parsed once (`Essentials`), for the `received`/`rport` fix.
+    top_via: &'a crate::sip::Via<'a>,
 }
 
 fn start_branch(
@@ -1000,9 +1046,9 @@ fn start_branch(
             .then_some(cx.cfg.auth.realm.as_bytes()),
     };
     // Built once, straight into the outbox; the branch keeps an exact-size copy.
-    let sent = cx
-        .out
-        .push_with(target.dest, |buf| build::forward_request(req, &fwd, buf));
+    let sent = cx.out.push_with(target.dest, |buf| {
+        build::forward_request_with(req, &fwd, Some(shared.top_via), buf)
+    });
     if sent.len() > MAX_UDP_REQUEST && !transport.is_stream() && call.upstream_transport.is_stream()
     {
         // A request that came over TCP or TLS would leave over UDP: §18.1.1 would take TCP,
@@ -1071,5 +1117,44 @@ fn failed_branch(call: &mut Call, status: u16) {
             status,
             bytes: None,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_second_via;
+
+    #[test]
+    fn second_via_found_as_the_list_finds_it() {
+        for rows in [
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1 \r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1 ,SIP/2.0/UDP b\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\n ,SIP/2.0/UDP b\r\n",
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\nv: SIP/2.0/UDP b\r\n",
+            "v: SIP/2.0/UDP a;branch=z9hG4bK1\r\nMax-Forwards: 70\r\nVia: SIP/2.0/UDP b\r\n",
+        ] {
+            let text = format!(
+                "INVITE sip:b@x SIP/2.0\r\n{rows}From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\n\
+                 Call-ID: c\r\nCSeq: 1 INVITE\r\n\r\n"
+            );
+            let m = crate::sip::parse(text.as_bytes()).unwrap();
+            let e = crate::sip::check_request(&m).unwrap();
+            assert_eq!(
+                has_second_via(&m, &e.top_via),
+                m.vias().nth(1).is_some(),
+                "{rows:?}"
+            );
+            // A Via parsed from other bytes is not taken for this row's.
+            let copy = text.clone();
+            let other = crate::sip::parse(copy.as_bytes()).unwrap();
+            let other_top = other.top_via().unwrap();
+            assert_eq!(
+                has_second_via(&m, &other_top),
+                m.vias().nth(1).is_some(),
+                "{rows:?}"
+            );
+        }
     }
 }

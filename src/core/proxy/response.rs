@@ -60,7 +60,7 @@ impl Proxy {
                 if branch.role == BranchRole::Bye {
                     return;
                 }
-                self.branch_response(cx, key, i, resp, status);
+                self.branch_response(cx, key, i, resp, re.to.tag, status);
             }
             Client::Invite(t) => {
                 let mut s = sched(cx, key, TxnSlot::Branch(ours.branch));
@@ -95,7 +95,7 @@ impl Proxy {
                 match verdict {
                     InviteVerdict::Absorb | InviteVerdict::AckAgain => {}
                     InviteVerdict::PassUp | InviteVerdict::AckAndPassUp => {
-                        self.branch_response(cx, key, i, resp, status)
+                        self.branch_response(cx, key, i, resp, re.to.tag, status)
                     }
                 }
             }
@@ -109,14 +109,15 @@ impl Proxy {
         key: Key,
         i: usize,
         resp: &Message<'_>,
+        to_tag: Option<&[u8]>,
         status: u16,
     ) {
         if status > 100 {
-            self.note_callee(cx, key, i, resp, status);
+            self.note_callee(cx, key, i, resp, to_tag, status);
         }
         match status {
             100..=199 => self.provisional(cx, key, i, resp, status),
-            200..=299 => self.success(cx, key, i, resp, status),
+            200..=299 => self.success(cx, key, i, resp, to_tag, status),
             _ => self.failure(cx, key, i, resp, status),
         }
     }
@@ -130,13 +131,15 @@ impl Proxy {
         key: Key,
         i: usize,
         resp: &Message<'_>,
+        to_tag: Option<&[u8]>,
         status: u16,
     ) {
         let Some(branch) = self.calls.get_mut(key).and_then(|c| c.branches.get_mut(i)) else {
             return;
         };
         if branch.to_tag.is_none() {
-            if let Some(tag) = resp.to().ok().and_then(|to| to.tag) {
+            // The To tag as `check_response` parsed it (`ResponseEssentials::to`).
+            if let Some(tag) = to_tag {
                 branch.to_tag = Some(super::dialog::tag_hash(cx, tag));
             }
         }
@@ -209,7 +212,15 @@ impl Proxy {
         self.send_upstream(cx, key, status);
     }
 
-    fn success(&mut self, cx: &mut Cx<'_>, key: Key, i: usize, resp: &Message<'_>, status: u16) {
+    fn success(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: Key,
+        i: usize,
+        resp: &Message<'_>,
+        to_tag: Option<&[u8]>,
+        status: u16,
+    ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
@@ -288,7 +299,7 @@ impl Proxy {
             self.note_answer(cx, key, i, resp, req.as_ref());
             self.restore_request(key, request);
             self.forward_2xx(cx, key, resp);
-            self.add_dialog(cx, key, i, resp);
+            self.add_dialog(cx, key, i, to_tag);
             self.session_rearm(cx, session);
             if outcome == Outcome::Pending {
                 self.answered(cx, key, i);
