@@ -8,10 +8,8 @@
 //! ends at the first `;`, `,` or whitespace: everything after belongs to the header, never to the
 //! URI (RFC 3261 §20.10), and a `?` in such a URI is an error because it needed the brackets.
 
-use memchr::memchr;
-
 use crate::sip::error::ParseError;
-use crate::sip::scan::{is_lws, unquote, Cursor};
+use crate::sip::scan::{find, is_lws, unquote, Cursor};
 use crate::sip::uri::Uri;
 
 use super::params::Params;
@@ -84,7 +82,7 @@ pub(crate) fn parse_name_addr<'b>(
     };
     let uri = if bracketed {
         let rest = c.rest();
-        let close = memchr(b'>', rest).ok_or(bad)?;
+        let close = find(rest, b'>').ok_or(bad)?;
         let uri = Uri::parse(rest.get(..close).unwrap_or(&[]))?;
         c.set_pos(c.pos() + close + 1);
         uri
