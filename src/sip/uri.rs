@@ -686,8 +686,11 @@ mod tests {
     fn scan_two_passes(s: &[u8]) -> Result<(Host<'_>, usize), ParseError> {
         let bad = ParseError::BadUri;
         if s.first() == Some(&b'[') {
-            // The IPv6 reference is read as it was: only the name and IPv4 path changed.
-            return Host::scan(s);
+            let close = find(s, b']').ok_or(bad)?;
+            let inner = s.get(1..close).unwrap_or(&[]);
+            return parse_ipv6(inner)
+                .map(|a| (Host::V6(a), close + 1))
+                .ok_or(bad);
         }
         let (len, name_chars) = super::super::scan::host_run(s);
         let raw = s.get(..len).unwrap_or(&[]);
