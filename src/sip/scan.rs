@@ -170,8 +170,7 @@ pub fn is_host(b: u8) -> bool {
 
 /// Length of the run of host characters at the start of `s`, and whether any of them is a
 /// letter, `-` or `_` (otherwise the run can only be an IPv4 address). One table load per octet.
-/// (The oracle of [`host_run_labels`], which also checks the labels in the same pass.)
-#[cfg(test)]
+#[inline]
 pub fn host_run(s: &[u8]) -> (usize, bool) {
     let mut name = 0u16;
     let mut len = 0;
@@ -184,31 +183,6 @@ pub fn host_run(s: &[u8]) -> (usize, bool) {
         len += 1;
     }
     (len, name & HOST_NAME != 0)
-}
-
-/// [`host_run`] and the label rule of a host name in the same pass: the run's length, whether
-/// any octet is a letter, `-` or `_`, and whether its labels are well formed (the run is not
-/// empty, does not start with `.` or `-`, and no `.` is followed by `.` or `-`; one trailing dot
-/// is allowed). One table load per octet, no second walk over the run.
-#[inline]
-pub fn host_run_labels(s: &[u8]) -> (usize, bool, bool) {
-    let mut name = 0u16;
-    let mut len = 0;
-    // Starts as if a dot preceded the run: a leading "." or "-" is then the same fault as ".."
-    // or ".-" after one.
-    let mut after_dot = true;
-    let mut labels_ok = true;
-    for &b in s {
-        let class = CLASS[usize::from(b)];
-        if class & HOST == 0 {
-            break;
-        }
-        labels_ok &= !(after_dot && matches!(b, b'.' | b'-'));
-        after_dot = b == b'.';
-        name |= class;
-        len += 1;
-    }
-    (len, name & HOST_NAME != 0, labels_ok && len > 0)
 }
 
 /// Octets of a Call-ID: `word` characters and "@".

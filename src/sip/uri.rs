@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::error::ParseError;
 use super::scan::{
-    find, hex_value, host_run_labels, is_hex, is_opaque, is_scheme, is_tel_number, parse_port,
+    find, hex_value, host_run, is_hex, is_opaque, is_scheme, is_tel_number, parse_port,
     valid_uri_part, UriPart,
 };
 
@@ -63,9 +63,13 @@ impl<'b> Host<'b> {
                 .map(|a| (Host::V6(a), close + 1))
                 .ok_or(bad);
         }
-        // Labels: none empty, none starting with "-"; one trailing dot is allowed.
-        let (len, name_chars, labels_ok) = host_run_labels(s);
+        let (len, name_chars) = host_run(s);
         let raw = s.get(..len).unwrap_or(&[]);
+        // Labels: none empty, none starting with "-"; one trailing dot is allowed.
+        let labels_ok = !matches!(raw.first(), None | Some(b'.' | b'-'))
+            && !raw
+                .windows(2)
+                .any(|w| w[0] == b'.' && matches!(w[1], b'.' | b'-'));
         if !labels_ok {
             Err(bad)
         } else if name_chars {
@@ -679,72 +683,6 @@ pub fn default_port(tls: bool) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    /// `Host::scan` as it was before the labels were checked in the run's own pass (a second
-    /// walk over `windows(2)`): the oracle the property test below holds the new one to.
-    fn scan_two_passes(s: &[u8]) -> Result<(Host<'_>, usize), ParseError> {
-        let bad = ParseError::BadUri;
-        if s.first() == Some(&b'[') {
-            let close = find(s, b']').ok_or(bad)?;
-            let inner = s.get(1..close).unwrap_or(&[]);
-            return parse_ipv6(inner)
-                .map(|a| (Host::V6(a), close + 1))
-                .ok_or(bad);
-        }
-        let (len, name_chars) = super::super::scan::host_run(s);
-        let raw = s.get(..len).unwrap_or(&[]);
-        let labels_ok = !matches!(raw.first(), None | Some(b'.' | b'-'))
-            && !raw
-                .windows(2)
-                .any(|w| w[0] == b'.' && matches!(w[1], b'.' | b'-'));
-        if !labels_ok {
-            Err(bad)
-        } else if name_chars {
-            Ok((Host::Domain(raw), len))
-        } else {
-            parse_ipv4(raw).map(|a| (Host::V4(a), len)).ok_or(bad)
-        }
-    }
-
-    /// Host-shaped octets: label characters, dots, dashes, digits, brackets and the octets
-    /// that end a host in a URI, with now and then any octet.
-    fn host_octets() -> impl Strategy<Value = Vec<u8>> {
-        proptest::collection::vec(
-            prop_oneof![
-                Just(b'a'),
-                Just(b'Z'),
-                Just(b'1'),
-                Just(b'9'),
-                Just(b'0'),
-                Just(b'.'),
-                Just(b'-'),
-                Just(b'_'),
-                Just(b'['),
-                Just(b']'),
-                Just(b':'),
-                Just(b';'),
-                Just(b'@'),
-                Just(b'?'),
-                Just(b' '),
-                Just(b'f'),
-                any::<u8>()
-            ],
-            0..24,
-        )
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4000))]
-
-        /// One pass accepts exactly what two passes accepted, with the same host and length.
-        #[test]
-        fn host_scan_matches_the_two_pass_scan(s in host_octets(), any in proptest::collection::vec(any::<u8>(), 0..24)) {
-            for bytes in [&s, &any] {
-                prop_assert_eq!(Host::scan(bytes), scan_two_passes(bytes), "{:?}", bytes);
-            }
-        }
-    }
 
     fn sip(s: &str) -> SipUri<'_> {
         match Uri::parse(s.as_bytes()) {
