@@ -482,6 +482,7 @@ impl Proxy {
             transport,
             client,
             request: Some(bytes.into_boxed_slice()),
+            hop: None,
             ack: None,
             timer_c: None,
             provisional: false,
