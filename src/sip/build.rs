@@ -686,10 +686,10 @@ const HOP_ROWS: usize = 6;
 /// [`ack_for`] write on the request's parse, without that parse.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HopByHop {
-    uri: (u32, u32),
-    via: (u32, u32),
+    uri: (u16, u16),
+    via: (u16, u16),
     /// Runs of adjacent rows; a To row is a run of its own (the ACK replaces it).
-    rows: [(u32, u32); HOP_ROWS],
+    rows: [(u16, u16); HOP_ROWS],
     n: u8,
     /// Bit `i`: run `i` is a To row.
     to: u8,
@@ -704,10 +704,11 @@ struct HopNotes {
 }
 
 impl HopNotes {
-    fn span(&mut self, start: usize, end: usize) -> (u32, u32) {
+    /// Offsets from the request's start; one past 64 KiB makes the notes unusable.
+    fn span(&mut self, start: usize, end: usize) -> (u16, u16) {
         match (
-            u32::try_from(start - self.base),
-            u32::try_from(end - self.base),
+            u16::try_from(start - self.base),
+            u16::try_from(end - self.base),
         ) {
             (Ok(a), Ok(b)) => (a, b),
             _ => {
@@ -742,8 +743,9 @@ impl HopNotes {
     }
 }
 
-fn hop_span(sent: &[u8], (start, end): (u32, u32)) -> &[u8] {
-    sent.get(start as usize..end as usize).unwrap_or(&[])
+fn hop_span(sent: &[u8], (start, end): (u16, u16)) -> &[u8] {
+    sent.get(usize::from(start)..usize::from(end))
+        .unwrap_or(&[])
 }
 
 /// [`cancel_for`] on `sent` (the bytes [`forward_request_hop`] wrote, from its start) given the
