@@ -64,7 +64,7 @@ impl TagHashes {
     }
 
     /// The request comes from the caller (its From tag is the caller's).
-    fn from_caller(&self, call: &Call) -> bool {
+    fn by_caller(&self, call: &Call) -> bool {
         self.from == Some(call.caller_tag)
     }
 }
@@ -213,7 +213,7 @@ impl Proxy {
             call.dialogs.clear();
         }
         let ended = before - call.dialogs.len();
-        let cause = if tags.from_caller(call) {
+        let cause = if tags.by_caller(call) {
             Cause::CallerBye
         } else {
             Cause::CalleeBye
@@ -320,7 +320,7 @@ impl Proxy {
             return crate::core::reply::no_such_transaction(cx, req, from);
         };
         if let Some(call) = self.calls.get_mut(key) {
-            let from_caller = tags.from_caller(call);
+            let from_caller = tags.by_caller(call);
             if let Some(ends) = call.ends.as_deref_mut() {
                 ends.saw(from_caller, e.cseq.number);
             }
