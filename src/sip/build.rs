@@ -1097,48 +1097,27 @@ v=0\n";
     #[test]
     fn cancel_and_ack_match_the_forwarded_invite() {
         let req = parse(INVITE).unwrap();
+        let fwd = Forward {
+            request_uri: Some(b"sip:1000@127.0.0.1:5071"),
+            via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf9",
+            record_route: None,
+            record_route_in: None,
+            drop_first_route: true,
+            drop_second_route: false,
+            max_forwards: 69,
+            fix: ViaFix::default(),
+            extra: b"",
+            strip_identity: false,
+            consume_realm: None,
+        };
         let mut sent = Vec::new();
-        forward_request(
-            &req,
-            &Forward {
-                request_uri: Some(b"sip:1000@127.0.0.1:5071"),
-                via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf9",
-                record_route: None,
-                record_route_in: None,
-                drop_first_route: true,
-                drop_second_route: false,
-                max_forwards: 69,
-                fix: ViaFix::default(),
-                extra: b"",
-                strip_identity: false,
-                consume_realm: None,
-            },
-            &mut sent,
-        );
+        forward_request(&req, &fwd, &mut sent);
         let bytes = sent.clone();
         let sent = parse(&sent).unwrap();
         // The same request written after another message in the buffer, noting its parts.
         let earlier = b"SIP/2.0 100 Trying\r\n\r\n";
         let mut buf = earlier.to_vec();
-        let hop = forward_request_hop(
-            &req,
-            &Forward {
-                request_uri: Some(b"sip:1000@127.0.0.1:5071"),
-                via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf9",
-                record_route: None,
-                record_route_in: None,
-                drop_first_route: true,
-                drop_second_route: false,
-                max_forwards: 69,
-                fix: ViaFix::default(),
-                extra: b"",
-                strip_identity: false,
-                consume_realm: None,
-            },
-            None,
-            &mut buf,
-        )
-        .unwrap();
+        let hop = forward_request_hop(&req, &fwd, None, &mut buf).unwrap();
         assert_eq!(&buf[earlier.len()..], &bytes[..]);
         let mut out = Vec::new();
         cancel_for(
