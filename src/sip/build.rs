@@ -143,6 +143,11 @@ impl<'b> Verbatim<'b> {
         }
     }
 
+    /// How many bytes are queued: where the next row added lands, counted from the buffer's end.
+    fn pending(&self) -> usize {
+        self.run.map_or(0, |(start, end)| end - start)
+    }
+
     /// Copies what is queued; call before writing anything else.
     fn flush(&mut self, out: &mut Vec<u8>) {
         if let Some((start, end)) = self.run.take() {
@@ -454,14 +459,63 @@ pub fn forward_request_with(
     known_via: Option<&Via<'_>>,
     out: &mut Vec<u8>,
 ) {
+    forward_request_noting(req, fwd, known_via, out, None);
+}
+
+/// [`forward_request_with`], which also says where the forwarded request's CANCEL and ACK parts
+/// lie in what it wrote (offsets from where it started writing), so that [`cancel_from`] and
+/// [`ack_from`] build them without parsing the request again. `None` when it cannot say
+/// (`fwd.extra` rows, more Route/From/To/Call-ID rows than it keeps): use [`cancel_for`] and
+/// [`ack_for`] on the parsed request then. The bytes written are those of
+/// [`forward_request_with`].
+pub fn forward_request_hop(
+    req: &Message<'_>,
+    fwd: &Forward<'_>,
+    known_via: Option<&Via<'_>>,
+    out: &mut Vec<u8>,
+) -> Option<HopByHop> {
+    let mut hop = HopNotes {
+        base: out.len(),
+        hop: HopByHop::default(),
+        ok: fwd.extra.is_empty(),
+    };
+    forward_request_noting(req, fwd, known_via, out, Some(&mut hop));
+    hop.ok.then_some(hop.hop)
+}
+
+fn forward_request_noting(
+    req: &Message<'_>,
+    fwd: &Forward<'_>,
+    known_via: Option<&Via<'_>>,
+    out: &mut Vec<u8>,
+    mut notes: Option<&mut HopNotes>,
+) {
     let (method, uri) = match req.kind() {
         super::Kind::Request { method, uri } => (method, uri),
         super::Kind::Response { .. } => return,
     };
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
+    let uri_start = out.len();
     out.extend_from_slice(fwd.request_uri.unwrap_or(uri));
+    let uri_end = out.len();
     out.extend_from_slice(b" SIP/2.0\r\n");
+    if let Some(n) = notes.as_deref_mut() {
+        n.hop.uri = n.span(uri_start, uri_end);
+        // Our Via value, as the parser would give it back: the first of its row.
+        let via_start = out.len() + b"Via: ".len();
+        let value = match memchr::memchr(b',', fwd.via) {
+            None => fwd.via,
+            Some(_) => CommaSplit::new(fwd.via, true).next().unwrap_or(fwd.via),
+        };
+        match sub_range(fwd.via, value) {
+            Some((a, b)) if value.trim_ascii() == value && !value.is_empty() => {
+                n.hop.via = n.span(via_start + a, via_start + b);
+            }
+            _ => n.ok = false,
+        }
+        n.hop.cseq = req.cseq().map(|c| c.number).unwrap_or(0);
+    }
     push_row(out, b"Via", fwd.via);
     if let Some(rr) = fwd.record_route {
         out.extend_from_slice(b"Record-Route: <");
@@ -495,7 +549,11 @@ pub fn forward_request_with(
             }
             HeaderName::Route if drop_routes > 0 => {
                 rows.flush(out);
+                let start = out.len();
                 drop_routes -= push_row_without_first_values(out, &h, drop_routes);
+                if let Some(n) = notes.as_deref_mut() {
+                    n.row(start, out.len(), false);
+                }
             }
             HeaderName::PAssertedIdentity | HeaderName::PPreferredIdentity
                 if fwd.strip_identity =>
@@ -509,7 +567,18 @@ pub fn forward_request_with(
             {
                 rows.flush(out);
             }
-            _ => rows.add(out, h.row),
+            name => {
+                if let Some(n) = notes.as_deref_mut() {
+                    if matches!(
+                        name,
+                        HeaderName::Route | HeaderName::From | HeaderName::To | HeaderName::CallId
+                    ) {
+                        let start = out.len() + rows.pending();
+                        n.row(start, start + h.row.len(), name == HeaderName::To);
+                    }
+                }
+                rows.add(out, h.row)
+            }
         }
     }
     rows.flush(out);
@@ -602,6 +671,121 @@ fn hop_by_hop_for(sent: &Message<'_>, method: &[u8], to: Option<&Header<'_>>, ou
     out.extend_from_slice(b"Max-Forwards: 70\r\n");
     out.extend_from_slice(b"CSeq: ");
     push_u32(out, sent.cseq().map(|c| c.number).unwrap_or(0));
+    out.push(b' ');
+    out.extend_from_slice(method);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How many Route/From/To/Call-ID row runs a [`HopByHop`] keeps.
+const HOP_ROWS: usize = 6;
+
+/// Where the parts of a forwarded INVITE that its CANCEL and the ACK of a non-2xx final copy
+/// (RFC 3261 §9.1, §17.1.1.3) lie in its bytes: the Request-URI, our Via value, the Route, From,
+/// To and Call-ID rows in their order, and the CSeq number. Noted by [`forward_request_hop`]
+/// while writing the request, so [`cancel_from`] and [`ack_from`] write what [`cancel_for`] and
+/// [`ack_for`] write on the request's parse, without that parse.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HopByHop {
+    uri: (u16, u16),
+    via: (u16, u16),
+    /// Runs of adjacent rows; a To row is a run of its own (the ACK replaces it).
+    rows: [(u16, u16); HOP_ROWS],
+    n: u8,
+    /// Bit `i`: run `i` is a To row.
+    to: u8,
+    cseq: u32,
+}
+
+/// A [`HopByHop`] being noted while a request is written at `base` of the buffer.
+struct HopNotes {
+    base: usize,
+    hop: HopByHop,
+    ok: bool,
+}
+
+impl HopNotes {
+    /// Offsets from the request's start; one past 64 KiB makes the notes unusable.
+    fn span(&mut self, start: usize, end: usize) -> (u16, u16) {
+        match (
+            u16::try_from(start - self.base),
+            u16::try_from(end - self.base),
+        ) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => {
+                self.ok = false;
+                (0, 0)
+            }
+        }
+    }
+
+    /// A row written at `start..end` of the buffer (a To row when `to`).
+    fn row(&mut self, start: usize, end: usize, to: bool) {
+        if start == end {
+            return;
+        }
+        let span = self.span(start, end);
+        let hop = &mut self.hop;
+        let n = usize::from(hop.n);
+        if let Some(last) = n.checked_sub(1).and_then(|l| hop.rows.get_mut(l)) {
+            if !to && hop.to & (1 << (n - 1)) == 0 && last.1 == span.0 {
+                last.1 = span.1;
+                return;
+            }
+        }
+        match hop.rows.get_mut(n) {
+            Some(slot) => {
+                *slot = span;
+                hop.to |= u8::from(to) << n;
+                hop.n += 1;
+            }
+            None => self.ok = false,
+        }
+    }
+}
+
+fn hop_span(sent: &[u8], (start, end): (u16, u16)) -> &[u8] {
+    sent.get(usize::from(start)..usize::from(end))
+        .unwrap_or(&[])
+}
+
+/// [`cancel_for`] on `sent` (the bytes [`forward_request_hop`] wrote, from its start) given the
+/// [`HopByHop`] it noted: the same bytes, without parsing `sent`.
+pub fn cancel_from(sent: &[u8], hop: &HopByHop, reason: Option<&[u8]>, out: &mut Vec<u8>) {
+    hop_by_hop_from(sent, hop, b"CANCEL", None, out);
+    if let Some(reason) = reason {
+        push_row(out, b"Reason", reason);
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+/// [`ack_for`] on `sent` given its [`HopByHop`]: the same bytes, without parsing `sent`.
+pub fn ack_from(sent: &[u8], hop: &HopByHop, response: &Message<'_>, out: &mut Vec<u8>) {
+    let to = response.first(HeaderName::To);
+    hop_by_hop_from(sent, hop, b"ACK", to.as_ref(), out);
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+fn hop_by_hop_from(
+    sent: &[u8],
+    hop: &HopByHop,
+    method: &[u8],
+    to: Option<&Header<'_>>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(hop_span(sent, hop.uri));
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    push_row(out, b"Via", hop_span(sent, hop.via));
+    for (i, &span) in hop.rows.iter().take(usize::from(hop.n)).enumerate() {
+        match to {
+            Some(to) if hop.to & (1 << i) != 0 => out.extend_from_slice(to.row),
+            _ => out.extend_from_slice(hop_span(sent, span)),
+        }
+    }
+    out.extend_from_slice(b"Max-Forwards: 70\r\n");
+    out.extend_from_slice(b"CSeq: ");
+    push_u32(out, hop.cseq);
     out.push(b' ');
     out.extend_from_slice(method);
     out.extend_from_slice(b"\r\n");
@@ -913,31 +1097,42 @@ v=0\n";
     #[test]
     fn cancel_and_ack_match_the_forwarded_invite() {
         let req = parse(INVITE).unwrap();
+        let fwd = Forward {
+            request_uri: Some(b"sip:1000@127.0.0.1:5071"),
+            via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf9",
+            record_route: None,
+            record_route_in: None,
+            drop_first_route: true,
+            drop_second_route: false,
+            max_forwards: 69,
+            fix: ViaFix::default(),
+            extra: b"",
+            strip_identity: false,
+            consume_realm: None,
+        };
         let mut sent = Vec::new();
-        forward_request(
-            &req,
-            &Forward {
-                request_uri: Some(b"sip:1000@127.0.0.1:5071"),
-                via: b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf9",
-                record_route: None,
-                record_route_in: None,
-                drop_first_route: true,
-                drop_second_route: false,
-                max_forwards: 69,
-                fix: ViaFix::default(),
-                extra: b"",
-                strip_identity: false,
-                consume_realm: None,
-            },
-            &mut sent,
-        );
+        forward_request(&req, &fwd, &mut sent);
+        let bytes = sent.clone();
         let sent = parse(&sent).unwrap();
+        // The same request written after another message in the buffer, noting its parts.
+        let earlier = b"SIP/2.0 100 Trying\r\n\r\n";
+        let mut buf = earlier.to_vec();
+        let hop = forward_request_hop(&req, &fwd, None, &mut buf).unwrap();
+        assert_eq!(&buf[earlier.len()..], &bytes[..]);
         let mut out = Vec::new();
         cancel_for(
             &sent,
             Some(b"SIP;cause=200;text=\"Call completed elsewhere\""),
             &mut out,
         );
+        let mut from_hop = Vec::new();
+        cancel_from(
+            &bytes,
+            &hop,
+            Some(b"SIP;cause=200;text=\"Call completed elsewhere\""),
+            &mut from_hop,
+        );
+        assert_eq!(from_hop, out);
         let c = parse(&out).unwrap();
         let e = check_request(&c).unwrap();
         assert_eq!(e.method.as_bytes(), b"CANCEL");
@@ -954,6 +1149,9 @@ v=0\n";
         let resp = parse(b"SIP/2.0 487 Request Terminated\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsf9\r\nFrom: <sip:caller@10.0.0.9:5070>;tag=ft1\r\nTo: <sip:1000@127.0.0.1:5060>;tag=dev\r\nCall-ID: call-1@10.0.0.9\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n").unwrap();
         let mut out = Vec::new();
         ack_for(&sent, &resp, &mut out);
+        let mut from_hop = Vec::new();
+        ack_from(&bytes, &hop, &resp, &mut from_hop);
+        assert_eq!(from_hop, out);
         let a = parse(&out).unwrap();
         let e = check_request(&a).unwrap();
         assert_eq!(e.method.as_bytes(), b"ACK");

@@ -676,6 +676,36 @@ pub fn exercise_builders(msg: &Message<'_>, variant: u8) {
         "forward_request_with: other bytes than forward_request"
     );
     check_forward_request(msg, &fwd, &sent);
+    // Noting the CANCEL's and ACK's parts while writing: the same bytes.
+    let mut sent_hop = b"earlier message in the buffer".to_vec();
+    let hop = build::forward_request_hop(msg, &fwd, Some(&e.top_via), &mut sent_hop);
+    let sent_hop = sent_hop.split_off(29);
+    assert_eq!(
+        sent_hop, sent,
+        "forward_request_hop: other bytes than forward_request"
+    );
+    // Notes wherever they fit: no extra rows, no more rows to note than it keeps runs, offsets
+    // within 64 KiB.
+    let noted = msg
+        .headers()
+        .filter(|h| {
+            matches!(
+                h.name,
+                HeaderName::Route | HeaderName::From | HeaderName::To | HeaderName::CallId
+            )
+        })
+        .count();
+    if !fwd.extra.is_empty() {
+        assert!(
+            hop.is_none(),
+            "forward_request_hop: notes despite extra rows"
+        );
+    } else if noted <= 6 && sent.len() <= usize::from(u16::MAX) {
+        assert!(
+            hop.is_some(),
+            "forward_request_hop: no notes where they fit"
+        );
+    }
     let Ok(sent_msg) = parse(&sent) else { return };
 
     let mut cancel = Vec::new();
@@ -683,6 +713,14 @@ pub fn exercise_builders(msg: &Message<'_>, variant: u8) {
         (variant & 1 == 0).then_some(&b"SIP;cause=200;text=\"Call completed elsewhere\""[..]);
     build::cancel_for(&sent_msg, reason, &mut cancel);
     check_cancel(&sent_msg, reason, &cancel);
+    if let Some(hop) = &hop {
+        let mut cancel_from = Vec::new();
+        build::cancel_from(&sent, hop, reason, &mut cancel_from);
+        assert_eq!(
+            cancel_from, cancel,
+            "cancel_from: other bytes than cancel_for"
+        );
+    }
 
     // The device's 487, then the ACK for it.
     let mut final_response = Vec::new();
@@ -702,6 +740,11 @@ pub fn exercise_builders(msg: &Message<'_>, variant: u8) {
     let mut ack = Vec::new();
     build::ack_for(&sent_msg, &resp, &mut ack);
     check_ack(&sent_msg, &resp, &ack);
+    if let Some(hop) = &hop {
+        let mut ack_from = Vec::new();
+        build::ack_from(&sent, hop, &resp, &mut ack_from);
+        assert_eq!(ack_from, ack, "ack_from: other bytes than ack_for");
+    }
 
     // A BYE in the dialog this request would set up.
     // The route set as the proxy keeps it: the Record-Route entries that parse.

@@ -158,6 +158,9 @@ pub struct Branch {
     pub client: Client,
     /// The request as sent (retransmissions, CANCEL and ACK construction); dropped once final.
     pub request: Option<Box<[u8]>>,
+    /// Where its CANCEL's and ACK's parts lie in `request`, noted when it was written (`None`:
+    /// they are found by parsing `request`).
+    pub hop: Option<crate::sip::build::HopByHop>,
     /// The ACK sent for a non-2xx final, sent again for each retransmission of that final
     /// (§17.1.1.2) until Timer D, after the request itself was dropped.
     pub ack: Option<Box<[u8]>>,

@@ -110,8 +110,13 @@ impl Proxy {
         let Some(sent) = branch.request.as_deref() else {
             return;
         };
-        let Ok(sent) = crate::sip::parse(sent) else {
-            return;
+        // Its parts as noted when the INVITE was written, else from a parse of it.
+        let parsed = match branch.hop {
+            Some(_) => None,
+            None => match crate::sip::parse(sent) {
+                Ok(parsed) => Some(parsed),
+                Err(_) => return,
+            },
         };
         // A branch that went over TLS (or of a sips: call) no longer reached over TLS: no
         // cleartext CANCEL (RFC 5630). The branch ends at once, given up (its 503 is never the
@@ -131,8 +136,10 @@ impl Proxy {
         }
         let bytes: Box<[u8]> = cx
             .out
-            .push_with(branch.target, |buf| {
-                build::cancel_for(&sent, reason.header_value(), buf)
+            .push_with(branch.target, |buf| match (&branch.hop, &parsed) {
+                (Some(hop), _) => build::cancel_from(sent, hop, reason.header_value(), buf),
+                (None, Some(parsed)) => build::cancel_for(parsed, reason.header_value(), buf),
+                (None, None) => {}
             })
             .into();
         {

@@ -47,6 +47,28 @@ pub(super) fn tag_hash(cx: &Cx<'_>, tag: &[u8]) -> u64 {
     cx.ids.digest(&[b"tag", tag]) as u64
 }
 
+/// The keyed hashes of an in-dialog request's From and To tags, computed once for the dialog
+/// lookup, the caller check and the dialog's end.
+#[derive(Clone, Copy)]
+struct TagHashes {
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+impl TagHashes {
+    fn of(cx: &Cx<'_>, e: &Essentials<'_>) -> Self {
+        TagHashes {
+            from: e.from.tag.map(|t| tag_hash(cx, t)),
+            to: e.to.tag.map(|t| tag_hash(cx, t)),
+        }
+    }
+
+    /// The request comes from the caller (its From tag is the caller's).
+    fn by_caller(&self, call: &Call) -> bool {
+        self.from == Some(call.caller_tag)
+    }
+}
+
 /// Where a leg is reached: its flow, or its remote target under the NAT rule of DECISIONS.md
 /// (`auto`: the target when it is on the flow's address, else the flow).
 pub(super) fn leg_destination(
@@ -95,20 +117,10 @@ fn route_token(cx: &Cx<'_>, req: &Message<'_>, call_id: &[u8]) -> RouteToken {
 /// tags name. `None` when the tags name no (early) dialog of the call, unless the call has
 /// exactly one dialog and the request comes from one of its legs' flows (a client bug seen in
 /// the wild: a BYE naming a losing device's tag still ends the only dialog its route leads to).
-fn other_leg(
-    cx: &Cx<'_>,
-    call: &Call,
-    e: &Essentials<'_>,
-    source: SocketAddr,
-) -> Option<SocketAddr> {
+fn other_leg(cx: &Cx<'_>, call: &Call, tags: TagHashes, source: SocketAddr) -> Option<SocketAddr> {
     let nat = cx.cfg.registrar.nat;
     let caller_leg = leg_destination(nat, call.upstream, call.caller_target);
-    // Both tags hashed once, for the one-dialog check and the lookup below alike.
-    let hashes = e
-        .from
-        .tag
-        .zip(e.to.tag)
-        .map(|(f, t)| (tag_hash(cx, f), tag_hash(cx, t)));
+    let hashes = tags.from.zip(tags.to);
     if let [only] = call.dialogs[..] {
         let b = call.branches.get(usize::from(only.branch))?;
         let callee_leg = leg_destination(nat, b.target, b.remote_target);
@@ -186,14 +198,12 @@ impl Proxy {
     }
 
     /// A BYE passed through us: the dialog it names has ended.
-    fn end_dialog(&mut self, cx: &mut Cx<'_>, key: Key, e: &Essentials<'_>) {
+    fn end_dialog(&mut self, cx: &mut Cx<'_>, key: Key, tags: TagHashes) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
         };
-        let tags = [e.to.tag, e.from.tag];
         let before = call.dialogs.len();
-        for tag in tags.into_iter().flatten() {
-            let h = tag_hash(cx, tag);
+        for h in [tags.to, tags.from].into_iter().flatten() {
             call.dialogs.retain(|d| d.to_tag != h);
         }
         if call.dialogs.len() == before && before == 1 {
@@ -203,11 +213,7 @@ impl Proxy {
             call.dialogs.clear();
         }
         let ended = before - call.dialogs.len();
-        let by_caller = e
-            .from
-            .tag
-            .is_some_and(|t| tag_hash(cx, t) == call.caller_tag);
-        let cause = if by_caller {
+        let cause = if tags.by_caller(call) {
             Cause::CallerBye
         } else {
             Cause::CalleeBye
@@ -304,25 +310,23 @@ impl Proxy {
             }
             RouteToken::Invalid => None,
         };
+        let tags = TagHashes::of(cx, e);
         // A token that does not verify, or a dialog that ended (or whose tags it does not name).
         let Some((key, dest)) = key.and_then(|key| {
-            let dest = other_leg(cx, self.calls.get(key)?, e, from)?;
+            let dest = other_leg(cx, self.calls.get(key)?, tags, from)?;
             Some((key, dest))
         }) else {
             self.count(Event::InDialogRefused);
             return crate::core::reply::no_such_transaction(cx, req, from);
         };
         if let Some(call) = self.calls.get_mut(key) {
-            let from_caller = e
-                .from
-                .tag
-                .is_some_and(|t| tag_hash(cx, t) == call.caller_tag);
+            let from_caller = tags.by_caller(call);
             if let Some(ends) = call.ends.as_deref_mut() {
                 ends.saw(from_caller, e.cseq.number);
             }
         }
         if e.method == Method::Bye {
-            self.end_dialog(cx, key, e);
+            self.end_dialog(cx, key, tags);
         }
         self.count(Event::InDialog);
         let target = ForkTarget {
@@ -352,7 +356,7 @@ impl Proxy {
             RouteToken::Ours(key) => self
                 .calls
                 .get(key)
-                .and_then(|call| other_leg(cx, call, e, from)),
+                .and_then(|call| other_leg(cx, call, TagHashes::of(cx, e), from)),
             RouteToken::Absent | RouteToken::Invalid => None,
         };
         let (Some(dest), Some(mf)) = (dest, e.max_forwards.map_or(Some(70), |m| m.checked_sub(1)))
@@ -482,6 +486,7 @@ impl Proxy {
             transport,
             client,
             request: Some(bytes.into_boxed_slice()),
+            hop: None,
             ack: None,
             timer_c: None,
             provisional: false,

@@ -1046,8 +1046,9 @@ fn start_branch(
             .then_some(cx.cfg.auth.realm.as_bytes()),
     };
     // Built once, straight into the outbox; the branch keeps an exact-size copy.
+    let mut hop = None;
     let sent = cx.out.push_with(target.dest, |buf| {
-        build::forward_request_with(req, &fwd, Some(shared.top_via), buf)
+        hop = build::forward_request_hop(req, &fwd, Some(shared.top_via), buf);
     });
     if sent.len() > MAX_UDP_REQUEST && !transport.is_stream() && call.upstream_transport.is_stream()
     {
@@ -1093,6 +1094,7 @@ fn start_branch(
         transport,
         client,
         request: Some(sent),
+        hop,
         ack: None,
         timer_c,
         provisional: false,

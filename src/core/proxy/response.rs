@@ -78,11 +78,23 @@ impl Proxy {
                         self.events.bump(Event::AckDropped as usize);
                     }
                     InviteVerdict::AckAndPassUp => {
-                        if let Some(Ok(sent)) = branch.request.as_deref().map(crate::sip::parse) {
-                            let ack = cx
-                                .out
-                                .push_with(branch.target, |buf| build::ack_for(&sent, resp, buf));
-                            branch.ack = Some(ack.into());
+                        // Its parts as noted when the INVITE was written, else from a parse.
+                        match (branch.request.as_deref(), &branch.hop) {
+                            (Some(sent), Some(hop)) => {
+                                let ack = cx.out.push_with(branch.target, |buf| {
+                                    build::ack_from(sent, hop, resp, buf)
+                                });
+                                branch.ack = Some(ack.into());
+                            }
+                            (Some(sent), None) => {
+                                if let Ok(sent) = crate::sip::parse(sent) {
+                                    let ack = cx.out.push_with(branch.target, |buf| {
+                                        build::ack_for(&sent, resp, buf)
+                                    });
+                                    branch.ack = Some(ack.into());
+                                }
+                            }
+                            (None, _) => {}
                         }
                     }
                     InviteVerdict::AckAgain => {
