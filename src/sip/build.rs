@@ -765,6 +765,43 @@ pub fn ack_from(sent: &[u8], hop: &HopByHop, response: &Message<'_>, out: &mut V
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
 }
 
+/// A request this proxy forwarded, as its CANCEL and the ACK of its non-2xx final read it:
+/// through the notes [`forward_request_hop`] took, or else through a parse of its bytes.
+pub enum SentRequest<'a> {
+    /// Its bytes, from their start, and the notes taken while writing them.
+    Noted(&'a [u8], HopByHop),
+    /// Its parse, when no notes were taken (rare: boxed, so that the common case stays small).
+    Parsed(Box<Message<'a>>),
+}
+
+impl<'a> SentRequest<'a> {
+    /// `sent` with its notes, if any; `None` when it has none and does not parse.
+    pub fn of(sent: &'a [u8], hop: Option<HopByHop>) -> Option<Self> {
+        match hop {
+            Some(hop) => Some(SentRequest::Noted(sent, hop)),
+            None => super::parse(sent)
+                .ok()
+                .map(|m| SentRequest::Parsed(Box::new(m))),
+        }
+    }
+
+    /// Its CANCEL ([`cancel_from`] / [`cancel_for`]: the same bytes).
+    pub fn cancel(&self, reason: Option<&[u8]>, out: &mut Vec<u8>) {
+        match self {
+            SentRequest::Noted(sent, hop) => cancel_from(sent, hop, reason, out),
+            SentRequest::Parsed(sent) => cancel_for(sent, reason, out),
+        }
+    }
+
+    /// The ACK of `response`, its non-2xx final ([`ack_from`] / [`ack_for`]: the same bytes).
+    pub fn ack(&self, response: &Message<'_>, out: &mut Vec<u8>) {
+        match self {
+            SentRequest::Noted(sent, hop) => ack_from(sent, hop, response, out),
+            SentRequest::Parsed(sent) => ack_for(sent, response, out),
+        }
+    }
+}
+
 fn hop_by_hop_from(
     sent: &[u8],
     hop: &HopByHop,

@@ -107,16 +107,12 @@ impl Proxy {
         if already || branch.is_final() {
             return;
         }
-        let Some(sent) = branch.request.as_deref() else {
+        let Some(sent) = branch
+            .request
+            .as_deref()
+            .and_then(|sent| build::SentRequest::of(sent, branch.hop))
+        else {
             return;
-        };
-        // Its parts as noted when the INVITE was written, else from a parse of it.
-        let parsed = match branch.hop {
-            Some(_) => None,
-            None => match crate::sip::parse(sent) {
-                Ok(parsed) => Some(parsed),
-                Err(_) => return,
-            },
         };
         // A branch that went over TLS (or of a sips: call) no longer reached over TLS: no
         // cleartext CANCEL (RFC 5630). The branch ends at once, given up (its 503 is never the
@@ -136,11 +132,7 @@ impl Proxy {
         }
         let bytes: Box<[u8]> = cx
             .out
-            .push_with(branch.target, |buf| match (&branch.hop, &parsed) {
-                (Some(hop), _) => build::cancel_from(sent, hop, reason.header_value(), buf),
-                (None, Some(parsed)) => build::cancel_for(parsed, reason.header_value(), buf),
-                (None, None) => {}
-            })
+            .push_with(branch.target, |buf| sent.cancel(reason.header_value(), buf))
             .into();
         {
             //= rfc3261#section-9.1

@@ -78,23 +78,13 @@ impl Proxy {
                         self.events.bump(Event::AckDropped as usize);
                     }
                     InviteVerdict::AckAndPassUp => {
-                        // Its parts as noted when the INVITE was written, else from a parse.
-                        match (branch.request.as_deref(), &branch.hop) {
-                            (Some(sent), Some(hop)) => {
-                                let ack = cx.out.push_with(branch.target, |buf| {
-                                    build::ack_from(sent, hop, resp, buf)
-                                });
-                                branch.ack = Some(ack.into());
-                            }
-                            (Some(sent), None) => {
-                                if let Ok(sent) = crate::sip::parse(sent) {
-                                    let ack = cx.out.push_with(branch.target, |buf| {
-                                        build::ack_for(&sent, resp, buf)
-                                    });
-                                    branch.ack = Some(ack.into());
-                                }
-                            }
-                            (None, _) => {}
+                        if let Some(sent) = branch
+                            .request
+                            .as_deref()
+                            .and_then(|sent| build::SentRequest::of(sent, branch.hop))
+                        {
+                            let ack = cx.out.push_with(branch.target, |buf| sent.ack(resp, buf));
+                            branch.ack = Some(ack.into());
                         }
                     }
                     InviteVerdict::AckAgain => {
