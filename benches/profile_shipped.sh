@@ -17,7 +17,8 @@ for target in sipfork reflector; do
   bench=$!
   if [[ $target == sipfork ]]; then pat="sipfork --config $d/out"; else pat="sipfork-load reflect"; fi
   pid=""
-  for _ in $(seq 100); do pid=$(pgrep -f "$pat" | head -1 || true); [[ -n $pid ]] && break; sleep 0.2; done
+  # bench.sh may first wait for a quiet box (minutes).
+  for _ in $(seq 1500); do pid=$(pgrep -f "$pat" | head -1 || true); [[ -n $pid ]] && break; sleep 0.2; done
   [[ -n $pid ]] || { echo "no $target process" >&2; wait $bench; exit 1; }
   sleep 5
   grep -hE '^(Name|voluntary|nonvoluntary)' /proc/$pid/task/*/status >"$d/switches0"
