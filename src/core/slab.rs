@@ -21,17 +21,20 @@ impl fmt::Debug for Key {
     }
 }
 
-/// One slot. `repr(C)` puts the generation first, in the cache line where the value begins, so
-/// a lookup with a key reads that one line instead of the value's first and the slot's last (a
-/// `Call` is nine lines; an expiry that finds its call 32 s after it was last touched pays for
-/// every line it reads). Aligned to a cache line, so those first bytes of every slot share one.
+/// One slot: its state, aligned to a cache line. The state's explicit tag (`repr(u32)`: no niche
+/// in `T`, which the compiler may put anywhere in a nine-line `Call`) and its generation come
+/// first, in the line where the value begins, so a lookup with a key reads that line alone, not
+/// also the slot's last one and the line of a niche (an expiry that finds its call 32 s after it
+/// was last touched pays for every line it reads).
 #[repr(C, align(64))]
 struct Slot<T> {
-    /// The generation of the live value, or, while vacant, the one the next value gets.
-    generation: u32,
-    /// Next vacant slot while this one is vacant.
-    next_free: u32,
-    value: Option<T>,
+    state: State<T>,
+}
+
+#[repr(u32)]
+enum State<T> {
+    Occupied { generation: u32, value: T },
+    Vacant { generation: u32, next_free: u32 },
 }
 
 const NO_FREE: u32 = u32::MAX;
@@ -80,16 +83,19 @@ impl<T> Slab<T> {
         if self.free_head != NO_FREE {
             let index = self.free_head;
             let slot = &mut self.slots[index as usize];
-            debug_assert!(
-                slot.value.is_none(),
-                "invariant: free list points at vacant slots"
-            );
-            let key = Key {
-                index,
-                generation: slot.generation,
+            let State::Vacant {
+                generation,
+                next_free,
+            } = slot.state
+            else {
+                unreachable!("invariant: free list points at vacant slots")
             };
-            self.free_head = slot.next_free;
-            slot.value = Some(make(key));
+            let key = Key { index, generation };
+            self.free_head = next_free;
+            slot.state = State::Occupied {
+                generation,
+                value: make(key),
+            };
             key
         } else {
             let index = u32::try_from(self.slots.len()).expect("invariant: fewer than 2^32 slots");
@@ -98,9 +104,10 @@ impl<T> Slab<T> {
                 generation: 0,
             };
             self.slots.push(Slot {
-                generation: 0,
-                next_free: NO_FREE,
-                value: Some(make(key)),
+                state: State::Occupied {
+                    generation: 0,
+                    value: make(key),
+                },
             });
             key
         }
@@ -108,61 +115,72 @@ impl<T> Slab<T> {
 
     /// The entry for `key`, if it is still live.
     pub fn get(&self, key: Key) -> Option<&T> {
-        let slot = self.slots.get(key.index as usize)?;
-        if slot.generation != key.generation {
-            return None;
+        match &self.slots.get(key.index as usize)?.state {
+            State::Occupied { generation, value } if *generation == key.generation => Some(value),
+            _ => None,
         }
-        slot.value.as_ref()
     }
 
     /// The entry for `key`, mutably, if it is still live.
     pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
-        let slot = self.slots.get_mut(key.index as usize)?;
-        if slot.generation != key.generation {
-            return None;
+        match &mut self.slots.get_mut(key.index as usize)?.state {
+            State::Occupied { generation, value } if *generation == key.generation => Some(value),
+            _ => None,
         }
-        slot.value.as_mut()
     }
 
-    /// Vacates the live slot of `key` (the caller has checked it is live) and returns it.
-    fn vacate(&mut self, key: Key) -> &mut Slot<T> {
-        let slot = &mut self.slots[key.index as usize];
-        slot.generation = slot.generation.wrapping_add(1);
-        slot.next_free = self.free_head;
-        self.free_head = key.index;
-        self.len -= 1;
-        slot
+    /// The vacant state that replaces the live entry of `key`, if `key` is live.
+    fn vacate(&mut self, key: Key) -> Option<State<T>> {
+        match self.slots.get(key.index as usize)?.state {
+            State::Occupied { generation, .. } if generation == key.generation => {
+                let next = State::Vacant {
+                    generation: generation.wrapping_add(1),
+                    next_free: self.free_head,
+                };
+                self.free_head = key.index;
+                self.len -= 1;
+                Some(next)
+            }
+            _ => None,
+        }
     }
 
     /// Removes and returns the entry for `key`; stale keys remove nothing.
     pub fn remove(&mut self, key: Key) -> Option<T> {
-        self.get(key)?;
-        self.vacate(key).value.take()
+        let next = self.vacate(key)?;
+        let slot = &mut self.slots[key.index as usize];
+        let State::Occupied { value, .. } = std::mem::replace(&mut slot.state, next) else {
+            unreachable!("invariant: vacate checked the slot is occupied")
+        };
+        Some(value)
     }
 
     /// Removes the entry for `key` and drops it where it lies: unlike [`Self::remove`], nothing
     /// is moved out, so only the lines of the value that its destructor reads are touched.
     /// Returns false for a stale key.
     pub fn free(&mut self, key: Key) -> bool {
-        if self.get(key).is_none() {
+        let Some(next) = self.vacate(key) else {
             return false;
-        }
-        self.vacate(key).value = None;
+        };
+        self.slots[key.index as usize].state = next;
         true
     }
 
     /// Every live entry with its key.
     pub fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| {
-            let value = s.value.as_ref()?;
-            Some((
-                Key {
-                    index: i as u32,
-                    generation: s.generation,
-                },
-                value,
-            ))
-        })
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match &s.state {
+                State::Occupied { generation, value } => Some((
+                    Key {
+                        index: i as u32,
+                        generation: *generation,
+                    },
+                    value,
+                )),
+                State::Vacant { .. } => None,
+            })
     }
 }
 
