@@ -21,7 +21,18 @@ impl fmt::Debug for Key {
     }
 }
 
-enum Slot<T> {
+/// One slot: its state, aligned to a cache line. The state's explicit tag (`repr(u32)`: no niche
+/// in `T`, which the compiler may put anywhere in a nine-line `Call`) and its generation come
+/// first, in the line where the value begins, so a lookup with a key reads that line alone, not
+/// also the slot's last one and the line of a niche (an expiry that finds its call 32 s after it
+/// was last touched pays for every line it reads).
+#[repr(C, align(64))]
+struct Slot<T> {
+    state: State<T>,
+}
+
+#[repr(u32)]
+enum State<T> {
     Occupied { generation: u32, value: T },
     Vacant { generation: u32, next_free: u32 },
 }
@@ -72,16 +83,16 @@ impl<T> Slab<T> {
         if self.free_head != NO_FREE {
             let index = self.free_head;
             let slot = &mut self.slots[index as usize];
-            let Slot::Vacant {
+            let State::Vacant {
                 generation,
                 next_free,
-            } = *slot
+            } = slot.state
             else {
                 unreachable!("invariant: free list points at vacant slots")
             };
             let key = Key { index, generation };
             self.free_head = next_free;
-            *slot = Slot::Occupied {
+            slot.state = State::Occupied {
                 generation,
                 value: make(key),
             };
@@ -92,9 +103,11 @@ impl<T> Slab<T> {
                 index,
                 generation: 0,
             };
-            self.slots.push(Slot::Occupied {
-                generation: 0,
-                value: make(key),
+            self.slots.push(Slot {
+                state: State::Occupied {
+                    generation: 0,
+                    value: make(key),
+                },
             });
             key
         }
@@ -102,52 +115,72 @@ impl<T> Slab<T> {
 
     /// The entry for `key`, if it is still live.
     pub fn get(&self, key: Key) -> Option<&T> {
-        match self.slots.get(key.index as usize)? {
-            Slot::Occupied { generation, value } if *generation == key.generation => Some(value),
+        match &self.slots.get(key.index as usize)?.state {
+            State::Occupied { generation, value } if *generation == key.generation => Some(value),
             _ => None,
         }
     }
 
     /// The entry for `key`, mutably, if it is still live.
     pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
-        match self.slots.get_mut(key.index as usize)? {
-            Slot::Occupied { generation, value } if *generation == key.generation => Some(value),
+        match &mut self.slots.get_mut(key.index as usize)?.state {
+            State::Occupied { generation, value } if *generation == key.generation => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The vacant state that replaces the live entry of `key`, if `key` is live.
+    fn vacate(&mut self, key: Key) -> Option<State<T>> {
+        match self.slots.get(key.index as usize)?.state {
+            State::Occupied { generation, .. } if generation == key.generation => {
+                let next = State::Vacant {
+                    generation: generation.wrapping_add(1),
+                    next_free: self.free_head,
+                };
+                self.free_head = key.index;
+                self.len -= 1;
+                Some(next)
+            }
             _ => None,
         }
     }
 
     /// Removes and returns the entry for `key`; stale keys remove nothing.
     pub fn remove(&mut self, key: Key) -> Option<T> {
-        let slot = self.slots.get_mut(key.index as usize)?;
-        match slot {
-            Slot::Occupied { generation, .. } if *generation == key.generation => {
-                let next = Slot::Vacant {
-                    generation: generation.wrapping_add(1),
-                    next_free: self.free_head,
-                };
-                let Slot::Occupied { value, .. } = std::mem::replace(slot, next) else {
-                    unreachable!("invariant: matched occupied above")
-                };
-                self.free_head = key.index;
-                self.len -= 1;
-                Some(value)
-            }
-            _ => None,
-        }
+        let next = self.vacate(key)?;
+        let slot = &mut self.slots[key.index as usize];
+        let State::Occupied { value, .. } = std::mem::replace(&mut slot.state, next) else {
+            unreachable!("invariant: vacate checked the slot is occupied")
+        };
+        Some(value)
+    }
+
+    /// Removes the entry for `key` and drops it where it lies: unlike [`Self::remove`], nothing
+    /// is moved out, so only the lines of the value that its destructor reads are touched.
+    /// Returns false for a stale key.
+    pub fn free(&mut self, key: Key) -> bool {
+        let Some(next) = self.vacate(key) else {
+            return false;
+        };
+        self.slots[key.index as usize].state = next;
+        true
     }
 
     /// Every live entry with its key.
     pub fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| match s {
-            Slot::Occupied { generation, value } => Some((
-                Key {
-                    index: i as u32,
-                    generation: *generation,
-                },
-                value,
-            )),
-            Slot::Vacant { .. } => None,
-        })
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match &s.state {
+                State::Occupied { generation, value } => Some((
+                    Key {
+                        index: i as u32,
+                        generation: *generation,
+                    },
+                    value,
+                )),
+                State::Vacant { .. } => None,
+            })
     }
 }
 
@@ -179,6 +212,23 @@ mod tests {
         assert!(s.get(bogus).is_none());
         assert!(s.get_mut(bogus).is_none());
         assert!(s.remove(bogus).is_none());
+    }
+
+    #[test]
+    fn free_drops_in_place_and_stales_the_key() {
+        let mut s = Slab::new();
+        let a = s.insert(String::from("a"));
+        let b = s.insert(String::from("b"));
+        assert!(s.free(a));
+        assert!(!s.free(a), "a stale key frees nothing");
+        assert_eq!(s.get(a), None);
+        assert_eq!(s.len(), 1);
+        let c = s.insert(String::from("c"));
+        assert_eq!(c.index, a.index, "the freed slot is reused");
+        assert_eq!(s.get(a), None);
+        assert_eq!(s.get(c).map(String::as_str), Some("c"));
+        assert_eq!(s.remove(b).as_deref(), Some("b"));
+        assert_eq!(s.iter().count(), 1);
     }
 
     #[test]

@@ -144,44 +144,48 @@ pub enum BranchRole {
 }
 
 /// One client transaction of a call.
+///
+/// `repr(C)`, what `is_finished` reads (the client transaction's state, the cancellation's)
+/// first, so an expiry's check of a call's branches reads one or two lines of each.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Branch {
-    /// What the branch is for.
-    pub role: BranchRole,
+    /// The client transaction.
+    pub client: Client,
+    /// Cancellation state.
+    pub cancel: Cancel,
+    /// The request as sent (retransmissions, CANCEL and ACK construction); dropped once final.
+    pub request: Option<Box<[u8]>>,
+    /// The ACK sent for a non-2xx final, sent again for each retransmission of that final
+    /// (§17.1.1.2) until Timer D, after the request itself was dropped.
+    pub ack: Option<Box<[u8]>>,
+    /// Keyed hash of the To tag of its first tagged response: the callee's tag of the (early)
+    /// dialog on this branch.
+    pub to_tag: Option<u64>,
+    /// Where its CANCEL's and ACK's parts lie in `request`, noted when it was written (`None`:
+    /// they are found by parsing `request`).
+    pub hop: Option<crate::sip::build::HopByHop>,
     /// Where its requests go.
     pub target: SocketAddr,
+    /// Where the callee's Contact (remote target) of that response points, when it is an IP
+    /// literal.
+    pub remote_target: Option<SocketAddr>,
+    /// Timer C (INVITE branches only).
+    pub timer_c: Option<TimerId>,
+    /// Final status received (or synthesised: 408 on timeout).
+    pub final_status: Option<u16>,
+    /// What the branch is for.
+    pub role: BranchRole,
     /// What they go over, decided when the branch was made: the open flow to `target` (TCP,
     /// TLS), else UDP. Its Via, Record-Route and retransmission rule (none over a stream) and
     /// those of its CANCEL follow it.
     pub transport: crate::core::transport::Transport,
-    /// The client transaction.
-    pub client: Client,
-    /// The request as sent (retransmissions, CANCEL and ACK construction); dropped once final.
-    pub request: Option<Box<[u8]>>,
-    /// Where its CANCEL's and ACK's parts lie in `request`, noted when it was written (`None`:
-    /// they are found by parsing `request`).
-    pub hop: Option<crate::sip::build::HopByHop>,
-    /// The ACK sent for a non-2xx final, sent again for each retransmission of that final
-    /// (§17.1.1.2) until Timer D, after the request itself was dropped.
-    pub ack: Option<Box<[u8]>>,
-    /// Timer C (INVITE branches only).
-    pub timer_c: Option<TimerId>,
     /// A provisional response was received (so a CANCEL may be sent).
     pub provisional: bool,
-    /// Cancellation state.
-    pub cancel: Cancel,
-    /// Final status received (or synthesised: 408 on timeout).
-    pub final_status: Option<u16>,
     /// q-group the branch belongs to (0 = first).
     pub group: u8,
     /// What happened to its 2xx, once it answered.
     pub answer: Option<AnswerFate>,
-    /// Keyed hash of the To tag of its first tagged response: the callee's tag of the (early)
-    /// dialog on this branch.
-    pub to_tag: Option<u64>,
-    /// Where the callee's Contact (remote target) of that response points, when it is an IP
-    /// literal.
-    pub remote_target: Option<SocketAddr>,
 }
 
 /// What happened to a branch's 2xx.
@@ -240,71 +244,42 @@ pub struct Dialog {
 }
 
 /// One call (response context + server transaction + branches).
+///
+/// `repr(C)`, the fields an expiry reads first: the server transaction, the branches and the
+/// dialogs (all `is_finished` reads of the call itself) lie in the slab slot's first two cache
+/// lines, beside the slot's generation, instead of spread over the call's nine (issue 15, the
+/// lingering expiries' cold lines).
 #[derive(Debug)]
+#[repr(C)]
 pub struct Call {
-    /// INVITE or not.
-    pub is_invite: bool,
     /// The server transaction.
     pub server: Server,
+    /// Branches, in creation order (index = branch number in our Via branch).
+    pub branches: Vec<Branch>,
+    /// Dialogs established through this call (usually one).
+    pub dialogs: Vec<Dialog>,
     /// Key of the server transaction in the proxy's index (removed when the call is freed).
     pub server_key: u128,
-    /// Where responses go.
-    pub upstream: SocketAddr,
-    /// What the request came on: its responses go back the same way (RFC 3261 §18.2.2), even
-    /// when sipfork also holds a connection to that address.
-    pub upstream_transport: crate::core::transport::Transport,
-    /// `received`/`rport` for responses we generate.
-    pub fix: ViaFix,
     /// The received request; kept while the call may still create branches or generate
     /// responses, dropped when the server transaction has sent its final response.
     pub request: Option<Box<[u8]>>,
     /// The last response sent upstream (retransmitted by the server transaction).
     pub last_response: Vec<u8>,
-    /// Branches, in creation order (index = branch number in our Via branch).
-    pub branches: Vec<Branch>,
     /// Targets of q-groups (or follow-me stages) not yet started, the next one last, each
     /// with how long it rings.
     pub pending_groups: Vec<(Vec<super::ForkTarget<'static>>, crate::time::Duration)>,
-    /// The group currently ringing.
-    pub group: u8,
-    /// The q-group timer.
-    pub group_timer: Option<TimerId>,
     /// Best final response so far.
     pub best: Option<Candidate>,
     /// WWW-/Proxy-Authenticate rows collected from 401/407 branches (merged, §16.7 step 6).
     pub challenges: Vec<u8>,
-    /// The caller sent CANCEL.
-    pub cancelled: bool,
-    /// A 6xx arrived: no new branches.
-    pub declined: bool,
-    /// What went upstream.
-    pub outcome: Outcome,
-    /// Loop-detection hash of the received request (goes into our branches).
-    pub loop_hash: u32,
-    /// Late 2xx are ACKed and BYEd here instead of forwarded.
-    pub single_answer: bool,
-    /// Dialogs established through this call (usually one).
-    pub dialogs: Vec<Dialog>,
-    /// Dialog lifetime guard.
-    pub dialog_timer: Option<TimerId>,
     /// How long the ringing group (q-group or follow-me stage) rings before the next starts.
     pub group_timeout: crate::time::Duration,
-    /// Follow-me: the last stage ends after its ring time too (q-groups ring on until Timer C).
-    pub last_group_times_out: bool,
     /// The public-call levels to take before a group with external targets rings (follow-me to
     /// an external number makes the call public only when that stage starts).
     pub external_levels: Option<Box<[usize]>>,
-    /// This call belongs to an extension (metrics, later policy).
-    pub to_extension: bool,
-    /// Branches carry our Record-Route (initial INVITEs): the call can establish dialogs.
-    pub record_route: bool,
     /// Keyed hash of the caller's From tag: tells the caller's in-dialog requests from the
     /// callee's.
     pub caller_tag: u64,
-    /// Where the caller's Contact (remote target) points, when it is an IP literal.
-    pub caller_target: Option<SocketAddr>,
-    /// Branches drop P-Asserted-/P-Preferred-Identity (an untrusted sender).
-    pub strip_identity: bool,
     /// Rows every branch adds (an asserted identity); usually empty.
     pub extra: Box<[u8]>,
     /// What the call holds on the shared policy counters (`core::policy`): given back when it
@@ -317,6 +292,41 @@ pub struct Call {
     pub ends: Option<Box<super::dialog::expiry::Ends>>,
     /// A move or join this call carries out (`features.rs`).
     pub feature: Option<Box<super::features::Pending>>,
+    /// Where responses go.
+    pub upstream: SocketAddr,
+    /// Where the caller's Contact (remote target) points, when it is an IP literal.
+    pub caller_target: Option<SocketAddr>,
+    /// The q-group timer.
+    pub group_timer: Option<TimerId>,
+    /// Dialog lifetime guard.
+    pub dialog_timer: Option<TimerId>,
+    /// Loop-detection hash of the received request (goes into our branches).
+    pub loop_hash: u32,
+    /// `received`/`rport` for responses we generate.
+    pub fix: ViaFix,
+    /// INVITE or not.
+    pub is_invite: bool,
+    /// What the request came on: its responses go back the same way (RFC 3261 §18.2.2), even
+    /// when sipfork also holds a connection to that address.
+    pub upstream_transport: crate::core::transport::Transport,
+    /// The group currently ringing.
+    pub group: u8,
+    /// The caller sent CANCEL.
+    pub cancelled: bool,
+    /// A 6xx arrived: no new branches.
+    pub declined: bool,
+    /// What went upstream.
+    pub outcome: Outcome,
+    /// Late 2xx are ACKed and BYEd here instead of forwarded.
+    pub single_answer: bool,
+    /// Follow-me: the last stage ends after its ring time too (q-groups ring on until Timer C).
+    pub last_group_times_out: bool,
+    /// This call belongs to an extension (metrics, later policy).
+    pub to_extension: bool,
+    /// Branches carry our Record-Route (initial INVITEs): the call can establish dialogs.
+    pub record_route: bool,
+    /// Branches drop P-Asserted-/P-Preferred-Identity (an untrusted sender).
+    pub strip_identity: bool,
     /// Its request's Request-URI was `sips:` (RFC 5630): the requests sipfork sends itself in
     /// this call (CANCEL, ACKs, the BYE of a torn-down 2xx, the maximum-duration BYEs) leave
     /// over TLS only (`transport::sips::may_send`).
@@ -336,8 +346,8 @@ impl Call {
     /// Is everything of this call over, so it can be freed?
     pub fn is_finished(&self) -> bool {
         self.server.is_terminated()
-            && self.branches.iter().all(Branch::is_finished)
             && self.dialogs.is_empty()
+            && self.branches.iter().all(Branch::is_finished)
     }
 
     /// Takes the next group to ring and makes its ring time the group timeout.

@@ -571,7 +571,10 @@ impl Proxy {
         if !finished {
             return;
         }
-        if let Some(mut call) = self.calls.remove(key) {
+        // Read and freed where it lies (`Slab::free`): moving the call and its branches out
+        // would read every line of records last touched 32 s ago (issue 15, the lingering
+        // expiries' cold lines).
+        if let Some(call) = self.calls.get_mut(key) {
             self.index.remove(&call.server_key);
             cdr::end(&mut call.cdr, cx, 0, cdr::Cause::Released);
             let feature_timer = call.feature_timer();
@@ -581,11 +584,12 @@ impl Proxy {
             {
                 cx.timers.cancel(id);
             }
-            for b in call.branches {
+            for b in &call.branches {
                 if let Some(id) = b.timer_c {
                     cx.timers.cancel(id);
                 }
             }
+            self.calls.free(key);
         }
     }
 }
