@@ -303,6 +303,8 @@ pub struct Call {
     pub caller_tag: u64,
     /// Where the caller's Contact (remote target) points, when it is an IP literal.
     pub caller_target: Option<SocketAddr>,
+    /// Where what `ends` takes from the INVITE lies in `request` (`None`: it is parsed).
+    pub caller_notes: Option<super::dialog::expiry::CallerNotes>,
     /// Branches drop P-Asserted-/P-Preferred-Identity (an untrusted sender).
     pub strip_identity: bool,
     /// Rows every branch adds (an asserted identity); usually empty.

@@ -270,14 +270,14 @@ impl Proxy {
 
     /// A 2xx of branch `i` of `key` to the caller's INVITE `invite` is about to go upstream:
     /// records the dialog it establishes as a line of the extension whose device is in it
-    /// (module docs).
+    /// (module docs). `invite` is parsed only when a feature code is configured.
     pub(super) fn note_answer(
         &mut self,
         cx: &mut Cx<'_>,
         key: Key,
         i: usize,
         resp: &Message<'_>,
-        invite: Option<&Message<'_>>,
+        invite: &super::response::StoredRequest<'_>,
     ) {
         let Some(call) = self.calls.get(key) else {
             return;
@@ -287,7 +287,7 @@ impl Proxy {
         if !call.is_invite || !call.record_route || !cx.cfg.features.any() {
             return;
         }
-        let (Some(invite), Some(branch)) = (invite, call.branches.get(i)) else {
+        let (Some(invite), Some(branch)) = (invite.message(), call.branches.get(i)) else {
             return;
         };
         let Ok(to) = resp.to() else {

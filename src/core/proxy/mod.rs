@@ -477,6 +477,23 @@ impl Proxy {
             .into_iter()
             .map(|(g, ring)| (g.into_iter().map(ForkTarget::into_owned).collect(), ring))
             .collect();
+        // The caller's Contact is its leg's remote target only when nothing stands between
+        // (one Via, no Record-Route); behind another proxy the flow is the way back, and over
+        // a connection the connection is. Its first Contact, parsed once for that and for the
+        // notes a recorded INVITE's first 2xx reads (`expiry::CallerNotes`).
+        let direct = !cx.arrival.is_stream()
+            && !has_second_via(req, &e.top_via)
+            && req.record_routes().next().is_none();
+        let noted = is_invite && plan.record_route;
+        let contact = (direct || noted)
+            .then(|| req.contacts().next().and_then(Result::ok))
+            .flatten();
+        let caller_target = direct
+            .then(|| contact.as_ref().and_then(contact_uri_destination))
+            .flatten();
+        let caller_notes = noted
+            .then(|| dialog::expiry::CallerNotes::of(req, e, contact.as_ref()))
+            .flatten();
         let call = Call {
             is_invite,
             server: if is_invite {
@@ -510,14 +527,8 @@ impl Proxy {
             to_extension: plan.to_extension,
             record_route: plan.record_route,
             caller_tag: e.from.tag.map_or(0, |t| dialog::tag_hash(cx, t)),
-            // The caller's Contact is its leg's remote target only when nothing stands between
-            // (one Via, no Record-Route); behind another proxy the flow is the way back, and over
-            // a connection the connection is.
-            caller_target: (!cx.arrival.is_stream()
-                && !has_second_via(req, &e.top_via)
-                && req.record_routes().next().is_none())
-            .then(|| contact_destination(req))
-            .flatten(),
+            caller_target,
+            caller_notes,
             strip_identity: plan.strip_identity,
             extra: plan.extra.into(),
             holds: plan.holds,
@@ -917,7 +928,12 @@ pub fn uri_destination(uri: &SipUri<'_>) -> Option<SocketAddr> {
 
 /// Where the first Contact of `msg` (a remote target) points, when it is an IP literal.
 fn contact_destination(msg: &Message<'_>) -> Option<SocketAddr> {
-    match msg.contacts().next()?.ok()? {
+    contact_uri_destination(&msg.contacts().next()?.ok()?)
+}
+
+/// Where a Contact value's URI points, when it is an IP literal.
+fn contact_uri_destination(contact: &crate::sip::ContactValue<'_>) -> Option<SocketAddr> {
+    match contact {
         crate::sip::ContactValue::Addr(c) => c.addr.uri.as_sip().and_then(uri_destination),
         crate::sip::ContactValue::Star => None,
     }
