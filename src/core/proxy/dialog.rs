@@ -25,7 +25,7 @@ pub(super) mod session_timer;
 use super::call::{AnswerFate, Branch, BranchRole, Call, Cancel, Client, Dialog};
 use super::{
     sched, uri_destination, uri_is_us, write_our_via, write_via_start, Event, ForkPlan, ForkTarget,
-    Proxy,
+    Proxy, ServerKey,
 };
 use crate::config::NatMode;
 use crate::core::cdr::{self, Cause};
@@ -294,6 +294,7 @@ impl Proxy {
         req: &Message<'_>,
         e: &Essentials<'_>,
         from: SocketAddr,
+        server_key: ServerKey,
     ) {
         let key = match route_token(cx, req, e.call_id) {
             RouteToken::Ours(key) => Some(key),
@@ -339,7 +340,7 @@ impl Proxy {
             transport: crate::core::transport::Transport::Udp,
         };
         let plan = ForkPlan::relay(!cx.cfg.is_trusted(from.ip()));
-        self.start_call(cx, req, e, from, vec![target], plan);
+        self.start_call(cx, req, e, from, server_key, vec![target], plan);
     }
 
     /// An ACK that matched no server transaction: the ACK for a 2xx, forwarded statelessly to

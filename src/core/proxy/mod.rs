@@ -257,9 +257,15 @@ pub struct Proxy {
 pub enum Matched {
     /// The request belonged to a server transaction and was handled.
     Handled,
-    /// No server transaction: the request is new.
-    New,
+    /// No server transaction: the request is new. Its key, for the call that
+    /// [`Proxy::start_call`] may start for it.
+    New(ServerKey),
 }
+
+/// A new request's §17.2.3 server transaction key, hashed once by [`Proxy::match_request`]
+/// and handed to [`Proxy::start_call`], which indexes the call by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerKey(u128);
 
 impl ForkTarget<'_> {
     fn into_owned(self) -> ForkTarget<'static> {
@@ -333,8 +339,8 @@ impl Proxy {
             Method::Invite | Method::Ack | Method::Cancel => b"INVITE",
             m => m.as_bytes(),
         };
-        let key = server_key(cx.ids, e, class);
-        let found = self.index.get(&key).copied();
+        let new_key = server_key(cx.ids, e, class);
+        let found = self.index.get(&new_key).copied();
         match (e.method, found) {
             (Method::Cancel, Some(call)) => {
                 self.handle_cancel(cx, call, req, e, from);
@@ -359,7 +365,7 @@ impl Proxy {
                 self.retransmission(cx, call);
                 Matched::Handled
             }
-            (_, None) => Matched::New,
+            (_, None) => Matched::New(ServerKey(new_key)),
         }
     }
 
@@ -394,22 +400,19 @@ impl Proxy {
 
     /// Starts a call: server transaction, 100 Trying for an INVITE, and the first branches.
     /// `targets` must not be empty; the caller answers 404/480 for an empty target set.
+    /// `server_key`: the request's, as [`Proxy::match_request`] found no transaction for it.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_call(
         &mut self,
         cx: &mut Cx<'_>,
         req: &Message<'_>,
         e: &Essentials<'_>,
         from: SocketAddr,
+        ServerKey(server_key): ServerKey,
         mut targets: Vec<ForkTarget<'_>>,
         plan: ForkPlan<'_>,
     ) {
         let is_invite = e.method == Method::Invite;
-        let class: &[u8] = if is_invite {
-            b"INVITE"
-        } else {
-            e.method.as_bytes()
-        };
-        let server_key = server_key(cx.ids, e, class);
         let upstream = response_destination(&e.top_via, from);
         let fix = ViaFix::for_source(&e.top_via, from);
         let cap = usize::try_from(cx.cfg.proxy.max_branches)
