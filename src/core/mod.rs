@@ -937,6 +937,7 @@ impl Core {
                     stage_rings: None,
                     external_levels: None,
                     cdr: None,
+                    routes_to_drop: None,
                 };
                 (vec![target], (plan, Party::Outside))
             }
@@ -956,6 +957,7 @@ impl Core {
                     stage_rings: None,
                     external_levels: None,
                     cdr: None,
+                    routes_to_drop: None,
                 };
                 // A spiral of a follow-me stage rings the extension's devices only.
                 let devices_only = spiral

@@ -90,6 +90,10 @@ pub struct ForkPlan<'a> {
     pub external_levels: Option<&'a [usize]>,
     /// The CDR of a public call, when `[policy] cdr` is set.
     pub cdr: Option<Box<crate::core::cdr::Draft>>,
+    /// Which of the request's first two Route values are ours, when the caller already read
+    /// them (`record_route::routes_to_drop`; in-dialog requests: with the route token);
+    /// `None`: the first branches read them.
+    pub routes_to_drop: Option<(bool, bool)>,
 }
 
 impl ForkPlan<'_> {
@@ -108,6 +112,7 @@ impl ForkPlan<'_> {
             stage_rings: None,
             external_levels: None,
             cdr: None,
+            routes_to_drop: None,
         }
     }
 }
@@ -557,7 +562,7 @@ impl Proxy {
             };
             self.respond_to(cx, key, (req, e), trying);
         }
-        self.fork(cx, key, req, e, first);
+        self.fork(cx, key, req, e, first, plan.routes_to_drop);
         self.after_fork(cx, key);
     }
 
@@ -570,7 +575,7 @@ impl Proxy {
         // Later q-groups fork from the stored copy of the request.
         if let Ok(req) = crate::sip::parse(&request) {
             if let Ok(e) = crate::sip::check_request(&req) {
-                self.fork(cx, key, &req, &e, targets);
+                self.fork(cx, key, &req, &e, targets, None);
             }
         }
         if let Some(call) = self.calls.get_mut(key) {
@@ -579,7 +584,7 @@ impl Proxy {
         self.after_fork(cx, key);
     }
 
-    /// Forwards one branch per target.
+    /// Forwards one branch per target. `routes_to_drop`: [`ForkPlan::routes_to_drop`].
     fn fork(
         &mut self,
         cx: &mut Cx<'_>,
@@ -587,6 +592,7 @@ impl Proxy {
         req: &Message<'_>,
         e: &Essentials<'_>,
         targets: Vec<ForkTarget<'_>>,
+        routes_to_drop: Option<(bool, bool)>,
     ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
@@ -628,8 +634,8 @@ impl Proxy {
             cx.ids.write_route_token(key, e.call_id, rr);
         }
         let extra = std::mem::take(&mut call.extra);
-        let (drop_first_route, drop_second_route) =
-            crate::core::transport::record_route::routes_to_drop(cx, req);
+        let (drop_first_route, drop_second_route) = routes_to_drop
+            .unwrap_or_else(|| crate::core::transport::record_route::routes_to_drop(cx, req));
         let mut shared = Shared {
             record_route: (!rr.is_empty()).then_some(&rr[..]),
             rr_sides: &mut self.scratch_rr_sides,

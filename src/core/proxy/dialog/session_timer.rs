@@ -89,7 +89,7 @@ impl Proxy {
             return (call.outcome == Outcome::Pending).then_some((key, interval));
         }
         match route_token(cx, req, req.call_id().ok()?) {
-            RouteToken::Ours(dialog) => Some((dialog, interval)),
+            RouteToken::Ours { call, .. } => Some((call, interval)),
             _ => None,
         }
     }
