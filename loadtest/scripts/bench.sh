@@ -9,7 +9,10 @@
 #   RATES:   space-separated calls/s (or REGISTERs/s for a register preset)
 # Environment:
 #   PRESET (fork3)      scenario preset
-#   SHARDS (1) IO (uring) COALESCE_US (0)   sipfork and reflector engine settings
+#   SHARDS (1)          sipfork's shards
+#   REFLECTOR_SHARDS (1) the null reflector's shards (1: the one-thread floor the issues compare
+#                       against; SHARDS's value: the floor of the same shape, threads and all)
+#   IO (uring) COALESCE_US (0)   sipfork and reflector engine settings
 #   PROXY_ARGS (none)   extra `sipfork-load proxy-config` arguments for sipfork (e.g. --single-answer)
 #   JOURNAL (0)         1: sipfork with `data_dir` set (the journal on: the shipped shape), in
 #                       OUT/LABEL.data
@@ -121,10 +124,10 @@ run_one() {
       [[ $TRANSPORT != udp ]] && tag+=" $TRANSPORT"
       name="kamailio ${mgr:-qm}$tag children=$KAM_CHILDREN shm=${KAM_SHM}MB${PROXY_CPUS:+ cpus=$PROXY_CPUS}" ;;
     reflector)
-      local rargs=(--io "$IO" --coalesce-us "$COALESCE_US" --secs 900)
+      local rargs=(--io "$IO" --coalesce-us "$COALESCE_US" --shards "${REFLECTOR_SHARDS:-1}" --secs 900)
       [[ -n ${PROXY_CPUS:-} ]] && rargs+=(--pin "$PROXY_CPUS")
       ip netns exec $ns "$LT" reflect "${rargs[@]}" > "$OUT/$label.proxy.log" 2>&1 &
-      pid=$!; reflect=(--reflector); name="null reflector io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}"
+      pid=$!; reflect=(--reflector); name="null reflector shards=${REFLECTOR_SHARDS:-1} io=$IO coalesce_us=$COALESCE_US${PROXY_CPUS:+ cpus=$PROXY_CPUS}"
       sleep 0.5 ;;
     *) echo "unknown target $target" >&2; ip netns del $ns; return 1 ;;
   esac

@@ -608,30 +608,40 @@ impl Core {
             return Inbound::Handled;
         }
         let msg = msg;
-        if let Some(owner) = route::owner(&msg, &self.cfg, self.env.shards) {
-            if owner != self.env.shard {
-                self.metrics.handed_off += 1;
-                return Inbound::ForShard(owner);
-            }
-        }
+        // Validated first, so that the ownership below reads the parsed essentials instead of
+        // parsing the same rows again; a datagram that fails is refused wherever it arrived
+        // (the answer is stateless and goes back to its source), and one that passes on a
+        // shard that does not own it is validated again by its owner (none, with steering).
         if msg.is_request() {
-            self.metrics.requests += 1;
             match sip::check_request(&msg) {
-                Ok(e) => self.handle_request(now, &msg, &e, d.from, d.peer_cert),
-                // An ACK is never answered (RFC 3261 §17.2.1): a broken one is only counted.
-                Err(_) if msg.method() == Some(Method::Ack) => self.refuse(Refusal::InvalidRequest),
+                Ok(e) => {
+                    if let Some(owner) =
+                        self.foreign(route::request_owner(&msg, &e, &self.cfg, self.env.shards))
+                    {
+                        return Inbound::ForShard(owner);
+                    }
+                    self.metrics.requests += 1;
+                    self.handle_request(now, &msg, &e, d.from, d.peer_cert)
+                }
                 Err(err) => {
+                    self.metrics.requests += 1;
                     self.refuse(Refusal::InvalidRequest);
-                    if let Disposition::Reply(status, reason) = err.disposition(true) {
-                        let mut cx = self.cx(now);
-                        reply_to(&mut cx, &msg, d.from, status, reason, b"");
+                    // An ACK is never answered (RFC 3261 §17.2.1): a broken one is only counted.
+                    if msg.method() != Some(Method::Ack) {
+                        if let Disposition::Reply(status, reason) = err.disposition(true) {
+                            let mut cx = self.cx(now);
+                            reply_to(&mut cx, &msg, d.from, status, reason, b"");
+                        }
                     }
                 }
             }
         } else {
-            self.metrics.responses += 1;
             match sip::check_response(&msg) {
                 Ok(re) => {
+                    if let Some(owner) = self.foreign(route::response_owner(&re, self.env.shards)) {
+                        return Inbound::ForShard(owner);
+                    }
+                    self.metrics.responses += 1;
                     let ours = re
                         .top_via
                         .branch
@@ -653,10 +663,20 @@ impl Core {
                         None => self.refuse(Refusal::StrayResponse),
                     }
                 }
-                Err(_) => self.refuse(Refusal::MalformedResponse),
+                Err(_) => {
+                    self.metrics.responses += 1;
+                    self.refuse(Refusal::MalformedResponse)
+                }
             }
         }
         Inbound::Handled
+    }
+
+    /// `owner` when it is another shard (counted as a hand-off), `None` when this one.
+    fn foreign(&mut self, owner: Option<ShardId>) -> Option<ShardId> {
+        let owner = owner.filter(|&o| o != self.env.shard)?;
+        self.metrics.handed_off += 1;
+        Some(owner)
     }
 
     /// The head of a datagram too long for the receive buffers: a request gets 513 (RFC 3261

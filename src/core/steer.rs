@@ -1,11 +1,12 @@
-//! The owner of a datagram as the kernel's steering program computes it: [`route::owner`]'s
-//! rules read from raw bytes in bounded scans, so a `SO_ATTACH_REUSEPORT_EBPF` program
+//! The owner of a datagram as the kernel's steering program computes it: the core's rules
+//! ([`route::request_owner`], [`route::response_owner`]) read from raw bytes in bounded scans,
+//! so a `SO_ATTACH_REUSEPORT_EBPF` program
 //! (`engine::steer`) can deliver each datagram to the shard that will handle it.
 //!
 //! This function is the program's specification: `engine::steer` runs the loaded program on the
 //! same datagrams (`BPF_PROG_TEST_RUN`) and must answer exactly as [`wire_owner`]; the tests here
-//! check that whenever [`wire_owner`] names a shard, [`route::owner`] names the same one. Where
-//! they could differ the program says "no choice" and the kernel's hash plus the mailbox handle
+//! check that whenever [`wire_owner`] names a shard of a valid message, the core names the same
+//! one (an invalid one is refused wherever it arrives). Where they could differ the program says "no choice" and the kernel's hash plus the mailbox handle
 //! the datagram as without steering: correctness never depends on the program.
 //!
 //! Rules, over the first [`WINDOW`] bytes (`n`):
@@ -14,7 +15,7 @@
 //!   and `.`: that shard ([`Ids::branch_shard`]).
 //! - Request: the first header row named `Route`; if its row holds `;sf=` followed by four hex
 //!   digits and `.`, that shard ([`Ids::route_token_shard`]). A first Route without our token
-//!   counts as no Route, as in [`route::owner`].
+//!   counts as no Route, as in [`route::request_owner`].
 //! - Otherwise the number: for `REGISTER ` the To row's URI, else the Request-URI (after the
 //!   first space of the first line). The user is what follows the first `sip:`/`sips:` of that
 //!   row, up to `@`, at most [`MAX_USER`] bytes; any of `%` (escapes), `*`, `#` (feature codes),
@@ -24,7 +25,8 @@
 //! - Header rows are the lines after the first, up to the first empty line; at most
 //!   [`MAX_ROWS`] rows are looked at.
 //!
-//! [`route::owner`]: crate::core::route::owner
+//! [`route::request_owner`]: crate::core::route::request_owner
+//! [`route::response_owner`]: crate::core::route::response_owner
 //! [`Ids::branch_shard`]: crate::core::ids::Ids::branch_shard
 //! [`Ids::route_token_shard`]: crate::core::ids::Ids::route_token_shard
 

@@ -15,19 +15,35 @@ fn every_choice_agrees_with_the_core() {
     let cfg = config();
     let params = WireParams::of(&cfg);
     for shards in [2u16, 3, 4] {
-        let mut chosen = 0;
+        let (mut chosen, mut checked) = (0, 0);
         for (label, d) in datagrams(shards) {
             let Some(shard) = wire_owner(&d, shards, &params) else {
                 continue;
             };
             chosen += 1;
-            // An unparsable datagram is refused on whichever shard it reaches.
+            // An unparsable or invalid datagram is refused on whichever shard it reaches.
             let Ok(msg) = crate::sip::parse(&d) else {
                 continue;
             };
-            assert_eq!(route::owner(&msg, &cfg, shards), Some(shard), "{label}");
+            let core = if msg.is_request() {
+                let Ok(e) = crate::sip::check_request(&msg) else {
+                    continue;
+                };
+                route::request_owner(&msg, &e, &cfg, shards)
+            } else {
+                let Ok(e) = crate::sip::check_response(&msg) else {
+                    continue;
+                };
+                route::response_owner(&e, shards)
+            };
+            checked += 1;
+            assert_eq!(core, Some(shard), "{label}");
         }
         assert!(chosen > 40, "{shards} shards: only {chosen} choices");
+        assert!(
+            checked > 30,
+            "{shards} shards: only {checked} valid datagrams"
+        );
     }
 }
 
