@@ -492,7 +492,9 @@ impl Proxy {
         let direct = !cx.arrival.is_stream()
             && !has_second_via(req, &e.top_via)
             && req.record_routes().next().is_none();
-        let noted = is_invite && plan.record_route;
+        // (An INVITE with Record-Route rows keeps no notes: `Ends` reads its route set from
+        // a parse at the 2xx, so its Contact is not parsed here for them.)
+        let noted = is_invite && plan.record_route && !req.has(HeaderName::RecordRoute);
         let contact = (direct || noted)
             .then(|| req.contacts().next().and_then(Result::ok))
             .flatten();
