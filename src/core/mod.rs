@@ -797,9 +797,9 @@ impl Core {
             return self.after_register(now, ops, outs);
         }
         // §17.2.3 first: retransmissions, the ACK of a non-2xx, CANCEL, the ACK of a 2xx.
-        if proxy.match_request(&mut cx, msg, e, from) == Matched::Handled {
+        let Matched::New(server_key) = proxy.match_request(&mut cx, msg, e, from) else {
             return;
-        }
+        };
         if let Some((status, reason, extra)) = proxy_checks(&cx, msg, e) {
             return reply_to(&mut cx, msg, from, status, reason, &extra);
         }
@@ -807,7 +807,7 @@ impl Core {
             // §16.12: inside a dialog only what our Record-Route token vouches for is relayed,
             // and only to the dialog's other leg (proxy/dialog.rs). Not challenged: the token is
             // the proof (DECISIONS.md).
-            return proxy.in_dialog(&mut cx, msg, e, from);
+            return proxy.in_dialog(&mut cx, msg, e, from, server_key);
         }
         if shed {
             return self.refuse_overloaded(now, msg, from);
@@ -905,7 +905,7 @@ impl Core {
             // A feature code acts on the calls of the extension that dialled it, and only a
             // device of that extension (authenticated as it) may use it (proxy/features.rs).
             let owner = caller_number.as_deref().filter(|_| trunk.is_none());
-            return proxy.feature_invite(&mut cx, msg, e, from, feature, owner, named);
+            return proxy.feature_invite(&mut cx, msg, e, from, server_key, feature, owner, named);
         }
         let strip_identity = !trusted;
         let secure = transport::sips::requested(e);
@@ -957,6 +957,7 @@ impl Core {
                     stage_rings: None,
                     external_levels: None,
                     cdr: None,
+                    routes_to_drop: None,
                 };
                 (vec![target], (plan, Party::Outside))
             }
@@ -976,6 +977,7 @@ impl Core {
                     stage_rings: None,
                     external_levels: None,
                     cdr: None,
+                    routes_to_drop: None,
                 };
                 // A spiral of a follow-me stage rings the extension's devices only.
                 let devices_only = spiral
@@ -1097,7 +1099,7 @@ impl Core {
             }
             plan.cdr = draft;
         }
-        proxy.start_call(&mut cx, msg, e, from, targets, plan);
+        proxy.start_call(&mut cx, msg, e, from, server_key, targets, plan);
     }
 
     /// A new request refused because the shard is overloaded (`overload::refuse`).

@@ -280,6 +280,8 @@ pub struct Call {
     /// Keyed hash of the caller's From tag: tells the caller's in-dialog requests from the
     /// callee's.
     pub caller_tag: u64,
+    /// Where what `ends` takes from the INVITE lies in `request` (`None`: it is parsed).
+    pub caller_notes: Option<super::dialog::expiry::CallerNotes>,
     /// Rows every branch adds (an asserted identity); usually empty.
     pub extra: Box<[u8]>,
     /// What the call holds on the shared policy counters (`core::policy`): given back when it

@@ -25,7 +25,7 @@ pub(super) mod session_timer;
 use super::call::{AnswerFate, Branch, BranchRole, Call, Cancel, Client, Dialog};
 use super::{
     sched, uri_destination, uri_is_us, write_our_via, write_via_start, Event, ForkPlan, ForkTarget,
-    Proxy,
+    Proxy, ServerKey,
 };
 use crate::config::NatMode;
 use crate::core::cdr::{self, Cause};
@@ -90,12 +90,15 @@ enum RouteToken {
     /// A token on our address that does not verify (forged, another call's, or minted before a
     /// restart), or one for another shard.
     Invalid,
-    /// Our token for call `Key` on this shard.
-    Ours(Key),
+    /// Our token for call `Key` on this shard. `second_ours`: the second Route value is our
+    /// other entry of a double Record-Route (`record_route::second_pairs_first`), so the
+    /// request is forwarded without both; read here, from the same parse of the Route list.
+    Ours { call: Key, second_ours: bool },
 }
 
 fn route_token(cx: &Cx<'_>, req: &Message<'_>, call_id: &[u8]) -> RouteToken {
-    let Some(Ok(route)) = req.routes().next() else {
+    let mut routes = req.routes();
+    let Some(Ok(route)) = routes.next() else {
         return RouteToken::Absent;
     };
     let Some(uri) = route.uri.as_sip() else {
@@ -108,7 +111,14 @@ fn route_token(cx: &Cx<'_>, req: &Message<'_>, call_id: &[u8]) -> RouteToken {
         return RouteToken::Absent;
     }
     match cx.ids.read_route_token(token, call_id, cx.env.shards) {
-        Some(d) if d.shard == cx.env.shard => RouteToken::Ours(d.call),
+        Some(d) if d.shard == cx.env.shard => RouteToken::Ours {
+            call: d.call,
+            second_ours: crate::core::transport::record_route::second_pairs_first(
+                cx,
+                routes.next(),
+                token,
+            ),
+        },
         _ => RouteToken::Invalid,
     }
 }
@@ -294,9 +304,10 @@ impl Proxy {
         req: &Message<'_>,
         e: &Essentials<'_>,
         from: SocketAddr,
+        server_key: ServerKey,
     ) {
-        let key = match route_token(cx, req, e.call_id) {
-            RouteToken::Ours(key) => Some(key),
+        let (key, second_ours) = match route_token(cx, req, e.call_id) {
+            RouteToken::Ours { call, second_ours } => (Some(call), second_ours),
             RouteToken::Absent => {
                 self.count(Event::InDialogRefused);
                 return crate::core::reply::reply_to(
@@ -308,7 +319,7 @@ impl Proxy {
                     b"",
                 );
             }
-            RouteToken::Invalid => None,
+            RouteToken::Invalid => (None, false),
         };
         let tags = TagHashes::of(cx, e);
         // A token that does not verify, or a dialog that ended (or whose tags it does not name).
@@ -338,8 +349,13 @@ impl Proxy {
             // In-dialog: over the leg's open flow, else UDP; never a new connection.
             transport: crate::core::transport::Transport::Udp,
         };
-        let plan = ForkPlan::relay(!cx.cfg.is_trusted(from.ip()));
-        self.start_call(cx, req, e, from, vec![target], plan);
+        let plan = ForkPlan {
+            // The first Route is ours (its token verified); whether the second is too was read
+            // with it.
+            routes_to_drop: Some((true, second_ours)),
+            ..ForkPlan::relay(!cx.cfg.is_trusted(from.ip()))
+        };
+        self.start_call(cx, req, e, from, server_key, vec![target], plan);
     }
 
     /// An ACK that matched no server transaction: the ACK for a 2xx, forwarded statelessly to
@@ -352,12 +368,14 @@ impl Proxy {
         e: &Essentials<'_>,
         from: SocketAddr,
     ) {
-        let dest = match route_token(cx, req, e.call_id) {
-            RouteToken::Ours(key) => self
-                .calls
-                .get(key)
-                .and_then(|call| other_leg(cx, call, TagHashes::of(cx, e), from)),
-            RouteToken::Absent | RouteToken::Invalid => None,
+        let (dest, drop_second_route) = match route_token(cx, req, e.call_id) {
+            RouteToken::Ours { call, second_ours } => (
+                self.calls
+                    .get(call)
+                    .and_then(|call| other_leg(cx, call, TagHashes::of(cx, e), from)),
+                second_ours,
+            ),
+            RouteToken::Absent | RouteToken::Invalid => (None, false),
         };
         let (Some(dest), Some(mf)) = (dest, e.max_forwards.map_or(Some(70), |m| m.checked_sub(1)))
         else {
@@ -386,8 +404,6 @@ impl Proxy {
             .digest(&[b"ack", e.top_via.branch.unwrap_or_default(), e.call_id]);
         push_hex(via, d as u64);
         let fix = ViaFix::for_source(&e.top_via, from);
-        let drop_second_route =
-            crate::core::transport::record_route::second_route_pairs_first(cx, req);
         cx.out.push_with(dest, |buf| {
             build::forward_request_with(
                 req,

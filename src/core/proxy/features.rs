@@ -270,14 +270,14 @@ impl Proxy {
 
     /// A 2xx of branch `i` of `key` to the caller's INVITE `invite` is about to go upstream:
     /// records the dialog it establishes as a line of the extension whose device is in it
-    /// (module docs).
+    /// (module docs). `invite` is parsed only when a feature code is configured.
     pub(super) fn note_answer(
         &mut self,
         cx: &mut Cx<'_>,
         key: Key,
         i: usize,
         resp: &Message<'_>,
-        invite: Option<&Message<'_>>,
+        invite: &super::response::StoredRequest<'_>,
     ) {
         let Some(call) = self.calls.get(key) else {
             return;
@@ -287,7 +287,7 @@ impl Proxy {
         if !call.is_invite || !call.record_route || !cx.cfg.features.any() {
             return;
         }
-        let (Some(invite), Some(branch)) = (invite, call.branches.get(i)) else {
+        let (Some(invite), Some(branch)) = (invite.message(), call.branches.get(i)) else {
             return;
         };
         let Ok(to) = resp.to() else {
@@ -437,7 +437,7 @@ impl Proxy {
 
     /// An INVITE to a feature code from `from`, whose sender is extension `owner` (digest
     /// authenticated, or its From when authentication is off); `named` is the extension dialled
-    /// after the code, if any.
+    /// after the code, if any; `server_key`: the INVITE's ([`Proxy::match_request`]).
     #[allow(clippy::too_many_arguments)]
     pub fn feature_invite(
         &mut self,
@@ -445,6 +445,7 @@ impl Proxy {
         req: &Message<'_>,
         e: &Essentials<'_>,
         from: SocketAddr,
+        server_key: super::ServerKey,
         feature: Feature,
         owner: Option<&[u8]>,
         named: &[u8],
@@ -531,11 +532,10 @@ impl Proxy {
             extra: &rows,
             ..ForkPlan::relay(true)
         };
-        self.start_call(cx, req, e, from, vec![target], plan);
-        let server_key = super::server_key(cx.ids, e, b"INVITE");
+        self.start_call(cx, req, e, from, server_key, vec![target], plan);
         if let Some(call) = self
             .index
-            .get(&server_key)
+            .get(&server_key.0)
             .copied()
             .and_then(|k| self.calls.get_mut(k))
         {

@@ -90,6 +90,10 @@ pub struct ForkPlan<'a> {
     pub external_levels: Option<&'a [usize]>,
     /// The CDR of a public call, when `[policy] cdr` is set.
     pub cdr: Option<Box<crate::core::cdr::Draft>>,
+    /// Which of the request's first two Route values are ours, when the caller already read
+    /// them (`record_route::routes_to_drop`; in-dialog requests: with the route token);
+    /// `None`: the first branches read them.
+    pub routes_to_drop: Option<(bool, bool)>,
 }
 
 impl ForkPlan<'_> {
@@ -108,6 +112,7 @@ impl ForkPlan<'_> {
             stage_rings: None,
             external_levels: None,
             cdr: None,
+            routes_to_drop: None,
         }
     }
 }
@@ -257,9 +262,15 @@ pub struct Proxy {
 pub enum Matched {
     /// The request belonged to a server transaction and was handled.
     Handled,
-    /// No server transaction: the request is new.
-    New,
+    /// No server transaction: the request is new. Its key, for the call that
+    /// [`Proxy::start_call`] may start for it.
+    New(ServerKey),
 }
+
+/// A new request's §17.2.3 server transaction key, hashed once by [`Proxy::match_request`]
+/// and handed to [`Proxy::start_call`], which indexes the call by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerKey(u128);
 
 impl ForkTarget<'_> {
     fn into_owned(self) -> ForkTarget<'static> {
@@ -333,8 +344,8 @@ impl Proxy {
             Method::Invite | Method::Ack | Method::Cancel => b"INVITE",
             m => m.as_bytes(),
         };
-        let key = server_key(cx.ids, e, class);
-        let found = self.index.get(&key).copied();
+        let new_key = server_key(cx.ids, e, class);
+        let found = self.index.get(&new_key).copied();
         match (e.method, found) {
             (Method::Cancel, Some(call)) => {
                 self.handle_cancel(cx, call, req, e, from);
@@ -359,7 +370,7 @@ impl Proxy {
                 self.retransmission(cx, call);
                 Matched::Handled
             }
-            (_, None) => Matched::New,
+            (_, None) => Matched::New(ServerKey(new_key)),
         }
     }
 
@@ -394,22 +405,19 @@ impl Proxy {
 
     /// Starts a call: server transaction, 100 Trying for an INVITE, and the first branches.
     /// `targets` must not be empty; the caller answers 404/480 for an empty target set.
+    /// `server_key`: the request's, as [`Proxy::match_request`] found no transaction for it.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_call(
         &mut self,
         cx: &mut Cx<'_>,
         req: &Message<'_>,
         e: &Essentials<'_>,
         from: SocketAddr,
+        ServerKey(server_key): ServerKey,
         mut targets: Vec<ForkTarget<'_>>,
         plan: ForkPlan<'_>,
     ) {
         let is_invite = e.method == Method::Invite;
-        let class: &[u8] = if is_invite {
-            b"INVITE"
-        } else {
-            e.method.as_bytes()
-        };
-        let server_key = server_key(cx.ids, e, class);
         let upstream = response_destination(&e.top_via, from);
         let fix = ViaFix::for_source(&e.top_via, from);
         let cap = usize::try_from(cx.cfg.proxy.max_branches)
@@ -477,6 +485,25 @@ impl Proxy {
             .into_iter()
             .map(|(g, ring)| (g.into_iter().map(ForkTarget::into_owned).collect(), ring))
             .collect();
+        // The caller's Contact is its leg's remote target only when nothing stands between
+        // (one Via, no Record-Route); behind another proxy the flow is the way back, and over
+        // a connection the connection is. Its first Contact, parsed once for that and for the
+        // notes a recorded INVITE's first 2xx reads (`expiry::CallerNotes`).
+        let direct = !cx.arrival.is_stream()
+            && !has_second_via(req, &e.top_via)
+            && req.record_routes().next().is_none();
+        // (An INVITE with Record-Route rows keeps no notes: `Ends` reads its route set from
+        // a parse at the 2xx, so its Contact is not parsed here for them.)
+        let noted = is_invite && plan.record_route && !req.has(HeaderName::RecordRoute);
+        let contact = (direct || noted)
+            .then(|| req.contacts().next().and_then(Result::ok))
+            .flatten();
+        let caller_target = direct
+            .then(|| contact.as_ref().and_then(contact_uri_destination))
+            .flatten();
+        let caller_notes = noted
+            .then(|| dialog::expiry::CallerNotes::of(req, e, contact.as_ref()))
+            .flatten();
         let call = Call {
             is_invite,
             server: if is_invite {
@@ -510,14 +537,8 @@ impl Proxy {
             to_extension: plan.to_extension,
             record_route: plan.record_route,
             caller_tag: e.from.tag.map_or(0, |t| dialog::tag_hash(cx, t)),
-            // The caller's Contact is its leg's remote target only when nothing stands between
-            // (one Via, no Record-Route); behind another proxy the flow is the way back, and over
-            // a connection the connection is.
-            caller_target: (!cx.arrival.is_stream()
-                && !has_second_via(req, &e.top_via)
-                && req.record_routes().next().is_none())
-            .then(|| contact_destination(req))
-            .flatten(),
+            caller_target,
+            caller_notes,
             strip_identity: plan.strip_identity,
             extra: plan.extra.into(),
             holds: plan.holds,
@@ -543,7 +564,7 @@ impl Proxy {
             };
             self.respond_to(cx, key, (req, e), trying);
         }
-        self.fork(cx, key, req, e, first);
+        self.fork(cx, key, req, e, first, plan.routes_to_drop);
         self.after_fork(cx, key);
     }
 
@@ -556,7 +577,7 @@ impl Proxy {
         // Later q-groups fork from the stored copy of the request.
         if let Ok(req) = crate::sip::parse(&request) {
             if let Ok(e) = crate::sip::check_request(&req) {
-                self.fork(cx, key, &req, &e, targets);
+                self.fork(cx, key, &req, &e, targets, None);
             }
         }
         if let Some(call) = self.calls.get_mut(key) {
@@ -565,7 +586,7 @@ impl Proxy {
         self.after_fork(cx, key);
     }
 
-    /// Forwards one branch per target.
+    /// Forwards one branch per target. `routes_to_drop`: [`ForkPlan::routes_to_drop`].
     fn fork(
         &mut self,
         cx: &mut Cx<'_>,
@@ -573,6 +594,7 @@ impl Proxy {
         req: &Message<'_>,
         e: &Essentials<'_>,
         targets: Vec<ForkTarget<'_>>,
+        routes_to_drop: Option<(bool, bool)>,
     ) {
         let Some(call) = self.calls.get_mut(key) else {
             return;
@@ -614,8 +636,8 @@ impl Proxy {
             cx.ids.write_route_token(key, e.call_id, rr);
         }
         let extra = std::mem::take(&mut call.extra);
-        let (drop_first_route, drop_second_route) =
-            crate::core::transport::record_route::routes_to_drop(cx, req);
+        let (drop_first_route, drop_second_route) = routes_to_drop
+            .unwrap_or_else(|| crate::core::transport::record_route::routes_to_drop(cx, req));
         let mut shared = Shared {
             record_route: (!rr.is_empty()).then_some(&rr[..]),
             rr_sides: &mut self.scratch_rr_sides,
@@ -917,7 +939,12 @@ pub fn uri_destination(uri: &SipUri<'_>) -> Option<SocketAddr> {
 
 /// Where the first Contact of `msg` (a remote target) points, when it is an IP literal.
 fn contact_destination(msg: &Message<'_>) -> Option<SocketAddr> {
-    match msg.contacts().next()?.ok()? {
+    contact_uri_destination(&msg.contacts().next()?.ok()?)
+}
+
+/// Where a Contact value's URI points, when it is an IP literal.
+fn contact_uri_destination(contact: &crate::sip::ContactValue<'_>) -> Option<SocketAddr> {
+    match contact {
         crate::sip::ContactValue::Addr(c) => c.addr.uri.as_sip().and_then(uri_destination),
         crate::sip::ContactValue::Star => None,
     }

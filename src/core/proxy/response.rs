@@ -235,8 +235,7 @@ impl Proxy {
             }
             if call.outcome == Outcome::Pending && !call.server.is_final() {
                 let request = call.request.take();
-                let req = request.as_deref().and_then(|r| crate::sip::parse(r).ok());
-                let session = self.session_of(cx, key, resp, req.as_ref());
+                let session = self.session_of(cx, key, resp, &StoredRequest::new(&request));
                 self.restore_request(key, request);
                 self.forward_2xx(cx, key, resp);
                 self.session_rearm(cx, session);
@@ -292,13 +291,14 @@ impl Proxy {
             } else {
                 Event::Answered
             });
-            // The stored INVITE, parsed once for the three that read it: lent out of the call
-            // while they run, so the parse can borrow it while they take `&mut self`.
+            // The stored INVITE, parsed at most once for the three that may read it (most
+            // answers need no parse: `StoredRequest`): lent out of the call while they run, so
+            // the parse can borrow it while they take `&mut self`.
             let request = self.calls.get_mut(key).and_then(|c| c.request.take());
-            let req = request.as_deref().and_then(|r| crate::sip::parse(r).ok());
-            self.keep_ends(cx, key, i, resp, req.as_ref());
-            let session = self.session_of(cx, key, resp, req.as_ref());
-            self.note_answer(cx, key, i, resp, req.as_ref());
+            let stored = StoredRequest::new(&request);
+            self.keep_ends(cx, key, i, resp, &stored);
+            let session = self.session_of(cx, key, resp, &stored);
+            self.note_answer(cx, key, i, resp, &stored);
             self.restore_request(key, request);
             self.forward_2xx(cx, key, resp);
             self.add_dialog(cx, key, i, to_tag);
@@ -313,7 +313,7 @@ impl Proxy {
         self.reap(cx, key);
     }
 
-    /// Gives back the INVITE lent out of call `key` while a 2xx was being looked at.
+    /// Gives back the request lent out of call `key` while a 2xx was being looked at.
     fn restore_request(&mut self, key: Key, request: Option<Box<[u8]>>) {
         if let Some(call) = self.calls.get_mut(key) {
             call.request = request;
@@ -591,6 +591,36 @@ impl Proxy {
             }
             self.calls.free(key);
         }
+    }
+}
+
+/// A call's stored request (`Call::request`, lent out while a 2xx is looked at), parsed the
+/// first time something reads it and only then: the first 2xx of a call that records its route
+/// reads the pieces `Ends` keeps from notes taken on arrival (`expiry::CallerNotes`), and a
+/// 2xx without Session-Expires (the BYE's 200, most INVITEs') needs nothing of it.
+pub(super) struct StoredRequest<'a> {
+    bytes: Option<&'a [u8]>,
+    parsed: std::cell::OnceCell<Option<Message<'a>>>,
+}
+
+impl<'a> StoredRequest<'a> {
+    pub(super) fn new(request: &'a Option<Box<[u8]>>) -> Self {
+        StoredRequest {
+            bytes: request.as_deref(),
+            parsed: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Its bytes, as received.
+    pub(super) fn bytes(&self) -> Option<&'a [u8]> {
+        self.bytes
+    }
+
+    /// Its parse (the first call parses; `None`: no request, or it does not parse).
+    pub(super) fn message(&self) -> Option<&Message<'a>> {
+        self.parsed
+            .get_or_init(|| self.bytes.and_then(|b| crate::sip::parse(b).ok()))
+            .as_ref()
     }
 }
 

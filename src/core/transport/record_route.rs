@@ -22,7 +22,7 @@ use super::Transport;
 use crate::core::context::Cx;
 use crate::core::proxy::uri_is_us;
 use crate::core::route::ROUTE_TOKEN_PARAM;
-use crate::sip::{Message, SipUri};
+use crate::sip::{Message, NameAddr, ParseError, SipUri};
 
 /// The `transport` URI parameter naming `t` (none for UDP, the default of a `sip:` URI).
 fn transport_param(t: Transport) -> &'static [u8] {
@@ -96,16 +96,28 @@ fn our_token<'b>(cx: &Cx<'_>, uri: &SipUri<'b>) -> Option<&'b [u8]> {
     uri_is_us(cx, uri).then_some(token)
 }
 
-/// Whether the second Route value of `req` is our other entry of a double Record-Route: it
-/// names us with the same route token as the first, which names us too. (Whether that token
-/// verifies is checked once, on the first value, by the in-dialog code.)
-pub fn second_route_pairs_first(cx: &Cx<'_>, req: &Message<'_>) -> bool {
-    routes_to_drop(cx, req).1
+/// Whether `second` (the second Route value of a request, as parsed) is our other entry of a
+/// double Record-Route: it names us with `token`, the route token of the first, which names us
+/// too. (Whether that token verifies is checked once, on the first value, by the in-dialog
+/// code, which reads the first value and calls this with the next.)
+pub fn second_pairs_first(
+    cx: &Cx<'_>,
+    second: Option<Result<NameAddr<'_>, ParseError>>,
+    token: &[u8],
+) -> bool {
+    match second {
+        Some(Ok(second)) => second
+            .uri
+            .as_sip()
+            .and_then(|second| our_token(cx, second))
+            .is_some_and(|other| other == token),
+        _ => false,
+    }
 }
 
 /// Which of the first two Route values of `req` are ours, from one parse of each: the first
 /// when it names us (RFC 3261 §16.4), and the second when it is our other entry of a double
-/// Record-Route ([`second_route_pairs_first`]).
+/// Record-Route ([`second_pairs_first`]).
 pub fn routes_to_drop(cx: &Cx<'_>, req: &Message<'_>) -> (bool, bool) {
     let mut routes = req.routes();
     let Some(Ok(first)) = routes.next() else {
@@ -120,15 +132,7 @@ pub fn routes_to_drop(cx: &Cx<'_>, req: &Message<'_>) -> (bool, bool) {
     let Some(Some(token)) = first.param(ROUTE_TOKEN_PARAM) else {
         return (true, false);
     };
-    let pairs = match routes.next() {
-        Some(Ok(second)) => second
-            .uri
-            .as_sip()
-            .and_then(|second| our_token(cx, second))
-            .is_some_and(|other| other == token),
-        _ => false,
-    };
-    (true, pairs)
+    (true, second_pairs_first(cx, routes.next(), token))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 use super::{route_token, RouteToken};
 use crate::core::context::Cx;
 use crate::core::proxy::call::{Call, Outcome};
+use crate::core::proxy::response::StoredRequest;
 use crate::core::proxy::Proxy;
 use crate::core::slab::Key;
 use crate::core::TimerKey;
@@ -60,30 +61,35 @@ pub(super) fn session_expired(cx: &Cx<'_>, call: &Call) -> bool {
 }
 
 impl Proxy {
-    /// A 2xx of call `key` to request `req` (the call's, parsed) is about to go upstream: the
-    /// call whose dialog it refreshes and the session interval, when it sets one. That is the
+    /// A 2xx of call `key` to request `req` (the call's) is about to go upstream: the call
+    /// whose dialog it refreshes and the session interval, when it sets one. That is the
     /// first 2xx of a recorded INVITE (its own dialog), or a 2xx to a relayed re-INVITE or
     /// UPDATE (the dialog its Route token names). Apply it with [`Proxy::session_rearm`] once
-    /// the dialog is recorded.
+    /// the dialog is recorded. `req` is parsed only for a 2xx that carries Session-Expires.
     pub(in crate::core::proxy) fn session_of(
         &self,
         cx: &Cx<'_>,
         key: Key,
         resp: &Message<'_>,
-        req: Option<&Message<'_>>,
+        req: &StoredRequest<'_>,
     ) -> Option<(Key, Duration)> {
         let call = self.calls.get(key)?;
+        // No Session-Expires, no session interval (`session_interval`): settled by a row
+        // lookup, before the CSeq or the request is parsed.
+        if !resp.has(HeaderName::SessionExpires) {
+            return None;
+        }
         let cseq = resp.cseq().ok()?;
         if !matches!(cseq.method, Method::Invite | Method::Update) {
             return None;
         }
-        let req = req?;
+        let req = req.message()?;
         let interval = session_interval(Some(req), resp)?;
         if call.record_route {
             return (call.outcome == Outcome::Pending).then_some((key, interval));
         }
         match route_token(cx, req, req.call_id().ok()?) {
-            RouteToken::Ours(dialog) => Some((dialog, interval)),
+            RouteToken::Ours { call, .. } => Some((call, interval)),
             _ => None,
         }
     }
