@@ -419,7 +419,7 @@ impl WsCodec {
     /// The opening handshake, once its empty line arrived.
     fn handshake(&mut self) -> Result<Option<Found>, WsError> {
         let rest = &self.buf[self.consumed..];
-        let Some(end) = memchr::memmem::find(rest, b"\r\n\r\n") else {
+        let Some(end) = crate::sip::scan::find_header_end(rest) else {
             return if rest.len() > self.settings.max_handshake {
                 Err(WsError::Handshake(431))
             } else {
@@ -472,7 +472,7 @@ fn classify(op: u8, bytes: &[u8]) -> Result<Kind, WsError> {
             Kind::Skip
         });
     }
-    if let Some(end) = memchr::memmem::find(bytes, b"\r\n\r\n") {
+    if let Some(end) = crate::sip::scan::find_header_end(bytes) {
         let body = bytes.len() - (end + 4);
         match super::framer::content_length_if_any(&bytes[..end]) {
             Ok(None) => {}
