@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::error::ParseError;
 use super::scan::{
-    find, hex_value, host_run, is_hex, is_opaque, is_scheme, is_tel_number, parse_port,
+    find, hex_value, host_run, is_hex, is_host, is_opaque, is_scheme, is_tel_number, parse_port,
     valid_uri_part, UriPart,
 };
 
@@ -52,9 +52,20 @@ impl<'b> Host<'b> {
     }
 
     /// Reads the host at the start of `s`, up to the first octet that cannot belong to one, and
-    /// returns it with its length. One pass: host characters only, no empty label, no label
-    /// starting with "-", one trailing dot allowed; digits and dots only must be IPv4.
+    /// returns it with its length. Host characters only, no empty label, no label starting with
+    /// "-", one trailing dot allowed; digits and dots only must be IPv4.
     pub(crate) fn scan(s: &'b [u8]) -> Result<(Host<'b>, usize), ParseError> {
+        // Most hosts sipfork reads (Via sent-by, device contacts) are dotted quads: read in one
+        // pass, they skip the general walk's three.
+        match scan_dotted_quad(s) {
+            Some((addr, len)) => Ok((Host::V4(addr), len)),
+            None => Self::scan_general(s),
+        }
+    }
+
+    /// [`Host::scan`] without the dotted-quad shortcut: the host run, its labels, then IPv4
+    /// when it holds digits and dots only.
+    fn scan_general(s: &'b [u8]) -> Result<(Host<'b>, usize), ParseError> {
         let bad = ParseError::BadUri;
         if s.first() == Some(&b'[') {
             let close = find(s, b']').ok_or(bad)?;
@@ -98,6 +109,34 @@ impl<'b> Host<'b> {
             Host::Domain(_) => None,
         }
     }
+}
+
+/// A dotted quad (1 to 3 digits per octet, each ≤ 255) at the start of `s` that the host run
+/// ends right after (the next octet is not a host character), with its length: exactly the
+/// hosts for which [`Host::scan`]'s general walk returns an IPv4 address. `None` sends the
+/// host to that walk.
+#[inline]
+fn scan_dotted_quad(s: &[u8]) -> Option<(Ipv4Addr, usize)> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            (s.get(i) == Some(&b'.')).then_some(())?;
+            i += 1;
+        }
+        let (mut value, start) = (0u16, i);
+        while let Some(&c) = s.get(i).filter(|c| c.is_ascii_digit() && i - start < 3) {
+            value = value * 10 + u16::from(c - b'0');
+            i += 1;
+        }
+        (i > start).then_some(())?;
+        *octet = u8::try_from(value).ok()?;
+    }
+    // A fourth dot, a fourth digit or a letter: the run goes on, the general walk decides.
+    if s.get(i).is_some_and(|&c| is_host(c)) {
+        return None;
+    }
+    Some((Ipv4Addr::from(octets), i))
 }
 
 /// Parses a dotted-quad IPv4 address (1 to 3 digits per octet).
@@ -909,5 +948,52 @@ mod tests {
         assert_eq!(parse_ip(b"host"), None);
         assert_eq!(parse_ipv4(b"1.2.3"), None);
         assert_eq!(parse_ipv4(b"1.2.3.4.5"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20000))]
+
+        /// The dotted-quad shortcut changes nothing: `Host::scan` answers as the general walk
+        /// on host-shaped octets (digits, dots, letters, `-`, `_`, what may follow a host) and
+        /// on any octets.
+        #[test]
+        fn host_scan_matches_the_general_walk(
+            shaped in proptest::collection::vec(proptest::prop_oneof![
+                4 => proptest::prelude::Just(b'1'), 2 => proptest::prelude::Just(b'2'),
+                2 => proptest::prelude::Just(b'5'), 1 => proptest::prelude::Just(b'9'),
+                1 => proptest::prelude::Just(b'0'), 4 => proptest::prelude::Just(b'.'),
+                1 => proptest::prelude::Just(b'a'), 1 => proptest::prelude::Just(b'-'),
+                1 => proptest::prelude::Just(b'_'), 1 => proptest::prelude::Just(b':'),
+                1 => proptest::prelude::Just(b';'), 1 => proptest::prelude::Just(b'>'),
+                1 => proptest::prelude::any::<u8>()], 0..24),
+            any in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+        ) {
+            for s in [&shaped, &any] {
+                proptest::prop_assert_eq!(Host::scan(s), Host::scan_general(s), "{:?}", s);
+            }
+        }
+    }
+
+    #[test]
+    fn dotted_quads_take_the_shortcut_and_stop_where_the_host_stops() {
+        for (s, len) in [
+            (&b"127.0.0.1"[..], 9),
+            (b"10.0.0.9:5070", 8),
+            (b"255.255.255.255;lr", 15),
+            (b"001.02.3.4>", 10),
+        ] {
+            assert_eq!(scan_dotted_quad(s).map(|(_, l)| l), Some(len), "{s:?}");
+        }
+        for s in [
+            &b"256.0.0.1"[..],
+            b"1.2.3.4.",
+            b"1.2.3.4a",
+            b"1.2.3",
+            b"1.2.3.4567",
+            b".1.2.3.4",
+            b"1..2.3",
+        ] {
+            assert_eq!(scan_dotted_quad(s), None, "{s:?}");
+        }
     }
 }
