@@ -6,7 +6,7 @@
 # `callgrind_annotate --inclusive=yes OUT/cg.*` (divide by the run's calls; every call must pass:
 # a busy box can make valgrind too slow for the calls' timers).
 # IO defaults to mmsg: valgrind serialises threads and does not know io_uring_enter blocks, so
-# one io_uring shard waiting in it starves the other.
+# one io_uring shard waiting in it starves the other (and the process may not stop on SIGTERM).
 # Usage: benches/callgrind_shipped.sh OUT [BIN]   (BIN default target/ci/sipfork). Root.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,4 +26,7 @@ for _ in $(seq 180); do grep -q "sipfork running" "$W/proxy.log" && break; sleep
 ip netns exec $ns "$LT" run --preset fork3 --rate "${RATE:-40}" --extensions 100 --duration "${DUR:-15}" \
   --io "$IO" --label cg --out "$W" --quiet >"$W/run.out" 2>&1 || true
 grep '^RESULT' "$W/run.out" || tail -5 "$W/run.out"
-kill -TERM $vg; wait $vg || true
+kill -TERM $vg
+# Bounded: a process that does not stop (io_uring under valgrind, above) is killed after 60 s.
+for _ in $(seq 60); do kill -0 $vg 2>/dev/null || break; sleep 1; done
+kill -KILL $vg 2>/dev/null || true; wait $vg || true
