@@ -355,7 +355,7 @@ pub fn refuse(cx: &mut Cx<'_>, req: &Message<'_>, from: SocketAddr) {
 /// is refused. Counted like the 503s' values. Off with `[overload] enabled = false`.
 pub fn mark_response(cx: &mut Cx<'_>, bytes: &mut Vec<u8>) {
     // Almost no response announces: a scan for the parameter spares them the parse.
-    if !cx.cfg.overload.enabled || crate::sip::scan::find_oc(bytes).is_none() {
+    if !cx.cfg.overload.enabled || crate::sip::scan::find_short(bytes, b";oc").is_none() {
         return;
     }
     let (reduction, validity) = (cx.overload.reduction(), cx.cfg.overload.oc_validity_ms);

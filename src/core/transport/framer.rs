@@ -206,7 +206,7 @@ impl Framer {
                 break;
             }
             let rest = &self.buf[self.consumed..];
-            let Some(end) = crate::sip::scan::find_header_end(rest) else {
+            let Some(end) = crate::sip::scan::find_short(rest, b"\r\n\r\n") else {
                 return if rest.len() > self.limits.max_header {
                     Err(FrameError::HeaderTooLarge)
                 } else {

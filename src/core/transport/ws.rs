@@ -419,7 +419,7 @@ impl WsCodec {
     /// The opening handshake, once its empty line arrived.
     fn handshake(&mut self) -> Result<Option<Found>, WsError> {
         let rest = &self.buf[self.consumed..];
-        let Some(end) = crate::sip::scan::find_header_end(rest) else {
+        let Some(end) = crate::sip::scan::find_short(rest, b"\r\n\r\n") else {
             return if rest.len() > self.settings.max_handshake {
                 Err(WsError::Handshake(431))
             } else {
@@ -472,7 +472,7 @@ fn classify(op: u8, bytes: &[u8]) -> Result<Kind, WsError> {
             Kind::Skip
         });
     }
-    if let Some(end) = crate::sip::scan::find_header_end(bytes) {
+    if let Some(end) = crate::sip::scan::find_short(bytes, b"\r\n\r\n") {
         let body = bytes.len() - (end + 4);
         match super::framer::content_length_if_any(&bytes[..end]) {
             Ok(None) => {}
