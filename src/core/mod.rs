@@ -608,66 +608,72 @@ impl Core {
             return Inbound::Handled;
         }
         let msg = msg;
-        // Validated first, so that the ownership below reads the parsed essentials instead of
-        // parsing the same rows again; a datagram that fails is refused wherever it arrived
-        // (the answer is stateless and goes back to its source), and one that passes on a
-        // shard that does not own it is validated again by its owner (none, with steering).
+        // Validated first, so that the ownership reads the parsed essentials instead of parsing
+        // the same rows again; a datagram that fails is refused wherever it arrived (the answer
+        // is stateless and goes back to its source), and one that passes on a shard that does
+        // not own it is validated again by its owner (none, with steering).
         if msg.is_request() {
-            match sip::check_request(&msg) {
-                Ok(e) => {
-                    if let Some(owner) =
-                        self.foreign(route::request_owner(&msg, &e, &self.cfg, self.env.shards))
-                    {
-                        return Inbound::ForShard(owner);
-                    }
-                    self.metrics.requests += 1;
-                    self.handle_request(now, &msg, &e, d.from, d.peer_cert)
-                }
-                Err(err) => {
-                    self.metrics.requests += 1;
-                    self.refuse(Refusal::InvalidRequest);
-                    // An ACK is never answered (RFC 3261 §17.2.1): a broken one is only counted.
-                    if msg.method() != Some(Method::Ack) {
-                        if let Disposition::Reply(status, reason) = err.disposition(true) {
-                            let mut cx = self.cx(now);
-                            reply_to(&mut cx, &msg, d.from, status, reason, b"");
-                        }
-                    }
-                }
-            }
+            self.dispatch_request(now, d, &msg)
         } else {
-            match sip::check_response(&msg) {
-                Ok(re) => {
-                    if let Some(owner) = self.foreign(route::response_owner(&re, self.env.shards)) {
-                        return Inbound::ForShard(owner);
-                    }
-                    self.metrics.responses += 1;
-                    let ours = re
-                        .top_via
-                        .branch
-                        .and_then(|b| self.ids.read_branch(b, self.env.shards))
-                        .filter(|b| b.shard == self.env.shard);
-                    match ours {
-                        Some(ours) if ours.call.index == policy::keepalive::PROBE_CALL => {
-                            let Parts {
-                                mut cx, keepalive, ..
-                            } = self.parts(now);
-                            if !keepalive.on_response(&mut cx, ours, d.from) {
-                                self.refuse(Refusal::StrayResponse);
-                            }
-                        }
-                        Some(ours) => {
-                            let Parts { mut cx, proxy, .. } = self.parts(now);
-                            proxy.handle_response(&mut cx, &msg, &re, ours);
-                        }
-                        None => self.refuse(Refusal::StrayResponse),
-                    }
-                }
-                Err(_) => {
-                    self.metrics.responses += 1;
-                    self.refuse(Refusal::MalformedResponse)
+            self.dispatch_response(now, &msg, d.from)
+        }
+    }
+
+    fn dispatch_request(&mut self, now: Instant, d: Datagram<'_>, msg: &Message<'_>) -> Inbound {
+        let checked = sip::check_request(msg);
+        if let Ok(e) = &checked {
+            let owner = route::request_owner(msg, e, &self.cfg, self.env.shards);
+            if let Some(owner) = self.foreign(owner) {
+                return Inbound::ForShard(owner);
+            }
+        }
+        self.metrics.requests += 1;
+        match checked {
+            Ok(e) => self.handle_request(now, msg, &e, d.from, d.peer_cert),
+            // An ACK is never answered (RFC 3261 §17.2.1): a broken one is only counted.
+            Err(_) if msg.method() == Some(Method::Ack) => self.refuse(Refusal::InvalidRequest),
+            Err(err) => {
+                self.refuse(Refusal::InvalidRequest);
+                if let Disposition::Reply(status, reason) = err.disposition(true) {
+                    let mut cx = self.cx(now);
+                    reply_to(&mut cx, msg, d.from, status, reason, b"");
                 }
             }
+        }
+        Inbound::Handled
+    }
+
+    fn dispatch_response(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) -> Inbound {
+        let checked = sip::check_response(msg);
+        if let Ok(re) = &checked {
+            if let Some(owner) = self.foreign(route::response_owner(re, self.env.shards)) {
+                return Inbound::ForShard(owner);
+            }
+        }
+        self.metrics.responses += 1;
+        let Ok(re) = checked else {
+            self.refuse(Refusal::MalformedResponse);
+            return Inbound::Handled;
+        };
+        let ours = re
+            .top_via
+            .branch
+            .and_then(|b| self.ids.read_branch(b, self.env.shards))
+            .filter(|b| b.shard == self.env.shard);
+        match ours {
+            Some(ours) if ours.call.index == policy::keepalive::PROBE_CALL => {
+                let Parts {
+                    mut cx, keepalive, ..
+                } = self.parts(now);
+                if !keepalive.on_response(&mut cx, ours, from) {
+                    self.refuse(Refusal::StrayResponse);
+                }
+            }
+            Some(ours) => {
+                let Parts { mut cx, proxy, .. } = self.parts(now);
+                proxy.handle_response(&mut cx, msg, &re, ours);
+            }
+            None => self.refuse(Refusal::StrayResponse),
         }
         Inbound::Handled
     }
