@@ -1155,13 +1155,13 @@ impl Core {
         let labels = [("shard", shard.as_str())];
         sink.counter(
             "sipfork_requests_total",
-            "SIP requests received (parsed, on their owning shard)",
+            "SIP requests received (parsed; counted on their owning shard, an invalid one where it arrived)",
             &labels,
             self.metrics.requests,
         );
         sink.counter(
             "sipfork_responses_total",
-            "SIP responses received (parsed, on their owning shard)",
+            "SIP responses received (parsed; counted on their owning shard, an invalid one where it arrived)",
             &labels,
             self.metrics.responses,
         );

@@ -1240,3 +1240,46 @@ fn a_bye_after_a_restart_gets_481() {
     let r = Reply::only(after.send(PBX, bye.as_bytes()), PBX);
     assert_eq!(r.status, 481, "{}", r.text);
 }
+
+/// Ownership is read from the validated message: a valid request for an extension that another
+/// shard owns is handed to that shard, untouched; an invalid one is answered where it arrived
+/// (a stateless 400 to its source) and never handed on, so a stream of broken requests cannot
+/// make one shard wake another.
+#[test]
+fn an_invalid_request_is_refused_where_it_arrives_and_a_valid_one_goes_to_its_owner() {
+    let mut e = Edge::new(EDGE, 2);
+    let ext = (1000..1100)
+        .find(|n| sipfork::core::shard::owner_of(n.to_string().as_bytes(), 2) == ShardId(1))
+        .unwrap();
+    let ruri = format!("sip:{ext}@127.0.0.1:5060");
+    let valid = request("INVITE", &ruri, STRANGER, "2000", "", "own-1", "");
+    let invalid = String::from_utf8(valid.clone())
+        .unwrap()
+        .replace("CSeq: 1 INVITE", "CSeq: 1 BYE")
+        .into_bytes();
+    let on_shard_0 = |e: &mut Edge, bytes: &[u8]| {
+        let d = Datagram {
+            from: addr(STRANGER),
+            local: addr("127.0.0.1:5060"),
+            bytes,
+            transport: sipfork::core::transport::Transport::Udp,
+            peer_cert: None,
+        };
+        let r = e.cores[0].handle_datagram(Instant::ZERO + ms(1), d);
+        let sent = e.flush(0);
+        (r, sent)
+    };
+    let (r, sent) = on_shard_0(&mut e, &valid);
+    assert!(matches!(r, Inbound::ForShard(ShardId(1))), "{r:?}");
+    assert!(
+        sent.is_empty(),
+        "the receiving shard answered a request it does not own"
+    );
+    let (r, sent) = on_shard_0(&mut e, &invalid);
+    assert!(matches!(r, Inbound::Handled), "{r:?}");
+    let statuses: Vec<_> = sent
+        .iter()
+        .map(|(to, b)| (*to, sip::parse(b).unwrap().status()))
+        .collect();
+    assert_eq!(statuses, vec![(addr(STRANGER), Some(400))]);
+}
